@@ -1,0 +1,21 @@
+/* Errors at two layers (GUIDE habit 11): library functions return a status and fill an
+ * Error with one line that names the problem; only the command mains print it, as
+ * "quill: error: <message>", and exit non-zero.
+ *
+ * Convention: a function that can fail returns int, 0 on success and -1 on failure, and
+ * takes `Error *err` as its last argument. */
+#ifndef QUILL_ERROR_H
+#define QUILL_ERROR_H
+
+typedef struct {
+    char msg[512]; /* one line, no trailing newline */
+} Error;
+
+/* Formats the message into err (when err is not NULL) and returns -1, so that a failing
+ * function can end with `return error_set(err, "...", ...);`. */
+int error_set(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Puts "<context>: " in front of the message already in err and returns -1. */
+int error_prefix(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

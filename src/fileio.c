@@ -1,0 +1,145 @@
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *string_format_path(const char *path, const char *suffix)
+{
+    size_t n = strlen(path) + strlen(suffix) + 32;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s%ld", path, suffix, (long)getpid());
+    return s;
+}
+
+int atomic_file_open(AtomicFile *af, const char *path, Error *err)
+{
+    memset(af, 0, sizeof *af);
+    af->path = strdup(path);
+    af->tmp_path = string_format_path(path, ".tmp.");
+    if (!af->path || !af->tmp_path) {
+        atomic_file_abort(af);
+        return error_set(err, "%s: out of memory", path);
+    }
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp) {
+        int e = errno;
+        atomic_file_abort(af);
+        return error_set(err, "%s: cannot create: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* rename() is atomic, but only durable once the directory entry itself is on disk. */
+static void fsync_parent_dir(const char *path)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return;
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
+int atomic_file_commit(AtomicFile *af, Error *err)
+{
+    int failed = ferror(af->fp) || fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0;
+    int e = errno;
+    failed |= fclose(af->fp) != 0;
+    af->fp = NULL;
+    if (failed) {
+        error_set(err, "%s: write failed: %s", af->path, strerror(e ? e : EIO));
+        atomic_file_abort(af);
+        return -1;
+    }
+    if (rename(af->tmp_path, af->path) != 0) {
+        error_set(err, "%s: cannot rename into place: %s", af->path, strerror(errno));
+        atomic_file_abort(af);
+        return -1;
+    }
+    fsync_parent_dir(af->path);
+    free(af->tmp_path);
+    free(af->path);
+    memset(af, 0, sizeof *af);
+    return 0;
+}
+
+void atomic_file_abort(AtomicFile *af)
+{
+    if (!af)
+        return;
+    if (af->fp)
+        fclose(af->fp);
+    if (af->tmp_path)
+        unlink(af->tmp_path);
+    free(af->tmp_path);
+    free(af->path);
+    memset(af, 0, sizeof *af);
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, Error *err)
+{
+    AtomicFile af;
+    if (atomic_file_open(&af, path, err) != 0)
+        return -1;
+    if (len && fwrite(data, 1, len, af.fp) != len) {
+        atomic_file_abort(&af);
+        return error_set(err, "%s: write failed", path);
+    }
+    return atomic_file_commit(&af, err);
+}
+
+int file_read_all(const char *path, char **data, size_t *len, Error *err)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return error_set(err, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, fp);
+        if (n < cap - 1)
+            break;
+        char *bigger = realloc(buf, cap * 2);
+        if (!bigger) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    int read_error = ferror(fp);
+    fclose(fp);
+    if (!buf)
+        return error_set(err, "%s: out of memory", path);
+    if (read_error) {
+        free(buf);
+        return error_set(err, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+uint64_t fnv1a64(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}

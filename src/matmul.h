@@ -1,0 +1,55 @@
+/* The matmul facade: every matrix product in quill goes through gemm(), and this is the
+ * only place that knows which library computes it (GUIDE: cblas.h is included here and
+ * nowhere else). Two backends:
+ *   - OpenBLAS sgemm, the fast path (the default build);
+ *   - a naive reference loop, always compiled, the only backend with `make BLAS=none`;
+ *     tests compare the fast path against it.
+ * Thread counts for OpenMP loops and for the BLAS are set here too, in one call. */
+#ifndef QUILL_MATMUL_H
+#define QUILL_MATMUL_H
+
+#include <stdbool.h>
+
+typedef enum {
+    GEMM_BACKEND_BLAS,      /* OpenBLAS sgemm (absent with BLAS=none) */
+    GEMM_BACKEND_REFERENCE, /* the naive loop below */
+} GemmBackend;
+
+/* C = alpha * op(A) * op(B) + beta * C, all row-major, op(X) = X or X^T.
+ *   C is M x N with row stride ldc;
+ *   op(A) is M x K: A is M x K (lda >= K), or K x M when trans_a (lda >= M);
+ *   op(B) is K x N: B is K x N (ldb >= N), or N x K when trans_b (ldb >= K).
+ * With beta == 0, C is only written (it may hold garbage on entry), as in BLAS. */
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The reference: each C element is one float sum over k = 0..K-1 in order. Rows of C are
+ * split across OpenMP threads, so the result does not depend on the thread count. */
+void gemm_reference(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Selects the backend gemm() uses (tests switch to the reference); returns -1 when the
+ * backend is not built in. */
+int gemm_set_backend(GemmBackend backend);
+GemmBackend gemm_backend(void);
+/* "OpenBLAS 0.3.21 (SkylakeX kernel)" or "reference (naive loops)". */
+const char *gemm_backend_description(void);
+
+/* Inside an OpenMP parallel region every thread may call gemm(), each single-threaded:
+ * bracket such a region with these two calls (OpenBLAS's pthread build has one global
+ * thread count, and two callers using its thread pool at once would serialise). */
+void gemm_parallel_region_begin(void);
+void gemm_parallel_region_end(void);
+
+/* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. */
+void compute_set_threads(int n);
+int compute_threads(void);
+
+/* Debian's OpenBLAS 0.3.21 chooses its kernel from a table of CPUs it knows; on a newer CPU
+ * it falls back to the 2004 "Prescott" SSE3 kernel, 4-5x slower than this CPU allows.
+ * The kernel can only be chosen through the OPENBLAS_CORETYPE environment variable before
+ * the library loads, so the program mains ask this function and, when it names a core,
+ * set the variable and re-execute themselves. Returns NULL when nothing needs changing. */
+const char *gemm_blas_coretype_advice(void);
+
+#endif

@@ -1,0 +1,63 @@
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *test_shared_path(const char *relative)
+{
+    static char path[4096];
+    const char *root = getenv("QUILL_SHARED");
+    snprintf(path, sizeof path, "%s/%s", root && *root ? root : "../shared", relative);
+    struct stat st;
+    return stat(path, &st) == 0 ? path : NULL;
+}
+
+bool test_in_ci(void)
+{
+    const char *ci = getenv("CI");
+    return ci && strcmp(ci, "true") == 0;
+}
+
+const char *test_make_tmpdir(void)
+{
+    static char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/quill-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    return dir;
+}
+
+const char *test_quill_bin(void)
+{
+    const char *bin = getenv("QUILL_BIN");
+    return bin && *bin ? bin : "bin/quill";
+}
+
+int test_run_capture(const char *command, char **output)
+{
+    char *full = NULL;
+    size_t full_len = strlen(command) + 16;
+    full = malloc(full_len);
+    cr_assert_not_null(full);
+    snprintf(full, full_len, "%s 2>&1", command);
+    FILE *p = popen(full, "r");
+    free(full);
+    cr_assert_not_null(p, "popen failed for: %s", command);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = '\0';
+    int status = pclose(p);
+    *output = buf;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
