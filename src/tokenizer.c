@@ -1,0 +1,881 @@
+/* SentencePiece BPE encoding and decoding, run the way llama.cpp runs it for
+ * tokenizer.ggml.model = "llama" (tokenizer.h has the overview). The reference is
+ * llama.cpp's src/llama-vocab.cpp: llm_tokenizer_spm_session (the merge loop),
+ * llama_vocab::impl::tokenize (the outer steps) and token_to_piece (what a token decodes
+ * to). docs/formats.md walks through the algorithm with an example. */
+#include "tokenizer.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+
+/* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
+static const char SPACE_MARK[] = "\xe2\x96\x81";
+enum { SPACE_MARK_LEN = 3 };
+
+/* ---- Piece index: piece bytes -> id ----
+ * Open addressing with linear probing: a power-of-two number of slots, at least twice the
+ * number of pieces, so that a probe sequence stays short. The index also remembers every
+ * piece's length (pieces are NUL-terminated, but lookups come with a length) and the list
+ * of USER_DEFINED pieces that encoding cuts out of the text first. */
+struct PieceIndex {
+    size_t mask;       /* number of slots - 1 */
+    int *slots;        /* a piece id, or -1 for an empty slot */
+    size_t *lens;      /* byte length of each piece, by id */
+    int *user_defined; /* ids of USER_DEFINED pieces, longest first (see encode_split) */
+    int n_user_defined;
+};
+
+/* The slot that holds the piece, or the empty slot where it would go. */
+static size_t index_slot(const Tokenizer *t, const char *piece, size_t len)
+{
+    const PieceIndex *idx = t->index;
+    size_t i = (size_t)fnv1a64(FNV1A64_INIT, piece, len) & idx->mask;
+    for (;;) {
+        int id = idx->slots[i];
+        if (id < 0 || (idx->lens[id] == len && memcmp(t->pieces[id], piece, len) == 0))
+            return i;
+        i = (i + 1) & idx->mask;
+    }
+}
+
+int tokenizer_lookup(const Tokenizer *t, const char *piece, size_t len)
+{
+    if (!t->index || len == 0)
+        return -1;
+    return t->index->slots[index_slot(t, piece, len)];
+}
+
+static int index_insert_all(Tokenizer *t, Error *err)
+{
+    PieceIndex *idx = t->index;
+    for (int id = 0; id < t->n_vocab; id++) {
+        size_t len = idx->lens[id];
+        /* An empty piece can never equal a symbol (symbols are at least one byte), so it
+         * stays out of the table; llama.cpp renames such pieces "[EMPTY_<id>]". */
+        if (len == 0)
+            continue;
+        size_t slot = index_slot(t, t->pieces[id], len);
+        if (idx->slots[slot] >= 0)
+            return error_set(err, "vocabulary: piece %d '%.40s' repeats piece %d", id,
+                             t->pieces[id], idx->slots[slot]);
+        idx->slots[slot] = id;
+    }
+    return 0;
+}
+
+typedef struct {
+    size_t len;
+    int id;
+} PieceLength;
+
+static int piece_length_cmp(const void *a, const void *b)
+{
+    const PieceLength *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* llama.cpp splits USER_DEFINED pieces out of the text before running SPM, longest piece
+ * first. It sorts with an unstable sort, so pieces of equal length come in no promised
+ * order; quill takes them by ascending id. */
+static int index_list_user_defined(Tokenizer *t, Error *err)
+{
+    PieceIndex *idx = t->index;
+    PieceLength *order = malloc((size_t)t->n_vocab * sizeof *order);
+    idx->user_defined = malloc((size_t)t->n_vocab * sizeof *idx->user_defined);
+    if (!order || !idx->user_defined) {
+        free(order);
+        return error_set(err, "out of memory for the list of user-defined pieces");
+    }
+    int n = 0;
+    for (int id = 0; id < t->n_vocab; id++)
+        if (t->types[id] == TOKEN_TYPE_USER_DEFINED && idx->lens[id] > 0)
+            order[n++] = (PieceLength){idx->lens[id], id};
+    qsort(order, (size_t)n, sizeof *order, piece_length_cmp);
+    for (int i = 0; i < n; i++)
+        idx->user_defined[i] = order[i].id;
+    idx->n_user_defined = n;
+    free(order);
+    return 0;
+}
+
+static int index_build(Tokenizer *t, Error *err)
+{
+    size_t n_slots = 16;
+    while (n_slots < 2 * (size_t)t->n_vocab)
+        n_slots *= 2;
+    PieceIndex *idx = calloc(1, sizeof *idx);
+    if (!idx)
+        return error_set(err, "out of memory for the piece index");
+    t->index = idx;
+    idx->mask = n_slots - 1;
+    idx->slots = malloc(n_slots * sizeof *idx->slots);
+    idx->lens = malloc((size_t)t->n_vocab * sizeof *idx->lens);
+    if (!idx->slots || !idx->lens)
+        return error_set(err, "out of memory for the piece index (%zu slots)", n_slots);
+    for (size_t i = 0; i < n_slots; i++)
+        idx->slots[i] = -1;
+    for (int id = 0; id < t->n_vocab; id++)
+        idx->lens[id] = strlen(t->pieces[id]);
+    if (index_insert_all(t, err) < 0)
+        return -1;
+    return index_list_user_defined(t, err);
+}
+
+static void index_free(PieceIndex *idx)
+{
+    if (!idx)
+        return;
+    free(idx->slots);
+    free(idx->lens);
+    free(idx->user_defined);
+    free(idx);
+}
+
+/* ---- Building a tokenizer ---- */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Reads the byte of a "<0xAB>" piece. False when the piece has another form. */
+static bool byte_piece_value(const char *piece, unsigned char *byte)
+{
+    if (strlen(piece) != 6 || strncmp(piece, "<0x", 3) != 0 || piece[5] != '>')
+        return false;
+    int hi = hex_digit(piece[3]), lo = hex_digit(piece[4]);
+    if (hi < 0 || lo < 0)
+        return false;
+    *byte = (unsigned char)(hi * 16 + lo);
+    return true;
+}
+
+static int tokenizer_copy_piece(Tokenizer *t, int id, const char *piece, float score,
+                                int32_t type, Error *err)
+{
+    unsigned char byte;
+    if (!piece)
+        return error_set(err, "vocabulary: piece %d is missing", id);
+    if (isnan(score))
+        return error_set(err, "vocabulary: piece %d '%.40s' has a NaN score", id, piece);
+    if (type == TOKEN_TYPE_BYTE && !byte_piece_value(piece, &byte))
+        return error_set(err, "vocabulary: piece %d '%.40s' has type BYTE but is not <0xAB>", id,
+                         piece);
+    t->pieces[id] = strdup(piece);
+    if (!t->pieces[id])
+        return error_set(err, "out of memory copying piece %d", id);
+    t->scores[id] = score;
+    t->types[id] = type;
+    return 0;
+}
+
+static int tokenizer_copy_arrays(Tokenizer *t, int n_vocab, const char *const *pieces,
+                                 const float *scores, const int32_t *types, Error *err)
+{
+    t->n_vocab = n_vocab;
+    t->pieces = calloc((size_t)n_vocab, sizeof *t->pieces);
+    t->scores = malloc((size_t)n_vocab * sizeof *t->scores);
+    t->types = malloc((size_t)n_vocab * sizeof *t->types);
+    if (!t->pieces || !t->scores || !t->types)
+        return error_set(err, "out of memory for a vocabulary of %d pieces", n_vocab);
+    for (int id = 0; id < n_vocab; id++) {
+        float score = scores ? scores[id] : 0.0f;
+        int32_t type = types ? types[id] : TOKEN_TYPE_NORMAL;
+        if (tokenizer_copy_piece(t, id, pieces[id], score, type, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void tokenizer_find_specials(Tokenizer *t)
+{
+    for (int id = 0; id < t->n_vocab; id++) {
+        if (t->types[id] == TOKEN_TYPE_UNKNOWN && t->unk_id < 0)
+            t->unk_id = id;
+        if (t->types[id] != TOKEN_TYPE_CONTROL)
+            continue;
+        if (t->bos_id < 0 && strcmp(t->pieces[id], "<s>") == 0)
+            t->bos_id = id;
+        if (t->eos_id < 0 && strcmp(t->pieces[id], "</s>") == 0)
+            t->eos_id = id;
+    }
+    /* Byte tokens are found by their text, whatever their type, as llama.cpp does. */
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->byte_token[b] = tokenizer_lookup(t, name, 6);
+    }
+}
+
+int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const float *scores,
+                   const int32_t *types, Error *err)
+{
+    memset(t, 0, sizeof *t);
+    if (n_vocab <= 0)
+        return error_set(err, "vocabulary: %d pieces (needs at least one)", n_vocab);
+    if (tokenizer_copy_arrays(t, n_vocab, pieces, scores, types, err) < 0 ||
+        index_build(t, err) < 0) {
+        tokenizer_free(t);
+        return -1;
+    }
+    t->bos_id = t->eos_id = t->unk_id = -1;
+    tokenizer_find_specials(t);
+    t->add_bos = true;
+    t->add_space_prefix = true;
+    return 0;
+}
+
+void tokenizer_free(Tokenizer *t)
+{
+    if (!t)
+        return;
+    if (t->pieces)
+        for (int id = 0; id < t->n_vocab; id++)
+            free(t->pieces[id]);
+    free(t->pieces);
+    free(t->scores);
+    free(t->types);
+    index_free(t->index);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- Encoding, step 1: text to symbols ---- */
+
+size_t tokenizer_utf8_len(unsigned char lead)
+{
+    static const unsigned char len_by_high_bits[16] = {1, 1, 1, 1, 1, 1, 1, 1,
+                                                       1, 1, 1, 1, 2, 2, 3, 4};
+    return len_by_high_bits[lead >> 4];
+}
+
+int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
+                     size_t *out_len, Error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (len > (SIZE_MAX - 2 * SPACE_MARK_LEN) / SPACE_MARK_LEN)
+        return error_set(err, "text of %zu bytes is too long to encode", len);
+    /* Worst case: every byte a space, each growing to the 3 bytes of "▁". */
+    char *buf = malloc((len + 1) * SPACE_MARK_LEN + 1);
+    if (!buf)
+        return error_set(err, "out of memory escaping %zu bytes of text", len);
+    size_t n = 0;
+    if (add_space_prefix) {
+        memcpy(buf, SPACE_MARK, SPACE_MARK_LEN);
+        n = SPACE_MARK_LEN;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') {
+            memcpy(buf + n, SPACE_MARK, SPACE_MARK_LEN);
+            n += SPACE_MARK_LEN;
+        } else {
+            buf[n++] = text[i];
+        }
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
+/* ---- Encoding, step 3: the merge loop ---- */
+
+/* One symbol of the text being encoded: the bytes text[off, off + n). It starts as one
+ * character and grows each time its right neighbour is merged into it. The live symbols
+ * form a doubly linked list through prev/next (-1 at the ends); a symbol that was merged
+ * into its left neighbour keeps n = 0. */
+typedef struct {
+    size_t off, n;
+    int prev, next;
+} Symbol;
+
+/* A candidate merge of two neighbouring symbols whose concatenation is a piece. `size` is
+ * left.n + right.n when the bigram was queued: if either symbol has been merged with
+ * something else since, the sum no longer matches and the bigram is stale. Stale bigrams
+ * stay in the queue and are skipped when they come out, which is cheaper than finding and
+ * removing them. */
+typedef struct {
+    int left, right;
+    float score;
+    size_t size;
+} Bigram;
+
+/* The state of one SPM run over one escaped text fragment. */
+typedef struct {
+    const Tokenizer *t;
+    const char *text;
+    Symbol *symbols;
+    int n_symbols;
+    Bigram *queue; /* binary max-heap: queue[0] merges first (bigram_before) */
+    size_t n_queue, cap_queue;
+} SpmRun;
+
+/* True when a merges before b: the higher score first and, on a tie, the pair further to
+ * the left (llama.cpp's llm_bigram_spm::comparator, read the other way round). */
+static bool bigram_before(const Bigram *a, const Bigram *b)
+{
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void bigram_swap(Bigram *a, Bigram *b)
+{
+    Bigram tmp = *a;
+    *a = *b;
+    *b = tmp;
+}
+
+static int queue_push(SpmRun *r, Bigram b, Error *err)
+{
+    if (r->n_queue == r->cap_queue) {
+        size_t cap = r->cap_queue ? 2 * r->cap_queue : 64;
+        Bigram *grown = realloc(r->queue, cap * sizeof *grown);
+        if (!grown)
+            return error_set(err, "out of memory for %zu queued merges", cap);
+        r->queue = grown;
+        r->cap_queue = cap;
+    }
+    size_t i = r->n_queue++;
+    r->queue[i] = b;
+    while (i > 0 && bigram_before(&r->queue[i], &r->queue[(i - 1) / 2])) {
+        bigram_swap(&r->queue[i], &r->queue[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static Bigram queue_pop(SpmRun *r)
+{
+    Bigram top = r->queue[0];
+    r->queue[0] = r->queue[--r->n_queue];
+    size_t i = 0;
+    for (;;) {
+        size_t best = i, kid = 2 * i + 1;
+        if (kid < r->n_queue && bigram_before(&r->queue[kid], &r->queue[best]))
+            best = kid;
+        if (kid + 1 < r->n_queue && bigram_before(&r->queue[kid + 1], &r->queue[best]))
+            best = kid + 1;
+        if (best == i)
+            return top;
+        bigram_swap(&r->queue[i], &r->queue[best]);
+        i = best;
+    }
+}
+
+/* Queues the merge of symbols left and right when their concatenation is a piece. */
+static int spm_try_bigram(SpmRun *r, int left, int right, Error *err)
+{
+    if (left < 0 || right < 0)
+        return 0;
+    const Symbol *l = &r->symbols[left], *rt = &r->symbols[right];
+    size_t size = l->n + rt->n; /* the two are adjacent in the text, so one run of bytes */
+    int id = tokenizer_lookup(r->t, r->text + l->off, size);
+    if (id < 0)
+        return 0;
+    return queue_push(r, (Bigram){left, right, r->t->scores[id], size}, err);
+}
+
+/* Cuts the text into characters (step 2): the lead byte alone decides the length, so
+ * invalid UTF-8 still gets cut, and a cut that runs past the end is clipped. */
+static int spm_split(SpmRun *r, size_t len, Error *err)
+{
+    r->symbols = malloc(len * sizeof *r->symbols);
+    if (!r->symbols)
+        return error_set(err, "out of memory for %zu symbols", len);
+    size_t off = 0;
+    int i = 0;
+    while (off < len) {
+        size_t n = tokenizer_utf8_len((unsigned char)r->text[off]);
+        if (n > len - off)
+            n = len - off;
+        r->symbols[i] = (Symbol){off, n, i - 1, off + n == len ? -1 : i + 1};
+        off += n;
+        i++;
+    }
+    r->n_symbols = i;
+    return 0;
+}
+
+/* Step 3: merge the best queued pair until none is left. Every merge makes a new symbol
+ * whose pairs with its new neighbours may be pieces too, so those are queued in turn. */
+static int spm_merge(SpmRun *r, Error *err)
+{
+    for (int i = 1; i < r->n_symbols; i++)
+        if (spm_try_bigram(r, i - 1, i, err) < 0)
+            return -1;
+    while (r->n_queue > 0) {
+        Bigram b = queue_pop(r);
+        Symbol *left = &r->symbols[b.left], *right = &r->symbols[b.right];
+        if (left->n == 0 || right->n == 0 || left->n + right->n != b.size)
+            continue; /* stale: one side was merged into something else already */
+        left->n += right->n;
+        right->n = 0;
+        left->next = right->next;
+        if (right->next >= 0)
+            r->symbols[right->next].prev = b.left;
+        if (spm_try_bigram(r, left->prev, b.left, err) < 0 ||
+            spm_try_bigram(r, b.left, left->next, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- Encoding, step 4: symbols to ids ---- */
+
+typedef struct {
+    int *ids;
+    size_t n, cap;
+} IdList;
+
+static int idlist_push(IdList *l, int id, Error *err)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        int *grown = realloc(l->ids, cap * sizeof *grown);
+        if (!grown)
+            return error_set(err, "out of memory for %zu token ids", cap);
+        l->ids = grown;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+    return 0;
+}
+
+/* The token for one byte of a symbol that is not a piece. llama.cpp tries "<0xAB>", then a
+ * piece made of that single byte, and throws when neither exists; quill falls back to
+ * <unk> there, and fails only when there is no <unk> either. */
+static int tokenizer_byte_fallback(const Tokenizer *t, unsigned char byte, Error *err)
+{
+    if (t->byte_token[byte] >= 0)
+        return t->byte_token[byte];
+    int id = tokenizer_lookup(t, (const char *)&byte, 1);
+    if (id >= 0)
+        return id;
+    if (t->unk_id >= 0)
+        return t->unk_id;
+    return error_set(err, "byte 0x%02X cannot be encoded: the vocabulary has no <0x%02X>, "
+                          "no one-byte piece for it and no <unk>",
+                     byte, byte);
+}
+
+/* Every symbol left after merging is a piece or falls back to byte tokens. llama.cpp also
+ * keeps a map from each merged text to the two symbols it came from ("rev_merge"), to split
+ * a final symbol that is not a piece back into its halves. That branch can never run: a
+ * pair is merged only when its concatenation is a piece, so every merged symbol is one.
+ * Only single characters can miss, and those go to bytes. */
+static int spm_emit(const SpmRun *r, IdList *out, Error *err)
+{
+    for (int i = 0; i != -1; i = r->symbols[i].next) {
+        const Symbol *s = &r->symbols[i];
+        int id = tokenizer_lookup(r->t, r->text + s->off, s->n);
+        if (id >= 0) {
+            if (idlist_push(out, id, err) < 0)
+                return -1;
+            continue;
+        }
+        for (size_t k = 0; k < s->n; k++) {
+            id = tokenizer_byte_fallback(r->t, (unsigned char)r->text[s->off + k], err);
+            if (id < 0 || idlist_push(out, id, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Runs steps 1 to 4 on one stretch of raw text (not empty). */
+static int encode_raw(const Tokenizer *t, const char *text, size_t len, bool space_prefix,
+                      IdList *out, Error *err)
+{
+    char *escaped;
+    size_t n;
+    if (tokenizer_escape(text, len, space_prefix, &escaped, &n, err) < 0)
+        return -1;
+    if (n > INT_MAX) {
+        free(escaped);
+        return error_set(err, "text of %zu bytes is too long to encode in one piece", len);
+    }
+    SpmRun run = {.t = t, .text = escaped};
+    int rc = spm_split(&run, n, err);
+    if (rc == 0)
+        rc = spm_merge(&run, err);
+    if (rc == 0)
+        rc = spm_emit(&run, out, err);
+    free(run.symbols);
+    free(run.queue);
+    free(escaped);
+    return rc;
+}
+
+/* ---- Encoding: the outer step ---- */
+
+/* Offset of the first occurrence of needle in hay, or SIZE_MAX. (Text may hold NUL bytes,
+ * so strstr will not do.) */
+static size_t bytes_find(const char *hay, size_t hay_len, const char *needle, size_t needle_len)
+{
+    for (size_t i = 0; i + needle_len <= hay_len; i++)
+        if (memcmp(hay + i, needle, needle_len) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+typedef struct {
+    const Tokenizer *t;
+    IdList *out;
+    bool after_special; /* the last thing emitted was a token cut out of the text */
+} Splitter;
+
+/* Before SPM runs, llama.cpp cuts special pieces out of the text. Without parse_special
+ * (quill never parses special text) CONTROL and UNKNOWN pieces are not looked for, so
+ * "<s>" in a prompt stays plain text, but USER_DEFINED pieces are: each occurrence becomes
+ * its token. The pieces are tried longest first, each over whatever text the earlier ones
+ * left. Here that is a recursion: find the first occurrence of piece k; the text to its
+ * left can only hold pieces after k; the text to its right is searched for piece k again.
+ * Every remaining stretch of raw text is encoded with SPM, and gets the space prefix when
+ * it starts the text or follows a cut-out token (llama.cpp's is_prev_special). */
+static int encode_split(Splitter *s, const char *text, size_t len, int k, Error *err)
+{
+    const PieceIndex *idx = s->t->index;
+    while (k < idx->n_user_defined) {
+        int id = idx->user_defined[k];
+        size_t piece_len = idx->lens[id];
+        size_t at = bytes_find(text, len, s->t->pieces[id], piece_len);
+        if (at == SIZE_MAX) {
+            k++;
+            continue;
+        }
+        if (at > 0 && encode_split(s, text, at, k + 1, err) < 0)
+            return -1;
+        if (idlist_push(s->out, id, err) < 0)
+            return -1;
+        s->after_special = true;
+        text += at + piece_len;
+        len -= at + piece_len;
+    }
+    if (len == 0)
+        return 0;
+    bool prefix = s->t->add_space_prefix && s->after_special;
+    s->after_special = false;
+    return encode_raw(s->t, text, len, prefix, s->out, err);
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids,
+                     size_t *n_ids, Error *err)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (add_bos && t->bos_id < 0)
+        return error_set(err, "cannot add <s>: the vocabulary has no bos token");
+    IdList out = {0};
+    Splitter s = {.t = t, .out = &out, .after_special = true};
+    /* Empty text gives no tokens at all, not a lone "▁" (llama.cpp skips empty text). */
+    if ((add_bos && idlist_push(&out, t->bos_id, err) < 0) ||
+        (len > 0 && encode_split(&s, text, len, 0, err) < 0)) {
+        free(out.ids);
+        return -1;
+    }
+    *ids = out.ids;
+    *n_ids = out.n;
+    return 0;
+}
+
+/* ---- Decoding ---- */
+
+/* Copies src into buf[at...] as far as cap allows (src and the target may overlap). */
+static void copy_clipped(char *buf, size_t cap, size_t at, const char *src, size_t n)
+{
+    if (at < cap)
+        memmove(buf + at, src, n < cap - at ? n : cap - at);
+}
+
+/* Escaped text with every "▁" turned back into a space, written into buf as far as cap
+ * allows; returns the full length. buf may be the text itself: the output never gets
+ * ahead of the input. */
+static size_t unescape_clipped(const char *text, size_t len, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        if (len - i >= SPACE_MARK_LEN && memcmp(text + i, SPACE_MARK, SPACE_MARK_LEN) == 0) {
+            copy_clipped(buf, cap, n++, " ", 1);
+            i += SPACE_MARK_LEN;
+        } else {
+            copy_clipped(buf, cap, n++, text + i, 1);
+            i++;
+        }
+    }
+    return n;
+}
+
+/* As llama.cpp's token_to_piece with special = false: UNKNOWN and CONTROL tokens (and
+ * UNUSED, or types llama.cpp does not know) are empty, USER_DEFINED tokens are their text
+ * as is, NORMAL tokens their text with "▁" as spaces, BYTE tokens their byte. */
+size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap)
+{
+    if (id < 0 || id >= t->n_vocab)
+        return 0;
+    const char *piece = t->pieces[id];
+    size_t len = t->index->lens[id];
+    unsigned char byte;
+    switch (t->types[id]) {
+    case TOKEN_TYPE_NORMAL:
+        return unescape_clipped(piece, len, buf, cap);
+    case TOKEN_TYPE_USER_DEFINED:
+        copy_clipped(buf, cap, 0, piece, len);
+        return len;
+    case TOKEN_TYPE_BYTE:
+        byte_piece_value(piece, &byte); /* checked by tokenizer_init */
+        copy_clipped(buf, cap, 0, (const char *)&byte, 1);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+typedef struct {
+    char *data;
+    size_t n, cap;
+} ByteBuf;
+
+static int bytebuf_append(ByteBuf *b, const char *bytes, size_t n, Error *err)
+{
+    if (b->cap - b->n <= n) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap - b->n <= n)
+            cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (!grown)
+            return error_set(err, "out of memory for %zu bytes of decoded text", cap);
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->n, bytes, n);
+    b->n += n;
+    b->data[b->n] = '\0';
+    return 0;
+}
+
+/* Decoding undoes encoding in reverse. The NORMAL and BYTE tokens of a stretch of text
+ * are joined as stored ("▁" and raw bytes) into `run`, which then is exactly the escaped
+ * text the encoder saw; only then does every "▁" become a space. Joining first matters:
+ * when a space is swallowed by the cut of a broken UTF-8 sequence ("\xFF " escapes to
+ * FF E2 96 81, cut as one 4-byte symbol), the "▁" comes back as byte tokens. */
+typedef struct {
+    const Tokenizer *t;
+    ByteBuf out;
+    ByteBuf run;
+    bool strip; /* the encoder put a space in front of the text that `run` holds */
+} Decoder;
+
+/* Moves `run` into `out` with every "▁" as a space, dropping the one leading space the
+ * encoder added. */
+static int decoder_flush(Decoder *d, Error *err)
+{
+    if (d->run.n == 0)
+        return 0;
+    size_t n = unescape_clipped(d->run.data, d->run.n, d->run.data, d->run.n);
+    size_t skip = d->strip && d->run.data[0] == ' ';
+    d->run.n = 0;
+    d->strip = false;
+    return bytebuf_append(&d->out, d->run.data + skip, n - skip, err);
+}
+
+static int decoder_push(Decoder *d, int id, Error *err)
+{
+    const Tokenizer *t = d->t;
+    unsigned char byte;
+    switch (t->types[id]) {
+    case TOKEN_TYPE_NORMAL:
+        return bytebuf_append(&d->run, t->pieces[id], t->index->lens[id], err);
+    case TOKEN_TYPE_BYTE:
+        byte_piece_value(t->pieces[id], &byte);
+        return bytebuf_append(&d->run, (const char *)&byte, 1, err);
+    case TOKEN_TYPE_USER_DEFINED:
+        /* Cut out of the text before encoding, so not escaped; the encoder puts a space
+         * in front of the raw text after it. */
+        if (decoder_flush(d, err) < 0)
+            return -1;
+        d->strip = t->add_space_prefix;
+        return bytebuf_append(&d->out, t->pieces[id], t->index->lens[id], err);
+    default:
+        return 0; /* control tokens print nothing and leave the text around them alone */
+    }
+}
+
+int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, size_t *len,
+                     Error *err)
+{
+    *text = NULL;
+    *len = 0;
+    Decoder d = {.t = t, .strip = t->add_space_prefix};
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_vocab)
+            rc = error_set(err, "token %zu: id %d is out of range (vocabulary of %d)", i,
+                           ids[i], t->n_vocab);
+        else
+            rc = decoder_push(&d, ids[i], err);
+    }
+    if (rc == 0)
+        rc = decoder_flush(&d, err);
+    if (rc == 0)
+        rc = bytebuf_append(&d.out, "", 0, err); /* a NUL even for empty text */
+    free(d.run.data);
+    if (rc < 0) {
+        free(d.out.data);
+        return -1;
+    }
+    *text = d.out.data;
+    *len = d.out.n;
+    return 0;
+}
+
+/* ---- GGUF ---- */
+
+/* tokenizer.ggml.scores: optional, float32 (or int32, which llama.cpp also reads), one per
+ * piece. *owned is set when the values had to be converted. */
+static int gguf_read_scores(const GgufFile *f, uint64_t n, const float **scores, float **owned,
+                            Error *err)
+{
+    static const char key[] = "tokenizer.ggml.scores";
+    *scores = NULL;
+    *owned = NULL;
+    const GgufKV *kv = gguf_find_kv(f, key);
+    if (!kv)
+        return 0;
+    if (kv->type != GGUF_TYPE_ARRAY ||
+        (kv->elem_type != GGUF_TYPE_FLOAT32 && kv->elem_type != GGUF_TYPE_INT32))
+        return error_set(err, "%s must be an array of f32 (or i32)", key);
+    if (kv->n != n)
+        return error_set(err, "%s has %llu entries but tokenizer.ggml.tokens has %llu", key,
+                         (unsigned long long)kv->n, (unsigned long long)n);
+    if (kv->elem_type == GGUF_TYPE_FLOAT32) {
+        *scores = kv->array;
+        return 0;
+    }
+    *owned = malloc(n * sizeof **owned);
+    if (!*owned)
+        return error_set(err, "out of memory for %llu scores", (unsigned long long)n);
+    for (uint64_t i = 0; i < n; i++)
+        (*owned)[i] = (float)((const int32_t *)kv->array)[i];
+    *scores = *owned;
+    return 0;
+}
+
+/* tokenizer.ggml.token_type: optional, int32, one per piece. */
+static int gguf_read_types(const GgufFile *f, uint64_t n, const int32_t **types, Error *err)
+{
+    static const char key[] = "tokenizer.ggml.token_type";
+    *types = NULL;
+    const GgufKV *kv = gguf_find_kv(f, key);
+    if (!kv)
+        return 0;
+    if (kv->type != GGUF_TYPE_ARRAY || kv->elem_type != GGUF_TYPE_INT32)
+        return error_set(err, "%s must be an array of i32", key);
+    if (kv->n != n)
+        return error_set(err, "%s has %llu entries but tokenizer.ggml.tokens has %llu", key,
+                         (unsigned long long)kv->n, (unsigned long long)n);
+    *types = kv->array;
+    return 0;
+}
+
+/* A special token id, when the file names one; it must be a valid id. */
+static int gguf_read_special(const GgufFile *f, const char *key, int n_vocab, int *id,
+                             Error *err)
+{
+    if (!gguf_find_kv(f, key))
+        return 0;
+    uint32_t v;
+    if (gguf_get_u32(f, key, &v, err) < 0)
+        return -1;
+    if (v >= (uint32_t)n_vocab)
+        return error_set(err, "%s = %u is out of range (vocabulary of %d)", key, v, n_vocab);
+    *id = (int)v;
+    return 0;
+}
+
+static int gguf_read_flag(const GgufFile *f, const char *key, bool *flag, Error *err)
+{
+    if (!gguf_find_kv(f, key))
+        return 0;
+    return gguf_get_bool(f, key, flag, err);
+}
+
+static int gguf_read_vocab(Tokenizer *t, const GgufFile *f, Error *err)
+{
+    uint64_t n;
+    const void *pieces;
+    const float *scores;
+    float *owned_scores;
+    const int32_t *types;
+    if (gguf_get_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n, &pieces, err) < 0)
+        return -1;
+    if (n == 0 || n > INT_MAX)
+        return error_set(err, "tokenizer.ggml.tokens has %llu pieces", (unsigned long long)n);
+    if (gguf_read_scores(f, n, &scores, &owned_scores, err) < 0)
+        return -1;
+    int rc = gguf_read_types(f, n, &types, err);
+    if (rc == 0)
+        rc = tokenizer_init(t, (int)n, (const char *const *)pieces, scores, types, err);
+    free(owned_scores);
+    return rc;
+}
+
+int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err)
+{
+    memset(t, 0, sizeof *t);
+    const char *model;
+    if (gguf_get_str(f, "tokenizer.ggml.model", &model, err) < 0)
+        return -1;
+    if (strcmp(model, "llama") != 0)
+        return error_set(err,
+                         "tokenizer model '%s' is not supported: quill reads only 'llama' "
+                         "(SentencePiece BPE)",
+                         model);
+    if (gguf_read_vocab(t, f, err) < 0)
+        return -1;
+    /* Ids that the file does not name keep what tokenizer_init found by type and text
+     * (llama.cpp would assume 1, 2 and 0; the same ids in every vocabulary that follows
+     * the usual layout). */
+    if (gguf_read_special(f, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id, err) < 0 ||
+        gguf_read_special(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id, err) < 0 ||
+        gguf_read_special(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id, err) <
+            0 ||
+        gguf_read_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos, err) < 0 ||
+        gguf_read_flag(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err) < 0) {
+        tokenizer_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+void tokenizer_to_gguf(const Tokenizer *t, GgufWriter *w)
+{
+    uint64_t n = (uint64_t)t->n_vocab;
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", (const char *const *)t->pieces, n);
+    gguf_writer_add_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, t->scores, n);
+    gguf_writer_add_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, t->types, n);
+    if (t->bos_id >= 0)
+        gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos_id);
+    if (t->eos_id >= 0)
+        gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos_id);
+    if (t->unk_id >= 0)
+        gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk_id);
+    /* A vocabulary without <s> says false: llama.cpp would otherwise add its default bos
+     * id, 1. quill never appends </s> to a prompt. */
+    gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos && t->bos_id >= 0);
+    gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", false);
+    gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+}
