@@ -1,0 +1,673 @@
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "f16.h"
+#include "ops.h"
+#include "rng.h"
+
+/* Buffers are 64-byte aligned (one cache line, one AVX-512 register) and zeroed. */
+static float *float_buffer_alloc(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+int model_config_validate(const ModelConfig *c, Error *err)
+{
+    const struct {
+        const char *name;
+        int value;
+    } sizes[] = {
+        {"layers", c->n_layers},   {"dim", c->dim},         {"heads", c->n_heads},
+        {"kv_heads", c->n_kv_heads}, {"ffn_dim", c->ffn_dim}, {"vocab_size", c->vocab_size},
+        {"context", c->context},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        if (sizes[i].value <= 0)
+            return error_set(err, "model: %s must be positive, got %d", sizes[i].name,
+                             sizes[i].value);
+    if (c->dim % c->n_heads != 0)
+        return error_set(err, "model: dim %d is not a multiple of heads %d", c->dim, c->n_heads);
+    if (model_head_size(c) % 2 != 0)
+        return error_set(err, "model: head size dim/heads = %d must be even for RoPE",
+                         model_head_size(c));
+    if (c->n_heads % c->n_kv_heads != 0)
+        return error_set(err, "model: kv_heads %d does not divide heads %d", c->n_kv_heads,
+                         c->n_heads);
+    if (!(c->rope_base > 0.0f) || !(c->norm_eps > 0.0f))
+        return error_set(err, "model: rope_base and norm_eps must be positive");
+    return 0;
+}
+
+/* ---- the parameter table ------------------------------------------------------------ */
+
+/* Walks the tensors in buffer order, handing out consecutive slices of `base`. With
+ * base == NULL it only counts; with table != NULL it also records each tensor. */
+typedef struct {
+    float *base;
+    size_t offset;
+    ParamTensor *table;
+    int count;
+} TableWalk;
+
+static float *table_take(TableWalk *tw, const char *name, int rows, int cols, ParamKind kind)
+{
+    float *data = tw->base ? tw->base + tw->offset : NULL;
+    if (tw->table) {
+        ParamTensor *t = &tw->table[tw->count];
+        snprintf(t->name, sizeof t->name, "%s", name);
+        t->data = data;
+        t->offset = tw->offset;
+        t->rows = rows;
+        t->cols = cols;
+        t->kind = kind;
+    }
+    tw->count++;
+    tw->offset += (size_t)rows * cols;
+    return data;
+}
+
+/* The one place that knows the order of tensors in a parameter buffer. */
+static void params_walk(const ModelConfig *c, TableWalk *tw, ParamViews *v)
+{
+    char name[48];
+    float *p = table_take(tw, "token_embd.weight", c->vocab_size, c->dim, PARAM_EMBEDDING);
+    if (v)
+        v->token_embd = p;
+    for (int l = 0; l < c->n_layers; l++) {
+#define X(field, rows, cols, kind)                                                         \
+    snprintf(name, sizeof name, "blk.%d." #field ".weight", l);                            \
+    p = table_take(tw, name, rows, cols, kind);                                            \
+    if (v)                                                                                 \
+        v->layers[l].field = p;
+        MODEL_LAYER_PARAMS(X, c)
+#undef X
+    }
+    p = table_take(tw, "output_norm.weight", 1, c->dim, PARAM_NORM);
+    if (v)
+        v->output_norm = p;
+    if (c->tie_embeddings) {
+        if (v)
+            v->output = v->token_embd;
+        return;
+    }
+    p = table_take(tw, "output.weight", c->vocab_size, c->dim, PARAM_OUTPUT);
+    if (v)
+        v->output = p;
+}
+
+int param_views_init(ParamViews *v, const Model *m, float *buffer, Error *err)
+{
+    memset(v, 0, sizeof *v);
+    v->layers = calloc((size_t)m->config.n_layers, sizeof *v->layers);
+    if (!v->layers)
+        return error_set(err, "out of memory for parameter views");
+    TableWalk tw = {.base = buffer};
+    params_walk(&m->config, &tw, v);
+    return 0;
+}
+
+void param_views_free(ParamViews *v)
+{
+    if (!v)
+        return;
+    free(v->layers);
+    memset(v, 0, sizeof *v);
+}
+
+int model_init(Model *m, const ModelConfig *c, Error *err)
+{
+    memset(m, 0, sizeof *m);
+    if (model_config_validate(c, err) != 0)
+        return -1;
+    m->config = *c;
+    TableWalk count = {0};
+    params_walk(c, &count, NULL);
+    m->n_params = count.offset;
+    m->n_tensors = count.count;
+    m->params = float_buffer_alloc(m->n_params);
+    m->tensors = calloc((size_t)m->n_tensors, sizeof *m->tensors);
+    if (!m->params || !m->tensors || param_views_init(&m->w, m, m->params, err) != 0 ||
+        model_extend_positions(m, c->context, err) != 0) {
+        model_free(m);
+        return error_set(err, "out of memory for a model of %zu parameters", count.offset);
+    }
+    TableWalk fill = {.base = m->params, .table = m->tensors};
+    params_walk(c, &fill, NULL);
+    return 0;
+}
+
+int model_extend_positions(Model *m, int n_pos, Error *err)
+{
+    if (n_pos <= m->rope_positions)
+        return 0;
+    size_t half = (size_t)model_head_size(&m->config) / 2;
+    float *cos_table = float_buffer_alloc((size_t)n_pos * half);
+    float *sin_table = float_buffer_alloc((size_t)n_pos * half);
+    if (!cos_table || !sin_table) {
+        free(cos_table);
+        free(sin_table);
+        return error_set(err, "out of memory for RoPE tables of %d positions", n_pos);
+    }
+    rope_tables_init(cos_table, sin_table, n_pos, model_head_size(&m->config),
+                     m->config.rope_base);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    m->rope_cos = cos_table;
+    m->rope_sin = sin_table;
+    m->rope_positions = n_pos;
+    return 0;
+}
+
+void model_free(Model *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    free(m->tensors);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    param_views_free(&m->w);
+    memset(m, 0, sizeof *m);
+}
+
+void model_init_params(Model *m, uint64_t seed)
+{
+    Rng rng;
+    rng_seed(&rng, seed);
+    float residual_std = 0.02f / sqrtf(2.0f * (float)m->config.n_layers);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        size_t n = (size_t)t->rows * t->cols;
+        for (size_t j = 0; j < n; j++) {
+            switch (t->kind) {
+            case PARAM_NORM:
+                t->data[j] = 1.0f;
+                break;
+            case PARAM_OUTPUT:
+                t->data[j] = 0.0f;
+                break;
+            case PARAM_RESIDUAL:
+                t->data[j] = residual_std * rng_normal(&rng);
+                break;
+            case PARAM_EMBEDDING:
+            case PARAM_MATRIX:
+                t->data[j] = 0.02f * rng_normal(&rng);
+                break;
+            }
+        }
+    }
+}
+
+size_t model_param_count(const Model *m)
+{
+    return m->n_params;
+}
+
+double model_train_flops_per_token(const Model *m, int T)
+{
+    const ModelConfig *c = &m->config;
+    double C = c->dim, F = c->ffn_dim, KVC = model_kv_dim(c);
+    double per_layer = C * (C + 2 * KVC) + C * C + 3 * C * F; /* q|k|v, output, gate|up|down */
+    double multiplying_weights = c->n_layers * per_layer + (double)c->vocab_size * C;
+    return 6.0 * multiplying_weights + 6.0 * c->n_layers * (double)T * C;
+}
+
+/* ---- GGUF --------------------------------------------------------------------------- */
+
+void model_to_gguf(const Model *m, GgufWriter *w)
+{
+    const ModelConfig *c = &m->config;
+    gguf_writer_add_str(w, "general.architecture", "llama");
+    gguf_writer_add_str(w, "general.name", "quill");
+    gguf_writer_add_u32(w, "general.file_type", 0); /* 0 = every tensor F32 */
+    gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c->context);
+    gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c->dim);
+    gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c->n_layers);
+    gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c->ffn_dim);
+    gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
+    gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)model_head_size(c));
+    gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_base);
+    gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        uint64_t ne[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
+        gguf_writer_add_tensor(w, t->name, GGML_TYPE_F32, t->rows == 1 ? 1 : 2, ne, t->data);
+    }
+}
+
+/* Reads an optional llama.* integer key into *out (left as is when absent). */
+static int read_optional_int(const GgufFile *f, const char *key, int *out, Error *err)
+{
+    uint32_t v;
+    if (!gguf_find_kv(f, key))
+        return 0;
+    if (gguf_get_u32(f, key, &v, err) != 0)
+        return -1;
+    if (v > (1u << 30))
+        return error_set(err, "%s = %u is out of range", key, v);
+    *out = (int)v;
+    return 0;
+}
+
+static int read_optional_float(const GgufFile *f, const char *key, float *out, Error *err)
+{
+    return gguf_find_kv(f, key) ? gguf_get_f32(f, key, out, err) : 0;
+}
+
+int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
+{
+    const char *arch;
+    if (gguf_get_str(f, "general.architecture", &arch, err) != 0)
+        return -1;
+    if (strcmp(arch, "llama") != 0)
+        return error_set(err, "architecture '%s' is not supported (quill runs 'llama')", arch);
+    const GgufTensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd || embd->n_dims != 2)
+        return error_set(err, "tensor 'token_embd.weight' is missing or not 2-D");
+    *c = (ModelConfig){.rope_base = 10000.0f, .norm_eps = 1e-5f};
+    c->vocab_size = (int)embd->ne[1];
+    const struct {
+        const char *key;
+        int *field;
+        bool required;
+    } ints[] = {
+        {"llama.block_count", &c->n_layers, true},
+        {"llama.embedding_length", &c->dim, true},
+        {"llama.feed_forward_length", &c->ffn_dim, true},
+        {"llama.attention.head_count", &c->n_heads, true},
+        {"llama.attention.head_count_kv", &c->n_kv_heads, false},
+        {"llama.context_length", &c->context, true},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+        if (ints[i].required && !gguf_find_kv(f, ints[i].key))
+            return error_set(err, "key %s is missing", ints[i].key);
+        if (read_optional_int(f, ints[i].key, ints[i].field, err) != 0)
+            return -1;
+    }
+    if (c->n_kv_heads == 0)
+        c->n_kv_heads = c->n_heads;
+    if (read_optional_float(f, "llama.rope.freq_base", &c->rope_base, err) != 0 ||
+        read_optional_float(f, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps, err) != 0)
+        return -1;
+    c->tie_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    if (model_config_validate(c, err) != 0)
+        return -1;
+    int rope_dims = model_head_size(c);
+    if (read_optional_int(f, "llama.rope.dimension_count", &rope_dims, err) != 0)
+        return -1;
+    if (rope_dims != model_head_size(c))
+        return error_set(err, "llama.rope.dimension_count %d differs from the head size %d "
+                              "(partial RoPE is not supported)",
+                         rope_dims, model_head_size(c));
+    return 0;
+}
+
+/* Copies one GGUF tensor into a parameter slice, converting 16-bit floats. */
+static int tensor_load(const ParamTensor *dst, const GgufTensor *src, Error *err)
+{
+    uint64_t want_dims = dst->rows == 1 ? 1 : 2;
+    bool shape_ok = src->n_dims == want_dims && src->ne[0] == (uint64_t)dst->cols &&
+                    (want_dims == 1 || src->ne[1] == (uint64_t)dst->rows);
+    if (!shape_ok)
+        return error_set(err, "tensor '%s' has shape [%llu, %llu], expected [%d, %d]", dst->name,
+                         (unsigned long long)src->ne[0],
+                         (unsigned long long)(src->n_dims > 1 ? src->ne[1] : 1), dst->cols,
+                         dst->rows);
+    size_t n = (size_t)dst->rows * dst->cols;
+    const uint16_t *half = src->data;
+    switch (src->type) {
+    case GGML_TYPE_F32:
+        memcpy(dst->data, src->data, n * sizeof(float));
+        return 0;
+    case GGML_TYPE_F16:
+        for (size_t i = 0; i < n; i++)
+            dst->data[i] = f16_to_f32(half[i]);
+        return 0;
+    case GGML_TYPE_BF16:
+        for (size_t i = 0; i < n; i++)
+            dst->data[i] = bf16_to_f32(half[i]);
+        return 0;
+    default: {
+        const char *type = gguf_tensor_type_name(src->type);
+        return error_set(err, "tensor '%s' has type %s: quill loads F32, F16 and BF16 tensors",
+                         dst->name, type ? type : "unknown");
+    }
+    }
+}
+
+int model_from_gguf(Model *m, const GgufFile *f, Error *err)
+{
+    ModelConfig c;
+    memset(m, 0, sizeof *m);
+    if (model_config_from_gguf(&c, f, err) != 0 || model_init(m, &c, err) != 0)
+        return -1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const GgufTensor *src = gguf_find_tensor(f, m->tensors[i].name);
+        if (!src) {
+            error_set(err, "tensor '%s' is missing", m->tensors[i].name);
+            model_free(m);
+            return -1;
+        }
+        if (tensor_load(&m->tensors[i], src, err) != 0) {
+            model_free(m);
+            return -1;
+        }
+    }
+    /* A tensor quill does not know would change the computation in a way it cannot do;
+     * "quill.*" tensors are training state (optimizer moments) and are not the model's. */
+    if (f->n_tensors != (uint64_t)m->n_tensors) {
+        for (uint64_t i = 0; i < f->n_tensors; i++) {
+            bool known = strncmp(f->tensors[i].name, "quill.", 6) == 0;
+            for (int j = 0; j < m->n_tensors && !known; j++)
+                known = strcmp(f->tensors[i].name, m->tensors[j].name) == 0;
+            if (!known) {
+                error_set(err, "tensor '%s' is not part of the llama model quill runs",
+                          f->tensors[i].name);
+                model_free(m);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- activations -------------------------------------------------------------------- */
+
+/* The sizes of one block's activations and of the whole buffer, for a mode and batch. */
+typedef struct {
+    size_t BT, C, QKV, F, att;
+} ActSizes;
+
+static ActSizes act_sizes(const Model *m, ActsMode mode, int B, int T, int n_ctx)
+{
+    const ModelConfig *c = &m->config;
+    int n_kv = mode == ACTS_TRAINING ? T : n_ctx;
+    ActSizes s = {
+        .BT = (size_t)B * T,
+        .C = (size_t)c->dim,
+        .QKV = (size_t)c->dim + 2 * (size_t)model_kv_dim(c),
+        .F = (size_t)c->ffn_dim,
+        .att = (size_t)B * c->n_heads * T * n_kv,
+    };
+    return s;
+}
+
+/* Hands out consecutive slices of a buffer (or, with base == NULL, counts them). */
+static float *slice_take(float *base, size_t *offset, size_t n)
+{
+    float *p = base ? base + *offset : NULL;
+    *offset += n;
+    return p;
+}
+
+/* The one place that knows the order of the activation buffer. */
+static size_t acts_walk(Activations *a, const Model *m, float *base)
+{
+    const ModelConfig *c = &m->config;
+    ActSizes s = act_sizes(m, a->mode, a->B, a->T, a->n_ctx);
+    size_t offset = 0;
+    int stored_layers = a->mode == ACTS_TRAINING ? c->n_layers : 1;
+    for (int l = 0; l < stored_layers; l++) {
+        LayerActs *x = &a->layers[l];
+#define X(field, size) x->field = slice_take(base, &offset, size);
+        MODEL_LAYER_ACTS(X, s.BT, s.C, s.QKV, s.F, s.att)
+#undef X
+    }
+    a->resid_final = slice_take(base, &offset, s.BT * s.C);
+    a->final_rstd = slice_take(base, &offset, s.BT);
+    a->final_norm = slice_take(base, &offset, s.BT * s.C);
+    a->logits = slice_take(base, &offset, s.BT * (size_t)c->vocab_size);
+    a->losses = slice_take(base, &offset, s.BT);
+    if (a->mode == ACTS_INFERENCE) {
+        size_t cache = (size_t)c->n_layers * a->B * a->n_ctx * model_kv_dim(c);
+        a->kv_k = slice_take(base, &offset, cache);
+        a->kv_v = slice_take(base, &offset, cache);
+        /* In inference every block reads and writes one residual stream in place: the
+         * block input, its middle and its output are the same rows. */
+        for (int l = 0; l < c->n_layers; l++) {
+            a->layers[l] = a->layers[0];
+            a->layers[l].resid_in = a->layers[l].resid_mid = a->resid_final;
+        }
+    }
+    return offset;
+}
+
+int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
+                     Error *err)
+{
+    memset(a, 0, sizeof *a);
+    if (B <= 0 || T <= 0)
+        return error_set(err, "activations: batch %d x %d tokens is empty", B, T);
+    if (mode == ACTS_INFERENCE && (n_ctx < T || n_ctx > m->rope_positions))
+        return error_set(err, "activations: a cache of %d positions must hold the %d new "
+                              "tokens and fit the %d positions the model has RoPE tables for",
+                         n_ctx, T, m->rope_positions);
+    if (mode == ACTS_TRAINING && T > m->config.context)
+        return error_set(err, "sequence length %d exceeds the model context %d", T,
+                         m->config.context);
+    a->mode = mode;
+    a->B = B;
+    a->T = T;
+    a->n_ctx = mode == ACTS_INFERENCE ? n_ctx : T;
+    a->layers = calloc((size_t)m->config.n_layers, sizeof *a->layers);
+    if (!a->layers)
+        return error_set(err, "out of memory for activations");
+    a->n_floats = acts_walk(a, m, NULL);
+    a->buffer = float_buffer_alloc(a->n_floats);
+    if (!a->buffer) {
+        activations_free(a);
+        return error_set(err, "out of memory for %zu MB of activations",
+                         a->n_floats * sizeof(float) >> 20);
+    }
+    acts_walk(a, m, a->buffer);
+    return 0;
+}
+
+void activations_free(Activations *a)
+{
+    if (!a)
+        return;
+    free(a->buffer);
+    free(a->layers);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* Training: q, k and v all come from the block's own qkv rows. */
+static AttentionShape attention_shape_training(const ModelConfig *c, int B, int T)
+{
+    int qkv = c->dim + 2 * model_kv_dim(c);
+    return (AttentionShape){
+        .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
+        .pos0 = 0, .n_kv = T, .q_stride = qkv, .kv_stride = qkv,
+        .kv_seq_stride = (size_t)T * qkv,
+    };
+}
+
+/* Inference: q from the qkv rows, k and v from the cache (n_ctx positions per sequence). */
+static AttentionShape attention_shape_cached(const ModelConfig *c, const Activations *a, int B,
+                                             int T, int pos0)
+{
+    int kvc = model_kv_dim(c);
+    return (AttentionShape){
+        .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
+        .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
+        .kv_seq_stride = (size_t)a->n_ctx * kvc,
+    };
+}
+
+/* Copies the new tokens' keys and values from the qkv rows into block l's cache. */
+static void kv_cache_append(const ModelConfig *c, Activations *a, int l, const float *qkv, int B,
+                            int T, int pos0, float **k, float **v)
+{
+    size_t kvc = (size_t)model_kv_dim(c), qkv_stride = c->dim + 2 * kvc;
+    size_t layer_size = (size_t)a->B * a->n_ctx * kvc;
+    *k = a->kv_k + l * layer_size;
+    *v = a->kv_v + l * layer_size;
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float *row = qkv + ((size_t)b * T + t) * qkv_stride;
+            size_t slot = ((size_t)b * a->n_ctx + pos0 + t) * kvc;
+            memcpy(*k + slot, row + c->dim, kvc * sizeof(float));
+            memcpy(*v + slot, row + c->dim + kvc, kvc * sizeof(float));
+        }
+    }
+}
+
+/* A residual connection, out = in + branch, is computed as "copy in to out, then let the
+ * branch's matmul add into out" (beta = 1). In inference out and in are the same rows. */
+static void residual_copy(float *out, const float *in, size_t n)
+{
+    if (out != in)
+        memcpy(out, in, n * sizeof(float));
+}
+
+static void block_forward(const Model *m, Activations *a, int l, int B, int T, int pos0,
+                          float *resid_out)
+{
+    const ModelConfig *c = &m->config;
+    const LayerParams *w = &m->w.layers[l];
+    LayerActs *x = &a->layers[l];
+    int BT = B * T, C = c->dim, F = c->ffn_dim, hs = model_head_size(c);
+    int KVC = model_kv_dim(c), QKV = C + 2 * KVC;
+
+    /* attention branch: resid_mid = resid_in + attn_output(attention(rmsnorm(resid_in))) */
+    rmsnorm_forward(x->attn_norm, x->attn_rstd, x->resid_in, w->attn_norm, BT, C, c->norm_eps);
+    matmul_forward(x->qkv, x->attn_norm, w->attn_q, BT, C, QKV, 0.0f); /* q|k|v fused */
+    rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, pos0, m->rope_cos, m->rope_sin);
+    rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, pos0, m->rope_cos, m->rope_sin);
+    AttentionShape s;
+    float *k, *v;
+    if (a->mode == ACTS_INFERENCE) {
+        kv_cache_append(c, a, l, x->qkv, B, T, pos0, &k, &v);
+        s = attention_shape_cached(c, a, B, T, pos0);
+    } else {
+        k = x->qkv + C;
+        v = x->qkv + C + KVC;
+        s = attention_shape_training(c, B, T);
+    }
+    attention_forward(x->att_out, x->att, x->qkv, k, v, &s);
+    residual_copy(x->resid_mid, x->resid_in, (size_t)BT * C);
+    matmul_forward(x->resid_mid, x->att_out, w->attn_output, BT, C, C, 1.0f);
+
+    /* MLP branch: resid_out = resid_mid + ffn_down(swiglu(ffn_gate|up(rmsnorm(resid_mid)))) */
+    rmsnorm_forward(x->ffn_norm, x->ffn_rstd, x->resid_mid, w->ffn_norm, BT, C, c->norm_eps);
+    matmul_forward(x->gate_up, x->ffn_norm, w->ffn_gate, BT, C, 2 * F, 0.0f); /* gate|up fused */
+    swiglu_forward(x->swiglu, x->gate_up, BT, F);
+    residual_copy(resid_out, x->resid_mid, (size_t)BT * C);
+    matmul_forward(resid_out, x->swiglu, w->ffn_down, BT, F, C, 1.0f);
+}
+
+void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0)
+{
+    const ModelConfig *c = &m->config;
+    int BT = B * T, C = c->dim;
+    embedding_forward(a->layers[0].resid_in, tokens, m->w.token_embd, BT, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        float *resid_out = l + 1 < c->n_layers ? a->layers[l + 1].resid_in : a->resid_final;
+        block_forward(m, a, l, B, T, pos0, resid_out);
+    }
+    rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->w.output_norm, BT, C,
+                    c->norm_eps);
+    matmul_forward(a->logits, a->final_norm, m->w.output, BT, C, c->vocab_size, 0.0f);
+}
+
+float model_loss(const Model *m, Activations *a, const int *targets, int B, int T)
+{
+    int BT = B * T;
+    crossentropy_forward(a->losses, a->logits, targets, BT, m->config.vocab_size);
+    double sum = 0.0; /* in token order, in double: the same mean for any thread count */
+    for (int n = 0; n < BT; n++)
+        sum += a->losses[n];
+    return (float)(sum / BT);
+}
+
+/* ---- backward ----------------------------------------------------------------------- */
+
+int grad_scratch_init(GradScratch *g, const Model *m, int B, int T, Error *err)
+{
+    memset(g, 0, sizeof *g);
+    ActSizes s = act_sizes(m, ACTS_TRAINING, B, T, T);
+    size_t sizes[] = {s.BT * s.C, s.BT * s.C, s.BT * s.QKV, s.att,
+                      s.BT * s.C, s.BT * 2 * s.F, s.BT * s.F};
+    float **views[] = {&g->d_resid,   &g->d_norm,    &g->d_qkv,   &g->d_att,
+                       &g->d_att_out, &g->d_gate_up, &g->d_swiglu};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        g->n_floats += sizes[i];
+    g->buffer = float_buffer_alloc(g->n_floats);
+    if (!g->buffer)
+        return error_set(err, "out of memory for %zu MB of gradient scratch",
+                         g->n_floats * sizeof(float) >> 20);
+    size_t offset = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        *views[i] = slice_take(g->buffer, &offset, sizes[i]);
+    return 0;
+}
+
+void grad_scratch_free(GradScratch *g)
+{
+    if (!g)
+        return;
+    free(g->buffer);
+    memset(g, 0, sizeof *g);
+}
+
+/* Walks block_forward backwards. On entry g->d_resid holds dL/d(resid_out); on return
+ * dL/d(resid_in). The residual connections pass d_resid through unchanged, and each
+ * branch's rmsnorm_backward adds the branch's contribution into it. */
+static void block_backward(const Model *m, Activations *a, GradScratch *g, const LayerParams *dw,
+                           int l, int B, int T)
+{
+    const ModelConfig *c = &m->config;
+    const LayerParams *w = &m->w.layers[l];
+    const LayerActs *x = &a->layers[l];
+    int BT = B * T, C = c->dim, F = c->ffn_dim, hs = model_head_size(c);
+    int KVC = model_kv_dim(c), QKV = C + 2 * KVC;
+
+    /* MLP branch */
+    matmul_backward(g->d_swiglu, dw->ffn_down, g->d_resid, x->swiglu, w->ffn_down, BT, F, C);
+    swiglu_backward(g->d_gate_up, g->d_swiglu, x->gate_up, BT, F);
+    matmul_backward(g->d_norm, dw->ffn_gate, g->d_gate_up, x->ffn_norm, w->ffn_gate, BT, C, 2 * F);
+    rmsnorm_backward(g->d_resid, dw->ffn_norm, g->d_norm, x->resid_mid, w->ffn_norm, x->ffn_rstd,
+                     BT, C);
+
+    /* attention branch */
+    matmul_backward(g->d_att_out, dw->attn_output, g->d_resid, x->att_out, w->attn_output, BT, C,
+                    C);
+    AttentionShape s = attention_shape_training(c, B, T);
+    attention_backward(g->d_qkv, g->d_qkv + C, g->d_qkv + C + KVC, g->d_att, g->d_att_out, x->qkv,
+                       x->qkv + C, x->qkv + C + KVC, x->att, &s);
+    rope_backward(g->d_qkv, B, T, QKV, c->n_heads, hs, 0, m->rope_cos, m->rope_sin);
+    rope_backward(g->d_qkv + C, B, T, QKV, c->n_kv_heads, hs, 0, m->rope_cos, m->rope_sin);
+    matmul_backward(g->d_norm, dw->attn_q, g->d_qkv, x->attn_norm, w->attn_q, BT, C, QKV);
+    rmsnorm_backward(g->d_resid, dw->attn_norm, g->d_norm, x->resid_in, w->attn_norm,
+                     x->attn_rstd, BT, C);
+}
+
+void model_backward(const Model *m, Activations *a, GradScratch *g, const ParamViews *grads,
+                    const int *tokens, const int *targets, int B, int T, float loss_scale)
+{
+    const ModelConfig *c = &m->config;
+    int BT = B * T, C = c->dim, V = c->vocab_size;
+
+    /* loss = loss_scale * mean over BT tokens */
+    crossentropy_backward(a->logits, targets, BT, V, loss_scale / (float)BT);
+    matmul_backward(g->d_norm, grads->output, a->logits, a->final_norm, m->w.output, BT, C, V);
+    memset(g->d_resid, 0, (size_t)BT * C * sizeof(float));
+    rmsnorm_backward(g->d_resid, grads->output_norm, g->d_norm, a->resid_final, m->w.output_norm,
+                     a->final_rstd, BT, C);
+    for (int l = c->n_layers - 1; l >= 0; l--)
+        block_backward(m, a, g, &grads->layers[l], l, B, T);
+    embedding_backward(grads->token_embd, g->d_resid, tokens, BT, C);
+}

@@ -1,0 +1,239 @@
+/* The model: a decoder-only llama-style transformer, the shape GGUF "llama" files describe.
+ *
+ *   tokens -> token_embd -> L x [ x += attn_output(attention(rope(q), rope(k), v))
+ *                                      with q, k, v = attn_q/k/v(rmsnorm(x) * attn_norm)
+ *                                 x += ffn_down(silu(ffn_gate(h)) * ffn_up(h))
+ *                                      with h = rmsnorm(x) * ffn_norm ]
+ *          -> rmsnorm * output_norm -> output (or token_embd^T when tied) -> logits
+ *
+ * Three structs, each with one role (GUIDE habit 3, after llama2.c):
+ *   ModelConfig  the blueprint: sizes and constants, nothing allocated;
+ *   Model        the parameters: ONE float buffer, with named views into it;
+ *   Activations  the run state of one forward pass: ONE buffer, with named views; for
+ *                inference it also holds the KV cache.
+ * Gradients have the same layout as parameters (one buffer, same views), so the optimizer
+ * is a flat loop and a checkpoint is one write per buffer (GUIDE habit 2).
+ *
+ * One forward pass serves three uses:
+ *   training    B x T tokens at positions 0..T-1; every layer's activations are kept
+ *               for model_backward;
+ *   prompt      T tokens of one or more sequences, whose keys and values are appended to
+ *               the KV cache;
+ *   decoding    1 token per sequence, attending to everything in the cache. */
+#ifndef QUILL_MODEL_H
+#define QUILL_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "gguf.h"
+
+typedef struct {
+    int n_layers;        /* L */
+    int dim;             /* C: width of the residual stream */
+    int n_heads;         /* H: query heads; head size hs = C / H */
+    int n_kv_heads;      /* KVH: key/value heads, divides H (grouped-query attention;
+                            KVH == H is plain multi-head attention) */
+    int ffn_dim;         /* F: hidden width of the SwiGLU MLP */
+    int vocab_size;      /* V */
+    int context;         /* the most positions a sequence can have */
+    float rope_base;     /* RoPE frequency base theta (llama: 10000) */
+    float norm_eps;      /* RMSNorm epsilon (llama: 1e-5) */
+    bool tie_embeddings; /* the output projection reuses token_embd (no output.weight) */
+} ModelConfig;
+
+/* Checks a blueprint: positive sizes, C divisible by H, H by KVH, even head size.
+ * The message names the offending field. */
+int model_config_validate(const ModelConfig *c, Error *err);
+static inline int model_head_size(const ModelConfig *c) { return c->dim / c->n_heads; }
+static inline int model_kv_dim(const ModelConfig *c) { return model_head_size(c) * c->n_kv_heads; }
+
+/* How a parameter tensor is initialised and regularised. */
+typedef enum {
+    PARAM_NORM,      /* RMSNorm gain: starts at 1, no weight decay */
+    PARAM_EMBEDDING, /* token_embd: N(0, 0.02^2), decayed */
+    PARAM_MATRIX,    /* q, k, v, gate, up: N(0, 0.02^2), decayed */
+    PARAM_RESIDUAL,  /* attn_output, ffn_down, which write into the residual stream:
+                        N(0, (0.02 / sqrt(2L))^2) so the stream's variance does not grow
+                        with depth (GPT-2), decayed */
+    PARAM_OUTPUT,    /* untied output projection: zeros, so the step-0 prediction is
+                        uniform and the loss exactly ln(V); it learns from the first
+                        step on. Decayed. */
+} ParamKind;
+
+/* The tensors of one transformer block, in buffer order. For each:
+ *   X(field, rows, cols, kind)  with (rows, cols) the row-major shape: matrices are
+ *   (out, in), as GGUF stores them; norms are (1, C).
+ * The GGUF name is "blk.<l>.<field>.weight". attn_q, attn_k, attn_v are adjacent, and so
+ * are ffn_gate, ffn_up: each trio/pair is also used as ONE fused matrix, so one matmul
+ * computes q|k|v (and gate|up) for every token. */
+#define MODEL_LAYER_PARAMS(X, c)                                                          \
+    X(attn_norm, 1, (c)->dim, PARAM_NORM)                                                 \
+    X(attn_q, (c)->dim, (c)->dim, PARAM_MATRIX)                                           \
+    X(attn_k, model_kv_dim(c), (c)->dim, PARAM_MATRIX)                                    \
+    X(attn_v, model_kv_dim(c), (c)->dim, PARAM_MATRIX)                                    \
+    X(attn_output, (c)->dim, (c)->dim, PARAM_RESIDUAL)                                    \
+    X(ffn_norm, 1, (c)->dim, PARAM_NORM)                                                  \
+    X(ffn_gate, (c)->ffn_dim, (c)->dim, PARAM_MATRIX)                                     \
+    X(ffn_up, (c)->ffn_dim, (c)->dim, PARAM_MATRIX)                                       \
+    X(ffn_down, (c)->dim, (c)->ffn_dim, PARAM_RESIDUAL)
+
+typedef struct {
+#define X(field, rows, cols, kind) float *field;
+    MODEL_LAYER_PARAMS(X, unused)
+#undef X
+} LayerParams;
+
+/* Named views into a parameter-shaped buffer (parameters or their gradients). */
+typedef struct {
+    float *token_embd;   /* (V, C) */
+    LayerParams *layers; /* L blocks */
+    float *output_norm;  /* (C) */
+    float *output;       /* (V, C); the same memory as token_embd when tied */
+} ParamViews;
+
+/* One row of the tensor table: what checkpoints, the optimizer and the initialiser walk. */
+typedef struct {
+    char name[48];  /* GGUF name, e.g. "blk.3.ffn_up.weight" */
+    float *data;    /* into the parameter buffer */
+    size_t offset;  /* of data from the start of the buffer, in floats */
+    int rows, cols; /* row-major shape; GGUF ne = {cols, rows} */
+    ParamKind kind;
+} ParamTensor;
+
+typedef struct {
+    ModelConfig config;
+    size_t n_params;      /* floats in `params` */
+    float *params;        /* the one parameter buffer */
+    ParamViews w;         /* named views into params */
+    int n_tensors;
+    ParamTensor *tensors; /* the table, in buffer order */
+    int rope_positions;   /* rows of the RoPE tables (>= context) */
+    float *rope_cos;      /* (rope_positions, hs/2) */
+    float *rope_sin;
+} Model;
+
+/* Allocates a model for a validated blueprint; parameters are zero. RoPE tables cover
+ * `context` positions. */
+int model_init(Model *m, const ModelConfig *c, Error *err);
+void model_free(Model *m); /* NULL-safe; leaves *m zeroed */
+
+/* Makes RoPE tables for n_pos positions, so that inference can run past the context the
+ * model was trained for (as llama.cpp allows with a larger -c; quality usually drops
+ * there). Never shrinks. */
+int model_extend_positions(Model *m, int n_pos, Error *err);
+
+/* Documented initialisation (ParamKind) from a seed. */
+void model_init_params(Model *m, uint64_t seed);
+
+/* Views of another parameter-shaped buffer (gradients) with the model's layout. The views
+ * hold a LayerParams array: free it with param_views_free. */
+int param_views_init(ParamViews *v, const Model *m, float *buffer, Error *err);
+void param_views_free(ParamViews *v);
+
+/* Number of parameters, each counted once (tied embeddings once). */
+size_t model_param_count(const Model *m);
+/* Matmul FLOPs of one training token (forward + backward = 3 x forward), counting only
+ * what a causal model must compute: 6 per weight that multiplies (the embedding lookup is
+ * free, the output projection is not) and 6*L*T*C for attention over an average of T/2
+ * earlier positions. */
+double model_train_flops_per_token(const Model *m, int T);
+
+/* GGUF: the llama.* keys and the tensors, F32 (the writer borrows the parameter memory,
+ * so keep the model alive until gguf_writer_write returns). */
+void model_to_gguf(const Model *m, GgufWriter *w);
+/* Reads a llama-architecture GGUF: blueprint from llama.* keys, tensors F32/F16/BF16.
+ * A file without output.weight is tied. Tensors named "quill.*" (training state) are
+ * skipped; any other tensor the model does not have is an error. */
+int model_from_gguf(Model *m, const GgufFile *f, Error *err);
+/* Reads only the blueprint. */
+int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err);
+
+/* ---- run state ---------------------------------------------------------------------- */
+
+/* Activations of one block, in buffer order: X(field, size), sizes in floats. In training
+ * every block has its own; in inference all blocks share one set (the values of block l
+ * are dead once block l+1 has run). */
+#define MODEL_LAYER_ACTS(X, BT, C, QKV, F, ATT)                                             \
+    X(resid_in, (BT) * (C))    /* (B,T,C)   block input, the residual stream          */    \
+    X(attn_rstd, (BT))         /* (B,T)     1/rms of resid_in                          */   \
+    X(attn_norm, (BT) * (C))   /* (B,T,C)   rmsnorm(resid_in) * attn_norm              */   \
+    X(qkv, (BT) * (QKV))       /* (B,T,QKV) q | k | v per token, q and k after RoPE    */   \
+    X(att, (ATT))              /* (B,H,T,n_kv) attention probabilities                  */  \
+    X(att_out, (BT) * (C))     /* (B,T,C)   attention output, before attn_output      */    \
+    X(resid_mid, (BT) * (C))   /* (B,T,C)   resid_in + attention branch                */   \
+    X(ffn_rstd, (BT))          /* (B,T)     1/rms of resid_mid                         */   \
+    X(ffn_norm, (BT) * (C))    /* (B,T,C)   rmsnorm(resid_mid) * ffn_norm              */   \
+    X(gate_up, (BT) * 2 * (F)) /* (B,T,2F)  gate | up pre-activations                  */   \
+    X(swiglu, (BT) * (F))      /* (B,T,F)   silu(gate) * up                            */
+
+typedef struct {
+#define X(field, size) float *field;
+    MODEL_LAYER_ACTS(X, 0, 0, 0, 0, 0)
+#undef X
+} LayerActs;
+
+typedef enum {
+    ACTS_TRAINING,  /* every block keeps its activations; attention reads its own q|k|v */
+    ACTS_INFERENCE, /* blocks share one set; keys and values go to the KV cache */
+} ActsMode;
+
+typedef struct {
+    ActsMode mode;
+    int B, T;           /* the largest batch a forward call may use */
+    int n_ctx;          /* positions per sequence the KV cache holds (inference) */
+    size_t n_floats;
+    float *buffer;      /* the one activation buffer */
+    LayerActs *layers;  /* L views (inference: L copies of the same views) */
+    float *resid_final; /* (B,T,C)  output of the last block */
+    float *final_rstd;  /* (B,T) */
+    float *final_norm;  /* (B,T,C) */
+    float *logits;      /* (B,T,V)  logits; after model_loss, probabilities */
+    float *losses;      /* (B,T)    per-token loss, from model_loss */
+    float *kv_k;        /* inference: (L, B, n_ctx, KVC) keys after RoPE */
+    float *kv_v;        /* inference: (L, B, n_ctx, KVC) values */
+} Activations;
+
+/* Training: B sequences of T tokens (n_ctx is ignored). Inference: B sequences, at most T
+ * new tokens per call, n_ctx cached positions per sequence (T <= n_ctx <= the model's
+ * rope_positions). */
+int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
+                     Error *err);
+void activations_free(Activations *a); /* NULL-safe */
+
+/* Runs the model on tokens (B, T), row-major, for positions pos0 .. pos0+T-1, and leaves
+ * logits (B, T, V) in a->logits. Training mode needs pos0 == 0. In inference mode the new
+ * keys and values are appended to the cache at pos0 (pos0 + T <= n_ctx), and attention
+ * reads positions 0 .. pos0+t of each sequence from it. B and T may be smaller than the
+ * sizes a was made for. */
+void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0);
+
+/* Cross-entropy of the logits of the last forward against targets (B, T): returns the mean
+ * loss and leaves per-token losses in a->losses (logits become probabilities). */
+float model_loss(const Model *m, Activations *a, const int *targets, int B, int T);
+
+/* Gradient scratch for the activations of one block at a time (backward walks the blocks
+ * one by one and reuses it). */
+typedef struct {
+    size_t n_floats;
+    float *buffer;
+    float *d_resid;    /* (B,T,C)  gradient of the residual stream at the current block */
+    float *d_norm;     /* (B,T,C) */
+    float *d_qkv;      /* (B,T,QKV) */
+    float *d_att;      /* (B,H,T,T) */
+    float *d_att_out;  /* (B,T,C) */
+    float *d_gate_up;  /* (B,T,2F) */
+    float *d_swiglu;   /* (B,T,F) */
+} GradScratch;
+
+int grad_scratch_init(GradScratch *g, const Model *m, int B, int T, Error *err);
+void grad_scratch_free(GradScratch *g);
+
+/* Adds to grads (viewed with the model's layout) the gradient of
+ * loss_scale * mean(token losses) for the last training forward + model_loss. */
+void model_backward(const Model *m, Activations *a, GradScratch *g, const ParamViews *grads,
+                    const int *tokens, const int *targets, int B, int T, float loss_scale);
+
+#endif

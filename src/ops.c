@@ -1,0 +1,358 @@
+#include "ops.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "matmul.h"
+
+/* Parameter-gradient reductions (a sum over all N rows into one C-vector) are split across
+ * threads by blocks of columns, never by rows: every column is then summed by one thread,
+ * in row order, whatever the thread count. */
+enum { REDUCE_COLUMN_BLOCK = 64 };
+
+float ops_expf(float x)
+{
+    /* Range reduction: e^x = 2^n * e^r with n = round(x / ln 2), so |r| <= ln(2)/2 and a
+     * short polynomial is enough for e^r. ln 2 is split into a part exact in float and a
+     * small correction (Cody & Waite) so that r keeps its low bits. The coefficients are
+     * Cephes' minimax fit for expf. Inputs are clamped to where 2^n is a normal float:
+     * below -87.3 the result is the smallest normal float, above 88 it saturates at e^88. */
+    x = fminf(fmaxf(x, -87.3f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n built directly in the exponent bits of a float */
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return p * two_n;
+}
+
+/* ---- embedding ---------------------------------------------------------------------- */
+
+void embedding_forward(float *out, const int *tokens, const float *table, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+}
+
+void embedding_backward(float *dtable, const float *dout, const int *tokens, int N, int C)
+{
+    /* The same token may occur at many positions: its row collects every one of their
+     * gradients. Threads own column blocks, so no two add into the same float. */
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += REDUCE_COLUMN_BLOCK) {
+        int c1 = c0 + REDUCE_COLUMN_BLOCK < C ? c0 + REDUCE_COLUMN_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            float *drow = dtable + (size_t)tokens[n] * C;
+            const float *g = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++)
+                drow[c] += g[c]; /* forward: out[n][c] = table[tokens[n]][c] */
+        }
+    }
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------ */
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
+                     int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float sum_sq = 0.0f;
+#pragma omp simd reduction(+ : sum_sq)
+        for (int c = 0; c < C; c++)
+            sum_sq += x[c] * x[c];
+        float r = 1.0f / sqrtf(sum_sq / (float)C + eps);
+        rstd[n] = r;
+        for (int c = 0; c < C; c++)
+            y[c] = x[c] * r * weight[c];
+    }
+}
+
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C)
+{
+    /* y_c = x_c * r * w_c with r = (mean(x^2) + eps)^(-1/2), so dr/dx_c = -r^3 x_c / C and
+     *   dL/dx_c = r * dy_c * w_c - x_c * r^3 / C * sum_j (dy_j * w_j * x_j). */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        const float *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float r = rstd[n];
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int c = 0; c < C; c++)
+            dot += dy[c] * weight[c] * x[c];
+        float coef = r * r * r * dot / (float)C;
+        for (int c = 0; c < C; c++)
+            dx[c] += r * dy[c] * weight[c] - x[c] * coef;
+    }
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += REDUCE_COLUMN_BLOCK) {
+        int c1 = c0 + REDUCE_COLUMN_BLOCK < C ? c0 + REDUCE_COLUMN_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            const float *dy = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++)
+                dweight[c] += dy[c] * x[c] * rstd[n]; /* forward: y = x * r * w */
+        }
+    }
+}
+
+/* ---- linear layers ------------------------------------------------------------------ */
+
+void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC,
+                    float beta)
+{
+    gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
+}
+
+void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC)
+{
+    /* forward: out[n][o] = sum_i inp[n][i] * weight[o][i] */
+    gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
+    gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+}
+
+/* ---- rotary position embedding ------------------------------------------------------ */
+
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base)
+{
+    int half = hs / 2;
+    for (int p = 0; p < n_pos; p++) {
+        for (int i = 0; i < half; i++) {
+            /* in double: the angle grows with the position, and float would lose its
+             * low bits at long contexts */
+            double angle = p * pow((double)base, -2.0 * i / hs);
+            cos_table[(size_t)p * half + i] = (float)cos(angle);
+            sin_table[(size_t)p * half + i] = (float)sin(angle);
+        }
+    }
+}
+
+/* direction +1 rotates by +angle (forward), -1 by -angle (backward). */
+static void rope_rotate(float *x, int B, int T, int stride, int n_heads, int hs, int pos0,
+                        const float *cos_table, const float *sin_table, float direction)
+{
+    int half = hs / 2;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float *row = x + ((size_t)b * T + t) * stride;
+            const float *cs = cos_table + (size_t)(pos0 + t) * half;
+            const float *sn = sin_table + (size_t)(pos0 + t) * half;
+            for (int h = 0; h < n_heads; h++) {
+                float *head = row + h * hs;
+                for (int i = 0; i < half; i++) {
+                    float x0 = head[2 * i], x1 = head[2 * i + 1];
+                    float s = direction * sn[i];
+                    head[2 * i] = x0 * cs[i] - x1 * s;
+                    head[2 * i + 1] = x0 * s + x1 * cs[i];
+                }
+            }
+        }
+    }
+}
+
+void rope_forward(float *x, int B, int T, int stride, int n_heads, int hs, int pos0,
+                  const float *cos_table, const float *sin_table)
+{
+    rope_rotate(x, B, T, stride, n_heads, hs, pos0, cos_table, sin_table, 1.0f);
+}
+
+void rope_backward(float *dx, int B, int T, int stride, int n_heads, int hs, int pos0,
+                   const float *cos_table, const float *sin_table)
+{
+    /* y = R x with R a rotation, so dx = R^T dy, and R^T is the rotation by -angle. */
+    rope_rotate(dx, B, T, stride, n_heads, hs, pos0, cos_table, sin_table, -1.0f);
+}
+
+/* ---- causal self-attention ---------------------------------------------------------- */
+
+/* Softmax over the first n_visible entries of a row of n_kv scores; the rest (future
+ * positions) get probability 0. */
+static void causal_softmax_row(float *row, int n_visible, int n_kv)
+{
+    float max = row[0];
+    for (int j = 1; j < n_visible; j++)
+        max = fmaxf(max, row[j]);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n_visible; j++) {
+        row[j] = ops_expf(row[j] - max);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n_visible; j++)
+        row[j] *= inv;
+    for (int j = n_visible; j < n_kv; j++)
+        row[j] = 0.0f;
+}
+
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const AttentionShape *s)
+{
+    int C = s->H * s->hs, group = s->H / s->KVH;
+    float scale = 1.0f / sqrtf((float)s->hs);
+    /* One (sequence, head) pair per task; each task's two matrix products are small, so
+     * they run single-threaded side by side rather than one after another. */
+    gemm_parallel_region_begin();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < s->B; b++) {
+        for (int h = 0; h < s->H; h++) {
+            const float *qh = q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs;
+            size_t kv_offset = b * s->kv_seq_stride + (size_t)(h / group) * s->hs;
+            float *p = att + ((size_t)b * s->H + h) * s->T * s->n_kv;
+            /* scores (T, n_kv) = q_h (T, hs) . k_h^T / sqrt(hs) */
+            gemm(false, true, s->T, s->n_kv, s->hs, scale, qh, s->q_stride, k + kv_offset,
+                 s->kv_stride, 0.0f, p, s->n_kv);
+            for (int t = 0; t < s->T; t++)
+                causal_softmax_row(p + (size_t)t * s->n_kv, s->pos0 + t + 1, s->n_kv);
+            /* out_h (T, hs) = probabilities (T, n_kv) . v_h (n_kv, hs) */
+            gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, p, s->n_kv, v + kv_offset,
+                 s->kv_stride, 0.0f, out + (size_t)b * s->T * C + (size_t)h * s->hs, C);
+        }
+    }
+    gemm_parallel_region_end();
+}
+
+/* Softmax backward for one row, in place on dp: with p = softmax(z) and y = sum_j p_j z_j,
+ * dz_i = p_i * (dp_i - sum_j p_j dp_j). Masked entries have p = 0 and get 0. The extra
+ * factor `scale` is the 1/sqrt(hs) that multiplied the scores. */
+static void softmax_backward_row(float *dp, const float *p, int n, float scale)
+{
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j < n; j++)
+        dot += p[j] * dp[j];
+    for (int j = 0; j < n; j++)
+        dp[j] = p[j] * (dp[j] - dot) * scale;
+}
+
+void attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                        const float *q, const float *k, const float *v, const float *att,
+                        const AttentionShape *s)
+{
+    int C = s->H * s->hs, group = s->H / s->KVH;
+    float scale = 1.0f / sqrtf((float)s->hs);
+    /* The heads of one group share a key/value head and add into the same dk, dv rows, so
+     * a task is a whole group: its heads run in order on one thread. */
+    gemm_parallel_region_begin();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < s->B; b++) {
+        for (int g = 0; g < s->KVH; g++) {
+            size_t kv_offset = b * s->kv_seq_stride + (size_t)g * s->hs;
+            for (int j = 0; j < group; j++) {
+                int h = g * group + j;
+                float first = j == 0 ? 0.0f : 1.0f; /* the group's first head overwrites */
+                size_t q_offset = (size_t)b * s->T * s->q_stride + (size_t)h * s->hs;
+                const float *p = att + ((size_t)b * s->H + h) * s->T * s->n_kv;
+                float *dp = datt + ((size_t)b * s->H + h) * s->T * s->n_kv;
+                const float *dy = dout + (size_t)b * s->T * C + (size_t)h * s->hs;
+                /* forward: y = p . v  =>  dp = dy . v^T,  dv += p^T . dy */
+                gemm(false, true, s->T, s->n_kv, s->hs, 1.0f, dy, C, v + kv_offset, s->kv_stride,
+                     0.0f, dp, s->n_kv);
+                gemm(true, false, s->n_kv, s->hs, s->T, 1.0f, p, s->n_kv, dy, C, first,
+                     dv + kv_offset, s->kv_stride);
+                /* forward: p = softmax(scores), scores = scale * q . k^T */
+                for (int t = 0; t < s->T; t++)
+                    softmax_backward_row(dp + (size_t)t * s->n_kv, p + (size_t)t * s->n_kv,
+                                         s->n_kv, scale);
+                /* dq = dscores . k,  dk += dscores^T . q */
+                gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, dp, s->n_kv, k + kv_offset,
+                     s->kv_stride, 0.0f, dq + q_offset, s->q_stride);
+                gemm(true, false, s->n_kv, s->hs, s->T, 1.0f, dp, s->n_kv, q + q_offset,
+                     s->q_stride, first, dk + kv_offset, s->kv_stride);
+            }
+        }
+    }
+    gemm_parallel_region_end();
+}
+
+/* ---- SwiGLU MLP activation ---------------------------------------------------------- */
+
+void swiglu_forward(float *out, const float *gate_up, int N, int F)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *gate = gate_up + (size_t)n * 2 * F;
+        const float *up = gate + F;
+        float *y = out + (size_t)n * F;
+#pragma omp simd
+        for (int i = 0; i < F; i++)
+            y[i] = gate[i] / (1.0f + ops_expf(-gate[i])) * up[i];
+    }
+}
+
+void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, int N, int F)
+{
+    /* y = silu(g) * u with silu(g) = g * s, s = sigmoid(g):
+     *   dy/du = silu(g),  dy/dg = u * s * (1 + g * (1 - s)). */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *gate = gate_up + (size_t)n * 2 * F;
+        const float *up = gate + F;
+        const float *dy = dout + (size_t)n * F;
+        float *dgate = dgate_up + (size_t)n * 2 * F;
+        float *dup = dgate + F;
+#pragma omp simd
+        for (int i = 0; i < F; i++) {
+            float s = 1.0f / (1.0f + ops_expf(-gate[i]));
+            dup[i] = dy[i] * gate[i] * s;
+            dgate[i] = dy[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+        }
+    }
+}
+
+/* ---- softmax cross-entropy ---------------------------------------------------------- */
+
+void crossentropy_forward(float *losses, float *logits_to_probs, const int *targets, int N,
+                          int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *z = logits_to_probs + (size_t)n * V;
+        float max = z[0];
+        for (int i = 1; i < V; i++)
+            max = fmaxf(max, z[i]);
+        /* subtracting the max keeps every exponent <= 0: no overflow */
+        float target_logit = z[targets[n]] - max;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < V; i++) {
+            z[i] = ops_expf(z[i] - max);
+            sum += z[i];
+        }
+        /* -log softmax(z)[target] = log(sum) - (z_target - max) */
+        losses[n] = logf(sum) - target_logit;
+        float inv = 1.0f / sum;
+        for (int i = 0; i < V; i++)
+            z[i] *= inv;
+    }
+}
+
+void crossentropy_backward(float *probs_to_dlogits, const int *targets, int N, int V,
+                           float dloss)
+{
+    /* d(-log p_t)/dz_i = p_i - [i == t] */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *d = probs_to_dlogits + (size_t)n * V;
+        d[targets[n]] -= 1.0f;
+        for (int i = 0; i < V; i++)
+            d[i] *= dloss;
+    }
+}

@@ -1,0 +1,92 @@
+/* The layers of a llama-style transformer, each as a forward function and its hand-written
+ * backward next to it (GUIDE habit 1). Shapes use fixed letters:
+ *   N  rows (N = B*T tokens)      C  channels (model width)     V  vocabulary
+ *   B  sequences                  T  tokens per sequence        F  MLP hidden width
+ *   H  query heads                KVH key/value heads           hs head size (C = H*hs)
+ * All tensors are row-major float arrays; "(N, C)" means N rows of C floats.
+ *
+ * Conventions for backward functions: gradients of parameters are always ADDED into
+ * (they accumulate over layers that share a weight and over micro-batches); gradients of
+ * inputs are overwritten unless the comment says "+=". No backward function lets two
+ * threads add into the same float, so results do not depend on the thread count. */
+#ifndef QUILL_OPS_H
+#define QUILL_OPS_H
+
+#include <stddef.h>
+
+/* e^x with a relative error below 2e-7 over the whole float range, written so that
+ * the compiler can vectorise it (the libm expf call cannot be without -ffast-math). */
+float ops_expf(float x);
+
+/* out (N, C) = table[tokens[n]]: row lookup. table is (V, C). */
+void embedding_forward(float *out, const int *tokens, const float *table, int N, int C);
+/* dtable[tokens[n]] += dout[n]. */
+void embedding_backward(float *dtable, const float *dout, const int *tokens, int N, int C);
+
+/* RMSNorm (Zhang & Sennrich 2019): out = x / rms(x) * weight, rms(x) = sqrt(mean(x^2) + eps).
+ * inp, out (N, C); weight (C); rstd (N) keeps 1/rms for the backward pass. */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
+                     int C, float eps);
+/* dinp += ..., dweight += ...  (dinp accumulates: it is the residual stream's gradient) */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int N, int C);
+
+/* A linear layer without bias: out (N, OC) = inp (N, IC) . weight^T, weight (OC, IC) as
+ * stored in GGUF. beta = 0 overwrites out, beta = 1 adds to it (a residual connection). */
+void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC,
+                    float beta);
+/* dinp (N, IC) = dout . weight;  dweight (OC, IC) += dout^T . inp. */
+void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC);
+
+/* Rotary position embedding (Su et al. 2021) as llama GGUF files define it: within each
+ * head, the adjacent pair (x[2i], x[2i+1]) is rotated by the angle pos * base^(-2i/hs).
+ * The tables hold cos and sin of those angles, (n_pos, hs/2). */
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base);
+/* Rotates, in place, n_heads heads of hs floats at the start of each of B*T rows of x;
+ * consecutive rows are `stride` floats apart, and row (b, t) has position pos0 + t. */
+void rope_forward(float *x, int B, int T, int stride, int n_heads, int hs, int pos0,
+                  const float *cos_table, const float *sin_table);
+/* The backward of a rotation is the rotation by the opposite angle (in place on dx). */
+void rope_backward(float *dx, int B, int T, int stride, int n_heads, int hs, int pos0,
+                   const float *cos_table, const float *sin_table);
+
+/* Where causal self-attention finds its operands. Training reads q, k and v from the
+ * fused qkv activation of the same B*T tokens; inference reads k and v from the KV cache,
+ * which also holds the pos0 earlier positions of each sequence. */
+typedef struct {
+    int B, T;             /* sequences, new tokens per sequence */
+    int H, KVH, hs;       /* query heads, key/value heads (KVH divides H), head size */
+    int pos0;             /* position of the first new token; keys 0..pos0+t are visible */
+    int n_kv;             /* keys each sequence holds (pos0 + T); columns of att */
+    int q_stride;         /* floats between the q rows of consecutive tokens */
+    int kv_stride;        /* floats between the k (and v) rows of consecutive positions */
+    size_t kv_seq_stride; /* floats between sequences in k and v */
+} AttentionShape;
+
+/* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
+ * key/value head h / (H/KVH) (grouped-query attention). att (B, H, T, n_kv) keeps the
+ * probabilities for backward; masked entries are 0. q is (B, T, H*hs) and k, v are
+ * (B, n_kv, KVH*hs), laid out with the strides of the shape. */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const AttentionShape *s);
+/* dq, dk, dv (strides as q, k, v) are overwritten; datt (B, H, T, n_kv) is scratch. */
+void attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                        const float *q, const float *k, const float *v, const float *att,
+                        const AttentionShape *s);
+
+/* SwiGLU (Shazeer 2020): out (N, F) = silu(gate) * up, silu(g) = g * sigmoid(g);
+ * gate_up (N, 2F) holds one row's gate then its up, as one fused matmul writes them. */
+void swiglu_forward(float *out, const float *gate_up, int N, int F);
+void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, int N, int F);
+
+/* Softmax + cross-entropy. Forward: logits (N, V) are replaced, in place, by the softmax
+ * probabilities and losses[n] = -log p[n][targets[n]]. */
+void crossentropy_forward(float *losses, float *logits_to_probs, const int *targets, int N,
+                          int V);
+/* Backward of dloss * sum(losses): probabilities become, in place, the logits' gradient
+ * dloss * (p - onehot(target)). */
+void crossentropy_backward(float *probs_to_dlogits, const int *targets, int N, int V,
+                           float dloss);
+
+#endif

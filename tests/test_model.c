@@ -1,0 +1,374 @@
+/* The whole model: its gradient against finite differences, its step-0 loss, the KV-cache
+ * path against the full-sequence path, thread-count independence, and its logits against
+ * llama.cpp's on real GGUF models. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "grad_check.h"
+#include "loader.h"
+#include "matmul.h"
+#include "model.h"
+#include "rng.h"
+#include "test_util.h"
+
+/* A model small enough to check every parameter: grouped-query attention (4 heads, 2 kv
+ * heads), two blocks, an untied output. */
+static ModelConfig tiny_config(void)
+{
+    return (ModelConfig){.n_layers = 2, .dim = 16, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 24,
+                         .vocab_size = 11, .context = 8, .rope_base = 10000.0f,
+                         .norm_eps = 1e-5f, .tie_embeddings = false};
+}
+
+enum { TINY_B = 2, TINY_T = 6 };
+
+typedef struct {
+    Model model;
+    Activations acts;
+    GradScratch scratch;
+    float *grads;
+    ParamViews grad_views;
+    int tokens[TINY_B * TINY_T], targets[TINY_B * TINY_T];
+} TinyRun;
+
+/* Parameters away from their special initial values (zero output, unit norms), so that
+ * every gradient is exercised. */
+static void tiny_run_init(TinyRun *r, ModelConfig c, uint64_t seed)
+{
+    Error err;
+    cr_assert_eq(model_init(&r->model, &c, &err), 0, "%s", err.msg);
+    model_init_params(&r->model, seed);
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    for (int i = 0; i < r->model.n_tensors; i++) {
+        ParamTensor *t = &r->model.tensors[i];
+        for (int j = 0; j < t->rows * t->cols; j++) {
+            if (t->kind == PARAM_NORM)
+                t->data[j] = 0.8f + 0.4f * rng_uniform(&rng);
+            else if (t->kind == PARAM_OUTPUT)
+                t->data[j] = 0.3f * rng_normal(&rng);
+            else
+                t->data[j] *= 10.0f; /* larger weights: larger, easier to measure gradients */
+        }
+    }
+    cr_assert_eq(activations_init(&r->acts, &r->model, ACTS_TRAINING, TINY_B, TINY_T, 0, &err),
+                 0, "%s", err.msg);
+    cr_assert_eq(grad_scratch_init(&r->scratch, &r->model, TINY_B, TINY_T, &err), 0, "%s",
+                 err.msg);
+    r->grads = calloc(r->model.n_params, sizeof(float));
+    cr_assert_eq(param_views_init(&r->grad_views, &r->model, r->grads, &err), 0, "%s", err.msg);
+    for (int i = 0; i < TINY_B * TINY_T; i++) {
+        r->tokens[i] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
+        r->targets[i] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
+    }
+}
+
+static void tiny_run_free(TinyRun *r)
+{
+    model_free(&r->model);
+    activations_free(&r->acts);
+    grad_scratch_free(&r->scratch);
+    param_views_free(&r->grad_views);
+    free(r->grads);
+}
+
+static double tiny_loss(void *p)
+{
+    TinyRun *r = p;
+    model_forward(&r->model, &r->acts, r->tokens, TINY_B, TINY_T, 0);
+    return model_loss(&r->model, &r->acts, r->targets, TINY_B, TINY_T);
+}
+
+static float tiny_gradient(TinyRun *r)
+{
+    memset(r->grads, 0, r->model.n_params * sizeof(float));
+    float loss = (float)tiny_loss(r);
+    model_backward(&r->model, &r->acts, &r->scratch, &r->grad_views, r->tokens, r->targets,
+                   TINY_B, TINY_T, 1.0f);
+    return loss;
+}
+
+static void check_whole_model_gradient(ModelConfig c)
+{
+    compute_set_threads(1); /* thousands of tiny forwards: threads would only add overhead */
+    TinyRun r;
+    tiny_run_init(&r, c, 7);
+    tiny_gradient(&r);
+    const GradTolerance tol = {.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2};
+    for (int i = 0; i < r.model.n_tensors; i++) {
+        const ParamTensor *t = &r.model.tensors[i];
+        grad_check(t->name, t->data, r.grads + t->offset, (size_t)t->rows * t->cols, 1, tiny_loss,
+                   &r, tol);
+    }
+    tiny_run_free(&r);
+}
+
+Test(model, whole_gradient_matches_finite_differences)
+{
+    check_whole_model_gradient(tiny_config());
+}
+
+Test(model, whole_gradient_with_tied_embeddings_matches_finite_differences)
+{
+    ModelConfig c = tiny_config();
+    c.tie_embeddings = true;
+    c.n_kv_heads = 1;
+    check_whole_model_gradient(c);
+}
+
+Test(model, step0_loss_is_near_ln_vocab)
+{
+    /* The documented initialisation predicts a near-uniform distribution. */
+    const int vocabs[] = {11, 65, 512};
+    for (int i = 0; i < 3; i++) {
+        for (int tied = 0; tied < 2; tied++) {
+            ModelConfig c = tiny_config();
+            c.vocab_size = vocabs[i];
+            c.dim = 64;
+            c.tie_embeddings = tied;
+            Model m;
+            Activations a;
+            Error err;
+            cr_assert_eq(model_init(&m, &c, &err), 0, "%s", err.msg);
+            model_init_params(&m, 1234);
+            cr_assert_eq(activations_init(&a, &m, ACTS_TRAINING, 4, 8, 0, &err), 0);
+            int tokens[32], targets[32];
+            Rng rng;
+            rng_seed(&rng, 99);
+            for (int j = 0; j < 32; j++) {
+                tokens[j] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
+                targets[j] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
+            }
+            model_forward(&m, &a, tokens, 4, 8, 0);
+            float loss = model_loss(&m, &a, targets, 4, 8);
+            cr_expect(fabsf(loss - logf((float)c.vocab_size)) < 0.1f,
+                      "V=%d tied=%d: step-0 loss %.4f, ln V = %.4f", c.vocab_size, tied, loss,
+                      logf((float)c.vocab_size));
+            activations_free(&a);
+            model_free(&m);
+        }
+    }
+}
+
+/* Decoding token by token with the KV cache must give the logits of one full-sequence
+ * forward, and so must a prompt processed in two chunks. */
+Test(model, kv_cache_decoding_equals_full_forward)
+{
+    TinyRun r;
+    ModelConfig c = tiny_config();
+    tiny_run_init(&r, c, 21);
+    model_forward(&r.model, &r.acts, r.tokens, TINY_B, TINY_T, 0);
+    int V = c.vocab_size;
+    Activations inf;
+    Error err;
+    cr_assert_eq(activations_init(&inf, &r.model, ACTS_INFERENCE, TINY_B, TINY_T, TINY_T, &err),
+                 0, "%s", err.msg);
+    int chunk = 2; /* first a 2-token prompt per sequence, then one token at a time */
+    int prompt[TINY_B * 2];
+    for (int b = 0; b < TINY_B; b++)
+        memcpy(prompt + b * chunk, r.tokens + b * TINY_T, chunk * sizeof(int));
+    model_forward(&r.model, &inf, prompt, TINY_B, chunk, 0);
+    float worst = 0.0f;
+    for (int b = 0; b < TINY_B; b++)
+        for (int t = 0; t < chunk; t++)
+            for (int v = 0; v < V; v++)
+                worst = fmaxf(worst, fabsf(inf.logits[(b * chunk + t) * V + v] -
+                                           r.acts.logits[(b * TINY_T + t) * V + v]));
+    for (int pos = chunk; pos < TINY_T; pos++) {
+        int step[TINY_B];
+        for (int b = 0; b < TINY_B; b++)
+            step[b] = r.tokens[b * TINY_T + pos];
+        model_forward(&r.model, &inf, step, TINY_B, 1, pos);
+        for (int b = 0; b < TINY_B; b++)
+            for (int v = 0; v < V; v++)
+                worst = fmaxf(worst, fabsf(inf.logits[b * V + v] -
+                                           r.acts.logits[(b * TINY_T + pos) * V + v]));
+    }
+    cr_expect_lt(worst, 1e-5f, "cached decoding differs from the full forward by %g", worst);
+    activations_free(&inf);
+    tiny_run_free(&r);
+}
+
+/* One training step's loss and gradient, bit for bit, for 1 and 2 threads. */
+static void check_thread_independence(GemmBackend backend)
+{
+    if (gemm_set_backend(backend) != 0)
+        cr_skip_test("backend not built in");
+    float *grads[2];
+    float loss[2];
+    ModelConfig c = tiny_config();
+    c.dim = 64;
+    c.ffn_dim = 96;
+    c.vocab_size = 70;
+    for (int threads = 1; threads <= 2; threads++) {
+        compute_set_threads(threads);
+        TinyRun r;
+        tiny_run_init(&r, c, 5);
+        loss[threads - 1] = tiny_gradient(&r);
+        grads[threads - 1] = malloc(r.model.n_params * sizeof(float));
+        memcpy(grads[threads - 1], r.grads, r.model.n_params * sizeof(float));
+        size_t n = r.model.n_params;
+        tiny_run_free(&r);
+        if (threads == 2) {
+            cr_expect_eq(memcmp(&loss[0], &loss[1], sizeof(float)), 0, "loss %.9g vs %.9g",
+                         loss[0], loss[1]);
+            cr_expect_eq(memcmp(grads[0], grads[1], n * sizeof(float)), 0,
+                         "gradients differ between 1 and 2 threads");
+        }
+    }
+    free(grads[0]);
+    free(grads[1]);
+    compute_set_threads(0);
+    gemm_set_backend(GEMM_BACKEND_BLAS);
+}
+
+Test(model, training_step_is_identical_for_1_and_2_threads_reference_matmul)
+{
+    check_thread_independence(GEMM_BACKEND_REFERENCE);
+}
+
+Test(model, training_step_is_identical_for_1_and_2_threads_blas)
+{
+    check_thread_independence(GEMM_BACKEND_BLAS);
+}
+
+/* ---- against llama.cpp ------------------------------------------------------------------ */
+
+
+typedef struct {
+    cJSON *root;
+    int *prompt_tokens;
+    int n_prompt;
+    int *greedy;
+    int n_greedy;
+} LlamaReference;
+
+static int *json_int_array(const cJSON *array, int *n)
+{
+    *n = cJSON_GetArraySize(array);
+    int *out = malloc((size_t)(*n ? *n : 1) * sizeof(int));
+    for (int i = 0; i < *n; i++)
+        out[i] = cJSON_GetArrayItem(array, i)->valueint;
+    return out;
+}
+
+static void reference_load(LlamaReference *r, const char *path)
+{
+    char *text;
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(path, &text, &len, &err), 0, "%s", err.msg);
+    r->root = cJSON_Parse(text);
+    free(text);
+    cr_assert_not_null(r->root, "%s: not JSON", path);
+    r->prompt_tokens = json_int_array(cJSON_GetObjectItem(r->root, "prompt_tokens"), &r->n_prompt);
+    r->greedy = json_int_array(cJSON_GetObjectItem(r->root, "greedy_tokens"), &r->n_greedy);
+}
+
+static void reference_free(LlamaReference *r)
+{
+    cJSON_Delete(r->root);
+    free(r->prompt_tokens);
+    free(r->greedy);
+}
+
+/* Our prompt tokens, logits at every position llama.cpp recorded (max |difference| <=
+ * tolerance) and the greedy continuation, token for token. */
+static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, float tolerance)
+{
+    SHARED_FILE_OR_SKIP(ref_path, ref_rel);
+    LlamaReference ref;
+    reference_load(&ref, ref_path);
+    SHARED_FILE_OR_SKIP(model_path, model_rel);
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(model_path, &m, &tok, &err), 0, "%s", err.msg);
+
+    const char *prompt = cJSON_GetObjectItem(ref.root, "prompt")->valuestring;
+    int *ids;
+    size_t n_ids;
+    cr_assert_eq(tokenizer_encode(&tok, prompt, strlen(prompt), true, &ids, &n_ids, &err), 0);
+    cr_assert_eq((int)n_ids, ref.n_prompt, "prompt: %zu tokens, llama.cpp %d", n_ids,
+                 ref.n_prompt);
+    cr_assert_arr_eq(ids, ref.prompt_tokens, n_ids * sizeof(int), "prompt tokens differ");
+    free(ids);
+
+    int V = m.config.vocab_size, n_ctx = ref.n_prompt + ref.n_greedy;
+    /* llama.cpp ran with a context larger than the model's when it needed one */
+    cr_assert_eq(model_extend_positions(&m, n_ctx, &err), 0, "%s", err.msg);
+    Activations a;
+    cr_assert_eq(activations_init(&a, &m, ACTS_INFERENCE, 1, ref.n_prompt, n_ctx, &err), 0, "%s",
+                 err.msg);
+    model_forward(&m, &a, ref.prompt_tokens, 1, ref.n_prompt, 0);
+    float worst = 0.0f;
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, cJSON_GetObjectItem(ref.root, "logits"))
+    {
+        int pos = cJSON_GetObjectItem(entry, "pos")->valueint;
+        const cJSON *values = cJSON_GetObjectItem(entry, "values");
+        cr_assert_eq(cJSON_GetArraySize(values), V);
+        for (int v = 0; v < V; v++)
+            worst = fmaxf(worst, fabsf(a.logits[(size_t)pos * V + v] -
+                                       (float)cJSON_GetArrayItem(values, v)->valuedouble));
+    }
+    cr_expect_leq(worst, tolerance, "%s: logits differ from llama.cpp's by up to %g", model_rel,
+                  worst);
+    cr_log_info("%s: max |logit - llama.cpp| = %g", model_rel, worst);
+
+    const float *logits = a.logits + (size_t)(ref.n_prompt - 1) * V;
+    for (int i = 0; i < ref.n_greedy; i++) {
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (logits[v] > logits[best])
+                best = v;
+        cr_assert_eq(best, ref.greedy[i], "%s: greedy token %d is %d, llama.cpp %d", model_rel, i,
+                     best, ref.greedy[i]);
+        if (i + 1 == ref.n_greedy || best == tok.eos_id)
+            break;
+        model_forward(&m, &a, &best, 1, 1, ref.n_prompt + i);
+        logits = a.logits;
+    }
+    activations_free(&a);
+    tokenizer_free(&tok);
+    model_free(&m);
+    reference_free(&ref);
+}
+
+Test(llama_cpp, stories260k_logits_and_200_greedy_tokens)
+{
+    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref.json", 1e-4f);
+}
+
+Test(llama_cpp, stories260k_second_prompt)
+{
+    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref2.json", 1e-4f);
+}
+
+Test(llama_cpp, random_llama_f32)
+{
+    check_against_llama_cpp("models/qtest-f32.gguf", "models/qtest-f32.ref.json", 1e-4f);
+}
+
+/* 16-bit weights are widened to F32 exactly, but llama.cpp rounds the activations to the
+ * weights' type before each product, so its logits carry that rounding: 11 significant
+ * bits for F16, 8 for BF16 (8 times coarser). */
+Test(llama_cpp, random_llama_f16)
+{
+    check_against_llama_cpp("models/qtest-F16.gguf", "models/qtest-F16.ref.json", 1e-2f);
+}
+
+Test(llama_cpp, random_llama_bf16)
+{
+    check_against_llama_cpp("models/qtest-BF16.gguf", "models/qtest-BF16.ref.json", 6e-2f);
+}
+
+Test(llama_cpp, llama2_vocab_f16_last_position)
+{
+    check_against_llama_cpp("models/llama-2-tiny-random.gguf",
+                            "models/llama-2-tiny-random.ref.json", 2e-2f);
+}

@@ -1,0 +1,307 @@
+/* Every layer's backward against central finite differences (grad_check.h), plus values
+ * worked out by hand for the forward passes. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "grad_check.h"
+#include "ops.h"
+
+static const GradTolerance TOL = {.eps = 1e-2, .atol = 2e-4, .rtol = 1e-2};
+
+/* ---- exp ------------------------------------------------------------------------------ */
+
+Test(ops, expf_matches_libm_within_2e7_relative)
+{
+    double worst = 0.0;
+    for (double x = -87.0; x <= 88.0; x += 0.0137) {
+        double exact = exp((double)(float)x);
+        double rel = fabs(ops_expf((float)x) - exact) / exact;
+        worst = fmax(worst, rel);
+    }
+    cr_expect_lt(worst, 2e-7, "worst relative error %.3g", worst);
+    cr_expect_eq(ops_expf(0.0f), 1.0f);
+    cr_expect_float_eq(ops_expf(1.0f), 2.7182817f, 1e-6f);
+}
+
+/* ---- embedding ------------------------------------------------------------------------ */
+
+enum { EMB_V = 6, EMB_C = 4, EMB_N = 5 };
+typedef struct {
+    float table[EMB_V * EMB_C], out[EMB_N * EMB_C], proj[EMB_N * EMB_C];
+    int tokens[EMB_N];
+} EmbeddingCase;
+
+static double embedding_loss(void *p)
+{
+    EmbeddingCase *c = p;
+    embedding_forward(c->out, c->tokens, c->table, EMB_N, EMB_C);
+    return dot_double(c->out, c->proj, EMB_N * EMB_C);
+}
+
+Test(ops, embedding_backward_sums_repeated_tokens)
+{
+    EmbeddingCase c = {.tokens = {3, 1, 3, 0, 3}};
+    fill_uniform(c.table, EMB_V * EMB_C, -1, 1, 1);
+    fill_uniform(c.proj, EMB_N * EMB_C, -1, 1, 2);
+    float dtable[EMB_V * EMB_C] = {0};
+    embedding_backward(dtable, c.proj, c.tokens, EMB_N, EMB_C);
+    grad_check("embedding dtable", c.table, dtable, EMB_V * EMB_C, 1, embedding_loss, &c, TOL);
+    /* token 3 appears at positions 0, 2, 4: its row is the sum of their gradients */
+    cr_expect_float_eq(dtable[3 * EMB_C], c.proj[0] + c.proj[2 * EMB_C] + c.proj[4 * EMB_C],
+                       1e-6f);
+    cr_expect_eq(dtable[5 * EMB_C], 0.0f, "an unused token gets no gradient");
+}
+
+/* ---- RMSNorm -------------------------------------------------------------------------- */
+
+enum { RMS_N = 3, RMS_C = 8 };
+typedef struct {
+    float inp[RMS_N * RMS_C], weight[RMS_C], out[RMS_N * RMS_C], rstd[RMS_N],
+        proj[RMS_N * RMS_C];
+} RmsCase;
+
+static double rmsnorm_loss(void *p)
+{
+    RmsCase *c = p;
+    rmsnorm_forward(c->out, c->rstd, c->inp, c->weight, RMS_N, RMS_C, 1e-5f);
+    return dot_double(c->out, c->proj, RMS_N * RMS_C);
+}
+
+Test(ops, rmsnorm_forward_by_hand)
+{
+    /* x = (3, 4): mean(x^2) = 12.5, rms = 3.5355; weight (1, 2) */
+    float x[2] = {3, 4}, w[2] = {1, 2}, y[2], rstd;
+    rmsnorm_forward(y, &rstd, x, w, 1, 2, 0.0f);
+    cr_expect_float_eq(y[0], 3.0f / sqrtf(12.5f), 1e-6f);
+    cr_expect_float_eq(y[1], 8.0f / sqrtf(12.5f), 1e-6f);
+}
+
+Test(ops, rmsnorm_backward_matches_finite_differences)
+{
+    RmsCase c;
+    fill_uniform(c.inp, RMS_N * RMS_C, -2, 2, 3);
+    fill_uniform(c.weight, RMS_C, 0.5f, 1.5f, 4);
+    fill_uniform(c.proj, RMS_N * RMS_C, -1, 1, 5);
+    rmsnorm_loss(&c);
+    float dinp[RMS_N * RMS_C] = {0}, dweight[RMS_C] = {0};
+    rmsnorm_backward(dinp, dweight, c.proj, c.inp, c.weight, c.rstd, RMS_N, RMS_C);
+    grad_check("rmsnorm dinp", c.inp, dinp, RMS_N * RMS_C, 1, rmsnorm_loss, &c, TOL);
+    grad_check("rmsnorm dweight", c.weight, dweight, RMS_C, 1, rmsnorm_loss, &c, TOL);
+}
+
+/* ---- matmul --------------------------------------------------------------------------- */
+
+enum { MM_N = 3, MM_IC = 5, MM_OC = 4 };
+typedef struct {
+    float inp[MM_N * MM_IC], weight[MM_OC * MM_IC], out[MM_N * MM_OC], proj[MM_N * MM_OC];
+} MatmulCase;
+
+static double matmul_loss(void *p)
+{
+    MatmulCase *c = p;
+    matmul_forward(c->out, c->inp, c->weight, MM_N, MM_IC, MM_OC, 0.0f);
+    return dot_double(c->out, c->proj, MM_N * MM_OC);
+}
+
+Test(ops, matmul_forward_by_hand_and_accumulating)
+{
+    /* (1 2) . [[1 0], [0 1], [1 1]]^T = (1, 2, 3) */
+    float x[2] = {1, 2}, w[6] = {1, 0, 0, 1, 1, 1}, y[3] = {10, 20, 30};
+    matmul_forward(y, x, w, 1, 2, 3, 1.0f);
+    cr_expect_float_eq(y[0], 11.0f, 1e-6f);
+    cr_expect_float_eq(y[1], 22.0f, 1e-6f);
+    cr_expect_float_eq(y[2], 33.0f, 1e-6f);
+}
+
+Test(ops, matmul_backward_matches_finite_differences)
+{
+    MatmulCase c;
+    fill_uniform(c.inp, MM_N * MM_IC, -1, 1, 6);
+    fill_uniform(c.weight, MM_OC * MM_IC, -1, 1, 7);
+    fill_uniform(c.proj, MM_N * MM_OC, -1, 1, 8);
+    float dinp[MM_N * MM_IC], dweight[MM_OC * MM_IC] = {0};
+    matmul_backward(dinp, dweight, c.proj, c.inp, c.weight, MM_N, MM_IC, MM_OC);
+    grad_check("matmul dinp", c.inp, dinp, MM_N * MM_IC, 1, matmul_loss, &c, TOL);
+    grad_check("matmul dweight", c.weight, dweight, MM_OC * MM_IC, 1, matmul_loss, &c, TOL);
+}
+
+/* ---- RoPE ----------------------------------------------------------------------------- */
+
+enum { ROPE_B = 2, ROPE_T = 3, ROPE_HEADS = 2, ROPE_HS = 4, ROPE_POS0 = 2, ROPE_NPOS = 8 };
+enum { ROPE_ROW = ROPE_HEADS * ROPE_HS, ROPE_SIZE = ROPE_B * ROPE_T * ROPE_ROW };
+typedef struct {
+    float x[ROPE_SIZE], work[ROPE_SIZE], proj[ROPE_SIZE];
+    float cos_table[ROPE_NPOS * ROPE_HS / 2], sin_table[ROPE_NPOS * ROPE_HS / 2];
+} RopeCase;
+
+static double rope_loss(void *p)
+{
+    RopeCase *c = p;
+    memcpy(c->work, c->x, sizeof c->x);
+    rope_forward(c->work, ROPE_B, ROPE_T, ROPE_ROW, ROPE_HEADS, ROPE_HS, ROPE_POS0, c->cos_table,
+                 c->sin_table);
+    return dot_double(c->work, c->proj, ROPE_SIZE);
+}
+
+Test(ops, rope_rotates_adjacent_pairs_by_hand)
+{
+    /* hs = 4, base 10000: pair 0 turns by pos rad, pair 1 by pos * 10000^(-1/2) = pos/100 */
+    float cos_table[3 * 2], sin_table[3 * 2];
+    rope_tables_init(cos_table, sin_table, 3, 4, 10000.0f);
+    float x[4] = {1, 0, 0, 1};
+    rope_forward(x, 1, 1, 4, 1, 4, 2, cos_table, sin_table); /* one token at position 2 */
+    cr_expect_float_eq(x[0], cosf(2.0f), 1e-6f);
+    cr_expect_float_eq(x[1], sinf(2.0f), 1e-6f);
+    cr_expect_float_eq(x[2], -sinf(0.02f), 1e-6f);
+    cr_expect_float_eq(x[3], cosf(0.02f), 1e-6f);
+}
+
+Test(ops, rope_backward_matches_finite_differences)
+{
+    RopeCase c;
+    rope_tables_init(c.cos_table, c.sin_table, ROPE_NPOS, ROPE_HS, 10000.0f);
+    fill_uniform(c.x, ROPE_SIZE, -1, 1, 9);
+    fill_uniform(c.proj, ROPE_SIZE, -1, 1, 10);
+    float dx[ROPE_SIZE];
+    memcpy(dx, c.proj, sizeof dx);
+    rope_backward(dx, ROPE_B, ROPE_T, ROPE_ROW, ROPE_HEADS, ROPE_HS, ROPE_POS0, c.cos_table,
+                  c.sin_table);
+    grad_check("rope dx", c.x, dx, ROPE_SIZE, 1, rope_loss, &c, TOL);
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+/* Grouped-query attention: 4 query heads share 2 key/value heads. */
+enum { AT_B = 2, AT_T = 5, AT_H = 4, AT_KVH = 2, AT_HS = 4 };
+enum { AT_C = AT_H * AT_HS, AT_KVC = AT_KVH * AT_HS, AT_QKV = AT_C + 2 * AT_KVC };
+enum { AT_ROWS = AT_B * AT_T, AT_ATT = AT_B * AT_H * AT_T * AT_T };
+typedef struct {
+    float qkv[AT_ROWS * AT_QKV], out[AT_ROWS * AT_C], att[AT_ATT], proj[AT_ROWS * AT_C];
+    AttentionShape shape;
+} AttentionCase;
+
+static AttentionShape attention_case_shape(void)
+{
+    return (AttentionShape){.B = AT_B, .T = AT_T, .H = AT_H, .KVH = AT_KVH, .hs = AT_HS,
+                            .pos0 = 0, .n_kv = AT_T, .q_stride = AT_QKV, .kv_stride = AT_QKV,
+                            .kv_seq_stride = AT_T * AT_QKV};
+}
+
+static double attention_loss(void *p)
+{
+    AttentionCase *c = p;
+    attention_forward(c->out, c->att, c->qkv, c->qkv + AT_C, c->qkv + AT_C + AT_KVC, &c->shape);
+    return dot_double(c->out, c->proj, AT_ROWS * AT_C);
+}
+
+Test(ops, attention_first_token_sees_only_itself)
+{
+    AttentionCase c = {.shape = attention_case_shape()};
+    fill_uniform(c.qkv, AT_ROWS * AT_QKV, -1, 1, 11);
+    attention_loss(&c);
+    /* token 0 of sequence 0, head 3 (kv head 1): its output is its own value vector */
+    const float *v = c.qkv + AT_C + AT_KVC + 1 * AT_HS;
+    for (int i = 0; i < AT_HS; i++)
+        cr_expect_float_eq(c.out[3 * AT_HS + i], v[i], 1e-6f);
+    /* every probability row sums to 1 over the visible keys, and is 0 beyond */
+    for (int row = 0; row < AT_B * AT_H * AT_T; row++) {
+        int t = row % AT_T;
+        float sum = 0;
+        for (int j = 0; j < AT_T; j++) {
+            sum += c.att[row * AT_T + j];
+            if (j > t)
+                cr_expect_eq(c.att[row * AT_T + j], 0.0f);
+        }
+        cr_expect_float_eq(sum, 1.0f, 1e-5f);
+    }
+}
+
+Test(ops, attention_backward_matches_finite_differences)
+{
+    AttentionCase c = {.shape = attention_case_shape()};
+    fill_uniform(c.qkv, AT_ROWS * AT_QKV, -1.5f, 1.5f, 12);
+    fill_uniform(c.proj, AT_ROWS * AT_C, -1, 1, 13);
+    attention_loss(&c);
+    float dqkv[AT_ROWS * AT_QKV], datt[AT_ATT];
+    attention_backward(dqkv, dqkv + AT_C, dqkv + AT_C + AT_KVC, datt, c.proj, c.qkv,
+                       c.qkv + AT_C, c.qkv + AT_C + AT_KVC, c.att, &c.shape);
+    grad_check("attention dqkv", c.qkv, dqkv, AT_ROWS * AT_QKV, 1, attention_loss, &c, TOL);
+}
+
+/* ---- SwiGLU --------------------------------------------------------------------------- */
+
+enum { SW_N = 3, SW_F = 5 };
+typedef struct {
+    float gate_up[SW_N * 2 * SW_F], out[SW_N * SW_F], proj[SW_N * SW_F];
+} SwigluCase;
+
+static double swiglu_loss(void *p)
+{
+    SwigluCase *c = p;
+    swiglu_forward(c->out, c->gate_up, SW_N, SW_F);
+    return dot_double(c->out, c->proj, SW_N * SW_F);
+}
+
+Test(ops, swiglu_forward_by_hand)
+{
+    /* silu(2) * 3 = 2 / (1 + e^-2) * 3 */
+    float gate_up[2] = {2.0f, 3.0f}, y;
+    swiglu_forward(&y, gate_up, 1, 1);
+    cr_expect_float_eq(y, 6.0f / (1.0f + expf(-2.0f)), 1e-6f);
+}
+
+Test(ops, swiglu_backward_matches_finite_differences)
+{
+    SwigluCase c;
+    fill_uniform(c.gate_up, SW_N * 2 * SW_F, -3, 3, 14);
+    fill_uniform(c.proj, SW_N * SW_F, -1, 1, 15);
+    float dgate_up[SW_N * 2 * SW_F];
+    swiglu_backward(dgate_up, c.proj, c.gate_up, SW_N, SW_F);
+    grad_check("swiglu dgate_up", c.gate_up, dgate_up, SW_N * 2 * SW_F, 1, swiglu_loss, &c, TOL);
+}
+
+/* ---- cross-entropy -------------------------------------------------------------------- */
+
+enum { CE_N = 4, CE_V = 7 };
+typedef struct {
+    float logits[CE_N * CE_V], work[CE_N * CE_V], losses[CE_N];
+    int targets[CE_N];
+} CrossEntropyCase;
+
+static double crossentropy_loss(void *p)
+{
+    CrossEntropyCase *c = p;
+    memcpy(c->work, c->logits, sizeof c->logits);
+    crossentropy_forward(c->losses, c->work, c->targets, CE_N, CE_V);
+    double sum = 0;
+    for (int n = 0; n < CE_N; n++)
+        sum += c->losses[n];
+    return sum;
+}
+
+Test(ops, crossentropy_by_hand)
+{
+    /* equal logits: loss ln(V); logits (0, ln 3), target 1: p = 3/4, loss -ln(3/4) */
+    float equal[5] = {0.3f, 0.3f, 0.3f, 0.3f, 0.3f}, loss;
+    int target = 2;
+    crossentropy_forward(&loss, equal, &target, 1, 5);
+    cr_expect_float_eq(loss, logf(5.0f), 1e-6f);
+    float two[2] = {0.0f, logf(3.0f)};
+    target = 1;
+    crossentropy_forward(&loss, two, &target, 1, 2);
+    cr_expect_float_eq(loss, -logf(0.75f), 1e-6f);
+    cr_expect_float_eq(two[0], 0.25f, 1e-6f);
+}
+
+Test(ops, crossentropy_backward_matches_finite_differences)
+{
+    CrossEntropyCase c = {.targets = {0, 6, 3, 3}};
+    fill_uniform(c.logits, CE_N * CE_V, -2, 2, 16);
+    crossentropy_loss(&c);
+    crossentropy_backward(c.work, c.targets, CE_N, CE_V, 1.0f);
+    float dlogits[CE_N * CE_V];
+    memcpy(dlogits, c.work, sizeof dlogits);
+    grad_check("crossentropy dlogits", c.logits, dlogits, CE_N * CE_V, 1, crossentropy_loss, &c,
+               TOL);
+}
