@@ -67,50 +67,17 @@ static int flag_store(const Flag *f, const char *value, Error *err)
     return error_set(err, "%s: unknown flag type", what);
 }
 
-int cli_parse(int argc, char **argv, int first, const Flag *flags, int n_flags,
-              const char **positional, int max_positional, int *n_positional, bool *help,
-              Error *err)
-{
-    *n_positional = 0;
-    *help = false;
-    for (int i = first; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *help = true;
-            return 0;
-        }
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            if (*n_positional == max_positional)
-                return error_set(err, "unexpected argument '%s'", arg);
-            positional[(*n_positional)++] = arg;
-            continue;
-        }
-        const char *name = arg + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const Flag *f = flag_find(flags, n_flags, name, len);
-        if (!f)
-            return error_set(err, "unknown flag --%.*s", (int)len, name);
-        const char *value = eq ? eq + 1 : NULL;
-        if (f->type == FLAG_SWITCH && value)
-            return error_set(err, "--%s takes no value", f->name);
-        if (f->type != FLAG_SWITCH && !value) {
-            if (i + 1 >= argc)
-                return error_set(err, "--%s needs a value", f->name);
-            value = argv[++i];
-        }
-        if (flag_store(f, value, err) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags)
+/* One line per flag: "  --name N   help (default 8)". Defaults are read from the
+ * destinations, which still hold them when --help stops the parse. */
+static void write_flag_help(FILE *out, const Flag *flags, int n_flags)
 {
     for (int i = 0; i < n_flags; i++) {
         const Flag *f = &flags[i];
         char left[48];
-        const char *value = f->type == FLAG_INT ? " N" : f->type == FLAG_FLOAT ? " X"
-                            : f->type == FLAG_STRING ? " S" : "";
+        const char *value = f->type == FLAG_INT      ? " N"
+                            : f->type == FLAG_FLOAT  ? " X"
+                            : f->type == FLAG_STRING ? " S"
+                                                     : "";
         snprintf(left, sizeof left, "--%s%s", f->name, value);
         fprintf(out, "  %-22s %s", left, f->help);
         if (f->type == FLAG_INT)
@@ -121,4 +88,56 @@ void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags)
             fprintf(out, " (default %s)", *(const char **)f->dest);
         fputc('\n', out);
     }
+}
+
+/* "usage: quill x ARGS [options]" without the rest of the help text. */
+static int error_usage(Error *err, const CommandSpec *spec, const char *command)
+{
+    int len = (int)strcspn(spec->usage, "\n");
+    return error_set(err, "%.*s (see quill %s --help)", len, spec->usage, command);
+}
+
+static int parse_flag(const CommandSpec *spec, int argc, char **argv, int *i, Error *err)
+{
+    const char *name = argv[*i] + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const Flag *f = flag_find(spec->flags, spec->n_flags, name, len);
+    if (!f)
+        return error_set(err, "unknown flag --%.*s (see quill %s --help)", (int)len, name,
+                         argv[0]);
+    const char *value = eq ? eq + 1 : NULL;
+    if (f->type == FLAG_SWITCH && value)
+        return error_set(err, "--%s takes no value", f->name);
+    if (f->type != FLAG_SWITCH && !value) {
+        if (*i + 1 >= argc)
+            return error_set(err, "--%s needs a value", f->name);
+        value = argv[++*i];
+    }
+    return flag_store(f, value, err);
+}
+
+int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,
+                      int *n_positional, FILE *help_out, Error *err)
+{
+    *n_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            fputs(spec->usage, help_out);
+            fputs("\noptions:\n", help_out);
+            write_flag_help(help_out, spec->flags, spec->n_flags);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
+            if (parse_flag(spec, argc, argv, &i, err) != 0)
+                return -1;
+        } else if (*n_positional < spec->max_positional) {
+            positional[(*n_positional)++] = arg;
+        } else {
+            return error_set(err, "unexpected argument '%s' (see quill %s --help)", arg, argv[0]);
+        }
+    }
+    if (*n_positional < spec->min_positional)
+        return error_usage(err, spec, argv[0]);
+    return 0;
 }

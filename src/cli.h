@@ -25,16 +25,23 @@ typedef struct {
     const char *help; /* one line, shown by --help */
 } Flag;
 
-/* Parses argv[first..argc-1]. Flags are "--name value", "--name=value" or, for switches,
- * "--name"; anything else is positional and is collected, in order, into positional
- * (at most max_positional entries). "--help" or "-h" sets *help and stops. */
-int cli_parse(int argc, char **argv, int first, const Flag *flags, int n_flags,
-              const char **positional, int max_positional, int *n_positional, bool *help,
-              Error *err);
+/* A subcommand's command line: its help text, its flags and how many positional
+ * arguments (MODEL, TEXT, ...) it takes. */
+typedef struct {
+    const char *usage; /* starts with "usage: quill <cmd> ...\n"; --help prints it, then the
+                          flags */
+    const Flag *flags;
+    int n_flags;
+    int min_positional, max_positional;
+} CommandSpec;
 
-/* Writes one aligned line per flag: "  --name VALUE   help (default: ...)". The defaults are
- * read from the destinations, so call it before parsing. */
-void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags);
+/* Parses argv[1..argc-1] (argv[0] is the command's name). Flags are "--name value",
+ * "--name=value" or, for switches, "--name"; anything else is positional and is collected,
+ * in order, into positional. Returns 0 to run the command; 1 when --help (or -h) asked
+ * for the usage, which has then been written to help_out; -1 with err set on a bad
+ * argument. */
+int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,
+                      int *n_positional, FILE *help_out, Error *err);
 
 /* Parses a whole decimal integer / finite float; the message names `what`. */
 int cli_parse_long(const char *what, const char *text, long min, long max, long *out, Error *err);

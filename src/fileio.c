@@ -6,12 +6,14 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *string_format_path(const char *path, const char *suffix)
+/* "<path>.tmp": a fixed name, so that the leftover of a killed writer is simply
+ * overwritten by the next one instead of piling up. */
+static char *temp_path_for(const char *path)
 {
-    size_t n = strlen(path) + strlen(suffix) + 32;
+    size_t n = strlen(path) + sizeof ".tmp";
     char *s = malloc(n);
     if (s)
-        snprintf(s, n, "%s%s%ld", path, suffix, (long)getpid());
+        snprintf(s, n, "%s.tmp", path);
     return s;
 }
 
@@ -19,7 +21,7 @@ int atomic_file_open(AtomicFile *af, const char *path, Error *err)
 {
     memset(af, 0, sizeof *af);
     af->path = strdup(path);
-    af->tmp_path = string_format_path(path, ".tmp.");
+    af->tmp_path = temp_path_for(path);
     if (!af->path || !af->tmp_path) {
         atomic_file_abort(af);
         return error_set(err, "%s: out of memory", path);

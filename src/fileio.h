@@ -14,7 +14,7 @@
 typedef struct {
     FILE *fp;       /* write the content here */
     char *path;     /* the final name */
-    char *tmp_path; /* "<path>.tmp.<pid>" */
+    char *tmp_path; /* "<path>.tmp" */
 } AtomicFile;
 
 int atomic_file_open(AtomicFile *af, const char *path, Error *err);

@@ -11,6 +11,10 @@
  * in row order, whatever the thread count. */
 enum { REDUCE_COLUMN_BLOCK = 64 };
 
+/* Loops over fewer elements than this run on one thread: waking the other threads would
+ * cost more than the work (decoding one token touches only C or F floats per layer). */
+#define PARALLEL_MIN_WORK (1 << 15)
+
 float ops_expf(float x)
 {
     /* Range reduction: e^x = 2^n * e^r with n = round(x / ln 2), so |r| <= ln(2)/2 and a
@@ -39,7 +43,7 @@ float ops_expf(float x)
 
 void embedding_forward(float *out, const int *tokens, const float *table, int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }
@@ -48,7 +52,7 @@ void embedding_backward(float *dtable, const float *dout, const int *tokens, int
 {
     /* The same token may occur at many positions: its row collects every one of their
      * gradients. Threads own column blocks, so no two add into the same float. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int c0 = 0; c0 < C; c0 += REDUCE_COLUMN_BLOCK) {
         int c1 = c0 + REDUCE_COLUMN_BLOCK < C ? c0 + REDUCE_COLUMN_BLOCK : C;
         for (int n = 0; n < N; n++) {
@@ -65,7 +69,7 @@ void embedding_backward(float *dtable, const float *dout, const int *tokens, int
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                      int C, float eps)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -85,7 +89,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 {
     /* y_c = x_c * r * w_c with r = (mean(x^2) + eps)^(-1/2), so dr/dx_c = -r^3 x_c / C and
      *   dL/dx_c = r * dy_c * w_c - x_c * r^3 / C * sum_j (dy_j * w_j * x_j). */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         const float *dy = dout + (size_t)n * C;
@@ -99,7 +103,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
         for (int c = 0; c < C; c++)
             dx[c] += r * dy[c] * weight[c] - x[c] * coef;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int c0 = 0; c0 < C; c0 += REDUCE_COLUMN_BLOCK) {
         int c1 = c0 + REDUCE_COLUMN_BLOCK < C ? c0 + REDUCE_COLUMN_BLOCK : C;
         for (int n = 0; n < N; n++) {
@@ -148,7 +152,8 @@ static void rope_rotate(float *x, int B, int T, int stride, int n_heads, int hs,
                         const float *cos_table, const float *sin_table, float direction)
 {
     int half = hs / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) \
+    if ((size_t)B * T * n_heads * hs >= PARALLEL_MIN_WORK)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *row = x + ((size_t)b * T + t) * stride;
@@ -210,7 +215,8 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
     /* One (sequence, head) pair per task; each task's two matrix products are small, so
      * they run single-threaded side by side rather than one after another. */
     gemm_parallel_region_begin();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) \
+    if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < s->H; h++) {
             const float *qh = q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs;
@@ -251,7 +257,8 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
     /* The heads of one group share a key/value head and add into the same dk, dv rows, so
      * a task is a whole group: its heads run in order on one thread. */
     gemm_parallel_region_begin();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) \
+    if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
         for (int g = 0; g < s->KVH; g++) {
             size_t kv_offset = b * s->kv_seq_stride + (size_t)g * s->hs;
@@ -286,7 +293,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
 
 void swiglu_forward(float *out, const float *gate_up, int N, int F)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * F >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *gate = gate_up + (size_t)n * 2 * F;
         const float *up = gate + F;
@@ -301,7 +308,7 @@ void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, i
 {
     /* y = silu(g) * u with silu(g) = g * s, s = sigmoid(g):
      *   dy/du = silu(g),  dy/dg = u * s * (1 + g * (1 - s)). */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * F >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *gate = gate_up + (size_t)n * 2 * F;
         const float *up = gate + F;
@@ -322,7 +329,7 @@ void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, i
 void crossentropy_forward(float *losses, float *logits_to_probs, const int *targets, int N,
                           int V)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         float *z = logits_to_probs + (size_t)n * V;
         float max = z[0];
@@ -348,7 +355,7 @@ void crossentropy_backward(float *probs_to_dlogits, const int *targets, int N, i
                            float dloss)
 {
     /* d(-log p_t)/dz_i = p_i - [i == t] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         float *d = probs_to_dlogits + (size_t)n * V;
         d[targets[n]] -= 1.0f;

@@ -1,0 +1,339 @@
+/* The quill binary end to end: training, resuming, checkpoints that survive being killed,
+ * and bad input that must give one clear error line and a non-zero exit, never a crash. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "gguf.h"
+#include "loader.h"
+#include "test_util.h"
+
+/* A deterministic corpus of about 40 KB. */
+static const char *corpus_in(const char *dir)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/corpus.txt", dir);
+    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then",
+                                  "ran", "to", "see", "dog", "who", "was", "very", "glad"};
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp);
+    unsigned state = 777;
+    for (int i = 0; i < 9000; i++) {
+        state = state * 1103515245u + 12345u;
+        fprintf(fp, "%s%s", words[(state >> 16) % 16], (state >> 8) % 9 == 0 ? ".\n" : " ");
+    }
+    fclose(fp);
+    return path;
+}
+
+/* Runs `quill ARGS`, returns the exit status and keeps the output for messages. */
+static int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int quill(char **output, const char *fmt, ...)
+{
+    char args[2048], command[2300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(command, sizeof command, "%s %s", test_quill_bin(), args);
+    return test_run_capture(command, output);
+}
+
+static void quill_ok(const char *fmt, const char *a, const char *b, const char *c)
+{
+    char *out;
+    char args[2048];
+    snprintf(args, sizeof args, fmt, a, b, c);
+    int status = quill(&out, "%s", args);
+    cr_assert_eq(status, 0, "quill %s failed (%d):\n%s", args, status, out);
+    free(out);
+}
+
+/* Expects exit status 1 and exactly one line starting "quill: error:" that contains needle. */
+static void expect_clean_error(const char *needle, const char *fmt, ...)
+{
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    char *out;
+    int status = quill(&out, "%s", args);
+    cr_expect_eq(status, 1, "quill %s: exit %d (want 1):\n%s", args, status, out);
+    const char *line = strstr(out, "quill: error: ");
+    cr_expect_not_null(line, "quill %s: no error line:\n%s", args, out);
+    if (line) {
+        const char *end = strchr(line, '\n');
+        cr_expect(end && end[1] == '\0', "quill %s: the error is not one last line:\n%s", args, out);
+        cr_expect_not_null(strstr(line, needle), "quill %s: '%s' not in:\n%s", args, needle, out);
+    }
+    free(out);
+}
+
+static size_t file_bytes(const char *path, char **data)
+{
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(path, data, &len, &err), 0, "%s", err.msg);
+    return len;
+}
+
+static void expect_same_file(const char *a, const char *b)
+{
+    char *x, *y;
+    size_t nx = file_bytes(a, &x), ny = file_bytes(b, &y);
+    cr_expect(nx == ny && memcmp(x, y, nx) == 0, "%s and %s differ", a, b);
+    free(x);
+    free(y);
+}
+
+/* The "loss" values of log.jsonl, in order, as text (exact digits). */
+static char *logged_losses(const char *dir)
+{
+    char path[512], *text;
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    file_bytes(path, &text);
+    char *out = calloc(strlen(text) + 1, 1);
+    for (char *p = strstr(text, "\"loss\":"); p; p = strstr(p + 1, "\"loss\":")) {
+        strncat(out, p, strcspn(p, ","));
+        strcat(out, "\n");
+    }
+    free(text);
+    return out;
+}
+
+#define TINY "--config configs/tiny.json --eval-every 5 --eval-batches 2 --log-every 1"
+
+Test(cli, resume_continues_exactly, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char whole[256], split[256];
+    snprintf(whole, sizeof whole, "%s/whole", dir);
+    snprintf(split, sizeof split, "%s/split", dir);
+    /* 16 steps at once, and 8 + 8 with the same schedule (decay over 16 steps) */
+    quill_ok("train " TINY " --data %s --out %s --steps 16 --warmup 4%s", corpus, whole, "");
+    quill_ok("train " TINY " --data %s --out %s --steps 8 --warmup 4 --decay-steps 16%s", corpus,
+             split, "");
+    quill_ok("train --resume %s --steps 16%s%s", split, "", "");
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/model.gguf", whole);
+    snprintf(b, sizeof b, "%s/model.gguf", split);
+    expect_same_file(a, b);
+    snprintf(a, sizeof a, "%s/train_state", whole);
+    snprintf(b, sizeof b, "%s/train_state", split);
+    expect_same_file(a, b);
+    char *la = logged_losses(whole), *lb = logged_losses(split);
+    cr_expect_str_eq(la, lb, "logged losses differ");
+    cr_expect_gt(strlen(la), 16 * 8, "16 steps logged");
+    free(la);
+    free(lb);
+}
+
+Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char whole[256], split[256], a[512], b[512];
+    snprintf(whole, sizeof whole, "%s/whole", dir);
+    snprintf(split, sizeof split, "%s/split", dir);
+    quill_ok("train " TINY " --no-shuffle --grad-accum 2 --data %s --out %s --steps 6%s", corpus,
+             whole, "");
+    quill_ok("train " TINY " --no-shuffle --grad-accum 2 --data %s --out %s --steps 3 "
+             "--decay-steps 6%s",
+             corpus, split, "");
+    quill_ok("train --resume %s --steps 6%s%s", split, "", "");
+    snprintf(a, sizeof a, "%s/model.gguf", whole);
+    snprintf(b, sizeof b, "%s/model.gguf", split);
+    expect_same_file(a, b);
+}
+
+Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char run[256], path[512], *text;
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train " TINY " --data %s --out %s --steps 60%s", corpus, run, "");
+    snprintf(path, sizeof path, "%s/log.jsonl", run);
+    file_bytes(path, &text);
+    float first, last = 0.0f, vocab_log;
+    cr_assert_eq(sscanf(text, "{\"step\":1,\"loss\":%f", &first), 1, "%s", text);
+    for (char *p = strstr(text, "{\"step\":60,\"loss\":"); p; p = NULL)
+        sscanf(p, "{\"step\":60,\"loss\":%f", &last);
+    free(text);
+    Model m;
+    Tokenizer tok;
+    Error err;
+    snprintf(path, sizeof path, "%s/model.gguf", run);
+    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
+    vocab_log = logf((float)m.config.vocab_size);
+    cr_expect(fabsf(first - vocab_log) < 0.1f, "first loss %g, ln V %g", first, vocab_log);
+    cr_expect_lt(last, first - 1.0f, "60 steps should learn: %g -> %g", first, last);
+    model_free(&m);
+    tokenizer_free(&tok);
+}
+
+Test(cli, steps_zero_writes_the_initial_model)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char run[256], path[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0%s", corpus, run, "");
+    snprintf(path, sizeof path, "%s/model.gguf", run);
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
+    cr_expect_eq(m.config.n_layers, 2);
+    model_free(&m);
+    tokenizer_free(&tok);
+    snprintf(path, sizeof path, "%s/config.json", run);
+    char *json;
+    file_bytes(path, &json);
+    cr_expect_not_null(strstr(json, "\"vocab_size\":"), "resolved config saved");
+    free(json);
+}
+
+/* Kills a run that saves every step at random moments: each time, both checkpoint files
+ * must still open and load. (test_fileio.c shows deterministically that a writer dying
+ * before its commit leaves the old file; this is the same property end to end.) */
+Test(cli, checkpoints_survive_sigkill, .timeout = 180)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char run[256], model_path[512], state_path[512], command[2048];
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(model_path, sizeof model_path, "%s/model.gguf", run);
+    snprintf(state_path, sizeof state_path, "%s/train_state", run);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 1%s", corpus, run, "");
+    srand(42);
+    for (int round = 0; round < 12; round++) {
+        snprintf(command, sizeof command, "%s train --resume %s --steps 100000 --save-every 1",
+                 test_quill_bin(), run);
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            freopen("/dev/null", "w", stdout);
+            execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+            _exit(127);
+        }
+        struct timespec pause = {0, (150 + rand() % 500) * 1000000L};
+        nanosleep(&pause, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        /* the shell's child (quill) may outlive the shell: end it too */
+        snprintf(command, sizeof command, "pkill -KILL -f 'train --resume %s ' 2>/dev/null", run);
+        system(command);
+        for (int f = 0; f < 2; f++) {
+            const char *path = f ? state_path : model_path;
+            GgufFile *g;
+            Error err;
+            cr_assert_eq(gguf_open(&g, path, &err), 0, "round %d: %s", round, err.msg);
+            gguf_close(g);
+        }
+        Model m;
+        Tokenizer tok;
+        Error err;
+        cr_assert_eq(model_file_load(model_path, &m, &tok, &err), 0, "round %d: %s", round,
+                     err.msg);
+        model_free(&m);
+        tokenizer_free(&tok);
+    }
+}
+
+Test(cli, divergence_stops_and_keeps_the_last_checkpoint, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char run[256], path[512], *before, *after;
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2 --optimizer sgd%s",
+             corpus, run, "");
+    snprintf(path, sizeof path, "%s/model.gguf", run);
+    size_t n_before = file_bytes(path, &before);
+    /* plain SGD at lr 10 without clipping blows up within a few steps */
+    expect_clean_error("diverged", "train --resume %s --steps 200 --lr 10 --min-lr 10 "
+                                   "--grad-clip 0",
+                       run);
+    expect_clean_error("key 'optimizer' cannot change when resuming",
+                       "train --resume %s --steps 200 --optimizer adamw", run);
+    size_t n_after = file_bytes(path, &after);
+    cr_expect(n_before == n_after && memcmp(before, after, n_before) == 0,
+              "the checkpoint changed");
+    free(before);
+    free(after);
+}
+
+Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = corpus_in(dir);
+    char path[512], run[256];
+    snprintf(run, sizeof run, "%s/run", dir);
+    expect_clean_error("unknown command", "frobnicate");
+    expect_clean_error("unknown flag --topk", "generate x.gguf --topk 3");
+    expect_clean_error("unknown flag --colour", "train --colour red");
+    expect_clean_error("--batch-size expects an integer", "train --batch-size lots");
+    expect_clean_error("missing.json: No such file", "train --config missing.json --data x --out %s", run);
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("{\"layers\": 2, \"learning_rate\": 0.1}", fp);
+    fclose(fp);
+    expect_clean_error("unknown key 'learning_rate'", "train --config %s --data %s --out %s",
+                       path, corpus, run);
+    expect_clean_error("none.gguf: No such file", "info %s/none.gguf", dir);
+    expect_clean_error("no training data", "train --config configs/tiny.json --out %s", run);
+    expect_clean_error("no train_state", "train --resume %s/empty", dir);
+
+    /* a truncated model */
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0%s", corpus, run, "");
+    char model[512], truncated[512], *bytes;
+    snprintf(model, sizeof model, "%s/model.gguf", run);
+    snprintf(truncated, sizeof truncated, "%s/truncated.gguf", dir);
+    size_t n = file_bytes(model, &bytes);
+    Error err;
+    cr_assert_eq(file_write_atomic(truncated, bytes, n / 2, &err), 0);
+    free(bytes);
+    expect_clean_error("truncated.gguf", "generate %s --prompt hi", truncated);
+    expect_clean_error("truncated.gguf", "info %s", truncated);
+    expect_clean_error("truncated.gguf", "eval %s --data %s", truncated, corpus);
+    /* a run directory is not overwritten by accident */
+    expect_clean_error("already holds a training run",
+                       "train --config configs/tiny.json --data %s --out %s", corpus, run);
+    /* the prompt is longer than the context (64 tokens) */
+    char long_prompt[400];
+    memset(long_prompt, 'a', 300);
+    long_prompt[300] = '\0';
+    expect_clean_error("the prompt has", "generate %s --prompt %s", model, long_prompt);
+    expect_clean_error("--seq-len 500 exceeds", "eval %s --data %s --seq-len 500", model, corpus);
+}
+
+Test(cli, generate_is_reproducible_with_a_seed, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *a, *b, *greedy;
+    cr_assert_eq(quill(&a, "generate %s --prompt 'Once upon' --max-tokens 30 --seed 0", model), 0);
+    cr_assert_eq(quill(&b, "generate %s --prompt 'Once upon' --max-tokens 30 --seed 0", model), 0);
+    /* the last line is the timing summary; compare the text before it */
+    *strstr(a, "[seed") = '\0';
+    *strstr(b, "[seed") = '\0';
+    cr_expect_str_eq(a, b);
+    cr_assert_eq(quill(&greedy, "generate %s --prompt 'Once upon a time' --temperature 0 "
+                                "--max-tokens 20",
+                       model),
+                 0);
+    cr_expect_not_null(strstr(greedy, "Once upon a time, there was a little girl named Lily."),
+                       "%s", greedy);
+    free(a);
+    free(b);
+    free(greedy);
+}
