@@ -1,0 +1,204 @@
+/* quill bench: how fast quill trains, next to how fast this machine can go.
+ *
+ * The machine's limits, measured in the same run and with the same threads:
+ *   sgemm     the best GFLOP/s of the BLAS on large square products: the ceiling for the
+ *             matrix products that are nearly all of a transformer's arithmetic;
+ *   memory    GB/s of a large triad a = b + s*c: what the element-wise layers are bound by.
+ * Training: a real run (the trainer `quill train` uses) per config on the given text; the
+ * steps after a warm-up are timed and the median step gives tokens/s. GFLOP/s counts the
+ * model FLOPs a token needs (model_train_flops_per_token) and is shown as a share of the
+ * sgemm peak. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "matmul.h"
+#include "train.h"
+#include "trainer.h"
+
+typedef struct {
+    const char *data;
+    int threads;
+    int steps;  /* timed steps per config */
+    int warmup; /* untimed steps first */
+} BenchOptions;
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *values, int n)
+{
+    qsort(values, (size_t)n, sizeof *values, compare_doubles);
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+/* Best GFLOP/s of n x n x n products, repeated for about half a second. */
+static double sgemm_gflops(int n)
+{
+    size_t elems = (size_t)n * n;
+    float *a = malloc(elems * sizeof(float)), *b = malloc(elems * sizeof(float));
+    float *c = malloc(elems * sizeof(float));
+    if (!a || !b || !c) {
+        free(a);
+        free(b);
+        free(c);
+        return 0.0;
+    }
+    for (size_t i = 0; i < elems; i++) {
+        a[i] = (float)(i % 7) * 0.1f;
+        b[i] = (float)(i % 5) * 0.1f;
+    }
+    double best = 0.0, start = seconds_now();
+    while (seconds_now() - start < 0.5) {
+        double t0 = seconds_now();
+        gemm(false, true, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double gflops = 2.0 * n * (double)n * n / (seconds_now() - t0) / 1e9;
+        best = gflops > best ? gflops : best;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+/* Best GB/s of a = b + s*c over three 64 MB arrays (two reads and a write per element). */
+static double triad_gbs(void)
+{
+    size_t n = (size_t)16 << 20;
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    float *c = malloc(n * sizeof(float));
+    if (!a || !b || !c) {
+        free(a);
+        free(b);
+        free(c);
+        return 0.0;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        a[i] = 0.0f;
+        b[i] = 1.0f;
+        c[i] = 2.0f;
+    }
+    double best = 0.0;
+    for (int rep = 0; rep < 8; rep++) {
+        double t0 = seconds_now();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++)
+            a[i] = b[i] + 0.5f * c[i];
+        double gbs = 3.0 * n * sizeof(float) / (seconds_now() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+/* A short real training run of one config; fills the median tokens/s. */
+static int bench_config(const char *config_path, const BenchOptions *o, double sgemm_peak,
+                        Error *err)
+{
+    char dir[] = "/tmp/quill-bench-XXXXXX";
+    if (!mkdtemp(dir))
+        return error_set(err, "cannot create a temporary directory");
+    Trainer t = {.dir = dir};
+    config_init(&t.cfg);
+    char steps[16], threads[16];
+    snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
+    snprintf(threads, sizeof threads, "%d", o->threads);
+    char *overrides[] = {"bench", "--data", (char *)o->data, "--steps", steps, "--threads",
+                         threads, "--eval-every", "0", "--save-every", "0"};
+    int n_overrides = sizeof overrides / sizeof *overrides, status = -1;
+    double *seconds = malloc((size_t)o->steps * sizeof(double));
+    if (!seconds || config_apply_file(&t.cfg, config_path, err) != 0)
+        goto done;
+    for (int i = 1; i < n_overrides; i++)
+        if (config_apply_flag(&t.cfg, overrides[i] + 2, n_overrides, overrides, &i, err) != 0)
+            goto done;
+    if (config_resolve(&t.cfg, err) != 0 || trainer_setup_new(&t, err) != 0 ||
+        trainer_prepare(&t, err) != 0)
+        goto done;
+    for (int step = 0; step < o->warmup + o->steps; step++) {
+        StepStats s;
+        if (trainer_step(&t, &s, err) != 0)
+            goto done;
+        if (step >= o->warmup)
+            seconds[step - o->warmup] = s.seconds;
+    }
+    double tokens = (double)t.cfg.batch_size * t.cfg.seq_len * t.cfg.grad_accum;
+    double tokens_per_s = tokens / median(seconds, o->steps);
+    double gflops = model_train_flops_per_token(&t.model, t.cfg.seq_len) * tokens_per_s / 1e9;
+    const char *name = strrchr(config_path, '/') ? strrchr(config_path, '/') + 1 : config_path;
+    printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", name, t.model.n_params / 1e6, tokens,
+           tokens_per_s, gflops, 100.0 * gflops / sgemm_peak);
+    fflush(stdout);
+    status = 0;
+done:
+    free(seconds);
+    char cache[64];
+    snprintf(cache, sizeof cache, "%s/tokens.bin", dir);
+    unlink(cache);
+    rmdir(dir);
+    trainer_free(&t);
+    return status;
+}
+
+int cmd_bench(int argc, char **argv, Error *err)
+{
+    BenchOptions o = {.data = "data/tinyshakespeare.txt", .threads = 2, .steps = 10,
+                      .warmup = 3};
+    const Flag flags[] = {
+        {"data", FLAG_STRING, &o.data, 0, 0, "text to train on"},
+        {"threads", FLAG_INT, &o.threads, 1, 1024, "compute threads"},
+        {"steps", FLAG_INT, &o.steps, 1, 100000, "timed steps per config"},
+        {"warmup", FLAG_INT, &o.warmup, 0, 100000, "untimed steps before them"},
+    };
+    const CommandSpec spec = {
+        .usage = "usage: quill bench [CONFIG...] [options]\n\n"
+                 "Measures the machine (sgemm GFLOP/s, memory GB/s) and the training throughput\n"
+                 "of each CONFIG (default: configs/shakespeare-char.json, configs/bench-s.json,\n"
+                 "configs/bench-m.json) on the --data text.\n",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof *flags,
+        .min_positional = 0,
+        .max_positional = 16,
+    };
+    const char *configs[16] = {"configs/shakespeare-char.json", "configs/bench-s.json",
+                               "configs/bench-m.json"};
+    const char *positional[16];
+    int n_configs;
+    int parsed = cli_parse_command(&spec, argc, argv, positional, &n_configs, stdout, err);
+    if (parsed != 0)
+        return parsed < 0 ? -1 : 0;
+    if (n_configs > 0)
+        memcpy(configs, positional, (size_t)n_configs * sizeof *configs);
+    else
+        n_configs = 3;
+    compute_set_threads(o.threads);
+    printf("machine: %d threads, matmul %s\n", o.threads, gemm_backend_description());
+    double peak = sgemm_gflops(1024), big = sgemm_gflops(2048);
+    peak = big > peak ? big : peak;
+    printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
+    printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n", triad_gbs());
+    printf("training: median of %d steps after %d warm-up steps, %d threads, data %s\n", o.steps,
+           o.warmup, o.threads, o.data);
+    printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s", "GFLOP/s",
+           "of peak");
+    for (int i = 0; i < n_configs; i++)
+        if (bench_config(configs[i], &o, peak, err) != 0)
+            return error_prefix(err, "%s", configs[i]);
+    return 0;
+}

@@ -1,0 +1,127 @@
+#include "checkpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+
+static void path_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+/* The parts both files share: the model, the tokenizer and the step. */
+static GgufWriter *writer_with_model(const Model *m, const Tokenizer *tok, int step)
+{
+    GgufWriter *w = gguf_writer_new();
+    if (!w)
+        return NULL;
+    model_to_gguf(m, w);
+    tokenizer_to_gguf(tok, w);
+    gguf_writer_add_u32(w, "quill.step", (uint32_t)step);
+    return w;
+}
+
+static int write_train_state(const char *path, const Model *m, const Tokenizer *tok,
+                             const Optimizer *o, const TrainProgressState *state, Error *err)
+{
+    GgufWriter *w = writer_with_model(m, tok, state->step);
+    if (!w)
+        return error_set(err, "%s: out of memory", path);
+    gguf_writer_add_u64(w, "quill.rng_state", state->rng_state);
+    gguf_writer_add_str(w, "quill.config", state->config_json);
+    if (o->kind == OPTIMIZER_ADAMW) {
+        uint64_t ne[1] = {o->n};
+        gguf_writer_add_tensor(w, "quill.adamw.m", GGML_TYPE_F32, 1, ne, o->m);
+        gguf_writer_add_tensor(w, "quill.adamw.v", GGML_TYPE_F32, 1, ne, o->v);
+    }
+    int status = gguf_writer_write(w, path, err);
+    gguf_writer_free(w);
+    return status;
+}
+
+int checkpoint_save(const char *dir, const Model *m, const Tokenizer *tok, const Optimizer *o,
+                    const TrainProgressState *state, Error *err)
+{
+    char path[4096];
+    path_join(path, sizeof path, dir, "train_state");
+    if (write_train_state(path, m, tok, o, state, err) != 0)
+        return -1;
+    path_join(path, sizeof path, dir, "model.gguf");
+    GgufWriter *w = writer_with_model(m, tok, state->step);
+    if (!w)
+        return error_set(err, "%s: out of memory", path);
+    int status = gguf_writer_write(w, path, err);
+    gguf_writer_free(w);
+    return status;
+}
+
+/* Copies the moment tensor `name` (n floats) into dst. */
+static int load_moments(const GgufFile *f, const char *name, float *dst, size_t n, Error *err)
+{
+    const GgufTensor *t = gguf_find_tensor(f, name);
+    if (!t || t->type != GGML_TYPE_F32 || gguf_tensor_nelements(t) != n)
+        return error_set(err, "tensor %s is missing or does not match the model's %zu "
+                              "parameters",
+                         name, n);
+    memcpy(dst, t->data, n * sizeof(float));
+    return 0;
+}
+
+static int load_progress(const GgufFile *f, TrainProgressState *state, Error *err)
+{
+    uint32_t step;
+    const char *json;
+    const GgufKV *rng = gguf_find_kv(f, "quill.rng_state");
+    if (gguf_get_u32(f, "quill.step", &step, err) != 0 ||
+        gguf_get_str(f, "quill.config", &json, err) != 0)
+        return -1;
+    if (!rng || rng->type != GGUF_TYPE_UINT64)
+        return error_set(err, "key quill.rng_state is missing or not a u64");
+    state->step = (int)step;
+    state->rng_state = rng->value.u;
+    state->config_json = strdup(json);
+    return state->config_json ? 0 : error_set(err, "out of memory");
+}
+
+static int load_optimizer(const GgufFile *f, Optimizer *o, size_t n, Error *err)
+{
+    bool adamw = gguf_find_tensor(f, "quill.adamw.m") != NULL;
+    if (optimizer_init(o, adamw ? OPTIMIZER_ADAMW : OPTIMIZER_SGD, n, err) != 0)
+        return -1;
+    if (adamw && (load_moments(f, "quill.adamw.m", o->m, n, err) != 0 ||
+                  load_moments(f, "quill.adamw.v", o->v, n, err) != 0)) {
+        optimizer_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
+                    TrainProgressState *state, Error *err)
+{
+    char path[4096];
+    path_join(path, sizeof path, dir, "train_state");
+    GgufFile *f;
+    memset(state, 0, sizeof *state);
+    if (gguf_open(&f, path, err) != 0)
+        return -1;
+    int status = -1;
+    memset(m, 0, sizeof *m);
+    memset(tok, 0, sizeof *tok);
+    memset(o, 0, sizeof *o);
+    if (model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
+        load_progress(f, state, err) == 0 && load_optimizer(f, o, m->n_params, err) == 0)
+        status = 0;
+    gguf_close(f);
+    if (status != 0) {
+        error_prefix(err, "%s", path);
+        model_free(m);
+        tokenizer_free(tok);
+        optimizer_free(o);
+        free(state->config_json);
+        state->config_json = NULL;
+    }
+    return status;
+}

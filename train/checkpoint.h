@@ -1,0 +1,37 @@
+/* Checkpoints. A run directory holds:
+ *   model.gguf   the model and its tokenizer, for inference: llama.cpp runs it as is;
+ *   train_state  everything `--resume` needs, self-contained so that it never depends on
+ *                model.gguf being from the same step: also a GGUF file (same reader, same
+ *                validation), with the model and tokenizer, the AdamW moments as tensors
+ *                quill.adamw.m / quill.adamw.v, and the keys quill.step (steps done),
+ *                quill.rng_state (the batch sampler's RNG) and quill.config (the resolved
+ *                config as JSON). The data position follows from these two: random
+ *                windows come from the RNG, consecutive windows from the step.
+ * Both files are written atomically (temp file, fsync, rename), train_state first: a run
+ * killed at any moment leaves the last complete checkpoint of each loadable. */
+#ifndef QUILL_TRAIN_CHECKPOINT_H
+#define QUILL_TRAIN_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "error.h"
+#include "model.h"
+#include "optimizer.h"
+#include "tokenizer.h"
+
+typedef struct {
+    int step;           /* optimizer steps completed */
+    uint64_t rng_state; /* the batch sampler's RNG state */
+    char *config_json;  /* the resolved config (malloc'd when loaded) */
+} TrainProgressState;
+
+/* Writes DIR/train_state then DIR/model.gguf. */
+int checkpoint_save(const char *dir, const Model *m, const Tokenizer *tok, const Optimizer *o,
+                    const TrainProgressState *state, Error *err);
+
+/* Reads DIR/train_state: the model, tokenizer, optimizer (AdamW when the moments are
+ * present, SGD otherwise) and progress. On failure nothing is left allocated. */
+int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
+                    TrainProgressState *state, Error *err);
+
+#endif

@@ -1,0 +1,109 @@
+/* Training configuration: JSON files in configs/, overridden by flags of `quill train`.
+ *
+ * Every key is also a flag, spelled with dashes: key batch_size is --batch-size, and a
+ * boolean key x is set by --x and cleared by --no-x. Keys and flags come from the one
+ * table below, so they cannot drift apart. The file is flat JSON:
+ *     { "layers": 4, "dim": 128, "tokenizer": "char", "lr": 1e-3, ... }
+ * An unknown key or a bad value is an error that names the key. A value of 0 for
+ * kv_heads, ffn_dim, seq_len, vocab_size and decay_steps means "derive it" (the help
+ * text says from what); config_resolve fills them in, and the resolved config is what
+ * DIR/config.json and the checkpoint record. This is the only file that includes cJSON. */
+#ifndef QUILL_TRAIN_CONFIG_H
+#define QUILL_TRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "error.h"
+#include "model.h"
+
+/* The keys fixed once a run has started: the model, its tokenizer and the optimizer whose
+ * moments the checkpoint holds. */
+#define CONFIG_FIXED_KEYS(X)                                                                \
+    /* type    name            default   min    max      help */                              \
+    X(Int,    layers,         "4",      1,     1024,    "transformer blocks (L)")             \
+    X(Int,    dim,            "128",    2,     65536,   "width of the residual stream (C)")   \
+    X(Int,    heads,          "4",      1,     1024,    "attention heads (H)")                \
+    X(Int,    kv_heads,       "0",      0,     1024,    "key/value heads (0: = heads)")       \
+    X(Int,    ffn_dim,        "0",      0,     262144,  "SwiGLU hidden width (0: 8/3 dim, rounded up to 32)") \
+    X(Int,    context,        "256",    2,     65536,   "longest sequence the model handles") \
+    X(Bool,   tie_embeddings, "false",  0,     1,       "output projection reuses token_embd") \
+    X(Float,  rope_base,      "10000",  1,     1e9,     "RoPE frequency base")                \
+    X(Float,  norm_eps,       "1e-5",   1e-12, 1,       "RMSNorm epsilon")                    \
+    X(Choice, tokenizer,      "char",   0,     0,       "tokenizer trainer: char | bpe")      \
+    X(Int,    vocab_size,     "0",      0,     1048576, "bpe: vocabulary size (0: 512); char: the corpus decides") \
+    X(Choice, optimizer,      "adamw",  0,     0,       "adamw | sgd")
+
+/* The keys of the run itself: they may change when resuming. */
+#define CONFIG_RUN_KEYS(X)                                                                  \
+    X(Paths,  data,           "",       0,     0,       "plain-text training files")          \
+    X(Bool,   shuffle,        "true",   0,     1,       "random windows (--no-shuffle: consecutive windows)") \
+    X(Int,    steps,          "1000",   0,     1e9,     "total optimizer steps")              \
+    X(Int,    batch_size,     "8",      1,     65536,   "sequences per micro-batch (B)")      \
+    X(Int,    seq_len,        "0",      0,     65536,   "tokens per sequence (T; 0: context)") \
+    X(Int,    grad_accum,     "1",      1,     65536,   "micro-batches per step")             \
+    X(Float,  lr,             "1e-3",   0,     10,      "peak learning rate")                 \
+    X(Float,  min_lr,         "1e-4",   0,     10,      "learning rate at the end of the cosine decay") \
+    X(Int,    warmup,         "100",    0,     1e9,     "steps of linear warmup")             \
+    X(Int,    decay_steps,    "0",      0,     1e9,     "step at which the cosine reaches min_lr (0: steps)") \
+    X(Float,  weight_decay,   "0.1",    0,     10,      "decoupled weight decay (none on norm weights)") \
+    X(Float,  beta1,          "0.9",    0,     0.9999,  "AdamW first-moment decay")           \
+    X(Float,  beta2,          "0.95",   0,     0.99999, "AdamW second-moment decay")          \
+    X(Float,  grad_clip,      "1.0",    0,     1e9,     "clip the global gradient norm (0: off)") \
+    X(Int,    seed,           "1337",   0,     2147483647, "seeds initialisation and batch sampling") \
+    X(Int,    eval_every,     "100",    0,     1e9,     "steps between validation evals (0: never)") \
+    X(Int,    eval_batches,   "20",     1,     1e9,     "batches per validation eval")        \
+    X(Int,    save_every,     "0",      0,     1e9,     "steps between checkpoints (0: only the final one)") \
+    X(Int,    log_every,      "10",     1,     1e9,     "steps between progress lines when not on a terminal") \
+    X(Int,    threads,        "0",      0,     1024,    "compute threads (0: all cores)")
+
+#define CONFIG_KEYS(X) CONFIG_FIXED_KEYS(X) CONFIG_RUN_KEYS(X)
+
+typedef int ConfigInt;
+typedef float ConfigFloat;
+typedef bool ConfigBool;
+typedef char ConfigChoice[16];
+typedef struct {
+    char **items;
+    int n;
+} ConfigPaths;
+
+typedef struct {
+#define X(type, name, def, min, max, help) Config##type name;
+    CONFIG_KEYS(X)
+#undef X
+} TrainConfig;
+
+/* Every key at its default. */
+void config_init(TrainConfig *c);
+void config_free(TrainConfig *c); /* NULL-safe */
+int config_copy(TrainConfig *dst, const TrainConfig *src, Error *err);
+
+/* Applies the keys of a JSON object; `origin` names it in messages. */
+int config_apply_json(TrainConfig *c, const char *json, const char *origin, Error *err);
+int config_apply_file(TrainConfig *c, const char *path, Error *err);
+
+/* Applies one flag of `quill train`: name without dashes ("batch-size", "no-shuffle").
+ * argv[*i] is the flag; its values, if any, follow and *i is advanced past them.
+ * Returns 1 if the name is not a config flag (so the caller may try its own flags). */
+int config_apply_flag(TrainConfig *c, const char *name, int argc, char **argv, int *i,
+                      Error *err);
+
+/* Fills in the derived values (see the top of this file) and checks the keys against each
+ * other (kv_heads divides heads, seq_len <= context, ...). */
+int config_resolve(TrainConfig *c, Error *err);
+
+/* Fails, naming the key, when a fixed key differs between the two. */
+int config_check_fixed_keys(const TrainConfig *saved, const TrainConfig *requested,
+                            Error *err);
+
+/* The model blueprint the config describes (after config_resolve). */
+ModelConfig config_model(const TrainConfig *c);
+
+/* All keys as pretty-printed JSON (malloc'd), or NULL when out of memory. */
+char *config_to_json(const TrainConfig *c);
+
+/* One line per key for --help. */
+void config_write_help(FILE *out);
+
+#endif

@@ -1,0 +1,132 @@
+#include "evaluate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loader.h"
+#include "matmul.h"
+#include "train.h"
+
+int eval_mean_loss(const Model *m, Activations *a, const TokenData *d, DataSplit split, int B,
+                   int T, int max_batches, double *loss, size_t *n_tokens, Error *err)
+{
+    size_t windows = data_window_count(d, split, T);
+    if (windows == 0) {
+        size_t n;
+        data_split(d, split, &n);
+        return error_set(err, "%zu tokens are too few for one window of %d + 1 tokens", n, T);
+    }
+    size_t total = max_batches > 0 ? (size_t)max_batches * B : windows;
+    int *inputs = malloc((size_t)B * T * sizeof(int));
+    int *targets = malloc((size_t)B * T * sizeof(int));
+    if (!inputs || !targets) {
+        free(inputs);
+        free(targets);
+        return error_set(err, "out of memory for evaluation batches");
+    }
+    double sum = 0.0;
+    for (size_t first = 0; first < total; first += (size_t)B) {
+        int batch = total - first < (size_t)B ? (int)(total - first) : B;
+        data_batch(d, split, batch, T, NULL, first, inputs, targets);
+        model_forward(m, a, inputs, batch, T, 0);
+        sum += (double)model_loss(m, a, targets, batch, T) * batch * T;
+    }
+    free(inputs);
+    free(targets);
+    *n_tokens = total * (size_t)T;
+    *loss = sum / (double)*n_tokens;
+    return 0;
+}
+
+/* ---- quill eval --------------------------------------------------------------------- */
+
+typedef struct {
+    const char *data;
+    const char *split;
+    int seq_len;
+    int batch_size;
+    int threads;
+} EvalOptions;
+
+static int split_from_name(const char *name, DataSplit *split, Error *err)
+{
+    const char *names[] = {"train", "val", "all"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *split = (DataSplit)i;
+            return 0;
+        }
+    return error_set(err, "--split expects train, val or all, got '%s'", name);
+}
+
+static int eval_run(const char *model_path, const EvalOptions *o, Error *err)
+{
+    DataSplit split = SPLIT_ALL;
+    if (split_from_name(o->split, &split, err) != 0)
+        return -1;
+    Model m;
+    Tokenizer tok;
+    TokenData d = {0};
+    Activations a = {0};
+    int status = -1;
+    if (model_file_load(model_path, &m, &tok, err) != 0)
+        return -1;
+    int T = o->seq_len > 0 ? o->seq_len : m.config.context;
+    if (T > m.config.context) {
+        error_set(err, "--seq-len %d exceeds the model's context %d", T, m.config.context);
+        goto done;
+    }
+    const char *paths[] = {o->data};
+    if (data_load(&d, paths, 1, &tok, NULL, err) != 0 ||
+        activations_init(&a, &m, ACTS_TRAINING, o->batch_size, T, 0, err) != 0)
+        goto done;
+    double loss;
+    size_t n_tokens;
+    if (eval_mean_loss(&m, &a, &d, split, o->batch_size, T, 0, &loss, &n_tokens, err) != 0) {
+        error_prefix(err, "%s", o->data);
+        goto done;
+    }
+    printf("loss %.4f  perplexity %.3f  (%zu tokens of %s, split %s, windows of %d)\n", loss,
+           exp(loss), n_tokens, o->data, o->split, T);
+    status = 0;
+done:
+    activations_free(&a);
+    data_free(&d);
+    tokenizer_free(&tok);
+    model_free(&m);
+    return status;
+}
+
+int cmd_eval(int argc, char **argv, Error *err)
+{
+    EvalOptions o = {.split = "all", .batch_size = 8};
+    const Flag flags[] = {
+        {"data", FLAG_STRING, &o.data, 0, 0, "text file to evaluate on"},
+        {"split", FLAG_STRING, &o.split, 0, 0, "train | val | all: the part of the file (val: "
+                                               "its last 10%, as in training)"},
+        {"seq-len", FLAG_INT, &o.seq_len, 0, 1 << 20, "tokens per window (0: model context)"},
+        {"batch-size", FLAG_INT, &o.batch_size, 1, 4096, "windows per forward pass"},
+        {"threads", FLAG_INT, &o.threads, 0, 1024, "compute threads (0: all cores)"},
+    };
+    const CommandSpec spec = {
+        .usage = "usage: quill eval MODEL --data FILE [options]\n\n"
+                 "Prints the mean loss and perplexity of MODEL (a GGUF file) on FILE, over\n"
+                 "consecutive windows of seq-len + 1 tokens.\n",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof *flags,
+        .min_positional = 1,
+        .max_positional = 1,
+    };
+    const char *positional[1];
+    int n_positional;
+    int parsed = cli_parse_command(&spec, argc, argv, positional, &n_positional, stdout, err);
+    if (parsed != 0)
+        return parsed < 0 ? -1 : 0;
+    if (!o.data)
+        return error_set(err, "--data FILE is missing (see quill eval --help)");
+    compute_set_threads(o.threads);
+    return eval_run(positional[0], &o, err);
+}

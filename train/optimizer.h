@@ -1,0 +1,48 @@
+/* Optimizers, gradient clipping and the learning-rate schedule.
+ *
+ * Both optimizers walk the parameter buffer as one flat array, tensor by tensor only to
+ * know which tensors are decayed (not the RMSNorm gains). */
+#ifndef QUILL_TRAIN_OPTIMIZER_H
+#define QUILL_TRAIN_OPTIMIZER_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "model.h"
+
+typedef enum {
+    OPTIMIZER_ADAMW, /* Loshchilov & Hutter 2019: Adam with decoupled weight decay */
+    OPTIMIZER_SGD,   /* plain gradient descent: p -= lr * (g + weight_decay * p) */
+} OptimizerKind;
+
+typedef struct {
+    OptimizerKind kind;
+    float beta1;        /* AdamW: decay of the gradient average (0.9) */
+    float beta2;        /* AdamW: decay of the squared-gradient average (0.95) */
+    float eps;          /* AdamW: added to sqrt(v), 1e-8 */
+    float weight_decay; /* decoupled: p -= lr * weight_decay * p, for decayed tensors */
+    size_t n;           /* parameters */
+    float *m;           /* AdamW first moments (n), then second moments (n): one buffer */
+    float *v;
+} Optimizer;
+
+int optimizer_init(Optimizer *o, OptimizerKind kind, size_t n, Error *err);
+void optimizer_free(Optimizer *o); /* NULL-safe */
+
+/* One update of every parameter of m from grads. `step` counts from 0; AdamW's bias
+ * correction uses step + 1 updates so far. */
+void optimizer_step(Optimizer *o, Model *m, const float *grads, float lr, int step);
+
+/* The global L2 norm of all gradients, summed in double in a fixed order (the same value
+ * for any thread count). */
+double grad_global_norm(const float *grads, size_t n);
+/* Scales grads so that their global norm is at most max_norm (no-op when max_norm <= 0
+ * or the norm is already small enough). */
+void grad_clip(float *grads, size_t n, double norm, float max_norm);
+
+/* Learning rate at `step` (from 0): linear warmup from lr/(warmup+1) to lr over `warmup`
+ * steps, then cosine decay from lr to min_lr at decay_steps, then min_lr. The same
+ * schedule as nanoGPT's get_lr. */
+float lr_schedule(int step, float lr, float min_lr, int warmup, int decay_steps);
+
+#endif

@@ -1,0 +1,38 @@
+/* Training progress, for people and for programs.
+ *   On a terminal: one live line, redrawn every step:
+ *     step  120/2000 [###.......]  loss 2.3456  lr 1.00e-03  gnorm 0.853  12.3k tok/s  ETA 1m23s
+ *   Otherwise (a pipe, a log file): a plain line every log_every steps.
+ *   Always: DIR/log.jsonl gets one JSON object per step,
+ *     {"step":120,"loss":2.3456,"lr":0.001,"grad_norm":0.853,"tokens_per_s":12345}
+ *   and one per evaluation, {"step":200,"val_loss":2.1}. "step" counts completed steps. */
+#ifndef QUILL_TRAIN_PROGRESS_H
+#define QUILL_TRAIN_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "error.h"
+
+typedef struct {
+    bool tty;           /* draw the live line */
+    FILE *log;          /* DIR/log.jsonl, appended */
+    int total_steps;
+    int log_every;
+    double step_seconds; /* smoothed, for the ETA */
+    bool line_open;      /* the live line is on screen and needs clearing */
+} Progress;
+
+/* Opens DIR/log.jsonl. When resuming after `resume_step` steps, lines of later steps
+ * (written after the checkpoint the run resumes from) are dropped first, so the log
+ * reads as if the run had never stopped. */
+int progress_open(Progress *p, const char *dir, int resume_step, int total_steps, int log_every,
+                  Error *err);
+void progress_close(Progress *p); /* NULL-safe */
+
+void progress_step(Progress *p, int step, float loss, float lr, float grad_norm,
+                   double tokens_per_s, double seconds);
+void progress_eval(Progress *p, int step, float val_loss, const char *what);
+/* Prints a message on its own line (clearing the live line first). */
+void progress_message(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,16 @@
+/* The training side's commands. Each returns 0 on success, or -1 with err describing the
+ * problem in one line (the dispatcher prints it as "quill: error: ..." and exits 1).
+ * argv[0] is the command's own name. */
+#ifndef QUILL_TRAIN_TRAIN_H
+#define QUILL_TRAIN_TRAIN_H
+
+#include "error.h"
+
+/* quill train: train a model on text files, or resume a run. */
+int cmd_train(int argc, char **argv, Error *err);
+/* quill eval: mean loss and perplexity of a model on a text file. */
+int cmd_eval(int argc, char **argv, Error *err);
+/* quill bench: machine peaks and training throughput. */
+int cmd_bench(int argc, char **argv, Error *err);
+
+#endif
