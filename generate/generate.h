@@ -1,0 +1,15 @@
+/* The generation side's commands. Each returns 0 on success, or -1 with err describing the
+ * problem in one line (the dispatcher prints it and exits 1). argv[0] is the command's name. */
+#ifndef QUILL_GENERATE_GENERATE_H
+#define QUILL_GENERATE_GENERATE_H
+
+#include "error.h"
+
+/* quill generate: continue a prompt with a GGUF model. */
+int cmd_generate(int argc, char **argv, Error *err);
+/* quill tokenize: the token ids of a text under a GGUF file's tokenizer. */
+int cmd_tokenize(int argc, char **argv, Error *err);
+/* quill info: what a GGUF file holds. */
+int cmd_info(int argc, char **argv, Error *err);
+
+#endif

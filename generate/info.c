@@ -1,0 +1,139 @@
+/* quill info: what a GGUF file holds: the model's blueprint and size, the tokenizer, the
+ * metadata and the tensor table. Works on any valid GGUF, vocab-only files included. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "generate.h"
+#include "gguf.h"
+#include "model.h"
+#include "tokenizer.h"
+
+/* One metadata value, shortened: arrays show their type and length. */
+static void print_kv_value(const GgufKV *kv)
+{
+    switch (kv->type) {
+    case GGUF_TYPE_STRING:
+        printf("%.60s%s", kv->value.s, strlen(kv->value.s) > 60 ? "..." : "");
+        break;
+    case GGUF_TYPE_ARRAY:
+        printf("[%s x %" PRIu64 "]", gguf_type_name(kv->elem_type), kv->n);
+        break;
+    case GGUF_TYPE_FLOAT32:
+    case GGUF_TYPE_FLOAT64:
+        printf("%g", kv->value.f);
+        break;
+    case GGUF_TYPE_BOOL:
+        printf("%s", kv->value.u ? "true" : "false");
+        break;
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_INT16:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_INT64:
+        printf("%" PRId64, kv->value.i);
+        break;
+    default:
+        printf("%" PRIu64, kv->value.u);
+        break;
+    }
+}
+
+static void print_model(const GgufFile *f)
+{
+    ModelConfig c;
+    Error err;
+    if (!gguf_find_tensor(f, "token_embd.weight")) {
+        printf("model: none (no token_embd.weight: a vocabulary-only file)\n");
+        return;
+    }
+    if (model_config_from_gguf(&c, f, &err) != 0) {
+        printf("model: not one quill runs (%s)\n", err.msg);
+        return;
+    }
+    uint64_t params = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        params += gguf_tensor_nelements(&f->tensors[i]);
+    printf("model: llama, %d layers, dim %d, %d heads (%d kv, head size %d), ffn %d, "
+           "context %d, vocab %d\n       rope base %g, rms eps %g, %s embeddings, %.3fM "
+           "parameters\n",
+           c.n_layers, c.dim, c.n_heads, c.n_kv_heads, model_head_size(&c), c.ffn_dim, c.context,
+           c.vocab_size, c.rope_base, c.norm_eps, c.tie_embeddings ? "tied" : "untied",
+           (double)params / 1e6);
+}
+
+static void print_tokenizer(const GgufFile *f)
+{
+    Tokenizer tok;
+    Error err;
+    if (!gguf_find_kv(f, "tokenizer.ggml.model")) {
+        printf("tokenizer: none\n");
+        return;
+    }
+    if (tokenizer_from_gguf(&tok, f, &err) != 0) {
+        printf("tokenizer: not one quill runs (%s)\n", err.msg);
+        return;
+    }
+    printf("tokenizer: SentencePiece BPE, %d tokens, bos %d, eos %d, unk %d, add_bos %s, "
+           "space prefix %s\n",
+           tok.n_vocab, tok.bos_id, tok.eos_id, tok.unk_id, tok.add_bos ? "yes" : "no",
+           tok.add_space_prefix ? "yes" : "no");
+    tokenizer_free(&tok);
+}
+
+static void print_tensors(const GgufFile *f)
+{
+    printf("\n%-32s %-6s %-22s %12s\n", "tensor", "type", "shape (ne)", "bytes");
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const GgufTensor *t = &f->tensors[i];
+        char shape[64] = "[";
+        for (uint32_t d = 0; d < t->n_dims; d++) {
+            char dim[24];
+            snprintf(dim, sizeof dim, d ? ", %" PRIu64 : "%" PRIu64, t->ne[d]);
+            strncat(shape, dim, sizeof shape - strlen(shape) - 2);
+        }
+        strcat(shape, "]");
+        const char *type = gguf_tensor_type_name(t->type);
+        printf("%-32s %-6s %-22s %12" PRIu64 "\n", t->name, type ? type : "?", shape, t->nbytes);
+    }
+}
+
+int cmd_info(int argc, char **argv, Error *err)
+{
+    bool show_metadata = false;
+    const Flag flags[] = {
+        {"metadata", FLAG_SWITCH, &show_metadata, 0, 0, "list every metadata key and value"},
+    };
+    const CommandSpec spec = {
+        .usage = "usage: quill info MODEL [--metadata]\n\nPrints what a GGUF file holds: the "
+                 "model's shape and size, the tokenizer\nand the tensor table.\n",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof *flags,
+        .min_positional = 1,
+        .max_positional = 1,
+    };
+    const char *positional[1];
+    int n_positional;
+    int parsed = cli_parse_command(&spec, argc, argv, positional, &n_positional, stdout, err);
+    if (parsed != 0)
+        return parsed < 0 ? -1 : 0;
+    GgufFile *f;
+    if (gguf_open(&f, positional[0], err) != 0)
+        return -1;
+    printf("%s: GGUF v%u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64
+           "\n",
+           positional[0], f->version, f->n_kv, f->n_tensors, f->alignment);
+    print_model(f);
+    print_tokenizer(f);
+    if (show_metadata) {
+        printf("\n");
+        for (uint64_t i = 0; i < f->n_kv; i++) {
+            printf("%-44s ", f->kv[i].key);
+            print_kv_value(&f->kv[i]);
+            printf("\n");
+        }
+    }
+    print_tensors(f);
+    gguf_close(f);
+    return 0;
+}

@@ -1,0 +1,68 @@
+/* quill: the command dispatcher. It reads the subcommand and calls the function that
+ * train/ or generate/ exports for it; those return 0, or -1 with a one-line message,
+ * which is printed here as "quill: error: <message>" with exit status 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "generate/generate.h"
+#include "matmul.h"
+#include "train/train.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv, Error *err);
+    const char *summary;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"train", cmd_train, "train a model on text files (or --resume a run)"},
+    {"generate", cmd_generate, "generate text from a GGUF model"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
+    {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},
+    {"bench", cmd_bench, "machine peaks and training throughput"},
+};
+enum { N_COMMANDS = sizeof COMMANDS / sizeof *COMMANDS };
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: quill <command> [options]   (quill <command> --help for its options)\n\n"
+                 "commands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+/* Debian's OpenBLAS can only be told to use this CPU's fast kernel through the
+ * environment, before it loads: set the variable and start again (see matmul.h). */
+static void blas_choose_kernel(char **argv)
+{
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : gemm_blas_coretype_advice();
+    if (!core)
+        return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: then carry on, slower */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name) != 0)
+            continue;
+        blas_choose_kernel(argv);
+        Error err = {{0}};
+        if (COMMANDS[i].run(argc - 1, argv + 1, &err) == 0)
+            return 0;
+        fflush(stdout);
+        fprintf(stderr, "quill: error: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "quill: error: unknown command '%s' (see quill --help)\n", argv[1]);
+    return 1;
+}
