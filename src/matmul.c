@@ -88,20 +88,6 @@ const char *gemm_backend_description(void)
     return text;
 }
 
-void gemm_parallel_region_begin(void)
-{
-#ifndef QUILL_BLAS_NONE
-    openblas_set_num_threads(1);
-#endif
-}
-
-void gemm_parallel_region_end(void)
-{
-#ifndef QUILL_BLAS_NONE
-    openblas_set_num_threads(compute_threads());
-#endif
-}
-
 void compute_set_threads(int n)
 {
     thread_count = n > 0 ? n : omp_get_num_procs();

@@ -35,13 +35,10 @@ GemmBackend gemm_backend(void);
 /* "OpenBLAS 0.3.21 (SkylakeX kernel)" or "reference (naive loops)". */
 const char *gemm_backend_description(void);
 
-/* Inside an OpenMP parallel region every thread may call gemm(), each single-threaded:
- * bracket such a region with these two calls (OpenBLAS's pthread build has one global
- * thread count, and two callers using its thread pool at once would serialise). */
-void gemm_parallel_region_begin(void);
-void gemm_parallel_region_end(void);
-
-/* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. */
+/* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. quill links
+ * OpenBLAS's OpenMP build, which shares OpenMP's thread pool, and which runs a gemm()
+ * called from inside a parallel region on the calling thread alone: attention runs many
+ * small products side by side that way. */
 void compute_set_threads(int n);
 int compute_threads(void);
 

@@ -214,7 +214,6 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
     float scale = 1.0f / sqrtf((float)s->hs);
     /* One (sequence, head) pair per task; each task's two matrix products are small, so
      * they run single-threaded side by side rather than one after another. */
-    gemm_parallel_region_begin();
 #pragma omp parallel for collapse(2) schedule(static) \
     if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
@@ -232,7 +231,6 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
                  s->kv_stride, 0.0f, out + (size_t)b * s->T * C + (size_t)h * s->hs, C);
         }
     }
-    gemm_parallel_region_end();
 }
 
 /* Softmax backward for one row, in place on dp: with p = softmax(z) and y = sum_j p_j z_j,
@@ -256,7 +254,6 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
     float scale = 1.0f / sqrtf((float)s->hs);
     /* The heads of one group share a key/value head and add into the same dk, dv rows, so
      * a task is a whole group: its heads run in order on one thread. */
-    gemm_parallel_region_begin();
 #pragma omp parallel for collapse(2) schedule(static) \
     if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
@@ -286,7 +283,6 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
             }
         }
     }
-    gemm_parallel_region_end();
 }
 
 /* ---- SwiGLU MLP activation ---------------------------------------------------------- */

@@ -32,14 +32,17 @@ typedef struct {
     GradScratch scratch;
     float *grads;
     ParamViews grad_views;
-    int tokens[TINY_B * TINY_T], targets[TINY_B * TINY_T];
+    int B, T;
+    int *tokens, *targets; /* (B, T) */
 } TinyRun;
 
 /* Parameters away from their special initial values (zero output, unit norms), so that
  * every gradient is exercised. */
-static void tiny_run_init(TinyRun *r, ModelConfig c, uint64_t seed)
+static void tiny_run_init(TinyRun *r, ModelConfig c, uint64_t seed, int B, int T)
 {
     Error err;
+    r->B = B;
+    r->T = T;
     cr_assert_eq(model_init(&r->model, &c, &err), 0, "%s", err.msg);
     model_init_params(&r->model, seed);
     Rng rng;
@@ -55,13 +58,14 @@ static void tiny_run_init(TinyRun *r, ModelConfig c, uint64_t seed)
                 t->data[j] *= 10.0f; /* larger weights: larger, easier to measure gradients */
         }
     }
-    cr_assert_eq(activations_init(&r->acts, &r->model, ACTS_TRAINING, TINY_B, TINY_T, 0, &err),
-                 0, "%s", err.msg);
-    cr_assert_eq(grad_scratch_init(&r->scratch, &r->model, TINY_B, TINY_T, &err), 0, "%s",
+    cr_assert_eq(activations_init(&r->acts, &r->model, ACTS_TRAINING, B, T, 0, &err), 0, "%s",
                  err.msg);
+    cr_assert_eq(grad_scratch_init(&r->scratch, &r->model, B, T, &err), 0, "%s", err.msg);
     r->grads = calloc(r->model.n_params, sizeof(float));
     cr_assert_eq(param_views_init(&r->grad_views, &r->model, r->grads, &err), 0, "%s", err.msg);
-    for (int i = 0; i < TINY_B * TINY_T; i++) {
+    r->tokens = malloc((size_t)B * T * sizeof(int));
+    r->targets = malloc((size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) {
         r->tokens[i] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
         r->targets[i] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
     }
@@ -74,13 +78,15 @@ static void tiny_run_free(TinyRun *r)
     grad_scratch_free(&r->scratch);
     param_views_free(&r->grad_views);
     free(r->grads);
+    free(r->tokens);
+    free(r->targets);
 }
 
 static double tiny_loss(void *p)
 {
     TinyRun *r = p;
-    model_forward(&r->model, &r->acts, r->tokens, TINY_B, TINY_T, 0);
-    return model_loss(&r->model, &r->acts, r->targets, TINY_B, TINY_T);
+    model_forward(&r->model, &r->acts, r->tokens, r->B, r->T, 0);
+    return model_loss(&r->model, &r->acts, r->targets, r->B, r->T);
 }
 
 static float tiny_gradient(TinyRun *r)
@@ -88,7 +94,7 @@ static float tiny_gradient(TinyRun *r)
     memset(r->grads, 0, r->model.n_params * sizeof(float));
     float loss = (float)tiny_loss(r);
     model_backward(&r->model, &r->acts, &r->scratch, &r->grad_views, r->tokens, r->targets,
-                   TINY_B, TINY_T, 1.0f);
+                   r->B, r->T, 1.0f);
     return loss;
 }
 
@@ -96,7 +102,7 @@ static void check_whole_model_gradient(ModelConfig c)
 {
     compute_set_threads(1); /* thousands of tiny forwards: threads would only add overhead */
     TinyRun r;
-    tiny_run_init(&r, c, 7);
+    tiny_run_init(&r, c, 7, TINY_B, TINY_T);
     tiny_gradient(&r);
     const GradTolerance tol = {.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2};
     for (int i = 0; i < r.model.n_tensors; i++) {
@@ -160,7 +166,7 @@ Test(model, kv_cache_decoding_equals_full_forward)
 {
     TinyRun r;
     ModelConfig c = tiny_config();
-    tiny_run_init(&r, c, 21);
+    tiny_run_init(&r, c, 21, TINY_B, TINY_T);
     model_forward(&r.model, &r.acts, r.tokens, TINY_B, TINY_T, 0);
     int V = c.vocab_size;
     Activations inf;
@@ -200,14 +206,16 @@ static void check_thread_independence(GemmBackend backend)
         cr_skip_test("backend not built in");
     float *grads[2];
     float loss[2];
+    /* large enough that the BLAS splits its products across threads */
     ModelConfig c = tiny_config();
-    c.dim = 64;
-    c.ffn_dim = 96;
-    c.vocab_size = 70;
+    c.dim = 256;
+    c.ffn_dim = 512;
+    c.vocab_size = 300;
+    c.context = 32;
     for (int threads = 1; threads <= 2; threads++) {
         compute_set_threads(threads);
         TinyRun r;
-        tiny_run_init(&r, c, 5);
+        tiny_run_init(&r, c, 5, 4, 32);
         loss[threads - 1] = tiny_gradient(&r);
         grads[threads - 1] = malloc(r.model.n_params * sizeof(float));
         memcpy(grads[threads - 1], r.grads, r.model.n_params * sizeof(float));
