@@ -126,13 +126,19 @@ test: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 check:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) SANITIZE=1 test
 
+# The demo corpus is built from Debian's fortunes package: no network needed.
 demo: deps bin/quill
 	@test -s data/fortunes.txt || sh data/get.sh fortunes
-	bin/quill train --config configs/tiny.json --data data/fortunes.txt --out runs/demo --steps 600 --force
-	bin/quill generate runs/demo/model.gguf --prompt "The" --max-tokens 300 --temperature 0.8 --seed 42
+	bin/quill train --config configs/demo.json --data data/fortunes.txt --out runs/demo --force
+	bin/quill generate runs/demo/model.gguf --prompt "The meaning of life" --max-tokens 400 --temperature 0.8 --seed 42
 
+# Machine peaks and throughput, then the full shakespeare-char run (nanoGPT: val loss ~1.88).
+SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt) data/tinyshakespeare.txt)
 bench: deps bin/quill
-	bin/quill bench --threads 2
+	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
+	bin/quill bench --threads 2 --data $(SHAKESPEARE)
+	bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
+	  --out runs/shakespeare-char --force --threads 2
 
 clean:
 	rm -rf build bin

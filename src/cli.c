@@ -84,7 +84,7 @@ static void write_flag_help(FILE *out, const Flag *flags, int n_flags)
             fprintf(out, " (default %d)", *(int *)f->dest);
         else if (f->type == FLAG_FLOAT)
             fprintf(out, " (default %g)", *(float *)f->dest);
-        else if (f->type == FLAG_STRING && *(const char **)f->dest)
+        else if (f->type == FLAG_STRING && *(const char **)f->dest && **(const char **)f->dest)
             fprintf(out, " (default %s)", *(const char **)f->dest);
         fputc('\n', out);
     }
