@@ -21,9 +21,15 @@ float ops_expf(float x)
      * short polynomial is enough for e^r. ln 2 is split into a part exact in float and a
      * small correction (Cody & Waite) so that r keeps its low bits. The coefficients are
      * Cephes' minimax fit for expf. Inputs are clamped to where 2^n is a normal float:
-     * below -87.3 the result is the smallest normal float, above 88 it saturates at e^88. */
-    x = fminf(fmaxf(x, -87.3f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+     * below -87.3 the result is the smallest normal float, above 88 it saturates at e^88;
+     * NaN stays NaN.
+     * Every step is plain arithmetic so that loops calling this vectorise: fminf, fmaxf
+     * and floorf would be library calls without -ffast-math. Adding and subtracting
+     * 1.5 * 2^23 rounds to the nearest integer, because floats that large have no
+     * fraction bits. */
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -32,11 +38,22 @@ float ops_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    /* 2^n built directly in the exponent bits of a float */
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return p * two_n;
+    /* 2^n, built directly in the exponent bits of a float */
+    union {
+        int32_t bits;
+        float value;
+    } two_n = {.bits = ((int32_t)n + 127) << 23};
+    return p * two_n.value;
+}
+
+/* The largest of n floats (a vectorised reduction: fmaxf would be a library call). */
+static float row_max(const float *x, int n)
+{
+    float max = x[0];
+#pragma omp simd reduction(max : max)
+    for (int i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    return max;
 }
 
 /* ---- embedding ---------------------------------------------------------------------- */
@@ -191,9 +208,7 @@ void rope_backward(float *dx, int B, int T, int stride, int n_heads, int hs, int
  * positions) get probability 0. */
 static void causal_softmax_row(float *row, int n_visible, int n_kv)
 {
-    float max = row[0];
-    for (int j = 1; j < n_visible; j++)
-        max = fmaxf(max, row[j]);
+    float max = row_max(row, n_visible);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n_visible; j++) {
@@ -328,9 +343,7 @@ void crossentropy_forward(float *losses, float *logits_to_probs, const int *targ
 #pragma omp parallel for schedule(static) if ((size_t)N * V >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         float *z = logits_to_probs + (size_t)n * V;
-        float max = z[0];
-        for (int i = 1; i < V; i++)
-            max = fmaxf(max, z[i]);
+        float max = row_max(z, V);
         /* subtracting the max keeps every exponent <= 0: no overflow */
         float target_logit = z[targets[n]] - max;
         float sum = 0.0f;

@@ -55,7 +55,7 @@ Test(optimizer, adamw_first_step_by_hand)
     float *grads = malloc(m.n_params * sizeof(float));
     for (size_t i = 0; i < m.n_params; i++)
         grads[i] = 0.5f;
-    optimizer_step(&o, &m, grads, 0.1f, 0);
+    optimizer_step(&o, &m, grads, 1.0f, 0.1f, 0);
     cr_expect_float_eq(m.w.layers[0].attn_q[0], 0.89f, 1e-6f);
     cr_expect_float_eq(m.w.layers[0].attn_norm[0], 0.9f, 1e-6f);
     cr_expect_float_eq(m.w.output_norm[3], 0.9f, 1e-6f);
@@ -75,8 +75,8 @@ Test(optimizer, sgd_step_by_hand)
     cr_assert_eq(optimizer_init(&o, OPTIMIZER_SGD, m.n_params, &err), 0);
     o.weight_decay = 0.5f;
     float *grads = calloc(m.n_params, sizeof(float));
-    grads[m.tensors[1].offset] = 2.0f; /* attn_norm[0] */
-    optimizer_step(&o, &m, grads, 0.1f, 0);
+    grads[m.tensors[1].offset] = 4.0f; /* attn_norm[0], halved by the clipping scale */
+    optimizer_step(&o, &m, grads, 0.5f, 0.1f, 0);
     cr_expect_float_eq(m.w.layers[0].attn_norm[0], 1.0f - 0.2f, 1e-6f); /* no decay on norms */
     cr_expect_float_eq(m.w.token_embd[0], 1.0f - 0.05f, 1e-6f);          /* decay only */
     free(grads);
@@ -89,11 +89,9 @@ Test(optimizer, global_norm_and_clipping)
     float g[3] = {3.0f, 0.0f, 4.0f};
     double norm = grad_global_norm(g, 3);
     cr_expect_float_eq(norm, 5.0, 1e-12);
-    grad_clip(g, 3, norm, 1.0f);
-    cr_expect_float_eq(g[0], 0.6f, 1e-7f);
-    cr_expect_float_eq(g[2], 0.8f, 1e-7f);
-    grad_clip(g, 3, 1.0, 2.0f); /* already below the limit: unchanged */
-    cr_expect_float_eq(g[0], 0.6f, 1e-7f);
+    cr_expect_float_eq(grad_clip_scale(norm, 1.0f), 0.2f, 1e-7f); /* (3, 0, 4) -> (0.6, 0, 0.8) */
+    cr_expect_eq(grad_clip_scale(norm, 10.0f), 1.0f, "already below the limit");
+    cr_expect_eq(grad_clip_scale(norm, 0.0f), 1.0f, "clipping off");
 }
 
 /* ---- config --------------------------------------------------------------------------- */

@@ -31,38 +31,74 @@ void optimizer_free(Optimizer *o)
     memset(o, 0, sizeof *o);
 }
 
-static void adamw_update(Optimizer *o, float *p, const float *g, float *m, float *v, size_t n,
-                         float lr, float decay, float bias1, float bias2)
+/* Hyperparameters of one AdamW update. */
+typedef struct {
+    float beta1, beta2, eps, lr, decay, grad_scale;
+    float bias1, bias2; /* 1 - beta^t: Adam's correction of the zero-initialised moments */
+} AdamwStep;
+
+/* Updates are element-wise: threads take fixed chunks, and each chunk is a plain loop
+ * over restrict pointers that the compiler vectorises. */
+enum { UPDATE_CHUNK = 1 << 14 };
+
+static void adamw_chunk(AdamwStep a, float *restrict p, const float *restrict grads,
+                        float *restrict m, float *restrict v, size_t n)
 {
-#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        m[i] = o->beta1 * m[i] + (1.0f - o->beta1) * g[i];
-        v[i] = o->beta2 * v[i] + (1.0f - o->beta2) * g[i] * g[i];
-        float m_hat = m[i] / bias1, v_hat = v[i] / bias2;
-        p[i] -= lr * (m_hat / (sqrtf(v_hat) + o->eps) + decay * p[i]);
+        float g = grads[i] * a.grad_scale;
+        m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * g;
+        v[i] = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
+        float m_hat = m[i] / a.bias1, v_hat = v[i] / a.bias2;
+        p[i] -= a.lr * (m_hat / (sqrtf(v_hat) + a.eps) + a.decay * p[i]);
     }
 }
 
-static void sgd_update(float *p, const float *g, size_t n, float lr, float decay)
+static void adamw_update(AdamwStep a, float *p, const float *grads, float *m, float *v, size_t n)
 {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++)
-        p[i] -= lr * (g[i] + decay * p[i]);
+#pragma omp parallel for schedule(static) if (n >= UPDATE_CHUNK)
+    for (size_t at = 0; at < n; at += UPDATE_CHUNK) {
+        size_t len = n - at < UPDATE_CHUNK ? n - at : UPDATE_CHUNK;
+        adamw_chunk(a, p + at, grads + at, m + at, v + at, len);
+    }
 }
 
-void optimizer_step(Optimizer *o, Model *m, const float *grads, float lr, int step)
+static void sgd_chunk(float *restrict p, const float *restrict grads, size_t n, float lr,
+                      float decay, float grad_scale)
 {
-    float bias1 = 1.0f - powf(o->beta1, (float)(step + 1));
-    float bias2 = 1.0f - powf(o->beta2, (float)(step + 1));
+    for (size_t i = 0; i < n; i++)
+        p[i] -= lr * (grads[i] * grad_scale + decay * p[i]);
+}
+
+static void sgd_update(float *p, const float *grads, size_t n, float lr, float decay,
+                       float grad_scale)
+{
+#pragma omp parallel for schedule(static) if (n >= UPDATE_CHUNK)
+    for (size_t at = 0; at < n; at += UPDATE_CHUNK) {
+        size_t len = n - at < UPDATE_CHUNK ? n - at : UPDATE_CHUNK;
+        sgd_chunk(p + at, grads + at, len, lr, decay, grad_scale);
+    }
+}
+
+void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
+                    int step)
+{
+    AdamwStep a = {
+        .beta1 = o->beta1,
+        .beta2 = o->beta2,
+        .eps = o->eps,
+        .lr = lr,
+        .grad_scale = grad_scale,
+        .bias1 = 1.0f - powf(o->beta1, (float)(step + 1)),
+        .bias2 = 1.0f - powf(o->beta2, (float)(step + 1)),
+    };
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
         size_t n = (size_t)t->rows * t->cols, at = t->offset;
-        float decay = t->kind == PARAM_NORM ? 0.0f : o->weight_decay;
+        a.decay = t->kind == PARAM_NORM ? 0.0f : o->weight_decay;
         if (o->kind == OPTIMIZER_ADAMW)
-            adamw_update(o, m->params + at, grads + at, o->m + at, o->v + at, n, lr, decay, bias1,
-                         bias2);
+            adamw_update(a, m->params + at, grads + at, o->m + at, o->v + at, n);
         else
-            sgd_update(m->params + at, grads + at, n, lr, decay);
+            sgd_update(m->params + at, grads + at, n, lr, a.decay, grad_scale);
     }
 }
 
@@ -80,6 +116,7 @@ double grad_global_norm(const float *grads, size_t n)
     for (size_t c = 0; c < chunks; c++) {
         size_t end = (c + 1) * NORM_CHUNK < n ? (c + 1) * NORM_CHUNK : n;
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (size_t i = c * NORM_CHUNK; i < end; i++)
             sum += (double)grads[i] * grads[i];
         partial[c] = sum;
@@ -91,14 +128,9 @@ double grad_global_norm(const float *grads, size_t n)
     return sqrt(total);
 }
 
-void grad_clip(float *grads, size_t n, double norm, float max_norm)
+float grad_clip_scale(double norm, float max_norm)
 {
-    if (max_norm <= 0.0f || !(norm > max_norm))
-        return;
-    float scale = (float)(max_norm / norm);
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++)
-        grads[i] *= scale;
+    return max_norm > 0.0f && norm > max_norm ? (float)(max_norm / norm) : 1.0f;
 }
 
 float lr_schedule(int step, float lr, float min_lr, int warmup, int decay_steps)

@@ -29,16 +29,18 @@ typedef struct {
 int optimizer_init(Optimizer *o, OptimizerKind kind, size_t n, Error *err);
 void optimizer_free(Optimizer *o); /* NULL-safe */
 
-/* One update of every parameter of m from grads. `step` counts from 0; AdamW's bias
- * correction uses step + 1 updates so far. */
-void optimizer_step(Optimizer *o, Model *m, const float *grads, float lr, int step);
+/* One update of every parameter of m from grad_scale * grads (the scale is how clipping
+ * enters: folding it into the update saves a pass over the gradients). `step` counts
+ * from 0; AdamW's bias correction uses step + 1 updates so far. */
+void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
+                    int step);
 
 /* The global L2 norm of all gradients, summed in double in a fixed order (the same value
  * for any thread count). */
 double grad_global_norm(const float *grads, size_t n);
-/* Scales grads so that their global norm is at most max_norm (no-op when max_norm <= 0
- * or the norm is already small enough). */
-void grad_clip(float *grads, size_t n, double norm, float max_norm);
+/* The factor that brings a gradient of global norm `norm` down to max_norm: 1 when it is
+ * already small enough or clipping is off (max_norm <= 0). */
+float grad_clip_scale(double norm, float max_norm);
 
 /* Learning rate at `step` (from 0): linear warmup from lr/(warmup+1) to lr over `warmup`
  * steps, then cosine decay from lr to min_lr at decay_steps, then min_lr. The same

@@ -151,9 +151,9 @@ int trainer_step(Trainer *t, StepStats *stats, Error *err)
                               "diverged and stops here; the last checkpoint in %s is kept "
                               "(try a lower --lr or --grad-clip 1)",
                          t->step + 1, stats->loss, stats->grad_norm, t->dir);
-    grad_clip(t->grads, t->model.n_params, stats->grad_norm, c->grad_clip);
     stats->lr = lr_schedule(t->step, c->lr, c->min_lr, c->warmup, c->decay_steps);
-    optimizer_step(&t->opt, &t->model, t->grads, stats->lr, t->step);
+    optimizer_step(&t->opt, &t->model, t->grads, grad_clip_scale(stats->grad_norm, c->grad_clip),
+                   stats->lr, t->step);
     t->step++;
     stats->seconds = seconds_now() - start;
     return 0;

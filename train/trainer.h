@@ -3,7 +3,7 @@
  * A step:
  *   grad_accum micro-batches: forward, loss, backward (gradients add up, each scaled by
  *   1/grad_accum, so the step equals one batch grad_accum times larger)
- *   -> global gradient norm -> clip -> learning rate -> optimizer update. */
+ *   -> global gradient norm -> learning rate -> optimizer update of the clipped gradient. */
 #ifndef QUILL_TRAIN_TRAINER_H
 #define QUILL_TRAIN_TRAINER_H
 
