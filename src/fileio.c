@@ -1,9 +1,11 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* "<path>.tmp": a fixed name, so that the leftover of a killed writer is simply
@@ -98,6 +100,28 @@ int file_write_atomic(const char *path, const void *data, size_t len, Error *err
         return error_set(err, "%s: write failed", path);
     }
     return atomic_file_commit(&af, err);
+}
+
+int dir_create_all(const char *path, Error *err)
+{
+    char *partial = strdup(path);
+    if (!partial)
+        return error_set(err, "out of memory");
+    int status = 0;
+    /* create each prefix ending before a '/', then the whole path */
+    for (char *p = partial + 1; status == 0; p++) {
+        bool end = *p == '\0';
+        if (*p != '/' && !end)
+            continue;
+        *p = '\0';
+        if (mkdir(partial, 0777) != 0 && errno != EEXIST)
+            status = error_set(err, "%s: cannot create directory: %s", partial, strerror(errno));
+        if (end)
+            break;
+        *p = '/';
+    }
+    free(partial);
+    return status;
 }
 
 int file_read_all(const char *path, char **data, size_t *len, Error *err)

@@ -26,6 +26,9 @@ void atomic_file_abort(AtomicFile *af);
 /* Writes len bytes to path atomically. */
 int file_write_atomic(const char *path, const void *data, size_t len, Error *err);
 
+/* Creates a directory and any missing parents (like mkdir -p); an existing one is fine. */
+int dir_create_all(const char *path, Error *err);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer (the NUL is not counted in *len). */
 int file_read_all(const char *path, char **data, size_t *len, Error *err);
 

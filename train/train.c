@@ -7,12 +7,10 @@
  *            progress and DIR/log.jsonl every step, validation every eval_every steps,
  *            a checkpoint every save_every steps, and always at the end
  *   Ctrl-C   finishes the current step, saves a checkpoint and stops. */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -110,8 +108,8 @@ static int config_build(TrainConfig *cfg, const TrainArgs *args, int argc, char 
 
 static int dir_prepare(const char *dir, bool resume, bool force, Error *err)
 {
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return error_set(err, "%s: cannot create directory: %s", dir, strerror(errno));
+    if (dir_create_all(dir, err) != 0)
+        return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/train_state", dir);
     bool has_run = access(path, F_OK) == 0;
