@@ -1,0 +1,116 @@
+/* The matmul facade: the fast path (OpenBLAS) and the naive reference against a
+ * double-precision product, for every transpose combination, odd shapes, row strides
+ * wider than the rows, and both beta = 0 (C holds garbage) and beta = 1. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "grad_check.h"
+#include "matmul.h"
+
+typedef struct {
+    int M, N, K;
+    bool trans_a, trans_b;
+    float alpha, beta;
+} GemmCase;
+
+/* op(A)(i, k) and op(B)(k, j) with the layouts gemm documents; lda/ldb pad each row by 3. */
+static double element_a(const float *A, int lda, bool trans, int i, int k)
+{
+    return trans ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+}
+
+static double element_b(const float *B, int ldb, bool trans, int k, int j)
+{
+    return trans ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+}
+
+/* Compares gemm() with the selected backend against the product in double. The bound is
+ * the classic one for a float dot product: K * 2^-24 * sum |a_ik b_kj|, doubled. */
+static void check_case(GemmCase g, GemmBackend backend)
+{
+    int a_rows = g.trans_a ? g.K : g.M, a_cols = g.trans_a ? g.M : g.K;
+    int b_rows = g.trans_b ? g.N : g.K, b_cols = g.trans_b ? g.K : g.N;
+    int lda = a_cols + 3, ldb = b_cols + 3, ldc = g.N + 3;
+    float *A = malloc((size_t)a_rows * lda * sizeof(float));
+    float *B = malloc((size_t)b_rows * ldb * sizeof(float));
+    float *C = malloc((size_t)g.M * ldc * sizeof(float));
+    float *C0 = malloc((size_t)g.M * ldc * sizeof(float));
+    fill_uniform(A, (size_t)a_rows * lda, -1, 1, 1);
+    fill_uniform(B, (size_t)b_rows * ldb, -1, 1, 2);
+    fill_uniform(C0, (size_t)g.M * ldc, -1, 1, 3);
+    for (size_t i = 0; i < (size_t)g.M * ldc; i++) /* beta = 0 must not read C: NaN shows it */
+        C[i] = g.beta == 0.0f ? NAN : C0[i];
+    cr_assert_eq(gemm_set_backend(backend), 0);
+    gemm(g.trans_a, g.trans_b, g.M, g.N, g.K, g.alpha, A, lda, B, ldb, g.beta, C, ldc);
+    for (int i = 0; i < g.M; i++) {
+        for (int j = 0; j < g.N; j++) {
+            double exact = 0.0, magnitude = 0.0;
+            for (int k = 0; k < g.K; k++) {
+                double p = element_a(A, lda, g.trans_a, i, k) * element_b(B, ldb, g.trans_b, k, j);
+                exact += p;
+                magnitude += fabs(p);
+            }
+            exact = g.alpha * exact + (g.beta != 0.0f ? g.beta * (double)C0[(size_t)i * ldc + j] : 0.0);
+            double bound = 2.0 * (g.K + 2) * 5.96e-8 * (fabs(g.alpha) * magnitude + 1.0);
+            double got = C[(size_t)i * ldc + j];
+            if (!(fabs(got - exact) <= bound))
+                cr_assert_fail("%s: M=%d N=%d K=%d ta=%d tb=%d beta=%g: C[%d][%d] = %.9g, exact %.9g",
+                         backend == GEMM_BACKEND_BLAS ? "blas" : "reference", g.M, g.N, g.K,
+                         g.trans_a, g.trans_b, g.beta, i, j, got, exact);
+        }
+    }
+    gemm_set_backend(GEMM_BACKEND_BLAS);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+static void check_all_cases(GemmBackend backend)
+{
+    const int shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {64, 33, 129}, {130, 70, 257}, {3, 300, 2}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int t = 0; t < 4; t++)
+            for (int b = 0; b < 2; b++) {
+                GemmCase g = {shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t >> 1,
+                              b ? 0.5f : 1.0f, b ? 1.0f : 0.0f};
+                check_case(g, backend);
+            }
+}
+
+Test(matmul, reference_matches_double_precision)
+{
+    check_all_cases(GEMM_BACKEND_REFERENCE);
+}
+
+Test(matmul, blas_matches_double_precision)
+{
+    if (gemm_set_backend(GEMM_BACKEND_BLAS) != 0)
+        cr_skip_test("built with BLAS=none");
+    check_all_cases(GEMM_BACKEND_BLAS);
+}
+
+/* The two backends agree with each other within the same bound on a product the size of a
+ * model layer (which the double loop above would make slow). */
+Test(matmul, blas_matches_reference_on_a_layer_sized_product)
+{
+    if (gemm_set_backend(GEMM_BACKEND_BLAS) != 0)
+        cr_skip_test("built with BLAS=none");
+    enum { M = 256, N = 384, K = 512 };
+    float *A = malloc(M * K * sizeof(float)), *B = malloc(N * K * sizeof(float));
+    float *fast = malloc(M * N * sizeof(float)), *slow = malloc(M * N * sizeof(float));
+    fill_uniform(A, M * K, -1, 1, 4);
+    fill_uniform(B, N * K, -1, 1, 5);
+    gemm(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, fast, N);
+    gemm_reference(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, slow, N);
+    float worst = 0.0f;
+    for (int i = 0; i < M * N; i++)
+        worst = fmaxf(worst, fabsf(fast[i] - slow[i]));
+    /* sum |a b| is about K/4 here: the bound 2 * 2K * 2^-24 * K/4 */
+    cr_expect_lt(worst, 2.0f * 2 * K * 5.96e-8f * K / 4, "worst difference %g", worst);
+    free(A);
+    free(B);
+    free(fast);
+    free(slow);
+}
