@@ -38,11 +38,14 @@ float ops_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    /* 2^n, built directly in the exponent bits of a float */
+    /* 2^n, built directly in the exponent bits of a float (n is in [-126, 127], so the
+     * biased exponent n + 127 is in [1, 254]). A NaN input has made p NaN already; its n
+     * must not reach the integer conversion, which is undefined for NaN. */
+    float exponent = n == n ? n : 0.0f;
     union {
         int32_t bits;
         float value;
-    } two_n = {.bits = ((int32_t)n + 127) << 23};
+    } two_n = {.bits = ((int32_t)exponent + 127) << 23};
     return p * two_n.value;
 }
 

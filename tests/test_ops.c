@@ -22,6 +22,8 @@ Test(ops, expf_matches_libm_within_2e7_relative)
     cr_expect_lt(worst, 2e-7, "worst relative error %.3g", worst);
     cr_expect_eq(ops_expf(0.0f), 1.0f);
     cr_expect_float_eq(ops_expf(1.0f), 2.7182817f, 1e-6f);
+    cr_expect(isnan(ops_expf(NAN)), "NaN in, NaN out: divergence must stay visible");
+    cr_expect_lt(ops_expf(-1000.0f), 1.3e-38f, "underflow saturates at e^-87.3");
 }
 
 /* ---- embedding ------------------------------------------------------------------------ */
