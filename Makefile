@@ -69,7 +69,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
 
 .PHONY: all deps test check demo bench clean help probe
 
-all: deps bin/quill $(NOTEBOOKS)
+all: deps probe bin/quill $(NOTEBOOKS)
 
 help:
 	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'

@@ -13,6 +13,7 @@
 #include "loader.h"
 #include "matmul.h"
 #include "sampler.h"
+#include "timer.h"
 
 typedef struct {
     const char *prompt;
@@ -71,13 +72,6 @@ static void utf8_stream_finish(Utf8Stream *s, FILE *out)
     fwrite(s->pending, 1, s->len, out);
     s->len = 0;
     fflush(out);
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Runs `n` tokens through the model at positions pos0..pos0+n-1 and returns the logits of
@@ -156,10 +150,10 @@ static int generate_run(const Model *m, const Tokenizer *tok, const GenerateOpti
         return -1;
     }
     fputs(o->prompt, stdout);
-    double start = seconds_now();
+    double start = timer_seconds();
     int generated;
     int status = generate_tokens(m, tok, o, &sampler, history, (int)n_prompt, &generated, err);
-    double seconds = seconds_now() - start;
+    double seconds = timer_seconds() - start;
     if (status == 0)
         fprintf(stderr, "\n[seed %llu: %d tokens in %.2f s, %.1f tokens/s]\n",
                 (unsigned long long)seed, generated, seconds, generated / seconds);

@@ -15,24 +15,6 @@
 #include "loader.h"
 #include "test_util.h"
 
-/* A deterministic corpus of about 40 KB. */
-static const char *corpus_in(const char *dir)
-{
-    static char path[256];
-    snprintf(path, sizeof path, "%s/corpus.txt", dir);
-    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then",
-                                  "ran", "to", "see", "dog", "who", "was", "very", "glad"};
-    FILE *fp = fopen(path, "w");
-    cr_assert_not_null(fp);
-    unsigned state = 777;
-    for (int i = 0; i < 9000; i++) {
-        state = state * 1103515245u + 12345u;
-        fprintf(fp, "%s%s", words[(state >> 16) % 16], (state >> 8) % 9 == 0 ? ".\n" : " ");
-    }
-    fclose(fp);
-    return path;
-}
-
 /* Runs `quill ARGS`, returns the exit status and keeps the output for messages. */
 static int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int quill(char **output, const char *fmt, ...)
@@ -114,7 +96,7 @@ static char *logged_losses(const char *dir)
 Test(cli, resume_continues_exactly, .timeout = 120)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char whole[256], split[256];
     snprintf(whole, sizeof whole, "%s/whole", dir);
     snprintf(split, sizeof split, "%s/split", dir);
@@ -140,7 +122,7 @@ Test(cli, resume_continues_exactly, .timeout = 120)
 Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char whole[256], split[256], a[512], b[512];
     snprintf(whole, sizeof whole, "%s/whole", dir);
     snprintf(split, sizeof split, "%s/split", dir);
@@ -158,7 +140,7 @@ Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
 Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char run[256], path[512], *text;
     snprintf(run, sizeof run, "%s/run", dir);
     quill_ok("train " TINY " --data %s --out %s --steps 60%s", corpus, run, "");
@@ -184,7 +166,7 @@ Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
 Test(cli, steps_zero_writes_the_initial_model)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char run[256], path[512];
     snprintf(run, sizeof run, "%s/run", dir);
     quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0%s", corpus, run, "");
@@ -209,7 +191,7 @@ Test(cli, steps_zero_writes_the_initial_model)
 Test(cli, checkpoints_survive_sigkill, .timeout = 180)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char run[256], model_path[512], state_path[512], command[2048];
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(model_path, sizeof model_path, "%s/model.gguf", run);
@@ -253,7 +235,7 @@ Test(cli, checkpoints_survive_sigkill, .timeout = 180)
 Test(cli, divergence_stops_and_keeps_the_last_checkpoint, .timeout = 120)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char run[256], path[512], *before, *after;
     snprintf(run, sizeof run, "%s/run", dir);
     quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2 --optimizer sgd%s",
@@ -276,7 +258,7 @@ Test(cli, divergence_stops_and_keeps_the_last_checkpoint, .timeout = 120)
 Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = corpus_in(dir);
+    const char *corpus = test_write_corpus(dir);
     char path[512], run[256];
     snprintf(run, sizeof run, "%s/run", dir);
     expect_clean_error("unknown command", "frobnicate");

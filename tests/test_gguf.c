@@ -591,13 +591,15 @@ static void check_tensor_file(const char *path, uint8_t *data[N_RT_TENSORS], uin
     gguf_close(f);
 }
 
-Test(gguf, round_trip_tensors)
+/* Writes the round-trip tensors (with general.alignment when `requested` is not 0) and
+ * reads them back, expecting the data laid out at `expected` alignment. */
+static void round_trip_at_alignment(uint32_t requested, uint64_t expected)
 {
     const char *dir = test_make_tmpdir();
     char *path = path_join(dir, "tensors.gguf");
     uint8_t *data[N_RT_TENSORS];
-    write_tensor_file(path, data, 0);
-    check_tensor_file(path, data, 32);
+    write_tensor_file(path, data, requested);
+    check_tensor_file(path, data, expected);
     for (size_t i = 0; i < N_RT_TENSORS; i++)
         free(data[i]);
     unlink(path);
@@ -605,18 +607,14 @@ Test(gguf, round_trip_tensors)
     free(path);
 }
 
+Test(gguf, round_trip_tensors)
+{
+    round_trip_at_alignment(0, 32);
+}
+
 Test(gguf, round_trip_with_general_alignment)
 {
-    const char *dir = test_make_tmpdir();
-    char *path = path_join(dir, "aligned.gguf");
-    uint8_t *data[N_RT_TENSORS];
-    write_tensor_file(path, data, 256);
-    check_tensor_file(path, data, 256);
-    for (size_t i = 0; i < N_RT_TENSORS; i++)
-        free(data[i]);
-    unlink(path);
-    rmdir(dir);
-    free(path);
+    round_trip_at_alignment(256, 256);
 }
 
 /* ---- Writer errors ---- */

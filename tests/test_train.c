@@ -178,24 +178,6 @@ Test(config, json_round_trip_is_exact)
 
 /* ---- gradient accumulation ------------------------------------------------------------ */
 
-/* A deterministic corpus: sentences drawn from a few words. */
-static const char *write_corpus(const char *dir)
-{
-    static char path[256];
-    snprintf(path, sizeof path, "%s/corpus.txt", dir);
-    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then",
-                                  "ran", "to", "see", "dog", "who", "was", "very", "glad"};
-    FILE *fp = fopen(path, "w");
-    cr_assert_not_null(fp);
-    unsigned state = 12345;
-    for (int i = 0; i < 8000; i++) {
-        state = state * 1103515245u + 12345u;
-        fprintf(fp, "%s%s", words[(state >> 16) % 16], (state >> 8) % 9 == 0 ? ".\n" : " ");
-    }
-    fclose(fp);
-    return path;
-}
-
 static void trainer_for_test(Trainer *t, const char *dir, const char *corpus, int batch,
                              int accum)
 {
@@ -217,7 +199,7 @@ static void trainer_for_test(Trainer *t, const char *dir, const char *corpus, in
 Test(trainer, gradient_accumulation_equals_one_larger_batch)
 {
     const char *dir = test_make_tmpdir();
-    const char *corpus = write_corpus(dir);
+    const char *corpus = test_write_corpus(dir);
     Trainer big, accumulated;
     trainer_for_test(&big, dir, corpus, 4, 1);
     trainer_for_test(&accumulated, dir, corpus, 2, 2);

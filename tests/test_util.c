@@ -22,6 +22,23 @@ bool test_in_ci(void)
     return ci && strcmp(ci, "true") == 0;
 }
 
+const char *test_write_corpus(const char *dir)
+{
+    static char path[512];
+    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then",
+                                  "ran", "to", "see", "dog", "who", "was", "very", "glad"};
+    snprintf(path, sizeof path, "%s/corpus.txt", dir);
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp, "cannot write %s", path);
+    unsigned state = 777;
+    for (int i = 0; i < 9000; i++) {
+        state = state * 1103515245u + 12345u; /* the C standard's example generator */
+        fprintf(fp, "%s%s", words[(state >> 16) % 16], (state >> 8) % 9 == 0 ? ".\n" : " ");
+    }
+    fclose(fp);
+    return path;
+}
+
 const char *test_make_tmpdir(void)
 {
     static char dir[64];

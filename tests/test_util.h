@@ -26,6 +26,10 @@ bool test_in_ci(void);
         }                                                                                       \
     } while (0)
 
+/* Writes dir/corpus.txt, about 40 KB of sentences drawn from 16 words by a fixed-seed
+ * generator, and returns its path (static buffer). */
+const char *test_write_corpus(const char *dir);
+
 /* A fresh empty directory under /tmp, in a static buffer. */
 const char *test_make_tmpdir(void);
 

@@ -11,11 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "matmul.h"
+#include "timer.h"
 #include "train.h"
 #include "trainer.h"
 
@@ -25,13 +25,6 @@ typedef struct {
     int steps;  /* timed steps per config */
     int warmup; /* untimed steps first */
 } BenchOptions;
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int compare_doubles(const void *a, const void *b)
 {
@@ -61,11 +54,11 @@ static double sgemm_gflops(int n)
         a[i] = (float)(i % 7) * 0.1f;
         b[i] = (float)(i % 5) * 0.1f;
     }
-    double best = 0.0, start = seconds_now();
-    while (seconds_now() - start < 0.5) {
-        double t0 = seconds_now();
+    double best = 0.0, start = timer_seconds();
+    while (timer_seconds() - start < 0.5) {
+        double t0 = timer_seconds();
         gemm(false, true, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double gflops = 2.0 * n * (double)n * n / (seconds_now() - t0) / 1e9;
+        double gflops = 2.0 * n * (double)n * n / (timer_seconds() - t0) / 1e9;
         best = gflops > best ? gflops : best;
     }
     free(a);
@@ -94,11 +87,11 @@ static double triad_gbs(void)
     }
     double best = 0.0;
     for (int rep = 0; rep < 8; rep++) {
-        double t0 = seconds_now();
+        double t0 = timer_seconds();
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++)
             a[i] = b[i] + 0.5f * c[i];
-        double gbs = 3.0 * n * sizeof(float) / (seconds_now() - t0) / 1e9;
+        double gbs = 3.0 * n * sizeof(float) / (timer_seconds() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
     free(a);

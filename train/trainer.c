@@ -4,16 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fileio.h"
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "timer.h"
 
 /* Trains the tokenizer the config asks for on all data files, concatenated. */
 static int tokenizer_build(Trainer *t, Error *err)
@@ -143,7 +136,7 @@ static float trainer_gradients(Trainer *t)
 int trainer_step(Trainer *t, StepStats *stats, Error *err)
 {
     const TrainConfig *c = &t->cfg;
-    double start = seconds_now();
+    double start = timer_seconds();
     stats->loss = trainer_gradients(t);
     stats->grad_norm = grad_global_norm(t->grads, t->model.n_params);
     if (!isfinite(stats->loss) || !isfinite(stats->grad_norm))
@@ -155,6 +148,6 @@ int trainer_step(Trainer *t, StepStats *stats, Error *err)
     optimizer_step(&t->opt, &t->model, t->grads, grad_clip_scale(stats->grad_norm, c->grad_clip),
                    stats->lr, t->step);
     t->step++;
-    stats->seconds = seconds_now() - start;
+    stats->seconds = timer_seconds() - start;
     return 0;
 }
