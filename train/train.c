@@ -22,7 +22,6 @@
 #include "train.h"
 #include "trainer.h"
 
-
 typedef struct {
     const char *config_path;
     const char *out_dir;
@@ -106,20 +105,20 @@ static int config_build(TrainConfig *cfg, const TrainArgs *args, int argc, char 
 
 /* ---- setup -------------------------------------------------------------------------- */
 
+/* A resumed run needs DIR/train_state; a new one creates DIR and must not overwrite a run
+ * already there unless forced. */
 static int dir_prepare(const char *dir, bool resume, bool force, Error *err)
 {
-    if (dir_create_all(dir, err) != 0)
-        return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/train_state", dir);
     bool has_run = access(path, F_OK) == 0;
-    if (resume && !has_run)
-        return error_set(err, "%s: no train_state to resume from", dir);
-    if (!resume && has_run && !force)
+    if (resume)
+        return has_run ? 0 : error_set(err, "%s: no train_state to resume from", dir);
+    if (has_run && !force)
         return error_set(err, "%s already holds a training run: continue it with --resume %s, "
                               "or pass --force to start over",
                          dir, dir);
-    return 0;
+    return dir_create_all(dir, err);
 }
 
 static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
@@ -131,7 +130,7 @@ static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **a
 }
 
 static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char **argv,
-                                Error *err)
+                              Error *err)
 {
     TrainProgressState state;
     if (checkpoint_load(t->dir, &t->model, &t->tok, &t->opt, &state, err) != 0)
@@ -219,7 +218,7 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
         return -1;
     if (stop_requested) {
         progress_message(progress, "interrupted after step %d: checkpoint saved; continue "
-                                       "with: quill train --resume %s",
+                                   "with: quill train --resume %s",
                          t->step, t->dir);
         return 0;
     }
