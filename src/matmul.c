@@ -66,11 +66,6 @@ int gemm_set_backend(GemmBackend backend)
     return 0;
 }
 
-GemmBackend gemm_backend(void)
-{
-    return current_backend;
-}
-
 const char *gemm_backend_description(void)
 {
     static char text[128];

@@ -31,7 +31,6 @@ void gemm_reference(bool trans_a, bool trans_b, int M, int N, int K, float alpha
 /* Selects the backend gemm() uses (tests switch to the reference); returns -1 when the
  * backend is not built in. */
 int gemm_set_backend(GemmBackend backend);
-GemmBackend gemm_backend(void);
 /* "OpenBLAS 0.3.21 (SkylakeX kernel)" or "reference (naive loops)". */
 const char *gemm_backend_description(void);
 

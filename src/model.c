@@ -206,11 +206,6 @@ void model_init_params(Model *m, uint64_t seed)
     }
 }
 
-size_t model_param_count(const Model *m)
-{
-    return m->n_params;
-}
-
 double model_train_flops_per_token(const Model *m, int T)
 {
     const ModelConfig *c = &m->config;

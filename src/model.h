@@ -105,7 +105,7 @@ typedef struct {
 
 typedef struct {
     ModelConfig config;
-    size_t n_params;      /* floats in `params` */
+    size_t n_params;      /* floats in `params`: every parameter once (tied embeddings once) */
     float *params;        /* the one parameter buffer */
     ParamViews w;         /* named views into params */
     int n_tensors;
@@ -133,8 +133,6 @@ void model_init_params(Model *m, uint64_t seed);
 int param_views_init(ParamViews *v, const Model *m, float *buffer, Error *err);
 void param_views_free(ParamViews *v);
 
-/* Number of parameters, each counted once (tied embeddings once). */
-size_t model_param_count(const Model *m);
 /* Matmul FLOPs of one training token (forward + backward = 3 x forward), counting only
  * what a causal model must compute: 6 per weight that multiplies (the embedding lookup is
  * free, the output projection is not) and 6*L*T*C for attention over an average of T/2

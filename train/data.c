@@ -9,7 +9,8 @@
 enum { TOKEN_CACHE_VERSION = 1, TOKEN_CACHE_HEADER = 32 };
 static const char TOKEN_CACHE_MAGIC[4] = {'Q', 'T', 'O', 'K'};
 
-uint64_t data_tokenizer_hash(const Tokenizer *tok)
+/* Hash of a tokenizer's vocabulary and flags, part of the cache key. */
+static uint64_t tokenizer_hash(const Tokenizer *tok)
 {
     uint64_t h = FNV1A64_INIT;
     for (int i = 0; i < tok->n_vocab; i++) {
@@ -131,7 +132,7 @@ static int sources_scan(TokenData *d, const char *const *paths, int n_paths, con
                         bool tokenize, uint64_t *hash, Error *err)
 {
     size_t cap = 0;
-    *hash = data_tokenizer_hash(tok);
+    *hash = tokenizer_hash(tok);
     for (int i = 0; i < n_paths; i++) {
         char *text;
         size_t len;

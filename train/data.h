@@ -47,7 +47,4 @@ size_t data_window_count(const TokenData *d, DataSplit split, int T);
 void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
                 uint64_t first_window, int *inputs, int *targets);
 
-/* Hash of a tokenizer's vocabulary and flags, part of the cache key. */
-uint64_t data_tokenizer_hash(const Tokenizer *tok);
-
 #endif
