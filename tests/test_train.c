@@ -221,3 +221,80 @@ Test(trainer, gradient_accumulation_equals_one_larger_batch)
     trainer_free(&big);
     trainer_free(&accumulated);
 }
+
+/* ---- data pipeline -------------------------------------------------------------------- */
+
+#include "../train/data.h"
+
+static void char_tokenizer_for(Tokenizer *tok, const char *path)
+{
+    char *text;
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(path, &text, &len, &err), 0, "%s", err.msg);
+    memset(tok, 0, sizeof *tok);
+    cr_assert_eq(tokenizer_train_char(tok, text, len, &err), 0, "%s", err.msg);
+    free(text);
+}
+
+Test(data, cache_is_rebuilt_when_the_source_changes)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char cache[512];
+    snprintf(cache, sizeof cache, "%s/tokens.bin", dir);
+    Tokenizer tok;
+    char_tokenizer_for(&tok, corpus);
+    TokenData first, again, changed;
+    Error err;
+    const char *paths[] = {corpus};
+    cr_assert_eq(data_load(&first, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
+    cr_expect_eq(first.n_train, first.n_tokens - first.n_tokens / 10, "last 10%% validates");
+    cr_assert_eq(data_load(&again, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
+    cr_expect_eq(again.n_tokens, first.n_tokens);
+    cr_expect_arr_eq(again.tokens, first.tokens, first.n_tokens * sizeof(int));
+    /* same length, one character changed (token 0 is <s>, token 3 the third character) */
+    FILE *fp = fopen(corpus, "r+");
+    fseek(fp, 2, SEEK_SET);
+    char replacement = fgetc(fp) == 'a' ? 'e' : 'a';
+    fseek(fp, 2, SEEK_SET);
+    fputc(replacement, fp);
+    fclose(fp);
+    cr_assert_eq(data_load(&changed, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
+    cr_assert_eq(changed.n_tokens, first.n_tokens);
+    cr_expect_neq(changed.tokens[3], first.tokens[3], "a stale cache was used");
+    cr_expect_eq(changed.tokens[3], tokenizer_lookup(&tok, &replacement, 1));
+    data_free(&first);
+    data_free(&again);
+    data_free(&changed);
+    tokenizer_free(&tok);
+}
+
+Test(data, consecutive_windows_start_at_k_times_T)
+{
+    /* tokens are their own positions: <s> then the characters of "abcdefghij..." */
+    const char *dir = test_make_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/abc.txt", dir);
+    FILE *fp = fopen(path, "w");
+    for (int i = 0; i < 100; i++)
+        fputc('a' + i % 26, fp);
+    fclose(fp);
+    Tokenizer tok;
+    char_tokenizer_for(&tok, path);
+    TokenData d;
+    Error err;
+    const char *paths[] = {path};
+    cr_assert_eq(data_load(&d, paths, 1, &tok, NULL, &err), 0, "%s", err.msg);
+    /* 101 tokens, 91 train; windows of T + 1 = 9: W = (91 - 1) / 8 = 11 */
+    enum { B = 2, T = 8 };
+    cr_assert_eq(data_window_count(&d, SPLIT_TRAIN, T), 11);
+    int inputs[B * T], targets[B * T];
+    data_batch(&d, SPLIT_TRAIN, B, T, NULL, 10, inputs, targets); /* windows 10 and 11 -> 0 */
+    cr_expect_eq(inputs[0], d.tokens[80], "window 10 starts at token 80");
+    cr_expect_eq(targets[T - 1], d.tokens[88]);
+    cr_expect_eq(inputs[T], d.tokens[0], "window 11 wraps to the first window");
+    cr_expect_eq(targets[T], d.tokens[1]);
+    data_free(&d);
+    tokenizer_free(&tok);
+}
