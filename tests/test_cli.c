@@ -15,39 +15,50 @@
 #include "loader.h"
 #include "test_util.h"
 
-/* Runs `quill ARGS`, returns the exit status and keeps the output for messages. */
-static int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int quill(char **output, const char *fmt, ...)
+/* Runs `quill ARGS` with ARGS formatted from fmt into args (kept for messages); returns
+ * the exit status and the output. */
+static int quill_args(char **output, char *args, size_t cap, const char *fmt, va_list ap)
 {
-    char args[2048], command[2300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
+    char command[2300];
+    vsnprintf(args, cap, fmt, ap);
     snprintf(command, sizeof command, "%s %s", test_quill_bin(), args);
     return test_run_capture(command, output);
 }
 
-static void quill_ok(const char *fmt, const char *a, const char *b, const char *c)
+static int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int quill(char **output, const char *fmt, ...)
 {
-    char *out;
     char args[2048];
-    snprintf(args, sizeof args, fmt, a, b, c);
-    int status = quill(&out, "%s", args);
+    va_list ap;
+    va_start(ap, fmt);
+    int status = quill_args(output, args, sizeof args, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* Expects `quill ARGS` to succeed. */
+static void quill_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void quill_ok(const char *fmt, ...)
+{
+    char args[2048], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    int status = quill_args(&out, args, sizeof args, fmt, ap);
+    va_end(ap);
     cr_assert_eq(status, 0, "quill %s failed (%d):\n%s", args, status, out);
     free(out);
 }
 
 /* Expects exit status 1 and exactly one line starting "quill: error:" that contains needle. */
 static void expect_clean_error(const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void expect_clean_error(const char *needle, const char *fmt, ...)
 {
-    char args[2048];
+    char args[2048], *out;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int status = quill_args(&out, args, sizeof args, fmt, ap);
     va_end(ap);
-    char *out;
-    int status = quill(&out, "%s", args);
     cr_expect_eq(status, 1, "quill %s: exit %d (want 1):\n%s", args, status, out);
     const char *line = strstr(out, "quill: error: ");
     cr_expect_not_null(line, "quill %s: no error line:\n%s", args, out);
@@ -93,48 +104,40 @@ static char *logged_losses(const char *dir)
 
 #define TINY "--config configs/tiny.json --eval-every 5 --eval-batches 2 --log-every 1"
 
-Test(cli, resume_continues_exactly, .timeout = 120)
-{
-    const char *dir = test_make_tmpdir();
-    const char *corpus = test_write_corpus(dir);
-    char whole[256], split[256];
-    snprintf(whole, sizeof whole, "%s/whole", dir);
-    snprintf(split, sizeof split, "%s/split", dir);
-    /* 16 steps at once, and 8 + 8 with the same schedule (decay over 16 steps) */
-    quill_ok("train " TINY " --data %s --out %s --steps 16 --warmup 4%s", corpus, whole, "");
-    quill_ok("train " TINY " --data %s --out %s --steps 8 --warmup 4 --decay-steps 16%s", corpus,
-             split, "");
-    quill_ok("train --resume %s --steps 16%s%s", split, "", "");
-    char a[512], b[512];
-    snprintf(a, sizeof a, "%s/model.gguf", whole);
-    snprintf(b, sizeof b, "%s/model.gguf", split);
-    expect_same_file(a, b);
-    snprintf(a, sizeof a, "%s/train_state", whole);
-    snprintf(b, sizeof b, "%s/train_state", split);
-    expect_same_file(a, b);
-    char *la = logged_losses(whole), *lb = logged_losses(split);
-    cr_expect_str_eq(la, lb, "logged losses differ");
-    cr_expect_gt(strlen(la), 16 * 8, "16 steps logged");
-    free(la);
-    free(lb);
-}
-
-Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
+/* Trains `steps` steps at once, and steps/2 then a resume to `steps` with the same schedule
+ * (decay over `steps`): model.gguf, train_state and the logged losses must be identical. */
+static void check_resume_is_exact(const char *flags, int steps)
 {
     const char *dir = test_make_tmpdir();
     const char *corpus = test_write_corpus(dir);
     char whole[256], split[256], a[512], b[512];
     snprintf(whole, sizeof whole, "%s/whole", dir);
     snprintf(split, sizeof split, "%s/split", dir);
-    quill_ok("train " TINY " --no-shuffle --grad-accum 2 --data %s --out %s --steps 6%s", corpus,
-             whole, "");
-    quill_ok("train " TINY " --no-shuffle --grad-accum 2 --data %s --out %s --steps 3 "
-             "--decay-steps 6%s",
-             corpus, split, "");
-    quill_ok("train --resume %s --steps 6%s%s", split, "", "");
-    snprintf(a, sizeof a, "%s/model.gguf", whole);
-    snprintf(b, sizeof b, "%s/model.gguf", split);
-    expect_same_file(a, b);
+    quill_ok("train " TINY " %s --data %s --out %s --steps %d", flags, corpus, whole, steps);
+    quill_ok("train " TINY " %s --data %s --out %s --steps %d --decay-steps %d", flags, corpus,
+             split, steps / 2, steps);
+    quill_ok("train --resume %s --steps %d", split, steps);
+    const char *files[] = {"model.gguf", "train_state"};
+    for (int f = 0; f < 2; f++) {
+        snprintf(a, sizeof a, "%s/%s", whole, files[f]);
+        snprintf(b, sizeof b, "%s/%s", split, files[f]);
+        expect_same_file(a, b);
+    }
+    char *la = logged_losses(whole), *lb = logged_losses(split);
+    cr_expect_str_eq(la, lb, "logged losses differ");
+    cr_expect_gt(strlen(la), (size_t)steps * 8, "%d steps logged", steps);
+    free(la);
+    free(lb);
+}
+
+Test(cli, resume_continues_exactly, .timeout = 120)
+{
+    check_resume_is_exact("--warmup 4", 16);
+}
+
+Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
+{
+    check_resume_is_exact("--no-shuffle --grad-accum 2", 6);
 }
 
 Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
@@ -143,13 +146,14 @@ Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
     const char *corpus = test_write_corpus(dir);
     char run[256], path[512], *text;
     snprintf(run, sizeof run, "%s/run", dir);
-    quill_ok("train " TINY " --data %s --out %s --steps 60%s", corpus, run, "");
+    quill_ok("train " TINY " --data %s --out %s --steps 60", corpus, run);
     snprintf(path, sizeof path, "%s/log.jsonl", run);
     file_bytes(path, &text);
     float first, last = 0.0f, vocab_log;
     cr_assert_eq(sscanf(text, "{\"step\":1,\"loss\":%f", &first), 1, "%s", text);
-    for (char *p = strstr(text, "{\"step\":60,\"loss\":"); p; p = NULL)
-        sscanf(p, "{\"step\":60,\"loss\":%f", &last);
+    const char *step60 = strstr(text, "{\"step\":60,\"loss\":");
+    cr_assert_not_null(step60, "step 60 not logged:\n%s", text);
+    sscanf(step60, "{\"step\":60,\"loss\":%f", &last);
     free(text);
     Model m;
     Tokenizer tok;
@@ -169,7 +173,7 @@ Test(cli, steps_zero_writes_the_initial_model)
     const char *corpus = test_write_corpus(dir);
     char run[256], path[512];
     snprintf(run, sizeof run, "%s/run", dir);
-    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0%s", corpus, run, "");
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
     snprintf(path, sizeof path, "%s/model.gguf", run);
     Model m;
     Tokenizer tok;
@@ -196,7 +200,7 @@ Test(cli, checkpoints_survive_sigkill, .timeout = 180)
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(model_path, sizeof model_path, "%s/model.gguf", run);
     snprintf(state_path, sizeof state_path, "%s/train_state", run);
-    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 1%s", corpus, run, "");
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 1", corpus, run);
     srand(42);
     for (int round = 0; round < 12; round++) {
         snprintf(command, sizeof command, "%s train --resume %s --steps 100000 --save-every 1",
@@ -238,8 +242,8 @@ Test(cli, divergence_stops_and_keeps_the_last_checkpoint, .timeout = 120)
     const char *corpus = test_write_corpus(dir);
     char run[256], path[512], *before, *after;
     snprintf(run, sizeof run, "%s/run", dir);
-    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2 --optimizer sgd%s",
-             corpus, run, "");
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2 --optimizer sgd",
+             corpus, run);
     snprintf(path, sizeof path, "%s/model.gguf", run);
     size_t n_before = file_bytes(path, &before);
     /* plain SGD at lr 10 without clipping blows up within a few steps */
@@ -277,7 +281,7 @@ Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
     expect_clean_error("no train_state", "train --resume %s/empty", dir);
 
     /* a truncated model */
-    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0%s", corpus, run, "");
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
     char model[512], truncated[512], *bytes;
     snprintf(model, sizeof model, "%s/model.gguf", run);
     snprintf(truncated, sizeof truncated, "%s/truncated.gguf", dir);
