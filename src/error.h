@@ -1,4 +1,4 @@
-/* Errors at two layers (GUIDE habit 11): library functions return a status and fill an
+/* Errors at two layers: library functions return a status and fill an
  * Error with one line that names the problem; only the command mains print it, as
  * "quill: error: <message>", and exit non-zero.
  *

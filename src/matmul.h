@@ -1,6 +1,6 @@
 /* The matmul facade: every matrix product in quill goes through gemm(), and this is the
- * only place that knows which library computes it (GUIDE: cblas.h is included here and
- * nowhere else). Two backends:
+ * only place that knows which library computes it (cblas.h is included here and nowhere
+ * else, so swapping the backend touches one file). Two backends:
  *   - OpenBLAS sgemm, the fast path (the default build);
  *   - a naive reference loop, always compiled, the only backend with `make BLAS=none`;
  *     tests compare the fast path against it.

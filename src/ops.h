@@ -1,5 +1,5 @@
 /* The layers of a llama-style transformer, each as a forward function and its hand-written
- * backward next to it (GUIDE habit 1). Shapes use fixed letters:
+ * backward next to it, so that a reader checks one against the other. Shapes use fixed letters:
  *   N  rows (N = B*T tokens)      C  channels (model width)     V  vocabulary
  *   B  sequences                  T  tokens per sequence        F  MLP hidden width
  *   H  query heads                KVH key/value heads           hs head size (C = H*hs)

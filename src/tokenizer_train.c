@@ -392,7 +392,7 @@ typedef struct {
     int n_merged; /* pieces added by merges */
 } BpeTrainer;
 
-static void trainer_free(BpeTrainer *tr)
+static void bpe_trainer_free(BpeTrainer *tr)
 {
     vocab_free(&tr->vocab);
     strmap_free(&tr->piece_ids);
@@ -727,7 +727,7 @@ static int word_merge(BpeTrainer *tr, int w, int left, int right, int merged, Er
 
 /* The id of the piece left + right, added to the vocabulary unless another pair already
  * made the same text ("ab" + "c" and "a" + "bc"). */
-static int trainer_merged_piece(BpeTrainer *tr, const char *text, size_t len, Error *err)
+static int bpe_trainer_merged_piece(BpeTrainer *tr, const char *text, size_t len, Error *err)
 {
     int id = strmap_get(&tr->piece_ids, text, len);
     if (id >= 0)
@@ -741,7 +741,7 @@ static int trainer_merged_piece(BpeTrainer *tr, const char *text, size_t len, Er
 }
 
 /* One round: merges pair p in every word that holds it. */
-static int trainer_merge(BpeTrainer *tr, int p, Error *err)
+static int bpe_trainer_merge(BpeTrainer *tr, int p, Error *err)
 {
     const VocabBuilder *v = &tr->vocab;
     int left = tr->pairs[p].left, right = tr->pairs[p].right;
@@ -756,7 +756,7 @@ static int trainer_merge(BpeTrainer *tr, int p, Error *err)
         tr->pairs[p].banned = true;
         return 0;
     }
-    int merged = trainer_merged_piece(tr, text, len, err);
+    int merged = bpe_trainer_merged_piece(tr, text, len, err);
     free(text);
     if (merged < 0)
         return -1;
@@ -769,7 +769,7 @@ static int trainer_merge(BpeTrainer *tr, int p, Error *err)
     return heap_requeue_changed(tr, err);
 }
 
-static int trainer_setup(BpeTrainer *tr, const char *text, size_t len, int vocab_size,
+static int bpe_trainer_setup(BpeTrainer *tr, const char *text, size_t len, int vocab_size,
                          Error *err)
 {
     CharTable chars = {0};
@@ -805,7 +805,7 @@ static int trainer_setup(BpeTrainer *tr, const char *text, size_t len, int vocab
 
 /* Characters were added with scores -i; now that the number of merges is known, move
  * them below every merged piece. */
-static void trainer_score_chars(BpeTrainer *tr, int n_chars)
+static void bpe_trainer_score_chars(BpeTrainer *tr, int n_chars)
 {
     for (int i = 0; i < n_chars; i++)
         tr->vocab.scores[N_FIXED + i] = (float)-(tr->n_merged + i);
@@ -823,19 +823,19 @@ int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_si
     if (tokenizer_escape(text, len, true, &escaped, &n, err) < 0)
         return -1;
     BpeTrainer tr = {0};
-    int rc = trainer_setup(&tr, escaped, n, vocab_size, err);
+    int rc = bpe_trainer_setup(&tr, escaped, n, vocab_size, err);
     int n_chars = tr.vocab.n - N_FIXED;
     while (rc == 0 && tr.vocab.n < vocab_size) {
         int p = heap_pop_best(&tr);
         if (p < 0 || tr.pairs[p].count < 2)
             break;
-        rc = trainer_merge(&tr, p, err);
+        rc = bpe_trainer_merge(&tr, p, err);
     }
     if (rc == 0) {
-        trainer_score_chars(&tr, n_chars);
+        bpe_trainer_score_chars(&tr, n_chars);
         rc = vocab_finish(&tr.vocab, t, true, err);
     }
-    trainer_free(&tr);
+    bpe_trainer_free(&tr);
     free(escaped);
     return rc;
 }
