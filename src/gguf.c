@@ -1,7 +1,7 @@
 /* GGUF reader and writer. gguf.h has the API and the layout in brief; docs/formats.md has
  * the byte-level description.
  *
- * The reader never trusts the file (GUIDE habit 7). Every number that comes out of it is a
+ * The reader never trusts the file. Every number that comes out of it is a
  * claim to be checked before it is used: a count before memory is allocated for it, a length
  * before bytes are copied, an offset before a pointer is formed. All of it goes through one
  * cursor that knows how many bytes are left, so no code path can read past the end. */
@@ -500,19 +500,29 @@ static int gguf_check_unique_keys(const GgufFile *f, Error *err)
     return rc;
 }
 
-static int gguf_check_unique_tensor_names(const GgufFile *f, Error *err)
+static int compare_tensor_names(const void *a, const void *b)
 {
-    if (f->n_tensors < 2)
+    return strcmp((*(GgufTensor *const *)a)->name, (*(GgufTensor *const *)b)->name);
+}
+
+/* Sorts the tensors by name into f->tensors_by_name, which makes gguf_find_tensor a binary
+ * search (a loader looks up every tensor, and a hostile file may have millions), and
+ * rejects a name that occurs twice: equal names are neighbours once sorted. */
+static int gguf_index_tensor_names(GgufFile *f, Error *err)
+{
+    if (f->n_tensors == 0)
         return 0;
-    const char **names = malloc((size_t)f->n_tensors * sizeof *names);
-    if (!names)
-        return error_set(err, "out of memory checking tensor names");
+    f->tensors_by_name = malloc((size_t)f->n_tensors * sizeof *f->tensors_by_name);
+    if (!f->tensors_by_name)
+        return error_set(err, "out of memory indexing tensor names");
     for (uint64_t i = 0; i < f->n_tensors; i++)
-        names[i] = f->tensors[i].name;
-    const char *dup = names_find_duplicate(names, (size_t)f->n_tensors);
-    int rc = dup ? error_set(err, "duplicate tensor name '%s'", dup) : 0;
-    free(names);
-    return rc;
+        f->tensors_by_name[i] = &f->tensors[i];
+    qsort(f->tensors_by_name, (size_t)f->n_tensors, sizeof *f->tensors_by_name,
+          compare_tensor_names);
+    for (uint64_t i = 1; i < f->n_tensors; i++)
+        if (strcmp(f->tensors_by_name[i - 1]->name, f->tensors_by_name[i]->name) == 0)
+            return error_set(err, "duplicate tensor name '%s'", f->tensors_by_name[i]->name);
+    return 0;
 }
 
 /* general.alignment moves every tensor boundary, so a bad value would misplace all the data:
@@ -669,7 +679,7 @@ static int gguf_parse_into(GgufFile *f, const uint8_t *base, size_t size, Error 
             return -1;
     if (gguf_check_unique_keys(f, err) != 0 || gguf_resolve_alignment(f, err) != 0 ||
         gguf_read_tensor_infos(&c, f, n_tensors, err) != 0 ||
-        gguf_check_unique_tensor_names(f, err) != 0)
+        gguf_index_tensor_names(f, err) != 0)
         return -1;
     return gguf_place_tensors(f, base, c.pos, size, err);
 }
@@ -746,6 +756,7 @@ void gguf_close(GgufFile *f)
     for (uint64_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
+    free(f->tensors_by_name);
     if (f->map)
         munmap(f->map, f->map_size);
     free(f);
@@ -763,9 +774,17 @@ const GgufKV *gguf_find_kv(const GgufFile *f, const char *key)
 
 const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name)
 {
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0)
-            return &f->tensors[i];
+    uint64_t lo = 0, hi = f->n_tensors; /* the name, if present, is in [lo, hi) */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int order = strcmp(name, f->tensors_by_name[mid]->name);
+        if (order == 0)
+            return f->tensors_by_name[mid];
+        if (order < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
     return NULL;
 }
 

@@ -11,7 +11,7 @@
  * A string is a u64 byte count followed by the bytes (no NUL). An array value is
  * { element type u32, count u64, elements }.
  *
- * The reader treats the file as untrusted (GUIDE habit 7): every count, size, offset and
+ * The reader treats the file as untrusted: every count, size, offset and
  * alignment is range-checked with overflow-safe arithmetic before it is used, nothing is
  * read past the end of the file, and an error names the field that is wrong. The file is
  * memory-mapped: tensor data is used in place, metadata is copied into owned memory. */
@@ -98,6 +98,7 @@ typedef struct {
     GgufKV *kv;
     uint64_t n_tensors;
     GgufTensor *tensors;
+    GgufTensor **tensors_by_name; /* private: sorted by name, for gguf_find_tensor */
     uint64_t data_offset; /* where the data section starts in the file */
     void *map;            /* private: the mapping (or NULL for gguf_parse_buffer) */
     size_t map_size;

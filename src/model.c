@@ -122,47 +122,38 @@ void param_views_free(ParamViews *v)
     memset(v, 0, sizeof *v);
 }
 
+/* The tensor table of a blueprint, without the parameter buffer (data pointers NULL). */
+static int params_table_alloc(const ModelConfig *c, ParamTensor **table, int *n_tensors,
+                              size_t *n_params, Error *err)
+{
+    TableWalk count = {0};
+    params_walk(c, &count, NULL);
+    *table = calloc((size_t)count.count, sizeof **table);
+    if (!*table)
+        return error_set(err, "out of memory for a table of %d tensors", count.count);
+    TableWalk fill = {.table = *table};
+    params_walk(c, &fill, NULL);
+    *n_tensors = count.count;
+    *n_params = count.offset;
+    return 0;
+}
+
 int model_init(Model *m, const ModelConfig *c, Error *err)
 {
     memset(m, 0, sizeof *m);
     if (model_config_validate(c, err) != 0)
         return -1;
     m->config = *c;
-    TableWalk count = {0};
-    params_walk(c, &count, NULL);
-    m->n_params = count.offset;
-    m->n_tensors = count.count;
+    if (params_table_alloc(c, &m->tensors, &m->n_tensors, &m->n_params, err) != 0)
+        return -1;
     m->params = float_buffer_alloc(m->n_params);
-    m->tensors = calloc((size_t)m->n_tensors, sizeof *m->tensors);
-    if (!m->params || !m->tensors || param_views_init(&m->w, m, m->params, err) != 0 ||
-        model_extend_positions(m, c->context, err) != 0) {
+    if (!m->params || param_views_init(&m->w, m, m->params, err) != 0) {
+        size_t n_params = m->n_params;
         model_free(m);
-        return error_set(err, "out of memory for a model of %zu parameters", count.offset);
+        return error_set(err, "out of memory for a model of %zu parameters", n_params);
     }
-    TableWalk fill = {.base = m->params, .table = m->tensors};
-    params_walk(c, &fill, NULL);
-    return 0;
-}
-
-int model_extend_positions(Model *m, int n_pos, Error *err)
-{
-    if (n_pos <= m->rope_positions)
-        return 0;
-    size_t half = (size_t)model_head_size(&m->config) / 2;
-    float *cos_table = float_buffer_alloc((size_t)n_pos * half);
-    float *sin_table = float_buffer_alloc((size_t)n_pos * half);
-    if (!cos_table || !sin_table) {
-        free(cos_table);
-        free(sin_table);
-        return error_set(err, "out of memory for RoPE tables of %d positions", n_pos);
-    }
-    rope_tables_init(cos_table, sin_table, n_pos, model_head_size(&m->config),
-                     m->config.rope_base);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    m->rope_cos = cos_table;
-    m->rope_sin = sin_table;
-    m->rope_positions = n_pos;
+    for (int i = 0; i < m->n_tensors; i++)
+        m->tensors[i].data = m->params + m->tensors[i].offset;
     return 0;
 }
 
@@ -172,8 +163,6 @@ void model_free(Model *m)
         return;
     free(m->params);
     free(m->tensors);
-    free(m->rope_cos);
-    free(m->rope_sin);
     param_views_free(&m->w);
     memset(m, 0, sizeof *m);
 }
@@ -259,18 +248,9 @@ static int read_optional_float(const GgufFile *f, const char *key, float *out, E
     return gguf_find_kv(f, key) ? gguf_get_f32(f, key, out, err) : 0;
 }
 
-int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
+/* The sizes that the llama.* keys state. */
+static int config_read_keys(ModelConfig *c, const GgufFile *f, Error *err)
 {
-    const char *arch;
-    if (gguf_get_str(f, "general.architecture", &arch, err) != 0)
-        return -1;
-    if (strcmp(arch, "llama") != 0)
-        return error_set(err, "architecture '%s' is not supported (quill runs 'llama')", arch);
-    const GgufTensor *embd = gguf_find_tensor(f, "token_embd.weight");
-    if (!embd || embd->n_dims != 2)
-        return error_set(err, "tensor 'token_embd.weight' is missing or not 2-D");
-    *c = (ModelConfig){.rope_base = 10000.0f, .norm_eps = 1e-5f};
-    c->vocab_size = (int)embd->ne[1];
     const struct {
         const char *key;
         int *field;
@@ -294,6 +274,43 @@ int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
     if (read_optional_float(f, "llama.rope.freq_base", &c->rope_base, err) != 0 ||
         read_optional_float(f, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps, err) != 0)
         return -1;
+    return 0;
+}
+
+/* The claims about size that can be checked before any per-tensor lookup: the width and
+ * the vocabulary are token_embd's shape, and every block has 9 tensors, so a file cannot
+ * hold more blocks than a ninth of its tensors. (context_length is only a default for the
+ * run: nothing is sized from it.) */
+static int config_check_against_tensors(const ModelConfig *c, const GgufTensor *embd,
+                                        const GgufFile *f, Error *err)
+{
+    if (c->dim != (int)embd->ne[0])
+        return error_set(err, "llama.embedding_length %d differs from the width %d of "
+                              "token_embd.weight", c->dim, (int)embd->ne[0]);
+    enum { TENSORS_PER_BLOCK = 9 };
+    if ((uint64_t)c->n_layers > f->n_tensors / TENSORS_PER_BLOCK)
+        return error_set(err, "llama.block_count %d: the file has %llu tensors, too few for "
+                              "that many blocks of %d tensors each", c->n_layers,
+                         (unsigned long long)f->n_tensors, TENSORS_PER_BLOCK);
+    return 0;
+}
+
+int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
+{
+    const char *arch;
+    if (gguf_get_str(f, "general.architecture", &arch, err) != 0)
+        return -1;
+    if (strcmp(arch, "llama") != 0)
+        return error_set(err, "architecture '%s' is not supported (quill runs 'llama')", arch);
+    const GgufTensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd || embd->n_dims != 2)
+        return error_set(err, "tensor 'token_embd.weight' is missing or not 2-D");
+    if (embd->ne[0] > (1u << 30) || embd->ne[1] > (1u << 30))
+        return error_set(err, "tensor 'token_embd.weight' is too large");
+    *c = (ModelConfig){.rope_base = 10000.0f, .norm_eps = 1e-5f};
+    c->vocab_size = (int)embd->ne[1];
+    if (config_read_keys(c, f, err) != 0 || config_check_against_tensors(c, embd, f, err) != 0)
+        return -1;
     c->tie_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
     if (model_config_validate(c, err) != 0)
         return -1;
@@ -307,72 +324,91 @@ int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
     return 0;
 }
 
-/* Copies one GGUF tensor into a parameter slice, converting 16-bit floats. */
-static int tensor_load(const ParamTensor *dst, const GgufTensor *src, Error *err)
+/* The file's tensor for one row of the table: present, of the expected shape and of a type
+ * quill converts. */
+static int tensor_check(const ParamTensor *want, const GgufTensor *src, Error *err)
 {
-    uint64_t want_dims = dst->rows == 1 ? 1 : 2;
-    bool shape_ok = src->n_dims == want_dims && src->ne[0] == (uint64_t)dst->cols &&
-                    (want_dims == 1 || src->ne[1] == (uint64_t)dst->rows);
+    if (!src)
+        return error_set(err, "tensor '%s' is missing", want->name);
+    uint64_t want_dims = want->rows == 1 ? 1 : 2;
+    bool shape_ok = src->n_dims == want_dims && src->ne[0] == (uint64_t)want->cols &&
+                    (want_dims == 1 || src->ne[1] == (uint64_t)want->rows);
     if (!shape_ok)
-        return error_set(err, "tensor '%s' has shape [%llu, %llu], expected [%d, %d]", dst->name,
+        return error_set(err, "tensor '%s' has shape [%llu, %llu], expected [%d, %d]", want->name,
                          (unsigned long long)src->ne[0],
-                         (unsigned long long)(src->n_dims > 1 ? src->ne[1] : 1), dst->cols,
-                         dst->rows);
-    size_t n = (size_t)dst->rows * dst->cols;
-    const uint16_t *half = src->data;
-    switch (src->type) {
-    case GGML_TYPE_F32:
-        memcpy(dst->data, src->data, n * sizeof(float));
-        return 0;
-    case GGML_TYPE_F16:
-        for (size_t i = 0; i < n; i++)
-            dst->data[i] = f16_to_f32(half[i]);
-        return 0;
-    case GGML_TYPE_BF16:
-        for (size_t i = 0; i < n; i++)
-            dst->data[i] = bf16_to_f32(half[i]);
-        return 0;
-    default: {
+                         (unsigned long long)(src->n_dims > 1 ? src->ne[1] : 1), want->cols,
+                         want->rows);
+    if (src->type != GGML_TYPE_F32 && src->type != GGML_TYPE_F16 && src->type != GGML_TYPE_BF16) {
         const char *type = gguf_tensor_type_name(src->type);
         return error_set(err, "tensor '%s' has type %s: quill loads F32, F16 and BF16 tensors",
-                         dst->name, type ? type : "unknown");
+                         want->name, type ? type : "unknown");
     }
+    return 0;
+}
+
+/* A tensor quill does not know would change the computation in a way it cannot do;
+ * "quill.*" tensors are training state (optimizer moments) and are not the model's. */
+static int check_no_foreign_tensors(const ParamTensor *table, int n_tensors, const GgufFile *f,
+                                    Error *err)
+{
+    uint64_t quill_state = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        quill_state += strncmp(f->tensors[i].name, "quill.", 6) == 0;
+    if (f->n_tensors - quill_state == (uint64_t)n_tensors)
+        return 0; /* every expected tensor was found, so nothing else is there */
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        bool known = strncmp(f->tensors[i].name, "quill.", 6) == 0;
+        for (int j = 0; j < n_tensors && !known; j++)
+            known = strcmp(f->tensors[i].name, table[j].name) == 0;
+        if (!known)
+            return error_set(err, "tensor '%s' is not part of the llama model quill runs",
+                             f->tensors[i].name);
     }
+    return 0;
+}
+
+/* Checks every tensor the blueprint needs against the file, before the parameter buffer
+ * is allocated: the allocation is then bounded by what the file really holds. */
+static int model_check_file(const ModelConfig *c, const GgufFile *f, Error *err)
+{
+    ParamTensor *table = NULL;
+    int n_tensors = 0;
+    size_t n_params = 0;
+    if (params_table_alloc(c, &table, &n_tensors, &n_params, err) != 0)
+        return -1;
+    int status = 0;
+    for (int i = 0; i < n_tensors && status == 0; i++)
+        status = tensor_check(&table[i], gguf_find_tensor(f, table[i].name), err);
+    if (status == 0)
+        status = check_no_foreign_tensors(table, n_tensors, f, err);
+    free(table);
+    return status;
+}
+
+/* Copies one checked GGUF tensor into its parameter slice, widening 16-bit floats. */
+static void tensor_load(const ParamTensor *dst, const GgufTensor *src)
+{
+    size_t n = (size_t)dst->rows * dst->cols;
+    const uint16_t *half = src->data;
+    if (src->type == GGML_TYPE_F32)
+        memcpy(dst->data, src->data, n * sizeof(float));
+    else if (src->type == GGML_TYPE_F16)
+        for (size_t i = 0; i < n; i++)
+            dst->data[i] = f16_to_f32(half[i]);
+    else
+        for (size_t i = 0; i < n; i++)
+            dst->data[i] = bf16_to_f32(half[i]);
 }
 
 int model_from_gguf(Model *m, const GgufFile *f, Error *err)
 {
     ModelConfig c;
     memset(m, 0, sizeof *m);
-    if (model_config_from_gguf(&c, f, err) != 0 || model_init(m, &c, err) != 0)
+    if (model_config_from_gguf(&c, f, err) != 0 || model_check_file(&c, f, err) != 0 ||
+        model_init(m, &c, err) != 0)
         return -1;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const GgufTensor *src = gguf_find_tensor(f, m->tensors[i].name);
-        if (!src) {
-            error_set(err, "tensor '%s' is missing", m->tensors[i].name);
-            model_free(m);
-            return -1;
-        }
-        if (tensor_load(&m->tensors[i], src, err) != 0) {
-            model_free(m);
-            return -1;
-        }
-    }
-    /* A tensor quill does not know would change the computation in a way it cannot do;
-     * "quill.*" tensors are training state (optimizer moments) and are not the model's. */
-    if (f->n_tensors != (uint64_t)m->n_tensors) {
-        for (uint64_t i = 0; i < f->n_tensors; i++) {
-            bool known = strncmp(f->tensors[i].name, "quill.", 6) == 0;
-            for (int j = 0; j < m->n_tensors && !known; j++)
-                known = strcmp(f->tensors[i].name, m->tensors[j].name) == 0;
-            if (!known) {
-                error_set(err, "tensor '%s' is not part of the llama model quill runs",
-                          f->tensors[i].name);
-                model_free(m);
-                return -1;
-            }
-        }
-    }
+    for (int i = 0; i < m->n_tensors; i++)
+        tensor_load(&m->tensors[i], gguf_find_tensor(f, m->tensors[i].name));
     return 0;
 }
 
@@ -437,16 +473,27 @@ static size_t acts_walk(Activations *a, const Model *m, float *base)
     return offset;
 }
 
+/* cos and sin of every angle RoPE uses at the run's n_ctx positions. */
+static int rope_tables_alloc(Activations *a, int hs, float base)
+{
+    size_t n = (size_t)a->n_ctx * (size_t)(hs / 2);
+    a->rope_cos = float_buffer_alloc(n);
+    a->rope_sin = float_buffer_alloc(n);
+    if (!a->rope_cos || !a->rope_sin)
+        return -1;
+    rope_tables_init(a->rope_cos, a->rope_sin, a->n_ctx, hs, base);
+    return 0;
+}
+
 int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
                      Error *err)
 {
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0)
         return error_set(err, "activations: batch %d x %d tokens is empty", B, T);
-    if (mode == ACTS_INFERENCE && (n_ctx < T || n_ctx > m->rope_positions))
-        return error_set(err, "activations: a cache of %d positions must hold the %d new "
-                              "tokens and fit the %d positions the model has RoPE tables for",
-                         n_ctx, T, m->rope_positions);
+    if (mode == ACTS_INFERENCE && n_ctx < T)
+        return error_set(err, "activations: a cache of %d positions cannot hold %d new tokens",
+                         n_ctx, T);
     if (mode == ACTS_TRAINING && T > m->config.context)
         return error_set(err, "sequence length %d exceeds the model context %d", T,
                          m->config.context);
@@ -455,8 +502,11 @@ int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T
     a->T = T;
     a->n_ctx = mode == ACTS_INFERENCE ? n_ctx : T;
     a->layers = calloc((size_t)m->config.n_layers, sizeof *a->layers);
-    if (!a->layers)
+    int hs = model_head_size(&m->config);
+    if (!a->layers || rope_tables_alloc(a, hs, m->config.rope_base) != 0) {
+        activations_free(a);
         return error_set(err, "out of memory for activations");
+    }
     a->n_floats = acts_walk(a, m, NULL);
     a->buffer = float_buffer_alloc(a->n_floats);
     if (!a->buffer) {
@@ -472,6 +522,8 @@ void activations_free(Activations *a)
 {
     if (!a)
         return;
+    free(a->rope_cos);
+    free(a->rope_sin);
     free(a->buffer);
     free(a->layers);
     memset(a, 0, sizeof *a);
@@ -540,8 +592,8 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T, i
     /* attention branch: resid_mid = resid_in + attn_output(attention(rmsnorm(resid_in))) */
     rmsnorm_forward(x->attn_norm, x->attn_rstd, x->resid_in, w->attn_norm, BT, C, c->norm_eps);
     matmul_forward(x->qkv, x->attn_norm, w->attn_q, BT, C, QKV, 0.0f); /* q|k|v fused */
-    rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, pos0, m->rope_cos, m->rope_sin);
-    rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, pos0, m->rope_cos, m->rope_sin);
+    rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, pos0, a->rope_cos, a->rope_sin);
+    rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, pos0, a->rope_cos, a->rope_sin);
     AttentionShape s;
     float *k, *v;
     if (a->mode == ACTS_INFERENCE) {
@@ -643,8 +695,8 @@ static void block_backward(const Model *m, Activations *a, GradScratch *g, const
     AttentionShape s = attention_shape_training(c, B, T);
     attention_backward(g->d_qkv, g->d_qkv + C, g->d_qkv + C + KVC, g->d_att, g->d_att_out, x->qkv,
                        x->qkv + C, x->qkv + C + KVC, x->att, &s);
-    rope_backward(g->d_qkv, B, T, QKV, c->n_heads, hs, 0, m->rope_cos, m->rope_sin);
-    rope_backward(g->d_qkv + C, B, T, QKV, c->n_kv_heads, hs, 0, m->rope_cos, m->rope_sin);
+    rope_backward(g->d_qkv, B, T, QKV, c->n_heads, hs, 0, a->rope_cos, a->rope_sin);
+    rope_backward(g->d_qkv + C, B, T, QKV, c->n_kv_heads, hs, 0, a->rope_cos, a->rope_sin);
     matmul_backward(g->d_norm, dw->attn_q, g->d_qkv, x->attn_norm, w->attn_q, BT, C, QKV);
     rmsnorm_backward(g->d_resid, dw->attn_norm, g->d_norm, x->resid_in, w->attn_norm,
                      x->attn_rstd, BT, C);

@@ -6,13 +6,13 @@
  *                                      with h = rmsnorm(x) * ffn_norm ]
  *          -> rmsnorm * output_norm -> output (or token_embd^T when tied) -> logits
  *
- * Three structs, each with one role (GUIDE habit 3, after llama2.c):
+ * Three structs, each with one role (after llama2.c's run.c):
  *   ModelConfig  the blueprint: sizes and constants, nothing allocated;
  *   Model        the parameters: ONE float buffer, with named views into it;
  *   Activations  the run state of one forward pass: ONE buffer, with named views; for
  *                inference it also holds the KV cache.
  * Gradients have the same layout as parameters (one buffer, same views), so the optimizer
- * is a flat loop and a checkpoint is one write per buffer (GUIDE habit 2).
+ * is a flat loop and a checkpoint is one write per buffer (docs/architecture.md).
  *
  * One forward pass serves three uses:
  *   training    B x T tokens at positions 0..T-1; every layer's activations are kept
@@ -110,20 +110,11 @@ typedef struct {
     ParamViews w;         /* named views into params */
     int n_tensors;
     ParamTensor *tensors; /* the table, in buffer order */
-    int rope_positions;   /* rows of the RoPE tables (>= context) */
-    float *rope_cos;      /* (rope_positions, hs/2) */
-    float *rope_sin;
 } Model;
 
-/* Allocates a model for a validated blueprint; parameters are zero. RoPE tables cover
- * `context` positions. */
+/* Allocates a model for a validated blueprint; parameters are zero. */
 int model_init(Model *m, const ModelConfig *c, Error *err);
 void model_free(Model *m); /* NULL-safe; leaves *m zeroed */
-
-/* Makes RoPE tables for n_pos positions, so that inference can run past the context the
- * model was trained for (as llama.cpp allows with a larger -c; quality usually drops
- * there). Never shrinks. */
-int model_extend_positions(Model *m, int n_pos, Error *err);
 
 /* Documented initialisation (ParamKind) from a seed. */
 void model_init_params(Model *m, uint64_t seed);
@@ -144,9 +135,11 @@ double model_train_flops_per_token(const Model *m, int T);
 void model_to_gguf(const Model *m, GgufWriter *w);
 /* Reads a llama-architecture GGUF: blueprint from llama.* keys, tensors F32/F16/BF16.
  * A file without output.weight is tied. Tensors named "quill.*" (training state) are
- * skipped; any other tensor the model does not have is an error. */
+ * skipped; any other tensor the model does not have is an error. The file is untrusted:
+ * every size is checked against the tensors it holds before the parameters are allocated,
+ * so a small file cannot make quill allocate more than a small multiple of its size. */
 int model_from_gguf(Model *m, const GgufFile *f, Error *err);
-/* Reads only the blueprint. */
+/* Reads only the blueprint (checked against token_embd's shape and the tensor count). */
 int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err);
 
 /* ---- run state ---------------------------------------------------------------------- */
@@ -182,21 +175,26 @@ typedef struct {
     ActsMode mode;
     int B, T;           /* the largest batch a forward call may use */
     int n_ctx;          /* positions per sequence the KV cache holds (inference) */
+    float *rope_cos;    /* (n_ctx, hs/2) RoPE tables for the positions this run uses: */
+    float *rope_sin;    /*   sized by the run, never by the file's context_length */
     size_t n_floats;
     float *buffer;      /* the one activation buffer */
     LayerActs *layers;  /* L views (inference: L copies of the same views) */
     float *resid_final; /* (B,T,C)  output of the last block */
     float *final_rstd;  /* (B,T) */
     float *final_norm;  /* (B,T,C) */
-    float *logits;      /* (B,T,V)  logits; after model_loss, probabilities */
+    float *logits;      /* (B,T,V)  three uses in turn: the logits of model_forward;
+                                     after model_loss, their softmax probabilities; after
+                                     model_backward, the loss gradient dL/dlogits */
     float *losses;      /* (B,T)    per-token loss, from model_loss */
     float *kv_k;        /* inference: (L, B, n_ctx, KVC) keys after RoPE */
     float *kv_v;        /* inference: (L, B, n_ctx, KVC) values */
 } Activations;
 
-/* Training: B sequences of T tokens (n_ctx is ignored). Inference: B sequences, at most T
- * new tokens per call, n_ctx cached positions per sequence (T <= n_ctx <= the model's
- * rope_positions). */
+/* Training: B sequences of T tokens (n_ctx is ignored; T <= the model's context).
+ * Inference: B sequences, at most T new tokens per call, n_ctx cached positions per
+ * sequence (T <= n_ctx; n_ctx may exceed the model's context, as llama.cpp's -c allows,
+ * though quality usually drops there). */
 int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
                      Error *err);
 void activations_free(Activations *a); /* NULL-safe */

@@ -156,11 +156,12 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base)
 {
     int half = hs / 2;
-    for (int p = 0; p < n_pos; p++) {
-        for (int i = 0; i < half; i++) {
+    for (int i = 0; i < half; i++) {
+        double frequency = pow((double)base, -2.0 * i / hs);
+        for (int p = 0; p < n_pos; p++) {
             /* in double: the angle grows with the position, and float would lose its
              * low bits at long contexts */
-            double angle = p * pow((double)base, -2.0 * i / hs);
+            double angle = p * frequency;
             cos_table[(size_t)p * half + i] = (float)cos(angle);
             sin_table[(size_t)p * half + i] = (float)sin(angle);
         }

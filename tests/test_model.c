@@ -334,7 +334,6 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
 
     int V = m.config.vocab_size, n_ctx = ref.n_prompt + ref.n_greedy;
     /* llama.cpp ran with a context larger than the model's when it needed one */
-    cr_assert_eq(model_extend_positions(&m, n_ctx, &err), 0, "%s", err.msg);
     Activations a;
     cr_assert_eq(activations_init(&a, &m, ACTS_INFERENCE, 1, ref.n_prompt, n_ctx, &err), 0, "%s",
                  err.msg);
