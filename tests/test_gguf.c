@@ -856,13 +856,9 @@ Test(gguf, reads_every_shared_model)
         "models/qtest-Q5_K_M.gguf",        "models/qtest-Q6_K.gguf", "models/qtied-Q8_0.gguf",
         "vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf",
     };
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        const char *path = test_shared_path(files[i]);
-        if (!path) {
-            if (test_in_ci())
-                cr_assert_fail("../shared/%s is missing", files[i]);
-            continue;
-        }
+    size_t n_files = sizeof files / sizeof files[0], opened = 0;
+    for (size_t i = 0; i < n_files; i++) {
+        SHARED_FILE_OR_SKIP(path, files[i]);
         GgufFile *f = NULL;
         Error err = {{0}};
         cr_assert_eq(gguf_open(&f, path, &err), 0, "%s: %s", files[i], err.msg);
@@ -872,7 +868,9 @@ Test(gguf, reads_every_shared_model)
         if (strncmp(files[i], "models/", 7) == 0)
             cr_assert_not_null(gguf_find_tensor(f, "token_embd.weight"), "%s", files[i]);
         gguf_close(f);
+        opened++;
     }
+    cr_assert_eq(opened, n_files);
 }
 
 /* ---- Truncation: every prefix of a valid file that cuts into what the reader needs ---- */
@@ -967,8 +965,10 @@ Test(gguf, random_corruption_never_crashes)
     gguf_close(f);
 
     uint32_t x = 12345;
+    int rejected = 0;
     for (int iter = 0; iter < 500; iter++) {
         uint8_t *copy = exact_copy((const uint8_t *)bytes, size);
+        err.msg[0] = '\0'; /* each rejection must write its own message */
         for (int k = 0; k <= iter % 3; k++) {
             x = x * 1664525u + 1013904223u;
             size_t at = (x >> 8) % header_end;
@@ -986,9 +986,11 @@ Test(gguf, random_corruption_never_crashes)
         } else {
             cr_assert_null(f);
             cr_assert_neq(err.msg[0], '\0', "iteration %d: empty message", iter);
+            rejected++;
         }
         free(copy);
     }
+    cr_assert_gt(rejected, 100, "only %d of 500 corruptions were rejected", rejected);
     for (size_t i = 0; i < N_RT_TENSORS; i++)
         free(data[i]);
     free(bytes);

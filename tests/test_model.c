@@ -339,9 +339,11 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
                  err.msg);
     model_forward(&m, &a, ref.prompt_tokens, 1, ref.n_prompt, 0);
     float worst = 0.0f;
+    int positions = 0;
     const cJSON *entry;
     cJSON_ArrayForEach(entry, cJSON_GetObjectItem(ref.root, "logits"))
     {
+        positions++;
         int pos = cJSON_GetObjectItem(entry, "pos")->valueint;
         const cJSON *values = cJSON_GetObjectItem(entry, "values");
         cr_assert_eq(cJSON_GetArraySize(values), V);
@@ -349,6 +351,8 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
             worst = fmaxf(worst, fabsf(a.logits[(size_t)pos * V + v] -
                                        (float)cJSON_GetArrayItem(values, v)->valuedouble));
     }
+    cr_assert_gt(positions, 0, "%s has no logits to compare", ref_rel);
+    cr_assert_gt(ref.n_greedy, 0, "%s has no greedy tokens to compare", ref_rel);
     cr_expect_leq(worst, tolerance, "%s: logits differ from llama.cpp's by up to %g", model_rel,
                   worst);
     cr_log_info("%s: max |logit - llama.cpp| = %g", model_rel, worst);
