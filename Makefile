@@ -28,11 +28,14 @@ endif
 # and float reductions that need reassociation say so with `#pragma omp simd reduction`.
 # -fno-math-errno changes no result: it only stops sqrtf() from setting errno, which
 # forced a branch and a library call into every loop that takes a square root.
+# -Wno-missing-field-initializers: tables such as a command's flags list the first fields of
+# each entry and leave the rest zero, which C defines and -Wextra would flag.
 CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra -Wshadow \
-            -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+            -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
+            -Wno-missing-field-initializers
 CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
-LDLIBS   := -lcjson -lm
+LDLIBS   := -lcjson -lxxhash -lm
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
@@ -65,7 +68,8 @@ QUILL      := $(BUILD)/quill
 TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
-DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev fortunes
+DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
+                fortunes
 
 .PHONY: all deps test check demo bench clean help probe
 

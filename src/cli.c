@@ -5,13 +5,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The parser remembers which LIST flags it has seen on the current command line in a
+ * fixed table; no command has nearly this many flags. */
+enum { CLI_MAX_FLAGS = 128 };
+
+int string_list_append(StringList *l, const char *s, Error *err)
+{
+    char **grown = realloc(l->items, (size_t)(l->n + 1) * sizeof *grown);
+    if (!grown)
+        return error_set(err, "out of memory");
+    l->items = grown;
+    l->items[l->n] = strdup(s);
+    if (!l->items[l->n])
+        return error_set(err, "out of memory");
+    l->n++;
+    return 0;
+}
+
+int string_list_copy(StringList *dst, const StringList *src, Error *err)
+{
+    *dst = (StringList){0};
+    for (int i = 0; i < src->n; i++)
+        if (string_list_append(dst, src->items[i], err) != 0)
+            return -1;
+    return 0;
+}
+
+void string_list_clear(StringList *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    *l = (StringList){0};
+}
+
 int cli_parse_long(const char *what, const char *text, long min, long max, long *out, Error *err)
 {
     char *end;
+    char quoted[64];
     errno = 0;
     long v = strtol(text, &end, 10);
     if (*text == '\0' || *end != '\0' || errno == ERANGE)
-        return error_set(err, "%s expects an integer, got '%s'", what, text);
+        return error_set(err, "%s expects an integer, got '%s'", what,
+                         error_quote(quoted, sizeof quoted, text, strlen(text)));
     if (v < min || v > max)
         return error_set(err, "%s %ld is out of range [%ld, %ld]", what, v, min, max);
     *out = v;
@@ -22,17 +58,19 @@ int cli_parse_double(const char *what, const char *text, double min, double max,
                      Error *err)
 {
     char *end;
+    char quoted[64];
     errno = 0;
     double v = strtod(text, &end);
     if (*text == '\0' || *end != '\0' || errno == ERANGE || !isfinite(v))
-        return error_set(err, "%s expects a number, got '%s'", what, text);
+        return error_set(err, "%s expects a number, got '%s'", what,
+                         error_quote(quoted, sizeof quoted, text, strlen(text)));
     if (v < min || v > max)
         return error_set(err, "%s %g is out of range [%g, %g]", what, v, min, max);
     *out = v;
     return 0;
 }
 
-static const Flag *flag_find(const Flag *flags, int n_flags, const char *name, size_t len)
+const Flag *cli_flag_find(const Flag *flags, int n_flags, const char *name, size_t len)
 {
     for (int i = 0; i < n_flags; i++)
         if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
@@ -40,15 +78,30 @@ static const Flag *flag_find(const Flag *flags, int n_flags, const char *name, s
     return NULL;
 }
 
-static int flag_store(const Flag *f, const char *value, Error *err)
+static int choice_store(const Flag *f, const char *value, const char *what, Error *err)
 {
-    char what[64];
-    snprintf(what, sizeof what, "--%s", f->name);
+    char allowed[256] = "", quoted[64];
+    for (const char *const *c = f->choices; *c; c++) {
+        if (strcmp(value, *c) == 0) {
+            *(const char **)f->dest = *c;
+            return 0;
+        }
+        size_t used = strlen(allowed);
+        snprintf(allowed + used, sizeof allowed - used, "%s%s", used ? ", " : "", *c);
+    }
+    return error_set(err, "%s expects one of %s, got '%s'", what, allowed,
+                     error_quote(quoted, sizeof quoted, value, strlen(value)));
+}
+
+int cli_flag_set(const Flag *f, const char *value, const char *what, Error *err)
+{
     long l = 0;
     double d = 0.0;
     switch (f->type) {
     case FLAG_SWITCH:
-        *(bool *)f->dest = true;
+        if (*value && strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            return error_set(err, "%s expects true or false", what);
+        *(bool *)f->dest = strcmp(value, "false") != 0;
         return 0;
     case FLAG_INT:
         if (cli_parse_long(what, value, (long)f->min, (long)f->max, &l, err) != 0)
@@ -63,29 +116,55 @@ static int flag_store(const Flag *f, const char *value, Error *err)
     case FLAG_STRING:
         *(const char **)f->dest = value;
         return 0;
+    case FLAG_CHOICE:
+        return choice_store(f, value, what, err);
+    case FLAG_LIST:
+        return string_list_append(f->dest, value, err);
     }
     return error_set(err, "%s: unknown flag type", what);
 }
 
-/* One line per flag: "  --name N   help (default 8)". Defaults are read from the
- * destinations, which still hold them when --help stops the parse. */
-static void write_flag_help(FILE *out, const Flag *flags, int n_flags)
+/* The text after "--name " in a help line: what kind of value the flag takes. */
+static const char *flag_value_hint(const Flag *f)
+{
+    switch (f->type) {
+    case FLAG_INT: return " N";
+    case FLAG_FLOAT: return " X";
+    case FLAG_STRING: return " S";
+    case FLAG_CHOICE: return " NAME";
+    case FLAG_LIST: return " S...";
+    case FLAG_SWITCH: break;
+    }
+    return "";
+}
+
+static void write_flag_default(FILE *out, const Flag *f)
+{
+    const char *text = NULL;
+    const StringList *list = f->dest;
+    switch (f->type) {
+    case FLAG_INT: fprintf(out, " (default %d)", *(int *)f->dest); return;
+    case FLAG_FLOAT: fprintf(out, " (default %g)", *(float *)f->dest); return;
+    case FLAG_STRING:
+    case FLAG_CHOICE: text = *(const char **)f->dest; break;
+    case FLAG_LIST: text = list->n > 0 ? list->items[0] : NULL; break;
+    case FLAG_SWITCH:
+        if (*(bool *)f->dest)
+            fprintf(out, " (on by default)");
+        return;
+    }
+    if (text && *text)
+        fprintf(out, " (default %s)", text);
+}
+
+void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags)
 {
     for (int i = 0; i < n_flags; i++) {
         const Flag *f = &flags[i];
         char left[48];
-        const char *value = f->type == FLAG_INT      ? " N"
-                            : f->type == FLAG_FLOAT  ? " X"
-                            : f->type == FLAG_STRING ? " S"
-                                                     : "";
-        snprintf(left, sizeof left, "--%s%s", f->name, value);
-        fprintf(out, "  %-22s %s", left, f->help);
-        if (f->type == FLAG_INT)
-            fprintf(out, " (default %d)", *(int *)f->dest);
-        else if (f->type == FLAG_FLOAT)
-            fprintf(out, " (default %g)", *(float *)f->dest);
-        else if (f->type == FLAG_STRING && *(const char **)f->dest && **(const char **)f->dest)
-            fprintf(out, " (default %s)", *(const char **)f->dest);
+        snprintf(left, sizeof left, "--%s%s", f->name, flag_value_hint(f));
+        fprintf(out, "  %-24s %s", left, f->help);
+        write_flag_default(out, f);
         fputc('\n', out);
     }
 }
@@ -97,44 +176,81 @@ static int error_usage(Error *err, const CommandSpec *spec, const char *command)
     return error_set(err, "%.*s (see quill %s --help)", len, spec->usage, command);
 }
 
-static int parse_flag(const CommandSpec *spec, int argc, char **argv, int *i, Error *err)
+/* The flag an argument names: "--name", "--name=value", or "--no-name" for a switch. */
+static const Flag *flag_for_argument(const CommandSpec *spec, const char *name, size_t len,
+                                     bool *negated)
+{
+    *negated = false;
+    const Flag *f = cli_flag_find(spec->flags, spec->n_flags, name, len);
+    if (f || len <= 3 || strncmp(name, "no-", 3) != 0)
+        return f;
+    f = cli_flag_find(spec->flags, spec->n_flags, name + 3, len - 3);
+    *negated = f && f->type == FLAG_SWITCH;
+    return *negated ? f : NULL;
+}
+
+static int parse_flag(const CommandSpec *spec, int argc, char **argv, int *i, bool *list_seen,
+                      Error *err)
 {
     const char *name = argv[*i] + 2, *eq = strchr(name, '=');
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
-    const Flag *f = flag_find(spec->flags, spec->n_flags, name, len);
+    bool negated;
+    const Flag *f = flag_for_argument(spec, name, len, &negated);
+    char what[80], quoted[64];
     if (!f)
-        return error_set(err, "unknown flag --%.*s (see quill %s --help)", (int)len, name,
-                         argv[0]);
+        return error_set(err, "unknown flag --%s (see quill %s --help)",
+                         error_quote(quoted, sizeof quoted, name, len), argv[0]);
+    snprintf(what, sizeof what, "--%.*s", (int)len, name);
     const char *value = eq ? eq + 1 : NULL;
-    if (f->type == FLAG_SWITCH && value)
-        return error_set(err, "--%s takes no value", f->name);
-    if (f->type != FLAG_SWITCH && !value) {
+    if (f->type == FLAG_SWITCH) {
+        if (value)
+            return error_set(err, "%s takes no value", what);
+        *(bool *)f->dest = !negated;
+        return 0;
+    }
+    if (f->type == FLAG_LIST && !list_seen[f - spec->flags]) {
+        string_list_clear(f->dest);
+        list_seen[f - spec->flags] = true;
+    }
+    if (!value) {
         if (*i + 1 >= argc)
-            return error_set(err, "--%s needs a value", f->name);
+            return error_set(err, "%s needs a value", what);
         value = argv[++*i];
     }
-    return flag_store(f, value, err);
+    if (cli_flag_set(f, value, what, err) != 0)
+        return -1;
+    /* a list also takes the values that follow, up to the next flag */
+    while (f->type == FLAG_LIST && !eq && *i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0)
+        if (cli_flag_set(f, argv[++*i], what, err) != 0)
+            return -1;
+    return 0;
 }
 
 int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,
                       int *n_positional, FILE *help_out, Error *err)
 {
+    bool list_seen[CLI_MAX_FLAGS] = {false};
+    if (spec->n_flags > CLI_MAX_FLAGS)
+        return error_set(err, "quill %s: %d flags, more than the parser's %d", argv[0],
+                         spec->n_flags, CLI_MAX_FLAGS);
     *n_positional = 0;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             fputs(spec->usage, help_out);
             fputs("\noptions:\n", help_out);
-            write_flag_help(help_out, spec->flags, spec->n_flags);
+            cli_write_flag_help(help_out, spec->flags, spec->n_flags);
             return 1;
         }
         if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
-            if (parse_flag(spec, argc, argv, &i, err) != 0)
+            if (parse_flag(spec, argc, argv, &i, list_seen, err) != 0)
                 return -1;
         } else if (*n_positional < spec->max_positional) {
             positional[(*n_positional)++] = arg;
         } else {
-            return error_set(err, "unexpected argument '%s' (see quill %s --help)", arg, argv[0]);
+            char quoted[64];
+            return error_set(err, "unexpected argument '%s' (see quill %s --help)",
+                             error_quote(quoted, sizeof quoted, arg, strlen(arg)), argv[0]);
         }
     }
     if (*n_positional < spec->min_positional)

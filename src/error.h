@@ -7,6 +7,8 @@
 #ifndef QUILL_ERROR_H
 #define QUILL_ERROR_H
 
+#include <stddef.h>
+
 typedef struct {
     char msg[512]; /* one line, no trailing newline */
 } Error;
@@ -17,5 +19,11 @@ int error_set(Error *err, const char *fmt, ...) __attribute__((format(printf, 2,
 
 /* Puts "<context>: " in front of the message already in err and returns -1. */
 int error_prefix(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copies n bytes of untrusted text (from a file, a command line) into out, NUL-terminated,
+ * so that it can be quoted in a one-line message: printable ASCII stays as it is, quotes,
+ * backslashes and every other byte are escaped (\n, \t, \xNN), and text that does not fit
+ * ends with "...". No control character from a file reaches the terminal. Returns out. */
+const char *error_quote(char *out, size_t cap, const char *text, size_t n);
 
 #endif

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,12 +161,27 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err)
     return 0;
 }
 
-uint64_t fnv1a64(uint64_t h, const void *data, size_t len)
+int file_map_readonly(const char *path, void **map, size_t *size, Error *err)
 {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return error_set(err, "%s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0)
+        rc = error_set(err, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = error_set(err, "%s: not a regular file", path);
+    else if (st.st_size == 0)
+        rc = error_set(err, "%s: the file is empty", path);
+    else if ((uint64_t)st.st_size > SIZE_MAX)
+        rc = error_set(err, "%s: too large to map", path);
+    if (rc == 0) {
+        *size = (size_t)st.st_size;
+        *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (*map == MAP_FAILED)
+            rc = error_set(err, "%s: cannot map: %s", path, strerror(errno));
     }
-    return h;
+    close(fd);
+    return rc;
 }

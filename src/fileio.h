@@ -1,4 +1,4 @@
-/* Small file helpers: atomic replacement of a file, whole-file reads, a content hash. */
+/* Small file helpers: atomic replacement of a file, whole-file reads, read-only mappings. */
 #ifndef QUILL_FILEIO_H
 #define QUILL_FILEIO_H
 
@@ -32,9 +32,12 @@ int dir_create_all(const char *path, Error *err);
 /* Reads a whole file into a NUL-terminated malloc'd buffer (the NUL is not counted in *len). */
 int file_read_all(const char *path, char **data, size_t *len, Error *err);
 
-/* 64-bit FNV-1a hash: chain calls by passing the previous result as `h`
- * (start with FNV1A64_INIT). Used to detect stale caches, not for security. */
-#define FNV1A64_INIT 0xcbf29ce484222325ULL
-uint64_t fnv1a64(uint64_t h, const void *data, size_t len);
+/* Maps a whole file read-only (an empty file is an error). Pages are read on first touch, so
+ * opening a model costs almost nothing until its weights are used, and the page cache is
+ * shared between processes. One hazard remains: if another program truncates the file
+ * while it is mapped, touching the lost pages raises SIGBUS. quill's own writers replace
+ * files by rename (atomic_file_commit), which leaves an existing mapping intact. Unmap with
+ * munmap(map, size). */
+int file_map_readonly(const char *path, void **map, size_t *size, Error *err);
 
 #endif

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "hash.h"
 
 #define GGUF_MAGIC "GGUF"
 #define GGUF_WRITE_VERSION 3
@@ -701,36 +702,6 @@ int gguf_parse_buffer(GgufFile **out, const void *buf, size_t size, Error *err)
     return 0;
 }
 
-/* Maps a whole file read-only. Pages are read on first touch, so opening a model costs
- * almost nothing until its weights are used, and the page cache is shared between processes.
- * One hazard remains: if another program truncates the file while it is mapped, touching the
- * lost pages raises SIGBUS. quill's own writers replace files by rename (fileio.h), which
- * leaves an existing mapping intact. */
-static int file_map_readonly(const char *path, void **map, size_t *size, Error *err)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return error_set(err, "%s: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = error_set(err, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
-        rc = error_set(err, "%s: not a regular file", path);
-    else if (st.st_size == 0)
-        rc = error_set(err, "%s: the file is empty, not a GGUF file", path);
-    else if ((uint64_t)st.st_size > SIZE_MAX)
-        rc = error_set(err, "%s: too large to map", path);
-    if (rc == 0) {
-        *size = (size_t)st.st_size;
-        *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (*map == MAP_FAILED)
-            rc = error_set(err, "%s: cannot map: %s", path, strerror(errno));
-    }
-    close(fd);
-    return rc;
-}
-
 int gguf_open(GgufFile **out, const char *path, Error *err)
 {
     void *map = NULL;
@@ -1303,4 +1274,91 @@ int gguf_writer_write(GgufWriter *w, const char *path, Error *err)
         return error_set(err, "%s: write failed: %s", path, strerror(sink.error));
     }
     return atomic_file_commit(&af, err);
+}
+
+/* ---- Checksums ----
+ * A GGUF file has no checksum of its own. Files that must not be used damaged (quill's
+ * train_state) carry two extra keys: a hash of every other key-value pair, and one hash per
+ * tensor's data. The pairs are hashed in a canonical form that the writer and the reader
+ * both produce from GgufKV: the key with its NUL, the value type, then the value (scalars as
+ * their widened union, strings with their NUL, arrays element by element). */
+
+static void hash_kv(Hash64Stream *h, const GgufKV *kv)
+{
+    uint32_t types[2] = {kv->type, kv->elem_type};
+    hash64_stream_add(h, kv->key, strlen(kv->key) + 1);
+    hash64_stream_add(h, types, sizeof types);
+    hash64_stream_add(h, &kv->n, sizeof kv->n);
+    if (kv->type == GGUF_TYPE_STRING) {
+        hash64_stream_add(h, kv->value.s, strlen(kv->value.s) + 1);
+    } else if (kv->type != GGUF_TYPE_ARRAY) {
+        uint64_t bits = kv->type == GGUF_TYPE_FLOAT32 || kv->type == GGUF_TYPE_FLOAT64
+                            ? native_load(&kv->value.f, 8)
+                            : kv->value.u;
+        hash64_stream_add(h, &bits, sizeof bits);
+    } else if (kv->elem_type == GGUF_TYPE_STRING) {
+        for (uint64_t i = 0; i < kv->n; i++)
+            hash64_stream_add(h, ((char **)kv->array)[i], strlen(((char **)kv->array)[i]) + 1);
+    } else {
+        hash64_stream_add(h, kv->array, (size_t)kv->n * value_type_sizes[kv->elem_type]);
+    }
+}
+
+/* The hash of every pair but the two checksum keys, in order; 0 when out of memory. */
+static uint64_t hash_metadata(const GgufKV *kvs, size_t n, const char *metadata_key,
+                              const char *tensors_key)
+{
+    Hash64Stream *h = hash64_stream_new();
+    if (!h)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(kvs[i].key, metadata_key) != 0 && strcmp(kvs[i].key, tensors_key) != 0)
+            hash_kv(h, &kvs[i]);
+    uint64_t value = hash64_stream_value(h);
+    hash64_stream_free(h);
+    return value;
+}
+
+void gguf_writer_add_checksums(GgufWriter *w, const char *metadata_key, const char *tensors_key)
+{
+    if (!w || w->failed)
+        return;
+    uint64_t *sums = malloc((w->n_tensors ? w->n_tensors : 1) * sizeof *sums);
+    if (!sums) {
+        writer_fail(w, "out of memory for tensor checksums");
+        return;
+    }
+    for (size_t i = 0; i < w->n_tensors; i++)
+        sums[i] = hash64(w->tensors[i].data, (size_t)w->tensors[i].nbytes);
+    gguf_writer_add_u64(w, metadata_key, hash_metadata(w->kv, w->n_kv, metadata_key, tensors_key));
+    gguf_writer_add_array(w, tensors_key, GGUF_TYPE_UINT64, sums, w->n_tensors);
+    free(sums);
+}
+
+int gguf_verify_checksums(const GgufFile *f, const char *metadata_key, const char *tensors_key,
+                          Error *err)
+{
+    const GgufKV *meta = gguf_find_kv(f, metadata_key);
+    uint64_t n;
+    const void *sums;
+    if (!meta || meta->type != GGUF_TYPE_UINT64)
+        return error_set(err, "key %s is missing or not a u64", metadata_key);
+    if (gguf_get_array(f, tensors_key, GGUF_TYPE_UINT64, &n, &sums, err) != 0)
+        return -1;
+    if (n != f->n_tensors)
+        return error_set(err, "key %s holds %" PRIu64 " checksums for %" PRIu64 " tensors",
+                         tensors_key, n, f->n_tensors);
+    if (hash_metadata(f->kv, (size_t)f->n_kv, metadata_key, tensors_key) != meta->value.u)
+        return error_set(err, "the metadata (the key-value pairs before byte %" PRIu64 ") does "
+                              "not match its checksum: the file is damaged",
+                         f->data_offset);
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const GgufTensor *t = &f->tensors[i];
+        if (hash64(t->data, (size_t)t->nbytes) != ((const uint64_t *)sums)[i])
+            return error_set(err, "tensor '%s' (bytes %" PRIu64 "..%" PRIu64 ") does not match "
+                                  "its checksum: the file is damaged",
+                             t->name, f->data_offset + t->offset,
+                             f->data_offset + t->offset + t->nbytes - 1);
+    }
+    return 0;
 }

@@ -163,6 +163,16 @@ void gguf_writer_add_str_array(GgufWriter *w, const char *key, const char *const
 void gguf_writer_add_tensor(GgufWriter *w, const char *name, GgmlType type, uint32_t n_dims,
                             const uint64_t *ne, const void *data);
 
+/* Adds two keys that let a reader detect damage: metadata_key, a u64 hash of every other
+ * key-value pair, and tensors_key, an array of one u64 hash (XXH3) per tensor's data. Call
+ * it after the last add, just before gguf_writer_write. */
+void gguf_writer_add_checksums(GgufWriter *w, const char *metadata_key, const char *tensors_key);
+
 int gguf_writer_write(GgufWriter *w, const char *path, Error *err);
+
+/* Checks the two keys gguf_writer_add_checksums wrote; the message names the first damaged
+ * part: the metadata or a tensor, with its byte range in the file. */
+int gguf_verify_checksums(const GgufFile *f, const char *metadata_key, const char *tensors_key,
+                          Error *err);
 
 #endif

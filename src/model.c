@@ -195,6 +195,21 @@ void model_init_params(Model *m, uint64_t seed)
     }
 }
 
+int model_find_nonfinite(const Model *m, const float *buffer, size_t *element)
+{
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        const float *values = buffer + t->offset;
+        for (size_t j = 0; j < (size_t)t->rows * t->cols; j++) {
+            if (!isfinite(values[j])) {
+                *element = j;
+                return i;
+            }
+        }
+    }
+    return -1;
+}
+
 double model_train_flops_per_token(const Model *m, int T)
 {
     const ModelConfig *c = &m->config;

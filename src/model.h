@@ -124,6 +124,10 @@ void model_init_params(Model *m, uint64_t seed);
 int param_views_init(ParamViews *v, const Model *m, float *buffer, Error *err);
 void param_views_free(ParamViews *v);
 
+/* The first tensor of a parameter-shaped buffer (parameters, gradients) that holds a NaN or
+ * an infinity, with the element's index in *element; -1 when every value is finite. */
+int model_find_nonfinite(const Model *m, const float *buffer, size_t *element);
+
 /* Matmul FLOPs of one training token (forward + backward = 3 x forward), counting only
  * what a causal model must compute: 6 per weight that multiplies (the embedding lookup is
  * free, the output projection is not) and 6*L*T*C for attention over an average of T/2

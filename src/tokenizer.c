@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fileio.h"
+#include "hash.h"
 
 /* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
 static const char SPACE_MARK[] = "\xe2\x96\x81";
@@ -35,7 +35,7 @@ struct PieceIndex {
 static size_t index_slot(const Tokenizer *t, const char *piece, size_t len)
 {
     const PieceIndex *idx = t->index;
-    size_t i = (size_t)fnv1a64(FNV1A64_INIT, piece, len) & idx->mask;
+    size_t i = (size_t)hash64(piece, len) & idx->mask;
     for (;;) {
         int id = idx->slots[i];
         if (id < 0 || (idx->lens[id] == len && memcmp(t->pieces[id], piece, len) == 0))

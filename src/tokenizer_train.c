@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fileio.h"
+#include "hash.h"
 
 static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁", a space as pieces store it */
 enum { SPACE_MARK_LEN = 3 };
@@ -62,7 +62,7 @@ static void strmap_free(StrMap *m)
 
 static size_t strmap_slot(const StrMap *m, const char *key, size_t len)
 {
-    size_t i = (size_t)fnv1a64(FNV1A64_INIT, key, len) & m->mask;
+    size_t i = (size_t)hash64(key, len) & m->mask;
     while (m->values[i] >= 0 && (m->lens[i] != len || memcmp(m->keys[i], key, len) != 0))
         i = (i + 1) & m->mask;
     return i;
@@ -226,6 +226,22 @@ static size_t cut_len(const char *text, size_t len, size_t off)
     return n < len - off ? n : len - off;
 }
 
+/* A vocabulary is learned from characters: a text without a single valid UTF-8 character
+ * (empty, or binary) has nothing to learn from, and is refused with a message that says
+ * so rather than producing a vocabulary of byte tokens only. */
+static int text_check_learnable(const char *text, size_t len, Error *err)
+{
+    for (size_t off = 0; off < len;) {
+        size_t n = cut_len(text, len, off);
+        if (utf8_is_char((const unsigned char *)text + off, n))
+            return 0;
+        off += n;
+    }
+    if (len == 0)
+        return error_set(err, "the training text is empty");
+    return error_set(err, "the training text (%zu bytes) holds no valid UTF-8 character", len);
+}
+
 typedef struct {
     const char *bytes; /* borrowed: into the escaped corpus, or SPACE_MARK */
     size_t len;
@@ -321,7 +337,8 @@ int tokenizer_train_char(Tokenizer *t, const char *text, size_t len, Error *err)
 {
     char *escaped;
     size_t n;
-    if (tokenizer_escape(text, len, false, &escaped, &n, err) < 0)
+    if (text_check_learnable(text, len, err) < 0 ||
+        tokenizer_escape(text, len, false, &escaped, &n, err) < 0)
         return -1;
     CharTable chars = {0};
     VocabBuilder v = {0};
@@ -770,7 +787,7 @@ static int bpe_trainer_merge(BpeTrainer *tr, int p, Error *err)
 }
 
 static int bpe_trainer_setup(BpeTrainer *tr, const char *text, size_t len, int vocab_size,
-                         Error *err)
+                             Error *err)
 {
     CharTable chars = {0};
     StrMap word_ids = {0};
@@ -820,7 +837,8 @@ int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_si
                          vocab_size, N_FIXED);
     char *escaped;
     size_t n;
-    if (tokenizer_escape(text, len, true, &escaped, &n, err) < 0)
+    if (text_check_learnable(text, len, err) < 0 ||
+        tokenizer_escape(text, len, true, &escaped, &n, err) < 0)
         return -1;
     BpeTrainer tr = {0};
     int rc = bpe_trainer_setup(&tr, escaped, n, vocab_size, err);

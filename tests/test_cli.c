@@ -323,3 +323,95 @@ Test(cli, generate_is_reproducible_with_a_seed, .timeout = 60)
     free(b);
     free(greedy);
 }
+
+/* Empty or binary data: one clear error, and the run directory is not even created. */
+Test(cli, unusable_data_is_refused_and_nothing_is_written, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    char empty[512], binary[512], run[512];
+    snprintf(empty, sizeof empty, "%s/empty.txt", dir);
+    snprintf(binary, sizeof binary, "%s/binary.bin", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    Error err;
+    cr_assert_eq(file_write_atomic(empty, "", 0, &err), 0, "%s", err.msg);
+    const unsigned char junk[] = {0xff, 0xfe, 0x80, 0xc0, 0xf8, 0xbf};
+    cr_assert_eq(file_write_atomic(binary, junk, sizeof junk, &err), 0, "%s", err.msg);
+    const char *tokenizers[] = {"char", "bpe"};
+    for (int i = 0; i < 2; i++) {
+        expect_clean_error("the training text is empty",
+                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
+                           tokenizers[i], empty, run);
+        expect_clean_error("holds no valid UTF-8 character",
+                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
+                           tokenizers[i], binary, run);
+        cr_expect_neq(access(run, F_OK), 0, "%s was created", run);
+    }
+}
+
+/* Every command parses flags the same way: --name=value and --name value. */
+Test(cli, flags_take_both_spellings_everywhere, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256];
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config=configs/tiny.json --data=%s --out=%s --steps=2 --no-shuffle", corpus,
+             run);
+    char *out;
+    cr_assert_eq(quill(&out, "generate %s/model.gguf --prompt=the --max-tokens=3 --seed=1", run),
+                 0, "%s", out);
+    free(out);
+    expect_clean_error("--steps expects an integer", "train --resume %s --steps=many", run);
+}
+
+/* --steps below the checkpoint's step: an error, and nothing in the run is touched. */
+Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], state[512], saved[512], log[512], saved_log[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 3", corpus, run);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    snprintf(saved, sizeof saved, "%s/train_state.before", dir);
+    snprintf(log, sizeof log, "%s/log.jsonl", run);
+    snprintf(saved_log, sizeof saved_log, "%s/log.before", dir);
+    char *bytes;
+    Error err;
+    size_t n = file_bytes(state, &bytes);
+    cr_assert_eq(file_write_atomic(saved, bytes, n, &err), 0);
+    free(bytes);
+    n = file_bytes(log, &bytes);
+    cr_assert_eq(file_write_atomic(saved_log, bytes, n, &err), 0);
+    free(bytes);
+    expect_clean_error("already at step 3, past --steps 2", "train --resume %s --steps 2", run);
+    quill_ok("train --resume %s --steps 3", run);
+    expect_same_file(state, saved);
+    expect_same_file(log, saved_log);
+}
+
+/* A bit flipped in a train_state tensor keeps the value a finite float, so only the
+ * checksum can tell: resume refuses, naming the file and the tensor's byte range. */
+Test(cli, a_damaged_train_state_is_refused_naming_the_tensor, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], state[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2", corpus, run);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    GgufFile *f;
+    Error err;
+    cr_assert_eq(gguf_open(&f, state, &err), 0, "%s", err.msg);
+    const GgufTensor *t = gguf_find_tensor(f, "blk.1.ffn_up.weight");
+    cr_assert_not_null(t);
+    long byte = (long)(f->data_offset + t->offset + 40); /* the low byte of element 10 */
+    gguf_close(f);
+    char *bytes;
+    size_t n = file_bytes(state, &bytes);
+    bytes[byte] ^= 0x01;
+    cr_assert_eq(file_write_atomic(state, bytes, n, &err), 0);
+    free(bytes);
+    expect_clean_error("tensor 'blk.1.ffn_up.weight' (bytes", "train --resume %s --steps 4", run);
+    expect_clean_error("train_state", "train --resume %s --steps 4", run);
+}

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "hash.h"
 #include "test_util.h"
 
 static char *read_text(const char *path)
@@ -64,10 +65,26 @@ Test(fileio, abort_keeps_the_old_file_and_removes_the_temporary)
     cr_expect_neq(access(tmp, F_OK), 0);
 }
 
-Test(fileio, fnv1a64_known_values)
+/* The published XXH3-64 values (xxHash's own test vectors) for the empty input and for a
+ * buffer long enough to take the library's bulk path; the stream gives the same values in
+ * pieces. */
+Test(hash, xxh3_matches_published_values_in_one_piece_and_in_pieces)
 {
-    /* published FNV-1a 64-bit test vectors */
-    cr_expect_eq(fnv1a64(FNV1A64_INIT, "", 0), 0xcbf29ce484222325ULL);
-    cr_expect_eq(fnv1a64(FNV1A64_INIT, "a", 1), 0xaf63dc4c8601ec8cULL);
-    cr_expect_eq(fnv1a64(FNV1A64_INIT, "foobar", 6), 0x85944171f73967e8ULL);
+    cr_expect_eq(hash64("", 0), 0x2D06800538D394C2ULL);
+    unsigned char bytes[2048];
+    /* xxHash's sanity buffer: a byte generator seeded with the prime 2654435761 */
+    uint64_t gen = 2654435761U;
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        bytes[i] = (unsigned char)(gen >> 56);
+        gen *= 11400714785074694797ULL;
+    }
+    cr_expect_eq(hash64(bytes, 1), 0xC44BDFF4074EECDBULL);
+    cr_expect_eq(hash64(bytes, 6), 0x27B56A84CD2D7325ULL);
+    cr_expect_eq(hash64(bytes, 2048), 0xDD59E2C3A5F038E0ULL);
+    Hash64Stream *s = hash64_stream_new();
+    cr_assert_not_null(s);
+    hash64_stream_add(s, bytes, 1000);
+    hash64_stream_add(s, bytes + 1000, 1048);
+    cr_expect_eq(hash64_stream_value(s), hash64(bytes, 2048));
+    hash64_stream_free(s);
 }

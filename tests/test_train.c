@@ -9,6 +9,7 @@
 #include "../train/config.h"
 #include "../train/optimizer.h"
 #include "../train/trainer.h"
+#include "cli.h"
 #include "fileio.h"
 #include "test_util.h"
 
@@ -101,7 +102,8 @@ static void expect_config_error(const char *json, const char *needle)
     TrainConfig c;
     Error err = {{0}};
     config_init(&c);
-    cr_expect_eq(config_apply_json(&c, json, "test.json", &err), -1, "accepted %s", json);
+    cr_expect_eq(config_apply_json(&c, json, strlen(json), "test.json", &err), -1, "accepted %s",
+                 json);
     cr_expect_not_null(strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
     config_free(&c);
 }
@@ -113,11 +115,49 @@ Test(config, errors_name_the_key)
     expect_config_error("{\"lr\": \"fast\"}", "key 'lr' expects a number");
     expect_config_error("{\"batch_size\": 0}", "key 'batch_size' 0 is out of range");
     expect_config_error("{\"layers\": 2.5}", "key 'layers' expects an integer");
-    expect_config_error("{\"tokenizer\": \"wordpiece\"}", "expects char or bpe");
+    expect_config_error("{\"tokenizer\": \"wordpiece\"}", "expects one of char, bpe");
     expect_config_error("{\"tie_embeddings\": 1}", "expects true or false");
     expect_config_error("{\"data\": [1, 2]}", "key 'data' expects a list of file names");
     expect_config_error("[1, 2]", "expected a JSON object");
     expect_config_error("{\"layers\": 4,", "not valid JSON");
+}
+
+/* The whole file must be one JSON object: cJSON alone would stop at the end of the first
+ * value, let the last of two equal keys win, and a C string would end at a NUL byte. */
+static void expect_config_bytes_error(const char *bytes, size_t len, const char *needle)
+{
+    TrainConfig c;
+    Error err = {{0}};
+    config_init(&c);
+    cr_expect_eq(config_apply_json(&c, bytes, len, "test.json", &err), -1, "accepted '%s'", bytes);
+    cr_expect_not_null(strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
+    config_free(&c);
+}
+
+Test(config, the_file_must_be_exactly_one_object_with_distinct_keys)
+{
+    expect_config_error("{\"layers\": 2} {\"dim\": 8}",
+                        "unexpected text after the JSON object at offset 14");
+    expect_config_error("{\"layers\": 2}\n]", "unexpected text");
+    static const char with_nul[] = "{\"layers\": 2}\0{\"dim\": 8}";
+    expect_config_bytes_error(with_nul, sizeof with_nul - 1, "a NUL byte at offset 13");
+    expect_config_error("{\"lr\": 0.1, \"lr\": 0.2}", "key 'lr' is given twice");
+    /* trailing white space is fine */
+    TrainConfig c;
+    Error err;
+    config_init(&c);
+    const char *spaced = "{\"layers\": 2}\n\t ";
+    cr_expect_eq(config_apply_json(&c, spaced, strlen(spaced), "t", &err), 0, "%s", err.msg);
+    cr_expect_eq(c.layers, 2);
+    config_free(&c);
+}
+
+/* Text quoted from a bad file reaches the terminal: no raw control bytes in the message. */
+Test(config, quoted_file_text_is_escaped)
+{
+    expect_config_error("{\"la\x1b[2Jyers\": 2}", "unknown key 'la\\x1b[2Jyers'");
+    expect_config_error("{\"layers\": \x7f\x1b}", "near '\\x7f\\x1b}'");
+    expect_config_error("{\"tokenizer\": \"w\\u0007\"}", "got 'w\\x07'");
 }
 
 Test(config, flags_override_and_resolve)
@@ -125,28 +165,33 @@ Test(config, flags_override_and_resolve)
     TrainConfig c;
     Error err;
     config_init(&c);
-    cr_assert_eq(config_apply_json(&c, "{\"dim\": 96, \"heads\": 4, \"context\": 32}", "t", &err),
-                 0, "%s", err.msg);
+    const char *json = "{\"dim\": 96, \"heads\": 4, \"context\": 32, \"data\": \"z.txt\"}";
+    cr_assert_eq(config_apply_json(&c, json, strlen(json), "t", &err), 0, "%s", err.msg);
+    Flag flags[CONFIG_N_KEYS];
+    CommandSpec spec = {.usage = "usage: quill train\n", .flags = flags,
+                        .n_flags = config_flags(&c, flags)};
     char *argv[] = {"train", "--batch-size", "3", "--no-shuffle", "--data", "a.txt", "b.txt",
-                    "--lr", "2e-3"};
-    for (int i = 1; i < 9; i++)
-        cr_assert_eq(config_apply_flag(&c, argv[i] + 2, 9, argv, &i, &err), 0, "%s", err.msg);
+                    "--lr=2e-3", "--tokenizer", "bpe"};
+    int n_positional;
+    cr_assert_eq(cli_parse_command(&spec, 10, argv, NULL, &n_positional, stdout, &err), 0, "%s",
+                 err.msg);
     cr_assert_eq(config_resolve(&c, &err), 0, "%s", err.msg);
     cr_expect_eq(c.batch_size, 3);
     cr_expect_eq(c.shuffle, false);
-    cr_expect_eq(c.data.n, 2);
+    cr_expect_eq(c.data.n, 2, "--data replaces the config's list");
     cr_expect_str_eq(c.data.items[1], "b.txt");
     cr_expect_float_eq(c.lr, 2e-3f, 1e-9f);
     cr_expect_eq(c.kv_heads, 4);   /* = heads */
     cr_expect_eq(c.ffn_dim, 256);  /* 8/3 * 96 = 256, a multiple of 32 */
     cr_expect_eq(c.seq_len, 32);   /* = context */
     cr_expect_eq(c.decay_steps, c.steps);
+    cr_expect_str_eq(c.tokenizer, "bpe");
     char *bad[] = {"train", "--batch-size", "many"};
-    int i = 1;
-    cr_expect_eq(config_apply_flag(&c, "batch-size", 3, bad, &i, &err), -1);
+    cr_expect_eq(cli_parse_command(&spec, 3, bad, NULL, &n_positional, stdout, &err), -1);
     cr_expect_not_null(strstr(err.msg, "--batch-size expects an integer"), "%s", err.msg);
-    i = 0;
-    cr_expect_eq(config_apply_flag(&c, "batch-sizes", 3, bad, &i, &err), 1, "not a config flag");
+    char *unknown[] = {"train", "--batch-sizes", "2"};
+    cr_expect_eq(cli_parse_command(&spec, 3, unknown, NULL, &n_positional, stdout, &err), -1);
+    cr_expect_not_null(strstr(err.msg, "unknown flag --batch-sizes"), "%s", err.msg);
     config_free(&c);
 }
 
@@ -156,13 +201,13 @@ Test(config, json_round_trip_is_exact)
     Error err;
     config_init(&a);
     config_init(&b);
-    cr_assert_eq(config_apply_json(&a, "{\"lr\": 0.0003, \"data\": [\"x y.txt\"], "
-                                       "\"tokenizer\": \"bpe\", \"tie_embeddings\": true}",
-                                   "t", &err),
-                 0, "%s", err.msg);
+    const char *input = "{\"lr\": 0.0003, \"data\": [\"x y.txt\"], \"tokenizer\": \"bpe\", "
+                        "\"tie_embeddings\": true}";
+    cr_assert_eq(config_apply_json(&a, input, strlen(input), "t", &err), 0, "%s", err.msg);
     char *json = config_to_json(&a);
     cr_assert_not_null(strstr(json, "\"lr\":\t0.0003"), "floats are written shortest: %s", json);
-    cr_assert_eq(config_apply_json(&b, json, "round trip", &err), 0, "%s", err.msg);
+    cr_assert_eq(config_apply_json(&b, json, strlen(json), "round trip", &err), 0, "%s",
+                 err.msg);
     cr_expect_eq(memcmp(&a.lr, &b.lr, sizeof a.lr), 0);
     cr_expect_str_eq(b.tokenizer, "bpe");
     cr_expect_eq(b.tie_embeddings, true);
@@ -190,10 +235,12 @@ static void trainer_for_test(Trainer *t, const char *dir, const char *corpus, in
              "{\"layers\": 2, \"dim\": 32, \"heads\": 4, \"kv_heads\": 2, \"context\": 16, "
              "\"batch_size\": %d, \"grad_accum\": %d, \"shuffle\": false, \"data\": \"%s\"}",
              batch, accum, corpus);
-    cr_assert_eq(config_apply_json(&t->cfg, json, "test", &err), 0, "%s", err.msg);
+    cr_assert_eq(config_apply_json(&t->cfg, json, strlen(json), "test", &err), 0, "%s",
+                 err.msg);
     cr_assert_eq(config_resolve(&t->cfg, &err), 0, "%s", err.msg);
     cr_assert_eq(trainer_setup_new(t, &err), 0, "%s", err.msg);
-    cr_assert_eq(trainer_prepare(t, &err), 0, "%s", err.msg);
+    Error warning;
+    cr_assert_eq(trainer_prepare(t, &warning, &err), 0, "%s", err.msg);
 }
 
 Test(trainer, gradient_accumulation_equals_one_larger_batch)
@@ -237,6 +284,43 @@ static void char_tokenizer_for(Tokenizer *tok, const char *path)
     free(text);
 }
 
+/* A NaN already in the weights is not a learning-rate problem: the message must say that
+ * the model was damaged before the step and name the tensor, not only suggest a lower lr. */
+Test(trainer, nan_in_the_weights_is_reported_as_damage_not_divergence)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    Trainer t;
+    trainer_for_test(&t, dir, corpus, 2, 1);
+    Error err = {{0}};
+    StepStats stats;
+    cr_assert_eq(trainer_step(&t, &stats, &err), 0, "%s", err.msg);
+    t.model.w.layers[1].ffn_up[5] = NAN;
+    cr_assert_eq(trainer_step(&t, &stats, &err), -1);
+    cr_expect_not_null(strstr(err.msg, "tensor 'blk.1.ffn_up.weight'"), "%s", err.msg);
+    cr_expect_not_null(strstr(err.msg, "damaged before this step"), "%s", err.msg);
+    cr_expect_null(strstr(err.msg, "--lr"), "%s", err.msg);
+    trainer_free(&t);
+}
+
+/* Tokens of a stream as ints, for comparisons. */
+static int *stream_ids(const TokenData *d)
+{
+    int *ids = malloc(d->n_tokens * sizeof *ids);
+    for (size_t i = 0; i < d->n_tokens; i++)
+        ids[i] = data_token(d, i);
+    return ids;
+}
+
+/* Loads paths[0] through the cache at `cache`; the warning is returned in *warning. */
+static void load_cached(TokenData *d, const char *corpus, const Tokenizer *tok,
+                        const char *cache, Error *warning)
+{
+    Error err;
+    const char *paths[] = {corpus};
+    cr_assert_eq(data_load(d, paths, 1, tok, cache, warning, &err), 0, "%s", err.msg);
+}
+
 Test(data, cache_is_rebuilt_when_the_source_changes)
 {
     const char *dir = test_make_tmpdir();
@@ -246,13 +330,18 @@ Test(data, cache_is_rebuilt_when_the_source_changes)
     Tokenizer tok;
     char_tokenizer_for(&tok, corpus);
     TokenData first, again, changed;
-    Error err;
-    const char *paths[] = {corpus};
-    cr_assert_eq(data_load(&first, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
+    Error err, warning;
+    load_cached(&first, corpus, &tok, cache, &warning);
+    cr_expect_not(first.from_cache);
+    cr_expect_eq(first.token_bytes, 2, "a char vocabulary fits in 16 bits");
     cr_expect_eq(first.n_train, first.n_tokens - first.n_tokens / 10, "last 10%% validates");
-    cr_assert_eq(data_load(&again, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
-    cr_expect_eq(again.n_tokens, first.n_tokens);
-    cr_expect_arr_eq(again.tokens, first.tokens, first.n_tokens * sizeof(int));
+    cr_assert_eq(data_cache_save(&first, cache, &err), 0, "%s", err.msg);
+    load_cached(&again, corpus, &tok, cache, &warning);
+    cr_expect(again.from_cache);
+    cr_expect_str_eq(warning.msg, "");
+    cr_assert_eq(again.n_tokens, first.n_tokens);
+    int *a = stream_ids(&first), *b = stream_ids(&again);
+    cr_expect_arr_eq(a, b, first.n_tokens * sizeof(int));
     /* same length, one character changed (token 0 is <s>, token 3 the third character) */
     FILE *fp = fopen(corpus, "r+");
     fseek(fp, 2, SEEK_SET);
@@ -260,13 +349,76 @@ Test(data, cache_is_rebuilt_when_the_source_changes)
     fseek(fp, 2, SEEK_SET);
     fputc(replacement, fp);
     fclose(fp);
-    cr_assert_eq(data_load(&changed, paths, 1, &tok, cache, &err), 0, "%s", err.msg);
+    load_cached(&changed, corpus, &tok, cache, &warning);
+    cr_expect_not(changed.from_cache, "a stale cache was used");
+    cr_expect_str_eq(warning.msg, "", "a stale cache is rebuilt quietly");
     cr_assert_eq(changed.n_tokens, first.n_tokens);
-    cr_expect_neq(changed.tokens[3], first.tokens[3], "a stale cache was used");
-    cr_expect_eq(changed.tokens[3], tokenizer_lookup(&tok, &replacement, 1));
+    cr_expect_eq(data_token(&changed, 3), tokenizer_lookup(&tok, &replacement, 1));
+    free(a);
+    free(b);
     data_free(&first);
     data_free(&again);
     data_free(&changed);
+    tokenizer_free(&tok);
+}
+
+/* Flips one bit of a file at byte `at`. */
+static void flip_bit(const char *path, long at)
+{
+    FILE *fp = fopen(path, "r+b");
+    cr_assert_not_null(fp);
+    fseek(fp, at, SEEK_SET);
+    int byte = fgetc(fp);
+    fseek(fp, at, SEEK_SET);
+    fputc(byte ^ 0x01, fp);
+    fclose(fp);
+}
+
+/* A token id changed into another valid id, or a header field changed, is caught by the
+ * checksums: the cache is rebuilt and the warning names the file and the damaged part. */
+Test(data, a_damaged_cache_is_named_and_rebuilt)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char cache[512];
+    snprintf(cache, sizeof cache, "%s/tokens.bin", dir);
+    Tokenizer tok;
+    char_tokenizer_for(&tok, corpus);
+    TokenData d;
+    Error err, warning;
+    load_cached(&d, corpus, &tok, cache, &warning);
+    int *original = stream_ids(&d);
+    size_t n_tokens = d.n_tokens;
+    cr_assert_eq(data_cache_save(&d, cache, &err), 0, "%s", err.msg);
+    data_free(&d);
+
+    const struct {
+        long byte;          /* where the bit is flipped */
+        const char *needle; /* what the warning must say */
+    } damage[] = {
+        {64 + 2 * 1000, "do not match their checksum"}, /* token 1000 (2 bytes each) */
+        {24, "the header"},                             /* n_tokens */
+    };
+    int compared = 0;
+    for (size_t i = 0; i < sizeof damage / sizeof *damage; i++) {
+        load_cached(&d, corpus, &tok, NULL, &warning);
+        cr_assert_eq(data_cache_save(&d, cache, &err), 0, "%s", err.msg);
+        data_free(&d);
+        flip_bit(cache, damage[i].byte);
+        load_cached(&d, corpus, &tok, cache, &warning);
+        cr_expect_not(d.from_cache);
+        cr_expect_not_null(strstr(warning.msg, cache), "%s", warning.msg);
+        cr_expect_not_null(strstr(warning.msg, damage[i].needle), "%s", warning.msg);
+        cr_expect_not(i == 0 && !strstr(warning.msg, "tokens 0.."), "%s", warning.msg);
+        int *rebuilt = stream_ids(&d);
+        cr_assert_eq(d.n_tokens, n_tokens);
+        cr_expect_arr_eq(rebuilt, original, n_tokens * sizeof(int));
+        free(rebuilt);
+        data_free(&d);
+        compared++;
+    }
+    cr_assert_eq(compared, 2);
+    free(original);
     tokenizer_free(&tok);
 }
 
@@ -283,18 +435,17 @@ Test(data, consecutive_windows_start_at_k_times_T)
     Tokenizer tok;
     char_tokenizer_for(&tok, path);
     TokenData d;
-    Error err;
-    const char *paths[] = {path};
-    cr_assert_eq(data_load(&d, paths, 1, &tok, NULL, &err), 0, "%s", err.msg);
+    Error warning;
+    load_cached(&d, path, &tok, NULL, &warning);
     /* 101 tokens, 91 train; windows of T + 1 = 9: W = (91 - 1) / 8 = 11 */
     enum { B = 2, T = 8 };
     cr_assert_eq(data_window_count(&d, SPLIT_TRAIN, T), 11);
     int inputs[B * T], targets[B * T];
     data_batch(&d, SPLIT_TRAIN, B, T, NULL, 10, inputs, targets); /* windows 10 and 11 -> 0 */
-    cr_expect_eq(inputs[0], d.tokens[80], "window 10 starts at token 80");
-    cr_expect_eq(targets[T - 1], d.tokens[88]);
-    cr_expect_eq(inputs[T], d.tokens[0], "window 11 wraps to the first window");
-    cr_expect_eq(targets[T], d.tokens[1]);
+    cr_expect_eq(inputs[0], data_token(&d, 80), "window 10 starts at token 80");
+    cr_expect_eq(targets[T - 1], data_token(&d, 88));
+    cr_expect_eq(inputs[T], data_token(&d, 0), "window 11 wraps to the first window");
+    cr_expect_eq(targets[T], data_token(&d, 1));
     data_free(&d);
     tokenizer_free(&tok);
 }

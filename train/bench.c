@@ -112,17 +112,18 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     char steps[16], threads[16];
     snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
     snprintf(threads, sizeof threads, "%d", o->threads);
-    char *overrides[] = {"bench", "--data", (char *)o->data, "--steps", steps, "--threads",
-                         threads, "--eval-every", "0", "--save-every", "0"};
-    int n_overrides = sizeof overrides / sizeof *overrides, status = -1;
+    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads},
+                                  {"eval_every", "0"}, {"save_every", "0"}};
+    int status = -1;
     double *seconds = malloc((size_t)o->steps * sizeof(double));
     if (!seconds || config_apply_file(&t.cfg, config_path, err) != 0)
         goto done;
-    for (int i = 1; i < n_overrides; i++)
-        if (config_apply_flag(&t.cfg, overrides[i] + 2, n_overrides, overrides, &i, err) != 0)
+    for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
+        if (config_set_key(&t.cfg, overrides[i][0], overrides[i][1], err) != 0)
             goto done;
+    Error warning;
     if (config_resolve(&t.cfg, err) != 0 || trainer_setup_new(&t, err) != 0 ||
-        trainer_prepare(&t, err) != 0)
+        trainer_prepare(&t, &warning, err) != 0)
         goto done;
     for (int step = 0; step < o->warmup + o->steps; step++) {
         StepStats s;
@@ -141,9 +142,6 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     status = 0;
 done:
     free(seconds);
-    char cache[64];
-    snprintf(cache, sizeof cache, "%s/tokens.bin", dir);
-    unlink(cache);
     rmdir(dir);
     trainer_free(&t);
     return status;

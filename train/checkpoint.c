@@ -6,6 +6,11 @@
 
 #include "gguf.h"
 
+/* train_state carries checksums of its metadata and of every tensor, checked on resume:
+ * a bit flipped on disk that still reads as a plausible number is caught, not trained on. */
+#define KEY_METADATA_CHECKSUM "quill.checksum.metadata"
+#define KEY_TENSOR_CHECKSUMS "quill.checksum.tensors"
+
 static void path_join(char *out, size_t cap, const char *dir, const char *name)
 {
     snprintf(out, cap, "%s/%s", dir, name);
@@ -36,6 +41,7 @@ static int write_train_state(const char *path, const Model *m, const Tokenizer *
         gguf_writer_add_tensor(w, "quill.adamw.m", GGML_TYPE_F32, 1, ne, o->m);
         gguf_writer_add_tensor(w, "quill.adamw.v", GGML_TYPE_F32, 1, ne, o->v);
     }
+    gguf_writer_add_checksums(w, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS);
     int status = gguf_writer_write(w, path, err);
     gguf_writer_free(w);
     return status;
@@ -111,7 +117,8 @@ int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
     memset(m, 0, sizeof *m);
     memset(tok, 0, sizeof *tok);
     memset(o, 0, sizeof *o);
-    if (model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
+    if (gguf_verify_checksums(f, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS, err) == 0 &&
+        model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
         load_progress(f, state, err) == 0 && load_optimizer(f, o, m->n_params, err) == 0)
         status = 0;
     gguf_close(f);

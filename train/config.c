@@ -38,15 +38,18 @@ static const ConfigKey KEYS[] = {
 #undef X
 };
 enum { N_KEYS = sizeof KEYS / sizeof *KEYS };
+_Static_assert((int)N_KEYS <= (int)CONFIG_N_KEYS, "CONFIG_N_KEYS must cover every key");
 
-/* The allowed values of the Choice keys. */
-static const struct {
-    const char *key;
-    const char *options[2];
-} CHOICES[] = {
-    {"tokenizer", {"char", "bpe"}},
-    {"optimizer", {"adamw", "sgd"}},
-};
+/* The allowed values of the Choice keys (NULL-terminated). */
+static const char *const TOKENIZER_CHOICES[] = {"char", "bpe", NULL};
+static const char *const OPTIMIZER_CHOICES[] = {"adamw", "sgd", NULL};
+
+static const char *const *key_choices(const ConfigKey *k)
+{
+    if (strcmp(k->name, "tokenizer") == 0)
+        return TOKENIZER_CHOICES;
+    return strcmp(k->name, "optimizer") == 0 ? OPTIMIZER_CHOICES : NULL;
+}
 
 static void *field(TrainConfig *c, const ConfigKey *k)
 {
@@ -91,6 +94,7 @@ static int edit_distance(const char *a, const char *b)
 
 static int error_unknown_key(Error *err, const char *origin, const char *name)
 {
+    char quoted[64];
     const char *best = NULL;
     int best_distance = 3; /* only suggest near misses */
     for (int i = 0; i < N_KEYS; i++) {
@@ -101,75 +105,60 @@ static int error_unknown_key(Error *err, const char *origin, const char *name)
         }
     }
     if (best)
-        return error_set(err, "%s: unknown key '%s' (did you mean '%s'?)", origin, name, best);
-    return error_set(err, "%s: unknown key '%s'", origin, name);
+        return error_set(err, "%s: unknown key '%s' (did you mean '%s'?)", origin,
+                         error_quote(quoted, sizeof quoted, name, strlen(name)), best);
+    return error_set(err, "%s: unknown key '%s'", origin,
+                     error_quote(quoted, sizeof quoted, name, strlen(name)));
 }
 
-static void paths_clear(ConfigPaths *p)
+/* The command-line flag of a key: its name with dashes, its type and c's field as the
+ * destination. flag_name has room for the longest name. */
+static Flag key_flag(TrainConfig *c, const ConfigKey *k, char flag_name[32])
 {
-    for (int i = 0; i < p->n; i++)
-        free(p->items[i]);
-    free(p->items);
-    p->items = NULL;
-    p->n = 0;
+    static const FlagType types[] = {
+        [CONFIG_TYPE_Int] = FLAG_INT,       [CONFIG_TYPE_Float] = FLAG_FLOAT,
+        [CONFIG_TYPE_Bool] = FLAG_SWITCH,   [CONFIG_TYPE_Choice] = FLAG_CHOICE,
+        [CONFIG_TYPE_Paths] = FLAG_LIST,
+    };
+    snprintf(flag_name, 32, "%s", k->name);
+    for (char *p = flag_name; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    return (Flag){.name = flag_name, .type = types[k->type], .dest = field(c, k), .min = k->min,
+                  .max = k->max, .help = k->help, .choices = key_choices(k)};
 }
 
-static int paths_append(ConfigPaths *p, const char *path, Error *err)
-{
-    char **grown = realloc(p->items, (size_t)(p->n + 1) * sizeof *grown);
-    char *copy = strdup(path);
-    if (!grown || !copy) {
-        free(copy);
-        if (grown)
-            p->items = grown;
-        return error_set(err, "out of memory");
-    }
-    p->items = grown;
-    p->items[p->n++] = copy;
-    return 0;
-}
-
-/* Sets a key from text; `what` names the source in messages ("--lr", "x.json: key 'lr'"). */
+/* Sets a key from text, the way its flag does; `what` names the source in messages ("--lr",
+ * "x.json: key 'lr'"). A Paths key is replaced by the one path (or emptied by ""). */
 static int key_set_text(TrainConfig *c, const ConfigKey *k, const char *text, const char *what,
                         Error *err)
 {
-    long l = 0;
-    double d = 0.0;
-    switch (k->type) {
-    case CONFIG_TYPE_Int:
-        if (cli_parse_long(what, text, (long)k->min, (long)k->max, &l, err) != 0)
-            return -1;
-        *(ConfigInt *)field(c, k) = (int)l;
-        return 0;
-    case CONFIG_TYPE_Float:
-        if (cli_parse_double(what, text, k->min, k->max, &d, err) != 0)
-            return -1;
-        *(ConfigFloat *)field(c, k) = (float)d;
-        return 0;
-    case CONFIG_TYPE_Bool:
-        if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
-            return error_set(err, "%s expects true or false, got '%s'", what, text);
-        *(ConfigBool *)field(c, k) = strcmp(text, "true") == 0;
-        return 0;
-    case CONFIG_TYPE_Choice:
-        for (size_t i = 0; i < sizeof CHOICES / sizeof *CHOICES; i++) {
-            if (strcmp(CHOICES[i].key, k->name) != 0)
-                continue;
-            for (int j = 0; j < 2; j++) {
-                if (strcmp(text, CHOICES[i].options[j]) == 0) {
-                    snprintf(field(c, k), sizeof(ConfigChoice), "%s", text);
-                    return 0;
-                }
-            }
-            return error_set(err, "%s expects %s or %s, got '%s'", what, CHOICES[i].options[0],
-                             CHOICES[i].options[1], text);
-        }
-        return error_set(err, "%s: no choices defined", what);
-    case CONFIG_TYPE_Paths:
-        paths_clear(field(c, k));
-        return *text ? paths_append(field(c, k), text, err) : 0;
-    }
-    return error_set(err, "%s: unknown key type", what);
+    char flag_name[32];
+    Flag f = key_flag(c, k, flag_name);
+    if (k->type == CONFIG_TYPE_Bool && *text == '\0')
+        return error_set(err, "%s expects true or false", what);
+    if (k->type != CONFIG_TYPE_Paths)
+        return cli_flag_set(&f, text, what, err);
+    string_list_clear(f.dest);
+    return *text ? cli_flag_set(&f, text, what, err) : 0;
+}
+
+int config_flags(TrainConfig *c, Flag *flags)
+{
+    static char names[N_KEYS][32];
+    for (int i = 0; i < N_KEYS; i++)
+        flags[i] = key_flag(c, &KEYS[i], names[i]);
+    return N_KEYS;
+}
+
+int config_set_key(TrainConfig *c, const char *name, const char *text, Error *err)
+{
+    const ConfigKey *k = key_find(name);
+    if (!k)
+        return error_unknown_key(err, "config", name);
+    char what[64];
+    snprintf(what, sizeof what, "key '%s'", name);
+    return key_set_text(c, k, text, what, err);
 }
 
 void config_init(TrainConfig *c)
@@ -182,17 +171,13 @@ void config_init(TrainConfig *c)
 void config_free(TrainConfig *c)
 {
     if (c)
-        paths_clear(&c->data);
+        string_list_clear(&c->data);
 }
 
 int config_copy(TrainConfig *dst, const TrainConfig *src, Error *err)
 {
     *dst = *src;
-    dst->data = (ConfigPaths){0};
-    for (int i = 0; i < src->data.n; i++)
-        if (paths_append(&dst->data, src->data.items[i], err) != 0)
-            return -1;
-    return 0;
+    return string_list_copy(&dst->data, &src->data, err);
 }
 
 /* ---- JSON --------------------------------------------------------------------------- */
@@ -234,45 +219,87 @@ static int json_apply_paths(TrainConfig *c, const ConfigKey *k, const cJSON *ite
     if (!cJSON_IsArray(item))
         return error_set(err, "%s expects a file name or a list of them", what);
     ConfigPaths *paths = field(c, k);
-    paths_clear(paths);
+    string_list_clear(paths);
     const cJSON *entry;
     cJSON_ArrayForEach(entry, item)
     {
         if (!cJSON_IsString(entry))
             return error_set(err, "%s expects a list of file names", what);
-        if (paths_append(paths, entry->valuestring, err) != 0)
+        if (string_list_append(paths, entry->valuestring, err) != 0)
             return -1;
     }
     return 0;
 }
 
-int config_apply_json(TrainConfig *c, const char *json, const char *origin, Error *err)
+static bool json_is_space(char ch)
 {
-    cJSON *root = cJSON_Parse(json);
-    if (!root)
-        return error_set(err, "%s: not valid JSON (near '%.20s')", origin,
-                         cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* Parses a text that must be exactly one JSON value: cJSON stops at the end of the first
+ * value (and a C string would stop at a NUL byte), so both are checked here, and the
+ * message quotes the text where it went wrong, escaped. */
+static int json_parse_whole(const char *json, size_t len, const char *origin, cJSON **root,
+                            Error *err)
+{
+    char quoted[48];
+    const char *nul = memchr(json, '\0', len);
+    *root = NULL;
+    if (nul)
+        return error_set(err, "%s: a NUL byte at offset %zu: not a JSON text", origin,
+                         (size_t)(nul - json));
+    const char *end = NULL;
+    cJSON *parsed = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    size_t at = end && end >= json ? (size_t)(end - json) : 0;
+    if (!parsed)
+        return error_set(err, "%s: not valid JSON at offset %zu (near '%s')", origin, at,
+                         error_quote(quoted, sizeof quoted, json + at, len - at));
+    while (at < len && json_is_space(json[at]))
+        at++;
+    if (at < len) {
+        cJSON_Delete(parsed);
+        return error_set(err, "%s: unexpected text after the JSON object at offset %zu ('%s')",
+                         origin, at, error_quote(quoted, sizeof quoted, json + at, len - at));
+    }
+    *root = parsed;
+    return 0;
+}
+
+/* Applies one "key": value pair; seen[] catches a key given twice, which JSON parsers
+ * disagree about (the last one wins in cJSON) and is almost always a mistake. */
+static int json_apply_item(TrainConfig *c, const cJSON *item, const char *origin, bool *seen,
+                           Error *err)
+{
+    const ConfigKey *k = key_find(item->string);
+    if (!k)
+        return error_unknown_key(err, origin, item->string);
+    if (seen[k - KEYS])
+        return error_set(err, "%s: key '%s' is given twice", origin, k->name);
+    seen[k - KEYS] = true;
+    char what[300], text[4096];
+    snprintf(what, sizeof what, "%s: key '%s'", origin, k->name);
+    if (k->type == CONFIG_TYPE_Paths)
+        return json_apply_paths(c, k, item, what, err);
+    if (json_value_text(k, item, what, text, sizeof text, err) != 0)
+        return -1;
+    return key_set_text(c, k, text, what, err);
+}
+
+int config_apply_json(TrainConfig *c, const char *json, size_t len, const char *origin,
+                      Error *err)
+{
+    cJSON *root;
+    if (json_parse_whole(json, len, origin, &root, err) != 0)
+        return -1;
     int status = 0;
+    bool seen[N_KEYS] = {false};
     if (!cJSON_IsObject(root))
         status = error_set(err, "%s: expected a JSON object of keys", origin);
     const cJSON *item;
     cJSON_ArrayForEach(item, root)
     {
-        if (status != 0)
-            break;
-        const ConfigKey *k = key_find(item->string);
-        if (!k) {
-            status = error_unknown_key(err, origin, item->string);
-            break;
-        }
-        char what[300], text[4096];
-        snprintf(what, sizeof what, "%s: key '%s'", origin, k->name);
-        if (k->type == CONFIG_TYPE_Paths)
-            status = json_apply_paths(c, k, item, what, err);
-        else if (json_value_text(k, item, what, text, sizeof text, err) != 0)
-            status = -1;
-        else
-            status = key_set_text(c, k, text, what, err);
+        if (status == 0)
+            status = json_apply_item(c, item, origin, seen, err);
     }
     cJSON_Delete(root);
     return status;
@@ -284,7 +311,7 @@ int config_apply_file(TrainConfig *c, const char *path, Error *err)
     size_t len;
     if (file_read_all(path, &text, &len, err) != 0)
         return -1;
-    int status = config_apply_json(c, text, path, err);
+    int status = config_apply_json(c, text, len, path, err);
     free(text);
     return status;
 }
@@ -320,7 +347,7 @@ char *config_to_json(const TrainConfig *c)
             item = cJSON_CreateBool(*(const ConfigBool *)v);
             break;
         case CONFIG_TYPE_Choice:
-            item = cJSON_CreateString((const char *)v);
+            item = cJSON_CreateString(*(const ConfigChoice *)v);
             break;
         case CONFIG_TYPE_Paths: {
             const ConfigPaths *p = v;
@@ -337,63 +364,6 @@ char *config_to_json(const TrainConfig *c)
     char *json = root ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     return json;
-}
-
-/* ---- flags -------------------------------------------------------------------------- */
-
-int config_apply_flag(TrainConfig *c, const char *name, int argc, char **argv, int *i,
-                      Error *err)
-{
-    char key_name[64];
-    bool negated = strncmp(name, "no-", 3) == 0;
-    snprintf(key_name, sizeof key_name, "%s", negated ? name + 3 : name);
-    for (char *p = key_name; *p; p++)
-        if (*p == '-')
-            *p = '_';
-    const ConfigKey *k = key_find(key_name);
-    if (!k || (negated && k->type != CONFIG_TYPE_Bool))
-        return 1;
-    char what[80];
-    snprintf(what, sizeof what, "--%s", name);
-    if (k->type == CONFIG_TYPE_Bool) {
-        *(ConfigBool *)field(c, k) = !negated;
-        return 0;
-    }
-    if (k->type == CONFIG_TYPE_Paths) {
-        /* --data takes every following argument up to the next flag */
-        ConfigPaths *paths = field(c, k);
-        paths_clear(paths);
-        while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0)
-            if (paths_append(paths, argv[++*i], err) != 0)
-                return -1;
-        if (paths->n == 0)
-            return error_set(err, "%s needs at least one file", what);
-        return 0;
-    }
-    if (*i + 1 >= argc)
-        return error_set(err, "%s needs a value", what);
-    return key_set_text(c, k, argv[++*i], what, err);
-}
-
-void config_write_help(FILE *out)
-{
-    for (int i = 0; i < N_KEYS; i++) {
-        const ConfigKey *k = &KEYS[i];
-        char flag[48];
-        snprintf(flag, sizeof flag, "--%s", k->name);
-        for (char *p = flag + 2; *p; p++)
-            if (*p == '_')
-                *p = '-';
-        const char *value = k->type == CONFIG_TYPE_Bool    ? ""
-                            : k->type == CONFIG_TYPE_Paths ? " FILE..."
-                                                           : " V";
-        char left[64];
-        snprintf(left, sizeof left, "%s%s", flag, value);
-        fprintf(out, "  %-24s %s", left, k->help);
-        if (*k->def)
-            fprintf(out, " [%s]", k->def);
-        fputc('\n', out);
-    }
 }
 
 /* ---- resolution --------------------------------------------------------------------- */
@@ -434,8 +404,11 @@ int config_check_fixed_keys(const TrainConfig *saved, const TrainConfig *request
         size_t size = k->type == CONFIG_TYPE_Int     ? sizeof(ConfigInt)
                       : k->type == CONFIG_TYPE_Float ? sizeof(ConfigFloat)
                       : k->type == CONFIG_TYPE_Bool  ? sizeof(ConfigBool)
-                                                     : sizeof(ConfigChoice);
-        if (k->type == CONFIG_TYPE_Choice ? strcmp(a, b) != 0 : memcmp(a, b, size) != 0)
+                                                     : 0;
+        bool differ = k->type == CONFIG_TYPE_Choice
+                          ? strcmp(*(const ConfigChoice *)a, *(const ConfigChoice *)b) != 0
+                          : memcmp(a, b, size) != 0;
+        if (differ)
             return error_set(err, "key '%s' cannot change when resuming (the checkpoint was "
                                   "made with another value)",
                              k->name);

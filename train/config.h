@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "cli.h"
 #include "error.h"
 #include "model.h"
 
@@ -62,11 +63,8 @@
 typedef int ConfigInt;
 typedef float ConfigFloat;
 typedef bool ConfigBool;
-typedef char ConfigChoice[16];
-typedef struct {
-    char **items;
-    int n;
-} ConfigPaths;
+typedef const char *ConfigChoice; /* points to one of the key's allowed values (static) */
+typedef StringList ConfigPaths;
 
 typedef struct {
 #define X(type, name, def, min, max, help) Config##type name;
@@ -79,15 +77,20 @@ void config_init(TrainConfig *c);
 void config_free(TrainConfig *c); /* NULL-safe */
 int config_copy(TrainConfig *dst, const TrainConfig *src, Error *err);
 
-/* Applies the keys of a JSON object; `origin` names it in messages. */
-int config_apply_json(TrainConfig *c, const char *json, const char *origin, Error *err);
+/* Applies the keys of a JSON text of len bytes; `origin` names it in messages. The whole
+ * text must be one JSON object: nothing after it, no NUL byte in it, and no key twice. */
+int config_apply_json(TrainConfig *c, const char *json, size_t len, const char *origin,
+                      Error *err);
 int config_apply_file(TrainConfig *c, const char *path, Error *err);
 
-/* Applies one flag of `quill train`: name without dashes ("batch-size", "no-shuffle").
- * argv[*i] is the flag; its values, if any, follow and *i is advanced past them.
- * Returns 1 if the name is not a config flag (so the caller may try its own flags). */
-int config_apply_flag(TrainConfig *c, const char *name, int argc, char **argv, int *i,
-                      Error *err);
+/* Sets one key from its text form, as a flag would ("batch_size", "16"). */
+int config_set_key(TrainConfig *c, const char *name, const char *text, Error *err);
+
+/* The command-line flags of every key, with c's fields as their destinations, for
+ * cli_parse_command (key batch_size is --batch-size). Returns the number of flags (at most
+ * CONFIG_N_KEYS). */
+enum { CONFIG_N_KEYS = 32 };
+int config_flags(TrainConfig *c, Flag *flags);
 
 /* Fills in the derived values (see the top of this file) and checks the keys against each
  * other (kv_heads divides heads, seq_len <= context, ...). */
@@ -102,8 +105,5 @@ ModelConfig config_model(const TrainConfig *c);
 
 /* All keys as pretty-printed JSON (malloc'd), or NULL when out of memory. */
 char *config_to_json(const TrainConfig *c);
-
-/* One line per key for --help. */
-void config_write_help(FILE *out);
 
 #endif

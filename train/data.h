@@ -1,18 +1,24 @@
 /* The data pipeline: text files -> one token stream (cached on disk) -> batches.
  *
  * The files are tokenized once, each starting with <s>, and concatenated. The last 10% of
- * the tokens is the validation split, the rest the training split. The stream is cached
- * in a token file whose header records the vocabulary size and a hash of the source files
- * and of the tokenizer, so a cache made from other text or another vocabulary is noticed
- * and rebuilt:
- *     "QTOK" | version u32 | vocab_size u32 | reserved u32 | source hash u64 |
- *     n_tokens u64 | n_tokens x u32 token ids                      (little-endian)
+ * the tokens is the validation split, the rest the training split. The stream is cached in
+ * DIR/tokens.bin, which is memory-mapped when a run starts (so its size does not count
+ * against memory), with 2-byte ids when the vocabulary fits in 16 bits. Its header records
+ * the vocabulary size and a hash of the source files and of the tokenizer, so a cache made
+ * from other text or another vocabulary is noticed and rebuilt; checksums of the header and
+ * of every chunk of 2^20 tokens catch a cache that was damaged on disk (little-endian):
+ *     0  "QTOK" | version u32 = 2 | token_bytes u32 (2 or 4) | vocab_size u32
+ *    16  source_hash u64 | n_tokens u64 | chunk_tokens u64 | header_checksum u64 (of bytes
+ *        0..39) | 16 bytes of zeros
+ *    64  n_tokens ids of token_bytes bytes
+ *        then one u64 checksum per chunk of chunk_tokens ids (the last chunk may be shorter)
  *
  * A batch is B windows of T+1 consecutive tokens: inputs are a window's first T tokens,
  * targets its last T (each target is the token after its input). */
 #ifndef QUILL_TRAIN_DATA_H
 #define QUILL_TRAIN_DATA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,21 +27,39 @@
 #include "tokenizer.h"
 
 typedef struct {
-    int *tokens;     /* the whole stream */
+    const void *ids;     /* n_tokens ids, token_bytes (2 or 4) bytes each */
+    int token_bytes;
     size_t n_tokens;
-    size_t n_train;  /* tokens [0, n_train) train; [n_train, n_tokens) validate */
+    size_t n_train;      /* tokens [0, n_train) train; [n_train, n_tokens) validate */
+    uint32_t vocab_size;
+    uint64_t source_hash; /* of the source files and the tokenizer: the cache's key */
+    bool from_cache;     /* mapped from a valid cache; false: tokenized by data_load */
+    void *owned;         /* private: the ids when tokenized here */
+    void *map;           /* private: the mapped cache file */
+    size_t map_size;
 } TokenData;
 
 typedef enum { SPLIT_TRAIN, SPLIT_VAL, SPLIT_ALL } DataSplit;
 
-/* Loads the token stream of `paths` from cache_path when the cache matches, otherwise
- * tokenizes them and writes the cache (atomically). cache_path may be NULL: no cache. */
+/* Gets the token stream of `paths`: from cache_path when the cache there is valid and
+ * matches the files and the tokenizer, otherwise by tokenizing them (nothing is written:
+ * data_cache_save does that). cache_path may be NULL: no cache. When a cache exists but is
+ * damaged, the stream is rebuilt and `warning` says which part of the file was bad; it is
+ * empty otherwise. Empty data is an error. */
 int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokenizer *tok,
-              const char *cache_path, Error *err);
+              const char *cache_path, Error *warning, Error *err);
+/* Writes the stream to path as a token cache, atomically. */
+int data_cache_save(const TokenData *d, const char *path, Error *err);
 void data_free(TokenData *d); /* NULL-safe */
 
-/* The tokens of a split. */
-const int *data_split(const TokenData *d, DataSplit split, size_t *n);
+/* Token i of the stream. */
+static inline int data_token(const TokenData *d, size_t i)
+{
+    return d->token_bytes == 2 ? ((const uint16_t *)d->ids)[i] : (int)((const uint32_t *)d->ids)[i];
+}
+
+/* The first token and the length of a split. */
+size_t data_split(const TokenData *d, DataSplit split, size_t *n);
 
 /* Windows of T+1 tokens that fit in a split without wrapping. */
 size_t data_window_count(const TokenData *d, DataSplit split, int T);

@@ -10,15 +10,21 @@
 #include "matmul.h"
 #include "train.h"
 
+static int windows_check(const TokenData *d, DataSplit split, int T, Error *err)
+{
+    size_t n;
+    data_split(d, split, &n);
+    if (data_window_count(d, split, T) == 0)
+        return error_set(err, "%zu tokens are too few for one window of %d + 1 tokens", n, T);
+    return 0;
+}
+
 int eval_mean_loss(const Model *m, Activations *a, const TokenData *d, DataSplit split, int B,
                    int T, int max_batches, double *loss, size_t *n_tokens, Error *err)
 {
+    if (windows_check(d, split, T, err) != 0)
+        return -1;
     size_t windows = data_window_count(d, split, T);
-    if (windows == 0) {
-        size_t n;
-        data_split(d, split, &n);
-        return error_set(err, "%zu tokens are too few for one window of %d + 1 tokens", n, T);
-    }
     size_t total = max_batches > 0 ? (size_t)max_batches * B : windows;
     int *inputs = malloc((size_t)B * T * sizeof(int));
     int *targets = malloc((size_t)B * T * sizeof(int));
@@ -51,22 +57,16 @@ typedef struct {
     int threads;
 } EvalOptions;
 
-static int split_from_name(const char *name, DataSplit *split, Error *err)
+static const char *const SPLIT_NAMES[] = {"train", "val", "all", NULL};
+
+static DataSplit split_from_name(const char *name)
 {
-    const char *names[] = {"train", "val", "all"};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *split = (DataSplit)i;
-            return 0;
-        }
-    return error_set(err, "--split expects train, val or all, got '%s'", name);
+    return strcmp(name, "train") == 0 ? SPLIT_TRAIN : strcmp(name, "val") == 0 ? SPLIT_VAL : SPLIT_ALL;
 }
 
 static int eval_run(const char *model_path, const EvalOptions *o, Error *err)
 {
-    DataSplit split = SPLIT_ALL;
-    if (split_from_name(o->split, &split, err) != 0)
-        return -1;
+    DataSplit split = split_from_name(o->split);
     Model m;
     Tokenizer tok;
     TokenData d = {0};
@@ -80,8 +80,14 @@ static int eval_run(const char *model_path, const EvalOptions *o, Error *err)
         goto done;
     }
     const char *paths[] = {o->data};
-    if (data_load(&d, paths, 1, &tok, NULL, err) != 0 ||
-        activations_init(&a, &m, ACTS_TRAINING, o->batch_size, T, 0, err) != 0)
+    Error warning;
+    if (data_load(&d, paths, 1, &tok, NULL, &warning, err) != 0)
+        goto done;
+    if (windows_check(&d, split, T, err) != 0) {
+        error_prefix(err, "%s", o->data);
+        goto done;
+    }
+    if (activations_init(&a, &m, ACTS_TRAINING, o->batch_size, T, 0, err) != 0)
         goto done;
     double loss;
     size_t n_tokens;
@@ -105,8 +111,8 @@ int cmd_eval(int argc, char **argv, Error *err)
     EvalOptions o = {.split = "all", .batch_size = 8};
     const Flag flags[] = {
         {"data", FLAG_STRING, &o.data, 0, 0, "text file to evaluate on"},
-        {"split", FLAG_STRING, &o.split, 0, 0, "train | val | all: the part of the file (val: "
-                                               "its last 10%, as in training)"},
+        {"split", FLAG_CHOICE, &o.split, 0, 0, "the part of the file (val: its last 10%, as "
+                                               "in training)", SPLIT_NAMES},
         {"seq-len", FLAG_INT, &o.seq_len, 0, 1 << 20, "tokens per window (0: model context)"},
         {"batch-size", FLAG_INT, &o.batch_size, 1, 4096, "windows per forward pass"},
         {"threads", FLAG_INT, &o.threads, 0, 1024, "compute threads (0: all cores)"},

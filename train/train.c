@@ -39,59 +39,47 @@ static void on_interrupt(int signo)
 
 /* ---- command line ------------------------------------------------------------------- */
 
-static void train_usage(void)
+static const char TRAIN_USAGE[] =
+    "usage: quill train --config FILE --data FILE... --out DIR [options]\n"
+    "       quill train --resume DIR [--steps N] [options]\n\n"
+    "Trains a llama-style model on plain-text files and writes DIR/model.gguf (runs in\n"
+    "llama.cpp as is), DIR/train_state (for --resume), DIR/config.json, DIR/log.jsonl.\n"
+    "Every config key is also a flag, spelled with dashes (key batch_size is --batch-size;\n"
+    "a boolean key x is set by --x and cleared by --no-x). Flags override the config file.\n";
+
+/* quill train's command line: its own flags, then one flag per config key, all parsed by
+ * the one parser every command uses. */
+enum { TRAIN_OWN_FLAGS = 4 };
+typedef struct {
+    Flag flags[TRAIN_OWN_FLAGS + CONFIG_N_KEYS];
+    CommandSpec spec;
+} TrainCommandLine;
+
+static void train_command_line(TrainCommandLine *cl, TrainArgs *args, TrainConfig *cfg)
 {
-    printf("usage: quill train --config FILE --data FILE... --out DIR [options]\n"
-           "       quill train --resume DIR [--steps N] [options]\n\n"
-           "Trains a llama-style model on plain-text files and writes DIR/model.gguf (runs in\n"
-           "llama.cpp as is), DIR/train_state (for --resume), DIR/config.json, DIR/log.jsonl.\n\n"
-           "  --config FILE            JSON config (configs/*.json); flags override its keys\n"
-           "  --out DIR                run directory (created if needed)\n"
-           "  --resume DIR             continue the run in DIR up to --steps\n"
-           "  --force                  start a new run in a DIR that already holds one\n\n"
-           "Every config key is also a flag (key batch_size is --batch-size; a boolean key x\n"
-           "is set by --x and cleared by --no-x):\n");
-    config_write_help(stdout);
+    const Flag own[TRAIN_OWN_FLAGS] = {
+        {"config", FLAG_STRING, &args->config_path, 0, 0,
+         "JSON config (configs/*.json); flags override its keys"},
+        {"out", FLAG_STRING, &args->out_dir, 0, 0, "run directory (created if needed)"},
+        {"resume", FLAG_STRING, &args->resume_dir, 0, 0, "continue the run in DIR up to --steps"},
+        {"force", FLAG_SWITCH, &args->force, 0, 0,
+         "start a new run in a DIR that already holds one"},
+    };
+    memcpy(cl->flags, own, sizeof own);
+    int n_flags = TRAIN_OWN_FLAGS + config_flags(cfg, cl->flags + TRAIN_OWN_FLAGS);
+    cl->spec = (CommandSpec){.usage = TRAIN_USAGE, .flags = cl->flags, .n_flags = n_flags};
 }
 
-/* Separates the command's own flags from config flags, which are applied to cfg in the
- * order given (the config file, if any, is applied before them by the caller). */
-static int train_parse_args(int argc, char **argv, TrainArgs *args, TrainConfig *flags_cfg,
-                            bool *help, Error *err)
+/* Parses the command line into args and cfg. Returns cli_parse_command's result. */
+static int train_parse(int argc, char **argv, TrainArgs *args, TrainConfig *cfg, Error *err)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *help = true;
-            return 0;
-        }
-        if (strncmp(arg, "--", 2) != 0)
-            return error_set(err, "unexpected argument '%s' (see quill train --help)", arg);
-        const char *name = arg + 2;
-        const char **dest = strcmp(name, "config") == 0   ? &args->config_path
-                            : strcmp(name, "out") == 0    ? &args->out_dir
-                            : strcmp(name, "resume") == 0 ? &args->resume_dir
-                                                          : NULL;
-        if (dest) {
-            if (i + 1 >= argc)
-                return error_set(err, "%s needs a value", arg);
-            *dest = argv[++i];
-            continue;
-        }
-        if (strcmp(name, "force") == 0) {
-            args->force = true;
-            continue;
-        }
-        int r = config_apply_flag(flags_cfg, name, argc, argv, &i, err);
-        if (r < 0)
-            return -1;
-        if (r > 0)
-            return error_set(err, "unknown flag %s (see quill train --help)", arg);
-    }
-    return 0;
+    TrainCommandLine cl;
+    train_command_line(&cl, args, cfg);
+    int n_positional;
+    return cli_parse_command(&cl.spec, argc, argv, NULL, &n_positional, stdout, err);
 }
 
-/* Applies the config file and then the flags (re-parsed onto the config being built, so
+/* Applies the config file and then the flags (parsed again onto the config being built, so
  * flags win whatever their position). */
 static int config_build(TrainConfig *cfg, const TrainArgs *args, int argc, char **argv,
                         Error *err)
@@ -99,15 +87,15 @@ static int config_build(TrainConfig *cfg, const TrainArgs *args, int argc, char 
     if (args->config_path && config_apply_file(cfg, args->config_path, err) != 0)
         return -1;
     TrainArgs ignored = {0};
-    bool help = false;
-    return train_parse_args(argc, argv, &ignored, cfg, &help, err);
+    return train_parse(argc, argv, &ignored, cfg, err);
 }
 
 /* ---- setup -------------------------------------------------------------------------- */
 
-/* A resumed run needs DIR/train_state; a new one creates DIR and must not overwrite a run
- * already there unless forced. */
-static int dir_prepare(const char *dir, bool resume, bool force, Error *err)
+/* A resumed run needs DIR/train_state; a new one must not overwrite a run already there
+ * unless forced. Nothing is created here: a new run creates DIR only once its data and
+ * config have been checked, so a run that fails to start leaves nothing behind. */
+static int dir_check(const char *dir, bool resume, bool force, Error *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/train_state", dir);
@@ -118,7 +106,7 @@ static int dir_prepare(const char *dir, bool resume, bool force, Error *err)
         return error_set(err, "%s already holds a training run: continue it with --resume %s, "
                               "or pass --force to start over",
                          dir, dir);
-    return dir_create_all(dir, err);
+    return 0;
 }
 
 static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
@@ -137,7 +125,8 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
         return -1;
     TrainConfig saved;
     config_init(&saved);
-    int status = config_apply_json(&saved, state.config_json, "train_state config", err);
+    int status = config_apply_json(&saved, state.config_json, strlen(state.config_json),
+                                   "train_state config", err);
     free(state.config_json);
     /* the run's own config, then a config file and flags given now */
     if (status == 0)
@@ -153,6 +142,10 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
         return -1;
     t->step = state.step;
     t->rng.state = state.rng_state;
+    if (t->cfg.steps < t->step)
+        return error_set(err, "the run in %s is already at step %d, past --steps %d: nothing "
+                              "was changed (pass --steps above %d to train further)",
+                         t->dir, t->step, t->cfg.steps, t->step);
     return 0;
 }
 
@@ -244,6 +237,15 @@ static void train_print_summary(const Trainer *t)
     fflush(stdout);
 }
 
+/* Everything a run writes before its first step: the directory, the token cache (when it
+ * was built now) and config.json. Called only once the run is known to be able to start. */
+static int run_dir_write(const Trainer *t, Error *err)
+{
+    if (dir_create_all(t->dir, err) != 0 || trainer_save_data_cache(t, err) != 0)
+        return -1;
+    return config_save(t, err);
+}
+
 static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
 {
     bool resume = args->resume_dir != NULL;
@@ -253,14 +255,23 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     t->dir = resume ? args->resume_dir : args->out_dir;
     if (!t->dir)
         return error_set(err, "no run directory: pass --out DIR (or --resume DIR)");
-    if (dir_prepare(t->dir, resume, args->force, err) != 0)
+    if (dir_check(t->dir, resume, args->force, err) != 0)
         return -1;
     int status = resume ? train_setup_resume(t, args, argc, argv, err)
                         : train_setup_new(t, args, argc, argv, err);
     if (status != 0)
         return -1;
+    if (resume && t->step == t->cfg.steps) {
+        printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
+        return 0;
+    }
     compute_set_threads(t->cfg.threads);
-    if (trainer_prepare(t, err) != 0 || config_save(t, err) != 0)
+    Error warning;
+    if (trainer_prepare(t, &warning, err) != 0)
+        return -1;
+    if (warning.msg[0])
+        fprintf(stderr, "quill: warning: %s\n", warning.msg);
+    if (run_dir_write(t, err) != 0)
         return -1;
     train_print_summary(t);
     Progress progress;
@@ -276,20 +287,15 @@ int cmd_train(int argc, char **argv, Error *err)
     TrainArgs args = {0};
     TrainConfig scratch;
     config_init(&scratch);
-    bool help = false;
-    int status = train_parse_args(argc, argv, &args, &scratch, &help, err);
+    int parsed = train_parse(argc, argv, &args, &scratch, err);
     config_free(&scratch);
-    if (status != 0)
-        return -1;
-    if (help) {
-        train_usage();
-        return 0;
-    }
+    if (parsed != 0)
+        return parsed < 0 ? -1 : 0;
     Trainer t = {0};
     config_init(&t.cfg);
     struct sigaction sa = {.sa_handler = on_interrupt};
     sigaction(SIGINT, &sa, NULL);
-    status = train_main(&t, &args, argc, argv, err);
+    int status = train_main(&t, &args, argc, argv, err);
     trainer_free(&t);
     return status;
 }

@@ -59,12 +59,14 @@ int trainer_setup_new(Trainer *t, Error *err)
     return 0;
 }
 
-static int trainer_load_data(Trainer *t, Error *err)
+/* The token stream, from DIR/tokens.bin when it is valid (tokenized otherwise: nothing is
+ * written here), and a check that it holds a window for each split. */
+static int trainer_load_data(Trainer *t, Error *warning, Error *err)
 {
     char cache[4096];
     snprintf(cache, sizeof cache, "%s/tokens.bin", t->dir);
     if (data_load(&t->data, (const char *const *)t->cfg.data.items, t->cfg.data.n, &t->tok,
-                  cache, err) != 0)
+                  cache, warning, err) != 0)
         return -1;
     int T = t->cfg.seq_len;
     if (data_window_count(&t->data, SPLIT_TRAIN, T) == 0 ||
@@ -75,10 +77,10 @@ static int trainer_load_data(Trainer *t, Error *err)
     return 0;
 }
 
-int trainer_prepare(Trainer *t, Error *err)
+int trainer_prepare(Trainer *t, Error *warning, Error *err)
 {
     const TrainConfig *c = &t->cfg;
-    if (trainer_load_data(t, err) != 0)
+    if (trainer_load_data(t, warning, err) != 0)
         return -1;
     size_t tokens = (size_t)c->batch_size * c->seq_len;
     t->grads = calloc(t->model.n_params, sizeof(float));
@@ -95,6 +97,13 @@ int trainer_prepare(Trainer *t, Error *err)
     t->opt.beta2 = c->beta2;
     t->opt.weight_decay = c->weight_decay;
     return 0;
+}
+
+int trainer_save_data_cache(const Trainer *t, Error *err)
+{
+    char cache[4096];
+    snprintf(cache, sizeof cache, "%s/tokens.bin", t->dir);
+    return t->data.from_cache ? 0 : data_cache_save(&t->data, cache, err);
 }
 
 void trainer_free(Trainer *t)
@@ -133,6 +142,26 @@ static float trainer_gradients(Trainer *t)
     return (float)(loss / c->grad_accum);
 }
 
+/* Why a step produced a non-finite loss or gradient. Parameters that are already NaN or
+ * infinite mean the model was damaged before this step (a checkpoint edited or corrupted on
+ * disk, say): no learning rate would help, and the message says so. Otherwise the step
+ * itself overflowed: the classic divergence. */
+static int error_not_finite(const Trainer *t, const StepStats *stats, Error *err)
+{
+    size_t element;
+    int bad = model_find_nonfinite(&t->model, t->model.params, &element);
+    if (bad >= 0)
+        return error_set(err, "step %d: parameter %zu of tensor '%s' is %g before the update: "
+                              "the model was damaged before this step, not by the learning "
+                              "rate; the last checkpoint in %s is kept",
+                         t->step + 1, element, t->model.tensors[bad].name,
+                         t->model.tensors[bad].data[element], t->dir);
+    return error_set(err, "step %d: the loss is %g and the gradient norm %g: training "
+                          "diverged and stops here; the last checkpoint in %s is kept "
+                          "(try a lower --lr, a longer --warmup, or --grad-clip 1)",
+                     t->step + 1, stats->loss, stats->grad_norm, t->dir);
+}
+
 int trainer_step(Trainer *t, StepStats *stats, Error *err)
 {
     const TrainConfig *c = &t->cfg;
@@ -140,10 +169,7 @@ int trainer_step(Trainer *t, StepStats *stats, Error *err)
     stats->loss = trainer_gradients(t);
     stats->grad_norm = grad_global_norm(t->grads, t->model.n_params);
     if (!isfinite(stats->loss) || !isfinite(stats->grad_norm))
-        return error_set(err, "step %d: the loss is %g and the gradient norm %g: training "
-                              "diverged and stops here; the last checkpoint in %s is kept "
-                              "(try a lower --lr or --grad-clip 1)",
-                         t->step + 1, stats->loss, stats->grad_norm, t->dir);
+        return error_not_finite(t, stats, err);
     stats->lr = lr_schedule(t->step, c->lr, c->min_lr, c->warmup, c->decay_steps);
     optimizer_step(&t->opt, &t->model, t->grads, grad_clip_scale(stats->grad_norm, c->grad_clip),
                    stats->lr, t->step);

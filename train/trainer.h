@@ -42,9 +42,12 @@ typedef struct {
 /* A new run from t->cfg (resolved) and t->dir: trains the tokenizer on the data files,
  * initialises the model from the seed and creates the optimizer. */
 int trainer_setup_new(Trainer *t, Error *err);
-/* Tokenizes (or loads from the cache in t->dir) the data and allocates the step's buffers;
- * after trainer_setup_new or after loading a checkpoint into t. */
-int trainer_prepare(Trainer *t, Error *err);
+/* Gets the token stream (from the cache in t->dir when it is valid, else by tokenizing:
+ * nothing is written) and allocates the step's buffers; after trainer_setup_new or after
+ * loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`. */
+int trainer_prepare(Trainer *t, Error *warning, Error *err);
+/* Writes t->dir/tokens.bin when the stream did not come from it. */
+int trainer_save_data_cache(const Trainer *t, Error *err);
 /* One optimizer step. Fails without updating the parameters when the loss or the
  * gradient is not finite. */
 int trainer_step(Trainer *t, StepStats *stats, Error *err);
