@@ -2,9 +2,10 @@
 #
 #   make            build bin/quill and the notebooks (installs missing Debian packages first)
 #   make test       build and run every Criterion test
-#   make check      the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s) and training throughput
+#   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
 #
 # Switches:
 #   BLAS=none       use the naive reference matmul in src/matmul.c instead of OpenBLAS
@@ -69,14 +70,14 @@ TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
-                fortunes
+                fortunes clang libclang-rt-dev libomp-dev
 
-.PHONY: all deps test check demo bench clean help probe
+.PHONY: all deps test test-unit check demo bench clean help probe fuzz
 
 all: deps probe bin/quill $(NOTEBOOKS)
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops.
@@ -124,13 +125,65 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-# The tests run the `quill` binary of the same build for the command-line cases.
-test: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
+# The tests run the `quill` binary of the same build for the command-line cases; then every
+# fuzz harness runs for FUZZ_SECONDS, so each parser is fuzzed on every run of CI.
+test: test-unit
+	$(MAKE) --no-print-directory -j2 fuzz
+
+test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 	QUILL_BIN=$(QUILL) $(TESTS) --jobs 2
+
+# ---- fuzzing ----
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang, AddressSanitizer and
+# UndefinedBehaviorSanitizer over their own build of the library (the reference matmul:
+# the harnesses never multiply). Seeds are files quill writes itself (tests/fuzz/fuzz_seeds.c)
+# and the configs in configs/; the inputs found are kept in build/fuzz/corpus; inputs
+# that once crashed live in tests/fuzz/regressions/NAME/ and are replayed on every run.
+# Each input is limited to 5 s and 2 GB, so a hang or a memory blow-up fails like a crash,
+# and a failure prints the command that reproduces it.
+FUZZ_SECONDS ?= 20
+FUZZERS      := gguf_model config train_state token_cache
+FUZZ_BUILD   := build/fuzz
+FUZZ_CFLAGS  := -std=c11 -g -O1 -fopenmp -fno-omit-frame-pointer -DQUILL_BLAS_NONE \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_O   := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(SRC_C) train/config.c train/checkpoint.c \
+                  train/data.c train/optimizer.c)
+FUZZ_SEEDS   := $(BUILD)/fuzz-seeds
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_O)
+	clang -fopenmp -fsanitize=fuzzer,address,undefined -o $@ $^ -lcjson -lxxhash -lm
+
+$(FUZZ_SEEDS): $(BUILD)/tests/fuzz/fuzz_seeds.o $(CMD_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(FUZZ_BUILD)/seeds/.done: $(FUZZ_SEEDS) $(wildcard configs/*.json)
+	@rm -rf $(FUZZ_BUILD)/seeds && mkdir -p $(addprefix $(FUZZ_BUILD)/seeds/,$(FUZZERS))
+	$(FUZZ_SEEDS) $(FUZZ_BUILD)/seeds
+	cp configs/*.json $(FUZZ_BUILD)/seeds/config/
+	@touch $@
+
+fuzz: $(addprefix fuzz-run-,$(FUZZERS))
+
+fuzz-run-%: $(FUZZ_BUILD)/fuzz_% $(FUZZ_BUILD)/seeds/.done
+	@mkdir -p $(FUZZ_BUILD)/corpus/$* $(FUZZ_BUILD)/crashes
+	@if $(FUZZ_BUILD)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 \
+	     -artifact_prefix=$(FUZZ_BUILD)/crashes/$*- $(FUZZ_BUILD)/corpus/$* \
+	     $(FUZZ_BUILD)/seeds/$* $(wildcard tests/fuzz/regressions/$*) \
+	     > $(FUZZ_BUILD)/$*.log 2>&1; then \
+	  echo "fuzz $*: $$(grep -o 'Done [0-9]* runs' $(FUZZ_BUILD)/$*.log) in $(FUZZ_SECONDS) s, no failure"; \
+	else \
+	  tail -n 40 $(FUZZ_BUILD)/$*.log; \
+	  echo "fuzz $*: FAILED; reproduce with: $(FUZZ_BUILD)/fuzz_$* $$(ls -t $(FUZZ_BUILD)/crashes/$*-* 2>/dev/null | head -n 1)"; \
+	  exit 1; \
+	fi
 
 # tests/lsan.supp silences leaks inside third-party libraries (Criterion's runner).
 check:
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) SANITIZE=1 test
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) SANITIZE=1 test-unit
 
 # The demo corpus is built from Debian's fortunes package: no network needed.
 demo: deps bin/quill
@@ -148,5 +201,8 @@ bench: deps bin/quill
 
 clean:
 	rm -rf build bin
+
+# Keep the fuzz objects and binaries that pattern rules build on the way.
+.SECONDARY:
 
 -include $(shell find build -name '*.d' 2>/dev/null)

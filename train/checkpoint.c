@@ -104,6 +104,24 @@ static int load_optimizer(const GgufFile *f, Optimizer *o, size_t n, Error *err)
     return 0;
 }
 
+int checkpoint_read(const GgufFile *f, Model *m, Tokenizer *tok, Optimizer *o,
+                    TrainProgressState *state, Error *err)
+{
+    memset(m, 0, sizeof *m);
+    memset(tok, 0, sizeof *tok);
+    memset(o, 0, sizeof *o);
+    memset(state, 0, sizeof *state);
+    if (model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
+        load_progress(f, state, err) == 0 && load_optimizer(f, o, m->n_params, err) == 0)
+        return 0;
+    model_free(m);
+    tokenizer_free(tok);
+    optimizer_free(o);
+    free(state->config_json);
+    state->config_json = NULL;
+    return -1;
+}
+
 int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
                     TrainProgressState *state, Error *err)
 {
@@ -113,22 +131,9 @@ int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
     memset(state, 0, sizeof *state);
     if (gguf_open(&f, path, err) != 0)
         return -1;
-    int status = -1;
-    memset(m, 0, sizeof *m);
-    memset(tok, 0, sizeof *tok);
-    memset(o, 0, sizeof *o);
-    if (gguf_verify_checksums(f, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS, err) == 0 &&
-        model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
-        load_progress(f, state, err) == 0 && load_optimizer(f, o, m->n_params, err) == 0)
-        status = 0;
+    int status = gguf_verify_checksums(f, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS, err);
+    if (status == 0)
+        status = checkpoint_read(f, m, tok, o, state, err);
     gguf_close(f);
-    if (status != 0) {
-        error_prefix(err, "%s", path);
-        model_free(m);
-        tokenizer_free(tok);
-        optimizer_free(o);
-        free(state->config_json);
-        state->config_json = NULL;
-    }
-    return status;
+    return status == 0 ? 0 : error_prefix(err, "%s", path);
 }

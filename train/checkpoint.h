@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "gguf.h"
 #include "model.h"
 #include "optimizer.h"
 #include "tokenizer.h"
@@ -29,9 +30,14 @@ typedef struct {
 int checkpoint_save(const char *dir, const Model *m, const Tokenizer *tok, const Optimizer *o,
                     const TrainProgressState *state, Error *err);
 
-/* Reads DIR/train_state: the model, tokenizer, optimizer (AdamW when the moments are
- * present, SGD otherwise) and progress. On failure nothing is left allocated. */
+/* Reads DIR/train_state after checking its checksums: the model, tokenizer, optimizer
+ * (AdamW when the moments are present, SGD otherwise) and progress. On failure nothing is
+ * left allocated. */
 int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
+                    TrainProgressState *state, Error *err);
+/* The part of checkpoint_load after the checksums: the training state from a parsed
+ * file. */
+int checkpoint_read(const GgufFile *f, Model *m, Tokenizer *tok, Optimizer *o,
                     TrainProgressState *state, Error *err);
 
 #endif
