@@ -32,7 +32,9 @@ CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra
             -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
-LDLIBS   := -lcjson -lm
+# cJSON reads configs; PCRE2 (8-bit code units, i.e. UTF-8) runs the byte-level BPE
+# pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N}, Unicode \s).
+LDLIBS   := -lcjson -lpcre2-8 -lm
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
@@ -65,7 +67,8 @@ QUILL      := $(BUILD)/quill
 TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
-DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev fortunes
+DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libpcre2-dev \
+                fortunes
 
 .PHONY: all deps test check demo bench clean help probe
 
