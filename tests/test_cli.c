@@ -323,3 +323,21 @@ Test(cli, generate_is_reproducible_with_a_seed, .timeout = 60)
     free(b);
     free(greedy);
 }
+
+/* quill info and quill tokenize on a byte-level BPE vocabulary (Qwen3: no bos is added). */
+Test(cli, info_and_tokenize_byte_level_bpe, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-qwen3.gguf");
+    char *out;
+    cr_assert_eq(quill(&out, "info %s", vocab), 0, "%s", out);
+    cr_expect(strstr(out, "tokenizer: byte-level BPE, 151936 tokens") &&
+                  strstr(out, "pre-tokenizer qwen2"),
+              "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "tokenize %s 'Hello world'", vocab), 0, "%s", out);
+    cr_expect_str_eq(out, "9707 1879\n");
+    free(out);
+    cr_assert_eq(quill(&out, "tokenize %s --special '<|im_start|>user'", vocab), 0, "%s", out);
+    cr_expect_str_eq(out, "151644 872\n");
+    free(out);
+}
