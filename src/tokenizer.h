@@ -82,7 +82,7 @@ typedef struct {
     BpeModel *bpe;         /* byte-level BPE only, else NULL */
 } Tokenizer;
 
-/* Builds a tokenizer from parallel arrays (copied). scores may be NULL (all 0) and types
+/* Builds a SentencePiece tokenizer from parallel arrays (copied). scores may be NULL (all 0) and types
  * may be NULL (all NORMAL). Special ids are found by type: the first UNKNOWN piece is unk;
  * "<s>" and "</s>" CONTROL pieces are bos and eos. add_bos and add_space_prefix start true
  * (llama.cpp's defaults for this model). Duplicate pieces are an error. */
@@ -111,7 +111,7 @@ const char *tokenizer_kind_name(const Tokenizer *t);
  * NULL for SentencePiece, which has none. */
 const char *tokenizer_pre_name(const Tokenizer *t);
 
-/* Id of a piece (exact bytes, spaces already as "▁"), or -1. */
+/* Id of a piece as stored (exact bytes: "▁" or "Ġ" for a space), or -1. */
 int tokenizer_lookup(const Tokenizer *t, const char *piece, size_t len);
 
 /* Step 1 above: writes text, with a space in front when add_space_prefix and every space
