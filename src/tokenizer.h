@@ -82,10 +82,11 @@ typedef struct {
     BpeModel *bpe;         /* byte-level BPE only, else NULL */
 } Tokenizer;
 
-/* Builds a SentencePiece tokenizer from parallel arrays (copied). scores may be NULL (all 0) and types
- * may be NULL (all NORMAL). Special ids are found by type: the first UNKNOWN piece is unk;
- * "<s>" and "</s>" CONTROL pieces are bos and eos. add_bos and add_space_prefix start true
- * (llama.cpp's defaults for this model). Duplicate pieces are an error. */
+/* Builds a SentencePiece tokenizer from parallel arrays (copied). scores may be NULL (all
+ * 0) and types may be NULL (all NORMAL). Special ids are found by type: the first UNKNOWN
+ * piece is unk; "<s>" and "</s>" CONTROL pieces are bos and eos. add_bos and
+ * add_space_prefix start true (llama.cpp's defaults for this model). Duplicate pieces are
+ * an error. */
 int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const float *scores,
                    const int32_t *types, Error *err);
 /* Builds a byte-level BPE tokenizer: pieces as tokenizer.ggml.tokens stores them, types as
@@ -151,12 +152,12 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_
 size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap);
 
 /* Decodes ids into a malloc'd NUL-terminated string (*len excludes the NUL). Control
- * tokens are skipped. Byte-level BPE joins the tokens' bytes. For SPM, the one space that encoding put in front is removed again
- * (with add_space_prefix: at the start, and after each USER_DEFINED token, the places
- * where the encoder adds one). The tokens' stored bytes are joined before "▁" turns into
- * spaces, so a "▁" spelled by byte tokens decodes to a space too; that makes decoding the
- * exact inverse of encoding, which token-by-token tokenizer_token_bytes cannot be. An id
- * out of range is an error. */
+ * tokens are skipped. Byte-level BPE joins the tokens' bytes. For SPM, the one space that
+ * encoding put in front is removed again (with add_space_prefix: at the start, and after
+ * each USER_DEFINED token, the places where the encoder adds one). The tokens' stored bytes
+ * are joined before "▁" turns into spaces, so a "▁" spelled by byte tokens decodes to a
+ * space too; that makes decoding the exact inverse of encoding, which token-by-token
+ * tokenizer_token_bytes cannot be. An id out of range is an error. */
 int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, size_t *len,
                      Error *err);
 

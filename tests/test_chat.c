@@ -179,7 +179,8 @@ Test(chat, formats_white_space_and_no_generation_prompt)
         {CHAT_LLAMA3, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
                       "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
                       "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"},
-        {CHAT_ZEPHYR, "<|user|>\n  Hello \n</s>\n<|assistant|>\n Hi there </s>\n<|user|>\nBye</s>\n"},
+        {CHAT_ZEPHYR,
+         "<|user|>\n  Hello \n</s>\n<|assistant|>\n Hi there </s>\n<|user|>\nBye</s>\n"},
         {CHAT_MISTRAL, "<s> [INST]   Hello \n [/INST]  Hi there </s> [INST] Bye [/INST]"},
         {CHAT_GEMMA, "<bos><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\nHi there"
                      "<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n"},
@@ -194,7 +195,8 @@ Test(chat, formats_white_space_and_no_generation_prompt)
     /* The system text put in front of the first user message: Llama 2 strips the merged
      * text (so the spaces inside stay), Mistral keeps everything, Gemma keeps the system
      * text and trims the user's. */
-    static const ChatMessage sys[] = {{CHAT_ROLE_SYSTEM, " Be brief. "}, {CHAT_ROLE_USER, " Hello "}};
+    static const ChatMessage sys[] = {{CHAT_ROLE_SYSTEM, " Be brief. "},
+                                      {CHAT_ROLE_USER, " Hello "}};
     static const struct {
         ChatFamily family;
         const char *text;
