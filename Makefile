@@ -36,7 +36,9 @@ CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra
             -Wno-missing-field-initializers
 CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
-LDLIBS   := -lcjson -lxxhash -lm
+# cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
+# byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N}).
+LDLIBS   := -lcjson -lxxhash -lpcre2-8 -lm
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
@@ -70,7 +72,7 @@ TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
-                fortunes clang libclang-rt-dev libomp-dev
+                libpcre2-dev fortunes clang libclang-rt-dev libomp-dev
 
 .PHONY: all deps test test-unit check demo bench clean help probe fuzz
 
@@ -155,7 +157,7 @@ $(FUZZ_BUILD)/%.o: %.c
 	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_O)
-	clang -fopenmp -fsanitize=fuzzer,address,undefined -o $@ $^ -lcjson -lxxhash -lm
+	clang -fopenmp -fsanitize=fuzzer,address,undefined -o $@ $^ -lcjson -lxxhash -lpcre2-8 -lm
 
 $(FUZZ_SEEDS): $(BUILD)/tests/fuzz/fuzz_seeds.o $(CMD_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

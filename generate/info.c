@@ -74,10 +74,13 @@ static void print_tokenizer(const GgufFile *f)
         printf("tokenizer: not one quill runs (%s)\n", err.msg);
         return;
     }
-    printf("tokenizer: SentencePiece BPE, %d tokens, bos %d, eos %d, unk %d, add_bos %s, "
-           "space prefix %s\n",
-           tok.n_vocab, tok.bos_id, tok.eos_id, tok.unk_id, tok.add_bos ? "yes" : "no",
-           tok.add_space_prefix ? "yes" : "no");
+    printf("tokenizer: %s, %d tokens, bos %d, eos %d, eot %d, unk %d, add_bos %s",
+           tokenizer_kind_name(&tok), tok.n_vocab, tok.bos_id, tok.eos_id, tok.eot_id,
+           tok.unk_id, tok.add_bos ? "yes" : "no");
+    if (tok.kind == TOKENIZER_BPE)
+        printf(", pre-tokenizer %s\n", tokenizer_pre_name(&tok));
+    else
+        printf(", space prefix %s\n", tok.add_space_prefix ? "yes" : "no");
     tokenizer_free(&tok);
 }
 

@@ -14,6 +14,7 @@ typedef struct {
     const char *file;
     bool from_stdin;
     bool no_bos;
+    bool parse_special;
     bool pieces;
 } TokenizeOptions;
 
@@ -72,7 +73,9 @@ int cmd_tokenize(int argc, char **argv, Error *err)
     const Flag flags[] = {
         {"file", FLAG_STRING, &o.file, 0, 0, "read the text from this file"},
         {"stdin", FLAG_SWITCH, &o.from_stdin, 0, 0, "read the text from standard input"},
-        {"no-bos", FLAG_SWITCH, &o.no_bos, 0, 0, "do not put <s> first"},
+        {"no-bos", FLAG_SWITCH, &o.no_bos, 0, 0, "do not put the bos token first"},
+        {"special", FLAG_SWITCH, &o.parse_special, 0, 0,
+         "control-token text (<|im_start|>, <s>) becomes its token"},
         {"pieces", FLAG_SWITCH, &o.pieces, 0, 0, "print each token's piece too"},
     };
     const CommandSpec spec = {
@@ -103,7 +106,10 @@ int cmd_tokenize(int argc, char **argv, Error *err)
     size_t n_ids;
     status = tokenize_input(&o, n_positional > 1 ? positional[1] : NULL, &text, &len, err);
     if (status == 0)
-        status = tokenizer_encode(&tok, text, len, tok.add_bos && !o.no_bos, &ids, &n_ids, err);
+        status = tokenizer_encode_with(
+            &tok, text, len,
+            (EncodeOptions){.add_bos = tok.add_bos && !o.no_bos, .parse_special = o.parse_special},
+            &ids, &n_ids, err);
     if (status == 0)
         print_tokens(&tok, ids, n_ids, o.pieces);
     free(ids);

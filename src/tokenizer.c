@@ -1,6 +1,7 @@
-/* SentencePiece BPE encoding and decoding, run the way llama.cpp runs it for
- * tokenizer.ggml.model = "llama" (tokenizer.h has the overview). The reference is
- * llama.cpp's src/llama-vocab.cpp: llm_tokenizer_spm_session (the merge loop),
+/* The vocabulary, the special-token cut, GGUF storage, and SentencePiece BPE encoding and
+ * decoding, run the way llama.cpp runs it for tokenizer.ggml.model = "llama" (tokenizer.h
+ * has the overview; byte-level BPE is in tokenizer_bpe.c). The reference is llama.cpp's
+ * src/llama-vocab.cpp: llm_tokenizer_spm_session (the merge loop),
  * llama_vocab::impl::tokenize (the outer steps) and token_to_piece (what a token decodes
  * to). docs/formats.md walks through the algorithm with an example. */
 #include "tokenizer.h"
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "tokenizer_internal.h"
 
 /* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
 static const char SPACE_MARK[] = "\xe2\x96\x81";
@@ -22,13 +24,14 @@ enum { SPACE_MARK_LEN = 3 };
  * Open addressing with linear probing: a power-of-two number of slots, at least twice the
  * number of pieces, so that a probe sequence stays short. The index also remembers every
  * piece's length (pieces are NUL-terminated, but lookups come with a length) and the list
- * of USER_DEFINED pieces that encoding cuts out of the text first. */
+ * of special pieces that encoding cuts out of the text first. */
 struct PieceIndex {
-    size_t mask;       /* number of slots - 1 */
-    int *slots;        /* a piece id, or -1 for an empty slot */
-    size_t *lens;      /* byte length of each piece, by id */
-    int *user_defined; /* ids of USER_DEFINED pieces, longest first (see encode_split) */
-    int n_user_defined;
+    size_t mask;   /* number of slots - 1 */
+    int *slots;    /* a piece id, or -1 for an empty slot */
+    size_t *lens;  /* byte length of each piece, by id */
+    int *specials; /* ids of CONTROL, USER_DEFINED and UNKNOWN pieces, longest first
+                      (see encode_split) */
+    int n_specials;
 };
 
 /* The slot that holds the piece, or the empty slot where it would go. */
@@ -82,26 +85,32 @@ static int piece_length_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* llama.cpp splits USER_DEFINED pieces out of the text before running SPM, longest piece
+static bool type_is_special(int32_t type)
+{
+    return type == TOKEN_TYPE_CONTROL || type == TOKEN_TYPE_USER_DEFINED ||
+           type == TOKEN_TYPE_UNKNOWN;
+}
+
+/* llama.cpp cuts special pieces out of the text before running the encoder, longest piece
  * first. It sorts with an unstable sort, so pieces of equal length come in no promised
  * order; quill takes them by ascending id. */
-static int index_list_user_defined(Tokenizer *t, Error *err)
+static int index_list_specials(Tokenizer *t, Error *err)
 {
     PieceIndex *idx = t->index;
     PieceLength *order = malloc((size_t)t->n_vocab * sizeof *order);
-    idx->user_defined = malloc((size_t)t->n_vocab * sizeof *idx->user_defined);
-    if (!order || !idx->user_defined) {
+    idx->specials = malloc((size_t)t->n_vocab * sizeof *idx->specials);
+    if (!order || !idx->specials) {
         free(order);
-        return error_set(err, "out of memory for the list of user-defined pieces");
+        return error_set(err, "out of memory for the list of special pieces");
     }
     int n = 0;
     for (int id = 0; id < t->n_vocab; id++)
-        if (t->types[id] == TOKEN_TYPE_USER_DEFINED && idx->lens[id] > 0)
+        if (type_is_special(t->types[id]) && idx->lens[id] > 0)
             order[n++] = (PieceLength){idx->lens[id], id};
     qsort(order, (size_t)n, sizeof *order, piece_length_cmp);
     for (int i = 0; i < n; i++)
-        idx->user_defined[i] = order[i].id;
-    idx->n_user_defined = n;
+        idx->specials[i] = order[i].id;
+    idx->n_specials = n;
     free(order);
     return 0;
 }
@@ -126,7 +135,7 @@ static int index_build(Tokenizer *t, Error *err)
         idx->lens[id] = strlen(t->pieces[id]);
     if (index_insert_all(t, err) < 0)
         return -1;
-    return index_list_user_defined(t, err);
+    return index_list_specials(t, err);
 }
 
 static void index_free(PieceIndex *idx)
@@ -135,7 +144,7 @@ static void index_free(PieceIndex *idx)
         return;
     free(idx->slots);
     free(idx->lens);
-    free(idx->user_defined);
+    free(idx->specials);
     free(idx);
 }
 
@@ -221,10 +230,16 @@ static void tokenizer_find_specials(Tokenizer *t)
     }
 }
 
-int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const float *scores,
-                   const int32_t *types, Error *err)
+/* The part both kinds share: the arrays and the index. Special ids start at -1. */
+static int tokenizer_init_vocab(Tokenizer *t, TokenizerKind kind, int n_vocab,
+                                const char *const *pieces, const float *scores,
+                                const int32_t *types, Error *err)
 {
     memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->bos_id = t->eos_id = t->eot_id = t->pad_id = t->unk_id = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_token[b] = -1;
     if (n_vocab <= 0)
         return error_set(err, "vocabulary: %d pieces (needs at least one)", n_vocab);
     if (tokenizer_copy_arrays(t, n_vocab, pieces, scores, types, err) < 0 ||
@@ -232,11 +247,42 @@ int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const f
         tokenizer_free(t);
         return -1;
     }
-    t->bos_id = t->eos_id = t->unk_id = -1;
+    return 0;
+}
+
+int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const float *scores,
+                   const int32_t *types, Error *err)
+{
+    if (tokenizer_init_vocab(t, TOKENIZER_SPM, n_vocab, pieces, scores, types, err) < 0)
+        return -1;
     tokenizer_find_specials(t);
     t->add_bos = true;
     t->add_space_prefix = true;
     return 0;
+}
+
+int tokenizer_init_bpe(Tokenizer *t, int n_vocab, const char *const *pieces,
+                       const int32_t *types, const char *const *merges, size_t n_merges,
+                       const char *pre, Error *err)
+{
+    if (tokenizer_init_vocab(t, TOKENIZER_BPE, n_vocab, pieces, NULL, types, err) < 0)
+        return -1;
+    if (bpe_model_init(t, pre, merges, n_merges, err) < 0) {
+        tokenizer_free(t);
+        return -1;
+    }
+    t->add_bos = bpe_model_default_add_bos(t->bpe);
+    return 0;
+}
+
+const char *tokenizer_kind_name(const Tokenizer *t)
+{
+    return t->kind == TOKENIZER_BPE ? "byte-level BPE" : "SentencePiece BPE";
+}
+
+const char *tokenizer_pre_name(const Tokenizer *t)
+{
+    return t->bpe ? bpe_model_pre_name(t->bpe) : NULL;
 }
 
 void tokenizer_free(Tokenizer *t)
@@ -250,6 +296,7 @@ void tokenizer_free(Tokenizer *t)
     free(t->scores);
     free(t->types);
     index_free(t->index);
+    bpe_model_free(t->bpe);
     memset(t, 0, sizeof *t);
 }
 
@@ -435,12 +482,7 @@ static int spm_merge(SpmRun *r, Error *err)
 
 /* ---- Encoding, step 4: symbols to ids ---- */
 
-typedef struct {
-    int *ids;
-    size_t n, cap;
-} IdList;
-
-static int idlist_push(IdList *l, int id, Error *err)
+int idlist_push(IdList *l, int id, Error *err)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 64;
@@ -521,36 +563,59 @@ static int encode_raw(const Tokenizer *t, const char *text, size_t len, bool spa
 
 /* ---- Encoding: the outer step ---- */
 
-/* Offset of the first occurrence of needle in hay, or SIZE_MAX. (Text may hold NUL bytes,
- * so strstr will not do.) */
+/* Offset of the first occurrence of needle (not empty) in hay, or SIZE_MAX. (Text may
+ * hold NUL bytes, so strstr will not do.) memchr finds the candidates quickly. */
 static size_t bytes_find(const char *hay, size_t hay_len, const char *needle, size_t needle_len)
 {
-    for (size_t i = 0; i + needle_len <= hay_len; i++)
-        if (memcmp(hay + i, needle, needle_len) == 0)
-            return i;
+    size_t at = 0;
+    while (at + needle_len <= hay_len) {
+        const char *hit = memchr(hay + at, needle[0], hay_len - needle_len + 1 - at);
+        if (!hit)
+            break;
+        at = (size_t)(hit - hay);
+        if (memcmp(hit, needle, needle_len) == 0)
+            return at;
+        at++;
+    }
     return SIZE_MAX;
 }
 
 typedef struct {
     const Tokenizer *t;
     IdList *out;
+    bool parse_special; /* cut CONTROL and UNKNOWN pieces too, not only USER_DEFINED ones */
     bool after_special; /* the last thing emitted was a token cut out of the text */
+    BpeSession *bpe;    /* byte-level BPE: the session that encodes the raw stretches */
 } Splitter;
 
-/* Before SPM runs, llama.cpp cuts special pieces out of the text. Without parse_special
- * (quill never parses special text) CONTROL and UNKNOWN pieces are not looked for, so
- * "<s>" in a prompt stays plain text, but USER_DEFINED pieces are: each occurrence becomes
- * its token. The pieces are tried longest first, each over whatever text the earlier ones
- * left. Here that is a recursion: find the first occurrence of piece k; the text to its
- * left can only hold pieces after k; the text to its right is searched for piece k again.
- * Every remaining stretch of raw text is encoded with SPM, and gets the space prefix when
- * it starts the text or follows a cut-out token (llama.cpp's is_prev_special). */
+/* Encodes one stretch of raw text between special tokens with the tokenizer's kind. */
+static int encode_stretch(Splitter *s, const char *text, size_t len, Error *err)
+{
+    if (s->t->kind == TOKENIZER_BPE)
+        return bpe_encode_fragment(s->bpe, text, len, s->out, err);
+    bool prefix = s->t->add_space_prefix && s->after_special;
+    return encode_raw(s->t, text, len, prefix, s->out, err);
+}
+
+/* Before the encoder runs, llama.cpp cuts special pieces out of the text. USER_DEFINED
+ * pieces are always looked for: each occurrence becomes its token. CONTROL and UNKNOWN
+ * pieces are looked for only with parse_special; without it, "<s>" or "<|im_start|>" in a
+ * text stays plain text. The pieces are tried longest first, each over whatever text the
+ * earlier ones left. Here that is a recursion: find the first occurrence of piece k; the
+ * text to its left can only hold pieces after k; the text to its right is searched for
+ * piece k again. Every remaining stretch of raw text is encoded on its own; with SPM it
+ * gets the space prefix when it starts the text or follows a cut-out token (llama.cpp's
+ * is_prev_special). */
 static int encode_split(Splitter *s, const char *text, size_t len, int k, Error *err)
 {
     const PieceIndex *idx = s->t->index;
-    while (k < idx->n_user_defined) {
-        int id = idx->user_defined[k];
+    while (k < idx->n_specials) {
+        int id = idx->specials[k];
         size_t piece_len = idx->lens[id];
+        if (!s->parse_special && s->t->types[id] != TOKEN_TYPE_USER_DEFINED) {
+            k++;
+            continue;
+        }
         size_t at = bytes_find(text, len, s->t->pieces[id], piece_len);
         if (at == SIZE_MAX) {
             k++;
@@ -566,29 +631,45 @@ static int encode_split(Splitter *s, const char *text, size_t len, int k, Error 
     }
     if (len == 0)
         return 0;
-    bool prefix = s->t->add_space_prefix && s->after_special;
+    int rc = encode_stretch(s, text, len, err);
     s->after_special = false;
-    return encode_raw(s->t, text, len, prefix, s->out, err);
+    return rc;
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids,
-                     size_t *n_ids, Error *err)
+int tokenizer_encode_with(const Tokenizer *t, const char *text, size_t len, EncodeOptions opt,
+                          int **ids, size_t *n_ids, Error *err)
 {
     *ids = NULL;
     *n_ids = 0;
-    if (add_bos && t->bos_id < 0)
-        return error_set(err, "cannot add <s>: the vocabulary has no bos token");
+    if (opt.add_bos && t->bos_id < 0)
+        return error_set(err, "cannot add bos: the vocabulary has no bos token");
+    if (opt.add_eos && t->eos_id < 0)
+        return error_set(err, "cannot add eos: the vocabulary has no eos token");
     IdList out = {0};
-    Splitter s = {.t = t, .out = &out, .after_special = true};
+    Splitter s = {.t = t, .out = &out, .parse_special = opt.parse_special, .after_special = true};
+    int rc = t->kind == TOKENIZER_BPE ? bpe_session_new(&s.bpe, t, err) : 0;
     /* Empty text gives no tokens at all, not a lone "▁" (llama.cpp skips empty text). */
-    if ((add_bos && idlist_push(&out, t->bos_id, err) < 0) ||
-        (len > 0 && encode_split(&s, text, len, 0, err) < 0)) {
+    if (rc == 0 && opt.add_bos)
+        rc = idlist_push(&out, t->bos_id, err);
+    if (rc == 0 && len > 0)
+        rc = encode_split(&s, text, len, 0, err);
+    if (rc == 0 && opt.add_eos)
+        rc = idlist_push(&out, t->eos_id, err);
+    bpe_session_free(s.bpe);
+    if (rc < 0) {
         free(out.ids);
         return -1;
     }
     *ids = out.ids;
     *n_ids = out.n;
     return 0;
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids,
+                     size_t *n_ids, Error *err)
+{
+    return tokenizer_encode_with(t, text, len, (EncodeOptions){.add_bos = add_bos}, ids, n_ids,
+                                 err);
 }
 
 /* ---- Decoding ---- */
@@ -620,7 +701,8 @@ static size_t unescape_clipped(const char *text, size_t len, char *buf, size_t c
 
 /* As llama.cpp's token_to_piece with special = false: UNKNOWN and CONTROL tokens (and
  * UNUSED, or types llama.cpp does not know) are empty, USER_DEFINED tokens are their text
- * as is, NORMAL tokens their text with "▁" as spaces, BYTE tokens their byte. */
+ * as is, NORMAL tokens their text with "▁" as spaces (SPM) or their characters mapped back
+ * to bytes (byte-level BPE), BYTE tokens their byte. */
 size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap)
 {
     if (id < 0 || id >= t->n_vocab)
@@ -630,6 +712,8 @@ size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap)
     unsigned char byte;
     switch (t->types[id]) {
     case TOKEN_TYPE_NORMAL:
+        if (t->kind == TOKENIZER_BPE)
+            return bpe_token_bytes(t, id, buf, cap);
         return unescape_clipped(piece, len, buf, cap);
     case TOKEN_TYPE_USER_DEFINED:
         copy_clipped(buf, cap, 0, piece, len);
@@ -713,6 +797,22 @@ static int decoder_push(Decoder *d, int id, Error *err)
     }
 }
 
+/* Byte-level BPE has no escaping and no added space to undo: each token's bytes, in turn. */
+static int decoder_push_bpe(Decoder *d, int id, Error *err)
+{
+    char small[64];
+    size_t n = tokenizer_token_bytes(d->t, id, small, sizeof small);
+    if (n <= sizeof small)
+        return bytebuf_append(&d->out, small, n, err);
+    char *big = malloc(n);
+    if (!big)
+        return error_set(err, "out of memory for a token of %zu bytes", n);
+    tokenizer_token_bytes(d->t, id, big, n);
+    int rc = bytebuf_append(&d->out, big, n, err);
+    free(big);
+    return rc;
+}
+
 int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, size_t *len,
                      Error *err)
 {
@@ -724,6 +824,8 @@ int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, 
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
             rc = error_set(err, "token %zu: id %d is out of range (vocabulary of %d)", i,
                            ids[i], t->n_vocab);
+        else if (t->kind == TOKENIZER_BPE)
+            rc = decoder_push_bpe(&d, ids[i], err);
         else
             rc = decoder_push(&d, ids[i], err);
     }
@@ -790,7 +892,8 @@ static int gguf_read_types(const GgufFile *f, uint64_t n, const int32_t **types,
     return 0;
 }
 
-/* A special token id, when the file names one; it must be a valid id. */
+/* A special token id, when the file names one; it must be a valid id, or 0xFFFFFFFF (-1
+ * stored as u32), which some converters write for "none". */
 static int gguf_read_special(const GgufFile *f, const char *key, int n_vocab, int *id,
                              Error *err)
 {
@@ -799,6 +902,10 @@ static int gguf_read_special(const GgufFile *f, const char *key, int n_vocab, in
     uint32_t v;
     if (gguf_get_u32(f, key, &v, err) < 0)
         return -1;
+    if (v == UINT32_MAX) {
+        *id = -1;
+        return 0;
+    }
     if (v >= (uint32_t)n_vocab)
         return error_set(err, "%s = %u is out of range (vocabulary of %d)", key, v, n_vocab);
     *id = (int)v;
@@ -812,24 +919,87 @@ static int gguf_read_flag(const GgufFile *f, const char *key, bool *flag, Error 
     return gguf_get_bool(f, key, flag, err);
 }
 
-static int gguf_read_vocab(Tokenizer *t, const GgufFile *f, Error *err)
+static int gguf_read_tokens(const GgufFile *f, uint64_t *n, const char *const **pieces,
+                            const int32_t **types, Error *err)
+{
+    const void *data;
+    if (gguf_get_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, n, &data, err) < 0)
+        return -1;
+    if (*n == 0 || *n > INT_MAX)
+        return error_set(err, "tokenizer.ggml.tokens has %llu pieces", (unsigned long long)*n);
+    *pieces = data;
+    return gguf_read_types(f, *n, types, err);
+}
+
+/* SentencePiece: tokens, scores, types. */
+static int gguf_read_spm(Tokenizer *t, const GgufFile *f, Error *err)
 {
     uint64_t n;
-    const void *pieces;
+    const char *const *pieces;
+    const int32_t *types;
     const float *scores;
     float *owned_scores;
-    const int32_t *types;
-    if (gguf_get_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n, &pieces, err) < 0)
+    if (gguf_read_tokens(f, &n, &pieces, &types, err) < 0 ||
+        gguf_read_scores(f, n, &scores, &owned_scores, err) < 0)
         return -1;
-    if (n == 0 || n > INT_MAX)
-        return error_set(err, "tokenizer.ggml.tokens has %llu pieces", (unsigned long long)n);
-    if (gguf_read_scores(f, n, &scores, &owned_scores, err) < 0)
-        return -1;
-    int rc = gguf_read_types(f, n, &types, err);
-    if (rc == 0)
-        rc = tokenizer_init(t, (int)n, (const char *const *)pieces, scores, types, err);
+    int rc = tokenizer_init(t, (int)n, pieces, scores, types, err);
     free(owned_scores);
     return rc;
+}
+
+/* Byte-level BPE: tokens, types, merges (required, as in llama.cpp) and the pre-tokenizer
+ * name (optional: llama.cpp warns and uses "default"). */
+static int gguf_read_bpe(Tokenizer *t, const GgufFile *f, Error *err)
+{
+    uint64_t n, n_merges;
+    const char *const *pieces;
+    const int32_t *types;
+    const void *merges;
+    const char *pre = NULL;
+    if (gguf_read_tokens(f, &n, &pieces, &types, err) < 0 ||
+        gguf_get_array(f, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &n_merges, &merges, err) <
+            0 ||
+        (gguf_find_kv(f, "tokenizer.ggml.pre") &&
+         gguf_get_str(f, "tokenizer.ggml.pre", &pre, err) < 0))
+        return -1;
+    return tokenizer_init_bpe(t, (int)n, pieces, types, (const char *const *)merges,
+                              (size_t)n_merges, pre, err);
+}
+
+/* The end-of-turn token, when the file does not name one: the first CONTROL piece with one
+ * of the texts chat models use. llama.cpp looks for the same texts (in no fixed order, and
+ * also among pieces of other types, which it then makes CONTROL). */
+static void tokenizer_find_eot(Tokenizer *t)
+{
+    static const char *const texts[] = {"<|eot_id|>",  "<|im_end|>",    "<|end|>",
+                                        "<end_of_turn>", "<|endoftext|>", "<EOT>"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0] && t->eot_id < 0; i++) {
+        int id = tokenizer_lookup(t, texts[i], strlen(texts[i]));
+        if (id >= 0 && t->types[id] == TOKEN_TYPE_CONTROL)
+            t->eot_id = id;
+    }
+}
+
+/* The keys both kinds share: special ids and flags. */
+static int gguf_read_specials(Tokenizer *t, const GgufFile *f, Error *err)
+{
+    if (gguf_read_special(f, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id, err) < 0 ||
+        gguf_read_special(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id, err) < 0 ||
+        gguf_read_special(f, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot_id, err) < 0 ||
+        gguf_read_special(f, "tokenizer.ggml.padding_token_id", t->n_vocab, &t->pad_id, err) <
+            0 ||
+        gguf_read_special(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id, err) <
+            0 ||
+        gguf_read_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos, err) < 0 ||
+        gguf_read_flag(f, "tokenizer.ggml.add_eos_token", &t->add_eos, err) < 0)
+        return -1;
+    if (t->eot_id < 0)
+        tokenizer_find_eot(t);
+    /* The space prefix is SentencePiece's: byte-level BPE never adds one (llama.cpp sets
+     * it false for "gpt2" before reading the key). */
+    if (t->kind == TOKENIZER_SPM)
+        return gguf_read_flag(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err);
+    return 0;
 }
 
 int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err)
@@ -838,44 +1008,66 @@ int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err)
     const char *model;
     if (gguf_get_str(f, "tokenizer.ggml.model", &model, err) < 0)
         return -1;
-    if (strcmp(model, "llama") != 0)
+    int rc;
+    if (strcmp(model, "llama") == 0) {
+        rc = gguf_read_spm(t, f, err);
+        /* Ids that the file does not name keep what tokenizer_init found by type and text
+         * (llama.cpp would assume 1, 2 and 0; the same ids in every vocabulary that follows
+         * the usual layout). */
+    } else if (strcmp(model, "gpt2") == 0) {
+        rc = gguf_read_bpe(t, f, err);
+        /* llama.cpp's defaults for "gpt2" where the file names no id: bos and eos 11 (a
+         * leftover that no real file relies on), no unk, pad or eot; add_bos false except
+         * for the llama-bpe pre-tokenizer; add_eos false. */
+        if (rc == 0 && t->n_vocab > 11)
+            t->bos_id = t->eos_id = 11;
+    } else {
         return error_set(err,
-                         "tokenizer model '%s' is not supported: quill reads only 'llama' "
-                         "(SentencePiece BPE)",
+                         "tokenizer model '%s' is not supported: quill reads 'llama' "
+                         "(SentencePiece BPE) and 'gpt2' (byte-level BPE)",
                          model);
-    if (gguf_read_vocab(t, f, err) < 0)
+    }
+    if (rc < 0)
         return -1;
-    /* Ids that the file does not name keep what tokenizer_init found by type and text
-     * (llama.cpp would assume 1, 2 and 0; the same ids in every vocabulary that follows
-     * the usual layout). */
-    if (gguf_read_special(f, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id, err) < 0 ||
-        gguf_read_special(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id, err) < 0 ||
-        gguf_read_special(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id, err) <
-            0 ||
-        gguf_read_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos, err) < 0 ||
-        gguf_read_flag(f, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err) < 0) {
+    if (gguf_read_specials(t, f, err) < 0) {
         tokenizer_free(t);
         return -1;
     }
     return 0;
 }
 
+static void gguf_write_special(GgufWriter *w, const char *key, int id)
+{
+    if (id >= 0)
+        gguf_writer_add_u32(w, key, (uint32_t)id);
+}
+
 void tokenizer_to_gguf(const Tokenizer *t, GgufWriter *w)
 {
     uint64_t n = (uint64_t)t->n_vocab;
-    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
-    gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", (const char *const *)t->pieces, n);
-    gguf_writer_add_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, t->scores, n);
-    gguf_writer_add_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, t->types, n);
-    if (t->bos_id >= 0)
-        gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos_id);
-    if (t->eos_id >= 0)
-        gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos_id);
-    if (t->unk_id >= 0)
-        gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk_id);
-    /* A vocabulary without <s> says false: llama.cpp would otherwise add its default bos
-     * id, 1. quill never appends </s> to a prompt. */
+    if (t->kind == TOKENIZER_BPE) {
+        size_t n_merges;
+        const char *const *merges = bpe_model_merges(t->bpe, &n_merges);
+        gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+        gguf_writer_add_str(w, "tokenizer.ggml.pre", tokenizer_pre_name(t));
+        gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", (const char *const *)t->pieces, n);
+        gguf_writer_add_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, t->types, n);
+        gguf_writer_add_str_array(w, "tokenizer.ggml.merges", merges, n_merges);
+    } else {
+        gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+        gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", (const char *const *)t->pieces, n);
+        gguf_writer_add_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, t->scores, n);
+        gguf_writer_add_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, t->types, n);
+    }
+    gguf_write_special(w, "tokenizer.ggml.bos_token_id", t->bos_id);
+    gguf_write_special(w, "tokenizer.ggml.eos_token_id", t->eos_id);
+    gguf_write_special(w, "tokenizer.ggml.eot_token_id", t->eot_id);
+    gguf_write_special(w, "tokenizer.ggml.padding_token_id", t->pad_id);
+    gguf_write_special(w, "tokenizer.ggml.unknown_token_id", t->unk_id);
+    /* A vocabulary without bos says false: llama.cpp would otherwise add its default bos
+     * id (1 for SPM, 11 for gpt2). */
     gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos && t->bos_id >= 0);
-    gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", false);
-    gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+    gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos && t->eos_id >= 0);
+    if (t->kind == TOKENIZER_SPM)
+        gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
 }

@@ -1,5 +1,6 @@
-/* SentencePiece-style BPE tokenizer, as llama.cpp runs it for tokenizer.ggml.model = "llama".
+/* Tokenizers as llama.cpp runs them, for the two kinds of vocabulary GGUF files carry.
  *
+ * SentencePiece BPE (tokenizer.ggml.model = "llama": Llama 1/2, Mistral, quill's own).
  * A vocabulary is a list of pieces with a score and a type. Text is encoded by:
  *   1. putting a space in front of it (when add_space_prefix) and writing every space as
  *      U+2581 "▁", so that "Hello world" becomes "▁Hello▁world";
@@ -8,15 +9,28 @@
  *      the highest score (the leftmost pair on ties), until no pair is a piece;
  *   4. emitting each symbol's id; a symbol that is not a piece falls back to one byte
  *      token "<0xAB>" per byte.
- * Because quill runs the same algorithm as llama.cpp, a quill tokenizer stored in GGUF
- * tokenizes identically there (tests check llama.cpp's own test vectors).
  *
- * Two trainers build vocabularies from text: `char` (every character of the corpus is a
- * piece) and `bpe` (characters plus merged pieces up to a target vocabulary size, scored
- * so that the encoder replays the merges in the order they were learned). Both also hold
- * <unk>, <s>, </s> and the 256 byte tokens, so that any UTF-8 text, and any byte string,
+ * Byte-level BPE (tokenizer.ggml.model = "gpt2": GPT-2, Llama 3, Qwen2/3; tokenizer_bpe.c):
+ *   1. a pre-tokenizer (a regular expression chosen by tokenizer.ggml.pre) cuts the text
+ *      into words: " world" and "123" and "!!" are words, and no merge crosses two;
+ *   2. each byte of a word becomes one character of GPT-2's byte alphabet ("Ġ" is the space);
+ *   3. the adjacent pair that comes first in tokenizer.ggml.merges (the lowest rank) merges,
+ *      repeatedly, until no pair of the word is a merge;
+ *   4. each remaining symbol is a token.
+ * Every byte is a token of its own, so there is no byte fallback and no <unk>.
+ *
+ * Both kinds first cut USER_DEFINED pieces (and, with parse_special, CONTROL pieces such as
+ * "<|im_start|>") out of the text, and encode the stretches between them.
+ *
+ * Because quill runs the same algorithms as llama.cpp, it gets the same ids (tests check
+ * llama.cpp's own test vectors for Llama 2, GPT-2, Llama 3 and Qwen3). The SentencePiece
+ * trainers build vocabularies from text: `char` (every character of the corpus is a piece)
+ * and `bpe` (characters plus merged pieces up to a target vocabulary size, scored so that
+ * the encoder replays the merges in the order they were learned). Both also hold <unk>,
+ * <s>, </s> and the 256 byte tokens, so that any UTF-8 text, and any byte string,
  * round-trips: decode(encode(s)) == s. (One exception, shared with SentencePiece: a "▁"
- * that is already in the text comes back as a space.) */
+ * that is already in the text comes back as a space.) Byte-level BPE round-trips every
+ * byte string without exception. */
 #ifndef QUILL_TOKENIZER_H
 #define QUILL_TOKENIZER_H
 
@@ -37,37 +51,68 @@ typedef enum {
     TOKEN_TYPE_BYTE = 6,
 } TokenType;
 
+typedef enum {
+    TOKENIZER_SPM = 0, /* SentencePiece BPE: tokenizer.ggml.model = "llama" */
+    TOKENIZER_BPE = 1, /* byte-level BPE: tokenizer.ggml.model = "gpt2" */
+} TokenizerKind;
+
 typedef struct PieceIndex PieceIndex; /* private: piece text -> id hash table */
+typedef struct BpeModel BpeModel;     /* private (tokenizer_bpe.c): merges, pre-tokenizer */
 
 typedef struct {
+    TokenizerKind kind;
     int n_vocab;
-    char **pieces;         /* as stored: spaces as "▁", byte tokens as "<0x0A>" */
-    float *scores;         /* merge priority: the pair forming a higher score merges first */
+    char **pieces;         /* as stored. SPM: spaces as "▁", byte tokens as "<0x0A>";
+                              byte-level BPE: bytes in GPT-2's alphabet, " the" as "Ġthe" */
+    float *scores;         /* SPM merge priority: the pair forming a higher score merges
+                              first; all 0 for byte-level BPE (merge ranks live in `bpe`) */
     int32_t *types;        /* TokenType */
-    int bos_id;            /* <s>, or -1 */
-    int eos_id;            /* </s>, or -1 */
+    int bos_id;            /* beginning of sequence (<s>, <|begin_of_text|>), or -1 */
+    int eos_id;            /* end of sequence (</s>, <|end_of_text|>), or -1 */
+    int eot_id;            /* end of a chat turn (<|eot_id|>, <|im_end|>), or -1 */
+    int pad_id;            /* padding, or -1 */
     int unk_id;            /* <unk>, or -1 */
-    bool add_bos;          /* tokenizer.ggml.add_bos_token: prompts start with <s> */
-    bool add_space_prefix; /* tokenizer.ggml.add_space_prefix: step 1 above */
-    int byte_token[256];   /* id of "<0xAB>" for each byte, or -1 */
+    bool add_bos;          /* tokenizer.ggml.add_bos_token: prompts start with bos */
+    bool add_eos;          /* tokenizer.ggml.add_eos_token: tokenizer_encode_with may end
+                              with eos (quill's own vocabularies say false) */
+    bool add_space_prefix; /* tokenizer.ggml.add_space_prefix: SPM step 1 above */
+    int byte_token[256];   /* SPM: id of "<0xAB>"; byte-level BPE: id of the one-character
+                              token that stands for the byte; -1 where there is none */
     PieceIndex *index;
+    BpeModel *bpe;         /* byte-level BPE only, else NULL */
 } Tokenizer;
 
-/* Builds a tokenizer from parallel arrays (copied). scores may be NULL (all 0) and types
- * may be NULL (all NORMAL). Special ids are found by type: the first UNKNOWN piece is unk;
- * "<s>" and "</s>" CONTROL pieces are bos and eos. add_bos and add_space_prefix start true
- * (llama.cpp's defaults for this model). Duplicate pieces are an error. */
+/* Builds a SentencePiece tokenizer from parallel arrays (copied). scores may be NULL (all
+ * 0) and types may be NULL (all NORMAL). Special ids are found by type: the first UNKNOWN
+ * piece is unk; "<s>" and "</s>" CONTROL pieces are bos and eos. add_bos and
+ * add_space_prefix start true (llama.cpp's defaults for this model). Duplicate pieces are
+ * an error. */
 int tokenizer_init(Tokenizer *t, int n_vocab, const char *const *pieces, const float *scores,
                    const int32_t *types, Error *err);
+/* Builds a byte-level BPE tokenizer: pieces as tokenizer.ggml.tokens stores them, types as
+ * above (NULL: all NORMAL), merges as "left right" strings by rank (tokenizer.ggml.merges),
+ * and a pre-tokenizer name as tokenizer.ggml.pre gives it (NULL: "default"). Special ids
+ * start at -1 and add_bos follows the pre-tokenizer (true only for llama-bpe, as in
+ * llama.cpp); tokenizer_from_gguf then applies the file's keys. An unknown pre-tokenizer
+ * name is an error that lists the names quill knows. */
+int tokenizer_init_bpe(Tokenizer *t, int n_vocab, const char *const *pieces,
+                       const int32_t *types, const char *const *merges, size_t n_merges,
+                       const char *pre, Error *err);
 void tokenizer_free(Tokenizer *t); /* NULL-safe; leaves *t zeroed */
 
-/* Reads tokenizer.ggml.* from a GGUF file. Only model "llama" (SentencePiece BPE) is
- * supported; others are an error that names the model. */
+/* Reads tokenizer.ggml.* from a GGUF file: model "llama" (SentencePiece BPE) or "gpt2"
+ * (byte-level BPE); other models are an error that names the model. */
 int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err);
-/* Adds the tokenizer.ggml.* keys that llama.cpp reads. */
+/* Adds the tokenizer.ggml.* keys that llama.cpp reads (for either kind). */
 void tokenizer_to_gguf(const Tokenizer *t, GgufWriter *w);
 
-/* Id of a piece (exact bytes, spaces already as "▁"), or -1. */
+/* "SentencePiece BPE" or "byte-level BPE". */
+const char *tokenizer_kind_name(const Tokenizer *t);
+/* The pre-tokenizer's name (tokenizer.ggml.pre, "default" when absent) for byte-level BPE;
+ * NULL for SentencePiece, which has none. */
+const char *tokenizer_pre_name(const Tokenizer *t);
+
+/* Id of a piece as stored (exact bytes: "▁" or "Ġ" for a space), or -1. */
 int tokenizer_lookup(const Tokenizer *t, const char *piece, size_t len);
 
 /* Step 1 above: writes text, with a space in front when add_space_prefix and every space
@@ -80,25 +125,39 @@ int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char *
  * that the bytes after it are valid; callers clip it at the end of the text. */
 size_t tokenizer_utf8_len(unsigned char lead);
 
-/* Encodes len bytes of text (any bytes; invalid UTF-8 ends up as byte tokens).
- * *ids is malloc'd (NULL when there are no ids); the caller frees it. With add_bos, <s>
- * comes first. */
+/* What tokenizer_encode_with adds to plain encoding. */
+typedef struct {
+    bool add_bos;       /* put bos first (t->add_bos says whether the model wants it) */
+    bool add_eos;       /* put eos last (t->add_eos says whether the model wants it) */
+    bool parse_special; /* CONTROL and UNKNOWN piece text in the input becomes their ids, as
+                           llama.cpp's parse_special = true: a chat prompt's "<|im_start|>"
+                           is then one control token. Off, such text is plain text (a user
+                           cannot type a control token); USER_DEFINED pieces always match */
+} EncodeOptions;
+
+/* Encodes len bytes of text (any bytes: invalid UTF-8 ends up as byte tokens). *ids is
+ * malloc'd (NULL when there are no ids); the caller frees it. */
+int tokenizer_encode_with(const Tokenizer *t, const char *text, size_t len, EncodeOptions opt,
+                          int **ids, size_t *n_ids, Error *err);
+/* The same with only add_bos: control-token text stays plain text. */
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids,
                      size_t *n_ids, Error *err);
 
-/* The bytes a token stands for: "▁" becomes a space, a byte token becomes its byte,
- * control tokens are empty. Writes at most cap bytes into buf and returns the token's full
+/* The bytes a token stands for: SPM "▁" becomes a space, a byte token becomes its byte;
+ * a byte-level BPE token becomes the bytes its characters stand for ("Ġthe" is " the");
+ * USER_DEFINED tokens are their text; CONTROL, UNKNOWN and UNUSED tokens are empty (they
+ * are never printed as text). Writes at most cap bytes into buf and returns the token's full
  * length, like snprintf (so a result above cap means buf got a truncated copy; buf may be
  * NULL when cap is 0). */
 size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap);
 
 /* Decodes ids into a malloc'd NUL-terminated string (*len excludes the NUL). Control
- * tokens are skipped, and the one space that encoding put in front is removed again
- * (with add_space_prefix: at the start, and after each USER_DEFINED token, the places
- * where the encoder adds one). The tokens' stored bytes are joined before "▁" turns into
- * spaces, so a "▁" spelled by byte tokens decodes to a space too; that makes decoding the
- * exact inverse of encoding, which token-by-token tokenizer_token_bytes cannot be. An id
- * out of range is an error. */
+ * tokens are skipped. Byte-level BPE joins the tokens' bytes. For SPM, the one space that
+ * encoding put in front is removed again (with add_space_prefix: at the start, and after
+ * each USER_DEFINED token, the places where the encoder adds one). The tokens' stored bytes
+ * are joined before "▁" turns into spaces, so a "▁" spelled by byte tokens decodes to a
+ * space too; that makes decoding the exact inverse of encoding, which token-by-token
+ * tokenizer_token_bytes cannot be. An id out of range is an error. */
 int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, size_t *len,
                      Error *err);
 

@@ -415,3 +415,21 @@ Test(cli, a_damaged_train_state_is_refused_naming_the_tensor, .timeout = 60)
     expect_clean_error("tensor 'blk.1.ffn_up.weight' (bytes", "train --resume %s --steps 4", run);
     expect_clean_error("train_state", "train --resume %s --steps 4", run);
 }
+
+/* quill info and quill tokenize on a byte-level BPE vocabulary (Qwen3: no bos is added). */
+Test(cli, info_and_tokenize_byte_level_bpe, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-qwen3.gguf");
+    char *out;
+    cr_assert_eq(quill(&out, "info %s", vocab), 0, "%s", out);
+    cr_expect(strstr(out, "tokenizer: byte-level BPE, 151936 tokens") &&
+                  strstr(out, "pre-tokenizer qwen2"),
+              "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "tokenize %s 'Hello world'", vocab), 0, "%s", out);
+    cr_expect_str_eq(out, "9707 1879\n");
+    free(out);
+    cr_assert_eq(quill(&out, "tokenize %s --special '<|im_start|>user'", vocab), 0, "%s", out);
+    cr_expect_str_eq(out, "151644 872\n");
+    free(out);
+}

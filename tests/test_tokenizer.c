@@ -1,5 +1,6 @@
-/* Tokenizer tests: llama.cpp's own test vectors for the Llama 2 vocabulary, round trips
- * over awkward text and random bytes, hand-computed trainer results, and GGUF storage. */
+/* Tokenizer tests: llama.cpp's own test vectors for the Llama 2, GPT-2, Llama 3 and Qwen3
+ * vocabularies, round trips over awkward text and random bytes, hand-computed trainer and
+ * merge results, special tokens, and GGUF storage. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,9 @@
 #include "tokenizer.h"
 
 #define SPM_VOCAB "vocab/ggml-vocab-llama-spm.gguf"
+#define GPT2_VOCAB "vocab/ggml-vocab-gpt-2.gguf"
+#define LLAMA3_VOCAB "vocab/ggml-vocab-llama3.gguf"
+#define QWEN3_VOCAB "vocab/ggml-vocab-qwen3.gguf"
 
 /* ---- Helpers ---- */
 
@@ -159,29 +163,23 @@ static size_t parse_ids(const char *line, const char *end, int *ids, size_t max)
     return n;
 }
 
-Test(tokenizer, llama_spm_vectors)
+/* Encodes every case of the vocabulary's .inp file and compares it with the ids llama.cpp
+ * wrote into its .out file (no bos, special-token parsing off); with round_trip, also
+ * checks decode(encode(s)) == s. Returns the number of cases compared. */
+static int compare_with_llama_cpp(const Tokenizer *t, const char *vocab_path, bool round_trip)
 {
-    SHARED_FILE_OR_SKIP(shared_vocab, SPM_VOCAB);
-    char vocab_path[4096], path[4200];
-    snprintf(vocab_path, sizeof vocab_path, "%s", shared_vocab);
-    Tokenizer t;
-    load_vocab(&t, vocab_path);
-    cr_assert_eq(t.n_vocab, 32000);
-    cr_assert(t.bos_id == 1 && t.eos_id == 2 && t.unk_id == 0);
-    cr_assert(t.add_bos && t.add_space_prefix);
-
+    char path[4200];
     char *inp, *out;
     size_t inp_len, out_len;
     Error err;
+    /* file_read_all reads bytes: the CRLF case keeps its carriage returns. */
     snprintf(path, sizeof path, "%s.inp", vocab_path);
     cr_assert_eq(file_read_all(path, &inp, &inp_len, &err), 0, "%s", err.msg);
     snprintf(path, sizeof path, "%s.out", vocab_path);
     cr_assert_eq(file_read_all(path, &out, &out_len, &err), 0, "%s", err.msg);
 
-    Case cases[64];
-    int n_cases = split_cases(inp, inp_len, cases, 64);
-    cr_assert_eq(n_cases, 46, "expected 46 cases, found %d", n_cases);
-
+    Case cases[128];
+    int n_cases = split_cases(inp, inp_len, cases, 128);
     const char *line = out;
     for (int c = 0; c < n_cases; c++) {
         const char *eol = memchr(line, '\n', (size_t)(out + out_len - line));
@@ -190,17 +188,71 @@ Test(tokenizer, llama_spm_vectors)
         size_t n_want = parse_ids(line, eol, want, 1024);
         int *ids;
         size_t n;
-        encode_ok(&t, cases[c].text, cases[c].len, false, &ids, &n);
+        encode_ok(t, cases[c].text, cases[c].len, false, &ids, &n);
         cr_assert(same_ids(ids, n, want, n_want),
-                  "case %d '%s':\n  llama.cpp %s\n  quill     %s", c,
+                  "%s case %d '%s':\n  llama.cpp %s\n  quill     %s", vocab_path, c,
                   show_bytes(cases[c].text, cases[c].len), show_ids(want, n_want),
                   show_ids(ids, n));
         free(ids);
+        if (round_trip)
+            assert_round_trip(t, cases[c].text, cases[c].len, false, vocab_path);
         line = eol + 1;
     }
+    cr_assert_eq(line, out + out_len, "%s has more lines than cases", path);
     free(inp);
     free(out);
+    return n_cases;
+}
+
+Test(tokenizer, llama_spm_vectors)
+{
+    SHARED_FILE_OR_SKIP(shared_vocab, SPM_VOCAB);
+    char vocab_path[4096];
+    snprintf(vocab_path, sizeof vocab_path, "%s", shared_vocab);
+    Tokenizer t;
+    load_vocab(&t, vocab_path);
+    cr_assert_eq(t.kind, TOKENIZER_SPM);
+    cr_assert_eq(t.n_vocab, 32000);
+    cr_assert(t.bos_id == 1 && t.eos_id == 2 && t.unk_id == 0);
+    cr_assert(t.add_bos && t.add_space_prefix);
+    cr_assert_null(tokenizer_pre_name(&t));
+    int n_cases = compare_with_llama_cpp(&t, vocab_path, false);
+    cr_assert_eq(n_cases, 46, "expected 46 cases, compared %d", n_cases);
     tokenizer_free(&t);
+}
+
+/* ---- Byte-level BPE against llama.cpp ---- */
+
+/* Loads a shared vocabulary and compares all its cases (and their round trips). */
+static void assert_bpe_vectors(const char *shared_vocab, int expected_cases)
+{
+    char vocab_path[4096];
+    snprintf(vocab_path, sizeof vocab_path, "%s", shared_vocab);
+    Tokenizer t;
+    load_vocab(&t, vocab_path);
+    cr_assert_eq(t.kind, TOKENIZER_BPE);
+    int n_cases = compare_with_llama_cpp(&t, vocab_path, true);
+    cr_assert_eq(n_cases, expected_cases, "%s: expected %d cases, compared %d", vocab_path,
+                 expected_cases, n_cases);
+    tokenizer_free(&t);
+}
+
+Test(tokenizer, gpt2_vectors)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, GPT2_VOCAB);
+    assert_bpe_vectors(vocab_path, 46);
+}
+
+Test(tokenizer, llama3_vectors, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, LLAMA3_VOCAB);
+    assert_bpe_vectors(vocab_path, 61);
+}
+
+Test(tokenizer, qwen3_vectors, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, QWEN3_VOCAB);
+    assert_bpe_vectors(vocab_path, 61);
 }
 
 Test(tokenizer, llama_spm_basics)
@@ -751,16 +803,325 @@ Test(tokenizer, gguf_round_trip_llama)
     tokenizer_free(&back);
 }
 
-Test(tokenizer, gguf_rejects_gpt2)
+/* The metadata of the three byte-level vocabularies, as /work/shared/README.md and the
+ * files' keys give it; eot of GPT-2 is found by its text, <|endoftext|>. */
+Test(tokenizer, gguf_reads_gpt2_model, .timeout = 60)
 {
-    SHARED_FILE_OR_SKIP(vocab_path, "vocab/ggml-vocab-gpt-2.gguf");
-    GgufFile *f;
-    Error err;
-    cr_assert_eq(gguf_open(&f, vocab_path, &err), 0, "%s", err.msg);
+    SHARED_FILE_OR_SKIP(gpt2_path, GPT2_VOCAB);
     Tokenizer t;
-    cr_assert_eq(tokenizer_from_gguf(&t, f, &err), -1);
-    cr_assert(strstr(err.msg, "gpt2"), "the error should name the model: %s", err.msg);
-    gguf_close(f);
+    load_vocab(&t, gpt2_path);
+    cr_assert_eq(t.kind, TOKENIZER_BPE);
+    cr_assert_str_eq(tokenizer_kind_name(&t), "byte-level BPE");
+    cr_assert_str_eq(tokenizer_pre_name(&t), "gpt-2");
+    cr_assert_eq(t.n_vocab, 50257);
+    cr_assert(t.bos_id == 50256 && t.eos_id == 50256 && t.eot_id == 50256);
+    cr_assert(t.unk_id == -1 && t.pad_id == -1 && !t.add_bos && !t.add_eos);
+    cr_assert(!t.add_space_prefix);
+    tokenizer_free(&t);
+
+    SHARED_FILE_OR_SKIP(llama3_path, LLAMA3_VOCAB);
+    load_vocab(&t, llama3_path);
+    cr_assert_str_eq(tokenizer_pre_name(&t), "llama-bpe");
+    cr_assert_eq(t.n_vocab, 128256);
+    cr_assert(t.bos_id == 128000 && t.eos_id == 128001 && t.eot_id == 128009);
+    cr_assert(t.add_bos && !t.add_eos);
+    tokenizer_free(&t);
+
+    SHARED_FILE_OR_SKIP(qwen3_path, QWEN3_VOCAB);
+    load_vocab(&t, qwen3_path);
+    cr_assert_str_eq(tokenizer_pre_name(&t), "qwen2");
+    cr_assert_eq(t.n_vocab, 151936);
+    cr_assert(t.bos_id == 151643 && t.eos_id == 151645 && t.eot_id == 151645);
+    cr_assert(t.pad_id == 151643 && !t.add_bos);
+    tokenizer_free(&t);
+}
+
+/* GPT-2's byte alphabet: the 188 printable Latin-1 bytes are ids 0..187 in byte order and
+ * the other 68 follow; " " is 'Ġ' (id 220) and "\n" is 'Ċ' (id 198), the two most famous
+ * GPT-2 ids. Every byte's token decodes to exactly that byte. */
+Test(tokenizer, gpt2_byte_alphabet)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, GPT2_VOCAB);
+    Tokenizer t;
+    load_vocab(&t, vocab_path);
+    cr_assert_eq(t.byte_token['!'], 0);
+    cr_assert_eq(t.byte_token[' '], 220);
+    cr_assert_eq(t.byte_token['\n'], 198);
+    cr_assert_str_eq(t.pieces[220], "\xc4\xa0"); /* U+0120 */
+    cr_assert_str_eq(t.pieces[t.byte_token[0x00]], "\xc4\x80"); /* U+0100: the first stand-in */
+    cr_assert_str_eq(t.pieces[t.byte_token[0x7F]], "\xc4\xa1"); /* U+0121: after the 33 controls */
+    cr_assert_str_eq(t.pieces[t.byte_token[0xAD]], "\xc5\x83"); /* U+0143: the 68th */
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        cr_assert_eq(tokenizer_token_bytes(&t, t.byte_token[b], buf, sizeof buf), 1, "byte %d", b);
+        cr_assert_eq((unsigned char)buf[0], b);
+    }
+    char buf[16];
+    int hello = tokenizer_lookup(&t, "\xc4\xa0Hello", 7); /* "ĠHello" */
+    cr_assert_geq(hello, 0);
+    cr_assert_eq(tokenizer_token_bytes(&t, hello, buf, sizeof buf), 6);
+    cr_assert(memcmp(buf, " Hello", 6) == 0);
+    cr_assert_eq(tokenizer_token_bytes(&t, 50256, buf, sizeof buf), 0, "<|endoftext|> is control");
+    tokenizer_free(&t);
+}
+
+/* Control tokens print nothing; user-defined tokens print their text; a text with control
+ * tokens around it decodes to the text alone. */
+Test(tokenizer, bpe_decodes_special_tokens, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(llama3_path, LLAMA3_VOCAB);
+    Tokenizer t;
+    load_vocab(&t, llama3_path);
+    char buf[32];
+    cr_assert_eq(tokenizer_token_bytes(&t, 128009, buf, sizeof buf), 0, "<|eot_id|>");
+    cr_assert_eq(tokenizer_token_bytes(&t, 128000, buf, sizeof buf), 0, "<|begin_of_text|>");
+    int *ids;
+    size_t n;
+    encode_ok(&t, "Hello world", 11, true, &ids, &n);
+    cr_assert(n == 3 && ids[0] == 128000, "%s", show_ids(ids, n));
+    int with_eot[4] = {ids[0], ids[1], ids[2], 128009};
+    char *text;
+    size_t len;
+    Error err;
+    cr_assert_eq(tokenizer_decode(&t, with_eot, 4, &text, &len, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(text, "Hello world");
+    free(text);
+    free(ids);
+    tokenizer_free(&t);
+
+    SHARED_FILE_OR_SKIP(qwen3_path, QWEN3_VOCAB);
+    load_vocab(&t, qwen3_path);
+    cr_assert_eq(t.types[151667], TOKEN_TYPE_USER_DEFINED);
+    cr_assert_eq(tokenizer_token_bytes(&t, 151667, buf, sizeof buf), 7);
+    cr_assert(memcmp(buf, "<think>", 7) == 0);
+    cr_assert_eq(tokenizer_token_bytes(&t, 151645, buf, sizeof buf), 0, "<|im_end|>");
+    tokenizer_free(&t);
+}
+
+static void assert_encodes_special(const Tokenizer *t, const char *text, const int *want,
+                                   size_t n_want)
+{
+    int *ids;
+    size_t n;
+    Error err;
+    EncodeOptions opt = {.parse_special = true};
+    cr_assert_eq(tokenizer_encode_with(t, text, strlen(text), opt, &ids, &n, &err), 0, "%s",
+                 err.msg);
+    cr_assert(same_ids(ids, n, want, n_want), "parse_special '%s':\n  expected %s\n  got      %s",
+              show_bytes(text, strlen(text)), show_ids(want, n_want), show_ids(ids, n));
+    free(ids);
+}
+
+static bool ids_contain(const int *ids, size_t n, int id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+/* With parse_special, control-token text in a chat prompt becomes the control ids (as
+ * llama.cpp and Hugging Face tokenizers give them); without it, it stays plain text. The
+ * words between them are what the vectors above check: "user" 882 / 872, "\n\n" 271,
+ * "\n" 198, "Hi" 13347 / 13048. */
+Test(tokenizer, bpe_parse_special, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(llama3_path, LLAMA3_VOCAB);
+    Tokenizer t;
+    load_vocab(&t, llama3_path);
+    const char *llama3 = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
+    assert_encodes_special(&t, llama3, (const int[]){128006, 882, 128007, 271, 13347, 128009}, 6);
+    int *ids;
+    size_t n;
+    encode_ok(&t, llama3, strlen(llama3), false, &ids, &n);
+    cr_assert(!ids_contain(ids, n, 128009) && !ids_contain(ids, n, 128006), "%s",
+              show_ids(ids, n));
+    free(ids);
+    /* bos and eos around it, as a prompt would have them. */
+    Error err;
+    EncodeOptions opt = {.add_bos = true, .add_eos = true, .parse_special = true};
+    cr_assert_eq(tokenizer_encode_with(&t, "<|eot_id|>", 10, opt, &ids, &n, &err), 0, "%s",
+                 err.msg);
+    cr_assert(same_ids(ids, n, (const int[]){128000, 128009, 128001}, 3), "%s", show_ids(ids, n));
+    free(ids);
+    tokenizer_free(&t);
+
+    SHARED_FILE_OR_SKIP(qwen3_path, QWEN3_VOCAB);
+    load_vocab(&t, qwen3_path);
+    const char *chatml = "<|im_start|>user\nHi<|im_end|>\n<think>";
+    assert_encodes_special(&t, chatml, (const int[]){151644, 872, 198, 13048, 151645, 198, 151667},
+                           7);
+    encode_ok(&t, chatml, strlen(chatml), false, &ids, &n);
+    cr_assert(!ids_contain(ids, n, 151644) && !ids_contain(ids, n, 151645), "%s", show_ids(ids, n));
+    cr_assert(ids_contain(ids, n, 151667), "user-defined <think> always matches: %s",
+              show_ids(ids, n));
+    free(ids);
+    tokenizer_free(&t);
+}
+
+/* The SentencePiece encoder parses special text too: "<s>" becomes bos. */
+Test(tokenizer, spm_parse_special)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, SPM_VOCAB);
+    Tokenizer t;
+    load_vocab(&t, vocab_path);
+    int *ids;
+    size_t n;
+    Error err;
+    EncodeOptions opt = {.parse_special = true};
+    cr_assert_eq(tokenizer_encode_with(&t, "<s>[INST] Hi [/INST]", 20, opt, &ids, &n, &err), 0,
+                 "%s", err.msg);
+    cr_assert(n > 1 && ids[0] == 1 && !ids_contain(ids + 1, n - 1, 1), "%s", show_ids(ids, n));
+    free(ids);
+    tokenizer_free(&t);
+}
+
+Test(tokenizer, round_trip_bpe_vocabularies, .timeout = 120)
+{
+    static const char *const vocabs[] = {GPT2_VOCAB, LLAMA3_VOCAB, QWEN3_VOCAB};
+    for (int v = 0; v < 3; v++) {
+        SHARED_FILE_OR_SKIP(vocab_path, vocabs[v]);
+        Tokenizer t;
+        load_vocab(&t, vocab_path);
+        round_trip_all(&t, vocabs[v]);
+        fuzz_round_trips(&t, vocabs[v], 2000);
+        /* Invalid bytes are never lost: "\xff" is its own word, the byte's own token. */
+        int *ids;
+        size_t n;
+        encode_ok(&t, "a\xff", 2, false, &ids, &n);
+        cr_assert(n == 2 && ids[1] == t.byte_token[0xFF], "%s", show_ids(ids, n));
+        free(ids);
+        tokenizer_free(&t);
+    }
+}
+
+/* ---- Byte-level BPE by hand ----
+ * A vocabulary of the 256 byte stand-ins, written here from GPT-2's rule (printable
+ * Latin-1 bytes stand for themselves, the other 68 take U+0100.. in byte order), then a
+ * few merged pieces and special tokens. */
+enum { TINY_AB = 256, TINY_BC, TINY_ABC, TINY_AA, TINY_SPACE_A, TINY_END, TINY_TOOL, TINY_N };
+
+static void tiny_bpe(Tokenizer *t, const char *const *merges, size_t n_merges, const char *pre)
+{
+    static char chars[256][3];
+    const char *pieces[TINY_N];
+    int32_t types[TINY_N];
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        int cp = printable ? b : next++;
+        if (cp < 0x80) {
+            chars[b][0] = (char)cp;
+            chars[b][1] = '\0';
+        } else {
+            chars[b][0] = (char)(0xC0 | cp >> 6);
+            chars[b][1] = (char)(0x80 | (cp & 0x3F));
+            chars[b][2] = '\0';
+        }
+        pieces[b] = chars[b];
+        types[b] = TOKEN_TYPE_NORMAL;
+    }
+    const char *extra[] = {"ab", "bc", "abc", "aa", "\xc4\xa0" "a", "<|end|>", "<x>"};
+    for (int i = TINY_AB; i < TINY_N; i++) {
+        pieces[i] = extra[i - TINY_AB];
+        types[i] = TOKEN_TYPE_NORMAL;
+    }
+    types[TINY_END] = TOKEN_TYPE_CONTROL;
+    types[TINY_TOOL] = TOKEN_TYPE_USER_DEFINED;
+    Error err;
+    cr_assert_eq(tokenizer_init_bpe(t, TINY_N, pieces, types, merges, n_merges, pre, &err), 0,
+                 "%s", err.msg);
+}
+
+/* "abc" has the pairs (a,b) and (b,c): the one with the lower rank merges first, and then
+ * no merge joins what is left. */
+Test(tokenizer, bpe_merges_lowest_rank_first)
+{
+    Tokenizer t;
+    tiny_bpe(&t, (const char *const[]){"b c", "a b"}, 2, "gpt-2");
+    assert_encodes_to(&t, "abc", (const int[]){'a', TINY_BC}, 2);
+    tokenizer_free(&t);
+    tiny_bpe(&t, (const char *const[]){"a b", "b c"}, 2, "gpt-2");
+    assert_encodes_to(&t, "abc", (const int[]){TINY_AB, 'c'}, 2);
+    /* Merges go on from merged symbols: ab + c. */
+    tokenizer_free(&t);
+    tiny_bpe(&t, (const char *const[]){"a b", "b c", "ab c"}, 3, "gpt-2");
+    assert_encodes_to(&t, "abc", (const int[]){TINY_ABC}, 1);
+    /* The same merge twice in a word: the left pair first. */
+    tokenizer_free(&t);
+    tiny_bpe(&t, (const char *const[]){"a a"}, 1, "gpt-2");
+    assert_encodes_to(&t, "aaa", (const int[]){TINY_AA, 'a'}, 2);
+    /* " a" is one word, 'Ġ' 'a', and "Ġ a" merges it; the words of "a a" are "a", " a". */
+    tokenizer_free(&t);
+    tiny_bpe(&t, (const char *const[]){"\xc4\xa0 a", "a a"}, 2, "gpt-2");
+    assert_encodes_to(&t, "a a", (const int[]){'a', TINY_SPACE_A}, 2);
+    assert_round_trip(&t, "a a", 3, false, "tiny");
+    tokenizer_free(&t);
+}
+
+/* llama-bpe's ignore_merges: a word that is a whole token is that token, even when no
+ * merge builds it; GPT-2 merges "abc" as far as its merges go. */
+Test(tokenizer, bpe_ignore_merges)
+{
+    Tokenizer t;
+    tiny_bpe(&t, (const char *const[]){"a b"}, 1, "llama-bpe");
+    cr_assert(t.add_bos, "llama-bpe adds bos by default, as llama.cpp");
+    assert_encodes_to(&t, "abc", (const int[]){TINY_ABC}, 1);
+    tokenizer_free(&t);
+    tiny_bpe(&t, (const char *const[]){"a b"}, 1, "gpt-2");
+    cr_assert(!t.add_bos);
+    assert_encodes_to(&t, "abc", (const int[]){TINY_AB, 'c'}, 2);
+    tokenizer_free(&t);
+}
+
+/* USER_DEFINED text always becomes its token; CONTROL text only with parse_special. */
+Test(tokenizer, bpe_special_pieces)
+{
+    Tokenizer t;
+    tiny_bpe(&t, (const char *const[]){"a b"}, 1, "gpt-2");
+    assert_encodes_to(&t, "a<x>b", (const int[]){'a', TINY_TOOL, 'b'}, 3);
+    assert_encodes_to(&t, "<|end|>", (const int[]){'<', '|', 'e', 'n', 'd', '|', '>'}, 7);
+    assert_encodes_special(&t, "ab<|end|>", (const int[]){TINY_AB, TINY_END}, 2);
+    char buf[8];
+    cr_assert_eq(tokenizer_token_bytes(&t, TINY_END, buf, sizeof buf), 0);
+    cr_assert_eq(tokenizer_token_bytes(&t, TINY_TOOL, buf, sizeof buf), 3);
+    cr_assert(memcmp(buf, "<x>", 3) == 0);
+    cr_assert_eq(tokenizer_token_bytes(&t, TINY_SPACE_A, buf, sizeof buf), 2);
+    cr_assert(memcmp(buf, " a", 2) == 0);
+    assert_round_trip(&t, "a<x> <x>b<|end|>", 16, false, "tiny specials");
+    tokenizer_free(&t);
+}
+
+/* Merges whose halves are not tokens are left out; a merge without a space is an error. */
+Test(tokenizer, bpe_rejects_bad_merges)
+{
+    Tokenizer t;
+    tiny_bpe(&t, (const char *const[]){"x yz", "a b"}, 2, "gpt-2");
+    assert_encodes_to(&t, "ab", (const int[]){TINY_AB}, 1);
+    tokenizer_free(&t);
+    const char *pieces[] = {"a", "b", "ab"};
+    Error err;
+    cr_assert_eq(tokenizer_init_bpe(&t, 3, pieces, NULL, (const char *const[]){"ab"}, 1, NULL,
+                                    &err),
+                 -1);
+    cr_assert(strstr(err.msg, "tokenizer.ggml.merges[0]"), "%s", err.msg);
+    cr_assert_eq(tokenizer_init_bpe(&t, 3, pieces, NULL, NULL, 0, "xyz", &err), -1);
+    cr_assert(strstr(err.msg, "tokenizer.ggml.pre 'xyz' is not supported (quill knows: "),
+              "%s", err.msg);
+}
+
+Test(tokenizer, gguf_round_trip_bpe)
+{
+    SHARED_FILE_OR_SKIP(vocab_path, GPT2_VOCAB);
+    Tokenizer t, back;
+    load_vocab(&t, vocab_path);
+    write_and_reload(&t, &back);
+    assert_same_tokenizer(&t, &back);
+    cr_assert_eq(back.kind, TOKENIZER_BPE);
+    cr_assert_str_eq(tokenizer_pre_name(&back), "gpt-2");
+    cr_assert(back.eot_id == t.eot_id && back.pad_id == t.pad_id && back.add_eos == t.add_eos);
+    tokenizer_free(&t);
+    tokenizer_free(&back);
 }
 
 /* Writes a file with hand-made tokenizer metadata and expects tokenizer_from_gguf to
@@ -807,9 +1168,35 @@ static void fill_no_model(GgufWriter *w)
     gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", TINY_PIECES, 3);
 }
 
+static void fill_unknown_model(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "t5");
+    gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", TINY_PIECES, 3);
+}
+
+static const char *const BPE_PIECES[] = {"a", "b", "ab"};
+
+static void fill_bpe_unknown_pre(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_add_str(w, "tokenizer.ggml.pre", "xyz");
+    gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", BPE_PIECES, 3);
+    gguf_writer_add_str_array(w, "tokenizer.ggml.merges", (const char *const[]){"a b"}, 1);
+}
+
+static void fill_bpe_no_merges(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", BPE_PIECES, 3);
+}
+
 Test(tokenizer, gguf_rejects_inconsistent_metadata)
 {
     assert_gguf_rejected(fill_short_scores, "tokenizer.ggml.scores");
     assert_gguf_rejected(fill_bad_bos, "tokenizer.ggml.bos_token_id");
     assert_gguf_rejected(fill_no_model, "tokenizer.ggml.model");
+    assert_gguf_rejected(fill_unknown_model, "tokenizer model 't5' is not supported");
+    assert_gguf_rejected(fill_bpe_no_merges, "tokenizer.ggml.merges");
+    assert_gguf_rejected(fill_bpe_unknown_pre,
+                         "tokenizer.ggml.pre 'xyz' is not supported (quill knows: default, gpt-2");
 }

@@ -1,7 +1,7 @@
 /* Writes the seed corpora of the fuzz harnesses, all made by quill itself from the small
  * text of fuzz_common.h (nothing is copied from elsewhere):
- *   OUT/gguf_model/   a tiny model with its tokenizer, a tied one with one kv head, and a
- *                     vocabulary-only file
+ *   OUT/gguf_model/   a tiny model with its tokenizer, a tied one with one kv head, a
+ *                     vocabulary-only file, and a byte-level BPE ("gpt2") vocabulary
  *   OUT/train_state/  a checkpoint (train_state and model.gguf) after one AdamW step
  *   OUT/token_cache/  the token cache of the text
  * Usage: fuzz-seeds OUT (the directories must exist). */
@@ -69,6 +69,56 @@ static int write_token_cache(const char *dir, const char *text_path, const Token
     return status;
 }
 
+/* GPT-2's stand-in character for a byte, as UTF-8: printable bytes stand for themselves,
+ * the others for the code points from U+0100 on, in byte order. */
+static void byte_stand_in(int byte, char out[3])
+{
+    bool printable = (byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || byte >= 174;
+    int rank = 0;
+    for (int b = 0; b < byte; b++)
+        rank += !((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174);
+    int cp = printable ? byte : 256 + rank;
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = '\0';
+    } else {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        out[2] = '\0';
+    }
+}
+
+/* A byte-level BPE vocabulary (GPT-2 style): the 256 byte pieces, a few merges, and a
+ * control token, so that the fuzzer starts from a valid "gpt2" tokenizer too. */
+static int write_bpe_vocab(const char *path, Error *err)
+{
+    enum { N_BYTES = 256, N_VOCAB = 260 };
+    static char bytes[N_BYTES][3];
+    const char *pieces[N_VOCAB];
+    int32_t types[N_VOCAB];
+    for (int b = 0; b < N_BYTES; b++) {
+        byte_stand_in(b, bytes[b]);
+        pieces[b] = bytes[b];
+        types[b] = TOKEN_TYPE_NORMAL;
+    }
+    const char *extra[] = {"he", "\xc4\xa0t", "\xc4\xa0the", "<|endoftext|>"};
+    for (int i = 0; i < 4; i++) {
+        pieces[N_BYTES + i] = extra[i];
+        types[N_BYTES + i] = i == 3 ? TOKEN_TYPE_CONTROL : TOKEN_TYPE_NORMAL;
+    }
+    const char *merges[] = {"h e", "\xc4\xa0 t", "\xc4\xa0t he"};
+    Tokenizer tok;
+    if (tokenizer_init_bpe(&tok, N_VOCAB, pieces, types, merges, 3, "gpt2", err) != 0)
+        return -1;
+    GgufWriter *w = gguf_writer_new();
+    gguf_writer_add_str(w, "general.architecture", "llama");
+    tokenizer_to_gguf(&tok, w);
+    int status = gguf_writer_write(w, path, err);
+    gguf_writer_free(w);
+    tokenizer_free(&tok);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -94,6 +144,9 @@ int main(int argc, char **argv)
         status = write_model(path, &tok, models[i].tied, models[i].kv_heads,
                              models[i].with_model, &err);
     }
+    snprintf(path, sizeof path, "%s/gguf_model/bpe-vocab.gguf", argv[1]);
+    if (status == 0)
+        status = write_bpe_vocab(path, &err);
     snprintf(dir, sizeof dir, "%s/train_state", argv[1]);
     if (status == 0)
         status = write_checkpoint(dir, &tok, &err);
