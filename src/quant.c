@@ -1,0 +1,272 @@
+/* The quant module's front: the table of formats, dispatch to the reference conversions,
+ * the ISA choice, and quant_matmul's driver (activation quantization, tiling, threads).
+ * The per-type code lives in quant_q32.c and quant_kquants.c, the SIMD kernels in
+ * quant_avx2.c and quant_avx512.c (quant_impl.h has the map). */
+#include "quant.h"
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "quant_impl.h"
+
+/* ---- The table of formats ------------------------------------------------------------- */
+
+static const QuantFormat *const FORMATS[] = {
+    &quant_format_f32,  &quant_format_f16,  &quant_format_bf16, &quant_format_q4_0,
+    &quant_format_q4_1, &quant_format_q5_0, &quant_format_q5_1, &quant_format_q8_0,
+    &quant_format_q2_k, &quant_format_q3_k, &quant_format_q4_k, &quant_format_q5_k,
+    &quant_format_q6_k, &quant_format_q8_k,
+};
+
+static const QuantFormat *format_find(uint32_t type)
+{
+    for (size_t i = 0; i < sizeof FORMATS / sizeof *FORMATS; i++)
+        if (FORMATS[i]->type == type)
+            return FORMATS[i];
+    return NULL;
+}
+
+/* The format of a type the caller promised is supported (a programmer error otherwise). */
+static const QuantFormat *format_of(uint32_t type)
+{
+    const QuantFormat *f = format_find(type);
+    assert(f && "quant: unsupported tensor type");
+    return f;
+}
+
+bool quant_type_is_supported(uint32_t type)
+{
+    return format_find(type) != NULL;
+}
+
+int64_t quant_block_size(uint32_t type)
+{
+    return format_of(type)->block_size;
+}
+
+size_t quant_row_bytes(uint32_t type, int64_t n)
+{
+    const QuantFormat *f = format_of(type);
+    assert(n >= 0 && n % f->block_size == 0);
+    return (size_t)(n / f->block_size) * f->block_bytes;
+}
+
+/* ---- Reference conversions ------------------------------------------------------------ */
+
+void quant_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+{
+    const QuantFormat *f = format_of(type);
+    assert(n % f->block_size == 0);
+    f->dequantize(src, dst, n);
+}
+
+bool quant_can_quantize(uint32_t type)
+{
+    const QuantFormat *f = format_find(type);
+    return f && f->quantize;
+}
+
+void quant_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    const QuantFormat *f = format_of(type);
+    assert(f->quantize && n % f->block_size == 0);
+    f->quantize(src, dst, n);
+}
+
+/* ---- ISA choice ------------------------------------------------------------------------ */
+
+/* -1 until the first call that needs it picks quant_isa_best(). Atomic because products may
+ * start on several threads at once; every one of them would store the same value. */
+static _Atomic int current_isa = -1;
+
+static bool cpu_runs(QuantIsa isa)
+{
+    __builtin_cpu_init();
+    switch (isa) {
+    case QUANT_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case QUANT_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case QUANT_ISA_SCALAR:
+        return true;
+    }
+    return false;
+}
+
+QuantIsa quant_isa_best(void)
+{
+    if (cpu_runs(QUANT_ISA_AVX512))
+        return QUANT_ISA_AVX512;
+    return cpu_runs(QUANT_ISA_AVX2) ? QUANT_ISA_AVX2 : QUANT_ISA_SCALAR;
+}
+
+int quant_set_isa(QuantIsa isa)
+{
+    if (!cpu_runs(isa))
+        return -1;
+    current_isa = (int)isa;
+    return 0;
+}
+
+QuantIsa quant_isa(void)
+{
+    int isa = current_isa;
+    if (isa < 0) {
+        isa = (int)quant_isa_best();
+        current_isa = isa;
+    }
+    return (QuantIsa)isa;
+}
+
+const char *quant_isa_name(QuantIsa isa)
+{
+    switch (isa) {
+    case QUANT_ISA_AVX512: return "avx512";
+    case QUANT_ISA_AVX2: return "avx2";
+    case QUANT_ISA_SCALAR: return "scalar";
+    }
+    return "unknown";
+}
+
+/* The tile kernel for a weight type on the current ISA, or NULL for the scalar loop. */
+static QuantTileFn *tile_kernel(QuantIsa isa, uint32_t type)
+{
+    switch (isa) {
+    case QUANT_ISA_AVX512: return quant_avx512_tile(type);
+    case QUANT_ISA_AVX2: return quant_avx2_tile(type);
+    case QUANT_ISA_SCALAR: return NULL;
+    }
+    return NULL;
+}
+
+/* The activation quantizer: a vectorised one where the ISA has it (same bytes), else the
+ * reference. */
+static QuantQuantizeFn *activation_quantizer(QuantIsa isa, uint32_t act_type)
+{
+    QuantQuantizeFn *fn = NULL;
+    if (isa == QUANT_ISA_AVX512)
+        fn = quant_avx512_quantizer(act_type);
+    else if (isa == QUANT_ISA_AVX2)
+        fn = quant_avx2_quantizer(act_type);
+    return fn ? fn : format_of(act_type)->quantize;
+}
+
+/* ---- Dot products and matrix products -------------------------------------------------- */
+
+uint32_t quant_activation_type(uint32_t weight_type)
+{
+    return format_of(weight_type)->act_type;
+}
+
+float quant_vec_dot(uint32_t weight_type, int64_t n, const void *w_row, const void *act_row)
+{
+    const QuantFormat *f = format_of(weight_type);
+    assert(f->dot && n % f->block_size == 0);
+    QuantTileFn *tile = tile_kernel(quant_isa(), weight_type);
+    if (!tile)
+        return f->dot(n, w_row, act_row);
+    const void *rows[QUANT_TILE_ROWS] = {w_row, w_row, w_row, w_row};
+    float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS];
+    tile(n, rows, 1, act_row, 0, 1, dots);
+    return dots[0][0];
+}
+
+size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
+{
+    uint32_t act_type = quant_activation_type(type);
+    if (act_type == GGML_TYPE_F32)
+        return 0;
+    return (size_t)N * quant_row_bytes(act_type, K);
+}
+
+/* Products smaller than this many multiply-adds run on one thread: waking the others costs
+ * a few microseconds, more than such a product takes. */
+#define MATMUL_PARALLEL_MIN_WORK (1 << 18)
+
+/* How many activation rows one pass over the weights serves: as many as fit in about half
+ * of a 1 MiB L2 cache, so that each tile of weights, loaded once, meets every activation
+ * row of the pass from cache. Longer prompts make several passes. */
+#define MATMUL_PASS_BYTES (512 * 1024)
+
+/* One tile's results into out, with beta (out is not read when beta is 0). */
+static void tile_store(float *out, int ldo, int r0, int n_rows, int c0, int n_cols, float beta,
+                       float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS])
+{
+    for (int c = 0; c < n_cols; c++) {
+        float *o = out + (size_t)(c0 + c) * ldo + r0;
+        for (int r = 0; r < n_rows; r++)
+            o[r] = beta == 0.0f ? dots[c][r] : beta * o[r] + dots[c][r];
+    }
+}
+
+/* The tile the scalar ISA uses: every dot on its own, with the type's portable kernel. */
+static void tile_scalar(QuantDotFn *dot, int64_t K, const void *const rows[QUANT_TILE_ROWS],
+                        int n_rows, const uint8_t *act, size_t act_stride, int n_cols,
+                        float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS])
+{
+    for (int c = 0; c < n_cols; c++)
+        for (int r = 0; r < n_rows; r++)
+            dots[c][r] = dot(K, rows[r], act + c * act_stride);
+}
+
+void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void *W,
+                  uint32_t type, int M, float beta, void *scratch)
+{
+    const QuantFormat *f = format_of(type);
+    assert(f->dot && K % f->block_size == 0 && ldo >= M);
+    if (N <= 0 || M <= 0)
+        return;
+    QuantIsa isa = quant_isa();
+    size_t work = (size_t)M * (size_t)K * (size_t)N;
+
+    /* 1. The activations, once, in the format the kernels read (F32 is used as it is). */
+    const uint8_t *act = (const uint8_t *)x;
+    size_t act_stride = (size_t)K * sizeof(float);
+    if (f->act_type != GGML_TYPE_F32) {
+        assert(scratch && "quant_matmul: quantized weights need scratch");
+        QuantQuantizeFn *quantize = activation_quantizer(isa, f->act_type);
+        act_stride = quant_row_bytes(f->act_type, K);
+        uint8_t *dst = scratch;
+#pragma omp parallel for schedule(static) if ((size_t)N * K >= (1 << 15) && N > 1)
+        for (int i = 0; i < N; i++)
+            quantize(x + (size_t)i * K, dst + (size_t)i * act_stride, K);
+        act = dst;
+    }
+
+    /* 2. Tiles of 4 weight rows x 4 activation rows. Threads take tiles of weight rows, so
+     *    each thread streams its own share of W from memory once per pass; within a tile
+     *    the 4 weight rows stay in L1 while every activation row of the pass goes by. */
+    QuantTileFn *tile = tile_kernel(isa, type);
+    size_t w_stride = quant_row_bytes(type, K);
+    int pass_cols = (int)(MATMUL_PASS_BYTES / act_stride) / QUANT_TILE_COLS * QUANT_TILE_COLS;
+    pass_cols = pass_cols < QUANT_TILE_COLS ? QUANT_TILE_COLS : pass_cols;
+    int n_row_tiles = (M + QUANT_TILE_ROWS - 1) / QUANT_TILE_ROWS;
+    for (int p0 = 0; p0 < N; p0 += pass_cols) {
+        int p1 = p0 + pass_cols < N ? p0 + pass_cols : N;
+#pragma omp parallel for schedule(static) if (work >= MATMUL_PARALLEL_MIN_WORK)
+        for (int t = 0; t < n_row_tiles; t++) {
+            int r0 = t * QUANT_TILE_ROWS;
+            int n_rows = M - r0 < QUANT_TILE_ROWS ? M - r0 : QUANT_TILE_ROWS;
+            /* a short last tile repeats its last row: computed, never stored */
+            const void *rows[QUANT_TILE_ROWS];
+            for (int r = 0; r < QUANT_TILE_ROWS; r++)
+                rows[r] = (const uint8_t *)W + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * w_stride;
+            for (int c0 = p0; c0 < p1; c0 += QUANT_TILE_COLS) {
+                int n_cols = p1 - c0 < QUANT_TILE_COLS ? p1 - c0 : QUANT_TILE_COLS;
+                float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS];
+                const uint8_t *a = act + (size_t)c0 * act_stride;
+                if (tile)
+                    tile(K, rows, n_rows, a, act_stride, n_cols, dots);
+                else
+                    tile_scalar(f->dot, K, rows, n_rows, a, act_stride, n_cols, dots);
+                tile_store(out, ldo, r0, n_rows, c0, n_cols, beta, dots);
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+/* Internals shared by the files of the quant module (not part of the library's API):
+ *
+ *   quant.c          the type table, dispatch, quant_matmul's driver, ISA selection
+ *   quant_q32.c      F32/F16/BF16 and the 32-element blocks: reference dequantize,
+ *                    quantize and the portable (scalar) dot product of each type
+ *   quant_kquants.c  the same for the K-quants and Q8_K
+ *   quant_avx2.c     AVX2 kernels          } tiles of dot products, compiled with their own
+ *   quant_avx512.c   AVX-512 VNNI kernels  } target attributes, used only when the CPU has them
+ *
+ * Adding a tensor type: draw and declare its block in quant_blocks.h; write its reference
+ * dequantizer (and quantizer, if quill should write it) and its scalar dot product next to
+ * the others of its family; describe it with a QuantFormat below and list it in quant.c's
+ * table. From then on it works everywhere on the scalar path; a SIMD tile kernel for it in
+ * quant_avx2.c / quant_avx512.c makes it fast. */
+#ifndef QUILL_QUANT_IMPL_H
+#define QUILL_QUANT_IMPL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Round to the nearest integer, ties to even. Adding 1.5 * 2^23 leaves a float no
+ * fraction bits, so the addition itself rounds (in the default rounding mode) and the
+ * subtraction gives the integer back; it is exactly what the SIMD float-to-int conversion
+ * (cvtps2dq) does for |x| < 2^22, so the vectorised activation quantizers produce the same
+ * bytes as the reference ones. A NaN (from a broken input) gives 0 instead of an undefined
+ * float-to-int conversion. */
+static inline int quant_round(float x)
+{
+    if (!(fabsf(x) < 4194304.0f))
+        return 0;
+    return (int)((x + 12582912.0f) - 12582912.0f);
+}
+
+static inline int quant_clamp(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* n elements (a multiple of the block size) of one row. */
+typedef void QuantDequantizeFn(const void *src, float *dst, int64_t n);
+typedef void QuantQuantizeFn(const float *src, void *dst, int64_t n);
+/* Dot product of n weights with n activations in the weight type's activation format. */
+typedef float QuantDotFn(int64_t n, const void *w_row, const void *act_row);
+
+/* What quill knows about one tensor type. */
+typedef struct {
+    uint32_t type;                  /* GgmlType */
+    int64_t block_size;             /* elements per block */
+    size_t block_bytes;             /* bytes per block */
+    uint32_t act_type;              /* activation format of its dot product */
+    QuantDequantizeFn *dequantize;  /* reference dequantizer */
+    QuantQuantizeFn *quantize;      /* reference quantizer, or NULL: quill does not write it */
+    QuantDotFn *dot;                /* portable dot product (the scalar ISA) */
+} QuantFormat;
+
+extern const QuantFormat quant_format_f32, quant_format_f16, quant_format_bf16;
+extern const QuantFormat quant_format_q4_0, quant_format_q4_1, quant_format_q5_0,
+    quant_format_q5_1, quant_format_q8_0;
+extern const QuantFormat quant_format_q2_k, quant_format_q3_k, quant_format_q4_k,
+    quant_format_q5_k, quant_format_q6_k, quant_format_q8_k;
+
+/* ---- Tiles: what the SIMD files provide ----
+ * A tile is up to QUANT_TILE_ROWS weight rows times up to QUANT_TILE_COLS activation rows:
+ *   dots[c][r] = dot(w_rows[r], activation row c)   for r < n_rows, c < n_cols
+ * with activation row c at act + c * act_stride bytes. Each weight block is decoded once
+ * and used against every activation row of the tile, and each activation block once for
+ * every weight row; each dot is summed in registers along the whole row, in the same order
+ * whatever n_rows and n_cols are. n_rows and n_cols are 1..4. w_rows always holds four
+ * valid rows (a short tile repeats its last one), so a kernel may compute all four and
+ * drop the extra dots; activation rows past n_cols must not be read. */
+enum { QUANT_TILE_ROWS = 4, QUANT_TILE_COLS = 4 };
+
+typedef void QuantTileFn(int64_t n, const void *const w_rows[QUANT_TILE_ROWS], int n_rows,
+                         const void *act, size_t act_stride, int n_cols,
+                         float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS]);
+
+/* The tile kernel of a weight type on an ISA, or NULL when that ISA has none for it (the
+ * driver then loops over the type's scalar dot product). */
+QuantTileFn *quant_avx2_tile(uint32_t type);
+QuantTileFn *quant_avx512_tile(uint32_t type);
+
+/* Activation quantizers for Q8_0 and Q8_K with the same bits as the reference ones
+ * (quant_q32.c, quant_kquants.c), or NULL for other types. */
+QuantQuantizeFn *quant_avx2_quantizer(uint32_t act_type);
+QuantQuantizeFn *quant_avx512_quantizer(uint32_t act_type);
+
+#endif

@@ -1,0 +1,611 @@
+/* The quantized-tensor library against things outside its code:
+ *   - f32 -> f16/bf16 on values whose rounding is worked out by hand;
+ *   - every dequantizer on blocks built byte by byte here, with expected floats computed by
+ *     hand from the format's definition (quant_blocks.h draws the layouts);
+ *   - quantize -> dequantize round trips within each format's stated error bound;
+ *   - the tensors of llama.cpp's qtest-<TYPE>.gguf files against the same tensors of
+ *     qtest-f32.gguf, from which llama.cpp made them;
+ *   - every kernel on every ISA this CPU runs, and quant_matmul, against a product in
+ *     double of the dequantized rows;
+ *   - `quill quantize` end to end. */
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "f16.h"
+#include "gguf.h"
+#include "matmul.h"
+#include "quant.h"
+#include "quant_blocks.h"
+#include "rng.h"
+#include "test_util.h"
+
+/* ---- f32 -> f16 / bf16 ------------------------------------------------------------------ */
+
+Test(quant_f16, f32_to_f16_rounds_to_nearest_even)
+{
+    cr_expect_eq(f32_to_f16(1.0f), 0x3c00);
+    cr_expect_eq(f32_to_f16(-2.0f), 0xc000);
+    cr_expect_eq(f32_to_f16(0.0f), 0x0000);
+    cr_expect_eq(f32_to_f16(-0.0f), 0x8000);
+    /* 1 + 2^-11 is halfway between 1 and 1 + 2^-10: the tie goes to the even 1.0 */
+    cr_expect_eq(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);
+    /* 1 + 3*2^-11 is halfway between 1 + 2^-10 (odd) and 1 + 2^-9: up to the even one */
+    cr_expect_eq(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    /* just above the tie rounds up */
+    cr_expect_eq(f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);
+    cr_expect_eq(f32_to_f16(65504.0f), 0x7bff, "largest finite f16");
+    cr_expect_eq(f32_to_f16(65519.0f), 0x7bff, "below the halfway point to 2^16");
+    cr_expect_eq(f32_to_f16(65520.0f), 0x7c00, "halfway to 2^16 ties to infinity");
+    cr_expect_eq(f32_to_f16(1e10f), 0x7c00);
+    cr_expect_eq(f32_to_f16(-INFINITY), 0xfc00);
+    cr_expect_eq(f32_to_f16(0x1p-14f), 0x0400, "smallest normal");
+    cr_expect_eq(f32_to_f16(0x1p-24f), 0x0001, "smallest subnormal");
+    cr_expect_eq(f32_to_f16(3 * 0x1p-25f), 0x0002, "1.5 subnormal units: tie to even 2");
+    cr_expect_eq(f32_to_f16(0x1p-25f), 0x0000, "half a unit: tie to even 0");
+    cr_expect_eq(f32_to_f16(0x1p-25f + 0x1p-40f), 0x0001, "just over half a unit");
+    cr_expect_eq(f32_to_f16(-5 * 0x1p-24f), 0x8005);
+    cr_expect_eq(f32_to_f16(0x1p-14f - 0x1p-25f), 0x0400, "rounds up into the normals");
+    uint16_t nan = f32_to_f16(NAN);
+    cr_expect((nan & 0x7c00) == 0x7c00 && (nan & 0x3ff) != 0, "NaN stays NaN: %#x", nan);
+    cr_expect(isnan(f16_to_f32(f32_to_f16(f32_from_bits(0x7f800001u)))), "signalling NaN too");
+}
+
+Test(quant_f16, f32_to_bf16_rounds_to_nearest_even)
+{
+    cr_expect_eq(f32_to_bf16(1.0f), 0x3f80);
+    cr_expect_eq(f32_to_bf16(-3.0f), 0xc040);
+    /* 1 + 2^-8 is halfway between 1 and 1 + 2^-7: the even one is 1 */
+    cr_expect_eq(f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
+    /* 1 + 3*2^-8: halfway between 1 + 2^-7 (odd) and 1 + 2^-6: rounds up */
+    cr_expect_eq(f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
+    cr_expect_eq(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+    cr_expect_eq(f32_to_bf16(FLT_MAX), 0x7f80, "the largest float rounds up to infinity");
+    cr_expect_eq(f32_to_bf16(f32_from_bits(0x00000001u)), 0x0000, "tiny subnormal -> 0");
+    cr_expect_eq(f32_to_bf16(f32_from_bits(0x00018000u)), 0x0002, "subnormal tie to even");
+    uint16_t nan = f32_to_bf16(f32_from_bits(0x7f800001u)); /* payload only in low bits */
+    cr_expect((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0, "NaN stays NaN: %#x", nan);
+}
+
+/* ---- Block sizes ---------------------------------------------------------------------- */
+
+Test(quant_ref, block_structs_match_the_gguf_layout_table)
+{
+    static const struct {
+        uint32_t type;
+        size_t size;
+    } blocks[] = {
+        {GGML_TYPE_Q4_0, sizeof(BlockQ4_0)}, {GGML_TYPE_Q4_1, sizeof(BlockQ4_1)},
+        {GGML_TYPE_Q5_0, sizeof(BlockQ5_0)}, {GGML_TYPE_Q5_1, sizeof(BlockQ5_1)},
+        {GGML_TYPE_Q8_0, sizeof(BlockQ8_0)}, {GGML_TYPE_Q2_K, sizeof(BlockQ2_K)},
+        {GGML_TYPE_Q3_K, sizeof(BlockQ3_K)}, {GGML_TYPE_Q4_K, sizeof(BlockQ4_K)},
+        {GGML_TYPE_Q5_K, sizeof(BlockQ5_K)}, {GGML_TYPE_Q6_K, sizeof(BlockQ6_K)},
+        {GGML_TYPE_Q8_K, sizeof(BlockQ8_K)},
+    };
+    for (size_t i = 0; i < sizeof blocks / sizeof *blocks; i++) {
+        uint64_t block_size, type_size;
+        cr_assert_eq(gguf_tensor_type_layout(blocks[i].type, &block_size, &type_size), 0);
+        cr_expect_eq(blocks[i].size, type_size, "%s", gguf_tensor_type_name(blocks[i].type));
+        cr_expect_eq((uint64_t)quant_block_size(blocks[i].type), block_size);
+        cr_expect_eq(quant_row_bytes(blocks[i].type, 2 * (int64_t)block_size), 2 * type_size);
+    }
+    cr_expect_eq(quant_row_bytes(GGML_TYPE_F32, 3), 12);
+    cr_expect_eq(quant_row_bytes(GGML_TYPE_BF16, 3), 6);
+    cr_expect(!quant_type_is_supported(GGML_TYPE_Q8_1), "Q8_1 is not used by quill");
+}
+
+/* ---- Dequantizers on hand-built blocks ------------------------------------------------
+ * Each test fills a block's bytes, states the formula the format defines, and checks every
+ * element against it plus a few elements against values worked out by hand. Scales are
+ * exact f16 values (0x3800 = 0.5, 0x3400 = 0.25, ...) so every expected float is exact. */
+
+typedef struct {
+    int index;
+    float value;
+} Expected;
+
+/* Dequantizes one block of `type` and checks the hand-computed values and the formula. */
+static void check_block(uint32_t type, const void *block, const float *formula,
+                        const Expected *hand, int n_hand)
+{
+    int64_t n = quant_block_size(type);
+    float out[QK_K];
+    quant_dequantize_row(type, block, out, n);
+    for (int64_t i = 0; i < n; i++)
+        cr_expect_eq(out[i], formula[i], "%s element %ld: %g, formula %g",
+                     gguf_tensor_type_name(type), (long)i, out[i], formula[i]);
+    for (int i = 0; i < n_hand; i++)
+        cr_expect_eq(out[hand[i].index], hand[i].value, "%s element %d: %g, by hand %g",
+                     gguf_tensor_type_name(type), hand[i].index, out[hand[i].index],
+                     hand[i].value);
+}
+
+#define N_OF(a) ((int)(sizeof(a) / sizeof *(a)))
+
+Test(quant_ref, dequantize_f16_bf16_f32)
+{
+    uint16_t h[4] = {0x3c00, 0xc000, 0x7bff, 0x0001};
+    float out[4];
+    quant_dequantize_row(GGML_TYPE_F16, h, out, 4);
+    cr_expect(out[0] == 1.0f && out[1] == -2.0f && out[2] == 65504.0f && out[3] == 0x1p-24f);
+    uint16_t b[3] = {0x3f80, 0xc040, 0x0000};
+    quant_dequantize_row(GGML_TYPE_BF16, b, out, 3);
+    cr_expect(out[0] == 1.0f && out[1] == -3.0f && out[2] == 0.0f);
+    float f[2] = {1.5f, -7.25f};
+    quant_dequantize_row(GGML_TYPE_F32, f, out, 2);
+    cr_expect(out[0] == 1.5f && out[1] == -7.25f);
+}
+
+Test(quant_ref, dequantize_q4_0)
+{
+    /* d = 0.5; qs[j] = j | (15 - j) << 4, so q[j] = j and q[j+16] = 15 - j */
+    BlockQ4_0 b = {.d = 0x3800};
+    float formula[QK];
+    for (int j = 0; j < 16; j++) {
+        b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        formula[j] = 0.5f * (float)(j - 8);
+        formula[j + 16] = 0.5f * (float)(15 - j - 8);
+    }
+    Expected hand[] = {{0, -4.0f}, {9, 0.5f}, {15, 3.5f}, {16, 3.5f}, {31, -4.0f}};
+    check_block(GGML_TYPE_Q4_0, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q4_1)
+{
+    /* d = 0.25, m = -1; the same nibbles as Q4_0: w = 0.25 q - 1 */
+    BlockQ4_1 b = {.d = 0x3400, .m = 0xbc00};
+    float formula[QK];
+    for (int j = 0; j < 16; j++) {
+        b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        formula[j] = 0.25f * (float)j - 1.0f;
+        formula[j + 16] = 0.25f * (float)(15 - j) - 1.0f;
+    }
+    Expected hand[] = {{0, -1.0f}, {15, 2.75f}, {16, 2.75f}, {31, -1.0f}};
+    check_block(GGML_TYPE_Q4_1, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q5_0)
+{
+    /* d = 1; low nibbles 3, high nibbles 12; fifth bits 0x55,0x55,0xaa,0xaa = bit j set for
+     * even j < 16 and odd j >= 16 */
+    BlockQ5_0 b = {.d = 0x3c00, .qh = {0x55, 0x55, 0xaa, 0xaa}};
+    float formula[QK];
+    for (int j = 0; j < 16; j++) {
+        b.qs[j] = 3 | 12 << 4;
+        formula[j] = (float)(3 + (j % 2 == 0 ? 16 : 0) - 16);
+        formula[j + 16] = (float)(12 + (j % 2 == 1 ? 16 : 0) - 16);
+    }
+    Expected hand[] = {{0, 3.0f}, {1, -13.0f}, {16, -4.0f}, {17, 12.0f}};
+    check_block(GGML_TYPE_Q5_0, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q5_1)
+{
+    /* d = 0.5, m = 2; nibbles 1 (low) and 2 (high); fifth bits only for elements 5 and 20:
+     * qh as a little-endian uint32 = 1 << 5 | 1 << 20 */
+    BlockQ5_1 b = {.d = 0x3800, .m = 0x4000, .qh = {0x20, 0x00, 0x10, 0x00}};
+    float formula[QK];
+    for (int j = 0; j < 16; j++) {
+        b.qs[j] = 1 | 2 << 4;
+        formula[j] = 0.5f * (float)(1 + (j == 5 ? 16 : 0)) + 2.0f;
+        formula[j + 16] = 0.5f * (float)(2 + (j + 16 == 20 ? 16 : 0)) + 2.0f;
+    }
+    Expected hand[] = {{0, 2.5f}, {5, 10.5f}, {16, 3.0f}, {20, 11.0f}};
+    check_block(GGML_TYPE_Q5_1, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q8_0)
+{
+    /* d = 0.125; qs[j] = j - 16, with the extremes -127 and 127 at the ends */
+    BlockQ8_0 b = {.d = 0x3000};
+    float formula[QK];
+    for (int j = 0; j < QK; j++)
+        b.qs[j] = (int8_t)(j - 16);
+    b.qs[0] = -127;
+    b.qs[31] = 127;
+    for (int j = 0; j < QK; j++)
+        formula[j] = 0.125f * (float)b.qs[j];
+    Expected hand[] = {{0, -15.875f}, {16, 0.0f}, {17, 0.125f}, {31, 15.875f}};
+    check_block(GGML_TYPE_Q8_0, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q2_k)
+{
+    /* d = 1, dmin = 0.5; sub-block s has scale s and min 15 - s (low and high nibble);
+     * every qs byte is 0xe4 = 3 2 1 0 in 2-bit fields, so weight 128h + 32k + l has q = k:
+     *   w = s * k - 0.5 * (15 - s),  s = e / 16 */
+    BlockQ2_K b = {.d = 0x3c00, .dmin = 0x3800};
+    for (int s = 0; s < 16; s++)
+        b.scales[s] = (uint8_t)(s | (15 - s) << 4);
+    memset(b.qs, 0xe4, sizeof b.qs);
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++) {
+        int s = e / 16, k = e % 128 / 32;
+        formula[e] = (float)(s * k) - 0.5f * (float)(15 - s);
+    }
+    Expected hand[] = {{0, -7.5f}, {40, -4.5f}, {200, 22.5f}, {255, 45.0f}};
+    check_block(GGML_TYPE_Q2_K, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q3_k_signed_scales_and_high_bits)
+{
+    /* d = 0.5; sub-block s has the signed scale 4s - 32 (stored 6-bit value 4s): low
+     * nibbles 0,4,8,12,0,4,8,12 for s < 8 in bytes 0..7 and the same for s >= 8 in their
+     * high nibbles; the top two bits (0,0,0,0,1,1,1,1,2,2,2,2,3,3,3,3) go to bytes 8..11 at
+     * bit 2*(s/4): every one of those bytes is 0 | 1<<2 | 2<<4 | 3<<6 = 0xe4.
+     * Low 2 bits: every qs byte 0xe4, so q_low = k for weight 128h + 32k + l.
+     * High bits: hmask[l] = 0x0f sets the high bit of weights 0..127 only.
+     *   w = 0.5 * (4s - 32) * (q_low + 4*high - 4) */
+    BlockQ3_K b = {.d = 0x3800,
+                   .scales = {0x00, 0x44, 0x88, 0xcc, 0x00, 0x44, 0x88, 0xcc, 0xe4, 0xe4, 0xe4,
+                              0xe4}};
+    memset(b.qs, 0xe4, sizeof b.qs);
+    memset(b.hmask, 0x0f, sizeof b.hmask);
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++) {
+        int s = e / 16, k = e % 128 / 32, high = e < 128;
+        formula[e] = 0.5f * (float)(4 * s - 32) * (float)(k + 4 * high - 4);
+    }
+    Expected hand[] = {{0, 0.0f}, {33, -12.0f}, {130, 0.0f}, {200, -16.0f}, {255, -14.0f}};
+    check_block(GGML_TYPE_Q3_K, &b, formula, hand, N_OF(hand));
+}
+
+/* The 6-bit scales 10,17,24,31,38,45,52,59 and mins 63,58,53,48,43,38,33,28 of a Q4_K/Q5_K
+ * block, packed by hand (quant_blocks.h):
+ *   bytes 0..3: sc0..3 | (top 2 bits of sc4..7) << 6 = 0x0a|0x80, 0x11|0x80, 0x18|0xc0, 0x1f|0xc0
+ *   bytes 4..7: m0..3  | (top 2 bits of m4..7)  << 6 = 0x3f|0x80, 0x3a|0x80, 0x35|0x80, 0x30|0x40
+ *   bytes 8..11: low nibble of sc4..7 | low nibble of m4..7 << 4 = 0xb6, 0x6d, 0x14, 0xcb */
+static const uint8_t K_SCALES[12] = {0x8a, 0x91, 0xd8, 0xdf, 0xbf, 0xba,
+                                     0xb5, 0x70, 0xb6, 0x6d, 0x14, 0xcb};
+static const int K_SC[8] = {10, 17, 24, 31, 38, 45, 52, 59};
+static const int K_M[8] = {63, 58, 53, 48, 43, 38, 33, 28};
+
+Test(quant_ref, k_scale_min_unpacks_the_6_bit_pairs)
+{
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        quant_k_scale_min(j, K_SCALES, &sc, &m);
+        cr_expect(sc == K_SC[j] && m == K_M[j], "sub-block %d: %d %d", j, sc, m);
+    }
+}
+
+Test(quant_ref, dequantize_q4_k)
+{
+    /* d = 0.5, dmin = 0.25; qs[32c + l] = (l & 15) | (15 - (l & 15)) << 4, so in chunk c
+     * weight 64c + r has q = r & 15 for r < 32 and 15 - (r & 15) for r >= 32:
+     *   w = 0.5 * sc[e/32] * q - 0.25 * m[e/32] */
+    BlockQ4_K b = {.d = 0x3800, .dmin = 0x3400};
+    memcpy(b.scales, K_SCALES, 12);
+    for (int i = 0; i < QK_K / 2; i++)
+        b.qs[i] = (uint8_t)((i & 15) | (15 - (i & 15)) << 4);
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++) {
+        int r = e % 64, j = e / 32;
+        int q = r < 32 ? (r & 15) : 15 - ((r - 32) & 15);
+        formula[e] = 0.5f * (float)K_SC[j] * (float)q - 0.25f * (float)K_M[j];
+    }
+    Expected hand[] = {{0, -15.75f}, {5, 9.25f}, {40, 45.0f}, {200, 199.75f}, {255, -7.0f}};
+    check_block(GGML_TYPE_Q4_K, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q5_k_fifth_bit)
+{
+    /* Q4_K's scales; all low bits 0; qh[l] = 1 << (l % 8): weight 32j + l gets q = 16 when
+     * l % 8 == j, else 0:  w = 0.5 * sc[j] * q - 0.25 * m[j] */
+    BlockQ5_K b = {.d = 0x3800, .dmin = 0x3400};
+    memcpy(b.scales, K_SCALES, 12);
+    memset(b.qs, 0, sizeof b.qs);
+    for (int l = 0; l < 32; l++)
+        b.qh[l] = (uint8_t)(1 << (l % 8));
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++) {
+        int j = e / 32, l = e % 32;
+        formula[e] = 0.5f * (float)K_SC[j] * (float)(l % 8 == j ? 16 : 0) - 0.25f * (float)K_M[j];
+    }
+    Expected hand[] = {{0, 64.25f}, {1, -15.75f}, {33, 121.5f}, {255, 465.0f}};
+    check_block(GGML_TYPE_Q5_K, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q6_k)
+{
+    /* d = 0.25, scales[s] = 10s - 80; every ql byte 0x21 (low nibble 1, high nibble 2) and
+     * every qh byte 0xe4 (2-bit fields 0,1,2,3): within each 128, weights 0..31 have
+     * q = 1, 32..63 q = 1 + 16, 64..95 q = 2 + 32, 96..127 q = 2 + 48:
+     *   w = 0.25 * (10s - 80) * (q - 32),  s = e / 16 */
+    BlockQ6_K b = {.d = 0x3400};
+    memset(b.ql, 0x21, sizeof b.ql);
+    memset(b.qh, 0xe4, sizeof b.qh);
+    for (int s = 0; s < 16; s++)
+        b.scales[s] = (int8_t)(10 * s - 80);
+    static const int q_of_quarter[4] = {1, 17, 34, 50};
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++)
+        formula[e] = 0.25f * (float)(10 * (e / 16) - 80) * (float)(q_of_quarter[e % 128 / 32] - 32);
+    Expected hand[] = {{0, 620.0f}, {40, 225.0f}, {70, -20.0f}, {100, -90.0f}, {130, 0.0f},
+                       {255, 315.0f}};
+    check_block(GGML_TYPE_Q6_K, &b, formula, hand, N_OF(hand));
+}
+
+Test(quant_ref, dequantize_q8_k)
+{
+    BlockQ8_K b = {.d = 0.5f};
+    float formula[QK_K];
+    for (int e = 0; e < QK_K; e++) {
+        b.qs[e] = (int8_t)(e - 128);
+        formula[e] = 0.5f * (float)(e - 128);
+    }
+    Expected hand[] = {{0, -64.0f}, {255, 63.5f}};
+    check_block(GGML_TYPE_Q8_K, &b, formula, hand, N_OF(hand));
+}
+
+/* ---- Round trips ------------------------------------------------------------------------ */
+
+/* n values: normal with a different spread per 32 (so that blocks differ), a few outliers,
+ * one all-zero block and one constant block. */
+static void fill_weights(float *x, int64_t n, uint64_t seed)
+{
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int64_t i = 0; i < n; i++) {
+        float spread = 0.02f + 0.2f * (float)((i / 32) % 7);
+        x[i] = spread * rng_normal(&rng);
+        if (rng_below(&rng, 97) == 0)
+            x[i] *= 6.0f;
+    }
+    for (int i = 0; i < 32 && i < n; i++)
+        x[i] = 0.0f;
+    for (int i = 32; i < 64 && i < n; i++)
+        x[i] = 0.75f;
+}
+
+/* Round trip of one row; returns the worst |error| / bound over all blocks, where bound is
+ * computed per block of `span` elements by bound_of(block). */
+typedef double BoundFn(const float *block, int n);
+
+static double round_trip_worst(uint32_t type, const float *x, int64_t n, int span,
+                               BoundFn *bound_of)
+{
+    void *q = malloc(quant_row_bytes(type, n));
+    float *y = malloc((size_t)n * sizeof *y);
+    quant_quantize_row(type, x, q, n);
+    quant_dequantize_row(type, q, y, n);
+    double worst = 0.0;
+    for (int64_t b = 0; b < n; b += span) {
+        double bound = bound_of(x + b, span);
+        for (int i = 0; i < span; i++) {
+            double err = fabs((double)y[b + i] - x[b + i]);
+            double ratio = bound > 0 ? err / bound : (err > 0 ? INFINITY : 0.0);
+            worst = fmax(worst, ratio);
+        }
+    }
+    free(q);
+    free(y);
+    return worst;
+}
+
+static double block_amax(const float *x, int n)
+{
+    double amax = 0;
+    for (int i = 0; i < n; i++)
+        amax = fmax(amax, fabs(x[i]));
+    return amax;
+}
+
+static double block_range(const float *x, int n)
+{
+    double lo = x[0], hi = x[0];
+    for (int i = 1; i < n; i++) {
+        lo = fmin(lo, x[i]);
+        hi = fmax(hi, x[i]);
+    }
+    return hi - lo;
+}
+
+/* Q8_0: q = round(x / d), d = amax/127, so |error| <= d/2 from rounding, plus the f16
+ * rounding of d (relative 2^-11) times |q| <= 127: 127 * 2^-11 d = 0.062 d. */
+static double bound_q8_0(const float *x, int n)
+{
+    return (0.5 + 0.063) * block_amax(x, n) / 127.0;
+}
+
+/* Q4_0 / Q5_0 (type-0): d = amax/half maps the extreme to code -half exactly; the other
+ * values round to d/2, except that the opposite extreme (+half) has no code and is clamped
+ * to half-1: an error of up to one step d. The f16 rounding of d adds a relative 2^-11. */
+static double bound_q4_0(const float *x, int n)
+{
+    return 1.002 * block_amax(x, n) / 8.0;
+}
+
+static double bound_q5_0(const float *x, int n)
+{
+    return 1.002 * block_amax(x, n) / 16.0;
+}
+
+/* Q4_1 / Q5_1 (type-1): levels-1 steps span [min, max]: rounding error d/2, plus the f16
+ * rounding of d (up to 2^-11 per step, times at most 31 steps) and of m (2^-11 |m|, which
+ * is at most the block's amax). */
+static double bound_type1(const float *x, int n, int levels)
+{
+    double d = block_range(x, n) / (levels - 1);
+    return 0.5 * d + (levels - 1) * d * 0x1p-11 + block_amax(x, n) * 0x1p-11 + 1e-12;
+}
+
+static double bound_q4_1(const float *x, int n)
+{
+    return bound_type1(x, n, 16);
+}
+
+static double bound_q5_1(const float *x, int n)
+{
+    return bound_type1(x, n, 32);
+}
+
+/* F16: relative 2^-11 for normal values; below 2^-14 the subnormals' fixed spacing 2^-24
+ * gives an absolute 2^-25. */
+static double bound_f16(const float *x, int n)
+{
+    return fmax(block_amax(x, n) * 0x1p-11, 0x1p-25);
+}
+
+static double bound_bf16(const float *x, int n)
+{
+    return block_amax(x, n) * 0x1p-8;
+}
+
+Test(quant_ref, round_trips_of_exact_formats_stay_within_their_bounds)
+{
+    enum { N = 4096 };
+    float *x = malloc(N * sizeof *x);
+    fill_weights(x, N, 7);
+    static const struct {
+        uint32_t type;
+        int span;
+        BoundFn *bound;
+    } cases[] = {
+        {GGML_TYPE_Q8_0, 32, bound_q8_0}, {GGML_TYPE_Q4_0, 32, bound_q4_0},
+        {GGML_TYPE_Q5_0, 32, bound_q5_0}, {GGML_TYPE_Q4_1, 32, bound_q4_1},
+        {GGML_TYPE_Q5_1, 32, bound_q5_1}, {GGML_TYPE_F16, 1, bound_f16},
+        {GGML_TYPE_BF16, 1, bound_bf16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        double worst = round_trip_worst(cases[i].type, x, N, cases[i].span, cases[i].bound);
+        cr_expect_leq(worst, 1.0, "%s: worst error is %.3f times its bound",
+                      gguf_tensor_type_name(cases[i].type), worst);
+    }
+    free(x);
+}
+
+/* Expected RMS error of a format on normal data of standard deviation 1: rounding to a grid
+ * of step h errs by h/sqrt(12) on average. The step is the block's span over its number
+ * of steps: type-0 formats span the largest magnitude (expected 2.35 for 32 normal values,
+ * 2.08 for 16, 3.05 for 256) with half their codes; type-1 formats span the range (4.14
+ * for 32 values, 3.53 for 16). The least-squares fits of the K-quants do a little better
+ * than this grid, the others match it; tests allow 10% more. */
+static double expected_rms(uint32_t type)
+{
+    const double r12 = 1.0 / sqrt(12.0);
+    switch (type) {
+    case GGML_TYPE_Q8_0: return 2.35 / 127 * r12;
+    case GGML_TYPE_Q4_0: return 2.35 / 8 * r12;
+    case GGML_TYPE_Q5_0: return 2.35 / 16 * r12;
+    case GGML_TYPE_Q4_1: return 4.14 / 15 * r12;
+    case GGML_TYPE_Q5_1: return 4.14 / 31 * r12;
+    case GGML_TYPE_Q2_K: return 3.53 / 3 * r12;
+    case GGML_TYPE_Q3_K: return 2.08 / 4 * r12;
+    case GGML_TYPE_Q4_K: return 4.14 / 15 * r12;
+    case GGML_TYPE_Q5_K: return 4.14 / 31 * r12;
+    case GGML_TYPE_Q6_K: return 2.08 / 32 * r12;
+    case GGML_TYPE_Q8_K: return 3.05 / 127 * r12;
+    default: return 0.0;
+    }
+}
+
+/* The K-quants fit each sub-block by least squares and then round the sub-block scales to
+ * 6 or 8 bits, so their worst single error depends on the data; the RMS error is the bound
+ * that matters (expected_rms). The worst error must stay under 3 grid steps. */
+Test(quant_ref, round_trips_of_k_quants_have_the_expected_rms_error)
+{
+    enum { N = 256 * 64 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    void *q = malloc(quant_row_bytes(GGML_TYPE_Q8_K, N));
+    Rng rng;
+    rng_seed(&rng, 11);
+    for (int i = 0; i < N; i++)
+        x[i] = rng_normal(&rng);
+    static const uint32_t types[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+                                     GGML_TYPE_Q8_K};
+    for (size_t c = 0; c < sizeof types / sizeof *types; c++) {
+        quant_quantize_row(types[c], x, q, N);
+        quant_dequantize_row(types[c], q, y, N);
+        double se = 0, worst = 0;
+        for (int i = 0; i < N; i++) {
+            se += (y[i] - x[i]) * (y[i] - x[i]);
+            worst = fmax(worst, fabs(y[i] - x[i]));
+        }
+        double rms = sqrt(se / N), expected = expected_rms(types[c]);
+        cr_expect_leq(rms, 1.1 * expected, "%s: rms error %.4f, expected about %.4f",
+                      gguf_tensor_type_name(types[c]), rms, expected);
+        cr_expect_leq(worst, 3 * sqrt(12.0) * expected, "%s: worst error %.4f",
+                      gguf_tensor_type_name(types[c]), worst);
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* ---- llama.cpp's files -----------------------------------------------------------------
+ * qtest-<TYPE>.gguf hold one random llama (weights N(0, 0.08)) as llama.cpp stored it in
+ * each type; qtest-f32.gguf holds the originals. Each dequantized tensor must match its
+ * original within the type's expected RMS error (relative to the tensor's standard
+ * deviation); F32 tensors (norms) and F16/BF16 files must match exactly (the f32 value
+ * rounded to nearest even). */
+
+static const char *const QTEST_FILES[] = {"F16",  "BF16", "Q8_0", "Q4_0",   "Q4_1",
+                                          "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M",
+                                          "Q5_K_M", "Q6_K"};
+
+/* 0 when every element is the f32 value converted to `type` exactly. */
+static int64_t count_inexact(uint32_t type, const float *got, const float *ref, uint64_t n)
+{
+    int64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        float expect = type == GGML_TYPE_F32   ? ref[i]
+                       : type == GGML_TYPE_F16 ? f16_to_f32(f32_to_f16(ref[i]))
+                                               : bf16_to_f32(f32_to_bf16(ref[i]));
+        bad += got[i] != expect;
+    }
+    return bad;
+}
+
+Test(quant_files, every_qtest_tensor_dequantizes_to_its_f32_original)
+{
+    SHARED_FILE_OR_SKIP(ref_path, "models/qtest-f32.gguf");
+    Error err;
+    GgufFile *ref;
+    cr_assert_eq(gguf_open(&ref, ref_path, &err), 0, "%s", err.msg);
+    int compared = 0, files = 0;
+    for (size_t fi = 0; fi < sizeof QTEST_FILES / sizeof *QTEST_FILES; fi++) {
+        char name[64];
+        snprintf(name, sizeof name, "models/qtest-%s.gguf", QTEST_FILES[fi]);
+        SHARED_FILE_OR_SKIP(path, name);
+        GgufFile *f;
+        cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+        files++;
+        for (uint64_t t = 0; t < f->n_tensors; t++) {
+            const GgufTensor *qt = &f->tensors[t];
+            const GgufTensor *rt = gguf_find_tensor(ref, qt->name);
+            cr_assert(rt && rt->type == GGML_TYPE_F32, "%s: %s not in the f32 file", name, qt->name);
+            cr_assert(quant_type_is_supported(qt->type), "%s: %s has type %u", name, qt->name,
+                      qt->type);
+            uint64_t n = gguf_tensor_nelements(qt);
+            cr_assert_eq(n, gguf_tensor_nelements(rt));
+            float *got = malloc(n * sizeof *got);
+            quant_dequantize_row(qt->type, qt->data, got, (int64_t)n);
+            const float *orig = rt->data;
+            if (qt->type == GGML_TYPE_F32 || qt->type == GGML_TYPE_F16 ||
+                qt->type == GGML_TYPE_BF16) {
+                int64_t bad = count_inexact(qt->type, got, orig, n);
+                cr_expect_eq(bad, 0, "%s %s: %ld values differ", name, qt->name, (long)bad);
+            } else {
+                double se = 0, ss = 0;
+                for (uint64_t i = 0; i < n; i++) {
+                    se += ((double)got[i] - orig[i]) * ((double)got[i] - orig[i]);
+                    ss += (double)orig[i] * orig[i];
+                }
+                double rel = sqrt(se / ss), expected = expected_rms(qt->type);
+                cr_expect_leq(rel, 1.1 * expected, "%s %s (%s): rms error %.4f of the sd, "
+                              "expected about %.4f", name, qt->name,
+                              gguf_tensor_type_name(qt->type), rel, expected);
+            }
+            free(got);
+            compared++;
+        }
+        gguf_close(f);
+    }
+    gguf_close(ref);
+    cr_expect_eq(files, 12);
+    cr_expect_eq(compared, 12 * 21, "21 tensors in each of the 12 files");
+}
