@@ -6,7 +6,9 @@
 #include "model.h"
 #include "tokenizer.h"
 
-/* On failure nothing is left allocated and err starts with the path. */
+/* The model is mapped (model_map_gguf: weights used where they lie, in any type quill
+ * multiplies) and owns the file; the tokenizer is copied out. On failure nothing is left
+ * allocated and err starts with the path. */
 int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err);
 
 #endif

@@ -1,12 +1,13 @@
 #include "model.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "f16.h"
 #include "ops.h"
+#include "quant.h"
 #include "rng.h"
 
 /* Buffers are 64-byte aligned (one cache line, one AVX-512 register) and zeroed. */
@@ -54,10 +55,12 @@ typedef struct {
     float *base;
     size_t offset;
     ParamTensor *table;
+    ModelWeights *wt; /* with table: where each tensor's WeightMatrix lives */
     int count;
 } TableWalk;
 
-static float *table_take(TableWalk *tw, const char *name, int rows, int cols, ParamKind kind)
+static float *table_take(TableWalk *tw, const char *name, int rows, int cols, ParamKind kind,
+                         WeightMatrix *weight)
 {
     float *data = tw->base ? tw->base + tw->offset : NULL;
     if (tw->table) {
@@ -68,6 +71,7 @@ static float *table_take(TableWalk *tw, const char *name, int rows, int cols, Pa
         t->rows = rows;
         t->cols = cols;
         t->kind = kind;
+        t->weight = weight;
     }
     tw->count++;
     tw->offset += (size_t)rows * cols;
@@ -78,19 +82,21 @@ static float *table_take(TableWalk *tw, const char *name, int rows, int cols, Pa
 static void params_walk(const ModelConfig *c, TableWalk *tw, ParamViews *v)
 {
     char name[48];
-    float *p = table_take(tw, "token_embd.weight", c->vocab_size, c->dim, PARAM_EMBEDDING);
+    ModelWeights *wt = tw->wt;
+    float *p = table_take(tw, "token_embd.weight", c->vocab_size, c->dim, PARAM_EMBEDDING,
+                          wt ? &wt->token_embd : NULL);
     if (v)
         v->token_embd = p;
     for (int l = 0; l < c->n_layers; l++) {
 #define X(field, rows, cols, kind)                                                         \
     snprintf(name, sizeof name, "blk.%d." #field ".weight", l);                            \
-    p = table_take(tw, name, rows, cols, kind);                                            \
+    p = table_take(tw, name, rows, cols, kind, wt ? &wt->layers[l].field : NULL);          \
     if (v)                                                                                 \
         v->layers[l].field = p;
         MODEL_LAYER_PARAMS(X, c)
 #undef X
     }
-    p = table_take(tw, "output_norm.weight", 1, c->dim, PARAM_NORM);
+    p = table_take(tw, "output_norm.weight", 1, c->dim, PARAM_NORM, wt ? &wt->output_norm : NULL);
     if (v)
         v->output_norm = p;
     if (c->tie_embeddings) {
@@ -98,7 +104,8 @@ static void params_walk(const ModelConfig *c, TableWalk *tw, ParamViews *v)
             v->output = v->token_embd;
         return;
     }
-    p = table_take(tw, "output.weight", c->vocab_size, c->dim, PARAM_OUTPUT);
+    p = table_take(tw, "output.weight", c->vocab_size, c->dim, PARAM_OUTPUT,
+                   wt ? &wt->output : NULL);
     if (v)
         v->output = p;
 }
@@ -122,29 +129,51 @@ void param_views_free(ParamViews *v)
     memset(v, 0, sizeof *v);
 }
 
-/* The tensor table of a blueprint, without the parameter buffer (data pointers NULL). */
-static int params_table_alloc(const ModelConfig *c, ParamTensor **table, int *n_tensors,
-                              size_t *n_params, Error *err)
+/* The tensor table of a blueprint, without the parameter buffer (data pointers NULL);
+ * with wt, each row also records its WeightMatrix in wt (whose layers must exist). */
+static int params_table_alloc(const ModelConfig *c, ModelWeights *wt, ParamTensor **table,
+                              int *n_tensors, size_t *n_params, Error *err)
 {
     TableWalk count = {0};
     params_walk(c, &count, NULL);
     *table = calloc((size_t)count.count, sizeof **table);
     if (!*table)
         return error_set(err, "out of memory for a table of %d tensors", count.count);
-    TableWalk fill = {.table = *table};
+    TableWalk fill = {.table = *table, .wt = wt};
     params_walk(c, &fill, NULL);
     *n_tensors = count.count;
     *n_params = count.offset;
     return 0;
 }
 
-int model_init(Model *m, const ModelConfig *c, Error *err)
+/* The config, the weights' layer array and the tensor table: what both kinds of model
+ * (a parameter buffer, a mapped file) have. */
+static int model_frame_init(Model *m, const ModelConfig *c, Error *err)
 {
     memset(m, 0, sizeof *m);
     if (model_config_validate(c, err) != 0)
         return -1;
     m->config = *c;
-    if (params_table_alloc(c, &m->tensors, &m->n_tensors, &m->n_params, err) != 0)
+    m->wt.layers = calloc((size_t)c->n_layers, sizeof *m->wt.layers);
+    if (!m->wt.layers)
+        return error_set(err, "out of memory for a model of %d layers", c->n_layers);
+    if (params_table_alloc(c, &m->wt, &m->tensors, &m->n_tensors, &m->n_params, err) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* With tied embeddings the output projection is the embedding matrix itself. */
+static void weights_tie_output(Model *m)
+{
+    if (m->config.tie_embeddings)
+        m->wt.output = m->wt.token_embd;
+}
+
+int model_init(Model *m, const ModelConfig *c, Error *err)
+{
+    if (model_frame_init(m, c, err) != 0)
         return -1;
     m->params = float_buffer_alloc(m->n_params);
     if (!m->params || param_views_init(&m->w, m, m->params, err) != 0) {
@@ -152,8 +181,12 @@ int model_init(Model *m, const ModelConfig *c, Error *err)
         model_free(m);
         return error_set(err, "out of memory for a model of %zu parameters", n_params);
     }
-    for (int i = 0; i < m->n_tensors; i++)
-        m->tensors[i].data = m->params + m->tensors[i].offset;
+    for (int i = 0; i < m->n_tensors; i++) {
+        ParamTensor *t = &m->tensors[i];
+        t->data = m->params + t->offset;
+        *t->weight = (WeightMatrix){GGML_TYPE_F32, t->data, t->rows, t->cols};
+    }
+    weights_tie_output(m);
     return 0;
 }
 
@@ -163,7 +196,10 @@ void model_free(Model *m)
         return;
     free(m->params);
     free(m->tensors);
+    free(m->wt.layers);
+    free(m->norms);
     param_views_free(&m->w);
+    gguf_close(m->file);
     memset(m, 0, sizeof *m);
 }
 
@@ -340,8 +376,10 @@ int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err)
 }
 
 /* The file's tensor for one row of the table: present, of the expected shape and of a type
- * quill converts. */
-static int tensor_check(const ParamTensor *want, const GgufTensor *src, Error *err)
+ * the loader takes: F32, F16 or BF16 when the weights are copied into a parameter buffer,
+ * any type quant.h multiplies when they are used in place. */
+static int tensor_check(const ParamTensor *want, const GgufTensor *src, bool copied,
+                        Error *err)
 {
     if (!src)
         return error_set(err, "tensor '%s' is missing", want->name);
@@ -353,10 +391,15 @@ static int tensor_check(const ParamTensor *want, const GgufTensor *src, Error *e
                          (unsigned long long)src->ne[0],
                          (unsigned long long)(src->n_dims > 1 ? src->ne[1] : 1), want->cols,
                          want->rows);
-    if (src->type != GGML_TYPE_F32 && src->type != GGML_TYPE_F16 && src->type != GGML_TYPE_BF16) {
+    bool widened = src->type == GGML_TYPE_F32 || src->type == GGML_TYPE_F16 ||
+                   src->type == GGML_TYPE_BF16;
+    bool ok = copied ? widened : quant_type_is_supported(src->type) && src->type != GGML_TYPE_Q8_K;
+    if (!ok) {
         const char *type = gguf_tensor_type_name(src->type);
-        return error_set(err, "tensor '%s' has type %s: quill loads F32, F16 and BF16 tensors",
-                         want->name, type ? type : "unknown");
+        return error_set(err, "tensor '%s' has type %s, which quill %s", want->name,
+                         type ? type : "unknown",
+                         copied ? "does not train from (F32, F16 and BF16 only)"
+                                : "cannot multiply");
     }
     return 0;
 }
@@ -382,48 +425,74 @@ static int check_no_foreign_tensors(const ParamTensor *table, int n_tensors, con
     return 0;
 }
 
-/* Checks every tensor the blueprint needs against the file, before the parameter buffer
- * is allocated: the allocation is then bounded by what the file really holds. */
-static int model_check_file(const ModelConfig *c, const GgufFile *f, Error *err)
+/* Checks every tensor the blueprint needs against the file, before anything is allocated
+ * from the blueprint: what follows is then bounded by what the file really holds. */
+static int model_check_file(const ModelConfig *c, const GgufFile *f, bool copied, Error *err)
 {
     ParamTensor *table = NULL;
     int n_tensors = 0;
     size_t n_params = 0;
-    if (params_table_alloc(c, &table, &n_tensors, &n_params, err) != 0)
+    if (params_table_alloc(c, NULL, &table, &n_tensors, &n_params, err) != 0)
         return -1;
     int status = 0;
     for (int i = 0; i < n_tensors && status == 0; i++)
-        status = tensor_check(&table[i], gguf_find_tensor(f, table[i].name), err);
+        status = tensor_check(&table[i], gguf_find_tensor(f, table[i].name), copied, err);
     if (status == 0)
         status = check_no_foreign_tensors(table, n_tensors, f, err);
     free(table);
     return status;
 }
 
-/* Copies one checked GGUF tensor into its parameter slice, widening 16-bit floats. */
-static void tensor_load(const ParamTensor *dst, const GgufTensor *src)
-{
-    size_t n = (size_t)dst->rows * dst->cols;
-    const uint16_t *half = src->data;
-    if (src->type == GGML_TYPE_F32)
-        memcpy(dst->data, src->data, n * sizeof(float));
-    else if (src->type == GGML_TYPE_F16)
-        for (size_t i = 0; i < n; i++)
-            dst->data[i] = f16_to_f32(half[i]);
-    else
-        for (size_t i = 0; i < n; i++)
-            dst->data[i] = bf16_to_f32(half[i]);
-}
-
 int model_from_gguf(Model *m, const GgufFile *f, Error *err)
 {
     ModelConfig c;
     memset(m, 0, sizeof *m);
-    if (model_config_from_gguf(&c, f, err) != 0 || model_check_file(&c, f, err) != 0 ||
+    if (model_config_from_gguf(&c, f, err) != 0 || model_check_file(&c, f, true, err) != 0 ||
         model_init(m, &c, err) != 0)
         return -1;
-    for (int i = 0; i < m->n_tensors; i++)
-        tensor_load(&m->tensors[i], gguf_find_tensor(f, m->tensors[i].name));
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        const GgufTensor *src = gguf_find_tensor(f, t->name);
+        quant_dequantize_row(src->type, src->data, t->data, (int64_t)t->rows * t->cols);
+    }
+    return 0;
+}
+
+/* Points each weight at its tensor in the file; the norm vectors are widened into one
+ * small owned F32 buffer (rmsnorm reads floats). */
+static int model_bind_file(Model *m, const GgufFile *f, Error *err)
+{
+    int n_norms = 2 * m->config.n_layers + 1;
+    m->norms = malloc((size_t)n_norms * m->config.dim * sizeof(float));
+    if (!m->norms)
+        return error_set(err, "out of memory for the norm weights");
+    float *norm = m->norms;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        const GgufTensor *src = gguf_find_tensor(f, t->name);
+        *t->weight = (WeightMatrix){src->type, src->data, t->rows, t->cols};
+        if (t->kind == PARAM_NORM) {
+            quant_dequantize_row(src->type, src->data, norm, t->cols);
+            *t->weight = (WeightMatrix){GGML_TYPE_F32, norm, t->rows, t->cols};
+            norm += t->cols;
+        }
+    }
+    weights_tie_output(m);
+    return 0;
+}
+
+int model_map_gguf(Model *m, GgufFile *f, Error *err)
+{
+    ModelConfig c;
+    memset(m, 0, sizeof *m);
+    if (model_config_from_gguf(&c, f, err) != 0 || model_check_file(&c, f, false, err) != 0 ||
+        model_frame_init(m, &c, err) != 0)
+        return -1;
+    if (model_bind_file(m, f, err) != 0) {
+        model_free(m);
+        return -1;
+    }
+    m->file = f;
     return 0;
 }
 
@@ -475,9 +544,6 @@ static size_t acts_walk(Activations *a, const Model *m, float *base)
     a->logits = slice_take(base, &offset, s.BT * (size_t)c->vocab_size);
     a->losses = slice_take(base, &offset, s.BT);
     if (a->mode == ACTS_INFERENCE) {
-        size_t cache = (size_t)c->n_layers * a->B * a->n_ctx * model_kv_dim(c);
-        a->kv_k = slice_take(base, &offset, cache);
-        a->kv_v = slice_take(base, &offset, cache);
         /* In inference every block reads and writes one residual stream in place: the
          * block input, its middle and its output are the same rows. */
         for (int l = 0; l < c->n_layers; l++) {
@@ -500,8 +566,50 @@ static int rope_tables_alloc(Activations *a, int hs, float base)
     return 0;
 }
 
-int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
-                     Error *err)
+/* The largest quantized copy of the activations one product needs: every weight's
+ * linear_scratch_bytes for the batch's rows. */
+static size_t linear_scratch_size(const Model *m, int rows)
+{
+    size_t most = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        size_t bytes = linear_scratch_bytes(m->tensors[i].weight, rows);
+        most = bytes > most ? bytes : most;
+    }
+    return most;
+}
+
+/* The KV cache of B slots of n_ctx positions per block, stored as kv_type. */
+static int kv_cache_alloc(Activations *a, const Model *m, uint32_t kv_type, Error *err)
+{
+    int hs = model_head_size(&m->config), kvc = model_kv_dim(&m->config);
+    const char *name = gguf_tensor_type_name(kv_type);
+    if (kv_type != GGML_TYPE_F32 && kv_type != GGML_TYPE_F16 && kv_type != GGML_TYPE_Q8_0)
+        return error_set(err, "KV cache type %s: quill stores f32, f16 or q8_0",
+                         name ? name : "unknown");
+    if (hs % quant_block_size(kv_type) != 0)
+        return error_set(err, "a %s KV cache stores blocks of %d values per head, and this "
+                              "model's head size is %d",
+                         name, (int)quant_block_size(kv_type), hs);
+    a->kv_type = kv_type;
+    a->kv_row_bytes = quant_row_bytes(kv_type, kvc);
+    size_t rows = (size_t)m->config.n_layers * a->B * a->n_ctx;
+    a->kv_k = malloc(rows * a->kv_row_bytes);
+    a->kv_v = malloc(rows * a->kv_row_bytes);
+    if (kv_type != GGML_TYPE_F32)
+        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * 2 * a->n_ctx * hs);
+    if (!a->kv_k || !a->kv_v || (kv_type != GGML_TYPE_F32 && !a->kv_scratch))
+        return error_set(err, "out of memory for a KV cache of %zu MB",
+                         2 * rows * a->kv_row_bytes >> 20);
+    return 0;
+}
+
+size_t activations_cache_bytes(const Activations *a, const Model *m)
+{
+    return 2 * (size_t)m->config.n_layers * a->B * a->n_ctx * a->kv_row_bytes;
+}
+
+static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int B, int T,
+                             int n_ctx, uint32_t kv_type, Error *err)
 {
     memset(a, 0, sizeof *a);
     if (B <= 0 || T <= 0)
@@ -518,7 +626,10 @@ int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T
     a->n_ctx = mode == ACTS_INFERENCE ? n_ctx : T;
     a->layers = calloc((size_t)m->config.n_layers, sizeof *a->layers);
     int hs = model_head_size(&m->config);
-    if (!a->layers || rope_tables_alloc(a, hs, m->config.rope_base) != 0) {
+    size_t scratch = linear_scratch_size(m, B * T);
+    a->linear_scratch = scratch ? malloc(scratch) : NULL;
+    if (!a->layers || rope_tables_alloc(a, hs, m->config.rope_base) != 0 ||
+        (scratch && !a->linear_scratch)) {
         activations_free(a);
         return error_set(err, "out of memory for activations");
     }
@@ -530,7 +641,23 @@ int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T
                          a->n_floats * sizeof(float) >> 20);
     }
     acts_walk(a, m, a->buffer);
+    if (mode == ACTS_INFERENCE && kv_cache_alloc(a, m, kv_type, err) != 0) {
+        activations_free(a);
+        return -1;
+    }
     return 0;
+}
+
+int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
+                     Error *err)
+{
+    return activations_alloc(a, m, mode, B, T, n_ctx, GGML_TYPE_F32, err);
+}
+
+int activations_init_inference(Activations *a, const Model *m, int B, int T, int n_ctx,
+                               uint32_t kv_type, Error *err)
+{
+    return activations_alloc(a, m, ACTS_INFERENCE, B, T, n_ctx, kv_type, err);
 }
 
 void activations_free(Activations *a)
@@ -541,6 +668,10 @@ void activations_free(Activations *a)
     free(a->rope_sin);
     free(a->buffer);
     free(a->layers);
+    free(a->linear_scratch);
+    free(a->kv_k);
+    free(a->kv_v);
+    free(a->kv_scratch);
     memset(a, 0, sizeof *a);
 }
 
@@ -557,33 +688,53 @@ static AttentionShape attention_shape_training(const ModelConfig *c, int B, int 
     };
 }
 
-/* Inference: q from the qkv rows, k and v from the cache (n_ctx positions per sequence). */
+/* Inference: q from the qkv rows, k and v from the cache (n_ctx positions per slot). */
 static AttentionShape attention_shape_cached(const ModelConfig *c, const Activations *a, int B,
-                                             int T, int pos0)
+                                             int T, int pos0, const int *slots)
 {
     int kvc = model_kv_dim(c);
     return (AttentionShape){
         .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
         .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
-        .kv_seq_stride = (size_t)a->n_ctx * kvc,
+        .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .kv_type = a->kv_type,
+        .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .kv_scratch = a->kv_scratch,
     };
 }
 
-/* Copies the new tokens' keys and values from the qkv rows into block l's cache. */
+/* Row `pos` of cache slot `slot` of block l, in the keys (or values) `cache`. */
+static uint8_t *kv_cache_row(const Activations *a, uint8_t *cache, int l, int slot, int pos)
+{
+    return cache + (((size_t)l * a->B + slot) * a->n_ctx + pos) * a->kv_row_bytes;
+}
+
+/* Stores the new tokens' keys and values from the qkv rows into block l's cache, in the
+ * cache's type, and returns where block l's cache starts. */
 static void kv_cache_append(const ModelConfig *c, Activations *a, int l, const float *qkv, int B,
-                            int T, int pos0, float **k, float **v)
+                            int T, int pos0, const int *slots, const void **k, const void **v)
 {
     size_t kvc = (size_t)model_kv_dim(c), qkv_stride = c->dim + 2 * kvc;
-    size_t layer_size = (size_t)a->B * a->n_ctx * kvc;
-    *k = a->kv_k + l * layer_size;
-    *v = a->kv_v + l * layer_size;
     for (int b = 0; b < B; b++) {
+        int slot = slots ? slots[b] : b;
         for (int t = 0; t < T; t++) {
             const float *row = qkv + ((size_t)b * T + t) * qkv_stride;
-            size_t slot = ((size_t)b * a->n_ctx + pos0 + t) * kvc;
-            memcpy(*k + slot, row + c->dim, kvc * sizeof(float));
-            memcpy(*v + slot, row + c->dim + kvc, kvc * sizeof(float));
+            quant_quantize_row(a->kv_type, row + c->dim, kv_cache_row(a, a->kv_k, l, slot, pos0 + t),
+                               (int64_t)kvc);
+            quant_quantize_row(a->kv_type, row + c->dim + kvc,
+                               kv_cache_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
         }
+    }
+    *k = kv_cache_row(a, a->kv_k, l, 0, 0);
+    *v = kv_cache_row(a, a->kv_v, l, 0, 0);
+}
+
+void activations_cache_copy(Activations *a, const Model *m, int src, int dst, int from, int to)
+{
+    if (to <= from || src == dst)
+        return;
+    size_t bytes = (size_t)(to - from) * a->kv_row_bytes;
+    for (int l = 0; l < m->config.n_layers; l++) {
+        memcpy(kv_cache_row(a, a->kv_k, l, dst, from), kv_cache_row(a, a->kv_k, l, src, from), bytes);
+        memcpy(kv_cache_row(a, a->kv_v, l, dst, from), kv_cache_row(a, a->kv_v, l, src, from), bytes);
     }
 }
 
@@ -595,25 +746,57 @@ static void residual_copy(float *out, const float *in, size_t n)
         memcpy(out, in, n * sizeof(float));
 }
 
+/* True when b's rows follow a's in memory, in the same type: the two matrices are then one
+ * taller matrix. quill's own parameter buffer lays q, k, v (and gate, up) out that way. */
+static bool weights_adjacent(const WeightMatrix *a, const WeightMatrix *b)
+{
+    return a->type == b->type && a->cols == b->cols &&
+           (const char *)a->data + quant_row_bytes(a->type, a->cols) * a->rows ==
+               (const char *)b->data;
+}
+
+/* out (N, ldo) = inp . [w0; w1; w2]^T, the matrices' outputs side by side in each row (the
+ * q|k|v or gate|up row): one product when they are adjacent in memory (n_parts of them),
+ * one product each otherwise (a file lays tensors out as it likes). */
+static void linear_forward_parts(float *out, int ldo, const float *inp, int N,
+                                 const WeightMatrix *const *parts, int n_parts, void *scratch)
+{
+    WeightMatrix fused = *parts[0];
+    bool adjacent = true;
+    for (int i = 1; i < n_parts; i++) {
+        adjacent = adjacent && weights_adjacent(parts[i - 1], parts[i]);
+        fused.rows += parts[i]->rows;
+    }
+    if (adjacent) {
+        linear_forward(out, ldo, inp, N, &fused, 0.0f, scratch);
+        return;
+    }
+    for (int i = 0, col = 0; i < n_parts; col += parts[i]->rows, i++)
+        linear_forward(out + col, ldo, inp, N, parts[i], 0.0f, scratch);
+}
+
 static void block_forward(const Model *m, Activations *a, int l, int B, int T, int pos0,
-                          float *resid_out)
+                          const int *slots, float *resid_out)
 {
     const ModelConfig *c = &m->config;
-    const LayerParams *w = &m->w.layers[l];
+    const LayerWeights *w = &m->wt.layers[l];
     LayerActs *x = &a->layers[l];
     int BT = B * T, C = c->dim, F = c->ffn_dim, hs = model_head_size(c);
     int KVC = model_kv_dim(c), QKV = C + 2 * KVC;
+    void *scratch = a->linear_scratch;
 
     /* attention branch: resid_mid = resid_in + attn_output(attention(rmsnorm(resid_in))) */
-    rmsnorm_forward(x->attn_norm, x->attn_rstd, x->resid_in, w->attn_norm, BT, C, c->norm_eps);
-    matmul_forward(x->qkv, x->attn_norm, w->attn_q, BT, C, QKV, 0.0f); /* q|k|v fused */
+    rmsnorm_forward(x->attn_norm, x->attn_rstd, x->resid_in, w->attn_norm.data, BT, C,
+                    c->norm_eps);
+    const WeightMatrix *qkv[3] = {&w->attn_q, &w->attn_k, &w->attn_v};
+    linear_forward_parts(x->qkv, QKV, x->attn_norm, BT, qkv, 3, scratch);
     rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, pos0, a->rope_cos, a->rope_sin);
     rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, pos0, a->rope_cos, a->rope_sin);
     AttentionShape s;
-    float *k, *v;
+    const void *k, *v;
     if (a->mode == ACTS_INFERENCE) {
-        kv_cache_append(c, a, l, x->qkv, B, T, pos0, &k, &v);
-        s = attention_shape_cached(c, a, B, T, pos0);
+        kv_cache_append(c, a, l, x->qkv, B, T, pos0, slots, &k, &v);
+        s = attention_shape_cached(c, a, B, T, pos0, slots);
     } else {
         k = x->qkv + C;
         v = x->qkv + C + KVC;
@@ -621,28 +804,36 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T, i
     }
     attention_forward(x->att_out, x->att, x->qkv, k, v, &s);
     residual_copy(x->resid_mid, x->resid_in, (size_t)BT * C);
-    matmul_forward(x->resid_mid, x->att_out, w->attn_output, BT, C, C, 1.0f);
+    linear_forward(x->resid_mid, C, x->att_out, BT, &w->attn_output, 1.0f, scratch);
 
     /* MLP branch: resid_out = resid_mid + ffn_down(swiglu(ffn_gate|up(rmsnorm(resid_mid)))) */
-    rmsnorm_forward(x->ffn_norm, x->ffn_rstd, x->resid_mid, w->ffn_norm, BT, C, c->norm_eps);
-    matmul_forward(x->gate_up, x->ffn_norm, w->ffn_gate, BT, C, 2 * F, 0.0f); /* gate|up fused */
+    rmsnorm_forward(x->ffn_norm, x->ffn_rstd, x->resid_mid, w->ffn_norm.data, BT, C, c->norm_eps);
+    const WeightMatrix *gate_up[2] = {&w->ffn_gate, &w->ffn_up};
+    linear_forward_parts(x->gate_up, 2 * F, x->ffn_norm, BT, gate_up, 2, scratch);
     swiglu_forward(x->swiglu, x->gate_up, BT, F);
     residual_copy(resid_out, x->resid_mid, (size_t)BT * C);
-    matmul_forward(resid_out, x->swiglu, w->ffn_down, BT, F, C, 1.0f);
+    linear_forward(resid_out, C, x->swiglu, BT, &w->ffn_down, 1.0f, scratch);
+}
+
+void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
+                         int pos0, const int *slots)
+{
+    const ModelConfig *c = &m->config;
+    int BT = B * T, C = c->dim;
+    embedding_forward(a->layers[0].resid_in, tokens, &m->wt.token_embd, BT);
+    for (int l = 0; l < c->n_layers; l++) {
+        float *resid_out = l + 1 < c->n_layers ? a->layers[l + 1].resid_in : a->resid_final;
+        block_forward(m, a, l, B, T, pos0, slots, resid_out);
+    }
+    rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data, BT, C,
+                    c->norm_eps);
+    linear_forward(a->logits, c->vocab_size, a->final_norm, BT, &m->wt.output, 0.0f,
+                   a->linear_scratch);
 }
 
 void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0)
 {
-    const ModelConfig *c = &m->config;
-    int BT = B * T, C = c->dim;
-    embedding_forward(a->layers[0].resid_in, tokens, m->w.token_embd, BT, C);
-    for (int l = 0; l < c->n_layers; l++) {
-        float *resid_out = l + 1 < c->n_layers ? a->layers[l + 1].resid_in : a->resid_final;
-        block_forward(m, a, l, B, T, pos0, resid_out);
-    }
-    rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->w.output_norm, BT, C,
-                    c->norm_eps);
-    matmul_forward(a->logits, a->final_norm, m->w.output, BT, C, c->vocab_size, 0.0f);
+    model_forward_slots(m, a, tokens, B, T, pos0, NULL);
 }
 
 float model_loss(const Model *m, Activations *a, const int *targets, int B, int T)

@@ -29,6 +29,7 @@
 
 #include "error.h"
 #include "gguf.h"
+#include "ops.h"
 
 typedef struct {
     int n_layers;        /* L */
@@ -101,20 +102,43 @@ typedef struct {
     size_t offset;  /* of data from the start of the buffer, in floats */
     int rows, cols; /* row-major shape; GGUF ne = {cols, rows} */
     ParamKind kind;
+    WeightMatrix *weight; /* the forward pass's view of this tensor (in Model.wt) */
 } ParamTensor;
+
+/* The weights the forward pass reads, as they are stored (WeightMatrix, ops.h): F32 views
+ * of the parameter buffer for a model quill trains, or views of a mapped GGUF file, in the
+ * file's own types, for inference. The norm weights are always F32. */
+typedef struct {
+#define X(field, rows, cols, kind) WeightMatrix field;
+    MODEL_LAYER_PARAMS(X, unused)
+#undef X
+} LayerWeights;
+
+typedef struct {
+    WeightMatrix token_embd;  /* (V, C) */
+    LayerWeights *layers;     /* L blocks */
+    WeightMatrix output_norm; /* (C) */
+    WeightMatrix output;      /* (V, C); token_embd itself when tied */
+} ModelWeights;
 
 typedef struct {
     ModelConfig config;
+    ModelWeights wt;      /* what model_forward reads */
+    /* The parameters as one F32 buffer, for training (all empty for a mapped model): */
     size_t n_params;      /* floats in `params`: every parameter once (tied embeddings once) */
     float *params;        /* the one parameter buffer */
     ParamViews w;         /* named views into params */
     int n_tensors;
     ParamTensor *tensors; /* the table, in buffer order */
+    /* A model mapped for inference (model_map_gguf): */
+    GgufFile *file;       /* owned: the weights point into its mapping */
+    float *norms;         /* the norm weights, widened to F32 when the file stores them
+                             otherwise (owned) */
 } Model;
 
 /* Allocates a model for a validated blueprint; parameters are zero. */
 int model_init(Model *m, const ModelConfig *c, Error *err);
-void model_free(Model *m); /* NULL-safe; leaves *m zeroed */
+void model_free(Model *m); /* NULL-safe; leaves *m zeroed; closes a mapped file */
 
 /* Documented initialisation (ParamKind) from a seed. */
 void model_init_params(Model *m, uint64_t seed);
@@ -143,6 +167,13 @@ void model_to_gguf(const Model *m, GgufWriter *w);
  * every size is checked against the tensors it holds before the parameters are allocated,
  * so a small file cannot make quill allocate more than a small multiple of its size. */
 int model_from_gguf(Model *m, const GgufFile *f, Error *err);
+/* Takes a llama-architecture GGUF for inference: the weights are used where they lie in
+ * the mapped file, in any type quant.h multiplies (F32, F16, BF16, Q8_0 ... Q6_K); nothing
+ * is copied but the small norm vectors. Loading costs milliseconds whatever the file's
+ * size, and only the weights a run touches are read from disk. On success the model owns f
+ * (model_free closes it); on failure f is left to the caller. Checked like model_from_gguf.
+ * Such a model cannot be trained (it has no parameter buffer). */
+int model_map_gguf(Model *m, GgufFile *f, Error *err);
 /* Reads only the blueprint (checked against token_embd's shape and the tensor count). */
 int model_config_from_gguf(ModelConfig *c, const GgufFile *f, Error *err);
 
@@ -191,24 +222,42 @@ typedef struct {
                                      after model_loss, their softmax probabilities; after
                                      model_backward, the loss gradient dL/dlogits */
     float *losses;      /* (B,T)    per-token loss, from model_loss */
-    float *kv_k;        /* inference: (L, B, n_ctx, KVC) keys after RoPE */
-    float *kv_v;        /* inference: (L, B, n_ctx, KVC) values */
+    void *linear_scratch; /* the activations of the largest product, quantized for the
+                             weights' type (empty when every weight is F32/F16/BF16) */
+    /* Inference: the KV cache, B slots of n_ctx positions per block. Each position holds
+     * KVC keys (after RoPE) and KVC values, stored as kv_type: F32, or F16 / Q8_0 rows
+     * (2x / ~3.8x smaller). Slot s of block l starts at row (l * B + s) * n_ctx. */
+    uint32_t kv_type;
+    size_t kv_row_bytes;  /* one position's KVC keys (or values) */
+    uint8_t *kv_k, *kv_v;
+    float *kv_scratch;    /* kv_type other than F32: attention decodes one head into it */
 } Activations;
 
 /* Training: B sequences of T tokens (n_ctx is ignored; T <= the model's context).
- * Inference: B sequences, at most T new tokens per call, n_ctx cached positions per
- * sequence (T <= n_ctx; n_ctx may exceed the model's context, as llama.cpp's -c allows,
- * though quality usually drops there). */
+ * Inference: B cache slots, at most T new tokens per sequence and call, n_ctx cached
+ * positions per slot (T <= n_ctx; n_ctx may exceed the model's context, as llama.cpp's -c
+ * allows, though quality usually drops there), and an F32 cache. */
 int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
                      Error *err);
+/* Inference with the KV cache stored as kv_type (GGML_TYPE_F32, _F16 or _Q8_0; Q8_0 needs a
+ * head size that is a multiple of 32). */
+int activations_init_inference(Activations *a, const Model *m, int B, int T, int n_ctx,
+                               uint32_t kv_type, Error *err);
+/* Bytes of the KV cache a's sizes and type take. */
+size_t activations_cache_bytes(const Activations *a, const Model *m);
 void activations_free(Activations *a); /* NULL-safe */
 
 /* Runs the model on tokens (B, T), row-major, for positions pos0 .. pos0+T-1, and leaves
  * logits (B, T, V) in a->logits. Training mode needs pos0 == 0. In inference mode the new
  * keys and values are appended to the cache at pos0 (pos0 + T <= n_ctx), and attention
- * reads positions 0 .. pos0+t of each sequence from it. B and T may be smaller than the
- * sizes a was made for. */
+ * reads positions 0 .. pos0+t of each sequence from it; sequence b uses cache slot
+ * slots[b] (slots NULL: slot b). B and T may be smaller than the sizes a was made for. */
 void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0);
+void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
+                         int pos0, const int *slots);
+
+/* Copies cache slot src's positions [from, to) of every block into slot dst. */
+void activations_cache_copy(Activations *a, const Model *m, int src, int dst, int from, int to);
 
 /* Cross-entropy of the logits of the last forward against targets (B, T): returns the mean
  * loss and leaves per-token losses in a->losses (logits become probabilities). */

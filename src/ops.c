@@ -1,10 +1,13 @@
 #include "ops.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "matmul.h"
+#include "quant.h"
 
 /* Parameter-gradient reductions (a sum over all N rows into one C-vector) are split across
  * threads by blocks of columns, never by rows: every column is then summed by one thread,
@@ -61,11 +64,14 @@ static float row_max(const float *x, int n)
 
 /* ---- embedding ---------------------------------------------------------------------- */
 
-void embedding_forward(float *out, const int *tokens, const float *table, int N, int C)
+void embedding_forward(float *out, const int *tokens, const WeightMatrix *table, int N)
 {
+    int C = table->cols;
+    size_t row_bytes = quant_row_bytes(table->type, C);
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++)
-        memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+        quant_dequantize_row(table->type, (const char *)table->data + (size_t)tokens[n] * row_bytes,
+                             out + (size_t)n * C, C);
 }
 
 void embedding_backward(float *dtable, const float *dout, const int *tokens, int N, int C)
@@ -93,11 +99,15 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
-        float sum_sq = 0.0f;
+        /* In double, as llama.cpp sums it: the rounding of the sum then no longer depends on
+         * the order the compiler adds in, and neither does the quantization of the normed
+         * activations that quantized weights multiply (one flipped rounding there moves
+         * the logits far more than the sum's last bit). */
+        double sum_sq = 0.0;
 #pragma omp simd reduction(+ : sum_sq)
         for (int c = 0; c < C; c++)
-            sum_sq += x[c] * x[c];
-        float r = 1.0f / sqrtf(sum_sq / (float)C + eps);
+            sum_sq += (double)x[c] * x[c];
+        float r = 1.0f / sqrtf((float)(sum_sq / C) + eps);
         rstd[n] = r;
         for (int c = 0; c < C; c++)
             y[c] = x[c] * r * weight[c];
@@ -137,10 +147,26 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 
 /* ---- linear layers ------------------------------------------------------------------ */
 
-void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC,
-                    float beta)
+/* F32 products with at least this many rows go to the BLAS: its packed sgemm reuses each
+ * weight from cache across many rows. With fewer rows (decoding one or a few tokens) every
+ * weight is used once or a few times anyway, and quant_matmul streams the matrix from
+ * memory without packing it first. */
+enum { LINEAR_BLAS_MIN_ROWS = 16 };
+
+void linear_forward(float *out, int ldo, const float *inp, int N, const WeightMatrix *w,
+                    float beta, void *scratch)
 {
-    gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
+    if (w->type == GGML_TYPE_F32 && N >= LINEAR_BLAS_MIN_ROWS) {
+        gemm(false, true, N, w->rows, w->cols, 1.0f, inp, w->cols, w->data, w->cols, beta, out,
+             ldo);
+        return;
+    }
+    quant_matmul(out, ldo, inp, N, w->cols, w->data, w->type, w->rows, beta, scratch);
+}
+
+size_t linear_scratch_bytes(const WeightMatrix *w, int N)
+{
+    return quant_matmul_scratch_bytes(w->type, N, w->cols);
 }
 
 void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
@@ -226,30 +252,91 @@ static void causal_softmax_row(float *row, int n_visible, int n_kv)
         row[j] = 0.0f;
 }
 
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const AttentionShape *s)
+/* One query head over its keys: p (T, n_kv) = causal softmax(q_h k_h^T / sqrt(hs)), then
+ * out_h (T, hs) = p v_h. q_h rows are q_stride apart, out_h rows out_stride, k_h and v_h
+ * rows kv_stride; the first new token is at position pos0. */
+static void attention_head_forward(float *out_h, int out_stride, float *p, const float *q_h,
+                                   int q_stride, const float *k_h, const float *v_h,
+                                   int kv_stride, const AttentionShape *s)
+{
+    float scale = 1.0f / sqrtf((float)s->hs);
+    /* scores (T, n_kv) = q_h (T, hs) . k_h^T / sqrt(hs) */
+    gemm(false, true, s->T, s->n_kv, s->hs, scale, q_h, q_stride, k_h, kv_stride, 0.0f, p,
+         s->n_kv);
+    for (int t = 0; t < s->T; t++)
+        causal_softmax_row(p + (size_t)t * s->n_kv, s->pos0 + t + 1, s->n_kv);
+    /* out_h (T, hs) = probabilities (T, n_kv) . v_h (n_kv, hs) */
+    gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, p, s->n_kv, v_h, kv_stride, 0.0f, out_h,
+         out_stride);
+}
+
+static int attention_slot(const AttentionShape *s, int b)
+{
+    return s->kv_slot ? s->kv_slot[b] : b;
+}
+
+/* k and v as floats: every head reads its slice of the rows in place. */
+static void attention_forward_f32(float *out, float *att, const float *q, const float *k,
+                                  const float *v, const AttentionShape *s)
 {
     int C = s->H * s->hs, group = s->H / s->KVH;
-    float scale = 1.0f / sqrtf((float)s->hs);
     /* One (sequence, head) pair per task; each task's two matrix products are small, so
      * they run single-threaded side by side rather than one after another. */
 #pragma omp parallel for collapse(2) schedule(static) \
     if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < s->H; h++) {
-            const float *qh = q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs;
-            size_t kv_offset = b * s->kv_seq_stride + (size_t)(h / group) * s->hs;
-            float *p = att + ((size_t)b * s->H + h) * s->T * s->n_kv;
-            /* scores (T, n_kv) = q_h (T, hs) . k_h^T / sqrt(hs) */
-            gemm(false, true, s->T, s->n_kv, s->hs, scale, qh, s->q_stride, k + kv_offset,
-                 s->kv_stride, 0.0f, p, s->n_kv);
-            for (int t = 0; t < s->T; t++)
-                causal_softmax_row(p + (size_t)t * s->n_kv, s->pos0 + t + 1, s->n_kv);
-            /* out_h (T, hs) = probabilities (T, n_kv) . v_h (n_kv, hs) */
-            gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, p, s->n_kv, v + kv_offset,
-                 s->kv_stride, 0.0f, out + (size_t)b * s->T * C + (size_t)h * s->hs, C);
+            size_t kv_offset = attention_slot(s, b) * s->kv_seq_stride + (size_t)(h / group) * s->hs;
+            attention_head_forward(out + (size_t)b * s->T * C + (size_t)h * s->hs, C,
+                                   att + ((size_t)b * s->H + h) * s->T * s->n_kv,
+                                   q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs,
+                                   s->q_stride, k + kv_offset, v + kv_offset, s->kv_stride, s);
         }
     }
+}
+
+/* Decodes one key/value head of n rows of a typed cache into hs floats per row. */
+static void kv_head_decode(float *dst, const uint8_t *rows, size_t row_bytes, uint32_t type,
+                           int g, int hs, int n)
+{
+    size_t head_offset = quant_row_bytes(type, (int64_t)g * hs);
+    for (int j = 0; j < n; j++)
+        quant_dequantize_row(type, rows + (size_t)j * row_bytes + head_offset,
+                             dst + (size_t)j * hs, hs);
+}
+
+/* k and v in a compact cache type: one task per (sequence, key/value head) decodes that
+ * head's keys and values once into the thread's scratch, and runs every query head of its
+ * group on them. */
+static void attention_forward_typed(float *out, float *att, const float *q, const uint8_t *k,
+                                    const uint8_t *v, const AttentionShape *s)
+{
+    int C = s->H * s->hs, group = s->H / s->KVH;
+#pragma omp parallel for collapse(2) schedule(static) \
+    if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < s->B; b++) {
+        for (int g = 0; g < s->KVH; g++) {
+            float *k_h = s->kv_scratch + (size_t)omp_get_thread_num() * 2 * s->n_kv * s->hs;
+            float *v_h = k_h + (size_t)s->n_kv * s->hs;
+            size_t slot = (size_t)attention_slot(s, b) * s->kv_slot_rows * s->kv_row_bytes;
+            kv_head_decode(k_h, k + slot, s->kv_row_bytes, s->kv_type, g, s->hs, s->n_kv);
+            kv_head_decode(v_h, v + slot, s->kv_row_bytes, s->kv_type, g, s->hs, s->n_kv);
+            for (int h = g * group; h < (g + 1) * group; h++)
+                attention_head_forward(out + (size_t)b * s->T * C + (size_t)h * s->hs, C,
+                                       att + ((size_t)b * s->H + h) * s->T * s->n_kv,
+                                       q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs,
+                                       s->q_stride, k_h, v_h, s->hs, s);
+        }
+    }
+}
+
+void attention_forward(float *out, float *att, const float *q, const void *k, const void *v,
+                       const AttentionShape *s)
+{
+    if (s->kv_type == GGML_TYPE_F32)
+        attention_forward_f32(out, att, q, k, v, s);
+    else
+        attention_forward_typed(out, att, q, k, v, s);
 }
 
 /* Softmax backward for one row, in place on dp: with p = softmax(z) and y = sum_j p_j z_j,

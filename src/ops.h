@@ -13,13 +13,24 @@
 #define QUILL_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* e^x with a relative error below 2e-7 over the whole float range, written so that
  * the compiler can vectorise it (the libm expf call cannot be without -ffast-math). */
 float ops_expf(float x);
 
-/* out (N, C) = table[tokens[n]]: row lookup. table is (V, C). */
-void embedding_forward(float *out, const int *tokens, const float *table, int N, int C);
+/* A weight matrix as it is stored: `rows` rows of `cols` elements of a GGUF tensor type
+ * (GgmlType), row-major, one row per output: (out, in) for a linear layer, (V, C) for the
+ * embedding. quill's training buffer holds F32 matrices; a model mapped from a file holds
+ * whatever types the file has (quant.h multiplies them where they lie). */
+typedef struct {
+    uint32_t type;
+    const void *data;
+    int rows, cols;
+} WeightMatrix;
+
+/* out (N, C) = table[tokens[n]]: row lookup, decoding the table's type. table is (V, C). */
+void embedding_forward(float *out, const int *tokens, const WeightMatrix *table, int N);
 /* dtable[tokens[n]] += dout[n]. */
 void embedding_backward(float *dtable, const float *dout, const int *tokens, int N, int C);
 
@@ -31,10 +42,14 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int N, int C);
 
-/* A linear layer without bias: out (N, OC) = inp (N, IC) . weight^T, weight (OC, IC) as
- * stored in GGUF. beta = 0 overwrites out, beta = 1 adds to it (a residual connection). */
-void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC,
-                    float beta);
+/* A linear layer without bias: out (N, OC) = inp (N, IC) . w^T, with w (OC, IC) as stored
+ * in GGUF, in any type; out's rows are ldo floats apart (ldo >= OC), so a layer can write a
+ * slice of a wider row (q, k and v into one qkv row). beta = 0 overwrites out, beta = 1
+ * adds to it (a residual connection). Quantized weights need `scratch` for the quantized
+ * activations: linear_scratch_bytes(w, N) bytes (none for F32/F16/BF16). */
+void linear_forward(float *out, int ldo, const float *inp, int N, const WeightMatrix *w,
+                    float beta, void *scratch);
+size_t linear_scratch_bytes(const WeightMatrix *w, int N);
 /* dinp (N, IC) = dout . weight;  dweight (OC, IC) += dout^T . inp. */
 void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC);
@@ -60,15 +75,23 @@ typedef struct {
     int pos0;             /* position of the first new token; keys 0..pos0+t are visible */
     int n_kv;             /* keys each sequence holds (pos0 + T); columns of att */
     int q_stride;         /* floats between the q rows of consecutive tokens */
-    int kv_stride;        /* floats between the k (and v) rows of consecutive positions */
-    size_t kv_seq_stride; /* floats between sequences in k and v */
+    int kv_stride;        /* F32 k, v: floats between the rows of consecutive positions */
+    size_t kv_seq_stride; /* F32 k, v: floats between sequences (cache slots) */
+    const int *kv_slot;   /* sequence b's keys are slot kv_slot[b] (NULL: slot b) */
+    /* A KV cache stored in another type (F16, Q8_0): each row of KVH*hs elements takes
+     * kv_row_bytes, and a slot holds kv_slot_rows rows. Attention decodes one key/value
+     * head at a time into kv_scratch: per thread, 2 * n_kv * hs floats. */
+    uint32_t kv_type;     /* GGML_TYPE_F32, or the cache's type */
+    size_t kv_row_bytes;
+    int kv_slot_rows;
+    float *kv_scratch;
 } AttentionShape;
 
 /* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
  * key/value head h / (H/KVH) (grouped-query attention). att (B, H, T, n_kv) keeps the
  * probabilities for backward; masked entries are 0. q is (B, T, H*hs) and k, v are
- * (B, n_kv, KVH*hs), laid out with the strides of the shape. */
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+ * (B, n_kv, KVH*hs), laid out as the shape says (floats, or rows of kv_type). */
+void attention_forward(float *out, float *att, const float *q, const void *k, const void *v,
                        const AttentionShape *s);
 /* dq, dk, dv (strides as q, k, v) are overwritten; datt (B, H, T, n_kv) is scratch. */
 void attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,

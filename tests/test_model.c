@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "gguf.h"
 #include "grad_check.h"
 #include "loader.h"
 #include "matmul.h"
@@ -199,6 +200,99 @@ Test(model, kv_cache_decoding_equals_full_forward)
     tiny_run_free(&r);
 }
 
+/* A model whose head size (32) a Q8_0 cache can store, with one key/value head shared by
+ * both query heads. */
+static ModelConfig cache_config(void)
+{
+    return (ModelConfig){.n_layers = 2, .dim = 64, .n_heads = 2, .n_kv_heads = 1, .ffn_dim = 96,
+                         .vocab_size = 19, .context = 16, .rope_base = 10000.0f,
+                         .norm_eps = 1e-5f};
+}
+
+/* Largest |a - b| over the logits of n positions. */
+static float logits_distance(const float *a, const float *b, size_t n)
+{
+    float worst = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        worst = fmaxf(worst, fabsf(a[i] - b[i]));
+    return worst;
+}
+
+/* Token-by-token decoding through a cache stored as F32, F16 or Q8_0 gives the logits of
+ * one full forward pass: exactly up to summation order with F32; within the rounding of
+ * the stored keys and values otherwise. Relative to the largest logit: F16 keeps 11
+ * significant bits (measured 5.5e-4); Q8_0 rounds each value to 1/254 of its block's
+ * largest, and the test model's large weights make attention sharp, which amplifies the
+ * rounding of the scores (measured 2.6e-2). test_ops.c checks that the cached path itself
+ * is exact for the values the cache holds. */
+Test(model, kv_cache_of_every_type_equals_the_full_forward)
+{
+    TinyRun r;
+    ModelConfig c = cache_config();
+    enum { T = 12 };
+    tiny_run_init(&r, c, 31, 1, T);
+    model_forward(&r.model, &r.acts, r.tokens, 1, T, 0);
+    const struct {
+        uint32_t type;
+        float tolerance;
+    } cases[] = {{GGML_TYPE_F32, 1e-6f}, {GGML_TYPE_F16, 2e-3f}, {GGML_TYPE_Q8_0, 5e-2f}};
+    int V = c.vocab_size, compared = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Activations inf;
+        Error err;
+        cr_assert_eq(activations_init_inference(&inf, &r.model, 1, 4, T, cases[i].type, &err), 0,
+                     "%s", err.msg);
+        model_forward(&r.model, &inf, r.tokens, 1, 4, 0);
+        float worst = logits_distance(inf.logits, r.acts.logits, 4 * (size_t)V);
+        for (int pos = 4; pos < T; pos++) {
+            model_forward(&r.model, &inf, &r.tokens[pos], 1, 1, pos);
+            worst = fmaxf(worst, logits_distance(inf.logits, r.acts.logits + (size_t)pos * V, V));
+        }
+        float largest = 0.0f;
+        for (int j = 0; j < T * V; j++)
+            largest = fmaxf(largest, fabsf(r.acts.logits[j]));
+        cr_expect_lt(worst, cases[i].tolerance * largest, "%s cache: logits differ by %g of %g",
+                     gguf_tensor_type_name(cases[i].type), worst, largest);
+        activations_free(&inf);
+        compared++;
+    }
+    cr_assert_eq(compared, 3);
+    tiny_run_free(&r);
+}
+
+/* Beam search and parallel samples share a prompt: it is decoded once into slot 0 and
+ * copied into slot 1; then the two sequences go on with different tokens in one batch,
+ * in the other order (row 0 uses slot 1). Each must equal its own full forward pass. */
+Test(model, cache_slot_copies_continue_like_separate_sequences)
+{
+    TinyRun r;
+    ModelConfig c = cache_config();
+    enum { T = 8, PROMPT = 5 };
+    tiny_run_init(&r, c, 41, 2, T);
+    /* both rows start with the same prompt, then differ */
+    memcpy(r.tokens + T, r.tokens, PROMPT * sizeof(int));
+    model_forward(&r.model, &r.acts, r.tokens, 2, T, 0);
+    int V = c.vocab_size;
+    Activations inf;
+    Error err;
+    cr_assert_eq(activations_init_inference(&inf, &r.model, 2, PROMPT, T, GGML_TYPE_F32, &err), 0,
+                 "%s", err.msg);
+    model_forward(&r.model, &inf, r.tokens, 1, PROMPT, 0); /* slot 0 */
+    activations_cache_copy(&inf, &r.model, 0, 1, 0, PROMPT);
+    float worst = 0.0f;
+    const int slots[2] = {1, 0};
+    for (int pos = PROMPT; pos < T; pos++) {
+        int step[2] = {r.tokens[T + pos], r.tokens[pos]}; /* row 0: sequence 1 */
+        model_forward_slots(&r.model, &inf, step, 2, 1, pos, slots);
+        worst = fmaxf(worst, logits_distance(inf.logits, r.acts.logits + (size_t)(T + pos) * V, V));
+        worst = fmaxf(worst, logits_distance(inf.logits + V, r.acts.logits + (size_t)pos * V, V));
+    }
+    /* the batched products sum in another order than the full pass's: float rounding only */
+    cr_expect_lt(worst, 1e-4f, "sequences continued from a copied slot differ by %g", worst);
+    activations_free(&inf);
+    tiny_run_free(&r);
+}
+
 /* One training step's loss and gradient, bit for bit, for 1 and 2 threads. */
 static void check_thread_independence(GemmBackend backend)
 {
@@ -312,7 +406,8 @@ static void reference_free(LlamaReference *r)
 
 /* Our prompt tokens, logits at every position llama.cpp recorded (max |difference| <=
  * tolerance) and the greedy continuation, token for token. */
-static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, float tolerance)
+static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, float tolerance,
+                                   int min_greedy)
 {
     SHARED_FILE_OR_SKIP(ref_path, ref_rel);
     LlamaReference ref;
@@ -357,19 +452,35 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
                   worst);
     cr_log_info("%s: max |logit - llama.cpp| = %g", model_rel, worst);
 
+    /* Greedy decoding, token by token. Where every logit is within `tolerance` of llama.cpp's,
+     * the two argmaxes can only differ when our two best logits are within 2 * tolerance:
+     * from the first such position on, the paths may legitimately part. A test that asks
+     * for every greedy token (min_greedy == their number) compares them all regardless. */
     const float *logits = a.logits + (size_t)(ref.n_prompt - 1) * V;
+    int compared = 0;
     for (int i = 0; i < ref.n_greedy; i++) {
-        int best = 0;
-        for (int v = 1; v < V; v++)
-            if (logits[v] > logits[best])
+        int best = 0, second = -1;
+        for (int v = 1; v < V; v++) {
+            if (logits[v] > logits[best]) {
+                second = best;
                 best = v;
+            } else if (second < 0 || logits[v] > logits[second]) {
+                second = v;
+            }
+        }
+        if (min_greedy < ref.n_greedy && logits[best] - logits[second] < 2 * tolerance)
+            break;
         cr_assert_eq(best, ref.greedy[i], "%s: greedy token %d is %d, llama.cpp %d", model_rel, i,
                      best, ref.greedy[i]);
+        compared++;
         if (i + 1 == ref.n_greedy || best == tok.eos_id)
             break;
         model_forward(&m, &a, &best, 1, 1, ref.n_prompt + i);
         logits = a.logits;
     }
+    cr_log_info("%s: %d of %d greedy tokens compared", model_rel, compared, ref.n_greedy);
+    cr_expect_geq(compared, min_greedy, "%s: only %d greedy tokens before a near tie", model_rel,
+                  compared);
     activations_free(&a);
     tokenizer_free(&tok);
     model_free(&m);
@@ -378,17 +489,19 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
 
 Test(llama_cpp, stories260k_logits_and_200_greedy_tokens)
 {
-    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref.json", 1e-4f);
+    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref.json", 1e-4f,
+                            200);
 }
 
 Test(llama_cpp, stories260k_second_prompt)
 {
-    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref2.json", 1e-4f);
+    check_against_llama_cpp("models/stories260K.gguf", "models/stories260K.ref2.json", 1e-4f,
+                            60);
 }
 
 Test(llama_cpp, random_llama_f32)
 {
-    check_against_llama_cpp("models/qtest-f32.gguf", "models/qtest-f32.ref.json", 1e-4f);
+    check_against_llama_cpp("models/qtest-f32.gguf", "models/qtest-f32.ref.json", 1e-4f, 16);
 }
 
 /* 16-bit weights are widened to F32 exactly, but llama.cpp rounds the activations to the
@@ -396,16 +509,53 @@ Test(llama_cpp, random_llama_f32)
  * bits for F16, 8 for BF16 (8 times coarser). */
 Test(llama_cpp, random_llama_f16)
 {
-    check_against_llama_cpp("models/qtest-F16.gguf", "models/qtest-F16.ref.json", 1e-2f);
+    check_against_llama_cpp("models/qtest-F16.gguf", "models/qtest-F16.ref.json", 1e-2f, 16);
 }
 
 Test(llama_cpp, random_llama_bf16)
 {
-    check_against_llama_cpp("models/qtest-BF16.gguf", "models/qtest-BF16.ref.json", 6e-2f);
+    check_against_llama_cpp("models/qtest-BF16.gguf", "models/qtest-BF16.ref.json", 6e-2f, 16);
 }
 
 Test(llama_cpp, llama2_vocab_f16_last_position)
 {
     check_against_llama_cpp("models/llama-2-tiny-random.gguf",
-                            "models/llama-2-tiny-random.ref.json", 2e-2f);
+                            "models/llama-2-tiny-random.ref.json", 2e-2f, 16);
+}
+
+/* Quantized weights: llama.cpp and quill both decode the weights inside integer dot
+ * products against activations quantized to 8 bits (Q8_0 per 32 values, Q8_K per 256).
+ * Where both round the activations the same way (Q8_0 and the K-quants but Q5_K), the
+ * integer sums are exact and the logits agree to float rounding: measured 5.5e-6, tested at
+ * 1e-3. For Q4_0, Q4_1, Q5_0, Q5_1 and Q5_K, llama.cpp's kernels quantize or scale the
+ * activations differently: measured against the exact product of the same stored weights
+ * (dequantized, F32 activations), each side's logits are off by up to 0.125 (0.17 for
+ * Q5_K_M), so they may differ by twice that; measured 0.11 (0.05). The greedy paths then
+ * part at the first near tie, which for these random models comes within a token or two. */
+static const struct {
+    const char *type;
+    float tolerance;
+    int min_greedy;
+} QUANT_CASES[] = {
+    {"Q8_0", 1e-3f, 16},  {"Q2_K", 1e-3f, 16}, {"Q3_K_M", 1e-3f, 16}, {"Q4_K_M", 1e-3f, 16},
+    {"Q6_K", 1e-3f, 16},  {"Q4_0", 0.25f, 0},  {"Q4_1", 0.25f, 0},    {"Q5_0", 0.25f, 0},
+    {"Q5_1", 0.25f, 0},   {"Q5_K_M", 0.35f, 0},
+};
+
+Test(llama_cpp, every_quantized_type)
+{
+    int compared = 0;
+    for (size_t i = 0; i < sizeof QUANT_CASES / sizeof *QUANT_CASES; i++) {
+        char model[64], ref[64];
+        snprintf(model, sizeof model, "models/qtest-%s.gguf", QUANT_CASES[i].type);
+        snprintf(ref, sizeof ref, "models/qtest-%s.ref.json", QUANT_CASES[i].type);
+        check_against_llama_cpp(model, ref, QUANT_CASES[i].tolerance, QUANT_CASES[i].min_greedy);
+        compared++;
+    }
+    cr_assert_eq(compared, 10);
+}
+
+Test(llama_cpp, tied_output_one_kv_head_rope_base_500000)
+{
+    check_against_llama_cpp("models/qtied-Q8_0.gguf", "models/qtied-Q8_0.ref.json", 1e-3f, 16);
 }

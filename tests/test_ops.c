@@ -2,10 +2,14 @@
  * worked out by hand for the forward passes. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "grad_check.h"
+#include "gguf.h"
 #include "ops.h"
+#include "quant.h"
 
 static const GradTolerance TOL = {.eps = 1e-2, .atol = 2e-4, .rtol = 1e-2};
 
@@ -37,7 +41,8 @@ typedef struct {
 static double embedding_loss(void *p)
 {
     EmbeddingCase *c = p;
-    embedding_forward(c->out, c->tokens, c->table, EMB_N, EMB_C);
+    WeightMatrix table = {GGML_TYPE_F32, c->table, EMB_V, EMB_C};
+    embedding_forward(c->out, c->tokens, &table, EMB_N);
     return dot_double(c->out, c->proj, EMB_N * EMB_C);
 }
 
@@ -102,18 +107,21 @@ typedef struct {
 static double matmul_loss(void *p)
 {
     MatmulCase *c = p;
-    matmul_forward(c->out, c->inp, c->weight, MM_N, MM_IC, MM_OC, 0.0f);
+    WeightMatrix w = {GGML_TYPE_F32, c->weight, MM_OC, MM_IC};
+    linear_forward(c->out, MM_OC, c->inp, MM_N, &w, 0.0f, NULL);
     return dot_double(c->out, c->proj, MM_N * MM_OC);
 }
 
-Test(ops, matmul_forward_by_hand_and_accumulating)
+Test(ops, linear_forward_by_hand_accumulating_into_a_strided_output)
 {
-    /* (1 2) . [[1 0], [0 1], [1 1]]^T = (1, 2, 3) */
-    float x[2] = {1, 2}, w[6] = {1, 0, 0, 1, 1, 1}, y[3] = {10, 20, 30};
-    matmul_forward(y, x, w, 1, 2, 3, 1.0f);
+    /* (1 2) . [[1 0], [0 1], [1 1]]^T = (1, 2, 3), added into the first 3 of 4 columns */
+    float x[2] = {1, 2}, w[6] = {1, 0, 0, 1, 1, 1}, y[4] = {10, 20, 30, 40};
+    WeightMatrix m = {GGML_TYPE_F32, w, 3, 2};
+    linear_forward(y, 4, x, 1, &m, 1.0f, NULL);
     cr_expect_float_eq(y[0], 11.0f, 1e-6f);
     cr_expect_float_eq(y[1], 22.0f, 1e-6f);
     cr_expect_float_eq(y[2], 33.0f, 1e-6f);
+    cr_expect_eq(y[3], 40.0f, "the column beyond the output is not touched");
 }
 
 Test(ops, matmul_backward_matches_finite_differences)
@@ -229,6 +237,50 @@ Test(ops, attention_backward_matches_finite_differences)
     attention_backward(dqkv, dqkv + AT_C, dqkv + AT_C + AT_KVC, datt, c.proj, c.qkv,
                        c.qkv + AT_C, c.qkv + AT_C + AT_KVC, c.att, &c.shape);
     grad_check("attention dqkv", c.qkv, dqkv, AT_ROWS * AT_QKV, 1, attention_loss, &c, TOL);
+}
+
+/* Attention over a cache stored as F16 or Q8_0 must equal attention over an F32 cache that
+ * holds the same decoded values: the typed path only changes where keys and values come
+ * from. Two sequences in swapped cache slots, 2 query heads per key/value head of 32. */
+enum { TC_B = 2, TC_T = 3, TC_CTX = 7, TC_POS0 = 4, TC_H = 4, TC_KVH = 2, TC_HS = 32 };
+enum { TC_C = TC_H * TC_HS, TC_KVC = TC_KVH * TC_HS, TC_KV = TC_POS0 + TC_T };
+
+static void typed_cache_case(uint32_t type)
+{
+    static float q[TC_B * TC_T * TC_C], k[TC_B * TC_CTX * TC_KVC], v[TC_B * TC_CTX * TC_KVC];
+    static float out_f32[TC_B * TC_T * TC_C], out_typed[TC_B * TC_T * TC_C];
+    static float att[TC_B * TC_H * TC_T * TC_KV], scratch[64 * 2 * TC_KV * TC_HS];
+    static uint8_t k_rows[TC_B * TC_CTX * TC_KVC * 4], v_rows[TC_B * TC_CTX * TC_KVC * 4];
+    fill_uniform(q, TC_B * TC_T * TC_C, -1, 1, 21);
+    fill_uniform(k, TC_B * TC_CTX * TC_KVC, -1, 1, 22);
+    fill_uniform(v, TC_B * TC_CTX * TC_KVC, -1, 1, 23);
+    size_t row_bytes = quant_row_bytes(type, TC_KVC);
+    for (int r = 0; r < TC_B * TC_CTX; r++) { /* store, then keep only what the type holds */
+        quant_quantize_row(type, k + r * TC_KVC, k_rows + r * row_bytes, TC_KVC);
+        quant_quantize_row(type, v + r * TC_KVC, v_rows + r * row_bytes, TC_KVC);
+        quant_dequantize_row(type, k_rows + r * row_bytes, k + r * TC_KVC, TC_KVC);
+        quant_dequantize_row(type, v_rows + r * row_bytes, v + r * TC_KVC, TC_KVC);
+    }
+    const int slots[TC_B] = {1, 0};
+    AttentionShape s = {.B = TC_B, .T = TC_T, .H = TC_H, .KVH = TC_KVH, .hs = TC_HS,
+                        .pos0 = TC_POS0, .n_kv = TC_KV, .q_stride = TC_C, .kv_stride = TC_KVC,
+                        .kv_seq_stride = TC_CTX * TC_KVC, .kv_slot = slots};
+    attention_forward(out_f32, att, q, k, v, &s);
+    s.kv_type = type;
+    s.kv_row_bytes = row_bytes;
+    s.kv_slot_rows = TC_CTX;
+    s.kv_scratch = scratch;
+    cr_assert_leq(omp_get_max_threads(), 64);
+    attention_forward(out_typed, att, q, k_rows, v_rows, &s);
+    for (int i = 0; i < TC_B * TC_T * TC_C; i++)
+        cr_expect_float_eq(out_typed[i], out_f32[i], 1e-6f, "%s cache, output %d",
+                           gguf_tensor_type_name(type), i);
+}
+
+Test(ops, attention_over_f16_and_q8_0_caches_equals_attention_over_their_values)
+{
+    typed_cache_case(GGML_TYPE_F16);
+    typed_cache_case(GGML_TYPE_Q8_0);
 }
 
 /* ---- SwiGLU --------------------------------------------------------------------------- */
