@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "generate.h"
+#include "infer.h"
 #include "loader.h"
 #include "matmul.h"
 #include "sampler.h"
@@ -74,16 +75,7 @@ static void utf8_stream_finish(Utf8Stream *s, FILE *out)
     fflush(out);
 }
 
-/* Runs `n` tokens through the model at positions pos0..pos0+n-1 and returns the logits of
- * the last one. */
-static const float *forward_tokens(const Model *m, Activations *a, const int *tokens, int n,
-                                   int pos0)
-{
-    model_forward(m, a, tokens, 1, n, pos0);
-    return a->logits + (size_t)(n - 1) * m->config.vocab_size;
-}
-
-/* Samples up to max_tokens tokens after the prompt and streams them. When the KV cache is
+/* Samples up to max_tokens tokens after the prompt and streams them. When the context is
  * full, the most recent half of the tokens is run through the model again at positions
  * 0.. (cached keys cannot simply be moved: RoPE rotated them by their old positions), and
  * generation goes on from there. */
@@ -94,31 +86,31 @@ static int generate_tokens(const Model *m, const Tokenizer *tok, const GenerateO
     int context = m->config.context;
     int n_ctx = n_prompt + o->max_tokens < context ? n_prompt + o->max_tokens : context;
     int keep = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
-    Activations a;
-    if (activations_init(&a, m, ACTS_INFERENCE, 1, n_prompt > keep ? n_prompt : keep, n_ctx,
-                         err) != 0)
+    InferContext ctx;
+    InferParams params = {.n_seq = 1, .n_ctx = n_ctx};
+    if (infer_init(&ctx, m, &params, err) != 0)
         return -1;
-    const float *logits = forward_tokens(m, &a, history, n_prompt, 0);
+    int status = infer_decode(&ctx, 0, history, n_prompt, err);
     Utf8Stream stream = {{0}, 0};
-    int n_history = n_prompt, pos = n_prompt;
-    for (*n_generated = 0; *n_generated < o->max_tokens; (*n_generated)++) {
-        int next = sampler_sample(sampler, logits);
+    int n_history = n_prompt;
+    for (*n_generated = 0; status == 0 && *n_generated < o->max_tokens; (*n_generated)++) {
+        int next = sampler_sample(sampler, infer_logits(&ctx, 0));
         if (next == tok->eos_id)
             break;
         char piece[256];
         size_t len = tokenizer_token_bytes(tok, next, piece, sizeof piece);
         utf8_stream_write(&stream, piece, len < sizeof piece ? len : sizeof piece, stdout);
         history[n_history++] = next;
-        if (pos == n_ctx) {
-            logits = forward_tokens(m, &a, history + n_history - keep, keep, 0);
-            pos = keep;
+        if (infer_seq_length(&ctx, 0) == n_ctx) {
+            infer_seq_clear(&ctx, 0);
+            status = infer_decode(&ctx, 0, history + n_history - keep, keep, err);
         } else {
-            logits = forward_tokens(m, &a, &next, 1, pos++);
+            status = infer_decode(&ctx, 0, &next, 1, err);
         }
     }
     utf8_stream_finish(&stream, stdout);
-    activations_free(&a);
-    return 0;
+    infer_free(&ctx);
+    return status;
 }
 
 static int generate_run(const Model *m, const Tokenizer *tok, const GenerateOptions *o,

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "infer.h"
 #include "model.h"
 #include "rng.h"
 
@@ -42,9 +43,11 @@ int main(void)
         tokens[t] = (int)rng_below(&rng, (uint64_t)c.vocab_size);
 
     /* 1. the whole sequence in one pass (what training does) */
-    Activations full, cached;
-    if (activations_init(&full, &m, ACTS_TRAINING, 1, T, 0, &err) != 0 ||
-        activations_init(&cached, &m, ACTS_INFERENCE, 1, T, T, &err) != 0) {
+    Activations full;
+    InferContext cached;
+    InferParams params = {.n_seq = 1, .n_ctx = T};
+    if (activations_init(&full, &m, 1, T, &err) != 0 ||
+        infer_init(&cached, &m, &params, &err) != 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -53,10 +56,14 @@ int main(void)
     /* 2. one token at a time, reading earlier positions from the cache */
     printf("%4s %10s %26s\n", "pos", "max |diff|", "attention scores computed");
     for (int t = 0; t < T; t++) {
-        model_forward(&m, &cached, &tokens[t], 1, 1, t);
+        if (infer_decode(&cached, 0, &tokens[t], 1, &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        const float *logits = infer_logits(&cached, 0);
         float worst = 0.0f;
         for (int v = 0; v < c.vocab_size; v++)
-            worst = fmaxf(worst, fabsf(cached.logits[v] - full.logits[t * c.vocab_size + v]));
+            worst = fmaxf(worst, fabsf(logits[v] - full.logits[t * c.vocab_size + v]));
         /* the new query meets t+1 cached keys per head; without the cache, recomputing the
          * prefix would take (t+1)^2 */
         printf("%4d %10.2e %14d (vs %d)\n", t, worst, (t + 1) * c.n_heads,
@@ -67,7 +74,7 @@ int main(void)
            "values: grouped-query attention (%d kv heads for %d query heads) halves it.\n",
            c.n_layers, T, model_kv_dim(&c), c.n_kv_heads, c.n_heads);
     activations_free(&full);
-    activations_free(&cached);
+    infer_free(&cached);
     model_free(&m);
     return 0;
 }

@@ -501,18 +501,24 @@ int model_map_gguf(Model *m, GgufFile *f, Error *err)
 /* The sizes of one block's activations and of the whole buffer, for a mode and batch. */
 typedef struct {
     size_t BT, C, QKV, F, att;
+    size_t logit_rows;
 } ActSizes;
 
-static ActSizes act_sizes(const Model *m, ActsMode mode, int B, int T, int n_ctx)
+/* Training keeps B x T rows of everything and scores every token against the T of its
+ * sequence; inference has at most T rows per call (over all its sequences), each scored
+ * against up to n_ctx cached positions, and with last_logits one row of logits per slot. */
+static ActSizes act_sizes(const Model *m, const Activations *a)
 {
     const ModelConfig *c = &m->config;
-    int n_kv = mode == ACTS_TRAINING ? T : n_ctx;
+    bool training = a->mode == ACTS_TRAINING;
+    size_t rows = training ? (size_t)a->B * a->T : (size_t)a->T;
     ActSizes s = {
-        .BT = (size_t)B * T,
+        .BT = rows,
         .C = (size_t)c->dim,
         .QKV = (size_t)c->dim + 2 * (size_t)model_kv_dim(c),
         .F = (size_t)c->ffn_dim,
-        .att = (size_t)B * c->n_heads * T * n_kv,
+        .att = rows * c->n_heads * (size_t)(training ? a->T : a->n_ctx),
+        .logit_rows = a->last_logits ? (size_t)a->B : rows,
     };
     return s;
 }
@@ -529,7 +535,7 @@ static float *slice_take(float *base, size_t *offset, size_t n)
 static size_t acts_walk(Activations *a, const Model *m, float *base)
 {
     const ModelConfig *c = &m->config;
-    ActSizes s = act_sizes(m, a->mode, a->B, a->T, a->n_ctx);
+    ActSizes s = act_sizes(m, a);
     size_t offset = 0;
     int stored_layers = a->mode == ACTS_TRAINING ? c->n_layers : 1;
     for (int l = 0; l < stored_layers; l++) {
@@ -541,7 +547,7 @@ static size_t acts_walk(Activations *a, const Model *m, float *base)
     a->resid_final = slice_take(base, &offset, s.BT * s.C);
     a->final_rstd = slice_take(base, &offset, s.BT);
     a->final_norm = slice_take(base, &offset, s.BT * s.C);
-    a->logits = slice_take(base, &offset, s.BT * (size_t)c->vocab_size);
+    a->logits = slice_take(base, &offset, s.logit_rows * (size_t)c->vocab_size);
     a->losses = slice_take(base, &offset, s.BT);
     if (a->mode == ACTS_INFERENCE) {
         /* In inference every block reads and writes one residual stream in place: the
@@ -609,24 +615,15 @@ size_t activations_cache_bytes(const Activations *a, const Model *m)
 }
 
 static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int B, int T,
-                             int n_ctx, uint32_t kv_type, Error *err)
+                             int n_ctx, Error *err)
 {
-    memset(a, 0, sizeof *a);
-    if (B <= 0 || T <= 0)
-        return error_set(err, "activations: batch %d x %d tokens is empty", B, T);
-    if (mode == ACTS_INFERENCE && n_ctx < T)
-        return error_set(err, "activations: a cache of %d positions cannot hold %d new tokens",
-                         n_ctx, T);
-    if (mode == ACTS_TRAINING && T > m->config.context)
-        return error_set(err, "sequence length %d exceeds the model context %d", T,
-                         m->config.context);
     a->mode = mode;
     a->B = B;
     a->T = T;
     a->n_ctx = mode == ACTS_INFERENCE ? n_ctx : T;
     a->layers = calloc((size_t)m->config.n_layers, sizeof *a->layers);
     int hs = model_head_size(&m->config);
-    size_t scratch = linear_scratch_size(m, B * T);
+    size_t scratch = linear_scratch_size(m, mode == ACTS_INFERENCE ? T : B * T);
     a->linear_scratch = scratch ? malloc(scratch) : NULL;
     if (!a->layers || rope_tables_alloc(a, hs, m->config.rope_base) != 0 ||
         (scratch && !a->linear_scratch)) {
@@ -641,23 +638,37 @@ static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int 
                          a->n_floats * sizeof(float) >> 20);
     }
     acts_walk(a, m, a->buffer);
-    if (mode == ACTS_INFERENCE && kv_cache_alloc(a, m, kv_type, err) != 0) {
+    return 0;
+}
+
+int activations_init(Activations *a, const Model *m, int B, int T, Error *err)
+{
+    memset(a, 0, sizeof *a);
+    if (B <= 0 || T <= 0)
+        return error_set(err, "activations: batch %d x %d tokens is empty", B, T);
+    if (T > m->config.context)
+        return error_set(err, "sequence length %d exceeds the model context %d", T,
+                         m->config.context);
+    return activations_alloc(a, m, ACTS_TRAINING, B, T, T, err);
+}
+
+int activations_init_inference(Activations *a, const Model *m, const InferenceShape *s,
+                               Error *err)
+{
+    memset(a, 0, sizeof *a);
+    if (s->slots <= 0 || s->max_tokens <= 0)
+        return error_set(err, "activations: %d slots of %d tokens is empty", s->slots,
+                         s->max_tokens);
+    if (s->n_ctx <= 0)
+        return error_set(err, "activations: a cache of %d positions", s->n_ctx);
+    a->last_logits = !s->all_logits;
+    if (activations_alloc(a, m, ACTS_INFERENCE, s->slots, s->max_tokens, s->n_ctx, err) != 0)
+        return -1;
+    if (kv_cache_alloc(a, m, s->kv_type, err) != 0) {
         activations_free(a);
         return -1;
     }
     return 0;
-}
-
-int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
-                     Error *err)
-{
-    return activations_alloc(a, m, mode, B, T, n_ctx, GGML_TYPE_F32, err);
-}
-
-int activations_init_inference(Activations *a, const Model *m, int B, int T, int n_ctx,
-                               uint32_t kv_type, Error *err)
-{
-    return activations_alloc(a, m, ACTS_INFERENCE, B, T, n_ctx, kv_type, err);
 }
 
 void activations_free(Activations *a)
@@ -825,9 +836,18 @@ void model_forward_slots(const Model *m, Activations *a, const int *tokens, int 
         float *resid_out = l + 1 < c->n_layers ? a->layers[l + 1].resid_in : a->resid_final;
         block_forward(m, a, l, B, T, pos0, slots, resid_out);
     }
-    rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data, BT, C,
-                    c->norm_eps);
-    linear_forward(a->logits, c->vocab_size, a->final_norm, BT, &m->wt.output, 0.0f,
+    /* with last_logits only each sequence's last token goes through the output layer: the
+     * one whose logits say what comes next */
+    int rows = a->last_logits ? B : BT;
+    if (a->last_logits)
+        for (int b = 0; b < B; b++)
+            rmsnorm_forward(a->final_norm + (size_t)b * C, a->final_rstd + b,
+                            a->resid_final + ((size_t)b * T + T - 1) * C, m->wt.output_norm.data,
+                            1, C, c->norm_eps);
+    else
+        rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data, BT,
+                        C, c->norm_eps);
+    linear_forward(a->logits, c->vocab_size, a->final_norm, rows, &m->wt.output, 0.0f,
                    a->linear_scratch);
 }
 
@@ -851,7 +871,8 @@ float model_loss(const Model *m, Activations *a, const int *targets, int B, int 
 int grad_scratch_init(GradScratch *g, const Model *m, int B, int T, Error *err)
 {
     memset(g, 0, sizeof *g);
-    ActSizes s = act_sizes(m, ACTS_TRAINING, B, T, T);
+    Activations shape = {.mode = ACTS_TRAINING, .B = B, .T = T};
+    ActSizes s = act_sizes(m, &shape);
     size_t sizes[] = {s.BT * s.C, s.BT * s.C, s.BT * s.QKV, s.att,
                       s.BT * s.C, s.BT * 2 * s.F, s.BT * s.F};
     float **views[] = {&g->d_resid,   &g->d_norm,    &g->d_qkv,   &g->d_att,

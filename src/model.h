@@ -208,8 +208,10 @@ typedef enum {
 
 typedef struct {
     ActsMode mode;
-    int B, T;           /* the largest batch a forward call may use */
+    int B, T;           /* training: B sequences of T tokens. Inference: B cache slots, and
+                           at most T tokens per forward call, summed over its sequences */
     int n_ctx;          /* positions per sequence the KV cache holds (inference) */
+    bool last_logits;   /* inference: logits only for each sequence's last token */
     float *rope_cos;    /* (n_ctx, hs/2) RoPE tables for the positions this run uses: */
     float *rope_sin;    /*   sized by the run, never by the file's context_length */
     size_t n_floats;
@@ -220,7 +222,8 @@ typedef struct {
     float *final_norm;  /* (B,T,C) */
     float *logits;      /* (B,T,V)  three uses in turn: the logits of model_forward;
                                      after model_loss, their softmax probabilities; after
-                                     model_backward, the loss gradient dL/dlogits */
+                                     model_backward, the loss gradient dL/dlogits. With
+                                     last_logits, one row per sequence: (B,V) */
     float *losses;      /* (B,T)    per-token loss, from model_loss */
     void *linear_scratch; /* the activations of the largest product, quantized for the
                              weights' type (empty when every weight is F32/F16/BF16) */
@@ -233,25 +236,33 @@ typedef struct {
     float *kv_scratch;    /* kv_type other than F32: attention decodes one head into it */
 } Activations;
 
-/* Training: B sequences of T tokens (n_ctx is ignored; T <= the model's context).
- * Inference: B cache slots, at most T new tokens per sequence and call, n_ctx cached
- * positions per slot (T <= n_ctx; n_ctx may exceed the model's context, as llama.cpp's -c
- * allows, though quality usually drops there), and an F32 cache. */
-int activations_init(Activations *a, const Model *m, ActsMode mode, int B, int T, int n_ctx,
-                     Error *err);
-/* Inference with the KV cache stored as kv_type (GGML_TYPE_F32, _F16 or _Q8_0; Q8_0 needs a
- * head size that is a multiple of 32). */
-int activations_init_inference(Activations *a, const Model *m, int B, int T, int n_ctx,
-                               uint32_t kv_type, Error *err);
+/* Training (and evaluation): B sequences of T tokens, T <= the model's context. */
+int activations_init(Activations *a, const Model *m, int B, int T, Error *err);
+
+/* What an inference run holds. */
+typedef struct {
+    int slots;        /* sequences whose keys and values the cache holds */
+    int max_tokens;   /* tokens one forward call may take, summed over its sequences */
+    int n_ctx;        /* positions per slot; may exceed the model's
+                         context, as llama.cpp's -c allows, though quality usually drops */
+    uint32_t kv_type; /* the cache's type: GGML_TYPE_F32, _F16 or _Q8_0 (Q8_0 needs a head
+                         size that is a multiple of 32) */
+    bool all_logits;  /* logits for every token (tests, --show-probs over a prompt);
+                         otherwise only for each sequence's last token, which saves the
+                         largest product of a long prompt */
+} InferenceShape;
+
+int activations_init_inference(Activations *a, const Model *m, const InferenceShape *s,
+                               Error *err);
 /* Bytes of the KV cache a's sizes and type take. */
 size_t activations_cache_bytes(const Activations *a, const Model *m);
 void activations_free(Activations *a); /* NULL-safe */
 
 /* Runs the model on tokens (B, T), row-major, for positions pos0 .. pos0+T-1, and leaves
- * logits (B, T, V) in a->logits. Training mode needs pos0 == 0. In inference mode the new
- * keys and values are appended to the cache at pos0 (pos0 + T <= n_ctx), and attention
- * reads positions 0 .. pos0+t of each sequence from it; sequence b uses cache slot
- * slots[b] (slots NULL: slot b). B and T may be smaller than the sizes a was made for. */
+ * logits (B, T, V) in a->logits ((B, V) with last_logits). Training mode needs pos0 == 0.
+ * In inference mode the new keys and values are appended to the cache at pos0 (pos0 + T <=
+ * n_ctx, B * T <= a->T), and attention reads positions 0 .. pos0+t of each sequence from
+ * it; sequence b uses cache slot slots[b] (slots NULL: slot b). */
 void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0);
 void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
                          int pos0, const int *slots);

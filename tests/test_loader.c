@@ -170,7 +170,8 @@ Test(loader, huge_context_length_costs_nothing_until_a_run_uses_it)
     cr_assert_eq(model_from_gguf(&m, f, &err), 0, "%s", err.msg);
     cr_assert_eq(m.config.context, 1 << 26);
     Activations a;
-    cr_assert_eq(activations_init(&a, &m, ACTS_INFERENCE, 1, 4, 16, &err), 0, "%s", err.msg);
+    InferenceShape shape = {.slots = 1, .max_tokens = 4, .n_ctx = 16, .all_logits = true};
+    cr_assert_eq(activations_init_inference(&a, &m, &shape, &err), 0, "%s", err.msg);
     int tokens[4] = {1, 2, 3, 4};
     model_forward(&m, &a, tokens, 1, 4, 0);
     cr_assert(isfinite(a.logits[3 * m.config.vocab_size]));

@@ -59,7 +59,7 @@ static void tiny_run_init(TinyRun *r, ModelConfig c, uint64_t seed, int B, int T
                 t->data[j] *= 10.0f; /* larger weights: larger, easier to measure gradients */
         }
     }
-    cr_assert_eq(activations_init(&r->acts, &r->model, ACTS_TRAINING, B, T, 0, &err), 0, "%s",
+    cr_assert_eq(activations_init(&r->acts, &r->model, B, T, &err), 0, "%s",
                  err.msg);
     cr_assert_eq(grad_scratch_init(&r->scratch, &r->model, B, T, &err), 0, "%s", err.msg);
     r->grads = calloc(r->model.n_params, sizeof(float));
@@ -142,7 +142,7 @@ Test(model, step0_loss_is_near_ln_vocab)
             Error err;
             cr_assert_eq(model_init(&m, &c, &err), 0, "%s", err.msg);
             model_init_params(&m, 1234);
-            cr_assert_eq(activations_init(&a, &m, ACTS_TRAINING, 4, 8, 0, &err), 0);
+            cr_assert_eq(activations_init(&a, &m, 4, 8, &err), 0);
             int tokens[32], targets[32];
             Rng rng;
             rng_seed(&rng, 99);
@@ -172,8 +172,9 @@ Test(model, kv_cache_decoding_equals_full_forward)
     int V = c.vocab_size;
     Activations inf;
     Error err;
-    cr_assert_eq(activations_init(&inf, &r.model, ACTS_INFERENCE, TINY_B, TINY_T, TINY_T, &err),
-                 0, "%s", err.msg);
+    InferenceShape shape = {.slots = TINY_B, .max_tokens = TINY_B * TINY_T, .n_ctx = TINY_T,
+                            .all_logits = true};
+    cr_assert_eq(activations_init_inference(&inf, &r.model, &shape, &err), 0, "%s", err.msg);
     int chunk = 2; /* first a 2-token prompt per sequence, then one token at a time */
     int prompt[TINY_B * 2];
     for (int b = 0; b < TINY_B; b++)
@@ -240,8 +241,9 @@ Test(model, kv_cache_of_every_type_equals_the_full_forward)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         Activations inf;
         Error err;
-        cr_assert_eq(activations_init_inference(&inf, &r.model, 1, 4, T, cases[i].type, &err), 0,
-                     "%s", err.msg);
+        InferenceShape shape = {.slots = 1, .max_tokens = 4, .n_ctx = T,
+                                .kv_type = cases[i].type, .all_logits = true};
+        cr_assert_eq(activations_init_inference(&inf, &r.model, &shape, &err), 0, "%s", err.msg);
         model_forward(&r.model, &inf, r.tokens, 1, 4, 0);
         float worst = logits_distance(inf.logits, r.acts.logits, 4 * (size_t)V);
         for (int pos = 4; pos < T; pos++) {
@@ -275,8 +277,8 @@ Test(model, cache_slot_copies_continue_like_separate_sequences)
     int V = c.vocab_size;
     Activations inf;
     Error err;
-    cr_assert_eq(activations_init_inference(&inf, &r.model, 2, PROMPT, T, GGML_TYPE_F32, &err), 0,
-                 "%s", err.msg);
+    InferenceShape shape = {.slots = 2, .max_tokens = PROMPT, .n_ctx = T};
+    cr_assert_eq(activations_init_inference(&inf, &r.model, &shape, &err), 0, "%s", err.msg);
     model_forward(&r.model, &inf, r.tokens, 1, PROMPT, 0); /* slot 0 */
     activations_cache_copy(&inf, &r.model, 0, 1, 0, PROMPT);
     float worst = 0.0f;
@@ -430,7 +432,9 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
     int V = m.config.vocab_size, n_ctx = ref.n_prompt + ref.n_greedy;
     /* llama.cpp ran with a context larger than the model's when it needed one */
     Activations a;
-    cr_assert_eq(activations_init(&a, &m, ACTS_INFERENCE, 1, ref.n_prompt, n_ctx, &err), 0, "%s",
+    InferenceShape shape = {.slots = 1, .max_tokens = ref.n_prompt, .n_ctx = n_ctx,
+                            .all_logits = true};
+    cr_assert_eq(activations_init_inference(&a, &m, &shape, &err), 0, "%s",
                  err.msg);
     model_forward(&m, &a, ref.prompt_tokens, 1, ref.n_prompt, 0);
     float worst = 0.0f;

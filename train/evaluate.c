@@ -87,7 +87,7 @@ static int eval_run(const char *model_path, const EvalOptions *o, Error *err)
         error_prefix(err, "%s", o->data);
         goto done;
     }
-    if (activations_init(&a, &m, ACTS_TRAINING, o->batch_size, T, 0, err) != 0)
+    if (activations_init(&a, &m, o->batch_size, T, err) != 0)
         goto done;
     double loss;
     size_t n_tokens;

@@ -89,8 +89,7 @@ int trainer_prepare(Trainer *t, Error *warning, Error *err)
     if (!t->grads || !t->inputs || !t->targets)
         return error_set(err, "out of memory for gradients and batches");
     if (param_views_init(&t->grad_views, &t->model, t->grads, err) != 0 ||
-        activations_init(&t->acts, &t->model, ACTS_TRAINING, c->batch_size, c->seq_len, 0,
-                         err) != 0 ||
+        activations_init(&t->acts, &t->model, c->batch_size, c->seq_len, err) != 0 ||
         grad_scratch_init(&t->scratch, &t->model, c->batch_size, c->seq_len, err) != 0)
         return -1;
     t->opt.beta1 = c->beta1;

@@ -1,0 +1,110 @@
+#include "infer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { DEFAULT_BATCH = 512 };
+
+int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err)
+{
+    memset(c, 0, sizeof *c);
+    if (p->n_seq <= 0 || p->n_ctx <= 0)
+        return error_set(err, "inference needs at least one sequence and one position");
+    c->model = m;
+    c->params = *p;
+    int batch = p->n_batch > 0 ? p->n_batch : DEFAULT_BATCH;
+    batch = batch < p->n_ctx ? batch : p->n_ctx;
+    c->params.n_batch = batch;
+    /* a pass takes either up to n_batch tokens of one sequence or one token of each */
+    InferenceShape shape = {.slots = p->n_seq, .max_tokens = batch > p->n_seq ? batch : p->n_seq,
+                            .n_ctx = p->n_ctx, .kv_type = p->cache_type,
+                            .all_logits = p->all_logits};
+    c->seq_len = calloc((size_t)p->n_seq, sizeof *c->seq_len);
+    if (!c->seq_len)
+        return error_set(err, "out of memory");
+    if (activations_init_inference(&c->acts, m, &shape, err) != 0) {
+        infer_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+void infer_free(InferContext *c)
+{
+    if (!c)
+        return;
+    activations_free(&c->acts);
+    free(c->seq_len);
+    memset(c, 0, sizeof *c);
+}
+
+static int check_room(const InferContext *c, int seq, int n, Error *err)
+{
+    if (c->seq_len[seq] + n > c->params.n_ctx)
+        return error_set(err, "the context of %d positions is full (%d used, %d more asked "
+                              "for); give a larger --context",
+                         c->params.n_ctx, c->seq_len[seq], n);
+    return 0;
+}
+
+int infer_decode(InferContext *c, int seq, const int *tokens, int n, Error *err)
+{
+    if (seq < 0 || seq >= c->params.n_seq || n <= 0)
+        return error_set(err, "decode: no sequence %d, or no tokens", seq);
+    if (check_room(c, seq, n, err) != 0)
+        return -1;
+    for (int done = 0; done < n;) {
+        int chunk = n - done < c->params.n_batch ? n - done : c->params.n_batch;
+        model_forward_slots(c->model, &c->acts, tokens + done, 1, chunk, c->seq_len[seq], &seq);
+        c->seq_len[seq] += chunk;
+        c->n_logits = c->acts.last_logits ? 1 : chunk;
+        done += chunk;
+    }
+    return 0;
+}
+
+int infer_decode_batch(InferContext *c, const int *seqs, const int *tokens, int n, Error *err)
+{
+    if (n <= 0 || n > c->params.n_seq)
+        return error_set(err, "decode: %d sequences in a batch of at most %d", n,
+                         c->params.n_seq);
+    int pos = c->seq_len[seqs[0]];
+    for (int i = 0; i < n; i++) {
+        if (seqs[i] < 0 || seqs[i] >= c->params.n_seq || c->seq_len[seqs[i]] != pos)
+            return error_set(err, "decode: the sequences of a batch must hold the same number "
+                                  "of positions");
+        if (check_room(c, seqs[i], 1, err) != 0)
+            return -1;
+    }
+    model_forward_slots(c->model, &c->acts, tokens, n, 1, pos, seqs);
+    for (int i = 0; i < n; i++)
+        c->seq_len[seqs[i]]++;
+    c->n_logits = n;
+    return 0;
+}
+
+const float *infer_logits(const InferContext *c, int i)
+{
+    return c->acts.logits + (size_t)i * c->model->config.vocab_size;
+}
+
+void infer_seq_copy(InferContext *c, int src, int dst, int shared)
+{
+    activations_cache_copy(&c->acts, c->model, src, dst, shared, c->seq_len[src]);
+    c->seq_len[dst] = c->seq_len[src];
+}
+
+void infer_seq_clear(InferContext *c, int seq)
+{
+    c->seq_len[seq] = 0;
+}
+
+int infer_seq_length(const InferContext *c, int seq)
+{
+    return c->seq_len[seq];
+}
+
+size_t infer_cache_bytes(const InferContext *c)
+{
+    return activations_cache_bytes(&c->acts, c->model);
+}
