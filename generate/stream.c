@@ -1,0 +1,153 @@
+#include "stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void text_stream_init(TextStream *s, char *const *stops, int n_stops, TextSink *sink,
+                      void *sink_ctx)
+{
+    memset(s, 0, sizeof *s);
+    s->sink = sink;
+    s->sink_ctx = sink_ctx;
+    s->stops = stops;
+    s->n_stops = n_stops;
+    s->stopped_by = -1;
+}
+
+void text_stream_free(TextStream *s)
+{
+    if (!s)
+        return;
+    free(s->pending);
+    memset(s, 0, sizeof *s);
+    s->stopped_by = -1;
+}
+
+/* Length of the longest suffix of the n bytes at p that is a proper prefix of stop: those
+ * bytes may yet become the stop string. */
+static size_t stop_prefix_at_end(const char *p, size_t n, const char *stop)
+{
+    size_t stop_len = strlen(stop);
+    for (size_t k = stop_len - 1 < n ? stop_len - 1 : n; k > 0; k--)
+        if (memcmp(p + n - k, stop, k) == 0)
+            return k;
+    return 0;
+}
+
+/* Length of the unfinished UTF-8 character at the end of the n bytes at p (0 when the last
+ * character is complete, or is no valid start of one: such bytes are written as they are). */
+static size_t utf8_unfinished_tail(const char *p, size_t n)
+{
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = (unsigned char)p[n - back];
+        if ((c & 0xc0) == 0x80)
+            continue; /* a continuation byte: the character starts further back */
+        size_t need = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+/* Where the earliest stop string starts in the pending bytes (s->len when none does), and
+ * which one it is. */
+static size_t find_stop(const TextStream *s, int *which)
+{
+    size_t best = s->len;
+    for (int i = 0; i < s->n_stops; i++) {
+        size_t stop_len = strlen(s->stops[i]);
+        for (size_t at = 0; at + stop_len <= s->len && at < best; at++) {
+            if (memcmp(s->pending + at, s->stops[i], stop_len) == 0) {
+                best = at;
+                *which = i;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+/* Writes the first n pending bytes and keeps the rest. */
+static void emit(TextStream *s, size_t n)
+{
+    if (n > 0)
+        s->sink(s->sink_ctx, s->pending, n);
+    memmove(s->pending, s->pending + n, s->len - n);
+    s->len -= n;
+}
+
+int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err)
+{
+    if (s->stopped_by >= 0)
+        return 1;
+    if (s->len + n > s->cap) {
+        size_t cap = (s->len + n) * 2 + 16;
+        char *grown = realloc(s->pending, cap);
+        if (!grown)
+            return error_set(err, "out of memory for the output text");
+        s->pending = grown;
+        s->cap = cap;
+    }
+    memcpy(s->pending + s->len, bytes, n);
+    s->len += n;
+    int which = -1;
+    size_t stop_at = find_stop(s, &which);
+    if (which >= 0) {
+        emit(s, stop_at);
+        s->len = 0;
+        s->stopped_by = which;
+        return 1;
+    }
+    size_t hold = utf8_unfinished_tail(s->pending, s->len);
+    for (int i = 0; i < s->n_stops; i++) {
+        size_t k = stop_prefix_at_end(s->pending, s->len, s->stops[i]);
+        hold = k > hold ? k : hold;
+    }
+    emit(s, s->len - hold);
+    return 0;
+}
+
+void text_stream_finish(TextStream *s)
+{
+    if (s->stopped_by < 0)
+        emit(s, s->len);
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int text_unescape(const char *text, char *out, Error *err)
+{
+    static const char simple[][2] = {{'n', '\n'}, {'t', '\t'}, {'r', '\r'},
+                                     {'\\', '\\'}, {'"', '"'},  {'\'', '\''}};
+    size_t o = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p != '\\') {
+            out[o++] = *p;
+            continue;
+        }
+        p++;
+        size_t i = 0;
+        while (i < sizeof simple / sizeof *simple && simple[i][0] != *p)
+            i++;
+        if (i < sizeof simple / sizeof *simple) {
+            out[o++] = simple[i][1];
+        } else if (*p == 'x' && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0 &&
+                   hex_value(p[1]) * 16 + hex_value(p[2]) != 0) {
+            out[o++] = (char)(hex_value(p[1]) * 16 + hex_value(p[2]));
+            p += 2;
+        } else {
+            char quoted[64];
+            return error_set(err, "'%s': unknown escape at byte %zu (quill knows \\n \\t \\r "
+                                  "\\\\ \\\" \\' and \\xHH, HH not 00)",
+                             error_quote(quoted, sizeof quoted, text, strlen(text)),
+                             (size_t)(p - 1 - text));
+        }
+    }
+    out[o] = '\0';
+    return 0;
+}
