@@ -1,6 +1,7 @@
 /* quill: the command dispatcher. It reads the subcommand and calls the function that
  * train/ or generate/ exports for it; those return 0, or -1 with a one-line message,
  * which is printed here as "quill: error: <message>" with exit status 1. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ static const Command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},
-    {"bench", cmd_bench, "machine peaks and training throughput"},
+    {"bench", cmd_bench, "training throughput, or a model's speed (quill bench MODEL.gguf)"},
 };
 enum { N_COMMANDS = sizeof COMMANDS / sizeof *COMMANDS };
 
@@ -46,6 +47,18 @@ static void blas_choose_kernel(char **argv)
     execv("/proc/self/exe", argv); /* returns only on failure: then carry on, slower */
 }
 
+/* `quill bench MODEL.gguf` measures a model's inference speed; `quill bench` alone (or
+ * with training configs) measures training. */
+static bool names_a_gguf_file(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        size_t len = strlen(argv[i]);
+        if (len > 5 && strcmp(argv[i] + len - 5, ".gguf") == 0)
+            return true;
+    }
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -57,7 +70,10 @@ int main(int argc, char **argv)
             continue;
         blas_choose_kernel(argv);
         Error err = {{0}};
-        if (COMMANDS[i].run(argc - 1, argv + 1, &err) == 0)
+        int (*run)(int, char **, Error *) = COMMANDS[i].run;
+        if (run == cmd_bench && names_a_gguf_file(argc - 2, argv + 2))
+            run = cmd_bench_model;
+        if (run(argc - 1, argv + 1, &err) == 0)
             return 0;
         fflush(stdout);
         fprintf(stderr, "quill: error: %s\n", err.msg);

@@ -9,6 +9,8 @@
 int cmd_generate(int argc, char **argv, Error *err);
 /* quill tokenize: the token ids of a text under a GGUF file's tokenizer. */
 int cmd_tokenize(int argc, char **argv, Error *err);
+/* quill bench MODEL.gguf: prompt and generation speed of a model. */
+int cmd_bench_model(int argc, char **argv, Error *err);
 /* quill info: what a GGUF file holds. */
 int cmd_info(int argc, char **argv, Error *err);
 

@@ -162,7 +162,10 @@ void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags)
     for (int i = 0; i < n_flags; i++) {
         const Flag *f = &flags[i];
         char left[48];
-        snprintf(left, sizeof left, "--%s%s", f->name, flag_value_hint(f));
+        if (f->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s", f->short_name, f->name, flag_value_hint(f));
+        else
+            snprintf(left, sizeof left, "--%s%s", f->name, flag_value_hint(f));
         fprintf(out, "  %-24s %s", left, f->help);
         write_flag_default(out, f);
         fputc('\n', out);
@@ -189,29 +192,31 @@ static const Flag *flag_for_argument(const CommandSpec *spec, const char *name, 
     return *negated ? f : NULL;
 }
 
-static int parse_flag(const CommandSpec *spec, int argc, char **argv, int *i, bool *list_seen,
-                      Error *err)
+/* The flag "-x" names, or NULL. */
+static const Flag *flag_by_short_name(const CommandSpec *spec, char x)
 {
-    const char *name = argv[*i] + 2, *eq = strchr(name, '=');
-    size_t len = eq ? (size_t)(eq - name) : strlen(name);
-    bool negated;
-    const Flag *f = flag_for_argument(spec, name, len, &negated);
-    char what[80], quoted[64];
-    if (!f)
-        return error_set(err, "unknown flag --%s (see quill %s --help)",
-                         error_quote(quoted, sizeof quoted, name, len), argv[0]);
-    snprintf(what, sizeof what, "--%.*s", (int)len, name);
-    const char *value = eq ? eq + 1 : NULL;
+    for (int i = 0; i < spec->n_flags; i++)
+        if (spec->flags[i].short_name == x)
+            return &spec->flags[i];
+    return NULL;
+}
+
+/* Parses the flag at argv[*i]: f is the flag it names, shown as `what` in messages, and
+ * value is its "=value" part (NULL when there is none); values that follow are consumed. */
+static int parse_flag(const Flag *f, bool negated, const char *what, const char *value, int argc,
+                      char **argv, int *i, bool *list_seen, Error *err)
+{
     if (f->type == FLAG_SWITCH) {
         if (value)
             return error_set(err, "%s takes no value", what);
         *(bool *)f->dest = !negated;
         return 0;
     }
-    if (f->type == FLAG_LIST && !list_seen[f - spec->flags]) {
+    if (f->type == FLAG_LIST && !*list_seen) {
         string_list_clear(f->dest);
-        list_seen[f - spec->flags] = true;
+        *list_seen = true;
     }
+    bool inline_value = value != NULL;
     if (!value) {
         if (*i + 1 >= argc)
             return error_set(err, "%s needs a value", what);
@@ -220,10 +225,43 @@ static int parse_flag(const CommandSpec *spec, int argc, char **argv, int *i, bo
     if (cli_flag_set(f, value, what, err) != 0)
         return -1;
     /* a list also takes the values that follow, up to the next flag */
-    while (f->type == FLAG_LIST && !eq && *i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0)
+    while (f->type == FLAG_LIST && !inline_value && *i + 1 < argc &&
+           strncmp(argv[*i + 1], "--", 2) != 0)
         if (cli_flag_set(f, argv[++*i], what, err) != 0)
             return -1;
     return 0;
+}
+
+/* "--name", "--name=value", "--no-name" or "-x": finds the flag and parses it. */
+static int parse_argument_flag(const CommandSpec *spec, int argc, char **argv, int *i,
+                               bool *list_seen, Error *err)
+{
+    const char *arg = argv[*i], *value = NULL;
+    char what[80], quoted[64];
+    const Flag *f;
+    bool negated = false;
+    if (arg[1] != '-') {
+        f = flag_by_short_name(spec, arg[1]);
+        snprintf(what, sizeof what, "%s", arg);
+    } else {
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        f = flag_for_argument(spec, name, len, &negated);
+        value = eq ? eq + 1 : NULL;
+        snprintf(what, sizeof what, "--%.*s", (int)len, name);
+    }
+    if (!f)
+        return error_set(err, "unknown flag %s (see quill %s --help)",
+                         error_quote(quoted, sizeof quoted, what, strlen(what)), argv[0]);
+    return parse_flag(f, negated, what, value, argc, argv, i, &list_seen[f - spec->flags], err);
+}
+
+/* "--name..." always, and "-x" (one letter) when a flag has that short name. */
+static bool is_flag_argument(const CommandSpec *spec, const char *arg)
+{
+    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
+        return true;
+    return arg[0] == '-' && arg[1] != '\0' && arg[2] == '\0' && flag_by_short_name(spec, arg[1]);
 }
 
 int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,
@@ -242,8 +280,8 @@ int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char
             cli_write_flag_help(help_out, spec->flags, spec->n_flags);
             return 1;
         }
-        if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
-            if (parse_flag(spec, argc, argv, &i, list_seen, err) != 0)
+        if (is_flag_argument(spec, arg)) {
+            if (parse_argument_flag(spec, argc, argv, &i, list_seen, err) != 0)
                 return -1;
         } else if (*n_positional < spec->max_positional) {
             positional[(*n_positional)++] = arg;

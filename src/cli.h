@@ -1,7 +1,8 @@
 /* Command-line parsing, one parser for every subcommand: a table of flags, each with its
  * type, its destination and its help line, parsed in one call; --help is generated from the
- * same table. A flag's value is spelled "--name value" or "--name=value"; a switch is
- * "--name", and "--no-name" clears it. Errors name the flag:
+ * same table. A flag's value is spelled "--name value" or "--name=value" (or "-x value" for
+ * a flag with a short name); a switch is "--name", and "--no-name" clears it. Errors name
+ * the flag:
  *   "unknown flag --topk", "--max-tokens expects an integer, got 'ten'",
  *   "--temperature 9 is out of range [0, 5]". */
 #ifndef QUILL_CLI_H
@@ -40,6 +41,7 @@ typedef struct {
     double min, max;            /* for INT and FLOAT */
     const char *help;           /* one line, shown by --help */
     const char *const *choices; /* for CHOICE: the allowed values, NULL-terminated */
+    char short_name;            /* also spelled "-x" (as llama-bench's -p, -n), or 0 */
 } Flag;
 
 /* A subcommand's command line: its help text, its flags and how many positional

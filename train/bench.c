@@ -1,19 +1,18 @@
 /* quill bench: how fast quill trains, next to how fast this machine can go.
  *
- * The machine's limits, measured in the same run and with the same threads:
- *   sgemm     the best GFLOP/s of the BLAS on large square products: the ceiling for the
- *             matrix products that are nearly all of a transformer's arithmetic;
- *   memory    GB/s of a large triad a = b + s*c: what the element-wise layers are bound by.
- * Training: a real run (the trainer `quill train` uses) per config on the given text; the
- * steps after a warm-up are timed and the median step gives tokens/s. GFLOP/s counts the
- * model FLOPs a token needs (model_train_flops_per_token) and is shown as a share of the
- * sgemm peak. */
+ * The machine's limits come first, measured in the same run and with the same threads
+ * (src/machine.h): the sgemm peak and the memory bandwidth. Then, per config, a real run of
+ * the trainer `quill train` uses on the given text: the steps after a warm-up are timed and
+ * the median step gives tokens/s. GFLOP/s counts the model FLOPs a token needs
+ * (model_train_flops_per_token) and is shown as a share of the sgemm peak.
+ * `quill bench MODEL.gguf` is the inference benchmark instead (generate/bench.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "machine.h"
 #include "matmul.h"
 #include "timer.h"
 #include "train.h"
@@ -25,80 +24,6 @@ typedef struct {
     int steps;  /* timed steps per config */
     int warmup; /* untimed steps first */
 } BenchOptions;
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int n)
-{
-    qsort(values, (size_t)n, sizeof *values, compare_doubles);
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
-/* Best GFLOP/s of n x n x n products, repeated for about half a second. */
-static double sgemm_gflops(int n)
-{
-    size_t elems = (size_t)n * n;
-    float *a = malloc(elems * sizeof(float)), *b = malloc(elems * sizeof(float));
-    float *c = malloc(elems * sizeof(float));
-    if (!a || !b || !c) {
-        free(a);
-        free(b);
-        free(c);
-        return 0.0;
-    }
-    for (size_t i = 0; i < elems; i++) {
-        a[i] = (float)(i % 7) * 0.1f;
-        b[i] = (float)(i % 5) * 0.1f;
-    }
-    double best = 0.0, start = timer_seconds();
-    while (timer_seconds() - start < 0.5) {
-        double t0 = timer_seconds();
-        gemm(false, true, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double gflops = 2.0 * n * (double)n * n / (timer_seconds() - t0) / 1e9;
-        best = gflops > best ? gflops : best;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
-/* Best GB/s of a = b + s*c over three 64 MB arrays (two reads and a write per element). */
-static double triad_gbs(void)
-{
-    size_t n = (size_t)16 << 20;
-    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-    float *c = malloc(n * sizeof(float));
-    if (!a || !b || !c) {
-        free(a);
-        free(b);
-        free(c);
-        return 0.0;
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        a[i] = 0.0f;
-        b[i] = 1.0f;
-        c[i] = 2.0f;
-    }
-    double best = 0.0;
-    for (int rep = 0; rep < 8; rep++) {
-        double t0 = timer_seconds();
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++)
-            a[i] = b[i] + 0.5f * c[i];
-        double gbs = 3.0 * n * sizeof(float) / (timer_seconds() - t0) / 1e9;
-        best = gbs > best ? gbs : best;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
 
 /* A short real training run of one config; fills the median tokens/s. */
 static int bench_config(const char *config_path, const BenchOptions *o, double sgemm_peak,
@@ -133,7 +58,7 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
             seconds[step - o->warmup] = s.seconds;
     }
     double tokens = (double)t.cfg.batch_size * t.cfg.seq_len * t.cfg.grad_accum;
-    double tokens_per_s = tokens / median(seconds, o->steps);
+    double tokens_per_s = tokens / machine_median(seconds, o->steps);
     double gflops = model_train_flops_per_token(&t.model, t.cfg.seq_len) * tokens_per_s / 1e9;
     const char *name = strrchr(config_path, '/') ? strrchr(config_path, '/') + 1 : config_path;
     printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", name, t.model.n_params / 1e6, tokens,
@@ -180,10 +105,10 @@ int cmd_bench(int argc, char **argv, Error *err)
         n_configs = 3;
     compute_set_threads(o.threads);
     printf("machine: %d threads, matmul %s\n", o.threads, gemm_backend_description());
-    double peak = sgemm_gflops(1024), big = sgemm_gflops(2048);
+    double peak = machine_sgemm_gflops(1024), big = machine_sgemm_gflops(2048);
     peak = big > peak ? big : peak;
     printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
-    printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n", triad_gbs());
+    printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n", machine_triad_gbs());
     printf("training: median of %d steps after %d warm-up steps, %d threads, data %s\n", o.steps,
            o.warmup, o.threads, o.data);
     printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s", "GFLOP/s",

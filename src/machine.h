@@ -1,0 +1,23 @@
+/* The machine's own limits, measured in the run that reports a speed, so that every figure
+ * can be stated as a share of what this machine (and this moment on a shared one) allows:
+ *   sgemm      GFLOP/s of the BLAS on large square products: the ceiling for the matrix
+ *              products that are nearly all of a transformer's arithmetic;
+ *   triad      GB/s of a = b + s*c over arrays far larger than the caches (two streams
+ *              read, one written): what element-wise layers are bound by;
+ *   read       GB/s of summing one large array: what decoding, which streams every weight
+ *              once per token, is bound by.
+ * Each is the best of several repetitions on the current number of threads. */
+#ifndef QUILL_MACHINE_H
+#define QUILL_MACHINE_H
+
+/* Best GFLOP/s of n x n x n products over about half a second; 0 when out of memory. */
+double machine_sgemm_gflops(int n);
+/* Best GB/s of the triad over three 64 MB arrays; 0 when out of memory. */
+double machine_triad_gbs(void);
+/* Best GB/s of summing a 256 MB array; 0 when out of memory. */
+double machine_read_gbs(void);
+
+/* The median of n values (reorders them). */
+double machine_median(double *values, int n);
+
+#endif
