@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef QUILL_BLAS_NONE
 #include <cblas.h>
@@ -74,8 +75,12 @@ const char *gemm_backend_description(void)
         const char *config = openblas_get_config();
         int version_len = (int)strcspn(config, " ") + 1;
         version_len += (int)strcspn(config + version_len, " ");
-        snprintf(text, sizeof text, "%.*s (%s kernel)", version_len, config,
-                 openblas_get_corename());
+        /* a kernel the user forced that is weaker than this CPU's best is worth saying */
+        const char *forced = getenv("OPENBLAS_CORETYPE");
+        const char *better = forced ? gemm_blas_coretype_advice() : NULL;
+        snprintf(text, sizeof text, "%.*s (%s kernel%s%s%s%s)", version_len, config,
+                 openblas_get_corename(), better ? ", set by OPENBLAS_CORETYPE=" : "",
+                 better ? forced : "", better ? "; this CPU runs " : "", better ? better : "");
         return text;
     }
 #endif
@@ -97,24 +102,45 @@ int compute_threads(void)
     return thread_count > 0 ? thread_count : omp_get_max_threads();
 }
 
+/* OpenBLAS's kernel names (its core names), by the widest vector instructions they use:
+ * 1 SSE, 2 AVX, 3 AVX2, 4 AVX-512. A name not listed is left alone (a newer core). */
+static int blas_core_rank(const char *core)
+{
+    static const struct {
+        const char *name;
+        int rank;
+    } cores[] = {
+        {"Prescott", 1},   {"Core2", 1},      {"Penryn", 1},      {"Dunnington", 1},
+        {"Nehalem", 1},    {"Atom", 1},       {"Barcelona", 1},   {"Opteron", 1},
+        {"Sandybridge", 2}, {"Bulldozer", 2}, {"Piledriver", 2},  {"Steamroller", 2},
+        {"Excavator", 2},  {"Haswell", 3},    {"Zen", 3},         {"SkylakeX", 4},
+        {"Cooperlake", 4}, {"SapphireRapids", 4},
+    };
+    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++)
+        if (strcasecmp(core, cores[i].name) == 0)
+            return cores[i].rank;
+    return 0;
+}
+
+const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx2)
+{
+    const char *best = cpu_avx512 ? "SkylakeX" : cpu_avx2 ? "Haswell" : NULL;
+    int rank = blas_core_rank(current);
+    if (!best || rank == 0 || rank >= blas_core_rank(best))
+        return NULL;
+    return best;
+}
+
 const char *gemm_blas_coretype_advice(void)
 {
 #ifndef QUILL_BLAS_NONE
-    static const char *const fallback_cores[] = {"Prescott", "Core2", "Penryn", "Dunnington",
-                                                 "Nehalem", "Sandybridge"};
-    const char *core = openblas_get_corename();
-    bool fallback = false;
-    for (size_t i = 0; i < sizeof fallback_cores / sizeof *fallback_cores; i++)
-        fallback |= strcmp(core, fallback_cores[i]) == 0;
-    if (!fallback)
-        return NULL;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512cd"))
-        return "SkylakeX";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return "Haswell";
-#endif
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512cd");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return gemm_coretype_choose(openblas_get_corename(), avx512, avx2);
+#else
     return NULL;
+#endif
 }

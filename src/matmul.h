@@ -41,11 +41,17 @@ const char *gemm_backend_description(void);
 void compute_set_threads(int n);
 int compute_threads(void);
 
-/* Debian's OpenBLAS 0.3.21 chooses its kernel from a table of CPUs it knows; on a newer CPU
- * it falls back to the 2004 "Prescott" SSE3 kernel, 4-5x slower than this CPU allows.
- * The kernel can only be chosen through the OPENBLAS_CORETYPE environment variable before
- * the library loads, so the program mains ask this function and, when it names a core,
- * set the variable and re-execute themselves. Returns NULL when nothing needs changing. */
+/* Debian's OpenBLAS 0.3.21 chooses its kernel from a table of CPUs it knows. On a CPU newer
+ * than the table it falls back to an older kernel: the 2004 "Prescott" SSE3 one (4-5x
+ * slower than the CPU allows), or on an AVX-512 Zen 5 its AVX2 "Haswell" one (measured:
+ * sgemm 208 GFLOP/s against 394 with SkylakeX). The kernel can only be chosen through the
+ * OPENBLAS_CORETYPE environment variable before the library loads, so the program mains
+ * ask this function and, when it names a core, set the variable and re-execute
+ * themselves (a user's own OPENBLAS_CORETYPE is left alone). Returns NULL when OpenBLAS's
+ * own choice is already the best this CPU can run. */
 const char *gemm_blas_coretype_advice(void);
+/* The decision itself: the best kernel for a CPU with these features (SkylakeX with
+ * AVX-512, Haswell with AVX2 + FMA), when it is better than `current`; else NULL. */
+const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx2);
 
 #endif

@@ -114,3 +114,20 @@ Test(matmul, blas_matches_reference_on_a_layer_sized_product)
     free(fast);
     free(slow);
 }
+
+/* The kernel quill asks OpenBLAS for: the best the CPU runs, whenever OpenBLAS's own choice
+ * is weaker; never a downgrade, and a core name it does not know is left alone. */
+Test(matmul, blas_kernel_choice_follows_the_cpu)
+{
+    cr_expect_str_eq(gemm_coretype_choose("Haswell", true, true), "SkylakeX",
+                     "Zen 5: OpenBLAS 0.3.21 picks Haswell on an AVX-512 CPU");
+    cr_expect_str_eq(gemm_coretype_choose("Prescott", true, true), "SkylakeX");
+    cr_expect_str_eq(gemm_coretype_choose("Zen", true, true), "SkylakeX");
+    cr_expect_str_eq(gemm_coretype_choose("Prescott", false, true), "Haswell");
+    cr_expect_str_eq(gemm_coretype_choose("Sandybridge", false, true), "Haswell");
+    cr_expect_null(gemm_coretype_choose("SkylakeX", true, true));
+    cr_expect_null(gemm_coretype_choose("Cooperlake", true, true), "as good: left alone");
+    cr_expect_null(gemm_coretype_choose("Haswell", false, true));
+    cr_expect_null(gemm_coretype_choose("Prescott", false, false), "nothing better to run");
+    cr_expect_null(gemm_coretype_choose("FutureLake", true, true), "unknown: left alone");
+}
