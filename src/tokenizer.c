@@ -646,7 +646,8 @@ int tokenizer_encode_with(const Tokenizer *t, const char *text, size_t len, Enco
     if (opt.add_eos && t->eos_id < 0)
         return error_set(err, "cannot add eos: the vocabulary has no eos token");
     IdList out = {0};
-    Splitter s = {.t = t, .out = &out, .parse_special = opt.parse_special, .after_special = true};
+    Splitter s = {.t = t, .out = &out, .parse_special = opt.parse_special,
+                  .after_special = !opt.mid_text};
     int rc = t->kind == TOKENIZER_BPE ? bpe_session_new(&s.bpe, t, err) : 0;
     /* Empty text gives no tokens at all, not a lone "▁" (llama.cpp skips empty text). */
     if (rc == 0 && opt.add_bos)

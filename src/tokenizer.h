@@ -133,6 +133,9 @@ typedef struct {
                            llama.cpp's parse_special = true: a chat prompt's "<|im_start|>"
                            is then one control token. Off, such text is plain text (a user
                            cannot type a control token); USER_DEFINED pieces always match */
+    bool mid_text;      /* the text continues a text already encoded (a new turn of a
+                           conversation, a word as it appears inside a sentence): SPM's
+                           space prefix, which marks the start of a text, is not added */
 } EncodeOptions;
 
 /* Encodes len bytes of text (any bytes: invalid UTF-8 ends up as byte tokens). *ids is

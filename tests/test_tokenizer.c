@@ -275,6 +275,19 @@ Test(tokenizer, llama_spm_basics)
         cr_assert_neq(ids[i], 1, "'<s>' encoded to the bos token: %s", show_ids(ids, n));
     free(ids);
 
+    /* A text continued mid-way gets no space prefix: " world" appended after "Hello"
+     * encodes to the same token as the tail of "Hello world". */
+    int *whole, *tail;
+    size_t n_whole, n_tail;
+    encode_ok(&t, "Hello world", 11, false, &whole, &n_whole);
+    Error err;
+    cr_assert_eq(tokenizer_encode_with(&t, " world", 6, (EncodeOptions){.mid_text = true}, &tail,
+                                       &n_tail, &err), 0, "%s", err.msg);
+    cr_assert(n_whole == 2 && n_tail == 1 && tail[0] == whole[1], "%s vs %s",
+              show_ids(whole, n_whole), show_ids(tail, n_tail));
+    free(whole);
+    free(tail);
+
     char buf[16];
     cr_assert_eq(tokenizer_token_bytes(&t, 15043, buf, sizeof buf), 6); /* "▁Hello" */
     cr_assert(memcmp(buf, " Hello", 6) == 0);
