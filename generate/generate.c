@@ -142,8 +142,13 @@ static int generate_run(const Model *m, const Tokenizer *tok, const GenerateOpti
         return error_set(err, "out of memory for %d tokens", o->max_tokens);
     }
     uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) % 1000000;
-    SamplerParams sp = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p,
-                        .seed = seed};
+    SamplerParams sp;
+    sampler_params_default(&sp);
+    sp.temperature = o->temperature;
+    sp.top_k = o->top_k;
+    sp.top_p = o->top_p;
+    sp.min_p = 0.0f; /* the command has flags for top-k, top-p and temperature only */
+    sp.seed = seed;
     Sampler sampler;
     if (sampler_init(&sampler, &sp, m->config.vocab_size, err) != 0) {
         free(history);
