@@ -37,8 +37,9 @@ CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra
 CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
 # cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
-# byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N}).
-LDLIBS   := -lcjson -lxxhash -lpcre2-8 -lm
+# byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N});
+# libedit gives the REPL line editing and history on a terminal.
+LDLIBS   := -lcjson -lxxhash -lpcre2-8 -ledit -lm
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
@@ -72,7 +73,7 @@ TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
-                libpcre2-dev fortunes clang libclang-rt-dev libomp-dev
+                libpcre2-dev libedit-dev fortunes clang libclang-rt-dev libomp-dev
 
 .PHONY: all deps test test-unit check demo bench clean help probe fuzz
 

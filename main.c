@@ -21,6 +21,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model on text files (or --resume a run)"},
     {"generate", cmd_generate, "generate text from a GGUF model"},
+    {"chat", cmd_chat, "talk to a model: a prompt loop (generate --interactive)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},

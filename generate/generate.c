@@ -1,194 +1,250 @@
 /* quill generate: continue a prompt with a GGUF model.
  *
- * The prompt goes through the model in one forward pass, which fills the KV cache; then
- * each new token is one forward pass of a single position that reads the cache. Text is
- * streamed as tokens arrive, holding back the bytes of an unfinished UTF-8 character. */
+ *   prompt text -> tokens (a chat template first, when asked for) -> one pass through the
+ *   model fills the KV cache -> a continuation streamed as it is generated (session.h);
+ *   or several samples side by side (--num-samples), or beam search (--beam-size).
+ * --interactive (quill chat) keeps the model loaded in a prompt loop: repl.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "beam.h"
+#include "chat.h"
 #include "cli.h"
 #include "generate.h"
-#include "infer.h"
 #include "loader.h"
 #include "matmul.h"
-#include "sampler.h"
-#include "timer.h"
+#include "options.h"
+#include "repl.h"
+#include "session.h"
+#include "stream.h"
 
-typedef struct {
-    const char *prompt;
-    int max_tokens;
-    float temperature;
-    int top_k;
-    float top_p;
-    int seed; /* -1: pick one from the clock (and print it) */
-    int threads;
-} GenerateOptions;
+static const char GENERATE_USAGE[] =
+    "usage: quill generate MODEL --prompt TEXT [options]\n"
+    "       quill generate MODEL --interactive [options]      (or: quill chat MODEL)\n\n"
+    "Continues TEXT with MODEL (a GGUF file, or a quill train run directory) and streams the\n"
+    "result to stdout. Sampling settings are applied in the order of --samplers; --verbose\n"
+    "shows the chain, the seed and the timings on stderr.\n";
 
-/* Bytes of generated text not yet printed. A byte token may end in the middle of a UTF-8
- * character; those bytes wait until the character is complete. */
-typedef struct {
-    char pending[8];
-    size_t len;
-} Utf8Stream;
-
-/* Expected length of a UTF-8 character from its first byte (1 for invalid bytes, which
- * are printed as they are). */
-static size_t utf8_char_length(unsigned char lead)
-{
-    return lead >= 0xf0 && lead < 0xf8 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-}
-
-/* Length of the prefix of s that ends on a character boundary. */
-static size_t utf8_complete_prefix(const char *s, size_t n)
-{
-    /* find where the last character starts: at most 3 continuation bytes back */
-    for (size_t back = 1; back <= 4 && back <= n; back++) {
-        unsigned char c = (unsigned char)s[n - back];
-        if ((c & 0xc0) != 0x80)
-            return utf8_char_length(c) > back ? n - back : n;
-    }
-    return n;
-}
-
-static void utf8_stream_write(Utf8Stream *s, const char *bytes, size_t n, FILE *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (s->len == sizeof s->pending) { /* never a valid character: let it through */
-            fwrite(s->pending, 1, s->len, out);
-            s->len = 0;
-        }
-        s->pending[s->len++] = bytes[i];
-    }
-    size_t ready = utf8_complete_prefix(s->pending, s->len);
-    fwrite(s->pending, 1, ready, out);
-    memmove(s->pending, s->pending + ready, s->len - ready);
-    s->len -= ready;
-    fflush(out);
-}
-
-static void utf8_stream_finish(Utf8Stream *s, FILE *out)
-{
-    fwrite(s->pending, 1, s->len, out);
-    s->len = 0;
-    fflush(out);
-}
-
-/* Samples up to max_tokens tokens after the prompt and streams them. When the context is
- * full, the most recent half of the tokens is run through the model again at positions
- * 0.. (cached keys cannot simply be moved: RoPE rotated them by their old positions), and
- * generation goes on from there. */
-static int generate_tokens(const Model *m, const Tokenizer *tok, const GenerateOptions *o,
-                           Sampler *sampler, int *history, int n_prompt, int *n_generated,
+int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char **model,
                            Error *err)
 {
-    int context = m->config.context;
-    int n_ctx = n_prompt + o->max_tokens < context ? n_prompt + o->max_tokens : context;
-    int keep = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
-    InferContext ctx;
-    InferParams params = {.n_seq = 1, .n_ctx = n_ctx};
-    if (infer_init(&ctx, m, &params, err) != 0)
+    Flag flags[GENERATE_MAX_FLAGS];
+    CommandSpec spec = {.usage = GENERATE_USAGE, .flags = flags,
+                        .n_flags = generate_options_flags(o, flags), .min_positional = 1,
+                        .max_positional = 1};
+    int n_positional;
+    /* twice: a preset first, so that the flags given with it win whatever their order */
+    int parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
+    if (parsed != 0 || !o->preset)
+        return parsed;
+    if (generate_options_apply_preset(o, err) != 0)
         return -1;
-    int status = infer_decode(&ctx, 0, history, n_prompt, err);
-    Utf8Stream stream = {{0}, 0};
-    int n_history = n_prompt;
-    for (*n_generated = 0; status == 0 && *n_generated < o->max_tokens; (*n_generated)++) {
-        int next = sampler_sample(sampler, infer_logits(&ctx, 0));
-        if (next == tok->eos_id)
-            break;
-        char piece[256];
-        size_t len = tokenizer_token_bytes(tok, next, piece, sizeof piece);
-        utf8_stream_write(&stream, piece, len < sizeof piece ? len : sizeof piece, stdout);
-        history[n_history++] = next;
-        if (infer_seq_length(&ctx, 0) == n_ctx) {
-            infer_seq_clear(&ctx, 0);
-            status = infer_decode(&ctx, 0, history + n_history - keep, keep, err);
-        } else {
-            status = infer_decode(&ctx, 0, &next, 1, err);
-        }
+    const char *preset = o->preset;
+    parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
+    o->preset = preset;
+    return parsed;
+}
+
+uint64_t generate_seed(const GenerateOptions *o)
+{
+    return o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) % 1000000;
+}
+
+int generate_stops_unescape(GenerateOptions *o, Error *err)
+{
+    for (int i = 0; i < o->stop.n; i++) {
+        if (o->stop.items[i][0] == '\0')
+            return error_set(err, "--stop: an empty stop string would stop at once");
+        if (text_unescape(o->stop.items[i], o->stop.items[i], err) != 0)
+            return error_prefix(err, "--stop");
     }
-    utf8_stream_finish(&stream, stdout);
-    infer_free(&ctx);
+    return 0;
+}
+
+/* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
+ * or a system prompt is asked for. */
+static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const GenerateOptions *o,
+                         int **ids, size_t *n, Error *err)
+{
+    if (!o->chat_template && !o->system)
+        return tokenizer_encode(tok, o->prompt, strlen(o->prompt), tok->add_bos, ids, n, err);
+    ChatFamily family = o->chat_template ? chat_family_from_name(o->chat_template)
+                                         : chat_family_from_gguf(file);
+    if (family == CHAT_UNKNOWN)
+        return error_set(err, "no chat template: %s (--chat-template chatml, llama2, llama3, "
+                              "zephyr, mistral, gemma or phi3)",
+                         o->chat_template ? "unknown name" : "the model has none quill knows");
+    ChatMessage msgs[2];
+    int n_msgs = 0;
+    if (o->system)
+        msgs[n_msgs++] = (ChatMessage){CHAT_ROLE_SYSTEM, o->system};
+    msgs[n_msgs++] = (ChatMessage){CHAT_ROLE_USER, o->prompt};
+    char *text;
+    if (chat_format(family, msgs, n_msgs, true, &text, err) != 0)
+        return -1;
+    EncodeOptions opt = {.add_bos = tok->add_bos && !chat_template_writes_bos(family),
+                         .parse_special = true};
+    int status = tokenizer_encode_with(tok, text, strlen(text), opt, ids, n, err);
+    free(text);
     return status;
 }
 
-static int generate_run(const Model *m, const Tokenizer *tok, const GenerateOptions *o,
-                        Error *err)
+/* ---- output --------------------------------------------------------------------------- */
+
+/* A JSON string: quotes, backslashes and control characters escaped; other bytes as they
+ * are (UTF-8 passes through). */
+static void json_write_string(FILE *out, const char *s, size_t n)
 {
+    fputc('"', out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", out);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+    fputc('"', out);
+}
+
+/* One JSON line per sample: its text, tokens, why it ended, and the settings. */
+static int output_file_write(const GenerateOptions *o, const Completion *c, int n,
+                             Error *err)
+{
+    FILE *out = fopen(o->output_file, "w");
+    if (!out)
+        return error_set(err, "%s: cannot write", o->output_file);
+    for (int i = 0; i < n; i++) {
+        fputs("{\"text\":", out);
+        json_write_string(out, c[i].text ? c[i].text : "", c[i].len);
+        fputs(",\"tokens\":[", out);
+        for (int t = 0; t < c[i].n_tokens; t++)
+            fprintf(out, t ? ",%d" : "%d", c[i].tokens[t]);
+        fprintf(out, "],\"finish_reason\":\"%s\",\"seed\":%llu", finish_reason_name(c[i].finish),
+                (unsigned long long)c[i].seed);
+        if (o->beam_size > 1)
+            fprintf(out, ",\"score\":%.6f", c[i].score);
+        fprintf(out, ",\"settings\":{\"temperature\":%g,\"top_k\":%d,\"top_p\":%g,\"min_p\":%g,"
+                     "\"typical_p\":%g,\"repeat_penalty\":%g,\"repeat_last_n\":%d,"
+                     "\"frequency_penalty\":%g,\"presence_penalty\":%g,\"beam_size\":%d,"
+                     "\"length_penalty\":%g,\"max_tokens\":%d}}\n",
+                o->temperature, o->top_k, o->top_p, o->min_p, o->typical_p, o->repeat_penalty,
+                o->repeat_last_n, o->frequency_penalty, o->presence_penalty, o->beam_size,
+                o->length_penalty, o->max_tokens);
+    }
+    bool failed = ferror(out) != 0;
+    failed |= fclose(out) != 0;
+    return failed ? error_set(err, "%s: write failed", o->output_file) : 0;
+}
+
+/* Several completions one after the other, each after a separator line. */
+static void completions_print(const GenerateOptions *o, const Completion *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (o->beam_size > 1)
+            printf("%s--- beam %d of %d (score %.4f, %s) ---\n", i ? "\n" : "", i + 1, n,
+                   c[i].score, finish_reason_name(c[i].finish));
+        else
+            printf("%s--- sample %d of %d (seed %llu, %s) ---\n", i ? "\n" : "", i + 1, n,
+                   (unsigned long long)c[i].seed, finish_reason_name(c[i].finish));
+        if (o->echo)
+            fputs(o->prompt, stdout);
+        fwrite(c[i].text ? c[i].text : "", 1, c[i].len, stdout);
+    }
+    if (n > 0)
+        putchar('\n');
+    fflush(stdout);
+}
+
+/* ---- a run -------------------------------------------------------------------------------- */
+
+/* The continuation(s) the options ask for, after the prompt is in the session. */
+static int generate_completions(Session *s, Completion *c, int *n, Error *err)
+{
+    const GenerateOptions *o = s->o;
+    if (o->beam_size > 1)
+        return beam_search(s, o->beam_size, o->length_penalty, o->num_samples, c, n, err);
+    *n = o->num_samples;
+    if (o->num_samples > 1)
+        return session_sample_many(s, o->num_samples, c, err);
+    if (o->echo) {
+        fputs(o->prompt, stdout);
+        fflush(stdout);
+    }
+    return session_continue(s, stdout, c, err);
+}
+
+static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o, Error *err)
+{
+    if (o->show_probs && (o->num_samples > 1 || o->beam_size > 1))
+        return error_set(err, "--show-probs follows one sequence: not with --num-samples or "
+                              "--beam-size");
     int *prompt;
     size_t n_prompt;
-    if (tokenizer_encode(tok, o->prompt, strlen(o->prompt), tok->add_bos, &prompt, &n_prompt,
-                         err) != 0)
+    if (generate_stops_unescape(o, err) != 0 || prompt_tokens(tok, m->file, o, &prompt, &n_prompt, err) != 0)
         return -1;
-    int context = m->config.context;
-    if (n_prompt == 0 || (int)n_prompt >= context) {
+    int limit = o->context > 0 ? o->context : m->config.context;
+    if (n_prompt == 0 || (int)n_prompt >= limit) {
         free(prompt);
-        return error_set(err, "the prompt has %zu tokens; the model's context holds %d, so "
-                              "between 1 and %d fit",
-                         n_prompt, context, context - 1);
+        return error_set(err, "the prompt has %zu tokens; the context holds %d, so between 1 "
+                              "and %d fit (--context sets it)",
+                         n_prompt, limit, limit - 1);
     }
-    int *history = realloc(prompt, (n_prompt + (size_t)o->max_tokens) * sizeof(int));
-    if (!history) {
-        free(prompt);
-        return error_set(err, "out of memory for %d tokens", o->max_tokens);
+    /* the cache holds what the run can use: the whole context only when shifting */
+    int wanted = (int)n_prompt + o->max_tokens;
+    int n_ctx = o->context_shift || wanted > limit ? limit : wanted;
+    int n_seq = o->beam_size > o->num_samples ? o->beam_size : o->num_samples;
+    Session s;
+    Completion c[64] = {0};
+    int n = 0;
+    int status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
+    if (status == 0) {
+        status = session_feed(&s, prompt, (int)n_prompt, err);
+        if (status == 0)
+            status = generate_completions(&s, c, &n, err);
+        if (status == 0 && (o->num_samples > 1 || o->beam_size > 1))
+            completions_print(o, c, n);
+        if (status == 0 && n == 1 && c[0].finish == FINISH_CONTEXT)
+            fprintf(stderr, "\n[the context of %d positions is full: stopped after %d tokens "
+                            "(--context-shift goes on)]\n", n_ctx, c[0].n_tokens);
+        if (status == 0 && o->output_file)
+            status = output_file_write(o, c, n, err);
+        if (o->verbose)
+            session_report(&s);
+        session_free(&s);
     }
-    uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) % 1000000;
-    SamplerParams sp = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p,
-                        .seed = seed};
-    Sampler sampler;
-    if (sampler_init(&sampler, &sp, m->config.vocab_size, err) != 0) {
-        free(history);
-        return -1;
-    }
-    fputs(o->prompt, stdout);
-    double start = timer_seconds();
-    int generated;
-    int status = generate_tokens(m, tok, o, &sampler, history, (int)n_prompt, &generated, err);
-    double seconds = timer_seconds() - start;
-    if (status == 0)
-        fprintf(stderr, "\n[seed %llu: %d tokens in %.2f s, %.1f tokens/s]\n",
-                (unsigned long long)seed, generated, seconds, generated / seconds);
-    sampler_free(&sampler);
-    free(history);
+    for (int i = 0; i < n; i++)
+        completion_free(&c[i]);
+    free(prompt);
     return status;
 }
 
 int cmd_generate(int argc, char **argv, Error *err)
 {
-    GenerateOptions o = {.prompt = "", .max_tokens = 128, .temperature = 0.8f, .top_k = 40,
-                         .top_p = 0.95f, .seed = -1};
-    const Flag flags[] = {
-        {"prompt", FLAG_STRING, &o.prompt, 0, 0, "text to continue"},
-        {"max-tokens", FLAG_INT, &o.max_tokens, 0, 1 << 20, "tokens to generate at most"},
-        {"temperature", FLAG_FLOAT, &o.temperature, 0, 100, "0 = greedy (argmax)"},
-        {"top-k", FLAG_INT, &o.top_k, 0, 1 << 24, "keep the k most likely tokens (0 = off)"},
-        {"top-p", FLAG_FLOAT, &o.top_p, 0, 1, "nucleus: keep tokens up to this probability "
-                                              "(1 = off)"},
-        {"seed", FLAG_INT, &o.seed, -1, 2147483647, "random seed (-1: from the clock)"},
-        {"threads", FLAG_INT, &o.threads, 0, 1024, "compute threads (0: all cores)"},
-    };
-    const CommandSpec spec = {
-        .usage = "usage: quill generate MODEL --prompt TEXT [options]\n\n"
-                 "Continues TEXT with MODEL (a GGUF file: one quill trained, or a llama-family\n"
-                 "model with F32/F16/BF16 weights) and streams the result to stdout.\n",
-        .flags = flags,
-        .n_flags = sizeof flags / sizeof *flags,
-        .min_positional = 1,
-        .max_positional = 1,
-    };
-    const char *positional[1];
-    int n_positional;
-    int parsed = cli_parse_command(&spec, argc, argv, positional, &n_positional, stdout, err);
-    if (parsed != 0)
-        return parsed < 0 ? -1 : 0;
-    compute_set_threads(o.threads);
-    Model m;
-    Tokenizer tok;
-    if (model_file_load(positional[0], &m, &tok, err) != 0)
-        return -1;
-    int status = generate_run(&m, &tok, &o, err);
-    tokenizer_free(&tok);
-    model_free(&m);
-    return status;
+    GenerateOptions o;
+    generate_options_default(&o);
+    const char *model = NULL;
+    int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0 && o.interactive)
+        status = repl_run(model, &o, err);
+    else if (status == 0) {
+        compute_set_threads(o.threads);
+        char path[4096];
+        model_path_resolve(model, path, sizeof path);
+        Model m;
+        Tokenizer tok;
+        status = model_file_load(path, &m, &tok, err);
+        if (status == 0) {
+            status = generate_run(&m, &tok, &o, err);
+            tokenizer_free(&tok);
+            model_free(&m);
+        }
+    }
+    generate_options_free(&o);
+    return status < 0 ? -1 : 0;
 }

@@ -7,6 +7,8 @@
 
 /* quill generate: continue a prompt with a GGUF model. */
 int cmd_generate(int argc, char **argv, Error *err);
+/* quill chat: the interactive mode, as quill generate --interactive. */
+int cmd_chat(int argc, char **argv, Error *err);
 /* quill tokenize: the token ids of a text under a GGUF file's tokenizer. */
 int cmd_tokenize(int argc, char **argv, Error *err);
 /* quill bench MODEL.gguf: prompt and generation speed of a model. */

@@ -1,18 +1,382 @@
+/* The sampler: parameters, presets and chain strings; the stateful processors (logit
+ * bias, bad words, penalties), which need the sampler's history or copied lists; the
+ * chain that runs every processor in order; and the selector. The stateless filters are
+ * in candidates.c. */
 #include "sampler.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int sampler_init(Sampler *s, const SamplerParams *params, int n_vocab, Error *err)
+static const char *const STAGE_NAMES[SAMPLER_STAGE_COUNT] = {
+    [SAMPLER_STAGE_LOGIT_BIAS] = "logit-bias", [SAMPLER_STAGE_BAD_WORDS] = "bad-words",
+    [SAMPLER_STAGE_PENALTIES] = "penalties",   [SAMPLER_STAGE_TOP_K] = "top-k",
+    [SAMPLER_STAGE_TYPICAL_P] = "typical-p",   [SAMPLER_STAGE_TOP_P] = "top-p",
+    [SAMPLER_STAGE_MIN_P] = "min-p",           [SAMPLER_STAGE_TEMPERATURE] = "temperature",
+};
+
+/* llama.cpp's default order (see sampler.h for why): what the user changes first (bias,
+ * bans, penalties), then the truncating filters on the untempered distribution, then the
+ * temperature on what survived. */
+static const SamplerStage DEFAULT_CHAIN[] = {
+    SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
+    SAMPLER_STAGE_TOP_K,      SAMPLER_STAGE_TYPICAL_P, SAMPLER_STAGE_TOP_P,
+    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_TEMPERATURE,
+};
+
+/* ---- parameters ---- */
+
+void sampler_params_default(SamplerParams *p)
+{
+    *p = (SamplerParams){
+        .temperature = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .typical_p = 1.0f,
+        .repeat_penalty = 1.0f,
+        .frequency_penalty = 0.0f,
+        .presence_penalty = 0.0f,
+        .repeat_last_n = 64,
+        .penalize_prompt = true,
+        .n_chain = (int)(sizeof DEFAULT_CHAIN / sizeof *DEFAULT_CHAIN),
+        .seed = 0,
+    };
+    memcpy(p->chain, DEFAULT_CHAIN, sizeof DEFAULT_CHAIN);
+}
+
+/* The numbers a preset sets (see sampler_preset in sampler.h for why these values). */
+typedef struct {
+    const char *name;
+    float temperature;
+    int top_k;
+    float top_p, min_p, typical_p, repeat_penalty;
+    int repeat_last_n;
+    float frequency_penalty, presence_penalty;
+} SamplerPreset;
+
+static const SamplerPreset PRESETS[] = {
+    /* name            temp  top-k top-p min-p typ  repeat last freq pres */
+    {"deterministic", 0.0f, 0, 1.0f, 0.0f, 1.0f, 1.0f, 64, 0.0f, 0.0f},
+    {"balanced", 0.8f, 40, 0.95f, 0.05f, 1.0f, 1.1f, 64, 0.0f, 0.0f},
+    {"creative", 1.2f, 0, 1.0f, 0.1f, 1.0f, 1.0f, 64, 0.0f, 0.0f},
+};
+
+int sampler_preset(const char *name, SamplerParams *p, Error *err)
+{
+    for (size_t i = 0; i < sizeof PRESETS / sizeof *PRESETS; i++) {
+        const SamplerPreset *s = &PRESETS[i];
+        if (strcmp(name, s->name) != 0)
+            continue;
+        p->temperature = s->temperature;
+        p->top_k = s->top_k;
+        p->top_p = s->top_p;
+        p->min_p = s->min_p;
+        p->typical_p = s->typical_p;
+        p->repeat_penalty = s->repeat_penalty;
+        p->repeat_last_n = s->repeat_last_n;
+        p->frequency_penalty = s->frequency_penalty;
+        p->presence_penalty = s->presence_penalty;
+        return 0;
+    }
+    char quoted[64];
+    return error_set(err, "unknown sampler preset \"%s\" (known: deterministic, balanced, creative)",
+                     error_quote(quoted, sizeof quoted, name, strlen(name)));
+}
+
+/* The stage called name[0..len), or -1. */
+static int stage_from_name(const char *name, size_t len)
+{
+    for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
+        if (strlen(STAGE_NAMES[i]) == len && memcmp(STAGE_NAMES[i], name, len) == 0)
+            return i;
+    return -1;
+}
+
+int sampler_chain_parse(const char *text, SamplerParams *p, Error *err)
+{
+    char quoted[128], item_quoted[64];
+    error_quote(quoted, sizeof quoted, text, strlen(text));
+    SamplerStage chain[SAMPLER_STAGE_COUNT];
+    bool used[SAMPLER_STAGE_COUNT] = {false};
+    int n = 0;
+    for (const char *item = text;;) {
+        const char *end = strchr(item, ',');
+        size_t len = end ? (size_t)(end - item) : strlen(item);
+        while (len > 0 && *item == ' ')
+            item++, len--;
+        while (len > 0 && item[len - 1] == ' ')
+            len--;
+        if (len == 0)
+            return error_set(err, "sampler chain \"%s\": empty item (names are separated by "
+                                  "single commas)", quoted);
+        int stage = stage_from_name(item, len);
+        error_quote(item_quoted, sizeof item_quoted, item, len);
+        if (stage < 0)
+            return error_set(err, "sampler chain \"%s\": unknown sampler \"%s\" (known: "
+                                  "logit-bias, bad-words, penalties, top-k, typical-p, top-p, "
+                                  "min-p, temperature)", quoted, item_quoted);
+        if (used[stage])
+            return error_set(err, "sampler chain \"%s\": \"%s\" appears twice", quoted,
+                             item_quoted);
+        used[stage] = true;
+        chain[n++] = (SamplerStage)stage;
+        if (!end)
+            break;
+        item = end + 1;
+    }
+    memcpy(p->chain, chain, (size_t)n * sizeof *chain);
+    p->n_chain = n;
+    return 0;
+}
+
+/* Appends printf-style text at buf + *len, never past cap (the text is cut short). */
+static void describe_append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void describe_append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int written = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (written > 0)
+        *len = *len + (size_t)written < cap ? *len + (size_t)written : cap - 1;
+}
+
+/* One stage and its settings, e.g. "top-k 40" or "top-p off". */
+static void describe_stage(const SamplerParams *p, SamplerStage stage, char *buf, size_t cap,
+                           size_t *len)
+{
+    const char *name = STAGE_NAMES[stage];
+    switch (stage) {
+    case SAMPLER_STAGE_LOGIT_BIAS:
+        if (p->n_logit_bias == 0)
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len, "%s (%d tokens)", name, p->n_logit_bias);
+        break;
+    case SAMPLER_STAGE_BAD_WORDS:
+        if (p->n_bad_words == 0)
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len, "%s (%d sequences)", name, p->n_bad_words);
+        break;
+    case SAMPLER_STAGE_PENALTIES:
+        if (p->repeat_last_n == 0 || (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f &&
+                                      p->presence_penalty == 0.0f))
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len,
+                            "%s (repeat %g, frequency %g, presence %g, last %d tokens%s)", name,
+                            p->repeat_penalty, p->frequency_penalty, p->presence_penalty,
+                            p->repeat_last_n, p->penalize_prompt ? "" : ", prompt not counted");
+        break;
+    case SAMPLER_STAGE_TOP_K:
+        if (p->top_k <= 0)
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len, "%s %d", name, p->top_k);
+        break;
+    case SAMPLER_STAGE_TYPICAL_P:
+    case SAMPLER_STAGE_TOP_P: {
+        float v = stage == SAMPLER_STAGE_TOP_P ? p->top_p : p->typical_p;
+        if (v >= 1.0f)
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len, "%s %g", name, v);
+        break;
+    }
+    case SAMPLER_STAGE_MIN_P:
+        if (p->min_p <= 0.0f)
+            describe_append(buf, cap, len, "%s off", name);
+        else
+            describe_append(buf, cap, len, "%s %g", name, p->min_p);
+        break;
+    case SAMPLER_STAGE_TEMPERATURE:
+        describe_append(buf, cap, len, "%s %g", name, p->temperature <= 0.0f ? 0.0 : p->temperature);
+        break;
+    case SAMPLER_STAGE_COUNT:
+        break;
+    }
+}
+
+void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < p->n_chain; i++) {
+        describe_stage(p, p->chain[i], buf, cap, &len);
+        describe_append(buf, cap, &len, " -> ");
+    }
+    if (p->temperature <= 0.0f)
+        describe_append(buf, cap, &len, "greedy (argmax)");
+    else
+        describe_append(buf, cap, &len, "random draw (seed %llu)", (unsigned long long)p->seed);
+}
+
+int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err)
+{
+    char quoted[64];
+    error_quote(quoted, sizeof quoted, text, strlen(text));
+    char *end;
+    long id = strtol(text, &end, 10);
+    if (end == text || *end != ':' || id < 0 || id > 0x7fffffff)
+        return error_set(err, "logit bias \"%s\": expected TOKEN_ID:VALUE, e.g. 13:-inf", quoted);
+    const char *value = end + 1;
+    float bias = strtof(value, &end);
+    if (end == value || *end != '\0')
+        return error_set(err, "logit bias \"%s\": \"%s\" is not a number", quoted, value);
+    if (isnan(bias) || bias == INFINITY)
+        return error_set(err, "logit bias \"%s\": the value must be finite or -inf", quoted);
+    *out = (LogitBias){.token = (int)id, .bias = bias};
+    return 0;
+}
+
+/* Every field in its range, every token id in the vocabulary, the chain valid. */
+static int sampler_params_check(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (n_vocab <= 0)
+        return error_set(err, "sampler: the vocabulary has %d tokens", n_vocab);
+    if (!isfinite(p->temperature))
+        return error_set(err, "sampler: temperature %g is not a finite number", p->temperature);
+    if (p->top_k < 0)
+        return error_set(err, "sampler: top-k %d is negative (0 turns it off)", p->top_k);
+    const struct {
+        const char *name;
+        float value;
+    } unit[] = {{"top-p", p->top_p}, {"min-p", p->min_p}, {"typical-p", p->typical_p}};
+    for (size_t i = 0; i < sizeof unit / sizeof *unit; i++)
+        if (!(unit[i].value >= 0.0f && unit[i].value <= 1.0f))
+            return error_set(err, "sampler: %s %g is outside 0..1", unit[i].name, unit[i].value);
+    if (!(isfinite(p->repeat_penalty) && p->repeat_penalty > 0.0f))
+        return error_set(err, "sampler: repeat penalty %g must be above 0 (1 turns it off)",
+                         p->repeat_penalty);
+    if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty))
+        return error_set(err, "sampler: frequency and presence penalties must be finite numbers");
+    if (p->repeat_last_n < -1)
+        return error_set(err, "sampler: repeat-last-n %d is below -1 (-1: the whole history)",
+                         p->repeat_last_n);
+    if (p->n_chain < 0 || p->n_chain > SAMPLER_STAGE_COUNT)
+        return error_set(err, "sampler: a chain has 0 to %d stages, not %d", SAMPLER_STAGE_COUNT,
+                         p->n_chain);
+    bool used[SAMPLER_STAGE_COUNT] = {false};
+    for (int i = 0; i < p->n_chain; i++) {
+        if ((int)p->chain[i] < 0 || p->chain[i] >= SAMPLER_STAGE_COUNT || used[p->chain[i]])
+            return error_set(err, "sampler: chain entry %d is not a stage or repeats one", i);
+        used[p->chain[i]] = true;
+    }
+    if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
+        return error_set(err, "sampler: %d logit biases without a list", p->n_logit_bias);
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        const LogitBias *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= n_vocab)
+            return error_set(err, "sampler: logit bias for token %d, outside the vocabulary "
+                                  "(0..%d)", b->token, n_vocab - 1);
+        if (isnan(b->bias) || b->bias == INFINITY)
+            return error_set(err, "sampler: logit bias %g for token %d must be finite or -inf",
+                             b->bias, b->token);
+    }
+    if (p->n_bad_words < 0 || (p->n_bad_words > 0 && !p->bad_words))
+        return error_set(err, "sampler: %d bad words without a list", p->n_bad_words);
+    for (int i = 0; i < p->n_bad_words; i++) {
+        const TokenSequence *w = &p->bad_words[i];
+        if (w->n_tokens < 1 || !w->tokens)
+            return error_set(err, "sampler: bad word %d has no tokens", i);
+        for (int j = 0; j < w->n_tokens; j++)
+            if (w->tokens[j] < 0 || w->tokens[j] >= n_vocab)
+                return error_set(err, "sampler: bad word %d has token %d, outside the "
+                                      "vocabulary (0..%d)", i, w->tokens[j], n_vocab - 1);
+    }
+    return 0;
+}
+
+/* ---- set-up, copies, history ---- */
+
+static bool penalties_on(const SamplerParams *p)
+{
+    return p->repeat_last_n != 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                     p->presence_penalty != 0.0f);
+}
+
+/* How many of the latest tokens any processor looks at (-1: all of them): the penalty
+ * window, and every bad word's tokens but its last. Older tokens can be dropped. */
+static int history_keep(const SamplerParams *p)
+{
+    int keep = 0;
+    for (int i = 0; i < p->n_bad_words; i++)
+        keep = p->bad_words[i].n_tokens - 1 > keep ? p->bad_words[i].n_tokens - 1 : keep;
+    if (penalties_on(p)) {
+        if (p->repeat_last_n < 0)
+            return -1;
+        keep = p->repeat_last_n > keep ? p->repeat_last_n : keep;
+    }
+    return keep;
+}
+
+/* Copies the logit bias and bad words out of the caller's memory into s, and points
+ * s->params at the copies. */
+static int sampler_copy_lists(Sampler *s, const SamplerParams *p, Error *err)
+{
+    size_t n_tokens = 0;
+    for (int i = 0; i < p->n_bad_words; i++)
+        n_tokens += (size_t)p->bad_words[i].n_tokens;
+    s->logit_bias = malloc(((size_t)p->n_logit_bias + 1) * sizeof *s->logit_bias);
+    s->bad_words = malloc(((size_t)p->n_bad_words + 1) * sizeof *s->bad_words);
+    s->bad_word_tokens = malloc((n_tokens + 1) * sizeof *s->bad_word_tokens);
+    if (!s->logit_bias || !s->bad_words || !s->bad_word_tokens)
+        return error_set(err, "out of memory for the sampler's logit bias and bad words");
+    if (p->n_logit_bias > 0)
+        memcpy(s->logit_bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof *s->logit_bias);
+    int *tokens = s->bad_word_tokens;
+    for (int i = 0; i < p->n_bad_words; i++) {
+        const TokenSequence *w = &p->bad_words[i];
+        memcpy(tokens, w->tokens, (size_t)w->n_tokens * sizeof *tokens);
+        s->bad_words[i] = (TokenSequence){.tokens = tokens, .n_tokens = w->n_tokens};
+        tokens += w->n_tokens;
+    }
+    s->params.logit_bias = s->logit_bias;
+    s->params.bad_words = s->bad_words;
+    return 0;
+}
+
+/* Everything but the RNG and the history's contents: parameters, lists, scratch. */
+static int sampler_setup(Sampler *s, const SamplerParams *p, int n_vocab, int cap_history,
+                         Error *err)
 {
     memset(s, 0, sizeof *s);
-    s->params = *params;
+    if (sampler_params_check(p, n_vocab, err) != 0)
+        return -1;
+    s->params = *p;
     s->n_vocab = n_vocab;
-    rng_seed(&s->rng, params->seed);
-    s->candidates = malloc((size_t)n_vocab * sizeof *s->candidates);
-    if (!s->candidates)
-        return error_set(err, "out of memory for %d sampling candidates", n_vocab);
+    s->history_keep = history_keep(p);
+    s->cap_history = cap_history;
+    s->history = malloc((size_t)cap_history * sizeof *s->history);
+    s->counts = calloc((size_t)n_vocab, sizeof *s->counts);
+    s->seen = malloc((size_t)n_vocab * sizeof *s->seen);
+    s->slot = calloc((size_t)n_vocab, sizeof *s->slot);
+    if (!s->history || !s->counts || !s->seen || !s->slot) {
+        sampler_free(s);
+        return error_set(err, "out of memory for a sampler over %d tokens", n_vocab);
+    }
+    if (sampler_copy_lists(s, p, err) != 0 || candidates_init(&s->scratch, n_vocab, err) != 0) {
+        sampler_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (sampler_setup(s, p, n_vocab, 64, err) != 0)
+        return -1;
+    rng_seed(&s->rng, p->seed);
     return 0;
 }
 
@@ -20,81 +384,212 @@ void sampler_free(Sampler *s)
 {
     if (!s)
         return;
-    free(s->candidates);
+    free(s->logit_bias);
+    free(s->bad_words);
+    free(s->bad_word_tokens);
+    free(s->history);
+    free(s->counts);
+    free(s->seen);
+    free(s->slot);
+    candidates_free(&s->scratch);
     memset(s, 0, sizeof *s);
 }
 
-static int candidate_by_logit_desc(const void *a, const void *b)
+int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
 {
-    float la = ((const Candidate *)a)->logit, lb = ((const Candidate *)b)->logit;
-    if (la != lb)
-        return la > lb ? -1 : 1;
-    return ((const Candidate *)a)->id - ((const Candidate *)b)->id; /* stable: lower id first */
+    if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
+        return -1;
+    dst->rng = src->rng;
+    memcpy(dst->history, src->history, (size_t)src->n_history * sizeof *src->history);
+    dst->n_history = src->n_history;
+    return 0;
 }
 
-/* Probabilities of the candidates at a temperature (subtracting the max keeps exp <= 1). */
-static void candidates_softmax(Candidate *c, int n, float temperature)
+void sampler_reset(Sampler *s)
 {
-    float max = c[0].logit;
-    for (int i = 1; i < n; i++)
-        max = fmaxf(max, c[i].logit);
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        c[i].p = expf((c[i].logit - max) / temperature);
-        sum += c[i].p;
+    s->n_history = 0;
+}
+
+int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
+{
+    if (token < 0 || token >= s->n_vocab)
+        return error_set(err, "sampler: token %d is outside the vocabulary (0..%d)", token,
+                         s->n_vocab - 1);
+    if (s->n_history == s->cap_history) {
+        int keep = s->history_keep;
+        if (keep >= 0 && keep <= s->cap_history / 2) {
+            /* drop what no processor looks at; moving half the buffer every half buffer
+             * of tokens costs O(1) per token */
+            memmove(s->history, s->history + s->n_history - keep, (size_t)keep * sizeof *s->history);
+            s->n_history = keep;
+        } else {
+            if (s->cap_history > (1 << 29))
+                return error_set(err, "sampler: the history is full (%d tokens)", s->n_history);
+            SamplerToken *grown = realloc(s->history, 2 * (size_t)s->cap_history * sizeof *grown);
+            if (!grown)
+                return error_set(err, "out of memory for a history of %d tokens", 2 * s->cap_history);
+            s->history = grown;
+            s->cap_history *= 2;
+        }
     }
+    s->history[s->n_history++] = (SamplerToken){.token = token, .is_prompt = is_prompt};
+    return 0;
+}
+
+/* ---- the processors that need the sampler ---- */
+
+/* Prepares sampler_find for the list: a list still in id order needs nothing; any other
+ * gets a map from id to position, O(n) once per processor instead of a search per token. */
+static void sampler_index(Sampler *s, const CandidateList *c)
+{
+    if (c->indexed)
+        return;
+    for (int i = 0; i < c->n; i++)
+        s->slot[c->data[i].id] = i;
+}
+
+/* Token id's candidate, or NULL when a filter removed it. Slots left from earlier lists
+ * are caught by checking the id found there. */
+static Candidate *sampler_find(Sampler *s, CandidateList *c, int id)
+{
+    if (c->indexed)
+        return id < c->n ? &c->data[id] : NULL;
+    int i = s->slot[id];
+    return i < c->n && c->data[i].id == id ? &c->data[i] : NULL;
+}
+
+static void sampler_apply_logit_bias(Sampler *s, CandidateList *c)
+{
+    if (s->params.n_logit_bias == 0)
+        return;
+    sampler_index(s, c);
+    for (int i = 0; i < s->params.n_logit_bias; i++) {
+        const LogitBias *b = &s->logit_bias[i];
+        Candidate *x = sampler_find(s, c, b->token);
+        if (!x || x->logit == -INFINITY)
+            continue;
+        x->logit = b->bias == -INFINITY ? -INFINITY : candidates_clamp_logit(x->logit + b->bias);
+    }
+    candidates_lift_total_ban(c);
+}
+
+/* Whether the history ends with tokens[0..n). */
+static bool history_ends_with(const Sampler *s, const int *tokens, int n)
+{
+    if (n > s->n_history)
+        return false;
+    const SamplerToken *tail = s->history + s->n_history - n;
     for (int i = 0; i < n; i++)
-        c[i].p = (float)(c[i].p / sum);
+        if (tail[i].token != tokens[i])
+            return false;
+    return true;
 }
 
-/* Keeps the k highest logits (candidates end up sorted, highest first). */
-static int filter_top_k(Candidate *c, int n, int k)
+/* A bad word is banned one token before it would be complete: its last token cannot
+ * follow its other tokens. Banning only a phrase's first token would forbid every word
+ * that starts with it; banning each of its tokens would forbid common pieces ("the"). */
+static void sampler_apply_bad_words(Sampler *s, CandidateList *c)
 {
-    qsort(c, (size_t)n, sizeof *c, candidate_by_logit_desc);
-    return k > 0 && k < n ? k : n;
-}
-
-/* Keeps the most likely candidates until their probability reaches p (at least one).
- * Expects candidates sorted, highest first. */
-static int filter_top_p(Candidate *c, int n, float p)
-{
-    if (p >= 1.0f)
-        return n;
-    candidates_softmax(c, n, 1.0f);
-    double cumulative = 0.0;
-    for (int i = 0; i < n; i++) {
-        cumulative += c[i].p;
-        if (cumulative >= p)
-            return i + 1;
+    if (s->params.n_bad_words == 0)
+        return;
+    sampler_index(s, c);
+    for (int i = 0; i < s->params.n_bad_words; i++) {
+        const TokenSequence *w = &s->bad_words[i];
+        if (!history_ends_with(s, w->tokens, w->n_tokens - 1))
+            continue;
+        Candidate *x = sampler_find(s, c, w->tokens[w->n_tokens - 1]);
+        if (x)
+            x->logit = -INFINITY;
     }
-    return n;
+    candidates_lift_total_ban(c);
 }
 
-static int choose_random(Candidate *c, int n, float temperature, Rng *rng)
+/* One token's penalties: CTRL's repetition penalty, then OpenAI's frequency and presence
+ * penalties (the order llama.cpp uses). */
+static float penalize_logit(float logit, int count, const SamplerParams *p)
 {
-    candidates_softmax(c, n, temperature);
-    float r = rng_uniform(rng), cumulative = 0.0f;
-    for (int i = 0; i < n; i++) {
-        cumulative += c[i].p;
-        if (r < cumulative)
-            return c[i].id;
+    if (logit == -INFINITY) /* banned stays banned */
+        return logit;
+    /* Dividing a negative logit by a penalty > 1 would raise it (-2 / 1.5 = -1.33) and make
+     * the repeated token MORE likely: negative logits are multiplied instead. */
+    float l = logit > 0.0f ? logit / p->repeat_penalty : logit * p->repeat_penalty;
+    l -= (float)count * p->frequency_penalty + (count > 0 ? p->presence_penalty : 0.0f);
+    return candidates_clamp_logit(l);
+}
+
+/* Counts each token of the window (the last repeat_last_n tokens of the history; prompt
+ * tokens only when penalize_prompt) and penalizes each distinct one once. counts[] is 0
+ * again on return, so the cost is the window's length, not the vocabulary's. */
+static void sampler_apply_penalties(Sampler *s, CandidateList *c)
+{
+    const SamplerParams *p = &s->params;
+    if (!penalties_on(p))
+        return;
+    int first = p->repeat_last_n < 0 || p->repeat_last_n > s->n_history
+                    ? 0
+                    : s->n_history - p->repeat_last_n;
+    int n_seen = 0;
+    for (int i = first; i < s->n_history; i++) {
+        const SamplerToken *t = &s->history[i];
+        if (t->is_prompt && !p->penalize_prompt)
+            continue;
+        if (s->counts[t->token]++ == 0)
+            s->seen[n_seen++] = t->token;
     }
-    return c[n - 1].id; /* r fell in the rounding gap at the top */
+    sampler_index(s, c);
+    for (int i = 0; i < n_seen; i++) {
+        int token = s->seen[i];
+        Candidate *x = sampler_find(s, c, token);
+        if (x)
+            x->logit = penalize_logit(x->logit, s->counts[token], p);
+        s->counts[token] = 0;
+    }
+}
+
+/* ---- the chain and the selector ---- */
+
+/* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
+ * with its logit, each stage of the chain rewrites them in order (sampler_params_default
+ * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
+ * that sum to 1. */
+static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c)
+{
+    const SamplerParams *p = &s->params;
+    candidates_fill(c, logits, s->n_vocab);
+    for (int i = 0; i < p->n_chain; i++) {
+        switch (p->chain[i]) {
+        case SAMPLER_STAGE_LOGIT_BIAS: sampler_apply_logit_bias(s, c); break;
+        case SAMPLER_STAGE_BAD_WORDS: sampler_apply_bad_words(s, c); break;
+        case SAMPLER_STAGE_PENALTIES: sampler_apply_penalties(s, c); break;
+        case SAMPLER_STAGE_TOP_K: candidates_top_k(c, p->top_k); break;
+        case SAMPLER_STAGE_TYPICAL_P: candidates_typical(c, p->typical_p); break;
+        case SAMPLER_STAGE_TOP_P: candidates_top_p(c, p->top_p); break;
+        case SAMPLER_STAGE_MIN_P: candidates_min_p(c, p->min_p); break;
+        case SAMPLER_STAGE_TEMPERATURE: candidates_temperature(c, p->temperature); break;
+        case SAMPLER_STAGE_COUNT: break;
+        }
+    }
+    candidates_drop_banned(c);
+    candidates_softmax(c);
+}
+
+void sampler_apply(Sampler *s, const float *logits, CandidateList *out)
+{
+    sampler_run_chain(s, logits, out);
+    candidates_sort(out);
+}
+
+int sampler_select(Sampler *s, const CandidateList *c)
+{
+    if (s->params.temperature <= 0.0f)
+        return candidates_argmax(c);
+    return candidates_draw(c, rng_uniform(&s->rng));
 }
 
 int sampler_sample(Sampler *s, const float *logits)
 {
-    if (s->params.temperature <= 0.0f) { /* greedy: the first of the highest logits */
-        int best = 0;
-        for (int i = 1; i < s->n_vocab; i++)
-            if (logits[i] > logits[best])
-                best = i;
-        return best;
-    }
-    Candidate *c = s->candidates;
-    for (int i = 0; i < s->n_vocab; i++)
-        c[i] = (Candidate){.id = i, .logit = logits[i]};
-    int n = filter_top_k(c, s->n_vocab, s->params.top_k);
-    n = filter_top_p(c, n, s->params.top_p);
-    return choose_random(c, n, s->params.temperature, &s->rng);
+    sampler_run_chain(s, logits, &s->scratch);
+    if (s->params.temperature <= 0.0f)
+        return candidates_argmax(&s->scratch);
+    return candidates_draw_sorted(&s->scratch, rng_uniform(&s->rng));
 }

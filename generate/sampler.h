@@ -1,43 +1,207 @@
-/* Choosing the next token from the model's logits.
+/* Choosing the next token from the model's logits: small processors that each rewrite a
+ * candidate list (candidates.h), run in a fixed, configurable order (the chain), then one
+ * selector. The default chain is llama.cpp's (common_params_sampling: its logit bias
+ * first, then its default `samplers` list, without the samplers quill does not have):
  *
- * The flow, in order (the same as llama.cpp's default chain):
- *   logits -> top-k -> top-p -> temperature -> choose
- * where each filter keeps at least one candidate, and "choose" is the argmax when the
- * temperature is 0 (greedy decoding, no division by zero) and a random draw from the
- * softmax of logits / temperature otherwise. */
+ *   logits -> logit-bias -> bad-words -> penalties -> top-k -> typical-p -> top-p
+ *          -> min-p -> temperature -> softmax -> greedy (temperature <= 0)
+ *                                                 or a seeded random draw
+ *
+ * Bans and penalties come first because they change which tokens are likely; the
+ * truncating filters then cut on the model's own (untempered) distribution; temperature
+ * comes last, so it only reshapes the survivors and cannot smuggle unlikely tokens past
+ * the filters. docs/sampling.md has every formula, its paper and a worked example of two
+ * orders.
+ *
+ * State: the history of accepted tokens (penalties and bad words look at it) and the RNG.
+ * The decode loop calls sampler_accept for every prompt token (is_prompt = true) and for
+ * every token it generates; without that, penalties and multi-token bad words see an empty
+ * history.
+ *
+ * Usage: sampler_params_default (then sampler_preset and/or single fields, then
+ * sampler_chain_parse), sampler_init, per position sampler_sample + sampler_accept, and
+ * sampler_free. */
 #ifndef QUILL_GENERATE_SAMPLER_H
 #define QUILL_GENERATE_SAMPLER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "candidates.h"
 #include "error.h"
 #include "rng.h"
 
+/* The processors a chain can name, with their names in chain strings. */
+typedef enum {
+    SAMPLER_STAGE_LOGIT_BIAS,  /* "logit-bias" */
+    SAMPLER_STAGE_BAD_WORDS,   /* "bad-words" */
+    SAMPLER_STAGE_PENALTIES,   /* "penalties": repetition, frequency, presence */
+    SAMPLER_STAGE_TOP_K,       /* "top-k" */
+    SAMPLER_STAGE_TYPICAL_P,   /* "typical-p" */
+    SAMPLER_STAGE_TOP_P,       /* "top-p" */
+    SAMPLER_STAGE_MIN_P,       /* "min-p" */
+    SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
+    SAMPLER_STAGE_COUNT
+} SamplerStage;
+
+/* --logit-bias ID:VALUE: `bias` is added to token `token`'s logit. */
 typedef struct {
-    float temperature; /* 0 = greedy; 1 = the model's distribution; > 1 flatter */
-    int top_k;         /* keep the k most likely tokens; 0 = disabled */
-    float top_p;       /* keep the smallest set whose probability reaches p (nucleus
-                          sampling, Holtzman et al. 2019); 1.0 = disabled */
-    uint64_t seed;     /* any value, 0 included */
+    int token;
+    float bias; /* finite, or -INFINITY to ban the token; repeated tokens add up */
+} LogitBias;
+
+/* A sequence of token ids (a bad word or phrase, tokenized by the caller). */
+typedef struct {
+    const int *tokens;
+    int n_tokens; /* >= 1 */
+} TokenSequence;
+
+/* Every knob of the sampler. Each one has a value that turns it off; a processor that is
+ * off costs nothing even when the chain names it. */
+typedef struct {
+    /* Softmax temperature: logits are divided by it (Ackley, Hinton & Sejnowski 1985).
+     * <= 0: greedy decoding, the argmax with ties to the lowest id (never a division by
+     * 0); 1: the model's distribution; < 1 sharper; > 1 flatter. */
+    float temperature;
+    /* Keep the top_k highest logits (Fan et al. 2018). 0 = off. */
+    int top_k;
+    /* Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most likely
+     * tokens whose probability reaches top_p, at least one. 1.0 = off; 0 keeps only the
+     * most likely token. */
+    float top_p;
+    /* Keep tokens with p >= min_p * p_max (Nguyen et al. 2024). 0 = off; 1 keeps only the
+     * tokens tied with the most likely one. */
+    float min_p;
+    /* Locally typical sampling (Meister et al. 2022): order tokens by |-ln p - H|, H the
+     * entropy, keep the smallest such set whose probability reaches typical_p. 1.0 = off. */
+    float typical_p;
+    /* Repetition penalty (Keskar et al. 2019, CTRL): each distinct token in the window has
+     * its logit divided by the penalty when positive and multiplied by it when negative,
+     * once however often it occurs (dividing a negative logit would raise it: the
+     * repeated token would become MORE likely). > 1 discourages repeats, < 1 encourages
+     * them; 1.0 = off. */
+    float repeat_penalty;
+    /* OpenAI's penalties: logit -= count * frequency_penalty + (count > 0) *
+     * presence_penalty, count = occurrences in the window. 0 = off; negative values
+     * encourage repeats. Applied after the repetition penalty. */
+    float frequency_penalty;
+    float presence_penalty;
+    /* The penalty window: the last repeat_last_n tokens of the history. 0 = penalties
+     * off, -1 = the whole history. */
+    int repeat_last_n;
+    /* Whether tokens accepted with is_prompt = true count for the penalties (they always
+     * sit in the window and in the history that bad words match). */
+    bool penalize_prompt;
+    /* Added to logits (copied by sampler_init; may be NULL when n_logit_bias is 0). */
+    const LogitBias *logit_bias;
+    int n_logit_bias;
+    /* Banned sequences (copied by sampler_init). A 1-token sequence bans its token always;
+     * a longer one bans its last token when the tokens before it are the most recent
+     * tokens of the history (prompt tokens included). Give each spelling that tokenizes
+     * differently ("bad" and " bad") as its own sequence. */
+    const TokenSequence *bad_words;
+    int n_bad_words;
+    /* The processors in the order they run (sampler_chain_parse fills it from text). A
+     * stage left out does not run; temperature <= 0 still selects greedily. */
+    SamplerStage chain[SAMPLER_STAGE_COUNT];
+    int n_chain;
+    /* Seeds the RNG of the random draw (src/rng.h): any value, 0 included. */
+    uint64_t seed;
 } SamplerParams;
 
+/* One accepted token. */
 typedef struct {
-    int id;
-    float logit;
-    float p; /* probability after softmax, filled by the filters that need it */
-} Candidate;
+    int token;
+    bool is_prompt;
+} SamplerToken;
 
+/* A sampler: its parameters, state and scratch. Fields after `rng` are private. */
 typedef struct {
-    SamplerParams params;
-    Rng rng;
+    SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
     int n_vocab;
-    Candidate *candidates; /* scratch, n_vocab */
+    Rng rng;
+    LogitBias *logit_bias;
+    TokenSequence *bad_words;
+    int *bad_word_tokens;  /* the tokens of every bad word, one after another */
+    SamplerToken *history; /* accepted tokens, oldest first; only the last history_keep are
+                              kept (-1: all), which is as far back as any processor looks */
+    int n_history, cap_history, history_keep;
+    int *counts; /* n_vocab, all 0 between calls: occurrences in the penalty window */
+    int *seen;   /* n_vocab: the distinct tokens of the window */
+    int *slot;   /* n_vocab: where each token sits in a list that is not indexed */
+    CandidateList scratch; /* the list sampler_sample works in */
 } Sampler;
 
-int sampler_init(Sampler *s, const SamplerParams *params, int n_vocab, Error *err);
+/* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
+ * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), repeat penalty 1 (off) over the
+ * last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * accepts the prompt into the window), no logit bias, no bad words, the default chain
+ * (above), seed 0. */
+void sampler_params_default(SamplerParams *p);
+
+/* Sets the strategy's numbers (temperature, top-k, top-p, min-p, typical-p, penalties)
+ * to a named preset and leaves the seed, chain, logit bias and bad words alone:
+ *   deterministic  greedy decoding, every filter and penalty off: the same text on every
+ *                  run and machine, for tests and comparisons with llama.cpp --temp 0
+ *   balanced       the defaults plus a mild repetition penalty (1.1 over the last 64
+ *                  tokens, llama.cpp's default until 2024): small models loop without it
+ *   creative       temperature 1.2 after min-p 0.1 and nothing else: min-p's cut scales
+ *                  with the model's confidence, so a hot temperature adds variety without
+ *                  letting in the long tail (the min-p paper's recommendation)
+ * Unknown names fail with the list of known ones. */
+int sampler_preset(const char *name, SamplerParams *p, Error *err);
+
+/* Parses a chain such as "penalties,top-k,top-p,min-p,temperature" (stage names from
+ * SamplerStage, separated by commas, spaces around them ignored) into p->chain. Each
+ * stage at most once. On error p is unchanged and err names the unknown or repeated
+ * item. */
+int sampler_chain_parse(const char *text, SamplerParams *p, Error *err);
+
+/* Writes the chain with each stage's settings, for --verbose, e.g.
+ * "top-k 40 -> top-p 0.95 -> min-p off -> temperature 0.8 -> random draw (seed 42)";
+ * cut short (always NUL-terminated) when cap is too small. */
+void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap);
+
+/* Parses a --logit-bias value "ID:VALUE", e.g. "13:-inf" or "42:+2.5" (VALUE finite or
+ * -inf). The id's range is checked by sampler_init, which knows the vocabulary. */
+int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err);
+
+/* Checks p (every number in its range, token ids below n_vocab) and sets up a sampler
+ * with an empty history and the RNG seeded by p->seed. p's logit bias and bad words are
+ * copied. */
+int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err);
 void sampler_free(Sampler *s); /* NULL-safe */
 
-/* The next token for one row of n_vocab logits. */
+/* dst becomes an independent copy of src: parameters, history and RNG state (for beam
+ * search, where each beam goes on from the same point). dst must not be initialised. */
+int sampler_clone(Sampler *dst, const Sampler *src, Error *err);
+
+/* Forgets the history (a new conversation); the RNG goes on, so the next text differs
+ * from the first one (a fresh sampler_init repeats it). */
+void sampler_reset(Sampler *s);
+
+/* Appends a token to the history: every prompt token (is_prompt = true) and every
+ * generated token. Fails on an id outside the vocabulary or out of memory. */
+int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err);
+
+/* Runs every processor of the chain on one row of n_vocab logits and leaves in out (a
+ * list from candidates_init with cap >= n_vocab) the surviving candidates, banned tokens
+ * removed, sorted (most likely first), with probabilities p that sum to 1: the softmax of
+ * the logits after the whole chain, so at temperature t > 0 the distribution the random
+ * draw uses, and at t <= 0 the untempered one (ln p is then the log-probability under
+ * penalties, bias and bans, as beam search needs). Uses no randomness. For beam search
+ * over the full distribution, use a chain without the truncating filters (e.g.
+ * "logit-bias,bad-words,penalties"): its sort is then over the whole vocabulary. */
+void sampler_apply(Sampler *s, const float *logits, CandidateList *out);
+
+/* Picks a token from candidates: the argmax (ties to the lowest id) when temperature <= 0,
+ * otherwise a draw with the sampler's RNG, walking the list in its order. On a list from
+ * sampler_apply this is the token sampler_sample would return for the same RNG state. */
+int sampler_select(Sampler *s, const CandidateList *c);
+
+/* sampler_apply + sampler_select in the sampler's own list, without sorting more of it
+ * than the draw needs. Does not accept the token: call sampler_accept. */
 int sampler_sample(Sampler *s, const float *logits);
 
 #endif

@@ -172,6 +172,31 @@ void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags)
     }
 }
 
+void cli_write_flag_values(FILE *out, const Flag *flags, int n_flags)
+{
+    for (int i = 0; i < n_flags; i++) {
+        const Flag *f = &flags[i];
+        const StringList *list = f->dest;
+        fprintf(out, "  %-20s ", f->name);
+        switch (f->type) {
+        case FLAG_SWITCH: fprintf(out, "%s", *(bool *)f->dest ? "on" : "off"); break;
+        case FLAG_INT: fprintf(out, "%d", *(int *)f->dest); break;
+        case FLAG_FLOAT: fprintf(out, "%g", *(float *)f->dest); break;
+        case FLAG_STRING:
+        case FLAG_CHOICE:
+            fprintf(out, "%s", *(const char **)f->dest ? *(const char **)f->dest : "(none)");
+            break;
+        case FLAG_LIST:
+            for (int j = 0; j < list->n; j++)
+                fprintf(out, j ? ", %s" : "%s", list->items[j]);
+            if (list->n == 0)
+                fprintf(out, "(none)");
+            break;
+        }
+        fputc('\n', out);
+    }
+}
+
 /* "usage: quill x ARGS [options]" without the rest of the help text. */
 static int error_usage(Error *err, const CommandSpec *spec, const char *command)
 {

@@ -73,6 +73,10 @@ const Flag *cli_flag_find(const Flag *flags, int n_flags, const char *name, size
  * destinations. */
 void cli_write_flag_help(FILE *out, const Flag *flags, int n_flags);
 
+/* Writes each flag's current value, one per line ("  temperature = 0.8"): a program's
+ * settings (the REPL's /status). */
+void cli_write_flag_values(FILE *out, const Flag *flags, int n_flags);
+
 /* Parses a whole decimal integer / finite float; the message names `what`. */
 int cli_parse_long(const char *what, const char *text, long min, long max, long *out, Error *err);
 int cli_parse_double(const char *what, const char *text, double min, double max, double *out,

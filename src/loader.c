@@ -1,6 +1,8 @@
 #include "loader.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gguf.h"
 
@@ -18,4 +20,11 @@ int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err)
         return -1;
     }
     return 0;
+}
+
+void model_path_resolve(const char *model, char *path, size_t cap)
+{
+    struct stat st;
+    bool directory = stat(model, &st) == 0 && S_ISDIR(st.st_mode);
+    snprintf(path, cap, directory ? "%s/model.gguf" : "%s", model);
 }

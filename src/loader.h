@@ -2,6 +2,8 @@
 #ifndef QUILL_LOADER_H
 #define QUILL_LOADER_H
 
+#include <stddef.h>
+
 #include "error.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -10,5 +12,9 @@
  * multiplies) and owns the file; the tokenizer is copied out. On failure nothing is left
  * allocated and err starts with the path. */
 int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err);
+
+/* The model file a command-line MODEL names: a `quill train` run directory means its
+ * model.gguf; anything else is taken as the file itself. */
+void model_path_resolve(const char *model, char *path, size_t cap);
 
 #endif

@@ -1,22 +1,116 @@
-/* The sampler on distributions small enough to work out by hand. A random choice is
- * checked by drawing many tokens with a fixed seed and comparing each token's frequency
- * with the probability computed by hand: with 20000 draws the standard deviation of a
- * frequency is at most 0.0035, so a tolerance of 0.015 (over 4 sigma) never fails by
- * chance for these seeds, while a filter that keeps a wrong set is off by 0.1 or more. */
+/* The sampler on distributions small enough to work out by hand.
+ *
+ * Filters are checked through sampler_apply: the exact set of candidates kept, in order
+ * (most likely first), and their probabilities, computed by hand in each test's comment.
+ * A random choice is checked by drawing many tokens with a fixed seed and comparing each
+ * token's frequency with the probability computed by hand: with 20000 draws the standard
+ * deviation of a frequency is at most 0.0035, so a tolerance of 0.015 (over 4 sigma)
+ * never fails by chance for these seeds, while a filter that keeps a wrong set is off by
+ * 0.1 or more. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../generate/sampler.h"
 
-enum { DRAWS = 20000 };
+enum { DRAWS = 20000, MAX_V = 16 };
+
+/* Every processor off and temperature 1: the model's own distribution. Tests turn on
+ * what they check. */
+static SamplerParams params_plain(void)
+{
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.typical_p = 1.0f;
+    return p;
+}
+
+static void init_or_fail(Sampler *s, const SamplerParams *p, int n_vocab)
+{
+    Error err;
+    cr_assert_eq(sampler_init(s, p, n_vocab, &err), 0, "sampler_init: %s", err.msg);
+}
+
+/* What sampler_apply left: the ids in the list's order, and per token id its probability
+ * and logit (p 0 and logit NAN for tokens not kept). */
+typedef struct {
+    int n;
+    int ids[MAX_V];
+    double p[MAX_V];
+    float logit[MAX_V];
+} Kept;
+
+/* Accepts history[0..n_history) (the first n_prompt as prompt tokens), then applies the
+ * chain to logits. Checks what holds for every list sampler_apply returns: at least one
+ * candidate, finite probabilities summing to 1, sorted most likely first. */
+static Kept apply_after(const SamplerParams *p, const float *logits, int n_vocab,
+                        const int *history, int n_history, int n_prompt)
+{
+    Sampler s;
+    Error err;
+    init_or_fail(&s, p, n_vocab);
+    for (int i = 0; i < n_history; i++)
+        cr_assert_eq(sampler_accept(&s, history[i], i < n_prompt, &err), 0, "%s", err.msg);
+    CandidateList c;
+    cr_assert_eq(candidates_init(&c, n_vocab, &err), 0, "%s", err.msg);
+    sampler_apply(&s, logits, &c);
+    Kept k = {.n = c.n};
+    for (int i = 0; i < MAX_V; i++)
+        k.logit[i] = NAN;
+    cr_assert(c.n >= 1 && c.n <= n_vocab, "%d candidates kept", c.n);
+    double sum = 0.0;
+    for (int i = 0; i < c.n; i++) {
+        const Candidate *x = &c.data[i];
+        cr_assert(isfinite(x->p) && x->p >= 0.0f, "token %d: p = %g", x->id, x->p);
+        if (i > 0)
+            cr_assert(x->p <= c.data[i - 1].p, "not sorted at position %d", i);
+        sum += x->p;
+        k.ids[i] = x->id;
+        k.p[x->id] = x->p;
+        k.logit[x->id] = x->logit;
+    }
+    cr_assert(fabs(sum - 1.0) < 1e-5, "probabilities sum to %.8f", sum);
+    candidates_free(&c);
+    sampler_free(&s);
+    return k;
+}
+
+static Kept apply(const SamplerParams *p, const float *logits, int n_vocab)
+{
+    return apply_after(p, logits, n_vocab, NULL, 0, 0);
+}
+
+/* The kept ids, in order, are exactly want[0..n). */
+static void expect_ids(const Kept *k, const int *want, int n)
+{
+    cr_assert_eq(k->n, n, "kept %d candidates, expected %d", k->n, n);
+    for (int i = 0; i < n; i++)
+        cr_expect_eq(k->ids[i], want[i], "position %d: token %d, expected %d", i, k->ids[i],
+                     want[i]);
+}
+
+static void expect_p(const Kept *k, int id, double want)
+{
+    cr_expect(fabs(k->p[id] - want) < 1e-5, "token %d: p = %.7f, expected %.7f", id, k->p[id],
+              want);
+}
+
+static void expect_logit(const Kept *k, int id, double want)
+{
+    cr_expect(fabs(k->logit[id] - want) < 1e-5, "token %d: logit %.6f, expected %.6f", id,
+              k->logit[id], want);
+}
 
 /* Frequencies of each of n tokens over DRAWS samples. */
 static void sample_frequencies(const SamplerParams *p, const float *logits, int n, double *freq)
 {
     Sampler s;
-    Error err;
-    cr_assert_eq(sampler_init(&s, p, n, &err), 0, "%s", err.msg);
+    init_or_fail(&s, p, n);
     memset(freq, 0, (size_t)n * sizeof *freq);
     for (int i = 0; i < DRAWS; i++) {
         int id = sampler_sample(&s, logits);
@@ -33,11 +127,15 @@ static void expect_frequencies(const double *freq, const double *want, int n)
                   freq[i], want[i]);
 }
 
+/* ---- frequencies of the random draw ---- */
+
 /* top-k 2 of logits (1, 3, 2, 0) keeps tokens 1 and 2, with probabilities e^3 : e^2. */
 Test(sampler, top_k_keeps_the_k_largest)
 {
     const float logits[4] = {1, 3, 2, 0};
-    SamplerParams p = {.temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .seed = 7};
+    SamplerParams p = params_plain();
+    p.top_k = 2;
+    p.seed = 7;
     double freq[4], e = exp(1.0);
     double want[4] = {0, e / (e + 1), 1 / (e + 1), 0};
     sample_frequencies(&p, logits, 4, freq);
@@ -49,28 +147,886 @@ Test(sampler, top_k_keeps_the_k_largest)
 Test(sampler, top_p_keeps_the_smallest_set_reaching_p)
 {
     const float logits[4] = {logf(0.1f), logf(0.2f), logf(0.3f), logf(0.4f)};
-    SamplerParams p = {.temperature = 1.0f, .top_k = 0, .top_p = 0.7f, .seed = 11};
+    SamplerParams p = params_plain();
+    p.top_p = 0.7f;
+    p.seed = 11;
     double freq[4], want[4] = {0, 0, 3.0 / 7, 4.0 / 7};
     sample_frequencies(&p, logits, 4, freq);
     expect_frequencies(freq, want, 4);
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){3, 2}, 2);
+    expect_p(&k, 3, 4.0 / 7);
+    expect_p(&k, 2, 3.0 / 7);
 }
 
 /* Temperature 0.5 doubles the logits: (0, ln 2) -> (0, ln 4), probabilities 1/5 and 4/5. */
 Test(sampler, temperature_scales_the_logits)
 {
     const float logits[2] = {0.0f, logf(2.0f)};
-    SamplerParams p = {.temperature = 0.5f, .top_k = 0, .top_p = 1.0f, .seed = 3};
+    SamplerParams p = params_plain();
+    p.temperature = 0.5f;
+    p.seed = 3;
     double freq[2], want[2] = {0.2, 0.8};
     sample_frequencies(&p, logits, 2, freq);
     expect_frequencies(freq, want, 2);
+    Kept k = apply(&p, logits, 2);
+    expect_p(&k, 0, 0.2);
+    expect_p(&k, 1, 0.8);
 }
 
 /* Temperature 0 is the argmax, with ties going to the lowest id: never a division by 0. */
 Test(sampler, temperature_zero_is_argmax_with_ties_to_the_lowest_id)
 {
     const float logits[5] = {1, 4, 2, 4, -1};
-    SamplerParams p = {.temperature = 0.0f, .top_k = 40, .top_p = 0.9f, .seed = 1};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.top_k = 40;
+    p.top_p = 0.9f;
+    p.seed = 1;
     double freq[5], want[5] = {0, 1, 0, 0, 0};
     sample_frequencies(&p, logits, 5, freq);
     expect_frequencies(freq, want, 5);
+}
+
+/* At temperature 0 sampler_apply gives the untempered distribution: logits (0, ln 2)
+ * have probabilities 1/3 and 2/3, whatever the temperature's sign. */
+Test(sampler, temperature_zero_leaves_untempered_probabilities)
+{
+    const float logits[2] = {0.0f, logf(2.0f)};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    Kept k = apply(&p, logits, 2);
+    expect_ids(&k, (int[]){1, 0}, 2);
+    expect_p(&k, 1, 2.0 / 3);
+    expect_p(&k, 0, 1.0 / 3);
+    p.temperature = -1.0f;
+    k = apply(&p, logits, 2);
+    expect_p(&k, 1, 2.0 / 3);
+}
+
+/* ---- the filters' kept sets ---- */
+
+/* Logits (1, 3, 2, 3, 2, 0): top-k 3 keeps the two 3s (tokens 1 and 3) and, of the two 2s
+ * (tokens 2 and 4), the lower id 2. Probabilities e^3 : e^3 : e^2, i.e. e/(2e+1) twice
+ * and 1/(2e+1). top-k 1 keeps token 1 alone. */
+Test(sampler_filters, top_k_breaks_ties_by_the_lower_id)
+{
+    const float logits[6] = {1, 3, 2, 3, 2, 0};
+    SamplerParams p = params_plain();
+    p.top_k = 3;
+    Kept k = apply(&p, logits, 6);
+    expect_ids(&k, (int[]){1, 3, 2}, 3);
+    double e = exp(1.0);
+    expect_p(&k, 1, e / (2 * e + 1));
+    expect_p(&k, 3, e / (2 * e + 1));
+    expect_p(&k, 2, 1 / (2 * e + 1));
+    p.top_k = 1;
+    k = apply(&p, logits, 6);
+    expect_ids(&k, (int[]){1}, 1);
+    expect_p(&k, 1, 1.0);
+}
+
+/* Probabilities (0.5, 0.3, 0.15, 0.05). min-p 0.25: the bar is 0.25 * 0.5 = 0.125, so
+ * 0.05 goes and the rest is renormalised over 0.95. min-p 0.5: the bar is 0.25, so only
+ * 0.5 and 0.3 stay (5/8 and 3/8). */
+Test(sampler_filters, min_p_keeps_tokens_within_a_factor_of_the_best)
+{
+    const float logits[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
+    SamplerParams p = params_plain();
+    p.min_p = 0.25f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1, 2}, 3);
+    expect_p(&k, 0, 0.5 / 0.95);
+    expect_p(&k, 1, 0.3 / 0.95);
+    expect_p(&k, 2, 0.15 / 0.95);
+    p.min_p = 0.5f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_p(&k, 0, 5.0 / 8);
+    expect_p(&k, 1, 3.0 / 8);
+}
+
+/* Probabilities (1/2, 1/4, 1/8, 1/8). In nats the entropy is
+ *   H = 1/2 ln 2 + 1/4 ln 4 + 2 * 1/8 ln 8 = 1.75 ln 2 = 1.2130,
+ * and |-ln p - H| is 0.75 ln 2 = 0.520 for token 0, 0.25 ln 2 = 0.173 for token 1, and
+ * 1.25 ln 2 = 0.866 for tokens 2 and 3. The typical order is 1, 0, 2, 3 (the tie between
+ * 2 and 3 to the lower id), with running probability 0.25, 0.75, 0.875, 1:
+ *   typical-p 0.2 keeps token 1 alone: the most likely token is not typical;
+ *   typical-p 0.5 keeps {1, 0}: 2/3 and 1/3;
+ *   typical-p 0.8 keeps {1, 0, 2}: 0.5, 0.25 and 0.125 over 0.875. */
+Test(sampler_filters, typical_p_keeps_the_tokens_closest_to_the_entropy)
+{
+    const float logits[4] = {logf(0.5f), logf(0.25f), logf(0.125f), logf(0.125f)};
+    SamplerParams p = params_plain();
+    p.typical_p = 0.2f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){1}, 1);
+    p.typical_p = 0.5f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_p(&k, 0, 2.0 / 3);
+    expect_p(&k, 1, 1.0 / 3);
+    p.typical_p = 0.8f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1, 2}, 3);
+    expect_p(&k, 0, 0.5 / 0.875);
+    expect_p(&k, 1, 0.25 / 0.875);
+    expect_p(&k, 2, 0.125 / 0.875);
+}
+
+/* Extreme settings still keep one candidate: logits (1, 2, 3, 0) under top-p 0, min-p 1
+ * and top-k 1 each keep the most likely token, 2; typical-p 0 keeps the most typical one,
+ * which here is token 1 (see below). */
+Test(sampler_filters, extreme_settings_keep_one_candidate)
+{
+    const float logits[4] = {1, 2, 3, 0};
+    SamplerParams p = params_plain();
+    p.top_p = 0.0f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){2}, 1);
+    p = params_plain();
+    p.min_p = 1.0f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){2}, 1);
+    p = params_plain();
+    p.top_k = 1;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){2}, 1);
+    /* p = (0.0871, 0.2369, 0.6439, 0.0321), H = 0.9475 nats; -ln p = (2.44, 1.44, 0.44,
+     * 3.44), distances (1.49, 0.49, 0.51, 2.49): token 1 is the most typical. */
+    p = params_plain();
+    p.typical_p = 0.0f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){1}, 1);
+    expect_p(&k, 1, 1.0);
+}
+
+/* Every filter at once on logits that are all -inf but one: that one stays, with p 1. */
+Test(sampler_filters, all_banned_but_one_keeps_that_one)
+{
+    const float logits[4] = {-INFINITY, -INFINITY, 5.0f, -INFINITY};
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.typical_p = 0.5f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){2}, 1);
+    expect_p(&k, 2, 1.0);
+    p.temperature = 0.0f;
+    p.top_p = 0.0f;
+    p.min_p = 1.0f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){2}, 1);
+}
+
+/* Equal logits: each filter keeps a prefix in id order (ties to the lower id), min-p
+ * keeps them all (each is the maximum), and probabilities stay equal. */
+Test(sampler_filters, equal_logits_split_ties_by_id)
+{
+    const float logits[4] = {1, 1, 1, 1};
+    SamplerParams p = params_plain();
+    p.top_p = 0.5f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_p(&k, 0, 0.5);
+    p = params_plain();
+    p.min_p = 1.0f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1, 2, 3}, 4);
+    expect_p(&k, 3, 0.25);
+    p = params_plain();
+    p.typical_p = 0.6f; /* every token is exactly as typical: the first 3 reach 0.75 */
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1, 2}, 3);
+    p = params_plain();
+    p.top_k = 2;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1}, 2);
+}
+
+/* Logits a broken model could give: NaN counts as banned, +inf as the largest finite
+ * float; a tiny or huge temperature gives finite probabilities. */
+Test(sampler_filters, non_finite_logits_and_extreme_temperatures_stay_finite)
+{
+    const float logits[3] = {NAN, INFINITY, 0.0f};
+    SamplerParams p = params_plain();
+    Kept k = apply(&p, logits, 3);
+    expect_ids(&k, (int[]){1, 2}, 2);
+    expect_p(&k, 1, 1.0);
+    const float all_nan[2] = {NAN, NAN};
+    k = apply(&p, all_nan, 2);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_p(&k, 0, 0.5);
+    const float pair[2] = {1.0f, 2.0f};
+    p.temperature = 1e-30f;
+    k = apply(&p, pair, 2);
+    expect_p(&k, 1, 1.0);
+    p.temperature = 1e30f;
+    k = apply(&p, pair, 2);
+    expect_p(&k, 0, 0.5);
+}
+
+/* A naive reference for a large vocabulary: top-p and typical-p by a full sort, against
+ * the sampler's histogram search (which sorts only the slice where the mass is reached),
+ * with a tenth of the tokens banned. */
+typedef struct {
+    int id;
+    double key;
+} Keyed;
+
+static int keyed_ascending(const void *a, const void *b)
+{
+    const Keyed *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->id - y->id;
+}
+
+Test(sampler_filters, large_vocabulary_matches_a_full_sort)
+{
+    enum { V = 3000 };
+    float *logits = malloc(V * sizeof *logits);
+    double *prob = malloc(V * sizeof *prob);
+    Keyed *order = malloc(V * sizeof *order);
+    int *kept = malloc(V * sizeof *kept);
+    Rng rng;
+    rng_seed(&rng, 5);
+    double max = -INFINITY, sum = 0.0;
+    for (int i = 0; i < V; i++) {
+        logits[i] = i % 10 == 3 ? -INFINITY : 3.0f * rng_normal(&rng); /* some banned */
+        max = fmax(max, logits[i]);
+    }
+    for (int i = 0; i < V; i++)
+        sum += prob[i] = exp(logits[i] - max);
+    double entropy = 0.0;
+    for (int i = 0; i < V; i++) {
+        prob[i] /= sum;
+        entropy -= prob[i] > 0.0 ? prob[i] * log(prob[i]) : 0.0;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        bool typical = pass == 1;
+        float target = typical ? 0.9f : 0.95f;
+        for (int i = 0; i < V; i++)
+            order[i] = (Keyed){i, typical ? fabs(-log(prob[i]) - entropy) : -prob[i]};
+        qsort(order, V, sizeof *order, keyed_ascending);
+        int n_want = 0;
+        double mass = 0.0;
+        while (mass < target - 1e-6)
+            mass += prob[order[n_want++].id];
+        SamplerParams p = params_plain();
+        p.chain[0] = typical ? SAMPLER_STAGE_TYPICAL_P : SAMPLER_STAGE_TOP_P;
+        p.n_chain = 1;
+        p.top_p = target;
+        p.typical_p = target;
+        Sampler s;
+        Error err;
+        CandidateList c;
+        init_or_fail(&s, &p, V);
+        cr_assert_eq(candidates_init(&c, V, &err), 0, "%s", err.msg);
+        sampler_apply(&s, logits, &c);
+        cr_assert_eq(c.n, n_want, "%s: kept %d, a full sort keeps %d", typical ? "typical" : "top-p",
+                     c.n, n_want);
+        memset(kept, 0, V * sizeof *kept);
+        for (int i = 0; i < c.n; i++)
+            kept[c.data[i].id] = 1;
+        for (int i = 0; i < n_want; i++)
+            cr_expect(kept[order[i].id], "token %d missing", order[i].id);
+        candidates_free(&c);
+        sampler_free(&s);
+    }
+    free(logits);
+    free(prob);
+    free(order);
+    free(kept);
+}
+
+/* ---- the chain order ---- */
+
+/* Logits (3, 2, 1), top-p 0.8, temperature 0.5.
+ * llama.cpp's order, temperature last: top-p sees softmax(3, 2, 1) = (0.665, 0.245, 0.090);
+ *   0.665 < 0.8 and 0.665 + 0.245 = 0.910 >= 0.8, so tokens {0, 1} stay; temperature then
+ *   makes their logits (6, 4): p = 1/(1 + e^-2) = 0.8808 and 0.1192.
+ * llama2.c's order, temperature first: top-p sees softmax(6, 4, 2) = (0.867, 0.117, 0.016);
+ *   0.867 >= 0.8 already, so token 0 stays alone. */
+Test(sampler_chain, temperature_last_and_first_keep_different_sets)
+{
+    const float logits[3] = {3, 2, 1};
+    SamplerParams p = params_plain();
+    p.top_p = 0.8f;
+    p.temperature = 0.5f;
+    Kept k = apply(&p, logits, 3);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_p(&k, 0, 1.0 / (1.0 + exp(-2.0)));
+    expect_p(&k, 1, exp(-2.0) / (1.0 + exp(-2.0)));
+    Error err;
+    cr_assert_eq(sampler_chain_parse("temperature,top-p", &p, &err), 0, "%s", err.msg);
+    k = apply(&p, logits, 3);
+    expect_ids(&k, (int[]){0}, 1);
+    expect_p(&k, 0, 1.0);
+}
+
+Test(sampler_chain, parse_reads_names_and_names_the_bad_item)
+{
+    SamplerParams p = params_plain();
+    Error err;
+    cr_assert_eq(sampler_chain_parse(" penalties, top-k ,top-p,min-p,temperature", &p, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(p.n_chain, 5);
+    SamplerStage want[5] = {SAMPLER_STAGE_PENALTIES, SAMPLER_STAGE_TOP_K, SAMPLER_STAGE_TOP_P,
+                            SAMPLER_STAGE_MIN_P, SAMPLER_STAGE_TEMPERATURE};
+    for (int i = 0; i < 5; i++)
+        cr_expect_eq(p.chain[i], want[i], "stage %d", i);
+    cr_assert_eq(sampler_chain_parse("top-k,nucleus,top-p", &p, &err), -1);
+    cr_expect(strstr(err.msg, "unknown sampler \"nucleus\""), "%s", err.msg);
+    cr_expect_eq(p.n_chain, 5, "a failed parse changed the chain");
+    cr_assert_eq(sampler_chain_parse("top-k,,top-p", &p, &err), -1);
+    cr_expect(strstr(err.msg, "empty item"), "%s", err.msg);
+    cr_assert_eq(sampler_chain_parse("", &p, &err), -1);
+    cr_expect(strstr(err.msg, "empty item"), "%s", err.msg);
+    cr_assert_eq(sampler_chain_parse("top-k,top-p,top-k", &p, &err), -1);
+    cr_expect(strstr(err.msg, "\"top-k\" appears twice"), "%s", err.msg);
+    cr_assert_eq(sampler_chain_parse("Top-K", &p, &err), -1);
+    cr_expect(strstr(err.msg, "\"Top-K\""), "%s", err.msg);
+}
+
+Test(sampler_chain, describe_writes_every_stage_and_the_selector)
+{
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.seed = 42;
+    char buf[512];
+    sampler_chain_describe(&p, buf, sizeof buf);
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> top-k 40 -> "
+                          "typical-p off -> top-p 0.95 -> min-p 0.05 -> temperature 0.8 -> "
+                          "random draw (seed 42)");
+    Error err;
+    cr_assert_eq(sampler_chain_parse("penalties,temperature", &p, &err), 0, "%s", err.msg);
+    p.repeat_penalty = 1.1f;
+    p.penalize_prompt = false;
+    p.temperature = 0.0f;
+    sampler_chain_describe(&p, buf, sizeof buf);
+    cr_expect_str_eq(buf, "penalties (repeat 1.1, frequency 0, presence 0, last 64 tokens, "
+                          "prompt not counted) -> temperature 0 -> greedy (argmax)");
+    sampler_chain_describe(&p, buf, 10);
+    cr_expect_str_eq(buf, "penalties");
+}
+
+/* The default chain is llama.cpp's order: bias and bans, penalties, top-k, typical-p,
+ * top-p, min-p, temperature. */
+Test(sampler_chain, default_order_is_llama_cpps)
+{
+    SamplerParams p, q;
+    sampler_params_default(&p);
+    q = p;
+    Error err;
+    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-k,typical-p,top-p,"
+                                     "min-p,temperature",
+                                     &q, &err),
+                 0, "%s", err.msg);
+    cr_assert_eq(p.n_chain, q.n_chain);
+    cr_expect_eq(memcmp(p.chain, q.chain, sizeof p.chain[0] * (size_t)p.n_chain), 0);
+}
+
+Test(sampler_chain, presets_set_the_documented_values)
+{
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.seed = 9;
+    p.n_chain = 2;
+    Error err;
+    cr_assert_eq(sampler_preset("deterministic", &p, &err), 0, "%s", err.msg);
+    cr_expect(p.temperature <= 0.0f && p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.0f &&
+              p.typical_p == 1.0f && p.repeat_penalty == 1.0f);
+    cr_expect(p.seed == 9 && p.n_chain == 2, "a preset changed the seed or the chain");
+    cr_assert_eq(sampler_preset("balanced", &p, &err), 0, "%s", err.msg);
+    cr_expect(p.temperature == 0.8f && p.top_k == 40 && p.top_p == 0.95f && p.min_p == 0.05f &&
+              p.repeat_penalty == 1.1f && p.repeat_last_n == 64);
+    cr_assert_eq(sampler_preset("creative", &p, &err), 0, "%s", err.msg);
+    cr_expect(p.temperature == 1.2f && p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.1f &&
+              p.repeat_penalty == 1.0f);
+    cr_assert_eq(sampler_preset("wild", &p, &err), -1);
+    cr_expect(strstr(err.msg, "\"wild\"") && strstr(err.msg, "creative"), "%s", err.msg);
+}
+
+/* Every preset gives a working sampler, and "deterministic" is the argmax. */
+Test(sampler_chain, presets_run)
+{
+    const float logits[4] = {0.5f, 2.0f, 1.0f, 2.0f};
+    const char *names[3] = {"deterministic", "balanced", "creative"};
+    for (int i = 0; i < 3; i++) {
+        SamplerParams p;
+        Error err;
+        sampler_params_default(&p);
+        cr_assert_eq(sampler_preset(names[i], &p, &err), 0, "%s", err.msg);
+        Sampler s;
+        init_or_fail(&s, &p, 4);
+        int token = sampler_sample(&s, logits);
+        cr_expect(token >= 0 && token < 4);
+        if (i == 0)
+            cr_expect_eq(token, 1);
+        sampler_free(&s);
+    }
+}
+
+/* ---- penalties ---- */
+
+/* Logits (2, -2, 1, 0.5, -1); history 0, 1, 1, 1; repetition penalty 2. Token 0 (positive)
+ * is divided: 1. Token 1 (negative) is multiplied, once although it occurred 3 times: -4
+ * (dividing would give -1, a raise; applying it 3 times would give -16). The others keep
+ * their logits. */
+Test(sampler_penalties, repetition_divides_positive_and_multiplies_negative_once)
+{
+    const float logits[5] = {2, -2, 1, 0.5f, -1};
+    const int history[4] = {0, 1, 1, 1};
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = -1;
+    Kept k = apply_after(&p, logits, 5, history, 4, 0);
+    expect_logit(&k, 0, 1.0);
+    expect_logit(&k, 1, -4.0);
+    expect_logit(&k, 2, 1.0);
+    expect_logit(&k, 3, 0.5);
+    expect_logit(&k, 4, -1.0);
+}
+
+/* History 0, 1, 2 over equal logits 2; penalty 2 halves the logits in the window:
+ * last-n 0 is off, last-n 2 covers tokens 1 and 2, last-n -1 (and any n >= 3) all three. */
+Test(sampler_penalties, window_covers_the_last_n_tokens)
+{
+    const float logits[4] = {2, 2, 2, 2};
+    const int history[3] = {0, 1, 2};
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 2.0f;
+    const struct {
+        int last_n;
+        float want[4];
+    } cases[] = {{0, {2, 2, 2, 2}}, {2, {2, 1, 1, 2}}, {-1, {1, 1, 1, 2}}, {10, {1, 1, 1, 2}}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        p.repeat_last_n = cases[c].last_n;
+        Kept k = apply_after(&p, logits, 4, history, 3, 0);
+        for (int i = 0; i < 4; i++)
+            cr_expect(fabsf(k.logit[i] - cases[c].want[i]) < 1e-6f,
+                      "last-n %d, token %d: logit %g, expected %g", cases[c].last_n, i,
+                      k.logit[i], cases[c].want[i]);
+    }
+}
+
+/* Prompt token 0, generated token 1, logits 2: with penalize_prompt both are halved,
+ * without it only token 1. */
+Test(sampler_penalties, penalize_prompt_decides_whether_the_prompt_counts)
+{
+    const float logits[3] = {2, 2, 2};
+    const int history[2] = {0, 1};
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 2.0f;
+    p.penalize_prompt = true;
+    Kept k = apply_after(&p, logits, 3, history, 2, 1);
+    expect_logit(&k, 0, 1.0);
+    expect_logit(&k, 1, 1.0);
+    p.penalize_prompt = false;
+    k = apply_after(&p, logits, 3, history, 2, 1);
+    expect_logit(&k, 0, 2.0);
+    expect_logit(&k, 1, 1.0);
+    expect_logit(&k, 2, 2.0);
+}
+
+/* OpenAI: logit -= count * frequency + (count > 0) * presence. Logits 1; history 0, 0, 0, 1;
+ * frequency 0.5, presence 0.25: token 0 is 1 - 3 * 0.5 - 0.25 = -0.75, token 1 is
+ * 1 - 0.5 - 0.25 = 0.25, token 2 stays 1. With a repetition penalty 2 as well, the
+ * division comes first: token 0 is 1/2 - 1.75 = -1.25, token 1 is 1/2 - 0.75 = -0.25. */
+Test(sampler_penalties, frequency_and_presence_follow_openais_formula)
+{
+    const float logits[3] = {1, 1, 1};
+    const int history[4] = {0, 0, 0, 1};
+    SamplerParams p = params_plain();
+    p.frequency_penalty = 0.5f;
+    p.presence_penalty = 0.25f;
+    Kept k = apply_after(&p, logits, 3, history, 4, 0);
+    expect_logit(&k, 0, -0.75);
+    expect_logit(&k, 1, 0.25);
+    expect_logit(&k, 2, 1.0);
+    p.repeat_penalty = 2.0f;
+    k = apply_after(&p, logits, 3, history, 4, 0);
+    expect_logit(&k, 0, -1.25);
+    expect_logit(&k, 1, -0.25);
+}
+
+/* A long history is trimmed to what the window needs: after 1000 tokens of 0 and then
+ * 1, 2, 3, a window of 3 penalizes 1, 2, 3 and not 0. */
+Test(sampler_penalties, long_histories_keep_the_window)
+{
+    const float logits[5] = {2, 2, 2, 2, 2};
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 3;
+    Sampler s;
+    Error err;
+    init_or_fail(&s, &p, 5);
+    for (int i = 0; i < 1003; i++)
+        cr_assert_eq(sampler_accept(&s, i < 1000 ? 0 : i - 999, false, &err), 0, "%s", err.msg);
+    CandidateList c;
+    cr_assert_eq(candidates_init(&c, 5, &err), 0, "%s", err.msg);
+    sampler_apply(&s, logits, &c);
+    float got[5];
+    for (int i = 0; i < c.n; i++)
+        got[c.data[i].id] = c.data[i].logit;
+    cr_expect(got[0] == 2.0f && got[1] == 1.0f && got[2] == 1.0f && got[3] == 1.0f &&
+              got[4] == 2.0f, "logits %g %g %g %g %g", got[0], got[1], got[2], got[3], got[4]);
+    cr_expect(s.cap_history <= 64, "the history grew to %d entries", s.cap_history);
+    candidates_free(&c);
+    sampler_free(&s);
+}
+
+/* Penalties after top-k (a list no longer in id order) find their tokens all the same:
+ * logits (3, 2, 1, 0), top-k 2 then penalty 2 on token 1 gives (3, 1). */
+Test(sampler_penalties, penalties_after_a_filter_find_their_tokens)
+{
+    const float logits[4] = {3, 2, 1, 0};
+    const int history[2] = {1, 3};
+    SamplerParams p = params_plain();
+    p.top_k = 2;
+    p.repeat_penalty = 2.0f;
+    Error err;
+    cr_assert_eq(sampler_chain_parse("top-k,penalties", &p, &err), 0, "%s", err.msg);
+    Kept k = apply_after(&p, logits, 4, history, 2, 0);
+    expect_ids(&k, (int[]){0, 1}, 2);
+    expect_logit(&k, 0, 3.0);
+    expect_logit(&k, 1, 1.0);
+}
+
+/* ---- bad words and logit bias ---- */
+
+/* Vocabulary of 8 with equal logits. Bad words: the phrase (4, 5, 6), the word 3 and its
+ * leading-space spelling 7. 3 and 7 are always banned; 6 only right after 4, 5, whether
+ * those were generated or part of the prompt. */
+Test(sampler_bans, bad_words_ban_single_tokens_and_phrase_endings)
+{
+    const float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int phrase[3] = {4, 5, 6}, word[1] = {3}, spaced[1] = {7};
+    const TokenSequence bad[3] = {{phrase, 3}, {word, 1}, {spaced, 1}};
+    SamplerParams p = params_plain();
+    p.bad_words = bad;
+    p.n_bad_words = 3;
+    const struct {
+        int history[3];
+        int n, n_prompt;
+        bool six_banned;
+    } cases[] = {
+        {{0}, 0, 0, false},       {{4}, 1, 0, false},    {{4, 5}, 2, 0, true},
+        {{5, 4}, 2, 0, false},    {{4, 5}, 2, 2, true},  {{4, 5, 1}, 3, 0, false},
+        {{1, 4, 5}, 3, 1, true},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        Kept k = apply_after(&p, logits, 8, cases[c].history, cases[c].n, cases[c].n_prompt);
+        cr_expect_eq(k.n, cases[c].six_banned ? 5 : 6, "case %zu: %d kept", c, k.n);
+        cr_expect_eq(k.p[3], 0.0, "case %zu: token 3 not banned", c);
+        cr_expect_eq(k.p[7], 0.0, "case %zu: token 7 not banned", c);
+        cr_expect_eq(k.p[6] == 0.0, cases[c].six_banned, "case %zu: token 6 p = %g", c, k.p[6]);
+        cr_expect(k.p[4] > 0.0 && k.p[5] > 0.0, "case %zu: the phrase's first tokens banned", c);
+    }
+}
+
+/* Logits 0 for 4 tokens; bias +ln 3 on token 0 and -inf on token 2: token 2 leaves, and
+ * the others are 3 : 1 : 1, i.e. 3/5, 1/5, 1/5. */
+Test(sampler_bans, logit_bias_adds_and_minus_infinity_bans)
+{
+    const float logits[4] = {0, 0, 0, 0};
+    const LogitBias bias[2] = {{0, logf(3.0f)}, {2, -INFINITY}};
+    SamplerParams p = params_plain();
+    p.logit_bias = bias;
+    p.n_logit_bias = 2;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, (int[]){0, 1, 3}, 3);
+    expect_p(&k, 0, 0.6);
+    expect_p(&k, 1, 0.2);
+    expect_p(&k, 3, 0.2);
+}
+
+/* Banning every token cannot be honoured: the bans are lifted and each token is equally
+ * likely (never a sum of 0 or NaN). */
+Test(sampler_bans, banning_everything_leaves_a_uniform_choice)
+{
+    const float logits[3] = {1, 2, 3};
+    const LogitBias bias[3] = {{0, -INFINITY}, {1, -INFINITY}, {2, -INFINITY}};
+    SamplerParams p = params_plain();
+    p.logit_bias = bias;
+    p.n_logit_bias = 3;
+    Kept k = apply(&p, logits, 3);
+    expect_ids(&k, (int[]){0, 1, 2}, 3);
+    expect_p(&k, 1, 1.0 / 3);
+    p.temperature = 0.0f;
+    Sampler s;
+    init_or_fail(&s, &p, 3);
+    cr_expect_eq(sampler_sample(&s, logits), 0);
+    sampler_free(&s);
+}
+
+Test(sampler_bans, logit_bias_parse_reads_id_and_value)
+{
+    LogitBias b;
+    Error err;
+    cr_assert_eq(sampler_logit_bias_parse("13:-inf", &b, &err), 0, "%s", err.msg);
+    cr_expect(b.token == 13 && b.bias == -INFINITY);
+    cr_assert_eq(sampler_logit_bias_parse("42:+2.5", &b, &err), 0, "%s", err.msg);
+    cr_expect(b.token == 42 && b.bias == 2.5f);
+    const char *bad[] = {"x:1", "5", "5:", "5:abc", "5:nan", "5:inf", "-1:2", "5:1x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(sampler_logit_bias_parse(bad[i], &b, &err), -1, "\"%s\" accepted", bad[i]);
+        cr_expect(strstr(err.msg, "logit bias"), "%s", err.msg);
+    }
+}
+
+/* ---- the selector, seeds, clones ---- */
+
+/* Random logits over 50 tokens: greedy decoding and top-k 1 at temperature 1 pick the
+ * same token, for many logit rows and seeds. */
+Test(sampler_select, greedy_equals_top_k_1)
+{
+    enum { V = 50 };
+    float logits[V];
+    Rng rng;
+    rng_seed(&rng, 123);
+    SamplerParams greedy = params_plain(), top1 = params_plain();
+    greedy.temperature = 0.0f;
+    top1.top_k = 1;
+    for (int trial = 0; trial < 200; trial++) {
+        for (int i = 0; i < V; i++)
+            logits[i] = rng_normal(&rng);
+        greedy.seed = top1.seed = (uint64_t)trial;
+        Sampler a, b;
+        init_or_fail(&a, &greedy, V);
+        init_or_fail(&b, &top1, V);
+        int ta = sampler_sample(&a, logits), tb = sampler_sample(&b, logits);
+        int argmax = 0;
+        for (int i = 1; i < V; i++)
+            argmax = logits[i] > logits[argmax] ? i : argmax;
+        cr_expect(ta == tb && ta == argmax, "trial %d: greedy %d, top-k 1 %d, argmax %d", trial,
+                  ta, tb, argmax);
+        sampler_free(&a);
+        sampler_free(&b);
+    }
+}
+
+/* The tokens a sampler draws for `n` identical rows of logits. */
+static void draw_sequence(const SamplerParams *p, const float *logits, int n_vocab, int *out,
+                          int n)
+{
+    Sampler s;
+    init_or_fail(&s, p, n_vocab);
+    for (int i = 0; i < n; i++)
+        out[i] = sampler_sample(&s, logits);
+    sampler_free(&s);
+}
+
+Test(sampler_select, same_seed_same_tokens_and_seed_zero_is_valid)
+{
+    const float logits[10] = {0};
+    int a[100], b[100], c[100];
+    SamplerParams p = params_plain();
+    p.seed = 42;
+    draw_sequence(&p, logits, 10, a, 100);
+    draw_sequence(&p, logits, 10, b, 100);
+    cr_expect_eq(memcmp(a, b, sizeof a), 0, "seed 42 gave two different sequences");
+    p.seed = 0;
+    draw_sequence(&p, logits, 10, a, 100);
+    p.seed = 1;
+    draw_sequence(&p, logits, 10, b, 100);
+    cr_expect_neq(memcmp(a, b, sizeof a), 0, "seeds 0 and 1 gave the same 100 tokens");
+    p.seed = 0;
+    draw_sequence(&p, logits, 10, c, 100);
+    cr_expect_eq(memcmp(a, c, sizeof a), 0, "seed 0 is not reproducible");
+    int distinct = 0, seen[10] = {0};
+    for (int i = 0; i < 100; i++)
+        distinct += !seen[a[i]]++;
+    cr_expect(distinct == 10, "seed 0 drew only %d of 10 equally likely tokens", distinct);
+}
+
+/* A clone made mid-generation (history with penalties, RNG advanced) goes on exactly as
+ * the original does. */
+Test(sampler_select, clone_continues_identically)
+{
+    enum { V = 20 };
+    float logits[V];
+    for (int i = 0; i < V; i++)
+        logits[i] = (float)(i % 7) * 0.3f;
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 1.3f;
+    p.presence_penalty = 0.2f;
+    p.top_p = 0.9f;
+    p.seed = 77;
+    Sampler s, t;
+    Error err;
+    init_or_fail(&s, &p, V);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(sampler_accept(&s, sampler_sample(&s, logits), false, &err), 0, "%s", err.msg);
+    cr_assert_eq(sampler_clone(&t, &s, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 50; i++) {
+        int a = sampler_sample(&s, logits), b = sampler_sample(&t, logits);
+        cr_assert_eq(a, b, "step %d: original %d, clone %d", i, a, b);
+        cr_assert_eq(sampler_accept(&s, a, false, &err), 0, "%s", err.msg);
+        cr_assert_eq(sampler_accept(&t, b, false, &err), 0, "%s", err.msg);
+    }
+    sampler_free(&s);
+    sampler_free(&t);
+}
+
+/* sampler_sample (which sorts only as much as its draw needs) and sampler_apply +
+ * sampler_select (which sort everything) pick the same tokens for the same seed, with no
+ * filter on (the lazy sort's hardest case), with the default chain and with typical-p. */
+Test(sampler_select, sample_equals_apply_then_select)
+{
+    enum { V = 1000 };
+    float *logits = malloc(V * sizeof *logits);
+    Rng rng;
+    rng_seed(&rng, 9);
+    for (int i = 0; i < V; i++)
+        logits[i] = 2.0f * rng_normal(&rng);
+    SamplerParams settings[3];
+    settings[0] = params_plain();
+    sampler_params_default(&settings[1]);
+    settings[2] = params_plain();
+    settings[2].typical_p = 0.9f;
+    settings[2].temperature = 1.5f;
+    Error err;
+    CandidateList c;
+    cr_assert_eq(candidates_init(&c, V, &err), 0, "%s", err.msg);
+    for (int k = 0; k < 3; k++) {
+        settings[k].seed = 1000 + (uint64_t)k;
+        Sampler a, b;
+        init_or_fail(&a, &settings[k], V);
+        init_or_fail(&b, &settings[k], V);
+        for (int i = 0; i < 300; i++) {
+            sampler_apply(&b, logits, &c);
+            int ta = sampler_sample(&a, logits), tb = sampler_select(&b, &c);
+            cr_assert_eq(ta, tb, "settings %d, draw %d: sample %d, apply+select %d", k, i, ta, tb);
+        }
+        sampler_free(&a);
+        sampler_free(&b);
+    }
+    candidates_free(&c);
+    free(logits);
+}
+
+/* sampler_reset forgets the history: the penalty no longer applies. */
+Test(sampler_select, reset_forgets_the_history)
+{
+    const float logits[2] = {2, 2};
+    SamplerParams p = params_plain();
+    p.repeat_penalty = 2.0f;
+    p.temperature = 0.0f;
+    Sampler s;
+    Error err;
+    init_or_fail(&s, &p, 2);
+    cr_assert_eq(sampler_accept(&s, 0, false, &err), 0, "%s", err.msg);
+    cr_expect_eq(sampler_sample(&s, logits), 1, "token 0 was not penalized");
+    sampler_reset(&s);
+    cr_expect_eq(sampler_sample(&s, logits), 0, "the history survived the reset");
+    sampler_free(&s);
+}
+
+/* ---- bad parameters ---- */
+
+Test(sampler_params, init_and_accept_reject_bad_values)
+{
+    Sampler s;
+    Error err;
+    const int empty_word[1] = {0};
+    const TokenSequence no_tokens[1] = {{empty_word, 0}};
+    const LogitBias far[1] = {{10, 1.0f}};
+    const int outside[2] = {1, 12};
+    const TokenSequence outside_word[1] = {{outside, 2}};
+    const struct {
+        const char *field, *want;
+    } cases[] = {
+        {"top_p", "top-p 1.5"},         {"min_p", "min-p -0.1"},
+        {"typical_p", "typical-p"},     {"temperature", "temperature"},
+        {"top_k", "top-k -1"},          {"repeat_penalty", "repeat penalty 0"},
+        {"repeat_last_n", "repeat-last-n -2"},
+        {"bias", "token 10"},           {"bad_word", "no tokens"},
+        {"bad_word_token", "token 12"}, {"chain", "chain entry"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        const char *f = cases[c].field;
+        if (!strcmp(f, "top_p"))
+            p.top_p = 1.5f;
+        else if (!strcmp(f, "min_p"))
+            p.min_p = -0.1f;
+        else if (!strcmp(f, "typical_p"))
+            p.typical_p = NAN;
+        else if (!strcmp(f, "temperature"))
+            p.temperature = INFINITY;
+        else if (!strcmp(f, "top_k"))
+            p.top_k = -1;
+        else if (!strcmp(f, "repeat_penalty"))
+            p.repeat_penalty = 0.0f;
+        else if (!strcmp(f, "repeat_last_n"))
+            p.repeat_last_n = -2;
+        else if (!strcmp(f, "bias"))
+            p.logit_bias = far, p.n_logit_bias = 1;
+        else if (!strcmp(f, "bad_word"))
+            p.bad_words = no_tokens, p.n_bad_words = 1;
+        else if (!strcmp(f, "bad_word_token"))
+            p.bad_words = outside_word, p.n_bad_words = 1;
+        else
+            p.chain[1] = p.chain[0];
+        cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
+        cr_expect(strstr(err.msg, cases[c].want), "%s: \"%s\" lacks \"%s\"", f, err.msg,
+                  cases[c].want);
+        sampler_free(&s);
+    }
+    SamplerParams p = params_plain();
+    init_or_fail(&s, &p, 10);
+    cr_expect_eq(sampler_accept(&s, 10, false, &err), -1);
+    cr_expect(strstr(err.msg, "token 10"), "%s", err.msg);
+    cr_expect_eq(sampler_accept(&s, -1, true, &err), -1);
+    sampler_free(&s);
+}
+
+/* ---- the candidate list directly ---- */
+
+/* Two tokens of probability 1/2: the draw maps r in [0, 1/2) to the first in the list and
+ * [1/2, 1) to the second, exactly (the sums are whole units, so there is no rounding at
+ * the boundary); a list of 1/4, 1/4, 1/2 splits at 1/4 and 1/2. */
+Test(sampler_candidates, draw_splits_0_1_by_the_probabilities)
+{
+    Candidate data[3] = {{0, 0.0f, 0.5f}, {1, 0.0f, 0.5f}};
+    CandidateList c = {.data = data, .n = 2, .cap = 3};
+    cr_expect_eq(candidates_draw(&c, 0.0f), 0);
+    cr_expect_eq(candidates_draw(&c, 0.5f - 0x1p-24f), 0);
+    cr_expect_eq(candidates_draw(&c, 0.5f), 1);
+    cr_expect_eq(candidates_draw(&c, 1.0f - 0x1p-24f), 1);
+    Candidate three[3] = {{5, 0.0f, 0.25f}, {6, 0.0f, 0.25f}, {7, 0.0f, 0.5f}};
+    c = (CandidateList){.data = three, .n = 3, .cap = 3};
+    cr_expect_eq(candidates_draw(&c, 0.25f - 0x1p-24f), 5);
+    cr_expect_eq(candidates_draw(&c, 0.25f), 6);
+    cr_expect_eq(candidates_draw(&c, 0.5f), 7);
+}
+
+/* The draw without sorting finds, for every r, the token that a walk over the fully
+ * sorted list finds: 2000 tokens (more than one histogram slice holds), 500 values of r. */
+Test(sampler_candidates, draw_sorted_equals_a_walk_over_the_sorted_list)
+{
+    enum { V = 2000 };
+    Error err;
+    CandidateList unsorted, sorted;
+    cr_assert_eq(candidates_init(&unsorted, V, &err), 0, "%s", err.msg);
+    cr_assert_eq(candidates_init(&sorted, V, &err), 0, "%s", err.msg);
+    float *logits = malloc(V * sizeof *logits);
+    Rng rng;
+    rng_seed(&rng, 31);
+    for (int i = 0; i < V; i++)
+        logits[i] = 1.5f * rng_normal(&rng);
+    for (int k = 0; k < 500; k++) {
+        float r = rng_uniform(&rng);
+        candidates_fill(&unsorted, logits, V);
+        candidates_softmax(&unsorted);
+        candidates_fill(&sorted, logits, V);
+        candidates_softmax(&sorted);
+        candidates_sort(&sorted);
+        int a = candidates_draw_sorted(&unsorted, r), b = candidates_draw(&sorted, r);
+        cr_assert_eq(a, b, "r = %.8f: %d without sorting, %d walking the sorted list", r, a, b);
+    }
+    free(logits);
+    candidates_free(&unsorted);
+    candidates_free(&sorted);
 }

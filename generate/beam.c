@@ -1,0 +1,292 @@
+#include "beam.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A partial text being extended. */
+typedef struct {
+    int slot;          /* its KV cache slot */
+    double sum;        /* the log-probability of its tokens */
+    Completion c;      /* its tokens */
+    Sampler sampler;   /* its own history, for the penalties and bad words */
+} Beam;
+
+/* One way to extend a beam: its parent, the token, the total after it. */
+typedef struct {
+    int parent;
+    int token;
+    double sum;
+} Extension;
+
+typedef struct {
+    Session *s;
+    int width;         /* B */
+    float alpha;       /* the length penalty */
+    int n_best;
+    Beam *beams, *next; /* the live beams, and the next step's (B each) */
+    int n_beams;
+    Completion *best;  /* finished hypotheses, best first, at most n_best */
+    int n_best_found;
+    Extension *ext;    /* B * 2B extensions per step */
+    CandidateList cand;
+} BeamSearch;
+
+static int compare_extensions(const void *a, const void *b)
+{
+    const Extension *x = a, *y = b;
+    if (x->sum != y->sum)
+        return x->sum > y->sum ? -1 : 1;
+    if (x->parent != y->parent)
+        return x->parent - y->parent;
+    return x->token - y->token;
+}
+
+static double hypothesis_score(double sum, int length, float alpha)
+{
+    return alpha == 0.0f || length == 0 ? sum : sum / pow((double)length, alpha);
+}
+
+/* Keeps a finished hypothesis if it is among the n_best so far. */
+static int finished_add(BeamSearch *bs, const Completion *tokens, double score,
+                        FinishReason why, Error *err)
+{
+    int at = bs->n_best_found;
+    while (at > 0 && bs->best[at - 1].score < score)
+        at--;
+    if (at >= bs->n_best)
+        return 0;
+    if (bs->n_best_found == bs->n_best)
+        completion_free(&bs->best[--bs->n_best_found]);
+    memmove(&bs->best[at + 1], &bs->best[at], (size_t)(bs->n_best_found - at) * sizeof *bs->best);
+    Completion *c = &bs->best[at];
+    memset(c, 0, sizeof *c);
+    bs->n_best_found++;
+    c->score = score;
+    c->finish = why;
+    c->seed = bs->s->seed;
+    for (int i = 0; i < tokens->n_tokens; i++)
+        if (completion_add_token(c, tokens->tokens[i], err) != 0)
+            return -1;
+    return 0;
+}
+
+/* Every beam's likeliest extensions (2B each: enough that B survive whatever ends). */
+static int collect_extensions(BeamSearch *bs, int *n_ext)
+{
+    *n_ext = 0;
+    for (int b = 0; b < bs->n_beams; b++) {
+        sampler_apply(&bs->beams[b].sampler, infer_logits(&bs->s->ctx, b), &bs->cand);
+        for (int j = 0; j < bs->cand.n && j < 2 * bs->width; j++) {
+            if (!(bs->cand.data[j].p > 0.0f))
+                break;
+            bs->ext[(*n_ext)++] = (Extension){b, bs->cand.data[j].id,
+                                              bs->beams[b].sum + log(bs->cand.data[j].p)};
+        }
+    }
+    qsort(bs->ext, (size_t)*n_ext, sizeof *bs->ext, compare_extensions);
+    return 0;
+}
+
+/* The next step's beams from the ranked extensions: an end of text among the first B ranks
+ * finishes its beam; the B best others go on. */
+static int choose_next(BeamSearch *bs, int n_ext, int *n_next, Error *err)
+{
+    *n_next = 0;
+    for (int rank = 0; rank < n_ext && *n_next < bs->width; rank++) {
+        const Extension *e = &bs->ext[rank];
+        const Beam *parent = &bs->beams[e->parent];
+        bool ends = e->token == bs->s->tok->eos_id ||
+                    (bs->s->tok->eot_id >= 0 && e->token == bs->s->tok->eot_id);
+        if (ends && !bs->s->o->ignore_eos) {
+            if (rank < bs->width &&
+                finished_add(bs, &parent->c, hypothesis_score(e->sum, parent->c.n_tokens, bs->alpha),
+                             FINISH_EOS, err) != 0)
+                return -1;
+            continue;
+        }
+        Beam *child = &bs->next[(*n_next)++];
+        memset(child, 0, sizeof *child);
+        child->slot = -1;
+        child->sum = e->sum;
+        if (sampler_clone(&child->sampler, &parent->sampler, err) != 0 ||
+            sampler_accept(&child->sampler, e->token, false, err) != 0)
+            return -1;
+        for (int i = 0; i < parent->c.n_tokens; i++)
+            if (completion_add_token(&child->c, parent->c.tokens[i], err) != 0)
+                return -1;
+        if (completion_add_token(&child->c, e->token, err) != 0)
+            return -1;
+        child->slot = -2 - e->parent; /* resolved by assign_slots: "child of beam parent" */
+    }
+    return 0;
+}
+
+/* Gives each next beam a cache slot: a parent's first child keeps the parent's slot; the
+ * other children take the slots of parents with no children and copy the parent's cache
+ * there, from the end of the prompt on (every slot holds the prompt). */
+static void assign_slots(BeamSearch *bs, int n_next, int n_prompt)
+{
+    int width = bs->width, children[64] = {0}, free_slots[64], n_free = 0;
+    bool used[64] = {false};
+    for (int i = 0; i < n_next; i++)
+        children[-2 - bs->next[i].slot]++;
+    for (int b = 0; b < bs->n_beams; b++)
+        used[bs->beams[b].slot] = children[b] > 0;
+    for (int slot = 0; slot < width; slot++)
+        if (!used[slot])
+            free_slots[n_free++] = slot;
+    bool kept[64] = {false};
+    for (int i = 0; i < n_next; i++) {
+        int parent = -2 - bs->next[i].slot, parent_slot = bs->beams[parent].slot;
+        if (!kept[parent]) {
+            kept[parent] = true;
+            bs->next[i].slot = parent_slot;
+        } else {
+            bs->next[i].slot = free_slots[--n_free];
+            infer_seq_copy(&bs->s->ctx, parent_slot, bs->next[i].slot, n_prompt);
+        }
+    }
+}
+
+static void beams_free(Beam *beams, int n)
+{
+    for (int b = 0; b < n; b++) {
+        completion_free(&beams[b].c);
+        sampler_free(&beams[b].sampler);
+    }
+}
+
+/* True when no open beam can reach the score of the n_best-th finished one: a beam's sum
+ * only falls, and with alpha > 0 its best hope is the longest length, max_tokens. */
+static bool search_done(const BeamSearch *bs, int max_tokens)
+{
+    if (bs->n_best_found < bs->n_best)
+        return false;
+    double worst_kept = bs->best[bs->n_best_found - 1].score;
+    for (int b = 0; b < bs->n_beams; b++) {
+        int length = bs->alpha > 0.0f ? max_tokens : bs->beams[b].c.n_tokens;
+        if (hypothesis_score(bs->beams[b].sum, length, bs->alpha) > worst_kept)
+            return false;
+    }
+    return true;
+}
+
+/* One step: extend, choose, move the caches, and run the B new tokens in one pass. */
+static int beam_step(BeamSearch *bs, int n_prompt, Error *err)
+{
+    int n_ext, n_next;
+    if (collect_extensions(bs, &n_ext) != 0 || choose_next(bs, n_ext, &n_next, err) != 0)
+        return -1;
+    assign_slots(bs, n_next, n_prompt);
+    beams_free(bs->beams, bs->n_beams);
+    Beam *old = bs->beams;
+    bs->beams = bs->next;
+    bs->next = old;
+    bs->n_beams = n_next;
+    if (n_next == 0)
+        return 0;
+    int slots[64], tokens[64];
+    for (int b = 0; b < n_next; b++) {
+        slots[b] = bs->beams[b].slot;
+        tokens[b] = bs->beams[b].c.tokens[bs->beams[b].c.n_tokens - 1];
+    }
+    return infer_decode_batch(&bs->s->ctx, slots, tokens, n_next, err);
+}
+
+/* The sampler every beam starts from: the session's chain without its truncating filters
+ * and without temperature, so that its probabilities are the model's under the bias, bans
+ * and penalties. */
+static int root_beam(BeamSearch *bs, Error *err)
+{
+    Session *s = bs->s;
+    SamplerParams params = s->params;
+    params.n_chain = 0;
+    for (int i = 0; i < s->params.n_chain; i++) {
+        SamplerStage st = s->params.chain[i];
+        if (st == SAMPLER_STAGE_LOGIT_BIAS || st == SAMPLER_STAGE_BAD_WORDS ||
+            st == SAMPLER_STAGE_PENALTIES)
+            params.chain[params.n_chain++] = st;
+    }
+    params.temperature = 0.0f;
+    Beam *root = &bs->beams[0];
+    bs->n_beams = 1;
+    root->slot = 0;
+    if (sampler_init(&root->sampler, &params, s->model->config.vocab_size, err) != 0)
+        return -1;
+    for (int i = 0; i < s->n_history; i++)
+        if (sampler_accept(&root->sampler, s->history[i].token, s->history[i].is_prompt, err) != 0)
+            return -1;
+    return 0;
+}
+
+/* The hypotheses' texts: their tokens' bytes, cut at the first stop string. */
+static int best_texts(BeamSearch *bs, Error *err)
+{
+    for (int i = 0; i < bs->n_best_found; i++) {
+        Completion *c = &bs->best[i];
+        for (int t = 0; t < c->n_tokens; t++) {
+            char piece[256];
+            size_t len = tokenizer_token_bytes(bs->s->tok, c->tokens[t], piece, sizeof piece);
+            if (completion_add_text(c, piece, len < sizeof piece ? len : sizeof piece, err) != 0)
+                return -1;
+        }
+        for (int k = 0; c->text && k < bs->s->o->stop.n; k++) {
+            char *at = strstr(c->text, bs->s->o->stop.items[k]);
+            if (at) {
+                c->len = (size_t)(at - c->text);
+                c->text[c->len] = '\0';
+                c->finish = FINISH_STOP;
+            }
+        }
+    }
+    return 0;
+}
+
+int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
+                int *n_out, Error *err)
+{
+    *n_out = 0;
+    if (beam_size > 64 || n_best > 64)
+        return error_set(err, "beam search keeps at most 64 beams");
+    BeamSearch bs = {.s = s, .width = beam_size, .alpha = length_penalty, .n_best = n_best};
+    bs.beams = calloc((size_t)beam_size, sizeof *bs.beams);
+    bs.next = calloc((size_t)beam_size, sizeof *bs.next);
+    bs.best = calloc((size_t)n_best, sizeof *bs.best);
+    bs.ext = malloc((size_t)beam_size * 2 * beam_size * sizeof *bs.ext);
+    int n_prompt = infer_seq_length(&s->ctx, 0);
+    int status = bs.beams && bs.next && bs.best && bs.ext ? 0 : error_set(err, "out of memory");
+    if (status == 0)
+        status = candidates_init(&bs.cand, s->model->config.vocab_size, err);
+    if (status == 0)
+        status = root_beam(&bs, err);
+    for (int slot = 1; status == 0 && slot < beam_size; slot++)
+        infer_seq_copy(&s->ctx, 0, slot, 0); /* the prompt, into every slot once */
+    bool done = false;
+    for (int step = 0; status == 0 && !done && bs.n_beams > 0 && step < s->o->max_tokens; step++) {
+        if (infer_seq_length(&s->ctx, bs.beams[0].slot) == s->n_ctx)
+            break;
+        status = beam_step(&bs, n_prompt, err);
+        done = status == 0 && search_done(&bs, s->o->max_tokens);
+    }
+    for (int b = 0; status == 0 && !done && b < bs.n_beams; b++) /* open: finished as they are */
+        status = finished_add(&bs, &bs.beams[b].c,
+                              hypothesis_score(bs.beams[b].sum, bs.beams[b].c.n_tokens, bs.alpha),
+                              FINISH_LENGTH, err);
+    if (status == 0)
+        status = best_texts(&bs, err);
+    for (int i = 0; i < bs.n_best_found; i++) {
+        if (status == 0)
+            out[i] = bs.best[i];
+        else
+            completion_free(&bs.best[i]);
+    }
+    *n_out = status == 0 ? bs.n_best_found : 0;
+    beams_free(bs.beams, bs.n_beams);
+    candidates_free(&bs.cand);
+    free(bs.beams);
+    free(bs.next);
+    free(bs.best);
+    free(bs.ext);
+    return status;
+}

@@ -1,0 +1,30 @@
+/* Beam search: instead of choosing one token per step, keep the B most probable partial
+ * texts ("beams") and extend each by its likeliest tokens; of all extensions, the B with the
+ * highest total log-probability go on. A beam that emits the end-of-text token is set
+ * aside as a finished hypothesis, scored
+ *     score = (sum of its tokens' log-probabilities, EOS's included) / length^alpha
+ * with length the tokens before EOS and alpha the length penalty: alpha = 0 ranks by plain
+ * probability (which favours short texts, every token costing probability), alpha = 1 by
+ * the mean per token. The search ends when no open beam can still beat the finished ones,
+ * or after max_tokens (the open beams then finish as they are).
+ *
+ * Log-probabilities are those of the sampler's chain without its truncating filters:
+ * logit bias, bad words and penalties apply (each beam has its own history), top-k, top-p
+ * and temperature do not. B = 1 is exactly greedy decoding.
+ *
+ * Each beam has a KV cache slot. When beams branch, the first child of a beam takes its
+ * parent's slot as it is and the others copy it into the slots of beams that ended, but
+ * only the positions after the prompt (which every slot holds from the start): the prompt's
+ * part is computed once and copied once. */
+#ifndef QUILL_GENERATE_BEAM_H
+#define QUILL_GENERATE_BEAM_H
+
+#include "session.h"
+
+/* The n_best best hypotheses after sequence 0's prompt, best first, into out[0..*n_out)
+ * (fewer than n_best when fewer were found). The session must have at least beam_size
+ * sequences. */
+int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
+                int *n_out, Error *err);
+
+#endif

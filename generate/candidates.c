@@ -1,0 +1,388 @@
+#include "candidates.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sums of rounded probabilities are off by a few units in the last place: a set whose
+ * exact probability equals the target (0.4 + 0.3 for top-p 0.7) must still reach it. */
+#define MASS_SLACK 1e-6
+
+/* Up to this many candidates, the mass search simply sorts them and walks. */
+#define SMALL_RANGE 64
+
+int candidates_init(CandidateList *c, int cap, Error *err)
+{
+    memset(c, 0, sizeof *c);
+    if (cap <= 0)
+        return error_set(err, "a candidate list needs room for at least 1 token, not %d", cap);
+    c->data = malloc((size_t)cap * sizeof *c->data);
+    if (!c->data)
+        return error_set(err, "out of memory for %d sampling candidates", cap);
+    c->cap = cap;
+    return 0;
+}
+
+void candidates_free(CandidateList *c)
+{
+    if (!c)
+        return;
+    free(c->data);
+    memset(c, 0, sizeof *c);
+}
+
+void candidates_fill(CandidateList *c, const float *logits, int n_vocab)
+{
+    for (int i = 0; i < n_vocab; i++) {
+        float l = logits[i];
+        l = isnan(l) ? -INFINITY : l > FLT_MAX ? FLT_MAX : l;
+        c->data[i] = (Candidate){.id = i, .logit = l, .p = 0.0f};
+    }
+    c->n = n_vocab;
+    c->sorted = false;
+    c->indexed = true;
+    candidates_lift_total_ban(c);
+}
+
+void candidates_lift_total_ban(CandidateList *c)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY)
+            return;
+    for (int i = 0; i < c->n; i++)
+        c->data[i].logit = 0.0f;
+}
+
+void candidates_drop_banned(CandidateList *c)
+{
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY)
+            c->data[kept++] = c->data[i];
+    if (kept == 0) /* every one banned: keep them all (lift_total_ban makes them equal) */
+        return;
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
+static float candidates_max_logit(const CandidateList *c)
+{
+    if (c->sorted)
+        return c->data[0].logit;
+    float max = c->data[0].logit;
+    for (int i = 1; i < c->n; i++)
+        max = c->data[i].logit > max ? c->data[i].logit : max;
+    return max;
+}
+
+double candidates_softmax(CandidateList *c)
+{
+    float max = candidates_max_logit(c);
+    if (max == -INFINITY) { /* every one banned: equally likely */
+        for (int i = 0; i < c->n; i++)
+            c->data[i].p = 1.0f / (float)c->n;
+        return -INFINITY;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < c->n; i++) {
+        c->data[i].p = expf(c->data[i].logit - max); /* exp(-inf) = 0: banned tokens get 0 */
+        sum += c->data[i].p;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < c->n; i++)
+        c->data[i].p *= inv;
+    return (double)max + log(sum);
+}
+
+/* ---- orders and partial sorting ----
+ * The filters need the candidates in order only as far as they look: top-k the first k,
+ * top-p, typical-p and the random draw up to the point where a running probability
+ * reaches a target. Sorting the whole vocabulary (32,000 or more) for that would cost
+ * more than everything else the sampler does, so nothing here sorts more than it must. */
+
+/* An order: by logit, highest first (the "sorted" order), or by the distance of the logit
+ * from a target logit, closest first (typical sampling). Ties go to the lower id, so the
+ * order is total. */
+typedef struct {
+    bool by_distance;
+    float target;
+} CandidateOrder;
+
+static const CandidateOrder ORDER_BY_LOGIT = {false, 0.0f};
+
+/* The sort key, larger first. A banned logit is -INFINITY away from any finite target:
+ * its key is -INFINITY either way, never NaN. */
+static inline float order_key(const Candidate *c, CandidateOrder o)
+{
+    return o.by_distance ? -fabsf(c->logit - o.target) : c->logit;
+}
+
+static inline bool order_before(const Candidate *a, const Candidate *b, CandidateOrder o)
+{
+    float ka = order_key(a, o), kb = order_key(b, o);
+    return ka > kb || (ka == kb && a->id < b->id);
+}
+
+static inline void candidate_swap(Candidate *a, Candidate *b)
+{
+    Candidate t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Restores the heap property below h[i] in a heap of n whose root is the candidate that
+ * comes LAST in the order: the one to evict when a better one turns up. */
+static void heap_sift_down(Candidate *h, int n, int i, CandidateOrder o)
+{
+    for (;;) {
+        int last = i, left = 2 * i + 1, right = left + 1;
+        if (left < n && order_before(&h[last], &h[left], o))
+            last = left;
+        if (right < n && order_before(&h[last], &h[right], o))
+            last = right;
+        if (last == i)
+            return;
+        candidate_swap(&h[i], &h[last]);
+        i = last;
+    }
+}
+
+/* Moves the first m candidates of c[0..n) in order o to c[0..m), sorted; the others stay
+ * in c[m..n) in some order (swapped, never overwritten: the list keeps every candidate).
+ * A heap of m holds the best so far with the worst at its root, so each of the other
+ * n - m candidates costs one comparison with the root, and only a better one costs a
+ * sift: O(n log m) at worst, close to n comparisons for small m. Popping the heap's root
+ * to the back, m times, then sorts the head (with m = n, this is heapsort). */
+static void candidates_select_head(Candidate *c, int n, int m, CandidateOrder o)
+{
+    if (m > n)
+        m = n;
+    for (int i = m / 2 - 1; i >= 0; i--)
+        heap_sift_down(c, m, i, o);
+    for (int i = m; i < n; i++) {
+        if (order_before(&c[i], &c[0], o)) {
+            candidate_swap(&c[i], &c[0]);
+            heap_sift_down(c, m, 0, o);
+        }
+    }
+    for (int end = m - 1; end > 0; end--) {
+        candidate_swap(&c[0], &c[end]);
+        heap_sift_down(c, end, 0, o);
+    }
+}
+
+/* A probability as a whole number of 2^-40 units (truncated). Sums of these are exact,
+ * so the mass of a set of candidates does not depend on the order it is added up in:
+ * a search that visits candidates in any order finds exactly the token that a walk over
+ * the sorted list finds. (Floats would differ in the last bits from one order to
+ * another, and at a boundary that picks a different token.) The sum of 2^31 such numbers
+ * stays below 2^64. */
+static inline uint64_t prob_units(float p)
+{
+    return (uint64_t)((double)p * 0x1p40);
+}
+
+/* The slices of a key range that the mass search adds probability up in. */
+#define MASS_BUCKETS 1024
+
+/* Which slice of [top - span, top] a key falls in, 0 for the top slice: the same
+ * arithmetic for every candidate, so a larger key never lands in a later slice. */
+static inline int mass_bucket(float key, float top, double scale)
+{
+    if (key == -INFINITY)
+        return MASS_BUCKETS - 1;
+    double b = ((double)top - key) * scale;
+    return b < MASS_BUCKETS - 1 ? (int)b : MASS_BUCKETS - 1;
+}
+
+/* Moves the candidates of d[0..n) whose slice is at most `last` to the front, keeping
+ * every candidate (swaps), and returns how many there are. */
+static int move_buckets_forward(Candidate *d, int n, CandidateOrder o, float top, double scale,
+                                int last)
+{
+    int end = 0;
+    for (int i = 0; i < n; i++)
+        if (mass_bucket(order_key(&d[i], o), top, scale) <= last)
+            candidate_swap(&d[i], &d[end++]);
+    return end;
+}
+
+/* Finds the first candidate, in order o, at which the running probability (in units)
+ * reaches `need`, and returns its position after rearranging c so that every candidate
+ * before it in the order sits before it in the list. A list already in order o is just
+ * walked. Otherwise, rather than sorting, a histogram: the range of keys is cut into
+ * MASS_BUCKETS equal slices and the probability of each slice added up; the slice where
+ * the running total reaches `need` holds the answer, every candidate in earlier slices
+ * comes before it, and only that one slice (a few dozen candidates, usually) is sorted
+ * and walked. Three passes over the list and one over the few candidates kept, none of
+ * them a sort. When the whole list does
+ * not reach `need`, returns n - 1 (keep all). */
+static int candidates_find_mass(CandidateList *c, CandidateOrder o, bool in_order, uint64_t need)
+{
+    Candidate *d = c->data;
+    uint64_t below = 0; /* units of d[0..lo), all before everything in d[lo..hi) */
+    int lo = 0, hi = c->n;
+    if (!in_order && c->n > SMALL_RANGE) {
+        float top = -INFINITY, bottom = INFINITY;
+        for (int i = 0; i < c->n; i++) {
+            float key = order_key(&d[i], o);
+            top = key > top ? key : top;
+            bottom = key < bottom && key != -INFINITY ? key : bottom;
+        }
+        double scale = (MASS_BUCKETS - 1) / ((double)top - bottom);
+        if (isfinite(scale)) { /* otherwise one key: a single slice, sorted below */
+            uint64_t units[MASS_BUCKETS] = {0};
+            for (int i = 0; i < c->n; i++)
+                units[mass_bucket(order_key(&d[i], o), top, scale)] += prob_units(d[i].p);
+            int j = 0;
+            while (j < MASS_BUCKETS - 1 && below + units[j] < need)
+                below += units[j++];
+            /* slices 0..j to the front, then, among those few, slices 0..j-1 first */
+            hi = move_buckets_forward(d, c->n, o, top, scale, j);
+            lo = move_buckets_forward(d, hi, o, top, scale, j - 1);
+        }
+    }
+    if (!in_order)
+        candidates_select_head(d + lo, hi - lo, hi - lo, o);
+    for (int i = lo; i < hi; i++) {
+        below += prob_units(d[i].p);
+        if (below >= need)
+            return i;
+    }
+    return hi - 1;
+}
+
+/* The units a running probability must reach for `mass` (with the rounding slack), at
+ * least 1 so that at least one candidate is kept. */
+static uint64_t units_needed(const CandidateList *c, double mass)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < c->n; i++)
+        total += prob_units(c->data[i].p);
+    double need = ceil((mass - MASS_SLACK) * (double)total);
+    return need < 1.0 ? 1 : (uint64_t)need;
+}
+
+void candidates_sort(CandidateList *c)
+{
+    if (c->sorted)
+        return;
+    candidates_select_head(c->data, c->n, c->n, ORDER_BY_LOGIT);
+    c->sorted = true;
+    c->indexed = false;
+}
+
+/* ---- the filters ---- */
+
+void candidates_top_k(CandidateList *c, int k)
+{
+    if (k <= 0 || k >= c->n)
+        return;
+    if (!c->sorted)
+        candidates_select_head(c->data, c->n, k, ORDER_BY_LOGIT);
+    c->n = k;
+    c->sorted = true;
+    c->indexed = false;
+}
+
+void candidates_top_p(CandidateList *c, float top_p)
+{
+    if (top_p >= 1.0f)
+        return;
+    candidates_softmax(c);
+    /* a sorted list stays sorted (its head is kept); otherwise the kept set is unordered */
+    c->n = candidates_find_mass(c, ORDER_BY_LOGIT, c->sorted, units_needed(c, top_p)) + 1;
+    c->indexed = false;
+}
+
+void candidates_min_p(CandidateList *c, float min_p)
+{
+    if (min_p <= 0.0f)
+        return;
+    min_p = min_p > 1.0f ? 1.0f : min_p; /* above 1 nothing, not even the maximum, would pass */
+    /* in double, so that min_p = 1 keeps exactly the candidates tied with the maximum */
+    double threshold = (double)candidates_max_logit(c) + log((double)min_p);
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if ((double)c->data[i].logit >= threshold)
+            c->data[kept++] = c->data[i];
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
+void candidates_typical(CandidateList *c, float typical_p)
+{
+    if (typical_p >= 1.0f)
+        return;
+    double log_z = candidates_softmax(c);
+    /* With ln p_i = l_i - log Z, the information content is -ln p_i = log Z - l_i, so
+     *   H = sum_i p_i (log Z - l_i)   and   |-ln p_i - H| = |l_i - (log Z - H)|:
+     * the order is by distance from one target logit, with no logarithm per token
+     * (banned tokens, p = 0, add nothing to H and are infinitely far away). */
+    double entropy = 0.0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p > 0.0f)
+            entropy += c->data[i].p * (log_z - c->data[i].logit);
+    CandidateOrder o = {true, (float)(log_z - entropy)};
+    c->n = candidates_find_mass(c, o, false, units_needed(c, typical_p)) + 1;
+    c->sorted = false;
+    c->indexed = false;
+}
+
+void candidates_temperature(CandidateList *c, float temperature)
+{
+    if (temperature <= 0.0f || temperature == 1.0f)
+        return;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY)
+            c->data[i].logit = candidates_clamp_logit(c->data[i].logit / temperature);
+}
+
+/* ---- the selectors ---- */
+
+int candidates_argmax(const CandidateList *c)
+{
+    if (c->sorted)
+        return c->data[0].id;
+    const Candidate *best = &c->data[0];
+    for (int i = 1; i < c->n; i++)
+        if (order_before(&c->data[i], best, ORDER_BY_LOGIT))
+            best = &c->data[i];
+    return best->id;
+}
+
+/* The units the running sum must reach for a draw of r: the token whose share of
+ * [0, total) contains floor(r * total). Scaling r by the actual total (close to 2^40,
+ * but not exactly) leaves no gap at the top for rounding to fall into. */
+static uint64_t units_for_draw(const CandidateList *c, float r)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < c->n; i++)
+        total += prob_units(c->data[i].p);
+    if (total == 0) /* not a softmax's output: nothing to aim at, take the last */
+        return UINT64_MAX;
+    uint64_t target = (uint64_t)((double)r * (double)total);
+    return (target < total ? target : total - 1) + 1;
+}
+
+int candidates_draw(const CandidateList *c, float r)
+{
+    uint64_t need = units_for_draw(c, r), running = 0;
+    for (int i = 0; i < c->n; i++) {
+        running += prob_units(c->data[i].p);
+        if (running >= need)
+            return c->data[i].id;
+    }
+    return c->data[c->n - 1].id; /* only for a list whose p are all 0 */
+}
+
+int candidates_draw_sorted(CandidateList *c, float r)
+{
+    int i = candidates_find_mass(c, ORDER_BY_LOGIT, c->sorted, units_for_draw(c, r));
+    if (!c->sorted)
+        c->indexed = false;
+    return c->data[i].id;
+}

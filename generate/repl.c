@@ -1,0 +1,326 @@
+/* The interactive mode: quill generate --interactive, or quill chat. The model stays loaded
+ * and so does the KV cache: each line goes through the model after what is already there,
+ * and only the new text is computed.
+ *
+ *   plain model  each line continues the text so far (the reply streams after it)
+ *   chat model   each line is a user turn in the model's chat template (or the one
+ *                --chat-template names); the reply is the assistant's turn
+ *
+ * Commands: /help, /set key=value (any generation flag), /status, /reset, /quit. Lines
+ * between two """ lines are one input. Ctrl+C stops a reply and returns to the prompt;
+ * a second Ctrl+C, or the end of input, leaves with exit status 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "generate.h"
+#include "lineread.h"
+#include "loader.h"
+#include "matmul.h"
+#include "repl.h"
+#include "session.h"
+#include "stream.h"
+
+/* The context a conversation gets when --context does not say: the model's, up to this (a
+ * model trained for 128k positions would otherwise reserve gigabytes of cache). */
+enum { REPL_DEFAULT_CONTEXT = 4096, REPL_MAX_MESSAGES = 4096 };
+
+static volatile sig_atomic_t repl_generating = 0, repl_interrupted = 0;
+
+/* Ctrl+C: stops a reply the first time; at the prompt, or a second time, leaves. */
+static void repl_on_interrupt(int signo)
+{
+    (void)signo;
+    if (!repl_generating || repl_interrupted) {
+        static const char bye[] = "\n";
+        ssize_t ignored = write(STDOUT_FILENO, bye, sizeof bye - 1);
+        (void)ignored;
+        _exit(0);
+    }
+    repl_interrupted = 1;
+}
+
+typedef struct {
+    const Model *model;
+    const Tokenizer *tok;
+    GenerateOptions *o;
+    Session session;
+    ChatFamily family;   /* CHAT_UNKNOWN: plain completion */
+    ChatMessage messages[REPL_MAX_MESSAGES];
+    char *owned[REPL_MAX_MESSAGES]; /* the messages' texts */
+    int n_messages;
+    int n_formatted;     /* messages already in the cache */
+    StringList values;   /* the texts of /set string settings */
+    bool terminal;
+} Repl;
+
+static void repl_help(FILE *out)
+{
+    fprintf(out, "commands:\n"
+                 "  /set key=value   change a setting (e.g. /set temperature=0, /set top-k=50,\n"
+                 "                   /set max-tokens=100, /set samplers=top-k,temperature)\n"
+                 "  /status          every setting and its value\n"
+                 "  /reset           forget the conversation (and the KV cache)\n"
+                 "  /help            this list\n"
+                 "  /quit            leave (so do Ctrl+D and a second Ctrl+C)\n"
+                 "  \"\"\"              on its own line: start or end an input of several lines\n");
+}
+
+/* ---- the conversation -------------------------------------------------------------------- */
+
+static void messages_clear(Repl *r)
+{
+    for (int i = 0; i < r->n_messages; i++)
+        free(r->owned[i]);
+    r->n_messages = 0;
+    r->n_formatted = 0;
+}
+
+static int message_add(Repl *r, ChatRole role, const char *text, Error *err)
+{
+    if (r->n_messages == REPL_MAX_MESSAGES)
+        return error_set(err, "the conversation has %d messages: /reset to start again",
+                         REPL_MAX_MESSAGES);
+    char *copy = strdup(text);
+    if (!copy)
+        return error_set(err, "out of memory");
+    r->owned[r->n_messages] = copy;
+    r->messages[r->n_messages++] = (ChatMessage){role, copy};
+    return 0;
+}
+
+/* The text a user's input adds to the cache: in chat mode the turn in the template (all of
+ * the conversation the first time, then only what follows the last reply); otherwise the
+ * input itself. */
+static int turn_text(Repl *r, const char *input, char **text, Error *err)
+{
+    if (r->family == CHAT_UNKNOWN) {
+        *text = strdup(input);
+        return *text ? 0 : error_set(err, "out of memory");
+    }
+    if (r->n_messages == 0 && r->o->system && message_add(r, CHAT_ROLE_SYSTEM, r->o->system, err))
+        return -1;
+    if (message_add(r, CHAT_ROLE_USER, input, err) != 0)
+        return -1;
+    if (r->n_formatted == 0)
+        return chat_format(r->family, r->messages, r->n_messages, true, text, err);
+    return chat_format_continuation(r->family, r->messages, r->n_messages, r->n_formatted, true,
+                                    text, err);
+}
+
+/* The turn's tokens: the start of a conversation gets bos (unless its template writes
+ * one); later text continues it, without SPM's start-of-text space. */
+static int turn_tokens(Repl *r, const char *text, int **ids, size_t *n, Error *err)
+{
+    bool first = infer_seq_length(&r->session.ctx, 0) == 0;
+    bool template_bos = r->family != CHAT_UNKNOWN && chat_template_writes_bos(r->family);
+    EncodeOptions opt = {.add_bos = first && r->tok->add_bos && !template_bos,
+                         .parse_special = r->family != CHAT_UNKNOWN, .mid_text = !first};
+    return tokenizer_encode_with(r->tok, text, strlen(text), opt, ids, n, err);
+}
+
+/* The reply as the template expects it back (llama2 and mistral write the space after
+ * [/INST] as part of the reply's first token: chat.h). */
+static const char *reply_content(const Repl *r, const char *reply)
+{
+    bool spaced = r->family == CHAT_LLAMA2 || r->family == CHAT_MISTRAL;
+    return spaced && reply[0] == ' ' ? reply + 1 : reply;
+}
+
+/* One input: its text through the model, then the reply streamed. */
+static int repl_turn(Repl *r, const char *input, Error *err)
+{
+    char *text;
+    int *ids = NULL;
+    size_t n = 0;
+    if (turn_text(r, input, &text, err) != 0)
+        return -1;
+    int status = turn_tokens(r, text, &ids, &n, err);
+    free(text);
+    if (status == 0)
+        status = session_feed(&r->session, ids, (int)n, err);
+    free(ids);
+    if (status != 0)
+        return -1;
+    r->n_formatted = r->n_messages;
+    Completion c;
+    repl_interrupted = 0;
+    repl_generating = 1;
+    status = session_continue(&r->session, stdout, &c, err);
+    repl_generating = 0;
+    if (status == 0 && r->family != CHAT_UNKNOWN) {
+        status = message_add(r, CHAT_ROLE_ASSISTANT, reply_content(r, c.text ? c.text : ""),
+                             err);
+        r->n_formatted = r->n_messages;
+    }
+    if (status == 0 && c.finish == FINISH_INTERRUPT)
+        printf("\n[stopped]");
+    if (status == 0 && c.finish == FINISH_CONTEXT)
+        printf("\n[the context is full: /reset to start again]");
+    putchar('\n');
+    fflush(stdout);
+    completion_free(&c);
+    return status;
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+/* "/set key=value": any generation flag, parsed as on the command line. */
+static int repl_set(Repl *r, const char *arg, Error *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq)
+        return error_set(err, "/set needs key=value, e.g. /set temperature=0.5");
+    Flag flags[GENERATE_MAX_FLAGS];
+    int n_flags = generate_options_flags(r->o, flags);
+    const Flag *f = cli_flag_find(flags, n_flags, arg, (size_t)(eq - arg));
+    const char *fixed[] = {"prompt", "interactive", "context", "cache-type", "threads",
+                           "chat-template", "beam-size", "num-samples", "output-file"};
+    for (size_t i = 0; f && i < sizeof fixed / sizeof *fixed; i++)
+        if (strcmp(f->name, fixed[i]) == 0)
+            return error_set(err, "/set %s: fixed for this session (give it on the command line)",
+                             f->name);
+    if (!f)
+        return error_set(err, "/set: unknown setting '%.*s' (/status lists them)",
+                         (int)(eq - arg), arg);
+    /* a string setting points at its text, so the text lives as long as the session */
+    if (string_list_append(&r->values, eq + 1, err) != 0)
+        return -1;
+    const char *value = r->values.items[r->values.n - 1];
+    char what[64];
+    snprintf(what, sizeof what, "/set %s", f->name);
+    if (f->type == FLAG_LIST)
+        string_list_clear(f->dest);
+    int status = cli_flag_set(f, value, what, err);
+    if (status == 0 && strcmp(f->name, "preset") == 0)
+        status = generate_options_apply_preset(r->o, err);
+    if (status == 0 && strcmp(f->name, "stop") == 0)
+        status = generate_stops_unescape(r->o, err);
+    return status == 0 ? session_update_sampler(&r->session, err) : -1;
+}
+
+/* Runs a /command; returns 1 for /quit. A bad command is one line on stderr, and the
+ * session goes on. */
+static int repl_command(Repl *r, const char *line)
+{
+    Error err = {{0}};
+    int status = 0;
+    if (strcmp(line, "/quit") == 0 || strcmp(line, "/exit") == 0)
+        return 1;
+    if (strcmp(line, "/help") == 0) {
+        repl_help(stdout);
+    } else if (strcmp(line, "/status") == 0) {
+        generate_options_write(stdout, r->o);
+        printf("  %-20s %d of %d positions\n", "(context used)",
+               infer_seq_length(&r->session.ctx, 0), r->session.n_ctx);
+    } else if (strcmp(line, "/reset") == 0) {
+        session_reset(&r->session);
+        messages_clear(r);
+        printf("[the conversation is forgotten]\n");
+    } else if (strncmp(line, "/set ", 5) == 0) {
+        status = repl_set(r, line + 5, &err);
+        if (status == 0)
+            printf("[%s]\n", line + 5);
+    } else {
+        status = error_set(&err, "unknown command %s (/help lists them)", line);
+    }
+    if (status != 0)
+        fprintf(stderr, "quill: %s\n", err.msg);
+    fflush(stdout);
+    return 0;
+}
+
+/* The next input: a line, or the lines between two """ lines joined by newlines. NULL at
+ * the end of input. */
+static char *repl_read_input(const Repl *r)
+{
+    char *line = line_read(r->terminal ? "> " : "");
+    if (!line || strcmp(line, "\"\"\"") != 0)
+        return line;
+    free(line);
+    size_t len = 0;
+    char *text = calloc(1, 1);
+    char *next;
+    while (text && (next = line_read(r->terminal ? ". " : "")) && strcmp(next, "\"\"\"") != 0) {
+        char *grown = realloc(text, len + strlen(next) + 2);
+        if (grown) {
+            len += (size_t)sprintf(grown + len, "%s%s", len ? "\n" : "", next);
+            text = grown;
+        }
+        free(next);
+    }
+    return text;
+}
+
+static int repl_loop(Repl *r)
+{
+    if (r->terminal)
+        printf("quill chat: %s. /help lists the commands.\n",
+               r->family == CHAT_UNKNOWN ? "each line continues the text"
+                                         : "each line is your turn");
+    char *input;
+    while ((input = repl_read_input(r))) {
+        int quit = 0;
+        Error err = {{0}};
+        if (input[0] == '/')
+            quit = repl_command(r, input);
+        else if (input[0] && repl_turn(r, input, &err) != 0)
+            fprintf(stderr, "quill: %s\n", err.msg);
+        free(input);
+        if (quit)
+            break;
+    }
+    return 0;
+}
+
+int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
+{
+    char path[4096];
+    model_path_resolve(model_arg, path, sizeof path);
+    compute_set_threads(o->threads);
+    Model m;
+    Tokenizer tok;
+    if (model_file_load(path, &m, &tok, err) != 0)
+        return -1;
+    Repl r = {.model = &m, .tok = &tok, .o = o, .terminal = line_input_is_terminal()};
+    r.family = o->chat_template ? chat_family_from_name(o->chat_template)
+                                : chat_family_from_gguf(m.file);
+    if (o->chat_template && r.family == CHAT_UNKNOWN)
+        fprintf(stderr, "quill: unknown chat template '%s' (known: %s): plain completion\n",
+                o->chat_template, chat_family_names());
+    int n_ctx = o->context > 0 ? o->context : m.config.context;
+    n_ctx = o->context > 0 || n_ctx < REPL_DEFAULT_CONTEXT ? n_ctx : REPL_DEFAULT_CONTEXT;
+    o->echo = false;
+    int status = generate_stops_unescape(o, err);
+    if (status == 0)
+        status = session_init(&r.session, &m, &tok, o, generate_seed(o), 1, n_ctx, err);
+    if (status == 0) {
+        struct sigaction sa = {.sa_handler = repl_on_interrupt};
+        sigaction(SIGINT, &sa, NULL);
+        r.session.interrupted = &repl_interrupted;
+        status = repl_loop(&r);
+        if (o->verbose)
+            session_report(&r.session);
+        session_free(&r.session);
+    }
+    messages_clear(&r);
+    string_list_clear(&r.values);
+    tokenizer_free(&tok);
+    model_free(&m);
+    return status;
+}
+
+int cmd_chat(int argc, char **argv, Error *err)
+{
+    GenerateOptions o;
+    generate_options_default(&o);
+    const char *model = NULL;
+    int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0)
+        status = repl_run(model, &o, err);
+    generate_options_free(&o);
+    return status < 0 ? -1 : 0;
+}

@@ -1,0 +1,11 @@
+/* The interactive mode (quill generate --interactive, quill chat): repl.c. */
+#ifndef QUILL_GENERATE_REPL_H
+#define QUILL_GENERATE_REPL_H
+
+#include "error.h"
+#include "options.h"
+
+/* Loads MODEL and runs the prompt loop until /quit, the end of input or a second Ctrl+C. */
+int repl_run(const char *model, GenerateOptions *o, Error *err);
+
+#endif
