@@ -90,7 +90,7 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"system", FLAG_STRING, &o->system, 0, 0, "the system prompt of a chat"},
     };
     enum { N = sizeof table / sizeof *table };
-    _Static_assert(N <= GENERATE_MAX_FLAGS, "GENERATE_MAX_FLAGS must cover every flag");
+    _Static_assert((int)N <= (int)GENERATE_MAX_FLAGS, "GENERATE_MAX_FLAGS must cover every flag");
     memcpy(flags, table, sizeof table);
     return N;
 }

@@ -71,7 +71,8 @@ static void emit(TextStream *s, size_t n)
 {
     if (n > 0)
         s->sink(s->sink_ctx, s->pending, n);
-    memmove(s->pending, s->pending + n, s->len - n);
+    if (s->len > n)
+        memmove(s->pending, s->pending + n, s->len - n);
     s->len -= n;
 }
 
@@ -79,7 +80,7 @@ int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err)
 {
     if (s->stopped_by >= 0)
         return 1;
-    if (s->len + n > s->cap) {
+    if (n > 0 && s->len + n > s->cap) {
         size_t cap = (s->len + n) * 2 + 16;
         char *grown = realloc(s->pending, cap);
         if (!grown)
@@ -87,6 +88,8 @@ int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err)
         s->pending = grown;
         s->cap = cap;
     }
+    if (n == 0) /* a token with no text (a control token) decides nothing */
+        return 0;
     memcpy(s->pending + s->len, bytes, n);
     s->len += n;
     int which = -1;

@@ -9,9 +9,12 @@
 
 const char *test_shared_path(const char *relative)
 {
-    static char path[4096];
+    /* a few buffers in turn, so that a test can hold several paths at once */
+    static char paths[8][4096];
+    static int next;
+    char *path = paths[next++ % 8];
     const char *root = getenv("QUILL_SHARED");
-    snprintf(path, sizeof path, "%s/%s", root && *root ? root : "../shared", relative);
+    snprintf(path, sizeof paths[0], "%s/%s", root && *root ? root : "../shared", relative);
     struct stat st;
     return stat(path, &st) == 0 ? path : NULL;
 }

@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Path of a file under ../shared (or $QUILL_SHARED), in a static buffer, or NULL when the
- * file is missing. */
+/* Path of a file under ../shared (or $QUILL_SHARED), in one of 8 static buffers used in
+ * turn, or NULL when the file is missing. */
 const char *test_shared_path(const char *relative);
 
 /* True in CI (CI=true), where tests that need ../shared must fail instead of skipping. */

@@ -1,0 +1,193 @@
+/* Generation in-process, against things computed independently: beam search against an
+ * exhaustive search over every continuation, greedy decoding three ways (temperature 0,
+ * top-k 1, one beam), and samples decoded side by side against the same samples one at a
+ * time. The model is a small random one with a 6-token vocabulary, so that every
+ * continuation of 3 tokens can be enumerated. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../generate/beam.h"
+#include "../generate/options.h"
+#include "../generate/session.h"
+#include "model.h"
+#include "rng.h"
+
+enum { TV = 6 };
+
+typedef struct {
+    Model model;
+    Tokenizer tok;
+    GenerateOptions o;
+} Tiny;
+
+/* Random weights large enough that the next-token distributions are far from uniform. */
+static void tiny_init(Tiny *t, uint64_t seed)
+{
+    ModelConfig c = {.n_layers = 2, .dim = 16, .n_heads = 2, .n_kv_heads = 1, .ffn_dim = 32,
+                     .vocab_size = TV, .context = 32, .rope_base = 10000.0f, .norm_eps = 1e-5f};
+    Error err;
+    cr_assert_eq(model_init(&t->model, &c, &err), 0, "%s", err.msg);
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (size_t i = 0; i < t->model.n_params; i++)
+        t->model.params[i] = 0.5f * rng_normal(&rng);
+    const char *pieces[TV] = {"<unk>", "<s>", "</s>", "a", "b", "c"};
+    const int32_t types[TV] = {TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL,
+                               TOKEN_TYPE_NORMAL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_NORMAL};
+    cr_assert_eq(tokenizer_init(&t->tok, TV, pieces, NULL, types, &err), 0, "%s", err.msg);
+    generate_options_default(&t->o);
+    t->o.ignore_eos = true; /* every token may follow every token: 6^3 continuations */
+}
+
+static void tiny_free(Tiny *t)
+{
+    tokenizer_free(&t->tok);
+    model_free(&t->model);
+    generate_options_free(&t->o);
+}
+
+static const int PROMPT[] = {1, 3, 4};
+enum { N_PROMPT = 3 };
+
+static void session_with_prompt(Session *s, Tiny *t, int n_seq)
+{
+    Error err;
+    cr_assert_eq(session_init(s, &t->model, &t->tok, &t->o, 5, n_seq, 16, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(session_feed(s, PROMPT, N_PROMPT, &err), 0, "%s", err.msg);
+}
+
+/* log p(seq | prompt) by full forward passes over prompt + seq, in double. */
+static double sequence_logprob(Tiny *t, const int *seq, int n)
+{
+    int tokens[N_PROMPT + 3];
+    memcpy(tokens, PROMPT, sizeof PROMPT);
+    memcpy(tokens + N_PROMPT, seq, (size_t)n * sizeof *seq);
+    Activations a;
+    Error err;
+    cr_assert_eq(activations_init(&a, &t->model, 1, N_PROMPT + n, &err), 0, "%s", err.msg);
+    model_forward(&t->model, &a, tokens, 1, N_PROMPT + n, 0);
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *z = a.logits + (size_t)(N_PROMPT - 1 + i) * TV;
+        double max = z[0], total = 0.0;
+        for (int v = 1; v < TV; v++)
+            max = z[v] > max ? z[v] : max;
+        for (int v = 0; v < TV; v++)
+            total += exp(z[v] - max);
+        sum += z[seq[i]] - max - log(total);
+    }
+    activations_free(&a);
+    return sum;
+}
+
+/* With 36 = 6^2 beams nothing is ever dropped before the last step, so beam search at depth
+ * 3 must find the most probable of all 216 continuations, with its log-probability. */
+Test(generate, beam_search_finds_the_exhaustive_best_at_depth_3)
+{
+    Tiny t;
+    tiny_init(&t, 11);
+    t.o.max_tokens = 3;
+    double best = -INFINITY;
+    int best_seq[3] = {0}, compared = 0;
+    for (int x = 0; x < TV; x++)
+        for (int y = 0; y < TV; y++)
+            for (int z = 0; z < TV; z++) {
+                int seq[3] = {x, y, z};
+                double lp = sequence_logprob(&t, seq, 3);
+                if (lp > best) {
+                    best = lp;
+                    memcpy(best_seq, seq, sizeof seq);
+                }
+                compared++;
+            }
+    cr_assert_eq(compared, 216);
+    Session s;
+    session_with_prompt(&s, &t, 36);
+    Completion c[1];
+    int n;
+    Error err;
+    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(c[0].n_tokens, 3);
+    cr_expect_arr_eq(c[0].tokens, best_seq, sizeof best_seq, "beam %d %d %d, exhaustive %d %d %d",
+                     c[0].tokens[0], c[0].tokens[1], c[0].tokens[2], best_seq[0], best_seq[1],
+                     best_seq[2]);
+    cr_expect(fabs(c[0].score - best) < 1e-4, "beam score %g, exhaustive %g", c[0].score, best);
+    completion_free(&c[0]);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* The tokens one continuation takes, with the options as they are. */
+static void continuation(Tiny *t, int *tokens, int n)
+{
+    Session s;
+    Completion c;
+    Error err;
+    session_with_prompt(&s, t, 1);
+    cr_assert_eq(session_continue(&s, NULL, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(c.n_tokens, n);
+    memcpy(tokens, c.tokens, (size_t)n * sizeof *tokens);
+    completion_free(&c);
+    session_free(&s);
+}
+
+Test(generate, greedy_equals_top_k_1_equals_one_beam)
+{
+    enum { N = 8 };
+    Tiny t;
+    tiny_init(&t, 12);
+    t.o.max_tokens = N;
+    int greedy[N], top1[N];
+    t.o.temperature = 0.0f;
+    continuation(&t, greedy, N);
+    t.o.temperature = 0.9f;
+    t.o.top_k = 1;
+    continuation(&t, top1, N);
+    cr_expect_arr_eq(greedy, top1, sizeof greedy, "top-k 1 differs from greedy");
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    Completion c[1];
+    int n;
+    Error err;
+    cr_assert_eq(beam_search(&s, 1, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(c[0].n_tokens, N);
+    cr_expect_arr_eq(c[0].tokens, greedy, sizeof greedy, "one beam differs from greedy");
+    completion_free(&c[0]);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* Samples decoded side by side (one pass per step for all, each in its own cache slot
+ * after a copy of the prompt's) equal the same seeds decoded one at a time. */
+Test(generate, samples_side_by_side_equal_samples_one_at_a_time)
+{
+    enum { N = 10, SAMPLES = 3 };
+    Tiny t;
+    tiny_init(&t, 13);
+    t.o.max_tokens = N;
+    t.o.temperature = 1.0f;
+    Session s;
+    session_with_prompt(&s, &t, SAMPLES);
+    Completion many[SAMPLES];
+    Error err;
+    cr_assert_eq(session_sample_many(&s, SAMPLES, many, &err), 0, "%s", err.msg);
+    session_free(&s);
+    for (int i = 0; i < SAMPLES; i++) {
+        Session one;
+        Completion c;
+        cr_assert_eq(session_init(&one, &t.model, &t.tok, &t.o, 5 + (uint64_t)i, 1, 16, &err), 0);
+        cr_assert_eq(session_feed(&one, PROMPT, N_PROMPT, &err), 0, "%s", err.msg);
+        cr_assert_eq(session_continue(&one, NULL, &c, &err), 0, "%s", err.msg);
+        cr_assert_eq(c.n_tokens, many[i].n_tokens);
+        cr_expect_arr_eq(c.tokens, many[i].tokens, (size_t)c.n_tokens * sizeof(int), "sample %d",
+                         i);
+        completion_free(&c);
+        completion_free(&many[i]);
+        session_free(&one);
+    }
+    tiny_free(&t);
+}
