@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "generate.h"
 #include "gguf.h"
+#include "loader.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -121,11 +122,13 @@ int cmd_info(int argc, char **argv, Error *err)
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
     GgufFile *f;
-    if (gguf_open(&f, positional[0], err) != 0)
+    char path[4096];
+    model_path_resolve(positional[0], path, sizeof path);
+    if (gguf_open(&f, path, err) != 0)
         return -1;
     printf("%s: GGUF v%u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64
            "\n",
-           positional[0], f->version, f->n_kv, f->n_tensors, f->alignment);
+           path, f->version, f->n_kv, f->n_tensors, f->alignment);
     print_model(f);
     print_tokenizer(f);
     if (show_metadata) {

@@ -8,6 +8,7 @@
 #include "fileio.h"
 #include "generate.h"
 #include "gguf.h"
+#include "loader.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -94,12 +95,14 @@ int cmd_tokenize(int argc, char **argv, Error *err)
         return parsed < 0 ? -1 : 0;
     GgufFile *f;
     Tokenizer tok;
-    if (gguf_open(&f, positional[0], err) != 0)
+    char path[4096];
+    model_path_resolve(positional[0], path, sizeof path);
+    if (gguf_open(&f, path, err) != 0)
         return -1;
     int status = tokenizer_from_gguf(&tok, f, err);
     gguf_close(f);
     if (status != 0)
-        return error_prefix(err, "%s", positional[0]);
+        return error_prefix(err, "%s", path);
     char *text = NULL;
     size_t len;
     int *ids = NULL;

@@ -341,6 +341,15 @@ Test(cli, flags_take_both_spellings_everywhere, .timeout = 60)
     cr_assert_eq(quill(&out, "generate %s/model.gguf --prompt=the --max-tokens=3 --seed=1", run),
                  0, "%s", out);
     free(out);
+    /* a run directory stands for its model.gguf, for every command that reads a model */
+    const char *commands[] = {"generate %s --prompt the -n 3", "info %s", "tokenize %s the",
+                              "eval %s --data %s --seq-len 8"};
+    for (int i = 0; i < 4; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, commands[i], run, corpus);
+        cr_assert_eq(quill(&out, "%s", args), 0, "quill %s: %s", args, out);
+        free(out);
+    }
     expect_clean_error("--steps expects an integer", "train --resume %s --steps=many", run);
 }
 

@@ -134,5 +134,7 @@ int cmd_eval(int argc, char **argv, Error *err)
     if (!o.data)
         return error_set(err, "--data FILE is missing (see quill eval --help)");
     compute_set_threads(o.threads);
-    return eval_run(positional[0], &o, err);
+    char path[4096];
+    model_path_resolve(positional[0], path, sizeof path);
+    return eval_run(path, &o, err);
 }
