@@ -120,7 +120,8 @@ $(QUILL): $(BUILD)/main.o $(CMD_OBJS) $(LIB)
 $(TESTS): $(call obj,$(TEST_C)) $(CMD_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 
-$(BUILD)/notebooks/%: $(BUILD)/notebooks-c/%.o $(LIB)
+# Notebooks may use the generation side's sampler as well as the library.
+$(BUILD)/notebooks/%: $(BUILD)/notebooks-c/%.o $(CMD_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
