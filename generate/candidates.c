@@ -217,8 +217,7 @@ static int move_buckets_forward(Candidate *d, int n, CandidateOrder o, float top
  * the running total reaches `need` holds the answer, every candidate in earlier slices
  * comes before it, and only that one slice (a few dozen candidates, usually) is sorted
  * and walked. Three passes over the list and one over the few candidates kept, none of
- * them a sort. When the whole list does
- * not reach `need`, returns n - 1 (keep all). */
+ * them a sort. When the whole list does not reach `need`, returns n - 1 (keep all). */
 static int candidates_find_mass(CandidateList *c, CandidateOrder o, bool in_order, uint64_t need)
 {
     Candidate *d = c->data;
@@ -231,8 +230,8 @@ static int candidates_find_mass(CandidateList *c, CandidateOrder o, bool in_orde
             top = key > top ? key : top;
             bottom = key < bottom && key != -INFINITY ? key : bottom;
         }
-        double scale = (MASS_BUCKETS - 1) / ((double)top - bottom);
-        if (isfinite(scale)) { /* otherwise one key: a single slice, sorted below */
+        if (top > bottom) { /* otherwise one finite key: a single slice, sorted below */
+            double scale = (MASS_BUCKETS - 1) / ((double)top - bottom);
             uint64_t units[MASS_BUCKETS] = {0};
             for (int i = 0; i < c->n; i++)
                 units[mass_bucket(order_key(&d[i], o), top, scale)] += prob_units(d[i].p);
