@@ -39,7 +39,11 @@ LDFLAGS  := -fopenmp
 # cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
 # byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N});
 # libedit gives the REPL line editing and history on a terminal.
-LDLIBS   := -lcjson -lxxhash -lpcre2-8 -ledit -lm
+# Open MPI runs data-parallel training (train/distributed.c); its flags come from
+# pkg-config when they are used, after `make deps` has installed it.
+MPI_CPPFLAGS = $(shell pkg-config --cflags ompi-c)
+MPI_LIBS     = $(shell pkg-config --libs ompi-c)
+LDLIBS    = -lcjson -lxxhash -lpcre2-8 -ledit $(MPI_LIBS) -lm
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
@@ -52,6 +56,9 @@ ifeq ($(BLAS),none)
 else
   LDLIBS   += -L$(OPENBLAS_OMP) -Wl,-rpath,$(OPENBLAS_OMP) -lopenblas
 endif
+
+# mpi.h is included by train/distributed.c alone.
+$(BUILD)/train/distributed.o: CPPFLAGS += $(MPI_CPPFLAGS)
 
 ifeq ($(SANITIZE),1)
   CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -73,7 +80,8 @@ TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
-                libpcre2-dev libedit-dev fortunes clang libclang-rt-dev libomp-dev
+                libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
+                libclang-rt-dev libomp-dev
 
 .PHONY: all deps test test-unit check demo bench clean help probe fuzz
 

@@ -77,7 +77,9 @@ int main(int argc, char **argv)
         if (run(argc - 1, argv + 1, &err) == 0)
             return 0;
         fflush(stdout);
-        fprintf(stderr, "quill: error: %s\n", err.msg);
+        /* an empty message: the error was reported already (by another MPI rank) */
+        if (err.msg[0])
+            fprintf(stderr, "quill: error: %s\n", err.msg);
         return 1;
     }
     fprintf(stderr, "quill: error: unknown command '%s' (see quill --help)\n", argv[1]);

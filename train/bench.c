@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "distributed.h"
 #include "machine.h"
 #include "matmul.h"
 #include "timer.h"
@@ -21,8 +22,10 @@
 typedef struct {
     const char *data;
     int threads;
-    int steps;  /* timed steps per config */
-    int warmup; /* untimed steps first */
+    int steps;      /* timed steps per config */
+    int warmup;     /* untimed steps first */
+    int grad_accum; /* 0: the config's */
+    const Dist *dist;
 } BenchOptions;
 
 /* A short real training run of one config; fills the median tokens/s. */
@@ -32,7 +35,7 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     char dir[] = "/tmp/quill-bench-XXXXXX";
     if (!mkdtemp(dir))
         return error_set(err, "cannot create a temporary directory");
-    Trainer t = {.dir = dir};
+    Trainer t = {.dir = dir, .dist = o->dist};
     config_init(&t.cfg);
     char steps[16], threads[16];
     snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
@@ -46,6 +49,8 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
         if (config_set_key(&t.cfg, overrides[i][0], overrides[i][1], err) != 0)
             goto done;
+    if (o->grad_accum > 0)
+        t.cfg.grad_accum = o->grad_accum;
     Error warning;
     if (config_resolve(&t.cfg, err) != 0 || trainer_setup_new(&t, err) != 0 ||
         trainer_prepare(&t, &warning, err) != 0)
@@ -61,8 +66,9 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     double tokens_per_s = tokens / machine_median(seconds, o->steps);
     double gflops = model_train_flops_per_token(&t.model, t.cfg.seq_len) * tokens_per_s / 1e9;
     const char *name = strrchr(config_path, '/') ? strrchr(config_path, '/') + 1 : config_path;
-    printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", name, t.model.n_params / 1e6, tokens,
-           tokens_per_s, gflops, 100.0 * gflops / sgemm_peak);
+    if (dist_is_root(o->dist))
+        printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", name, t.model.n_params / 1e6,
+               tokens, tokens_per_s, gflops, 100.0 * gflops / sgemm_peak);
     fflush(stdout);
     status = 0;
 done:
@@ -70,6 +76,22 @@ done:
     rmdir(dir);
     trainer_free(&t);
     return status;
+}
+
+/* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile). */
+static double bench_machine(const BenchOptions *o)
+{
+    printf("machine: %d threads, matmul %s\n", o->threads, gemm_backend_description());
+    double peak = machine_sgemm_gflops(1024), big = machine_sgemm_gflops(2048);
+    peak = big > peak ? big : peak;
+    printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
+    printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n",
+           machine_triad_gbs());
+    printf("training: median of %d steps after %d warm-up steps, %d threads x %d ranks, data %s\n",
+           o->steps, o->warmup, o->threads, o->dist->size, o->data);
+    printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s",
+           "GFLOP/s", "of peak");
+    return peak;
 }
 
 int cmd_bench(int argc, char **argv, Error *err)
@@ -81,12 +103,16 @@ int cmd_bench(int argc, char **argv, Error *err)
         {"threads", FLAG_INT, &o.threads, 1, 1024, "compute threads"},
         {"steps", FLAG_INT, &o.steps, 1, 100000, "timed steps per config"},
         {"warmup", FLAG_INT, &o.warmup, 0, 100000, "untimed steps before them"},
+        {"grad-accum", FLAG_INT, &o.grad_accum, 0, 65536,
+         "micro-batches per step (0: the config's; a multiple of the MPI ranks)"},
     };
     const CommandSpec spec = {
-        .usage = "usage: quill bench [CONFIG...] [options]\n\n"
+        .usage = "usage: quill bench [CONFIG...] [options]\n"
+                 "       mpirun -np N quill bench [CONFIG...] [options]\n\n"
                  "Measures the machine (sgemm GFLOP/s, memory GB/s) and the training throughput\n"
                  "of each CONFIG (default: configs/shakespeare-char.json, configs/bench-s.json,\n"
-                 "configs/bench-m.json) on the --data text.\n",
+                 "configs/bench-m.json) on the --data text; under mpirun, data-parallel over the\n"
+                 "ranks. quill bench MODEL.gguf measures inference instead.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 0,
@@ -103,18 +129,16 @@ int cmd_bench(int argc, char **argv, Error *err)
         memcpy(configs, positional, (size_t)n_configs * sizeof *configs);
     else
         n_configs = 3;
+    Dist dist;
+    int status = dist_init(&dist, &argc, &argv, err);
+    o.dist = &dist;
     compute_set_threads(o.threads);
-    printf("machine: %d threads, matmul %s\n", o.threads, gemm_backend_description());
-    double peak = machine_sgemm_gflops(1024), big = machine_sgemm_gflops(2048);
-    peak = big > peak ? big : peak;
-    printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
-    printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n", machine_triad_gbs());
-    printf("training: median of %d steps after %d warm-up steps, %d threads, data %s\n", o.steps,
-           o.warmup, o.threads, o.data);
-    printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s", "GFLOP/s",
-           "of peak");
-    for (int i = 0; i < n_configs; i++)
+    double peak = status == 0 && dist_is_root(&dist) ? bench_machine(&o) : 1.0;
+    for (int i = 0; status == 0 && i < n_configs; i++)
         if (bench_config(configs[i], &o, peak, err) != 0)
-            return error_prefix(err, "%s", configs[i]);
-    return 0;
+            status = error_prefix(err, "%s", configs[i]);
+    if (status != 0 && !dist_is_root(&dist))
+        err->msg[0] = '\0';
+    dist_finalize(&dist);
+    return status;
 }

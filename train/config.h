@@ -56,7 +56,8 @@
     X(Int,    eval_batches,   "20",     1,     1e9,     "batches per validation eval")        \
     X(Int,    save_every,     "0",      0,     1e9,     "steps between checkpoints (0: only the final one)") \
     X(Int,    log_every,      "10",     1,     1e9,     "steps between progress lines when not on a terminal") \
-    X(Int,    threads,        "0",      0,     1024,    "compute threads (0: all cores)")
+    X(Int,    threads,        "0",      0,     1024,    "compute threads (0: all cores)")    \
+    X(Int,    zero,           "0",      0,     1,       "ZeRO stage under mpirun: 1 shards the AdamW moments across the ranks")
 
 #define CONFIG_KEYS(X) CONFIG_FIXED_KEYS(X) CONFIG_RUN_KEYS(X)
 
@@ -89,7 +90,7 @@ int config_set_key(TrainConfig *c, const char *name, const char *text, Error *er
 /* The command-line flags of every key, with c's fields as their destinations, for
  * cli_parse_command (key batch_size is --batch-size). Returns the number of flags (at most
  * CONFIG_N_KEYS). */
-enum { CONFIG_N_KEYS = 32 };
+enum { CONFIG_N_KEYS = 40 };
 int config_flags(TrainConfig *c, Flag *flags);
 
 /* Fills in the derived values (see the top of this file) and checks the keys against each

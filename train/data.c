@@ -352,18 +352,37 @@ size_t data_window_count(const TokenData *d, DataSplit split, int T)
     return n > (size_t)T ? (n - 1) / (size_t)T : 0;
 }
 
-void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
-                uint64_t first_window, int *inputs, int *targets)
+void data_window_starts(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
+                        uint64_t first_window, size_t *starts)
+{
+    size_t n;
+    data_split(d, split, &n);
+    size_t windows = data_window_count(d, split, T);
+    for (int b = 0; b < B; b++)
+        starts[b] = rng ? (size_t)rng_below(rng, n - (size_t)T)
+                        : (size_t)((first_window + (uint64_t)b) % windows) * (size_t)T;
+}
+
+void data_batch_at(const TokenData *d, DataSplit split, int B, int T, const size_t *starts,
+                   int *inputs, int *targets)
 {
     size_t n;
     size_t first = data_split(d, split, &n);
-    size_t windows = data_window_count(d, split, T);
     for (int b = 0; b < B; b++) {
-        size_t start = rng ? (size_t)rng_below(rng, n - (size_t)T)
-                           : (size_t)((first_window + (uint64_t)b) % windows) * (size_t)T;
         for (int t = 0; t < T; t++) {
-            inputs[(size_t)b * T + t] = data_token(d, first + start + t);
-            targets[(size_t)b * T + t] = data_token(d, first + start + t + 1);
+            inputs[(size_t)b * T + t] = data_token(d, first + starts[b] + t);
+            targets[(size_t)b * T + t] = data_token(d, first + starts[b] + t + 1);
         }
+    }
+}
+
+void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
+                uint64_t first_window, int *inputs, int *targets)
+{
+    size_t starts[1024];
+    for (int b0 = 0; b0 < B; b0 += 1024) {
+        int n = B - b0 < 1024 ? B - b0 : 1024;
+        data_window_starts(d, split, n, T, rng, first_window + (uint64_t)b0, starts);
+        data_batch_at(d, split, n, T, starts, inputs + (size_t)b0 * T, targets + (size_t)b0 * T);
     }
 }

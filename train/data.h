@@ -64,10 +64,16 @@ size_t data_split(const TokenData *d, DataSplit split, size_t *n);
 /* Windows of T+1 tokens that fit in a split without wrapping. */
 size_t data_window_count(const TokenData *d, DataSplit split, int T);
 
-/* A training batch (B, T) of inputs and targets.
- *   rng != NULL: each window starts at a uniformly random token of the split;
- *   rng == NULL: window k = first_window + b starts at token (k mod windows) * T, so that
+/* Where B windows of a batch start, within the split:
+ *   rng != NULL: each at a uniformly random token of the split;
+ *   rng == NULL: window k = first_window + b at token (k mod windows) * T, so that
  *                consecutive batches walk through the split in order. */
+void data_window_starts(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
+                        uint64_t first_window, size_t *starts);
+/* The batch (B, T) of inputs and targets whose windows start at starts[0..B). */
+void data_batch_at(const TokenData *d, DataSplit split, int B, int T, const size_t *starts,
+                   int *inputs, int *targets);
+/* Both: a training batch (B, T) of inputs and targets. */
 void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
                 uint64_t first_window, int *inputs, int *targets);
 

@@ -14,12 +14,31 @@ int optimizer_init(Optimizer *o, OptimizerKind kind, size_t n, Error *err)
     o->beta2 = 0.95f;
     o->eps = 1e-8f;
     o->n = n;
+    o->hi = n;
     if (kind == OPTIMIZER_ADAMW) {
         o->m = calloc(2 * n, sizeof(float));
         if (!o->m)
             return error_set(err, "out of memory for the AdamW moments of %zu parameters", n);
         o->v = o->m + n;
     }
+    return 0;
+}
+
+int optimizer_shard(Optimizer *o, size_t lo, size_t hi, Error *err)
+{
+    if (o->kind == OPTIMIZER_ADAMW) {
+        size_t n = hi - lo;
+        float *moments = malloc((n ? 2 * n : 1) * sizeof(float));
+        if (!moments)
+            return error_set(err, "out of memory for the AdamW moments of %zu parameters", n);
+        memcpy(moments, o->m + (lo - o->lo), n * sizeof(float));
+        memcpy(moments + n, o->v + (lo - o->lo), n * sizeof(float));
+        free(o->m);
+        o->m = moments;
+        o->v = moments + n;
+    }
+    o->lo = lo;
+    o->hi = hi;
     return 0;
 }
 
@@ -93,12 +112,18 @@ void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale
     };
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
-        size_t n = (size_t)t->rows * t->cols, at = t->offset;
+        /* the tensor's part of [lo, hi) */
+        size_t begin = t->offset > o->lo ? t->offset : o->lo;
+        size_t end = t->offset + (size_t)t->rows * t->cols;
+        end = end < o->hi ? end : o->hi;
+        if (begin >= end)
+            continue;
         a.decay = t->kind == PARAM_NORM ? 0.0f : o->weight_decay;
         if (o->kind == OPTIMIZER_ADAMW)
-            adamw_update(a, m->params + at, grads + at, o->m + at, o->v + at, n);
+            adamw_update(a, m->params + begin, grads + begin, o->m + (begin - o->lo),
+                         o->v + (begin - o->lo), end - begin);
         else
-            sgd_update(m->params + at, grads + at, n, lr, a.decay, grad_scale);
+            sgd_update(m->params + begin, grads + begin, end - begin, lr, a.decay, grad_scale);
     }
 }
 

@@ -22,16 +22,23 @@ typedef struct {
     float eps;          /* AdamW: added to sqrt(v), 1e-8 */
     float weight_decay; /* decoupled: p -= lr * weight_decay * p, for decayed tensors */
     size_t n;           /* parameters */
-    float *m;           /* AdamW first moments (n), then second moments (n): one buffer */
-    float *v;
+    size_t lo, hi;      /* the parameters this optimizer updates: all (0, n), or a shard
+                           of them (ZeRO stage 1 across MPI ranks, optimizer_shard) */
+    float *m;           /* AdamW first moments (hi - lo), then second moments: one buffer; */
+    float *v;           /*   m[i - lo] belongs to parameter i */
 } Optimizer;
 
 int optimizer_init(Optimizer *o, OptimizerKind kind, size_t n, Error *err);
 void optimizer_free(Optimizer *o); /* NULL-safe */
 
-/* One update of every parameter of m from grad_scale * grads (the scale is how clipping
- * enters: folding it into the update saves a pass over the gradients). `step` counts
- * from 0; AdamW's bias correction uses step + 1 updates so far. */
+/* Keeps the moments of parameters [lo, hi) only, and from then on updates only those
+ * (ZeRO stage 1: each rank keeps a shard of the optimizer state; the ranks then share
+ * the updated parameters). */
+int optimizer_shard(Optimizer *o, size_t lo, size_t hi, Error *err);
+
+/* One update of the optimizer's parameters [lo, hi) of m from grad_scale * grads (the
+ * scale is how clipping enters: folding it into the update saves a pass over the
+ * gradients). `step` counts from 0; AdamW's bias correction uses step + 1 updates so far. */
 void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
                     int step);
 

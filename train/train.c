@@ -15,6 +15,7 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "distributed.h"
 #include "evaluate.h"
 #include "fileio.h"
 #include "matmul.h"
@@ -161,21 +162,56 @@ static int config_save(const Trainer *t, Error *err)
     return status;
 }
 
+/* ---- ranks ----------------------------------------------------------------------------- */
+
+/* Under mpirun every rank runs this file's code; rank 0 alone writes (the run directory,
+ * the token cache, config.json, log.jsonl, checkpoints) and prints. At the points where all
+ * ranks must take the same way, they agree: when any rank failed, all stop, and only the
+ * lowest failing rank reports its message (the others end with an empty one, which main
+ * does not print). */
+static int ranks_agree(const Trainer *t, int status, Error *err)
+{
+    const Dist *d = t->dist;
+    int first_failure = d->size - dist_agree(d, status != 0 ? d->size - d->rank : 0);
+    if (first_failure == d->size)
+        return 0;
+    if (first_failure != d->rank)
+        err->msg[0] = '\0';
+    else if (d->size > 1)
+        error_prefix(err, "rank %d", d->rank);
+    return -1;
+}
+
+static bool is_root(const Trainer *t)
+{
+    return dist_is_root(t->dist);
+}
+
 /* ---- the loop ----------------------------------------------------------------------- */
 
+/* A checkpoint: gathered onto rank 0 when the moments are sharded, written there. */
 static int train_save(Trainer *t, Error *err)
 {
-    char *json = config_to_json(&t->cfg);
-    if (!json)
-        return error_set(err, "out of memory");
-    TrainProgressState state = {.step = t->step, .rng_state = t->rng.state, .config_json = json};
-    int status = checkpoint_save(t->dir, &t->model, &t->tok, &t->opt, &state, err);
+    Optimizer full;
+    const Optimizer *opt;
+    int status = trainer_full_optimizer(t, &full, &opt, err);
+    char *json = status == 0 && is_root(t) ? config_to_json(&t->cfg) : NULL;
+    if (status == 0 && is_root(t)) {
+        TrainProgressState state = {.step = t->step, .rng_state = t->rng.state,
+                                    .config_json = json};
+        status = json ? checkpoint_save(t->dir, &t->model, &t->tok, opt, &state, err)
+                      : error_set(err, "out of memory");
+    }
     free(json);
-    return status;
+    if (opt == &full)
+        optimizer_free(&full);
+    return ranks_agree(t, status, err);
 }
 
 static int train_evaluate(Trainer *t, Progress *progress, bool whole_split, Error *err)
 {
+    if (!is_root(t))
+        return 0;
     double loss;
     size_t n_tokens;
     int batches = whole_split ? 0 : t->cfg.eval_batches;
@@ -193,15 +229,18 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
 {
     const TrainConfig *c = &t->cfg;
     double tokens_per_step = (double)c->batch_size * c->seq_len * c->grad_accum;
-    while (t->step < c->steps && !stop_requested) {
+    bool stopped = false;
+    /* every rank stops at the same step, whichever one saw the Ctrl-C */
+    while (t->step < c->steps && !(stopped = dist_agree(t->dist, stop_requested) != 0)) {
         StepStats s;
-        if (trainer_step(t, &s, err) != 0)
+        if (ranks_agree(t, trainer_step(t, &s, err), err) != 0)
             return -1;
-        progress_step(progress, t->step, s.loss, s.lr, (float)s.grad_norm,
-                      tokens_per_step / s.seconds, s.seconds);
+        if (is_root(t))
+            progress_step(progress, t->step, s.loss, s.lr, (float)s.grad_norm,
+                          tokens_per_step / s.seconds, s.seconds);
         bool last = t->step == c->steps;
         if (c->eval_every > 0 && t->step % c->eval_every == 0 && !last &&
-            train_evaluate(t, progress, false, err) != 0)
+            ranks_agree(t, train_evaluate(t, progress, false, err), err) != 0)
             return -1;
         if (c->save_every > 0 && t->step % c->save_every == 0 && !last &&
             train_save(t, err) != 0)
@@ -209,15 +248,17 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
     }
     if (train_save(t, err) != 0)
         return -1;
-    if (stop_requested) {
-        progress_message(progress, "interrupted after step %d: checkpoint saved; continue "
-                                   "with: quill train --resume %s",
-                         t->step, t->dir);
+    if (stopped) {
+        if (is_root(t))
+            progress_message(progress, "interrupted after step %d: checkpoint saved; "
+                                       "continue with: quill train --resume %s",
+                             t->step, t->dir);
         return 0;
     }
-    if (c->steps > 0 && train_evaluate(t, progress, true, err) != 0)
+    if (c->steps > 0 && ranks_agree(t, train_evaluate(t, progress, true, err), err) != 0)
         return -1;
-    progress_message(progress, "saved %s/model.gguf after %d steps", t->dir, t->step);
+    if (is_root(t))
+        progress_message(progress, "saved %s/model.gguf after %d steps", t->dir, t->step);
     return 0;
 }
 
@@ -234,6 +275,12 @@ static void train_print_summary(const Trainer *t)
            "seed %d, %d threads, matmul: %s\n",
            t->step, c->steps, c->batch_size, c->seq_len, c->grad_accum, c->optimizer, c->lr,
            c->min_lr, c->seed, compute_threads(), gemm_backend_description());
+    if (t->dist->size > 1)
+        printf("ranks: %d (MPI), each %d micro-batches per step; %.1f MB per rank%s\n",
+               t->dist->size, c->grad_accum / t->dist->size, trainer_memory_bytes(t) / 1e6,
+               c->zero ? " (ZeRO-1: AdamW moments sharded)" : "");
+    else
+        printf("memory: %.1f MB\n", trainer_memory_bytes(t) / 1e6);
     fflush(stdout);
 }
 
@@ -246,7 +293,8 @@ static int run_dir_write(const Trainer *t, Error *err)
     return config_save(t, err);
 }
 
-static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
+/* Setup, on every rank: the config, the model (new or resumed) and the data. */
+static int train_setup(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
 {
     bool resume = args->resume_dir != NULL;
     if (resume && args->out_dir && strcmp(args->out_dir, args->resume_dir) != 0)
@@ -257,25 +305,35 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
         return error_set(err, "no run directory: pass --out DIR (or --resume DIR)");
     if (dir_check(t->dir, resume, args->force, err) != 0)
         return -1;
-    int status = resume ? train_setup_resume(t, args, argc, argv, err)
-                        : train_setup_new(t, args, argc, argv, err);
-    if (status != 0)
+    return resume ? train_setup_resume(t, args, argc, argv, err)
+                  : train_setup_new(t, args, argc, argv, err);
+}
+
+static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
+{
+    if (ranks_agree(t, train_setup(t, args, argc, argv, err), err) != 0)
         return -1;
-    if (resume && t->step == t->cfg.steps) {
-        printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
+    if (args->resume_dir && t->step == t->cfg.steps) {
+        if (is_root(t))
+            printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
         return 0;
     }
     compute_set_threads(t->cfg.threads);
-    Error warning;
-    if (trainer_prepare(t, &warning, err) != 0)
+    Error warning = {{0}};
+    int status = trainer_prepare(t, &warning, err);
+    if (status == 0 && is_root(t)) {
+        if (warning.msg[0])
+            fprintf(stderr, "quill: warning: %s\n", warning.msg);
+        status = run_dir_write(t, err);
+    }
+    if (ranks_agree(t, status, err) != 0)
         return -1;
-    if (warning.msg[0])
-        fprintf(stderr, "quill: warning: %s\n", warning.msg);
-    if (run_dir_write(t, err) != 0)
-        return -1;
-    train_print_summary(t);
-    Progress progress;
-    if (progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every, err) != 0)
+    Progress progress = {0};
+    if (is_root(t)) {
+        train_print_summary(t);
+        status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every, err);
+    }
+    if (ranks_agree(t, status, err) != 0)
         return -1;
     status = train_loop(t, &progress, err);
     progress_close(&progress);
@@ -291,11 +349,19 @@ int cmd_train(int argc, char **argv, Error *err)
     config_free(&scratch);
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
-    Trainer t = {0};
+    Dist dist;
+    if (dist_init(&dist, &argc, &argv, err) != 0) {
+        if (dist.rank != 0) /* every rank found the same: rank 0 says it */
+            err->msg[0] = '\0';
+        dist_finalize(&dist);
+        return -1;
+    }
+    Trainer t = {.dist = &dist};
     config_init(&t.cfg);
     struct sigaction sa = {.sa_handler = on_interrupt};
     sigaction(SIGINT, &sa, NULL);
     int status = train_main(&t, &args, argc, argv, err);
     trainer_free(&t);
+    dist_finalize(&dist);
     return status;
 }

@@ -1,14 +1,22 @@
 /* The training state and one optimizer step, shared by `quill train` and `quill bench`.
  *
  * A step:
- *   grad_accum micro-batches: forward, loss, backward (gradients add up, each scaled by
- *   1/grad_accum, so the step equals one batch grad_accum times larger)
- *   -> global gradient norm -> learning rate -> optimizer update of the clipped gradient. */
+ *   grad_accum micro-batches: forward, loss, backward, each scaled by 1/grad_accum, so
+ *   that their sum is the gradient of one batch grad_accum times larger
+ *   -> global gradient norm -> learning rate -> optimizer update of the clipped gradient.
+ *
+ * The micro-batches' gradients are added in a fixed binary tree (split each range at its
+ * middle, add the halves' sums), not one after another: with MPI (distributed.h) each of
+ * N ranks computes one contiguous block of the micro-batches, the ranks then add their
+ * blocks in the same tree, and the sum is the same float, so a job's model does not
+ * depend on how many ranks ran it. Every rank draws every micro-batch's windows from the
+ * RNG (and uses its own), so all stay on the same random sequence. */
 #ifndef QUILL_TRAIN_TRAINER_H
 #define QUILL_TRAIN_TRAINER_H
 
 #include "config.h"
 #include "data.h"
+#include "distributed.h"
 #include "error.h"
 #include "model.h"
 #include "optimizer.h"
@@ -21,8 +29,16 @@ typedef struct {
     Model model;
     Tokenizer tok;
     Optimizer opt;
+    const Dist *dist;      /* the MPI job this rank is part of (size 1: none) */
     float *grads;          /* the one gradient buffer, in the model's layout */
     ParamViews grad_views;
+    int tree_levels;       /* buffers of the gradient tree: grads, then tree[1..] */
+    float **tree;          /* (tree_levels) parameter-sized buffers; tree[0] = grads */
+    ParamViews *tree_views;
+    float *reduce_scratch; /* the exchange buffer of dist_sum_floats (MPI jobs only) */
+    size_t *shards;        /* ZeRO: rank r updates parameters [shards[r], shards[r + 1]) */
+    double *micro_losses;  /* (grad_accum) */
+    size_t *starts;        /* (grad_accum, B) where each micro-batch's windows start */
     Activations acts;
     GradScratch scratch;
     TokenData data;
@@ -44,8 +60,15 @@ typedef struct {
 int trainer_setup_new(Trainer *t, Error *err);
 /* Gets the token stream (from the cache in t->dir when it is valid, else by tokenizing:
  * nothing is written) and allocates the step's buffers; after trainer_setup_new or after
- * loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`. */
+ * loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`. With
+ * --zero 1 in an MPI job, keeps only this rank's shard of the optimizer's moments. */
 int trainer_prepare(Trainer *t, Error *warning, Error *err);
+/* The optimizer with every moment, for a checkpoint: t->opt itself, or (ZeRO) the shards
+ * gathered onto rank 0 into *full, which the caller frees with optimizer_free. */
+int trainer_full_optimizer(Trainer *t, Optimizer *full, const Optimizer **out, Error *err);
+/* Bytes of memory this rank holds for parameters, gradients, optimizer state and
+ * activations (the header of quill train). */
+size_t trainer_memory_bytes(const Trainer *t);
 /* Writes t->dir/tokens.bin when the stream did not come from it. */
 int trainer_save_data_cache(const Trainer *t, Error *err);
 /* One optimizer step. Fails without updating the parameters when the loss or the
