@@ -609,3 +609,289 @@ Test(quant_files, every_qtest_tensor_dequantizes_to_its_f32_original)
     cr_expect_eq(files, 12);
     cr_expect_eq(compared, 12 * 21, "21 tensors in each of the 12 files");
 }
+
+/* ---- Kernels against the reference -------------------------------------------------------
+ * Weight rows are random bytes with random finite scales, so that every code occurs (-128
+ * in Q8_0, every nibble and high bit, every sub-block scale); activations are random
+ * normals quantized by the reference quantizer. The reference product dequantizes both
+ * rows and sums in double. A kernel sums exact integers per block and floats across
+ * blocks (and lanes), so it may differ from the exact sum by a few float roundings of the
+ * running total: the tolerance is 2^-24 * (K/8 + 16) * sum |w_i x_i|. */
+
+static uint16_t random_scale(Rng *rng)
+{
+    float v = 0.002f + 0.05f * rng_uniform(rng);
+    return f32_to_f16(rng_below(rng, 2) ? v : -v);
+}
+
+/* Overwrites the f16 scale fields of block i (at row + i * size) with random finite values. */
+static void randomise_scales(uint32_t type, uint8_t *block, Rng *rng)
+{
+    uint16_t d = random_scale(rng), m = random_scale(rng);
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0:
+        memcpy(block, &d, 2); /* d is the first field */
+        break;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K:
+        memcpy(block, &d, 2); /* d, then m or dmin */
+        memcpy(block + 2, &m, 2);
+        break;
+    case GGML_TYPE_Q2_K:
+        memcpy(block + offsetof(BlockQ2_K, d), &d, 2);
+        memcpy(block + offsetof(BlockQ2_K, dmin), &m, 2);
+        break;
+    case GGML_TYPE_Q3_K:
+        memcpy(block + offsetof(BlockQ3_K, d), &d, 2);
+        break;
+    case GGML_TYPE_Q6_K:
+        memcpy(block + offsetof(BlockQ6_K, d), &d, 2);
+        break;
+    default:
+        cr_assert_fail("no scales for type %u", type);
+    }
+}
+
+static void *random_weight_row(uint32_t type, int64_t n, Rng *rng)
+{
+    size_t bytes = quant_row_bytes(type, n);
+    uint8_t *row = malloc(bytes);
+    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
+        float *x = malloc((size_t)n * sizeof *x);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = rng_normal(rng);
+        quant_quantize_row(type, x, row, n);
+        free(x);
+        return row;
+    }
+    for (size_t i = 0; i < bytes; i++)
+        row[i] = (uint8_t)rng_next_u64(rng);
+    size_t block_bytes = quant_row_bytes(type, quant_block_size(type));
+    for (size_t b = 0; b < bytes; b += block_bytes)
+        randomise_scales(type, row + b, rng);
+    return row;
+}
+
+/* n activations as quant_vec_dot takes them (quantized unless the format is F32), and
+ * their float values in deq. */
+static void *random_activation_row(uint32_t weight_type, int64_t n, Rng *rng, float *deq)
+{
+    uint32_t act_type = quant_activation_type(weight_type);
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rng_normal(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+    void *row = malloc(quant_row_bytes(act_type, n));
+    quant_quantize_row(act_type, x, row, n);
+    quant_dequantize_row(act_type, row, deq, n);
+    free(x);
+    return row;
+}
+
+static const uint32_t WEIGHT_TYPES[] = {
+    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+    GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
+    GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+enum { N_WEIGHT_TYPES = sizeof WEIGHT_TYPES / sizeof *WEIGHT_TYPES };
+
+/* Row lengths: several block counts, odd ones included (25 blocks of 32). */
+static int row_lengths(uint32_t type, int64_t lengths[5])
+{
+    int64_t b = quant_block_size(type);
+    if (b == 1) {
+        static const int64_t f[5] = {1, 7, 33, 255, 1000};
+        memcpy(lengths, f, sizeof f);
+    } else if (b == 32) {
+        static const int64_t q[5] = {32, 96, 800, 2048, 4096};
+        memcpy(lengths, q, sizeof q);
+    } else {
+        static const int64_t k[5] = {256, 512, 768, 2048, 4096};
+        memcpy(lengths, k, sizeof k);
+    }
+    return 5;
+}
+
+/* The exact dot of two float rows, and the tolerance for a kernel's result. */
+static double reference_dot(const float *w, const float *x, int64_t n, double *tol)
+{
+    double sum = 0, magnitude = 0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)w[i] * x[i];
+        magnitude += fabs((double)w[i] * x[i]);
+    }
+    *tol = 0x1p-24 * ((double)n / 8 + 16) * magnitude + 1e-30;
+    return sum;
+}
+
+/* The ISAs this CPU runs, best last. */
+static int available_isas(QuantIsa isas[3])
+{
+    int n = 0;
+    const QuantIsa all[3] = {QUANT_ISA_SCALAR, QUANT_ISA_AVX2, QUANT_ISA_AVX512};
+    for (int i = 0; i < 3; i++)
+        if (quant_set_isa(all[i]) == 0)
+            isas[n++] = all[i];
+    return n;
+}
+
+Test(quant_kernels, vec_dot_on_every_isa_matches_the_reference)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int64_t lengths[5];
+        int n_lengths = row_lengths(type, lengths);
+        for (int li = 0; li < n_lengths; li++) {
+            int64_t n = lengths[li];
+            Rng rng;
+            rng_seed(&rng, 1000 * t + li);
+            float *wf = malloc((size_t)n * sizeof *wf), *xf = malloc((size_t)n * sizeof *xf);
+            void *w = random_weight_row(type, n, &rng);
+            void *x = random_activation_row(type, n, &rng, xf);
+            quant_dequantize_row(type, w, wf, n);
+            double tol, exact = reference_dot(wf, xf, n, &tol);
+            for (int i = 0; i < n_isas; i++) {
+                cr_assert_eq(quant_set_isa(isas[i]), 0);
+                float got = quant_vec_dot(type, n, w, x);
+                cr_expect_leq(fabs(got - exact), tol, "%s, %s, n=%ld: %.9g, exact %.9g",
+                              gguf_tensor_type_name(type), quant_isa_name(isas[i]), (long)n,
+                              got, exact);
+                compared++;
+            }
+            free(w);
+            free(x);
+            free(wf);
+            free(xf);
+        }
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 5 * n_isas);
+    cr_log_info("vec_dot: %d cases on %d ISAs (best: %s)", compared, n_isas,
+                quant_isa_name(quant_isa_best()));
+}
+
+/* ---- quant_matmul -------------------------------------------------------------------------
+ * Against a double-precision product of the dequantized weights and the activations as the
+ * reference quantizer makes them, for N = 1, 3, 17 and 130 (not multiples of the tile),
+ * M = 37 (a short last tile), a row stride ldo wider than M, beta 0 (out full of NaN, which
+ * must not leak) and beta 1; and the activations the product wrote into scratch must be the
+ * reference quantizer's bytes on every ISA. */
+
+typedef struct {
+    uint32_t type;
+    int N, M, K;
+    float beta;
+} MatmulCase;
+
+static void check_matmul(MatmulCase c, QuantIsa isa)
+{
+    int ldo = c.M + 5;
+    Rng rng;
+    rng_seed(&rng, (uint64_t)c.type * 131 + (uint64_t)c.N);
+    uint8_t *W = random_weight_row(c.type, (int64_t)c.M * c.K, &rng);
+    float *x = malloc((size_t)c.N * c.K * sizeof *x), *out = malloc((size_t)c.N * ldo * sizeof *out);
+    float *out0 = malloc((size_t)c.N * ldo * sizeof *out0);
+    for (size_t i = 0; i < (size_t)c.N * c.K; i++)
+        x[i] = rng_normal(&rng);
+    for (size_t i = 0; i < (size_t)c.N * ldo; i++) {
+        out0[i] = rng_normal(&rng);
+        out[i] = c.beta == 0.0f ? NAN : out0[i];
+    }
+    uint32_t act_type = quant_activation_type(c.type);
+    size_t act_bytes = quant_row_bytes(act_type, c.K);
+    size_t scratch_bytes = quant_matmul_scratch_bytes(c.type, c.N, c.K);
+    void *scratch = scratch_bytes ? malloc(scratch_bytes) : NULL;
+    cr_assert_eq(quant_set_isa(isa), 0);
+    quant_matmul(out, ldo, x, c.N, c.K, W, c.type, c.M, c.beta, scratch);
+
+    /* the reference: the same activations, quantized by the reference code */
+    uint8_t *act = malloc(act_bytes);
+    float *xq = malloc((size_t)c.K * sizeof *xq), *wrow = malloc((size_t)c.K * sizeof *wrow);
+    size_t w_stride = quant_row_bytes(c.type, c.K);
+    for (int i = 0; i < c.N; i++) {
+        quant_quantize_row(act_type, x + (size_t)i * c.K, act, c.K);
+        if (scratch)
+            cr_assert(memcmp(act, (uint8_t *)scratch + i * act_bytes, act_bytes) == 0,
+                      "%s %s: activation row %d differs from the reference quantizer's",
+                      gguf_tensor_type_name(c.type), quant_isa_name(isa), i);
+        quant_dequantize_row(act_type, act, xq, c.K);
+        for (int j = 0; j < c.M; j++) {
+            quant_dequantize_row(c.type, W + j * w_stride, wrow, c.K);
+            double tol, exact = reference_dot(wrow, xq, c.K, &tol);
+            size_t o = (size_t)i * ldo + j;
+            exact += c.beta * out0[o];
+            tol += 0x1p-23 * fabs(out0[o]);
+            if (!(fabs(out[o] - exact) <= tol))
+                cr_assert_fail("%s %s N=%d beta=%g: out[%d][%d] = %.9g, exact %.9g",
+                               gguf_tensor_type_name(c.type), quant_isa_name(isa), c.N, c.beta,
+                               i, j, out[o], exact);
+        }
+        for (int j = c.M; j < ldo; j++) /* the padding of each output row is untouched */
+            cr_assert(memcmp(&out[(size_t)i * ldo + j], c.beta == 0.0f ? &(float){NAN} : &out0[(size_t)i * ldo + j], sizeof(float)) == 0);
+    }
+    free(W);
+    free(x);
+    free(out);
+    free(out0);
+    free(scratch);
+    free(act);
+    free(xq);
+    free(wrow);
+}
+
+Test(quant_kernels, matmul_matches_a_double_product_for_every_type_and_isa)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    static const int Ns[] = {1, 3, 17, 130};
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int K = quant_block_size(type) == 256 ? 512 : 320;
+        for (int ni = 0; ni < 4; ni++)
+            for (int i = 0; i < n_isas; i++)
+                for (int b = 0; b < 2; b++) {
+                    check_matmul((MatmulCase){type, Ns[ni], 37, K, (float)b}, isas[i]);
+                    compared++;
+                }
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 4 * 2 * n_isas);
+}
+
+Test(quant_kernels, matmul_is_bit_identical_on_one_and_two_threads)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    static const int Ns[] = {1, 5, 64};
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int K = 512, M = 601;
+        Rng rng;
+        rng_seed(&rng, 77 + t);
+        void *W = random_weight_row(type, (int64_t)M * K, &rng);
+        float *x = malloc((size_t)64 * K * sizeof *x);
+        for (int i = 0; i < 64 * K; i++)
+            x[i] = rng_normal(&rng);
+        float *a = malloc((size_t)64 * M * sizeof *a), *b = malloc((size_t)64 * M * sizeof *b);
+        void *scratch = malloc(quant_matmul_scratch_bytes(type, 64, K) + 1);
+        for (int ni = 0; ni < 3; ni++)
+            for (int i = 0; i < n_isas; i++) {
+                cr_assert_eq(quant_set_isa(isas[i]), 0);
+                compute_set_threads(1);
+                quant_matmul(a, M, x, Ns[ni], K, W, type, M, 0.0f, scratch);
+                compute_set_threads(2);
+                quant_matmul(b, M, x, Ns[ni], K, W, type, M, 0.0f, scratch);
+                cr_expect(memcmp(a, b, (size_t)Ns[ni] * M * sizeof *a) == 0,
+                          "%s %s N=%d: 1 and 2 threads differ", gguf_tensor_type_name(type),
+                          quant_isa_name(isas[i]), Ns[ni]);
+                compared++;
+            }
+        free(W);
+        free(x);
+        free(a);
+        free(b);
+        free(scratch);
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 3 * n_isas);
+}
