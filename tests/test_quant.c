@@ -895,3 +895,169 @@ Test(quant_kernels, matmul_is_bit_identical_on_one_and_two_threads)
     }
     cr_expect_eq(compared, N_WEIGHT_TYPES * 3 * n_isas);
 }
+
+/* ---- quill quantize ------------------------------------------------------------------------- */
+
+/* Runs `quill quantize ARGS`; returns the exit status, output in *out (caller frees). */
+static int run_quantize(char **out, const char *args)
+{
+    char command[2048];
+    snprintf(command, sizeof command, "%s quantize %s", test_quill_bin(), args);
+    return test_run_capture(command, out);
+}
+
+/* Every tensor of `path` against the same tensor of the original: matrices within their
+ * type's expected RMS error, F32/F16/BF16 tensors exactly the original rounded. */
+static int compare_with_original(const char *path, const GgufFile *ref)
+{
+    Error err;
+    GgufFile *f;
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    cr_assert_eq(f->n_tensors, ref->n_tensors, "%s", path);
+    int compared = 0;
+    for (uint64_t t = 0; t < f->n_tensors; t++) {
+        const GgufTensor *qt = &f->tensors[t], *rt = gguf_find_tensor(ref, qt->name);
+        cr_assert_not_null(rt, "%s: %s", path, qt->name);
+        uint64_t n = gguf_tensor_nelements(qt);
+        float *got = malloc(n * sizeof *got);
+        quant_dequantize_row(qt->type, qt->data, got, (int64_t)n);
+        const float *orig = rt->data;
+        if (!quant_type_is_supported(qt->type) || quant_block_size(qt->type) == 1) {
+            cr_expect_eq(count_inexact(qt->type, got, orig, n), 0, "%s %s", path, qt->name);
+        } else {
+            double se = 0, ss = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                se += ((double)got[i] - orig[i]) * ((double)got[i] - orig[i]);
+                ss += (double)orig[i] * orig[i];
+            }
+            cr_expect_leq(sqrt(se / ss), 1.1 * expected_rms(qt->type), "%s %s (%s)", path,
+                          qt->name, gguf_tensor_type_name(qt->type));
+        }
+        free(got);
+        compared++;
+    }
+    gguf_close(f);
+    return compared;
+}
+
+/* The type of every tensor and general.file_type must be what llama.cpp chose for the same
+ * TYPE (its qtest-<TYPE>.gguf), and every tensor must match the f32 original. */
+Test(quant_cli, quantize_writes_llama_cpp_types_within_each_types_error)
+{
+    SHARED_FILE_OR_SKIP(shared_ref, "models/qtest-f32.gguf");
+    char ref_path[512]; /* test_shared_path's buffer is reused below */
+    snprintf(ref_path, sizeof ref_path, "%s", shared_ref);
+    const char *dir = test_make_tmpdir();
+    Error err;
+    GgufFile *ref;
+    cr_assert_eq(gguf_open(&ref, ref_path, &err), 0, "%s", err.msg);
+    static const char *const types[] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",   "Q4_1",  "Q5_0",
+                                        "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"};
+    int compared = 0, same_as_llama = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char out_path[256], args[1024], *out;
+        snprintf(out_path, sizeof out_path, "%s/%s.gguf", dir, types[i]);
+        snprintf(args, sizeof args, "%s %s %s", ref_path, out_path, types[i]);
+        int rc = run_quantize(&out, args);
+        cr_assert_eq(rc, 0, "quantize %s: %s", types[i], out);
+        free(out);
+        compared += compare_with_original(out_path, ref);
+
+        char llama_name[64];
+        snprintf(llama_name, sizeof llama_name, "models/qtest-%s.gguf", types[i]);
+        const char *llama_path = test_shared_path(llama_name);
+        if (!llama_path) /* llama.cpp has no plain F32 copy, nor plain Q4_K / Q5_K files */
+            continue;
+        GgufFile *ours, *theirs;
+        cr_assert_eq(gguf_open(&theirs, llama_path, &err), 0, "%s", err.msg);
+        cr_assert_eq(gguf_open(&ours, out_path, &err), 0, "%s", err.msg);
+        for (uint64_t t = 0; t < theirs->n_tensors; t++) {
+            const GgufTensor *tt = &theirs->tensors[t], *ot = gguf_find_tensor(ours, tt->name);
+            cr_assert_not_null(ot, "%s: %s missing", types[i], tt->name);
+            cr_expect_eq(ot->type, tt->type, "%s %s: quill chose %s, llama.cpp %s", types[i],
+                         tt->name, gguf_tensor_type_name(ot->type), gguf_tensor_type_name(tt->type));
+        }
+        uint32_t ft_ours, ft_theirs;
+        cr_assert_eq(gguf_get_u32(ours, "general.file_type", &ft_ours, &err), 0, "%s", err.msg);
+        cr_assert_eq(gguf_get_u32(theirs, "general.file_type", &ft_theirs, &err), 0, "%s", err.msg);
+        cr_expect_eq(ft_ours, ft_theirs, "%s: general.file_type", types[i]);
+        same_as_llama++;
+        gguf_close(ours);
+        gguf_close(theirs);
+    }
+    gguf_close(ref);
+    cr_expect_eq(compared, 13 * 21, "13 files of 21 tensors");
+    cr_expect_eq(same_as_llama, 10, "10 types have a llama.cpp file to compare with");
+}
+
+Test(quant_cli, bad_type_or_input_fails_with_one_line_and_writes_nothing)
+{
+    SHARED_FILE_OR_SKIP(ref_path, "models/qtest-f32.gguf");
+    const char *dir = test_make_tmpdir();
+    char args[1024], *out;
+    snprintf(args, sizeof args, "%s %s/out.gguf Q3_K_XL", ref_path, dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strncmp(out, "quill: error: unknown type 'Q3_K_XL'", 36) == 0, "%s", out);
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "%s/missing.gguf %s/out.gguf Q8_0", dir, dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strstr(out, "quill: error: ") == out && strstr(out, "missing.gguf"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "tests/test_quant.c %s/out.gguf Q8_0", dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strstr(out, "not a GGUF file") != NULL, "%s", out);
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line: %s", out);
+    free(out);
+    char path[512];
+    snprintf(path, sizeof path, "%s/out.gguf", dir);
+    cr_expect_null(test_shared_path(path), "nothing written");
+    FILE *fp = fopen(path, "rb");
+    cr_expect_null(fp, "%s must not exist", path);
+    if (fp)
+        fclose(fp);
+}
+
+/* Rows that a type's block does not divide fall back as llama.cpp's do, with one line each:
+ * 96 columns are no multiple of 256 (Q4_K -> Q5_0), 40 not even of 32 (-> F16). */
+Test(quant_cli, rows_a_block_does_not_divide_fall_back_with_a_line)
+{
+    const char *dir = test_make_tmpdir();
+    char in_path[512], out_path[512];
+    snprintf(in_path, sizeof in_path, "%s/in.gguf", dir);
+    snprintf(out_path, sizeof out_path, "%s/out.gguf", dir);
+    static float a[96 * 4], b[40 * 2], norm[96];
+    Rng rng;
+    rng_seed(&rng, 5);
+    for (int i = 0; i < 96 * 4; i++)
+        a[i] = rng_normal(&rng);
+    for (int i = 0; i < 40 * 2; i++)
+        b[i] = rng_normal(&rng);
+    for (int i = 0; i < 96; i++)
+        norm[i] = 1.0f;
+    GgufWriter *w = gguf_writer_new();
+    gguf_writer_add_str(w, "general.architecture", "llama");
+    gguf_writer_add_u32(w, "llama.block_count", 1);
+    const uint64_t ne_a[2] = {96, 4}, ne_b[2] = {40, 2}, ne_n[1] = {96};
+    gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", GGML_TYPE_F32, 2, ne_a, a);
+    gguf_writer_add_tensor(w, "blk.0.ffn_gate.weight", GGML_TYPE_F32, 2, ne_b, b);
+    gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", GGML_TYPE_F32, 1, ne_n, norm);
+    Error err;
+    cr_assert_eq(gguf_writer_write(w, in_path, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+
+    char args[1200], *out;
+    snprintf(args, sizeof args, "%s %s Q4_K", in_path, out_path);
+    cr_assert_eq(run_quantize(&out, args), 0, "%s", out);
+    cr_expect(strstr(out, "blk.0.ffn_up.weight: rows of 96 are not a multiple of Q4_K's block "
+                          "of 256: using Q5_0 instead\n") != NULL, "%s", out);
+    cr_expect(strstr(out, "blk.0.ffn_gate.weight: rows of 40 are not a multiple of Q4_K's block "
+                          "of 256: using F16 instead\n") != NULL, "%s", out);
+    free(out);
+    GgufFile *f;
+    cr_assert_eq(gguf_open(&f, out_path, &err), 0, "%s", err.msg);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_up.weight")->type, GGML_TYPE_Q5_0);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_gate.weight")->type, GGML_TYPE_F16);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_norm.weight")->type, GGML_TYPE_F32, "norms stay");
+    gguf_close(f);
+}
