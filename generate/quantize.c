@@ -95,7 +95,8 @@ static int effective_dims(const GgufTensor *t)
 /* Matrices are converted; vectors (norms), and anything not named *weight, are copied. */
 static bool tensor_is_converted(const GgufTensor *t)
 {
-    return ends_with(t->name, "weight") && effective_dims(t) >= 2 && !strstr(t->name, "_norm.weight");
+    return ends_with(t->name, "weight") && effective_dims(t) >= 2 &&
+           !strstr(t->name, "_norm.weight");
 }
 
 static ModelShape model_shape(const GgufFile *f)
@@ -280,9 +281,9 @@ int cmd_quantize(int argc, char **argv, Error *err)
     list_targets(types, sizeof types);
     char usage[768];
     snprintf(usage, sizeof usage,
-             "usage: quill quantize IN.gguf OUT.gguf TYPE [--threads N]\n\nWrites the model IN with its weight "
-             "matrices in TYPE: %s.\nQ4_K_M and Q5_K_M are llama.cpp's mixes; norms stay F32, "
-             "metadata is copied.\n",
+             "usage: quill quantize IN.gguf OUT.gguf TYPE [--threads N]\n\n"
+             "Writes the model IN with its weight matrices in TYPE: %s.\n"
+             "Q4_K_M and Q5_K_M are llama.cpp's mixes; norms stay F32, metadata is copied.\n",
              types);
     int threads = 0;
     const Flag flags[] = {

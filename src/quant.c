@@ -277,7 +277,8 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
             int n_rows = M - r0 < QUANT_PANEL_ROWS ? M - r0 : QUANT_PANEL_ROWS;
             const void *rows[QUANT_PANEL_ROWS];
             for (int r = 0; r < QUANT_PANEL_ROWS; r++) /* a short panel repeats its last row */
-                rows[r] = (const uint8_t *)W + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * w_stride;
+                rows[r] =
+                    (const uint8_t *)W + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * w_stride;
             if (panel)
                 panel(K, rows, n_rows, a, act_stride, n_cols, o + r0, ldo, beta);
             else

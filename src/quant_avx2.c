@@ -60,9 +60,10 @@ INLINE TARGET_AVX2 float f_value(uint32_t type, const uint8_t *row, int64_t k)
     }
 }
 
-INLINE TARGET_AVX2 void tile_f(uint32_t type, int64_t n, const uint8_t *const rows[QUANT_PANEL_ROWS],
-                               const uint8_t *act, size_t stride, float *out, int ldo, float beta,
-                               int n_rows, int R, int C)
+INLINE TARGET_AVX2 void tile_f(uint32_t type, int64_t n,
+                               const uint8_t *const rows[QUANT_PANEL_ROWS], const uint8_t *act,
+                               size_t stride, float *out, int ldo, float beta, int n_rows, int R,
+                               int C)
 {
     __m256 acc[2][QUANT_PANEL_ROWS];
 #pragma GCC unroll 2
@@ -93,9 +94,10 @@ INLINE TARGET_AVX2 void tile_f(uint32_t type, int64_t n, const uint8_t *const ro
         }
 }
 
-INLINE TARGET_AVX2 void panel_f(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX2 void panel_f(uint32_t type, int64_t n,
+                                const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                const uint8_t *act, size_t stride, int n_cols, float *out, int ldo,
+                                float beta, int R)
 {
     size_t es = type == GGML_TYPE_F32 ? 4 : 2;
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
@@ -187,8 +189,8 @@ INLINE TARGET_AVX2 __m256i dot_u8_s8(__m256i q, __m256i x)
 }
 
 /* One block of R weight rows against one activation block (a Q8_0 block at x). */
-INLINE TARGET_AVX2 void b32_step(uint32_t type, const B32Block w[QUANT_PANEL_ROWS], const uint8_t *x,
-                                 __m256 acc[QUANT_PANEL_ROWS], int R)
+INLINE TARGET_AVX2 void b32_step(uint32_t type, const B32Block w[QUANT_PANEL_ROWS],
+                                 const uint8_t *x, __m256 acc[QUANT_PANEL_ROWS], int R)
 {
     __m256i xq = simd_load256(x + offsetof(BlockQ8_0, qs));
     float dx = simd_f16_load(x);
@@ -220,9 +222,10 @@ INLINE TARGET_AVX2 void b32_step(uint32_t type, const B32Block w[QUANT_PANEL_ROW
     }
 }
 
-INLINE TARGET_AVX2 void panel_b32(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                  int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                  float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX2 void panel_b32(uint32_t type, int64_t n,
+                                  const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                  const uint8_t *act, size_t stride, int n_cols, float *out,
+                                  int ldo, float beta, int R)
 {
     const size_t wb = b32_block_bytes(type), xb = sizeof(BlockQ8_0);
     B32Block dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / QK];
@@ -255,9 +258,10 @@ INLINE TARGET_AVX2 void panel_b32(uint32_t type, int64_t n, const void *const w_
  * The super-blocks decoded once per segment (KDecoded, quant_simd.h); per activation row, 8
  * chunks of 32: vpmaddubsw (pair sums), vpmaddwd with the pair scales, added into 8 int32
  * lanes; per super-block, one float FMA for d * dx and one for the bias term. */
-INLINE TARGET_AVX2 void panel_k(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX2 void panel_k(uint32_t type, int64_t n,
+                                const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                const uint8_t *act, size_t stride, int n_cols, float *out, int ldo,
+                                float beta, int R)
 {
     const size_t wb = kdec_block_bytes(type);
     KDecoded dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / QK_K];
@@ -282,15 +286,18 @@ INLINE TARGET_AVX2 void panel_k(uint32_t type, int64_t n, const void *const w_ro
                     for (int r = 0; r < R; r++) {
                         const KDecoded *w = &dec[r][sb];
                         __m256i pairs = _mm256_maddubs_epi16(simd_load256(w->q + 32 * ch), xv);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(pairs, simd_load256(w->scale + 16 * ch)));
+                        isum[r] = _mm256_add_epi32(
+                            isum[r], _mm256_madd_epi16(pairs, simd_load256(w->scale + 16 * ch)));
                     }
                 }
                 __m256i bsums = simd_load256(x + offsetof(BlockQ8_K, bsums));
                 for (int r = 0; r < R; r++) {
                     const KDecoded *w = &dec[r][sb];
                     __m256i bias = _mm256_madd_epi16(simd_load256(w->bias), bsums);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(w->d * dx), acc[r]);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bias), _mm256_set1_ps(-w->dmin * dx), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(w->d * dx),
+                                             acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(bias),
+                                             _mm256_set1_ps(-w->dmin * dx), acc[r]);
                 }
             }
             for (int r = 0; r < n_rows && r < R; r++)
@@ -299,11 +306,12 @@ INLINE TARGET_AVX2 void panel_k(uint32_t type, int64_t n, const void *const w_ro
     }
 }
 
-/* ---- Entry points ----------------------------------------------------------------------------- */
+/* ---- Entry points --------------------------------------------------------------------------- */
 
-INLINE TARGET_AVX2 void panel_rows(uint32_t type, int64_t n, const void *const rows[QUANT_PANEL_ROWS],
-                                   int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                   float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX2 void panel_rows(uint32_t type, int64_t n,
+                                   const void *const rows[QUANT_PANEL_ROWS], int n_rows,
+                                   const uint8_t *act, size_t stride, int n_cols, float *out,
+                                   int ldo, float beta, int R)
 {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16)
         panel_f(type, n, rows, n_rows, act, stride, n_cols, out, ldo, beta, R);
@@ -313,9 +321,10 @@ INLINE TARGET_AVX2 void panel_rows(uint32_t type, int64_t n, const void *const r
         panel_b32(type, n, rows, n_rows, act, stride, n_cols, out, ldo, beta, R);
 }
 
-INLINE TARGET_AVX2 void panel_any(uint32_t type, int64_t n, const void *const rows[QUANT_PANEL_ROWS],
-                                  int n_rows, const void *act, size_t stride, int n_cols,
-                                  float *out, int ldo, float beta)
+INLINE TARGET_AVX2 void panel_any(uint32_t type, int64_t n,
+                                  const void *const rows[QUANT_PANEL_ROWS], int n_rows,
+                                  const void *act, size_t stride, int n_cols, float *out, int ldo,
+                                  float beta)
 {
     if (n_rows == 1)
         panel_rows(type, n, rows, 1, act, stride, n_cols, out, ldo, beta, 1);

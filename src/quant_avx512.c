@@ -91,9 +91,10 @@ INLINE TARGET_AVX512 void f_step(uint32_t type, const uint8_t *const rows[QUANT_
 }
 
 /* R rows x C columns over n elements (rows and act already at the segment's start). */
-INLINE TARGET_AVX512 void tile_f(uint32_t type, int64_t n, const uint8_t *const rows[QUANT_PANEL_ROWS],
-                                 const uint8_t *act, size_t stride, float *out, int ldo,
-                                 float beta, int n_rows, int R, int C)
+INLINE TARGET_AVX512 void tile_f(uint32_t type, int64_t n,
+                                 const uint8_t *const rows[QUANT_PANEL_ROWS], const uint8_t *act,
+                                 size_t stride, float *out, int ldo, float beta, int n_rows, int R,
+                                 int C)
 {
     __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS];
     acc_zero(acc, R, C);
@@ -105,9 +106,10 @@ INLINE TARGET_AVX512 void tile_f(uint32_t type, int64_t n, const uint8_t *const 
     tile_store(acc, out, ldo, beta, n_rows, R, C);
 }
 
-INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                  int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                  float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
+                                  const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                  const uint8_t *act, size_t stride, int n_cols, float *out,
+                                  int ldo, float beta, int R)
 {
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
         int64_t len = n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT;
@@ -253,8 +255,9 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
         w.m = pair_scales(b0 + offsetof(BlockQ5_1, m), b1 + offsetof(BlockQ5_1, m));
         break;
     default: /* Q8_0 */
-        w.q = _mm512_xor_si512(bytes_pair(b0 + offsetof(BlockQ8_0, qs), b1 + offsetof(BlockQ8_0, qs)),
-                               _mm512_set1_epi8((char)0x80));
+        w.q =
+            _mm512_xor_si512(bytes_pair(b0 + offsetof(BlockQ8_0, qs), b1 + offsetof(BlockQ8_0, qs)),
+                             _mm512_set1_epi8((char)0x80));
         break;
     }
     w.d = pair_scales(b0, b1); /* d is every format's first field */
@@ -280,7 +283,8 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
             #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(zero, w[r].q, x);
-                acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
+                acc[c][r] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
                 acc[c][r] = _mm512_fmadd_ps(w[r].m, sx, acc[c][r]);
             }
         } else {
@@ -289,7 +293,8 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
             #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(base, w[r].q, x);
-                acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
+                acc[c][r] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
             }
         }
     }
@@ -297,7 +302,8 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
 
 /* C activation rows against R weight rows over a segment of nb blocks: decoding as it goes
  * (dec == NULL) or reading the segment's decoded pairs (dec[r][p]). */
-INLINE TARGET_AVX512 void tile_b32(uint32_t type, int64_t nb, const uint8_t *const rows[QUANT_PANEL_ROWS],
+INLINE TARGET_AVX512 void tile_b32(uint32_t type, int64_t nb,
+                                   const uint8_t *const rows[QUANT_PANEL_ROWS],
                                    B32Pair (*dec)[QUANT_SEGMENT / 64], const uint8_t *act,
                                    size_t stride, float *out, int ldo, float beta, int n_rows,
                                    int R, int C)
@@ -314,9 +320,10 @@ INLINE TARGET_AVX512 void tile_b32(uint32_t type, int64_t nb, const uint8_t *con
     tile_store(acc, out, ldo, beta, n_rows, R, C);
 }
 
-INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                    int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                    float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
+                                    const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                    const uint8_t *act, size_t stride, int n_cols, float *out,
+                                    int ldo, float beta, int R)
 {
     const size_t wb = b32_block_bytes(type), xb = sizeof(BlockQ8_0);
     B32Pair dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / 64];
@@ -371,7 +378,8 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
                                 for (int r = 0; r < R; r++) {
                     const KDecoded *w = &dec[r][sb];
                     __m512i pairs = _mm512_maddubs_epi16(_mm512_loadu_si512(w->q + 64 * ch), xv);
-                    isum[r] = _mm512_dpwssd_epi32(isum[r], pairs, _mm512_loadu_si512(w->scale + 32 * ch));
+                    isum[r] =
+                        _mm512_dpwssd_epi32(isum[r], pairs, _mm512_loadu_si512(w->scale + 32 * ch));
                 }
             }
             __m256i bsums = simd_load256(x + offsetof(BlockQ8_K, bsums));
@@ -388,9 +396,10 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
     tile_store(acc, out, ldo, beta, n_rows, R, C);
 }
 
-INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
-                                  int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                  float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n,
+                                  const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                                  const uint8_t *act, size_t stride, int n_cols, float *out,
+                                  int ldo, float beta, int R)
 {
     const size_t wb = kdec_block_bytes(type);
     KDecoded dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / QK_K];
@@ -416,9 +425,10 @@ INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n, const void *const w_
 
 /* ---- Entry points: one function per type ------------------------------------------------- */
 
-INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n, const void *const rows[QUANT_PANEL_ROWS],
-                                     int n_rows, const uint8_t *act, size_t stride, int n_cols,
-                                     float *out, int ldo, float beta, int R)
+INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n,
+                                     const void *const rows[QUANT_PANEL_ROWS], int n_rows,
+                                     const uint8_t *act, size_t stride, int n_cols, float *out,
+                                     int ldo, float beta, int R)
 {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16)
         panel_f(type, n, rows, n_rows, act, stride, n_cols, out, ldo, beta, R);
@@ -429,9 +439,10 @@ INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n, const void *const
 }
 
 /* A single row (quant_vec_dot, or the last row of a matrix) computes one row, not four. */
-INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n, const void *const rows[QUANT_PANEL_ROWS],
-                                    int n_rows, const void *act, size_t stride, int n_cols,
-                                    float *out, int ldo, float beta)
+INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n,
+                                    const void *const rows[QUANT_PANEL_ROWS], int n_rows,
+                                    const void *act, size_t stride, int n_cols, float *out, int ldo,
+                                    float beta)
 {
     if (n_rows == 1)
         panel_rows(type, n, rows, 1, act, stride, n_cols, out, ldo, beta, 1);

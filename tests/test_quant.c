@@ -577,7 +577,8 @@ Test(quant_files, every_qtest_tensor_dequantizes_to_its_f32_original)
         for (uint64_t t = 0; t < f->n_tensors; t++) {
             const GgufTensor *qt = &f->tensors[t];
             const GgufTensor *rt = gguf_find_tensor(ref, qt->name);
-            cr_assert(rt && rt->type == GGML_TYPE_F32, "%s: %s not in the f32 file", name, qt->name);
+            cr_assert(rt && rt->type == GGML_TYPE_F32, "%s: %s not in the f32 file", name,
+                      qt->name);
             cr_assert(quant_type_is_supported(qt->type), "%s: %s has type %u", name, qt->name,
                       qt->type);
             uint64_t n = gguf_tensor_nelements(qt);
@@ -789,7 +790,8 @@ static void check_matmul(MatmulCase c, QuantIsa isa)
     Rng rng;
     rng_seed(&rng, (uint64_t)c.type * 131 + (uint64_t)c.N);
     uint8_t *W = random_weight_row(c.type, (int64_t)c.M * c.K, &rng);
-    float *x = malloc((size_t)c.N * c.K * sizeof *x), *out = malloc((size_t)c.N * ldo * sizeof *out);
+    float *x = malloc((size_t)c.N * c.K * sizeof *x),
+          *out = malloc((size_t)c.N * ldo * sizeof *out);
     float *out0 = malloc((size_t)c.N * ldo * sizeof *out0);
     for (size_t i = 0; i < (size_t)c.N * c.K; i++)
         x[i] = rng_normal(&rng);
@@ -827,7 +829,9 @@ static void check_matmul(MatmulCase c, QuantIsa isa)
                                i, j, out[o], exact);
         }
         for (int j = c.M; j < ldo; j++) /* the padding of each output row is untouched */
-            cr_assert(memcmp(&out[(size_t)i * ldo + j], c.beta == 0.0f ? &(float){NAN} : &out0[(size_t)i * ldo + j], sizeof(float)) == 0);
+            cr_assert(memcmp(&out[(size_t)i * ldo + j],
+                             c.beta == 0.0f ? &(float){NAN} : &out0[(size_t)i * ldo + j],
+                             sizeof(float)) == 0);
     }
     free(W);
     free(x);
@@ -975,7 +979,8 @@ Test(quant_cli, quantize_writes_llama_cpp_types_within_each_types_error)
             const GgufTensor *tt = &theirs->tensors[t], *ot = gguf_find_tensor(ours, tt->name);
             cr_assert_not_null(ot, "%s: %s missing", types[i], tt->name);
             cr_expect_eq(ot->type, tt->type, "%s %s: quill chose %s, llama.cpp %s", types[i],
-                         tt->name, gguf_tensor_type_name(ot->type), gguf_tensor_type_name(tt->type));
+                         tt->name, gguf_tensor_type_name(ot->type),
+                         gguf_tensor_type_name(tt->type));
         }
         uint32_t ft_ours, ft_theirs;
         cr_assert_eq(gguf_get_u32(ours, "general.file_type", &ft_ours, &err), 0, "%s", err.msg);
