@@ -151,14 +151,23 @@ typedef struct {
     __m512 d, m;
 } B32Pair;
 
-/* [f16 at p0, 8 times | f16 at p1, 8 times] as 16 floats. */
-INLINE TARGET_AVX512 __m512 pair_scales(const uint8_t *p0, const uint8_t *p1)
+/* The same f16 field of blocks b and b+1, `span` bytes apart, as 16 floats: the first value
+ * in lanes 0..7, the second in lanes 8..15. One load of the 32 (or 64) bytes that hold both,
+ * one permutation of 16-bit words, one conversion. The bytes read never leave the pair of
+ * blocks (the widest case is Q8_0's 64 of 68), so the last pair of a tensor is safe. */
+INLINE TARGET_AVX512 __m512 pair_scales(const uint8_t *p, int span)
 {
-    uint16_t h0, h1;
-    memcpy(&h0, p0, 2);
-    memcpy(&h1, p1, 2);
-    __m256i h = _mm256_mask_set1_epi16(_mm256_set1_epi16((short)h0), 0xff00, (short)h1);
-    return _mm512_cvtph_ps(h);
+    short second = (short)(span / 2); /* word index of the second value */
+    if (span + 2 <= 32) {
+        __m256i idx = _mm256_set_epi16(second, second, second, second, second, second, second,
+                                       second, 0, 0, 0, 0, 0, 0, 0, 0);
+        return _mm512_cvtph_ps(_mm256_permutexvar_epi16(idx, simd_load256(p)));
+    }
+    __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, second, second,
+                                   second, second, second, second, second, second, 0, 0, 0, 0,
+                                   0, 0, 0, 0);
+    __m512i words = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(p));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(words));
 }
 
 /* Two blocks' 16 bytes of nibbles as 64 codes: [low of b, high of b, low of b+1, high of b+1]
@@ -243,7 +252,7 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
         break;
     case GGML_TYPE_Q4_1:
         w.q = nibbles_pair(b0 + offsetof(BlockQ4_1, qs), b1 + offsetof(BlockQ4_1, qs));
-        w.m = pair_scales(b0 + offsetof(BlockQ4_1, m), b1 + offsetof(BlockQ4_1, m));
+        w.m = pair_scales(b0 + offsetof(BlockQ4_1, m), sizeof(BlockQ4_1));
         break;
     case GGML_TYPE_Q5_0:
         w.q = nibbles_pair(b0 + offsetof(BlockQ5_0, qs), b1 + offsetof(BlockQ5_0, qs));
@@ -252,7 +261,7 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
     case GGML_TYPE_Q5_1:
         w.q = nibbles_pair(b0 + offsetof(BlockQ5_1, qs), b1 + offsetof(BlockQ5_1, qs));
         w.q = fifth_bits_pair(w.q, b0 + offsetof(BlockQ5_1, qh), b1 + offsetof(BlockQ5_1, qh));
-        w.m = pair_scales(b0 + offsetof(BlockQ5_1, m), b1 + offsetof(BlockQ5_1, m));
+        w.m = pair_scales(b0 + offsetof(BlockQ5_1, m), sizeof(BlockQ5_1));
         break;
     default: /* Q8_0 */
         w.q =
@@ -260,7 +269,7 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
                              _mm512_set1_epi8((char)0x80));
         break;
     }
-    w.d = pair_scales(b0, b1); /* d is every format's first field */
+    w.d = pair_scales(b0, (int)b32_block_bytes(type)); /* d is every format's first field */
     return w;
 }
 
@@ -276,9 +285,9 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
         const uint8_t *x0, *x1;
         b32_blocks(act + c * stride, 2 * p, nb, sizeof(BlockQ8_0), pad, &x0, &x1);
         __m512i x = bytes_pair(x0 + offsetof(BlockQ8_0, qs), x1 + offsetof(BlockQ8_0, qs));
-        __m512 dx = pair_scales(x0, x1);
-        __m512i xsum = _mm512_dpbusd_epi32(zero, ones, x); /* each lane: 4 activations */
+        __m512 dx = pair_scales(x0, sizeof(BlockQ8_0));
         if (b32_is_type1(type)) {
+            __m512i xsum = _mm512_dpbusd_epi32(zero, ones, x); /* each lane: 4 activations */
             __m512 sx = _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), dx);
             #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
@@ -288,8 +297,10 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
                 acc[c][r] = _mm512_fmadd_ps(w[r].m, sx, acc[c][r]);
             }
         } else {
-            /* start each dot at -offset * sum(x), then add the codes' products */
-            __m512i base = _mm512_sub_epi32(zero, _mm512_slli_epi32(xsum, b32_offset_shift(type)));
+            /* start each dot at -offset * sum(x) (offset times 4 activations per lane), then
+             * add the codes' products */
+            __m512i offset = _mm512_set1_epi8((char)(1 << b32_offset_shift(type)));
+            __m512i base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, x));
             #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(base, w[r].q, x);
