@@ -203,6 +203,7 @@ size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
 #define MATMUL_BLAS_MIN_N 16
 #define MATMUL_BLAS_ROWS 128
 
+#ifndef QUILL_BLAS_NONE
 static void matmul_f32_blas(float *out, int ldo, const float *x, int N, int K, const float *W,
                             int M, float beta)
 {
@@ -215,6 +216,7 @@ static void matmul_f32_blas(float *out, int ldo, const float *x, int N, int K, c
         gemm(false, true, N, rows, K, 1.0f, x, K, W + (size_t)r0 * K, K, beta, out + r0, ldo);
     }
 }
+#endif
 
 /* The scalar ISA's panel: every dot on its own, with the type's portable kernel. */
 static void panel_scalar(QuantDotFn *dot, int64_t K, const void *const rows[QUANT_PANEL_ROWS],
