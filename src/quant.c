@@ -170,7 +170,7 @@ float quant_vec_dot(uint32_t weight_type, int64_t n, const void *w_row, const vo
     const QuantFormat *f = format_of(weight_type);
     assert(f->dot && n % f->block_size == 0);
     QuantPanelFn *panel = panel_kernel(quant_isa(), weight_type);
-    if (!panel)
+    if (!panel || n == 0)
         return f->dot(n, w_row, act_row);
     const void *rows[QUANT_PANEL_ROWS] = {w_row, w_row, w_row, w_row};
     float dot;
@@ -238,6 +238,12 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
     assert(f->dot && K % f->block_size == 0 && ldo >= M);
     if (N <= 0 || M <= 0)
         return;
+    if (K == 0) { /* empty sums: out = beta * out */
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < M; j++)
+                out[(size_t)i * ldo + j] = beta == 0.0f ? 0.0f : beta * out[(size_t)i * ldo + j];
+        return;
+    }
     QuantIsa isa = quant_isa();
     QuantPanelFn *panel = panel_kernel(isa, type);
 #ifndef QUILL_BLAS_NONE
