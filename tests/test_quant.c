@@ -902,8 +902,8 @@ Test(quant_kernels, matmul_is_bit_identical_on_one_and_two_threads)
 
 Test(quant_kernels, empty_rows_give_empty_sums)
 {
-    float out[2 * 3] = {1, 2, 3, 4, 5, 6}, x[1];
-    uint8_t w[1], scratch[1];
+    float out[2 * 3] = {1, 2, 3, 4, 5, 6}, x[1] = {0};
+    uint8_t w[1] = {0}, scratch[1];
     quant_matmul(out, 3, x, 2, 0, w, GGML_TYPE_Q8_0, 3, 1.0f, scratch);
     cr_expect(out[0] == 1 && out[5] == 6, "beta = 1 with K = 0 leaves out as it was");
     quant_matmul(out, 3, x, 2, 0, w, GGML_TYPE_Q8_0, 3, 0.0f, scratch);
