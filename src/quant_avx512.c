@@ -111,6 +111,21 @@ INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
                                   const uint8_t *act, size_t stride, int n_cols, float *out,
                                   int ldo, float beta, int R)
 {
+    if (n_cols == 1) {
+        /* Decoding: nothing to share between rows, and reading them one after the other
+         * makes each thread's share of W one sequential stream, which the hardware
+         * prefetchers follow best (four interleaved streams restart at every panel). A row
+         * is summed exactly as in a tile of four. */
+        for (int r = 0; r < n_rows && r < R; r++)
+            for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
+                int64_t len = n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT;
+                const uint8_t *row[QUANT_PANEL_ROWS] = {(const uint8_t *)w_rows[r] +
+                                                        k0 * f_elem_bytes(type)};
+                tile_f(type, len, row, act + 4 * k0, stride, out + r, ldo,
+                       k0 == 0 ? beta : 1.0f, 1, 1, 1);
+            }
+        return;
+    }
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
         int64_t len = n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT;
         float b = k0 == 0 ? beta : 1.0f;
