@@ -69,9 +69,11 @@ extern const QuantFormat quant_format_q2_k, quant_format_q3_k, quant_format_q4_k
  * drop the extra dots; activation rows past n_cols must not be read.
  *
  * Kernels walk K in segments of QUANT_SEGMENT elements. Within a segment each weight row
- * is decoded once, into registers (one activation row) or into a small buffer on the stack
- * that every group of QUANT_TILE_COLS activation rows then reads from L1; each group is a
- * tile of 4 x 4 dots summed in registers. A dot is the sum of its segments' partial dots,
+ * is decoded once: in registers when one tile holds every activation row, otherwise into a
+ * small buffer on the stack that every group of QUANT_TILE_COLS activation rows then reads
+ * from L1; each group is a tile of up to 4 x 4 dots summed in registers. With a single
+ * activation row the panel's rows are taken one at a time (one sequential stream of
+ * weights per thread). A dot is the sum of its segments' partial dots,
  * added in order, and every partial dot is computed by the same operations whatever N,
  * n_rows and n_cols are: a row's result does not depend on what it was batched with, and
  * the buffers stay a few tens of KiB. */
