@@ -50,6 +50,17 @@ INLINE TARGET_AVX512 void acc_zero(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS]
             acc[c][r] = _mm512_setzero_ps();
 }
 
+/* Weights are prefetched this many bytes ahead of where they are read. The hardware
+ * prefetchers alone lose track when a thread reads its rows faster than a few lines at a
+ * time: measured on this CPU's F32 decoding, 50 GB/s without, 70 GB/s 2 KiB ahead. A
+ * prefetch of an address past the end of the weights is harmless (it never faults). */
+#define PREFETCH_AHEAD 2048
+
+INLINE TARGET_AVX512 void prefetch_ahead(const uint8_t *p)
+{
+    _mm_prefetch((const char *)(p + PREFETCH_AHEAD), _MM_HINT_T0);
+}
+
 /* ---- F32, F16, BF16 ------------------------------------------------------------------------ */
 
 /* 16 weights from element k of a row, as floats; `mask` selects the valid ones (a row's
@@ -79,8 +90,10 @@ INLINE TARGET_AVX512 void f_step(uint32_t type, const uint8_t *const rows[QUANT_
 {
     __m512 w[QUANT_PANEL_ROWS];
     #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        prefetch_ahead(rows[r] + k * f_elem_bytes(type));
         w[r] = f_load(type, rows[r], k, mask);
+    }
     #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
         __m512 x = _mm512_maskz_loadu_ps(mask, act + c * stride + 4 * k);
@@ -243,6 +256,7 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
 {
     uint8_t pad[2 * sizeof(BlockQ8_0)];
     const uint8_t *b0, *b1;
+    prefetch_ahead(row + 2 * p * b32_block_bytes(type));
     b32_blocks(row, 2 * p, nb, b32_block_bytes(type), pad, &b0, &b1);
     B32Pair w;
     w.m = _mm512_setzero_ps();
@@ -419,8 +433,12 @@ INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n,
         float b = k0 == 0 ? beta : 1.0f;
         #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
-            for (int64_t sb = 0; sb < n_sb; sb++)
-                kdec_block(type, (const uint8_t *)w_rows[r] + (k0 / QK_K + sb) * wb, &dec[r][sb]);
+            for (int64_t sb = 0; sb < n_sb; sb++) {
+                const uint8_t *block = (const uint8_t *)w_rows[r] + (k0 / QK_K + sb) * wb;
+                for (size_t line = 0; line < wb; line += 64)
+                    prefetch_ahead(block + line);
+                kdec_block(type, block, &dec[r][sb]);
+            }
         for (int c0 = 0; c0 < n_cols; c0 += QUANT_TILE_COLS) {
             const uint8_t *a = act + c0 * stride + k0 / QK_K * sizeof(BlockQ8_K);
             float *o = out + (size_t)c0 * ldo;
@@ -452,14 +470,16 @@ INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n,
 /* With one activation row (decoding) there is little to share between weight rows, so
  * they are taken one after the other: each thread then reads its share of W as one
  * sequential stream, which the hardware prefetchers follow best (a tile's four rows are four
- * streams that restart at every panel: measured 50 GB/s against 40 for F32). A row is summed
- * exactly as in a tile of four. */
+ * streams that restart at every panel: measured 50 GB/s against 40 for F32). F32/F16/BF16
+ * rows do the same for small batches, where streaming decides (N = 4: twice as fast), since
+ * they have nothing to decode. A row is summed exactly as in a tile of four. */
 INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n,
                                     const void *const rows[QUANT_PANEL_ROWS], int n_rows,
                                     const void *act, size_t stride, int n_cols, float *out, int ldo,
                                     float beta)
 {
-    if (n_rows == 1 || n_cols == 1) {
+    bool plain = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
+    if (n_rows == 1 || n_cols == 1 || (plain && n_cols < 16)) {
         for (int r = 0; r < n_rows; r++) {
             const void *row[QUANT_PANEL_ROWS] = {rows[r], rows[r], rows[r], rows[r]};
             panel_rows(type, n, row, 1, act, stride, n_cols, out + r, ldo, beta, 1);
