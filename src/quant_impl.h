@@ -4,13 +4,14 @@
  *   quant_q32.c      F32/F16/BF16 and the 32-element blocks: reference dequantize,
  *                    quantize and the portable (scalar) dot product of each type
  *   quant_kquants.c  the same for the K-quants and Q8_K
- *   quant_avx2.c     AVX2 kernels          } tiles of dot products, compiled with their own
+ *   quant_simd.h     what the two SIMD files share (target attributes, K-quant decoders)
+ *   quant_avx2.c     AVX2 kernels          } panels of dot products, compiled with their own
  *   quant_avx512.c   AVX-512 VNNI kernels  } target attributes, used only when the CPU has them
  *
  * Adding a tensor type: draw and declare its block in quant_blocks.h; write its reference
  * dequantizer (and quantizer, if quill should write it) and its scalar dot product next to
  * the others of its family; describe it with a QuantFormat below and list it in quant.c's
- * table. From then on it works everywhere on the scalar path; a SIMD tile kernel for it in
+ * table. From then on it works everywhere on the scalar path; a SIMD panel for it in
  * quant_avx2.c / quant_avx512.c makes it fast. */
 #ifndef QUILL_QUANT_IMPL_H
 #define QUILL_QUANT_IMPL_H
