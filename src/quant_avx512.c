@@ -31,9 +31,9 @@ INLINE TARGET_AVX512 float hsum512(__m512 v)
 INLINE TARGET_AVX512 void tile_store(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], float *out,
                                      int ldo, float beta, int n_rows, int R, int C)
 {
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int c = 0; c < C; c++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < n_rows && r < R; r++) {
             float dot = hsum512(acc[c][r]);
             float *o = out + (size_t)c * ldo + r;
@@ -43,9 +43,9 @@ INLINE TARGET_AVX512 void tile_store(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROW
 
 INLINE TARGET_AVX512 void acc_zero(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
 {
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int c = 0; c < C; c++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             acc[c][r] = _mm512_setzero_ps();
 }
@@ -89,15 +89,15 @@ INLINE TARGET_AVX512 void f_step(uint32_t type, const uint8_t *const rows[QUANT_
                                  __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
 {
     __m512 w[QUANT_PANEL_ROWS];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         prefetch_ahead(rows[r] + k * f_elem_bytes(type));
         w[r] = f_load(type, rows[r], k, mask);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
         __m512 x = _mm512_maskz_loadu_ps(mask, act + c * stride + 4 * k);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             acc[c][r] = _mm512_fmadd_ps(w[r], x, acc[c][r]);
     }
@@ -128,7 +128,7 @@ INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
         int64_t len = n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT;
         float b = k0 == 0 ? beta : 1.0f;
         const uint8_t *rows[QUANT_PANEL_ROWS];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             rows[r] = (const uint8_t *)w_rows[r] + k0 * f_elem_bytes(type);
         for (int c0 = 0; c0 < n_cols; c0 += QUANT_TILE_COLS) {
@@ -293,7 +293,7 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
                                    __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
 {
     const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
         uint8_t pad[2 * sizeof(BlockQ8_0)];
         const uint8_t *x0, *x1;
@@ -303,7 +303,7 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
         if (b32_is_type1(type)) {
             __m512i xsum = _mm512_dpbusd_epi32(zero, ones, x); /* each lane: 4 activations */
             __m512 sx = _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), dx);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(zero, w[r].q, x);
                 acc[c][r] =
@@ -315,7 +315,7 @@ INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_RO
              * add the codes' products */
             __m512i offset = _mm512_set1_epi8((char)(1 << b32_offset_shift(type)));
             __m512i base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, x));
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(base, w[r].q, x);
                 acc[c][r] =
@@ -337,7 +337,7 @@ INLINE TARGET_AVX512 void tile_b32(uint32_t type, int64_t nb,
     acc_zero(acc, R, C);
     for (int64_t p = 0; p < (nb + 1) / 2; p++) {
         B32Pair w[QUANT_PANEL_ROWS];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             w[r] = dec ? dec[r][p] : b32_decode(type, rows[r], p, nb);
         b32_step(type, w, act, stride, p, nb, acc, R, C);
@@ -356,7 +356,7 @@ INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
         int64_t nb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK;
         float b = k0 == 0 ? beta : 1.0f;
         const uint8_t *rows[QUANT_PANEL_ROWS];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             rows[r] = (const uint8_t *)w_rows[r] + k0 / QK * wb;
         bool decoded = n_cols > QUANT_TILE_COLS;
@@ -431,7 +431,7 @@ INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n,
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
         int64_t n_sb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK_K;
         float b = k0 == 0 ? beta : 1.0f;
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             for (int64_t sb = 0; sb < n_sb; sb++) {
                 const uint8_t *block = (const uint8_t *)w_rows[r] + (k0 / QK_K + sb) * wb;
