@@ -15,5 +15,7 @@ int cmd_tokenize(int argc, char **argv, Error *err);
 int cmd_bench_model(int argc, char **argv, Error *err);
 /* quill info: what a GGUF file holds. */
 int cmd_info(int argc, char **argv, Error *err);
+/* quill quantize: a GGUF model rewritten with its weights in another type. */
+int cmd_quantize(int argc, char **argv, Error *err);
 
 #endif

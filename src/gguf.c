@@ -1074,6 +1074,24 @@ void gguf_writer_add_str_array(GgufWriter *w, const char *key, const char *const
     }
 }
 
+void gguf_writer_add_kv(GgufWriter *w, const GgufKV *src)
+{
+    if (src->type == GGUF_TYPE_ARRAY) {
+        if (src->elem_type == GGUF_TYPE_STRING)
+            gguf_writer_add_str_array(w, src->key, (const char *const *)src->array, src->n);
+        else
+            gguf_writer_add_array(w, src->key, src->elem_type, src->array, src->n);
+        return;
+    }
+    if (src->type == GGUF_TYPE_STRING) {
+        gguf_writer_add_str(w, src->key, src->value.s);
+        return;
+    }
+    GgufKV *kv = writer_append_kv(w, src->key, src->type);
+    if (kv)
+        kv->value = src->value; /* the widened scalar; written back at its own width */
+}
+
 void gguf_writer_add_tensor(GgufWriter *w, const char *name, GgmlType type, uint32_t n_dims,
                             const uint64_t *ne, const void *data)
 {

@@ -159,6 +159,9 @@ void gguf_writer_add_array(GgufWriter *w, const char *key, GgufType elem_type,
                            const void *data, uint64_t n);
 void gguf_writer_add_str_array(GgufWriter *w, const char *key, const char *const *strs,
                                uint64_t n);
+/* A copy of a pair as gguf_open read it, whatever its type (scalars of every width, strings,
+ * arrays of numbers, bools or strings): how a tool carries a file's metadata over. */
+void gguf_writer_add_kv(GgufWriter *w, const GgufKV *kv);
 /* ne as in GgufTensor: ne[0] is the row length. */
 void gguf_writer_add_tensor(GgufWriter *w, const char *name, GgmlType type, uint32_t n_dims,
                             const uint64_t *ne, const void *data);

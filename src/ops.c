@@ -147,20 +147,11 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 
 /* ---- linear layers ------------------------------------------------------------------ */
 
-/* F32 products with at least this many rows go to the BLAS: its packed sgemm reuses each
- * weight from cache across many rows. With fewer rows (decoding one or a few tokens) every
- * weight is used once or a few times anyway, and quant_matmul streams the matrix from
- * memory without packing it first. */
-enum { LINEAR_BLAS_MIN_ROWS = 16 };
-
+/* One product for every weight type: quant_matmul reads W in place (F32, F16, BF16 or
+ * quantized blocks); F32 prompts of 16 rows or more go on from there to the BLAS's sgemm. */
 void linear_forward(float *out, int ldo, const float *inp, int N, const WeightMatrix *w,
                     float beta, void *scratch)
 {
-    if (w->type == GGML_TYPE_F32 && N >= LINEAR_BLAS_MIN_ROWS) {
-        gemm(false, true, N, w->rows, w->cols, 1.0f, inp, w->cols, w->data, w->cols, beta, out,
-             ldo);
-        return;
-    }
     quant_matmul(out, ldo, inp, N, w->cols, w->data, w->type, w->rows, beta, scratch);
 }
 

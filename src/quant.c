@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "matmul.h"
 #include "quant_impl.h"
 
 /* ---- The table of formats ------------------------------------------------------------- */
@@ -134,12 +135,12 @@ const char *quant_isa_name(QuantIsa isa)
     return "unknown";
 }
 
-/* The tile kernel for a weight type on the current ISA, or NULL for the scalar loop. */
-static QuantTileFn *tile_kernel(QuantIsa isa, uint32_t type)
+/* The panel kernel for a weight type on an ISA, or NULL for the scalar loop. */
+static QuantPanelFn *panel_kernel(QuantIsa isa, uint32_t type)
 {
     switch (isa) {
-    case QUANT_ISA_AVX512: return quant_avx512_tile(type);
-    case QUANT_ISA_AVX2: return quant_avx2_tile(type);
+    case QUANT_ISA_AVX512: return quant_avx512_panel(type);
+    case QUANT_ISA_AVX2: return quant_avx2_panel(type);
     case QUANT_ISA_SCALAR: return NULL;
     }
     return NULL;
@@ -168,13 +169,13 @@ float quant_vec_dot(uint32_t weight_type, int64_t n, const void *w_row, const vo
 {
     const QuantFormat *f = format_of(weight_type);
     assert(f->dot && n % f->block_size == 0);
-    QuantTileFn *tile = tile_kernel(quant_isa(), weight_type);
-    if (!tile)
+    QuantPanelFn *panel = panel_kernel(quant_isa(), weight_type);
+    if (!panel || n == 0)
         return f->dot(n, w_row, act_row);
-    const void *rows[QUANT_TILE_ROWS] = {w_row, w_row, w_row, w_row};
-    float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS];
-    tile(n, rows, 1, act_row, 0, 1, dots);
-    return dots[0][0];
+    const void *rows[QUANT_PANEL_ROWS] = {w_row, w_row, w_row, w_row};
+    float dot;
+    panel(n, rows, 1, act_row, 0, 1, &dot, 1, 0.0f);
+    return dot;
 }
 
 size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
@@ -190,29 +191,44 @@ size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
 #define MATMUL_PARALLEL_MIN_WORK (1 << 18)
 
 /* How many activation rows one pass over the weights serves: as many as fit in about half
- * of a 1 MiB L2 cache, so that each tile of weights, loaded once, meets every activation
+ * of a 1 MiB L2 cache, so that each panel of weights, decoded once, meets every activation
  * row of the pass from cache. Longer prompts make several passes. */
 #define MATMUL_PASS_BYTES (512 * 1024)
 
-/* One tile's results into out, with beta (out is not read when beta is 0). */
-static void tile_store(float *out, int ldo, int r0, int n_rows, int c0, int n_cols, float beta,
-                       float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS])
+/* F32 weights times 16 or more activation rows go to the BLAS (gemm(), matmul.h), whose
+ * sgemm packs and blocks for the caches better than a dot-product kernel can: about 2x
+ * faster here at N = 128. Threads still own fixed chunks of W's rows, and each chunk is one
+ * single-threaded sgemm call, so results do not depend on the thread count. The naive
+ * reference of BLAS=none builds would be slower than the panels, so those keep them. */
+#define MATMUL_BLAS_MIN_N 16
+#define MATMUL_BLAS_ROWS 128
+
+#ifndef QUILL_BLAS_NONE
+static void matmul_f32_blas(float *out, int ldo, const float *x, int N, int K, const float *W,
+                            int M, float beta)
 {
-    for (int c = 0; c < n_cols; c++) {
-        float *o = out + (size_t)(c0 + c) * ldo + r0;
-        for (int r = 0; r < n_rows; r++)
-            o[r] = beta == 0.0f ? dots[c][r] : beta * o[r] + dots[c][r];
+    int n_chunks = (M + MATMUL_BLAS_ROWS - 1) / MATMUL_BLAS_ROWS;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < n_chunks; ch++) {
+        int r0 = ch * MATMUL_BLAS_ROWS;
+        int rows = M - r0 < MATMUL_BLAS_ROWS ? M - r0 : MATMUL_BLAS_ROWS;
+        /* out[:, r0:r0+rows] (N x rows, stride ldo) = x (N x K) . W[r0:r0+rows]^T */
+        gemm(false, true, N, rows, K, 1.0f, x, K, W + (size_t)r0 * K, K, beta, out + r0, ldo);
     }
 }
+#endif
 
-/* The tile the scalar ISA uses: every dot on its own, with the type's portable kernel. */
-static void tile_scalar(QuantDotFn *dot, int64_t K, const void *const rows[QUANT_TILE_ROWS],
-                        int n_rows, const uint8_t *act, size_t act_stride, int n_cols,
-                        float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS])
+/* The scalar ISA's panel: every dot on its own, with the type's portable kernel. */
+static void panel_scalar(QuantDotFn *dot, int64_t K, const void *const rows[QUANT_PANEL_ROWS],
+                         int n_rows, const uint8_t *act, size_t act_stride, int n_cols,
+                         float *out, int ldo, float beta)
 {
     for (int c = 0; c < n_cols; c++)
-        for (int r = 0; r < n_rows; r++)
-            dots[c][r] = dot(K, rows[r], act + c * act_stride);
+        for (int r = 0; r < n_rows; r++) {
+            float d = dot(K, rows[r], act + c * act_stride);
+            float *o = out + (size_t)c * ldo + r;
+            *o = beta == 0.0f ? d : beta * *o + d;
+        }
 }
 
 void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void *W,
@@ -222,7 +238,20 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
     assert(f->dot && K % f->block_size == 0 && ldo >= M);
     if (N <= 0 || M <= 0)
         return;
+    if (K == 0) { /* empty sums: out = beta * out */
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < M; j++)
+                out[(size_t)i * ldo + j] = beta == 0.0f ? 0.0f : beta * out[(size_t)i * ldo + j];
+        return;
+    }
     QuantIsa isa = quant_isa();
+    QuantPanelFn *panel = panel_kernel(isa, type);
+#ifndef QUILL_BLAS_NONE
+    if (type == GGML_TYPE_F32 && N >= MATMUL_BLAS_MIN_N && panel) {
+        matmul_f32_blas(out, ldo, x, N, K, W, M, beta);
+        return;
+    }
+#endif
     size_t work = (size_t)M * (size_t)K * (size_t)N;
 
     /* 1. The activations, once, in the format the kernels read (F32 is used as it is). */
@@ -239,34 +268,29 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
         act = dst;
     }
 
-    /* 2. Tiles of 4 weight rows x 4 activation rows. Threads take tiles of weight rows, so
-     *    each thread streams its own share of W from memory once per pass; within a tile
-     *    the 4 weight rows stay in L1 while every activation row of the pass goes by. */
-    QuantTileFn *tile = tile_kernel(isa, type);
+    /* 2. Panels of 4 weight rows. Threads take panels, so each thread streams its own share
+     *    of W from memory once per pass, and each panel meets every activation row of the
+     *    pass while its decoded weights sit in L1. */
     size_t w_stride = quant_row_bytes(type, K);
-    int pass_cols = (int)(MATMUL_PASS_BYTES / act_stride) / QUANT_TILE_COLS * QUANT_TILE_COLS;
+    int pass_cols = (int)(MATMUL_PASS_BYTES / act_stride);
     pass_cols = pass_cols < QUANT_TILE_COLS ? QUANT_TILE_COLS : pass_cols;
-    int n_row_tiles = (M + QUANT_TILE_ROWS - 1) / QUANT_TILE_ROWS;
-    for (int p0 = 0; p0 < N; p0 += pass_cols) {
-        int p1 = p0 + pass_cols < N ? p0 + pass_cols : N;
+    int n_panels = (M + QUANT_PANEL_ROWS - 1) / QUANT_PANEL_ROWS;
+    for (int c0 = 0; c0 < N; c0 += pass_cols) {
+        int n_cols = N - c0 < pass_cols ? N - c0 : pass_cols;
+        const uint8_t *a = act + (size_t)c0 * act_stride;
+        float *o = out + (size_t)c0 * ldo;
 #pragma omp parallel for schedule(static) if (work >= MATMUL_PARALLEL_MIN_WORK)
-        for (int t = 0; t < n_row_tiles; t++) {
-            int r0 = t * QUANT_TILE_ROWS;
-            int n_rows = M - r0 < QUANT_TILE_ROWS ? M - r0 : QUANT_TILE_ROWS;
-            /* a short last tile repeats its last row: computed, never stored */
-            const void *rows[QUANT_TILE_ROWS];
-            for (int r = 0; r < QUANT_TILE_ROWS; r++)
-                rows[r] = (const uint8_t *)W + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * w_stride;
-            for (int c0 = p0; c0 < p1; c0 += QUANT_TILE_COLS) {
-                int n_cols = p1 - c0 < QUANT_TILE_COLS ? p1 - c0 : QUANT_TILE_COLS;
-                float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS];
-                const uint8_t *a = act + (size_t)c0 * act_stride;
-                if (tile)
-                    tile(K, rows, n_rows, a, act_stride, n_cols, dots);
-                else
-                    tile_scalar(f->dot, K, rows, n_rows, a, act_stride, n_cols, dots);
-                tile_store(out, ldo, r0, n_rows, c0, n_cols, beta, dots);
-            }
+        for (int p = 0; p < n_panels; p++) {
+            int r0 = p * QUANT_PANEL_ROWS;
+            int n_rows = M - r0 < QUANT_PANEL_ROWS ? M - r0 : QUANT_PANEL_ROWS;
+            const void *rows[QUANT_PANEL_ROWS];
+            for (int r = 0; r < QUANT_PANEL_ROWS; r++) /* a short panel repeats its last row */
+                rows[r] =
+                    (const uint8_t *)W + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * w_stride;
+            if (panel)
+                panel(K, rows, n_rows, a, act_stride, n_cols, o + r0, ldo, beta);
+            else
+                panel_scalar(f->dot, K, rows, n_rows, a, act_stride, n_cols, o + r0, ldo, beta);
         }
     }
 }

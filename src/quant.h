@@ -12,10 +12,11 @@
  * is an integer dot product (AVX-512 VNNI, AVX2 or plain C) with one float multiply per
  * block. This is llama.cpp's design; quant_vec_dot is the smallest instance of it.
  *
- * Every function taking a row requires n to be a multiple of the type's block size
- * (quant_block_size), the row to start on a 4-byte boundary, and a known type: those are
- * programmer errors, checked with assert. Sizes read from a file are validated by the GGUF
- * reader before they get here. */
+ * Every function taking a row requires a known type and n a multiple of the type's block
+ * size (quant_block_size): those are programmer errors, checked with assert. Sizes read from
+ * a file are validated by the GGUF reader before they get here. Rows of F32 must be 4-byte
+ * aligned and rows of F16/BF16 2-byte aligned (every GGUF tensor is); rows of quantized
+ * blocks may start at any byte. */
 #ifndef QUILL_QUANT_H
 #define QUILL_QUANT_H
 

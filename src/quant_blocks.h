@@ -5,9 +5,10 @@
  * Every struct below is exactly the block's bytes: only uint8_t/int8_t arrays and 16-bit
  * fields at even offsets, so the compiler adds no padding (the static_asserts check it)
  * and a block can be copied in and out of a file with memcpy. The code never casts file
- * bytes to a block pointer: it copies a block into a local struct (quant_load_* below), or,
- * in the SIMD kernels, loads bytes with unaligned loads. f16 fields are IEEE binary16 bits
- * (f16.h converts them).
+ * bytes to a block pointer (a row may start at any byte, and the bytes have no block type):
+ * the reference code copies each block into a local struct with memcpy, which compilers
+ * turn into plain loads, and the SIMD kernels use unaligned loads at the fields' offsets.
+ * f16 fields are IEEE binary16 bits (f16.h converts them).
  *
  * Two families:
  *   - 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): one f16 scale d per block, and for

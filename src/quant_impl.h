@@ -4,13 +4,14 @@
  *   quant_q32.c      F32/F16/BF16 and the 32-element blocks: reference dequantize,
  *                    quantize and the portable (scalar) dot product of each type
  *   quant_kquants.c  the same for the K-quants and Q8_K
- *   quant_avx2.c     AVX2 kernels          } tiles of dot products, compiled with their own
+ *   quant_simd.h     what the two SIMD files share (target attributes, K-quant decoders)
+ *   quant_avx2.c     AVX2 kernels          } panels of dot products, compiled with their own
  *   quant_avx512.c   AVX-512 VNNI kernels  } target attributes, used only when the CPU has them
  *
  * Adding a tensor type: draw and declare its block in quant_blocks.h; write its reference
  * dequantizer (and quantizer, if quill should write it) and its scalar dot product next to
  * the others of its family; describe it with a QuantFormat below and list it in quant.c's
- * table. From then on it works everywhere on the scalar path; a SIMD tile kernel for it in
+ * table. From then on it works everywhere on the scalar path; a SIMD panel for it in
  * quant_avx2.c / quant_avx512.c makes it fast. */
 #ifndef QUILL_QUANT_IMPL_H
 #define QUILL_QUANT_IMPL_H
@@ -60,25 +61,33 @@ extern const QuantFormat quant_format_q4_0, quant_format_q4_1, quant_format_q5_0
 extern const QuantFormat quant_format_q2_k, quant_format_q3_k, quant_format_q4_k,
     quant_format_q5_k, quant_format_q6_k, quant_format_q8_k;
 
-/* ---- Tiles: what the SIMD files provide ----
- * A tile is up to QUANT_TILE_ROWS weight rows times up to QUANT_TILE_COLS activation rows:
- *   dots[c][r] = dot(w_rows[r], activation row c)   for r < n_rows, c < n_cols
- * with activation row c at act + c * act_stride bytes. Each weight block is decoded once
- * and used against every activation row of the tile, and each activation block once for
- * every weight row; each dot is summed in registers along the whole row, in the same order
- * whatever n_rows and n_cols are. n_rows and n_cols are 1..4. w_rows always holds four
- * valid rows (a short tile repeats its last one), so a kernel may compute all four and
- * drop the extra dots; activation rows past n_cols must not be read. */
-enum { QUANT_TILE_ROWS = 4, QUANT_TILE_COLS = 4 };
+/* ---- Panels: what the SIMD files provide ----
+ * A panel is up to QUANT_PANEL_ROWS weight rows against n_cols activation rows (any
+ * number), activation row c at act + c * act_stride bytes:
+ *   out[c * ldo + r] = beta * out[c * ldo + r] + dot(w_rows[r], activation row c)
+ * for r < n_rows, c < n_cols (out is not read when beta is 0). w_rows always holds four
+ * valid rows (a short panel repeats its last one), so a kernel may compute all four and
+ * drop the extra dots; activation rows past n_cols must not be read.
+ *
+ * Kernels walk K in segments of QUANT_SEGMENT elements. Within a segment each weight row
+ * is decoded once: in registers when one tile holds every activation row, otherwise into a
+ * small buffer on the stack that every group of QUANT_TILE_COLS activation rows then reads
+ * from L1; each group is a tile of up to 4 x 4 dots summed in registers. With a single
+ * activation row the panel's rows are taken one at a time (one sequential stream of
+ * weights per thread). A dot is the sum of its segments' partial dots,
+ * added in order, and every partial dot is computed by the same operations whatever N,
+ * n_rows and n_cols are: a row's result does not depend on what it was batched with, and
+ * the buffers stay a few tens of KiB. */
+enum { QUANT_PANEL_ROWS = 4, QUANT_TILE_COLS = 4, QUANT_SEGMENT = 2048 };
 
-typedef void QuantTileFn(int64_t n, const void *const w_rows[QUANT_TILE_ROWS], int n_rows,
-                         const void *act, size_t act_stride, int n_cols,
-                         float dots[QUANT_TILE_COLS][QUANT_TILE_ROWS]);
+typedef void QuantPanelFn(int64_t n, const void *const w_rows[QUANT_PANEL_ROWS], int n_rows,
+                          const void *act, size_t act_stride, int n_cols, float *out, int ldo,
+                          float beta);
 
-/* The tile kernel of a weight type on an ISA, or NULL when that ISA has none for it (the
+/* The panel kernel of a weight type on an ISA, or NULL when that ISA has none for it (the
  * driver then loops over the type's scalar dot product). */
-QuantTileFn *quant_avx2_tile(uint32_t type);
-QuantTileFn *quant_avx512_tile(uint32_t type);
+QuantPanelFn *quant_avx2_panel(uint32_t type);
+QuantPanelFn *quant_avx512_panel(uint32_t type);
 
 /* Activation quantizers for Q8_0 and Q8_K with the same bits as the reference ones
  * (quant_q32.c, quant_kquants.c), or NULL for other types. */

@@ -516,6 +516,73 @@ Test(gguf, reader_widens_every_scalar_type)
     free(b.p);
 }
 
+/* gguf_writer_add_kv carries pairs over unchanged: a file of every metadata type copied pair by
+ * pair is the same file, byte for byte; and the scalar widths the other add functions do not
+ * write (u8, i8, u16, i16, i64, f64) keep their type and value. */
+Test(gguf, writer_copies_pairs_as_read)
+{
+    const char *dir = test_make_tmpdir();
+    char *path = path_join(dir, "meta.gguf"), *copy_path = path_join(dir, "copy.gguf");
+    write_metadata_file(path);
+    GgufFile *f = NULL;
+    Error err = {{0}};
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    GgufWriter *w = gguf_writer_new();
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        gguf_writer_add_kv(w, &f->kv[i]);
+    const GgufTensor *t = &f->tensors[0];
+    gguf_writer_add_tensor(w, t->name, (GgmlType)t->type, t->n_dims, t->ne, t->data);
+    cr_assert_eq(gguf_writer_write(w, copy_path, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    size_t n_a, n_b;
+    char *a, *b;
+    cr_assert_eq(file_read_all(path, &a, &n_a, &err), 0, "%s", err.msg);
+    cr_assert_eq(file_read_all(copy_path, &b, &n_b, &err), 0, "%s", err.msg);
+    cr_expect(n_a == n_b && memcmp(a, b, n_a) == 0, "the copy differs from the original");
+    free(a);
+    free(b);
+    gguf_close(f);
+
+    Bytes raw = {0};
+    bytes_header(&raw, 3, 0, 6);
+    const struct {
+        const char *key;
+        GgufType type;
+        uint64_t bits;
+        size_t size;
+    } kvs[] = {
+        {"u8", GGUF_TYPE_UINT8, 200, 1},      {"i8", GGUF_TYPE_INT8, 0x80, 1},
+        {"u16", GGUF_TYPE_UINT16, 0xbeef, 2}, {"i16", GGUF_TYPE_INT16, 0xfffe, 2},
+        {"i64", GGUF_TYPE_INT64, 1ull << 63, 8}, {"f64", GGUF_TYPE_FLOAT64, 0x3ff8000000000000, 8},
+    };
+    for (size_t i = 0; i < 6; i++) {
+        bytes_str(&raw, kvs[i].key);
+        bytes_u32(&raw, kvs[i].type);
+        bytes_uint(&raw, kvs[i].bits, kvs[i].size);
+    }
+    uint8_t *raw_copy;
+    f = parse_ok(&raw, &raw_copy);
+    w = gguf_writer_new();
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        gguf_writer_add_kv(w, &f->kv[i]);
+    cr_assert_eq(gguf_writer_write(w, copy_path, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    GgufFile *g = NULL;
+    cr_assert_eq(gguf_open(&g, copy_path, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < 6; i++) {
+        const GgufKV *kv = gguf_find_kv(g, kvs[i].key);
+        cr_assert(kv && kv->type == kvs[i].type, "%s: type", kvs[i].key);
+        cr_expect(memcmp(&kv->value, &gguf_find_kv(f, kvs[i].key)->value, sizeof kv->value) == 0,
+                  "%s: value", kvs[i].key);
+    }
+    gguf_close(g);
+    gguf_close(f);
+    free(raw_copy);
+    free(raw.p);
+    free(path);
+    free(copy_path);
+}
+
 typedef struct {
     const char *name;
     GgmlType type;

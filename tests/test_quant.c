@@ -577,7 +577,8 @@ Test(quant_files, every_qtest_tensor_dequantizes_to_its_f32_original)
         for (uint64_t t = 0; t < f->n_tensors; t++) {
             const GgufTensor *qt = &f->tensors[t];
             const GgufTensor *rt = gguf_find_tensor(ref, qt->name);
-            cr_assert(rt && rt->type == GGML_TYPE_F32, "%s: %s not in the f32 file", name, qt->name);
+            cr_assert(rt && rt->type == GGML_TYPE_F32, "%s: %s not in the f32 file", name,
+                      qt->name);
             cr_assert(quant_type_is_supported(qt->type), "%s: %s has type %u", name, qt->name,
                       qt->type);
             uint64_t n = gguf_tensor_nelements(qt);
@@ -608,4 +609,471 @@ Test(quant_files, every_qtest_tensor_dequantizes_to_its_f32_original)
     gguf_close(ref);
     cr_expect_eq(files, 12);
     cr_expect_eq(compared, 12 * 21, "21 tensors in each of the 12 files");
+}
+
+/* ---- Kernels against the reference -------------------------------------------------------
+ * Weight rows are random bytes with random finite scales, so that every code occurs (-128
+ * in Q8_0, every nibble and high bit, every sub-block scale); activations are random
+ * normals quantized by the reference quantizer. The reference product dequantizes both
+ * rows and sums in double. A kernel sums exact integers per block and floats across
+ * blocks (and lanes), so it may differ from the exact sum by a few float roundings of the
+ * running total: the tolerance is 2^-24 * (K/8 + 16) * sum |w_i x_i|. */
+
+static uint16_t random_scale(Rng *rng)
+{
+    float v = 0.002f + 0.05f * rng_uniform(rng);
+    return f32_to_f16(rng_below(rng, 2) ? v : -v);
+}
+
+/* Overwrites the f16 scale fields of block i (at row + i * size) with random finite values. */
+static void randomise_scales(uint32_t type, uint8_t *block, Rng *rng)
+{
+    uint16_t d = random_scale(rng), m = random_scale(rng);
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0:
+        memcpy(block, &d, 2); /* d is the first field */
+        break;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K:
+        memcpy(block, &d, 2); /* d, then m or dmin */
+        memcpy(block + 2, &m, 2);
+        break;
+    case GGML_TYPE_Q2_K:
+        memcpy(block + offsetof(BlockQ2_K, d), &d, 2);
+        memcpy(block + offsetof(BlockQ2_K, dmin), &m, 2);
+        break;
+    case GGML_TYPE_Q3_K:
+        memcpy(block + offsetof(BlockQ3_K, d), &d, 2);
+        break;
+    case GGML_TYPE_Q6_K:
+        memcpy(block + offsetof(BlockQ6_K, d), &d, 2);
+        break;
+    default:
+        cr_assert_fail("no scales for type %u", type);
+    }
+}
+
+static void *random_weight_row(uint32_t type, int64_t n, Rng *rng)
+{
+    size_t bytes = quant_row_bytes(type, n);
+    uint8_t *row = malloc(bytes);
+    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
+        float *x = malloc((size_t)n * sizeof *x);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = rng_normal(rng);
+        quant_quantize_row(type, x, row, n);
+        free(x);
+        return row;
+    }
+    for (size_t i = 0; i < bytes; i++)
+        row[i] = (uint8_t)rng_next_u64(rng);
+    size_t block_bytes = quant_row_bytes(type, quant_block_size(type));
+    for (size_t b = 0; b < bytes; b += block_bytes)
+        randomise_scales(type, row + b, rng);
+    return row;
+}
+
+/* n activations as quant_vec_dot takes them (quantized unless the format is F32), and
+ * their float values in deq. */
+static void *random_activation_row(uint32_t weight_type, int64_t n, Rng *rng, float *deq)
+{
+    uint32_t act_type = quant_activation_type(weight_type);
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rng_normal(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+    void *row = malloc(quant_row_bytes(act_type, n));
+    quant_quantize_row(act_type, x, row, n);
+    quant_dequantize_row(act_type, row, deq, n);
+    free(x);
+    return row;
+}
+
+static const uint32_t WEIGHT_TYPES[] = {
+    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+    GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
+    GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+enum { N_WEIGHT_TYPES = sizeof WEIGHT_TYPES / sizeof *WEIGHT_TYPES };
+
+/* Row lengths: several block counts, odd ones included (25 blocks of 32). */
+static int row_lengths(uint32_t type, int64_t lengths[5])
+{
+    int64_t b = quant_block_size(type);
+    if (b == 1) {
+        static const int64_t f[5] = {1, 7, 33, 255, 1000};
+        memcpy(lengths, f, sizeof f);
+    } else if (b == 32) {
+        static const int64_t q[5] = {32, 96, 800, 2048, 4096};
+        memcpy(lengths, q, sizeof q);
+    } else {
+        static const int64_t k[5] = {256, 512, 768, 2048, 4096};
+        memcpy(lengths, k, sizeof k);
+    }
+    return 5;
+}
+
+/* The exact dot of two float rows, and the tolerance for a kernel's result. */
+static double reference_dot(const float *w, const float *x, int64_t n, double *tol)
+{
+    double sum = 0, magnitude = 0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)w[i] * x[i];
+        magnitude += fabs((double)w[i] * x[i]);
+    }
+    *tol = 0x1p-24 * ((double)n / 8 + 16) * magnitude + 1e-30;
+    return sum;
+}
+
+/* The ISAs this CPU runs, best last. */
+static int available_isas(QuantIsa isas[3])
+{
+    int n = 0;
+    const QuantIsa all[3] = {QUANT_ISA_SCALAR, QUANT_ISA_AVX2, QUANT_ISA_AVX512};
+    for (int i = 0; i < 3; i++)
+        if (quant_set_isa(all[i]) == 0)
+            isas[n++] = all[i];
+    return n;
+}
+
+Test(quant_kernels, vec_dot_on_every_isa_matches_the_reference)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int64_t lengths[5];
+        int n_lengths = row_lengths(type, lengths);
+        for (int li = 0; li < n_lengths; li++) {
+            int64_t n = lengths[li];
+            Rng rng;
+            rng_seed(&rng, 1000 * t + li);
+            float *wf = malloc((size_t)n * sizeof *wf), *xf = malloc((size_t)n * sizeof *xf);
+            void *w = random_weight_row(type, n, &rng);
+            void *x = random_activation_row(type, n, &rng, xf);
+            quant_dequantize_row(type, w, wf, n);
+            double tol, exact = reference_dot(wf, xf, n, &tol);
+            for (int i = 0; i < n_isas; i++) {
+                cr_assert_eq(quant_set_isa(isas[i]), 0);
+                float got = quant_vec_dot(type, n, w, x);
+                cr_expect_leq(fabs(got - exact), tol, "%s, %s, n=%ld: %.9g, exact %.9g",
+                              gguf_tensor_type_name(type), quant_isa_name(isas[i]), (long)n,
+                              got, exact);
+                compared++;
+            }
+            free(w);
+            free(x);
+            free(wf);
+            free(xf);
+        }
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 5 * n_isas);
+    cr_log_info("vec_dot: %d cases on %d ISAs (best: %s)", compared, n_isas,
+                quant_isa_name(quant_isa_best()));
+}
+
+/* ---- quant_matmul -------------------------------------------------------------------------
+ * Against a double-precision product of the dequantized weights and the activations as the
+ * reference quantizer makes them, for N = 1, 3, 17 and 130 (not multiples of the tile),
+ * M = 37 (a short last tile), a row stride ldo wider than M, beta 0 (out full of NaN, which
+ * must not leak) and beta 1; and the activations the product wrote into scratch must be the
+ * reference quantizer's bytes on every ISA. */
+
+typedef struct {
+    uint32_t type;
+    int N, M, K;
+    float beta;
+} MatmulCase;
+
+static void check_matmul(MatmulCase c, QuantIsa isa)
+{
+    int ldo = c.M + 5;
+    Rng rng;
+    rng_seed(&rng, (uint64_t)c.type * 131 + (uint64_t)c.N);
+    uint8_t *W = random_weight_row(c.type, (int64_t)c.M * c.K, &rng);
+    float *x = malloc((size_t)c.N * c.K * sizeof *x),
+          *out = malloc((size_t)c.N * ldo * sizeof *out);
+    float *out0 = malloc((size_t)c.N * ldo * sizeof *out0);
+    for (size_t i = 0; i < (size_t)c.N * c.K; i++)
+        x[i] = rng_normal(&rng);
+    for (size_t i = 0; i < (size_t)c.N * ldo; i++) {
+        out0[i] = rng_normal(&rng);
+        out[i] = c.beta == 0.0f ? NAN : out0[i];
+    }
+    uint32_t act_type = quant_activation_type(c.type);
+    size_t act_bytes = quant_row_bytes(act_type, c.K);
+    size_t scratch_bytes = quant_matmul_scratch_bytes(c.type, c.N, c.K);
+    void *scratch = scratch_bytes ? malloc(scratch_bytes) : NULL;
+    cr_assert_eq(quant_set_isa(isa), 0);
+    quant_matmul(out, ldo, x, c.N, c.K, W, c.type, c.M, c.beta, scratch);
+
+    /* the reference: the same activations, quantized by the reference code */
+    uint8_t *act = malloc(act_bytes);
+    float *xq = malloc((size_t)c.K * sizeof *xq), *wrow = malloc((size_t)c.K * sizeof *wrow);
+    size_t w_stride = quant_row_bytes(c.type, c.K);
+    for (int i = 0; i < c.N; i++) {
+        quant_quantize_row(act_type, x + (size_t)i * c.K, act, c.K);
+        if (scratch)
+            cr_assert(memcmp(act, (uint8_t *)scratch + i * act_bytes, act_bytes) == 0,
+                      "%s %s: activation row %d differs from the reference quantizer's",
+                      gguf_tensor_type_name(c.type), quant_isa_name(isa), i);
+        quant_dequantize_row(act_type, act, xq, c.K);
+        for (int j = 0; j < c.M; j++) {
+            quant_dequantize_row(c.type, W + j * w_stride, wrow, c.K);
+            double tol, exact = reference_dot(wrow, xq, c.K, &tol);
+            size_t o = (size_t)i * ldo + j;
+            exact += c.beta * out0[o];
+            tol += 0x1p-23 * fabs(out0[o]);
+            if (!(fabs(out[o] - exact) <= tol))
+                cr_assert_fail("%s %s N=%d beta=%g: out[%d][%d] = %.9g, exact %.9g",
+                               gguf_tensor_type_name(c.type), quant_isa_name(isa), c.N, c.beta,
+                               i, j, out[o], exact);
+        }
+        for (int j = c.M; j < ldo; j++) /* the padding of each output row is untouched */
+            cr_assert(memcmp(&out[(size_t)i * ldo + j],
+                             c.beta == 0.0f ? &(float){NAN} : &out0[(size_t)i * ldo + j],
+                             sizeof(float)) == 0);
+    }
+    free(W);
+    free(x);
+    free(out);
+    free(out0);
+    free(scratch);
+    free(act);
+    free(xq);
+    free(wrow);
+}
+
+Test(quant_kernels, matmul_matches_a_double_product_for_every_type_and_isa)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    static const int Ns[] = {1, 3, 17, 130};
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int K = quant_block_size(type) == 256 ? 512 : 320;
+        for (int ni = 0; ni < 4; ni++)
+            for (int i = 0; i < n_isas; i++)
+                for (int b = 0; b < 2; b++) {
+                    check_matmul((MatmulCase){type, Ns[ni], 37, K, (float)b}, isas[i]);
+                    compared++;
+                }
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 4 * 2 * n_isas);
+}
+
+Test(quant_kernels, matmul_is_bit_identical_on_one_and_two_threads)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    static const int Ns[] = {1, 5, 64};
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int K = 512, M = 601;
+        Rng rng;
+        rng_seed(&rng, 77 + t);
+        void *W = random_weight_row(type, (int64_t)M * K, &rng);
+        float *x = malloc((size_t)64 * K * sizeof *x);
+        for (int i = 0; i < 64 * K; i++)
+            x[i] = rng_normal(&rng);
+        float *a = malloc((size_t)64 * M * sizeof *a), *b = malloc((size_t)64 * M * sizeof *b);
+        void *scratch = malloc(quant_matmul_scratch_bytes(type, 64, K) + 1);
+        for (int ni = 0; ni < 3; ni++)
+            for (int i = 0; i < n_isas; i++) {
+                cr_assert_eq(quant_set_isa(isas[i]), 0);
+                compute_set_threads(1);
+                quant_matmul(a, M, x, Ns[ni], K, W, type, M, 0.0f, scratch);
+                compute_set_threads(2);
+                quant_matmul(b, M, x, Ns[ni], K, W, type, M, 0.0f, scratch);
+                cr_expect(memcmp(a, b, (size_t)Ns[ni] * M * sizeof *a) == 0,
+                          "%s %s N=%d: 1 and 2 threads differ", gguf_tensor_type_name(type),
+                          quant_isa_name(isas[i]), Ns[ni]);
+                compared++;
+            }
+        free(W);
+        free(x);
+        free(a);
+        free(b);
+        free(scratch);
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 3 * n_isas);
+}
+
+Test(quant_kernels, empty_rows_give_empty_sums)
+{
+    float out[2 * 3] = {1, 2, 3, 4, 5, 6}, x[1] = {0};
+    uint8_t w[1] = {0}, scratch[1];
+    quant_matmul(out, 3, x, 2, 0, w, GGML_TYPE_Q8_0, 3, 1.0f, scratch);
+    cr_expect(out[0] == 1 && out[5] == 6, "beta = 1 with K = 0 leaves out as it was");
+    quant_matmul(out, 3, x, 2, 0, w, GGML_TYPE_Q8_0, 3, 0.0f, scratch);
+    cr_expect(out[0] == 0 && out[5] == 0, "beta = 0 with K = 0 writes zeros");
+    cr_expect_eq(quant_vec_dot(GGML_TYPE_Q4_K, 0, w, x), 0.0f);
+}
+
+/* ---- quill quantize ------------------------------------------------------------------------- */
+
+/* Runs `quill quantize ARGS`; returns the exit status, output in *out (caller frees). */
+static int run_quantize(char **out, const char *args)
+{
+    char command[2048];
+    snprintf(command, sizeof command, "%s quantize %s", test_quill_bin(), args);
+    return test_run_capture(command, out);
+}
+
+/* Every tensor of `path` against the same tensor of the original: matrices within their
+ * type's expected RMS error, F32/F16/BF16 tensors exactly the original rounded. */
+static int compare_with_original(const char *path, const GgufFile *ref)
+{
+    Error err;
+    GgufFile *f;
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    cr_assert_eq(f->n_tensors, ref->n_tensors, "%s", path);
+    int compared = 0;
+    for (uint64_t t = 0; t < f->n_tensors; t++) {
+        const GgufTensor *qt = &f->tensors[t], *rt = gguf_find_tensor(ref, qt->name);
+        cr_assert_not_null(rt, "%s: %s", path, qt->name);
+        uint64_t n = gguf_tensor_nelements(qt);
+        float *got = malloc(n * sizeof *got);
+        quant_dequantize_row(qt->type, qt->data, got, (int64_t)n);
+        const float *orig = rt->data;
+        if (!quant_type_is_supported(qt->type) || quant_block_size(qt->type) == 1) {
+            cr_expect_eq(count_inexact(qt->type, got, orig, n), 0, "%s %s", path, qt->name);
+        } else {
+            double se = 0, ss = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                se += ((double)got[i] - orig[i]) * ((double)got[i] - orig[i]);
+                ss += (double)orig[i] * orig[i];
+            }
+            cr_expect_leq(sqrt(se / ss), 1.1 * expected_rms(qt->type), "%s %s (%s)", path,
+                          qt->name, gguf_tensor_type_name(qt->type));
+        }
+        free(got);
+        compared++;
+    }
+    gguf_close(f);
+    return compared;
+}
+
+/* The type of every tensor and general.file_type must be what llama.cpp chose for the same
+ * TYPE (its qtest-<TYPE>.gguf), and every tensor must match the f32 original. */
+Test(quant_cli, quantize_writes_llama_cpp_types_within_each_types_error)
+{
+    SHARED_FILE_OR_SKIP(shared_ref, "models/qtest-f32.gguf");
+    char ref_path[512]; /* test_shared_path's buffer is reused below */
+    snprintf(ref_path, sizeof ref_path, "%s", shared_ref);
+    const char *dir = test_make_tmpdir();
+    Error err;
+    GgufFile *ref;
+    cr_assert_eq(gguf_open(&ref, ref_path, &err), 0, "%s", err.msg);
+    static const char *const types[] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",   "Q4_1",  "Q5_0",
+                                        "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"};
+    int compared = 0, same_as_llama = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char out_path[256], args[1024], *out;
+        snprintf(out_path, sizeof out_path, "%s/%s.gguf", dir, types[i]);
+        snprintf(args, sizeof args, "%s %s %s", ref_path, out_path, types[i]);
+        int rc = run_quantize(&out, args);
+        cr_assert_eq(rc, 0, "quantize %s: %s", types[i], out);
+        free(out);
+        compared += compare_with_original(out_path, ref);
+
+        char llama_name[64];
+        snprintf(llama_name, sizeof llama_name, "models/qtest-%s.gguf", types[i]);
+        const char *llama_path = test_shared_path(llama_name);
+        if (!llama_path) /* llama.cpp has no plain F32 copy, nor plain Q4_K / Q5_K files */
+            continue;
+        GgufFile *ours, *theirs;
+        cr_assert_eq(gguf_open(&theirs, llama_path, &err), 0, "%s", err.msg);
+        cr_assert_eq(gguf_open(&ours, out_path, &err), 0, "%s", err.msg);
+        for (uint64_t t = 0; t < theirs->n_tensors; t++) {
+            const GgufTensor *tt = &theirs->tensors[t], *ot = gguf_find_tensor(ours, tt->name);
+            cr_assert_not_null(ot, "%s: %s missing", types[i], tt->name);
+            cr_expect_eq(ot->type, tt->type, "%s %s: quill chose %s, llama.cpp %s", types[i],
+                         tt->name, gguf_tensor_type_name(ot->type),
+                         gguf_tensor_type_name(tt->type));
+        }
+        uint32_t ft_ours, ft_theirs;
+        cr_assert_eq(gguf_get_u32(ours, "general.file_type", &ft_ours, &err), 0, "%s", err.msg);
+        cr_assert_eq(gguf_get_u32(theirs, "general.file_type", &ft_theirs, &err), 0, "%s", err.msg);
+        cr_expect_eq(ft_ours, ft_theirs, "%s: general.file_type", types[i]);
+        same_as_llama++;
+        gguf_close(ours);
+        gguf_close(theirs);
+    }
+    gguf_close(ref);
+    cr_expect_eq(compared, 13 * 21, "13 files of 21 tensors");
+    cr_expect_eq(same_as_llama, 10, "10 types have a llama.cpp file to compare with");
+}
+
+Test(quant_cli, bad_type_or_input_fails_with_one_line_and_writes_nothing)
+{
+    SHARED_FILE_OR_SKIP(ref_path, "models/qtest-f32.gguf");
+    const char *dir = test_make_tmpdir();
+    char args[1024], *out;
+    snprintf(args, sizeof args, "%s %s/out.gguf Q3_K_XL", ref_path, dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strncmp(out, "quill: error: unknown type 'Q3_K_XL'", 36) == 0, "%s", out);
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "%s/missing.gguf %s/out.gguf Q8_0", dir, dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strstr(out, "quill: error: ") == out && strstr(out, "missing.gguf"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "tests/test_quant.c %s/out.gguf Q8_0", dir);
+    cr_expect_neq(run_quantize(&out, args), 0);
+    cr_expect(strstr(out, "not a GGUF file") != NULL, "%s", out);
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line: %s", out);
+    free(out);
+    char path[512];
+    snprintf(path, sizeof path, "%s/out.gguf", dir);
+    cr_expect_null(test_shared_path(path), "nothing written");
+    FILE *fp = fopen(path, "rb");
+    cr_expect_null(fp, "%s must not exist", path);
+    if (fp)
+        fclose(fp);
+}
+
+/* Rows that a type's block does not divide fall back as llama.cpp's do, with one line each:
+ * 96 columns are no multiple of 256 (Q4_K -> Q5_0), 40 not even of 32 (-> F16). */
+Test(quant_cli, rows_a_block_does_not_divide_fall_back_with_a_line)
+{
+    const char *dir = test_make_tmpdir();
+    char in_path[512], out_path[512];
+    snprintf(in_path, sizeof in_path, "%s/in.gguf", dir);
+    snprintf(out_path, sizeof out_path, "%s/out.gguf", dir);
+    static float a[96 * 4], b[40 * 2], norm[96];
+    Rng rng;
+    rng_seed(&rng, 5);
+    for (int i = 0; i < 96 * 4; i++)
+        a[i] = rng_normal(&rng);
+    for (int i = 0; i < 40 * 2; i++)
+        b[i] = rng_normal(&rng);
+    for (int i = 0; i < 96; i++)
+        norm[i] = 1.0f;
+    GgufWriter *w = gguf_writer_new();
+    gguf_writer_add_str(w, "general.architecture", "llama");
+    gguf_writer_add_u32(w, "llama.block_count", 1);
+    const uint64_t ne_a[2] = {96, 4}, ne_b[2] = {40, 2}, ne_n[1] = {96};
+    gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", GGML_TYPE_F32, 2, ne_a, a);
+    gguf_writer_add_tensor(w, "blk.0.ffn_gate.weight", GGML_TYPE_F32, 2, ne_b, b);
+    gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", GGML_TYPE_F32, 1, ne_n, norm);
+    Error err;
+    cr_assert_eq(gguf_writer_write(w, in_path, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+
+    char args[1200], *out;
+    snprintf(args, sizeof args, "%s %s Q4_K", in_path, out_path);
+    cr_assert_eq(run_quantize(&out, args), 0, "%s", out);
+    cr_expect(strstr(out, "blk.0.ffn_up.weight: rows of 96 are not a multiple of Q4_K's block "
+                          "of 256: using Q5_0 instead\n") != NULL, "%s", out);
+    cr_expect(strstr(out, "blk.0.ffn_gate.weight: rows of 40 are not a multiple of Q4_K's block "
+                          "of 256: using F16 instead\n") != NULL, "%s", out);
+    free(out);
+    GgufFile *f;
+    cr_assert_eq(gguf_open(&f, out_path, &err), 0, "%s", err.msg);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_up.weight")->type, GGML_TYPE_Q5_0);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_gate.weight")->type, GGML_TYPE_F16);
+    cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_norm.weight")->type, GGML_TYPE_F32, "norms stay");
+    gguf_close(f);
 }

@@ -1,0 +1,275 @@
+/* What the AVX2 and AVX-512 kernel files share: the target attributes, small helpers, and
+ * the decoders that unpack one K-quant super-block into plain arrays (written with AVX2;
+ * AVX-512 CPUs run them too, and they are inlined into the AVX-512 kernels).
+ *
+ * Every function here is static inline with a target attribute: it is compiled for that
+ * instruction set whatever -march says, and it only runs after quant.c has checked, at run
+ * time, that the CPU has it. A function may be inlined into one whose target includes its
+ * own (AVX2 code into AVX-512 code), never the other way round. */
+#ifndef QUILL_QUANT_SIMD_H
+#define QUILL_QUANT_SIMD_H
+
+#include <immintrin.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "quant_blocks.h"
+
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_AVX512                                                                        \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+/* The kernels are "templates": an inline function takes the weight type and the tile shape
+ * as arguments, and each caller passes constants, so the compiler folds the switches on
+ * them and emits one specialised loop per type and shape. always_inline makes sure it
+ * does. */
+#define INLINE static inline __attribute__((always_inline))
+
+/* An f16 scale from unaligned bytes, as a float (the F16C instruction). */
+INLINE TARGET_AVX2 float simd_f16_load(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+INLINE TARGET_AVX2 float simd_f32_load(const uint8_t *p)
+{
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+INLINE TARGET_AVX2 __m256i simd_load256(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+INLINE TARGET_AVX2 void simd_store256(void *p, __m256i v)
+{
+    _mm256_storeu_si256((__m256i *)p, v);
+}
+
+/* ---- K-quant super-blocks, decoded --------------------------------------------------------
+ * Every K-quant, whatever its packing, becomes the same thing:
+ *   q[e]       the unsigned code of weight e, 0..63, in element order (as Q8_K's qs);
+ *   scale[i]   the integer scale of the sub-block that holds weights 2i and 2i+1: one entry
+ *              per pair, because _mm*_maddubs_epi16 sums products in pairs and the next
+ *              instruction multiplies each pair sum by its scale;
+ *   bias[s]    what multiplies the activations' 16-sum bsums[s];
+ *   d, dmin    the float scales of the two terms.
+ * so that, with x[e] = dx * qs[e],
+ *   sum_e w[e] x[e] = dx * (d * sum_i scale[i] * (q[2i] qs[2i] + q[2i+1] qs[2i+1])
+ *                           - dmin * sum_s bias[s] * bsums[s]).
+ * Type-1 formats (Q2_K, Q4_K, Q5_K) put their mins in bias; type-0 formats (Q3_K, Q6_K)
+ * store codes with an offset (q - 4, q - 32), and the offset times the scale goes to bias,
+ * with dmin = d. Codes stay below 64, so a pair sum 2 * 63 * 127 never saturates int16. */
+typedef struct {
+    uint8_t q[QK_K];
+    int16_t scale[QK_K / 2];
+    int16_t bias[16];
+    float d, dmin;
+} KDecoded;
+
+/* scale[] for 16 sub-blocks of 16 weights: each scale covers 8 pairs. */
+INLINE TARGET_AVX2 void kdec_scales16(KDecoded *dec, const int16_t sc[16])
+{
+    for (int s = 0; s < 16; s += 2)
+        simd_store256(dec->scale + 8 * s,
+                      _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s])));
+}
+
+/* scale[] for 8 sub-blocks of 32 weights: each scale covers 16 pairs. */
+INLINE TARGET_AVX2 void kdec_scales32(KDecoded *dec, const uint8_t sc[8])
+{
+    for (int j = 0; j < 8; j++)
+        simd_store256(dec->scale + 16 * j, _mm256_set1_epi16(sc[j]));
+}
+
+/* The 2-bit fields of Q2_K and Q3_K: weight 128h + 32k + l is bits 2k..2k+1 of
+ * qs[32h + l]. A 16-bit shift moves bits across bytes, but the mask keeps only the two
+ * that came from the right byte. */
+INLINE TARGET_AVX2 void kdec_two_bit_codes(KDecoded *dec, const uint8_t qs[QK_K / 4])
+{
+    const __m256i three = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i v = simd_load256(qs + 32 * h);
+        for (int k = 0; k < 4; k++)
+            simd_store256(dec->q + 128 * h + 32 * k,
+                          _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three));
+    }
+}
+
+/* The low nibbles of Q4_K and Q5_K: chunk c of 64 weights is qs[32c..32c+31], low nibbles
+ * (weights 64c..64c+31) then high nibbles. */
+INLINE TARGET_AVX2 void kdec_nibble_codes(KDecoded *dec, const uint8_t qs[QK_K / 2])
+{
+    const __m256i low4 = _mm256_set1_epi8(15);
+    for (int c = 0; c < 4; c++) {
+        __m256i v = simd_load256(qs + 32 * c);
+        simd_store256(dec->q + 64 * c, _mm256_and_si256(v, low4));
+        simd_store256(dec->q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    }
+}
+
+/* Adds `value` to the codes of weights 32i..32i+31 whose bit i is set in bits[l] (the high
+ * bits of Q3_K's hmask and Q5_K's qh: bit i of byte l belongs to weight 32i + l). */
+INLINE TARGET_AVX2 void kdec_add_bit_planes(KDecoded *dec, const uint8_t bits[32], int value)
+{
+    __m256i v = simd_load256(bits), add = _mm256_set1_epi8((char)value);
+    for (int i = 0; i < 8; i++) {
+        __m256i bit = _mm256_set1_epi8((char)(1 << i));
+        __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+        __m256i q = simd_load256(dec->q + 32 * i);
+        simd_store256(dec->q + 32 * i, _mm256_add_epi8(q, _mm256_and_si256(set, add)));
+    }
+}
+
+/* The 6-bit scales and mins of Q4_K/Q5_K (quant_k_scale_min), four at a time: bytes 0..3
+ * hold scales 0..3 in their low 6 bits and the top bits of scales 4..7 in bits 6-7; bytes
+ * 4..7 the same for the mins; bytes 8..11 the low nibbles of scales 4..7 and of mins 4..7.
+ * (b >> 6) << 4 for every byte of a word is (word >> 2) & 0x30303030. */
+INLINE TARGET_AVX2 void kdec_unpack_scale_min(const uint8_t packed[12], uint8_t sc[8],
+                                              uint8_t m[8])
+{
+    uint32_t w0, w1, w2;
+    memcpy(&w0, packed, 4);
+    memcpy(&w1, packed + 4, 4);
+    memcpy(&w2, packed + 8, 4);
+    uint32_t sc_lo = w0 & 0x3f3f3f3fu, m_lo = w1 & 0x3f3f3f3fu;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
+    memcpy(sc, &sc_lo, 4);
+    memcpy(sc + 4, &sc_hi, 4);
+    memcpy(m, &m_lo, 4);
+    memcpy(m + 4, &m_hi, 4);
+}
+
+/* Type-1 K-quants: 8 sub-blocks of 32 with scales and mins; bias[s] = the min of the
+ * 32-sub-block that holds the 16-sum s. */
+INLINE TARGET_AVX2 void kdec_type1_scales(KDecoded *dec, const uint8_t packed[12])
+{
+    uint8_t sc[8], m[8];
+    kdec_unpack_scale_min(packed, sc, m);
+    kdec_scales32(dec, sc);
+    for (int s = 0; s < 16; s++)
+        dec->bias[s] = m[s / 2];
+}
+
+INLINE TARGET_AVX2 void kdec_q2_k(const uint8_t *block, KDecoded *dec)
+{
+    kdec_two_bit_codes(dec, block + offsetof(BlockQ2_K, qs));
+    int16_t sc[16];
+    for (int s = 0; s < 16; s++) {
+        uint8_t packed = block[offsetof(BlockQ2_K, scales) + s];
+        sc[s] = packed & 15;
+        dec->bias[s] = packed >> 4;
+    }
+    kdec_scales16(dec, sc);
+    dec->d = simd_f16_load(block + offsetof(BlockQ2_K, d));
+    dec->dmin = simd_f16_load(block + offsetof(BlockQ2_K, dmin));
+}
+
+/* Q3_K's 16 signed 6-bit scales (quant_q3_k_scale), four at a time: a scale's low nibble
+ * is in byte s (s < 8) or in the high nibble of byte s - 8, its top two bits at bit
+ * 2*(s/4) of byte 8 + s%4. */
+INLINE TARGET_AVX2 void kdec_q3_k(const uint8_t *block, KDecoded *dec)
+{
+    kdec_two_bit_codes(dec, block + offsetof(BlockQ3_K, qs));
+    kdec_add_bit_planes(dec, block + offsetof(BlockQ3_K, hmask), 4);
+    uint32_t w[3];
+    memcpy(w, block + offsetof(BlockQ3_K, scales), 12);
+    uint32_t words[4] = {
+        (w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4,
+        (w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4,
+        ((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4,
+        ((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4,
+    };
+    uint8_t six_bit[16];
+    memcpy(six_bit, words, 16);
+    int16_t sc[16];
+    for (int s = 0; s < 16; s++) {
+        sc[s] = (int16_t)(six_bit[s] - 32);
+        dec->bias[s] = (int16_t)(4 * sc[s]); /* w = d sc (q - 4) */
+    }
+    kdec_scales16(dec, sc);
+    dec->d = dec->dmin = simd_f16_load(block + offsetof(BlockQ3_K, d));
+}
+
+INLINE TARGET_AVX2 void kdec_q4_k(const uint8_t *block, KDecoded *dec)
+{
+    kdec_nibble_codes(dec, block + offsetof(BlockQ4_K, qs));
+    kdec_type1_scales(dec, block + offsetof(BlockQ4_K, scales));
+    dec->d = simd_f16_load(block + offsetof(BlockQ4_K, d));
+    dec->dmin = simd_f16_load(block + offsetof(BlockQ4_K, dmin));
+}
+
+INLINE TARGET_AVX2 void kdec_q5_k(const uint8_t *block, KDecoded *dec)
+{
+    kdec_nibble_codes(dec, block + offsetof(BlockQ5_K, qs));
+    kdec_add_bit_planes(dec, block + offsetof(BlockQ5_K, qh), 16);
+    kdec_type1_scales(dec, block + offsetof(BlockQ5_K, scales));
+    dec->d = simd_f16_load(block + offsetof(BlockQ5_K, d));
+    dec->dmin = simd_f16_load(block + offsetof(BlockQ5_K, dmin));
+}
+
+/* Q6_K: in each half of 128, ql0 = ql[0..31] and ql1 = ql[32..63] give the low nibbles of
+ * the four quarters (ql0 low, ql1 low, ql0 high, ql1 high) and qh the top two bits (bits
+ * 0-1, 2-3, 4-5, 6-7). Each top pair is moved to bits 4-5 with one 16-bit shift and a mask. */
+INLINE TARGET_AVX2 void kdec_q6_k(const uint8_t *block, KDecoded *dec)
+{
+    const __m256i low4 = _mm256_set1_epi8(15), bits45 = _mm256_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = simd_load256(block + offsetof(BlockQ6_K, ql) + 64 * h);
+        __m256i ql1 = simd_load256(block + offsetof(BlockQ6_K, ql) + 64 * h + 32);
+        __m256i qh = simd_load256(block + offsetof(BlockQ6_K, qh) + 32 * h);
+        uint8_t *q = dec->q + 128 * h;
+        simd_store256(q, _mm256_or_si256(_mm256_and_si256(ql0, low4),
+                                         _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)));
+        simd_store256(q + 32, _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                                              _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)));
+        simd_store256(q + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                                              _mm256_and_si256(qh, bits45)));
+        simd_store256(q + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)));
+    }
+    int16_t sc[16];
+    for (int s = 0; s < 16; s++) {
+        sc[s] = (int8_t)block[offsetof(BlockQ6_K, scales) + s];
+        dec->bias[s] = (int16_t)(32 * sc[s]); /* w = d sc (q - 32) */
+    }
+    kdec_scales16(dec, sc);
+    dec->d = dec->dmin = simd_f16_load(block + offsetof(BlockQ6_K, d));
+}
+
+INLINE bool kdec_is_k_quant(uint32_t type)
+{
+    return type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q3_K || type == GGML_TYPE_Q4_K ||
+           type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
+}
+
+/* The decoder of a K-quant type (a constant in every caller, so the switch folds). */
+INLINE TARGET_AVX2 void kdec_block(uint32_t type, const uint8_t *block, KDecoded *dec)
+{
+    switch (type) {
+    case GGML_TYPE_Q2_K: kdec_q2_k(block, dec); break;
+    case GGML_TYPE_Q3_K: kdec_q3_k(block, dec); break;
+    case GGML_TYPE_Q4_K: kdec_q4_k(block, dec); break;
+    case GGML_TYPE_Q5_K: kdec_q5_k(block, dec); break;
+    default: kdec_q6_k(block, dec); break;
+    }
+}
+
+INLINE size_t kdec_block_bytes(uint32_t type)
+{
+    switch (type) {
+    case GGML_TYPE_Q2_K: return sizeof(BlockQ2_K);
+    case GGML_TYPE_Q3_K: return sizeof(BlockQ3_K);
+    case GGML_TYPE_Q4_K: return sizeof(BlockQ4_K);
+    case GGML_TYPE_Q5_K: return sizeof(BlockQ5_K);
+    default: return sizeof(BlockQ6_K);
+    }
+}
+
+#endif
