@@ -5,6 +5,8 @@
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s) and training throughput
+#   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
+#                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
 #
 # Switches:
@@ -83,7 +85,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev
 
-.PHONY: all deps test test-unit check demo bench clean help probe fuzz
+.PHONY: all deps test test-unit check demo bench bench-data clean help probe fuzz
 
 all: deps probe bin/quill $(NOTEBOOKS)
 
@@ -158,7 +160,7 @@ FUZZERS      := gguf_model config train_state token_cache
 FUZZ_BUILD   := build/fuzz
 FUZZ_CFLAGS  := -std=c11 -g -O1 -fopenmp -fno-omit-frame-pointer -DQUILL_BLAS_NONE \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIB_O   := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(SRC_C) train/config.c train/checkpoint.c \
+FUZZ_LIB_O   := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(SRC_C) train/config.c train/checkpoint.c train/corpus.c \
                   train/data.c train/optimizer.c)
 FUZZ_SEEDS   := $(BUILD)/fuzz-seeds
 
@@ -210,6 +212,12 @@ bench: deps bin/quill
 	bin/quill bench --threads 2 --data $(SHAKESPEARE)
 	bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
 	  --out runs/shakespeare-char --force --threads 2
+
+# What a new run does with a corpus larger than memory, on a generated corpus (kept in
+# /tmp/quill-bench-data between runs).
+BENCH_DATA_MB ?= 1024
+bench-data: deps bin/quill
+	bin/quill bench-data --threads 2 --size-mb $(BENCH_DATA_MB)
 
 clean:
 	rm -rf build bin

@@ -27,6 +27,7 @@ static const Command COMMANDS[] = {
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},
     {"quantize", cmd_quantize, "rewrite a GGUF model's weights in another type (Q8_0, Q4_K_M, ...)"},
     {"bench", cmd_bench, "training throughput, or a model's speed (quill bench MODEL.gguf)"},
+    {"bench-data", cmd_bench_data, "the data pipeline (words, BPE, token cache) on a generated corpus"},
 };
 enum { N_COMMANDS = sizeof COMMANDS / sizeof *COMMANDS };
 

@@ -161,27 +161,30 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err)
     return 0;
 }
 
+int file_map_fd_readonly(int fd, const char *name, void **map, size_t *size, Error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return error_set(err, "%s: %s", name, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return error_set(err, "%s: not a regular file", name);
+    if (st.st_size == 0)
+        return error_set(err, "%s: the file is empty", name);
+    if ((uint64_t)st.st_size > SIZE_MAX)
+        return error_set(err, "%s: too large to map", name);
+    *size = (size_t)st.st_size;
+    *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (*map == MAP_FAILED)
+        return error_set(err, "%s: cannot map: %s", name, strerror(errno));
+    return 0;
+}
+
 int file_map_readonly(const char *path, void **map, size_t *size, Error *err)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0)
         return error_set(err, "%s: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = error_set(err, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
-        rc = error_set(err, "%s: not a regular file", path);
-    else if (st.st_size == 0)
-        rc = error_set(err, "%s: the file is empty", path);
-    else if ((uint64_t)st.st_size > SIZE_MAX)
-        rc = error_set(err, "%s: too large to map", path);
-    if (rc == 0) {
-        *size = (size_t)st.st_size;
-        *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (*map == MAP_FAILED)
-            rc = error_set(err, "%s: cannot map: %s", path, strerror(errno));
-    }
+    int rc = file_map_fd_readonly(fd, path, map, size, err);
     close(fd);
     return rc;
 }

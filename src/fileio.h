@@ -39,5 +39,7 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err);
  * files by rename (atomic_file_commit), which leaves an existing mapping intact. Unmap with
  * munmap(map, size). */
 int file_map_readonly(const char *path, void **map, size_t *size, Error *err);
+/* The same for a file already open (name is for messages); fd stays open. */
+int file_map_fd_readonly(int fd, const char *name, void **map, size_t *size, Error *err);
 
 #endif

@@ -32,6 +32,11 @@ void hash64_stream_add(Hash64Stream *s, const void *data, size_t len)
     XXH3_64bits_update(s->state, data, len);
 }
 
+void hash64_stream_reset(Hash64Stream *s)
+{
+    XXH3_64bits_reset(s->state);
+}
+
 uint64_t hash64_stream_value(const Hash64Stream *s)
 {
     return XXH3_64bits_digest(s->state);

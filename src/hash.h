@@ -20,6 +20,7 @@ typedef struct Hash64Stream Hash64Stream;
 
 Hash64Stream *hash64_stream_new(void); /* NULL when out of memory */
 void hash64_stream_add(Hash64Stream *s, const void *data, size_t len);
+void hash64_stream_reset(Hash64Stream *s); /* back to the hash of nothing */
 uint64_t hash64_stream_value(const Hash64Stream *s);
 void hash64_stream_free(Hash64Stream *s); /* NULL-safe */
 

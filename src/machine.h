@@ -10,6 +10,8 @@
 #ifndef QUILL_MACHINE_H
 #define QUILL_MACHINE_H
 
+#include <stddef.h>
+
 /* Best GFLOP/s of n x n x n products over about half a second; 0 when out of memory. */
 double machine_sgemm_gflops(int n);
 /* Best GB/s of the triad over three 64 MB arrays; 0 when out of memory. */
@@ -17,6 +19,9 @@ double machine_triad_gbs(void);
 /* Best GB/s of summing a 256 MB array; 0 when out of memory. */
 double machine_read_gbs(void);
 
+/* The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC 9R45 ..."), or "unknown CPU";
+ * benchmarks print it, since a figure means little without the machine it came from. */
+void machine_cpu_name(char *buf, size_t cap);
 /* The median of n values (reorders them). */
 double machine_median(double *values, int n);
 

@@ -482,17 +482,38 @@ static int spm_merge(SpmRun *r, Error *err)
 
 /* ---- Encoding, step 4: symbols to ids ---- */
 
+/* Room for `more` ids after the n held, doubling the capacity as often as needed. */
+static int idlist_reserve(IdList *l, size_t more, Error *err)
+{
+    if (l->n + more <= l->cap)
+        return 0;
+    size_t cap = l->cap ? l->cap : 64;
+    while (cap < l->n + more)
+        cap *= 2;
+    int *grown = realloc(l->ids, cap * sizeof *grown);
+    if (!grown)
+        return error_set(err, "out of memory for %zu token ids", cap);
+    l->ids = grown;
+    l->cap = cap;
+    return 0;
+}
+
 int idlist_push(IdList *l, int id, Error *err)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        int *grown = realloc(l->ids, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu token ids", cap);
-        l->ids = grown;
-        l->cap = cap;
-    }
+    if (idlist_reserve(l, 1, err) < 0)
+        return -1;
     l->ids[l->n++] = id;
+    return 0;
+}
+
+int idlist_append(IdList *l, const int *ids, size_t n, Error *err)
+{
+    if (n == 0)
+        return 0;
+    if (idlist_reserve(l, n, err) < 0)
+        return -1;
+    memcpy(l->ids + l->n, ids, n * sizeof *ids);
+    l->n += n;
     return 0;
 }
 

@@ -164,8 +164,97 @@ size_t tokenizer_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap);
 int tokenizer_decode(const Tokenizer *t, const int *ids, size_t n, char **text, size_t *len,
                      Error *err);
 
-/* Trainers (tokenizer_train.c). Both replace whatever *t held: *t must be zeroed or hold a
- * tokenizer, which is freed on success; on failure *t is left as it was. */
+/* ---- Text in words (tokenizer_words.c) ----
+ *
+ * A corpus of a gigabyte is neither held in memory whole nor encoded in one call: it is
+ * read in segments, and both the trainers and the encoder work on its words. For
+ * SentencePiece text a word starts at every space (and at every "▁" already in the text):
+ * "The cat  sat" has the words "The", " cat", " ", " sat". A vocabulary learned by quill's
+ * `bpe` trainer has no piece with a "▁" after its first character, so no merge crosses the
+ * start of a word, and encoding the words one by one gives the ids of encoding the whole
+ * text (for valid UTF-8; an invalid byte sequence that swallows a space is cut there
+ * instead). Equal words then need encoding only once. */
+
+/* The end of the word that starts at text[start]: the next offset after start where a word
+ * starts, or len. */
+size_t tokenizer_word_end(const char *text, size_t len, size_t start);
+
+/* True when encoding word by word gives the ids of encoding whole texts: a SentencePiece
+ * vocabulary without USER_DEFINED pieces (their cut adds a space prefix of its own) and
+ * without a piece that holds "▁" after its first character (Llama 2 has "▁▁", for
+ * indented code). */
+bool tokenizer_encodes_by_word(const Tokenizer *t);
+
+/* Walks the words of one stretch of text. When the stretch starts a text and space_prefix
+ * is set, SentencePiece's space prefix comes first: it joins the first word (" The") or,
+ * when the text starts with a space, stands as a word of its own (" "). */
+typedef struct {
+    const char *text;
+    size_t len, off;
+    bool prefix_pending;
+    char *joined; /* the prefix and the first word, made when needed */
+    size_t joined_cap;
+} WordCursor;
+
+void word_cursor_start(WordCursor *c, const char *text, size_t len, bool space_prefix);
+/* The next word (*word points into the text, or into the cursor for the joined first
+ * word). Returns 1 for a word, 0 at the end, -1 when out of memory. */
+int word_cursor_next(WordCursor *c, const char **word, size_t *len, Error *err);
+void word_cursor_free(WordCursor *c); /* the joined buffer; the cursor can start again */
+
+/* A growing list of token ids. */
+typedef struct {
+    int *ids;
+    size_t n, cap;
+} IdList;
+
+int idlist_push(IdList *l, int id, Error *err);
+int idlist_append(IdList *l, const int *ids, size_t n, Error *err);
+
+/* Encodes corpora word by word, keeping the ids of the words it has seen (a word cache, as
+ * llama.cpp's byte-level encoder keeps for one call, but kept across calls and bounded:
+ * it is emptied when it holds 2^20 words). Needs tokenizer_encodes_by_word(t). One encoder
+ * per thread; the tokenizer is only read. */
+typedef struct WordEncoder WordEncoder;
+
+int word_encoder_new(WordEncoder **e, const Tokenizer *t, Error *err);
+void word_encoder_free(WordEncoder *e); /* NULL-safe */
+/* Appends the ids of a stretch of text to out. text_start: the stretch starts a text (the
+ * space prefix goes in front when the tokenizer adds one); otherwise it continues one, and
+ * must start where a word starts. No bos is added. */
+int word_encoder_encode(WordEncoder *e, const char *text, size_t len, bool text_start,
+                        IdList *out, Error *err);
+
+/* ---- Trainers (tokenizer_train.c) ----
+ *
+ * A trainer learns from counts of words, not from the text itself, so that its memory
+ * grows with the number of distinct words, not with the corpus (as SentencePiece and the
+ * HF tokenizers library train). Texts are counted in any pieces, on any number of threads
+ * (one TextCounts each, merged at the end): the counts, and so the vocabulary, are the
+ * same however the corpus was cut, as long as every piece but a text's first starts where
+ * a word starts. */
+typedef struct TextCounts TextCounts;
+
+/* Counts for one trainer: TEXT_COUNTS_CHAR or TEXT_COUNTS_BPE (they differ in the space
+ * prefix: `bpe` vocabularies put one in front of each text, `char` ones model the text as
+ * it is). */
+typedef enum { TEXT_COUNTS_CHAR, TEXT_COUNTS_BPE } TextCountsKind;
+
+int text_counts_new(TextCounts **c, TextCountsKind kind, Error *err);
+void text_counts_free(TextCounts *c); /* NULL-safe */
+/* Counts the words of a stretch of text; text_start as for word_encoder_encode. */
+int text_counts_add(TextCounts *c, const char *text, size_t len, bool text_start, Error *err);
+/* Adds the counts of `from` (of the same kind) to `into`. */
+int text_counts_merge(TextCounts *into, const TextCounts *from, Error *err);
+size_t text_counts_distinct_words(const TextCounts *c);
+uint64_t text_counts_bytes(const TextCounts *c); /* text counted so far */
+
+/* Both trainers replace whatever *t held: *t must be zeroed or hold a tokenizer, which is
+ * freed on success; on failure *t is left as it was. A text with no valid UTF-8 character
+ * (empty, or binary) is refused: there is nothing to learn from. */
+int tokenizer_train_char_counts(Tokenizer *t, const TextCounts *c, Error *err);
+int tokenizer_train_bpe_counts(Tokenizer *t, const TextCounts *c, int vocab_size, Error *err);
+/* The same on one text held in memory. */
 int tokenizer_train_char(Tokenizer *t, const char *text, size_t len, Error *err);
 int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_size, Error *err);
 

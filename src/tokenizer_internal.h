@@ -1,5 +1,5 @@
-/* What tokenizer.c and tokenizer_bpe.c share, and nothing else includes: the growing id
- * list that encoders append to, and the byte-level BPE half of the tokenizer. tokenizer.c
+/* What tokenizer.c and tokenizer_bpe.c share, and nothing else includes: the byte-level
+ * BPE half of the tokenizer. tokenizer.c
  * owns the vocabulary, the special-token cut and the SentencePiece encoder; tokenizer_bpe.c
  * owns the byte alphabet, the merge table and the pre-tokenizers (it is the one file that
  * includes pcre2.h). */
@@ -10,13 +10,6 @@
 
 #include "error.h"
 #include "tokenizer.h"
-
-typedef struct {
-    int *ids;
-    size_t n, cap;
-} IdList;
-
-int idlist_push(IdList *l, int id, Error *err);
 
 /* Sets t->bpe (and t->byte_token) for a tokenizer whose pieces and index are built:
  * the pre-tokenizer named `pre` and the merge table from "left right" strings. */

@@ -1,6 +1,7 @@
 /* Vocabulary trainers: `char` (one piece per character of the corpus) and `bpe`
- * (SentencePiece-style byte-pair encoding). Both produce the layout llama.cpp expects of a
- * "llama" vocabulary:
+ * (SentencePiece-style byte-pair encoding). Both learn from counts of the corpus's words
+ * (TextCounts), never from the whole text at once, and produce the layout llama.cpp
+ * expects of a "llama" vocabulary:
  *
  *   id 0      <unk>   UNKNOWN
  *   id 1      <s>     CONTROL  (bos)
@@ -21,89 +22,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hash.h"
+#include "word_table.h"
 
 static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁", a space as pieces store it */
 enum { SPACE_MARK_LEN = 3 };
 
 enum { N_SPECIAL = 3, N_FIXED = N_SPECIAL + 256 }; /* <unk> <s> </s>, then the bytes */
 
-/* ---- A map from byte strings to ints ----
- * Open addressing with linear probing, grown to keep at most half the slots full. Keys are
- * borrowed: they point into the corpus or into the vocabulary and must outlive the map. */
+/* A growing byte buffer for one escaped word at a time. */
 typedef struct {
-    const char **keys;
-    size_t *lens;
-    int *values; /* -1 marks an empty slot */
-    size_t mask, n;
-} StrMap;
+    char *bytes;
+    size_t len, cap;
+} Scratch;
 
-static int strmap_alloc(StrMap *m, size_t n_slots, Error *err)
+/* Writes a word as the encoder sees it, every space as "▁", into s. */
+static int word_escape(Scratch *s, const char *word, size_t len, Error *err)
 {
-    m->keys = malloc(n_slots * sizeof *m->keys);
-    m->lens = malloc(n_slots * sizeof *m->lens);
-    m->values = malloc(n_slots * sizeof *m->values);
-    if (!m->keys || !m->lens || !m->values)
-        return error_set(err, "out of memory for a hash table of %zu slots", n_slots);
-    for (size_t i = 0; i < n_slots; i++)
-        m->values[i] = -1;
-    m->mask = n_slots - 1;
-    m->n = 0;
-    return 0;
-}
-
-static void strmap_free(StrMap *m)
-{
-    free(m->keys);
-    free(m->lens);
-    free(m->values);
-    memset(m, 0, sizeof *m);
-}
-
-static size_t strmap_slot(const StrMap *m, const char *key, size_t len)
-{
-    size_t i = (size_t)hash64(key, len) & m->mask;
-    while (m->values[i] >= 0 && (m->lens[i] != len || memcmp(m->keys[i], key, len) != 0))
-        i = (i + 1) & m->mask;
-    return i;
-}
-
-static int strmap_get(const StrMap *m, const char *key, size_t len)
-{
-    return m->values[strmap_slot(m, key, len)];
-}
-
-static int strmap_grow(StrMap *m, Error *err)
-{
-    StrMap old = *m;
-    if (strmap_alloc(m, 2 * (old.mask + 1), err) < 0) {
-        strmap_free(m);
-        *m = old;
-        return -1;
+    if (len * SPACE_MARK_LEN > s->cap) {
+        char *grown = realloc(s->bytes, len * SPACE_MARK_LEN);
+        if (!grown)
+            return error_set(err, "out of memory for a word of %zu bytes", len);
+        s->bytes = grown;
+        s->cap = len * SPACE_MARK_LEN;
     }
-    for (size_t i = 0; i <= old.mask; i++) {
-        if (old.values[i] < 0)
-            continue;
-        size_t slot = strmap_slot(m, old.keys[i], old.lens[i]);
-        m->keys[slot] = old.keys[i];
-        m->lens[slot] = old.lens[i];
-        m->values[slot] = old.values[i];
+    s->len = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (word[i] == ' ') {
+            memcpy(s->bytes + s->len, SPACE_MARK, SPACE_MARK_LEN);
+            s->len += SPACE_MARK_LEN;
+        } else {
+            s->bytes[s->len++] = word[i];
+        }
     }
-    m->n = old.n;
-    strmap_free(&old);
-    return 0;
-}
-
-/* Adds a key that is not in the map yet. */
-static int strmap_put(StrMap *m, const char *key, size_t len, int value, Error *err)
-{
-    if (2 * (m->n + 1) > m->mask + 1 && strmap_grow(m, err) < 0)
-        return -1;
-    size_t slot = strmap_slot(m, key, len);
-    m->keys[slot] = key;
-    m->lens[slot] = len;
-    m->values[slot] = value;
-    m->n++;
     return 0;
 }
 
@@ -199,24 +149,26 @@ static int vocab_finish(VocabBuilder *v, Tokenizer *t, bool add_space_prefix, Er
 
 /* ---- Characters ---- */
 
-/* True when the bytes, cut the way the encoder cuts text (tokenizer_utf8_len), are one
- * valid UTF-8 character: right length, continuation bytes 10xxxxxx, shortest form, no
- * UTF-16 surrogate, at most U+10FFFF. Anything else is not a character: the encoder will
- * see a symbol that is no piece, and fall back to byte tokens. */
-static bool utf8_is_char(const unsigned char *s, size_t n)
+/* The code point of the bytes when, cut the way the encoder cuts text
+ * (tokenizer_utf8_len), they are one valid UTF-8 character: right length, continuation
+ * bytes 10xxxxxx, shortest form, no UTF-16 surrogate, at most U+10FFFF; else -1. Anything
+ * else is not a character: the encoder will see a symbol that is no piece, and fall back
+ * to byte tokens. */
+static int32_t utf8_char_code(const unsigned char *s, size_t n)
 {
     if (n != tokenizer_utf8_len(s[0]))
-        return false;
+        return -1;
     if (n == 1)
-        return s[0] < 0x80;
+        return s[0] < 0x80 ? s[0] : -1;
     uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
     for (size_t i = 1; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80)
-            return false;
+            return -1;
         cp = (cp << 6) | (s[i] & 0x3F);
     }
     static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    return s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    return valid ? (int32_t)cp : -1;
 }
 
 /* Length of the character starting at text[off], clipped at the end (the encoder's cut). */
@@ -226,24 +178,22 @@ static size_t cut_len(const char *text, size_t len, size_t off)
     return n < len - off ? n : len - off;
 }
 
-/* A vocabulary is learned from characters: a text without a single valid UTF-8 character
- * (empty, or binary) has nothing to learn from, and is refused with a message that says
- * so rather than producing a vocabulary of byte tokens only. */
-static int text_check_learnable(const char *text, size_t len, Error *err)
+/* True when the text holds at least one valid UTF-8 character. */
+static bool text_has_char(const char *text, size_t len)
 {
     for (size_t off = 0; off < len;) {
         size_t n = cut_len(text, len, off);
-        if (utf8_is_char((const unsigned char *)text + off, n))
-            return 0;
+        if (utf8_char_code((const unsigned char *)text + off, n) >= 0)
+            return true;
         off += n;
     }
-    if (len == 0)
-        return error_set(err, "the training text is empty");
-    return error_set(err, "the training text (%zu bytes) holds no valid UTF-8 character", len);
+    return false;
 }
 
+enum { N_CODE_POINTS = 0x110000 };
+
 typedef struct {
-    const char *bytes; /* borrowed: into the escaped corpus, or SPACE_MARK */
+    char bytes[4];
     size_t len;
     int64_t count;
 } CharCount;
@@ -251,19 +201,20 @@ typedef struct {
 typedef struct {
     CharCount *items;
     int n, cap;
-    StrMap index; /* bytes -> position in items, while counting */
+    int32_t *index; /* code point -> position in items, -1 when not seen (while counting) */
 } CharTable;
 
 static void chars_free(CharTable *c)
 {
     free(c->items);
-    strmap_free(&c->index);
+    free(c->index);
     memset(c, 0, sizeof *c);
 }
 
-static int chars_bump(CharTable *c, const char *bytes, size_t len, int64_t count, Error *err)
+static int chars_bump(CharTable *c, int32_t code, const char *bytes, size_t len, int64_t count,
+                      Error *err)
 {
-    int at = strmap_get(&c->index, bytes, len);
+    int32_t at = c->index[code];
     if (at < 0) {
         if (c->n == c->cap) {
             int cap = c->cap ? 2 * c->cap : 256;
@@ -273,10 +224,9 @@ static int chars_bump(CharTable *c, const char *bytes, size_t len, int64_t count
             c->items = grown;
             c->cap = cap;
         }
-        at = c->n++;
-        c->items[at] = (CharCount){bytes, len, 0};
-        if (strmap_put(&c->index, bytes, len, at, err) < 0)
-            return -1;
+        at = c->index[code] = c->n++;
+        c->items[at] = (CharCount){.len = len};
+        memcpy(c->items[at].bytes, bytes, len);
     }
     c->items[at].count += count;
     return 0;
@@ -300,21 +250,147 @@ static int char_count_cmp(const void *a, const void *b)
     return bytes_cmp(x->bytes, x->len, y->bytes, y->len);
 }
 
-/* Counts the characters of an escaped text, sorted most frequent first. */
-static int chars_count(CharTable *c, const char *text, size_t len, Error *err)
+/* Counts the characters of one escaped word, `count` times each; adds the word's symbols
+ * (characters, valid or not) to *n_syms. */
+static int chars_count_word(CharTable *c, const char *word, size_t len, int64_t count,
+                            size_t *n_syms, Error *err)
 {
-    if (strmap_alloc(&c->index, 1024, err) < 0)
-        return -1;
-    for (size_t off = 0; off < len;) {
-        size_t n = cut_len(text, len, off);
-        if (utf8_is_char((const unsigned char *)text + off, n) &&
-            chars_bump(c, text + off, n, 1, err) < 0)
+    for (size_t off = 0; off < len; (*n_syms)++) {
+        size_t n = cut_len(word, len, off);
+        int32_t code = utf8_char_code((const unsigned char *)word + off, n);
+        if (code >= 0 && chars_bump(c, code, word + off, n, count, err) < 0)
             return -1;
         off += n;
     }
-    qsort(c->items, (size_t)c->n, sizeof *c->items, char_count_cmp);
-    strmap_free(&c->index); /* positions changed with the sort */
     return 0;
+}
+
+/* ---- Counting words ---- */
+
+struct TextCounts {
+    TextCountsKind kind;
+    WordTable words; /* a word, raw (spaces are still spaces) -> occurrences */
+    uint64_t n_bytes;
+    bool has_char; /* the text holds a valid UTF-8 character */
+    WordCursor cursor;
+};
+
+int text_counts_new(TextCounts **out, TextCountsKind kind, Error *err)
+{
+    *out = NULL;
+    TextCounts *c = calloc(1, sizeof *c);
+    if (!c)
+        return error_set(err, "out of memory");
+    c->kind = kind;
+    if (word_table_init(&c->words, err) < 0) {
+        free(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+void text_counts_free(TextCounts *c)
+{
+    if (!c)
+        return;
+    word_table_free(&c->words);
+    word_cursor_free(&c->cursor);
+    free(c);
+}
+
+static int counts_bump(TextCounts *c, const char *word, size_t len, uint64_t hash, uint64_t by,
+                       Error *err)
+{
+    int added;
+    uint64_t *count = word_table_insert(&c->words, word, len, hash, &added, err);
+    if (!count)
+        return -1;
+    *count += by;
+    return 0;
+}
+
+int text_counts_add(TextCounts *c, const char *text, size_t len, bool text_start, Error *err)
+{
+    c->n_bytes += len;
+    if (!c->has_char) /* one valid character ends the search, usually the first byte */
+        c->has_char = text_has_char(text, len);
+    word_cursor_start(&c->cursor, text, len, text_start && c->kind == TEXT_COUNTS_BPE);
+    const char *word;
+    size_t n;
+    int more;
+    while ((more = word_cursor_next(&c->cursor, &word, &n, err)) > 0)
+        if (counts_bump(c, word, n, word_table_hash(word, n), 1, err) < 0)
+            return -1;
+    return more;
+}
+
+int text_counts_merge(TextCounts *into, const TextCounts *from, Error *err)
+{
+    if (into->kind != from->kind)
+        return error_set(err, "cannot merge word counts made for different trainers");
+    const WordTable *w = &from->words;
+    for (size_t i = 0; i <= w->mask; i++) {
+        const WordSlot *s = &w->slots[i];
+        if (s->key_len &&
+            counts_bump(into, word_table_key(w, s), s->key_len, s->hash, s->value, err) < 0)
+            return -1;
+    }
+    into->n_bytes += from->n_bytes;
+    into->has_char = into->has_char || from->has_char;
+    return 0;
+}
+
+size_t text_counts_distinct_words(const TextCounts *c)
+{
+    return c->words.n;
+}
+
+uint64_t text_counts_bytes(const TextCounts *c)
+{
+    return c->n_bytes;
+}
+
+/* A vocabulary is learned from characters: a text without a single valid UTF-8 character
+ * (empty, or binary) has nothing to learn from, and is refused with a message that says
+ * so rather than producing a vocabulary of byte tokens only. */
+static int counts_check_learnable(const TextCounts *c, Error *err)
+{
+    if (c->has_char)
+        return 0;
+    if (c->n_bytes == 0)
+        return error_set(err, "the training text is empty");
+    return error_set(err, "the training text (%llu bytes) holds no valid UTF-8 character",
+                     (unsigned long long)c->n_bytes);
+}
+
+/* Counts the characters of every word, each as often as the word occurs, sorted most
+ * frequent first; *n_syms gets the number of symbols of all distinct words. */
+static int chars_count(CharTable *chars, const TextCounts *c, size_t *n_syms, Error *err)
+{
+    chars->index = malloc(N_CODE_POINTS * sizeof *chars->index);
+    if (!chars->index)
+        return error_set(err, "out of memory counting characters");
+    memset(chars->index, 0xff, N_CODE_POINTS * sizeof *chars->index); /* all -1 */
+    *n_syms = 0;
+    Scratch escaped = {0};
+    const WordTable *w = &c->words;
+    int rc = 0;
+    for (size_t i = 0; i <= w->mask && rc == 0; i++) {
+        const WordSlot *s = &w->slots[i];
+        if (s->key_len == 0)
+            continue;
+        rc = word_escape(&escaped, word_table_key(w, s), s->key_len, err);
+        if (rc == 0)
+            rc = chars_count_word(chars, escaped.bytes, escaped.len, (int64_t)s->value, n_syms,
+                                  err);
+    }
+    free(escaped.bytes);
+    free(chars->index);
+    chars->index = NULL; /* positions change with the sort */
+    if (rc == 0)
+        qsort(chars->items, (size_t)chars->n, sizeof *chars->items, char_count_cmp);
+    return rc;
 }
 
 /* Keeps the n_keep most frequent characters. */
@@ -333,16 +409,16 @@ static int vocab_add_chars(VocabBuilder *v, const CharTable *c, Error *err)
     return 0;
 }
 
-int tokenizer_train_char(Tokenizer *t, const char *text, size_t len, Error *err)
+int tokenizer_train_char_counts(Tokenizer *t, const TextCounts *c, Error *err)
 {
-    char *escaped;
-    size_t n;
-    if (text_check_learnable(text, len, err) < 0 ||
-        tokenizer_escape(text, len, false, &escaped, &n, err) < 0)
+    if (c->kind != TEXT_COUNTS_CHAR)
+        return error_set(err, "the char trainer needs counts made for it (no space prefix)");
+    if (counts_check_learnable(c, err) < 0)
         return -1;
     CharTable chars = {0};
     VocabBuilder v = {0};
-    int rc = chars_count(&chars, escaped, n, err);
+    size_t n_syms;
+    int rc = chars_count(&chars, c, &n_syms, err);
     if (rc == 0)
         rc = vocab_add_fixed(&v, err);
     if (rc == 0)
@@ -351,16 +427,39 @@ int tokenizer_train_char(Tokenizer *t, const char *text, size_t len, Error *err)
         rc = vocab_finish(&v, t, false, err);
     vocab_free(&v);
     chars_free(&chars);
-    free(escaped);
+    return rc;
+}
+
+/* Counts one text held in memory. */
+static int counts_of_text(TextCounts **c, TextCountsKind kind, const char *text, size_t len,
+                          Error *err)
+{
+    if (text_counts_new(c, kind, err) < 0)
+        return -1;
+    if (text_counts_add(*c, text, len, true, err) < 0) {
+        text_counts_free(*c);
+        *c = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int tokenizer_train_char(Tokenizer *t, const char *text, size_t len, Error *err)
+{
+    TextCounts *c;
+    if (counts_of_text(&c, TEXT_COUNTS_CHAR, text, len, err) < 0)
+        return -1;
+    int rc = tokenizer_train_char_counts(t, c, err);
+    text_counts_free(c);
     return rc;
 }
 
 /* ---- BPE ----
  *
- * The corpus is escaped as the encoder escapes it (" " in front, spaces as "▁") and cut
- * into words, each starting at a "▁": "▁the▁cat\nsat" has the words "▁the" and
- * "▁cat\nsat". Merges never cross a word boundary, so no piece has a "▁" after its
- * first character. Equal words are counted once, with their number of occurrences.
+ * The corpus comes as counts of its words (a space in front of each text, and a word
+ * starting at each space), each escaped as the encoder escapes it (spaces as "▁"):
+ * " the cat\nsat" has the words "▁the" and "▁cat\nsat". Merges never cross a word
+ * boundary, so no piece has a "▁" after its first character.
  *
  * Each round merges the most frequent pair of neighbouring pieces. Recounting all pairs
  * every round would cost a pass over the corpus per merge; instead every pair keeps its
@@ -393,9 +492,9 @@ typedef struct {
 
 typedef struct {
     VocabBuilder vocab;
-    StrMap piece_ids; /* piece text -> id */
+    WordTable piece_ids; /* piece text -> id */
     Word *words;
-    int n_words, cap_words;
+    int n_words;
     int *syms; /* storage for all words' symbols */
     Pair *pairs;
     int n_pairs, cap_pairs;
@@ -412,7 +511,7 @@ typedef struct {
 static void bpe_trainer_free(BpeTrainer *tr)
 {
     vocab_free(&tr->vocab);
-    strmap_free(&tr->piece_ids);
+    word_table_free(&tr->piece_ids);
     free(tr->words);
     free(tr->syms);
     for (int i = 0; i < tr->n_pairs; i++)
@@ -510,19 +609,28 @@ static int changed_push(BpeTrainer *tr, int p, Error *err)
     return 0;
 }
 
-/* Adds `sign` times the word's count to every pair of neighbouring pieces in word w;
- * when adding, also notes w in the pairs' posting lists. */
-static int word_count_pairs(BpeTrainer *tr, int w, int sign, Error *err)
+enum { ALL_PIECES = -2 }; /* word_count_pairs: note the word for every pair */
+
+/* Adds `sign` times the word's count to every pair of neighbouring pieces in word w. When
+ * adding, w is noted in the posting lists of the pairs that hold the piece `fresh` (of all
+ * pairs when fresh is ALL_PIECES). After a merge, only the pairs with the merged piece are
+ * new to the word: "x a b y" becomes "x ab y", and only (x, ab) and (ab, y) appear. The
+ * other pairs list the word already; noting it again would grow their lists by the
+ * word's length at every merge that touches the word, which on a large corpus is most of
+ * the trainer's memory. */
+static int word_count_pairs(BpeTrainer *tr, int w, int sign, int fresh, Error *err)
 {
     const Word *word = &tr->words[w];
     for (int i = 0; i + 1 < word->n; i++) {
-        if (word->syms[i] < 0 || word->syms[i + 1] < 0)
+        int left = word->syms[i], right = word->syms[i + 1];
+        if (left < 0 || right < 0)
             continue;
-        int p = pair_find_or_add(tr, word->syms[i], word->syms[i + 1], err);
+        int p = pair_find_or_add(tr, left, right, err);
         if (p < 0 || changed_push(tr, p, err) < 0)
             return -1;
         tr->pairs[p].count += sign * word->count;
-        if (sign > 0 && pair_note_word(&tr->pairs[p], w, err) < 0)
+        bool is_new = fresh == ALL_PIECES || left == fresh || right == fresh;
+        if (sign > 0 && is_new && pair_note_word(&tr->pairs[p], w, err) < 0)
             return -1;
     }
     return 0;
@@ -556,8 +664,48 @@ static void entry_swap(HeapEntry *a, HeapEntry *b)
     *b = tmp;
 }
 
+static void heap_sift_down(BpeTrainer *tr, size_t i)
+{
+    for (;;) {
+        size_t best = i, kid = 2 * i + 1;
+        if (kid < tr->n_heap && entry_before(tr, &tr->heap[kid], &tr->heap[best]))
+            best = kid;
+        if (kid + 1 < tr->n_heap && entry_before(tr, &tr->heap[kid + 1], &tr->heap[best]))
+            best = kid + 1;
+        if (best == i)
+            return;
+        entry_swap(&tr->heap[i], &tr->heap[best]);
+        i = best;
+    }
+}
+
+/* True when an entry still holds its pair's count (a newer entry may hold the same count;
+ * popping either is the same). */
+static bool entry_is_live(const BpeTrainer *tr, const HeapEntry *e)
+{
+    const Pair *p = &tr->pairs[e->pair];
+    return !p->banned && e->count == p->count && e->count > 0;
+}
+
+/* Drops the stale entries and rebuilds the heap from the rest (Floyd: sift down from the
+ * last parent). Entries go stale whenever a pair's count changes, so without this the
+ * heap would grow by every change of every round. */
+static void heap_compact(BpeTrainer *tr)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < tr->n_heap; i++)
+        if (entry_is_live(tr, &tr->heap[i]))
+            tr->heap[kept++] = tr->heap[i];
+    tr->n_heap = kept;
+    for (size_t i = kept / 2; i-- > 0;)
+        heap_sift_down(tr, i);
+}
+
 static int heap_push(BpeTrainer *tr, int p, Error *err)
 {
+    /* full and at least half stale (there is at most one live entry per pair) */
+    if (tr->n_heap == tr->cap_heap && tr->n_heap >= 2 * (size_t)tr->n_pairs)
+        heap_compact(tr);
     if (tr->n_heap == tr->cap_heap) {
         size_t cap = tr->cap_heap ? 2 * tr->cap_heap : 4096;
         HeapEntry *grown = realloc(tr->heap, cap * sizeof *grown);
@@ -580,18 +728,8 @@ static HeapEntry heap_pop(BpeTrainer *tr)
 {
     HeapEntry top = tr->heap[0];
     tr->heap[0] = tr->heap[--tr->n_heap];
-    size_t i = 0;
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < tr->n_heap && entry_before(tr, &tr->heap[kid], &tr->heap[best]))
-            best = kid;
-        if (kid + 1 < tr->n_heap && entry_before(tr, &tr->heap[kid + 1], &tr->heap[best]))
-            best = kid + 1;
-        if (best == i)
-            return top;
-        entry_swap(&tr->heap[i], &tr->heap[best]);
-        i = best;
-    }
+    heap_sift_down(tr, 0);
+    return top;
 }
 
 /* The most frequent pair that may be merged, or -1 when no pair is left. */
@@ -599,8 +737,7 @@ static int heap_pop_best(BpeTrainer *tr)
 {
     while (tr->n_heap > 0) {
         HeapEntry e = heap_pop(tr);
-        const Pair *p = &tr->pairs[e.pair];
-        if (!p->banned && e.count == p->count)
+        if (entry_is_live(tr, &e))
             return e.pair;
     }
     return -1;
@@ -621,71 +758,63 @@ static int heap_requeue_changed(BpeTrainer *tr, Error *err)
 
 /* ---- Words ---- */
 
-static int words_add(BpeTrainer *tr, StrMap *word_ids, const char *bytes, size_t len,
-                     Error *err)
+static int piece_id_find(const BpeTrainer *tr, const char *text, size_t len)
 {
-    int w = strmap_get(word_ids, bytes, len);
-    if (w < 0) {
-        if (tr->n_words == tr->cap_words) {
-            int cap = tr->cap_words ? 2 * tr->cap_words : 1024;
-            Word *grown = realloc(tr->words, (size_t)cap * sizeof *grown);
-            if (!grown)
-                return error_set(err, "out of memory for %d distinct words", cap);
-            tr->words = grown;
-            tr->cap_words = cap;
-        }
-        w = tr->n_words++;
-        tr->words[w] = (Word){.syms = NULL, .n = 0, .count = 0, .stamp = -1};
-        if (strmap_put(word_ids, bytes, len, w, err) < 0)
-            return -1;
-    }
-    tr->words[w].count++;
+    const uint64_t *id = word_table_find(&tr->piece_ids, text, len, word_table_hash(text, len));
+    return id ? (int)*id : -1;
+}
+
+static int piece_id_add(BpeTrainer *tr, int id, Error *err)
+{
+    const char *text = tr->vocab.pieces[id];
+    size_t len = tr->vocab.lens[id];
+    int added;
+    uint64_t *value = word_table_insert(&tr->piece_ids, text, len, word_table_hash(text, len),
+                                        &added, err);
+    if (!value)
+        return -1;
+    *value = (uint64_t)id;
     return 0;
 }
 
-/* Cuts the escaped corpus into words that start at "▁" and counts each distinct word. */
-static int words_count(BpeTrainer *tr, const char *text, size_t len, StrMap *word_ids,
-                       Error *err)
+/* The symbols of one escaped word: the piece id of each character, -1 for characters the
+ * vocabulary does not hold. */
+static void word_set_syms(const BpeTrainer *tr, Word *word, const char *bytes, size_t len)
 {
-    size_t start = 0;
     for (size_t off = 0; off < len;) {
-        size_t n = cut_len(text, len, off);
-        bool space = n == SPACE_MARK_LEN && memcmp(text + off, SPACE_MARK, SPACE_MARK_LEN) == 0;
-        if (space && off > start) {
-            if (words_add(tr, word_ids, text + start, off - start, err) < 0)
-                return -1;
-            start = off;
-        }
+        size_t n = cut_len(bytes, len, off);
+        word->syms[word->n++] = piece_id_find(tr, bytes + off, n);
         off += n;
     }
-    return len > start ? words_add(tr, word_ids, text + start, len - start, err) : 0;
 }
 
-/* Gives every distinct word its symbols: the piece id of each character, -1 for
- * characters the vocabulary does not hold. */
-static int words_split(BpeTrainer *tr, const StrMap *word_ids, Error *err)
+/* One Word per distinct word of the counts, with its symbols (n_syms of them in all). */
+static int words_split(BpeTrainer *tr, const TextCounts *c, size_t n_syms, Error *err)
 {
-    size_t total = 0;
-    for (size_t i = 0; i <= word_ids->mask; i++)
-        total += word_ids->values[i] >= 0 ? word_ids->lens[i] : 0;
-    tr->syms = malloc((total + 1) * sizeof *tr->syms);
-    if (!tr->syms)
-        return error_set(err, "out of memory for %zu symbols", total);
+    if (c->words.n > INT32_MAX)
+        return error_set(err, "%zu distinct words are more than the trainer can hold",
+                         c->words.n);
+    tr->words = malloc((c->words.n + 1) * sizeof *tr->words);
+    tr->syms = malloc((n_syms + 1) * sizeof *tr->syms);
+    if (!tr->words || !tr->syms)
+        return error_set(err, "out of memory for %zu words of %zu symbols", c->words.n, n_syms);
+    Scratch escaped = {0};
     size_t used = 0;
-    for (size_t i = 0; i <= word_ids->mask; i++) {
-        if (word_ids->values[i] < 0)
+    const WordTable *w = &c->words;
+    for (size_t i = 0; i <= w->mask; i++) {
+        const WordSlot *s = &w->slots[i];
+        if (s->key_len == 0)
             continue;
-        Word *word = &tr->words[word_ids->values[i]];
-        const char *bytes = word_ids->keys[i];
-        size_t len = word_ids->lens[i];
-        word->syms = tr->syms + used;
-        for (size_t off = 0; off < len;) {
-            size_t n = cut_len(bytes, len, off);
-            word->syms[word->n++] = strmap_get(&tr->piece_ids, bytes + off, n);
-            off += n;
+        if (word_escape(&escaped, word_table_key(w, s), s->key_len, err) < 0) {
+            free(escaped.bytes);
+            return -1;
         }
+        Word *word = &tr->words[tr->n_words++];
+        *word = (Word){.syms = tr->syms + used, .n = 0, .count = (int64_t)s->value, .stamp = -1};
+        word_set_syms(tr, word, escaped.bytes, escaped.len);
         used += (size_t)word->n;
     }
+    free(escaped.bytes);
     return 0;
 }
 
@@ -727,7 +856,7 @@ static int word_merge(BpeTrainer *tr, int w, int left, int right, int merged, Er
     if (word->stamp == tr->round || !word_has_pair(word, left, right))
         return 0;
     word->stamp = tr->round;
-    if (word_count_pairs(tr, w, -1, err) < 0)
+    if (word_count_pairs(tr, w, -1, ALL_PIECES, err) < 0)
         return -1;
     int n = 0;
     for (int i = 0; i < word->n; i++) {
@@ -739,19 +868,19 @@ static int word_merge(BpeTrainer *tr, int w, int left, int right, int merged, Er
         }
     }
     word->n = n;
-    return word_count_pairs(tr, w, +1, err);
+    return word_count_pairs(tr, w, +1, merged, err);
 }
 
 /* The id of the piece left + right, added to the vocabulary unless another pair already
  * made the same text ("ab" + "c" and "a" + "bc"). */
 static int bpe_trainer_merged_piece(BpeTrainer *tr, const char *text, size_t len, Error *err)
 {
-    int id = strmap_get(&tr->piece_ids, text, len);
+    int id = piece_id_find(tr, text, len);
     if (id >= 0)
         return id;
     id = tr->vocab.n;
     if (vocab_add(&tr->vocab, text, len, (float)-tr->n_merged, TOKEN_TYPE_NORMAL, err) < 0 ||
-        strmap_put(&tr->piece_ids, tr->vocab.pieces[id], len, id, err) < 0)
+        piece_id_add(tr, id, err) < 0)
         return -1;
     tr->n_merged++;
     return id;
@@ -783,40 +912,41 @@ static int bpe_trainer_merge(BpeTrainer *tr, int p, Error *err)
     for (int i = 0; i < tr->pairs[p].n_words; i++)
         if (word_merge(tr, tr->pairs[p].words[i], left, right, merged, err) < 0)
             return -1;
+    /* The pair is gone from every word. Its list, among the longest (frequent pairs are
+     * merged first), is no longer needed: should a later merge bring the pair back, that
+     * merge notes the words where it does. */
+    Pair *done = &tr->pairs[p];
+    free(done->words);
+    done->words = NULL;
+    done->n_words = done->cap_words = 0;
     return heap_requeue_changed(tr, err);
 }
 
-static int bpe_trainer_setup(BpeTrainer *tr, const char *text, size_t len, int vocab_size,
-                             Error *err)
+static int bpe_trainer_setup(BpeTrainer *tr, const TextCounts *c, int vocab_size, Error *err)
 {
     CharTable chars = {0};
-    StrMap word_ids = {0};
-    int rc = chars_count(&chars, text, len, err);
+    size_t n_syms;
+    int rc = chars_count(&chars, c, &n_syms, err);
     if (rc == 0) {
         chars_keep(&chars, vocab_size - N_FIXED);
         rc = vocab_add_fixed(&tr->vocab, err);
     }
     if (rc == 0)
         rc = vocab_add_chars(&tr->vocab, &chars, err);
+    chars_free(&chars);
     if (rc == 0)
-        rc = strmap_alloc(&tr->piece_ids, 8192, err);
+        rc = word_table_init(&tr->piece_ids, err);
     for (int id = 0; rc == 0 && id < tr->vocab.n; id++)
-        rc = strmap_put(&tr->piece_ids, tr->vocab.pieces[id], tr->vocab.lens[id], id, err);
+        rc = piece_id_add(tr, id, err);
     if (rc == 0)
-        rc = strmap_alloc(&word_ids, 4096, err);
-    if (rc == 0)
-        rc = words_count(tr, text, len, &word_ids, err);
-    if (rc == 0)
-        rc = words_split(tr, &word_ids, err);
+        rc = words_split(tr, c, n_syms, err);
     if (rc == 0)
         rc = pair_table_grow(tr, err);
     tr->round = 0;
     for (int w = 0; rc == 0 && w < tr->n_words; w++)
-        rc = word_count_pairs(tr, w, +1, err);
+        rc = word_count_pairs(tr, w, +1, ALL_PIECES, err);
     if (rc == 0)
         rc = heap_requeue_changed(tr, err);
-    strmap_free(&word_ids);
-    chars_free(&chars);
     return rc;
 }
 
@@ -828,20 +958,19 @@ static void bpe_trainer_score_chars(BpeTrainer *tr, int n_chars)
         tr->vocab.scores[N_FIXED + i] = (float)-(tr->n_merged + i);
 }
 
-int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_size, Error *err)
+int tokenizer_train_bpe_counts(Tokenizer *t, const TextCounts *c, int vocab_size, Error *err)
 {
     if (vocab_size < N_FIXED)
         return error_set(err,
                          "vocab_size %d is too small: <unk>, <s>, </s> and the 256 byte tokens "
                          "need at least %d",
                          vocab_size, N_FIXED);
-    char *escaped;
-    size_t n;
-    if (text_check_learnable(text, len, err) < 0 ||
-        tokenizer_escape(text, len, true, &escaped, &n, err) < 0)
+    if (c->kind != TEXT_COUNTS_BPE)
+        return error_set(err, "the bpe trainer needs counts made for it (with a space prefix)");
+    if (counts_check_learnable(c, err) < 0)
         return -1;
     BpeTrainer tr = {0};
-    int rc = bpe_trainer_setup(&tr, escaped, n, vocab_size, err);
+    int rc = bpe_trainer_setup(&tr, c, vocab_size, err);
     int n_chars = tr.vocab.n - N_FIXED;
     while (rc == 0 && tr.vocab.n < vocab_size) {
         int p = heap_pop_best(&tr);
@@ -854,6 +983,15 @@ int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_si
         rc = vocab_finish(&tr.vocab, t, true, err);
     }
     bpe_trainer_free(&tr);
-    free(escaped);
+    return rc;
+}
+
+int tokenizer_train_bpe(Tokenizer *t, const char *text, size_t len, int vocab_size, Error *err)
+{
+    TextCounts *c;
+    if (counts_of_text(&c, TEXT_COUNTS_BPE, text, len, err) < 0)
+        return -1;
+    int rc = tokenizer_train_bpe_counts(t, c, vocab_size, err);
+    text_counts_free(c);
     return rc;
 }

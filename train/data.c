@@ -1,14 +1,22 @@
+/* madvise(MADV_DONTNEED), which releases a mapping's pages, is Linux's (and BSD's), not
+ * POSIX's: posix_madvise's POSIX_MADV_DONTNEED is only a hint that glibc ignores. */
+#define _DEFAULT_SOURCE
 #include "data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "corpus.h"
 #include "fileio.h"
 #include "hash.h"
+#include "matmul.h"
 
 /* The cache is mapped and read in place, so its ids are in the host's byte order, which
  * the format fixes as little-endian. */
@@ -24,6 +32,10 @@ enum {
     CACHE_MAX_CHUNK_TOKENS = 1 << 24,
 };
 static const char CACHE_MAGIC[4] = {'Q', 'T', 'O', 'K'};
+
+/* A mapping larger than this has the pages a batch touched released after the batch; a
+ * smaller one stays resident, which costs little and spares faulting it in again. */
+static const size_t RESIDENT_MAP_MAX = (size_t)64 << 20;
 
 /* The header's fields, in file order (see data.h). */
 typedef struct {
@@ -44,87 +56,53 @@ static void hash_tokenizer(Hash64Stream *h, const Tokenizer *tok)
     hash64_stream_add(h, flags, sizeof flags);
 }
 
-/* Reads every file, hashing it into the key and, when `texts` is not NULL, keeping it. */
-static int sources_read(const char *const *paths, int n_paths, const Tokenizer *tok,
-                        char **texts, size_t *lens, uint64_t *key, Error *err)
+/* Hashes a file's bytes, then its length (which marks where one file ends and the next
+ * begins), reading a block at a time. */
+static int hash_file(Hash64Stream *h, const char *path, char *block, size_t block_bytes,
+                     Error *err)
 {
-    Hash64Stream *h = hash64_stream_new();
-    if (!h)
-        return error_set(err, "out of memory");
-    hash_tokenizer(h, tok);
-    int status = 0;
-    for (int i = 0; i < n_paths && status == 0; i++) {
-        char *text;
-        size_t len;
-        status = file_read_all(paths[i], &text, &len, err);
-        if (status != 0)
-            break;
-        hash64_stream_add(h, &len, sizeof len);
-        hash64_stream_add(h, text, len);
-        if (texts) {
-            texts[i] = text;
-            lens[i] = len;
-        } else {
-            free(text);
-        }
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return error_set(err, "%s: %s", path, strerror(errno));
+    uint64_t len = 0;
+    size_t got;
+    while ((got = fread(block, 1, block_bytes, fp)) > 0) {
+        hash64_stream_add(h, block, got);
+        len += got;
     }
-    *key = hash64_stream_value(h);
+    int failed = ferror(fp);
+    fclose(fp);
+    if (failed)
+        return error_set(err, "%s: read error", path);
+    hash64_stream_add(h, &len, sizeof len);
+    return 0;
+}
+
+int data_source_key(const char *const *paths, int n_paths, const Tokenizer *tok, uint64_t *key,
+                    Error *err)
+{
+    enum { BLOCK_BYTES = 1 << 20 };
+    Hash64Stream *h = hash64_stream_new();
+    char *block = malloc(BLOCK_BYTES);
+    int status = h && block ? 0 : error_set(err, "out of memory");
+    if (status == 0)
+        hash_tokenizer(h, tok);
+    for (int i = 0; i < n_paths && status == 0; i++)
+        status = hash_file(h, paths[i], block, BLOCK_BYTES, err);
+    if (status == 0)
+        *key = hash64_stream_value(h);
+    free(block);
     hash64_stream_free(h);
     return status;
 }
 
-/* ---- tokenizing ---------------------------------------------------------------------- */
-
-/* The ids as the cache stores them: 2 bytes each when every id fits. */
-static int ids_pack(TokenData *d, const int *ids, size_t n, Error *err)
-{
-    d->token_bytes = d->vocab_size <= 65536 ? 2 : 4;
-    d->owned = malloc(n ? n * (size_t)d->token_bytes : 1);
-    if (!d->owned)
-        return error_set(err, "out of memory for %zu tokens", n);
-    for (size_t i = 0; i < n; i++) {
-        if (d->token_bytes == 2)
-            ((uint16_t *)d->owned)[i] = (uint16_t)ids[i];
-        else
-            ((uint32_t *)d->owned)[i] = (uint32_t)ids[i];
-    }
-    d->ids = d->owned;
-    d->n_tokens = n;
-    return 0;
-}
-
-/* Tokenizes the files, each starting with <s>, into one packed stream. */
-static int data_tokenize(TokenData *d, char **texts, const size_t *lens, const char *const *paths,
-                         int n_paths, const Tokenizer *tok, Error *err)
-{
-    int *all = NULL;
-    size_t n_all = 0;
-    int status = 0;
-    for (int i = 0; i < n_paths && status == 0; i++) {
-        int *ids;
-        size_t n;
-        if (tokenizer_encode(tok, texts[i], lens[i], true, &ids, &n, err) != 0) {
-            status = error_prefix(err, "%s", paths[i]);
-            break;
-        }
-        int *grown = realloc(all, (n_all + n) * sizeof *all + 1);
-        if (!grown) {
-            free(ids);
-            status = error_set(err, "%s: out of memory for %zu tokens", paths[i], n_all + n);
-            break;
-        }
-        all = grown;
-        memcpy(all + n_all, ids, n * sizeof *ids);
-        n_all += n;
-        free(ids);
-    }
-    if (status == 0)
-        status = ids_pack(d, all, n_all, err);
-    free(all);
-    return status;
-}
-
 /* ---- the cache file ------------------------------------------------------------------ */
+
+static void put_u16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
 
 static void put_u32(unsigned char *p, uint32_t v)
 {
@@ -177,28 +155,6 @@ static uint64_t chunk_count(uint64_t n_tokens, uint64_t chunk_tokens)
     return (n_tokens + chunk_tokens - 1) / chunk_tokens;
 }
 
-int data_cache_save(const TokenData *d, const char *path, Error *err)
-{
-    CacheHeader h = {.version = CACHE_VERSION, .token_bytes = (uint32_t)d->token_bytes,
-                     .vocab_size = d->vocab_size, .source_hash = d->source_hash,
-                     .n_tokens = d->n_tokens, .chunk_tokens = CACHE_CHUNK_TOKENS};
-    unsigned char header[CACHE_HEADER_BYTES];
-    header_encode(&h, header);
-    AtomicFile af;
-    if (atomic_file_open(&af, path, err) != 0)
-        return -1;
-    fwrite(header, 1, sizeof header, af.fp);
-    fwrite(d->ids, (size_t)d->token_bytes, d->n_tokens, af.fp);
-    for (uint64_t c = 0; c < chunk_count(h.n_tokens, h.chunk_tokens); c++) {
-        uint64_t first = c * h.chunk_tokens;
-        uint64_t n = h.n_tokens - first < h.chunk_tokens ? h.n_tokens - first : h.chunk_tokens;
-        unsigned char sum[8];
-        put_u64(sum, hash64((const char *)d->ids + first * h.token_bytes, n * h.token_bytes));
-        fwrite(sum, 1, sizeof sum, af.fp);
-    }
-    return atomic_file_commit(&af, err);
-}
-
 /* The header's claims, checked against each other and the file size before any of them is
  * used. Returns 1 when the cache is simply for other data (rebuild quietly), -1 when it is
  * damaged. */
@@ -236,56 +192,254 @@ static bool chunk_ids_valid(const void *chunk, uint64_t n, uint32_t token_bytes,
     return true;
 }
 
-/* Checks every chunk of the mapped payload against its checksum and its ids against the
- * vocabulary, naming the first bad chunk by its token range. */
-static int payload_check(const unsigned char *map, const CacheHeader *h, Error *err)
+/* ---- writing the cache as the corpus is encoded ------------------------------------- */
+
+/* The ids are packed and written as they come, a staging block at a time; each chunk's
+ * checksum is computed on the way and the table of them goes after the ids. The header,
+ * which needs the token count, is written last, over a placeholder. */
+enum { STAGE_TOKENS = 1 << 16 };
+
+typedef struct {
+    FILE *fp;
+    CacheHeader h;
+    Hash64Stream *chunk; /* the bytes of the chunk being written */
+    uint64_t in_chunk;   /* its tokens so far */
+    uint64_t *sums;      /* the finished chunks' checksums */
+    size_t n_sums, cap_sums;
+    unsigned char *stage; /* STAGE_TOKENS packed ids */
+} CacheWriter;
+
+static int writer_start(CacheWriter *w, FILE *fp, uint32_t vocab_size, uint64_t key, Error *err)
 {
-    const unsigned char *payload = map + CACHE_HEADER_BYTES;
-    const unsigned char *sums = payload + h->n_tokens * h->token_bytes;
-    for (uint64_t c = 0; c < chunk_count(h->n_tokens, h->chunk_tokens); c++) {
-        uint64_t first = c * h->chunk_tokens;
-        uint64_t n = h->n_tokens - first < h->chunk_tokens ? h->n_tokens - first : h->chunk_tokens;
-        const unsigned char *chunk = payload + first * h->token_bytes;
-        if (hash64(chunk, n * h->token_bytes) != get_u64(sums + 8 * c))
-            return error_set(err, "tokens %" PRIu64 "..%" PRIu64 " (bytes %" PRIu64 "..%" PRIu64
-                                  ") do not match their checksum",
-                             first, first + n - 1, CACHE_HEADER_BYTES + first * h->token_bytes,
-                             CACHE_HEADER_BYTES + (first + n) * h->token_bytes - 1);
-        if (!chunk_ids_valid(chunk, n, h->token_bytes, h->vocab_size))
-            return error_set(err, "tokens %" PRIu64 "..%" PRIu64 " hold an id beyond the "
-                                  "vocabulary of %" PRIu32, first, first + n - 1, h->vocab_size);
+    memset(w, 0, sizeof *w);
+    w->fp = fp;
+    w->h = (CacheHeader){.version = CACHE_VERSION, .token_bytes = vocab_size <= 65536 ? 2 : 4,
+                         .vocab_size = vocab_size, .source_hash = key,
+                         .chunk_tokens = CACHE_CHUNK_TOKENS};
+    w->chunk = hash64_stream_new();
+    w->stage = malloc((size_t)STAGE_TOKENS * 4);
+    if (!w->chunk || !w->stage)
+        return error_set(err, "out of memory");
+    unsigned char placeholder[CACHE_HEADER_BYTES] = {0};
+    fwrite(placeholder, 1, sizeof placeholder, fp);
+    return 0;
+}
+
+static void writer_free(CacheWriter *w)
+{
+    hash64_stream_free(w->chunk);
+    free(w->sums);
+    free(w->stage);
+}
+
+static int writer_end_chunk(CacheWriter *w, Error *err)
+{
+    if (w->n_sums == w->cap_sums) {
+        size_t cap = w->cap_sums ? 2 * w->cap_sums : 64;
+        uint64_t *grown = realloc(w->sums, cap * sizeof *grown);
+        if (!grown)
+            return error_set(err, "out of memory for the chunk checksums");
+        w->sums = grown;
+        w->cap_sums = cap;
+    }
+    w->sums[w->n_sums++] = hash64_stream_value(w->chunk);
+    hash64_stream_reset(w->chunk);
+    w->in_chunk = 0;
+    return 0;
+}
+
+/* Packs up to STAGE_TOKENS ids, never past the end of the current chunk, writes them and
+ * adds them to the chunk's checksum. Returns how many ids it took. */
+static size_t writer_put_block(CacheWriter *w, const int *ids, size_t n)
+{
+    uint64_t room = w->h.chunk_tokens - w->in_chunk;
+    size_t m = n < STAGE_TOKENS ? n : STAGE_TOKENS;
+    if (m > room)
+        m = (size_t)room;
+    for (size_t i = 0; i < m; i++) {
+        if (w->h.token_bytes == 2)
+            put_u16(w->stage + 2 * i, (uint16_t)ids[i]);
+        else
+            put_u32(w->stage + 4 * i, (uint32_t)ids[i]);
+    }
+    size_t bytes = m * w->h.token_bytes;
+    fwrite(w->stage, 1, bytes, w->fp);
+    hash64_stream_add(w->chunk, w->stage, bytes);
+    w->in_chunk += m;
+    w->h.n_tokens += m;
+    return m;
+}
+
+/* The IdSink of corpus_encode. */
+static int writer_append(void *ctx, const int *ids, size_t n, Error *err)
+{
+    CacheWriter *w = ctx;
+    while (n > 0) {
+        size_t m = writer_put_block(w, ids, n);
+        ids += m;
+        n -= m;
+        if (w->in_chunk == w->h.chunk_tokens && writer_end_chunk(w, err) < 0)
+            return -1;
     }
     return 0;
 }
 
-/* Maps the cache at path when it is valid for this data. Returns 0 when mapped, 1 when
- * there is no usable cache (missing, or made from other data), -1 when it is damaged (err
- * says where). */
-static int cache_open(TokenData *d, const char *path, Error *err)
+/* The checksum table, then the real header over the placeholder. */
+static int writer_finish(CacheWriter *w, Error *err)
 {
-    void *map;
-    size_t size;
-    if (file_map_readonly(path, &map, &size, NULL) != 0)
-        return 1;
-    CacheHeader h;
-    int status = size < CACHE_HEADER_BYTES ? 1 : 0;
-    if (status == 0) {
-        header_decode(map, &h);
-        status = header_check(&h, map, size, d->vocab_size, d->source_hash, err);
+    if (w->h.n_tokens == 0)
+        return error_set(err, "the data holds no tokens");
+    if (w->in_chunk > 0 && writer_end_chunk(w, err) < 0)
+        return -1;
+    for (size_t c = 0; c < w->n_sums; c++) {
+        unsigned char sum[8];
+        put_u64(sum, w->sums[c]);
+        fwrite(sum, 1, sizeof sum, w->fp);
     }
+    unsigned char header[CACHE_HEADER_BYTES];
+    header_encode(&w->h, header);
+    if (fseek(w->fp, 0, SEEK_SET) != 0)
+        return error_set(err, "cannot seek in the token cache: %s", strerror(errno));
+    fwrite(header, 1, sizeof header, w->fp);
+    if (fflush(w->fp) != 0 || ferror(w->fp))
+        return error_set(err, "writing the token cache failed: %s", strerror(errno));
+    return 0;
+}
+
+/* Encodes the files into fp as a complete cache. */
+static int cache_write(FILE *fp, const char *const *paths, int n_paths, const Tokenizer *tok,
+                       uint64_t key, Error *err)
+{
+    CacheWriter w;
+    int status = writer_start(&w, fp, (uint32_t)tok->n_vocab, key, err);
     if (status == 0)
-        status = payload_check(map, &h, err);
-    if (status != 0) {
-        munmap(map, size);
-        return status;
+        status = corpus_encode(paths, n_paths, tok, CORPUS_SEGMENT_BYTES, compute_threads(),
+                               writer_append, &w, err);
+    if (status == 0)
+        status = writer_finish(&w, err);
+    writer_free(&w);
+    return status;
+}
+
+/* Tokenizes the files into the cache at path, atomically. */
+static int cache_build(const char *const *paths, int n_paths, const Tokenizer *tok,
+                       uint64_t key, const char *path, Error *err)
+{
+    AtomicFile af;
+    if (atomic_file_open(&af, path, err) != 0)
+        return -1;
+    if (cache_write(af.fp, paths, n_paths, tok, key, err) != 0) {
+        atomic_file_abort(&af);
+        return -1;
     }
-    d->map = map;
-    d->map_size = size;
-    d->ids = (const unsigned char *)map + CACHE_HEADER_BYTES;
+    return atomic_file_commit(&af, err);
+}
+
+/* ---- reading it ---------------------------------------------------------------------- */
+
+/* Reads exactly n bytes at offset `at`. */
+static int read_at(int fd, void *buf, size_t n, uint64_t at, Error *err)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t got = pread(fd, (char *)buf + done, n - done, (off_t)(at + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return error_set(err, "cannot read bytes %" PRIu64 "..: %s", at + done,
+                             got < 0 ? strerror(errno) : "the file is shorter");
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+/* Checks every chunk against its checksum and its ids against the vocabulary, naming the
+ * first bad chunk by its token range. Reads with pread, one chunk at a time. */
+static int payload_check(int fd, const CacheHeader *h, Error *err)
+{
+    uint64_t n_chunks = chunk_count(h->n_tokens, h->chunk_tokens);
+    uint64_t sums_at = CACHE_HEADER_BYTES + h->n_tokens * h->token_bytes;
+    unsigned char *chunk = malloc(h->chunk_tokens * h->token_bytes);
+    if (!chunk)
+        return error_set(err, "out of memory for a chunk of %" PRIu64 " tokens", h->chunk_tokens);
+    int status = 0;
+    for (uint64_t c = 0; c < n_chunks && status == 0; c++) {
+        uint64_t first = c * h->chunk_tokens;
+        uint64_t n = h->n_tokens - first < h->chunk_tokens ? h->n_tokens - first : h->chunk_tokens;
+        uint64_t at = CACHE_HEADER_BYTES + first * h->token_bytes;
+        unsigned char sum[8];
+        status = read_at(fd, chunk, n * h->token_bytes, at, err);
+        if (status == 0)
+            status = read_at(fd, sum, sizeof sum, sums_at + 8 * c, err);
+        if (status == 0 && hash64(chunk, n * h->token_bytes) != get_u64(sum))
+            status = error_set(err, "tokens %" PRIu64 "..%" PRIu64 " (bytes %" PRIu64 "..%" PRIu64
+                                    ") do not match their checksum",
+                               first, first + n - 1, at, at + n * h->token_bytes - 1);
+        if (status == 0 && !chunk_ids_valid(chunk, n, h->token_bytes, h->vocab_size))
+            status = error_set(err, "tokens %" PRIu64 "..%" PRIu64 " hold an id beyond the "
+                                    "vocabulary of %" PRIu32, first, first + n - 1, h->vocab_size);
+    }
+    free(chunk);
+    return status;
+}
+
+/* data_cache_open on an open file; name is for messages. */
+static int cache_open_fd(TokenData *d, int fd, const char *name, uint32_t vocab_size,
+                         uint64_t key, Error *err)
+{
+    struct stat st;
+    unsigned char bytes[CACHE_HEADER_BYTES];
+    Error short_file;
+    if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_BYTES ||
+        read_at(fd, bytes, sizeof bytes, 0, &short_file) != 0)
+        return 1; /* not a cache */
+    CacheHeader h;
+    header_decode(bytes, &h);
+    int status = header_check(&h, bytes, (uint64_t)st.st_size, vocab_size, key, err);
+    if (status == 0)
+        status = payload_check(fd, &h, err);
+    if (status == 0)
+        status = file_map_fd_readonly(fd, name, &d->map, &d->map_size, err);
+    if (status != 0)
+        return status;
+    d->ids = (const unsigned char *)d->map + CACHE_HEADER_BYTES;
     d->token_bytes = (int)h.token_bytes;
     d->n_tokens = h.n_tokens;
-    d->from_cache = true;
+    d->vocab_size = vocab_size;
+    d->source_hash = key;
+    d->n_train = d->n_tokens - d->n_tokens / 10;
+    if (d->map_size > RESIDENT_MAP_MAX)
+        madvise(d->map, d->map_size, MADV_RANDOM); /* batches read scattered windows */
     return 0;
+}
+
+int data_cache_open(TokenData *d, const char *path, uint32_t vocab_size, uint64_t key,
+                    Error *err)
+{
+    memset(d, 0, sizeof *d);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 1;
+    int status = cache_open_fd(d, fd, path, vocab_size, key, err);
+    close(fd);
+    return status;
+}
+
+/* The stream into an unnamed temporary file (removed when closed), mapped. */
+static int data_load_uncached(TokenData *d, const char *const *paths, int n_paths,
+                              const Tokenizer *tok, uint64_t key, Error *err)
+{
+    FILE *fp = tmpfile();
+    if (!fp)
+        return error_set(err, "cannot create a temporary file for the tokens: %s",
+                         strerror(errno));
+    int status = cache_write(fp, paths, n_paths, tok, key, err);
+    if (status == 0 &&
+        cache_open_fd(d, fileno(fp), "the temporary token file", (uint32_t)tok->n_vocab, key,
+                      err) != 0)
+        status = -1;
+    fclose(fp);
+    return status;
 }
 
 int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokenizer *tok,
@@ -295,27 +449,23 @@ int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokeniz
     warning->msg[0] = '\0';
     if (n_paths == 0)
         return error_set(err, "no data files given (--data FILE...)");
-    d->vocab_size = (uint32_t)tok->n_vocab;
-    char **texts = calloc((size_t)n_paths, sizeof *texts);
-    size_t *lens = calloc((size_t)n_paths, sizeof *lens);
-    int status = texts && lens ? 0 : error_set(err, "out of memory");
-    /* the key needs the files' bytes anyway; they are kept for tokenizing */
-    if (status == 0)
-        status = sources_read(paths, n_paths, tok, texts, lens, &d->source_hash, err);
-    int cached = status == 0 && cache_path ? cache_open(d, cache_path, warning) : 1;
+    uint64_t key;
+    if (data_source_key(paths, n_paths, tok, &key, err) != 0)
+        return -1;
+    if (!cache_path)
+        return data_load_uncached(d, paths, n_paths, tok, key, err);
+    uint32_t vocab = (uint32_t)tok->n_vocab;
+    int cached = data_cache_open(d, cache_path, vocab, key, warning);
+    if (cached == 0) {
+        d->from_cache = true;
+        return 0;
+    }
     if (cached < 0)
         error_prefix(warning, "%s: damaged, rebuilt from the text", cache_path);
-    if (status == 0 && cached != 0)
-        status = data_tokenize(d, texts, lens, paths, n_paths, tok, err);
-    for (int i = 0; texts && i < n_paths; i++)
-        free(texts[i]);
-    free(texts);
-    free(lens);
-    if (status != 0) {
-        data_free(d);
+    if (cache_build(paths, n_paths, tok, key, cache_path, err) != 0)
         return -1;
-    }
-    d->n_train = d->n_tokens - d->n_tokens / 10;
+    if (data_cache_open(d, cache_path, vocab, key, err) != 0)
+        return error_prefix(err, "%s: the cache just written does not read back", cache_path);
     return 0;
 }
 
@@ -323,10 +473,30 @@ void data_free(TokenData *d)
 {
     if (!d)
         return;
-    free(d->owned);
     if (d->map)
         munmap(d->map, d->map_size);
     memset(d, 0, sizeof *d);
+}
+
+/* Keeps a large cache from growing this process's resident memory towards the whole file
+ * over a long run. Every page a batch reads stays mapped, together with its neighbours
+ * (a read fault maps the cached pages of the aligned 64 KB around it: Linux's
+ * fault-around), so the batches' windows are counted, and once they may have mapped
+ * RESIDENT_MAP_MAX bytes the whole mapping is let go (MADV_DONTNEED): the pages stay in
+ * the page cache, so touching them again is a minor fault, not a disk read. Letting go of
+ * each window right after reading it would bound memory tighter, but on this kind of VM a
+ * release and the fault after it cost about 250 us a window, and releasing all the pages
+ * every 1024 windows about 45 us. */
+static void data_release_when_large(TokenData *d, int B, int T)
+{
+    if (!d->map || d->map_size <= RESIDENT_MAP_MAX)
+        return;
+    const size_t fault_around = 64 << 10;
+    d->mapped_bytes += (size_t)B * ((size_t)(T + 1) * d->token_bytes + 2 * fault_around);
+    if (d->mapped_bytes >= RESIDENT_MAP_MAX) {
+        madvise(d->map, d->map_size, MADV_DONTNEED);
+        d->mapped_bytes = 0;
+    }
 }
 
 size_t data_split(const TokenData *d, DataSplit split, size_t *n)
@@ -363,7 +533,7 @@ void data_window_starts(const TokenData *d, DataSplit split, int B, int T, Rng *
                         : (size_t)((first_window + (uint64_t)b) % windows) * (size_t)T;
 }
 
-void data_batch_at(const TokenData *d, DataSplit split, int B, int T, const size_t *starts,
+void data_batch_at(TokenData *d, DataSplit split, int B, int T, const size_t *starts,
                    int *inputs, int *targets)
 {
     size_t n;
@@ -374,9 +544,10 @@ void data_batch_at(const TokenData *d, DataSplit split, int B, int T, const size
             targets[(size_t)b * T + t] = data_token(d, first + starts[b] + t + 1);
         }
     }
+    data_release_when_large(d, B, T);
 }
 
-void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
+void data_batch(TokenData *d, DataSplit split, int B, int T, Rng *rng,
                 uint64_t first_window, int *inputs, int *targets)
 {
     size_t starts[1024];

@@ -1,12 +1,16 @@
 /* The data pipeline: text files -> one token stream (cached on disk) -> batches.
  *
  * The files are tokenized once, each starting with <s>, and concatenated. The last 10% of
- * the tokens is the validation split, the rest the training split. The stream is cached in
- * DIR/tokens.bin, which is memory-mapped when a run starts (so its size does not count
- * against memory), with 2-byte ids when the vocabulary fits in 16 bits. Its header records
- * the vocabulary size and a hash of the source files and of the tokenizer, so a cache made
- * from other text or another vocabulary is noticed and rebuilt; checksums of the header and
- * of every chunk of 2^20 tokens catch a cache that was damaged on disk (little-endian):
+ * the tokens is the validation split, the rest the training split. The stream lives in a
+ * token cache file (DIR/tokens.bin for a training run), written as the corpus is encoded
+ * (train/corpus.h: segments on every thread, never the whole corpus in memory) and then
+ * memory-mapped, never read whole: batches read the windows they need, and on a large
+ * cache the pages they touched are let go again after each batch, so a run's memory does
+ * not grow with the corpus. Ids take 2 bytes each when the vocabulary fits in 16 bits.
+ * The header records the vocabulary size and a hash of the source files and of the
+ * tokenizer, so a cache made from other text or another vocabulary is noticed and rebuilt;
+ * checksums of the header and of every chunk of 2^20 tokens catch a cache that was damaged
+ * on disk (little-endian):
  *     0  "QTOK" | version u32 = 2 | token_bytes u32 (2 or 4) | vocab_size u32
  *    16  source_hash u64 | n_tokens u64 | chunk_tokens u64 | header_checksum u64 (of bytes
  *        0..39) | 16 bytes of zeros
@@ -27,30 +31,39 @@
 #include "tokenizer.h"
 
 typedef struct {
-    const void *ids;     /* n_tokens ids, token_bytes (2 or 4) bytes each */
+    const void *ids;     /* n_tokens ids, token_bytes (2 or 4) bytes each, in the mapping */
     int token_bytes;
     size_t n_tokens;
     size_t n_train;      /* tokens [0, n_train) train; [n_train, n_tokens) validate */
     uint32_t vocab_size;
     uint64_t source_hash; /* of the source files and the tokenizer: the cache's key */
-    bool from_cache;     /* mapped from a valid cache; false: tokenized by data_load */
-    void *owned;         /* private: the ids when tokenized here */
+    bool from_cache;     /* an existing valid cache was mapped; false: tokenized now */
     void *map;           /* private: the mapped cache file */
     size_t map_size;
+    size_t mapped_bytes; /* private: what batches may have mapped since the last release */
 } TokenData;
 
-typedef enum { SPLIT_TRAIN, SPLIT_VAL, SPLIT_ALL } DataSplit;
-
 /* Gets the token stream of `paths`: from cache_path when the cache there is valid and
- * matches the files and the tokenizer, otherwise by tokenizing them (nothing is written:
- * data_cache_save does that). cache_path may be NULL: no cache. When a cache exists but is
- * damaged, the stream is rebuilt and `warning` says which part of the file was bad; it is
- * empty otherwise. Empty data is an error. */
+ * matches the files and the tokenizer, otherwise by tokenizing them into cache_path
+ * (atomically) on compute_threads() threads. cache_path may be NULL: the stream then goes
+ * to an unnamed temporary file. When a cache exists but is damaged, it is rebuilt and
+ * `warning` says which part of the file was bad; it is empty otherwise. Empty data is an
+ * error. */
 int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokenizer *tok,
               const char *cache_path, Error *warning, Error *err);
-/* Writes the stream to path as a token cache, atomically. */
-int data_cache_save(const TokenData *d, const char *path, Error *err);
 void data_free(TokenData *d); /* NULL-safe */
+
+/* The parts of data_load. The cache key: a hash of the files' bytes and the tokenizer. */
+int data_source_key(const char *const *paths, int n_paths, const Tokenizer *tok, uint64_t *key,
+                    Error *err);
+/* Maps the cache at path when it is valid for this vocabulary size and key. Returns 0 when
+ * mapped, 1 when there is no usable cache (missing, or made from other data), -1 when it is
+ * damaged (err says where). The checksums are read with plain reads, not through the
+ * mapping, so checking a large cache does not leave it resident. */
+int data_cache_open(TokenData *d, const char *path, uint32_t vocab_size, uint64_t key,
+                    Error *err);
+
+typedef enum { SPLIT_TRAIN, SPLIT_VAL, SPLIT_ALL } DataSplit;
 
 /* Token i of the stream. */
 static inline int data_token(const TokenData *d, size_t i)
@@ -70,11 +83,12 @@ size_t data_window_count(const TokenData *d, DataSplit split, int T);
  *                consecutive batches walk through the split in order. */
 void data_window_starts(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
                         uint64_t first_window, size_t *starts);
-/* The batch (B, T) of inputs and targets whose windows start at starts[0..B). */
-void data_batch_at(const TokenData *d, DataSplit split, int B, int T, const size_t *starts,
+/* The batch (B, T) of inputs and targets whose windows start at starts[0..B). On a large
+ * cache, the pages batches touched are let go now and then (see data.c), so d changes. */
+void data_batch_at(TokenData *d, DataSplit split, int B, int T, const size_t *starts,
                    int *inputs, int *targets);
 /* Both: a training batch (B, T) of inputs and targets. */
-void data_batch(const TokenData *d, DataSplit split, int B, int T, Rng *rng,
+void data_batch(TokenData *d, DataSplit split, int B, int T, Rng *rng,
                 uint64_t first_window, int *inputs, int *targets);
 
 #endif

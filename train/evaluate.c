@@ -19,7 +19,7 @@ static int windows_check(const TokenData *d, DataSplit split, int T, Error *err)
     return 0;
 }
 
-int eval_mean_loss(const Model *m, Activations *a, const TokenData *d, DataSplit split, int B,
+int eval_mean_loss(const Model *m, Activations *a, TokenData *d, DataSplit split, int B,
                    int T, int max_batches, double *loss, size_t *n_tokens, Error *err)
 {
     if (windows_check(d, split, T, err) != 0)

@@ -12,7 +12,7 @@
  * forward pass (a must be training activations for at least B x T). With max_batches > 0,
  * the first max_batches * B windows (wrapping round a short split); with 0, every window
  * that fits, once. *n_tokens receives the number of predicted tokens. */
-int eval_mean_loss(const Model *m, Activations *a, const TokenData *d, DataSplit split, int B,
+int eval_mean_loss(const Model *m, Activations *a, TokenData *d, DataSplit split, int B,
                    int T, int max_batches, double *loss, size_t *n_tokens, Error *err);
 
 #endif

@@ -20,6 +20,7 @@
 #include "fileio.h"
 #include "matmul.h"
 #include "progress.h"
+#include "timer.h"
 #include "train.h"
 #include "trainer.h"
 
@@ -115,6 +116,7 @@ static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **a
 {
     if (config_build(&t->cfg, args, argc, argv, err) != 0 || config_resolve(&t->cfg, err) != 0)
         return -1;
+    compute_set_threads(t->cfg.threads); /* the tokenizer is trained on them */
     return trainer_setup_new(t, err);
 }
 
@@ -141,6 +143,7 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
     config_free(&saved);
     if (status != 0)
         return -1;
+    compute_set_threads(t->cfg.threads);
     t->step = state.step;
     t->rng.state = state.rng_state;
     if (t->cfg.steps < t->step)
@@ -262,15 +265,28 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
     return 0;
 }
 
-static void train_print_summary(const Trainer *t)
+/* How long the setup took: on a large corpus, learning the vocabulary and tokenizing take
+ * minutes, and the summary says where they went. */
+typedef struct {
+    double setup_s; /* a new run: counting words and learning the vocabulary */
+    double data_s;  /* tokenizing into the cache, or checking the cache */
+} SetupTimes;
+
+static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times)
 {
     const TrainConfig *c = &t->cfg;
     const ModelConfig *m = &t->model.config;
     printf("model: %d layers, dim %d, %d heads (%d kv), ffn %d, context %d%s: %.2fM parameters\n",
            m->n_layers, m->dim, m->n_heads, m->n_kv_heads, m->ffn_dim, m->context,
            m->tie_embeddings ? ", tied embeddings" : "", (double)t->model.n_params / 1e6);
-    printf("tokenizer: %s, %d tokens; data: %zu training and %zu validation tokens\n",
-           c->tokenizer, t->tok.n_vocab, t->data.n_train, t->data.n_tokens - t->data.n_train);
+    char learned[64] = "";
+    if (!resumed)
+        snprintf(learned, sizeof learned, ", learned in %.1f s", times.setup_s);
+    printf("tokenizer: %s, %d tokens%s; data: %zu training and %zu validation tokens (%s %s/"
+           "tokens.bin in %.1f s)\n",
+           c->tokenizer, t->tok.n_vocab, learned, t->data.n_train,
+           t->data.n_tokens - t->data.n_train,
+           t->data.from_cache ? "checked" : "tokenized into", t->dir, times.data_s);
     printf("training: steps %d..%d, batch %d x %d tokens x %d accumulation, %s, lr %g -> %g, "
            "seed %d, %d threads, matmul: %s\n",
            t->step, c->steps, c->batch_size, c->seq_len, c->grad_accum, c->optimizer, c->lr,
@@ -284,13 +300,25 @@ static void train_print_summary(const Trainer *t)
     fflush(stdout);
 }
 
-/* Everything a run writes before its first step: the directory, the token cache (when it
- * was built now) and config.json. Called only once the run is known to be able to start. */
-static int run_dir_write(const Trainer *t, Error *err)
+/* A new run's directory, made before the token cache is written into it. *created says
+ * whether it is new, so that a run that fails to start can take it away again. */
+static int run_dir_create(const char *dir, bool *created, Error *err)
 {
-    if (dir_create_all(t->dir, err) != 0 || trainer_save_data_cache(t, err) != 0)
-        return -1;
-    return config_save(t, err);
+    *created = access(dir, F_OK) != 0;
+    return dir_create_all(dir, err);
+}
+
+/* Takes away the directory a new run made and the token cache it wrote there, when the
+ * run then failed to start. (In a directory that was there before, the cache stays: it is
+ * valid for these files, and the next run uses it.) */
+static void run_dir_discard(const char *dir, bool created)
+{
+    if (!created)
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokens.bin", dir);
+    remove(path);
+    remove(dir);
 }
 
 /* Setup, on every rank: the config, the model (new or resumed) and the data. */
@@ -311,26 +339,37 @@ static int train_setup(Trainer *t, const TrainArgs *args, int argc, char **argv,
 
 static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
 {
+    SetupTimes times;
+    double start = timer_seconds();
     if (ranks_agree(t, train_setup(t, args, argc, argv, err), err) != 0)
         return -1;
+    times.setup_s = timer_seconds() - start;
     if (args->resume_dir && t->step == t->cfg.steps) {
         if (is_root(t))
             printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
         return 0;
     }
-    compute_set_threads(t->cfg.threads);
+    bool created = false;
+    int status = is_root(t) && !args->resume_dir ? run_dir_create(t->dir, &created, err) : 0;
+    if (ranks_agree(t, status, err) != 0)
+        return -1;
     Error warning = {{0}};
-    int status = trainer_prepare(t, &warning, err);
+    start = timer_seconds();
+    status = trainer_prepare(t, &warning, err);
+    times.data_s = timer_seconds() - start;
     if (status == 0 && is_root(t)) {
         if (warning.msg[0])
             fprintf(stderr, "quill: warning: %s\n", warning.msg);
-        status = run_dir_write(t, err);
+        status = config_save(t, err);
     }
-    if (ranks_agree(t, status, err) != 0)
+    if (ranks_agree(t, status, err) != 0) {
+        if (is_root(t))
+            run_dir_discard(t->dir, created);
         return -1;
+    }
     Progress progress = {0};
     if (is_root(t)) {
-        train_print_summary(t);
+        train_print_summary(t, args->resume_dir != NULL, times);
         status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every, err);
     }
     if (ranks_agree(t, status, err) != 0)

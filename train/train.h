@@ -12,5 +12,7 @@ int cmd_train(int argc, char **argv, Error *err);
 int cmd_eval(int argc, char **argv, Error *err);
 /* quill bench: machine peaks and training throughput. */
 int cmd_bench(int argc, char **argv, Error *err);
+/* quill bench-data: the data pipeline on a generated corpus (train/bench_data.c). */
+int cmd_bench_data(int argc, char **argv, Error *err);
 
 #endif

@@ -5,36 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "corpus.h"
 #include "fileio.h"
+#include "matmul.h"
 #include "timer.h"
 
-/* Trains the tokenizer the config asks for on all data files, concatenated. */
+/* Trains the tokenizer the config asks for on the data files (each a text of its own),
+ * from counts of their words: the corpus is read once, in segments, on every thread. */
 static int tokenizer_build(Trainer *t, Error *err)
 {
-    size_t total = 0;
-    char *text = NULL;
-    for (int i = 0; i < t->cfg.data.n; i++) {
-        char *part;
-        size_t len;
-        if (file_read_all(t->cfg.data.items[i], &part, &len, err) != 0) {
-            free(text);
-            return -1;
-        }
-        char *grown = realloc(text, total + len + 1);
-        if (!grown) {
-            free(part);
-            free(text);
-            return error_set(err, "out of memory reading the data");
-        }
-        text = grown;
-        memcpy(text + total, part, len + 1);
-        total += len;
-        free(part);
-    }
-    int status = strcmp(t->cfg.tokenizer, "bpe") == 0
-                     ? tokenizer_train_bpe(&t->tok, text, total, t->cfg.vocab_size, err)
-                     : tokenizer_train_char(&t->tok, text, total, err);
-    free(text);
+    bool bpe = strcmp(t->cfg.tokenizer, "bpe") == 0;
+    TextCounts *counts;
+    if (corpus_count_words((const char *const *)t->cfg.data.items, t->cfg.data.n,
+                           bpe ? TEXT_COUNTS_BPE : TEXT_COUNTS_CHAR, CORPUS_SEGMENT_BYTES,
+                           compute_threads(), &counts, err) != 0)
+        return -1;
+    int status = bpe ? tokenizer_train_bpe_counts(&t->tok, counts, t->cfg.vocab_size, err)
+                     : tokenizer_train_char_counts(&t->tok, counts, err);
+    text_counts_free(counts);
     if (status == 0)
         t->cfg.vocab_size = t->tok.n_vocab;
     return status;
@@ -59,14 +47,35 @@ int trainer_setup_new(Trainer *t, Error *err)
     return 0;
 }
 
-/* The token stream, from DIR/tokens.bin when it is valid (tokenized otherwise: nothing is
- * written here), and a check that it holds a window for each split. */
-static int trainer_load_data(Trainer *t, Error *warning, Error *err)
+/* A job of one rank, for runs outside mpirun (and for bench and the tests). */
+static const Dist SINGLE_RANK = {.rank = 0, .size = 1, .mpi = false};
+
+static const Dist *trainer_dist(const Trainer *t)
+{
+    return t->dist ? t->dist : &SINGLE_RANK;
+}
+
+/* The token stream, from DIR/tokens.bin when it is valid, else tokenized into it. */
+static int trainer_map_data(Trainer *t, Error *warning, Error *err)
 {
     char cache[4096];
     snprintf(cache, sizeof cache, "%s/tokens.bin", t->dir);
-    if (data_load(&t->data, (const char *const *)t->cfg.data.items, t->cfg.data.n, &t->tok,
-                  cache, warning, err) != 0)
+    return data_load(&t->data, (const char *const *)t->cfg.data.items, t->cfg.data.n, &t->tok,
+                     cache, warning, err);
+}
+
+/* Rank 0 makes (or finds) the token cache first, the other ranks then map the one it
+ * wrote; and a check that the stream holds a window for each split. */
+static int trainer_load_data(Trainer *t, Error *warning, Error *err)
+{
+    const Dist *d = trainer_dist(t);
+    int status = dist_is_root(d) ? trainer_map_data(t, warning, err) : 0;
+    if (dist_agree(d, status != 0) != 0) {
+        if (!dist_is_root(d))
+            err->msg[0] = '\0'; /* rank 0 reports */
+        return -1;
+    }
+    if (!dist_is_root(d) && trainer_map_data(t, warning, err) != 0)
         return -1;
     int T = t->cfg.seq_len;
     if (data_window_count(&t->data, SPLIT_TRAIN, T) == 0 ||
@@ -75,14 +84,6 @@ static int trainer_load_data(Trainer *t, Error *warning, Error *err)
                               "window of seq_len %d + 1 (give more text or a smaller --seq-len)",
                          t->data.n_tokens, T);
     return 0;
-}
-
-/* A job of one rank, for runs outside mpirun (and for bench and the tests). */
-static const Dist SINGLE_RANK = {.rank = 0, .size = 1, .mpi = false};
-
-static const Dist *trainer_dist(const Trainer *t)
-{
-    return t->dist ? t->dist : &SINGLE_RANK;
 }
 
 /* Levels of the gradient tree over k micro-batches: a range splits in two until one is
@@ -187,13 +188,6 @@ size_t trainer_memory_bytes(const Trainer *t)
                     (t->reduce_scratch ? n : 0) + (t->opt.kind == OPTIMIZER_ADAMW ? moments : 0) +
                     t->acts.n_floats + t->scratch.n_floats;
     return floats * sizeof(float);
-}
-
-int trainer_save_data_cache(const Trainer *t, Error *err)
-{
-    char cache[4096];
-    snprintf(cache, sizeof cache, "%s/tokens.bin", t->dir);
-    return t->data.from_cache ? 0 : data_cache_save(&t->data, cache, err);
 }
 
 void trainer_free(Trainer *t)

@@ -58,10 +58,10 @@ typedef struct {
 /* A new run from t->cfg (resolved) and t->dir: trains the tokenizer on the data files,
  * initialises the model from the seed and creates the optimizer. */
 int trainer_setup_new(Trainer *t, Error *err);
-/* Gets the token stream (from the cache in t->dir when it is valid, else by tokenizing:
- * nothing is written) and allocates the step's buffers; after trainer_setup_new or after
- * loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`. With
- * --zero 1 in an MPI job, keeps only this rank's shard of the optimizer's moments. */
+/* Gets the token stream (from the cache in t->dir when it is valid, else by tokenizing
+ * into it: t->dir must exist) and allocates the step's buffers; after trainer_setup_new or
+ * after loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`.
+ * With --zero 1 in an MPI job, keeps only this rank's shard of the optimizer's moments. */
 int trainer_prepare(Trainer *t, Error *warning, Error *err);
 /* The optimizer with every moment, for a checkpoint: t->opt itself, or (ZeRO) the shards
  * gathered onto rank 0 into *full, which the caller frees with optimizer_free. */
@@ -69,8 +69,6 @@ int trainer_full_optimizer(Trainer *t, Optimizer *full, const Optimizer **out, E
 /* Bytes of memory this rank holds for parameters, gradients, optimizer state and
  * activations (the header of quill train). */
 size_t trainer_memory_bytes(const Trainer *t);
-/* Writes t->dir/tokens.bin when the stream did not come from it. */
-int trainer_save_data_cache(const Trainer *t, Error *err);
 /* One optimizer step. Fails without updating the parameters when the loss or the
  * gradient is not finite. */
 int trainer_step(Trainer *t, StepStats *stats, Error *err);

@@ -62,11 +62,10 @@ static int write_token_cache(const char *dir, const char *text_path, const Token
     const char *paths[] = {text_path};
     TokenData d;
     Error warning;
-    if (data_load(&d, paths, 1, tok, NULL, &warning, err) != 0)
+    if (data_load(&d, paths, 1, tok, path, &warning, err) != 0) /* writes the cache */
         return -1;
-    int status = data_cache_save(&d, path, err);
     data_free(&d);
-    return status;
+    return 0;
 }
 
 /* GPT-2's stand-in character for a byte, as UTF-8: printable bytes stand for themselves,
