@@ -304,7 +304,7 @@ Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
     expect_clean_error("--seq-len 500 exceeds", "eval %s --data %s --seq-len 500", model, corpus);
 }
 
-/* Empty or binary data: one clear error, and the run directory is not even created. */
+/* Empty, binary or too little data: one clear error, and no run directory is left. */
 Test(cli, unusable_data_is_refused_and_nothing_is_written, .timeout = 60)
 {
     const char *dir = test_make_tmpdir();
@@ -326,6 +326,14 @@ Test(cli, unusable_data_is_refused_and_nothing_is_written, .timeout = 60)
                            tokenizers[i], binary, run);
         cr_expect_neq(access(run, F_OK), 0, "%s was created", run);
     }
+    /* text that holds too few tokens is found out only once it is tokenized into the run
+     * directory: the directory and the cache go again */
+    char tiny[512];
+    snprintf(tiny, sizeof tiny, "%s/tiny.txt", dir);
+    cr_assert_eq(file_write_atomic(tiny, "hello world", 11, &err), 0, "%s", err.msg);
+    expect_clean_error("too few for a training and a validation window",
+                       "train --config configs/tiny.json --data %s --out %s", tiny, run);
+    cr_expect_neq(access(run, F_OK), 0, "%s was left behind", run);
 }
 
 /* Every command parses flags the same way: --name=value and --name value. */
