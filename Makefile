@@ -210,6 +210,10 @@ SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt) data/t
 bench: deps bin/quill
 	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
 	bin/quill bench --threads 2 --data $(SHAKESPEARE)
+	@echo "== scaling: bench-m on 1 rank x 2 threads, then on 2 MPI ranks x 1 thread"
+	bin/quill bench configs/bench-m.json --threads 2 --grad-accum 2 --data $(SHAKESPEARE)
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 \
+	  bin/quill bench configs/bench-m.json --threads 1 --grad-accum 2 --data $(SHAKESPEARE)
 	bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
 	  --out runs/shakespeare-char --force --threads 2
 
