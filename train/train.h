@@ -12,5 +12,7 @@ int cmd_train(int argc, char **argv, Error *err);
 int cmd_eval(int argc, char **argv, Error *err);
 /* quill bench: machine peaks and training throughput. */
 int cmd_bench(int argc, char **argv, Error *err);
+/* quill plot: training curves of run directories as an SVG (plot.h). */
+int cmd_plot(int argc, char **argv, Error *err);
 
 #endif
