@@ -464,6 +464,10 @@ Test(plot, bad_logs_give_one_clear_error_line)
     expect_clean_error("log.jsonl:1: the object has no", "plot %s", dir);
     write_file(dir, "log.jsonl", "{\"step\":1,\"loss\":\"low\"}\n");
     expect_clean_error("log.jsonl:1: key 'loss' expects a number", "plot %s", dir);
+    write_file(dir, "log.jsonl", "{\"step\":1,\"loss\":1e999}\n");
+    expect_clean_error("log.jsonl:1: key 'loss' is inf", "plot %s", dir);
+    write_file(dir, "log.jsonl", "{\"step\":-3,\"loss\":2}\n");
+    expect_clean_error("log.jsonl:1: step -3 is negative", "plot %s", dir);
     write_file(dir, "log.jsonl", "\n");
     expect_clean_error("no steps logged yet", "plot %s", dir);
     expect_clean_error("name the picture with -o", "plot %s %s", dir, dir);

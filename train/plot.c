@@ -34,6 +34,9 @@ static const char *const PANEL_TITLES[N_PANELS] = {
 
 /* ---- reading log.jsonl ----------------------------------------------------------------- */
 
+/* The largest magnitude a logged value can have: the float range, with room to spare. */
+static const double LOG_VALUE_MAX = 1e39;
+
 static int series_append(PlotSeries *s, double step, double value, Error *err)
 {
     if (s->n == s->cap) {
@@ -74,6 +77,14 @@ static int run_log_add_line(RunLog *log, const char *line, size_t len, const cha
         return -1;
     if (!present[0])
         return error_set(err, "%s: the object has no \"step\"", origin);
+    /* quill logs floats: anything beyond their range (1e999 reads as infinity) is damage,
+     * and would break the axes */
+    for (int i = 0; i < 1 + PLOT_N_SERIES; i++)
+        if (present[i] && !(fabs(values[i]) <= LOG_VALUE_MAX))
+            return error_set(err, "%s: key '%s' is %g, not a value a training log holds", origin,
+                             names[i], values[i]);
+    if (values[0] < 0.0)
+        return error_set(err, "%s: step %g is negative", origin, values[0]);
     for (int s = 0; s < PLOT_N_SERIES; s++)
         if (present[1 + s] && series_append(&log->series[s], values[0], values[1 + s], err) != 0)
             return -1;
