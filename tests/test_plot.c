@@ -456,20 +456,24 @@ Test(plot, several_runs_compare_in_one_picture)
 /* Missing, malformed and empty logs: one error line that names the file (and the line). */
 Test(plot, bad_logs_give_one_clear_error_line)
 {
+    static const struct {
+        const char *log, *message;
+    } cases[] = {
+        {"{\"step\":1,\"loss\":2.5}\n\n{\"step\":2,\"loss\":2.4\n", "log.jsonl:3: not valid JSON"},
+        {"{\"loss\":2.5}\n", "log.jsonl:1: the object has no \"step\""},
+        {"{\"step\":1,\"loss\":\"low\"}\n", "log.jsonl:1: key 'loss' expects a number"},
+        {"{\"step\":1,\"loss\":1e999}\n", "log.jsonl:1: key 'loss' is inf"},
+        {"{\"step\":-3,\"loss\":2}\n", "log.jsonl:1: step -3 is negative"},
+        {"\n", "log.jsonl: no steps logged yet"},
+    };
     const char *dir = test_make_tmpdir();
-    expect_clean_error("log.jsonl", "plot %s", dir);
-    write_file(dir, "log.jsonl", "{\"step\":1,\"loss\":2.5}\n\n{\"step\":2,\"loss\":2.4\n");
-    expect_clean_error("log.jsonl:3: not valid JSON", "plot %s", dir);
-    write_file(dir, "log.jsonl", "{\"loss\":2.5}\n");
-    expect_clean_error("log.jsonl:1: the object has no", "plot %s", dir);
-    write_file(dir, "log.jsonl", "{\"step\":1,\"loss\":\"low\"}\n");
-    expect_clean_error("log.jsonl:1: key 'loss' expects a number", "plot %s", dir);
-    write_file(dir, "log.jsonl", "{\"step\":1,\"loss\":1e999}\n");
-    expect_clean_error("log.jsonl:1: key 'loss' is inf", "plot %s", dir);
-    write_file(dir, "log.jsonl", "{\"step\":-3,\"loss\":2}\n");
-    expect_clean_error("log.jsonl:1: step -3 is negative", "plot %s", dir);
-    write_file(dir, "log.jsonl", "\n");
-    expect_clean_error("no steps logged yet", "plot %s", dir);
+    expect_clean_error("log.jsonl", "plot %s", dir); /* no log at all */
+    int checked = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++, checked++) {
+        write_file(dir, "log.jsonl", cases[i].log);
+        expect_clean_error(cases[i].message, "plot %s", dir);
+    }
+    cr_expect_eq(checked, 6);
     expect_clean_error("name the picture with -o", "plot %s %s", dir, dir);
 }
 
