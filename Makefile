@@ -1,6 +1,7 @@
 # quill: one plain Makefile.  `make help` lists the targets.
 #
 #   make            build bin/quill and the notebooks (installs missing Debian packages first)
+#   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
 #   make test       build and run every Criterion test
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
@@ -85,12 +86,12 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev
 
-.PHONY: all deps test test-unit check demo bench bench-data clean help probe fuzz
+.PHONY: all deps test test-unit check demo bench bench-data clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(NOTEBOOKS)
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops.
@@ -135,17 +136,23 @@ $(BUILD)/notebooks/%: $(BUILD)/notebooks-c/%.o $(CMD_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Each notebook prints what it teaches; those that read ../shared say so when a file is
+# missing and end without failing.
+notebooks: deps $(NOTEBOOKS)
+	@for nb in $(NOTEBOOKS); do echo "==== $$nb"; $$nb || exit 1; echo; done
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-# The tests run the `quill` binary of the same build for the command-line cases; then every
-# fuzz harness runs for FUZZ_SECONDS, so each parser is fuzzed on every run of CI.
+# The tests run the `quill` binary and the notebooks of the same build (for the command-line
+# cases and the notebooks' printed facts); then every fuzz harness runs for FUZZ_SECONDS, so
+# each parser is fuzzed on every run of CI.
 test: test-unit
 	$(MAKE) --no-print-directory -j2 fuzz
 
 test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
-	QUILL_BIN=$(QUILL) $(TESTS) --jobs 2
+	QUILL_BIN=$(QUILL) QUILL_NOTEBOOKS=$(BUILD)/notebooks $(TESTS) --jobs 2
 
 # ---- fuzzing ----
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang, AddressSanitizer and

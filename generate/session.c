@@ -187,9 +187,12 @@ static void show_candidates(const Tokenizer *tok, const CandidateList *c, int ch
         char piece[64], label[96];
         size_t len = tokenizer_token_bytes(tok, c->data[i].id, piece, sizeof piece - 1);
         piece[len < sizeof piece - 1 ? len : sizeof piece - 1] = '\0';
-        char quoted[48];
-        snprintf(label, sizeof label, "%c %6d '%s'", c->data[i].id == chosen ? '>' : ' ',
-                 c->data[i].id, error_quote(quoted, sizeof quoted, piece, strlen(piece)));
+        char quoted[48], piece_text[52];
+        snprintf(piece_text, sizeof piece_text, "'%s'",
+                 error_quote(quoted, sizeof quoted, piece, strlen(piece)));
+        /* padded, so that the bars of one step line up */
+        snprintf(label, sizeof label, "%c %6d %-12s", c->data[i].id == chosen ? '>' : ' ',
+                 c->data[i].id, piece_text);
         chart_bar(stderr, label, c->data[i].p, 1.0, 30);
     }
 }

@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,4 +81,53 @@ int test_run_capture(const char *command, char **output)
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* Runs `quill ARGS` with ARGS formatted from fmt into args (kept for messages); returns
+ * the exit status and the output. */
+static int quill_args(char **output, char *args, size_t cap, const char *fmt, va_list ap)
+{
+    char command[2300];
+    vsnprintf(args, cap, fmt, ap);
+    snprintf(command, sizeof command, "%s %s", test_quill_bin(), args);
+    return test_run_capture(command, output);
+}
+
+int quill(char **output, const char *fmt, ...)
+{
+    char args[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int status = quill_args(output, args, sizeof args, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void quill_ok(const char *fmt, ...)
+{
+    char args[2048], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    int status = quill_args(&out, args, sizeof args, fmt, ap);
+    va_end(ap);
+    cr_assert_eq(status, 0, "quill %s failed (%d):\n%s", args, status, out);
+    free(out);
+}
+
+void expect_clean_error(const char *needle, const char *fmt, ...)
+{
+    char args[2048], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    int status = quill_args(&out, args, sizeof args, fmt, ap);
+    va_end(ap);
+    cr_expect_eq(status, 1, "quill %s: exit %d (want 1):\n%s", args, status, out);
+    const char *line = strstr(out, "quill: error: ");
+    cr_expect_not_null(line, "quill %s: no error line:\n%s", args, out);
+    if (line) {
+        const char *end = strchr(line, '\n');
+        cr_expect(end && end[1] == '\0', "quill %s: the error is not one last line:\n%s", args, out);
+        cr_expect_not_null(strstr(line, needle), "quill %s: '%s' not in:\n%s", args, needle, out);
+    }
+    free(out);
 }

@@ -40,4 +40,16 @@ const char *test_quill_bin(void);
  * its exit status (the code, or 128+signal when killed). */
 int test_run_capture(const char *command, char **output);
 
+/* Runs `quill ARGS`, the binary under test, with ARGS formatted from fmt; returns the exit
+ * status and the output (stdout and stderr, malloc'd). */
+int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Expects `quill ARGS` to succeed. */
+void quill_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Expects `quill ARGS` to exit with status 1 and to end with exactly one line starting
+ * "quill: error:" that contains needle. */
+void expect_clean_error(const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -305,6 +305,25 @@ int config_apply_json(TrainConfig *c, const char *json, size_t len, const char *
     return status;
 }
 
+int config_read_json_numbers(const char *json, size_t len, const char *origin,
+                             const char *const *names, int n, double *values, bool *present,
+                             Error *err)
+{
+    cJSON *root;
+    if (json_parse_whole(json, len, origin, &root, err) != 0)
+        return -1;
+    int status = cJSON_IsObject(root) ? 0 : error_set(err, "%s: expected a JSON object", origin);
+    for (int i = 0; i < n; i++) {
+        const cJSON *item = status == 0 ? cJSON_GetObjectItemCaseSensitive(root, names[i]) : NULL;
+        present[i] = item != NULL;
+        if (item && !cJSON_IsNumber(item))
+            status = error_set(err, "%s: key '%s' expects a number", origin, names[i]);
+        values[i] = item && status == 0 ? item->valuedouble : 0.0;
+    }
+    cJSON_Delete(root);
+    return status;
+}
+
 int config_apply_file(TrainConfig *c, const char *path, Error *err)
 {
     char *text;

@@ -7,7 +7,8 @@
  * An unknown key or a bad value is an error that names the key. A value of 0 for
  * kv_heads, ffn_dim, seq_len, vocab_size and decay_steps means "derive it" (the help
  * text says from what); config_resolve fills them in, and the resolved config is what
- * DIR/config.json and the checkpoint record. This is the only file that includes cJSON. */
+ * DIR/config.json and the checkpoint record. This is the only file that includes cJSON: the
+ * other JSON quill reads (log.jsonl, for quill plot) goes through config_read_json_numbers. */
 #ifndef QUILL_TRAIN_CONFIG_H
 #define QUILL_TRAIN_CONFIG_H
 
@@ -83,6 +84,15 @@ int config_copy(TrainConfig *dst, const TrainConfig *src, Error *err);
 int config_apply_json(TrainConfig *c, const char *json, size_t len, const char *origin,
                       Error *err);
 int config_apply_file(TrainConfig *c, const char *path, Error *err);
+
+/* Reads the numbers of one flat JSON object (a line of log.jsonl, for quill plot): for each
+ * of the n names, present[i] says whether the object has it and values[i] holds its value
+ * (0 when absent). Other keys are ignored; a named key whose value is not a number is an
+ * error. As for configs, the text must be exactly one JSON object; `origin` names it in
+ * messages. It lives here because this file is the one that includes cJSON. */
+int config_read_json_numbers(const char *json, size_t len, const char *origin,
+                             const char *const *names, int n, double *values, bool *present,
+                             Error *err);
 
 /* Sets one key from its text form, as a flag would ("batch_size", "16"). */
 int config_set_key(TrainConfig *c, const char *name, const char *text, Error *err);

@@ -6,6 +6,7 @@
  *   along the way
  *            progress and DIR/log.jsonl every step, validation every eval_every steps,
  *            a checkpoint every save_every steps, and always at the end
+ *   the end  the whole validation split, and DIR/loss.svg: the curves (plot.h)
  *   Ctrl-C   finishes the current step, saves a checkpoint and stops. */
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "evaluate.h"
 #include "fileio.h"
 #include "matmul.h"
+#include "plot.h"
 #include "progress.h"
 #include "timer.h"
 #include "train.h"
@@ -228,6 +230,17 @@ static int train_evaluate(Trainer *t, Progress *progress, bool whole_split, Erro
     return 0;
 }
 
+/* DIR/loss.svg, the run's curves so far (`quill plot DIR` draws the same). Training has
+ * succeeded by then, so a picture that cannot be written is only a warning. */
+static void train_write_plot(const Trainer *t)
+{
+    char path[4096];
+    Error err;
+    snprintf(path, sizeof path, "%s/loss.svg", t->dir);
+    if (t->step > 0 && plot_runs(&t->dir, 1, path, &err) != 0)
+        fprintf(stderr, "quill: warning: %s\n", err.msg);
+}
+
 static int train_loop(Trainer *t, Progress *progress, Error *err)
 {
     const TrainConfig *c = &t->cfg;
@@ -252,16 +265,20 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
     if (train_save(t, err) != 0)
         return -1;
     if (stopped) {
-        if (is_root(t))
+        if (is_root(t)) {
+            train_write_plot(t);
             progress_message(progress, "interrupted after step %d: checkpoint saved; "
                                        "continue with: quill train --resume %s",
                              t->step, t->dir);
+        }
         return 0;
     }
     if (c->steps > 0 && ranks_agree(t, train_evaluate(t, progress, true, err), err) != 0)
         return -1;
-    if (is_root(t))
+    if (is_root(t)) {
+        train_write_plot(t);
         progress_message(progress, "saved %s/model.gguf after %d steps", t->dir, t->step);
+    }
     return 0;
 }
 

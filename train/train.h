@@ -15,4 +15,7 @@ int cmd_bench(int argc, char **argv, Error *err);
 /* quill bench-data: the data pipeline on a generated corpus (train/bench_data.c). */
 int cmd_bench_data(int argc, char **argv, Error *err);
 
+/* quill plot: training curves of run directories as an SVG (plot.h). */
+int cmd_plot(int argc, char **argv, Error *err);
+
 #endif

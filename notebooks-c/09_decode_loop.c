@@ -1,4 +1,4 @@
-/* Notebook 4: the decode loop, step by step.
+/* Notebook 9: the decode loop, step by step.
  *
  * Generating text is a loop around one question: given everything so far, what are the
  * model's odds for the next token? This program runs that loop through quill's C API (the
@@ -17,24 +17,28 @@
  *     tokenizer_token_bytes   the token's text
  *     infer_decode       the token back through the model, one position further
  *
- * Build and run:  make && build/release/notebooks/04_decode_loop [MODEL.gguf]
+ * Build and run:  make notebooks   (or: build/release/notebooks/09_decode_loop [MODEL.gguf])
  * (default: ../shared/models/stories260K.gguf, a 260K-parameter model of children's
  * stories; any GGUF llama model works, e.g. a `quill train` run's model.gguf). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../generate/chart.h"
 #include "../generate/sampler.h"
 #include "infer.h"
 #include "loader.h"
 
 enum { STEPS = 8, SHOWN = 4 };
 
-static void print_token(const Tokenizer *tok, int id)
+/* One candidate as a bar of its probability; '>' marks the one chosen. */
+static void print_candidate(const Tokenizer *tok, const Candidate *c, int chosen)
 {
-    char bytes[64];
-    size_t n = tokenizer_token_bytes(tok, id, bytes, sizeof bytes);
-    printf("'%.*s'", (int)(n < sizeof bytes ? n : sizeof bytes), bytes);
+    char bytes[64], quoted[80], label[96];
+    size_t n = tokenizer_token_bytes(tok, c->id, bytes, sizeof bytes);
+    snprintf(quoted, sizeof quoted, "'%.*s'", (int)(n < sizeof bytes ? n : sizeof bytes), bytes);
+    snprintf(label, sizeof label, "  %c %-10s", c->id == chosen ? '>' : ' ', quoted);
+    chart_bar(stdout, label, c->p, 1.0, 30);
 }
 
 int main(int argc, char **argv)
@@ -45,7 +49,9 @@ int main(int argc, char **argv)
     Tokenizer tok;
     Error err;
     if (model_file_load(path, &model, &tok, &err) != 0) {
-        printf("no model to run: %s\n(give a GGUF file: 04_decode_loop MODEL.gguf)\n", err.msg);
+        printf("missing model, nothing to run: %s\n(give a GGUF file: 09_decode_loop "
+               "MODEL.gguf)\n",
+               err.msg);
         return 0;
     }
 
@@ -81,26 +87,25 @@ int main(int argc, char **argv)
         sampler_accept(&sampler, ids[i], true, &err);
 
     /* 4. the loop: look at the odds, pick, feed the pick back */
+    char text[STEPS * 64 + 1];
+    size_t text_len = 0;
     for (int step = 0; step < STEPS; step++) {
         sampler_apply(&sampler, infer_logits(&ctx, 0), &candidates);
         int next = sampler_select(&sampler, &candidates);
-        printf("step %d: %d candidates after the chain; top %d:", step, candidates.n, SHOWN);
-        for (int i = 0; i < candidates.n && i < SHOWN; i++) {
-            printf("  ");
-            print_token(&tok, candidates.data[i].id);
-            printf(" %.3f", candidates.data[i].p);
-        }
-        printf("\n        greedy picks ");
-        print_token(&tok, next);
-        printf("\n");
+        printf("step %d: %d candidates after the chain\n", step, candidates.n);
+        for (int i = 0; i < candidates.n && i < SHOWN; i++)
+            print_candidate(&tok, &candidates.data[i], next);
+        size_t n = tokenizer_token_bytes(&tok, next, text + text_len, 64);
+        text_len += n < 64 ? n : 64;
         sampler_accept(&sampler, next, false, &err);
         if (next == tok.eos_id || infer_decode(&ctx, 0, &next, 1, &err) != 0)
             break;
     }
-    printf("\nThe cache now holds %d positions: each step ran the model on one new token.\n"
-           "Try this: set sp.temperature = 0.8f and sp.seed = 1, and use sampler_sample: the\n"
-           "picks become draws from the same candidates, and some steps choose a token that\n"
-           "is not the most probable one.\n",
+    printf("\ngreedy text: \"%.*s\"\n", (int)text_len, text);
+    printf("The cache now holds %d positions: each step ran the model on one new token.\n"
+           "Try this: set sp.temperature = 0.8f and sp.seed = 4: sampler_select then draws\n"
+           "from the candidates instead of taking the first, and at step 5, where ' b' has a\n"
+           "quarter of the mass, this seed draws it: the little girl becomes a little boy.\n",
            infer_seq_length(&ctx, 0));
     free(ids);
     candidates_free(&candidates);
