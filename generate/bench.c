@@ -31,7 +31,7 @@ typedef struct {
     int generate_tokens;  /* -n */
     int threads;
     int reps;
-    const char *cache_type;
+    const char *cache_type; /* NULL: the model's default, as quill generate */
     const char *write_model;
 } BenchModelOptions;
 
@@ -133,12 +133,6 @@ static double weight_bytes_per_token(const Model *m)
     return bytes;
 }
 
-static uint32_t cache_type_from_name(const char *name)
-{
-    return strcmp(name, "f16") == 0 ? GGML_TYPE_F16 : strcmp(name, "q8_0") == 0 ? GGML_TYPE_Q8_0
-                                                                               : GGML_TYPE_F32;
-}
-
 static int bench_model_run(const char *path, const BenchModelOptions *o, Error *err)
 {
     Model m;
@@ -146,9 +140,11 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
     if (model_file_load(path, &m, &tok, err) != 0)
         return -1;
     int n = o->prompt_tokens + o->generate_tokens;
+    uint32_t cache_type = o->cache_type ? kv_cache_type_from_name(o->cache_type)
+                                        : kv_cache_type_default(m.file);
     InferContext ctx;
     InferParams params = {.n_seq = 1, .n_ctx = n, .n_batch = o->prompt_tokens,
-                          .cache_type = cache_type_from_name(o->cache_type)};
+                          .cache_type = cache_type};
     int *tokens = malloc((size_t)n * sizeof *tokens);
     double *pp = malloc((size_t)o->reps * sizeof *pp), *tg = malloc((size_t)o->reps * sizeof *tg);
     int status = tokens && pp && tg ? infer_init(&ctx, &m, &params, err)
@@ -168,7 +164,7 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
         double bytes = weight_bytes_per_token(&m);
         printf("%s: %.1fM parameters, %.1f MB of weights, %d threads, kernels %s, cache %s\n",
                path, (double)m.n_params / 1e6, bytes / 1e6, compute_threads(),
-               quant_isa_name(quant_isa()), o->cache_type);
+               quant_isa_name(quant_isa()), kv_cache_type_name(cache_type));
         printf("pp%d: %.1f tok/s\n", o->prompt_tokens, pp_rate);
         printf("tg%d: %.1f tok/s\n", o->generate_tokens, tg_rate);
         double read = machine_read_gbs();
@@ -187,9 +183,8 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
 
 int cmd_bench_model(int argc, char **argv, Error *err)
 {
-    static const char *const cache_types[] = {"f32", "f16", "q8_0", NULL};
     BenchModelOptions o = {.prompt_tokens = 128, .generate_tokens = 64, .threads = 2,
-                           .reps = 5, .cache_type = "f32"};
+                           .reps = 5};
     const Flag flags[] = {
         {"prompt-tokens", FLAG_INT, &o.prompt_tokens, 1, 16384, "tokens of the prompt pass",
          .short_name = 'p'},
@@ -198,7 +193,9 @@ int cmd_bench_model(int argc, char **argv, Error *err)
         {"threads", FLAG_INT, &o.threads, 1, 1024, "compute threads", .short_name = 't'},
         {"reps", FLAG_INT, &o.reps, 1, 1000, "timed repetitions (the median is shown)",
          .short_name = 'r'},
-        {"cache-type", FLAG_CHOICE, &o.cache_type, 0, 0, "the KV cache's type", cache_types},
+        {"cache-type", FLAG_CHOICE, &o.cache_type, 0, 0,
+         "the KV cache's type (default: as quill generate, f16 or f32 for quill's own F32 "
+         "models)", KV_CACHE_TYPE_NAMES},
         {"write-model", FLAG_STRING, &o.write_model, 0, 0,
          "write the 134M-parameter F32 benchmark model to this file and stop"},
     };

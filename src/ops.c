@@ -170,7 +170,8 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 
 /* ---- rotary position embedding ------------------------------------------------------ */
 
-void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base)
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base,
+                      float scaling)
 {
     int half = hs / 2;
     for (int i = 0; i < half; i++) {
@@ -178,7 +179,7 @@ void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, flo
         for (int p = 0; p < n_pos; p++) {
             /* in double: the angle grows with the position, and float would lose its
              * low bits at long contexts */
-            double angle = p * frequency;
+            double angle = p / (double)scaling * frequency;
             cos_table[(size_t)p * half + i] = (float)cos(angle);
             sin_table[(size_t)p * half + i] = (float)sin(angle);
         }

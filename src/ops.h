@@ -56,8 +56,11 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 
 /* Rotary position embedding (Su et al. 2021) as llama GGUF files define it: within each
  * head, the adjacent pair (x[2i], x[2i+1]) is rotated by the angle pos * base^(-2i/hs).
- * The tables hold cos and sin of those angles, (n_pos, hs/2). */
-void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base);
+ * With linear scaling (position interpolation) pos is divided by `scaling` first (1: none),
+ * as llama.cpp multiplies it by freq_scale = 1/factor. The tables hold cos and sin of those
+ * angles, (n_pos, hs/2). */
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base,
+                      float scaling);
 /* Rotates, in place, n_heads heads of hs floats at the start of each of B*T rows of x;
  * consecutive rows are `stride` floats apart, and row (b, t) has position pos0 + t. */
 void rope_forward(float *x, int B, int T, int stride, int n_heads, int hs, int pos0,
