@@ -1077,3 +1077,30 @@ Test(quant_cli, rows_a_block_does_not_divide_fall_back_with_a_line)
     cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_norm.weight")->type, GGML_TYPE_F32, "norms stay");
     gguf_close(f);
 }
+
+/* A file quill quantizes runs in llama.cpp as in quill: llama.cpp's greedy tokens on quill's
+ * Q8_0 and Q4_K_M copies of the random llama equal quill's, token by token. Both sides
+ * multiply these types with activations rounded the same way (logits within 1e-3 of each
+ * other, the tolerance of llama_cpp.every_quantized_type), so the paths may only part after
+ * quill's two best logits come within twice that. A quantizer that wrote a block llama.cpp
+ * reads differently (a scale, a nibble order, a mix's tensor type) changes its tokens. */
+Test(quant_cli, llama_cpp_runs_quill_quantized_files_to_quills_greedy_tokens, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(f32_path, "models/qtest-f32.gguf");
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    static const char *const types[] = {"Q8_0", "Q4_K_M"};
+    const char *dir = test_make_tmpdir();
+    int compared_types = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char path[512], args[1200], *out;
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, types[i]);
+        snprintf(args, sizeof args, "%s %s %s", f32_path, path, types[i]);
+        cr_assert_eq(run_quantize(&out, args), 0, "quantize %s: %s", types[i], out);
+        free(out);
+        int ours[32];
+        int n = test_greedy_equals_llama_cpp(llama_cli, path, "Once upon a time", 32, 2e-3f, ours);
+        cr_expect_geq(n, 8, "%s: only %d tokens compared", types[i], n);
+        compared_types++;
+    }
+    cr_assert_eq(compared_types, 2);
+}
