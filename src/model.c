@@ -635,8 +635,11 @@ static int kv_cache_alloc(Activations *a, const Model *m, uint32_t kv_type, Erro
     size_t rows = (size_t)m->config.n_layers * a->B * a->n_ctx;
     a->kv_k = malloc(rows * a->kv_row_bytes);
     a->kv_v = malloc(rows * a->kv_row_bytes);
+    /* per thread: a prompt's one head of keys and values, or a decoding step's one row */
+    size_t head = 2 * (size_t)a->n_ctx * hs;
+    a->kv_scratch_stride = head > (size_t)kvc ? head : (size_t)kvc;
     if (kv_type != GGML_TYPE_F32)
-        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * 2 * a->n_ctx * hs);
+        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * a->kv_scratch_stride);
     if (!a->kv_k || !a->kv_v || (kv_type != GGML_TYPE_F32 && !a->kv_scratch))
         return error_set(err, "out of memory for a KV cache of %zu MB",
                          2 * rows * a->kv_row_bytes >> 20);
@@ -748,6 +751,7 @@ static AttentionShape attention_shape_cached(const ModelConfig *c, const Activat
         .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
         .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .kv_type = a->kv_type,
         .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .kv_scratch = a->kv_scratch,
+        .kv_scratch_stride = a->kv_scratch_stride,
     };
 }
 
@@ -767,10 +771,10 @@ static void kv_cache_append(const ModelConfig *c, Activations *a, int l, const f
         int slot = slots ? slots[b] : b;
         for (int t = 0; t < T; t++) {
             const float *row = qkv + ((size_t)b * T + t) * qkv_stride;
-            quant_quantize_row(a->kv_type, row + c->dim, kv_cache_row(a, a->kv_k, l, slot, pos0 + t),
-                               (int64_t)kvc);
-            quant_quantize_row(a->kv_type, row + c->dim + kvc,
-                               kv_cache_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
+            quant_quantize_row_fast(a->kv_type, row + c->dim,
+                                    kv_cache_row(a, a->kv_k, l, slot, pos0 + t), (int64_t)kvc);
+            quant_quantize_row_fast(a->kv_type, row + c->dim + kvc,
+                                    kv_cache_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
         }
     }
     *k = kv_cache_row(a, a->kv_k, l, 0, 0);

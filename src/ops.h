@@ -81,13 +81,16 @@ typedef struct {
     int kv_stride;        /* F32 k, v: floats between the rows of consecutive positions */
     size_t kv_seq_stride; /* F32 k, v: floats between sequences (cache slots) */
     const int *kv_slot;   /* sequence b's keys are slot kv_slot[b] (NULL: slot b) */
-    /* A KV cache stored in another type (F16, Q8_0): each row of KVH*hs elements takes
-     * kv_row_bytes, and a slot holds kv_slot_rows rows. Attention decodes one key/value
-     * head at a time into kv_scratch: per thread, 2 * n_kv * hs floats. */
+    /* Inference reads the KV cache: a slot holds kv_slot_rows positions (0 in training,
+     * which has no cache). A cache stored in another type (F16, Q8_0) takes kv_row_bytes
+     * per row of KVH*hs elements, and attention decodes what it reads into kv_scratch,
+     * kv_scratch_stride floats per thread: a prompt one key/value head at a time (2 * n_kv
+     * * hs floats), a decoding step one row at a time (KVH * hs floats). */
     uint32_t kv_type;     /* GGML_TYPE_F32, or the cache's type */
     size_t kv_row_bytes;
     int kv_slot_rows;
     float *kv_scratch;
+    size_t kv_scratch_stride;
 } AttentionShape;
 
 /* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
