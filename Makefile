@@ -5,7 +5,8 @@
 #   make test       build and run every Criterion test
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
-#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s) and training throughput
+#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and
+#                   inference speed (make bench-inference: pp128/tg64 of F32, Q8_0, Q4_0, Q4_K_M)
 #   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
 #                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
@@ -86,7 +87,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev
 
-.PHONY: all deps test test-unit check demo bench bench-data clean help probe fuzz notebooks
+.PHONY: all deps test test-unit check demo bench bench-data bench-inference clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(NOTEBOOKS)
 
@@ -212,7 +213,8 @@ demo: deps bin/quill
 	bin/quill train --config configs/demo.json --data data/fortunes.txt --out runs/demo --force
 	bin/quill generate runs/demo/model.gguf --prompt "The meaning of life" --max-tokens 400 --temperature 0.8 --seed 42
 
-# Machine peaks and throughput, then the full shakespeare-char run (nanoGPT: val loss ~1.88).
+# Machine peaks and throughput, then the full shakespeare-char run (nanoGPT: val loss ~1.88),
+# then the inference benchmark.
 SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt) data/tinyshakespeare.txt)
 bench: deps bin/quill
 	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
@@ -223,6 +225,22 @@ bench: deps bin/quill
 	  bin/quill bench configs/bench-m.json --threads 1 --grad-accum 2 --data $(SHAKESPEARE)
 	bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
 	  --out runs/shakespeare-char --force --threads 2
+	$(MAKE) --no-print-directory bench-inference
+
+# Inference in llama-bench's terms (pp128, tg64, 2 threads, median of 5) on the 134M-parameter
+# benchmark model, written in F32 into a temporary directory (removed at the end) and
+# quantized by quill to Q8_0, Q4_0 and Q4_K_M; each run also prints the decode bandwidth
+# against the machine's and the sampler's share of a generated token. quill picks
+# OpenBLAS's kernel for this CPU itself (main.c); an OPENBLAS_CORETYPE left in the
+# environment would override that choice, so it is cleared here.
+BENCH_TYPES := Q8_0 Q4_0 Q4_K_M
+bench-inference: bin/quill
+	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	bin/quill bench --write-model $$dir/F32.gguf && \
+	for t in $(BENCH_TYPES); do bin/quill quantize $$dir/F32.gguf $$dir/$$t.gguf $$t || exit 1; done && \
+	for t in F32 $(BENCH_TYPES); do \
+	  env -u OPENBLAS_CORETYPE bin/quill bench $$dir/$$t.gguf -p 128 -n 64 -t 2 -r 5 || exit 1; \
+	done
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).

@@ -5,7 +5,9 @@
  * Each is the median of R repetitions after one warm-up, on random tokens (sampling is not
  * timed, as in llama-bench). Decoding reads every weight once per token, so the weights'
  * bytes times tg's tokens/s is the bandwidth decoding reached: it is printed next to the
- * read bandwidth of this machine measured in the same run, its ceiling.
+ * read bandwidth of this machine measured in the same run, its ceiling. Last, the time one
+ * sampling step takes with a realistic chain on the model's logits (32,000 of them for the
+ * benchmark model), as a share of a generated token's time.
  *
  * `quill bench --write-model FILE.gguf` writes the model the benchmark is run on in
  * `make bench`: random F32 weights of a 134M-parameter llama (dim 768, 12 layers, 12
@@ -24,6 +26,7 @@
 #include "matmul.h"
 #include "quant.h"
 #include "rng.h"
+#include "sampler.h"
 #include "timer.h"
 
 typedef struct {
@@ -31,7 +34,7 @@ typedef struct {
     int generate_tokens;  /* -n */
     int threads;
     int reps;
-    const char *cache_type;
+    const char *cache_type; /* NULL: the model's default, as quill generate */
     const char *write_model;
 } BenchModelOptions;
 
@@ -120,6 +123,49 @@ static int bench_once(InferContext *ctx, const int *tokens, const BenchModelOpti
     return 0;
 }
 
+/* ---- the sampler's share ---------------------------------------------------------------- */
+
+/* The chain a user runs: llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05,
+ * temperature 0.8) with every penalty on, over the last 64 tokens. */
+static void bench_sampler_params(SamplerParams *p)
+{
+    sampler_params_default(p);
+    p->repeat_penalty = 1.1f;
+    p->frequency_penalty = 0.1f;
+    p->presence_penalty = 0.1f;
+    p->seed = 1;
+}
+
+/* Seconds one sampling step (sample + accept) takes on the model's logits with
+ * bench_sampler_params, the history starting with the prompt: the median of reps runs of
+ * `steps` steps. Not part of tg, as in llama-bench; reported next to it. */
+static int sampler_step_seconds(const float *logits, int V, const int *prompt, int n_prompt,
+                                int steps, int reps, double *seconds, Error *err)
+{
+    SamplerParams params;
+    bench_sampler_params(&params);
+    double *runs = malloc((size_t)reps * sizeof *runs);
+    if (!runs)
+        return error_set(err, "out of memory");
+    int status = 0;
+    for (int r = 0; status == 0 && r < reps; r++) {
+        Sampler sampler;
+        if ((status = sampler_init(&sampler, &params, V, err)) != 0)
+            break;
+        for (int i = 0; status == 0 && i < n_prompt; i++)
+            status = sampler_accept(&sampler, prompt[i], true, err);
+        double t0 = timer_seconds();
+        for (int i = 0; status == 0 && i < steps; i++)
+            status = sampler_accept(&sampler, sampler_sample(&sampler, logits), false, err);
+        runs[r] = (timer_seconds() - t0) / steps;
+        sampler_free(&sampler);
+    }
+    if (status == 0)
+        *seconds = machine_median(runs, reps);
+    free(runs);
+    return status;
+}
+
 /* Bytes of weights one decoded token reads: every matrix once (the embedding only one
  * row, which is negligible). */
 static double weight_bytes_per_token(const Model *m)
@@ -133,12 +179,6 @@ static double weight_bytes_per_token(const Model *m)
     return bytes;
 }
 
-static uint32_t cache_type_from_name(const char *name)
-{
-    return strcmp(name, "f16") == 0 ? GGML_TYPE_F16 : strcmp(name, "q8_0") == 0 ? GGML_TYPE_Q8_0
-                                                                               : GGML_TYPE_F32;
-}
-
 static int bench_model_run(const char *path, const BenchModelOptions *o, Error *err)
 {
     Model m;
@@ -146,9 +186,11 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
     if (model_file_load(path, &m, &tok, err) != 0)
         return -1;
     int n = o->prompt_tokens + o->generate_tokens;
+    uint32_t cache_type = o->cache_type ? kv_cache_type_from_name(o->cache_type)
+                                        : kv_cache_type_default(m.file);
     InferContext ctx;
     InferParams params = {.n_seq = 1, .n_ctx = n, .n_batch = o->prompt_tokens,
-                          .cache_type = cache_type_from_name(o->cache_type)};
+                          .cache_type = cache_type};
     int *tokens = malloc((size_t)n * sizeof *tokens);
     double *pp = malloc((size_t)o->reps * sizeof *pp), *tg = malloc((size_t)o->reps * sizeof *tg);
     int status = tokens && pp && tg ? infer_init(&ctx, &m, &params, err)
@@ -168,13 +210,22 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
         double bytes = weight_bytes_per_token(&m);
         printf("%s: %.1fM parameters, %.1f MB of weights, %d threads, kernels %s, cache %s\n",
                path, (double)m.n_params / 1e6, bytes / 1e6, compute_threads(),
-               quant_isa_name(quant_isa()), o->cache_type);
+               quant_isa_name(quant_isa()), kv_cache_type_name(cache_type));
         printf("pp%d: %.1f tok/s\n", o->prompt_tokens, pp_rate);
         printf("tg%d: %.1f tok/s\n", o->generate_tokens, tg_rate);
         double read = machine_read_gbs();
         printf("decode reads %.1f MB per token: %.1f GB/s, %.0f%% of this machine's read "
                "bandwidth (%.1f GB/s, measured now)\n",
                bytes / 1e6, bytes * tg_rate / 1e9, 100.0 * bytes * tg_rate / 1e9 / read, read);
+        double sample = 0.0;
+        status = sampler_step_seconds(infer_logits(&ctx, 0), m.config.vocab_size, tokens,
+                                      o->prompt_tokens, o->generate_tokens, o->reps, &sample,
+                                      err);
+        if (status == 0)
+            printf("sampler: %.1f us per token (top-k 40, top-p 0.95, min-p 0.05, temperature "
+                   "0.8, penalties repeat 1.1, frequency 0.1, presence 0.1 over the last 64): "
+                   "%.1f%% of a generated token's time\n",
+                   sample * 1e6, 100.0 * sample / (sample + 1.0 / tg_rate));
         infer_free(&ctx);
     }
     free(tokens);
@@ -187,9 +238,8 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
 
 int cmd_bench_model(int argc, char **argv, Error *err)
 {
-    static const char *const cache_types[] = {"f32", "f16", "q8_0", NULL};
     BenchModelOptions o = {.prompt_tokens = 128, .generate_tokens = 64, .threads = 2,
-                           .reps = 5, .cache_type = "f32"};
+                           .reps = 5};
     const Flag flags[] = {
         {"prompt-tokens", FLAG_INT, &o.prompt_tokens, 1, 16384, "tokens of the prompt pass",
          .short_name = 'p'},
@@ -198,7 +248,9 @@ int cmd_bench_model(int argc, char **argv, Error *err)
         {"threads", FLAG_INT, &o.threads, 1, 1024, "compute threads", .short_name = 't'},
         {"reps", FLAG_INT, &o.reps, 1, 1000, "timed repetitions (the median is shown)",
          .short_name = 'r'},
-        {"cache-type", FLAG_CHOICE, &o.cache_type, 0, 0, "the KV cache's type", cache_types},
+        {"cache-type", FLAG_CHOICE, &o.cache_type, 0, 0,
+         "the KV cache's type (default: as quill generate, f16 or f32 for quill's own F32 "
+         "models)", KV_CACHE_TYPE_NAMES},
         {"write-model", FLAG_STRING, &o.write_model, 0, 0,
          "write the 134M-parameter F32 benchmark model to this file and stop"},
     };

@@ -9,6 +9,7 @@
 #include "gguf.h"
 #include "loader.h"
 #include "model.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 /* One metadata value, shortened: arrays show their type and length. */
@@ -40,7 +41,24 @@ static void print_kv_value(const GgufKV *kv)
     }
 }
 
-static void print_model(const GgufFile *f)
+/* What running the file takes: its weights as they lie in the file (every tensor's bytes)
+ * and, per parameter, the bits they spend. */
+static void print_size(const GgufFile *f)
+{
+    uint64_t params = 0, bytes = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        params += gguf_tensor_nelements(&f->tensors[i]);
+        bytes += f->tensors[i].nbytes;
+    }
+    printf("size: %" PRIu64 " parameters (%.3fM), weights %" PRIu64 " bytes (%.2f MB), "
+           "%.3f bits per weight\n",
+           params, (double)params / 1e6, bytes, (double)bytes / 1e6,
+           params ? 8.0 * (double)bytes / (double)params : 0.0);
+}
+
+/* The model's blueprint and the KV cache one sequence of n_ctx positions takes (0: the
+ * model's context) in cache_type (NULL: the type quill generate would use). */
+static void print_model(const GgufFile *f, int n_ctx, const char *cache_type)
 {
     ModelConfig c;
     Error err;
@@ -52,15 +70,20 @@ static void print_model(const GgufFile *f)
         printf("model: not one quill runs (%s)\n", err.msg);
         return;
     }
-    uint64_t params = 0;
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        params += gguf_tensor_nelements(&f->tensors[i]);
     printf("model: llama, %d layers, dim %d, %d heads (%d kv, head size %d), ffn %d, "
-           "context %d, vocab %d\n       rope base %g, rms eps %g, %s embeddings, %.3fM "
-           "parameters\n",
+           "context %d, vocab %d\n       rope base %g",
            c.n_layers, c.dim, c.n_heads, c.n_kv_heads, model_head_size(&c), c.ffn_dim, c.context,
-           c.vocab_size, c.rope_base, c.norm_eps, c.tie_embeddings ? "tied" : "untied",
-           (double)params / 1e6);
+           c.vocab_size, c.rope_base);
+    if (c.rope_scaling > 0.0f && c.rope_scaling != 1.0f)
+        printf(", linear scaling %g (positions / %g)", c.rope_scaling, c.rope_scaling);
+    printf(", rms eps %g, %s embeddings\n", c.norm_eps, c.tie_embeddings ? "tied" : "untied");
+    n_ctx = n_ctx > 0 ? n_ctx : c.context;
+    uint32_t type = cache_type ? kv_cache_type_from_name(cache_type) : kv_cache_type_default(f);
+    size_t kv_bytes = model_kv_cache_bytes(&c, 1, n_ctx, type);
+    printf("KV cache: %zu bytes (%.2f MB) for %d positions of %s: keys and values of %d "
+           "layers x %d values, %zu bytes per row (--context, --cache-type)\n",
+           kv_bytes, kv_bytes / 1e6, n_ctx, kv_cache_type_name(type), c.n_layers,
+           model_kv_dim(&c), quant_row_bytes(type, model_kv_dim(&c)));
 }
 
 static void print_tokenizer(const GgufFile *f)
@@ -105,12 +128,21 @@ static void print_tensors(const GgufFile *f)
 int cmd_info(int argc, char **argv, Error *err)
 {
     bool show_metadata = false;
+    int context = 0;
+    const char *cache_type = NULL;
     const Flag flags[] = {
         {"metadata", FLAG_SWITCH, &show_metadata, 0, 0, "list every metadata key and value"},
+        {"context", FLAG_INT, &context, 0, 1 << 24,
+         "positions the KV cache is sized for (0: the model's context)", .short_name = 'c'},
+        {"cache-type", FLAG_CHOICE, &cache_type, 0, 0,
+         "the KV cache's type (default: what quill generate uses for this file)",
+         KV_CACHE_TYPE_NAMES},
     };
     const CommandSpec spec = {
-        .usage = "usage: quill info MODEL [--metadata]\n\nPrints what a GGUF file holds: the "
-                 "model's shape and size, the tokenizer\nand the tensor table.\n",
+        .usage = "usage: quill info MODEL [--metadata] [--context N] [--cache-type T]\n\n"
+                 "Prints what a GGUF file holds: the model's shape, its size (parameters,\n"
+                 "bytes, bits per weight) and the memory of its KV cache, the tokenizer and\n"
+                 "the tensor table.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 1,
@@ -129,7 +161,8 @@ int cmd_info(int argc, char **argv, Error *err)
     printf("%s: GGUF v%u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64
            "\n",
            path, f->version, f->n_kv, f->n_tensors, f->alignment);
-    print_model(f);
+    print_size(f);
+    print_model(f, context, cache_type);
     print_tokenizer(f);
     if (show_metadata) {
         printf("\n");

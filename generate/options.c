@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "loader.h"
 
 static const char *const PRESETS[] = {"deterministic", "balanced", "creative", NULL};
-static const char *const CACHE_TYPES[] = {"f32", "f16", "q8_0", NULL};
 
 void generate_options_default(GenerateOptions *o)
 {
@@ -19,7 +19,7 @@ void generate_options_default(GenerateOptions *o)
         .repeat_penalty = p.repeat_penalty, .repeat_last_n = p.repeat_last_n,
         .penalize_prompt = p.penalize_prompt, .frequency_penalty = p.frequency_penalty,
         .presence_penalty = p.presence_penalty, .seed = -1, .beam_size = 1,
-        .length_penalty = 1.0f, .num_samples = 1, .cache_type = "f32", .threads = 0,
+        .length_penalty = 1.0f, .num_samples = 1, .cache_type = NULL, .threads = 0,
     };
 }
 
@@ -80,7 +80,9 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                        "model's)", .short_name = 'c'},
         {"context-shift", FLAG_SWITCH, &o->context_shift, 0, 0,
          "when the context is full, keep its last half and go on"},
-        {"cache-type", FLAG_CHOICE, &o->cache_type, 0, 0, "the KV cache's type", CACHE_TYPES},
+        {"cache-type", FLAG_CHOICE, &o->cache_type, 0, 0,
+         "the KV cache's type (default: f16, or f32 for quill's own F32 models)",
+         KV_CACHE_TYPE_NAMES},
         {"threads", FLAG_INT, &o->threads, 0, 1024, "compute threads (0: all cores)",
          .short_name = 't'},
         {"interactive", FLAG_SWITCH, &o->interactive, 0, 0,
@@ -222,13 +224,6 @@ void generate_sampler_params_free(SamplerParams *p)
     p->n_bad_words = 0;
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
-}
-
-uint32_t generate_options_cache_type(const GenerateOptions *o)
-{
-    if (strcmp(o->cache_type, "f16") == 0)
-        return GGML_TYPE_F16;
-    return strcmp(o->cache_type, "q8_0") == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
 }
 
 void generate_options_write(FILE *out, GenerateOptions *o)

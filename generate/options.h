@@ -48,7 +48,8 @@ typedef struct {
     /* the run */
     int context;           /* positions the KV cache holds (0: the model's) */
     bool context_shift;    /* when full, keep the last half and go on */
-    const char *cache_type; /* f32 | f16 | q8_0 */
+    const char *cache_type; /* f32 | f16 | q8_0; NULL until a session sets the model's
+                               default (kv_cache_type_default) */
     int threads;
     /* interaction */
     bool interactive;      /* the REPL (quill chat) */
@@ -74,9 +75,6 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err);
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
                             SamplerParams *p, Error *err);
 void generate_sampler_params_free(SamplerParams *p);
-
-/* The KV cache type o->cache_type names (GGML_TYPE_F32, _F16 or _Q8_0). */
-uint32_t generate_options_cache_type(const GenerateOptions *o);
 
 /* Parses a generate (or chat) command line into o; MODEL into *model. With --preset, the
  * preset is applied first and the other flags after it, whatever their order. Returns

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "chart.h"
+#include "loader.h"
 #include "stream.h"
 #include "timer.h"
 
@@ -103,8 +104,10 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptio
     s->o = o;
     s->seed = seed;
     s->n_ctx = n_ctx;
+    if (!o->cache_type) /* the model's default, named so that /status and --verbose show it */
+        o->cache_type = kv_cache_type_name(kv_cache_type_default(m->file));
     InferParams params = {.n_seq = n_seq, .n_ctx = n_ctx,
-                          .cache_type = generate_options_cache_type(o)};
+                          .cache_type = kv_cache_type_from_name(o->cache_type)};
     if (infer_init(&s->ctx, m, &params, err) != 0)
         return -1;
     if (sampler_build(s, err) != 0) {
@@ -413,8 +416,9 @@ void session_report(const Session *s)
     char chain[512];
     sampler_chain_describe(&s->params, chain, sizeof chain);
     fprintf(stderr, "\n[chain: %s]\n", chain);
-    fprintf(stderr, "[seed %llu; KV cache %.1f MB (%s, %d positions)]\n",
-            (unsigned long long)s->seed, infer_cache_bytes(&s->ctx) / 1e6, s->o->cache_type,
+    size_t cache_bytes = infer_cache_bytes(&s->ctx);
+    fprintf(stderr, "[seed %llu; KV cache %zu bytes = %.2f MB (%s, %d positions)]\n",
+            (unsigned long long)s->seed, cache_bytes, cache_bytes / 1e6, s->o->cache_type,
             s->n_ctx);
     fprintf(stderr, "[prompt: %d tokens in %.3f s, %.1f tokens/s; first token after %.3f s]\n",
             t->prompt_tokens, t->prompt_seconds,

@@ -71,7 +71,8 @@ typedef struct {
 } Session;
 
 /* A session over n_seq cache slots of n_ctx positions (n_seq > 1 for samples and beams),
- * with the sampler built from o. */
+ * with the sampler built from o; the cache has o->cache_type, which is set to the model's
+ * default (kv_cache_type_default) when it is NULL. */
 int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptions *o,
                  uint64_t seed, int n_seq, int n_ctx, Error *err);
 void session_free(Session *s);

@@ -22,6 +22,39 @@ int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err)
     return 0;
 }
 
+const char *const KV_CACHE_TYPE_NAMES[] = {"f32", "f16", "q8_0", NULL};
+static const uint32_t KV_CACHE_TYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0};
+
+uint32_t kv_cache_type_from_name(const char *name)
+{
+    for (int i = 0; KV_CACHE_TYPE_NAMES[i]; i++)
+        if (strcmp(name, KV_CACHE_TYPE_NAMES[i]) == 0)
+            return KV_CACHE_TYPES[i];
+    return GGML_TYPE_F32;
+}
+
+const char *kv_cache_type_name(uint32_t type)
+{
+    for (int i = 0; KV_CACHE_TYPE_NAMES[i]; i++)
+        if (KV_CACHE_TYPES[i] == type)
+            return KV_CACHE_TYPE_NAMES[i];
+    return "?";
+}
+
+uint32_t kv_cache_type_default(const GgufFile *f)
+{
+    if (!f)
+        return GGML_TYPE_F32;
+    Error unused;
+    const char *name;
+    uint32_t file_type;
+    bool quill_f32 = gguf_get_str(f, "general.name", &name, &unused) == 0 &&
+                     strcmp(name, "quill") == 0 &&
+                     gguf_get_u32(f, "general.file_type", &file_type, &unused) == 0 &&
+                     file_type == 0;
+    return quill_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+}
+
 void model_path_resolve(const char *model, char *path, size_t cap)
 {
     struct stat st;

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -12,6 +13,22 @@
  * multiplies) and owns the file; the tokenizer is copied out. On failure nothing is left
  * allocated and err starts with the path. */
 int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err);
+
+/* The KV cache types a run can store keys and values in, as --cache-type spells them
+ * (NULL-terminated): "f32", "f16", "q8_0". */
+extern const char *const KV_CACHE_TYPE_NAMES[];
+/* The GgmlType of one of KV_CACHE_TYPE_NAMES (F32 for any other name), and back. */
+uint32_t kv_cache_type_from_name(const char *name);
+const char *kv_cache_type_name(uint32_t type);
+
+/* The cache type a run uses unless --cache-type says otherwise, as a llama.cpp user
+ * expects: F16 for a downloaded model (llama.cpp's default: half the memory of F32, and
+ * keys and values lose nothing that matters at 11 significant bits), F32 for quill's own
+ * F32 models, the files `quill train` and `quill bench --write-model` write (general.name
+ * "quill", general.file_type 0): their caches are small, and their decoding then gives the
+ * logits of training's forward pass. A file `quill quantize` wrote counts as downloaded: it
+ * is made to be run the way llama.cpp runs it. f == NULL (a model built in memory): F32. */
+uint32_t kv_cache_type_default(const GgufFile *f);
 
 /* The model file a command-line MODEL names: a `quill train` run directory means its
  * model.gguf; anything else is taken as the file itself. */

@@ -44,6 +44,9 @@ int model_config_validate(const ModelConfig *c, Error *err)
                          c->n_heads);
     if (!(c->rope_base > 0.0f) || !(c->norm_eps > 0.0f))
         return error_set(err, "model: rope_base and norm_eps must be positive");
+    if (!(c->rope_scaling >= 0.0f) || isinf(c->rope_scaling))
+        return error_set(err, "model: the RoPE scaling factor %g is not a finite number >= 0",
+                         c->rope_scaling);
     return 0;
 }
 
@@ -273,6 +276,10 @@ void model_to_gguf(const Model *m, GgufWriter *w)
     gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_base);
     gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    if (c->rope_scaling != 0.0f && c->rope_scaling != 1.0f) {
+        gguf_writer_add_str(w, "llama.rope.scaling.type", "linear");
+        gguf_writer_add_f32(w, "llama.rope.scaling.factor", c->rope_scaling);
+    }
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
         uint64_t ne[2] = {(uint64_t)t->cols, (uint64_t)t->rows};
@@ -297,6 +304,31 @@ static int read_optional_int(const GgufFile *f, const char *key, int *out, Error
 static int read_optional_float(const GgufFile *f, const char *key, float *out, Error *err)
 {
     return gguf_find_kv(f, key) ? gguf_get_f32(f, key, out, err) : 0;
+}
+
+/* RoPE scaling, read as llama.cpp reads it: llama.rope.scaling.type names the method and is
+ * "linear" when absent; the factor is llama.rope.scaling.factor, or the older
+ * llama.rope.scale_linear, and 0 or absent means 1. "none" ignores any factor. Other
+ * methods (yarn, longrope, ...) change more than the positions, and quill does not run
+ * them. */
+static int config_read_rope_scaling(ModelConfig *c, const GgufFile *f, Error *err)
+{
+    const char *type = "linear";
+    if (gguf_find_kv(f, "llama.rope.scaling.type") &&
+        gguf_get_str(f, "llama.rope.scaling.type", &type, err) != 0)
+        return -1;
+    if (strcmp(type, "none") == 0)
+        return 0;
+    if (strcmp(type, "linear") != 0)
+        return error_set(err, "llama.rope.scaling.type '%s' is not supported (quill runs "
+                              "'none' and 'linear')", type);
+    const char *key = gguf_find_kv(f, "llama.rope.scaling.factor") ? "llama.rope.scaling.factor"
+                                                                   : "llama.rope.scale_linear";
+    if (read_optional_float(f, key, &c->rope_scaling, err) != 0)
+        return -1;
+    if (!(c->rope_scaling >= 0.0f) || isinf(c->rope_scaling))
+        return error_set(err, "%s = %g is not a finite number >= 0", key, c->rope_scaling);
+    return 0;
 }
 
 /* The sizes that the llama.* keys state. */
@@ -325,7 +357,7 @@ static int config_read_keys(ModelConfig *c, const GgufFile *f, Error *err)
     if (read_optional_float(f, "llama.rope.freq_base", &c->rope_base, err) != 0 ||
         read_optional_float(f, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps, err) != 0)
         return -1;
-    return 0;
+    return config_read_rope_scaling(c, f, err);
 }
 
 /* The claims about size that can be checked before any per-tensor lookup: the width and
@@ -561,14 +593,16 @@ static size_t acts_walk(Activations *a, const Model *m, float *base)
 }
 
 /* cos and sin of every angle RoPE uses at the run's n_ctx positions. */
-static int rope_tables_alloc(Activations *a, int hs, float base)
+static int rope_tables_alloc(Activations *a, const ModelConfig *c)
 {
+    int hs = model_head_size(c);
     size_t n = (size_t)a->n_ctx * (size_t)(hs / 2);
     a->rope_cos = float_buffer_alloc(n);
     a->rope_sin = float_buffer_alloc(n);
     if (!a->rope_cos || !a->rope_sin)
         return -1;
-    rope_tables_init(a->rope_cos, a->rope_sin, a->n_ctx, hs, base);
+    float scaling = c->rope_scaling > 0.0f ? c->rope_scaling : 1.0f;
+    rope_tables_init(a->rope_cos, a->rope_sin, a->n_ctx, hs, c->rope_base, scaling);
     return 0;
 }
 
@@ -601,17 +635,26 @@ static int kv_cache_alloc(Activations *a, const Model *m, uint32_t kv_type, Erro
     size_t rows = (size_t)m->config.n_layers * a->B * a->n_ctx;
     a->kv_k = malloc(rows * a->kv_row_bytes);
     a->kv_v = malloc(rows * a->kv_row_bytes);
+    /* per thread: a prompt's one head of keys and values, or a decoding step's one row */
+    size_t head = 2 * (size_t)a->n_ctx * hs;
+    a->kv_scratch_stride = head > (size_t)kvc ? head : (size_t)kvc;
     if (kv_type != GGML_TYPE_F32)
-        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * 2 * a->n_ctx * hs);
+        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * a->kv_scratch_stride);
     if (!a->kv_k || !a->kv_v || (kv_type != GGML_TYPE_F32 && !a->kv_scratch))
         return error_set(err, "out of memory for a KV cache of %zu MB",
                          2 * rows * a->kv_row_bytes >> 20);
     return 0;
 }
 
+size_t model_kv_cache_bytes(const ModelConfig *c, int slots, int n_ctx, uint32_t kv_type)
+{
+    size_t row_bytes = quant_row_bytes(kv_type, model_kv_dim(c));
+    return 2 * (size_t)c->n_layers * (size_t)slots * (size_t)n_ctx * row_bytes;
+}
+
 size_t activations_cache_bytes(const Activations *a, const Model *m)
 {
-    return 2 * (size_t)m->config.n_layers * a->B * a->n_ctx * a->kv_row_bytes;
+    return model_kv_cache_bytes(&m->config, a->B, a->n_ctx, a->kv_type);
 }
 
 static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int B, int T,
@@ -622,10 +665,9 @@ static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int 
     a->T = T;
     a->n_ctx = mode == ACTS_INFERENCE ? n_ctx : T;
     a->layers = calloc((size_t)m->config.n_layers, sizeof *a->layers);
-    int hs = model_head_size(&m->config);
     size_t scratch = linear_scratch_size(m, mode == ACTS_INFERENCE ? T : B * T);
     a->linear_scratch = scratch ? malloc(scratch) : NULL;
-    if (!a->layers || rope_tables_alloc(a, hs, m->config.rope_base) != 0 ||
+    if (!a->layers || rope_tables_alloc(a, &m->config) != 0 ||
         (scratch && !a->linear_scratch)) {
         activations_free(a);
         return error_set(err, "out of memory for activations");
@@ -709,6 +751,7 @@ static AttentionShape attention_shape_cached(const ModelConfig *c, const Activat
         .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
         .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .kv_type = a->kv_type,
         .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .kv_scratch = a->kv_scratch,
+        .kv_scratch_stride = a->kv_scratch_stride,
     };
 }
 
@@ -728,10 +771,10 @@ static void kv_cache_append(const ModelConfig *c, Activations *a, int l, const f
         int slot = slots ? slots[b] : b;
         for (int t = 0; t < T; t++) {
             const float *row = qkv + ((size_t)b * T + t) * qkv_stride;
-            quant_quantize_row(a->kv_type, row + c->dim, kv_cache_row(a, a->kv_k, l, slot, pos0 + t),
-                               (int64_t)kvc);
-            quant_quantize_row(a->kv_type, row + c->dim + kvc,
-                               kv_cache_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
+            quant_quantize_row_fast(a->kv_type, row + c->dim,
+                                    kv_cache_row(a, a->kv_k, l, slot, pos0 + t), (int64_t)kvc);
+            quant_quantize_row_fast(a->kv_type, row + c->dim + kvc,
+                                    kv_cache_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
         }
     }
     *k = kv_cache_row(a, a->kv_k, l, 0, 0);

@@ -41,6 +41,10 @@ typedef struct {
     int vocab_size;      /* V */
     int context;         /* the most positions a sequence can have */
     float rope_base;     /* RoPE frequency base theta (llama: 10000) */
+    float rope_scaling;  /* linear RoPE scaling ("position interpolation", Chen et al. 2023;
+                            llama.rope.scaling.factor): positions are divided by this
+                            before they are rotated, so a model tuned with factor f reads
+                            f times its trained context. 0 and 1 both mean no scaling */
     float norm_eps;      /* RMSNorm epsilon (llama: 1e-5) */
     bool tie_embeddings; /* the output projection reuses token_embd (no output.weight) */
 } ModelConfig;
@@ -233,7 +237,9 @@ typedef struct {
     uint32_t kv_type;
     size_t kv_row_bytes;  /* one position's KVC keys (or values) */
     uint8_t *kv_k, *kv_v;
-    float *kv_scratch;    /* kv_type other than F32: attention decodes one head into it */
+    float *kv_scratch;    /* kv_type other than F32: attention decodes keys and values
+                             into it, kv_scratch_stride floats per thread */
+    size_t kv_scratch_stride;
 } Activations;
 
 /* Training (and evaluation): B sequences of T tokens, T <= the model's context. */
@@ -256,6 +262,9 @@ int activations_init_inference(Activations *a, const Model *m, const InferenceSh
                                Error *err);
 /* Bytes of the KV cache a's sizes and type take. */
 size_t activations_cache_bytes(const Activations *a, const Model *m);
+/* Bytes a KV cache of `slots` sequences of n_ctx positions of kv_type takes for a model of
+ * this blueprint: keys and values, KVC elements each per position and layer. */
+size_t model_kv_cache_bytes(const ModelConfig *c, int slots, int n_ctx, uint32_t kv_type);
 void activations_free(Activations *a); /* NULL-safe */
 
 /* Runs the model on tokens (B, T), row-major, for positions pos0 .. pos0+T-1, and leaves

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -170,7 +171,8 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 
 /* ---- rotary position embedding ------------------------------------------------------ */
 
-void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base)
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base,
+                      float scaling)
 {
     int half = hs / 2;
     for (int i = 0; i < half; i++) {
@@ -178,7 +180,7 @@ void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, flo
         for (int p = 0; p < n_pos; p++) {
             /* in double: the angle grows with the position, and float would lose its
              * low bits at long contexts */
-            double angle = p * frequency;
+            double angle = p / (double)scaling * frequency;
             cos_table[(size_t)p * half + i] = (float)cos(angle);
             sin_table[(size_t)p * half + i] = (float)sin(angle);
         }
@@ -266,6 +268,21 @@ static int attention_slot(const AttentionShape *s, int b)
     return s->kv_slot ? s->kv_slot[b] : b;
 }
 
+/* Whether attention's tasks (one per sequence and head, or key/value head) are worth
+ * spreading over threads. In training and prompts they are large (T x n_kv scores per head).
+ * A decoding step's are small, T = 1, but a dozen heads of n_kv x hs multiply-adds each
+ * (twice: scores and values) outweigh waking a thread from about 2^16 of them: 12 heads of
+ * 64 at 86 cached positions. */
+#define ATTENTION_DECODE_PARALLEL_MIN_MACS (1 << 16)
+
+static bool attention_in_parallel(const AttentionShape *s)
+{
+    size_t scores = (size_t)s->B * s->H * s->T * s->n_kv;
+    if (s->kv_slot_rows > 0 && s->T == 1)
+        return scores * s->hs >= ATTENTION_DECODE_PARALLEL_MIN_MACS;
+    return scores >= PARALLEL_MIN_WORK;
+}
+
 /* k and v as floats: every head reads its slice of the rows in place. */
 static void attention_forward_f32(float *out, float *att, const float *q, const float *k,
                                   const float *v, const AttentionShape *s)
@@ -273,8 +290,7 @@ static void attention_forward_f32(float *out, float *att, const float *q, const 
     int C = s->H * s->hs, group = s->H / s->KVH;
     /* One (sequence, head) pair per task; each task's two matrix products are small, so
      * they run single-threaded side by side rather than one after another. */
-#pragma omp parallel for collapse(2) schedule(static) \
-    if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
+#pragma omp parallel for collapse(2) schedule(static) if (attention_in_parallel(s))
     for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < s->H; h++) {
             size_t kv_offset = attention_slot(s, b) * s->kv_seq_stride + (size_t)(h / group) * s->hs;
@@ -286,14 +302,13 @@ static void attention_forward_f32(float *out, float *att, const float *q, const 
     }
 }
 
-/* Decodes one key/value head of n rows of a typed cache into hs floats per row. */
+/* Decodes one key/value head of n rows of a typed cache into hs floats per row (SIMD
+ * conversions: this runs for every head at every decoding step). */
 static void kv_head_decode(float *dst, const uint8_t *rows, size_t row_bytes, uint32_t type,
                            int g, int hs, int n)
 {
     size_t head_offset = quant_row_bytes(type, (int64_t)g * hs);
-    for (int j = 0; j < n; j++)
-        quant_dequantize_row(type, rows + (size_t)j * row_bytes + head_offset,
-                             dst + (size_t)j * hs, hs);
+    quant_dequantize_rows_fast(type, rows + head_offset, row_bytes, dst, n, hs);
 }
 
 /* k and v in a compact cache type: one task per (sequence, key/value head) decodes that
@@ -303,11 +318,10 @@ static void attention_forward_typed(float *out, float *att, const float *q, cons
                                     const uint8_t *v, const AttentionShape *s)
 {
     int C = s->H * s->hs, group = s->H / s->KVH;
-#pragma omp parallel for collapse(2) schedule(static) \
-    if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
+#pragma omp parallel for collapse(2) schedule(static) if (attention_in_parallel(s))
     for (int b = 0; b < s->B; b++) {
         for (int g = 0; g < s->KVH; g++) {
-            float *k_h = s->kv_scratch + (size_t)omp_get_thread_num() * 2 * s->n_kv * s->hs;
+            float *k_h = s->kv_scratch + (size_t)omp_get_thread_num() * s->kv_scratch_stride;
             float *v_h = k_h + (size_t)s->n_kv * s->hs;
             size_t slot = (size_t)attention_slot(s, b) * s->kv_slot_rows * s->kv_row_bytes;
             kv_head_decode(k_h, k + slot, s->kv_row_bytes, s->kv_type, g, s->hs, s->n_kv);
@@ -321,10 +335,94 @@ static void attention_forward_typed(float *out, float *att, const float *q, cons
     }
 }
 
+/* ---- decoding: one new token per sequence, every cached position -------------------------
+ * A decoding step's query heads are single rows, so each head's products are n_kv dot
+ * products of hs and a sum of n_kv value rows weighted by the probabilities: loops the
+ * compiler vectorises (two sgemm calls per head would cost more to set up than to run).
+ * What decides the speed is reading the cache: the weights streamed since the last step
+ * have pushed it out of the caches, and one head's keys are hs values out of every row of
+ * KVH*hs, a strided walk that the hardware prefetchers follow badly (measured: converting
+ * F16 keys head by head took a tenth of a Q4_0 decoding step, stalled on those loads). So
+ * a task takes several key/value heads and walks the cached positions once, reading each
+ * row's slice for all of them in one piece. */
+
+/* Cached row j of sequence b's slot (keys or values), from key/value head g on: floats,
+ * decoded into `buffer` ((g1 - g0) * hs floats) when the cache stores another type. */
+static const float *kv_row_heads(const void *cache, const AttentionShape *s, int b, int j, int g0,
+                                 int g1, float *buffer)
+{
+    size_t row = (size_t)attention_slot(s, b) * s->kv_slot_rows + (size_t)j;
+    if (s->kv_type == GGML_TYPE_F32)
+        return (const float *)cache + row * s->kv_stride + (size_t)g0 * s->hs;
+    const uint8_t *bytes = (const uint8_t *)cache + row * s->kv_row_bytes +
+                           quant_row_bytes(s->kv_type, (int64_t)g0 * s->hs);
+    quant_dequantize_rows_fast(s->kv_type, bytes, 0, buffer, 1, (int64_t)(g1 - g0) * s->hs);
+    return buffer;
+}
+
+/* Sequence b's query heads of key/value heads g0..g1-1 against all n_kv positions; row
+ * buffer from the thread's scratch (typed caches). */
+static void attention_decode_heads(float *out, float *att, const float *q, const void *k,
+                                   const void *v, const AttentionShape *s, int b, int g0, int g1,
+                                   float *buffer)
+{
+    int hs = s->hs, n = s->n_kv, group = s->H / s->KVH, h0 = g0 * group, h1 = g1 * group;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *q_b = q + (size_t)b * s->q_stride;
+    float *p_b = att + (size_t)b * s->H * n, *out_b = out + (size_t)b * s->H * hs;
+    /* scores: p[h][j] = scale * q_h . k_j (head h's slice of key row j) */
+    for (int j = 0; j < n; j++) {
+        const float *k_row = kv_row_heads(k, s, b, j, g0, g1, buffer);
+        for (int h = h0; h < h1; h++) {
+            const float *q_h = q_b + (size_t)h * hs, *k_h = k_row + (size_t)(h / group - g0) * hs;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int i = 0; i < hs; i++)
+                dot += q_h[i] * k_h[i];
+            p_b[(size_t)h * n + j] = scale * dot;
+        }
+    }
+    for (int h = h0; h < h1; h++)
+        causal_softmax_row(p_b + (size_t)h * n, n, n);
+    /* out_h = sum_j p[h][j] * v_j (head h's slice of value row j) */
+    memset(out_b + (size_t)h0 * hs, 0, (size_t)(h1 - h0) * hs * sizeof(float));
+    for (int j = 0; j < n; j++) {
+        const float *v_row = kv_row_heads(v, s, b, j, g0, g1, buffer);
+        for (int h = h0; h < h1; h++) {
+            const float *v_h = v_row + (size_t)(h / group - g0) * hs;
+            float *o = out_b + (size_t)h * hs, pj = p_b[(size_t)h * n + j];
+#pragma omp simd
+            for (int i = 0; i < hs; i++)
+                o[i] += pj * v_h[i];
+        }
+    }
+}
+
+/* One task per sequence and thread: each takes an equal share of the key/value heads, so
+ * that with one sequence both threads work, each on its own half of every cached row. A
+ * head's arithmetic does not depend on the split: same bits for any thread count. */
+static void attention_forward_decode(float *out, float *att, const float *q, const void *k,
+                                     const void *v, const AttentionShape *s)
+{
+    int parts = attention_in_parallel(s) ? omp_get_max_threads() : 1;
+    parts = parts < s->KVH ? parts : s->KVH;
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int task = 0; task < s->B * parts; task++) {
+        int b = task / parts, part = task % parts;
+        int g0 = part * s->KVH / parts, g1 = (part + 1) * s->KVH / parts;
+        float *buffer = s->kv_scratch
+                            ? s->kv_scratch + (size_t)omp_get_thread_num() * s->kv_scratch_stride
+                            : NULL;
+        attention_decode_heads(out, att, q, k, v, s, b, g0, g1, buffer);
+    }
+}
+
 void attention_forward(float *out, float *att, const float *q, const void *k, const void *v,
                        const AttentionShape *s)
 {
-    if (s->kv_type == GGML_TYPE_F32)
+    if (s->kv_slot_rows > 0 && s->T == 1)
+        attention_forward_decode(out, att, q, k, v, s);
+    else if (s->kv_type == GGML_TYPE_F32)
         attention_forward_f32(out, att, q, k, v, s);
     else
         attention_forward_typed(out, att, q, k, v, s);

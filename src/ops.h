@@ -56,8 +56,11 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 
 /* Rotary position embedding (Su et al. 2021) as llama GGUF files define it: within each
  * head, the adjacent pair (x[2i], x[2i+1]) is rotated by the angle pos * base^(-2i/hs).
- * The tables hold cos and sin of those angles, (n_pos, hs/2). */
-void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base);
+ * With linear scaling (position interpolation) pos is divided by `scaling` first (1: none),
+ * as llama.cpp multiplies it by freq_scale = 1/factor. The tables hold cos and sin of those
+ * angles, (n_pos, hs/2). */
+void rope_tables_init(float *cos_table, float *sin_table, int n_pos, int hs, float base,
+                      float scaling);
 /* Rotates, in place, n_heads heads of hs floats at the start of each of B*T rows of x;
  * consecutive rows are `stride` floats apart, and row (b, t) has position pos0 + t. */
 void rope_forward(float *x, int B, int T, int stride, int n_heads, int hs, int pos0,
@@ -78,13 +81,16 @@ typedef struct {
     int kv_stride;        /* F32 k, v: floats between the rows of consecutive positions */
     size_t kv_seq_stride; /* F32 k, v: floats between sequences (cache slots) */
     const int *kv_slot;   /* sequence b's keys are slot kv_slot[b] (NULL: slot b) */
-    /* A KV cache stored in another type (F16, Q8_0): each row of KVH*hs elements takes
-     * kv_row_bytes, and a slot holds kv_slot_rows rows. Attention decodes one key/value
-     * head at a time into kv_scratch: per thread, 2 * n_kv * hs floats. */
+    /* Inference reads the KV cache: a slot holds kv_slot_rows positions (0 in training,
+     * which has no cache). A cache stored in another type (F16, Q8_0) takes kv_row_bytes
+     * per row of KVH*hs elements, and attention decodes what it reads into kv_scratch,
+     * kv_scratch_stride floats per thread: a prompt one key/value head at a time (2 * n_kv
+     * * hs floats), a decoding step one row at a time (KVH * hs floats). */
     uint32_t kv_type;     /* GGML_TYPE_F32, or the cache's type */
     size_t kv_row_bytes;
     int kv_slot_rows;
     float *kv_scratch;
+    size_t kv_scratch_stride;
 } AttentionShape;
 
 /* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses

@@ -154,16 +154,40 @@ static QuantPanelFn *panel_kernel(QuantIsa isa, uint32_t type)
     return NULL;
 }
 
-/* The activation quantizer: a vectorised one where the ISA has it (same bytes), else the
+/* The quantizer of a type: a vectorised one where the ISA has it (same bytes), else the
  * reference. */
-static QuantQuantizeFn *activation_quantizer(QuantIsa isa, uint32_t act_type)
+static QuantQuantizeFn *fast_quantizer(QuantIsa isa, uint32_t type)
 {
     QuantQuantizeFn *fn = NULL;
     if (isa == QUANT_ISA_AVX512)
-        fn = quant_avx512_quantizer(act_type);
+        fn = quant_avx512_quantizer(type);
     else if (isa == QUANT_ISA_AVX2)
-        fn = quant_avx2_quantizer(act_type);
-    return fn ? fn : format_of(act_type)->quantize;
+        fn = quant_avx2_quantizer(type);
+    return fn ? fn : format_of(type)->quantize;
+}
+
+void quant_quantize_row_fast(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    QuantQuantizeFn *quantize = fast_quantizer(quant_isa(), type);
+    assert(quantize && n % format_of(type)->block_size == 0);
+    quantize(src, dst, n);
+}
+
+void quant_dequantize_rows_fast(uint32_t type, const void *src, size_t src_stride, float *dst,
+                                int n_rows, int64_t n)
+{
+    const QuantFormat *f = format_of(type);
+    assert(n % f->block_size == 0);
+    QuantIsa isa = quant_isa();
+    QuantDequantizeRowsFn *rows = isa == QUANT_ISA_AVX512 ? quant_avx512_dequantizer(type)
+                                  : isa == QUANT_ISA_AVX2 ? quant_avx2_dequantizer(type)
+                                                          : NULL;
+    if (rows) {
+        rows(src, src_stride, dst, n_rows, n);
+        return;
+    }
+    for (int r = 0; r < n_rows; r++)
+        f->dequantize((const uint8_t *)src + (size_t)r * src_stride, dst + (size_t)r * n, n);
 }
 
 /* ---- Dot products and matrix products -------------------------------------------------- */
@@ -267,7 +291,7 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
     size_t act_stride = (size_t)K * sizeof(float);
     if (f->act_type != GGML_TYPE_F32) {
         assert(scratch && "quant_matmul: quantized weights need scratch");
-        QuantQuantizeFn *quantize = activation_quantizer(isa, f->act_type);
+        QuantQuantizeFn *quantize = fast_quantizer(isa, f->act_type);
         act_stride = quant_row_bytes(f->act_type, K);
         uint8_t *dst = scratch;
 #pragma omp parallel for schedule(static) if ((size_t)N * K >= (1 << 15) && N > 1)

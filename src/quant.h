@@ -52,6 +52,18 @@ bool quant_can_quantize(uint32_t type);
  * on every machine and with every ISA. docs/formats.md states each type's error bound. */
 void quant_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
+/* ---- Fast conversions (the KV cache) -------------------------------------------------- */
+
+/* The same bytes as quant_quantize_row, and the same floats as quant_dequantize_row (NaN
+ * payloads aside), with the current ISA's SIMD code where it has some: for F16 and Q8_0,
+ * the types of the KV cache, which stores every new key and value and reads them all back
+ * at every step (the reference F16 conversion is a branchy scalar loop). The dequantizer
+ * takes n_rows rows of n elements src_stride bytes apart (one attention head's slice of
+ * each cached position) into dst, one after the other. Other types run the reference. */
+void quant_quantize_row_fast(uint32_t type, const float *src, void *dst, int64_t n);
+void quant_dequantize_rows_fast(uint32_t type, const void *src, size_t src_stride, float *dst,
+                                int n_rows, int64_t n);
+
 /* ---- Dot products and matrix products ----------------------------------------------- */
 
 /* The format quant_vec_dot and quant_matmul expect the activations in, for a weight type:

@@ -1,5 +1,5 @@
 /* AVX2 kernels (AVX2 + FMA + F16C): the panels of quant_impl.h for every weight type on
- * CPUs without AVX-512 VNNI, and the activation quantizers.
+ * CPUs without AVX-512 VNNI, the activation quantizers and the KV cache's conversions.
  *
  * The same three families as quant_avx512.c, with 256-bit registers (16 of them, against
  * 32): a tile is 4 weight rows x 1 activation row (x 2 for F32/F16/BF16), one block of 32
@@ -438,11 +438,68 @@ static TARGET_AVX2 void quantize_row_q8_k_avx2(const float *src, void *dst, int6
     }
 }
 
-QuantQuantizeFn *quant_avx2_quantizer(uint32_t act_type)
+/* ---- The KV cache's types: as in quant_avx512.c, 8 at a time; a row's last few values go
+ * through f16.h (the same conversions, one by one). ------------------------------------------ */
+
+static TARGET_AVX2 void quantize_row_f16_avx2(const float *src, void *dst, int64_t n)
 {
-    switch (act_type) {
+    uint16_t *out = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        out[i] = f32_to_f16(src[i]);
+}
+
+static TARGET_AVX2 void dequantize_rows_f16_avx2(const void *src, size_t src_stride,
+                                                 float *dst, int n_rows, int64_t n)
+{
+    for (int r = 0; r < n_rows; r++, dst += n) {
+        const uint16_t *in = (const uint16_t *)((const uint8_t *)src + (size_t)r * src_stride);
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+        for (; i < n; i++)
+            dst[i] = f16_to_f32(in[i]);
+    }
+}
+
+static TARGET_AVX2 void dequantize_rows_q8_0_avx2(const void *src, size_t src_stride,
+                                                  float *dst, int n_rows, int64_t n)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const uint8_t *block = (const uint8_t *)src + (size_t)r * src_stride;
+        for (int64_t i = 0; i < n; i += QK, block += sizeof(BlockQ8_0), dst += QK) {
+            uint16_t d16;
+            memcpy(&d16, block + offsetof(BlockQ8_0, d), 2);
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(d16));
+            for (int eighth = 0; eighth < 4; eighth++) {
+                __m128i q = _mm_loadl_epi64(
+                    (const __m128i *)(block + offsetof(BlockQ8_0, qs) + 8 * eighth));
+                _mm256_storeu_ps(dst + 8 * eighth,
+                                 _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+            }
+        }
+    }
+}
+
+QuantQuantizeFn *quant_avx2_quantizer(uint32_t type)
+{
+    switch (type) {
     case GGML_TYPE_Q8_0: return quantize_row_q8_0_avx2;
     case GGML_TYPE_Q8_K: return quantize_row_q8_k_avx2;
+    case GGML_TYPE_F16: return quantize_row_f16_avx2;
+    default: return NULL;
+    }
+}
+
+QuantDequantizeRowsFn *quant_avx2_dequantizer(uint32_t type)
+{
+    switch (type) {
+    case GGML_TYPE_F16: return dequantize_rows_f16_avx2;
+    case GGML_TYPE_Q8_0: return dequantize_rows_q8_0_avx2;
     default: return NULL;
     }
 }

@@ -14,7 +14,8 @@
  *     times their sub-block scales, added to 32-bit lanes): integers all the way through
  *     the 256 weights, one float FMA per super-block.
  * Every dot is summed in its own register along the whole row and reduced at the end, so
- * it is computed in the same order for any tile shape. */
+ * it is computed in the same order for any tile shape. At the end: the conversions of the
+ * KV cache's types (F16 both ways, Q8_0 to floats). */
 #include <string.h>
 
 #include "quant_impl.h"
@@ -583,11 +584,74 @@ static TARGET_AVX512 void quantize_row_q8_k_avx512(const float *src, void *dst, 
     }
 }
 
-QuantQuantizeFn *quant_avx512_quantizer(uint32_t act_type)
+/* ---- The KV cache's types --------------------------------------------------------------------
+ * vcvtps2ph (rounding to nearest even) and vcvtph2ps convert as f16.h does, subnormals,
+ * infinities and NaNs included; Q8_0 goes back to floats as d * q, one multiply per value as
+ * in the reference. Rows of any length: the last group of 16 is masked. */
+
+INLINE __mmask16 mask_first(int64_t n)
 {
-    switch (act_type) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+static TARGET_AVX512 void quantize_row_f16_avx512(const float *src, void *dst, int64_t n)
+{
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = mask_first(n - i);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(out + 2 * i, m, h);
+    }
+}
+
+static TARGET_AVX512 void dequantize_rows_f16_avx512(const void *src, size_t src_stride,
+                                                     float *dst, int n_rows, int64_t n)
+{
+    for (int r = 0; r < n_rows; r++, dst += n) {
+        const uint8_t *in = (const uint8_t *)src + (size_t)r * src_stride;
+        for (int64_t i = 0; i < n; i += 16) {
+            __mmask16 m = mask_first(n - i);
+            _mm512_mask_storeu_ps(dst + i, m,
+                                  _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, in + 2 * i)));
+        }
+    }
+}
+
+static TARGET_AVX512 void dequantize_rows_q8_0_avx512(const void *src, size_t src_stride,
+                                                      float *dst, int n_rows, int64_t n)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const uint8_t *block = (const uint8_t *)src + (size_t)r * src_stride;
+        for (int64_t i = 0; i < n; i += QK, block += sizeof(BlockQ8_0), dst += QK) {
+            uint16_t d16;
+            memcpy(&d16, block + offsetof(BlockQ8_0, d), 2);
+            __m512 d = _mm512_set1_ps(_cvtsh_ss(d16));
+            for (int half = 0; half < 2; half++) {
+                __m128i q = _mm_loadu_si128(
+                    (const __m128i *)(block + offsetof(BlockQ8_0, qs) + 16 * half));
+                _mm512_storeu_ps(dst + 16 * half,
+                                 _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+            }
+        }
+    }
+}
+
+QuantQuantizeFn *quant_avx512_quantizer(uint32_t type)
+{
+    switch (type) {
     case GGML_TYPE_Q8_0: return quantize_row_q8_0_avx512;
     case GGML_TYPE_Q8_K: return quantize_row_q8_k_avx512;
+    case GGML_TYPE_F16: return quantize_row_f16_avx512;
+    default: return NULL;
+    }
+}
+
+QuantDequantizeRowsFn *quant_avx512_dequantizer(uint32_t type)
+{
+    switch (type) {
+    case GGML_TYPE_F16: return dequantize_rows_f16_avx512;
+    case GGML_TYPE_Q8_0: return dequantize_rows_q8_0_avx512;
     default: return NULL;
     }
 }

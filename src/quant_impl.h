@@ -89,9 +89,17 @@ typedef void QuantPanelFn(int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
 QuantPanelFn *quant_avx2_panel(uint32_t type);
 QuantPanelFn *quant_avx512_panel(uint32_t type);
 
-/* Activation quantizers for Q8_0 and Q8_K with the same bits as the reference ones
- * (quant_q32.c, quant_kquants.c), or NULL for other types. */
-QuantQuantizeFn *quant_avx2_quantizer(uint32_t act_type);
-QuantQuantizeFn *quant_avx512_quantizer(uint32_t act_type);
+/* Quantizers with the same bits as the reference ones (quant_q32.c, quant_kquants.c): the
+ * activation formats Q8_0 and Q8_K, and F16 (the KV cache); NULL for other types. */
+QuantQuantizeFn *quant_avx2_quantizer(uint32_t type);
+QuantQuantizeFn *quant_avx512_quantizer(uint32_t type);
+
+/* n_rows rows of n elements, src_stride bytes apart, dequantized into dst one after the
+ * other: the reference dequantizer's floats, for the KV cache's types F16 and Q8_0 (NULL
+ * for other types). */
+typedef void QuantDequantizeRowsFn(const void *src, size_t src_stride, float *dst, int n_rows,
+                                   int64_t n);
+QuantDequantizeRowsFn *quant_avx2_dequantizer(uint32_t type);
+QuantDequantizeRowsFn *quant_avx512_dequantizer(uint32_t type);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "fileio.h"
 #include "gguf.h"
+#include "loader.h"
 #include "model.h"
 #include "test_util.h"
 
@@ -66,24 +67,34 @@ static LimitedResult load_limited(const char *image, size_t len)
     return r;
 }
 
-/* quill's tiny test model as a GGUF image in memory (malloc'd). */
-static char *tiny_model_image(size_t *len)
+/* quill's tiny model written with model_to_gguf, plus the keys add_keys adds, at a fresh path
+ * (static buffer). */
+static const char *tiny_model_file(void (*add_keys)(GgufWriter *w))
 {
+    static char path[128];
     ModelConfig c = {.n_layers = 2, .dim = 16, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 24,
                      .vocab_size = 11, .context = 8, .rope_base = 10000.0f, .norm_eps = 1e-5f};
     Model m;
     Error err;
     cr_assert_eq(model_init(&m, &c, &err), 0, "%s", err.msg);
     model_init_params(&m, 5);
-    char path[128];
     snprintf(path, sizeof path, "%s/tiny.gguf", test_make_tmpdir());
     GgufWriter *w = gguf_writer_new();
     model_to_gguf(&m, w);
+    if (add_keys)
+        add_keys(w);
     cr_assert_eq(gguf_writer_write(w, path, &err), 0, "%s", err.msg);
     gguf_writer_free(w);
     model_free(&m);
+    return path;
+}
+
+/* quill's tiny test model as a GGUF image in memory (malloc'd). */
+static char *tiny_model_image(size_t *len)
+{
     char *data;
-    cr_assert_eq(file_read_all(path, &data, len, &err), 0, "%s", err.msg);
+    Error err;
+    cr_assert_eq(file_read_all(tiny_model_file(NULL), &data, len, &err), 0, "%s", err.msg);
     return data;
 }
 
@@ -179,4 +190,126 @@ Test(loader, huge_context_length_costs_nothing_until_a_run_uses_it)
     model_free(&m);
     gguf_close(f);
     free(image);
+}
+
+/* ---- keys that change how the model runs -------------------------------------------------- */
+
+/* The blueprint of the tiny model with extra keys; returns model_config_from_gguf's status. */
+static int tiny_config(void (*add_keys)(GgufWriter *w), ModelConfig *c, Error *err)
+{
+    GgufFile *f;
+    cr_assert_eq(gguf_open(&f, tiny_model_file(add_keys), err), 0, "%s", err->msg);
+    int status = model_config_from_gguf(c, f, err);
+    gguf_close(f);
+    return status;
+}
+
+static void add_linear_4(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "llama.rope.scaling.type", "linear");
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", 4.0f);
+}
+static void add_factor_only_3(GgufWriter *w)
+{
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", 3.0f);
+}
+static void add_old_scale_linear_2(GgufWriter *w)
+{
+    gguf_writer_add_f32(w, "llama.rope.scale_linear", 2.0f);
+}
+static void add_none_with_factor(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "llama.rope.scaling.type", "none");
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", 8.0f);
+}
+static void add_yarn(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "llama.rope.scaling.type", "yarn");
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", 4.0f);
+}
+static void add_negative_factor(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "llama.rope.scaling.type", "linear");
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", -2.0f);
+}
+
+/* As llama.cpp reads them (llama-model.cpp): the type is "linear" when absent, the factor
+ * comes from rope.scaling.factor or the older rope.scale_linear, "none" ignores the factor,
+ * and quill names any other method in its error. */
+Test(loader, rope_scaling_keys_are_read_as_llama_cpp_reads_them)
+{
+    const struct {
+        void (*add_keys)(GgufWriter *w);
+        float factor; /* the scaling read; 0 for none */
+    } cases[] = {
+        {NULL, 0.0f},
+        {add_linear_4, 4.0f},
+        {add_factor_only_3, 3.0f},
+        {add_old_scale_linear_2, 2.0f},
+        {add_none_with_factor, 0.0f},
+    };
+    int compared = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ModelConfig c;
+        Error err;
+        cr_assert_eq(tiny_config(cases[i].add_keys, &c, &err), 0, "case %zu: %s", i, err.msg);
+        cr_expect_eq(c.rope_scaling, cases[i].factor, "case %zu: scaling %g", i, c.rope_scaling);
+        compared++;
+    }
+    cr_assert_eq(compared, 5);
+    ModelConfig c;
+    Error err;
+    cr_assert_neq(tiny_config(add_yarn, &c, &err), 0);
+    cr_expect_str_eq(err.msg, "llama.rope.scaling.type 'yarn' is not supported (quill runs "
+                              "'none' and 'linear')");
+    cr_assert_neq(tiny_config(add_negative_factor, &c, &err), 0);
+    cr_expect(strstr(err.msg, "llama.rope.scaling.factor = -2") != NULL, "%s", err.msg);
+}
+
+/* A scaling factor survives quill's own writer (a model loaded, trained on and saved). */
+Test(loader, rope_scaling_is_written_back)
+{
+    GgufFile *f;
+    Error err;
+    cr_assert_eq(gguf_open(&f, tiny_model_file(add_linear_4), &err), 0, "%s", err.msg);
+    Model m;
+    cr_assert_eq(model_from_gguf(&m, f, &err), 0, "%s", err.msg);
+    gguf_close(f);
+    char path[256];
+    snprintf(path, sizeof path, "%s/again.gguf", test_make_tmpdir());
+    GgufWriter *w = gguf_writer_new();
+    model_to_gguf(&m, w);
+    cr_assert_eq(gguf_writer_write(w, path, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    model_free(&m);
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    ModelConfig c;
+    cr_assert_eq(model_config_from_gguf(&c, f, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.rope_scaling, 4.0f);
+    gguf_close(f);
+}
+
+/* F32 for quill's own F32 models, F16 (llama.cpp's default) for any other file, including
+ * one `quill quantize` wrote. */
+Test(loader, kv_cache_default_is_f32_for_quills_own_models_and_f16_otherwise)
+{
+    GgufFile *f;
+    Error err;
+    cr_assert_eq(gguf_open(&f, tiny_model_file(NULL), &err), 0, "%s", err.msg);
+    cr_expect_eq(kv_cache_type_default(f), GGML_TYPE_F32, "quill's own F32 model");
+    gguf_close(f);
+    cr_expect_eq(kv_cache_type_default(NULL), GGML_TYPE_F32, "a model built in memory");
+    SHARED_FILE_OR_SKIP(downloaded, "models/stories260K.gguf");
+    cr_assert_eq(gguf_open(&f, downloaded, &err), 0, "%s", err.msg);
+    cr_expect_eq(kv_cache_type_default(f), GGML_TYPE_F16, "a model quill did not write");
+    gguf_close(f);
+    char path[256], command[1024], *out;
+    snprintf(path, sizeof path, "%s/q8.gguf", test_make_tmpdir());
+    snprintf(command, sizeof command, "%s quantize %s %s Q8_0", test_quill_bin(),
+             tiny_model_file(NULL), path);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    free(out);
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    cr_expect_eq(kv_cache_type_default(f), GGML_TYPE_F16, "a file quill quantize wrote");
+    gguf_close(f);
 }

@@ -10,6 +10,7 @@
 #include "fileio.h"
 #include "gguf.h"
 #include "grad_check.h"
+#include "infer.h"
 #include "loader.h"
 #include "matmul.h"
 #include "model.h"
@@ -562,4 +563,90 @@ Test(llama_cpp, every_quantized_type)
 Test(llama_cpp, tied_output_one_kv_head_rope_base_500000)
 {
     check_against_llama_cpp("models/qtied-Q8_0.gguf", "models/qtied-Q8_0.ref.json", 1e-3f, 16);
+}
+
+/* ---- linear RoPE scaling ------------------------------------------------------------------ */
+
+static void add_linear_scaling_2(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "llama.rope.scaling.type", "linear");
+    gguf_writer_add_f32(w, "llama.rope.scaling.factor", 2.0f);
+}
+
+/* The random llama with llama.rope.scaling linear 2 added, in a fresh directory (static). */
+static const char *scaled_copy_of(const char *original)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/scaled.gguf", test_make_tmpdir());
+    test_gguf_copy(original, path, "llama.rope.scaling", add_linear_scaling_2);
+    return path;
+}
+
+/* Decodes tokens one at a time (one code path for every row) into a fresh F32 cache and
+ * returns layer 0's keys: n rows of KVC floats (malloc'd). Layer 0's key at a position
+ * depends only on the token there and the position's rotation. */
+static float *layer0_keys(const char *path, const int *tokens, int n)
+{
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
+    InferContext ctx;
+    InferParams params = {.n_seq = 1, .n_ctx = n, .cache_type = GGML_TYPE_F32};
+    cr_assert_eq(infer_init(&ctx, &m, &params, &err), 0, "%s", err.msg);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(infer_decode(&ctx, 0, &tokens[i], 1, &err), 0, "%s", err.msg);
+    size_t bytes = (size_t)n * ctx.acts.kv_row_bytes; /* slot 0 of layer 0 comes first */
+    float *keys = malloc(bytes);
+    memcpy(keys, ctx.acts.kv_k, bytes);
+    infer_free(&ctx);
+    tokenizer_free(&tok);
+    model_free(&m);
+    return keys;
+}
+
+/* Linear scaling 2 divides positions by 2 before the rotation: a token at position 2p of
+ * the scaled model gets the key the same token gets at position p without scaling, and at
+ * odd positions keys the unscaled model never makes (half-way rotations). */
+Test(model, linear_rope_scaling_2_turns_position_2p_like_position_p)
+{
+    SHARED_FILE_OR_SKIP(original_path, "models/qtest-f32.gguf");
+    enum { N = 8 };
+    int plain[N] = {1, 403, 407, 261, 378, 60, 421, 291}, spread[2 * N];
+    for (int p = 0; p < N; p++)
+        spread[2 * p] = spread[2 * p + 1] = plain[p];
+    float *unscaled = layer0_keys(original_path, plain, N);
+    float *scaled = layer0_keys(scaled_copy_of(original_path), spread, 2 * N);
+    int kvc = 128; /* qtest: 2 kv heads of 64 */
+    int compared = 0;
+    for (int p = 0; p < N; p++) {
+        cr_assert_arr_eq(scaled + (size_t)2 * p * kvc, unscaled + (size_t)p * kvc,
+                         kvc * sizeof(float), "position %d scaled vs %d unscaled", 2 * p, p);
+        if (p > 0)
+            cr_assert(memcmp(scaled + (size_t)(2 * p - 1) * kvc, unscaled + (size_t)p * kvc,
+                             kvc * sizeof(float)) != 0,
+                      "position %d scaled turned like %d unscaled", 2 * p - 1, p);
+        compared++;
+    }
+    cr_assert_eq(compared, N);
+    free(unscaled);
+    free(scaled);
+}
+
+/* llama.cpp runs the scaled file to quill's greedy tokens (F32: logits within 1e-4, so the
+ * paths may only part after quill's two best logits come within 2e-4), and they are not the
+ * unscaled file's tokens: the comparison sees the scaling. */
+Test(llama_cpp, linear_rope_scaling_gives_llama_cpps_greedy_tokens, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(original_path, "models/qtest-f32.gguf");
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    int ours[32], unscaled[32];
+    int n = test_greedy_equals_llama_cpp(llama_cli, scaled_copy_of(original_path),
+                                         "Once upon a time", 32, 2e-4f, ours);
+    cr_expect_geq(n, 8, "only %d tokens compared", n);
+    int prompt[5] = {1, 403, 407, 261, 378}; /* "Once upon a time", as llama.cpp tokenizes it */
+    int n_unscaled = test_quill_greedy(original_path, prompt, 5, n, 0.0f, unscaled);
+    cr_assert_eq(n_unscaled, n);
+    cr_expect(memcmp(ours, unscaled, (size_t)n * sizeof(int)) != 0,
+              "the scaled model's %d greedy tokens are the unscaled model's", n);
 }

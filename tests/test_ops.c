@@ -154,23 +154,33 @@ static double rope_loss(void *p)
     return dot_double(c->work, c->proj, ROPE_SIZE);
 }
 
+/* hs = 4, base 10000: pair 0 turns by pos rad, pair 1 by pos * 10000^(-1/2) = pos/100.
+ * With linear scaling 4, position 8 turns as position 2 does without. */
 Test(ops, rope_rotates_adjacent_pairs_by_hand)
 {
-    /* hs = 4, base 10000: pair 0 turns by pos rad, pair 1 by pos * 10000^(-1/2) = pos/100 */
-    float cos_table[3 * 2], sin_table[3 * 2];
-    rope_tables_init(cos_table, sin_table, 3, 4, 10000.0f);
-    float x[4] = {1, 0, 0, 1};
-    rope_forward(x, 1, 1, 4, 1, 4, 2, cos_table, sin_table); /* one token at position 2 */
-    cr_expect_float_eq(x[0], cosf(2.0f), 1e-6f);
-    cr_expect_float_eq(x[1], sinf(2.0f), 1e-6f);
-    cr_expect_float_eq(x[2], -sinf(0.02f), 1e-6f);
-    cr_expect_float_eq(x[3], cosf(0.02f), 1e-6f);
+    const struct {
+        float scaling;
+        int pos;
+    } cases[] = {{1.0f, 2}, {4.0f, 8}};
+    int compared = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        float cos_table[9 * 2], sin_table[9 * 2];
+        rope_tables_init(cos_table, sin_table, 9, 4, 10000.0f, cases[i].scaling);
+        float x[4] = {1, 0, 0, 1};
+        rope_forward(x, 1, 1, 4, 1, 4, cases[i].pos, cos_table, sin_table); /* one token */
+        cr_expect_float_eq(x[0], cosf(2.0f), 1e-6f, "scaling %g", cases[i].scaling);
+        cr_expect_float_eq(x[1], sinf(2.0f), 1e-6f, "scaling %g", cases[i].scaling);
+        cr_expect_float_eq(x[2], -sinf(0.02f), 1e-6f, "scaling %g", cases[i].scaling);
+        cr_expect_float_eq(x[3], cosf(0.02f), 1e-6f, "scaling %g", cases[i].scaling);
+        compared++;
+    }
+    cr_assert_eq(compared, 2);
 }
 
 Test(ops, rope_backward_matches_finite_differences)
 {
     RopeCase c;
-    rope_tables_init(c.cos_table, c.sin_table, ROPE_NPOS, ROPE_HS, 10000.0f);
+    rope_tables_init(c.cos_table, c.sin_table, ROPE_NPOS, ROPE_HS, 10000.0f, 1.0f);
     fill_uniform(c.x, ROPE_SIZE, -1, 1, 9);
     fill_uniform(c.proj, ROPE_SIZE, -1, 1, 10);
     float dx[ROPE_SIZE];

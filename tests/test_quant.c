@@ -771,6 +771,89 @@ Test(quant_kernels, vec_dot_on_every_isa_matches_the_reference)
                 quant_isa_name(quant_isa_best()));
 }
 
+/* ---- The KV cache's fast conversions ----------------------------------------------------- */
+
+static bool same_float(float a, float b)
+{
+    return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* F16 to floats: all 65536 half-precision values, on every ISA, bit for bit as the reference
+ * converts them (NaNs only as NaNs: the hardware quiets a signalling one). Each row starts
+ * at another offset (stride 2 * 65536 + 6 bytes), so vector loads meet every alignment. */
+Test(quant_kernels, f16_to_float_on_every_isa_equals_the_reference_for_all_65536_values)
+{
+    enum { N = 65536, ROWS = 3 };
+    size_t stride = 2 * N + 6;
+    uint8_t *src = malloc(ROWS * stride);
+    for (int r = 0; r < ROWS; r++)
+        for (uint32_t i = 0; i < N; i++) {
+            uint16_t h = (uint16_t)(i + 7919u * (uint32_t)r); /* each row in its own order */
+            memcpy(src + r * stride + 2 * i, &h, 2);
+        }
+    float *want = malloc(ROWS * N * sizeof *want), *got = malloc(ROWS * N * sizeof *got);
+    for (int r = 0; r < ROWS; r++)
+        quant_dequantize_row(GGML_TYPE_F16, src + r * stride, want + (size_t)r * N, N);
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas), compared = 0;
+    for (int i = 0; i < n_isas; i++) {
+        cr_assert_eq(quant_set_isa(isas[i]), 0);
+        quant_dequantize_rows_fast(GGML_TYPE_F16, src, stride, got, ROWS, N);
+        for (size_t j = 0; j < (size_t)ROWS * N; j++)
+            if (!same_float(got[j], want[j]))
+                cr_assert_fail("%s: value %zu of row %zu: %.9g, reference %.9g",
+                               quant_isa_name(isas[i]), j % N, j / N, got[j], want[j]);
+        compared++;
+    }
+    cr_assert_eq(compared, n_isas);
+    free(src);
+    free(want);
+    free(got);
+}
+
+/* Floats to F16 and Q8_0 (quantizing), Q8_0 back to floats: the reference's bytes and floats
+ * on every ISA, for rows of every length up to 67 (F16: the tails after the last full
+ * vector) and floats of every magnitude, F16's specials included: subnormals, the rounding
+ * edge at 65520 (to infinity) and below it, signed zeros, infinities and NaN. */
+Test(quant_kernels, kv_cache_quantizers_on_every_isa_equal_the_reference)
+{
+    enum { N = 96 };
+    float x[N];
+    Rng rng;
+    rng_seed(&rng, 77);
+    static const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.99f,
+                                     65520.0f, -65520.0f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, 6e-5f,
+                                     -3e-7f, 1.0009765625f, 1.00048828125f};
+    for (int i = 0; i < N; i++) /* magnitudes from 2^-30 to 2^18 */
+        x[i] = rng_normal(&rng) * ldexpf(1.0f, (int)rng_below(&rng, 49) - 30);
+    memcpy(x + 70, specials, sizeof specials);
+    uint8_t want[2 * N], got[2 * N];
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas), compared = 0;
+    for (int i = 0; i < n_isas; i++) {
+        cr_assert_eq(quant_set_isa(isas[i]), 0);
+        for (int n = 1; n <= 67; n++) {
+            quant_quantize_row(GGML_TYPE_F16, x + 29, want, n);
+            quant_quantize_row_fast(GGML_TYPE_F16, x + 29, got, n);
+            cr_assert_arr_eq(got, want, 2 * (size_t)n, "%s: F16 row of %d",
+                             quant_isa_name(isas[i]), n);
+            compared++;
+        }
+        const float *finite = x; /* Q8_0 of the first 64 floats, none of them special */
+        quant_quantize_row(GGML_TYPE_Q8_0, finite, want, 64);
+        quant_quantize_row_fast(GGML_TYPE_Q8_0, finite, got, 64);
+        cr_assert_arr_eq(got, want, quant_row_bytes(GGML_TYPE_Q8_0, 64), "%s: Q8_0",
+                         quant_isa_name(isas[i]));
+        float back_want[64], back_got[64];
+        quant_dequantize_row(GGML_TYPE_Q8_0, want, back_want, 64);
+        quant_dequantize_rows_fast(GGML_TYPE_Q8_0, want, 0, back_got, 1, 64);
+        cr_assert_arr_eq(back_got, back_want, sizeof back_want, "%s: Q8_0 back to floats",
+                         quant_isa_name(isas[i]));
+        compared++;
+    }
+    cr_assert_eq(compared, 68 * n_isas);
+}
+
 /* ---- quant_matmul -------------------------------------------------------------------------
  * Against a double-precision product of the dequantized weights and the activations as the
  * reference quantizer makes them, for N = 1, 3, 17 and 130 (not multiples of the tile),
@@ -1076,4 +1159,31 @@ Test(quant_cli, rows_a_block_does_not_divide_fall_back_with_a_line)
     cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_gate.weight")->type, GGML_TYPE_F16);
     cr_expect_eq(gguf_find_tensor(f, "blk.0.ffn_norm.weight")->type, GGML_TYPE_F32, "norms stay");
     gguf_close(f);
+}
+
+/* A file quill quantizes runs in llama.cpp as in quill: llama.cpp's greedy tokens on quill's
+ * Q8_0 and Q4_K_M copies of the random llama equal quill's, token by token. Both sides
+ * multiply these types with activations rounded the same way (logits within 1e-3 of each
+ * other, the tolerance of llama_cpp.every_quantized_type), so the paths may only part after
+ * quill's two best logits come within twice that. A quantizer that wrote a block llama.cpp
+ * reads differently (a scale, a nibble order, a mix's tensor type) changes its tokens. */
+Test(quant_cli, llama_cpp_runs_quill_quantized_files_to_quills_greedy_tokens, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(f32_path, "models/qtest-f32.gguf");
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    static const char *const types[] = {"Q8_0", "Q4_K_M"};
+    const char *dir = test_make_tmpdir();
+    int compared_types = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char path[512], args[1200], *out;
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, types[i]);
+        snprintf(args, sizeof args, "%s %s %s", f32_path, path, types[i]);
+        cr_assert_eq(run_quantize(&out, args), 0, "quantize %s: %s", types[i], out);
+        free(out);
+        int ours[32];
+        int n = test_greedy_equals_llama_cpp(llama_cli, path, "Once upon a time", 32, 2e-3f, ours);
+        cr_expect_geq(n, 8, "%s: only %d tokens compared", types[i], n);
+        compared_types++;
+    }
+    cr_assert_eq(compared_types, 2);
 }

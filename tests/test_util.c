@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "infer.h"
+#include "loader.h"
+
 const char *test_shared_path(const char *relative)
 {
     /* a few buffers in turn, so that a test can hold several paths at once */
@@ -130,4 +133,138 @@ void expect_clean_error(const char *needle, const char *fmt, ...)
         cr_expect_not_null(strstr(line, needle), "quill %s: '%s' not in:\n%s", args, needle, out);
     }
     free(out);
+}
+
+void test_gguf_copy(const char *src, const char *dst, const char *drop_prefix,
+                    void (*add_keys)(GgufWriter *w))
+{
+    GgufFile *f;
+    Error err;
+    cr_assert_eq(gguf_open(&f, src, &err), 0, "%s", err.msg);
+    GgufWriter *w = gguf_writer_new();
+    size_t drop_len = drop_prefix ? strlen(drop_prefix) : 0;
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        if (!drop_prefix || strncmp(f->kv[i].key, drop_prefix, drop_len) != 0)
+            gguf_writer_add_kv(w, &f->kv[i]);
+    if (add_keys)
+        add_keys(w);
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const GgufTensor *t = &f->tensors[i];
+        gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data);
+    }
+    cr_assert_eq(gguf_writer_write(w, dst, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    gguf_close(f);
+}
+
+const char *test_llama_cpp_tool(const char *tool)
+{
+    static char path[4096];
+    const char *dir = getenv("LLAMA_CPP_BIN");
+    snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : "../peers/llama.cpp/build/bin", tool);
+    return access(path, X_OK) == 0 ? path : NULL;
+}
+
+/* The ids of one "eval: [ 'piece':id, ... ]" line that llama-cli logs at -lv 1 before each
+ * forward pass (pieces have their unprintable bytes removed, so a line ends with ":ID ]");
+ * returns how many it stored (at most cap). */
+static int eval_line_ids(const char *line, const char *end, int *ids, int cap)
+{
+    int n = 0;
+    for (const char *p = line; p < end && n < cap; p++) {
+        /* an id is the digits between "':" and ", '" or " ]" */
+        if (p[0] != '\'' || p[1] != ':')
+            continue;
+        char *after;
+        long id = strtol(p + 2, &after, 10);
+        if (after > p + 2 && (strncmp(after, ", '", 3) == 0 || strncmp(after, " ]", 2) == 0)) {
+            ids[n++] = (int)id;
+            p = after - 1;
+        }
+    }
+    return n;
+}
+
+/* Greedy decoding by llama-cli: the ids llama.cpp tokenized the prompt into (BOS included,
+ * at most 256) into prompt_ids, and up to n generated ids into out; returns how many it
+ * generated. */
+static int llama_cpp_greedy(const char *llama_cli, const char *model, const char *prompt, int n,
+                            int *prompt_ids, int *n_prompt, int *out)
+{
+    /* -n n+1: the last token generated is never fed back, so it is never logged */
+    char command[8192];
+    snprintf(command, sizeof command,
+             "{ %s -m %s -p '%s' -n %d --temp 0 -no-cnv -t 2 -c 512 -ctk f32 -ctv f32 "
+             "--no-warmup -lv 1 --seed 1 < /dev/null 2>&1 > /dev/null; }",
+             llama_cli, model, prompt, n + 1);
+    char *log;
+    int status = test_run_capture(command, &log);
+    cr_assert_eq(status, 0, "llama-cli failed (%d): %s", status, log);
+    int generated = 0, lines = 0;
+    for (const char *p = strstr(log, "eval: ["); p; p = strstr(p + 1, "eval: [")) {
+        const char *end = strchr(p, '\n');
+        end = end ? end : p + strlen(p);
+        if (lines++ == 0)
+            *n_prompt = eval_line_ids(p, end, prompt_ids, 256);
+        else if (generated < n)
+            generated += eval_line_ids(p, end, out + generated, n - generated);
+    }
+    cr_assert_gt(lines, 0, "llama-cli printed no tokens: %s", log);
+    free(log);
+    return generated;
+}
+
+int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const char *prompt,
+                                 int n, float margin, int *ours)
+{
+    int prompt_ids[256], n_prompt = 0;
+    int *theirs = malloc((size_t)n * sizeof *theirs);
+    int n_theirs = llama_cpp_greedy(llama_cli, model, prompt, n, prompt_ids, &n_prompt, theirs);
+    int n_ours = test_quill_greedy(model, prompt_ids, n_prompt, n, margin, ours);
+    int compared = n_ours < n_theirs ? n_ours : n_theirs;
+    for (int t = 0; t < compared; t++)
+        cr_assert_eq(ours[t], theirs[t], "%s: greedy token %d is %d in quill, %d in llama.cpp",
+                     model, t, ours[t], theirs[t]);
+    cr_log_info("%s: %d greedy tokens equal (llama.cpp generated %d, quill %d before a near "
+                "tie)", model, compared, n_theirs, n_ours);
+    free(theirs);
+    return compared;
+}
+
+int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, int n,
+                      float margin, int *out)
+{
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(model_path, &m, &tok, &err), 0, "%s", err.msg);
+    InferContext ctx;
+    InferParams params = {.n_seq = 1, .n_ctx = n_prompt + n, .cache_type = GGML_TYPE_F32};
+    cr_assert_eq(infer_init(&ctx, &m, &params, &err), 0, "%s", err.msg);
+    cr_assert_eq(infer_decode(&ctx, 0, prompt, n_prompt, &err), 0, "%s", err.msg);
+    int count = 0;
+    while (count < n) {
+        const float *logits = infer_logits(&ctx, 0);
+        int best = 0, second = 1;
+        if (logits[second] > logits[best])
+            best = 1, second = 0;
+        for (int v = 2; v < m.config.vocab_size; v++) {
+            if (logits[v] > logits[best]) {
+                second = best;
+                best = v;
+            } else if (logits[v] > logits[second]) {
+                second = v;
+            }
+        }
+        if (logits[best] - logits[second] < margin)
+            break;
+        out[count++] = best;
+        if (best == tok.eos_id || count == n)
+            break;
+        cr_assert_eq(infer_decode(&ctx, 0, &best, 1, &err), 0, "%s", err.msg);
+    }
+    infer_free(&ctx);
+    tokenizer_free(&tok);
+    model_free(&m);
+    return count;
 }

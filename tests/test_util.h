@@ -5,6 +5,9 @@
 #include <criterion/criterion.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+
+#include "gguf.h"
 
 /* Path of a file under ../shared (or $QUILL_SHARED), in one of 8 static buffers used in
  * turn, or NULL when the file is missing. */
@@ -51,5 +54,43 @@ void quill_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * "quill: error:" that contains needle. */
 void expect_clean_error(const char *needle, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Writes a copy of the GGUF file src to dst: the same tensors and metadata, except that the
+ * keys starting with drop_prefix are left out, and add_keys(w) (when not NULL) adds its own.
+ * How a test makes a variant of a shared model (another RoPE scaling, say). */
+void test_gguf_copy(const char *src, const char *dst, const char *drop_prefix,
+                    void (*add_keys)(GgufWriter *w));
+
+/* Path of a llama.cpp tool ($LLAMA_CPP_BIN/TOOL, else ../peers/llama.cpp/build/bin/TOOL),
+ * in a static buffer, or NULL when it is not there. */
+const char *test_llama_cpp_tool(const char *tool);
+
+/* Sets `var` (a char array) to the path of llama.cpp's TOOL, or skips the test with a
+ * message naming where it looked: llama.cpp is built beside the project, never part of it,
+ * so tests that run it skip where it is absent (in CI too). */
+#define LLAMA_CPP_TOOL_OR_SKIP(var, tool)                                                          \
+    char var[4096];                                                                             \
+    do {                                                                                        \
+        const char *found_ = test_llama_cpp_tool(tool);                                         \
+        if (!found_)                                                                            \
+            cr_skip_test("llama.cpp's %s is not in $LLAMA_CPP_BIN or "                          \
+                         "../peers/llama.cpp/build/bin: nothing to compare with", tool);        \
+        snprintf(var, sizeof var, "%s", found_);                                                \
+    } while (0)
+
+/* Greedy decoding of the prompt by llama.cpp's llama-cli (temperature 0, F32 KV cache, 2
+ * threads) and by quill (F32 KV cache), compared token by token: up to n tokens, or until
+ * quill reaches a step whose two best logits are within `margin` of each other (a near
+ * tie, where the two may legitimately part when their logits differ by up to margin / 2).
+ * Fails the test at the first token that differs; returns how many were compared, with
+ * quill's tokens in ours (n ints). */
+int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const char *prompt,
+                                 int n, float margin, int *ours);
+
+/* quill's greedy continuation of the prompt (F32 KV cache), token by token: up to n tokens
+ * into out, stopping after the end-of-text token, or before a step whose two best logits
+ * are within `margin` of each other. Returns the count. */
+int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, int n,
+                      float margin, int *out);
 
 #endif
