@@ -229,9 +229,12 @@ size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
 
 /* F32 weights times 16 or more activation rows go to the BLAS (gemm(), matmul.h), whose
  * sgemm packs and blocks for the caches better than a dot-product kernel can: about 2x
- * faster here at N = 128. Threads still own fixed chunks of W's rows, and each chunk is one
- * single-threaded sgemm call, so results do not depend on the thread count. The naive
- * reference of BLAS=none builds would be slower than the panels, so those keep them. */
+ * faster here at N = 128. The result must not depend on the thread count. A training batch
+ * (more than MATMUL_BLAS_ROWS rows) is one gemm() call, which keeps its bits on any
+ * thread count (matmul.h); a prompt is cut into fixed chunks of MATMUL_BLAS_ROWS rows of W, each chunk one
+ * single-threaded sgemm call, because OpenBLAS's own split of a product this short among
+ * its threads changes the low bits (and runs 5% slower at pp128). The naive reference of
+ * BLAS=none builds would be slower than the panels, so those keep them. */
 #define MATMUL_BLAS_MIN_N 16
 #define MATMUL_BLAS_ROWS 128
 
@@ -239,6 +242,10 @@ size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K)
 static void matmul_f32_blas(float *out, int ldo, const float *x, int N, int K, const float *W,
                             int M, float beta)
 {
+    if (N > MATMUL_BLAS_ROWS) {
+        gemm(false, true, N, M, K, 1.0f, x, K, W, K, beta, out, ldo);
+        return;
+    }
     int n_chunks = (M + MATMUL_BLAS_ROWS - 1) / MATMUL_BLAS_ROWS;
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < n_chunks; ch++) {

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "grad_check.h"
 #include "matmul.h"
@@ -113,6 +114,55 @@ Test(matmul, blas_matches_reference_on_a_layer_sized_product)
     free(B);
     free(fast);
     free(slow);
+}
+
+/* Training must give the same bits on any thread count, so gemm() must: checked on the
+ * products of a shakespeare-char layer (small: run in fixed row chunks) and of a bench-m
+ * layer (large: split by OpenBLAS), forward and both backward products, 1 against 2
+ * threads. OpenBLAS's split keeps the bits with its AVX-512 kernels only (matmul.h): under
+ * another kernel (OPENBLAS_CORETYPE=Haswell, say) the large layer is not compared. */
+static bool same_on_one_and_two_threads(bool trans_a, bool trans_b, int M, int N, int K, float beta)
+{
+    int a_size = M * K, b_size = K * N;
+    float *A = malloc(a_size * sizeof(float)), *B = malloc(b_size * sizeof(float));
+    float *one = malloc((size_t)M * N * sizeof(float)), *two = malloc((size_t)M * N * sizeof(float));
+    fill_uniform(A, a_size, -1, 1, 6);
+    fill_uniform(B, b_size, -1, 1, 7);
+    fill_uniform(one, (size_t)M * N, -1, 1, 8);
+    memcpy(two, one, (size_t)M * N * sizeof(float));
+    int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    compute_set_threads(1);
+    gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, one, N);
+    compute_set_threads(2);
+    gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, two, N);
+    bool same = memcmp(one, two, (size_t)M * N * sizeof(float)) == 0;
+    free(A);
+    free(B);
+    free(one);
+    free(two);
+    return same;
+}
+
+Test(matmul, training_products_are_bit_identical_on_one_and_two_threads)
+{
+    if (gemm_set_backend(GEMM_BACKEND_BLAS) != 0)
+        cr_skip_test("built with BLAS=none");
+    /* {tokens, outputs, inputs}: out = x W^T, dx = dout W, dW += dout^T x */
+    static const int layers[][3] = {{768, 704, 128}, {1024, 1536, 512}};
+    const char *kernel = gemm_backend_description();
+    bool avx512_kernel = strstr(kernel, "(SkylakeX kernel") || strstr(kernel, "(Cooperlake kernel");
+    int n_layers = avx512_kernel ? 2 : 1, compared = 0;
+    if (!avx512_kernel)
+        cr_log_info("%s: the large layer's split is not compared", kernel);
+    for (int l = 0; l < n_layers; l++) {
+        int BT = layers[l][0], OC = layers[l][1], IC = layers[l][2];
+        cr_expect(same_on_one_and_two_threads(false, true, BT, OC, IC, 0.0f), "forward %dx%dx%d", BT, OC, IC);
+        cr_expect(same_on_one_and_two_threads(false, false, BT, IC, OC, 0.0f), "dx %dx%dx%d", BT, IC, OC);
+        cr_expect(same_on_one_and_two_threads(true, false, OC, IC, BT, 1.0f), "dW %dx%dx%d", OC, IC, BT);
+        compared += 3;
+    }
+    compute_set_threads(0);
+    cr_expect_eq(compared, 3 * n_layers);
 }
 
 /* The kernel quill asks OpenBLAS for: the best the CPU runs, whenever OpenBLAS's own choice
