@@ -50,26 +50,40 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* A small product (a shakespeare-char layer: 768 tokens x 704 outputs x 128 inputs) takes
- * OpenBLAS about as long to share among its threads as to compute: its threads meet at
- * every block and wait for each other in sched_yield, a system call that is slow in a VM.
- * Below GEMM_SMALL_MACS multiply-adds, C is cut into fixed chunks of GEMM_CHUNK_ROWS rows
- * instead, and the OpenMP threads take whole chunks, each one a single-threaded sgemm (the
- * BLAS runs single-threaded inside a parallel region): measured 14% faster training of
- * shakespeare-char on 2 threads, and no change at the bench-s size. The chunks do not
- * depend on the thread count, so neither do the results. */
+/* Sharing one product among threads costs OpenBLAS a few meetings per block, each a spin on
+ * sched_yield, a system call that is slow in a VM. For a shakespeare-char layer (768 tokens
+ * x 704 outputs x 128 inputs) that costs as much as the arithmetic, and for a bench-m one
+ * (1024 x 1536 x 512) still a tenth of it. So gemm() cuts C into row chunks instead, and the
+ * OpenMP threads take whole chunks, each a single-threaded sgemm (the BLAS runs on the
+ * calling thread alone inside a parallel region). A chunk packs the whole other operand
+ * again, so chunks are GEMM_CHUNK_ROWS rows below GEMM_SMALL_MACS multiply-adds and twice
+ * that up to GEMM_CHUNKED_MACS; an even number of them, so two threads get equal shares.
+ * Past GEMM_CHUNKED_MACS (2048^3, say) one call on all threads is faster again. Measured on
+ * 2 threads (Zen 5, medians of interleaved runs): shakespeare-char 172 -> 213 GFLOP/s,
+ * bench-s 265 -> 283, bench-m 288 -> 299. The chunks do not depend on the thread count,
+ * so neither do the results. */
 #define GEMM_SMALL_MACS (1 << 27)
+#define GEMM_CHUNKED_MACS (1u << 31)
 #define GEMM_CHUNK_ROWS 128
+
+/* Rows per chunk for an M-row product: an even number of chunks of about `target` rows,
+ * rounded up to whole 16-float vectors. */
+static int chunk_rows_for(int M, int target)
+{
+    int n_chunks = 2 * ((M + 2 * target - 1) / (2 * target));
+    int rows = (M + n_chunks - 1) / n_chunks;
+    return (rows + 15) / 16 * 16;
+}
 
 static void sgemm_blas_row_chunks(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                                   const float *A, int lda, const float *B, int ldb, float beta,
-                                  float *C, int ldc)
+                                  float *C, int ldc, int chunk_rows)
 {
-    int n_chunks = (M + GEMM_CHUNK_ROWS - 1) / GEMM_CHUNK_ROWS;
+    int n_chunks = (M + chunk_rows - 1) / chunk_rows;
 #pragma omp parallel for schedule(static)
     for (int chunk = 0; chunk < n_chunks; chunk++) {
-        int r0 = chunk * GEMM_CHUNK_ROWS;
-        int rows = M - r0 < GEMM_CHUNK_ROWS ? M - r0 : GEMM_CHUNK_ROWS;
+        int r0 = chunk * chunk_rows;
+        int rows = M - r0 < chunk_rows ? M - r0 : chunk_rows;
         /* rows r0.. of op(A): rows of A, or columns of A when it is transposed */
         const float *a_rows = trans_a ? A + r0 : A + (size_t)r0 * lda;
         sgemm_blas(trans_a, trans_b, rows, N, K, alpha, a_rows, lda, B, ldb, beta,
@@ -85,11 +99,14 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
         return;
 #ifndef QUILL_BLAS_NONE
     if (current_backend == GEMM_BACKEND_BLAS) {
-        bool small = (double)M * N * K < GEMM_SMALL_MACS;
-        if (small && M > GEMM_CHUNK_ROWS && !omp_in_parallel())
-            sgemm_blas_row_chunks(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        else
+        double macs = (double)M * N * K;
+        if (M > GEMM_CHUNK_ROWS && macs < GEMM_CHUNKED_MACS && !omp_in_parallel()) {
+            int target = macs < GEMM_SMALL_MACS ? GEMM_CHUNK_ROWS : 2 * GEMM_CHUNK_ROWS;
+            sgemm_blas_row_chunks(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                                  chunk_rows_for(M, target));
+        } else {
             sgemm_blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        }
         return;
     }
 #endif

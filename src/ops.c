@@ -245,6 +245,19 @@ static void causal_softmax_row(float *row, int n_visible, int n_kv)
         row[j] = 0.0f;
 }
 
+/* Causal attention: query t sees keys 0 .. pos0+t only, so scores right of that are never
+ * needed. The queries go in blocks of ATTENTION_QUERY_BLOCK rows, and each block multiplies
+ * only the keys its last row sees. Over T = 256 new tokens that is 5/8 of the full T x T
+ * square of products, where computing the square and masking it would spend half of
+ * attention's multiply-adds on the masked upper triangle. Blocks much smaller than 64 rows
+ * lose more to the small products' overhead than they save. */
+#define ATTENTION_QUERY_BLOCK 64
+
+static int query_block_rows(const AttentionShape *s, int t0)
+{
+    return s->T - t0 < ATTENTION_QUERY_BLOCK ? s->T - t0 : ATTENTION_QUERY_BLOCK;
+}
+
 /* One query head over its keys: p (T, n_kv) = causal softmax(q_h k_h^T / sqrt(hs)), then
  * out_h (T, hs) = p v_h. q_h rows are q_stride apart, out_h rows out_stride, k_h and v_h
  * rows kv_stride; the first new token is at position pos0. */
@@ -253,14 +266,18 @@ static void attention_head_forward(float *out_h, int out_stride, float *p, const
                                    int kv_stride, const AttentionShape *s)
 {
     float scale = 1.0f / sqrtf((float)s->hs);
-    /* scores (T, n_kv) = q_h (T, hs) . k_h^T / sqrt(hs) */
-    gemm(false, true, s->T, s->n_kv, s->hs, scale, q_h, q_stride, k_h, kv_stride, 0.0f, p,
-         s->n_kv);
-    for (int t = 0; t < s->T; t++)
-        causal_softmax_row(p + (size_t)t * s->n_kv, s->pos0 + t + 1, s->n_kv);
-    /* out_h (T, hs) = probabilities (T, n_kv) . v_h (n_kv, hs) */
-    gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, p, s->n_kv, v_h, kv_stride, 0.0f, out_h,
-         out_stride);
+    for (int t0 = 0; t0 < s->T; t0 += ATTENTION_QUERY_BLOCK) {
+        int rows = query_block_rows(s, t0), keys = s->pos0 + t0 + rows;
+        float *p_block = p + (size_t)t0 * s->n_kv;
+        /* scores (rows, keys) = q_block (rows, hs) . k_h[0:keys]^T / sqrt(hs) */
+        gemm(false, true, rows, keys, s->hs, scale, q_h + (size_t)t0 * q_stride, q_stride, k_h,
+             kv_stride, 0.0f, p_block, s->n_kv);
+        for (int t = 0; t < rows; t++)
+            causal_softmax_row(p_block + (size_t)t * s->n_kv, s->pos0 + t0 + t + 1, s->n_kv);
+        /* out_block (rows, hs) = probabilities (rows, keys) . v_h[0:keys] (hs) */
+        gemm(false, false, rows, s->hs, keys, 1.0f, p_block, s->n_kv, v_h, kv_stride, 0.0f,
+             out_h + (size_t)t0 * out_stride, out_stride);
+    }
 }
 
 static int attention_slot(const AttentionShape *s, int b)
@@ -441,12 +458,51 @@ static void softmax_backward_row(float *dp, const float *p, int n, float scale)
         dp[j] = p[j] * (dp[j] - dot) * scale;
 }
 
+/* attention_head_forward's backward for one query head (training: pos0 = 0), in the same
+ * blocks of ATTENTION_QUERY_BLOCK positions. dq_h is overwritten; dk_h and dv_h become
+ * first * themselves + this head's share (first 0 overwrites, 1 adds). dp (T, n_kv) is
+ * scratch. Entries right of the diagonal are 0 in p, and so in the score gradient. */
+static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float *dp,
+                                    const float *dy, int dy_stride, const float *q_h,
+                                    const float *k_h, const float *v_h, const float *p,
+                                    float first, const AttentionShape *s)
+{
+    float scale = 1.0f / sqrtf((float)s->hs);
+    /* Each block of queries, over the keys it sees (0 .. t0+rows): */
+    for (int t0 = 0; t0 < s->T; t0 += ATTENTION_QUERY_BLOCK) {
+        int rows = query_block_rows(s, t0), keys = t0 + rows;
+        const float *p_block = p + (size_t)t0 * s->n_kv;
+        float *dp_block = dp + (size_t)t0 * s->n_kv;
+        /* forward: out = p . v  =>  dp = dy . v^T */
+        gemm(false, true, rows, keys, s->hs, 1.0f, dy + (size_t)t0 * dy_stride, dy_stride, v_h,
+             s->kv_stride, 0.0f, dp_block, s->n_kv);
+        /* forward: p = softmax(scores): dp becomes the gradient of scale * q . k^T */
+        for (int t = 0; t < rows; t++)
+            softmax_backward_row(dp_block + (size_t)t * s->n_kv, p_block + (size_t)t * s->n_kv,
+                                 keys, scale);
+        /* dq = dscores . k */
+        gemm(false, false, rows, s->hs, keys, 1.0f, dp_block, s->n_kv, k_h, s->kv_stride, 0.0f,
+             dq_h + (size_t)t0 * s->q_stride, s->q_stride);
+    }
+    /* Each block of keys, from the queries that see it (k0 .. T-1): one product per block
+     * writes its rows of dv and dk once, summing over every query that saw them. */
+    for (int k0 = 0; k0 < s->T; k0 += ATTENTION_QUERY_BLOCK) {
+        int cols = query_block_rows(s, k0), seen_by = s->T - k0;
+        size_t at = (size_t)k0 * s->n_kv + k0;
+        /* dv = p^T . dy,  dk = dscores^T . q */
+        gemm(true, false, cols, s->hs, seen_by, 1.0f, p + at, s->n_kv, dy + (size_t)k0 * dy_stride,
+             dy_stride, first, dv_h + (size_t)k0 * s->kv_stride, s->kv_stride);
+        gemm(true, false, cols, s->hs, seen_by, 1.0f, dp + at, s->n_kv,
+             q_h + (size_t)k0 * s->q_stride, s->q_stride, first, dk_h + (size_t)k0 * s->kv_stride,
+             s->kv_stride);
+    }
+}
+
 void attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
                         const float *q, const float *k, const float *v, const float *att,
                         const AttentionShape *s)
 {
     int C = s->H * s->hs, group = s->H / s->KVH;
-    float scale = 1.0f / sqrtf((float)s->hs);
     /* The heads of one group share a key/value head and add into the same dk, dv rows, so
      * a task is a whole group: its heads run in order on one thread. */
 #pragma omp parallel for collapse(2) schedule(static) \
@@ -461,20 +517,8 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
                 const float *p = att + ((size_t)b * s->H + h) * s->T * s->n_kv;
                 float *dp = datt + ((size_t)b * s->H + h) * s->T * s->n_kv;
                 const float *dy = dout + (size_t)b * s->T * C + (size_t)h * s->hs;
-                /* forward: y = p . v  =>  dp = dy . v^T,  dv += p^T . dy */
-                gemm(false, true, s->T, s->n_kv, s->hs, 1.0f, dy, C, v + kv_offset, s->kv_stride,
-                     0.0f, dp, s->n_kv);
-                gemm(true, false, s->n_kv, s->hs, s->T, 1.0f, p, s->n_kv, dy, C, first,
-                     dv + kv_offset, s->kv_stride);
-                /* forward: p = softmax(scores), scores = scale * q . k^T */
-                for (int t = 0; t < s->T; t++)
-                    softmax_backward_row(dp + (size_t)t * s->n_kv, p + (size_t)t * s->n_kv,
-                                         s->n_kv, scale);
-                /* dq = dscores . k,  dk += dscores^T . q */
-                gemm(false, false, s->T, s->hs, s->n_kv, 1.0f, dp, s->n_kv, k + kv_offset,
-                     s->kv_stride, 0.0f, dq + q_offset, s->q_stride);
-                gemm(true, false, s->n_kv, s->hs, s->T, 1.0f, dp, s->n_kv, q + q_offset,
-                     s->q_stride, first, dk + kv_offset, s->kv_stride);
+                attention_head_backward(dq + q_offset, dk + kv_offset, dv + kv_offset, dp, dy, C,
+                                        q + q_offset, k + kv_offset, v + kv_offset, p, first, s);
             }
         }
     }

@@ -249,6 +249,103 @@ Test(ops, attention_backward_matches_finite_differences)
     grad_check("attention dqkv", c.qkv, dqkv, AT_ROWS * AT_QKV, 1, attention_loss, &c, TOL);
 }
 
+/* Long sequences: attention works in blocks of 64 queries, each over only the keys it sees.
+ * 150 positions make two full blocks and a partial one; the forward pass is compared with
+ * a direct double-precision computation, fresh (pos0 = 0) and after 70 cached positions, and
+ * the backward pass with finite differences. One sequence, 2 query heads on 1 key/value head. */
+enum { LA_T = 150, LA_H = 2, LA_KVH = 1, LA_HS = 8, LA_CTX = 70 + LA_T };
+enum { LA_C = LA_H * LA_HS, LA_KVC = LA_KVH * LA_HS, LA_QKV = LA_C + 2 * LA_KVC };
+typedef struct {
+    float qkv[LA_T * LA_QKV], out[LA_T * LA_C], att[LA_H * LA_T * LA_T], proj[LA_T * LA_C];
+    AttentionShape shape;
+} LongAttentionCase;
+
+static AttentionShape long_attention_shape(void)
+{
+    return (AttentionShape){.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = LA_HS,
+                            .n_kv = LA_T, .q_stride = LA_QKV, .kv_stride = LA_QKV,
+                            .kv_seq_stride = LA_T * LA_QKV};
+}
+
+/* out_h(t) = sum over j <= pos0+t of softmax_j(q_t . k_j / sqrt(hs)) v_j, in double; head
+ * h of q (rows q_stride apart) reads key/value head h / (H/KVH) of k and v (kv_stride). */
+static double direct_attention_output(const AttentionShape *s, const float *q, const float *k,
+                                      const float *v, int t, int h, int i)
+{
+    const float *q_t = q + (size_t)t * s->q_stride + h * s->hs;
+    int g = h / (s->H / s->KVH), visible = s->pos0 + t + 1;
+    double scores[LA_CTX], max = -INFINITY, sum = 0.0, out = 0.0;
+    for (int j = 0; j < visible; j++) {
+        scores[j] = 0.0;
+        for (int d = 0; d < s->hs; d++)
+            scores[j] += (double)q_t[d] * k[(size_t)j * s->kv_stride + g * s->hs + d];
+        scores[j] /= sqrt((double)s->hs);
+        max = scores[j] > max ? scores[j] : max;
+    }
+    for (int j = 0; j < visible; j++)
+        sum += exp(scores[j] - max);
+    for (int j = 0; j < visible; j++)
+        out += exp(scores[j] - max) / sum * v[(size_t)j * s->kv_stride + g * s->hs + i];
+    return out;
+}
+
+static int expect_direct_attention(const AttentionShape *s, const float *out, const float *q,
+                                   const float *k, const float *v)
+{
+    int compared = 0;
+    for (int t = 0; t < s->T; t++)
+        for (int h = 0; h < s->H; h++)
+            for (int i = 0; i < s->hs; i++, compared++)
+                cr_expect(fabs(out[(size_t)t * s->H * s->hs + h * s->hs + i] -
+                               direct_attention_output(s, q, k, v, t, h, i)) < 1e-5,
+                          "pos0 %d, position %d, head %d, element %d", s->pos0, t, h, i);
+    return compared;
+}
+
+Test(ops, attention_over_several_query_blocks_equals_the_direct_computation)
+{
+    static LongAttentionCase c;
+    c.shape = long_attention_shape();
+    fill_uniform(c.qkv, LA_T * LA_QKV, -2, 2, 31);
+    const float *k = c.qkv + LA_C, *v = k + LA_KVC;
+    attention_forward(c.out, c.att, c.qkv, k, v, &c.shape);
+    int compared = expect_direct_attention(&c.shape, c.out, c.qkv, k, v);
+
+    /* a prompt of LA_T tokens after 70 cached ones: keys and values (LA_CTX rows) */
+    static float q[LA_T * LA_C], kv[2][LA_CTX * LA_KVC], att[LA_H * LA_T * LA_CTX];
+    fill_uniform(q, LA_T * LA_C, -2, 2, 32);
+    fill_uniform(kv[0], LA_CTX * LA_KVC, -2, 2, 33);
+    fill_uniform(kv[1], LA_CTX * LA_KVC, -2, 2, 34);
+    AttentionShape cached = {.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = LA_HS,
+                             .pos0 = LA_CTX - LA_T, .n_kv = LA_CTX, .q_stride = LA_C,
+                             .kv_stride = LA_KVC, .kv_seq_stride = LA_CTX * LA_KVC};
+    attention_forward(c.out, att, q, kv[0], kv[1], &cached);
+    compared += expect_direct_attention(&cached, c.out, q, kv[0], kv[1]);
+    cr_assert_eq(compared, 2 * LA_T * LA_C);
+}
+
+static double long_attention_loss(void *p)
+{
+    LongAttentionCase *c = p;
+    attention_forward(c->out, c->att, c->qkv, c->qkv + LA_C, c->qkv + LA_C + LA_KVC, &c->shape);
+    return dot_double(c->out, c->proj, LA_T * LA_C);
+}
+
+Test(ops, attention_backward_over_several_query_blocks_matches_finite_differences)
+{
+    static LongAttentionCase c;
+    static float dqkv[LA_T * LA_QKV], datt[LA_H * LA_T * LA_T];
+    c.shape = long_attention_shape();
+    fill_uniform(c.qkv, LA_T * LA_QKV, -1.5f, 1.5f, 35);
+    fill_uniform(c.proj, LA_T * LA_C, -1, 1, 36);
+    long_attention_loss(&c);
+    attention_backward(dqkv, dqkv + LA_C, dqkv + LA_C + LA_KVC, datt, c.proj, c.qkv,
+                       c.qkv + LA_C, c.qkv + LA_C + LA_KVC, c.att, &c.shape);
+    /* every 7th entry: q, k and v of positions in each of the three blocks */
+    grad_check("long attention dqkv", c.qkv, dqkv, LA_T * LA_QKV, 7, long_attention_loss, &c,
+               TOL);
+}
+
 /* Attention over a cache stored as F16 or Q8_0 must equal attention over an F32 cache that
  * holds the same decoded values: the typed path only changes where keys and values come
  * from. Two sequences in swapped cache slots, 2 query heads per key/value head of 32. */
