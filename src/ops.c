@@ -253,7 +253,8 @@ static void causal_softmax_row(float *row, int n_visible, int n_kv)
  * lose more to the small products' overhead than they save. */
 #define ATTENTION_QUERY_BLOCK 64
 
-static int query_block_rows(const AttentionShape *s, int t0)
+/* Positions in the block that starts at position t0 (of queries, or in training of keys). */
+static int attention_block_length(const AttentionShape *s, int t0)
 {
     return s->T - t0 < ATTENTION_QUERY_BLOCK ? s->T - t0 : ATTENTION_QUERY_BLOCK;
 }
@@ -267,7 +268,7 @@ static void attention_head_forward(float *out_h, int out_stride, float *p, const
 {
     float scale = 1.0f / sqrtf((float)s->hs);
     for (int t0 = 0; t0 < s->T; t0 += ATTENTION_QUERY_BLOCK) {
-        int rows = query_block_rows(s, t0), keys = s->pos0 + t0 + rows;
+        int rows = attention_block_length(s, t0), keys = s->pos0 + t0 + rows;
         float *p_block = p + (size_t)t0 * s->n_kv;
         /* scores (rows, keys) = q_block (rows, hs) . k_h[0:keys]^T / sqrt(hs) */
         gemm(false, true, rows, keys, s->hs, scale, q_h + (size_t)t0 * q_stride, q_stride, k_h,
@@ -461,7 +462,9 @@ static void softmax_backward_row(float *dp, const float *p, int n, float scale)
 /* attention_head_forward's backward for one query head (training: pos0 = 0), in the same
  * blocks of ATTENTION_QUERY_BLOCK positions. dq_h is overwritten; dk_h and dv_h become
  * first * themselves + this head's share (first 0 overwrites, 1 adds). dp (T, n_kv) is
- * scratch. Entries right of the diagonal are 0 in p, and so in the score gradient. */
+ * scratch. Entries right of the diagonal are 0 in p, and so in the score gradient. The
+ * key blocks line up with the query blocks, so the part of dp a key block reads (its
+ * columns, from its own first row down) is the part the query blocks computed. */
 static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float *dp,
                                     const float *dy, int dy_stride, const float *q_h,
                                     const float *k_h, const float *v_h, const float *p,
@@ -470,7 +473,7 @@ static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float
     float scale = 1.0f / sqrtf((float)s->hs);
     /* Each block of queries, over the keys it sees (0 .. t0+rows): */
     for (int t0 = 0; t0 < s->T; t0 += ATTENTION_QUERY_BLOCK) {
-        int rows = query_block_rows(s, t0), keys = t0 + rows;
+        int rows = attention_block_length(s, t0), keys = t0 + rows;
         const float *p_block = p + (size_t)t0 * s->n_kv;
         float *dp_block = dp + (size_t)t0 * s->n_kv;
         /* forward: out = p . v  =>  dp = dy . v^T */
@@ -487,7 +490,7 @@ static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float
     /* Each block of keys, from the queries that see it (k0 .. T-1): one product per block
      * writes its rows of dv and dk once, summing over every query that saw them. */
     for (int k0 = 0; k0 < s->T; k0 += ATTENTION_QUERY_BLOCK) {
-        int cols = query_block_rows(s, k0), seen_by = s->T - k0;
+        int cols = attention_block_length(s, k0), seen_by = s->T - k0;
         size_t at = (size_t)k0 * s->n_kv + k0;
         /* dv = p^T . dy,  dk = dscores^T . q */
         gemm(true, false, cols, s->hs, seen_by, 1.0f, p + at, s->n_kv, dy + (size_t)k0 * dy_stride,
