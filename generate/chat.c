@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
+
 /* How a family trims message content (Jinja's `trim` filter and Python's str.strip remove
  * white space at both ends). */
 typedef enum {
@@ -157,16 +159,8 @@ typedef struct {
 
 static int text_append(Text *t, const char *s, size_t n, Error *err)
 {
-    if (t->cap - t->n <= n) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap - t->n <= n)
-            cap *= 2;
-        char *grown = realloc(t->data, cap);
-        if (!grown)
-            return error_set(err, "out of memory for %zu bytes of chat text", cap);
-        t->data = grown;
-        t->cap = cap;
-    }
+    if (buffer_reserve(&t->data, &t->cap, t->n + n + 1, 256, "chat text", err) != 0)
+        return -1;
     memcpy(t->data + t->n, s, n);
     t->n += n;
     t->data[t->n] = '\0';

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "chart.h"
 #include "loader.h"
 #include "stream.h"
@@ -39,14 +40,8 @@ int completion_add_token(Completion *c, int token, Error *err)
 
 int completion_add_text(Completion *c, const char *bytes, size_t n, Error *err)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = (c->len + n + 1) * 2;
-        char *grown = realloc(c->text, cap);
-        if (!grown)
-            return error_set(err, "out of memory");
-        c->text = grown;
-        c->cap = cap;
-    }
+    if (buffer_reserve(&c->text, &c->cap, c->len + n + 1, 256, "generated text", err) != 0)
+        return -1;
     memcpy(c->text + c->len, bytes, n);
     c->len += n;
     c->text[c->len] = '\0';

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "hash.h"
 #include "tokenizer_internal.h"
 
@@ -756,16 +757,8 @@ typedef struct {
 
 static int bytebuf_append(ByteBuf *b, const char *bytes, size_t n, Error *err)
 {
-    if (b->cap - b->n <= n) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap - b->n <= n)
-            cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown)
-            return error_set(err, "out of memory for %zu bytes of decoded text", cap);
-        b->data = grown;
-        b->cap = cap;
-    }
+    if (buffer_reserve(&b->data, &b->cap, b->n + n + 1, 64, "decoded text", err) != 0)
+        return -1;
     memcpy(b->data + b->n, bytes, n);
     b->n += n;
     b->data[b->n] = '\0';

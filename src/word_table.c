@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "hash.h"
 
 enum { WORD_TABLE_FIRST_SLOTS = 1024 };
@@ -84,16 +85,9 @@ static int slots_grow(WordTable *t, Error *err)
 
 static int arena_append(WordTable *t, const char *key, size_t len, Error *err)
 {
-    if (t->arena_len + len > t->arena_cap) {
-        size_t cap = t->arena_cap ? 2 * t->arena_cap : 64 * 1024;
-        while (cap < t->arena_len + len)
-            cap *= 2;
-        char *grown = realloc(t->arena, cap);
-        if (!grown)
-            return error_set(err, "out of memory for %zu bytes of words", cap);
-        t->arena = grown;
-        t->arena_cap = cap;
-    }
+    if (buffer_reserve(&t->arena, &t->arena_cap, t->arena_len + len, 64 * 1024, "words",
+                       err) != 0)
+        return -1;
     memcpy(t->arena + t->arena_len, key, len);
     t->arena_len += len;
     return 0;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "buffer.h"
 #include "fileio.h"
 #include "hash.h"
 #include "test_util.h"
@@ -87,4 +88,21 @@ Test(hash, xxh3_matches_published_values_in_one_piece_and_in_pieces)
     hash64_stream_add(s, bytes + 1000, 1048);
     cr_expect_eq(hash64_stream_value(s), hash64(bytes, 2048));
     hash64_stream_free(s);
+}
+
+/* buffer_reserve: capacities by hand (64 doubled until the need fits), contents kept. */
+Test(buffer, reserve_doubles_from_the_first_capacity_and_keeps_the_contents)
+{
+    char *data = NULL;
+    size_t cap = 0;
+    Error err;
+    cr_assert_eq(buffer_reserve(&data, &cap, 10, 64, "test bytes", &err), 0, "%s", err.msg);
+    cr_expect_eq(cap, 64);
+    memcpy(data, "0123456789", 10);
+    cr_assert_eq(buffer_reserve(&data, &cap, 64, 64, "test bytes", &err), 0, "%s", err.msg);
+    cr_expect_eq(cap, 64, "a need that fits leaves the buffer alone");
+    cr_assert_eq(buffer_reserve(&data, &cap, 200, 64, "test bytes", &err), 0, "%s", err.msg);
+    cr_expect_eq(cap, 256, "64 -> 128 -> 256");
+    cr_expect_arr_eq(data, "0123456789", 10);
+    free(data);
 }

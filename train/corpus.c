@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
+
 /* ---- Reading segments ---------------------------------------------------------------- */
 
 enum { READ_STEP = 1 << 16 }; /* the least a read asks for */
@@ -33,17 +35,7 @@ void corpus_close(CorpusReader *r)
 
 static int segment_reserve(CorpusSegment *s, size_t need, Error *err)
 {
-    if (need <= s->cap)
-        return 0;
-    size_t cap = s->cap ? s->cap : READ_STEP;
-    while (cap < need)
-        cap *= 2;
-    char *grown = realloc(s->text, cap);
-    if (!grown)
-        return error_set(err, "out of memory for a segment of %zu bytes", cap);
-    s->text = grown;
-    s->cap = cap;
-    return 0;
+    return buffer_reserve(&s->text, &s->cap, need, READ_STEP, "corpus segment", err);
 }
 
 static int segment_append(CorpusSegment *s, const char *bytes, size_t n, Error *err)

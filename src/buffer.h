@@ -1,0 +1,17 @@
+/* Growing a heap buffer by doubling: the one way quill's appenders (decoded text, chat
+ * prompts, generated text, the word arena, corpus segments) make room. */
+#ifndef QUILL_BUFFER_H
+#define QUILL_BUFFER_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+/* Makes *data (*cap bytes, NULL and 0 at first) hold at least `need` bytes: the capacity
+ * starts at first_cap and doubles until it fits, and the contents are kept. Doubling makes
+ * n appends cost O(n) copying in all. On failure *data is unchanged, and err names `what`
+ * ("out of memory for 4096 bytes of chat text"). */
+int buffer_reserve(char **data, size_t *cap, size_t need, size_t first_cap, const char *what,
+                   Error *err);
+
+#endif
