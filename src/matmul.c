@@ -53,37 +53,53 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
 /* Sharing one product among threads costs OpenBLAS a few meetings per block, each a spin on
  * sched_yield, a system call that is slow in a VM. For a shakespeare-char layer (768 tokens
  * x 704 outputs x 128 inputs) that costs as much as the arithmetic, and for a bench-m one
- * (1024 x 1536 x 512) still a tenth of it. So gemm() cuts C into row chunks instead, and the
- * OpenMP threads take whole chunks, each a single-threaded sgemm (the BLAS runs on the
- * calling thread alone inside a parallel region). A chunk packs the whole other operand
- * again, so chunks are GEMM_CHUNK_ROWS rows below GEMM_SMALL_MACS multiply-adds and twice
- * that up to GEMM_CHUNKED_MACS; an even number of them, so two threads get equal shares.
- * Past GEMM_CHUNKED_MACS (2048^3, say) one call on all threads is faster again. Measured on
- * 2 threads (Zen 5, medians of interleaved runs): shakespeare-char 172 -> 213 GFLOP/s,
- * bench-s 265 -> 283, bench-m 288 -> 299. The chunks do not depend on the thread count,
- * so neither do the results. */
-#define GEMM_SMALL_MACS (1 << 27)
-#define GEMM_CHUNKED_MACS (1u << 31)
-#define GEMM_CHUNK_ROWS 128
+ * (1024 x 1536 x 512) still a tenth of it. So gemm() cuts C's rows into one part per thread
+ * instead, each a single-threaded sgemm (the BLAS runs on the calling thread alone inside a
+ * parallel region). Each part packs the whole other operand (the weights, say) for itself,
+ * so more, smaller parts would cost more copying: measured on 2 threads (Zen 5, fastest
+ * step of 20, medians of 5 interleaved runs), one part per thread instead of parts of about
+ * 256 rows made training steps faster: shakespeare-char by 6%, bench-s 2%, bench-m 4%. Past
+ * GEMM_SHARED_MACS (2048^3, say) one call on all threads is faster again.
+ *
+ * The result must not depend on the thread count, and here one thread computes what two
+ * compute in halves. An OpenBLAS kernel sums each element of C in the same order wherever
+ * its tile lies, so the halves agree with the whole when they meet at a whole number of
+ * tiles (24 rows; 16 was not enough for the Haswell kernel; 24 kept the bits of 2400
+ * products under the SkylakeX, Cooperlake, Haswell, Zen, Sandybridge and Nehalem kernels),
+ * and when no part is small enough for OpenBLAS's separate small-matrix kernels (up to
+ * 100^3 multiply-adds), which sum in another order. A product too small to cut that way runs whole on one thread.
+ * tests/test_matmul.c checks it under whichever kernel runs. */
+#define GEMM_SHARED_MACS (1u << 31)
+#define GEMM_PART_MIN_MACS (1 << 20)
+/* OpenBLAS itself runs a product this small on one thread (interface/gemm.c: 65536 x
+ * GEMM_MULTITHREAD_THRESHOLD, 4 by default): no parallel region is needed to keep it there */
+#define GEMM_BLAS_SERIAL_MACS (1 << 18)
+#define GEMM_ROW_TILE 24
 
-/* Rows per chunk for an M-row product: an even number of chunks of about `target` rows,
- * rounded up to whole 16-float vectors. */
-static int chunk_rows_for(int M, int target)
+/* The first row of part i of n: i/n of the way through the M rows, at the nearest tile. */
+static int part_start(int M, int i, int n)
 {
-    int n_chunks = 2 * ((M + 2 * target - 1) / (2 * target));
-    int rows = (M + n_chunks - 1) / n_chunks;
-    return (rows + 15) / 16 * 16;
+    if (i == n)
+        return M;
+    int share = (int)((long long)M * i / n);
+    return (share + GEMM_ROW_TILE / 2) / GEMM_ROW_TILE * GEMM_ROW_TILE;
 }
 
-static void sgemm_blas_row_chunks(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                                  const float *A, int lda, const float *B, int ldb, float beta,
-                                  float *C, int ldc, int chunk_rows)
+/* Whether n parts of an M-row product each keep a thread busy on OpenBLAS's regular kernels.
+ * Rounding moves each end of a part by half a tile at most. */
+static bool parts_worth_sharing(int M, int N, int K, int n)
 {
-    int n_chunks = (M + chunk_rows - 1) / chunk_rows;
+    int smallest = M / n - GEMM_ROW_TILE;
+    return smallest >= GEMM_ROW_TILE && (double)smallest * N * K >= GEMM_PART_MIN_MACS;
+}
+
+static void sgemm_blas_row_parts(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                                 const float *A, int lda, const float *B, int ldb, float beta,
+                                 float *C, int ldc, int n_parts)
+{
 #pragma omp parallel for schedule(static)
-    for (int chunk = 0; chunk < n_chunks; chunk++) {
-        int r0 = chunk * chunk_rows;
-        int rows = M - r0 < chunk_rows ? M - r0 : chunk_rows;
+    for (int part = 0; part < n_parts; part++) {
+        int r0 = part_start(M, part, n_parts), rows = part_start(M, part + 1, n_parts) - r0;
         /* rows r0.. of op(A): rows of A, or columns of A when it is transposed */
         const float *a_rows = trans_a ? A + r0 : A + (size_t)r0 * lda;
         sgemm_blas(trans_a, trans_b, rows, N, K, alpha, a_rows, lda, B, ldb, beta,
@@ -99,11 +115,15 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
         return;
 #ifndef QUILL_BLAS_NONE
     if (current_backend == GEMM_BACKEND_BLAS) {
+        int threads = compute_threads();
+        /* inside any parallel region, even one its `if` made single-threaded (attention's
+         * small ones), the product runs where it is called: no region nests in another */
         double macs = (double)M * N * K;
-        if (M > GEMM_CHUNK_ROWS && macs < GEMM_CHUNKED_MACS && !omp_in_parallel()) {
-            int target = macs < GEMM_SMALL_MACS ? GEMM_CHUNK_ROWS : 2 * GEMM_CHUNK_ROWS;
-            sgemm_blas_row_chunks(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                                  chunk_rows_for(M, target));
+        if (threads > 1 && macs > GEMM_BLAS_SERIAL_MACS && macs < GEMM_SHARED_MACS &&
+            omp_get_level() == 0) {
+            int n_parts = parts_worth_sharing(M, N, K, threads) ? threads : 1;
+            sgemm_blas_row_parts(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                                 n_parts);
         } else {
             sgemm_blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         }

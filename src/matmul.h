@@ -20,12 +20,12 @@ typedef enum {
  *   op(A) is M x K: A is M x K (lda >= K), or K x M when trans_a (lda >= M);
  *   op(B) is K x N: B is K x N (ldb >= N), or N x K when trans_b (ldb >= K).
  * With beta == 0, C is only written (it may hold garbage on entry), as in BLAS.
- * Called outside a parallel region it runs on all threads. A product with M > 128 rows and
- * fewer than 2^31 multiply-adds is computed in chunks of C's rows, one thread each, whose
- * size depends on the shape alone (matmul.c says why), so its result does not depend on the
- * thread count. Any other is split by OpenBLAS among the rows and columns of C, which keeps
- * the bits with the AVX-512 kernels (SkylakeX, Cooperlake) but not with the Haswell one,
- * whose edge tiles sum in another order (tests/test_model.c). */
+ * Called outside a parallel region, a product below 2^31 multiply-adds is cut into one
+ * part of C's rows per thread, meeting at whole kernel tiles, or runs whole on one thread
+ * when the parts would be small (matmul.c says why): its result does not depend on the
+ * thread count under any OpenBLAS kernel. A larger one is split by OpenBLAS among the rows
+ * and columns of C, which keeps the bits with the AVX-512 kernels (SkylakeX, Cooperlake)
+ * but not with the Haswell one, whose edge tiles sum in another order. */
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
