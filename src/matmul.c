@@ -67,7 +67,8 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
  * tiles (24 rows; 16 was not enough for the Haswell kernel; 24 kept the bits of 2400
  * products under the SkylakeX, Cooperlake, Haswell, Zen, Sandybridge and Nehalem kernels),
  * and when no part is small enough for OpenBLAS's separate small-matrix kernels (up to
- * 100^3 multiply-adds), which sum in another order. A product too small to cut that way runs whole on one thread.
+ * 100^3 multiply-adds), which sum in another order. A product too small to cut that way
+ * runs whole as the region's one part, where OpenBLAS keeps it on one thread.
  * tests/test_matmul.c checks it under whichever kernel runs. */
 #define GEMM_SHARED_MACS (1u << 31)
 #define GEMM_PART_MIN_MACS (1 << 20)

@@ -117,8 +117,8 @@ Test(matmul, blas_matches_reference_on_a_layer_sized_product)
 }
 
 /* Training must give the same bits on any thread count, so gemm() must: on 2 threads it
- * computes a product as two chunks of rows, on 1 as one product, and the check holds when
- * the chunks meet at whole kernel tiles and none is left to OpenBLAS's small-matrix kernels
+ * computes a product as two parts of rows, on 1 as one product, and the check holds when
+ * the parts meet at whole kernel tiles and none is left to OpenBLAS's small-matrix kernels
  * (matmul.c). Checked 1 against 2 threads, under whichever OpenBLAS kernel runs. */
 static bool same_on_one_and_two_threads(bool trans_a, bool trans_b, int M, int N, int K, float beta)
 {
@@ -157,9 +157,9 @@ Test(matmul, training_products_are_bit_identical_on_one_and_two_threads)
 {
     if (gemm_set_backend(GEMM_BACKEND_BLAS) != 0)
         cr_skip_test("built with BLAS=none");
-    /* a shakespeare-char layer, a bench-m layer, and shapes that once split badly: chunks
-     * of 16-row tiles under the Haswell kernel (the first two), a small-matrix kernel for a
-     * part (the last two) */
+    /* a shakespeare-char layer, a bench-m layer, and shapes that broke weaker rules: parts
+     * meeting at 16-row tiles broke all six under the Haswell kernel; parts left to the
+     * small-matrix kernels broke the last three under Haswell, two of them under Cooperlake */
     static const int layers[][3] = {{768, 704, 128}, {1024, 1536, 512}, {1000, 288, 864},
                                     {513, 100, 37},  {300, 65, 128},    {129, 16, 128}};
     int n_layers = sizeof layers / sizeof layers[0], compared = 0;
