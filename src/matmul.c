@@ -62,14 +62,15 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
  * GEMM_SHARED_MACS (2048^3, say) one call on all threads is faster again.
  *
  * The result must not depend on the thread count, and here one thread computes what two
- * compute in halves. An OpenBLAS kernel sums each element of C in the same order wherever
- * its tile lies, so the halves agree with the whole when they meet at a whole number of
- * tiles (24 rows; 16 was not enough for the Haswell kernel; 24 kept the bits of 2400
- * products under the SkylakeX, Cooperlake, Haswell, Zen, Sandybridge and Nehalem kernels),
- * and when no part is small enough for OpenBLAS's separate small-matrix kernels (up to
- * 100^3 multiply-adds), which sum in another order. A product too small to cut that way
- * runs whole as the region's one part, where OpenBLAS keeps it on one thread.
- * tests/test_matmul.c checks it under whichever kernel runs. */
+ * compute in parts. An OpenBLAS kernel sums each element of C in the same order wherever
+ * its tile lies, so the parts agree with the whole when they meet at a whole number of
+ * tiles, wherever that is (24 rows; 16 was not enough for the Haswell kernel; 24 kept the
+ * bits of 2400 products under the SkylakeX, Cooperlake, Haswell, Zen, Sandybridge and
+ * Nehalem kernels), and when no part is small enough for OpenBLAS's separate small-matrix
+ * kernels (up to 100^3 multiply-adds), which sum in another order. A product too small to
+ * cut that way runs whole as the region's one part, where OpenBLAS keeps it on one thread.
+ * tests/test_matmul.c checks both, cuts anywhere and 1 against 2 threads, under whichever
+ * kernel runs. */
 #define GEMM_SHARED_MACS (1u << 31)
 #define GEMM_PART_MIN_MACS (1 << 20)
 /* OpenBLAS itself runs a product this small on one thread (interface/gemm.c: 65536 x
@@ -77,35 +78,105 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
 #define GEMM_BLAS_SERIAL_MACS (1 << 18)
 #define GEMM_ROW_TILE 24
 
-/* The first row of part i of n: i/n of the way through the M rows, at the nearest tile. */
-static int part_start(int M, int i, int n)
+/* A VM's cores are not equally fast: the host runs other guests beside them. Measured on
+ * 2 vCPUs (Zen 5), one of them did the same rows of bench-m's products 8-14% slower in some
+ * runs, and the other waited for it after every product. So the parts are cut in
+ * proportion to each thread's measured speed: multiply-adds per second over its recent
+ * parts, older ones fading by GEMM_SPEED_MEMORY per product. Where a cut falls does not
+ * change the result (see above), only who computes which rows. The record belongs to the
+ * calling thread, for the team it starts; a team of more than GEMM_MAX_PARTS threads is
+ * given that many parts. */
+#define GEMM_MAX_PARTS 64
+#define GEMM_SPEED_MEMORY 0.95
+typedef struct {
+    double macs[GEMM_MAX_PARTS];    /* recent work of the thread running part i, fading */
+    double seconds[GEMM_MAX_PARTS]; /* and the time it took */
+} TeamSpeeds;
+static _Thread_local TeamSpeeds team_speeds;
+
+static double thread_speed(int part)
 {
-    if (i == n)
-        return M;
-    int share = (int)((long long)M * i / n);
-    return (share + GEMM_ROW_TILE / 2) / GEMM_ROW_TILE * GEMM_ROW_TILE;
+    return team_speeds.macs[part] / team_speeds.seconds[part];
 }
 
-/* Whether n parts of an M-row product each keep a thread busy on OpenBLAS's regular kernels.
- * Rounding moves each end of a part by half a tile at most. */
-static bool parts_worth_sharing(int M, int N, int K, int n)
+/* Whether all n threads have run parts before (a team of this size or larger). */
+static bool thread_speeds_known(int n)
 {
-    int smallest = M / n - GEMM_ROW_TILE;
-    return smallest >= GEMM_ROW_TILE && (double)smallest * N * K >= GEMM_PART_MIN_MACS;
+    for (int part = 0; part < n; part++)
+        if (!(team_speeds.seconds[part] > 0.0))
+            return false;
+    return true;
+}
+
+static void thread_speed_record(int part, double macs, double seconds)
+{
+    TeamSpeeds *s = &team_speeds;
+    s->macs[part] = s->macs[part] * GEMM_SPEED_MEMORY + macs;
+    s->seconds[part] = s->seconds[part] * GEMM_SPEED_MEMORY + seconds;
+}
+
+/* starts[0..n]: the first row of each of n parts, in proportion to the threads' speeds when
+ * `balanced` (else equal), each at the nearest whole tile; starts[n] = M. */
+static void part_starts(int M, int n, bool balanced, int *starts)
+{
+    double total = 0.0, before = 0.0;
+    for (int part = 0; part < n; part++)
+        total += balanced ? thread_speed(part) : 1.0;
+    for (int part = 0; part < n; part++) {
+        int share = (int)(M * before / total);
+        starts[part] = (share + GEMM_ROW_TILE / 2) / GEMM_ROW_TILE * GEMM_ROW_TILE;
+        before += balanced ? thread_speed(part) : 1.0;
+    }
+    starts[n] = M;
+}
+
+/* Whether every part keeps its thread on OpenBLAS's regular kernels: a whole tile at least,
+ * and more multiply-adds than its small-matrix kernels take. */
+static bool parts_worth_sharing(const int *starts, int n, int N, int K)
+{
+    for (int part = 0; part < n; part++) {
+        int rows = starts[part + 1] - starts[part];
+        if (rows < GEMM_ROW_TILE || (double)rows * N * K < GEMM_PART_MIN_MACS)
+            return false;
+    }
+    return true;
+}
+
+/* Cuts C's rows into n parts, balanced when that leaves every part worth its thread, else
+ * equal; returns n, or 1 (starts = {0, M}) when even equal parts would be too small. */
+static int rows_in_parts(int M, int N, int K, int n, int *starts)
+{
+    bool balanced = thread_speeds_known(n);
+    part_starts(M, n, balanced, starts);
+    if (balanced && !parts_worth_sharing(starts, n, N, K))
+        part_starts(M, n, false, starts);
+    if (parts_worth_sharing(starts, n, N, K))
+        return n;
+    starts[1] = M;
+    return 1;
 }
 
 static void sgemm_blas_row_parts(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                                  const float *A, int lda, const float *B, int ldb, float beta,
-                                 float *C, int ldc, int n_parts)
+                                 float *C, int ldc, int threads)
 {
+    int starts[GEMM_MAX_PARTS + 1];
+    double seconds[GEMM_MAX_PARTS];
+    int n_parts = rows_in_parts(M, N, K, threads < GEMM_MAX_PARTS ? threads : GEMM_MAX_PARTS,
+                                starts);
 #pragma omp parallel for schedule(static)
     for (int part = 0; part < n_parts; part++) {
-        int r0 = part_start(M, part, n_parts), rows = part_start(M, part + 1, n_parts) - r0;
+        double start = omp_get_wtime();
+        int r0 = starts[part], rows = starts[part + 1] - r0;
         /* rows r0.. of op(A): rows of A, or columns of A when it is transposed */
         const float *a_rows = trans_a ? A + r0 : A + (size_t)r0 * lda;
         sgemm_blas(trans_a, trans_b, rows, N, K, alpha, a_rows, lda, B, ldb, beta,
                    C + (size_t)r0 * ldc, ldc);
+        seconds[part] = omp_get_wtime() - start;
     }
+    for (int part = 0; n_parts > 1 && part < n_parts; part++)
+        thread_speed_record(part, (double)(starts[part + 1] - starts[part]) * N * K,
+                            seconds[part]);
 }
 #endif
 
@@ -122,9 +193,8 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
         double macs = (double)M * N * K;
         if (threads > 1 && macs > GEMM_BLAS_SERIAL_MACS && macs < GEMM_SHARED_MACS &&
             omp_get_level() == 0) {
-            int n_parts = parts_worth_sharing(M, N, K, threads) ? threads : 1;
             sgemm_blas_row_parts(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                                 n_parts);
+                                 threads);
         } else {
             sgemm_blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         }

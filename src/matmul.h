@@ -21,9 +21,10 @@ typedef enum {
  *   op(B) is K x N: B is K x N (ldb >= N), or N x K when trans_b (ldb >= K).
  * With beta == 0, C is only written (it may hold garbage on entry), as in BLAS.
  * Called outside a parallel region, a product below 2^31 multiply-adds is cut into one
- * part of C's rows per thread, meeting at whole kernel tiles, or runs whole on one thread
- * when the parts would be small (matmul.c says why): its result does not depend on the
- * thread count under any OpenBLAS kernel. A larger one is split by OpenBLAS among the rows
+ * part of C's rows per thread, sized to each thread's measured speed and meeting at whole
+ * kernel tiles, or runs whole on one thread when the parts would be small (matmul.c says
+ * why): its result depends neither on the thread count nor on where the cuts fall, under
+ * any OpenBLAS kernel. A larger one is split by OpenBLAS among the rows
  * and columns of C, which keeps the bits with the AVX-512 kernels (SkylakeX, Cooperlake)
  * but not with the Haswell one, whose edge tiles sum in another order. */
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,

@@ -174,6 +174,67 @@ Test(matmul, training_products_are_bit_identical_on_one_and_two_threads)
     cr_expect_eq(compared, 18);
 }
 
+/* gemm() cuts a product's rows where the threads' measured speeds put the cut (matmul.c),
+ * so the bits must not depend on where it falls. The whole product against its two parts,
+ * all on one thread, for every cut at a whole tile (24 rows, matmul.c's GEMM_ROW_TILE) that
+ * leaves both parts past the small-matrix kernels (2^20 multiply-adds, GEMM_PART_MIN_MACS).
+ * Returns how many cuts gave other bits; *cuts counts the cuts compared. */
+static int cuts_with_other_bits(bool trans_a, bool trans_b, int M, int N, int K, float beta,
+                                int *cuts)
+{
+    enum { TILE = 24, PART_MIN_MACS = 1 << 20 };
+    int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    size_t c_bytes = (size_t)M * N * sizeof(float);
+    float *A = malloc((size_t)M * K * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float));
+    float *start = malloc(c_bytes), *whole = malloc(c_bytes), *parts = malloc(c_bytes);
+    fill_uniform(A, (size_t)M * K, -1, 1, 9);
+    fill_uniform(B, (size_t)K * N, -1, 1, 10);
+    fill_uniform(start, (size_t)M * N, -1, 1, 11);
+    compute_set_threads(1);
+    memcpy(whole, start, c_bytes);
+    gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, whole, N);
+    int other = 0;
+    for (int cut = TILE; cut < M; cut += TILE) {
+        if ((double)cut * N * K < PART_MIN_MACS || (double)(M - cut) * N * K < PART_MIN_MACS ||
+            M - cut < TILE)
+            continue;
+        memcpy(parts, start, c_bytes);
+        const float *a_below = trans_a ? A + cut : A + (size_t)cut * lda;
+        gemm(trans_a, trans_b, cut, N, K, 1.0f, A, lda, B, ldb, beta, parts, N);
+        gemm(trans_a, trans_b, M - cut, N, K, 1.0f, a_below, lda, B, ldb, beta,
+             parts + (size_t)cut * N, N);
+        other += memcmp(whole, parts, c_bytes) != 0;
+        (*cuts)++;
+    }
+    compute_set_threads(0);
+    free(A);
+    free(B);
+    free(start);
+    free(whole);
+    free(parts);
+    return other;
+}
+
+Test(matmul, a_product_cut_at_any_whole_tile_keeps_its_bits)
+{
+    if (gemm_set_backend(GEMM_BACKEND_BLAS) != 0)
+        cr_skip_test("built with BLAS=none");
+    /* a shakespeare-char layer, a bench-m one, an odd one: M ranges over tokens (the forward
+     * and dx) and over outputs (dW) */
+    static const int layers[][3] = {{768, 704, 128}, {1024, 1536, 512}, {1000, 288, 864}};
+    int cuts = 0;
+    for (int l = 0; l < 3; l++) {
+        int BT = layers[l][0], OC = layers[l][1], IC = layers[l][2];
+        int other = cuts_with_other_bits(false, true, BT, OC, IC, 0.0f, &cuts) +
+                    cuts_with_other_bits(false, false, BT, IC, OC, 0.0f, &cuts) +
+                    cuts_with_other_bits(true, false, OC, IC, BT, 1.0f, &cuts);
+        cr_expect_eq(other, 0, "layer %dx%dx%d: %d cuts changed the bits", BT, OC, IC, other);
+    }
+    /* every whole tile inside each M, less the parts that are too small: forward, dx and dW
+     * cuts (31 + 31 + 28) + (41 + 41 + 63) + (40 + 40 + 11) */
+    cr_expect_eq(cuts, 326, "%d cuts compared", cuts);
+}
+
 /* The kernel quill asks OpenBLAS for: the best the CPU runs, whenever OpenBLAS's own choice
  * is weaker; never a downgrade, and a core name it does not know is left alone. */
 Test(matmul, blas_kernel_choice_follows_the_cpu)
