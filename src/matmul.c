@@ -59,7 +59,7 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
  * so more, smaller parts would cost more copying: measured on 2 threads (Zen 5, fastest
  * step of 20, medians of 5 interleaved runs), one part per thread instead of parts of about
  * 256 rows made training steps faster: shakespeare-char by 6%, bench-s 2%, bench-m 4%. Past
- * GEMM_SHARED_MACS (2048^3, say) one call on all threads is faster again.
+ * GEMM_SHARED_MACS (1024 x 1024 x 2048) one call on all threads is faster again.
  *
  * The result must not depend on the thread count, and here one thread computes what two
  * compute in parts. An OpenBLAS kernel sums each element of C in the same order wherever
@@ -79,7 +79,7 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
 #define GEMM_ROW_TILE 24
 
 /* A VM's cores are not equally fast: the host runs other guests beside them. Measured on
- * 2 vCPUs (Zen 5), one of them did the same rows of bench-m's products 8-14% slower in some
+ * 2 vCPUs (Zen 5), one of them did the same rows of bench-m's products 7-14% slower in some
  * runs, and the other waited for it after every product. So the parts are cut in
  * proportion to each thread's measured speed: multiply-adds per second over its recent
  * parts, older ones fading by GEMM_SPEED_MEMORY per product. Where a cut falls does not
@@ -119,13 +119,15 @@ static void thread_speed_record(int part, double macs, double seconds)
  * `balanced` (else equal), each at the nearest whole tile; starts[n] = M. */
 static void part_starts(int M, int n, bool balanced, int *starts)
 {
-    double total = 0.0, before = 0.0;
-    for (int part = 0; part < n; part++)
-        total += balanced ? thread_speed(part) : 1.0;
+    double weights[GEMM_MAX_PARTS], total = 0.0, before = 0.0;
+    for (int part = 0; part < n; part++) {
+        weights[part] = balanced ? thread_speed(part) : 1.0;
+        total += weights[part];
+    }
     for (int part = 0; part < n; part++) {
         int share = (int)(M * before / total);
         starts[part] = (share + GEMM_ROW_TILE / 2) / GEMM_ROW_TILE * GEMM_ROW_TILE;
-        before += balanced ? thread_speed(part) : 1.0;
+        before += weights[part];
     }
     starts[n] = M;
 }
@@ -174,9 +176,11 @@ static void sgemm_blas_row_parts(bool trans_a, bool trans_b, int M, int N, int K
                    C + (size_t)r0 * ldc, ldc);
         seconds[part] = omp_get_wtime() - start;
     }
-    for (int part = 0; n_parts > 1 && part < n_parts; part++)
-        thread_speed_record(part, (double)(starts[part + 1] - starts[part]) * N * K,
-                            seconds[part]);
+    /* a product left whole ran on the calling thread alone: it says nothing of the others */
+    if (n_parts > 1)
+        for (int part = 0; part < n_parts; part++)
+            thread_speed_record(part, (double)(starts[part + 1] - starts[part]) * N * K,
+                                seconds[part]);
 }
 #endif
 

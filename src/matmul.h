@@ -24,9 +24,9 @@ typedef enum {
  * part of C's rows per thread, sized to each thread's measured speed and meeting at whole
  * kernel tiles, or runs whole on one thread when the parts would be small (matmul.c says
  * why): its result depends neither on the thread count nor on where the cuts fall, under
- * any OpenBLAS kernel. A larger one is split by OpenBLAS among the rows
- * and columns of C, which keeps the bits with the AVX-512 kernels (SkylakeX, Cooperlake)
- * but not with the Haswell one, whose edge tiles sum in another order. */
+ * any OpenBLAS kernel. A larger one is split by OpenBLAS among the rows and columns of C,
+ * which keeps the bits with the AVX-512 kernels (SkylakeX, Cooperlake) but not with the
+ * Haswell one, whose edge tiles sum in another order. */
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
