@@ -92,7 +92,6 @@ int main(void)
         data_batch(&data, SPLIT_TRAIN, B, T, &rng, 0, inputs, targets);
         model_forward(&m, &a, inputs, B, T, 0);
         loss = model_loss(&m, &a, targets, B, T);
-        memset(grads, 0, m.n_params * sizeof *grads);
         model_backward(&m, &a, &scratch, &grad_views, inputs, targets, B, T, 1.0f);
         float clip_scale = grad_clip_scale(grad_global_norm(grads, m.n_params), CLIP);
         float lr = lr_schedule(step, LR, MIN_LR, WARMUP, STEPS);

@@ -300,8 +300,9 @@ typedef struct {
 int grad_scratch_init(GradScratch *g, const Model *m, int B, int T, Error *err);
 void grad_scratch_free(GradScratch *g);
 
-/* Adds to grads (viewed with the model's layout) the gradient of
- * loss_scale * mean(token losses) for the last training forward + model_loss. */
+/* Writes into grads (viewed with the model's layout) the gradient of
+ * loss_scale * mean(token losses) for the last training forward + model_loss; what grads
+ * held before is overwritten, so they need no clearing. */
 void model_backward(const Model *m, Activations *a, GradScratch *g, const ParamViews *grads,
                     const int *tokens, const int *targets, int B, int T, float loss_scale);
 

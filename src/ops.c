@@ -137,6 +137,8 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PARALLEL_MIN_WORK)
     for (int c0 = 0; c0 < C; c0 += REDUCE_COLUMN_BLOCK) {
         int c1 = c0 + REDUCE_COLUMN_BLOCK < C ? c0 + REDUCE_COLUMN_BLOCK : C;
+        for (int c = c0; c < c1; c++)
+            dweight[c] = 0.0f;
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C;
             const float *dy = dout + (size_t)n * C;
@@ -166,7 +168,7 @@ void matmul_backward(float *dinp, float *dweight, const float *dout, const float
 {
     /* forward: out[n][o] = sum_i inp[n][i] * weight[o][i] */
     gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
-    gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+    gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 0.0f, dweight, IC);
 }
 
 /* ---- rotary position embedding ------------------------------------------------------ */

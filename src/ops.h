@@ -38,7 +38,7 @@ void embedding_backward(float *dtable, const float *dout, const int *tokens, int
  * inp, out (N, C); weight (C); rstd (N) keeps 1/rms for the backward pass. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                      int C, float eps);
-/* dinp += ..., dweight += ...  (dinp accumulates: it is the residual stream's gradient) */
+/* dinp += ..., dweight = ...  (dinp accumulates: it is the residual stream's gradient) */
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int N, int C);
 
@@ -50,7 +50,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 void linear_forward(float *out, int ldo, const float *inp, int N, const WeightMatrix *w,
                     float beta, void *scratch);
 size_t linear_scratch_bytes(const WeightMatrix *w, int N);
-/* dinp (N, IC) = dout . weight;  dweight (OC, IC) += dout^T . inp. */
+/* dinp (N, IC) = dout . weight;  dweight (OC, IC) = dout^T . inp. */
 void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC);
 

@@ -330,7 +330,7 @@ Test(data, cache_is_rebuilt_when_the_source_changes)
     Tokenizer tok;
     char_tokenizer_for(&tok, corpus);
     TokenData first, again, changed;
-    Error err, warning;
+    Error warning;
     load_cached(&first, corpus, &tok, cache, &warning);
     cr_expect_not(first.from_cache);
     cr_expect_eq(first.token_bytes, 2, "a char vocabulary fits in 16 bits");

@@ -239,7 +239,7 @@ static void gradients_add(float *a, const float *b, size_t n)
 }
 
 /* The gradient of micro-batches [lo, hi) into tree level `level`: one micro-batch is
- * computed into a zeroed buffer; a longer range is split at its middle, and the halves'
+ * written into the level's buffer; a longer range is split at its middle, and the halves'
  * gradients are added, left + right. */
 static void tree_gradients(Trainer *t, int lo, int hi, int level)
 {
@@ -252,7 +252,6 @@ static void tree_gradients(Trainer *t, int lo, int hi, int level)
         gradients_add(t->tree[level], t->tree[level + 1], t->model.n_params);
         return;
     }
-    memset(t->tree[level], 0, t->model.n_params * sizeof(float));
     data_batch_at(&t->data, SPLIT_TRAIN, B, T, t->starts + (size_t)lo * B, t->inputs, t->targets);
     model_forward(&t->model, &t->acts, t->inputs, B, T, 0);
     t->micro_losses[lo] = model_loss(&t->model, &t->acts, t->targets, B, T);
