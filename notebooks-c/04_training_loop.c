@@ -7,7 +7,7 @@
  *             last T (each target is the token after its input)       train/data.h
  *   forward   logits (B, T, V) for every position                      src/model.h
  *   loss      mean cross-entropy: -ln p(target), averaged
- *   backward  the gradient of the loss for every parameter (added, so zero it first)
+ *   backward  the gradient of the loss for every parameter (written, not added to)
  *   clip      scale the gradient down when its global norm exceeds 1  train/optimizer.h
  *   lr        the learning rate of this step, from the schedule
  *   update    AdamW: each parameter moves against its (normalised) gradient

@@ -5,10 +5,10 @@
  *   H  query heads                KVH key/value heads           hs head size (C = H*hs)
  * All tensors are row-major float arrays; "(N, C)" means N rows of C floats.
  *
- * Conventions for backward functions: gradients of parameters are always ADDED into
- * (they accumulate over layers that share a weight and over micro-batches); gradients of
- * inputs are overwritten unless the comment says "+=". No backward function lets two
- * threads add into the same float, so results do not depend on the thread count. */
+ * Conventions for backward functions: gradients, of parameters and of inputs, are
+ * overwritten unless the comment says "+=" (the residual stream's, and the embedding
+ * table's, whose rows collect every occurrence of their token). No backward function lets
+ * two threads add into the same float, so results do not depend on the thread count. */
 #ifndef QUILL_OPS_H
 #define QUILL_OPS_H
 

@@ -143,7 +143,8 @@ static bool same_on_one_and_two_threads(bool trans_a, bool trans_b, int M, int N
 }
 
 /* The forward and both backward products of a {tokens, outputs, inputs} layer:
- * out = x W^T, dx = dout W, dW += dout^T x. Returns how many were the same. */
+ * out = x W^T, dx = dout W, dW = dout^T x, the last with beta = 1 (added to C), the path
+ * the forward's residual adds take. Returns how many were the same. */
 static int layer_products_same_on_one_and_two_threads(int BT, int OC, int IC)
 {
     int same = 0;
