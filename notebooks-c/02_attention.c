@@ -20,7 +20,9 @@
  *
  * Build and run:  make notebooks   (or: build/release/notebooks/02_attention) */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "gguf.h"
 #include "ops.h"
@@ -107,8 +109,15 @@ int main(void)
     AttentionShape shape = {.B = 1, .T = T, .H = 1, .KVH = 1, .hs = HS, .pos0 = 0, .n_kv = T,
                             .q_stride = HS, .kv_stride = HS, .kv_seq_stride = T * HS,
                             .kv_type = GGML_TYPE_F32};
+    /* and its scratch: room for K transposed, which its matrix products read row by row */
+    shape.scratch_stride = attention_scratch_floats(HS, HS, T, GGML_TYPE_F32);
+    float *scratch = malloc(shape.scratch_stride * omp_get_max_threads() * sizeof(float));
+    if (!scratch)
+        return 1;
+    shape.scratch = scratch;
     float lib_out[T][HS], lib_att[T][T];
     attention_forward(&lib_out[0][0], &lib_att[0][0], &q[0][0], &k[0][0], &v[0][0], &shape);
+    free(scratch);
     float out_diff = 0.0f, att_diff = 0.0f;
     for (int t = 0; t < T; t++) {
         for (int j = 0; j < T; j++)

@@ -192,8 +192,9 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
 #ifndef QUILL_BLAS_NONE
     if (current_backend == GEMM_BACKEND_BLAS) {
         int threads = compute_threads();
-        /* inside any parallel region, even one its `if` made single-threaded (attention's
-         * small ones), the product runs where it is called: no region nests in another */
+        /* inside any parallel region, even one its `if` made single-threaded, the product
+         * runs where it is called (a prompt's chunks of weight rows, quant.c): no region
+         * nests in another */
         double macs = (double)M * N * K;
         if (threads > 1 && macs > GEMM_BLAS_SERIAL_MACS && macs < GEMM_SHARED_MACS &&
             omp_get_level() == 0) {

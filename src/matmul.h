@@ -43,8 +43,8 @@ const char *gemm_backend_description(void);
 
 /* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. quill links
  * OpenBLAS's OpenMP build, which shares OpenMP's thread pool, and which runs a gemm()
- * called from inside a parallel region on the calling thread alone: attention runs many
- * small products side by side that way. */
+ * called from inside a parallel region on the calling thread alone: a prompt's products
+ * run their chunks of weight rows side by side that way (quant.c). */
 void compute_set_threads(int n);
 int compute_threads(void);
 

@@ -618,6 +618,17 @@ static size_t linear_scratch_size(const Model *m, int rows)
     return most;
 }
 
+/* Attention's scratch for n_kv keys stored as kv_type, for every thread OpenMP runs. */
+static int attention_scratch_alloc(Activations *a, const ModelConfig *c, int n_kv,
+                                   uint32_t kv_type)
+{
+    a->attention_scratch_stride =
+        attention_scratch_floats(model_head_size(c), model_kv_dim(c), n_kv, kv_type);
+    a->attention_scratch =
+        float_buffer_alloc((size_t)omp_get_max_threads() * a->attention_scratch_stride);
+    return a->attention_scratch ? 0 : -1;
+}
+
 /* The KV cache of B slots of n_ctx positions per block, stored as kv_type. */
 static int kv_cache_alloc(Activations *a, const Model *m, uint32_t kv_type, Error *err)
 {
@@ -635,12 +646,7 @@ static int kv_cache_alloc(Activations *a, const Model *m, uint32_t kv_type, Erro
     size_t rows = (size_t)m->config.n_layers * a->B * a->n_ctx;
     a->kv_k = malloc(rows * a->kv_row_bytes);
     a->kv_v = malloc(rows * a->kv_row_bytes);
-    /* per thread: a prompt's one head of keys and values, or a decoding step's one row */
-    size_t head = 2 * (size_t)a->n_ctx * hs;
-    a->kv_scratch_stride = head > (size_t)kvc ? head : (size_t)kvc;
-    if (kv_type != GGML_TYPE_F32)
-        a->kv_scratch = float_buffer_alloc((size_t)omp_get_max_threads() * a->kv_scratch_stride);
-    if (!a->kv_k || !a->kv_v || (kv_type != GGML_TYPE_F32 && !a->kv_scratch))
+    if (!a->kv_k || !a->kv_v || attention_scratch_alloc(a, &m->config, a->n_ctx, kv_type) != 0)
         return error_set(err, "out of memory for a KV cache of %zu MB",
                          2 * rows * a->kv_row_bytes >> 20);
     return 0;
@@ -691,7 +697,13 @@ int activations_init(Activations *a, const Model *m, int B, int T, Error *err)
     if (T > m->config.context)
         return error_set(err, "sequence length %d exceeds the model context %d", T,
                          m->config.context);
-    return activations_alloc(a, m, ACTS_TRAINING, B, T, T, err);
+    if (activations_alloc(a, m, ACTS_TRAINING, B, T, T, err) != 0)
+        return -1;
+    if (attention_scratch_alloc(a, &m->config, T, GGML_TYPE_F32) != 0) {
+        activations_free(a);
+        return error_set(err, "out of memory for attention's scratch");
+    }
+    return 0;
 }
 
 int activations_init_inference(Activations *a, const Model *m, const InferenceShape *s,
@@ -724,20 +736,22 @@ void activations_free(Activations *a)
     free(a->linear_scratch);
     free(a->kv_k);
     free(a->kv_v);
-    free(a->kv_scratch);
+    free(a->attention_scratch);
     memset(a, 0, sizeof *a);
 }
 
 /* ---- forward ------------------------------------------------------------------------ */
 
 /* Training: q, k and v all come from the block's own qkv rows. */
-static AttentionShape attention_shape_training(const ModelConfig *c, int B, int T)
+static AttentionShape attention_shape_training(const ModelConfig *c, const Activations *a,
+                                                int B, int T)
 {
     int qkv = c->dim + 2 * model_kv_dim(c);
     return (AttentionShape){
         .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
         .pos0 = 0, .n_kv = T, .q_stride = qkv, .kv_stride = qkv,
-        .kv_seq_stride = (size_t)T * qkv,
+        .kv_seq_stride = (size_t)T * qkv, .scratch = a->attention_scratch,
+        .scratch_stride = a->attention_scratch_stride,
     };
 }
 
@@ -750,8 +764,8 @@ static AttentionShape attention_shape_cached(const ModelConfig *c, const Activat
         .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
         .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
         .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .kv_type = a->kv_type,
-        .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .kv_scratch = a->kv_scratch,
-        .kv_scratch_stride = a->kv_scratch_stride,
+        .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .scratch = a->attention_scratch,
+        .scratch_stride = a->attention_scratch_stride,
     };
 }
 
@@ -854,7 +868,7 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T, i
     } else {
         k = x->qkv + C;
         v = x->qkv + C + KVC;
-        s = attention_shape_training(c, B, T);
+        s = attention_shape_training(c, a, B, T);
     }
     attention_forward(x->att_out, x->att, x->qkv, k, v, &s);
     residual_copy(x->resid_mid, x->resid_in, (size_t)BT * C);
@@ -962,7 +976,7 @@ static void block_backward(const Model *m, Activations *a, GradScratch *g, const
     /* attention branch */
     matmul_backward(g->d_att_out, dw->attn_output, g->d_resid, x->att_out, w->attn_output, BT, C,
                     C);
-    AttentionShape s = attention_shape_training(c, B, T);
+    AttentionShape s = attention_shape_training(c, a, B, T);
     attention_backward(g->d_qkv, g->d_qkv + C, g->d_qkv + C + KVC, g->d_att, g->d_att_out, x->qkv,
                        x->qkv + C, x->qkv + C + KVC, x->att, &s);
     rope_backward(g->d_qkv, B, T, QKV, c->n_heads, hs, 0, a->rope_cos, a->rope_sin);

@@ -237,9 +237,9 @@ typedef struct {
     uint32_t kv_type;
     size_t kv_row_bytes;  /* one position's KVC keys (or values) */
     uint8_t *kv_k, *kv_v;
-    float *kv_scratch;    /* kv_type other than F32: attention decodes keys and values
-                             into it, kv_scratch_stride floats per thread */
-    size_t kv_scratch_stride;
+    /* attention's scratch, attention_scratch_stride floats per thread (ops.h) */
+    float *attention_scratch;
+    size_t attention_scratch_stride;
 } Activations;
 
 /* Training (and evaluation): B sequences of T tokens, T <= the model's context. */

@@ -8,7 +8,9 @@
  * Conventions for backward functions: gradients, of parameters and of inputs, are
  * overwritten unless the comment says "+=" (the residual stream's, and the embedding
  * table's, whose rows collect every occurrence of their token). No backward function lets
- * two threads add into the same float, so results do not depend on the thread count. */
+ * two threads add into the same float, so results do not depend on the thread count.
+ * src/ops.c implements them, except attention, which src/attention.c implements with the
+ * small matrix-product kernel it runs on. */
 #ifndef QUILL_OPS_H
 #define QUILL_OPS_H
 
@@ -16,8 +18,41 @@
 #include <stdint.h>
 
 /* e^x with a relative error below 2e-7 over the whole float range, written so that
- * the compiler can vectorise it (the libm expf call cannot be without -ffast-math). */
-float ops_expf(float x);
+ * the compiler can vectorise it (the libm expf call cannot be without -ffast-math).
+ * Inline, so that the loops of every file that call it vectorise. */
+static inline float ops_expf(float x)
+{
+    /* Range reduction: e^x = 2^n * e^r with n = round(x / ln 2), so |r| <= ln(2)/2 and a
+     * short polynomial is enough for e^r. ln 2 is split into a part exact in float and a
+     * small correction (Cody & Waite) so that r keeps its low bits. The coefficients are
+     * Cephes' minimax fit for expf. Inputs are clamped to where 2^n is a normal float:
+     * below -87.3 the result is the smallest normal float, above 88 it saturates at e^88;
+     * NaN stays NaN.
+     * Every step is plain arithmetic so that loops calling this vectorise: fminf, fmaxf
+     * and floorf would be library calls without -ffast-math. Adding and subtracting
+     * 1.5 * 2^23 rounds to the nearest integer, because floats that large have no
+     * fraction bits. */
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n, built directly in the exponent bits of a float (n is in [-126, 127], so the
+     * biased exponent n + 127 is in [1, 254]). A NaN input has made p NaN already; its n
+     * must not reach the integer conversion, which is undefined for NaN. */
+    float exponent = n == n ? n : 0.0f;
+    union {
+        int32_t bits;
+        float value;
+    } two_n = {.bits = ((int32_t)exponent + 127) << 23};
+    return p * two_n.value;
+}
 
 /* A weight matrix as it is stored: `rows` rows of `cols` elements of a GGUF tensor type
  * (GgmlType), row-major, one row per output: (out, in) for a linear layer, (V, C) for the
@@ -83,20 +118,24 @@ typedef struct {
     const int *kv_slot;   /* sequence b's keys are slot kv_slot[b] (NULL: slot b) */
     /* Inference reads the KV cache: a slot holds kv_slot_rows positions (0 in training,
      * which has no cache). A cache stored in another type (F16, Q8_0) takes kv_row_bytes
-     * per row of KVH*hs elements, and attention decodes what it reads into kv_scratch,
-     * kv_scratch_stride floats per thread: a prompt one key/value head at a time (2 * n_kv
-     * * hs floats), a decoding step one row at a time (KVH * hs floats). */
+     * per row of KVH*hs elements, and attention decodes what it reads into the scratch. */
     uint32_t kv_type;     /* GGML_TYPE_F32, or the cache's type */
     size_t kv_row_bytes;
     int kv_slot_rows;
-    float *kv_scratch;
-    size_t kv_scratch_stride;
+    /* scratch_stride floats per thread (attention_scratch_floats), for as many threads as
+     * OpenMP runs: a head's keys or values transposed, and a typed cache's decoded rows. */
+    float *scratch;
+    size_t scratch_stride;
 } AttentionShape;
 
 /* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
  * key/value head h / (H/KVH) (grouped-query attention). att (B, H, T, n_kv) keeps the
  * probabilities for backward; masked entries are 0. q is (B, T, H*hs) and k, v are
  * (B, n_kv, KVH*hs), laid out as the shape says (floats, or rows of kv_type). */
+/* Floats of scratch each thread needs for attention over n_kv keys of head size hs, with
+ * keys and values stored as kv_type (kv_dim = KVH * hs). */
+size_t attention_scratch_floats(int hs, int kv_dim, int n_kv, uint32_t kv_type);
+
 void attention_forward(float *out, float *att, const float *q, const void *k, const void *v,
                        const AttentionShape *s);
 /* dq, dk, dv (strides as q, k, v) are overwritten; datt (B, H, T, n_kv) is scratch. */

@@ -193,6 +193,15 @@ Test(ops, rope_backward_matches_finite_differences)
 /* ---- attention ------------------------------------------------------------------------ */
 
 /* Grouped-query attention: 4 query heads share 2 key/value heads. */
+/* Attention's scratch for shape s, for every thread; big enough for every case here. */
+static void give_attention_scratch(AttentionShape *s)
+{
+    static float scratch[64 * 16384];
+    s->scratch = scratch;
+    s->scratch_stride = attention_scratch_floats(s->hs, s->KVH * s->hs, s->n_kv, s->kv_type);
+    cr_assert_leq(omp_get_max_threads() * s->scratch_stride, sizeof scratch / sizeof *scratch);
+}
+
 enum { AT_B = 2, AT_T = 5, AT_H = 4, AT_KVH = 2, AT_HS = 4 };
 enum { AT_C = AT_H * AT_HS, AT_KVC = AT_KVH * AT_HS, AT_QKV = AT_C + 2 * AT_KVC };
 enum { AT_ROWS = AT_B * AT_T, AT_ATT = AT_B * AT_H * AT_T * AT_T };
@@ -203,9 +212,11 @@ typedef struct {
 
 static AttentionShape attention_case_shape(void)
 {
-    return (AttentionShape){.B = AT_B, .T = AT_T, .H = AT_H, .KVH = AT_KVH, .hs = AT_HS,
-                            .pos0 = 0, .n_kv = AT_T, .q_stride = AT_QKV, .kv_stride = AT_QKV,
-                            .kv_seq_stride = AT_T * AT_QKV};
+    AttentionShape s = {.B = AT_B, .T = AT_T, .H = AT_H, .KVH = AT_KVH, .hs = AT_HS, .pos0 = 0,
+                        .n_kv = AT_T, .q_stride = AT_QKV, .kv_stride = AT_QKV,
+                        .kv_seq_stride = AT_T * AT_QKV};
+    give_attention_scratch(&s);
+    return s;
 }
 
 static double attention_loss(void *p)
@@ -249,22 +260,33 @@ Test(ops, attention_backward_matches_finite_differences)
     grad_check("attention dqkv", c.qkv, dqkv, AT_ROWS * AT_QKV, 1, attention_loss, &c, TOL);
 }
 
-/* Long sequences: attention works in blocks of 64 queries, each over only the keys it sees.
- * 150 positions make two full blocks and a partial one; the forward pass is compared with
- * a direct double-precision computation, fresh (pos0 = 0) and after 70 cached positions, and
- * the backward pass with finite differences. One sequence, 2 query heads on 1 key/value head. */
-enum { LA_T = 150, LA_H = 2, LA_KVH = 1, LA_HS = 8, LA_CTX = 70 + LA_T };
-enum { LA_C = LA_H * LA_HS, LA_KVC = LA_KVH * LA_HS, LA_QKV = LA_C + 2 * LA_KVC };
+/* Long sequences: attention works in tiles of a few queries, each over only the keys it
+ * sees, and in tiles of up to 64 keys or head columns. 150 positions make many of each;
+ * the forward pass is compared with a direct double-precision computation, fresh (pos0 =
+ * 0) and after 70 cached positions, and the backward pass with finite differences. One
+ * sequence, 2 query heads on 1 key/value head, of the head sizes LA_HEAD_SIZES: rows of
+ * whole vectors (64, or 8 with AVX2), and rows that end inside a vector (8 and 40 with
+ * AVX-512), which the kernel reads in part. */
+enum { LA_T = 150, LA_H = 2, LA_KVH = 1, LA_CTX = 70 + LA_T, LA_MAX_HS = 64 };
+enum { LA_MAX_C = LA_H * LA_MAX_HS, LA_MAX_QKV = LA_MAX_C + 2 * LA_KVH * LA_MAX_HS };
+static const int LA_HEAD_SIZES[] = {8, 40, 64};
+enum { LA_N_HEAD_SIZES = sizeof LA_HEAD_SIZES / sizeof *LA_HEAD_SIZES };
 typedef struct {
-    float qkv[LA_T * LA_QKV], out[LA_T * LA_C], att[LA_H * LA_T * LA_T], proj[LA_T * LA_C];
+    float qkv[LA_T * LA_MAX_QKV], out[LA_T * LA_MAX_C], att[LA_H * LA_T * LA_T];
+    float proj[LA_T * LA_MAX_C];
     AttentionShape shape;
+    int C, KVC, QKV; /* of the head size in use */
 } LongAttentionCase;
 
-static AttentionShape long_attention_shape(void)
+static void long_attention_case_init(LongAttentionCase *c, int hs)
 {
-    return (AttentionShape){.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = LA_HS,
-                            .n_kv = LA_T, .q_stride = LA_QKV, .kv_stride = LA_QKV,
-                            .kv_seq_stride = LA_T * LA_QKV};
+    c->C = LA_H * hs;
+    c->KVC = LA_KVH * hs;
+    c->QKV = c->C + 2 * c->KVC;
+    c->shape = (AttentionShape){.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = hs,
+                                .n_kv = LA_T, .q_stride = c->QKV, .kv_stride = c->QKV,
+                                .kv_seq_stride = LA_T * c->QKV};
+    give_attention_scratch(&c->shape);
 }
 
 /* out_h(t) = sum over j <= pos0+t of softmax_j(q_t . k_j / sqrt(hs)) v_j, in double; head
@@ -298,52 +320,67 @@ static int expect_direct_attention(const AttentionShape *s, const float *out, co
             for (int i = 0; i < s->hs; i++, compared++)
                 cr_expect(fabs(out[(size_t)t * s->H * s->hs + h * s->hs + i] -
                                direct_attention_output(s, q, k, v, t, h, i)) < 1e-5,
-                          "pos0 %d, position %d, head %d, element %d", s->pos0, t, h, i);
+                          "head size %d, pos0 %d, position %d, head %d, element %d", s->hs,
+                          s->pos0, t, h, i);
     return compared;
 }
 
-Test(ops, attention_over_several_query_blocks_equals_the_direct_computation)
+/* Fresh and after cached positions, for one head size; returns the outputs compared. */
+static int long_attention_forward_case(int hs)
 {
     static LongAttentionCase c;
-    c.shape = long_attention_shape();
-    fill_uniform(c.qkv, LA_T * LA_QKV, -2, 2, 31);
-    const float *k = c.qkv + LA_C, *v = k + LA_KVC;
+    long_attention_case_init(&c, hs);
+    fill_uniform(c.qkv, LA_T * c.QKV, -2, 2, 31);
+    const float *k = c.qkv + c.C, *v = k + c.KVC;
     attention_forward(c.out, c.att, c.qkv, k, v, &c.shape);
     int compared = expect_direct_attention(&c.shape, c.out, c.qkv, k, v);
 
     /* a prompt of LA_T tokens after 70 cached ones: keys and values (LA_CTX rows) */
-    static float q[LA_T * LA_C], kv[2][LA_CTX * LA_KVC], att[LA_H * LA_T * LA_CTX];
-    fill_uniform(q, LA_T * LA_C, -2, 2, 32);
-    fill_uniform(kv[0], LA_CTX * LA_KVC, -2, 2, 33);
-    fill_uniform(kv[1], LA_CTX * LA_KVC, -2, 2, 34);
-    AttentionShape cached = {.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = LA_HS,
-                             .pos0 = LA_CTX - LA_T, .n_kv = LA_CTX, .q_stride = LA_C,
-                             .kv_stride = LA_KVC, .kv_seq_stride = LA_CTX * LA_KVC};
+    static float q[LA_T * LA_MAX_C], kv[2][LA_CTX * LA_KVH * LA_MAX_HS], att[LA_H * LA_T * LA_CTX];
+    fill_uniform(q, LA_T * c.C, -2, 2, 32);
+    fill_uniform(kv[0], LA_CTX * c.KVC, -2, 2, 33);
+    fill_uniform(kv[1], LA_CTX * c.KVC, -2, 2, 34);
+    AttentionShape cached = {.B = 1, .T = LA_T, .H = LA_H, .KVH = LA_KVH, .hs = hs,
+                             .pos0 = LA_CTX - LA_T, .n_kv = LA_CTX, .q_stride = c.C,
+                             .kv_stride = c.KVC, .kv_seq_stride = LA_CTX * c.KVC};
+    give_attention_scratch(&cached);
     attention_forward(c.out, att, q, kv[0], kv[1], &cached);
-    compared += expect_direct_attention(&cached, c.out, q, kv[0], kv[1]);
-    cr_assert_eq(compared, 2 * LA_T * LA_C);
+    return compared + expect_direct_attention(&cached, c.out, q, kv[0], kv[1]);
+}
+
+Test(ops, attention_over_many_tiles_equals_the_direct_computation)
+{
+    int compared = 0, expected = 0;
+    for (int i = 0; i < LA_N_HEAD_SIZES; i++) {
+        compared += long_attention_forward_case(LA_HEAD_SIZES[i]);
+        expected += 2 * LA_T * LA_H * LA_HEAD_SIZES[i];
+    }
+    cr_assert_eq(compared, expected);
 }
 
 static double long_attention_loss(void *p)
 {
     LongAttentionCase *c = p;
-    attention_forward(c->out, c->att, c->qkv, c->qkv + LA_C, c->qkv + LA_C + LA_KVC, &c->shape);
-    return dot_double(c->out, c->proj, LA_T * LA_C);
+    attention_forward(c->out, c->att, c->qkv, c->qkv + c->C, c->qkv + c->C + c->KVC, &c->shape);
+    return dot_double(c->out, c->proj, LA_T * c->C);
 }
 
-Test(ops, attention_backward_over_several_query_blocks_matches_finite_differences)
+Test(ops, attention_backward_over_many_tiles_matches_finite_differences)
 {
     static LongAttentionCase c;
-    static float dqkv[LA_T * LA_QKV], datt[LA_H * LA_T * LA_T];
-    c.shape = long_attention_shape();
-    fill_uniform(c.qkv, LA_T * LA_QKV, -1.5f, 1.5f, 35);
-    fill_uniform(c.proj, LA_T * LA_C, -1, 1, 36);
-    long_attention_loss(&c);
-    attention_backward(dqkv, dqkv + LA_C, dqkv + LA_C + LA_KVC, datt, c.proj, c.qkv,
-                       c.qkv + LA_C, c.qkv + LA_C + LA_KVC, c.att, &c.shape);
-    /* every 7th entry: q, k and v of positions in each of the three blocks */
-    grad_check("long attention dqkv", c.qkv, dqkv, LA_T * LA_QKV, 7, long_attention_loss, &c,
-               TOL);
+    static float dqkv[LA_T * LA_MAX_QKV], datt[LA_H * LA_T * LA_T];
+    for (int i = 0; i < LA_N_HEAD_SIZES; i++) {
+        long_attention_case_init(&c, LA_HEAD_SIZES[i]);
+        fill_uniform(c.qkv, LA_T * c.QKV, -1.5f, 1.5f, 35);
+        fill_uniform(c.proj, LA_T * c.C, -1, 1, 36);
+        long_attention_loss(&c);
+        attention_backward(dqkv, dqkv + c.C, dqkv + c.C + c.KVC, datt, c.proj, c.qkv,
+                           c.qkv + c.C, c.qkv + c.C + c.KVC, c.att, &c.shape);
+        /* about 700 entries, spread over q, k and v of every tile of positions (a stride
+         * that is odd, and prime to the row length, walks through all columns) */
+        size_t n = (size_t)LA_T * c.QKV, stride = (n / 700) | 1;
+        grad_check("long attention dqkv", c.qkv, dqkv, n, stride, long_attention_loss, &c, TOL);
+    }
 }
 
 /* Attention over a cache stored as F16 or Q8_0 must equal attention over an F32 cache that
@@ -356,7 +393,7 @@ static void typed_cache_case(uint32_t type)
 {
     static float q[TC_B * TC_T * TC_C], k[TC_B * TC_CTX * TC_KVC], v[TC_B * TC_CTX * TC_KVC];
     static float out_f32[TC_B * TC_T * TC_C], out_typed[TC_B * TC_T * TC_C];
-    static float att[TC_B * TC_H * TC_T * TC_KV], scratch[64 * 2 * TC_KV * TC_HS];
+    static float att[TC_B * TC_H * TC_T * TC_KV];
     static uint8_t k_rows[TC_B * TC_CTX * TC_KVC * 4], v_rows[TC_B * TC_CTX * TC_KVC * 4];
     fill_uniform(q, TC_B * TC_T * TC_C, -1, 1, 21);
     fill_uniform(k, TC_B * TC_CTX * TC_KVC, -1, 1, 22);
@@ -372,12 +409,12 @@ static void typed_cache_case(uint32_t type)
     AttentionShape s = {.B = TC_B, .T = TC_T, .H = TC_H, .KVH = TC_KVH, .hs = TC_HS,
                         .pos0 = TC_POS0, .n_kv = TC_KV, .q_stride = TC_C, .kv_stride = TC_KVC,
                         .kv_seq_stride = TC_CTX * TC_KVC, .kv_slot = slots};
+    give_attention_scratch(&s);
     attention_forward(out_f32, att, q, k, v, &s);
     s.kv_type = type;
     s.kv_row_bytes = row_bytes;
     s.kv_slot_rows = TC_CTX;
-    s.kv_scratch = scratch;
-    cr_assert_leq(omp_get_max_threads(), 64);
+    give_attention_scratch(&s);
     attention_forward(out_typed, att, q, k_rows, v_rows, &s);
     for (int i = 0; i < TC_B * TC_T * TC_C; i++)
         cr_expect_float_eq(out_typed[i], out_f32[i], 1e-6f, "%s cache, output %d",
