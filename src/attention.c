@@ -226,9 +226,9 @@ static RowMatrix transpose_padded(float *dst, const float *src, size_t src_strid
 
 /* ---- causal self-attention ---------------------------------------------------------- */
 
-/* Softmax over the first n_visible entries of a row of n_kv scores; the rest (future
- * positions) get probability 0. */
-static void causal_softmax_row(float *row, int n_visible, int n_kv)
+/* Softmax over the first n_visible entries of a row of scores; entries n_visible ..
+ * n_computed-1 (future positions that the row's tile computed) get probability 0. */
+static void causal_softmax_row(float *row, int n_visible, int n_computed)
 {
     float max = row_max(row, n_visible);
     float sum = 0.0f;
@@ -240,7 +240,7 @@ static void causal_softmax_row(float *row, int n_visible, int n_kv)
     float inv = 1.0f / sum;
     for (int j = 0; j < n_visible; j++)
         row[j] *= inv;
-    for (int j = n_visible; j < n_kv; j++)
+    for (int j = n_visible; j < n_computed; j++)
         row[j] = 0.0f;
 }
 
@@ -305,7 +305,7 @@ static void attention_head_forward(float *out_h, int out_stride, float *p, const
         product(p_tile, s->n_kv, rows, keys, s->hs, scale,
                 as_is(q_h + (size_t)t0 * q_stride, q_stride), k_t, false);
         for (int t = 0; t < rows; t++)
-            causal_softmax_row(p_tile + (size_t)t * s->n_kv, s->pos0 + t0 + t + 1, s->n_kv);
+            causal_softmax_row(p_tile + (size_t)t * s->n_kv, s->pos0 + t0 + t + 1, keys);
         /* out_tile (rows, hs) = probabilities (rows, keys) . v_h[0:keys] (hs) */
         product(out_h + (size_t)t0 * out_stride, out_stride, rows, s->hs, keys, 1.0f,
                 as_is(p_tile, s->n_kv), values, false);

@@ -128,14 +128,16 @@ typedef struct {
     size_t scratch_stride;
 } AttentionShape;
 
-/* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
- * key/value head h / (H/KVH) (grouped-query attention). att (B, H, T, n_kv) keeps the
- * probabilities for backward; masked entries are 0. q is (B, T, H*hs) and k, v are
- * (B, n_kv, KVH*hs), laid out as the shape says (floats, or rows of kv_type). */
 /* Floats of scratch each thread needs for attention over n_kv keys of head size hs, with
  * keys and values stored as kv_type (kv_dim = KVH * hs). */
 size_t attention_scratch_floats(int hs, int kv_dim, int n_kv, uint32_t kv_type);
 
+/* out (B, T, H*hs) = softmax(q k^T / sqrt(hs), causal) v, per head; query head h uses
+ * key/value head h / (H/KVH) (grouped-query attention). att (B, H, T, n_kv) keeps the
+ * probabilities for backward: query t's row holds the pos0+t+1 keys it sees, then zeros
+ * to the end of its tile of queries (src/attention.c); the rest of the row, which no pass
+ * reads, is not written. q is (B, T, H*hs) and k, v are (B, n_kv, KVH*hs), laid out as the
+ * shape says (floats, or rows of kv_type). */
 void attention_forward(float *out, float *att, const float *q, const void *k, const void *v,
                        const AttentionShape *s);
 /* dq, dk, dv (strides as q, k, v) are overwritten; datt (B, H, T, n_kv) is scratch. */
