@@ -145,29 +145,29 @@ tile_kernel(float *c, size_t ldc, int rows, int cols, StridedMatrix a, RowMatrix
     tile_store(c, ldc, rows, cols, acc, vecs, alpha, add);
 }
 
-/* The kernel for one tile (rows <= TILE_ROWS, cols <= TILE_COLS), as many vectors wide as
+/* The kernel for a constant vecs, in its two versions: B's rows read in whole vectors, or
+ * the last vector in part. */
+static inline __attribute__((always_inline)) void
+tile_kernel_of_width(float *c, size_t ldc, int rows, int cols, StridedMatrix a, RowMatrix b,
+                     int k, float alpha, bool add, int vecs)
+{
+    if (b.readable >= vecs * VEC_FLOATS)
+        tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, vecs, false);
+    else
+        tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, vecs, true);
+}
+
+/* One tile (rows <= TILE_ROWS, cols <= TILE_COLS), by the kernel as many vectors wide as
  * cols needs. */
 static void tile_product(float *c, size_t ldc, int rows, int cols, StridedMatrix a, RowMatrix b,
                          int k, float alpha, bool add)
 {
-    int vecs = (cols + VEC_FLOATS - 1) / VEC_FLOATS;
-    if (b.readable < vecs * VEC_FLOATS) {
-        switch (vecs) {
-        case 1: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 1, true); break;
-        case 2: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 2, true); break;
+    switch ((cols + VEC_FLOATS - 1) / VEC_FLOATS) {
+    case 1: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 1); break;
+    case 2: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 2); break;
 #if TILE_VECS == 4
-        case 3: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 3, true); break;
-        case 4: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 4, true); break;
-#endif
-        }
-        return;
-    }
-    switch (vecs) {
-    case 1: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 1, false); break;
-    case 2: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 2, false); break;
-#if TILE_VECS == 4
-    case 3: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 3, false); break;
-    case 4: tile_kernel(c, ldc, rows, cols, a, b, k, alpha, add, 4, false); break;
+    case 3: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 3); break;
+    case 4: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 4); break;
 #endif
     }
 }
