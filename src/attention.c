@@ -162,7 +162,7 @@ tile_kernel_of_width(float *c, size_t ldc, int rows, int cols, StridedMatrix a, 
 static void tile_product(float *c, size_t ldc, int rows, int cols, StridedMatrix a, RowMatrix b,
                          int k, float alpha, bool add)
 {
-    switch ((cols + VEC_FLOATS - 1) / VEC_FLOATS) {
+    switch (round_up_to_vector(cols) / VEC_FLOATS) {
     case 1: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 1); break;
     case 2: tile_kernel_of_width(c, ldc, rows, cols, a, b, k, alpha, add, 2); break;
 #if TILE_VECS == 4
@@ -244,17 +244,18 @@ static void causal_softmax_row(float *row, int n_visible, int n_computed)
         row[j] = 0.0f;
 }
 
-/* The query tiles of a head: TILE_ROWS positions at a time, the last tile shorter. */
-static int query_tile_rows(const AttentionShape *s, int t0)
+/* Positions in the tile that starts at position t0: of queries, or in the backward pass of
+ * keys. TILE_ROWS, the last tile shorter. */
+static int tile_length(const AttentionShape *s, int t0)
 {
     return min_int(TILE_ROWS, s->T - t0);
 }
 
 /* Floats of scratch one head needs for its transposed keys (or values): hs rows of n_kv
  * positions, padded to a whole vector. */
-static size_t transposed_head_floats(const AttentionShape *s)
+static size_t transposed_head_floats(int hs, int n_kv)
 {
-    return (size_t)s->hs * round_up_to_vector(s->n_kv);
+    return (size_t)hs * round_up_to_vector(n_kv);
 }
 
 /* A thread's scratch: a head's keys or values transposed, and with a typed cache one
@@ -265,10 +266,9 @@ typedef struct {
 
 size_t attention_scratch_floats(int hs, int kv_dim, int n_kv, uint32_t kv_type)
 {
-    AttentionShape s = {.hs = hs, .n_kv = n_kv};
     if (kv_type == GGML_TYPE_F32)
-        return transposed_head_floats(&s);
-    size_t prompt = transposed_head_floats(&s) + 2 * (size_t)n_kv * hs, decode_row = kv_dim;
+        return transposed_head_floats(hs, n_kv);
+    size_t prompt = transposed_head_floats(hs, n_kv) + 2 * (size_t)n_kv * hs, decode_row = kv_dim;
     return prompt > decode_row ? prompt : decode_row;
 }
 
@@ -281,25 +281,25 @@ static float *thread_scratch(const AttentionShape *s)
 static HeadScratch head_scratch(const AttentionShape *s)
 {
     float *transposed = thread_scratch(s);
-    return (HeadScratch){transposed, transposed + transposed_head_floats(s)};
+    return (HeadScratch){transposed, transposed + transposed_head_floats(s->hs, s->n_kv)};
 }
 
 /* One query head over its keys: p (T, n_kv) = causal softmax(q_h k_h^T / sqrt(hs)), then
- * out_h (T, hs) = p v_h. q_h rows are q_stride apart, out_h rows out_stride, k_h and v_h
- * rows kv_stride; the first new token is at position pos0.
+ * out_h (T, hs) = p v_h. q_h rows are q_stride apart, out_h rows out_stride, v_h rows
+ * kv_stride; k_t holds the head's keys k_h transposed (keys_transposed); the first new
+ * token is at position pos0.
  * Each tile of queries multiplies only the keys its last row sees: over T = 256 new
  * tokens, tiles of 6 rows compute 54% of the T x T square of scores, where computing the
  * square and masking it would spend half of attention's multiply-adds on the masked
  * upper triangle. */
 static void attention_head_forward(float *out_h, int out_stride, float *p, const float *q_h,
-                                   int q_stride, const float *k_h, const float *v_h,
-                                   int kv_stride, HeadScratch scratch, const AttentionShape *s)
+                                   int q_stride, RowMatrix k_t, const float *v_h, int kv_stride,
+                                   const AttentionShape *s)
 {
     float scale = 1.0f / sqrtf((float)s->hs);
-    RowMatrix k_t = transpose_padded(scratch.transposed, k_h, kv_stride, s->n_kv, s->hs);
     RowMatrix values = {v_h, (size_t)kv_stride, s->hs};
     for (int t0 = 0; t0 < s->T; t0 += TILE_ROWS) {
-        int rows = query_tile_rows(s, t0), keys = s->pos0 + t0 + rows;
+        int rows = tile_length(s, t0), keys = s->pos0 + t0 + rows;
         float *p_tile = p + (size_t)t0 * s->n_kv;
         /* scores (rows, keys) = q_tile (rows, hs) . k_h[0:keys]^T / sqrt(hs) */
         product(p_tile, s->n_kv, rows, keys, s->hs, scale,
@@ -312,17 +312,25 @@ static void attention_head_forward(float *out_h, int out_stride, float *p, const
     }
 }
 
+/* The n_kv keys of one key/value head (rows kv_stride apart), transposed into the
+ * thread's scratch: the B operand of q k^T for every query head of its group. */
+static RowMatrix keys_transposed(const float *k_h, int kv_stride, const AttentionShape *s)
+{
+    return transpose_padded(head_scratch(s).transposed, k_h, kv_stride, s->n_kv, s->hs);
+}
+
 /* Query head h of sequence b, whose outputs, probabilities and queries are at their
- * places in out, att and q, over the keys k_h and values v_h (rows kv_stride apart). */
+ * places in out, att and q, over the transposed keys k_t and the values v_h (rows
+ * kv_stride apart). */
 static void attention_query_head(float *out, float *att, const float *q, int b, int h,
-                                 const float *k_h, const float *v_h, int kv_stride,
-                                 HeadScratch scratch, const AttentionShape *s)
+                                 RowMatrix k_t, const float *v_h, int kv_stride,
+                                 const AttentionShape *s)
 {
     int C = s->H * s->hs;
     attention_head_forward(out + (size_t)b * s->T * C + (size_t)h * s->hs, C,
                            att + ((size_t)b * s->H + h) * s->T * s->n_kv,
                            q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hs, s->q_stride,
-                           k_h, v_h, kv_stride, scratch, s);
+                           k_t, v_h, kv_stride, s);
 }
 
 static int attention_slot(const AttentionShape *s, int b)
@@ -350,14 +358,16 @@ static void attention_forward_f32(float *out, float *att, const float *q, const 
                                   const float *v, const AttentionShape *s)
 {
     int group = s->H / s->KVH;
-    /* One (sequence, head) pair per task; each task's two matrix products are small, so
-     * they run single-threaded side by side rather than one after another. */
+    /* One (sequence, query head) pair per task; each task's two matrix products are small,
+     * so they run single-threaded side by side rather than one after another. Tasks of
+     * query heads keep both threads busy with a single key/value head too, at the price
+     * of transposing a group's keys once per query head. */
 #pragma omp parallel for collapse(2) schedule(static) if (attention_in_parallel(s))
     for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < s->H; h++) {
             size_t kv_offset = attention_slot(s, b) * s->kv_seq_stride + (size_t)(h / group) * s->hs;
-            attention_query_head(out, att, q, b, h, k + kv_offset, v + kv_offset, s->kv_stride,
-                                 head_scratch(s), s);
+            RowMatrix k_t = keys_transposed(k + kv_offset, s->kv_stride, s);
+            attention_query_head(out, att, q, b, h, k_t, v + kv_offset, s->kv_stride, s);
         }
     }
 }
@@ -372,8 +382,8 @@ static void kv_head_decode(float *dst, const uint8_t *rows, size_t row_bytes, ui
 }
 
 /* k and v in a compact cache type: one task per (sequence, key/value head) decodes that
- * head's keys and values once into the thread's scratch, and runs every query head of its
- * group on them. */
+ * head's keys and values once into the thread's scratch, transposes the keys once, and
+ * runs every query head of its group on them. */
 static void attention_forward_typed(float *out, float *att, const float *q, const uint8_t *k,
                                     const uint8_t *v, const AttentionShape *s)
 {
@@ -381,13 +391,13 @@ static void attention_forward_typed(float *out, float *att, const float *q, cons
 #pragma omp parallel for collapse(2) schedule(static) if (attention_in_parallel(s))
     for (int b = 0; b < s->B; b++) {
         for (int g = 0; g < s->KVH; g++) {
-            HeadScratch scratch = head_scratch(s);
-            float *k_h = scratch.decoded, *v_h = k_h + (size_t)s->n_kv * s->hs;
+            float *k_h = head_scratch(s).decoded, *v_h = k_h + (size_t)s->n_kv * s->hs;
             size_t slot = (size_t)attention_slot(s, b) * s->kv_slot_rows * s->kv_row_bytes;
             kv_head_decode(k_h, k + slot, s->kv_row_bytes, s->kv_type, g, s->hs, s->n_kv);
             kv_head_decode(v_h, v + slot, s->kv_row_bytes, s->kv_type, g, s->hs, s->n_kv);
+            RowMatrix k_t = keys_transposed(k_h, s->hs, s);
             for (int h = g * group; h < (g + 1) * group; h++)
-                attention_query_head(out, att, q, b, h, k_h, v_h, s->hs, scratch, s);
+                attention_query_head(out, att, q, b, h, k_t, v_h, s->hs, s);
         }
     }
 }
@@ -497,21 +507,20 @@ static void softmax_backward_row(float *dp, const float *p, int n, float scale)
 
 /* attention_head_forward's backward for one query head (training: pos0 = 0, n_kv = T), in
  * the same tiles of TILE_ROWS positions. dq_h is overwritten; dk_h and dv_h too, or they
- * get this head's share added when `add` (the later heads of a group). dp (T, n_kv) is
- * scratch. Entries right of the diagonal are 0 in p, and so in the score gradient. The
+ * get this head's share added when `add` (the later heads of a group). v_t holds the
+ * head's values v_h transposed, and dp (T, n_kv) is scratch. Entries right of the diagonal are 0 in p, and so in the score gradient. The
  * key tiles line up with the query tiles, so the part of dp a key tile reads (its columns,
  * from its own first row down) is the part the query tiles computed. */
 static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float *dp,
                                     const float *dy, int dy_stride, const float *q_h,
-                                    const float *k_h, const float *v_h, const float *p,
-                                    bool add, HeadScratch scratch, const AttentionShape *s)
+                                    const float *k_h, RowMatrix v_t, const float *p, bool add,
+                                    const AttentionShape *s)
 {
     float scale = 1.0f / sqrtf((float)s->hs);
-    RowMatrix v_t = transpose_padded(scratch.transposed, v_h, s->kv_stride, s->T, s->hs);
     RowMatrix keys = {k_h, (size_t)s->kv_stride, s->hs};
     /* Each tile of queries, over the keys it sees (0 .. t0+rows): */
     for (int t0 = 0; t0 < s->T; t0 += TILE_ROWS) {
-        int rows = query_tile_rows(s, t0), seen = t0 + rows;
+        int rows = tile_length(s, t0), seen = t0 + rows;
         const float *p_tile = p + (size_t)t0 * s->n_kv;
         float *dp_tile = dp + (size_t)t0 * s->n_kv;
         /* forward: out = p . v  =>  dp = dy . v^T */
@@ -528,7 +537,7 @@ static void attention_head_backward(float *dq_h, float *dk_h, float *dv_h, float
     /* Each tile of keys, from the queries that see it (k0 .. T-1): one product per tile
      * writes its rows of dv and dk once, summing over every query that saw them. */
     for (int k0 = 0; k0 < s->T; k0 += TILE_ROWS) {
-        int cols = query_tile_rows(s, k0), seen_by = s->T - k0;
+        int cols = tile_length(s, k0), seen_by = s->T - k0;
         size_t at = (size_t)k0 * s->n_kv + k0;
         RowMatrix dy_rows = {dy + (size_t)k0 * dy_stride, (size_t)dy_stride, s->hs};
         RowMatrix q_rows = {q_h + (size_t)k0 * s->q_stride, (size_t)s->q_stride, s->hs};
@@ -546,12 +555,15 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
 {
     int C = s->H * s->hs, group = s->H / s->KVH;
     /* The heads of one group share a key/value head and add into the same dk, dv rows, so
-     * a task is a whole group: its heads run in order on one thread. */
+     * a task is a whole group: its heads run in order on one thread, after one transpose
+     * of the group's values. */
 #pragma omp parallel for collapse(2) schedule(static) \
     if ((size_t)s->B * s->H * s->T * s->n_kv >= PARALLEL_MIN_WORK)
     for (int b = 0; b < s->B; b++) {
         for (int g = 0; g < s->KVH; g++) {
             size_t kv_offset = b * s->kv_seq_stride + (size_t)g * s->hs;
+            RowMatrix v_t = transpose_padded(head_scratch(s).transposed, v + kv_offset,
+                                             s->kv_stride, s->T, s->hs);
             for (int j = 0; j < group; j++) {
                 int h = g * group + j;
                 bool add = j > 0; /* the group's first head overwrites */
@@ -560,8 +572,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *datt, const floa
                 float *dp = datt + ((size_t)b * s->H + h) * s->T * s->n_kv;
                 const float *dy = dout + (size_t)b * s->T * C + (size_t)h * s->hs;
                 attention_head_backward(dq + q_offset, dk + kv_offset, dv + kv_offset, dp, dy, C,
-                                        q + q_offset, k + kv_offset, v + kv_offset, p, add,
-                                        head_scratch(s), s);
+                                        q + q_offset, k + kv_offset, v_t, p, add, s);
             }
         }
     }
