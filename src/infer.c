@@ -19,6 +19,7 @@ int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err
     InferenceShape shape = {.slots = p->n_seq, .max_tokens = batch > p->n_seq ? batch : p->n_seq,
                             .n_ctx = p->n_ctx, .kv_type = p->cache_type,
                             .all_logits = p->all_logits};
+    governor_init(&c->governor);
     c->seq_len = calloc((size_t)p->n_seq, sizeof *c->seq_len);
     if (!c->seq_len)
         return error_set(err, "out of memory");
@@ -53,6 +54,11 @@ int infer_decode(InferContext *c, int seq, const int *tokens, int n, Error *err)
         return error_set(err, "decode: no sequence %d, or no tokens", seq);
     if (check_room(c, seq, n, err) != 0)
         return -1;
+    /* a decoding step is a unit the governor measures; a prompt runs on what it chose */
+    if (n == 1)
+        governor_unit_begin(&c->governor);
+    else
+        governor_apply(&c->governor);
     for (int done = 0; done < n;) {
         int chunk = n - done < c->params.n_batch ? n - done : c->params.n_batch;
         model_forward_slots(c->model, &c->acts, tokens + done, 1, chunk, c->seq_len[seq], &seq);
@@ -60,6 +66,8 @@ int infer_decode(InferContext *c, int seq, const int *tokens, int n, Error *err)
         c->n_logits = c->acts.last_logits ? 1 : chunk;
         done += chunk;
     }
+    if (n == 1)
+        governor_unit_end(&c->governor, 1);
     return 0;
 }
 
@@ -76,7 +84,9 @@ int infer_decode_batch(InferContext *c, const int *seqs, const int *tokens, int 
         if (check_room(c, seqs[i], 1, err) != 0)
             return -1;
     }
+    governor_unit_begin(&c->governor);
     model_forward_slots(c->model, &c->acts, tokens, n, 1, pos, seqs);
+    governor_unit_end(&c->governor, n);
     for (int i = 0; i < n; i++)
         c->seq_len[seqs[i]]++;
     c->n_logits = n;

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "governor.h"
 #include "model.h"
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
     Activations acts;
     int *seq_len;        /* (n_seq) positions each sequence's cache holds */
     int n_logits;        /* rows of logits the last call left */
+    ThreadGovernor governor; /* how many threads decoding steps run on (governor.h) */
 } InferContext;
 
 int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err);

@@ -13,7 +13,8 @@ static GemmBackend current_backend = GEMM_BACKEND_BLAS;
 static GemmBackend current_backend = GEMM_BACKEND_REFERENCE;
 #endif
 
-static int thread_count = 0; /* 0: not set yet, use OpenMP's default */
+static int thread_count = 0;  /* 0: not set yet, use OpenMP's default */
+static int active_threads = 0; /* the governor's limit, <= thread_count (0: none) */
 
 /* Element (i, k) of op(A) and (k, j) of op(B). */
 static inline float op_a(const float *A, int lda, bool trans_a, int i, int k)
@@ -240,18 +241,39 @@ const char *gemm_backend_description(void)
     return text;
 }
 
+static void runtime_set_threads(int n)
+{
+    omp_set_num_threads(n);
+#ifndef QUILL_BLAS_NONE
+    openblas_set_num_threads(n);
+#endif
+}
+
 void compute_set_threads(int n)
 {
     thread_count = n > 0 ? n : omp_get_num_procs();
-    omp_set_num_threads(thread_count);
-#ifndef QUILL_BLAS_NONE
-    openblas_set_num_threads(thread_count);
-#endif
+    active_threads = thread_count;
+    runtime_set_threads(thread_count);
+}
+
+int compute_max_threads(void)
+{
+    return thread_count > 0 ? thread_count : omp_get_max_threads();
 }
 
 int compute_threads(void)
 {
-    return thread_count > 0 ? thread_count : omp_get_max_threads();
+    return active_threads > 0 ? active_threads : compute_max_threads();
+}
+
+void compute_limit_threads(int n)
+{
+    int max = compute_max_threads();
+    n = n < 1 ? 1 : n > max ? max : n;
+    if (n == compute_threads())
+        return;
+    active_threads = n;
+    runtime_set_threads(n);
 }
 
 /* OpenBLAS's kernel names (its core names), by the widest vector instructions they use:

@@ -46,7 +46,12 @@ const char *gemm_backend_description(void);
  * called from inside a parallel region on the calling thread alone: a prompt's products
  * run their chunks of weight rows side by side that way (quant.c). */
 void compute_set_threads(int n);
+/* The threads the work runs on now: the set count, or fewer while the thread governor
+ * (governor.h) limits it. Per-thread scratch is sized by compute_max_threads. */
 int compute_threads(void);
+int compute_max_threads(void);
+/* Runs the work on n of the set threads (1 <= n <= compute_max_threads) until changed. */
+void compute_limit_threads(int n);
 
 /* Debian's OpenBLAS 0.3.21 chooses its kernel from a table of CPUs it knows. On a CPU newer
  * than the table it falls back to an older kernel: the 2004 "Prescott" SSE3 one (4-5x

@@ -1,11 +1,11 @@
 #include "model.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "matmul.h"
 #include "ops.h"
 #include "quant.h"
 #include "rng.h"
@@ -625,7 +625,7 @@ static int attention_scratch_alloc(Activations *a, const ModelConfig *c, int n_k
     a->attention_scratch_stride =
         attention_scratch_floats(model_head_size(c), model_kv_dim(c), n_kv, kv_type);
     a->attention_scratch =
-        float_buffer_alloc((size_t)omp_get_max_threads() * a->attention_scratch_stride);
+        float_buffer_alloc((size_t)compute_max_threads() * a->attention_scratch_stride);
     return a->attention_scratch ? 0 : -1;
 }
 

@@ -159,6 +159,7 @@ int trainer_prepare(Trainer *t, Error *warning, Error *err)
     t->opt.beta1 = c->beta1;
     t->opt.beta2 = c->beta2;
     t->opt.weight_decay = c->weight_decay;
+    governor_init(&t->governor);
     return 0;
 }
 
@@ -307,6 +308,7 @@ int trainer_step(Trainer *t, StepStats *stats, Error *err)
 {
     const TrainConfig *c = &t->cfg;
     double start = timer_seconds();
+    governor_unit_begin(&t->governor);
     if (trainer_gradients(t, &stats->loss, err) != 0)
         return -1;
     stats->grad_norm = grad_global_norm(t->grads, t->model.n_params);
@@ -320,5 +322,6 @@ int trainer_step(Trainer *t, StepStats *stats, Error *err)
         return -1;
     t->step++;
     stats->seconds = timer_seconds() - start;
+    governor_unit_end(&t->governor, (double)c->batch_size * c->seq_len * c->grad_accum);
     return 0;
 }

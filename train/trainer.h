@@ -18,6 +18,7 @@
 #include "data.h"
 #include "distributed.h"
 #include "error.h"
+#include "governor.h"
 #include "model.h"
 #include "optimizer.h"
 #include "rng.h"
@@ -45,6 +46,7 @@ typedef struct {
     Rng rng;               /* batch sampling */
     int step;              /* steps completed */
     int *inputs, *targets; /* (B, T) */
+    ThreadGovernor governor; /* how many threads a step runs on (governor.h) */
 } Trainer;
 
 /* What one step measured. */

@@ -1,0 +1,78 @@
+/* The thread governor: how many of the user's threads the next unit of work runs on.
+ *
+ * quill's parallel loops end at barriers, where every thread waits for the slowest. When
+ * another program takes a core (a compile, a browser, a second model), one of quill's
+ * threads is often not running at all, and each barrier waits until the scheduler gives it
+ * a core again. Measured on 2 vCPUs beside one busy process: decoding on 2 threads fell to
+ * 0.37x of one thread's speed, training to 0.16x. Results do not depend on the thread count
+ * (the tests check it bit for bit), so the count is free to change between units of work,
+ * and the governor keeps the count that runs fastest, by measuring:
+ *
+ *  - It measures in windows of a few units (decoding steps, training steps): the median
+ *    seconds per work item (token), and how long its threads stood ready to run while
+ *    another program had their core: the run-queue wait Linux counts for every thread
+ *    (/proc/thread-self/schedstat).
+ *  - When the threads waited for a core for GOVERNOR_WAIT_SHARE of a window or more, the
+ *    cores are contended: the next window tries one thread fewer, and where that runs
+ *    faster (by GOVERNOR_MARGIN), it stays there.
+ *  - Below the user's count it tries one thread more from time to time: after 1 s, then
+ *    after twice as long each time the extra thread loses, up to 32 s. So it comes back once
+ *    the other program has finished.
+ *
+ * On a quiet machine the threads never wait for a core, nothing is tried and nothing
+ * changes. Where the run-queue wait cannot be read (not Linux), the governor never goes
+ * below the user's count. The decisions are plain functions of the measurements
+ * (governor_window_end), so tests can feed them made-up windows. */
+#ifndef QUILL_GOVERNOR_H
+#define QUILL_GOVERNOR_H
+
+#include <stdbool.h>
+
+enum { GOVERNOR_WINDOW_UNITS = 64 }; /* the most units one window holds */
+
+#define GOVERNOR_WAIT_SHARE 0.10    /* contended: threads waited this share of the window */
+#define GOVERNOR_MARGIN 0.95        /* a tried count wins when its cost is below this x the settled one's */
+#define GOVERNOR_WINDOW_SECONDS 0.03 /* a window lasts at least this long ... */
+#define GOVERNOR_WINDOW_MIN_UNITS 3  /* ... and holds at least this many units */
+#define GOVERNOR_FIRST_RETRY 1.0     /* seconds before a losing direction is tried again */
+#define GOVERNOR_LAST_RETRY 32.0     /* the longest such wait */
+
+typedef struct {
+    int max_threads;     /* the user's count: never more */
+    int threads;         /* what the current window runs on */
+    int settled;         /* the count that won the last comparison */
+    double settled_cost; /* its median seconds per work item in its latest window (0: none) */
+    /* the window being measured */
+    double costs[GOVERNOR_WINDOW_UNITS];
+    int n_costs;
+    double window_start, wait_start; /* wall clock; the threads' run-queue wait (-1: unknown) */
+    double unit_start;
+    /* when each direction may be tried again, and the wait after its next loss */
+    double retry_fewer_at, retry_fewer_after;
+    double retry_more_at, retry_more_after;
+    int changes;         /* how often `settled` changed */
+} ThreadGovernor;
+
+/* Starts at the count compute_set_threads set (matmul.h: the user's --threads, or every
+ * core), and starts again from it whenever that setting changes. */
+void governor_init(ThreadGovernor *g);
+
+/* Brackets one unit of `work` items (a decoding step of B tokens, a training step): begin
+ * sets the threads the unit runs on; end measures it and may choose another count for the
+ * next window. */
+void governor_unit_begin(ThreadGovernor *g);
+void governor_unit_end(ThreadGovernor *g, double work);
+
+/* Work that is not measured (a prompt, an evaluation) runs on the current count. */
+void governor_apply(ThreadGovernor *g);
+
+/* The decision at the end of a window: its median cost (seconds per item), the share of
+ * its time the threads waited for a core (negative: unknown), and the clock. Sets
+ * g->threads for the next window. */
+void governor_window_end(ThreadGovernor *g, double cost, double wait_share, double now);
+
+/* Seconds the current team's threads (n of them) have spent ready to run without a core,
+ * summed; -1 where Linux's per-thread counters cannot be read. */
+double governor_threads_wait_seconds(int n);
+
+#endif
