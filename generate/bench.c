@@ -36,6 +36,7 @@ typedef struct {
     int reps;
     const char *cache_type; /* NULL: the model's default, as quill generate */
     const char *write_model;
+    bool busy_neighbour;    /* tg again beside a busy process, on the threads and on 1 */
 } BenchModelOptions;
 
 /* ---- the benchmark model --------------------------------------------------------------- */
@@ -106,11 +107,14 @@ static int bench_model_write(const char *path, Error *err)
 
 /* ---- timing ---------------------------------------------------------------------------- */
 
-/* Seconds to process the prompt in one pass, and to then generate n tokens. */
+/* Seconds to process the prompt in one pass, and to then generate n tokens. Each
+ * repetition starts as a new `quill generate` would: at the set thread count, with nothing
+ * learnt by the thread governor (governor.h) in the ones before. */
 static int bench_once(InferContext *ctx, const int *tokens, const BenchModelOptions *o,
                       double *pp_seconds, double *tg_seconds, Error *err)
 {
     infer_seq_clear(ctx, 0);
+    governor_init(&ctx->governor);
     double t0 = timer_seconds();
     if (infer_decode(ctx, 0, tokens, o->prompt_tokens, err) != 0)
         return -1;
@@ -179,6 +183,42 @@ static double weight_bytes_per_token(const Model *m)
     return bytes;
 }
 
+/* tg beside a busy neighbour (machine_busy_start), on the set threads and on 1 thread,
+ * alternating (A B A B ...) so that both meet the same moments of a shared machine: the
+ * governor's goal is that the set count loses nothing against 1 thread there. */
+static int bench_busy_neighbour(InferContext *ctx, const int *tokens, const BenchModelOptions *o,
+                                Error *err)
+{
+    double *tg[2] = {malloc((size_t)o->reps * sizeof(double)),
+                     malloc((size_t)o->reps * sizeof(double))};
+    const int threads[2] = {o->threads, 1};
+    int status = tg[0] && tg[1] ? 0 : error_set(err, "out of memory");
+    int busy = status == 0 ? machine_busy_start() : -1;
+    if (status == 0 && busy < 0)
+        status = error_set(err, "could not start the busy neighbour process");
+    for (int r = -1; status == 0 && r < o->reps; r++) { /* round -1 warms up */
+        for (int i = 0; status == 0 && i < 2; i++) {
+            double pp, seconds;
+            compute_set_threads(threads[i]);
+            status = bench_once(ctx, tokens, o, &pp, &seconds, err);
+            if (r >= 0)
+                tg[i][r] = seconds;
+        }
+    }
+    machine_busy_stop(busy);
+    compute_set_threads(o->threads);
+    if (status == 0) {
+        double set = o->generate_tokens / machine_median(tg[0], o->reps);
+        double one = o->generate_tokens / machine_median(tg[1], o->reps);
+        printf("busy neighbour: tg%d %.1f tok/s on %d thread%s, %.1f on 1 thread: %.2fx "
+               "(beside a process that keeps one core busy)\n",
+               o->generate_tokens, set, o->threads, o->threads == 1 ? "" : "s", one, set / one);
+    }
+    free(tg[0]);
+    free(tg[1]);
+    return status;
+}
+
 static int bench_model_run(const char *path, const BenchModelOptions *o, Error *err)
 {
     Model m;
@@ -226,6 +266,8 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
                    "0.8, penalties repeat 1.1, frequency 0.1, presence 0.1 over the last 64): "
                    "%.1f%% of a generated token's time\n",
                    sample * 1e6, 100.0 * sample / (sample + 1.0 / tg_rate));
+        if (status == 0 && o->busy_neighbour)
+            status = bench_busy_neighbour(&ctx, tokens, o, err);
         infer_free(&ctx);
     }
     free(tokens);
@@ -253,6 +295,8 @@ int cmd_bench_model(int argc, char **argv, Error *err)
          "models)", KV_CACHE_TYPE_NAMES},
         {"write-model", FLAG_STRING, &o.write_model, 0, 0,
          "write the 134M-parameter F32 benchmark model to this file and stop"},
+        {"busy-neighbour", FLAG_SWITCH, &o.busy_neighbour, 0, 0,
+         "then tgN again beside a process that keeps one core busy, on --threads and on 1"},
     };
     const CommandSpec spec = {
         .usage = "usage: quill bench MODEL.gguf [-p 128] [-n 64] [-t 2] [-r 5]\n"

@@ -1,8 +1,12 @@
 #include "machine.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "matmul.h"
 #include "timer.h"
@@ -114,4 +118,23 @@ void machine_cpu_name(char *buf, size_t cap)
         break;
     }
     fclose(fp);
+}
+
+int machine_busy_start(void)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid > 0 ? (int)pid : -1;
+    /* the child: only the forking thread exists here, so it touches nothing but a counter */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (volatile unsigned long spins = 0;; spins++)
+        ;
+}
+
+void machine_busy_stop(int pid)
+{
+    if (pid < 0)
+        return;
+    kill((pid_t)pid, SIGKILL);
+    waitpid((pid_t)pid, NULL, 0);
 }

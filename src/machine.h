@@ -22,6 +22,12 @@ double machine_read_gbs(void);
 /* The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC 9R45 ..."), or "unknown CPU";
  * benchmarks print it, since a figure means little without the machine it came from. */
 void machine_cpu_name(char *buf, size_t cap);
+/* A busy neighbour for the benchmarks: a child process that keeps one core busy, as
+ * `yes > /dev/null`, a compile or a browser tab would, until machine_busy_stop. Returns
+ * its process id, or -1 when it could not be started. The child dies with its parent. */
+int machine_busy_start(void);
+void machine_busy_stop(int pid); /* nothing for pid < 0 */
+
 /* The median of n values (reorders them). */
 double machine_median(double *values, int n);
 

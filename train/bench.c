@@ -25,25 +25,32 @@ typedef struct {
     int steps;      /* timed steps per config */
     int warmup;     /* untimed steps first */
     int grad_accum; /* 0: the config's */
+    bool busy_neighbour; /* each config again beside a busy process */
     const Dist *dist;
 } BenchOptions;
 
-/* A short real training run of one config; fills the median tokens/s. */
-static int bench_config(const char *config_path, const BenchOptions *o, double sgemm_peak,
-                        Error *err)
+/* What one config's short run measured. */
+typedef struct {
+    double n_params, tokens_per_step, tokens_per_s, gflops;
+} ConfigSpeed;
+
+/* A short real training run of one config on `threads` threads: the median step's speed. */
+static int bench_config(const char *config_path, const BenchOptions *o, int threads,
+                        ConfigSpeed *speed, Error *err)
 {
     char dir[] = "/tmp/quill-bench-XXXXXX";
     if (!mkdtemp(dir))
         return error_set(err, "cannot create a temporary directory");
     Trainer t = {.dir = dir, .dist = o->dist};
     config_init(&t.cfg);
-    char steps[16], threads[16];
+    char steps[16], threads_text[16];
     snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
-    snprintf(threads, sizeof threads, "%d", o->threads);
-    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads},
+    snprintf(threads_text, sizeof threads_text, "%d", threads);
+    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads_text},
                                   {"eval_every", "0"}, {"save_every", "0"}};
     int status = -1;
     double *seconds = malloc((size_t)o->steps * sizeof(double));
+    compute_set_threads(threads);
     if (!seconds || config_apply_file(&t.cfg, config_path, err) != 0)
         goto done;
     for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
@@ -62,20 +69,68 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
         if (step >= o->warmup)
             seconds[step - o->warmup] = s.seconds;
     }
-    double tokens = (double)t.cfg.batch_size * t.cfg.seq_len * t.cfg.grad_accum;
-    double tokens_per_s = tokens / machine_median(seconds, o->steps);
-    double gflops = model_train_flops_per_token(&t.model, t.cfg.seq_len) * tokens_per_s / 1e9;
-    const char *name = strrchr(config_path, '/') ? strrchr(config_path, '/') + 1 : config_path;
-    if (dist_is_root(o->dist))
-        printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", name, t.model.n_params / 1e6,
-               tokens, tokens_per_s, gflops, 100.0 * gflops / sgemm_peak);
-    fflush(stdout);
+    speed->n_params = (double)t.model.n_params;
+    speed->tokens_per_step = (double)t.cfg.batch_size * t.cfg.seq_len * t.cfg.grad_accum;
+    speed->tokens_per_s = speed->tokens_per_step / machine_median(seconds, o->steps);
+    speed->gflops = model_train_flops_per_token(&t.model, t.cfg.seq_len) * speed->tokens_per_s / 1e9;
     status = 0;
 done:
     free(seconds);
     rmdir(dir);
     trainer_free(&t);
     return status;
+}
+
+static const char *config_name(const char *config_path)
+{
+    return strrchr(config_path, '/') ? strrchr(config_path, '/') + 1 : config_path;
+}
+
+/* The config's line of the table. */
+static int bench_config_line(const char *config_path, const BenchOptions *o, double sgemm_peak,
+                             Error *err)
+{
+    ConfigSpeed s;
+    if (bench_config(config_path, o, o->threads, &s, err) != 0)
+        return -1;
+    if (dist_is_root(o->dist))
+        printf("  %-24s %8.2fM %8.0f %11.0f %9.1f %8.0f%%\n", config_name(config_path),
+               s.n_params / 1e6, s.tokens_per_step, s.tokens_per_s, s.gflops,
+               100.0 * s.gflops / sgemm_peak);
+    fflush(stdout);
+    return 0;
+}
+
+/* The same run beside a busy neighbour (machine_busy_start), on --threads and on 1 thread,
+ * alternating for BUSY_ROUNDS rounds (A B A B ...) so that both meet the same moments of a
+ * shared machine: the thread governor's goal is that --threads loses nothing against 1
+ * thread there. */
+enum { BUSY_ROUNDS = 3 };
+
+static int bench_config_busy(const char *config_path, const BenchOptions *o, Error *err)
+{
+    double rates[2][BUSY_ROUNDS];
+    const int threads[2] = {o->threads, 1};
+    int busy = machine_busy_start(), status = 0;
+    if (busy < 0)
+        return error_set(err, "could not start the busy neighbour process");
+    for (int r = 0; status == 0 && r < BUSY_ROUNDS; r++)
+        for (int i = 0; status == 0 && i < 2; i++) {
+            ConfigSpeed s;
+            status = bench_config(config_path, o, threads[i], &s, err);
+            rates[i][r] = s.tokens_per_s;
+        }
+    machine_busy_stop(busy);
+    compute_set_threads(o->threads);
+    if (status != 0)
+        return -1;
+    double set = machine_median(rates[0], BUSY_ROUNDS), one = machine_median(rates[1], BUSY_ROUNDS);
+    printf("  busy neighbour: %s %.0f tokens/s on %d thread%s, %.0f on 1 thread: %.2fx "
+           "(beside a process that keeps one core busy; medians of %d alternating runs)\n",
+           config_name(config_path), set, o->threads, o->threads == 1 ? "" : "s", one, set / one,
+           BUSY_ROUNDS);
+    fflush(stdout);
+    return 0;
 }
 
 /* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile). */
@@ -105,6 +160,8 @@ int cmd_bench(int argc, char **argv, Error *err)
         {"warmup", FLAG_INT, &o.warmup, 0, 100000, "untimed steps before them"},
         {"grad-accum", FLAG_INT, &o.grad_accum, 0, 65536,
          "micro-batches per step (0: the config's; a multiple of the MPI ranks)"},
+        {"busy-neighbour", FLAG_SWITCH, &o.busy_neighbour, 0, 0,
+         "each config again beside a process that keeps one core busy, on --threads and on 1"},
     };
     const CommandSpec spec = {
         .usage = "usage: quill bench [CONFIG...] [options]\n"
@@ -134,8 +191,11 @@ int cmd_bench(int argc, char **argv, Error *err)
     o.dist = &dist;
     compute_set_threads(o.threads);
     double peak = status == 0 && dist_is_root(&dist) ? bench_machine(&o) : 1.0;
+    if (status == 0 && o.busy_neighbour && dist.size > 1)
+        status = error_set(err, "--busy-neighbour measures one process: run it without mpirun");
     for (int i = 0; status == 0 && i < n_configs; i++)
-        if (bench_config(configs[i], &o, peak, err) != 0)
+        if (bench_config_line(configs[i], &o, peak, err) != 0 ||
+            (o.busy_neighbour && bench_config_busy(configs[i], &o, err) != 0))
             status = error_prefix(err, "%s", configs[i]);
     if (status != 0 && !dist_is_root(&dist))
         err->msg[0] = '\0';
