@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "beam.h"
 #include "chat.h"
@@ -49,7 +51,12 @@ int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char
 
 uint64_t generate_seed(const GenerateOptions *o)
 {
-    return o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) % 1000000;
+    if (o->seed >= 0)
+        return (uint64_t)o->seed;
+    uint32_t entropy;
+    if (getrandom(&entropy, sizeof entropy, 0) != (ssize_t)sizeof entropy)
+        entropy = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16; /* a kernel without it */
+    return entropy & 0x7fffffff; /* within --seed's range, so that it can be given back */
 }
 
 int generate_stops_unescape(GenerateOptions *o, Error *err)

@@ -65,7 +65,7 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
          "comma-separated words or phrases never to generate"},
         {"samplers", FLAG_STRING, &o->samplers, 0, 0,
          "the chain, e.g. penalties,top-k,top-p,min-p,temperature"},
-        {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: from the clock)",
+        {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: a random one, shown by --verbose)",
          .short_name = 's'},
         {"beam-size", FLAG_INT, &o->beam_size, 1, 64, "beam search with this many beams (1: "
                                                        "sampling)"},

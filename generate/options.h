@@ -36,7 +36,7 @@ typedef struct {
     StringList logit_bias; /* "ID:VALUE" each */
     const char *bad_words; /* "word,phrase,..." */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
-    int seed;              /* -1: from the clock */
+    int seed;              /* -1: a random one from the operating system (getrandom) */
     /* search */
     int beam_size;         /* 1: sample; B > 1: beam search with B beams */
     float length_penalty;  /* beam score = sum of log-probs / length^alpha (0: plain sum) */
@@ -81,7 +81,8 @@ void generate_sampler_params_free(SamplerParams *p);
  * cli_parse_command's result. */
 int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char **model,
                            Error *err);
-/* The seed to use: o->seed, or one from the clock when it is -1. */
+/* The seed to use: o->seed, or when it is -1 one from the operating system's entropy
+ * (getrandom: runs started in the same second differ), in 0 .. 2^31 - 1 like --seed. */
 uint64_t generate_seed(const GenerateOptions *o);
 /* Stop strings are typed with escapes (\n); turns them into their bytes, in place. */
 int generate_stops_unescape(GenerateOptions *o, Error *err);

@@ -439,24 +439,6 @@ Test(cli, verbose_reports_the_kv_cache_bytes_and_type, .timeout = 60)
     free(out);
 }
 
-/* Runs `quill ARGS > file` and returns stdout's bytes (malloc'd) in *out and their count;
- * stderr goes to the captured output, returned in *messages. */
-static size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
-{
-    const char *dir = test_make_tmpdir();
-    char args[2048], file[256], command[2600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(file, sizeof file, "%s/stdout", dir);
-    snprintf(command, sizeof command, "{ %s %s > %s; }", test_quill_bin(), args, file);
-    *status = test_run_capture(command, messages);
-    return file_bytes(file, out);
-}
-
 static int hex_nibble(char c)
 {
     return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;

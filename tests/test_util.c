@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "infer.h"
 #include "loader.h"
 
@@ -104,6 +105,23 @@ int quill(char **output, const char *fmt, ...)
     int status = quill_args(output, args, sizeof args, fmt, ap);
     va_end(ap);
     return status;
+}
+
+size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
+{
+    const char *dir = test_make_tmpdir();
+    char args[2048], file[256], command[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(file, sizeof file, "%s/stdout", dir);
+    snprintf(command, sizeof command, "{ %s %s > %s; }", test_quill_bin(), args, file);
+    *status = test_run_capture(command, messages);
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(file, out, &len, &err), 0, "%s", err.msg);
+    return len;
 }
 
 void quill_ok(const char *fmt, ...)

@@ -47,6 +47,11 @@ int test_run_capture(const char *command, char **output);
  * status and the output (stdout and stderr, malloc'd). */
 int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Runs `quill ARGS > file`: returns stdout's bytes (malloc'd, NUL-terminated) in *out and
+ * their count; the exit status goes to *status, and stderr to *messages (malloc'd). */
+size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Expects `quill ARGS` to succeed. */
 void quill_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
