@@ -4,17 +4,21 @@
  *   model fills the KV cache -> a continuation streamed as it is generated (session.h);
  *   or several samples side by side (--num-samples), or beam search (--beam-size).
  * --interactive (quill chat) keeps the model loaded in a prompt loop: repl.c. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "beam.h"
 #include "chat.h"
 #include "cli.h"
+#include "fileio.h"
 #include "generate.h"
+#include "jsonl.h"
 #include "loader.h"
 #include "matmul.h"
 #include "options.h"
@@ -100,53 +104,46 @@ static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const Gener
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* A JSON string: quotes, backslashes and control characters escaped; other bytes as they
- * are (UTF-8 passes through). */
-static void json_write_string(FILE *out, const char *s, size_t n)
+/* --output-file's destination. A regular file (or a new one) is written atomically: under
+ * a temporary name, renamed into place when complete, so a failed run leaves the old file.
+ * Anything else is written through as it is: a pipe or a device (a shell's >(jq .)) cannot
+ * be replaced, and a symbolic link (/dev/stdout) must not be, or the rename would put a
+ * file where the link was. Either is opened before the generation, so that a path that
+ * cannot be written (a missing directory) is an error before any work. */
+typedef struct {
+    AtomicFile atomic;
+    FILE *direct;
+} OutputFile;
+
+static int output_file_open(OutputFile *f, const char *path, Error *err)
 {
-    fputc('"', out);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", out);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
+    struct stat st;
+    memset(f, 0, sizeof *f);
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
+        return atomic_file_open(&f->atomic, path, err);
+    f->direct = fopen(path, "w");
+    return f->direct ? 0 : error_set(err, "%s: cannot write: %s", path, strerror(errno));
 }
 
-/* One JSON line per sample: its text, tokens, why it ended, and the settings. */
-static int output_file_write(const GenerateOptions *o, const Completion *c, int n,
-                             Error *err)
+static FILE *output_file_stream(const OutputFile *f)
 {
-    FILE *out = fopen(o->output_file, "w");
-    if (!out)
-        return error_set(err, "%s: cannot write", o->output_file);
-    for (int i = 0; i < n; i++) {
-        fputs("{\"text\":", out);
-        json_write_string(out, c[i].text ? c[i].text : "", c[i].len);
-        fputs(",\"tokens\":[", out);
-        for (int t = 0; t < c[i].n_tokens; t++)
-            fprintf(out, t ? ",%d" : "%d", c[i].tokens[t]);
-        fprintf(out, "],\"finish_reason\":\"%s\",\"seed\":%llu", finish_reason_name(c[i].finish),
-                (unsigned long long)c[i].seed);
-        if (o->beam_size > 1)
-            fprintf(out, ",\"score\":%.6f", c[i].score);
-        fprintf(out, ",\"settings\":{\"temperature\":%g,\"top_k\":%d,\"top_p\":%g,\"min_p\":%g,"
-                     "\"typical_p\":%g,\"repeat_penalty\":%g,\"repeat_last_n\":%d,"
-                     "\"frequency_penalty\":%g,\"presence_penalty\":%g,\"beam_size\":%d,"
-                     "\"length_penalty\":%g,\"max_tokens\":%d}}\n",
-                o->temperature, o->top_k, o->top_p, o->min_p, o->typical_p, o->repeat_penalty,
-                o->repeat_last_n, o->frequency_penalty, o->presence_penalty, o->beam_size,
-                o->length_penalty, o->max_tokens);
+    return f->direct ? f->direct : f->atomic.fp;
+}
+
+/* Completes the file (status 0), or leaves things as they were (status -1: an atomic file
+ * is removed). Returns the status, -1 when the completion itself fails. */
+static int output_file_close(OutputFile *f, const char *path, int status, Error *err)
+{
+    if (f->direct) {
+        bool failed = ferror(f->direct) != 0;
+        failed |= fclose(f->direct) != 0;
+        f->direct = NULL;
+        return status == 0 && failed ? error_set(err, "%s: write failed", path) : status;
     }
-    bool failed = ferror(out) != 0;
-    failed |= fclose(out) != 0;
-    return failed ? error_set(err, "%s: write failed", o->output_file) : 0;
+    if (status == 0 && f->atomic.fp)
+        return atomic_file_commit(&f->atomic, err);
+    atomic_file_abort(&f->atomic);
+    return status;
 }
 
 /* Several completions one after the other, each after a separator line. */
@@ -209,7 +206,10 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
     Session s;
     Completion c[64] = {0};
     int n = 0;
-    int status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
+    OutputFile output = {0};
+    int status = o->output_file ? output_file_open(&output, o->output_file, err) : 0;
+    if (status == 0)
+        status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
     if (status == 0) {
         status = session_feed(&s, prompt, (int)n_prompt, err);
         if (status == 0)
@@ -220,11 +220,13 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
             fprintf(stderr, "\n[the context of %d positions is full: stopped after %d tokens "
                             "(--context-shift goes on)]\n", n_ctx, c[0].n_tokens);
         if (status == 0 && o->output_file)
-            status = output_file_write(o, c, n, err);
+            jsonl_write_completions(output_file_stream(&output), o, c, n);
         if (o->verbose)
             session_report(&s);
         session_free(&s);
     }
+    if (o->output_file)
+        status = output_file_close(&output, o->output_file, status, err);
     for (int i = 0; i < n; i++)
         completion_free(&c[i]);
     free(prompt);

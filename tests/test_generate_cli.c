@@ -50,3 +50,90 @@ Test(generate_cli, runs_started_together_get_different_seeds, .timeout = 60)
     free(again);
     free(messages_again);
 }
+
+/* The hex digits of n bytes, into a static buffer. */
+static const char *hex_of(const char *bytes, size_t n)
+{
+    static char hex[4096];
+    for (size_t i = 0; i < n && 2 * i + 2 < sizeof hex; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)bytes[i]);
+    hex[2 * (n < sizeof hex / 2 - 1 ? n : sizeof hex / 2 - 1)] = '\0';
+    return hex;
+}
+
+/* Reads every line of a JSON-lines file with Python's json module, which refuses invalid
+ * UTF-8, and prints the exact bytes of each text in hex: text_hex when the line has one
+ * (checking that decoding it with errors="replace" gives text), else text's own bytes.
+ * Returns the script's exit status and output, or -1 when there is no python3. */
+static int python_read_jsonl(const char *path, char **output)
+{
+    if (system("command -v python3 > /dev/null 2>&1") != 0)
+        return -1;
+    char command[1024];
+    snprintf(command, sizeof command,
+             "python3 -c 'import json, sys\n"
+             "for line in open(sys.argv[1], \"rb\"):\n"
+             "    o = json.loads(line)\n"
+             "    exact = bytes.fromhex(o[\"text_hex\"]) if \"text_hex\" in o else o[\"text\"].encode()\n"
+             "    assert exact.decode(\"utf-8\", \"replace\") == o[\"text\"], line\n"
+             "    print(exact.hex())' %s", path);
+    return test_run_capture(command, output);
+}
+
+/* A generation that ends inside a character (token 243 is stories260K's byte token <0xF0>,
+ * forced by a logit bias) gives JSON lines that iconv finds valid UTF-8 and Python's json
+ * reads, with the exact bytes in text_hex: the bytes --no-echo wrote to stdout. Samples
+ * side by side and beams write the same way. */
+Test(generate_cli, output_file_lines_are_json_that_python_reads, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    const char *runs[] = {"-n 1", "-n 3 --num-samples 2", "-n 3 --beam-size 2"};
+    int compared = 0;
+    for (int r = 0; r < 3; r++) {
+        char file[256], *out, *messages, *parsed, command[512];
+        int status;
+        snprintf(file, sizeof file, "%s/run%d.jsonl", dir, r);
+        size_t n = quill_stdout(&out, &messages, &status,
+                                "generate %s --prompt 'Once upon a time' %s --logit-bias 243:100 "
+                                "--no-echo --seed 1 --output-file %s",
+                                model, runs[r], file);
+        cr_assert_eq(status, 0, "%s", messages);
+        snprintf(command, sizeof command, "iconv -f UTF-8 -t UTF-8 %s > /dev/null", file);
+        cr_expect_eq(test_run_capture(command, &parsed), 0, "%s: not UTF-8: %s", runs[r], parsed);
+        free(parsed);
+        int python = python_read_jsonl(file, &parsed);
+        if (python >= 0) {
+            cr_expect_eq(python, 0, "%s: Python's json refused a line:\n%s", runs[r], parsed);
+            if (r == 0)
+                cr_expect_str_eq(parsed, "f0\n", "the exact bytes (stdout: %s)", hex_of(out, n));
+            free(parsed);
+        }
+        if (r == 0)
+            cr_expect_str_eq(hex_of(out, n), "f0");
+        free(out);
+        free(messages);
+        compared++;
+    }
+    cr_assert_eq(compared, 3);
+}
+
+/* An --output-file in a directory that does not exist is one error line before anything is
+ * generated: stdout stays empty. */
+Test(generate_cli, an_output_file_that_cannot_be_written_fails_before_generating, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char *out, *messages;
+    int status;
+    size_t n = quill_stdout(&out, &messages, &status,
+                            "generate %s --prompt 'Once upon a time' -n 5 --output-file "
+                            "%s/missing/samples.jsonl", model, dir);
+    cr_expect_eq(status, 1, "%s", messages);
+    cr_expect_eq(n, 0, "generated before failing: %s", out);
+    cr_expect_not_null(strstr(messages, "quill: error: "), "%s", messages);
+    cr_expect_not_null(strstr(messages, "missing/samples.jsonl: cannot create: No such file or "
+                                        "directory"), "%s", messages);
+    free(out);
+    free(messages);
+}
