@@ -74,6 +74,33 @@ int generate_stops_unescape(GenerateOptions *o, Error *err)
     return 0;
 }
 
+int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
+                         bool *from_flag, Error *err)
+{
+    char quoted[64];
+    *from_flag = o->chat_template != NULL;
+    *family = *from_flag ? chat_family_from_name(o->chat_template) : chat_family_from_gguf(file);
+    if (*from_flag && *family == CHAT_UNKNOWN)
+        return error_set(err, "--chat-template '%s' is not a template quill knows (%s)",
+                         error_quote(quoted, sizeof quoted, o->chat_template,
+                                     strlen(o->chat_template)),
+                         chat_family_names());
+    if (o->system && *family == CHAT_UNKNOWN)
+        return error_set(err, "--system needs a chat template, and the model has none that "
+                              "quill knows (give one: --chat-template %s)",
+                         chat_family_names());
+    return 0;
+}
+
+void generate_chat_family_report(ChatFamily family, bool from_flag)
+{
+    if (family == CHAT_UNKNOWN)
+        fprintf(stderr, "[chat template: none, the text is plain]\n");
+    else
+        fprintf(stderr, "[chat template: %s, from %s]\n", chat_family_name(family),
+                from_flag ? "--chat-template" : "the model's tokenizer.chat_template");
+}
+
 /* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
  * or a system prompt is asked for. */
 static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const GenerateOptions *o,
@@ -81,12 +108,12 @@ static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const Gener
 {
     if (!o->chat_template && !o->system)
         return tokenizer_encode(tok, o->prompt, strlen(o->prompt), tok->add_bos, ids, n, err);
-    ChatFamily family = o->chat_template ? chat_family_from_name(o->chat_template)
-                                         : chat_family_from_gguf(file);
-    if (family == CHAT_UNKNOWN)
-        return error_set(err, "no chat template: %s (--chat-template chatml, llama2, llama3, "
-                              "zephyr, mistral, gemma or phi3)",
-                         o->chat_template ? "unknown name" : "the model has none quill knows");
+    ChatFamily family;
+    bool from_flag;
+    if (generate_chat_family(o, file, &family, &from_flag, err) != 0)
+        return -1; /* with either flag, a family is known or it is an error */
+    if (o->verbose)
+        generate_chat_family_report(family, from_flag);
     ChatMessage msgs[2];
     int n_msgs = 0;
     if (o->system)

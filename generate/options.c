@@ -226,10 +226,3 @@ void generate_sampler_params_free(SamplerParams *p)
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
 }
-
-void generate_options_write(FILE *out, GenerateOptions *o)
-{
-    Flag flags[GENERATE_MAX_FLAGS];
-    int n = generate_options_flags(o, flags);
-    cli_write_flag_values(out, flags, n);
-}

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "chat.h"
 #include "cli.h"
 #include "error.h"
 #include "sampler.h"
@@ -84,10 +85,16 @@ int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char
 /* The seed to use: o->seed, or when it is -1 one from the operating system's entropy
  * (getrandom: runs started in the same second differ), in 0 .. 2^31 - 1 like --seed. */
 uint64_t generate_seed(const GenerateOptions *o);
+/* The chat template a run uses: --chat-template's family, else the one the model's file
+ * names (CHAT_UNKNOWN when it has none quill knows). An unknown --chat-template name, and
+ * --system without a template, are errors: a system prompt cannot be written without one.
+ * *from_flag says which of the two it was, for --verbose. */
+int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
+                         bool *from_flag, Error *err);
+/* "[chat template: chatml, from the model]" (or from --chat-template, or "none"), on
+ * stderr: what --verbose says about the template in use. */
+void generate_chat_family_report(ChatFamily family, bool from_flag);
 /* Stop strings are typed with escapes (\n); turns them into their bytes, in place. */
 int generate_stops_unescape(GenerateOptions *o, Error *err);
-
-/* Every setting and its value, one per line (/status, --verbose). */
-void generate_options_write(FILE *out, GenerateOptions *o);
 
 #endif

@@ -137,3 +137,112 @@ Test(generate_cli, an_output_file_that_cannot_be_written_fails_before_generating
     free(out);
     free(messages);
 }
+
+/* Runs `quill chat ARGS < input` with input's lines; returns the exit status and the output
+ * (stdout and stderr). */
+static int chat_with_input(char **out, const char *input, const char *args)
+{
+    const char *dir = test_make_tmpdir();
+    char path[256], command[2048];
+    snprintf(path, sizeof path, "%s/input", dir);
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp);
+    fputs(input, fp);
+    fclose(fp);
+    snprintf(command, sizeof command, "%s chat %s < %s", test_quill_bin(), args, path);
+    return test_run_capture(command, out);
+}
+
+/* The flags of quill generate's other outputs are refused by chat, named in one line,
+ * instead of being ignored. */
+Test(generate_cli, chat_refuses_the_flags_it_cannot_honour, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    expect_clean_error("quill chat streams one reply per turn: --beam-size, --num-samples and "
+                       "--output-file are for quill generate",
+                       "chat %s --beam-size 4 --num-samples 2 --output-file x.jsonl < /dev/null",
+                       model);
+    expect_clean_error("--output-file is for quill generate",
+                       "generate %s --interactive --output-file x.jsonl < /dev/null", model);
+    char *out;
+    cr_expect_eq(chat_with_input(&out, "", model), 0, "%s", out);
+    free(out);
+}
+
+/* --system on a model without a chat template: the same error line from chat as from
+ * generate. */
+Test(generate_cli, system_without_a_template_is_the_same_error_in_chat_and_generate,
+     .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *message = "--system needs a chat template, and the model has none that quill "
+                          "knows";
+    expect_clean_error(message, "chat %s --system 'Be brief.' < /dev/null", model);
+    expect_clean_error(message, "generate %s --prompt hi --system 'Be brief.'", model);
+    expect_clean_error("--chat-template 'nonsense' is not a template quill knows",
+                       "chat %s --chat-template nonsense < /dev/null", model);
+}
+
+/* /status shows the settings a chat uses and not quill generate's own; /set alone lists
+ * those it can change, with their values. */
+Test(generate_cli, chat_status_and_set_show_what_applies, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *out;
+    int status = chat_with_input(&out, "/status\n/set\n/set num-samples=3\n", model);
+    cr_assert_eq(status, 0, "%s", out);
+    const char *set = strstr(out, "/set key=value changes one of these");
+    cr_assert_not_null(set, "/set alone lists nothing: %s", out);
+    const char *generate_only[] = {"prompt", "echo", "beam-size", "length-penalty",
+                                   "num-samples", "output-file", "interactive"};
+    for (int i = 0; i < 7; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "\n  %s ", generate_only[i]);
+        cr_expect_null(strstr(out, line), "'%s' in /status or /set:\n%s", generate_only[i], out);
+    }
+    cr_expect_not_null(strstr(out, "  temperature          0.8\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "  context              0\n"), "/status shows context: %s",
+                       out);
+    cr_expect_null(strstr(set, "  context "), "/set lists a fixed setting: %s", set);
+    cr_expect_not_null(strstr(set, "  top-k                40\n"), "%s", set);
+    cr_expect_not_null(strstr(out, "quill: /set num-samples: not a chat setting"), "%s", out);
+    free(out);
+}
+
+static void add_chatml_template(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.chat_template",
+                        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                        "<|im_end|>\n{% endfor %}");
+}
+
+/* --verbose names the chat template in use and where it comes from. */
+Test(generate_cli, verbose_names_the_chat_template, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char chatml[256], args[512], *out;
+    snprintf(chatml, sizeof chatml, "%s/chatml.gguf", dir);
+    test_gguf_copy(model, chatml, "tokenizer.chat_template", add_chatml_template);
+    const struct {
+        const char *model, *flags, *expected;
+    } cases[] = {
+        {model, "", "[chat template: none, the text is plain]"},
+        {chatml, "", "[chat template: chatml, from the model's tokenizer.chat_template]"},
+        {chatml, "--chat-template zephyr", "[chat template: zephyr, from --chat-template]"},
+    };
+    int compared = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "%s --verbose %s", cases[i].model, cases[i].flags);
+        cr_assert_eq(chat_with_input(&out, "", args), 0, "%s", out);
+        cr_expect_not_null(strstr(out, cases[i].expected), "%s:\n%s", args, out);
+        free(out);
+        compared++;
+    }
+    cr_assert_eq(compared, 3);
+    cr_assert_eq(quill(&out, "generate %s --prompt hi -n 2 --verbose --system 'Be brief.'",
+                       chatml), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "[chat template: chatml, from the model's "
+                                   "tokenizer.chat_template]"), "%s", out);
+    free(out);
+}
