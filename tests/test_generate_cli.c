@@ -246,3 +246,19 @@ Test(generate_cli, verbose_names_the_chat_template, .timeout = 60)
                                    "tokenizer.chat_template]"), "%s", out);
     free(out);
 }
+
+/* /set seed=N reseeds the sampler: the reply is the one --seed N gives. */
+Test(generate_cli, chat_set_seed_reseeds, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char args[512], *given, *set;
+    snprintf(args, sizeof args, "%s --seed 5 --temperature 1 -n 30", model);
+    cr_assert_eq(chat_with_input(&given, "Once upon a time\n", args), 0, "%s", given);
+    snprintf(args, sizeof args, "%s --temperature 1 -n 30", model);
+    cr_assert_eq(chat_with_input(&set, "/set seed=5\nOnce upon a time\n", args), 0, "%s", set);
+    const char *reply = strchr(set, '\n'); /* after the line that confirms the /set */
+    cr_assert_not_null(reply);
+    cr_expect_str_eq(reply + 1, given);
+    free(given);
+    free(set);
+}
