@@ -90,6 +90,25 @@ static int sampler_build(Session *s, Error *err)
 
 /* ---- the session --------------------------------------------------------------------------- */
 
+/* What a context means, said before it is allocated (infer_init refuses one that does not
+ * fit in memory): a warning when it reaches past the positions the model was trained on,
+ * where RoPE meets angles it never saw and the text usually falls apart, and a note when
+ * it takes more than a gigabyte, so that no run takes gigabytes without a word. */
+static void context_report(const Model *m, const InferParams *p)
+{
+    if (p->n_ctx > m->config.context)
+        fprintf(stderr, "quill: warning: a context of %d positions is longer than the %d the "
+                        "model was trained on; the text may fall apart past position %d\n",
+                p->n_ctx, m->config.context, m->config.context);
+    size_t bytes = infer_memory_bytes(m, p);
+    if (bytes > 1000000000 && bytes <= infer_memory_available())
+        fprintf(stderr, "quill: a context of %d positions%s takes %.2f GB of memory (KV cache "
+                        "%.2f GB of %s)\n",
+                p->n_ctx, p->n_seq > 1 ? " per sequence" : "", bytes / 1e9,
+                model_kv_cache_bytes(&m->config, p->n_seq, p->n_ctx, p->cache_type) / 1e9,
+                kv_cache_type_name(p->cache_type));
+}
+
 int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptions *o,
                  uint64_t seed, int n_seq, int n_ctx, Error *err)
 {
@@ -103,6 +122,7 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptio
         o->cache_type = kv_cache_type_name(kv_cache_type_default(m->file));
     InferParams params = {.n_seq = n_seq, .n_ctx = n_ctx,
                           .cache_type = kv_cache_type_from_name(o->cache_type)};
+    context_report(m, &params);
     if (infer_init(&s->ctx, m, &params, err) != 0)
         return -1;
     if (sampler_build(s, err) != 0) {

@@ -262,3 +262,75 @@ Test(generate_cli, chat_set_seed_reseeds, .timeout = 60)
     free(given);
     free(set);
 }
+
+/* MemAvailable of /proc/meminfo in bytes, or 0 when it cannot be read. */
+static double memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %lf kB", &kb) != 1)
+        ;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+/* A context past the model's 128 trained positions is a warning; one that cannot fit in
+ * memory is refused at once with its size. stories260K has 5 layers of 4 kv heads of 8:
+ * 16777216 positions of f16 keys and values take 2 * 5 * 16777216 * 32 * 2 bytes = 10.74
+ * GB, and attention's scores for a pass of 512 tokens over 8 heads 512 * 8 * 16777216 * 4
+ * bytes = 274.9 GB more: more than any machine the tests run on has (the test skips where
+ * it would fit). */
+Test(generate_cli, a_context_is_checked_against_the_model_and_the_memory, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *out, *messages;
+    int status;
+    quill_stdout(&out, &messages, &status,
+                 "generate %s --prompt 'Once upon a time' -n 5 --context 1000 --context-shift",
+                 model);
+    cr_assert_eq(status, 0, "%s", messages);
+    cr_expect_not_null(strstr(messages, "quill: warning: a context of 1000 positions is longer "
+                                        "than the 128 the model was trained on"),
+                       "%s", messages);
+    free(out);
+    free(messages);
+    quill_stdout(&out, &messages, &status, "generate %s --prompt 'Once upon a time' -n 5",
+                 model);
+    cr_expect_null(strstr(messages, "warning"), "%s", messages);
+    free(out);
+    free(messages);
+    if (memory_available() > 300e9)
+        cr_skip_test("this machine has %.0f GB available: the context would fit",
+                     memory_available() / 1e9);
+    expect_clean_error("KV cache 10.74 GB of f16",
+                       "generate %s --prompt Once -n 3 --context 16777216 --context-shift", model);
+    expect_clean_error("a context of 16777216 positions would take ",
+                       "chat %s --context 16777216 < /dev/null", model);
+}
+
+/* When an allocation fails anyway (here a limit on the address space, below the memory
+ * available), the message gives the size that failed: a 400000-position context needs
+ * 512 * 8 * 400000 * 4 bytes = 6250 MB for attention's scores alone (it said 0 MB). The
+ * sanitizers' shadow memory cannot start under such a limit, so `make check` skips. */
+Test(generate_cli, out_of_memory_names_the_size_that_failed, .timeout = 60)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("ulimit -v and AddressSanitizer's shadow memory do not mix");
+#endif
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    if (memory_available() < 8e9)
+        cr_skip_test("%.1f GB available: too little to get past the memory check",
+                     memory_available() / 1e9);
+    char command[1024], *out;
+    snprintf(command, sizeof command,
+             "ulimit -v 2000000; %s generate %s --prompt Once -n 3 --context 400000 "
+             "--context-shift", test_quill_bin(), model);
+    cr_assert_eq(test_run_capture(command, &out), 1, "%s", out);
+    const char *at = strstr(out, "out of memory for ");
+    cr_assert_not_null(at, "%s", out);
+    long megabytes = strtol(at + strlen("out of memory for "), NULL, 10);
+    cr_expect_geq(megabytes, 6250, "%s", out);
+    free(out);
+}
