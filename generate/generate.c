@@ -173,9 +173,31 @@ static int output_file_close(OutputFile *f, const char *path, int status, Error 
     return status;
 }
 
-/* Several completions one after the other, each after a separator line. */
+/* Ends a single completion's output. On a terminal it ends with a newline, so that the
+ * shell's prompt starts a line of its own; in a pipe or a file stdout holds exactly the
+ * bytes written (with --no-echo, the generated ones, and nothing else). */
+static void output_end(const GenerateOptions *o, const Completion *c)
+{
+    size_t prompt_len = strlen(o->prompt);
+    char last = c->len > 0                  ? c->text[c->len - 1]
+                : o->echo && prompt_len > 0 ? o->prompt[prompt_len - 1]
+                                            : '\n'; /* nothing written */
+    if (last != '\n' && isatty(STDOUT_FILENO))
+        putchar('\n');
+    fflush(stdout);
+}
+
+/* Completions found side by side: one is printed as a streamed one would be (the prompt
+ * unless --no-echo, the text); several each after a separator line. */
 static void completions_print(const GenerateOptions *o, const Completion *c, int n)
 {
+    if (n == 1) {
+        if (o->echo)
+            fputs(o->prompt, stdout);
+        fwrite(c[0].text ? c[0].text : "", 1, c[0].len, stdout);
+        output_end(o, &c[0]);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         if (o->beam_size > 1)
             printf("%s--- beam %d of %d (score %.4f, %s) ---\n", i ? "\n" : "", i + 1, n,
@@ -222,9 +244,9 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
     int limit = o->context > 0 ? o->context : m->config.context;
     if (n_prompt == 0 || (int)n_prompt >= limit) {
         free(prompt);
-        return error_set(err, "the prompt has %zu tokens; the context holds %d, so between 1 "
+        return error_set(err, "the prompt has %zu token%s; the context holds %d, so between 1 "
                               "and %d fit (--context sets it)",
-                         n_prompt, limit, limit - 1);
+                         n_prompt, plural_s((long)n_prompt), limit, limit - 1);
     }
     /* the cache holds what the run can use: the whole context only when shifting */
     int wanted = (int)n_prompt + o->max_tokens;
@@ -243,9 +265,16 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
             status = generate_completions(&s, c, &n, err);
         if (status == 0 && (o->num_samples > 1 || o->beam_size > 1))
             completions_print(o, c, n);
+        else if (status == 0)
+            output_end(o, &c[0]);
         if (status == 0 && n == 1 && c[0].finish == FINISH_CONTEXT)
-            fprintf(stderr, "\n[the context of %d positions is full: stopped after %d tokens "
-                            "(--context-shift goes on)]\n", n_ctx, c[0].n_tokens);
+            fprintf(stderr, "quill: %s context of %d positions is full after %d token%s%s\n",
+                    o->context > 0 ? "the" : "the model's", n_ctx, c[0].n_tokens,
+                    plural_s(c[0].n_tokens),
+                    o->beam_size > 1 ? "" : "; --context-shift keeps going");
+        if (status == 0 && o->verbose && o->beam_size > 1 && n == 1)
+            fprintf(stderr, "[the best beam: score %.4f, %s]\n", c[0].score,
+                    finish_reason_name(c[0].finish));
         if (status == 0 && o->output_file)
             jsonl_write_completions(output_file_stream(&output), o, c, n);
         if (o->verbose)

@@ -68,7 +68,7 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: a random one, shown by --verbose)",
          .short_name = 's'},
         {"beam-size", FLAG_INT, &o->beam_size, 1, 64, "beam search with this many beams (1: "
-                                                       "sampling)"},
+                                                       "none, sample)"},
         {"length-penalty", FLAG_FLOAT, &o->length_penalty, -10, 10,
          "beam score = log-prob sum / length^this (0: plain sum)"},
         {"num-samples", FLAG_INT, &o->num_samples, 1, 64, "samples (or best beams) to print"},

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "test_util.h"
 
 /* Each "[seed N;" line of --verbose in text, in order, into seeds; returns how many. */
@@ -333,4 +334,38 @@ Test(generate_cli, out_of_memory_names_the_size_that_failed, .timeout = 60)
     long megabytes = strtol(at + strlen("out of memory for "), NULL, 10);
     cr_expect_geq(megabytes, 6250, "%s", out);
     free(out);
+}
+
+/* One beam is printed as a sampled text is: with --no-echo stdout holds exactly its bytes
+ * (the text of its JSON line), no header; --verbose says what the search did, not the
+ * sampling chain it does not use. */
+Test(generate_cli, one_beam_prints_only_its_text_and_verbose_describes_the_search,
+     .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char file[256], *out, *messages, *json;
+    int status;
+    snprintf(file, sizeof file, "%s/beam.jsonl", dir);
+    size_t n = quill_stdout(&out, &messages, &status,
+                            "generate %s --prompt 'Once upon a time' --beam-size 3 -n 20 "
+                            "--no-echo --verbose --output-file %s", model, file);
+    cr_assert_eq(status, 0, "%s", messages);
+    cr_assert_gt(n, 20, "%s", out);
+    cr_expect_null(strstr(out, "---"), "a header on stdout: %s", out);
+    cr_expect_neq(out[n - 1], '\n', "a newline added to a pipe: %s", out);
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(file, &json, &len, &err), 0, "%s", err.msg);
+    char expected[512];
+    snprintf(expected, sizeof expected, "{\"text\":\"%s\",", out);
+    cr_expect_not_null(strstr(json, expected), "stdout %s, JSON %s", out, json);
+    cr_expect_not_null(strstr(messages, "[beam search: 3 beams, length penalty 1"), "%s",
+                       messages);
+    cr_expect_null(strstr(messages, "random draw"), "%s", messages);
+    cr_expect_null(strstr(messages, "[generated:"), "%s", messages);
+    cr_expect_not_null(strstr(messages, "[the best beam: score "), "%s", messages);
+    free(out);
+    free(messages);
+    free(json);
 }
