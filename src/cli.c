@@ -247,10 +247,20 @@ static const Flag *flag_by_short_name(const CommandSpec *spec, char x)
     return NULL;
 }
 
+/* "--name..." always, and "-x" or "-x=..." (one letter) when a flag has that short name. */
+static bool is_flag_argument(const CommandSpec *spec, const char *arg)
+{
+    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
+        return true;
+    return arg[0] == '-' && arg[1] != '\0' && (arg[2] == '\0' || arg[2] == '=') &&
+           flag_by_short_name(spec, arg[1]);
+}
+
 /* Parses the flag at argv[*i]: f is the flag it names, shown as `what` in messages, and
  * value is its "=value" part (NULL when there is none); values that follow are consumed. */
-static int parse_flag(const Flag *f, bool negated, const char *what, const char *value, int argc,
-                      char **argv, int *i, bool *list_seen, Error *err)
+static int parse_flag(const CommandSpec *spec, const Flag *f, bool negated, const char *what,
+                      const char *value, int argc, char **argv, int *i, bool *list_seen,
+                      Error *err)
 {
     if (f->type == FLAG_SWITCH) {
         if (value && negated)
@@ -272,9 +282,9 @@ static int parse_flag(const Flag *f, bool negated, const char *what, const char 
     }
     if (cli_flag_set(f, value, what, err) != 0)
         return -1;
-    /* a list also takes the values that follow, up to the next flag */
+    /* a list also takes the values that follow, up to the next flag (-n 5 included) */
     while (f->type == FLAG_LIST && !inline_value && *i + 1 < argc &&
-           strncmp(argv[*i + 1], "--", 2) != 0)
+           !is_flag_argument(spec, argv[*i + 1]))
         if (cli_flag_set(f, argv[++*i], what, err) != 0)
             return -1;
     return 0;
@@ -302,16 +312,8 @@ static int parse_argument_flag(const CommandSpec *spec, int argc, char **argv, i
     if (!f)
         return error_set(err, "unknown flag %s (see quill %s --help)",
                          error_quote(quoted, sizeof quoted, what, strlen(what)), argv[0]);
-    return parse_flag(f, negated, what, value, argc, argv, i, &list_seen[f - spec->flags], err);
-}
-
-/* "--name..." always, and "-x" or "-x=..." (one letter) when a flag has that short name. */
-static bool is_flag_argument(const CommandSpec *spec, const char *arg)
-{
-    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
-        return true;
-    return arg[0] == '-' && arg[1] != '\0' && (arg[2] == '\0' || arg[2] == '=') &&
-           flag_by_short_name(spec, arg[1]);
+    return parse_flag(spec, f, negated, what, value, argc, argv, i, &list_seen[f - spec->flags],
+                      err);
 }
 
 int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,

@@ -41,6 +41,23 @@ Test(flags, short_flags_take_a_value_after_an_equals_sign)
     generate_options_free(&o);
 }
 
+/* A list flag takes the values that follow it up to the next flag, a short one included:
+ * --stop a b -n 5 is two stop strings and 5 tokens (-n and 5 were taken as stop strings). */
+Test(flags, a_list_ends_at_a_short_flag)
+{
+    GenerateOptions o;
+    Error err;
+    char *argv[] = {"generate", "m.gguf", "--stop", "a", "b", "-n", "5", "--stop", "c", "-s=2"};
+    cr_assert_eq(parse(&o, 10, argv, &err), 0, "%s", err.msg);
+    cr_assert_eq(o.stop.n, 3);
+    cr_expect_str_eq(o.stop.items[0], "a");
+    cr_expect_str_eq(o.stop.items[1], "b");
+    cr_expect_str_eq(o.stop.items[2], "c");
+    cr_expect_eq(o.max_tokens, 5);
+    cr_expect_eq(o.seed, 2);
+    generate_options_free(&o);
+}
+
 /* A switch given a value reads on/off, yes/no, true/false and 1/0, in any case, on the
  * command line (--echo=off) and through cli_flag_set (the REPL's /set echo=off). */
 Test(flags, switches_read_on_off_yes_no_true_false_1_0)
