@@ -8,7 +8,8 @@
  *
  * Commands: /help, /set key=value (any generation flag that applies to a chat), /status,
  * /reset, /quit. Lines between two """ lines are one input. Ctrl+C stops a reply and
- * returns to the prompt; a second Ctrl+C, or the end of input, leaves with exit status 0.
+ * returns to the prompt; at the prompt it drops the line typed, or on an empty line leaves
+ * (lineread.c), as the end of input does, with exit status 0.
  *
  * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
  * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored. */
@@ -51,7 +52,8 @@ static bool name_in(const char *const *names, const char *name)
 
 static volatile sig_atomic_t repl_generating = 0, repl_interrupted = 0;
 
-/* Ctrl+C: stops a reply the first time; at the prompt, or a second time, leaves. */
+/* Ctrl+C as a signal: stops a reply the first time; a second time, or at a prompt read from
+ * a pipe, leaves. (At a terminal's prompt, the line editor reads Ctrl+C as a key.) */
 static void repl_on_interrupt(int signo)
 {
     (void)signo;

@@ -369,3 +369,71 @@ Test(generate_cli, one_beam_prints_only_its_text_and_verbose_describes_the_searc
     free(messages);
     free(json);
 }
+
+/* ---- on a terminal ------------------------------------------------------------------------ */
+
+/* On a terminal the output ends with a newline, so that the shell's prompt starts a line
+ * of its own (in a pipe, stdout holds exactly the bytes: no_echo_greedy_output_is_...). */
+Test(generate_cli, on_a_terminal_the_output_ends_with_a_newline, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *runs[] = {"", "--beam-size 2"};
+    for (int i = 0; i < 2; i++) {
+        TestProcess p;
+        test_process_start(&p, true, "generate %s --prompt 'Once upon a time' -n 5 "
+                                     "--temperature 0 %s", model, runs[i]);
+        cr_assert_eq(test_process_finish(&p), 0, "%s", p.seen);
+        cr_expect_str_eq(p.seen, "Once upon a time, there was a little\r\n", "%s", runs[i]);
+    }
+}
+
+/* Chat on a terminal: Ctrl+C with text typed drops the line and gives a new prompt, as a
+ * shell does (the reply to the next line is that of a fresh conversation: nothing of the
+ * dropped line went in); Ctrl+D leaves with the cursor on a new line; Ctrl+C on an empty
+ * line leaves too. */
+Test(generate_cli, chat_on_a_terminal_ctrl_c_drops_a_line_and_the_end_leaves_a_clean_line,
+     .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    TestProcess p;
+    test_process_start(&p, true, "chat %s -n 5 --temperature 0", model);
+    cr_assert(test_process_wait_for(&p, 0, "\n> "), "no prompt: %s", p.seen);
+    test_process_wait_for_line_editing(&p);
+    test_process_type(&p, "Once upon");
+    cr_assert(test_process_wait_for(&p, 0, "> Once upon"), "%s", p.seen);
+    test_process_type(&p, "\x03");
+    size_t dropped = p.n_seen;
+    cr_assert(test_process_wait_for(&p, 0, "Once upon^C\r\n> "),
+              "Ctrl+C did not drop the line: %s", p.seen);
+    test_process_wait_for_line_editing(&p);
+    test_process_type(&p, "Once upon a time\r");
+    cr_assert(test_process_wait_for(&p, dropped, "Once upon a time\r\n, there was a little\r\n> "),
+              "%s", p.seen);
+    test_process_wait_for_line_editing(&p);
+    test_process_type(&p, "\x04");
+    cr_expect_eq(test_process_finish(&p), 0, "%s", p.seen);
+    cr_expect(p.n_seen > 0 && p.seen[p.n_seen - 1] == '\n', "Ctrl+D left: %s", p.seen);
+    test_process_start(&p, true, "chat %s", model);
+    cr_assert(test_process_wait_for(&p, 0, "\n> "), "no prompt: %s", p.seen);
+    test_process_wait_for_line_editing(&p);
+    test_process_type(&p, "\x03");
+    cr_expect_eq(test_process_finish(&p), 0, "%s", p.seen);
+    cr_expect(p.seen[p.n_seen - 1] == '\n', "Ctrl+C on an empty line left: %s", p.seen);
+}
+
+/* A full context is said as advice: whose context it is, after how many tokens, and what
+ * keeps the text going. stories260K holds 128 positions; the prompt takes 5 (bos and 4),
+ * so 123 tokens fit after it and one more comes from the last logits. */
+Test(generate_cli, a_full_context_says_what_keeps_going, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *out, *messages;
+    int status;
+    quill_stdout(&out, &messages, &status, "generate %s --prompt 'Once upon a time' -n 300 "
+                                           "--ignore-eos --temperature 0", model);
+    cr_assert_eq(status, 0, "%s", messages);
+    cr_expect_str_eq(messages, "quill: the model's context of 128 positions is full after 124 "
+                               "tokens; --context-shift keeps going\n");
+    free(out);
+    free(messages);
+}
