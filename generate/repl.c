@@ -89,7 +89,7 @@ static void repl_help(FILE *out)
                  "  /status          every setting and its value, and the context used\n"
                  "  /reset           forget the conversation (and the KV cache)\n"
                  "  /help            this list\n"
-                 "  /quit            leave (so do Ctrl+D and a second Ctrl+C)\n"
+                 "  /quit            leave (so do Ctrl+D, and Ctrl+C on an empty line)\n"
                  "  \"\"\"              on its own line: start or end an input of several lines\n");
 }
 
