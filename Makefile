@@ -217,7 +217,8 @@ check:
 demo: deps bin/quill
 	@test -s data/fortunes.txt || sh data/get.sh fortunes
 	bin/quill train --config configs/demo.json --data data/fortunes.txt --out runs/demo --force
-	bin/quill generate runs/demo/model.gguf --prompt "The meaning of life" --max-tokens 400 --temperature 0.8 --seed 42
+	bin/quill generate runs/demo/model.gguf --prompt "The meaning of life" --max-tokens 400 --temperature 0.8 --seed 42 \
+	  --context-shift
 
 # Machine peaks and throughput, then the full shakespeare-char run (nanoGPT: val loss ~1.88),
 # then the inference benchmark. quill picks OpenBLAS's kernel for this CPU itself (main.c); an

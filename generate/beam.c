@@ -4,11 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stream.h"
+#include "timer.h"
+
 /* A partial text being extended. */
 typedef struct {
     int slot;          /* its KV cache slot */
     double sum;        /* the log-probability of its tokens */
-    Completion c;      /* its tokens */
+    Completion c;      /* its tokens and their bytes (no stop string in them) */
     Sampler sampler;   /* its own history, for the penalties and bad words */
 } Beam;
 
@@ -30,6 +33,7 @@ typedef struct {
     int n_best_found;
     Extension *ext;    /* B * 2B extensions per step */
     CandidateList cand;
+    int steps, decoded; /* for --verbose: steps taken, tokens run through the model */
 } BeamSearch;
 
 static int compare_extensions(const void *a, const void *b)
@@ -47,9 +51,18 @@ static double hypothesis_score(double sum, int length, float alpha)
     return alpha == 0.0f || length == 0 ? sum : sum / pow((double)length, alpha);
 }
 
+/* dst = src's tokens and text. */
+static int completion_copy(Completion *dst, const Completion *src, Error *err)
+{
+    for (int i = 0; i < src->n_tokens; i++)
+        if (completion_add_token(dst, src->tokens[i], err) != 0)
+            return -1;
+    return completion_add_text(dst, src->text ? src->text : "", src->len, err);
+}
+
 /* Keeps a finished hypothesis if it is among the n_best so far. */
-static int finished_add(BeamSearch *bs, const Completion *tokens, double score,
-                        FinishReason why, Error *err)
+static int finished_add(BeamSearch *bs, const Completion *done, double score, FinishReason why,
+                        Error *err)
 {
     int at = bs->n_best_found;
     while (at > 0 && bs->best[at - 1].score < score)
@@ -65,10 +78,7 @@ static int finished_add(BeamSearch *bs, const Completion *tokens, double score,
     c->score = score;
     c->finish = why;
     c->seed = bs->s->seed;
-    for (int i = 0; i < tokens->n_tokens; i++)
-        if (completion_add_token(c, tokens->tokens[i], err) != 0)
-            return -1;
-    return 0;
+    return completion_copy(c, done, err);
 }
 
 /* Every beam's likeliest extensions (2B each: enough that B survive whatever ends). */
@@ -88,36 +98,79 @@ static int collect_extensions(BeamSearch *bs, int *n_ext)
     return 0;
 }
 
-/* The next step's beams from the ranked extensions: an end of text among the first B ranks
- * finishes its beam; the B best others go on. */
+/* The parent's tokens and text with one more token: its id and its bytes. */
+static int completion_extend(Completion *child, const Completion *parent, const Tokenizer *tok,
+                             int token, Error *err)
+{
+    char piece[256];
+    size_t len = tokenizer_token_bytes(tok, token, piece, sizeof piece);
+    if (completion_copy(child, parent, err) != 0 || completion_add_token(child, token, err) != 0)
+        return -1;
+    return completion_add_text(child, piece, len < sizeof piece ? len : sizeof piece, err);
+}
+
+/* Cuts c's text before the first stop string that ends after byte `from` (the text before
+ * it had none). Returns whether there was one. */
+static bool text_cut_at_stop(const BeamSearch *bs, Completion *c, size_t from)
+{
+    const GenerateOptions *o = bs->s->o;
+    int which;
+    size_t at = text_find_stop(c->text, c->len, from, o->stop.items, o->stop.n, &which);
+    if (which < 0)
+        return false;
+    c->len = at;
+    c->text[at] = '\0';
+    return true;
+}
+
+/* A child that goes on: its parent's sum and sampler with the token accepted; its slot is
+ * "child of beam parent" (-2 - parent) until assign_slots gives it one. */
+static int child_continue(Beam *child, const Beam *parent, const Extension *e, Error *err)
+{
+    child->sum = e->sum;
+    child->slot = -2 - e->parent;
+    if (sampler_clone(&child->sampler, &parent->sampler, err) != 0)
+        return -1;
+    return sampler_accept(&child->sampler, e->token, false, err);
+}
+
+/* The next step's beams from the ranked extensions. An extension that ends the text (the
+ * end-of-text token, or a token that completes a stop string) finishes a hypothesis when
+ * it is among the first B ranks, its score that of the text up to there (the stop string
+ * cut off, its tokens kept, as a sampled text keeps them); the B best others go on. */
 static int choose_next(BeamSearch *bs, int n_ext, int *n_next, Error *err)
 {
+    const Session *s = bs->s;
     *n_next = 0;
     for (int rank = 0; rank < n_ext && *n_next < bs->width; rank++) {
         const Extension *e = &bs->ext[rank];
         const Beam *parent = &bs->beams[e->parent];
-        bool ends = e->token == bs->s->tok->eos_id ||
-                    (bs->s->tok->eot_id >= 0 && e->token == bs->s->tok->eot_id);
-        if (ends && !bs->s->o->ignore_eos) {
-            if (rank < bs->width &&
-                finished_add(bs, &parent->c, hypothesis_score(e->sum, parent->c.n_tokens, bs->alpha),
-                             FINISH_EOS, err) != 0)
+        bool counts = rank < bs->width;
+        if (session_token_ends_text(s, e->token)) {
+            double score = hypothesis_score(e->sum, parent->c.n_tokens, bs->alpha);
+            if (counts && finished_add(bs, &parent->c, score, FINISH_EOS, err) != 0)
                 return -1;
             continue;
         }
-        Beam *child = &bs->next[(*n_next)++];
+        Beam *child = &bs->next[*n_next];
         memset(child, 0, sizeof *child);
-        child->slot = -1;
-        child->sum = e->sum;
-        if (sampler_clone(&child->sampler, &parent->sampler, err) != 0 ||
-            sampler_accept(&child->sampler, e->token, false, err) != 0)
-            return -1;
-        for (int i = 0; i < parent->c.n_tokens; i++)
-            if (completion_add_token(&child->c, parent->c.tokens[i], err) != 0)
+        int status = completion_extend(&child->c, &parent->c, s->tok, e->token, err);
+        if (status == 0 && text_cut_at_stop(bs, &child->c, parent->c.len)) {
+            double score = hypothesis_score(e->sum, child->c.n_tokens, bs->alpha);
+            status = counts ? finished_add(bs, &child->c, score, FINISH_STOP, err) : 0;
+            completion_free(&child->c);
+            if (status != 0)
                 return -1;
-        if (completion_add_token(&child->c, e->token, err) != 0)
+            continue;
+        }
+        if (status == 0)
+            status = child_continue(child, parent, e, err);
+        if (status != 0) {
+            completion_free(&child->c);
+            sampler_free(&child->sampler);
             return -1;
-        child->slot = -2 - e->parent; /* resolved by assign_slots: "child of beam parent" */
+        }
+        (*n_next)++;
     }
     return 0;
 }
@@ -158,22 +211,23 @@ static void beams_free(Beam *beams, int n)
 }
 
 /* True when no open beam can reach the score of the n_best-th finished one: a beam's sum
- * only falls, and with alpha > 0 its best hope is the longest length, max_tokens. */
-static bool search_done(const BeamSearch *bs, int max_tokens)
+ * only falls, and with alpha > 0 its best hope is the longest length a text can reach. */
+static bool search_done(const BeamSearch *bs, int longest)
 {
     if (bs->n_best_found < bs->n_best)
         return false;
     double worst_kept = bs->best[bs->n_best_found - 1].score;
     for (int b = 0; b < bs->n_beams; b++) {
-        int length = bs->alpha > 0.0f ? max_tokens : bs->beams[b].c.n_tokens;
+        int length = bs->alpha > 0.0f ? longest : bs->beams[b].c.n_tokens;
         if (hypothesis_score(bs->beams[b].sum, length, bs->alpha) > worst_kept)
             return false;
     }
     return true;
 }
 
-/* One step: extend, choose, move the caches, and run the B new tokens in one pass. */
-static int beam_step(BeamSearch *bs, int n_prompt, Error *err)
+/* One step: extend, choose, move the caches, and (unless it is the last step, or the
+ * context is full) run the B new tokens in one pass. */
+static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
 {
     int n_ext, n_next;
     if (collect_extensions(bs, &n_ext) != 0 || choose_next(bs, n_ext, &n_next, err) != 0)
@@ -184,8 +238,10 @@ static int beam_step(BeamSearch *bs, int n_prompt, Error *err)
     bs->beams = bs->next;
     bs->next = old;
     bs->n_beams = n_next;
-    if (n_next == 0)
+    bs->steps++;
+    if (n_next == 0 || !decode)
         return 0;
+    bs->decoded += n_next;
     int slots[64], tokens[64];
     for (int b = 0; b < n_next; b++) {
         slots[b] = bs->beams[b].slot;
@@ -220,29 +276,6 @@ static int root_beam(BeamSearch *bs, Error *err)
     return 0;
 }
 
-/* The hypotheses' texts: their tokens' bytes, cut at the first stop string. */
-static int best_texts(BeamSearch *bs, Error *err)
-{
-    for (int i = 0; i < bs->n_best_found; i++) {
-        Completion *c = &bs->best[i];
-        for (int t = 0; t < c->n_tokens; t++) {
-            char piece[256];
-            size_t len = tokenizer_token_bytes(bs->s->tok, c->tokens[t], piece, sizeof piece);
-            if (completion_add_text(c, piece, len < sizeof piece ? len : sizeof piece, err) != 0)
-                return -1;
-        }
-        for (int k = 0; c->text && k < bs->s->o->stop.n; k++) {
-            char *at = strstr(c->text, bs->s->o->stop.items[k]);
-            if (at) {
-                c->len = (size_t)(at - c->text);
-                c->text[c->len] = '\0';
-                c->finish = FINISH_STOP;
-            }
-        }
-    }
-    return 0;
-}
-
 int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
                 int *n_out, Error *err)
 {
@@ -262,19 +295,28 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
         status = root_beam(&bs, err);
     for (int slot = 1; status == 0 && slot < beam_size; slot++)
         infer_seq_copy(&s->ctx, 0, slot, 0); /* the prompt, into every slot once */
-    bool done = false;
-    for (int step = 0; status == 0 && !done && bs.n_beams > 0 && step < s->o->max_tokens; step++) {
-        if (infer_seq_length(&s->ctx, bs.beams[0].slot) == s->n_ctx)
-            break;
-        status = beam_step(&bs, n_prompt, err);
-        done = status == 0 && search_done(&bs, s->o->max_tokens);
+    /* the longest a text can be: max_tokens, or what the context holds after the prompt,
+     * and one more from the last logits, as a sampled text takes */
+    int max_tokens = s->o->max_tokens, room = s->n_ctx - n_prompt + 1;
+    int longest = max_tokens < room ? max_tokens : room;
+    double start = timer_seconds();
+    bool settled = false, last = false, full = false;
+    for (int step = 0; status == 0 && !settled && !last && step < max_tokens && bs.n_beams > 0;
+         step++) {
+        bool at_max = step + 1 == max_tokens;
+        full = !at_max && infer_seq_length(&s->ctx, bs.beams[0].slot) == s->n_ctx;
+        last = at_max || full;
+        status = beam_step(&bs, n_prompt, !last, err);
+        settled = status == 0 && search_done(&bs, longest);
     }
-    for (int b = 0; status == 0 && !done && b < bs.n_beams; b++) /* open: finished as they are */
+    FinishReason open_finish = full ? FINISH_CONTEXT : FINISH_LENGTH;
+    for (int b = 0; status == 0 && !settled && b < bs.n_beams; b++) /* finished as they are */
         status = finished_add(&bs, &bs.beams[b].c,
                               hypothesis_score(bs.beams[b].sum, bs.beams[b].c.n_tokens, bs.alpha),
-                              FINISH_LENGTH, err);
-    if (status == 0)
-        status = best_texts(&bs, err);
+                              open_finish, err);
+    s->stats.search_steps += bs.steps;
+    s->stats.generated_tokens += bs.decoded;
+    s->stats.generate_seconds += timer_seconds() - start;
     for (int i = 0; i < bs.n_best_found; i++) {
         if (status == 0)
             out[i] = bs.best[i];

@@ -8,9 +8,15 @@
  * the mean per token. The search ends when no open beam can still beat the finished ones,
  * or after max_tokens (the open beams then finish as they are).
  *
+ * A token that completes a stop string ends its beam the same way: the hypothesis is the
+ * text before the stop string, scored with the tokens up to the one that completed it (a
+ * full context ends the search too, after one more token from the last logits, with
+ * finish "context").
+ *
  * Log-probabilities are those of the sampler's chain without its truncating filters:
  * logit bias, bad words and penalties apply (each beam has its own history), top-k, top-p
- * and temperature do not. B = 1 is exactly greedy decoding.
+ * and temperature do not. B = 1 is exactly greedy decoding (quill generate leaves
+ * --beam-size 1 to the sampler instead).
  *
  * Each beam has a KV cache slot. When beams branch, the first child of a beam takes its
  * parent's slot as it is and the others copy it into the slots of beams that ended, but

@@ -301,11 +301,14 @@ void candidates_min_p(CandidateList *c, float min_p)
     if (min_p <= 0.0f)
         return;
     min_p = min_p > 1.0f ? 1.0f : min_p; /* above 1 nothing, not even the maximum, would pass */
-    /* in double, so that min_p = 1 keeps exactly the candidates tied with the maximum */
-    double threshold = (double)candidates_max_logit(c) + log((double)min_p);
+    /* In float, as the logits are: a token at exactly min_p * p_max has the logit
+     * logf(p_max) + logf(min_p) rounded to float, and so has the bar (0.25 against 0.5 *
+     * 0.5). Widened to double, the bar would keep ln(min_p)'s digits that the token's
+     * logit lost, and could land just above it. min_p = 1 adds logf(1) = 0 exactly. */
+    float threshold = candidates_max_logit(c) + logf(min_p);
     int kept = 0;
     for (int i = 0; i < c->n; i++)
-        if ((double)c->data[i].logit >= threshold)
+        if (c->data[i].logit >= threshold)
             c->data[kept++] = c->data[i];
     if (kept < c->n)
         c->indexed = false;

@@ -4,15 +4,21 @@
  *   model fills the KV cache -> a continuation streamed as it is generated (session.h);
  *   or several samples side by side (--num-samples), or beam search (--beam-size).
  * --interactive (quill chat) keeps the model loaded in a prompt loop: repl.c. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "beam.h"
 #include "chat.h"
 #include "cli.h"
+#include "fileio.h"
 #include "generate.h"
+#include "jsonl.h"
 #include "loader.h"
 #include "matmul.h"
 #include "options.h"
@@ -49,7 +55,12 @@ int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char
 
 uint64_t generate_seed(const GenerateOptions *o)
 {
-    return o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) % 1000000;
+    if (o->seed >= 0)
+        return (uint64_t)o->seed;
+    uint32_t entropy;
+    if (getrandom(&entropy, sizeof entropy, 0) != (ssize_t)sizeof entropy)
+        entropy = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16; /* a kernel without it */
+    return entropy & 0x7fffffff; /* within --seed's range, so that it can be given back */
 }
 
 int generate_stops_unescape(GenerateOptions *o, Error *err)
@@ -63,6 +74,33 @@ int generate_stops_unescape(GenerateOptions *o, Error *err)
     return 0;
 }
 
+int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
+                         bool *from_flag, Error *err)
+{
+    char quoted[64];
+    *from_flag = o->chat_template != NULL;
+    *family = *from_flag ? chat_family_from_name(o->chat_template) : chat_family_from_gguf(file);
+    if (*from_flag && *family == CHAT_UNKNOWN)
+        return error_set(err, "--chat-template '%s' is not a template quill knows (%s)",
+                         error_quote(quoted, sizeof quoted, o->chat_template,
+                                     strlen(o->chat_template)),
+                         chat_family_names());
+    if (o->system && *family == CHAT_UNKNOWN)
+        return error_set(err, "--system needs a chat template, and the model has none that "
+                              "quill knows (give one: --chat-template %s)",
+                         chat_family_names());
+    return 0;
+}
+
+void generate_chat_family_report(ChatFamily family, bool from_flag)
+{
+    if (family == CHAT_UNKNOWN)
+        fprintf(stderr, "[chat template: none, the text is plain]\n");
+    else
+        fprintf(stderr, "[chat template: %s, from %s]\n", chat_family_name(family),
+                from_flag ? "--chat-template" : "the model's tokenizer.chat_template");
+}
+
 /* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
  * or a system prompt is asked for. */
 static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const GenerateOptions *o,
@@ -70,12 +108,12 @@ static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const Gener
 {
     if (!o->chat_template && !o->system)
         return tokenizer_encode(tok, o->prompt, strlen(o->prompt), tok->add_bos, ids, n, err);
-    ChatFamily family = o->chat_template ? chat_family_from_name(o->chat_template)
-                                         : chat_family_from_gguf(file);
-    if (family == CHAT_UNKNOWN)
-        return error_set(err, "no chat template: %s (--chat-template chatml, llama2, llama3, "
-                              "zephyr, mistral, gemma or phi3)",
-                         o->chat_template ? "unknown name" : "the model has none quill knows");
+    ChatFamily family;
+    bool from_flag;
+    if (generate_chat_family(o, file, &family, &from_flag, err) != 0)
+        return -1; /* with either flag, a family is known or it is an error */
+    if (o->verbose)
+        generate_chat_family_report(family, from_flag);
     ChatMessage msgs[2];
     int n_msgs = 0;
     if (o->system)
@@ -93,58 +131,73 @@ static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const Gener
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* A JSON string: quotes, backslashes and control characters escaped; other bytes as they
- * are (UTF-8 passes through). */
-static void json_write_string(FILE *out, const char *s, size_t n)
+/* --output-file's destination. A regular file (or a new one) is written atomically: under
+ * a temporary name, renamed into place when complete, so a failed run leaves the old file.
+ * Anything else is written through as it is: a pipe or a device (a shell's >(jq .)) cannot
+ * be replaced, and a symbolic link (/dev/stdout) must not be, or the rename would put a
+ * file where the link was. Either is opened before the generation, so that a path that
+ * cannot be written (a missing directory) is an error before any work. */
+typedef struct {
+    AtomicFile atomic;
+    FILE *direct;
+} OutputFile;
+
+static int output_file_open(OutputFile *f, const char *path, Error *err)
 {
-    fputc('"', out);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", out);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
+    struct stat st;
+    memset(f, 0, sizeof *f);
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
+        return atomic_file_open(&f->atomic, path, err);
+    f->direct = fopen(path, "w");
+    return f->direct ? 0 : error_set(err, "%s: cannot write: %s", path, strerror(errno));
 }
 
-/* One JSON line per sample: its text, tokens, why it ended, and the settings. */
-static int output_file_write(const GenerateOptions *o, const Completion *c, int n,
-                             Error *err)
+static FILE *output_file_stream(const OutputFile *f)
 {
-    FILE *out = fopen(o->output_file, "w");
-    if (!out)
-        return error_set(err, "%s: cannot write", o->output_file);
-    for (int i = 0; i < n; i++) {
-        fputs("{\"text\":", out);
-        json_write_string(out, c[i].text ? c[i].text : "", c[i].len);
-        fputs(",\"tokens\":[", out);
-        for (int t = 0; t < c[i].n_tokens; t++)
-            fprintf(out, t ? ",%d" : "%d", c[i].tokens[t]);
-        fprintf(out, "],\"finish_reason\":\"%s\",\"seed\":%llu", finish_reason_name(c[i].finish),
-                (unsigned long long)c[i].seed);
-        if (o->beam_size > 1)
-            fprintf(out, ",\"score\":%.6f", c[i].score);
-        fprintf(out, ",\"settings\":{\"temperature\":%g,\"top_k\":%d,\"top_p\":%g,\"min_p\":%g,"
-                     "\"typical_p\":%g,\"repeat_penalty\":%g,\"repeat_last_n\":%d,"
-                     "\"frequency_penalty\":%g,\"presence_penalty\":%g,\"beam_size\":%d,"
-                     "\"length_penalty\":%g,\"max_tokens\":%d}}\n",
-                o->temperature, o->top_k, o->top_p, o->min_p, o->typical_p, o->repeat_penalty,
-                o->repeat_last_n, o->frequency_penalty, o->presence_penalty, o->beam_size,
-                o->length_penalty, o->max_tokens);
-    }
-    bool failed = ferror(out) != 0;
-    failed |= fclose(out) != 0;
-    return failed ? error_set(err, "%s: write failed", o->output_file) : 0;
+    return f->direct ? f->direct : f->atomic.fp;
 }
 
-/* Several completions one after the other, each after a separator line. */
+/* Completes the file (status 0), or leaves things as they were (status -1: an atomic file
+ * is removed). Returns the status, -1 when the completion itself fails. */
+static int output_file_close(OutputFile *f, const char *path, int status, Error *err)
+{
+    if (f->direct) {
+        bool failed = ferror(f->direct) != 0;
+        failed |= fclose(f->direct) != 0;
+        f->direct = NULL;
+        return status == 0 && failed ? error_set(err, "%s: write failed", path) : status;
+    }
+    if (status == 0 && f->atomic.fp)
+        return atomic_file_commit(&f->atomic, err);
+    atomic_file_abort(&f->atomic);
+    return status;
+}
+
+/* Ends a single completion's output. On a terminal it ends with a newline, so that the
+ * shell's prompt starts a line of its own; in a pipe or a file stdout holds exactly the
+ * bytes written (with --no-echo, the generated ones, and nothing else). */
+static void output_end(const GenerateOptions *o, const Completion *c)
+{
+    size_t prompt_len = strlen(o->prompt);
+    char last = c->len > 0                  ? c->text[c->len - 1]
+                : o->echo && prompt_len > 0 ? o->prompt[prompt_len - 1]
+                                            : '\n'; /* nothing written */
+    if (last != '\n' && isatty(STDOUT_FILENO))
+        putchar('\n');
+    fflush(stdout);
+}
+
+/* Completions found side by side: one is printed as a streamed one would be (the prompt
+ * unless --no-echo, the text); several each after a separator line. */
 static void completions_print(const GenerateOptions *o, const Completion *c, int n)
 {
+    if (n == 1) {
+        if (o->echo)
+            fputs(o->prompt, stdout);
+        fwrite(c[0].text ? c[0].text : "", 1, c[0].len, stdout);
+        output_end(o, &c[0]);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         if (o->beam_size > 1)
             printf("%s--- beam %d of %d (score %.4f, %s) ---\n", i ? "\n" : "", i + 1, n,
@@ -191,9 +244,9 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
     int limit = o->context > 0 ? o->context : m->config.context;
     if (n_prompt == 0 || (int)n_prompt >= limit) {
         free(prompt);
-        return error_set(err, "the prompt has %zu tokens; the context holds %d, so between 1 "
+        return error_set(err, "the prompt has %zu token%s; the context holds %d, so between 1 "
                               "and %d fit (--context sets it)",
-                         n_prompt, limit, limit - 1);
+                         n_prompt, plural_s((long)n_prompt), limit, limit - 1);
     }
     /* the cache holds what the run can use: the whole context only when shifting */
     int wanted = (int)n_prompt + o->max_tokens;
@@ -202,22 +255,34 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
     Session s;
     Completion c[64] = {0};
     int n = 0;
-    int status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
+    OutputFile output = {0};
+    int status = o->output_file ? output_file_open(&output, o->output_file, err) : 0;
+    if (status == 0)
+        status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
     if (status == 0) {
         status = session_feed(&s, prompt, (int)n_prompt, err);
         if (status == 0)
             status = generate_completions(&s, c, &n, err);
         if (status == 0 && (o->num_samples > 1 || o->beam_size > 1))
             completions_print(o, c, n);
+        else if (status == 0)
+            output_end(o, &c[0]);
         if (status == 0 && n == 1 && c[0].finish == FINISH_CONTEXT)
-            fprintf(stderr, "\n[the context of %d positions is full: stopped after %d tokens "
-                            "(--context-shift goes on)]\n", n_ctx, c[0].n_tokens);
+            fprintf(stderr, "quill: %s context of %d positions is full after %d token%s%s\n",
+                    o->context > 0 ? "the" : "the model's", n_ctx, c[0].n_tokens,
+                    plural_s(c[0].n_tokens),
+                    o->beam_size > 1 ? "" : "; --context-shift keeps going");
+        if (status == 0 && o->verbose && o->beam_size > 1 && n == 1)
+            fprintf(stderr, "[the best beam: score %.4f, %s]\n", c[0].score,
+                    finish_reason_name(c[0].finish));
         if (status == 0 && o->output_file)
-            status = output_file_write(o, c, n, err);
+            jsonl_write_completions(output_file_stream(&output), o, c, n);
         if (o->verbose)
             session_report(&s);
         session_free(&s);
     }
+    if (o->output_file)
+        status = output_file_close(&output, o->output_file, status, err);
     for (int i = 0; i < n; i++)
         completion_free(&c[i]);
     free(prompt);

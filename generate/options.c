@@ -49,7 +49,8 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"min-p", FLAG_FLOAT, &o->min_p, 0, 1, "keep tokens with p >= min-p * p_max (0: off)"},
         {"typical-p", FLAG_FLOAT, &o->typical_p, 0, 1, "locally typical sampling (1: off)"},
         {"repeat-penalty", FLAG_FLOAT, &o->repeat_penalty, 0, 100,
-         "divide positive, multiply negative logits of recent tokens (1: off)"},
+         "divide positive, multiply negative logits of recent tokens (1: off)",
+         .above_min = true},
         {"repeat-last-n", FLAG_INT, &o->repeat_last_n, -1, 1 << 24,
          "the penalties' window (0: off, -1: everything so far)"},
         {"penalize-prompt", FLAG_SWITCH, &o->penalize_prompt, 0, 0,
@@ -64,10 +65,10 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
          "comma-separated words or phrases never to generate"},
         {"samplers", FLAG_STRING, &o->samplers, 0, 0,
          "the chain, e.g. penalties,top-k,top-p,min-p,temperature"},
-        {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: from the clock)",
+        {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: a random one, shown by --verbose)",
          .short_name = 's'},
         {"beam-size", FLAG_INT, &o->beam_size, 1, 64, "beam search with this many beams (1: "
-                                                       "sampling)"},
+                                                       "none, sample)"},
         {"length-penalty", FLAG_FLOAT, &o->length_penalty, -10, 10,
          "beam score = log-prob sum / length^this (0: plain sum)"},
         {"num-samples", FLAG_INT, &o->num_samples, 1, 64, "samples (or best beams) to print"},
@@ -224,11 +225,4 @@ void generate_sampler_params_free(SamplerParams *p)
     p->n_bad_words = 0;
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
-}
-
-void generate_options_write(FILE *out, GenerateOptions *o)
-{
-    Flag flags[GENERATE_MAX_FLAGS];
-    int n = generate_options_flags(o, flags);
-    cli_write_flag_values(out, flags, n);
 }

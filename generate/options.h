@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "chat.h"
 #include "cli.h"
 #include "error.h"
 #include "sampler.h"
@@ -36,7 +37,7 @@ typedef struct {
     StringList logit_bias; /* "ID:VALUE" each */
     const char *bad_words; /* "word,phrase,..." */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
-    int seed;              /* -1: from the clock */
+    int seed;              /* -1: a random one from the operating system (getrandom) */
     /* search */
     int beam_size;         /* 1: sample; B > 1: beam search with B beams */
     float length_penalty;  /* beam score = sum of log-probs / length^alpha (0: plain sum) */
@@ -58,6 +59,12 @@ typedef struct {
 } GenerateOptions;
 
 enum { GENERATE_MAX_FLAGS = 40 };
+
+/* "s" for every count but 1, for messages: "%d token%s", n, plural_s(n). */
+static inline const char *plural_s(long n)
+{
+    return n == 1 ? "" : "s";
+}
 
 /* The documented defaults (the sampler's are llama.cpp's, see sampler_params_default). */
 void generate_options_default(GenerateOptions *o);
@@ -81,12 +88,19 @@ void generate_sampler_params_free(SamplerParams *p);
  * cli_parse_command's result. */
 int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char **model,
                            Error *err);
-/* The seed to use: o->seed, or one from the clock when it is -1. */
+/* The seed to use: o->seed, or when it is -1 one from the operating system's entropy
+ * (getrandom: runs started in the same second differ), in 0 .. 2^31 - 1 like --seed. */
 uint64_t generate_seed(const GenerateOptions *o);
+/* The chat template a run uses: --chat-template's family, else the one the model's file
+ * names (CHAT_UNKNOWN when it has none quill knows). An unknown --chat-template name, and
+ * --system without a template, are errors: a system prompt cannot be written without one.
+ * *from_flag says which of the two it was, for --verbose. */
+int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
+                         bool *from_flag, Error *err);
+/* "[chat template: chatml, from the model]" (or from --chat-template, or "none"), on
+ * stderr: what --verbose says about the template in use. */
+void generate_chat_family_report(ChatFamily family, bool from_flag);
 /* Stop strings are typed with escapes (\n); turns them into their bytes, in place. */
 int generate_stops_unescape(GenerateOptions *o, Error *err);
-
-/* Every setting and its value, one per line (/status, --verbose). */
-void generate_options_write(FILE *out, GenerateOptions *o);
 
 #endif

@@ -6,9 +6,13 @@
  *   chat model   each line is a user turn in the model's chat template (or the one
  *                --chat-template names); the reply is the assistant's turn
  *
- * Commands: /help, /set key=value (any generation flag), /status, /reset, /quit. Lines
- * between two """ lines are one input. Ctrl+C stops a reply and returns to the prompt;
- * a second Ctrl+C, or the end of input, leaves with exit status 0. */
+ * Commands: /help, /set key=value (any generation flag that applies to a chat), /status,
+ * /reset, /quit. Lines between two """ lines are one input. Ctrl+C stops a reply and
+ * returns to the prompt; at the prompt it drops the line typed, or on an empty line leaves
+ * (lineread.c), as the end of input does, with exit status 0.
+ *
+ * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
+ * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +32,28 @@
  * model trained for 128k positions would otherwise reserve gigabytes of cache). */
 enum { REPL_DEFAULT_CONTEXT = 4096, REPL_MAX_MESSAGES = 4096 };
 
+/* The generation settings that mean nothing in a chat (they shape quill generate's output:
+ * its prompt, the echo of it, several samples or beams, a file), and those fixed once the
+ * session has started (the cache's size and type, the threads, the template). /status
+ * and /set show neither the first nor, for /set, the second. */
+static const char *const NOT_IN_CHAT[] = {"prompt",      "echo",           "interactive",
+                                          "beam-size",   "length-penalty", "num-samples",
+                                          "output-file", NULL};
+static const char *const FIXED_IN_CHAT[] = {"context", "cache-type", "threads", "chat-template",
+                                            NULL};
+
+static bool name_in(const char *const *names, const char *name)
+{
+    for (; *names; names++)
+        if (strcmp(*names, name) == 0)
+            return true;
+    return false;
+}
+
 static volatile sig_atomic_t repl_generating = 0, repl_interrupted = 0;
 
-/* Ctrl+C: stops a reply the first time; at the prompt, or a second time, leaves. */
+/* Ctrl+C as a signal: stops a reply the first time; a second time, or at a prompt read from
+ * a pipe, leaves. (At a terminal's prompt, the line editor reads Ctrl+C as a key.) */
 static void repl_on_interrupt(int signo)
 {
     (void)signo;
@@ -61,11 +84,12 @@ static void repl_help(FILE *out)
 {
     fprintf(out, "commands:\n"
                  "  /set key=value   change a setting (e.g. /set temperature=0, /set top-k=50,\n"
-                 "                   /set max-tokens=100, /set samplers=top-k,temperature)\n"
-                 "  /status          every setting and its value\n"
+                 "                   /set max-tokens=100, /set samplers=top-k,temperature);\n"
+                 "                   /set alone lists them\n"
+                 "  /status          every setting and its value, and the context used\n"
                  "  /reset           forget the conversation (and the KV cache)\n"
                  "  /help            this list\n"
-                 "  /quit            leave (so do Ctrl+D and a second Ctrl+C)\n"
+                 "  /quit            leave (so do Ctrl+D, and Ctrl+C on an empty line)\n"
                  "  \"\"\"              on its own line: start or end an input of several lines\n");
 }
 
@@ -168,7 +192,21 @@ static int repl_turn(Repl *r, const char *input, Error *err)
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-/* "/set key=value": any generation flag, parsed as on the command line. */
+/* The settings that apply to a chat, into flags (GENERATE_MAX_FLAGS of room), with r->o's
+ * fields as destinations; only those /set may change when `changeable`. Returns how many. */
+static int chat_settings(Repl *r, Flag *flags, bool changeable)
+{
+    Flag all[GENERATE_MAX_FLAGS];
+    int n_all = generate_options_flags(r->o, all), n = 0;
+    for (int i = 0; i < n_all; i++)
+        if (!name_in(NOT_IN_CHAT, all[i].name) &&
+            !(changeable && name_in(FIXED_IN_CHAT, all[i].name)))
+            flags[n++] = all[i];
+    return n;
+}
+
+/* "/set key=value": a generation flag that applies to a chat, parsed as on the command
+ * line. */
 static int repl_set(Repl *r, const char *arg, Error *err)
 {
     const char *eq = strchr(arg, '=');
@@ -177,15 +215,15 @@ static int repl_set(Repl *r, const char *arg, Error *err)
     Flag flags[GENERATE_MAX_FLAGS];
     int n_flags = generate_options_flags(r->o, flags);
     const Flag *f = cli_flag_find(flags, n_flags, arg, (size_t)(eq - arg));
-    const char *fixed[] = {"prompt", "interactive", "context", "cache-type", "threads",
-                           "chat-template", "beam-size", "num-samples", "output-file"};
-    for (size_t i = 0; f && i < sizeof fixed / sizeof *fixed; i++)
-        if (strcmp(f->name, fixed[i]) == 0)
-            return error_set(err, "/set %s: fixed for this session (give it on the command line)",
-                             f->name);
     if (!f)
-        return error_set(err, "/set: unknown setting '%.*s' (/status lists them)",
+        return error_set(err, "/set: unknown setting '%.*s' (/set alone lists them)",
                          (int)(eq - arg), arg);
+    if (name_in(NOT_IN_CHAT, f->name))
+        return error_set(err, "/set %s: not a chat setting (a chat streams one reply per "
+                              "turn; %s is for quill generate)", f->name, f->name);
+    if (name_in(FIXED_IN_CHAT, f->name))
+        return error_set(err, "/set %s: fixed for this session (give it on the command line)",
+                         f->name);
     /* a string setting points at its text, so the text lives as long as the session */
     if (string_list_append(&r->values, eq + 1, err) != 0)
         return -1;
@@ -199,6 +237,8 @@ static int repl_set(Repl *r, const char *arg, Error *err)
         status = generate_options_apply_preset(r->o, err);
     if (status == 0 && strcmp(f->name, "stop") == 0)
         status = generate_stops_unescape(r->o, err);
+    if (status == 0 && strcmp(f->name, "seed") == 0)
+        r->session.seed = generate_seed(r->o);
     return status == 0 ? session_update_sampler(&r->session, err) : -1;
 }
 
@@ -213,9 +253,15 @@ static int repl_command(Repl *r, const char *line)
     if (strcmp(line, "/help") == 0) {
         repl_help(stdout);
     } else if (strcmp(line, "/status") == 0) {
-        generate_options_write(stdout, r->o);
+        Flag flags[GENERATE_MAX_FLAGS];
+        cli_write_flag_values(stdout, flags, chat_settings(r, flags, false));
         printf("  %-20s %d of %d positions\n", "(context used)",
                infer_seq_length(&r->session.ctx, 0), r->session.n_ctx);
+        printf("  %-20s %llu\n", "(seed in use)", (unsigned long long)r->session.seed);
+    } else if (strcmp(line, "/set") == 0) {
+        Flag flags[GENERATE_MAX_FLAGS];
+        printf("/set key=value changes one of these (now):\n");
+        cli_write_flag_values(stdout, flags, chat_settings(r, flags, true));
     } else if (strcmp(line, "/reset") == 0) {
         session_reset(&r->session);
         messages_clear(r);
@@ -276,8 +322,45 @@ static int repl_loop(Repl *r)
     return 0;
 }
 
+/* The flags of quill generate's other outputs, when given: an error that names them. */
+static int refuse_generate_only_flags(const GenerateOptions *o, Error *err)
+{
+    GenerateOptions d;
+    generate_options_default(&d);
+    const struct {
+        const char *flag;
+        bool given;
+    } flags[] = {
+        {"--prompt", o->prompt[0] != '\0'},
+        {"--beam-size", o->beam_size != d.beam_size},
+        {"--length-penalty", o->length_penalty != d.length_penalty},
+        {"--num-samples", o->num_samples != d.num_samples},
+        {"--output-file", o->output_file != NULL},
+    };
+    enum { N = sizeof flags / sizeof *flags };
+    int n_given = 0, left;
+    for (int i = 0; i < N; i++)
+        n_given += flags[i].given;
+    if (n_given == 0)
+        return 0;
+    char given[128] = ""; /* "--a, --b and --c" */
+    left = n_given;
+    for (int i = 0; i < N; i++) {
+        if (!flags[i].given)
+            continue;
+        size_t used = strlen(given);
+        snprintf(given + used, sizeof given - used, "%s%s", flags[i].flag,
+                 left == 1 ? "" : left == 2 ? " and " : ", ");
+        left--;
+    }
+    return error_set(err, "quill chat streams one reply per turn: %s %s for quill generate",
+                     given, n_given == 1 ? "is" : "are");
+}
+
 int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
 {
+    if (refuse_generate_only_flags(o, err) != 0)
+        return -1;
     char path[4096];
     model_path_resolve(model_arg, path, sizeof path);
     compute_set_threads(o->threads);
@@ -286,11 +369,14 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
     if (model_file_load(path, &m, &tok, err) != 0)
         return -1;
     Repl r = {.model = &m, .tok = &tok, .o = o, .terminal = line_input_is_terminal()};
-    r.family = o->chat_template ? chat_family_from_name(o->chat_template)
-                                : chat_family_from_gguf(m.file);
-    if (o->chat_template && r.family == CHAT_UNKNOWN)
-        fprintf(stderr, "quill: unknown chat template '%s' (known: %s): plain completion\n",
-                o->chat_template, chat_family_names());
+    bool from_flag;
+    if (generate_chat_family(o, m.file, &r.family, &from_flag, err) != 0) {
+        tokenizer_free(&tok);
+        model_free(&m);
+        return -1;
+    }
+    if (o->verbose)
+        generate_chat_family_report(r.family, from_flag);
     int n_ctx = o->context > 0 ? o->context : m.config.context;
     n_ctx = o->context > 0 || n_ctx < REPL_DEFAULT_CONTEXT ? n_ctx : REPL_DEFAULT_CONTEXT;
     o->echo = false;

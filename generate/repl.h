@@ -5,7 +5,8 @@
 #include "error.h"
 #include "options.h"
 
-/* Loads MODEL and runs the prompt loop until /quit, the end of input or a second Ctrl+C. */
+/* Loads MODEL and runs the prompt loop until /quit, the end of input, or Ctrl+C at an empty
+ * prompt. */
 int repl_run(const char *model, GenerateOptions *o, Error *err);
 
 #endif

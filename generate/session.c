@@ -90,6 +90,25 @@ static int sampler_build(Session *s, Error *err)
 
 /* ---- the session --------------------------------------------------------------------------- */
 
+/* What a context means, said before it is allocated (infer_init refuses one that does not
+ * fit in memory): a warning when it reaches past the positions the model was trained on,
+ * where RoPE meets angles it never saw and the text usually falls apart, and a note when
+ * it takes more than a gigabyte, so that no run takes gigabytes without a word. */
+static void context_report(const Model *m, const InferParams *p)
+{
+    if (p->n_ctx > m->config.context)
+        fprintf(stderr, "quill: warning: a context of %d positions is longer than the %d the "
+                        "model was trained on; the text may fall apart past position %d\n",
+                p->n_ctx, m->config.context, m->config.context);
+    size_t bytes = infer_memory_bytes(m, p);
+    if (bytes > 1000000000 && bytes <= infer_memory_available())
+        fprintf(stderr, "quill: a context of %d positions%s takes %.2f GB of memory (KV cache "
+                        "%.2f GB of %s)\n",
+                p->n_ctx, p->n_seq > 1 ? " per sequence" : "", bytes / 1e9,
+                model_kv_cache_bytes(&m->config, p->n_seq, p->n_ctx, p->cache_type) / 1e9,
+                kv_cache_type_name(p->cache_type));
+}
+
 int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptions *o,
                  uint64_t seed, int n_seq, int n_ctx, Error *err)
 {
@@ -103,6 +122,7 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, GenerateOptio
         o->cache_type = kv_cache_type_name(kv_cache_type_default(m->file));
     InferParams params = {.n_seq = n_seq, .n_ctx = n_ctx,
                           .cache_type = kv_cache_type_from_name(o->cache_type)};
+    context_report(m, &params);
     if (infer_init(&s->ctx, m, &params, err) != 0)
         return -1;
     if (sampler_build(s, err) != 0) {
@@ -139,9 +159,9 @@ int session_feed(Session *s, const int *tokens, int n, Error *err)
         return 0;
     int used = infer_seq_length(&s->ctx, 0);
     if (used + n > s->n_ctx)
-        return error_set(err, "the prompt has %d tokens and %d are in the context already; the "
-                              "context holds %d (give a larger --context)",
-                         n, used, s->n_ctx);
+        return error_set(err, "the prompt has %d token%s and %d are in the context already; "
+                              "the context holds %d (give a larger --context)",
+                         n, plural_s(n), used, s->n_ctx);
     s->prompt_start = timer_seconds();
     if (infer_decode(&s->ctx, 0, tokens, n, err) != 0)
         return -1;
@@ -169,10 +189,11 @@ static int context_shift(Session *s, Error *err)
     return status;
 }
 
-/* The ends of text: EOS, and a separate end-of-turn token where the vocabulary has one. */
-static bool token_ends_text(const Tokenizer *tok, int token)
+bool session_token_ends_text(const Session *s, int token)
 {
-    return token == tok->eos_id || (tok->eot_id >= 0 && token == tok->eot_id);
+    const Tokenizer *tok = s->tok;
+    bool end = token == tok->eos_id || (tok->eot_id >= 0 && token == tok->eot_id);
+    return end && !s->o->ignore_eos;
 }
 
 /* --show-probs: the chain's surviving candidates of this step, most likely first, as a
@@ -270,7 +291,7 @@ int session_continue(Session *s, FILE *out, Completion *c, Error *err)
         int token = choose_token(s, infer_logits(&s->ctx, 0), &shown);
         if (generated++ == 0)
             s->stats.first_token_seconds = timer_seconds() - s->prompt_start;
-        if (token_ends_text(s->tok, token) && !s->o->ignore_eos) {
+        if (session_token_ends_text(s, token)) {
             c->finish = FINISH_EOS;
             break;
         }
@@ -327,7 +348,7 @@ static int sample_step(Session *s, SampleState *st, Completion *c, const float *
                        int *token, Error *err)
 {
     *token = sampler_sample(&st->sampler, logits);
-    if (token_ends_text(s->tok, *token) && !s->o->ignore_eos) {
+    if (session_token_ends_text(s, *token)) {
         c->finish = FINISH_EOS;
         return 1;
     }
@@ -405,21 +426,47 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
     return status;
 }
 
+/* tokens per second, 0 for no time */
+static double rate(int tokens, double seconds)
+{
+    return seconds > 0 ? tokens / seconds : 0.0;
+}
+
 void session_report(const Session *s)
 {
     const SessionStats *t = &s->stats;
-    char chain[512];
-    sampler_chain_describe(&s->params, chain, sizeof chain);
-    fprintf(stderr, "\n[chain: %s]\n", chain);
+    const GenerateOptions *o = s->o;
     size_t cache_bytes = infer_cache_bytes(&s->ctx);
-    fprintf(stderr, "[seed %llu; KV cache %zu bytes = %.2f MB (%s, %d positions)]\n",
-            (unsigned long long)s->seed, cache_bytes, cache_bytes / 1e6, s->o->cache_type,
-            s->n_ctx);
-    fprintf(stderr, "[prompt: %d tokens in %.3f s, %.1f tokens/s; first token after %.3f s]\n",
-            t->prompt_tokens, t->prompt_seconds,
-            t->prompt_seconds > 0 ? t->prompt_tokens / t->prompt_seconds : 0.0,
-            t->first_token_seconds);
-    fprintf(stderr, "[generated: %d tokens in %.3f s, %.1f tokens/s]\n", t->generated_tokens,
-            t->generate_seconds,
-            t->generate_seconds > 0 ? t->generated_tokens / t->generate_seconds : 0.0);
+    if (t->search_steps > 0) {
+        /* beam search does not sample: the chain's filters, temperature and seed play no
+         * part (beam.h) */
+        fprintf(stderr, "[beam search: %d beams, length penalty %g, each scored by its "
+                        "log-probability after logit-bias, bad-words and penalties]\n",
+                o->beam_size, o->length_penalty);
+        fprintf(stderr, "[KV cache %zu bytes = %.2f MB (%s, %d positions per beam)]\n",
+                cache_bytes, cache_bytes / 1e6, o->cache_type, s->n_ctx);
+    } else {
+        char chain[512];
+        sampler_chain_describe(&s->params, chain, sizeof chain);
+        fprintf(stderr, "[chain: %s]\n", chain);
+        fprintf(stderr, "[seed %llu; KV cache %zu bytes = %.2f MB (%s, %d positions)]\n",
+                (unsigned long long)s->seed, cache_bytes, cache_bytes / 1e6, o->cache_type,
+                s->n_ctx);
+    }
+    fprintf(stderr, "[prompt: %d token%s in %.3f s, %.1f tokens/s", t->prompt_tokens,
+            plural_s(t->prompt_tokens), t->prompt_seconds,
+            rate(t->prompt_tokens, t->prompt_seconds));
+    if (t->search_steps == 0) /* beams have no first token: the best is known at the end */
+        fprintf(stderr, "; first token after %.3f s", t->first_token_seconds);
+    fputs("]\n", stderr);
+    if (t->search_steps > 0)
+        fprintf(stderr, "[search: %d step%s, %d token%s through the model (the beams side by "
+                        "side) in %.3f s, %.1f tokens/s]\n",
+                t->search_steps, plural_s(t->search_steps), t->generated_tokens,
+                plural_s(t->generated_tokens), t->generate_seconds,
+                rate(t->generated_tokens, t->generate_seconds));
+    else
+        fprintf(stderr, "[generated: %d token%s in %.3f s, %.1f tokens/s]\n",
+                t->generated_tokens, plural_s(t->generated_tokens), t->generate_seconds,
+                rate(t->generated_tokens, t->generate_seconds));
 }

@@ -52,6 +52,8 @@ typedef struct {
     int generated_tokens;
     double generate_seconds;
     double first_token_seconds; /* from the start of the last prompt to its first token */
+    int search_steps;           /* beam search's steps (0: none ran); its tokens run through
+                                   the model, over all beams, count as generated */
 } SessionStats;
 
 typedef struct {
@@ -86,6 +88,10 @@ void session_reset(Session *s);
  * adds them to the history as prompt. A text that does not fit in the context is an error
  * that changes nothing. */
 int session_feed(Session *s, const int *tokens, int n, Error *err);
+
+/* Whether a chosen token ends the text: the end-of-text token, or a separate end-of-turn
+ * token where the vocabulary has one; never with --ignore-eos. */
+bool session_token_ends_text(const Session *s, int token);
 
 /* Generates one continuation of sequence 0, streaming its text to out (may be NULL) and
  * recording it in c. The last token is fed back, so a following session_feed continues

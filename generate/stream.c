@@ -48,15 +48,16 @@ static size_t utf8_unfinished_tail(const char *p, size_t n)
     return 0;
 }
 
-/* Where the earliest stop string starts in the pending bytes (s->len when none does), and
- * which one it is. */
-static size_t find_stop(const TextStream *s, int *which)
+size_t text_find_stop(const char *text, size_t len, size_t from, char *const *stops,
+                      int n_stops, int *which)
 {
-    size_t best = s->len;
-    for (int i = 0; i < s->n_stops; i++) {
-        size_t stop_len = strlen(s->stops[i]);
-        for (size_t at = 0; at + stop_len <= s->len && at < best; at++) {
-            if (memcmp(s->pending + at, s->stops[i], stop_len) == 0) {
+    size_t best = len;
+    *which = -1;
+    for (int i = 0; i < n_stops; i++) {
+        size_t stop_len = strlen(stops[i]);
+        size_t at = from + 1 >= stop_len ? from + 1 - stop_len : 0;
+        for (; at + stop_len <= len && at < best; at++) {
+            if (memcmp(text + at, stops[i], stop_len) == 0) {
                 best = at;
                 *which = i;
                 break;
@@ -92,8 +93,8 @@ int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err)
         return 0;
     memcpy(s->pending + s->len, bytes, n);
     s->len += n;
-    int which = -1;
-    size_t stop_at = find_stop(s, &which);
+    int which;
+    size_t stop_at = text_find_stop(s->pending, s->len, 0, s->stops, s->n_stops, &which);
     if (which >= 0) {
         emit(s, stop_at);
         s->len = 0;

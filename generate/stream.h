@@ -41,6 +41,12 @@ int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err);
  * bytes of an incomplete character). Does nothing after a stop. */
 void text_stream_finish(TextStream *s);
 
+/* Where the earliest of the stop strings starts in text[0..len), among those that end after
+ * byte `from` (the text before it was searched already: 0 searches it all), and which one
+ * it is; len and *which = -1 when there is none. */
+size_t text_find_stop(const char *text, size_t len, size_t from, char *const *stops,
+                      int n_stops, int *which);
+
 /* Turns the escapes a user types in --stop into bytes: \n, \t, \r, \\, \", \' and \xHH.
  * Writes at most strlen(text) + 1 bytes into out (NUL-terminated); an unknown escape is an
  * error naming it. */

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The parser remembers which LIST flags it has seen on the current command line in a
  * fixed table; no command has nearly this many flags. */
@@ -93,16 +94,34 @@ static int choice_store(const Flag *f, const char *value, const char *what, Erro
                      error_quote(quoted, sizeof quoted, value, strlen(value)));
 }
 
+/* A switch's value: the spellings of on and off that shells, config files and other tools
+ * use, in any case; "" (the bare --name) is on. */
+static int switch_parse(const char *what, const char *value, bool *on, Error *err)
+{
+    static const char *const spellings[][2] = {
+        {"on", "off"}, {"yes", "no"}, {"true", "false"}, {"1", "0"}};
+    for (size_t i = 0; i < sizeof spellings / sizeof *spellings; i++)
+        for (int off = 0; off < 2; off++)
+            if (strcasecmp(value, spellings[i][off]) == 0) {
+                *on = !off;
+                return 0;
+            }
+    if (*value == '\0') {
+        *on = true;
+        return 0;
+    }
+    char quoted[64];
+    return error_set(err, "%s expects on or off (yes/no, true/false, 1/0), got '%s'", what,
+                     error_quote(quoted, sizeof quoted, value, strlen(value)));
+}
+
 int cli_flag_set(const Flag *f, const char *value, const char *what, Error *err)
 {
     long l = 0;
     double d = 0.0;
     switch (f->type) {
     case FLAG_SWITCH:
-        if (*value && strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
-            return error_set(err, "%s expects true or false", what);
-        *(bool *)f->dest = strcmp(value, "false") != 0;
-        return 0;
+        return switch_parse(what, value, f->dest, err);
     case FLAG_INT:
         if (cli_parse_long(what, value, (long)f->min, (long)f->max, &l, err) != 0)
             return -1;
@@ -111,6 +130,8 @@ int cli_flag_set(const Flag *f, const char *value, const char *what, Error *err)
     case FLAG_FLOAT:
         if (cli_parse_double(what, value, f->min, f->max, &d, err) != 0)
             return -1;
+        if (f->above_min && d == f->min)
+            return error_set(err, "%s %g is out of range (%g, %g]", what, d, f->min, f->max);
         *(float *)f->dest = (float)d;
         return 0;
     case FLAG_STRING:
@@ -226,14 +247,26 @@ static const Flag *flag_by_short_name(const CommandSpec *spec, char x)
     return NULL;
 }
 
+/* "--name..." always, and "-x" or "-x=..." (one letter) when a flag has that short name. */
+static bool is_flag_argument(const CommandSpec *spec, const char *arg)
+{
+    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
+        return true;
+    return arg[0] == '-' && arg[1] != '\0' && (arg[2] == '\0' || arg[2] == '=') &&
+           flag_by_short_name(spec, arg[1]);
+}
+
 /* Parses the flag at argv[*i]: f is the flag it names, shown as `what` in messages, and
  * value is its "=value" part (NULL when there is none); values that follow are consumed. */
-static int parse_flag(const Flag *f, bool negated, const char *what, const char *value, int argc,
-                      char **argv, int *i, bool *list_seen, Error *err)
+static int parse_flag(const CommandSpec *spec, const Flag *f, bool negated, const char *what,
+                      const char *value, int argc, char **argv, int *i, bool *list_seen,
+                      Error *err)
 {
     if (f->type == FLAG_SWITCH) {
-        if (value)
+        if (value && negated)
             return error_set(err, "%s takes no value", what);
+        if (value)
+            return cli_flag_set(f, value, what, err);
         *(bool *)f->dest = !negated;
         return 0;
     }
@@ -249,15 +282,15 @@ static int parse_flag(const Flag *f, bool negated, const char *what, const char 
     }
     if (cli_flag_set(f, value, what, err) != 0)
         return -1;
-    /* a list also takes the values that follow, up to the next flag */
+    /* a list also takes the values that follow, up to the next flag (-n 5 included) */
     while (f->type == FLAG_LIST && !inline_value && *i + 1 < argc &&
-           strncmp(argv[*i + 1], "--", 2) != 0)
+           !is_flag_argument(spec, argv[*i + 1]))
         if (cli_flag_set(f, argv[++*i], what, err) != 0)
             return -1;
     return 0;
 }
 
-/* "--name", "--name=value", "--no-name" or "-x": finds the flag and parses it. */
+/* "--name", "--name=value", "--no-name", "-x" or "-x=value": finds the flag and parses it. */
 static int parse_argument_flag(const CommandSpec *spec, int argc, char **argv, int *i,
                                bool *list_seen, Error *err)
 {
@@ -267,7 +300,8 @@ static int parse_argument_flag(const CommandSpec *spec, int argc, char **argv, i
     bool negated = false;
     if (arg[1] != '-') {
         f = flag_by_short_name(spec, arg[1]);
-        snprintf(what, sizeof what, "%s", arg);
+        value = arg[2] == '=' ? arg + 3 : NULL;
+        snprintf(what, sizeof what, "-%c", arg[1]);
     } else {
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
@@ -278,15 +312,8 @@ static int parse_argument_flag(const CommandSpec *spec, int argc, char **argv, i
     if (!f)
         return error_set(err, "unknown flag %s (see quill %s --help)",
                          error_quote(quoted, sizeof quoted, what, strlen(what)), argv[0]);
-    return parse_flag(f, negated, what, value, argc, argv, i, &list_seen[f - spec->flags], err);
-}
-
-/* "--name..." always, and "-x" (one letter) when a flag has that short name. */
-static bool is_flag_argument(const CommandSpec *spec, const char *arg)
-{
-    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
-        return true;
-    return arg[0] == '-' && arg[1] != '\0' && arg[2] == '\0' && flag_by_short_name(spec, arg[1]);
+    return parse_flag(spec, f, negated, what, value, argc, argv, i, &list_seen[f - spec->flags],
+                      err);
 }
 
 int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char **positional,

@@ -1,8 +1,8 @@
 /* Command-line parsing, one parser for every subcommand: a table of flags, each with its
  * type, its destination and its help line, parsed in one call; --help is generated from the
- * same table. A flag's value is spelled "--name value" or "--name=value" (or "-x value" for
- * a flag with a short name); a switch is "--name", and "--no-name" clears it. Errors name
- * the flag:
+ * same table. A flag's value is spelled "--name value" or "--name=value" (or "-x value" and
+ * "-x=value" for a flag with a short name); a switch is "--name", "--no-name" clears it, and
+ * "--name=VALUE" sets it to on/off, yes/no, true/false or 1/0. Errors name the flag:
  *   "unknown flag --topk", "--max-tokens expects an integer, got 'ten'",
  *   "--temperature 9 is out of range [0, 5]". */
 #ifndef QUILL_CLI_H
@@ -24,7 +24,7 @@ int string_list_copy(StringList *dst, const StringList *src, Error *err);
 void string_list_clear(StringList *l); /* frees the strings; the list is empty after */
 
 typedef enum {
-    FLAG_SWITCH, /* bool: --name sets it, --no-name clears it */
+    FLAG_SWITCH, /* bool: --name sets it, --no-name clears it, --name=off (no, false, 0) too */
     FLAG_INT,    /* int, within [min, max] */
     FLAG_FLOAT,  /* float, within [min, max] */
     FLAG_STRING, /* const char *, pointing into argv */
@@ -38,10 +38,11 @@ typedef struct {
     const char *name;           /* without the dashes: "max-tokens" */
     FlagType type;
     void *dest;                 /* bool *, int *, float *, const char ** or StringList * */
-    double min, max;            /* for INT and FLOAT */
+    double min, max;            /* for INT and FLOAT: the range [min, max] */
     const char *help;           /* one line, shown by --help */
     const char *const *choices; /* for CHOICE: the allowed values, NULL-terminated */
     char short_name;            /* also spelled "-x" (as llama-bench's -p, -n), or 0 */
+    bool above_min;             /* for FLOAT: min itself is outside, (min, max] (a divisor) */
 } Flag;
 
 /* A subcommand's command line: its help text, its flags and how many positional
@@ -62,7 +63,7 @@ int cli_parse_command(const CommandSpec *spec, int argc, char **argv, const char
                       int *n_positional, FILE *help_out, Error *err);
 
 /* Stores one value into a flag's destination as the parser does ("" for a switch means
- * set; a LIST gets the value appended); the message names `what`. For settings changed
+ * on, as do on, yes, true and 1; a LIST gets the value appended); the message names `what`. For settings changed
  * while a program runs (the REPL's /set). */
 int cli_flag_set(const Flag *f, const char *value, const char *what, Error *err);
 

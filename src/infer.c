@@ -1,24 +1,78 @@
 #include "infer.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "loader.h"
+
 enum { DEFAULT_BATCH = 512 };
+
+/* The tokens one forward pass takes at most: n_batch (DEFAULT_BATCH when 0), no more than
+ * the context holds. */
+static int infer_batch(const InferParams *p)
+{
+    int batch = p->n_batch > 0 ? p->n_batch : DEFAULT_BATCH;
+    return batch < p->n_ctx ? batch : p->n_ctx;
+}
+
+/* What the activations hold: a pass takes either up to n_batch tokens of one sequence or
+ * one token of each. */
+static InferenceShape infer_shape(const InferParams *p)
+{
+    int batch = infer_batch(p);
+    return (InferenceShape){.slots = p->n_seq, .max_tokens = batch > p->n_seq ? batch : p->n_seq,
+                            .n_ctx = p->n_ctx, .kv_type = p->cache_type,
+                            .all_logits = p->all_logits};
+}
+
+size_t infer_memory_bytes(const Model *m, const InferParams *p)
+{
+    InferenceShape shape = infer_shape(p);
+    return activations_inference_bytes(m, &shape);
+}
+
+size_t infer_memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+    if (f)
+        fclose(f);
+    return found ? (size_t)kb * 1024 : SIZE_MAX;
+}
+
+/* A context that would not fit in memory is refused before anything is allocated: an
+ * allocation of more than the machine has either fails after seconds of work, or, with
+ * the kernel's overcommit, succeeds and gets the process killed when it is touched. */
+static int check_memory(const Model *m, const InferParams *p, Error *err)
+{
+    size_t need = infer_memory_bytes(m, p), available = infer_memory_available();
+    if (need <= available)
+        return 0;
+    size_t cache = model_kv_cache_bytes(&m->config, p->n_seq, p->n_ctx, p->cache_type);
+    return error_set(err, "a context of %d positions%s would take %.2f GB of memory (KV cache "
+                          "%.2f GB of %s, activations %.2f GB), more than the %.2f GB "
+                          "available; give a smaller --context",
+                     p->n_ctx, p->n_seq > 1 ? " per sequence" : "", need / 1e9, cache / 1e9,
+                     kv_cache_type_name(p->cache_type), (need - cache) / 1e9, available / 1e9);
+}
 
 int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err)
 {
     memset(c, 0, sizeof *c);
     if (p->n_seq <= 0 || p->n_ctx <= 0)
         return error_set(err, "inference needs at least one sequence and one position");
+    if (check_memory(m, p, err) != 0)
+        return -1;
     c->model = m;
     c->params = *p;
-    int batch = p->n_batch > 0 ? p->n_batch : DEFAULT_BATCH;
-    batch = batch < p->n_ctx ? batch : p->n_ctx;
-    c->params.n_batch = batch;
-    /* a pass takes either up to n_batch tokens of one sequence or one token of each */
-    InferenceShape shape = {.slots = p->n_seq, .max_tokens = batch > p->n_seq ? batch : p->n_seq,
-                            .n_ctx = p->n_ctx, .kv_type = p->cache_type,
-                            .all_logits = p->all_logits};
+    c->params.n_batch = infer_batch(p);
+    InferenceShape shape = infer_shape(p);
     governor_init(&c->governor);
     c->seq_len = calloc((size_t)p->n_seq, sizeof *c->seq_len);
     if (!c->seq_len)

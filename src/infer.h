@@ -44,6 +44,8 @@ typedef struct {
     ThreadGovernor governor; /* how many threads decoding steps run on (governor.h) */
 } InferContext;
 
+/* A context that would take more memory than the machine has available is refused, with
+ * the sizes in the message. */
 int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err);
 void infer_free(InferContext *c); /* NULL-safe */
 
@@ -71,5 +73,10 @@ int infer_seq_length(const InferContext *c, int seq);
 
 /* Bytes the KV cache takes. */
 size_t infer_cache_bytes(const InferContext *c);
+/* Bytes infer_init allocates for p: the KV cache, the activations and scratch. */
+size_t infer_memory_bytes(const Model *m, const InferParams *p);
+/* Bytes of memory the machine has available (MemAvailable of /proc/meminfo: free memory
+ * and what the kernel can reclaim), or SIZE_MAX where that cannot be read. */
+size_t infer_memory_available(void);
 
 #endif

@@ -592,11 +592,17 @@ static size_t acts_walk(Activations *a, const Model *m, float *base)
     return offset;
 }
 
+/* Floats in each of RoPE's two tables (cos and sin) for n_ctx positions. */
+static size_t rope_table_floats(const ModelConfig *c, int n_ctx)
+{
+    return (size_t)n_ctx * (size_t)(model_head_size(c) / 2);
+}
+
 /* cos and sin of every angle RoPE uses at the run's n_ctx positions. */
 static int rope_tables_alloc(Activations *a, const ModelConfig *c)
 {
     int hs = model_head_size(c);
-    size_t n = (size_t)a->n_ctx * (size_t)(hs / 2);
+    size_t n = rope_table_floats(c, a->n_ctx);
     a->rope_cos = float_buffer_alloc(n);
     a->rope_sin = float_buffer_alloc(n);
     if (!a->rope_cos || !a->rope_sin)
@@ -619,11 +625,15 @@ static size_t linear_scratch_size(const Model *m, int rows)
 }
 
 /* Attention's scratch for n_kv keys stored as kv_type, for every thread OpenMP runs. */
+static size_t attention_scratch_stride(const ModelConfig *c, int n_kv, uint32_t kv_type)
+{
+    return attention_scratch_floats(model_head_size(c), model_kv_dim(c), n_kv, kv_type);
+}
+
 static int attention_scratch_alloc(Activations *a, const ModelConfig *c, int n_kv,
                                    uint32_t kv_type)
 {
-    a->attention_scratch_stride =
-        attention_scratch_floats(model_head_size(c), model_kv_dim(c), n_kv, kv_type);
+    a->attention_scratch_stride = attention_scratch_stride(c, n_kv, kv_type);
     a->attention_scratch =
         float_buffer_alloc((size_t)compute_max_threads() * a->attention_scratch_stride);
     return a->attention_scratch ? 0 : -1;
@@ -681,9 +691,9 @@ static int activations_alloc(Activations *a, const Model *m, ActsMode mode, int 
     a->n_floats = acts_walk(a, m, NULL);
     a->buffer = float_buffer_alloc(a->n_floats);
     if (!a->buffer) {
+        size_t megabytes = a->n_floats * sizeof(float) >> 20; /* before the free clears it */
         activations_free(a);
-        return error_set(err, "out of memory for %zu MB of activations",
-                         a->n_floats * sizeof(float) >> 20);
+        return error_set(err, "out of memory for %zu MB of activations", megabytes);
     }
     acts_walk(a, m, a->buffer);
     return 0;
@@ -723,6 +733,22 @@ int activations_init_inference(Activations *a, const Model *m, const InferenceSh
         return -1;
     }
     return 0;
+}
+
+size_t activations_inference_bytes(const Model *m, const InferenceShape *s)
+{
+    const ModelConfig *c = &m->config;
+    LayerActs *layers = calloc((size_t)c->n_layers, sizeof *layers); /* acts_walk's views */
+    if (!layers)
+        return SIZE_MAX;
+    Activations a = {.mode = ACTS_INFERENCE, .B = s->slots, .T = s->max_tokens,
+                     .n_ctx = s->n_ctx, .last_logits = !s->all_logits, .layers = layers};
+    size_t floats = acts_walk(&a, m, NULL) + 2 * rope_table_floats(c, s->n_ctx) +
+                    (size_t)compute_max_threads() * attention_scratch_stride(c, s->n_ctx,
+                                                                             s->kv_type);
+    free(layers);
+    return floats * sizeof(float) + linear_scratch_size(m, s->max_tokens) +
+           model_kv_cache_bytes(c, s->slots, s->n_ctx, s->kv_type);
 }
 
 void activations_free(Activations *a)

@@ -260,6 +260,11 @@ typedef struct {
 
 int activations_init_inference(Activations *a, const Model *m, const InferenceShape *s,
                                Error *err);
+/* Bytes activations_init_inference would allocate for s, counted without allocating: the
+ * KV cache, the activations of one forward call (attention's scores grow with max_tokens
+ * x heads x n_ctx), RoPE's tables and the scratch buffers. SIZE_MAX when even counting
+ * runs out of memory. */
+size_t activations_inference_bytes(const Model *m, const InferenceShape *s);
 /* Bytes of the KV cache a's sizes and type take. */
 size_t activations_cache_bytes(const Activations *a, const Model *m);
 /* Bytes a KV cache of `slots` sequences of n_ctx positions of kv_type takes for a model of

@@ -439,24 +439,6 @@ Test(cli, verbose_reports_the_kv_cache_bytes_and_type, .timeout = 60)
     free(out);
 }
 
-/* Runs `quill ARGS > file` and returns stdout's bytes (malloc'd) in *out and their count;
- * stderr goes to the captured output, returned in *messages. */
-static size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
-{
-    const char *dir = test_make_tmpdir();
-    char args[2048], file[256], command[2600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(file, sizeof file, "%s/stdout", dir);
-    snprintf(command, sizeof command, "{ %s %s > %s; }", test_quill_bin(), args, file);
-    *status = test_run_capture(command, messages);
-    return file_bytes(file, out);
-}
-
 static int hex_nibble(char c)
 {
     return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
@@ -600,84 +582,27 @@ Test(cli, the_repl_through_a_pipe, .timeout = 60)
     free(out);
 }
 
-/* A REPL process with pipes to its stdin and from its stdout and stderr. */
-typedef struct {
-    pid_t pid;
-    FILE *in;
-    int out;
-    char seen[1 << 16];
-    size_t n_seen;
-} ReplProcess;
-
-static void repl_start(ReplProcess *r, const char *model, const char *flags)
-{
-    int to_child[2], from_child[2];
-    cr_assert_eq(pipe(to_child), 0);
-    cr_assert_eq(pipe(from_child), 0);
-    r->pid = fork();
-    cr_assert_geq(r->pid, 0);
-    if (r->pid == 0) {
-        dup2(to_child[0], STDIN_FILENO);
-        dup2(from_child[1], STDOUT_FILENO);
-        dup2(from_child[1], STDERR_FILENO);
-        close(to_child[1]);
-        close(from_child[0]);
-        char command[1024];
-        snprintf(command, sizeof command, "exec %s chat %s %s", test_quill_bin(), model, flags);
-        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
-        _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    r->in = fdopen(to_child[1], "w");
-    r->out = from_child[0];
-    r->n_seen = 0;
-    r->seen[0] = '\0';
-}
-
-/* Reads the REPL's output until it holds `text` (after byte `from`); false at its end. */
-static bool repl_wait_for(ReplProcess *r, size_t from, const char *text)
-{
-    while (!strstr(r->seen + from, text)) {
-        size_t room = sizeof r->seen - 1 - r->n_seen;
-        if (room == 0) { /* keep the newest half: the generated text is long */
-            memmove(r->seen, r->seen + sizeof r->seen / 2, sizeof r->seen / 2);
-            r->n_seen -= sizeof r->seen / 2;
-            from = 0;
-            continue;
-        }
-        ssize_t got = read(r->out, r->seen + r->n_seen, room);
-        if (got <= 0)
-            return false;
-        r->n_seen += (size_t)got;
-        r->seen[r->n_seen] = '\0';
-    }
-    return true;
-}
-
 /* Ctrl+C while a reply streams stops the reply, and the session goes on (a /status after
  * it is answered); Ctrl+C at the prompt then leaves with status 0. */
 Test(cli, ctrl_c_stops_a_reply_and_then_leaves, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
-    ReplProcess r;
-    repl_start(&r, model, "--max-tokens 16000000 --context-shift --temperature 1");
-    fputs("Once upon a time\n", r.in);
-    fflush(r.in);
-    cr_assert(repl_wait_for(&r, 0, " "), "no reply started: %s", r.seen);
-    while (r.n_seen < 2000 && repl_wait_for(&r, r.n_seen, " "))
+    TestProcess r;
+    test_process_start(&r, false, "chat %s --max-tokens 16000000 --context-shift --temperature 1",
+                       model);
+    test_process_type(&r, "Once upon a time\n");
+    cr_assert(test_process_wait_for(&r, 0, " "), "no reply started: %s", r.seen);
+    while (r.n_seen < 2000 && test_process_wait_for(&r, r.n_seen, " "))
         ; /* well into a reply that would take minutes */
     kill(r.pid, SIGINT);
-    cr_assert(repl_wait_for(&r, 0, "[stopped]"), "the reply did not stop: %.300s", r.seen);
-    fputs("/status\n", r.in);
-    fflush(r.in);
-    cr_assert(repl_wait_for(&r, 0, "max-tokens"), "no /status after the stop: %.300s", r.seen);
+    cr_assert(test_process_wait_for(&r, 0, "[stopped]"), "the reply did not stop: %.300s",
+              r.seen);
+    test_process_type(&r, "/status\n");
+    cr_assert(test_process_wait_for(&r, 0, "max-tokens"), "no /status after the stop: %.300s",
+              r.seen);
     kill(r.pid, SIGINT);
-    int status;
-    cr_assert_eq(waitpid(r.pid, &status, 0), r.pid);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
-    fclose(r.in);
-    close(r.out);
+    int status = test_process_finish(&r);
+    cr_expect_eq(status, 0, "status %d", status);
 }
 
 /* ---- MPI ---------------------------------------------------------------------------------- */

@@ -191,3 +191,81 @@ Test(generate, samples_side_by_side_equal_samples_one_at_a_time)
     }
     tiny_free(&t);
 }
+
+/* Stop strings act inside the search: a beam whose text completes one is a finished
+ * hypothesis, its text cut before the stop string, its tokens and score those of the text
+ * up to the stop (the stop's token included, as a sampled text keeps it). With 36 beams at
+ * depth 3 and a plain sum (length penalty 0), the result must be the best of every
+ * continuation that stops at its first "c" or runs 3 tokens without one, worked out by
+ * full forward passes; searching first and cutting after scored the uncut text. */
+Test(generate, beam_search_stops_inside_the_search)
+{
+    Tiny t;
+    tiny_init(&t, 14);
+    t.o.max_tokens = 3;
+    Error err;
+    cr_assert_eq(string_list_append(&t.o.stop, "c", &err), 0);
+    enum { C = 5 }; /* the token "c" */
+    double best = -INFINITY;
+    int best_seq[3] = {0}, best_n = 0, compared = 0;
+    for (int x = 0; x < TV; x++)
+        for (int y = 0; y < TV; y++)
+            for (int z = 0; z < TV; z++) {
+                int seq[3] = {x, y, z};
+                int n = x == C ? 1 : y == C ? 2 : 3; /* up to the first stop */
+                if ((n == 1 && (y || z)) || (n == 2 && z))
+                    continue; /* one hypothesis per stopped prefix */
+                double lp = sequence_logprob(&t, seq, n);
+                if (lp > best) {
+                    best = lp;
+                    best_n = n;
+                    memcpy(best_seq, seq, sizeof seq);
+                }
+                compared++;
+            }
+    cr_assert_eq(compared, 1 + 5 + 25 * 6, "hypotheses: stopped at 1, 2 or 3 tokens, or none");
+    cr_assert(best_seq[best_n - 1] == C, "this seed's best must end at a stop to test it");
+    Session s;
+    session_with_prompt(&s, &t, 36);
+    Completion c[1];
+    int n;
+    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_expect_eq(c[0].finish, FINISH_STOP);
+    cr_assert_eq(c[0].n_tokens, best_n, "%d tokens, the best has %d", c[0].n_tokens, best_n);
+    cr_expect_arr_eq(c[0].tokens, best_seq, (size_t)best_n * sizeof(int));
+    cr_expect(fabs(c[0].score - best) < 1e-4, "beam score %g, exhaustive %g", c[0].score, best);
+    cr_expect_null(memchr(c[0].text, 'c', c[0].len), "the stop string was kept: %s", c[0].text);
+    completion_free(&c[0]);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* A context that fills ends beam search as it ends a sampled text: after the same number
+ * of tokens (the last one chosen from the full context's logits), with finish "context". */
+Test(generate, beam_search_ends_a_full_context_as_sampling_does)
+{
+    Tiny t;
+    tiny_init(&t, 15);
+    t.o.max_tokens = 100;
+    t.o.temperature = 0.0f;
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    Completion sampled, beams[1];
+    Error err;
+    cr_assert_eq(session_continue(&s, NULL, &sampled, &err), 0, "%s", err.msg);
+    session_free(&s);
+    cr_assert_eq(sampled.finish, FINISH_CONTEXT);
+    cr_assert_eq(sampled.n_tokens, 16 - N_PROMPT + 1);
+    session_with_prompt(&s, &t, 4);
+    int n;
+    cr_assert_eq(beam_search(&s, 4, 1.0f, 1, beams, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_expect_eq(beams[0].finish, FINISH_CONTEXT, "finish %s",
+                 finish_reason_name(beams[0].finish));
+    cr_expect_eq(beams[0].n_tokens, sampled.n_tokens);
+    completion_free(&beams[0]);
+    completion_free(&sampled);
+    session_free(&s);
+    tiny_free(&t);
+}

@@ -246,6 +246,34 @@ Test(sampler_filters, min_p_keeps_tokens_within_a_factor_of_the_best)
     expect_p(&k, 1, 3.0 / 8);
 }
 
+/* An exact tie with the bar: probabilities 0.125, 0.5, 0.125, 0.25 (token 1 the most
+ * likely) and min-p 0.5 put the bar at 0.5 * 0.5 = 0.25, which token 3 reaches exactly, so
+ * the rule p_i >= min_p * p_max keeps tokens 1 and 3 (2/3 and 1/3), as llama.cpp does with
+ * the same float logits (logf of each probability). Checked on an unsorted list (min-p
+ * alone) and on a sorted one (after top-k), through sampler_apply and through
+ * sampler_sample's draws. */
+Test(sampler_filters, min_p_keeps_a_token_exactly_at_the_bar)
+{
+    const float logits[4] = {logf(0.125f), logf(0.5f), logf(0.125f), logf(0.25f)};
+    const double want[4] = {0.0, 2.0 / 3, 0.0, 1.0 / 3};
+    int compared = 0;
+    for (int top_k = 0; top_k <= 4; top_k += 4) {
+        SamplerParams p = params_plain();
+        p.min_p = 0.5f;
+        p.top_k = top_k;
+        p.seed = 3;
+        Kept k = apply(&p, logits, 4);
+        expect_ids(&k, (int[]){1, 3}, 2);
+        expect_p(&k, 1, want[1]);
+        expect_p(&k, 3, want[3]);
+        double freq[4];
+        sample_frequencies(&p, logits, 4, freq);
+        expect_frequencies(freq, want, 4);
+        compared++;
+    }
+    cr_assert_eq(compared, 2);
+}
+
 /* Probabilities (1/2, 1/4, 1/8, 1/8). In nats the entropy is
  *   H = 1/2 ln 2 + 1/4 ln 4 + 2 * 1/8 ln 8 = 1.75 ln 2 = 1.2130,
  * and |-ln p - H| is 0.75 ln 2 = 0.520 for token 0, 0.25 ln 2 = 0.173 for token 1, and

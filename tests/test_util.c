@@ -1,13 +1,21 @@
+/* posix_openpt, grantpt, unlockpt and ptsname are X/Open's */
+#define _XOPEN_SOURCE 700
+
 #include "test_util.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "infer.h"
 #include "loader.h"
 
@@ -104,6 +112,141 @@ int quill(char **output, const char *fmt, ...)
     int status = quill_args(output, args, sizeof args, fmt, ap);
     va_end(ap);
     return status;
+}
+
+size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
+{
+    const char *dir = test_make_tmpdir();
+    char args[2048], file[256], command[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(file, sizeof file, "%s/stdout", dir);
+    snprintf(command, sizeof command, "{ %s %s > %s; }", test_quill_bin(), args, file);
+    *status = test_run_capture(command, messages);
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(file, out, &len, &err), 0, "%s", err.msg);
+    return len;
+}
+
+/* The child's side: a new session whose controlling terminal is the pseudo-terminal's
+ * other end, on its stdin, stdout and stderr. */
+static void terminal_attach(const char *slave_name)
+{
+    setsid();
+    int slave = open(slave_name, O_RDWR); /* the first terminal a session leader opens */
+    if (slave < 0)
+        _exit(126);
+    struct winsize size = {.ws_row = 24, .ws_col = 80};
+    ioctl(slave, TIOCSWINSZ, &size);
+    for (int fd = 0; fd < 3; fd++)
+        dup2(slave, fd);
+    close(slave);
+}
+
+void test_process_start(TestProcess *p, bool terminal, const char *fmt, ...)
+{
+    char args[2048], command[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(command, sizeof command, "exec %s %s", test_quill_bin(), args);
+    int to_child[2] = {-1, -1}, from_child[2] = {-1, -1}, master = -1;
+    const char *slave_name = NULL;
+    if (terminal) {
+        master = posix_openpt(O_RDWR | O_NOCTTY);
+        cr_assert(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0,
+                  "no pseudo-terminal");
+        slave_name = ptsname(master);
+        cr_assert_not_null(slave_name);
+    } else {
+        cr_assert(pipe(to_child) == 0 && pipe(from_child) == 0);
+    }
+    p->pid = fork();
+    cr_assert_geq(p->pid, 0);
+    if (p->pid == 0) {
+        if (terminal) {
+            close(master);
+            terminal_attach(slave_name);
+        } else {
+            dup2(to_child[0], STDIN_FILENO);
+            dup2(from_child[1], STDOUT_FILENO);
+            dup2(from_child[1], STDERR_FILENO);
+            close(to_child[1]);
+            close(from_child[0]);
+        }
+        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        _exit(127);
+    }
+    if (terminal) {
+        p->in = p->out = master;
+    } else {
+        close(to_child[0]);
+        close(from_child[1]);
+        p->in = to_child[1];
+        p->out = from_child[0];
+    }
+    p->n_seen = 0;
+    p->seen[0] = '\0';
+}
+
+void test_process_type(TestProcess *p, const char *text)
+{
+    size_t n = strlen(text);
+    cr_assert_eq(write(p->in, text, n), (ssize_t)n);
+}
+
+/* Reads what is there (waiting for something); false at the end of the output (a pseudo-
+ * terminal reports EIO once the program has closed it). */
+static bool process_read(TestProcess *p, size_t *from)
+{
+    size_t room = sizeof p->seen - 1 - p->n_seen;
+    if (room == 0) { /* keep the newest half: generated text is long */
+        size_t half = sizeof p->seen / 2;
+        memmove(p->seen, p->seen + half, p->n_seen - half);
+        p->n_seen -= half;
+        *from = *from > half ? *from - half : 0;
+        room = sizeof p->seen - 1 - p->n_seen;
+    }
+    ssize_t got = read(p->out, p->seen + p->n_seen, room);
+    if (got <= 0)
+        return false;
+    p->n_seen += (size_t)got;
+    p->seen[p->n_seen] = '\0';
+    return true;
+}
+
+bool test_process_wait_for(TestProcess *p, size_t from, const char *text)
+{
+    while (!strstr(p->seen + (from < p->n_seen ? from : p->n_seen), text))
+        if (!process_read(p, &from))
+            return false;
+    return true;
+}
+
+void test_process_wait_for_line_editing(TestProcess *p)
+{
+    struct termios mode;
+    const struct timespec pause = {0, 10 * 1000000L};
+    /* on Linux the master side reads the terminal's settings */
+    while (tcgetattr(p->out, &mode) == 0 && (mode.c_lflag & ICANON))
+        nanosleep(&pause, NULL);
+}
+
+int test_process_finish(TestProcess *p)
+{
+    size_t from = 0;
+    if (p->in != p->out)
+        close(p->in);
+    while (process_read(p, &from))
+        ;
+    close(p->out);
+    int status;
+    cr_assert_eq(waitpid(p->pid, &status, 0), p->pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 void quill_ok(const char *fmt, ...)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "gguf.h"
 
@@ -46,6 +47,38 @@ int test_run_capture(const char *command, char **output);
 /* Runs `quill ARGS`, the binary under test, with ARGS formatted from fmt; returns the exit
  * status and the output (stdout and stderr, malloc'd). */
 int quill(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Runs `quill ARGS > file`: returns stdout's bytes (malloc'd, NUL-terminated) in *out and
+ * their count; the exit status goes to *status, and stderr to *messages (malloc'd). */
+size_t quill_stdout(char **out, char **messages, int *status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A quill process a test talks to: through pipes, or on a pseudo-terminal, as a user's
+ * terminal runs it (isatty() is true for its stdin, stdout and stderr, libedit edits its
+ * lines, and "\x03" typed is the terminal's interrupt key, Ctrl+C). */
+typedef struct {
+    pid_t pid;
+    int in, out;        /* its input and its output (one descriptor on a terminal) */
+    char seen[1 << 16]; /* what it has written so far (the newest half, past the size) */
+    size_t n_seen;
+} TestProcess;
+
+/* Starts `quill ARGS`: with terminal, on a new pseudo-terminal of 80 x 24 that becomes its
+ * controlling terminal; otherwise with pipes (stdout and stderr on the same one). */
+void test_process_start(TestProcess *p, bool terminal, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Writes text to its input (keys, on a terminal). */
+void test_process_type(TestProcess *p, const char *text);
+/* Reads its output until it holds `text` after byte `from` of seen; false when the output
+ * ends first. */
+bool test_process_wait_for(TestProcess *p, size_t from, const char *text);
+/* On a terminal: waits until a line editor reads keys one by one (the terminal has left
+ * canonical mode), so that the keys typed next reach it and not the terminal's own line
+ * discipline (which would echo them, and turn Ctrl+C into a signal). */
+void test_process_wait_for_line_editing(TestProcess *p);
+/* Reads the rest of its output (after closing its input, on pipes) and waits for it:
+ * returns its exit status, or 128 + the signal that killed it. */
+int test_process_finish(TestProcess *p);
 
 /* Expects `quill ARGS` to succeed. */
 void quill_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
