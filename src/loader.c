@@ -2,8 +2,8 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "fileio.h"
 #include "gguf.h"
 
 int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err)
@@ -57,7 +57,5 @@ uint32_t kv_cache_type_default(const GgufFile *f)
 
 void model_path_resolve(const char *model, char *path, size_t cap)
 {
-    struct stat st;
-    bool directory = stat(model, &st) == 0 && S_ISDIR(st.st_mode);
-    snprintf(path, cap, directory ? "%s/model.gguf" : "%s", model);
+    snprintf(path, cap, path_is_directory(model) ? "%s/model.gguf" : "%s", model);
 }
