@@ -274,5 +274,7 @@ int cmd_bench_model(int argc, char **argv, Error *err)
     if (n_positional == 0)
         return error_set(err, "no model: quill bench MODEL.gguf (see quill bench --help)");
     compute_set_threads(o.threads);
-    return bench_model_run(positional[0], &o, err);
+    char path[4096];
+    model_path_resolve(positional[0], path, sizeof path);
+    return bench_model_run(path, &o, err);
 }

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fileio.h"
 #include "gguf.h"
@@ -58,4 +59,29 @@ uint32_t kv_cache_type_default(const GgufFile *f)
 void model_path_resolve(const char *model, char *path, size_t cap)
 {
     snprintf(path, cap, path_is_directory(model) ? "%s/model.gguf" : "%s", model);
+}
+
+static bool ends_with_gguf(const char *name)
+{
+    size_t len = strlen(name);
+    return len > 5 && strcmp(name + len - 5, ".gguf") == 0;
+}
+
+static bool file_starts_with_gguf_magic(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    char magic[4];
+    bool gguf = fp && fread(magic, 1, 4, fp) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (fp)
+        fclose(fp);
+    return gguf;
+}
+
+bool model_path_names_model(const char *arg)
+{
+    char run_model[4096];
+    snprintf(run_model, sizeof run_model, "%s/model.gguf", arg);
+    if (path_is_directory(arg))
+        return access(run_model, F_OK) == 0;
+    return ends_with_gguf(arg) || file_starts_with_gguf_magic(arg);
 }

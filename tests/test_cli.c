@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -249,28 +250,57 @@ Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
     expect_clean_error("--seq-len 500 exceeds", "eval %s --data %s --seq-len 500", model, corpus);
 }
 
-/* Empty, binary or too little data: one clear error, and no run directory is left. */
+/* Empty, binary or too little data: one clear error, and no run directory is left. Binary
+ * means a NUL byte, or more than 1 byte in 100 that is not part of valid UTF-8, in the
+ * first 64 KB of a file (docs/training.md): an executable (the quill binary itself),
+ * random bytes, Latin-1 text with an accent every few letters. */
 Test(cli, unusable_data_is_refused_and_nothing_is_written, .timeout = 60)
 {
     const char *dir = test_make_tmpdir();
-    char empty[512], binary[512], run[512];
+    char empty[512], junk_path[512], latin1_path[512], run[512];
     snprintf(empty, sizeof empty, "%s/empty.txt", dir);
-    snprintf(binary, sizeof binary, "%s/binary.bin", dir);
+    snprintf(junk_path, sizeof junk_path, "%s/binary.bin", dir);
+    snprintf(latin1_path, sizeof latin1_path, "%s/latin1.txt", dir);
     snprintf(run, sizeof run, "%s/run", dir);
     Error err;
     cr_assert_eq(file_write_atomic(empty, "", 0, &err), 0, "%s", err.msg);
     const unsigned char junk[] = {0xff, 0xfe, 0x80, 0xc0, 0xf8, 0xbf};
-    cr_assert_eq(file_write_atomic(binary, junk, sizeof junk, &err), 0, "%s", err.msg);
+    cr_assert_eq(file_write_atomic(junk_path, junk, sizeof junk, &err), 0, "%s", err.msg);
+    char latin1[2000] = "";
+    for (int i = 0; i < 100; i++)
+        strcat(latin1, "caf\xe9 cr\xe8me "); /* 2 of 11 bytes are no UTF-8 */
+    cr_assert_eq(file_write_atomic(latin1_path, latin1, strlen(latin1), &err), 0, "%s", err.msg);
+    const struct {
+        const char *path, *needle;
+    } cases[] = {
+        {empty, "the training text is empty"},
+        {junk_path, "binary.bin is not UTF-8 text: 6 of its first 6 bytes"},
+        {latin1_path, "latin1.txt is not UTF-8 text: 200 of its first 1100 bytes"},
+        {test_quill_bin(), "is not text: a NUL byte at offset"},
+    };
     const char *tokenizers[] = {"char", "bpe"};
+    int refused = 0;
     for (int i = 0; i < 2; i++) {
-        expect_clean_error("the training text is empty",
-                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
-                           tokenizers[i], empty, run);
-        expect_clean_error("holds no valid UTF-8 character",
-                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
-                           tokenizers[i], binary, run);
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            expect_clean_error(cases[c].needle,
+                               "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
+                               tokenizers[i], cases[c].path, run);
+            refused++;
+        }
         cr_expect_neq(access(run, F_OK), 0, "%s was created", run);
     }
+    cr_assert_eq(refused, 8);
+    /* a stray byte or two in a text is no reason to refuse it */
+    const char *corpus = test_write_corpus(dir);
+    FILE *fp = fopen(corpus, "r+b");
+    fseek(fp, 100, SEEK_SET);
+    fputc(0xff, fp);
+    fclose(fp);
+    char trained[512];
+    snprintf(trained, sizeof trained, "%s/trained", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 1", corpus, trained);
+    /* eval reads a text too */
+    expect_clean_error("is not UTF-8 text", "eval %s --data %s", trained, latin1_path);
     /* text that holds too few tokens is found out only once it is tokenized into the run
      * directory: the directory and the cache go again */
     char tiny[512];
@@ -304,6 +334,47 @@ Test(cli, flags_take_both_spellings_everywhere, .timeout = 60)
         free(out);
     }
     expect_clean_error("--steps expects an integer", "train --resume %s --steps=many", run);
+}
+
+/* Expects `quill ARGS` to fail with one clear line naming needle before any measuring has
+ * started: no line of the machine's figures (training bench) or of a model's (inference
+ * bench) was printed. */
+static void expect_bench_refused(const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void expect_bench_refused(const char *needle, const char *fmt, ...)
+{
+    char args[2048], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    expect_clean_error(needle, "%s", args);
+    quill(&out, "%s", args);
+    cr_expect_null(strstr(out, "machine:"), "quill %s measured first:\n%s", args, out);
+    cr_expect_null(strstr(out, "tok/s"), "quill %s measured first:\n%s", args, out);
+    free(out);
+}
+
+/* quill bench takes a run directory as MODEL, as every command that reads a model does;
+ * arguments that name no model and no config, or data it cannot train on, are refused
+ * before the seconds of measuring start. */
+Test(cli, bench_takes_a_run_directory_and_refuses_bad_arguments_first, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], empty[256], *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
+    cr_assert_eq(quill(&out, "bench %s -p 4 -n 2 -r 1 -t 1", run), 0, "%s", out);
+    cr_expect(strstr(out, "pp4: ") && strstr(out, "tg2: "), "%s", out);
+    free(out);
+    cr_assert_eq(mkdir(empty, 0777), 0);
+    expect_bench_refused("none.gguf: No such file", "bench %s/none.gguf -r 1", dir);
+    expect_bench_refused("missing.json: No such file", "bench %s/missing.json", dir);
+    expect_bench_refused("Is a directory", "bench %s", empty);
+    expect_bench_refused("nothing.txt: No such file", "bench configs/tiny.json --data %s/nothing.txt",
+                         dir);
 }
 
 /* --steps below the checkpoint's step: an error, and nothing in the run is touched. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "corpus.h"
 #include "distributed.h"
 #include "machine.h"
 #include "matmul.h"
@@ -28,6 +29,42 @@ typedef struct {
     const Dist *dist;
 } BenchOptions;
 
+/* The config of one benchmark run: the file, then the benchmark's own settings, resolved
+ * (cfg is initialised here; the caller frees it). */
+static int bench_config_build(TrainConfig *cfg, const char *config_path, const BenchOptions *o,
+                              Error *err)
+{
+    config_init(cfg);
+    char steps[16], threads[16];
+    snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
+    snprintf(threads, sizeof threads, "%d", o->threads);
+    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads},
+                                  {"eval_every", "0"}, {"save_every", "0"}};
+    if (config_apply_file(cfg, config_path, err) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
+        if (config_set_key(cfg, overrides[i][0], overrides[i][1], err) != 0)
+            return -1;
+    if (o->grad_accum > 0)
+        cfg->grad_accum = o->grad_accum;
+    return config_resolve(cfg, err) == 0 ? 0 : error_prefix(err, "%s", config_path);
+}
+
+/* Every config and the data are checked before the seconds of measuring the machine, so
+ * that a mistyped name is refused at once. */
+static int bench_check_arguments(const char *const *configs, int n_configs,
+                                 const BenchOptions *o, Error *err)
+{
+    for (int i = 0; i < n_configs; i++) {
+        TrainConfig cfg;
+        int status = bench_config_build(&cfg, configs[i], o, err);
+        config_free(&cfg);
+        if (status != 0)
+            return -1;
+    }
+    return corpus_check_text(&o->data, 1, err);
+}
+
 /* A short real training run of one config; fills the median tokens/s. */
 static int bench_config(const char *config_path, const BenchOptions *o, double sgemm_peak,
                         Error *err)
@@ -36,24 +73,11 @@ static int bench_config(const char *config_path, const BenchOptions *o, double s
     if (!mkdtemp(dir))
         return error_set(err, "cannot create a temporary directory");
     Trainer t = {.dir = dir, .dist = o->dist};
-    config_init(&t.cfg);
-    char steps[16], threads[16];
-    snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
-    snprintf(threads, sizeof threads, "%d", o->threads);
-    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads},
-                                  {"eval_every", "0"}, {"save_every", "0"}};
     int status = -1;
     double *seconds = malloc((size_t)o->steps * sizeof(double));
-    if (!seconds || config_apply_file(&t.cfg, config_path, err) != 0)
-        goto done;
-    for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
-        if (config_set_key(&t.cfg, overrides[i][0], overrides[i][1], err) != 0)
-            goto done;
-    if (o->grad_accum > 0)
-        t.cfg.grad_accum = o->grad_accum;
     Error warning;
-    if (config_resolve(&t.cfg, err) != 0 || trainer_setup_new(&t, err) != 0 ||
-        trainer_prepare(&t, &warning, err) != 0)
+    if (bench_config_build(&t.cfg, config_path, o, err) != 0 || !seconds ||
+        trainer_setup_new(&t, err) != 0 || trainer_prepare(&t, &warning, err) != 0)
         goto done;
     for (int step = 0; step < o->warmup + o->steps; step++) {
         StepStats s;
@@ -132,6 +156,8 @@ int cmd_bench(int argc, char **argv, Error *err)
     Dist dist;
     int status = dist_init(&dist, &argc, &argv, err);
     o.dist = &dist;
+    if (status == 0)
+        status = bench_check_arguments(configs, n_configs, &o, err);
     compute_set_threads(o.threads);
     double peak = status == 0 && dist_is_root(&dist) ? bench_machine(&o) : 1.0;
     for (int i = 0; status == 0 && i < n_configs; i++)

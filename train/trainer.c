@@ -33,7 +33,8 @@ int trainer_setup_new(Trainer *t, Error *err)
     if (t->cfg.data.n == 0)
         return error_set(err, "no training data: pass --data FILE... or set \"data\" in the "
                               "config");
-    if (tokenizer_build(t, err) != 0)
+    if (corpus_check_text((const char *const *)t->cfg.data.items, t->cfg.data.n, err) != 0 ||
+        tokenizer_build(t, err) != 0)
         return -1;
     ModelConfig mc = config_model(&t->cfg);
     if (model_init(&t->model, &mc, err) != 0)
