@@ -377,6 +377,47 @@ Test(cli, bench_takes_a_run_directory_and_refuses_bad_arguments_first, .timeout 
                          dir);
 }
 
+/* The longest stretch of text between two carriage returns or newlines that starts with
+ * "step ", with the erase-to-end-of-line escape taken out; *lines counts such stretches. */
+static size_t longest_step_line(const char *out, int *lines)
+{
+    size_t longest = 0;
+    *lines = 0;
+    for (const char *p = out; *p;) {
+        size_t len = strcspn(p, "\r\n");
+        if (strncmp(p, "step ", 5) == 0) {
+            const char *erase = strstr(p, "\033[K");
+            size_t visible = erase && erase < p + len ? (size_t)(erase - p) : len;
+            longest = visible > longest ? visible : longest;
+            (*lines)++;
+        }
+        p += len + (p[len] != '\0');
+    }
+    return longest;
+}
+
+/* On an 80-column terminal (a pseudo-terminal from script(1), set to 80 columns) the live
+ * progress line stays within 79 characters, so it never wraps into a line per update. */
+Test(cli, the_progress_line_fits_an_80_column_terminal, .timeout = 60)
+{
+    if (system("command -v script > /dev/null 2>&1") != 0)
+        cr_skip_test("script(1) is missing (util-linux): no terminal to run quill in");
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char command[2048], *out;
+    snprintf(command, sizeof command,
+             "script -qec 'stty cols 80; %s train --config configs/tiny.json --data %s "
+             "--out %s/run --steps 5' /dev/null",
+             test_quill_bin(), corpus, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    int lines;
+    size_t longest = longest_step_line(out, &lines);
+    cr_expect_geq(lines, 5, "a live line per step:\n%s", out);
+    cr_expect_leq(longest, (size_t)79, "a progress line of %zu characters:\n%s", longest, out);
+    cr_expect_not_null(strstr(out, "\033[K"), "not drawn as a live line:\n%s", out);
+    free(out);
+}
+
 /* --steps below the checkpoint's step: an error, and nothing in the run is touched. */
 Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
 {
@@ -812,6 +853,25 @@ Test(mpi, two_ranks_zero_and_resume_give_the_single_process_model, .timeout = 24
         snprintf(b, sizeof b, "%s/model.gguf", runs[i]);
         expect_same_file(a, b);
     }
+}
+
+/* Under mpirun, a rank's stdout is a pseudo-terminal that Open MPI relays to mpirun's own
+ * output, here a pipe: the progress comes as plain lines, with no carriage return and no
+ * escape sequence. */
+Test(mpi, piped_progress_is_plain_lines, .timeout = 120)
+{
+    char prefix[256], command[2600], *out;
+    mpirun_prefix(prefix, sizeof prefix, 2);
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    snprintf(command, sizeof command, "%s %s train " MPI_TINY " --data %s --out %s/run "
+                                      "--steps 3 --log-every 1", prefix, test_quill_bin(),
+             corpus, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    cr_expect_null(strchr(out, '\r'), "a carriage return in:\n%s", out);
+    cr_expect_null(strchr(out, '\033'), "an escape sequence in:\n%s", out);
+    cr_expect(strstr(out, "\nstep 1/3: loss ") && strstr(out, "\nstep 3/3: loss "), "%s", out);
+    free(out);
 }
 
 /* A run that fails under mpirun stops every rank, says so once, and leaves the last

@@ -1,7 +1,11 @@
 /* Training progress, for people and for programs.
  *   On a terminal: one live line, redrawn every step:
  *     step  120/2000 [###.......]  loss 2.3456  lr 1.00e-03  gnorm 0.853  12.3k tok/s  ETA 1m23s
- *   Otherwise (a pipe, a log file): a plain line every log_every steps.
+ *   fitted to the terminal's width (a line that wraps would leave a line per update): when
+ *   it is too narrow, the least important fields go first: lr (the schedule is known), the
+ *   gradient norm, the bar, tokens/s, the ETA; step and loss always stay.
+ *   Otherwise (a pipe, a log file, any rank under mpirun): a plain line every log_every
+ *   steps, with no carriage return and no terminal escape.
  *   Always: DIR/log.jsonl gets one JSON object per step,
  *     {"step":120,"loss":2.3456,"lr":0.001,"grad_norm":0.853,"tokens_per_s":12345}
  *   and one per evaluation, {"step":200,"val_loss":2.1}. "step" counts completed steps. */
@@ -14,7 +18,8 @@
 #include "error.h"
 
 typedef struct {
-    bool tty;           /* draw the live line */
+    FILE *out;          /* the progress lines: stdout */
+    int columns;        /* the terminal's width for the live line; 0: plain lines */
     FILE *log;          /* DIR/log.jsonl, appended */
     int total_steps;
     int log_every;
@@ -24,9 +29,14 @@ typedef struct {
 
 /* Opens DIR/log.jsonl. When resuming after `resume_step` steps, lines of later steps
  * (written after the checkpoint the run resumes from) are dropped first, so the log
- * reads as if the run had never stopped. */
+ * reads as if the run had never stopped. may_draw: a live line is allowed when stdout is a
+ * terminal (false under mpirun: a rank's stdout is a pseudo-terminal that Open MPI relays
+ * to wherever mpirun's own output goes, a pipe as often as a terminal). */
 int progress_open(Progress *p, const char *dir, int resume_step, int total_steps, int log_every,
-                  Error *err);
+                  bool may_draw, Error *err);
+
+/* The width of the terminal on fd: its window size, else $COLUMNS, else 80. */
+int progress_terminal_columns(int fd);
 void progress_close(Progress *p); /* NULL-safe */
 
 void progress_step(Progress *p, int step, float loss, float lr, float grad_norm,

@@ -387,7 +387,8 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     Progress progress = {0};
     if (is_root(t)) {
         train_print_summary(t, args->resume_dir != NULL, times);
-        status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every, err);
+        status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every,
+                               !t->dist->mpi, err);
     }
     if (ranks_agree(t, status, err) != 0)
         return -1;
