@@ -444,6 +444,53 @@ Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
     expect_same_file(log, saved_log);
 }
 
+/* A run killed during its final evaluation leaves its last checkpoint and a log whose last
+ * line is the last step's; loss.svg is not drawn yet. This test makes that directory from a
+ * finished run (takes the evaluation's line off the log and the picture away), then
+ * resumes it: the resume must do what was left, the same evaluation (the same model on the
+ * same split: the same line, to the digit) and the picture, without training or rewriting
+ * the checkpoint; a second resume then has nothing to do. */
+Test(cli, resume_finishes_a_run_killed_during_its_final_evaluation, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], log[512], svg[512], state[512], *text, *state_before, *state_after, *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(log, sizeof log, "%s/log.jsonl", run);
+    snprintf(svg, sizeof svg, "%s/loss.svg", run);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    quill_ok("train " TINY " --data %s --out %s --steps 3", corpus, run);
+    size_t len = file_bytes(log, &text);
+    char *eval_line = strrchr(text, '{'); /* the last line: the final evaluation */
+    cr_assert(eval_line && strstr(eval_line, "\"val_loss\"") &&
+                  strncmp(eval_line, "{\"step\":3,", 10) == 0,
+              "%s", text);
+    char *final_eval = strdup(eval_line);
+    Error err;
+    cr_assert_eq(file_write_atomic(log, text, (size_t)(eval_line - text), &err), 0);
+    cr_assert_eq(remove(svg), 0);
+    size_t n_state = file_bytes(state, &state_before);
+
+    cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "val (whole split"), "%s", out);
+    cr_expect_null(strstr(out, "nothing to do"), "%s", out);
+    free(out);
+    free(text);
+    cr_expect_eq(file_bytes(log, &text), len, "the log is whole again:\n%s", text);
+    cr_expect_str_eq(strrchr(text, '{'), final_eval);
+    cr_expect_eq(access(svg, F_OK), 0, "no %s", svg);
+    cr_expect_eq(file_bytes(state, &state_after), n_state);
+    cr_expect_eq(memcmp(state_before, state_after, n_state), 0, "train_state was rewritten");
+
+    cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "already at step 3: nothing to do"), "%s", out);
+    free(out);
+    free(text);
+    free(final_eval);
+    free(state_before);
+    free(state_after);
+}
+
 /* A bit flipped in a train_state tensor keeps the value a finite float, so only the
  * checksum can tell: resume refuses, naming the file and the tensor's byte range. */
 Test(cli, a_damaged_train_state_is_refused_naming_the_tensor, .timeout = 60)

@@ -195,9 +195,31 @@ void progress_message(Progress *p, const char *fmt, ...)
     fflush(p->out);
 }
 
-void progress_eval(Progress *p, int step, float val_loss, const char *what)
+void progress_eval(Progress *p, int step, float val_loss, const char *what, bool final)
 {
-    fprintf(p->log, "{\"step\":%d,\"val_loss\":%.6f}\n", step, val_loss);
+    fprintf(p->log, "{\"step\":%d,\"val_loss\":%.6f%s}\n", step, val_loss,
+            final ? ",\"final\":true" : "");
     fflush(p->log);
     progress_message(p, "step %d: %s loss %.4f", step, what, val_loss);
+}
+
+int progress_final_eval_logged(const char *dir, int step, bool *logged, Error *err)
+{
+    char path[4096], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    *logged = false;
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (file_read_all(path, &text, &len, err) != 0)
+        return -1;
+    for (const char *line = text; line < text + len && !*logged;) {
+        const char *end = memchr(line, '\n', (size_t)(text + len - line));
+        int line_step, matched = 0; /* %n: how far the whole pattern matched, else 0 */
+        sscanf(line, "{\"step\":%d,\"val_loss\":%*f,\"final\":true}%n", &line_step, &matched);
+        *logged = matched > 0 && line_step == step;
+        line = end ? end + 1 : text + len;
+    }
+    free(text);
+    return 0;
 }

@@ -8,7 +8,9 @@
  *   steps, with no carriage return and no terminal escape.
  *   Always: DIR/log.jsonl gets one JSON object per step,
  *     {"step":120,"loss":2.3456,"lr":0.001,"grad_norm":0.853,"tokens_per_s":12345}
- *   and one per evaluation, {"step":200,"val_loss":2.1}. "step" counts completed steps. */
+ *   and one per evaluation, {"step":200,"val_loss":2.1}; the evaluation that ends a run
+ *   (over the whole validation split) also has "final":true, so that a run killed during it
+ *   can tell on --resume that it still has it to do. "step" counts completed steps. */
 #ifndef QUILL_TRAIN_PROGRESS_H
 #define QUILL_TRAIN_PROGRESS_H
 
@@ -41,7 +43,10 @@ void progress_close(Progress *p); /* NULL-safe */
 
 void progress_step(Progress *p, int step, float loss, float lr, float grad_norm,
                    double tokens_per_s, double seconds);
-void progress_eval(Progress *p, int step, float val_loss, const char *what);
+void progress_eval(Progress *p, int step, float val_loss, const char *what, bool final);
+/* Whether DIR/log.jsonl holds the final evaluation of step `step` (false when there is no
+ * log). */
+int progress_final_eval_logged(const char *dir, int step, bool *logged, Error *err);
 /* Prints a message on its own line (clearing the live line first). */
 void progress_message(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

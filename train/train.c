@@ -226,7 +226,7 @@ static int train_evaluate(Trainer *t, Progress *progress, bool whole_split, Erro
     char what[64] = "val";
     if (whole_split)
         snprintf(what, sizeof what, "val (whole split, %zu tokens)", n_tokens);
-    progress_eval(progress, t->step, (float)loss, what);
+    progress_eval(progress, t->step, (float)loss, what, whole_split);
     return 0;
 }
 
@@ -241,7 +241,10 @@ static void train_write_plot(const Trainer *t)
         fprintf(stderr, "quill: warning: %s\n", err.msg);
 }
 
-static int train_loop(Trainer *t, Progress *progress, Error *err)
+/* Trains up to the config's steps, then evaluates on the whole validation split and draws
+ * the curves. checkpoint_step: the step of the checkpoint already on disk (a resumed run's),
+ * -1 for a new run; a run with no step to take does not write it again. */
+static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error *err)
 {
     const TrainConfig *c = &t->cfg;
     double tokens_per_step = (double)c->batch_size * c->seq_len * c->grad_accum;
@@ -262,7 +265,7 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
             train_save(t, err) != 0)
             return -1;
     }
-    if (train_save(t, err) != 0)
+    if (t->step != checkpoint_step && train_save(t, err) != 0)
         return -1;
     if (stopped) {
         if (is_root(t)) {
@@ -354,6 +357,21 @@ static int train_setup(Trainer *t, const TrainArgs *args, int argc, char **argv,
                   : train_setup_new(t, args, argc, argv, err);
 }
 
+/* Whether a resumed run has nothing left to do: it is at its last step, and its log holds
+ * the final evaluation (a run of 0 steps has none). A run killed during that evaluation
+ * has its last checkpoint but not the evaluation, and a resume does it then. Rank 0 reads
+ * the log; every rank takes its answer. */
+static int run_is_complete(const Trainer *t, bool *complete, Error *err)
+{
+    bool logged = false;
+    int status = 0;
+    if (t->step == t->cfg.steps && t->cfg.steps > 0 && is_root(t))
+        status = progress_final_eval_logged(t->dir, t->step, &logged, err);
+    bool done = t->step == t->cfg.steps && (t->cfg.steps == 0 || logged);
+    *complete = dist_agree(t->dist, done) != 0;
+    return status;
+}
+
 static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
 {
     SetupTimes times;
@@ -361,11 +379,17 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     if (ranks_agree(t, train_setup(t, args, argc, argv, err), err) != 0)
         return -1;
     times.setup_s = timer_seconds() - start;
-    if (args->resume_dir && t->step == t->cfg.steps) {
+    bool complete = false;
+    if (args->resume_dir && ranks_agree(t, run_is_complete(t, &complete, err), err) != 0)
+        return -1;
+    if (complete) {
         if (is_root(t))
             printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
         return 0;
     }
+    if (args->resume_dir && t->step == t->cfg.steps && is_root(t))
+        printf("the run in %s is at its last step, %d, without its final evaluation (it was "
+               "stopped during it): evaluating now\n", t->dir, t->step);
     bool created = false;
     int status = is_root(t) && !args->resume_dir ? run_dir_create(t->dir, &created, err) : 0;
     if (ranks_agree(t, status, err) != 0)
@@ -392,7 +416,7 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     }
     if (ranks_agree(t, status, err) != 0)
         return -1;
-    status = train_loop(t, &progress, err);
+    status = train_loop(t, &progress, args->resume_dir ? t->step : -1, err);
     progress_close(&progress);
     return status;
 }
