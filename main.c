@@ -1,6 +1,7 @@
 /* quill: the command dispatcher. It reads the subcommand and calls the function that
  * train/ or generate/ exports for it; those return 0, or -1 with a one-line message,
- * which is printed here as "quill: error: <message>" with exit status 1. */
+ * which is printed here as "quill: error: <message>" with exit status 1, or an exit status
+ * of their own (quill train's 130 after Ctrl-C). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +77,9 @@ int main(int argc, char **argv)
         int (*run)(int, char **, Error *) = COMMANDS[i].run;
         if (run == cmd_bench && names_a_model(argc - 2, argv + 2))
             run = cmd_bench_model;
-        if (run(argc - 1, argv + 1, &err) == 0)
-            return 0;
+        int status = run(argc - 1, argv + 1, &err);
+        if (status >= 0) /* 0, or an exit status the command chose (train's after Ctrl-C) */
+            return status;
         fflush(stdout);
         /* an empty message: the error was reported already (by another MPI rank) */
         if (err.msg[0])

@@ -768,7 +768,8 @@ typedef struct {
     size_t n_seen;
 } ReplProcess;
 
-static void repl_start(ReplProcess *r, const char *model, const char *flags)
+/* Starts `quill ARGS` with pipes to its stdin and from its stdout and stderr. */
+static void quill_start(ReplProcess *r, const char *args)
 {
     int to_child[2], from_child[2];
     cr_assert_eq(pipe(to_child), 0);
@@ -781,8 +782,8 @@ static void repl_start(ReplProcess *r, const char *model, const char *flags)
         dup2(from_child[1], STDERR_FILENO);
         close(to_child[1]);
         close(from_child[0]);
-        char command[1024];
-        snprintf(command, sizeof command, "exec %s chat %s %s", test_quill_bin(), model, flags);
+        char command[2048];
+        snprintf(command, sizeof command, "exec %s %s", test_quill_bin(), args);
         execl("/bin/sh", "sh", "-c", command, (char *)NULL);
         _exit(127);
     }
@@ -792,6 +793,13 @@ static void repl_start(ReplProcess *r, const char *model, const char *flags)
     r->out = from_child[0];
     r->n_seen = 0;
     r->seen[0] = '\0';
+}
+
+static void repl_start(ReplProcess *r, const char *model, const char *flags)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "chat %s %s", model, flags);
+    quill_start(r, args);
 }
 
 /* Reads the REPL's output until it holds `text` (after byte `from`); false at its end. */
@@ -837,6 +845,81 @@ Test(cli, ctrl_c_stops_a_reply_and_then_leaves, .timeout = 60)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     fclose(r.in);
     close(r.out);
+}
+
+/* Ctrl+C during training finishes the step, saves, says how to go on, and exits with 130,
+ * the status a shell gives a process SIGINT ended, so that a script can tell an
+ * interrupted run from a finished one; the resume says where it starts. */
+Test(cli, ctrl_c_in_training_saves_and_exits_130, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char args[1024], run[256], state[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    snprintf(args, sizeof args, "train " TINY " --data %s --out %s --steps 1000000", corpus, run);
+    ReplProcess r;
+    quill_start(&r, args);
+    cr_assert(repl_wait_for(&r, 0, "\nstep 2/1000000: loss"), "no step: %s", r.seen);
+    kill(r.pid, SIGINT);
+    cr_assert(repl_wait_for(&r, 0, "interrupted after step "), "%s", r.seen);
+    int step = 0;
+    sscanf(strstr(r.seen, "interrupted after step ") + 23, "%d", &step);
+    while (repl_wait_for(&r, r.n_seen, "\n"))
+        ; /* to the end of its output */
+    int status;
+    cr_assert_eq(waitpid(r.pid, &status, 0), r.pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d: %s", status, r.seen);
+    fclose(r.in);
+    close(r.out);
+    cr_assert_geq(step, 2, "%s", r.seen);
+    cr_expect_eq(access(state, F_OK), 0, "no checkpoint");
+    char *out, expected[128];
+    cr_assert_eq(quill(&out, "train --resume %s --steps %d", run, step + 1), 0, "%s", out);
+    snprintf(expected, sizeof expected, "resuming from step %d of %d\n", step, step + 1);
+    cr_expect_not_null(strstr(out, expected), "no '%s' in:\n%s", expected, out);
+    free(out);
+}
+
+/* Every periodic checkpoint says so in one line; the last one is the final save's line. */
+Test(cli, each_periodic_checkpoint_is_reported, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char *out;
+    cr_assert_eq(quill(&out, "train " TINY " --data %s --out %s/run --steps 5 --save-every 2",
+                       corpus, dir), 0, "%s", out);
+    int reported = 0;
+    for (const char *p = out; (p = strstr(p, ": checkpoint saved in ")); p++)
+        reported++;
+    cr_expect_eq(reported, 2, "%s", out);
+    cr_expect(strstr(out, "\nstep 2: checkpoint saved in ") && strstr(out, "\nstep 4: checkpoint "
+                                                                       "saved in "), "%s", out);
+    free(out);
+}
+
+/* A run records its data by absolute path, so that --resume works from any directory. */
+Test(cli, resume_works_from_another_directory, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    test_write_corpus(dir);
+    char cwd[2048], bin[4096], command[8192], config[512], *out, *json;
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    const char *quill_bin = test_quill_bin();
+    snprintf(bin, sizeof bin, quill_bin[0] == '/' ? "%.0s%s" : "%s/%s", cwd, quill_bin);
+    snprintf(command, sizeof command, "cd %s && %s train --config %s/configs/tiny.json "
+                                      "--data corpus.txt --out run --steps 2", dir, bin, cwd);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    free(out);
+    snprintf(config, sizeof config, "%s/run/config.json", dir);
+    file_bytes(config, &json);
+    char expected[600];
+    snprintf(expected, sizeof expected, "\"data\":\t[\"%s/corpus.txt\"]", dir);
+    cr_expect_not_null(strstr(json, expected), "no %s in:\n%s", expected, json);
+    free(json);
+    snprintf(command, sizeof command, "cd / && %s train --resume %s/run --steps 3", bin, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    free(out);
 }
 
 /* ---- MPI ---------------------------------------------------------------------------------- */

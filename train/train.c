@@ -116,7 +116,8 @@ static int dir_check(const char *dir, bool resume, bool force, Error *err)
 static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
                            Error *err)
 {
-    if (config_build(&t->cfg, args, argc, argv, err) != 0 || config_resolve(&t->cfg, err) != 0)
+    if (config_build(&t->cfg, args, argc, argv, err) != 0 ||
+        config_absolute_data_paths(&t->cfg, err) != 0 || config_resolve(&t->cfg, err) != 0)
         return -1;
     compute_set_threads(t->cfg.threads); /* the tokenizer is trained on them */
     return trainer_setup_new(t, err);
@@ -138,6 +139,8 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
         status = config_copy(&t->cfg, &saved, err);
     if (status == 0)
         status = config_build(&t->cfg, args, argc, argv, err);
+    if (status == 0)
+        status = config_absolute_data_paths(&t->cfg, err);
     if (status == 0)
         status = config_resolve(&t->cfg, err);
     if (status == 0)
@@ -243,7 +246,8 @@ static void train_write_plot(const Trainer *t)
 
 /* Trains up to the config's steps, then evaluates on the whole validation split and draws
  * the curves. checkpoint_step: the step of the checkpoint already on disk (a resumed run's),
- * -1 for a new run; a run with no step to take does not write it again. */
+ * -1 for a new run; a run with no step to take does not write it again. Returns 0,
+ * TRAIN_INTERRUPTED after Ctrl-C (once saved), or -1. */
 static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error *err)
 {
     const TrainConfig *c = &t->cfg;
@@ -261,9 +265,12 @@ static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error
         if (c->eval_every > 0 && t->step % c->eval_every == 0 && !last &&
             ranks_agree(t, train_evaluate(t, progress, false, err), err) != 0)
             return -1;
-        if (c->save_every > 0 && t->step % c->save_every == 0 && !last &&
-            train_save(t, err) != 0)
-            return -1;
+        if (c->save_every > 0 && t->step % c->save_every == 0 && !last) {
+            if (train_save(t, err) != 0)
+                return -1;
+            if (is_root(t))
+                progress_message(progress, "step %d: checkpoint saved in %s", t->step, t->dir);
+        }
     }
     if (t->step != checkpoint_step && train_save(t, err) != 0)
         return -1;
@@ -274,7 +281,7 @@ static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error
                                        "continue with: quill train --resume %s",
                              t->step, t->dir);
         }
-        return 0;
+        return TRAIN_INTERRUPTED;
     }
     if (c->steps > 0 && ranks_agree(t, train_evaluate(t, progress, true, err), err) != 0)
         return -1;
@@ -296,6 +303,8 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
 {
     const TrainConfig *c = &t->cfg;
     const ModelConfig *m = &t->model.config;
+    if (resumed)
+        printf("resuming from step %d of %d\n", t->step, c->steps);
     printf("model: %d layers, dim %d, %d heads (%d kv), ffn %d, context %d%s: %.2fM parameters\n",
            m->n_layers, m->dim, m->n_heads, m->n_kv_heads, m->ffn_dim, m->context,
            m->tie_embeddings ? ", tied embeddings" : "", (double)t->model.n_params / 1e6);
