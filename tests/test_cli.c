@@ -898,6 +898,30 @@ Test(cli, each_periodic_checkpoint_is_reported, .timeout = 60)
     free(out);
 }
 
+/* A bpe vocabulary smaller than asked for says why it stopped: the learner merges a pair
+ * of pieces only when it occurs at least twice, and a small corpus runs out of them. */
+Test(cli, a_bpe_vocabulary_that_stops_short_says_why, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char *out;
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --tokenizer bpe --vocab-size "
+                             "100000 --data %s --out %s/short --steps 0", corpus, dir),
+                 0, "%s", out);
+    int n_vocab = 0;
+    const char *line = strstr(out, "tokenizer: bpe, ");
+    cr_assert_not_null(line, "%s", out);
+    sscanf(line, "tokenizer: bpe, %d tokens", &n_vocab);
+    cr_expect(n_vocab > 259 && n_vocab < 100000, "%s", out);
+    cr_expect_not_null(strstr(line, " tokens (not the 100000 asked for: no pair of pieces "
+                                    "occurs twice any more in this text)"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --tokenizer bpe --vocab-size 300 "
+                             "--data %s --out %s/reached --steps 0", corpus, dir), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "tokenizer: bpe, 300 tokens, learned in"), "%s", out);
+    free(out);
+}
+
 /* A run records its data by absolute path, so that --resume works from any directory. */
 Test(cli, resume_works_from_another_directory, .timeout = 60)
 {

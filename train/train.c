@@ -308,9 +308,13 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
     printf("model: %d layers, dim %d, %d heads (%d kv), ffn %d, context %d%s: %.2fM parameters\n",
            m->n_layers, m->dim, m->n_heads, m->n_kv_heads, m->ffn_dim, m->context,
            m->tie_embeddings ? ", tied embeddings" : "", (double)t->model.n_params / 1e6);
-    char learned[64] = "";
+    char learned[160] = "";
+    if (t->tok.n_vocab < t->vocab_asked) /* bpe merges only pairs seen at least twice */
+        snprintf(learned, sizeof learned, " (not the %d asked for: no pair of pieces occurs "
+                                          "twice any more in this text)", t->vocab_asked);
     if (!resumed)
-        snprintf(learned, sizeof learned, ", learned in %.1f s", times.setup_s);
+        snprintf(learned + strlen(learned), sizeof learned - strlen(learned),
+                 ", learned in %.1f s", times.setup_s);
     printf("tokenizer: %s, %d tokens%s; data: %zu training and %zu validation tokens (%s %s/"
            "tokens.bin in %.1f s)\n",
            c->tokenizer, t->tok.n_vocab, learned, t->data.n_train,

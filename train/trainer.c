@@ -20,6 +20,7 @@ static int tokenizer_build(Trainer *t, Error *err)
                            bpe ? TEXT_COUNTS_BPE : TEXT_COUNTS_CHAR, CORPUS_SEGMENT_BYTES,
                            compute_threads(), &counts, err) != 0)
         return -1;
+    t->vocab_asked = bpe ? t->cfg.vocab_size : 0;
     int status = bpe ? tokenizer_train_bpe_counts(&t->tok, counts, t->cfg.vocab_size, err)
                      : tokenizer_train_char_counts(&t->tok, counts, err);
     text_counts_free(counts);
