@@ -208,9 +208,12 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
         double pp_rate = o->prompt_tokens / machine_median(pp, o->reps);
         double tg_rate = o->generate_tokens / machine_median(tg, o->reps);
         double bytes = weight_bytes_per_token(&m);
-        printf("%s: %.1fM parameters, %.1f MB of weights, %d threads, kernels %s, cache %s\n",
-               path, (double)m.n_params / 1e6, bytes / 1e6, compute_threads(),
-               quant_isa_name(quant_isa()), kv_cache_type_name(cache_type));
+        uint64_t file_params, file_bytes;
+        model_file_size(m.file, &file_params, &file_bytes);
+        printf("%s: %.1fM parameters, %.2f MB of weights, %d thread%s, kernels %s, cache %s\n",
+               path, (double)file_params / 1e6, (double)file_bytes / 1e6, compute_threads(),
+               plural_s(compute_threads()), quant_isa_name(quant_isa()),
+               kv_cache_type_name(cache_type));
         printf("pp%d: %.1f tok/s\n", o->prompt_tokens, pp_rate);
         printf("tg%d: %.1f tok/s\n", o->generate_tokens, tg_rate);
         double read = machine_read_gbs();

@@ -345,8 +345,9 @@ int cmd_quantize(int argc, char **argv, Error *err)
             free(owned[i]);
     }
     if (status == 0)
-        printf("%s: %" PRIu64 " tensors, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
-               (double)bytes_in / 1e6, (double)bytes_out / 1e6, target->name);
+        printf("%s: %" PRIu64 " tensor%s, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
+               plural_s((long long)in->n_tensors), (double)bytes_in / 1e6,
+               (double)bytes_out / 1e6, target->name);
     free(owned);
     gguf_writer_free(w);
     gguf_close(in);

@@ -56,6 +56,15 @@ uint32_t kv_cache_type_default(const GgufFile *f)
     return quill_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
 }
 
+void model_file_size(const GgufFile *f, uint64_t *params, uint64_t *bytes)
+{
+    *params = *bytes = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        *params += gguf_tensor_nelements(&f->tensors[i]);
+        *bytes += f->tensors[i].nbytes;
+    }
+}
+
 void model_path_resolve(const char *model, char *path, size_t cap)
 {
     snprintf(path, cap, path_is_directory(model) ? "%s/model.gguf" : "%s", model);

@@ -31,6 +31,11 @@ const char *kv_cache_type_name(uint32_t type);
  * is made to be run the way llama.cpp runs it. f == NULL (a model built in memory): F32. */
 uint32_t kv_cache_type_default(const GgufFile *f);
 
+/* What a model file holds, as quill info and quill bench report it: its parameters (every
+ * tensor's elements) and the bytes of its weights as they lie in the file (every tensor's
+ * bytes, whatever its type). */
+void model_file_size(const GgufFile *f, uint64_t *params, uint64_t *bytes);
+
 /* The model file a command-line MODEL names: a `quill train` run directory means its
  * model.gguf; anything else is taken as the file itself. */
 void model_path_resolve(const char *model, char *path, size_t cap);

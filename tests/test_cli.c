@@ -922,6 +922,70 @@ Test(cli, a_bpe_vocabulary_that_stops_short_says_why, .timeout = 60)
     free(out);
 }
 
+/* Counts of one read "1 thread", "1 layer", "1 step", not "1 threads", in what train,
+ * bench, info and quantize print. */
+Test(cli, counts_of_one_are_singular, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], quantized[512], *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(quantized, sizeof quantized, "%s/q8.gguf", dir);
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --layers 1 --heads 1 --kv-heads 1 "
+                             "--threads 1 --data %s --out %s --steps 1", corpus, run),
+                 0, "%s", out);
+    cr_expect(strstr(out, "model: 1 layer, dim 64, 1 head (1 kv)") && strstr(out, ", 1 thread,") &&
+                  strstr(out, "after 1 step\n"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "info %s --context 1", run), 0, "%s", out);
+    cr_expect(strstr(out, "model: llama, 1 layer, dim 64, 1 head (1 kv,") &&
+                  strstr(out, "for 1 position of f32: keys and values of 1 layer x"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "bench %s -p 2 -n 1 -r 1 -t 1", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, ", 1 thread,"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "bench configs/tiny.json --threads 1 --steps 1 --warmup 1 --data %s",
+                       corpus), 0, "%s", out);
+    cr_expect(strstr(out, "machine: 1 thread,") &&
+                  strstr(out, "median of 1 step after 1 warm-up step, 1 thread x 1 rank,"),
+              "%s", out);
+    free(out);
+    /* a file of one tensor */
+    char single[512];
+    snprintf(single, sizeof single, "%s/single.gguf", dir);
+    static float weights[64 * 4];
+    const uint64_t ne[2] = {64, 4};
+    GgufWriter *w = gguf_writer_new();
+    gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", GGML_TYPE_F32, 2, ne, weights);
+    Error err;
+    cr_assert_eq(gguf_writer_write(w, single, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    cr_assert_eq(quill(&out, "quantize %s %s Q8_0", single, quantized), 0, "%s", out);
+    cr_expect_not_null(strstr(out, ": 1 tensor, "), "%s", out);
+    free(out);
+}
+
+/* bench and info count a model's weights the same way: every tensor's bytes in the file. */
+Test(cli, bench_and_info_count_the_same_weight_bytes, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], *info, *bench;
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
+    cr_assert_eq(quill(&info, "info %s", run), 0, "%s", info);
+    cr_assert_eq(quill(&bench, "bench %s -p 2 -n 1 -r 1", run), 0, "%s", bench);
+    double info_mb = 0, bench_mb = 0;
+    const char *a = strstr(info, " bytes ("), *b = strstr(bench, "M parameters, ");
+    cr_assert(a && b, "%s\n%s", info, bench);
+    cr_assert_eq(sscanf(a, " bytes (%lf MB)", &info_mb), 1, "%s", info);
+    cr_assert_eq(sscanf(b, "M parameters, %lf MB of weights", &bench_mb), 1, "%s", bench);
+    cr_expect_gt(info_mb, 0.0);
+    cr_expect_eq(info_mb, bench_mb, "info %.2f MB, bench %.2f MB", info_mb, bench_mb);
+    free(info);
+    free(bench);
+}
+
 /* A run records its data by absolute path, so that --resume works from any directory. */
 Test(cli, resume_works_from_another_directory, .timeout = 60)
 {

@@ -105,14 +105,17 @@ done:
 /* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile). */
 static double bench_machine(const BenchOptions *o)
 {
-    printf("machine: %d threads, matmul %s\n", o->threads, gemm_backend_description());
+    printf("machine: %d thread%s, matmul %s\n", o->threads, plural_s(o->threads),
+           gemm_backend_description());
     double peak = machine_sgemm_gflops(1024), big = machine_sgemm_gflops(2048);
     peak = big > peak ? big : peak;
     printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
     printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n",
            machine_triad_gbs());
-    printf("training: median of %d steps after %d warm-up steps, %d threads x %d ranks, data %s\n",
-           o->steps, o->warmup, o->threads, o->dist->size, o->data);
+    printf("training: median of %d step%s after %d warm-up step%s, %d thread%s x %d rank%s, "
+           "data %s\n",
+           o->steps, plural_s(o->steps), o->warmup, plural_s(o->warmup), o->threads,
+           plural_s(o->threads), o->dist->size, plural_s(o->dist->size), o->data);
     printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s",
            "GFLOP/s", "of peak");
     return peak;

@@ -287,7 +287,8 @@ static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error
         return -1;
     if (is_root(t)) {
         train_write_plot(t);
-        progress_message(progress, "saved %s/model.gguf after %d steps", t->dir, t->step);
+        progress_message(progress, "saved %s/model.gguf after %d step%s", t->dir, t->step,
+                         plural_s(t->step));
     }
     return 0;
 }
@@ -305,9 +306,11 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
     const ModelConfig *m = &t->model.config;
     if (resumed)
         printf("resuming from step %d of %d\n", t->step, c->steps);
-    printf("model: %d layers, dim %d, %d heads (%d kv), ffn %d, context %d%s: %.2fM parameters\n",
-           m->n_layers, m->dim, m->n_heads, m->n_kv_heads, m->ffn_dim, m->context,
-           m->tie_embeddings ? ", tied embeddings" : "", (double)t->model.n_params / 1e6);
+    printf("model: %d layer%s, dim %d, %d head%s (%d kv), ffn %d, context %d%s: %.2fM "
+           "parameters\n",
+           m->n_layers, plural_s(m->n_layers), m->dim, m->n_heads, plural_s(m->n_heads),
+           m->n_kv_heads, m->ffn_dim, m->context, m->tie_embeddings ? ", tied embeddings" : "",
+           (double)t->model.n_params / 1e6);
     char learned[160] = "";
     if (t->tok.n_vocab < t->vocab_asked) /* bpe merges only pairs seen at least twice */
         snprintf(learned, sizeof learned, " (not the %d asked for: no pair of pieces occurs "
@@ -321,12 +324,14 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
            t->data.n_tokens - t->data.n_train,
            t->data.from_cache ? "checked" : "tokenized into", t->dir, times.data_s);
     printf("training: steps %d..%d, batch %d x %d tokens x %d accumulation, %s, lr %g -> %g, "
-           "seed %d, %d threads, matmul: %s\n",
+           "seed %d, %d thread%s, matmul: %s\n",
            t->step, c->steps, c->batch_size, c->seq_len, c->grad_accum, c->optimizer, c->lr,
-           c->min_lr, c->seed, compute_threads(), gemm_backend_description());
+           c->min_lr, c->seed, compute_threads(), plural_s(compute_threads()),
+           gemm_backend_description());
     if (t->dist->size > 1)
-        printf("ranks: %d (MPI), each %d micro-batches per step; %.1f MB per rank%s\n",
-               t->dist->size, c->grad_accum / t->dist->size, trainer_memory_bytes(t) / 1e6,
+        printf("ranks: %d (MPI), each %d micro-batch%s per step; %.1f MB per rank%s\n",
+               t->dist->size, c->grad_accum / t->dist->size,
+               c->grad_accum / t->dist->size == 1 ? "" : "es", trainer_memory_bytes(t) / 1e6,
                c->zero ? " (ZeRO-1: AdamW moments sharded)" : "");
     else
         printf("memory: %.1f MB\n", trainer_memory_bytes(t) / 1e6);

@@ -82,9 +82,10 @@ static int trainer_load_data(Trainer *t, Error *warning, Error *err)
     int T = t->cfg.seq_len;
     if (data_window_count(&t->data, SPLIT_TRAIN, T) == 0 ||
         data_window_count(&t->data, SPLIT_VAL, T) == 0)
-        return error_set(err, "the data has %zu tokens: too few for a training and a validation "
-                              "window of seq_len %d + 1 (give more text or a smaller --seq-len)",
-                         t->data.n_tokens, T);
+        return error_set(err, "the data has %zu token%s: too few for a training and a "
+                              "validation window of seq_len %d + 1 (give more text or a smaller "
+                              "--seq-len)",
+                         t->data.n_tokens, plural_s((long long)t->data.n_tokens), T);
     return 0;
 }
 
