@@ -6,8 +6,9 @@
  *   along the way
  *            progress and DIR/log.jsonl every step, validation every eval_every steps,
  *            a checkpoint every save_every steps, and always at the end
- *   the end  the whole validation split, and DIR/loss.svg: the curves (plot.h)
- *   Ctrl-C   finishes the current step, saves a checkpoint and stops. */
+ *   the end  the whole validation split (logged as the final evaluation: a resume of a run
+ *            killed during it does it then), and DIR/loss.svg: the curves (plot.h)
+ *   Ctrl-C   finishes the current step, saves a checkpoint and stops with status 130. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
