@@ -1,9 +1,10 @@
 /* Training progress, for people and for programs.
- *   On a terminal: one live line, redrawn every step:
- *     step  120/2000 [###.......]  loss 2.3456  lr 1.00e-03  gnorm 0.853  12.3k tok/s  ETA 1m23s
- *   fitted to the terminal's width (a line that wraps would leave a line per update): when
- *   it is too narrow, the least important fields go first: lr (the schedule is known), the
- *   gradient norm, the bar, tokens/s, the ETA; step and loss always stay.
+ *   On a terminal: one live line, redrawn every step, all of it on a wide terminal:
+ *     step   120/2000  [#.....]  loss 2.3456  lr 1.00e-03  gnorm 0.853  12.3k tok/s  ETA 1m34s
+ *   (the bar is 20 characters). It is fitted to the terminal's width (a line that wraps
+ *   would leave a line per update): when the terminal is too narrow, the least important
+ *   fields go first: lr (the schedule is known), the gradient norm, the bar, tokens/s, the
+ *   ETA; step and loss always stay.
  *   Otherwise (a pipe, a log file, any rank under mpirun): a plain line every log_every
  *   steps, with no carriage return and no terminal escape.
  *   Always: DIR/log.jsonl gets one JSON object per step,
