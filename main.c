@@ -1,6 +1,7 @@
 /* quill: the command dispatcher. It reads the subcommand and calls the function that
  * train/ or generate/ exports for it; those return 0, or -1 with a one-line message,
- * which is printed here as "quill: error: <message>" with exit status 1. */
+ * which is printed here as "quill: error: <message>" with exit status 1, or an exit status
+ * of their own (quill train's 130 after Ctrl-C). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "error.h"
 #include "generate/generate.h"
+#include "loader.h"
 #include "matmul.h"
 #include "train/train.h"
 
@@ -51,15 +53,13 @@ static void blas_choose_kernel(char **argv)
     execv("/proc/self/exe", argv); /* returns only on failure: then carry on, slower */
 }
 
-/* `quill bench MODEL.gguf` measures a model's inference speed; `quill bench` alone (or
- * with training configs) measures training. */
-static bool names_a_gguf_file(int argc, char **argv)
+/* `quill bench MODEL` measures a model's inference speed (MODEL: a GGUF file or a run
+ * directory); `quill bench` alone (or with training configs) measures training. */
+static bool names_a_model(int argc, char **argv)
 {
-    for (int i = 0; i < argc; i++) {
-        size_t len = strlen(argv[i]);
-        if (len > 5 && strcmp(argv[i] + len - 5, ".gguf") == 0)
+    for (int i = 0; i < argc; i++)
+        if (argv[i][0] != '-' && model_path_names_model(argv[i]))
             return true;
-    }
     return false;
 }
 
@@ -75,10 +75,11 @@ int main(int argc, char **argv)
         blas_choose_kernel(argv);
         Error err = {{0}};
         int (*run)(int, char **, Error *) = COMMANDS[i].run;
-        if (run == cmd_bench && names_a_gguf_file(argc - 2, argv + 2))
+        if (run == cmd_bench && names_a_model(argc - 2, argv + 2))
             run = cmd_bench_model;
-        if (run(argc - 1, argv + 1, &err) == 0)
-            return 0;
+        int status = run(argc - 1, argv + 1, &err);
+        if (status >= 0) /* 0, or an exit status the command chose (train's after Ctrl-C) */
+            return status;
         fflush(stdout);
         /* an empty message: the error was reported already (by another MPI rank) */
         if (err.msg[0])

@@ -212,7 +212,7 @@ static int bench_busy_neighbour(InferContext *ctx, const int *tokens, const Benc
         double one = o->generate_tokens / machine_median(tg[1], o->reps);
         printf("busy neighbour: tg%d %.1f tok/s on %d thread%s, %.1f on 1 thread: %.2fx "
                "(beside a process that keeps one core busy)\n",
-               o->generate_tokens, set, o->threads, o->threads == 1 ? "" : "s", one, set / one);
+               o->generate_tokens, set, o->threads, plural_s(o->threads), one, set / one);
     }
     free(tg[0]);
     free(tg[1]);
@@ -248,9 +248,12 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
         double pp_rate = o->prompt_tokens / machine_median(pp, o->reps);
         double tg_rate = o->generate_tokens / machine_median(tg, o->reps);
         double bytes = weight_bytes_per_token(&m);
-        printf("%s: %.1fM parameters, %.1f MB of weights, %d threads, kernels %s, cache %s\n",
-               path, (double)m.n_params / 1e6, bytes / 1e6, compute_threads(),
-               quant_isa_name(quant_isa()), kv_cache_type_name(cache_type));
+        uint64_t file_params, file_bytes;
+        model_file_size(m.file, &file_params, &file_bytes);
+        printf("%s: %.1fM parameters, %.2f MB of weights, %d thread%s, kernels %s, cache %s\n",
+               path, (double)file_params / 1e6, (double)file_bytes / 1e6, compute_threads(),
+               plural_s(compute_threads()), quant_isa_name(quant_isa()),
+               kv_cache_type_name(cache_type));
         printf("pp%d: %.1f tok/s\n", o->prompt_tokens, pp_rate);
         printf("tg%d: %.1f tok/s\n", o->generate_tokens, tg_rate);
         double read = machine_read_gbs();
@@ -318,5 +321,7 @@ int cmd_bench_model(int argc, char **argv, Error *err)
     if (n_positional == 0)
         return error_set(err, "no model: quill bench MODEL.gguf (see quill bench --help)");
     compute_set_threads(o.threads);
-    return bench_model_run(positional[0], &o, err);
+    char path[4096];
+    model_path_resolve(positional[0], path, sizeof path);
+    return bench_model_run(path, &o, err);
 }

@@ -45,11 +45,8 @@ static void print_kv_value(const GgufKV *kv)
  * and, per parameter, the bits they spend. */
 static void print_size(const GgufFile *f)
 {
-    uint64_t params = 0, bytes = 0;
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        params += gguf_tensor_nelements(&f->tensors[i]);
-        bytes += f->tensors[i].nbytes;
-    }
+    uint64_t params, bytes;
+    model_file_size(f, &params, &bytes);
     printf("size: %" PRIu64 " parameters (%.3fM), weights %" PRIu64 " bytes (%.2f MB), "
            "%.3f bits per weight\n",
            params, (double)params / 1e6, bytes, (double)bytes / 1e6,
@@ -70,20 +67,21 @@ static void print_model(const GgufFile *f, int n_ctx, const char *cache_type)
         printf("model: not one quill runs (%s)\n", err.msg);
         return;
     }
-    printf("model: llama, %d layers, dim %d, %d heads (%d kv, head size %d), ffn %d, "
+    printf("model: llama, %d layer%s, dim %d, %d head%s (%d kv, head size %d), ffn %d, "
            "context %d, vocab %d\n       rope base %g",
-           c.n_layers, c.dim, c.n_heads, c.n_kv_heads, model_head_size(&c), c.ffn_dim, c.context,
-           c.vocab_size, c.rope_base);
+           c.n_layers, plural_s(c.n_layers), c.dim, c.n_heads, plural_s(c.n_heads), c.n_kv_heads,
+           model_head_size(&c), c.ffn_dim, c.context, c.vocab_size, c.rope_base);
     if (c.rope_scaling > 0.0f && c.rope_scaling != 1.0f)
         printf(", linear scaling %g (positions / %g)", c.rope_scaling, c.rope_scaling);
     printf(", rms eps %g, %s embeddings\n", c.norm_eps, c.tie_embeddings ? "tied" : "untied");
     n_ctx = n_ctx > 0 ? n_ctx : c.context;
     uint32_t type = cache_type ? kv_cache_type_from_name(cache_type) : kv_cache_type_default(f);
     size_t kv_bytes = model_kv_cache_bytes(&c, 1, n_ctx, type);
-    printf("KV cache: %zu bytes (%.2f MB) for %d positions of %s: keys and values of %d "
-           "layers x %d values, %zu bytes per row (--context, --cache-type)\n",
-           kv_bytes, kv_bytes / 1e6, n_ctx, kv_cache_type_name(type), c.n_layers,
-           model_kv_dim(&c), quant_row_bytes(type, model_kv_dim(&c)));
+    printf("KV cache: %zu bytes (%.2f MB) for %d position%s of %s: keys and values of %d "
+           "layer%s x %d values, %zu bytes per row (--context, --cache-type)\n",
+           kv_bytes, kv_bytes / 1e6, n_ctx, plural_s(n_ctx), kv_cache_type_name(type),
+           c.n_layers, plural_s(c.n_layers), model_kv_dim(&c),
+           quant_row_bytes(type, model_kv_dim(&c)));
 }
 
 static void print_tokenizer(const GgufFile *f)

@@ -60,12 +60,6 @@ typedef struct {
 
 enum { GENERATE_MAX_FLAGS = 40 };
 
-/* "s" for every count but 1, for messages: "%d token%s", n, plural_s(n). */
-static inline const char *plural_s(long n)
-{
-    return n == 1 ? "" : "s";
-}
-
 /* The documented defaults (the sampler's are llama.cpp's, see sampler_params_default). */
 void generate_options_default(GenerateOptions *o);
 void generate_options_free(GenerateOptions *o); /* the lists */

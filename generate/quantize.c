@@ -19,8 +19,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fileio.h"
 #include "generate.h"
 #include "gguf.h"
+#include "loader.h"
 #include "matmul.h"
 #include "quant.h"
 
@@ -135,11 +137,8 @@ static uint32_t rule_type(const QuantTarget *target, const GgufTensor *t, const 
         return type;
     bool is_output = strcmp(t->name, "output.weight") == 0 ||
                      (!s->has_output && strcmp(t->name, "token_embd.weight") == 0);
-    if (is_output) {
-        if (t->ne[0] % (uint64_t)quant_block_size(type) != 0)
-            return GGML_TYPE_Q8_0;
+    if (is_output) /* rows that Q6_K's block does not divide fall back in choose_type */
         return type == GGML_TYPE_Q8_0 ? type : GGML_TYPE_Q6_K;
-    }
     int layer = layer_of(t->name);
     if (target->mix && layer >= 0) {
         if (strstr(t->name, "attn_v.weight") && use_more_bits(layer, s->n_attn_v))
@@ -266,6 +265,19 @@ static int convert_tensors(GgufWriter *w, const GgufFile *in, const QuantTarget 
     return 0;
 }
 
+/* OUT must be a file other than IN: the new file replaces OUT whole (an atomic rename), so
+ * writing it over IN, under any name or link, would lose the model it came from. */
+static int check_out_path(const char *in_path, const char *out_path, Error *err)
+{
+    if (path_is_directory(out_path))
+        return error_set(err, "%s is a directory: name the file to write", out_path);
+    if (file_same(in_path, out_path))
+        return error_set(err, "%s and %s are the same file: quantize would replace the model it "
+                              "reads; name another OUT",
+                         in_path, out_path);
+    return 0;
+}
+
 static void list_targets(char *buf, size_t size)
 {
     buf[0] = '\0';
@@ -282,7 +294,8 @@ int cmd_quantize(int argc, char **argv, Error *err)
     char usage[768];
     snprintf(usage, sizeof usage,
              "usage: quill quantize IN.gguf OUT.gguf TYPE [--threads N]\n\n"
-             "Writes the model IN with its weight matrices in TYPE: %s.\n"
+             "Writes the model IN (a file or a run directory) with its weight matrices in\n"
+             "TYPE: %s.\n"
              "Q4_K_M and Q5_K_M are llama.cpp's mixes; norms stay F32, metadata is copied.\n",
              types);
     int threads = 0;
@@ -302,10 +315,14 @@ int cmd_quantize(int argc, char **argv, Error *err)
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
     compute_set_threads(threads);
-    const char *in_path = positional[0], *out_path = positional[1];
+    char in_path[4096];
+    model_path_resolve(positional[0], in_path, sizeof in_path);
+    const char *out_path = positional[1];
     const QuantTarget *target = target_find(positional[2]);
     if (!target)
         return error_set(err, "unknown type '%s' (one of %s)", positional[2], types);
+    if (check_out_path(in_path, out_path, err) != 0)
+        return -1;
 
     GgufFile *in;
     if (gguf_open(&in, in_path, err) != 0)
@@ -328,8 +345,9 @@ int cmd_quantize(int argc, char **argv, Error *err)
             free(owned[i]);
     }
     if (status == 0)
-        printf("%s: %" PRIu64 " tensors, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
-               (double)bytes_in / 1e6, (double)bytes_out / 1e6, target->name);
+        printf("%s: %" PRIu64 " tensor%s, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
+               plural_s((long long)in->n_tensors), (double)bytes_in / 1e6,
+               (double)bytes_out / 1e6, target->name);
     free(owned);
     gguf_writer_free(w);
     gguf_close(in);

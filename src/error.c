@@ -69,3 +69,8 @@ const char *error_quote(char *out, size_t cap, const char *text, size_t n)
     out[used] = '\0';
     return out;
 }
+
+const char *plural_s(long long n)
+{
+    return n == 1 ? "" : "s";
+}

@@ -26,4 +26,8 @@ int error_prefix(Error *err, const char *fmt, ...) __attribute__((format(printf,
  * ends with "...". No control character from a file reaches the terminal. Returns out. */
 const char *error_quote(char *out, size_t cap, const char *text, size_t n);
 
+/* "s" unless n is 1: a count's plural in a message or any line a command prints,
+ * printf("%d thread%s", n, plural_s(n)), so that one reads "1 thread", not "1 threads". */
+const char *plural_s(long long n);
+
 #endif

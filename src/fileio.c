@@ -125,6 +125,19 @@ int dir_create_all(const char *path, Error *err)
     return status;
 }
 
+bool file_same(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+bool path_is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int file_read_all(const char *path, char **data, size_t *len, Error *err)
 {
     *data = NULL;
@@ -134,8 +147,11 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err)
         return error_set(err, "%s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
+    int read_errno = 0; /* why a read failed: a directory, say, opens but cannot be read */
     while (buf) {
+        errno = 0;
         n += fread(buf + n, 1, cap - n - 1, fp);
+        read_errno = errno;
         if (n < cap - 1)
             break;
         char *bigger = realloc(buf, cap * 2);
@@ -153,7 +169,7 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err)
         return error_set(err, "%s: out of memory", path);
     if (read_error) {
         free(buf);
-        return error_set(err, "%s: read error", path);
+        return error_set(err, "%s: %s", path, read_errno ? strerror(read_errno) : "read error");
     }
     buf[n] = '\0';
     *data = buf;

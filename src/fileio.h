@@ -2,6 +2,7 @@
 #ifndef QUILL_FILEIO_H
 #define QUILL_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,14 @@ int file_write_atomic(const char *path, const void *data, size_t len, Error *err
 
 /* Creates a directory and any missing parents (like mkdir -p); an existing one is fine. */
 int dir_create_all(const char *path, Error *err);
+
+/* Whether a and b name one file: the same device and inode, so that another spelling of a
+ * path, a symbolic link and a hard link all count as the file itself. A path that does not
+ * exist names no file (false). */
+bool file_same(const char *a, const char *b);
+
+/* Whether path names a directory (through a symbolic link too). */
+bool path_is_directory(const char *path);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (the NUL is not counted in *len). */
 int file_read_all(const char *path, char **data, size_t *len, Error *err);

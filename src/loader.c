@@ -2,8 +2,9 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
+#include "fileio.h"
 #include "gguf.h"
 
 int model_file_load(const char *path, Model *m, Tokenizer *tok, Error *err)
@@ -55,9 +56,41 @@ uint32_t kv_cache_type_default(const GgufFile *f)
     return quill_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
 }
 
+void model_file_size(const GgufFile *f, uint64_t *params, uint64_t *bytes)
+{
+    *params = *bytes = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        *params += gguf_tensor_nelements(&f->tensors[i]);
+        *bytes += f->tensors[i].nbytes;
+    }
+}
+
 void model_path_resolve(const char *model, char *path, size_t cap)
 {
-    struct stat st;
-    bool directory = stat(model, &st) == 0 && S_ISDIR(st.st_mode);
-    snprintf(path, cap, directory ? "%s/model.gguf" : "%s", model);
+    snprintf(path, cap, path_is_directory(model) ? "%s/model.gguf" : "%s", model);
+}
+
+static bool ends_with_gguf(const char *name)
+{
+    size_t len = strlen(name);
+    return len > 5 && strcmp(name + len - 5, ".gguf") == 0;
+}
+
+static bool file_starts_with_gguf_magic(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    char magic[4];
+    bool gguf = fp && fread(magic, 1, 4, fp) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (fp)
+        fclose(fp);
+    return gguf;
+}
+
+bool model_path_names_model(const char *arg)
+{
+    char run_model[4096];
+    snprintf(run_model, sizeof run_model, "%s/model.gguf", arg);
+    if (path_is_directory(arg))
+        return access(run_model, F_OK) == 0;
+    return ends_with_gguf(arg) || file_starts_with_gguf_magic(arg);
 }

@@ -2,6 +2,7 @@
 #ifndef QUILL_LOADER_H
 #define QUILL_LOADER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "error.h"
@@ -30,8 +31,19 @@ const char *kv_cache_type_name(uint32_t type);
  * is made to be run the way llama.cpp runs it. f == NULL (a model built in memory): F32. */
 uint32_t kv_cache_type_default(const GgufFile *f);
 
+/* What a model file holds, as quill info and quill bench report it: its parameters (every
+ * tensor's elements) and the bytes of its weights as they lie in the file (every tensor's
+ * bytes, whatever its type). */
+void model_file_size(const GgufFile *f, uint64_t *params, uint64_t *bytes);
+
 /* The model file a command-line MODEL names: a `quill train` run directory means its
  * model.gguf; anything else is taken as the file itself. */
 void model_path_resolve(const char *model, char *path, size_t cap);
+
+/* Whether a command-line argument names a model, for commands that take other files too
+ * (quill bench takes a model or training configs): a name ending in .gguf (which need not
+ * exist, so that a missing model is reported as a missing model), a run directory (one that
+ * holds model.gguf) or a file that starts with GGUF's magic. */
+bool model_path_names_model(const char *arg);
 
 #endif

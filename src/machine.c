@@ -1,9 +1,13 @@
+/* madvise(MADV_HUGEPAGE) is Linux's, not POSIX's. */
+#define _DEFAULT_SOURCE
+
 #include "machine.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,19 +40,36 @@ double machine_sgemm_gflops(int n)
     return best;
 }
 
+/* A buffer for the memory measurements: aligned to 2 MB and marked for transparent huge
+ * pages (Linux's default mode gives them to the ranges that ask). With 4 KB pages a stream
+ * misses the TLB every 4 KB, and a page walk inside a virtual machine reads both the guest's
+ * and the host's tables: on the 2-vCPU development VM the read measurement was 13% faster
+ * on 2 MB pages (median of 10 interleaved rounds), where decoding had been measured at 109-
+ * 117% of the old figure. The pages are first touched by the threads (and with the static
+ * split) that later read them, so each lies in the memory nearest its thread. NULL when out
+ * of memory; free() it. */
+static float *stream_buffer(size_t n, float value)
+{
+    enum { HUGE_PAGE = 2 << 20 };
+    size_t bytes = (n * sizeof(float) + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    float *a = aligned_alloc(HUGE_PAGE, bytes);
+    if (!a)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(a, bytes, MADV_HUGEPAGE); /* a hint: without huge pages the figure is lower */
+#endif
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        a[i] = value;
+    return a;
+}
+
 double machine_triad_gbs(void)
 {
     size_t n = (size_t)16 << 20;
-    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-    float *c = malloc(n * sizeof(float));
+    float *a = stream_buffer(n, 0.0f), *b = stream_buffer(n, 1.0f), *c = stream_buffer(n, 2.0f);
     double best = 0.0;
     if (a && b && c) {
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            a[i] = 0.0f;
-            b[i] = 1.0f;
-            c[i] = 2.0f;
-        }
         for (int rep = 0; rep < 8; rep++) {
             double t0 = timer_seconds();
 #pragma omp parallel for schedule(static)
@@ -66,16 +87,13 @@ double machine_triad_gbs(void)
 
 double machine_read_gbs(void)
 {
-    size_t n = (size_t)64 << 20;
-    float *a = malloc(n * sizeof(float));
+    size_t n = (size_t)128 << 20; /* 512 MB: many times a CPU's last-level cache */
+    float *a = stream_buffer(n, 1.0f);
     double best = 0.0;
     if (!a)
         return 0.0;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        a[i] = (float)(i & 7);
     volatile float sink = 0.0f;
-    for (int rep = 0; rep < 6; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         double t0 = timer_seconds();
         float sum = 0.0f;
 #pragma omp parallel for simd schedule(static) reduction(+ : sum)

@@ -4,9 +4,10 @@
  *              products that are nearly all of a transformer's arithmetic;
  *   triad      GB/s of a = b + s*c over arrays far larger than the caches (two streams
  *              read, one written): what element-wise layers are bound by;
- *   read       GB/s of summing one large array: what decoding, which streams every weight
- *              once per token, is bound by.
- * Each is the best of several repetitions on the current number of threads. */
+ *   read       GB/s of summing one large array, read-only, as decoding reads (every weight
+ *              once per token, on every thread, with vector loads): its ceiling.
+ * Each is the best of several repetitions on the current number of threads, over buffers on
+ * huge pages (machine.c says why). */
 #ifndef QUILL_MACHINE_H
 #define QUILL_MACHINE_H
 
@@ -16,7 +17,7 @@
 double machine_sgemm_gflops(int n);
 /* Best GB/s of the triad over three 64 MB arrays; 0 when out of memory. */
 double machine_triad_gbs(void);
-/* Best GB/s of summing a 256 MB array; 0 when out of memory. */
+/* Best GB/s of summing a 512 MB array over 10 passes; 0 when out of memory. */
 double machine_read_gbs(void);
 
 /* The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC 9R45 ..."), or "unknown CPU";

@@ -310,6 +310,23 @@ size_t tokenizer_utf8_len(unsigned char lead)
     return len_by_high_bits[lead >> 4];
 }
 
+int32_t tokenizer_utf8_code(const unsigned char *s, size_t n)
+{
+    if (n != tokenizer_utf8_len(s[0]))
+        return -1;
+    if (n == 1)
+        return s[0] < 0x80 ? s[0] : -1;
+    uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return -1;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    return valid ? (int32_t)cp : -1;
+}
+
 int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
                      size_t *out_len, Error *err)
 {

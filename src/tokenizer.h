@@ -124,6 +124,12 @@ int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char *
  * high 4 bits as llama.cpp does (0x0-0xB: 1, 0xC-0xD: 2, 0xE: 3, 0xF: 4) without checking
  * that the bytes after it are valid; callers clip it at the end of the text. */
 size_t tokenizer_utf8_len(unsigned char lead);
+/* The code point of the n bytes at s when, cut the way the encoder cuts text
+ * (tokenizer_utf8_len), they are one valid UTF-8 character: right length, continuation
+ * bytes 10xxxxxx, shortest form, no UTF-16 surrogate, at most U+10FFFF; else -1. Anything
+ * else is not a character: the encoder sees a symbol that is no piece, and falls back to
+ * byte tokens. */
+int32_t tokenizer_utf8_code(const unsigned char *s, size_t n);
 
 /* What tokenizer_encode_with adds to plain encoding. */
 typedef struct {

@@ -149,28 +149,6 @@ static int vocab_finish(VocabBuilder *v, Tokenizer *t, bool add_space_prefix, Er
 
 /* ---- Characters ---- */
 
-/* The code point of the bytes when, cut the way the encoder cuts text
- * (tokenizer_utf8_len), they are one valid UTF-8 character: right length, continuation
- * bytes 10xxxxxx, shortest form, no UTF-16 surrogate, at most U+10FFFF; else -1. Anything
- * else is not a character: the encoder will see a symbol that is no piece, and fall back
- * to byte tokens. */
-static int32_t utf8_char_code(const unsigned char *s, size_t n)
-{
-    if (n != tokenizer_utf8_len(s[0]))
-        return -1;
-    if (n == 1)
-        return s[0] < 0x80 ? s[0] : -1;
-    uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-    return valid ? (int32_t)cp : -1;
-}
-
 /* Length of the character starting at text[off], clipped at the end (the encoder's cut). */
 static size_t cut_len(const char *text, size_t len, size_t off)
 {
@@ -183,7 +161,7 @@ static bool text_has_char(const char *text, size_t len)
 {
     for (size_t off = 0; off < len;) {
         size_t n = cut_len(text, len, off);
-        if (utf8_char_code((const unsigned char *)text + off, n) >= 0)
+        if (tokenizer_utf8_code((const unsigned char *)text + off, n) >= 0)
             return true;
         off += n;
     }
@@ -257,7 +235,7 @@ static int chars_count_word(CharTable *c, const char *word, size_t len, int64_t 
 {
     for (size_t off = 0; off < len; (*n_syms)++) {
         size_t n = cut_len(word, len, off);
-        int32_t code = utf8_char_code((const unsigned char *)word + off, n);
+        int32_t code = tokenizer_utf8_code((const unsigned char *)word + off, n);
         if (code >= 0 && chars_bump(c, code, word + off, n, count, err) < 0)
             return -1;
         off += n;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -249,28 +250,57 @@ Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
     expect_clean_error("--seq-len 500 exceeds", "eval %s --data %s --seq-len 500", model, corpus);
 }
 
-/* Empty, binary or too little data: one clear error, and no run directory is left. */
+/* Empty, binary or too little data: one clear error, and no run directory is left. Binary
+ * means a NUL byte, or more than 1 byte in 100 that is not part of valid UTF-8, in the
+ * first 64 KB of a file (docs/training.md): an executable (the quill binary itself),
+ * random bytes, Latin-1 text with an accent every few letters. */
 Test(cli, unusable_data_is_refused_and_nothing_is_written, .timeout = 60)
 {
     const char *dir = test_make_tmpdir();
-    char empty[512], binary[512], run[512];
+    char empty[512], junk_path[512], latin1_path[512], run[512];
     snprintf(empty, sizeof empty, "%s/empty.txt", dir);
-    snprintf(binary, sizeof binary, "%s/binary.bin", dir);
+    snprintf(junk_path, sizeof junk_path, "%s/binary.bin", dir);
+    snprintf(latin1_path, sizeof latin1_path, "%s/latin1.txt", dir);
     snprintf(run, sizeof run, "%s/run", dir);
     Error err;
     cr_assert_eq(file_write_atomic(empty, "", 0, &err), 0, "%s", err.msg);
     const unsigned char junk[] = {0xff, 0xfe, 0x80, 0xc0, 0xf8, 0xbf};
-    cr_assert_eq(file_write_atomic(binary, junk, sizeof junk, &err), 0, "%s", err.msg);
+    cr_assert_eq(file_write_atomic(junk_path, junk, sizeof junk, &err), 0, "%s", err.msg);
+    char latin1[2000] = "";
+    for (int i = 0; i < 100; i++)
+        strcat(latin1, "caf\xe9 cr\xe8me "); /* 2 of 11 bytes are no UTF-8 */
+    cr_assert_eq(file_write_atomic(latin1_path, latin1, strlen(latin1), &err), 0, "%s", err.msg);
+    const struct {
+        const char *path, *needle;
+    } cases[] = {
+        {empty, "the training text is empty"},
+        {junk_path, "binary.bin is not UTF-8 text: 6 of its first 6 bytes"},
+        {latin1_path, "latin1.txt is not UTF-8 text: 200 of its first 1100 bytes"},
+        {test_quill_bin(), "is not text: a NUL byte at offset"},
+    };
     const char *tokenizers[] = {"char", "bpe"};
+    int refused = 0;
     for (int i = 0; i < 2; i++) {
-        expect_clean_error("the training text is empty",
-                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
-                           tokenizers[i], empty, run);
-        expect_clean_error("holds no valid UTF-8 character",
-                           "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
-                           tokenizers[i], binary, run);
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            expect_clean_error(cases[c].needle,
+                               "train --config configs/tiny.json --tokenizer %s --data %s --out %s",
+                               tokenizers[i], cases[c].path, run);
+            refused++;
+        }
         cr_expect_neq(access(run, F_OK), 0, "%s was created", run);
     }
+    cr_assert_eq(refused, 8);
+    /* a stray byte or two in a text is no reason to refuse it */
+    const char *corpus = test_write_corpus(dir);
+    FILE *fp = fopen(corpus, "r+b");
+    fseek(fp, 100, SEEK_SET);
+    fputc(0xff, fp);
+    fclose(fp);
+    char trained[512];
+    snprintf(trained, sizeof trained, "%s/trained", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 1", corpus, trained);
+    /* eval reads a text too */
+    expect_clean_error("is not UTF-8 text", "eval %s --data %s", trained, latin1_path);
     /* text that holds too few tokens is found out only once it is tokenized into the run
      * directory: the directory and the cache go again */
     char tiny[512];
@@ -306,6 +336,88 @@ Test(cli, flags_take_both_spellings_everywhere, .timeout = 60)
     expect_clean_error("--steps expects an integer", "train --resume %s --steps=many", run);
 }
 
+/* Expects `quill ARGS` to fail with one clear line naming needle before any measuring has
+ * started: no line of the machine's figures (training bench) or of a model's (inference
+ * bench) was printed. */
+static void expect_bench_refused(const char *needle, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void expect_bench_refused(const char *needle, const char *fmt, ...)
+{
+    char args[2048], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    expect_clean_error(needle, "%s", args);
+    quill(&out, "%s", args);
+    cr_expect_null(strstr(out, "machine:"), "quill %s measured first:\n%s", args, out);
+    cr_expect_null(strstr(out, "tok/s"), "quill %s measured first:\n%s", args, out);
+    free(out);
+}
+
+/* quill bench takes a run directory as MODEL, as every command that reads a model does;
+ * arguments that name no model and no config, or data it cannot train on, are refused
+ * before the seconds of measuring start. */
+Test(cli, bench_takes_a_run_directory_and_refuses_bad_arguments_first, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], empty[256], *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
+    cr_assert_eq(quill(&out, "bench %s -p 4 -n 2 -r 1 -t 1", run), 0, "%s", out);
+    cr_expect(strstr(out, "pp4: ") && strstr(out, "tg2: "), "%s", out);
+    free(out);
+    cr_assert_eq(mkdir(empty, 0777), 0);
+    expect_bench_refused("none.gguf: No such file", "bench %s/none.gguf -r 1", dir);
+    expect_bench_refused("missing.json: No such file", "bench %s/missing.json", dir);
+    expect_bench_refused("Is a directory", "bench %s", empty);
+    expect_bench_refused("nothing.txt: No such file", "bench configs/tiny.json --data %s/nothing.txt",
+                         dir);
+}
+
+/* The longest stretch of text between two carriage returns or newlines that starts with
+ * "step ", with the erase-to-end-of-line escape taken out; *lines counts such stretches. */
+static size_t longest_step_line(const char *out, int *lines)
+{
+    size_t longest = 0;
+    *lines = 0;
+    for (const char *p = out; *p;) {
+        size_t len = strcspn(p, "\r\n");
+        if (strncmp(p, "step ", 5) == 0) {
+            const char *erase = strstr(p, "\033[K");
+            size_t visible = erase && erase < p + len ? (size_t)(erase - p) : len;
+            longest = visible > longest ? visible : longest;
+            (*lines)++;
+        }
+        p += len + (p[len] != '\0');
+    }
+    return longest;
+}
+
+/* On an 80-column terminal (a pseudo-terminal from script(1), set to 80 columns) the live
+ * progress line stays within 79 characters, so it never wraps into a line per update. */
+Test(cli, the_progress_line_fits_an_80_column_terminal, .timeout = 60)
+{
+    if (system("command -v script > /dev/null 2>&1") != 0)
+        cr_skip_test("script(1) is missing (util-linux): no terminal to run quill in");
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char command[2048], *out;
+    snprintf(command, sizeof command,
+             "script -qec 'stty cols 80; %s train --config configs/tiny.json --data %s "
+             "--out %s/run --steps 5' /dev/null",
+             test_quill_bin(), corpus, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    int lines;
+    size_t longest = longest_step_line(out, &lines);
+    cr_expect_geq(lines, 5, "a live line per step:\n%s", out);
+    cr_expect_leq(longest, (size_t)79, "a progress line of %zu characters:\n%s", longest, out);
+    cr_expect_not_null(strstr(out, "\033[K"), "not drawn as a live line:\n%s", out);
+    free(out);
+}
+
 /* --steps below the checkpoint's step: an error, and nothing in the run is touched. */
 Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
 {
@@ -330,6 +442,53 @@ Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
     quill_ok("train --resume %s --steps 3", run);
     expect_same_file(state, saved);
     expect_same_file(log, saved_log);
+}
+
+/* A run killed during its final evaluation leaves its last checkpoint and a log whose last
+ * line is the last step's; loss.svg is not drawn yet. This test makes that directory from a
+ * finished run (takes the evaluation's line off the log and the picture away), then
+ * resumes it: the resume must do what was left, the same evaluation (the same model on the
+ * same split: the same line, to the digit) and the picture, without training or rewriting
+ * the checkpoint; a second resume then has nothing to do. */
+Test(cli, resume_finishes_a_run_killed_during_its_final_evaluation, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], log[512], svg[512], state[512], *text, *state_before, *state_after, *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(log, sizeof log, "%s/log.jsonl", run);
+    snprintf(svg, sizeof svg, "%s/loss.svg", run);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    quill_ok("train " TINY " --data %s --out %s --steps 3", corpus, run);
+    size_t len = file_bytes(log, &text);
+    char *eval_line = strrchr(text, '{'); /* the last line: the final evaluation */
+    cr_assert(eval_line && strstr(eval_line, "\"val_loss\"") &&
+                  strncmp(eval_line, "{\"step\":3,", 10) == 0,
+              "%s", text);
+    char *final_eval = strdup(eval_line);
+    Error err;
+    cr_assert_eq(file_write_atomic(log, text, (size_t)(eval_line - text), &err), 0);
+    cr_assert_eq(remove(svg), 0);
+    size_t n_state = file_bytes(state, &state_before);
+
+    cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "val (whole split"), "%s", out);
+    cr_expect_null(strstr(out, "nothing to do"), "%s", out);
+    free(out);
+    free(text);
+    cr_expect_eq(file_bytes(log, &text), len, "the log is whole again:\n%s", text);
+    cr_expect_str_eq(strrchr(text, '{'), final_eval);
+    cr_expect_eq(access(svg, F_OK), 0, "no %s", svg);
+    cr_expect_eq(file_bytes(state, &state_after), n_state);
+    cr_expect_eq(memcmp(state_before, state_after, n_state), 0, "train_state was rewritten");
+
+    cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "already at step 3: nothing to do"), "%s", out);
+    free(out);
+    free(text);
+    free(final_eval);
+    free(state_before);
+    free(state_after);
 }
 
 /* A bit flipped in a train_state tensor keeps the value a finite float, so only the
@@ -605,6 +764,164 @@ Test(cli, ctrl_c_stops_a_reply_and_then_leaves, .timeout = 60)
     cr_expect_eq(status, 0, "status %d", status);
 }
 
+/* Ctrl+C during training finishes the step, saves, says how to go on, and exits with 130,
+ * the status a shell gives a process SIGINT ended, so that a script can tell an
+ * interrupted run from a finished one; the resume says where it starts. */
+Test(cli, ctrl_c_in_training_saves_and_exits_130, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char args[1024], run[256], state[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(state, sizeof state, "%s/train_state", run);
+    snprintf(args, sizeof args, "train " TINY " --data %s --out %s --steps 1000000", corpus, run);
+    TestProcess r;
+    test_process_start(&r, false, "%s", args);
+    cr_assert(test_process_wait_for(&r, 0, "\nstep 2/1000000: loss"), "no step: %s", r.seen);
+    kill(r.pid, SIGINT);
+    cr_assert(test_process_wait_for(&r, 0, "interrupted after step "), "%s", r.seen);
+    int step = 0;
+    sscanf(strstr(r.seen, "interrupted after step ") + 23, "%d", &step);
+    int status = test_process_finish(&r);
+    cr_expect_eq(status, 130, "status %d: %s", status, r.seen);
+    cr_assert_geq(step, 2, "%s", r.seen);
+    cr_expect_eq(access(state, F_OK), 0, "no checkpoint");
+    char *out, expected[128];
+    cr_assert_eq(quill(&out, "train --resume %s --steps %d", run, step + 1), 0, "%s", out);
+    snprintf(expected, sizeof expected, "resuming from step %d of %d\n", step, step + 1);
+    cr_expect_not_null(strstr(out, expected), "no '%s' in:\n%s", expected, out);
+    free(out);
+}
+
+/* Every periodic checkpoint says so in one line; the last one is the final save's line. */
+Test(cli, each_periodic_checkpoint_is_reported, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char *out;
+    cr_assert_eq(quill(&out, "train " TINY " --data %s --out %s/run --steps 5 --save-every 2",
+                       corpus, dir), 0, "%s", out);
+    int reported = 0;
+    for (const char *p = out; (p = strstr(p, ": checkpoint saved in ")); p++)
+        reported++;
+    cr_expect_eq(reported, 2, "%s", out);
+    cr_expect(strstr(out, "\nstep 2: checkpoint saved in ") && strstr(out, "\nstep 4: checkpoint "
+                                                                       "saved in "), "%s", out);
+    free(out);
+}
+
+/* A bpe vocabulary smaller than asked for says why it stopped: the learner merges a pair
+ * of pieces only when it occurs at least twice, and a small corpus runs out of them. */
+Test(cli, a_bpe_vocabulary_that_stops_short_says_why, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char *out;
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --tokenizer bpe --vocab-size "
+                             "100000 --data %s --out %s/short --steps 0", corpus, dir),
+                 0, "%s", out);
+    int n_vocab = 0;
+    const char *line = strstr(out, "tokenizer: bpe, ");
+    cr_assert_not_null(line, "%s", out);
+    sscanf(line, "tokenizer: bpe, %d tokens", &n_vocab);
+    cr_expect(n_vocab > 259 && n_vocab < 100000, "%s", out);
+    cr_expect_not_null(strstr(line, " tokens (not the 100000 asked for: no pair of pieces "
+                                    "occurs twice any more in this text)"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --tokenizer bpe --vocab-size 300 "
+                             "--data %s --out %s/reached --steps 0", corpus, dir), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "tokenizer: bpe, 300 tokens, learned in"), "%s", out);
+    free(out);
+}
+
+/* Counts of one read "1 thread", "1 layer", "1 step", not "1 threads", in what train,
+ * bench, info and quantize print. */
+Test(cli, counts_of_one_are_singular, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], quantized[512], *out;
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(quantized, sizeof quantized, "%s/q8.gguf", dir);
+    cr_assert_eq(quill(&out, "train --config configs/tiny.json --layers 1 --heads 1 --kv-heads 1 "
+                             "--threads 1 --data %s --out %s --steps 1", corpus, run),
+                 0, "%s", out);
+    cr_expect(strstr(out, "model: 1 layer, dim 64, 1 head (1 kv)") && strstr(out, ", 1 thread,") &&
+                  strstr(out, "after 1 step\n"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "info %s --context 1", run), 0, "%s", out);
+    cr_expect(strstr(out, "model: llama, 1 layer, dim 64, 1 head (1 kv,") &&
+                  strstr(out, "for 1 position of f32: keys and values of 1 layer x"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "bench %s -p 2 -n 1 -r 1 -t 1", run), 0, "%s", out);
+    cr_expect_not_null(strstr(out, ", 1 thread,"), "%s", out);
+    free(out);
+    cr_assert_eq(quill(&out, "bench configs/tiny.json --threads 1 --steps 1 --warmup 1 --data %s",
+                       corpus), 0, "%s", out);
+    cr_expect(strstr(out, "machine: 1 thread,") &&
+                  strstr(out, "median of 1 step after 1 warm-up step, 1 thread x 1 rank,"),
+              "%s", out);
+    free(out);
+    /* a file of one tensor */
+    char single[512];
+    snprintf(single, sizeof single, "%s/single.gguf", dir);
+    static float weights[64 * 4];
+    const uint64_t ne[2] = {64, 4};
+    GgufWriter *w = gguf_writer_new();
+    gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", GGML_TYPE_F32, 2, ne, weights);
+    Error err;
+    cr_assert_eq(gguf_writer_write(w, single, &err), 0, "%s", err.msg);
+    gguf_writer_free(w);
+    cr_assert_eq(quill(&out, "quantize %s %s Q8_0", single, quantized), 0, "%s", out);
+    cr_expect_not_null(strstr(out, ": 1 tensor, "), "%s", out);
+    free(out);
+}
+
+/* bench and info count a model's weights the same way: every tensor's bytes in the file. */
+Test(cli, bench_and_info_count_the_same_weight_bytes, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    char run[256], *info, *bench;
+    snprintf(run, sizeof run, "%s/run", dir);
+    quill_ok("train --config configs/tiny.json --data %s --out %s --steps 0", corpus, run);
+    cr_assert_eq(quill(&info, "info %s", run), 0, "%s", info);
+    cr_assert_eq(quill(&bench, "bench %s -p 2 -n 1 -r 1", run), 0, "%s", bench);
+    double info_mb = 0, bench_mb = 0;
+    const char *a = strstr(info, " bytes ("), *b = strstr(bench, "M parameters, ");
+    cr_assert(a && b, "%s\n%s", info, bench);
+    cr_assert_eq(sscanf(a, " bytes (%lf MB)", &info_mb), 1, "%s", info);
+    cr_assert_eq(sscanf(b, "M parameters, %lf MB of weights", &bench_mb), 1, "%s", bench);
+    cr_expect_gt(info_mb, 0.0);
+    cr_expect_eq(info_mb, bench_mb, "info %.2f MB, bench %.2f MB", info_mb, bench_mb);
+    free(info);
+    free(bench);
+}
+
+/* A run records its data by absolute path, so that --resume works from any directory. */
+Test(cli, resume_works_from_another_directory, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir();
+    test_write_corpus(dir);
+    char cwd[2048], bin[4096], command[8192], config[512], *out, *json;
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    const char *quill_bin = test_quill_bin();
+    snprintf(bin, sizeof bin, quill_bin[0] == '/' ? "%.0s%s" : "%s/%s", cwd, quill_bin);
+    snprintf(command, sizeof command, "cd %s && %s train --config %s/configs/tiny.json "
+                                      "--data corpus.txt --out run --steps 2", dir, bin, cwd);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    free(out);
+    snprintf(config, sizeof config, "%s/run/config.json", dir);
+    file_bytes(config, &json);
+    char expected[600];
+    snprintf(expected, sizeof expected, "\"data\":\t[\"%s/corpus.txt\"]", dir);
+    cr_expect_not_null(strstr(json, expected), "no %s in:\n%s", expected, json);
+    free(json);
+    snprintf(command, sizeof command, "cd / && %s train --resume %s/run --steps 3", bin, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    free(out);
+}
+
 /* ---- MPI ---------------------------------------------------------------------------------- */
 
 /* The mpirun command line for n ranks, or a skip (a failure in CI) when there is none. */
@@ -666,6 +983,25 @@ Test(mpi, two_ranks_zero_and_resume_give_the_single_process_model, .timeout = 24
         snprintf(b, sizeof b, "%s/model.gguf", runs[i]);
         expect_same_file(a, b);
     }
+}
+
+/* Under mpirun, a rank's stdout is a pseudo-terminal that Open MPI relays to mpirun's own
+ * output, here a pipe: the progress comes as plain lines, with no carriage return and no
+ * escape sequence. */
+Test(mpi, piped_progress_is_plain_lines, .timeout = 120)
+{
+    char prefix[256], command[2600], *out;
+    mpirun_prefix(prefix, sizeof prefix, 2);
+    const char *dir = test_make_tmpdir();
+    const char *corpus = test_write_corpus(dir);
+    snprintf(command, sizeof command, "%s %s train " MPI_TINY " --data %s --out %s/run "
+                                      "--steps 3 --log-every 1", prefix, test_quill_bin(),
+             corpus, dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    cr_expect_null(strchr(out, '\r'), "a carriage return in:\n%s", out);
+    cr_expect_null(strchr(out, '\033'), "an escape sequence in:\n%s", out);
+    cr_expect(strstr(out, "\nstep 1/3: loss ") && strstr(out, "\nstep 3/3: loss "), "%s", out);
+    free(out);
 }
 
 /* A run that fails under mpirun stops every rank, says so once, and leaves the last

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../train/plot.h"
 #include "fileio.h"
@@ -494,4 +495,25 @@ Test(plot, training_writes_loss_svg_at_the_end, .timeout = 60)
     expect_series(&svg, run, "loss", 6);
     expect_series(&svg, run, "lr", 6);
     expect_series(&svg, run, "val_loss", 2);
+}
+
+/* quill plot writes SVG and nothing else: an output named for another format (a .png that
+ * would hold SVG text, which image viewers refuse) is refused before anything is written,
+ * naming the way to convert; a .svg in capitals is fine. */
+Test(plot, an_output_that_is_not_svg_is_refused)
+{
+    const char *dir = test_make_tmpdir();
+    write_log(dir, 3, 3);
+    const char *names[] = {"x.png", "x.pdf", "x"};
+    int refused = 0;
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        expect_clean_error("writes SVG only", "plot %s -o %s", dir, path);
+        expect_clean_error("rsvg-convert", "plot %s -o %s", dir, path);
+        cr_expect_neq(access(path, F_OK), 0, "%s was written", path);
+        refused++;
+    }
+    cr_assert_eq(refused, 3);
+    quill_ok("plot %s -o %s/X.SVG", dir, dir);
 }

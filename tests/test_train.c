@@ -447,3 +447,87 @@ Test(data, consecutive_windows_start_at_k_times_T)
     data_free(&d);
     tokenizer_free(&tok);
 }
+
+/* ---- progress ------------------------------------------------------------------------- */
+
+#include <unistd.h>
+
+#include "../train/progress.h"
+
+/* What one step at step 120 of 2000 prints with the terminal `columns` wide (0: not a
+ * terminal), into a malloc'd string. */
+static char *progress_output(int columns)
+{
+    const char *dir = test_make_tmpdir();
+    Progress p;
+    Error err;
+    cr_assert_eq(progress_open(&p, dir, 0, 2000, 1, true, &err), 0, "%s", err.msg);
+    char *text = NULL;
+    size_t len = 0;
+    p.out = open_memstream(&text, &len);
+    p.columns = columns;
+    /* 0.05 s per step: 1880 steps left take 94 s */
+    progress_step(&p, 120, 2.3456f, 1e-3f, 0.853f, 12345.0, 0.05);
+    fclose(p.out);
+    p.out = stdout;
+    p.line_open = false;
+    progress_close(&p);
+    return text;
+}
+
+/* The full live line is 102 characters: "step   120/2000" 15, the bar 22, "loss 2.3456",
+ * "lr 1.00e-03", "gnorm 0.853" and "12.3k tok/s" 11 each, "ETA 1m34s" 9, and six gaps of
+ * two. It must fit in one column less than the terminal's width, dropping lr (13 with its
+ * gap), then gnorm (13), the bar (24), tokens/s (13), the ETA (11); then it is cut. */
+Test(progress, the_live_line_fits_the_terminal_least_important_fields_first)
+{
+    const struct {
+        int columns;
+        const char *line;
+    } cases[] = {
+        {200, "step   120/2000  [#...................]  loss 2.3456  lr 1.00e-03  gnorm 0.853  "
+              "12.3k tok/s  ETA 1m34s"},
+        {100, "step   120/2000  [#...................]  loss 2.3456  gnorm 0.853  12.3k tok/s  "
+              "ETA 1m34s"},
+        {80, "step   120/2000  [#...................]  loss 2.3456  12.3k tok/s  ETA 1m34s"},
+        {60, "step   120/2000  loss 2.3456  12.3k tok/s  ETA 1m34s"},
+        {40, "step   120/2000  loss 2.3456  ETA 1m34s"},
+        {30, "step   120/2000  loss 2.3456"},
+        {20, "step   120/2000  lo"},
+    };
+    int compared = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *text = progress_output(cases[i].columns), expected[256];
+        snprintf(expected, sizeof expected, "\r%s\033[K", cases[i].line);
+        cr_expect_str_eq(text, expected, "%d columns", cases[i].columns);
+        cr_expect_lt(strlen(cases[i].line), (size_t)cases[i].columns);
+        free(text);
+        compared++;
+    }
+    cr_assert_eq(compared, 7);
+}
+
+/* Not on a terminal: a plain line, without a carriage return or an escape sequence. */
+Test(progress, a_non_terminal_gets_plain_lines)
+{
+    char *text = progress_output(0);
+    cr_expect_str_eq(text, "step 120/2000: loss 2.3456, lr 1.00e-03, grad norm 0.853, 12345 "
+                           "tokens/s\n");
+    free(text);
+}
+
+/* The width comes from the terminal, else from $COLUMNS, else it is 80 (a pipe has no
+ * window size). */
+Test(progress, terminal_width_from_the_window_then_columns_then_80)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    setenv("COLUMNS", "57", 1);
+    cr_expect_eq(progress_terminal_columns(fds[1]), 57);
+    setenv("COLUMNS", "wide", 1);
+    cr_expect_eq(progress_terminal_columns(fds[1]), 80);
+    unsetenv("COLUMNS");
+    cr_expect_eq(progress_terminal_columns(fds[1]), 80);
+    close(fds[0]);
+    close(fds[1]);
+}

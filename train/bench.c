@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "corpus.h"
 #include "distributed.h"
 #include "machine.h"
 #include "matmul.h"
@@ -29,6 +30,42 @@ typedef struct {
     const Dist *dist;
 } BenchOptions;
 
+/* The config of one benchmark run on `threads` threads: the file, then the benchmark's own
+ * settings, resolved (cfg is initialised here; the caller frees it). */
+static int bench_config_build(TrainConfig *cfg, const char *config_path, const BenchOptions *o,
+                              int threads, Error *err)
+{
+    config_init(cfg);
+    char steps[16], threads_text[16];
+    snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
+    snprintf(threads_text, sizeof threads_text, "%d", threads);
+    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads_text},
+                                  {"eval_every", "0"}, {"save_every", "0"}};
+    if (config_apply_file(cfg, config_path, err) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
+        if (config_set_key(cfg, overrides[i][0], overrides[i][1], err) != 0)
+            return -1;
+    if (o->grad_accum > 0)
+        cfg->grad_accum = o->grad_accum;
+    return config_resolve(cfg, err) == 0 ? 0 : error_prefix(err, "%s", config_path);
+}
+
+/* Every config and the data are checked before the seconds of measuring the machine, so
+ * that a mistyped name is refused at once. */
+static int bench_check_arguments(const char *const *configs, int n_configs,
+                                 const BenchOptions *o, Error *err)
+{
+    for (int i = 0; i < n_configs; i++) {
+        TrainConfig cfg;
+        int status = bench_config_build(&cfg, configs[i], o, o->threads, err);
+        config_free(&cfg);
+        if (status != 0)
+            return -1;
+    }
+    return corpus_check_text(&o->data, 1, err);
+}
+
 /* What one config's short run measured. */
 typedef struct {
     double n_params, tokens_per_step, tokens_per_s, gflops;
@@ -42,25 +79,12 @@ static int bench_config(const char *config_path, const BenchOptions *o, int thre
     if (!mkdtemp(dir))
         return error_set(err, "cannot create a temporary directory");
     Trainer t = {.dir = dir, .dist = o->dist};
-    config_init(&t.cfg);
-    char steps[16], threads_text[16];
-    snprintf(steps, sizeof steps, "%d", o->warmup + o->steps);
-    snprintf(threads_text, sizeof threads_text, "%d", threads);
-    const char *overrides[][2] = {{"data", o->data}, {"steps", steps}, {"threads", threads_text},
-                                  {"eval_every", "0"}, {"save_every", "0"}};
     int status = -1;
     double *seconds = malloc((size_t)o->steps * sizeof(double));
     compute_set_threads(threads);
-    if (!seconds || config_apply_file(&t.cfg, config_path, err) != 0)
-        goto done;
-    for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
-        if (config_set_key(&t.cfg, overrides[i][0], overrides[i][1], err) != 0)
-            goto done;
-    if (o->grad_accum > 0)
-        t.cfg.grad_accum = o->grad_accum;
     Error warning;
-    if (config_resolve(&t.cfg, err) != 0 || trainer_setup_new(&t, err) != 0 ||
-        trainer_prepare(&t, &warning, err) != 0)
+    if (bench_config_build(&t.cfg, config_path, o, threads, err) != 0 || !seconds ||
+        trainer_setup_new(&t, err) != 0 || trainer_prepare(&t, &warning, err) != 0)
         goto done;
     for (int step = 0; step < o->warmup + o->steps; step++) {
         StepStats s;
@@ -127,7 +151,7 @@ static int bench_config_busy(const char *config_path, const BenchOptions *o, Err
     double set = machine_median(rates[0], BUSY_ROUNDS), one = machine_median(rates[1], BUSY_ROUNDS);
     printf("  busy neighbour: %s %.0f tokens/s on %d thread%s, %.0f on 1 thread: %.2fx "
            "(beside a process that keeps one core busy; medians of %d alternating runs)\n",
-           config_name(config_path), set, o->threads, o->threads == 1 ? "" : "s", one, set / one,
+           config_name(config_path), set, o->threads, plural_s(o->threads), one, set / one,
            BUSY_ROUNDS);
     fflush(stdout);
     return 0;
@@ -136,14 +160,17 @@ static int bench_config_busy(const char *config_path, const BenchOptions *o, Err
 /* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile). */
 static double bench_machine(const BenchOptions *o)
 {
-    printf("machine: %d threads, matmul %s\n", o->threads, gemm_backend_description());
+    printf("machine: %d thread%s, matmul %s\n", o->threads, plural_s(o->threads),
+           gemm_backend_description());
     double peak = machine_sgemm_gflops(1024), big = machine_sgemm_gflops(2048);
     peak = big > peak ? big : peak;
     printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
     printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n",
            machine_triad_gbs());
-    printf("training: median of %d steps after %d warm-up steps, %d threads x %d ranks, data %s\n",
-           o->steps, o->warmup, o->threads, o->dist->size, o->data);
+    printf("training: median of %d step%s after %d warm-up step%s, %d thread%s x %d rank%s, "
+           "data %s\n",
+           o->steps, plural_s(o->steps), o->warmup, plural_s(o->warmup), o->threads,
+           plural_s(o->threads), o->dist->size, plural_s(o->dist->size), o->data);
     printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s",
            "GFLOP/s", "of peak");
     return peak;
@@ -189,6 +216,8 @@ int cmd_bench(int argc, char **argv, Error *err)
     Dist dist;
     int status = dist_init(&dist, &argc, &argv, err);
     o.dist = &dist;
+    if (status == 0)
+        status = bench_check_arguments(configs, n_configs, &o, err);
     compute_set_threads(o.threads);
     double peak = status == 0 && dist_is_root(&dist) ? bench_machine(&o) : 1.0;
     if (status == 0 && o.busy_neighbour && dist.size > 1)

@@ -362,7 +362,8 @@ static int bench_pipeline(const BenchDataOptions *o, double mb, Error *err)
     if (run_child(pipeline_work, o, NULL, &r, &peak, err) != 0)
         return -1;
     double total = r.seconds[0] + r.seconds[1] + r.seconds[2];
-    printf("new run's data pipeline, one process, %d threads:\n", o->threads);
+    printf("new run's data pipeline, one process, %d thread%s:\n", o->threads,
+           plural_s(o->threads));
     printf("  count words       %7.1f s  %7.1f MB/s  %llu distinct words\n", r.seconds[0],
            mb / r.seconds[0], (unsigned long long)r.counts[0]);
     printf("  train BPE %-6d  %7.1f s\n", o->vocab_size, r.seconds[1]);
@@ -419,7 +420,7 @@ int cmd_bench_data(int argc, char **argv, Error *err)
         return parsed < 0 ? -1 : 0;
     char cpu[256], corpus[4096], small[4096];
     machine_cpu_name(cpu, sizeof cpu);
-    printf("machine: %s, %d threads\n", cpu, o.threads);
+    printf("machine: %s, %d thread%s\n", cpu, o.threads, plural_s(o.threads));
     dir_path(corpus, sizeof corpus, &o, "corpus.txt");
     dir_path(small, sizeof small, &o, "small.txt");
     if (dir_create_all(o.dir, err) != 0 || ensure_corpus(&o, corpus, err) != 0 ||

@@ -1,10 +1,12 @@
 #include "config.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "fileio.h"
@@ -410,6 +412,25 @@ int config_resolve(TrainConfig *c, Error *err)
                          c->dim / c->heads);
     if (c->min_lr > c->lr)
         return error_set(err, "min_lr %g exceeds lr %g", c->min_lr, c->lr);
+    return 0;
+}
+
+int config_absolute_data_paths(TrainConfig *c, Error *err)
+{
+    char cwd[4096];
+    for (int i = 0; i < c->data.n; i++) {
+        if (c->data.items[i][0] == '/')
+            continue;
+        if (!getcwd(cwd, sizeof cwd))
+            return error_set(err, "cannot tell the working directory: %s", strerror(errno));
+        size_t size = strlen(cwd) + 1 + strlen(c->data.items[i]) + 1;
+        char *absolute = malloc(size);
+        if (!absolute)
+            return error_set(err, "out of memory");
+        snprintf(absolute, size, "%s/%s", cwd, c->data.items[i]);
+        free(c->data.items[i]);
+        c->data.items[i] = absolute;
+    }
     return 0;
 }
 

@@ -107,6 +107,11 @@ int config_flags(TrainConfig *c, Flag *flags);
  * other (kv_heads divides heads, seq_len <= context, ...). */
 int config_resolve(TrainConfig *c, Error *err);
 
+/* Makes each data path absolute (relative ones are taken from the working directory), so
+ * that the run's config.json and train_state name files that --resume finds from any
+ * directory. */
+int config_absolute_data_paths(TrainConfig *c, Error *err);
+
 /* Fails, naming the key, when a fixed key differs between the two. */
 int config_check_fixed_keys(const TrainConfig *saved, const TrainConfig *requested,
                             Error *err);

@@ -134,6 +134,64 @@ int corpus_next(CorpusReader *r, CorpusSegment *seg, Error *err)
     }
 }
 
+/* ---- Is it text? -------------------------------------------------------------------- */
+
+/* The first len bytes of a file (at_end: the whole file) against corpus_check_text's rule.
+ * Bad bytes are counted one by one: after a lead byte whose character is invalid, the next
+ * byte is judged afresh, as Latin-1's "\xe9t\xe9" has two bad bytes, not one. */
+static int block_check_text(const char *path, const unsigned char *s, size_t len, bool at_end,
+                            Error *err)
+{
+    size_t invalid = 0, first_invalid = 0;
+    for (size_t off = 0; off < len;) {
+        if (s[off] == 0)
+            return error_set(err, "%s is not text: a NUL byte at offset %zu (quill trains on "
+                                  "UTF-8 text files)",
+                             path, off);
+        size_t n = tokenizer_utf8_len(s[off]);
+        if (n > len - off) {
+            if (!at_end) /* the block's end cut a character: it is not judged */
+                break;
+            n = len - off;
+        }
+        if (tokenizer_utf8_code(s + off, n) < 0) {
+            first_invalid = invalid++ == 0 ? off : first_invalid;
+            n = 1;
+        }
+        off += n;
+    }
+    if (invalid * 100 > len * CORPUS_MAX_INVALID_PER_100)
+        return error_set(err, "%s is not UTF-8 text: %zu of its first %zu bytes are not part of "
+                              "a valid UTF-8 character, the first at offset %zu (quill trains on "
+                              "UTF-8 text; iconv converts other encodings)",
+                         path, invalid, len, first_invalid);
+    return 0;
+}
+
+int corpus_check_text(const char *const *paths, int n_paths, Error *err)
+{
+    unsigned char *block = malloc(CORPUS_SNIFF_BYTES);
+    if (!block)
+        return error_set(err, "out of memory");
+    int status = 0;
+    for (int i = 0; status == 0 && i < n_paths; i++) {
+        FILE *fp = fopen(paths[i], "rb");
+        if (!fp) {
+            status = error_set(err, "%s: %s", paths[i], strerror(errno));
+            break;
+        }
+        errno = 0;
+        size_t len = fread(block, 1, CORPUS_SNIFF_BYTES, fp);
+        if (ferror(fp))
+            status = error_set(err, "%s: %s", paths[i], errno ? strerror(errno) : "read error");
+        else
+            status = block_check_text(paths[i], block, len, feof(fp), err);
+        fclose(fp);
+    }
+    free(block);
+    return status;
+}
+
 /* ---- Passes over segments, one thread per segment ------------------------------------ */
 
 /* Up to n segments, in corpus order. Returns how many were read, or -1. */

@@ -42,6 +42,15 @@ int corpus_next(CorpusReader *r, CorpusSegment *seg, Error *err);
 void corpus_close(CorpusReader *r);
 void corpus_segment_free(CorpusSegment *s);
 
+/* Refuses files that are not text, before any pass reads them whole: a file whose first
+ * CORPUS_SNIFF_BYTES hold a NUL byte (an executable, an image, UTF-16), or in which more
+ * than 1 byte in CORPUS_MAX_INVALID_PER_100 = 100 is not part of a valid UTF-8 character (a
+ * compressed file, or text in a legacy encoding such as Latin-1). A stray bad byte or two in
+ * a text is fine: it trains as byte tokens. The message names the file, what was found and
+ * where. Empty files pass (the tokenizer trainer says what is wrong with no text at all). */
+enum { CORPUS_SNIFF_BYTES = 64 << 10, CORPUS_MAX_INVALID_PER_100 = 1 };
+int corpus_check_text(const char *const *paths, int n_paths, Error *err);
+
 /* The segment size the passes use: a few MB, large enough that threads rarely wait. */
 enum { CORPUS_SEGMENT_BYTES = 8 << 20 };
 

@@ -450,7 +450,7 @@ int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokeniz
     if (n_paths == 0)
         return error_set(err, "no data files given (--data FILE...)");
     uint64_t key;
-    if (data_source_key(paths, n_paths, tok, &key, err) != 0)
+    if (corpus_check_text(paths, n_paths, err) != 0 || data_source_key(paths, n_paths, tok, &key, err) != 0)
         return -1;
     if (!cache_path)
         return data_load_uncached(d, paths, n_paths, tok, key, err);

@@ -47,8 +47,8 @@ typedef struct {
  * matches the files and the tokenizer, otherwise by tokenizing them into cache_path
  * (atomically) on compute_threads() threads. cache_path may be NULL: the stream then goes
  * to an unnamed temporary file. When a cache exists but is damaged, it is rebuilt and
- * `warning` says which part of the file was bad; it is empty otherwise. Empty data is an
- * error. */
+ * `warning` says which part of the file was bad; it is empty otherwise. Empty data, and a
+ * file that is not text (corpus_check_text), are errors. */
 int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokenizer *tok,
               const char *cache_path, Error *warning, Error *err);
 void data_free(TokenData *d); /* NULL-safe */

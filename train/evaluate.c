@@ -15,7 +15,8 @@ static int windows_check(const TokenData *d, DataSplit split, int T, Error *err)
     size_t n;
     data_split(d, split, &n);
     if (data_window_count(d, split, T) == 0)
-        return error_set(err, "%zu tokens are too few for one window of %d + 1 tokens", n, T);
+        return error_set(err, "%zu token%s %s too few for one window of %d + 1 tokens", n,
+                         plural_s((long long)n), n == 1 ? "is" : "are", T);
     return 0;
 }
 

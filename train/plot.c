@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "config.h"
@@ -447,6 +448,12 @@ int cmd_plot(int argc, char **argv, Error *err)
         snprintf(default_output, sizeof default_output, "%s/loss.svg", dirs[0]);
         output = default_output;
     }
+    /* SVG text in a file named .png would be refused by every image viewer */
+    size_t len = strlen(output);
+    if (len < 4 || strcasecmp(output + len - 4, ".svg") != 0)
+        return error_set(err, "%s: quill plot writes SVG only: write FILE.svg, then convert it "
+                              "with rsvg-convert -o %s FILE.svg (Debian's librsvg2-bin)",
+                         output, output);
     if (plot_runs(dirs, n_dirs, output, err) != 0)
         return -1;
     printf("wrote %s\n", output);

@@ -6,8 +6,9 @@
  *   along the way
  *            progress and DIR/log.jsonl every step, validation every eval_every steps,
  *            a checkpoint every save_every steps, and always at the end
- *   the end  the whole validation split, and DIR/loss.svg: the curves (plot.h)
- *   Ctrl-C   finishes the current step, saves a checkpoint and stops. */
+ *   the end  the whole validation split (logged as the final evaluation: a resume of a run
+ *            killed during it does it then), and DIR/loss.svg: the curves (plot.h)
+ *   Ctrl-C   finishes the current step, saves a checkpoint and stops with status 130. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,7 +117,8 @@ static int dir_check(const char *dir, bool resume, bool force, Error *err)
 static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
                            Error *err)
 {
-    if (config_build(&t->cfg, args, argc, argv, err) != 0 || config_resolve(&t->cfg, err) != 0)
+    if (config_build(&t->cfg, args, argc, argv, err) != 0 ||
+        config_absolute_data_paths(&t->cfg, err) != 0 || config_resolve(&t->cfg, err) != 0)
         return -1;
     compute_set_threads(t->cfg.threads); /* the tokenizer is trained on them */
     return trainer_setup_new(t, err);
@@ -138,6 +140,8 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
         status = config_copy(&t->cfg, &saved, err);
     if (status == 0)
         status = config_build(&t->cfg, args, argc, argv, err);
+    if (status == 0)
+        status = config_absolute_data_paths(&t->cfg, err);
     if (status == 0)
         status = config_resolve(&t->cfg, err);
     if (status == 0)
@@ -226,7 +230,7 @@ static int train_evaluate(Trainer *t, Progress *progress, bool whole_split, Erro
     char what[64] = "val";
     if (whole_split)
         snprintf(what, sizeof what, "val (whole split, %zu tokens)", n_tokens);
-    progress_eval(progress, t->step, (float)loss, what);
+    progress_eval(progress, t->step, (float)loss, what, whole_split);
     return 0;
 }
 
@@ -241,7 +245,11 @@ static void train_write_plot(const Trainer *t)
         fprintf(stderr, "quill: warning: %s\n", err.msg);
 }
 
-static int train_loop(Trainer *t, Progress *progress, Error *err)
+/* Trains up to the config's steps, then evaluates on the whole validation split and draws
+ * the curves. checkpoint_step: the step of the checkpoint already on disk (a resumed run's),
+ * -1 for a new run; a run with no step to take does not write it again. Returns 0,
+ * TRAIN_INTERRUPTED after Ctrl-C (once saved), or -1. */
+static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error *err)
 {
     const TrainConfig *c = &t->cfg;
     double tokens_per_step = (double)c->batch_size * c->seq_len * c->grad_accum;
@@ -258,11 +266,14 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
         if (c->eval_every > 0 && t->step % c->eval_every == 0 && !last &&
             ranks_agree(t, train_evaluate(t, progress, false, err), err) != 0)
             return -1;
-        if (c->save_every > 0 && t->step % c->save_every == 0 && !last &&
-            train_save(t, err) != 0)
-            return -1;
+        if (c->save_every > 0 && t->step % c->save_every == 0 && !last) {
+            if (train_save(t, err) != 0)
+                return -1;
+            if (is_root(t))
+                progress_message(progress, "step %d: checkpoint saved in %s", t->step, t->dir);
+        }
     }
-    if (train_save(t, err) != 0)
+    if (t->step != checkpoint_step && train_save(t, err) != 0)
         return -1;
     if (stopped) {
         if (is_root(t)) {
@@ -271,13 +282,14 @@ static int train_loop(Trainer *t, Progress *progress, Error *err)
                                        "continue with: quill train --resume %s",
                              t->step, t->dir);
         }
-        return 0;
+        return TRAIN_INTERRUPTED;
     }
     if (c->steps > 0 && ranks_agree(t, train_evaluate(t, progress, true, err), err) != 0)
         return -1;
     if (is_root(t)) {
         train_write_plot(t);
-        progress_message(progress, "saved %s/model.gguf after %d steps", t->dir, t->step);
+        progress_message(progress, "saved %s/model.gguf after %d step%s", t->dir, t->step,
+                         plural_s(t->step));
     }
     return 0;
 }
@@ -293,24 +305,34 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
 {
     const TrainConfig *c = &t->cfg;
     const ModelConfig *m = &t->model.config;
-    printf("model: %d layers, dim %d, %d heads (%d kv), ffn %d, context %d%s: %.2fM parameters\n",
-           m->n_layers, m->dim, m->n_heads, m->n_kv_heads, m->ffn_dim, m->context,
-           m->tie_embeddings ? ", tied embeddings" : "", (double)t->model.n_params / 1e6);
-    char learned[64] = "";
+    if (resumed)
+        printf("resuming from step %d of %d\n", t->step, c->steps);
+    printf("model: %d layer%s, dim %d, %d head%s (%d kv), ffn %d, context %d%s: %.2fM "
+           "parameters\n",
+           m->n_layers, plural_s(m->n_layers), m->dim, m->n_heads, plural_s(m->n_heads),
+           m->n_kv_heads, m->ffn_dim, m->context, m->tie_embeddings ? ", tied embeddings" : "",
+           (double)t->model.n_params / 1e6);
+    char learned[160] = "";
+    if (t->tok.n_vocab < t->vocab_asked) /* bpe merges only pairs seen at least twice */
+        snprintf(learned, sizeof learned, " (not the %d asked for: no pair of pieces occurs "
+                                          "twice any more in this text)", t->vocab_asked);
     if (!resumed)
-        snprintf(learned, sizeof learned, ", learned in %.1f s", times.setup_s);
+        snprintf(learned + strlen(learned), sizeof learned - strlen(learned),
+                 ", learned in %.1f s", times.setup_s);
     printf("tokenizer: %s, %d tokens%s; data: %zu training and %zu validation tokens (%s %s/"
            "tokens.bin in %.1f s)\n",
            c->tokenizer, t->tok.n_vocab, learned, t->data.n_train,
            t->data.n_tokens - t->data.n_train,
            t->data.from_cache ? "checked" : "tokenized into", t->dir, times.data_s);
     printf("training: steps %d..%d, batch %d x %d tokens x %d accumulation, %s, lr %g -> %g, "
-           "seed %d, %d threads, matmul: %s\n",
+           "seed %d, %d thread%s, matmul: %s\n",
            t->step, c->steps, c->batch_size, c->seq_len, c->grad_accum, c->optimizer, c->lr,
-           c->min_lr, c->seed, compute_threads(), gemm_backend_description());
+           c->min_lr, c->seed, compute_threads(), plural_s(compute_threads()),
+           gemm_backend_description());
     if (t->dist->size > 1)
-        printf("ranks: %d (MPI), each %d micro-batches per step; %.1f MB per rank%s\n",
-               t->dist->size, c->grad_accum / t->dist->size, trainer_memory_bytes(t) / 1e6,
+        printf("ranks: %d (MPI), each %d micro-batch%s per step; %.1f MB per rank%s\n",
+               t->dist->size, c->grad_accum / t->dist->size,
+               c->grad_accum / t->dist->size == 1 ? "" : "es", trainer_memory_bytes(t) / 1e6,
                c->zero ? " (ZeRO-1: AdamW moments sharded)" : "");
     else
         printf("memory: %.1f MB\n", trainer_memory_bytes(t) / 1e6);
@@ -354,6 +376,21 @@ static int train_setup(Trainer *t, const TrainArgs *args, int argc, char **argv,
                   : train_setup_new(t, args, argc, argv, err);
 }
 
+/* Whether a resumed run has nothing left to do: it is at its last step, and its log holds
+ * the final evaluation (a run of 0 steps has none). A run killed during that evaluation
+ * has its last checkpoint but not the evaluation, and a resume does it then. Rank 0 reads
+ * the log; every rank takes its answer. */
+static int run_is_complete(const Trainer *t, bool *complete, Error *err)
+{
+    bool logged = false;
+    int status = 0;
+    if (t->step == t->cfg.steps && t->cfg.steps > 0 && is_root(t))
+        status = progress_final_eval_logged(t->dir, t->step, &logged, err);
+    bool done = t->step == t->cfg.steps && (t->cfg.steps == 0 || logged);
+    *complete = dist_agree(t->dist, done) != 0;
+    return status;
+}
+
 static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, Error *err)
 {
     SetupTimes times;
@@ -361,11 +398,17 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     if (ranks_agree(t, train_setup(t, args, argc, argv, err), err) != 0)
         return -1;
     times.setup_s = timer_seconds() - start;
-    if (args->resume_dir && t->step == t->cfg.steps) {
+    bool complete = false;
+    if (args->resume_dir && ranks_agree(t, run_is_complete(t, &complete, err), err) != 0)
+        return -1;
+    if (complete) {
         if (is_root(t))
             printf("the run in %s is already at step %d: nothing to do\n", t->dir, t->step);
         return 0;
     }
+    if (args->resume_dir && t->step == t->cfg.steps && is_root(t))
+        printf("the run in %s is at its last step, %d, without its final evaluation (it was "
+               "stopped during it): evaluating now\n", t->dir, t->step);
     bool created = false;
     int status = is_root(t) && !args->resume_dir ? run_dir_create(t->dir, &created, err) : 0;
     if (ranks_agree(t, status, err) != 0)
@@ -387,11 +430,12 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     Progress progress = {0};
     if (is_root(t)) {
         train_print_summary(t, args->resume_dir != NULL, times);
-        status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every, err);
+        status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every,
+                               !t->dist->mpi, err);
     }
     if (ranks_agree(t, status, err) != 0)
         return -1;
-    status = train_loop(t, &progress, err);
+    status = train_loop(t, &progress, args->resume_dir ? t->step : -1, err);
     progress_close(&progress);
     return status;
 }

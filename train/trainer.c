@@ -20,6 +20,7 @@ static int tokenizer_build(Trainer *t, Error *err)
                            bpe ? TEXT_COUNTS_BPE : TEXT_COUNTS_CHAR, CORPUS_SEGMENT_BYTES,
                            compute_threads(), &counts, err) != 0)
         return -1;
+    t->vocab_asked = bpe ? t->cfg.vocab_size : 0;
     int status = bpe ? tokenizer_train_bpe_counts(&t->tok, counts, t->cfg.vocab_size, err)
                      : tokenizer_train_char_counts(&t->tok, counts, err);
     text_counts_free(counts);
@@ -33,7 +34,8 @@ int trainer_setup_new(Trainer *t, Error *err)
     if (t->cfg.data.n == 0)
         return error_set(err, "no training data: pass --data FILE... or set \"data\" in the "
                               "config");
-    if (tokenizer_build(t, err) != 0)
+    if (corpus_check_text((const char *const *)t->cfg.data.items, t->cfg.data.n, err) != 0 ||
+        tokenizer_build(t, err) != 0)
         return -1;
     ModelConfig mc = config_model(&t->cfg);
     if (model_init(&t->model, &mc, err) != 0)
@@ -80,9 +82,10 @@ static int trainer_load_data(Trainer *t, Error *warning, Error *err)
     int T = t->cfg.seq_len;
     if (data_window_count(&t->data, SPLIT_TRAIN, T) == 0 ||
         data_window_count(&t->data, SPLIT_VAL, T) == 0)
-        return error_set(err, "the data has %zu tokens: too few for a training and a validation "
-                              "window of seq_len %d + 1 (give more text or a smaller --seq-len)",
-                         t->data.n_tokens, T);
+        return error_set(err, "the data has %zu token%s: too few for a training and a "
+                              "validation window of seq_len %d + 1 (give more text or a smaller "
+                              "--seq-len)",
+                         t->data.n_tokens, plural_s((long long)t->data.n_tokens), T);
     return 0;
 }
 

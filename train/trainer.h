@@ -45,6 +45,8 @@ typedef struct {
     TokenData data;
     Rng rng;               /* batch sampling */
     int step;              /* steps completed */
+    int vocab_asked;       /* a new bpe run: the vocabulary size asked for (the text may
+                              give fewer pieces); 0 otherwise */
     int *inputs, *targets; /* (B, T) */
     ThreadGovernor governor; /* how many threads a step runs on (governor.h) */
 } Trainer;
