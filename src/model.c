@@ -425,7 +425,7 @@ static int tensor_check(const ParamTensor *want, const GgufTensor *src, bool cop
                          want->rows);
     bool widened = src->type == GGML_TYPE_F32 || src->type == GGML_TYPE_F16 ||
                    src->type == GGML_TYPE_BF16;
-    bool ok = copied ? widened : quant_type_is_supported(src->type) && src->type != GGML_TYPE_Q8_K;
+    bool ok = copied ? widened : quant_can_multiply(src->type);
     if (!ok) {
         const char *type = gguf_tensor_type_name(src->type);
         return error_set(err, "tensor '%s' has type %s, which quill %s", want->name,

@@ -229,8 +229,8 @@ typedef struct {
                                      model_backward, the loss gradient dL/dlogits. With
                                      last_logits, one row per sequence: (B,V) */
     float *losses;      /* (B,T)    per-token loss, from model_loss */
-    void *linear_scratch; /* the activations of the largest product, quantized for the
-                             weights' type (empty when every weight is F32/F16/BF16) */
+    void *linear_scratch; /* the activations of the largest product, in the weights' type's
+                             activation format (empty when every weight is F32) */
     /* Inference: the KV cache, B slots of n_ctx positions per block. Each position holds
      * KVC keys (after RoPE) and KVC values, stored as kv_type: F32, or F16 / Q8_0 rows
      * (2x / ~3.8x smaller). Slot s of block l starts at row (l * B + s) * n_ctx. */

@@ -80,8 +80,8 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 /* A linear layer without bias: out (N, OC) = inp (N, IC) . w^T, with w (OC, IC) as stored
  * in GGUF, in any type; out's rows are ldo floats apart (ldo >= OC), so a layer can write a
  * slice of a wider row (q, k and v into one qkv row). beta = 0 overwrites out, beta = 1
- * adds to it (a residual connection). Quantized weights need `scratch` for the quantized
- * activations: linear_scratch_bytes(w, N) bytes (none for F32/F16/BF16). */
+ * adds to it (a residual connection). Weights other than F32 need `scratch` for the
+ * activations in their format (quant.h): linear_scratch_bytes(w, N) bytes (none for F32). */
 void linear_forward(float *out, int ldo, const float *inp, int N, const WeightMatrix *w,
                     float beta, void *scratch);
 size_t linear_scratch_bytes(const WeightMatrix *w, int N);

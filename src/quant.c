@@ -18,8 +18,8 @@
 static const QuantFormat *const FORMATS[] = {
     &quant_format_f32,  &quant_format_f16,  &quant_format_bf16, &quant_format_q4_0,
     &quant_format_q4_1, &quant_format_q5_0, &quant_format_q5_1, &quant_format_q8_0,
-    &quant_format_q2_k, &quant_format_q3_k, &quant_format_q4_k, &quant_format_q5_k,
-    &quant_format_q6_k, &quant_format_q8_k,
+    &quant_format_q8_1, &quant_format_q2_k, &quant_format_q3_k, &quant_format_q4_k,
+    &quant_format_q5_k, &quant_format_q6_k, &quant_format_q8_k,
 };
 
 static const QuantFormat *format_find(uint32_t type)
@@ -41,6 +41,12 @@ static const QuantFormat *format_of(uint32_t type)
 bool quant_type_is_supported(uint32_t type)
 {
     return format_find(type) != NULL;
+}
+
+bool quant_can_multiply(uint32_t type)
+{
+    const QuantFormat *f = format_find(type);
+    return f && f->dot;
 }
 
 int64_t quant_block_size(uint32_t type)

@@ -6,11 +6,12 @@
  * src/quant_blocks.h declares them). Types are ggml's numbers (GgmlType in gguf.h).
  *
  * How a product is computed: the weights stay in their file format and are decoded on the
- * fly, block by block, inside the kernel; the activations are quantized once per product
- * into the 8-bit "activation format" of the weight type (Q8_0 for the 32-element blocks,
- * Q8_K for the 256-element K-quants, plain F32 for F32/F16/BF16), so that the inner loop
- * is an integer dot product (AVX-512 VNNI, AVX2 or plain C) with one float multiply per
- * block. This is llama.cpp's design; quant_vec_dot is the smallest instance of it.
+ * fly, block by block, inside the kernel; the activations are converted once per product
+ * into the "activation format" of the weight type (quant_activation_type): 8-bit codes for
+ * the quantized types, so that the inner loop is an integer dot product (AVX-512 VNNI,
+ * AVX2 or plain C) with one float multiply per block. This is llama.cpp's design, and the
+ * activation formats and their rounding are llama.cpp's too, so that a model's logits are
+ * llama.cpp's to float rounding (docs/formats.md); quant_vec_dot is the smallest instance.
  *
  * Every function taking a row requires a known type and n a multiple of the type's block
  * size (quant_block_size): those are programmer errors, checked with assert. Sizes read from
@@ -26,9 +27,13 @@
 
 /* ---- Types ---------------------------------------------------------------------------- */
 
-/* True for the weight types quill can dequantize and multiply: F32, F16, BF16, Q8_0, Q4_0,
- * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (and Q8_K, an activation format). */
+/* True for the types quill can dequantize: the weight types F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and the activation formats Q8_1, Q8_K. */
 bool quant_type_is_supported(uint32_t type);
+
+/* True for the weight types: those quant_vec_dot and quant_matmul multiply (every supported
+ * type but the activation-only formats Q8_1 and Q8_K). */
+bool quant_can_multiply(uint32_t type);
 
 /* Elements per block: 1 for F32/F16/BF16, 32 for Q4_0..Q8_0, 256 for the K-quants. */
 int64_t quant_block_size(uint32_t type);
@@ -43,8 +48,8 @@ size_t quant_row_bytes(uint32_t type, int64_t n);
 void quant_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* True for the types quant_quantize_row can write: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
- * Q5_1, Q4_K, Q5_K, Q6_K (what `quill quantize` writes) and Q8_K (activations). Q2_K and
- * Q3_K are read, never written. */
+ * Q5_1, Q4_K, Q5_K, Q6_K (what `quill quantize` writes) and Q8_1, Q8_K (activations). Q2_K
+ * and Q3_K are read, never written. */
 bool quant_can_quantize(uint32_t type);
 
 /* Encodes n floats as `type` (quant_can_quantize(type) must hold) into
@@ -66,9 +71,10 @@ void quant_dequantize_rows_fast(uint32_t type, const void *src, size_t src_strid
 
 /* ---- Dot products and matrix products ----------------------------------------------- */
 
-/* The format quant_vec_dot and quant_matmul expect the activations in, for a weight type:
- * GGML_TYPE_F32 for F32/F16/BF16, GGML_TYPE_Q8_0 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0,
- * GGML_TYPE_Q8_K for Q2_K..Q6_K. */
+/* The format quant_vec_dot and quant_matmul expect the activations in, for a weight type
+ * (llama.cpp's vec_dot_type): the weight's own type for F32, F16 and BF16; Q8_0 for Q4_0,
+ * Q5_0 and Q8_0; Q8_1 (Q8_0 plus each block's sum) for Q4_1 and Q5_1; Q8_K for
+ * Q2_K..Q6_K. */
 uint32_t quant_activation_type(uint32_t weight_type);
 
 /* The dot product of one row of n weights of weight_type (w_row) with one row of n
@@ -83,11 +89,10 @@ float quant_vec_dot(uint32_t weight_type, int64_t n, const void *w_row, const vo
  * even NaN) or 1 (add into out, for residual connections). K must be a multiple of the
  * block size.
  *
- * x is quantized once into the activation format, in `scratch`: at least
+ * x is converted once into the activation format, in `scratch`: at least
  * quant_matmul_scratch_bytes(type, N, K) bytes that the caller owns (the model keeps one
- * buffer, sized for its largest product, in its run state). For F32, F16 and BF16 weights
- * that is 0 bytes and scratch may be NULL. The product itself never allocates, so it
- * cannot fail.
+ * buffer, sized for its largest product, in its run state). For F32 weights that is 0
+ * bytes and scratch may be NULL. The product itself never allocates, so it cannot fail.
  *
  * Work is split across OpenMP threads by tiles of W's rows; each output is computed by one
  * thread in a fixed order, so the result is bit-identical for any thread count. Decoding
@@ -97,7 +102,7 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
                   uint32_t type, int M, float beta, void *scratch);
 
 /* Bytes of scratch quant_matmul needs for N rows of K: N activation rows in the format
- * of quant_activation_type(type) (0 for F32/F16/BF16 weights). */
+ * of quant_activation_type(type) (0 for F32 weights). */
 size_t quant_matmul_scratch_bytes(uint32_t type, int N, int K);
 
 /* ---- Which SIMD code runs ------------------------------------------------------------- */

@@ -31,7 +31,8 @@ INLINE void store_dot(float *o, float beta, float dot)
     *o = beta == 0.0f ? dot : beta * *o + dot;
 }
 
-/* ---- F32, F16, BF16: tiles of 4 rows x 2 columns, 8 weights per step ------------------- */
+/* ---- F32, F16, BF16: tiles of 4 rows x 2 columns, 8 weights per step -------------------
+ * The activations are of the weights' type (quant_activation_type) and load the same way. */
 
 INLINE TARGET_AVX2 __m256 f_load8(uint32_t type, const uint8_t *row, int64_t k)
 {
@@ -79,7 +80,7 @@ INLINE TARGET_AVX2 void tile_f(uint32_t type, int64_t n,
             w[r] = f_load8(type, rows[r], k);
 #pragma GCC unroll 2
         for (int c = 0; c < C; c++) {
-            __m256 x = _mm256_loadu_ps((const float *)(act + c * stride) + k);
+            __m256 x = f_load8(type, act + c * stride, k);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
                 acc[c][r] = _mm256_fmadd_ps(w[r], x, acc[c][r]);
@@ -89,7 +90,7 @@ INLINE TARGET_AVX2 void tile_f(uint32_t type, int64_t n,
         for (int r = 0; r < n_rows && r < R; r++) {
             float dot = hsum256(acc[c][r]);
             for (int64_t t = k; t < n; t++) /* the tail, fewer than 8 */
-                dot += f_value(type, rows[r], t) * ((const float *)(act + c * stride))[t];
+                dot += f_value(type, rows[r], t) * f_value(type, act + c * stride, t);
             store_dot(out + (size_t)c * ldo + r, beta, dot);
         }
 }
@@ -107,7 +108,7 @@ INLINE TARGET_AVX2 void panel_f(uint32_t type, int64_t n,
         for (int r = 0; r < R; r++)
             rows[r] = (const uint8_t *)w_rows[r] + k0 * es;
         for (int c0 = 0; c0 < n_cols; c0 += 2) {
-            const uint8_t *a = act + c0 * stride + 4 * k0;
+            const uint8_t *a = act + c0 * stride + es * k0;
             float *o = out + (size_t)c0 * ldo;
             if (n_cols - c0 == 1)
                 tile_f(type, len, rows, a, stride, o, ldo, b, n_rows, R, 1);
@@ -117,24 +118,13 @@ INLINE TARGET_AVX2 void panel_f(uint32_t type, int64_t n,
     }
 }
 
-/* ---- 32-element blocks x Q8_0 ---------------------------------------------------------------
+/* ---- 32-element blocks x Q8_0 / Q8_1 --------------------------------------------------------
  * One block per register. A decoded block: its 32 codes (unsigned, in element order; Q8_0's
  * stay signed), its scale and, for type-1 formats, its min. */
 typedef struct {
     __m256i q;
     float d, m;
 } B32Block;
-
-INLINE size_t b32_block_bytes(uint32_t type)
-{
-    switch (type) {
-    case GGML_TYPE_Q4_0: return sizeof(BlockQ4_0);
-    case GGML_TYPE_Q4_1: return sizeof(BlockQ4_1);
-    case GGML_TYPE_Q5_0: return sizeof(BlockQ5_0);
-    case GGML_TYPE_Q5_1: return sizeof(BlockQ5_1);
-    default: return sizeof(BlockQ8_0);
-    }
-}
 
 /* 16 bytes of nibbles as 32 codes in element order: [low nibbles | high nibbles]. */
 INLINE TARGET_AVX2 __m256i nibbles32(const uint8_t *qs)
@@ -188,12 +178,13 @@ INLINE TARGET_AVX2 __m256i dot_u8_s8(__m256i q, __m256i x)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
 }
 
-/* One block of R weight rows against one activation block (a Q8_0 block at x). */
+/* One block of R weight rows against one activation block (Q8_0, or Q8_1 for type-1
+ * formats, at x). */
 INLINE TARGET_AVX2 void b32_step(uint32_t type, const B32Block w[QUANT_PANEL_ROWS],
                                  const uint8_t *x, __m256 acc[QUANT_PANEL_ROWS], int R)
 {
-    __m256i xq = simd_load256(x + offsetof(BlockQ8_0, qs));
-    float dx = simd_f16_load(x);
+    __m256i xq = simd_load256(x + b32_act_qs_offset(type));
+    float dx = simd_f16_load(x); /* d is the first field of both formats */
     if (type == GGML_TYPE_Q8_0) { /* sign trick: |w| * (x with w's sign) */
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
@@ -202,18 +193,19 @@ INLINE TARGET_AVX2 void b32_step(uint32_t type, const B32Block w[QUANT_PANEL_ROW
         }
         return;
     }
-    __m256i xsum = dot_u8_s8(_mm256_set1_epi8(1), xq);
-    if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1) {
-        __m256 sx = _mm256_cvtepi32_ps(xsum);
+    if (b32_is_type1(type)) {
+        /* d dx sum q x in the 8 lanes, and m s (the block's stored sum) in lane 0 alone */
+        __m256 s = _mm256_setr_ps(simd_f16_load(x + offsetof(BlockQ8_1, s)), 0, 0, 0, 0, 0, 0, 0);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             __m256i t = dot_u8_s8(w[r].q, xq);
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(w[r].d * dx), acc[r]);
-            acc[r] = _mm256_fmadd_ps(sx, _mm256_set1_ps(w[r].m * dx), acc[r]);
+            acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(w[r].m), acc[r]);
         }
         return;
     }
     /* type-0: sum (q - offset) x = sum q x - offset sum x */
+    __m256i xsum = dot_u8_s8(_mm256_set1_epi8(1), xq);
     __m256i base = _mm256_slli_epi32(xsum, type == GGML_TYPE_Q4_0 ? 3 : 4);
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
@@ -227,7 +219,7 @@ INLINE TARGET_AVX2 void panel_b32(uint32_t type, int64_t n,
                                   const uint8_t *act, size_t stride, int n_cols, float *out,
                                   int ldo, float beta, int R)
 {
-    const size_t wb = b32_block_bytes(type), xb = sizeof(BlockQ8_0);
+    const size_t wb = b32_block_bytes(type), xb = b32_act_bytes(type);
     B32Block dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / QK];
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
         int64_t nb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK;
@@ -375,7 +367,8 @@ QuantPanelFn *quant_avx2_panel(uint32_t type)
     }
 }
 
-/* ---- Activation quantizers: the reference's operations, 8 at a time ------------------------ */
+/* ---- Activation quantizers: the reference's operations, 8 at a time ------------------------
+ * (quant_q32.c and quant_kquants.c say why each reciprocal is the float it is). */
 
 INLINE TARGET_AVX2 float absmax8(const float *x, int n)
 {
@@ -401,26 +394,26 @@ INLINE TARGET_AVX2 __m256i quantize32(const float *x, __m256 id)
     return _mm256_permutevar8x32_epi32(p, _mm256_set_epi32(7, 3, 6, 2, 5, 1, 4, 0));
 }
 
-static TARGET_AVX2 void quantize_row_q8_0_avx2(const float *src, void *dst, int64_t n)
+/* One block of 32 activations as quant_q32.c's quantize_activation_block codes it: the
+ * codes to qs, the unrounded d returned. */
+INLINE TARGET_AVX2 float quantize_activation_block(const float *x, uint8_t *qs)
 {
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < n / QK; i++, out += sizeof(BlockQ8_0)) {
-        const float *x = src + i * QK;
-        float d = absmax8(x, QK) / 127.0f;
-        __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-        uint16_t d16 = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        memcpy(out, &d16, 2);
-        simd_store256(out + 2, quantize32(x, id));
-    }
+    float amax = absmax8(x, QK);
+    simd_store256(qs, quantize32(x, _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f)));
+    return amax / 127.0f;
 }
+
+DEFINE_Q8_0_Q8_1_QUANTIZERS(TARGET_AVX2, quantize_row_q8_0_avx2, quantize_row_q8_1_avx2)
 
 static TARGET_AVX2 void quantize_row_q8_k_avx2(const float *src, void *dst, int64_t n)
 {
     uint8_t *out = dst;
     for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(BlockQ8_K)) {
         const float *x = src + i * QK_K;
-        float d = absmax8(x, QK_K) / 127.0f;
-        __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        float amax = absmax8(x, QK_K);
+        float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
+        float d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        __m256 id = _mm256_set1_ps(iscale);
         memcpy(out + offsetof(BlockQ8_K, d), &d, 4);
         int16_t bsums[16];
         for (int c = 0; c < 8; c++) {
@@ -489,6 +482,7 @@ QuantQuantizeFn *quant_avx2_quantizer(uint32_t type)
 {
     switch (type) {
     case GGML_TYPE_Q8_0: return quantize_row_q8_0_avx2;
+    case GGML_TYPE_Q8_1: return quantize_row_q8_1_avx2;
     case GGML_TYPE_Q8_K: return quantize_row_q8_k_avx2;
     case GGML_TYPE_F16: return quantize_row_f16_avx2;
     default: return NULL;

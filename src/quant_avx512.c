@@ -3,12 +3,12 @@
  * and the activation quantizers.
  *
  * Three families, one tile loop each:
- *   - F32/F16/BF16 x F32: 16 weights per register, converted to float, one FMA per weight
- *     row and activation row;
- *   - 32-element blocks x Q8_0: two blocks per 512-bit register; the integer dot product
- *     of each block is one vpdpbusd (unsigned weight codes x signed activations, 4 products
- *     summed per 32-bit lane, 8 lanes per block), converted to float once and multiplied by
- *     the block's two scales;
+ *   - F32/F16/BF16 x activations of the same type: 16 weights and 16 activations per
+ *     register, converted to float, one FMA per weight row and activation row;
+ *   - 32-element blocks x Q8_0 (Q8_1 for Q4_1, Q5_1): two blocks per 512-bit register; the
+ *     integer dot product of each block is one vpdpbusd (unsigned weight codes x signed
+ *     activations, 4 products summed per 32-bit lane, 8 lanes per block), converted to
+ *     float once and multiplied by the block's two scales;
  *   - K-quants x Q8_K: each super-block decoded once per weight row (quant_simd.h), then per
  *     64 weights one vpmaddubsw (pair sums of code x activation) and one vpdpwssd (pair sums
  *     times their sub-block scales, added to 32-bit lanes): integers all the way through
@@ -97,7 +97,7 @@ INLINE TARGET_AVX512 void f_step(uint32_t type, const uint8_t *const rows[QUANT_
     }
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
-        __m512 x = _mm512_maskz_loadu_ps(mask, act + c * stride + 4 * k);
+        __m512 x = f_load(type, act + c * stride, k, mask);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             acc[c][r] = _mm512_fmadd_ps(w[r], x, acc[c][r]);
@@ -133,7 +133,7 @@ INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
         for (int r = 0; r < R; r++)
             rows[r] = (const uint8_t *)w_rows[r] + k0 * f_elem_bytes(type);
         for (int c0 = 0; c0 < n_cols; c0 += QUANT_TILE_COLS) {
-            const uint8_t *a = act + c0 * stride + 4 * k0;
+            const uint8_t *a = act + c0 * stride + f_elem_bytes(type) * k0;
             float *o = out + (size_t)c0 * ldo;
             switch (n_cols - c0) {
             case 1: tile_f(type, len, rows, a, stride, o, ldo, b, n_rows, R, 1); break;
@@ -145,7 +145,7 @@ INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
     }
 }
 
-/* ---- 32-element blocks x Q8_0 ----------------------------------------------------------------
+/* ---- 32-element blocks x Q8_0 / Q8_1 ---------------------------------------------------------
  * Two consecutive blocks fill a register: bytes 0..31 are block b, 32..63 block b+1, for the
  * weight codes and the activations alike, and every float vector holds block b's value in
  * lanes 0..7 and block b+1's in lanes 8..15 (vpdpbusd's lanes 0..7 sum block b's bytes).
@@ -155,7 +155,8 @@ INLINE TARGET_AVX512 void panel_f(uint32_t type, int64_t n,
  *     sum_j d (q_j - offset) dx x_j = d dx (sum_j q_j x_j - offset sum_j x_j).
  * Q8_0's signed weights become unsigned by flipping the top bit (q + 128), offset 128.
  * The sums of x come from one more vpdpbusd against a vector of ones, shared by the rows of
- * the tile; type-1 formats add m dx sum(x) with a second FMA instead.
+ * the tile. Type-1 formats instead add m s, with s the sum that each Q8_1 block stores,
+ * with a second FMA whose s sits in lanes 0 and 8 alone.
  *
  * A pair of blocks of a weight row, decoded: codes, scales (and mins), ready for the tile.
  * Decoding is the costly part for the 4- and 5-bit formats, so with more than one tile of
@@ -211,22 +212,6 @@ INLINE TARGET_AVX512 __m512i bytes_pair(const uint8_t *p0, const uint8_t *p1)
     return _mm512_inserti64x4(_mm512_castsi256_si512(simd_load256(p0)), simd_load256(p1), 1);
 }
 
-INLINE size_t b32_block_bytes(uint32_t type)
-{
-    switch (type) {
-    case GGML_TYPE_Q4_0: return sizeof(BlockQ4_0);
-    case GGML_TYPE_Q4_1: return sizeof(BlockQ4_1);
-    case GGML_TYPE_Q5_0: return sizeof(BlockQ5_0);
-    case GGML_TYPE_Q5_1: return sizeof(BlockQ5_1);
-    default: return sizeof(BlockQ8_0);
-    }
-}
-
-INLINE bool b32_is_type1(uint32_t type)
-{
-    return type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
-}
-
 /* log2 of the offset of a type-0 format's codes. */
 INLINE int b32_offset_shift(uint32_t type)
 {
@@ -238,9 +223,12 @@ INLINE int b32_offset_shift(uint32_t type)
 }
 
 /* Blocks b and b+1 of a row (or of a segment) that has nb blocks; an odd last block is
- * paired with an all-zero block (scale 0: it adds nothing), copied to pad. */
+ * paired with an all-zero block (scales and sum 0: it adds nothing), copied to pad. Q8_1's
+ * are the largest blocks, weights or activations. */
+enum { B32_PAD_BYTES = 2 * sizeof(BlockQ8_1) };
+
 INLINE void b32_blocks(const uint8_t *row, int64_t b, int64_t nb, size_t bytes,
-                       uint8_t pad[2 * sizeof(BlockQ8_0)], const uint8_t **b0, const uint8_t **b1)
+                       uint8_t pad[B32_PAD_BYTES], const uint8_t **b0, const uint8_t **b1)
 {
     *b0 = row + b * bytes;
     *b1 = *b0 + bytes;
@@ -255,7 +243,7 @@ INLINE void b32_blocks(const uint8_t *row, int64_t b, int64_t nb, size_t bytes,
 /* Pair p (blocks 2p, 2p+1) of a weight row with nb blocks. */
 INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64_t p, int64_t nb)
 {
-    uint8_t pad[2 * sizeof(BlockQ8_0)];
+    uint8_t pad[B32_PAD_BYTES];
     const uint8_t *b0, *b1;
     prefetch_ahead(row + 2 * p * b32_block_bytes(type));
     b32_blocks(row, 2 * p, nb, b32_block_bytes(type), pad, &b0, &b1);
@@ -288,28 +276,31 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
     return w;
 }
 
-/* Pair p of R decoded weight rows against C activation rows (Q8_0, nb blocks each). */
+/* Pair p of R decoded weight rows against C activation rows (Q8_0 or Q8_1, nb blocks
+ * each). */
 INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_ROWS],
                                    const uint8_t *act, size_t stride, int64_t p, int64_t nb,
                                    __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
 {
-    const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+    const __m512i zero = _mm512_setzero_si512();
+    const size_t xb = b32_act_bytes(type), qs = b32_act_qs_offset(type);
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
-        uint8_t pad[2 * sizeof(BlockQ8_0)];
+        uint8_t pad[B32_PAD_BYTES];
         const uint8_t *x0, *x1;
-        b32_blocks(act + c * stride, 2 * p, nb, sizeof(BlockQ8_0), pad, &x0, &x1);
-        __m512i x = bytes_pair(x0 + offsetof(BlockQ8_0, qs), x1 + offsetof(BlockQ8_0, qs));
-        __m512 dx = pair_scales(x0, sizeof(BlockQ8_0));
+        b32_blocks(act + c * stride, 2 * p, nb, xb, pad, &x0, &x1);
+        __m512i x = bytes_pair(x0 + qs, x1 + qs);
+        __m512 dx = pair_scales(x0, (int)xb); /* d is the first field of both formats */
         if (b32_is_type1(type)) {
-            __m512i xsum = _mm512_dpbusd_epi32(zero, ones, x); /* each lane: 4 activations */
-            __m512 sx = _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), dx);
+            /* the two blocks' stored sums, in lanes 0 and 8 */
+            __m512 s =
+                _mm512_maskz_mov_ps(0x0101, pair_scales(x0 + offsetof(BlockQ8_1, s), (int)xb));
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 __m512i t = _mm512_dpbusd_epi32(zero, w[r].q, x);
                 acc[c][r] =
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
-                acc[c][r] = _mm512_fmadd_ps(w[r].m, sx, acc[c][r]);
+                acc[c][r] = _mm512_fmadd_ps(w[r].m, s, acc[c][r]);
             }
         } else {
             /* start each dot at -offset * sum(x) (offset times 4 activations per lane), then
@@ -351,7 +342,7 @@ INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
                                     const uint8_t *act, size_t stride, int n_cols, float *out,
                                     int ldo, float beta, int R)
 {
-    const size_t wb = b32_block_bytes(type), xb = sizeof(BlockQ8_0);
+    const size_t wb = b32_block_bytes(type), xb = b32_act_bytes(type);
     B32Pair dec[QUANT_PANEL_ROWS][QUANT_SEGMENT / 64];
     for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
         int64_t nb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK;
@@ -534,8 +525,9 @@ QuantPanelFn *quant_avx512_panel(uint32_t type)
 
 /* ---- Activation quantizers -----------------------------------------------------------------
  * The reference's operations, 16 at a time: the largest magnitude (max is exact in any
- * order), d = amax / 127, one reciprocal, a multiply and a round-to-nearest-even
- * conversion; the bytes are the reference's exactly (tests compare them). */
+ * order), the scale 127 / amax, a multiply and a round-to-nearest-even conversion; the
+ * bytes are the reference's exactly (tests compare them; quant_q32.c and quant_kquants.c
+ * say why each reciprocal is the float it is). */
 
 /* q = round(x * id) for 16 floats, as 16 bytes. */
 INLINE TARGET_AVX512 __m128i quantize16(__m512 x, __m512 id)
@@ -551,27 +543,28 @@ INLINE TARGET_AVX512 float absmax(const float *x, int n)
     return _mm512_reduce_max_ps(m);
 }
 
-static TARGET_AVX512 void quantize_row_q8_0_avx512(const float *src, void *dst, int64_t n)
+/* One block of 32 activations as quant_q32.c's quantize_activation_block codes it: the
+ * codes to qs, the unrounded d returned. */
+INLINE TARGET_AVX512 float quantize_activation_block(const float *x, uint8_t *qs)
 {
-    uint8_t *out = dst;
-    for (int64_t i = 0; i < n / QK; i++, out += sizeof(BlockQ8_0)) {
-        const float *x = src + i * QK;
-        float d = absmax(x, QK) / 127.0f;
-        __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-        uint16_t d16 = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        memcpy(out, &d16, 2);
-        _mm_storeu_si128((__m128i *)(out + 2), quantize16(_mm512_loadu_ps(x), id));
-        _mm_storeu_si128((__m128i *)(out + 18), quantize16(_mm512_loadu_ps(x + 16), id));
-    }
+    float amax = absmax(x, QK);
+    __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    _mm_storeu_si128((__m128i *)qs, quantize16(_mm512_loadu_ps(x), id));
+    _mm_storeu_si128((__m128i *)(qs + 16), quantize16(_mm512_loadu_ps(x + 16), id));
+    return amax / 127.0f;
 }
+
+DEFINE_Q8_0_Q8_1_QUANTIZERS(TARGET_AVX512, quantize_row_q8_0_avx512, quantize_row_q8_1_avx512)
 
 static TARGET_AVX512 void quantize_row_q8_k_avx512(const float *src, void *dst, int64_t n)
 {
     uint8_t *out = dst;
     for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(BlockQ8_K)) {
         const float *x = src + i * QK_K;
-        float d = absmax(x, QK_K) / 127.0f;
-        __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        float amax = absmax(x, QK_K);
+        float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
+        float d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        __m512 id = _mm512_set1_ps(iscale);
         memcpy(out + offsetof(BlockQ8_K, d), &d, 4);
         int16_t bsums[16];
         for (int s = 0; s < 16; s++) {
@@ -641,6 +634,7 @@ QuantQuantizeFn *quant_avx512_quantizer(uint32_t type)
 {
     switch (type) {
     case GGML_TYPE_Q8_0: return quantize_row_q8_0_avx512;
+    case GGML_TYPE_Q8_1: return quantize_row_q8_1_avx512;
     case GGML_TYPE_Q8_K: return quantize_row_q8_k_avx512;
     case GGML_TYPE_F16: return quantize_row_f16_avx512;
     default: return NULL;

@@ -20,8 +20,9 @@
  *     scales cost far less than an f16 per 32 weights, which is how Q4_K gets 4.5 bits per
  *     weight with 32-element sub-blocks and better accuracy than Q4_0.
  *
- * Q8_K is the activation format of the K-quants: one float scale per 256 and the sums of
- * each 16 quants, which the dot products need for the mins and offsets (see quant.c). */
+ * Q8_0, Q8_1 and Q8_K are the activation formats: 8-bit codes with one scale per 32
+ * (Q8_0, and Q8_1 with the block's sum for the "_1" types' minimum) or per 256 (Q8_K, with
+ * the sums of each 16 codes, which the K-quants' mins and offsets need; see quant_kquants.c). */
 #ifndef QUILL_QUANT_BLOCKS_H
 #define QUILL_QUANT_BLOCKS_H
 
@@ -86,7 +87,7 @@ typedef struct {
     uint8_t qs[QK / 2];
 } BlockQ5_1;
 
-/* Q8_0, 34 bytes, 8.5 bits per weight; also the activation format of the 32-blocks.
+/* Q8_0, 34 bytes, 8.5 bits per weight; also the activations of Q4_0, Q5_0 and Q8_0.
  *
  *   byte 0       2                                              34
  *        +-------+----------------------------------------------+
@@ -97,6 +98,21 @@ typedef struct {
     uint16_t d;
     int8_t qs[QK];
 } BlockQ8_0;
+
+/* Q8_1, 36 bytes: the activations of Q4_1 and Q5_1 (never stored in a file). Q8_0 plus
+ * the block's sum, which those formats' minimum multiplies.
+ *
+ *   byte 0       2       4                                      36
+ *        +-------+-------+--------------------------------------+
+ *        | d f16 | s f16 | qs[32] int8                          |
+ *        +-------+-------+--------------------------------------+
+ *   x[j] = d * qs[j],  s = d * (qs[0] + ... + qs[31])
+ *   s is computed from the unrounded d and then rounded to f16 itself, so it is close to,
+ *   but not exactly, the sum of the x[j]: the dot products use s as it is stored. */
+typedef struct {
+    uint16_t d, s;
+    int8_t qs[QK];
+} BlockQ8_1;
 
 /* Q2_K, 84 bytes, 2.625 bits per weight. 16 sub-blocks of 16; 4-bit scale and min each.
  *
@@ -192,6 +208,7 @@ typedef struct {
  *        | d float  | qs[256] int8                      | bsums[16] int16  |
  *        +----------+-----------------------------------+------------------+
  *   x[e] = d * qs[e];  bsums[s] = qs[16s] + ... + qs[16s + 15]
+ *   d has the sign of the block's largest-magnitude value, which gets code -127.
  *
  * The float scale needs 4-byte alignment; rows of Q8_K live in quill's own buffers. */
 typedef struct {
@@ -205,6 +222,7 @@ static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block must be 20 bytes");
 static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block must be 22 bytes");
 static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block must be 24 bytes");
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block must be 34 bytes");
+static_assert(sizeof(BlockQ8_1) == 36, "Q8_1 block must be 36 bytes");
 static_assert(sizeof(BlockQ2_K) == 84, "Q2_K block must be 84 bytes");
 static_assert(sizeof(BlockQ3_K) == 110, "Q3_K block must be 110 bytes");
 static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block must be 144 bytes");

@@ -1,10 +1,12 @@
 /* Internals shared by the files of the quant module (not part of the library's API):
  *
  *   quant.c          the type table, dispatch, quant_matmul's driver, ISA selection
- *   quant_q32.c      F32/F16/BF16 and the 32-element blocks: reference dequantize,
- *                    quantize and the portable (scalar) dot product of each type
+ *   quant_q32.c      F32/F16/BF16 and the 32-element blocks (with Q8_1, the activations
+ *                    of Q4_1/Q5_1): reference dequantize, quantize and the portable
+ *                    (scalar) dot product of each type
  *   quant_kquants.c  the same for the K-quants and Q8_K
- *   quant_simd.h     what the two SIMD files share (target attributes, K-quant decoders)
+ *   quant_simd.h     what the two SIMD files share (target attributes, block sizes, the
+ *                    Q8_0/Q8_1 row quantizers, K-quant decoders)
  *   quant_avx2.c     AVX2 kernels          } panels of dot products, compiled with their own
  *   quant_avx512.c   AVX-512 VNNI kernels  } target attributes, used only when the CPU has them
  *
@@ -52,12 +54,13 @@ typedef struct {
     uint32_t act_type;              /* activation format of its dot product */
     QuantDequantizeFn *dequantize;  /* reference dequantizer */
     QuantQuantizeFn *quantize;      /* reference quantizer, or NULL: quill does not write it */
-    QuantDotFn *dot;                /* portable dot product (the scalar ISA) */
+    QuantDotFn *dot;                /* portable dot product (the scalar ISA), or NULL for
+                                       an activation format */
 } QuantFormat;
 
 extern const QuantFormat quant_format_f32, quant_format_f16, quant_format_bf16;
 extern const QuantFormat quant_format_q4_0, quant_format_q4_1, quant_format_q5_0,
-    quant_format_q5_1, quant_format_q8_0;
+    quant_format_q5_1, quant_format_q8_0, quant_format_q8_1;
 extern const QuantFormat quant_format_q2_k, quant_format_q3_k, quant_format_q4_k,
     quant_format_q5_k, quant_format_q6_k, quant_format_q8_k;
 
@@ -90,7 +93,8 @@ QuantPanelFn *quant_avx2_panel(uint32_t type);
 QuantPanelFn *quant_avx512_panel(uint32_t type);
 
 /* Quantizers with the same bits as the reference ones (quant_q32.c, quant_kquants.c): the
- * activation formats Q8_0 and Q8_K, and F16 (the KV cache); NULL for other types. */
+ * activation formats Q8_0, Q8_1 and Q8_K, and F16 (the KV cache, and the activations of F16
+ * weights); NULL for other types. */
 QuantQuantizeFn *quant_avx2_quantizer(uint32_t type);
 QuantQuantizeFn *quant_avx512_quantizer(uint32_t type);
 

@@ -376,8 +376,13 @@ static void quantize_row_q6_k(const float *src, void *dst, int64_t n)
     }
 }
 
-/* The activations of K-quant products: d = amax / 127, q = round(x / d) as for Q8_0 (the
- * SIMD quantizers repeat exactly these operations), and the sums of each 16 codes. */
+/* The activations of K-quant products, as llama.cpp makes them: iscale = 127 / amax, each
+ * code round(x * iscale) (ties to even, quant_round) and d = 1 / iscale. Those are the
+ * floats llama.cpp computes; amax / 127 and 1 / d can differ from them in the last bit,
+ * and that bit decides how a value that falls on a half rounds. (llama.cpp gives a
+ * positive largest value the code -127, iscale = -127 / max: every code and d change
+ * sign, and every product and dot is the same float.) Then the sums of each 16 codes. The
+ * SIMD quantizers repeat exactly these operations. */
 static void quantize_row_q8_k(const float *src, void *dst, int64_t n)
 {
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -386,12 +391,12 @@ static void quantize_row_q8_k(const float *src, void *dst, int64_t n)
         for (int e = 0; e < QK_K; e++)
             amax = fabsf(x[e]) > amax ? fabsf(x[e]) : amax;
         BlockQ8_K b;
-        b.d = amax / 127.0f;
-        float id = b.d != 0.0f ? 1.0f / b.d : 0.0f;
+        float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
+        b.d = amax != 0.0f ? 1.0f / iscale : 0.0f;
         for (int s = 0; s < 16; s++) {
             int sum = 0;
             for (int l = 0; l < 16; l++) {
-                b.qs[16 * s + l] = (int8_t)quant_round(x[16 * s + l] * id);
+                b.qs[16 * s + l] = (int8_t)quant_round(x[16 * s + l] * iscale);
                 sum += b.qs[16 * s + l];
             }
             b.bsums[s] = (int16_t)sum;

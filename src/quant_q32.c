@@ -1,7 +1,8 @@
 /* F32, F16, BF16 and the 32-element block types: for each, its reference dequantizer, its
- * quantizer and its portable dot product (the kernels of QUANT_ISA_SCALAR). The blocks are
- * drawn in quant_blocks.h. Every function walks the row one block at a time, copying the
- * block out of the byte row with memcpy (see quant_blocks.h for why). */
+ * quantizer and its portable dot product (the kernels of QUANT_ISA_SCALAR), and the
+ * activation formats Q8_0 and Q8_1. The blocks are drawn in quant_blocks.h. Every function
+ * walks the row one block at a time, copying the block out of the byte row with memcpy
+ * (see quant_blocks.h for why). */
 #include <math.h>
 #include <string.h>
 
@@ -11,7 +12,9 @@
 #include "quant_impl.h"
 
 /* ---- F32, F16, BF16 ---------------------------------------------------------------------
- * Rows of plain numbers; they multiply F32 activations. */
+ * Rows of plain numbers. Each multiplies activations of its own type, as llama.cpp's do:
+ * F16 and BF16 weights meet activations rounded to F16 and BF16 once per product. Every
+ * product of two such numbers is exact in float, so only the sum rounds. */
 
 static void dequantize_row_f32(const void *src, float *dst, int64_t n)
 {
@@ -48,11 +51,10 @@ static void quantize_row_f16(const float *src, void *dst, int64_t n)
 
 static float dot_f16(int64_t n, const void *w_row, const void *act_row)
 {
-    const uint16_t *w = w_row;
-    const float *x = act_row;
+    const uint16_t *w = w_row, *x = act_row;
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++)
-        sum += f16_to_f32(w[i]) * x[i];
+        sum += f16_to_f32(w[i]) * f16_to_f32(x[i]);
     return sum;
 }
 
@@ -72,11 +74,10 @@ static void quantize_row_bf16(const float *src, void *dst, int64_t n)
 
 static float dot_bf16(int64_t n, const void *w_row, const void *act_row)
 {
-    const uint16_t *w = w_row;
-    const float *x = act_row;
+    const uint16_t *w = w_row, *x = act_row;
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++)
-        sum += bf16_to_f32(w[i]) * x[i];
+        sum += bf16_to_f32(w[i]) * bf16_to_f32(x[i]);
     return sum;
 }
 
@@ -235,23 +236,28 @@ static void quantize_row_q4_1(const float *src, void *dst, int64_t n)
     }
 }
 
-/* sum_j (d q_j + m) dx x_j = d dx sum_j q_j x_j + m dx sum_j x_j */
+/* One block of a type-1 format (codes q, scale d, minimum m) against a Q8_1 block:
+ *   sum_j (d q_j + m) dx qs_j = d dx sum_j q_j qs_j + m s
+ * where s, the block's dx sum_j qs_j, is taken as Q8_1 stores it (rounded to f16). */
+static float dot_type1_block(const int q[QK], uint16_t d, uint16_t m, const BlockQ8_1 *x)
+{
+    int isum = 0;
+    for (int j = 0; j < QK; j++)
+        isum += q[j] * x->qs[j];
+    return f16_to_f32(d) * f16_to_f32(x->d) * (float)isum + f16_to_f32(m) * f16_to_f32(x->s);
+}
+
 static float dot_q4_1(int64_t n, const void *w_row, const void *act_row)
 {
     float sum = 0.0f;
     for (int64_t i = 0; i < n / QK; i++) {
         BlockQ4_1 w;
-        BlockQ8_0 x;
+        BlockQ8_1 x;
         memcpy(&w, (const uint8_t *)w_row + i * sizeof w, sizeof w);
         memcpy(&x, (const uint8_t *)act_row + i * sizeof x, sizeof x);
-        int q[QK], isum = 0, xsum = 0;
+        int q[QK];
         unpack_nibbles(w.qs, q);
-        for (int j = 0; j < QK; j++) {
-            isum += q[j] * x.qs[j];
-            xsum += x.qs[j];
-        }
-        float dx = f16_to_f32(x.d);
-        sum += f16_to_f32(w.d) * dx * (float)isum + f16_to_f32(w.m) * dx * (float)xsum;
+        sum += dot_type1_block(q, w.d, w.m, &x);
     }
     return sum;
 }
@@ -335,54 +341,64 @@ static float dot_q5_1(int64_t n, const void *w_row, const void *act_row)
     float sum = 0.0f;
     for (int64_t i = 0; i < n / QK; i++) {
         BlockQ5_1 w;
-        BlockQ8_0 x;
+        BlockQ8_1 x;
         memcpy(&w, (const uint8_t *)w_row + i * sizeof w, sizeof w);
         memcpy(&x, (const uint8_t *)act_row + i * sizeof x, sizeof x);
-        int q[QK], isum = 0, xsum = 0;
+        int q[QK];
         unpack_nibbles(w.qs, q);
         unpack_high_bits(w.qh, q);
-        for (int j = 0; j < QK; j++) {
-            isum += q[j] * x.qs[j];
-            xsum += x.qs[j];
-        }
-        float dx = f16_to_f32(x.d);
-        sum += f16_to_f32(w.d) * dx * (float)isum + f16_to_f32(w.m) * dx * (float)xsum;
+        sum += dot_type1_block(q, w.d, w.m, &x);
     }
     return sum;
 }
 
 /* ---- Q8_0 ---------------------------------------------------------------------------- */
 
+/* d * qs[j]: the values of one block of 8-bit codes (Q8_0 and Q8_1 alike). */
+static void dequantize_codes(uint16_t d16, const int8_t qs[QK], float dst[QK])
+{
+    float d = f16_to_f32(d16);
+    for (int j = 0; j < QK; j++)
+        dst[j] = d * (float)qs[j];
+}
+
 static void dequantize_row_q8_0(const void *src, float *dst, int64_t n)
 {
     for (int64_t i = 0; i < n / QK; i++) {
         BlockQ8_0 b;
         memcpy(&b, (const uint8_t *)src + i * sizeof b, sizeof b);
-        float d = f16_to_f32(b.d);
-        for (int j = 0; j < QK; j++)
-            dst[i * QK + j] = d * (float)b.qs[j];
+        dequantize_codes(b.d, b.qs, dst + i * QK);
     }
 }
 
-/* d = amax / 127 and q = round(x / d): the symmetric range -127..127 (never -128, so that
- * negating a code cannot overflow). Also the activation quantizer of every 32-block type;
- * quant_avx2.c and quant_avx512.c vectorise exactly these operations (a multiply by the
- * reciprocal, then quant_round), so every ISA produces the same bytes. Unlike the weight
- * quantizers, q is computed against the unrounded d: an activation row is quantized on
- * every product, and the division by the f16-rounded d would cost a conversion more. */
+/* The codes of one block of 32 activations as llama.cpp's x86 kernels make them (Q8_0 and
+ * Q8_1 alike): each value times 127 / amax, rounded to the nearest integer, ties to even
+ * (quant_round), so codes stay in -127..127. The scale must be the float 127 / amax, not
+ * 1 / d with d = amax / 127: the two differ in the last bit for some amax, and that bit
+ * decides the values that land on a half. Those are common: in a block of multiples of one
+ * step (a row of a 4-bit embedding after RMSNorm), the value half the largest is 63.5 codes
+ * in real numbers, and the scale's last bit makes it 63 or 64. Returns d, unrounded; the
+ * block stores it rounded to f16. quant_avx2.c and quant_avx512.c repeat exactly these
+ * operations, so every ISA produces the same bytes. */
+static float quantize_activation_block(const float *x, int8_t qs[QK])
+{
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++)
+        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < QK; j++)
+        qs[j] = (int8_t)quant_round(x[j] * id);
+    return amax / 127.0f;
+}
+
+/* Q8_0 weights get the activations' codes. (llama.cpp writes Q8_0 weights with its portable
+ * code, 1 / d and halves away from zero, so a weight next to a half may get the neighbouring
+ * code there: both are within the format's error bound.) */
 static void quantize_row_q8_0(const float *src, void *dst, int64_t n)
 {
     for (int64_t i = 0; i < n / QK; i++) {
-        const float *x = src + i * QK;
-        float amax = 0.0f;
-        for (int j = 0; j < QK; j++)
-            amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
         BlockQ8_0 b;
-        b.d = f32_to_f16(d);
-        for (int j = 0; j < QK; j++)
-            b.qs[j] = (int8_t)quant_round(x[j] * id);
+        b.d = f32_to_f16(quantize_activation_block(src + i * QK, b.qs));
         memcpy((uint8_t *)dst + i * sizeof b, &b, sizeof b);
     }
 }
@@ -402,21 +418,50 @@ static float dot_q8_0(int64_t n, const void *w_row, const void *act_row)
     return sum;
 }
 
+/* ---- Q8_1: activations of Q4_1 and Q5_1 -------------------------------------------------- */
+
+static void dequantize_row_q8_1(const void *src, float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n / QK; i++) {
+        BlockQ8_1 b;
+        memcpy(&b, (const uint8_t *)src + i * sizeof b, sizeof b);
+        dequantize_codes(b.d, b.qs, dst + i * QK);
+    }
+}
+
+/* Q8_0's codes, and s = d * (sum of the codes) with the unrounded d, rounded to f16. */
+static void quantize_row_q8_1(const float *src, void *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n / QK; i++) {
+        BlockQ8_1 b;
+        float d = quantize_activation_block(src + i * QK, b.qs);
+        int sum = 0;
+        for (int j = 0; j < QK; j++)
+            sum += b.qs[j];
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(d * (float)sum);
+        memcpy((uint8_t *)dst + i * sizeof b, &b, sizeof b);
+    }
+}
+
 /* ---- The formats --------------------------------------------------------------------- */
 
 const QuantFormat quant_format_f32 = {GGML_TYPE_F32, 1, 4, GGML_TYPE_F32,
                                       dequantize_row_f32, quantize_row_f32, dot_f32};
-const QuantFormat quant_format_f16 = {GGML_TYPE_F16, 1, 2, GGML_TYPE_F32,
+const QuantFormat quant_format_f16 = {GGML_TYPE_F16, 1, 2, GGML_TYPE_F16,
                                       dequantize_row_f16, quantize_row_f16, dot_f16};
-const QuantFormat quant_format_bf16 = {GGML_TYPE_BF16, 1, 2, GGML_TYPE_F32,
+const QuantFormat quant_format_bf16 = {GGML_TYPE_BF16, 1, 2, GGML_TYPE_BF16,
                                        dequantize_row_bf16, quantize_row_bf16, dot_bf16};
 const QuantFormat quant_format_q4_0 = {GGML_TYPE_Q4_0, QK, sizeof(BlockQ4_0), GGML_TYPE_Q8_0,
                                        dequantize_row_q4_0, quantize_row_q4_0, dot_q4_0};
-const QuantFormat quant_format_q4_1 = {GGML_TYPE_Q4_1, QK, sizeof(BlockQ4_1), GGML_TYPE_Q8_0,
+const QuantFormat quant_format_q4_1 = {GGML_TYPE_Q4_1, QK, sizeof(BlockQ4_1), GGML_TYPE_Q8_1,
                                        dequantize_row_q4_1, quantize_row_q4_1, dot_q4_1};
 const QuantFormat quant_format_q5_0 = {GGML_TYPE_Q5_0, QK, sizeof(BlockQ5_0), GGML_TYPE_Q8_0,
                                        dequantize_row_q5_0, quantize_row_q5_0, dot_q5_0};
-const QuantFormat quant_format_q5_1 = {GGML_TYPE_Q5_1, QK, sizeof(BlockQ5_1), GGML_TYPE_Q8_0,
+const QuantFormat quant_format_q5_1 = {GGML_TYPE_Q5_1, QK, sizeof(BlockQ5_1), GGML_TYPE_Q8_1,
                                        dequantize_row_q5_1, quantize_row_q5_1, dot_q5_1};
 const QuantFormat quant_format_q8_0 = {GGML_TYPE_Q8_0, QK, sizeof(BlockQ8_0), GGML_TYPE_Q8_0,
                                        dequantize_row_q8_0, quantize_row_q8_0, dot_q8_0};
+/* Q8_1 is an activation format only: it has no dot product of its own. */
+const QuantFormat quant_format_q8_1 = {GGML_TYPE_Q8_1, QK, sizeof(BlockQ8_1), GGML_TYPE_Q8_1,
+                                       dequantize_row_q8_1, quantize_row_q8_1, NULL};

@@ -1,6 +1,7 @@
-/* What the AVX2 and AVX-512 kernel files share: the target attributes, small helpers, and
- * the decoders that unpack one K-quant super-block into plain arrays (written with AVX2;
- * AVX-512 CPUs run them too, and they are inlined into the AVX-512 kernels).
+/* What the AVX2 and AVX-512 kernel files share: the target attributes, small helpers, the
+ * sizes of the 32-element blocks and of their activations, and the decoders that unpack one
+ * K-quant super-block into plain arrays (written with AVX2; AVX-512 CPUs run them too, and
+ * they are inlined into the AVX-512 kernels).
  *
  * Every function here is static inline with a target attribute: it is compiled for that
  * instruction set whatever -march says, and it only runs after quant.c has checked, at run
@@ -11,6 +12,7 @@
 
 #include <immintrin.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -34,6 +36,14 @@ INLINE TARGET_AVX2 float simd_f16_load(const uint8_t *p)
     return _cvtsh_ss(h);
 }
 
+/* A float rounded to f16 (to nearest, ties to even, as f16.h does), stored at unaligned
+ * bytes. */
+INLINE TARGET_AVX2 void simd_f16_store(uint8_t *p, float v)
+{
+    uint16_t h = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+    memcpy(p, &h, 2);
+}
+
 INLINE TARGET_AVX2 float simd_f32_load(const uint8_t *p)
 {
     float f;
@@ -50,6 +60,73 @@ INLINE TARGET_AVX2 void simd_store256(void *p, __m256i v)
 {
     _mm256_storeu_si256((__m256i *)p, v);
 }
+
+/* ---- 32-element blocks ----------------------------------------------------------------------
+ * Type-1 formats (Q4_1, Q5_1: w = d q + m) multiply Q8_1 activations, whose stored block
+ * sum the minimum needs; the others multiply Q8_0. Both activation formats start with d. */
+
+INLINE size_t b32_block_bytes(uint32_t type)
+{
+    switch (type) {
+    case GGML_TYPE_Q4_0: return sizeof(BlockQ4_0);
+    case GGML_TYPE_Q4_1: return sizeof(BlockQ4_1);
+    case GGML_TYPE_Q5_0: return sizeof(BlockQ5_0);
+    case GGML_TYPE_Q5_1: return sizeof(BlockQ5_1);
+    default: return sizeof(BlockQ8_0);
+    }
+}
+
+INLINE bool b32_is_type1(uint32_t type)
+{
+    return type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+}
+
+/* Bytes of one activation block, and where its codes start. */
+INLINE size_t b32_act_bytes(uint32_t type)
+{
+    return b32_is_type1(type) ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+}
+
+INLINE size_t b32_act_qs_offset(uint32_t type)
+{
+    return b32_is_type1(type) ? offsetof(BlockQ8_1, qs) : offsetof(BlockQ8_0, qs);
+}
+
+/* Q8_1's two scales, once its codes are in place: d (the unrounded scale, which the codes
+ * were made with) and s = d * (sum of the codes), each rounded to f16. */
+INLINE TARGET_AVX2 void simd_q8_1_scales(uint8_t *block, float d)
+{
+    __m256i codes = simd_load256(block + offsetof(BlockQ8_1, qs));
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), codes);
+    __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    int32_t lanes[8];
+    simd_store256(lanes, quads);
+    int sum = 0;
+    for (int l = 0; l < 8; l++)
+        sum += lanes[l];
+    simd_f16_store(block + offsetof(BlockQ8_1, d), d);
+    simd_f16_store(block + offsetof(BlockQ8_1, s), d * (float)sum);
+}
+
+/* The activation quantizers of Q8_0 and Q8_1 rows, for an ISA file that defines
+ * quantize_activation_block(x, qs): 32 codes to qs, the unrounded d returned. */
+#define DEFINE_Q8_0_Q8_1_QUANTIZERS(TARGET, q8_0_name, q8_1_name)                             \
+    static TARGET void q8_0_name(const float *src, void *dst, int64_t n)                      \
+    {                                                                                         \
+        uint8_t *out = dst;                                                                   \
+        for (int64_t i = 0; i < n / QK; i++, out += sizeof(BlockQ8_0)) {                      \
+            float d = quantize_activation_block(src + i * QK, out + offsetof(BlockQ8_0, qs)); \
+            simd_f16_store(out + offsetof(BlockQ8_0, d), d);                                  \
+        }                                                                                     \
+    }                                                                                         \
+    static TARGET void q8_1_name(const float *src, void *dst, int64_t n)                      \
+    {                                                                                         \
+        uint8_t *out = dst;                                                                   \
+        for (int64_t i = 0; i < n / QK; i++, out += sizeof(BlockQ8_1)) {                      \
+            float d = quantize_activation_block(src + i * QK, out + offsetof(BlockQ8_1, qs)); \
+            simd_q8_1_scales(out, d);                                                         \
+        }                                                                                     \
+    }
 
 /* ---- K-quant super-blocks, decoded --------------------------------------------------------
  * Every K-quant, whatever its packing, becomes the same thing:

@@ -386,10 +386,18 @@ static void reference_free(LlamaReference *r)
     free(r->greedy);
 }
 
+/* How a file's logits compare: positions compared, and how many of them have every logit
+ * within ROW_AGREEMENT of llama.cpp's. */
+typedef struct {
+    int rows, rows_agreeing;
+} LogitRows;
+
+#define ROW_AGREEMENT 1e-3f
+
 /* Our prompt tokens, logits at every position llama.cpp recorded (max |difference| <=
  * tolerance) and the greedy continuation, token for token. */
-static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, float tolerance,
-                                   int min_greedy)
+static LogitRows check_against_llama_cpp(const char *model_rel, const char *ref_rel,
+                                         float tolerance, int min_greedy)
 {
     SHARED_FILE_OR_SKIP(ref_path, ref_rel);
     LlamaReference ref;
@@ -418,28 +426,34 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
                  err.msg);
     model_forward(&m, &a, ref.prompt_tokens, 1, ref.n_prompt, 0);
     float worst = 0.0f;
-    int positions = 0;
+    LogitRows rows = {0, 0};
     const cJSON *entry;
     cJSON_ArrayForEach(entry, cJSON_GetObjectItem(ref.root, "logits"))
     {
-        positions++;
         int pos = cJSON_GetObjectItem(entry, "pos")->valueint;
         const cJSON *values = cJSON_GetObjectItem(entry, "values");
         cr_assert_eq(cJSON_GetArraySize(values), V);
+        float row_worst = 0.0f;
         for (int v = 0; v < V; v++)
-            worst = fmaxf(worst, fabsf(a.logits[(size_t)pos * V + v] -
-                                       (float)cJSON_GetArrayItem(values, v)->valuedouble));
+            row_worst = fmaxf(row_worst, fabsf(a.logits[(size_t)pos * V + v] -
+                                               (float)cJSON_GetArrayItem(values, v)->valuedouble));
+        worst = fmaxf(worst, row_worst);
+        rows.rows++;
+        rows.rows_agreeing += row_worst <= ROW_AGREEMENT;
     }
-    cr_assert_gt(positions, 0, "%s has no logits to compare", ref_rel);
+    cr_assert_gt(rows.rows, 0, "%s has no logits to compare", ref_rel);
     cr_assert_gt(ref.n_greedy, 0, "%s has no greedy tokens to compare", ref_rel);
     cr_expect_leq(worst, tolerance, "%s: logits differ from llama.cpp's by up to %g", model_rel,
                   worst);
-    cr_log_info("%s: max |logit - llama.cpp| = %g", model_rel, worst);
+    cr_log_info("%s: max |logit - llama.cpp| = %g, %d of %d positions within %g", model_rel,
+                worst, rows.rows_agreeing, rows.rows, ROW_AGREEMENT);
 
-    /* Greedy decoding, token by token. Where every logit is within `tolerance` of llama.cpp's,
-     * the two argmaxes can only differ when our two best logits are within 2 * tolerance:
-     * from the first such position on, the paths may legitimately part. A test that asks
-     * for every greedy token (min_greedy == their number) compares them all regardless. */
+    /* Greedy decoding, token by token. Where every logit is within `near` of llama.cpp's
+     * (what the prompt's logits showed, and at least ROW_AGREEMENT), the two argmaxes can
+     * only differ when our two best logits are within 2 * near: from the first such
+     * position on, the paths may legitimately part. A test that asks for every greedy token
+     * (min_greedy == their number) compares them all regardless. */
+    float near = fmaxf(worst, ROW_AGREEMENT);
     const float *logits = a.logits + (size_t)(ref.n_prompt - 1) * V;
     int compared = 0;
     for (int i = 0; i < ref.n_greedy; i++) {
@@ -452,7 +466,7 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
                 second = v;
             }
         }
-        if (min_greedy < ref.n_greedy && logits[best] - logits[second] < 2 * tolerance)
+        if (min_greedy < ref.n_greedy && logits[best] - logits[second] < 2 * near)
             break;
         cr_assert_eq(best, ref.greedy[i], "%s: greedy token %d is %d, llama.cpp %d", model_rel, i,
                      best, ref.greedy[i]);
@@ -469,6 +483,7 @@ static void check_against_llama_cpp(const char *model_rel, const char *ref_rel, 
     tokenizer_free(&tok);
     model_free(&m);
     reference_free(&ref);
+    return rows;
 }
 
 Test(llama_cpp, stories260k_logits_and_200_greedy_tokens)
@@ -488,55 +503,63 @@ Test(llama_cpp, random_llama_f32)
     check_against_llama_cpp("models/qtest-f32.gguf", "models/qtest-f32.ref.json", 1e-4f, 16);
 }
 
-/* 16-bit weights are widened to F32 exactly, but llama.cpp rounds the activations to the
- * weights' type before each product, so its logits carry that rounding: 11 significant
- * bits for F16, 8 for BF16 (8 times coarser). */
-Test(llama_cpp, random_llama_f16)
+/* Every weight type multiplies activations in llama.cpp's format for it (quant.h): F16
+ * and BF16 weights meet activations rounded to F16 and BF16, the 32-element blocks meet Q8_0
+ * (Q4_0, Q5_0, Q8_0) or Q8_1 (Q4_1, Q5_1, whose minimum multiplies the block's stored sum),
+ * the K-quants Q8_K, each with llama.cpp's scale and rounding. Rounded the same way, the
+ * codes are the same integers on both sides and the logits agree to float rounding (5e-6).
+ *
+ * Not at every position, though. The two sides add their float sums in different orders,
+ * so a value can differ in its last bit, and where it lies within that bit of a rounding
+ * edge (between two codes, or two f16 values of a scale, a block sum or an activation) the
+ * two sides round it apart: one 8-bit code moves the logits of its position, and of the
+ * positions after it, by 0.01 to 0.08; 16-bit activations by about 1e-3. Edges are rare
+ * and fall where the last bits decide: llama.cpp's own AVX2 build, which rounds every
+ * activation as its AVX-512 build (which wrote these references) does, meets them at 6 of
+ * the 60 positions of these files (0.049 on Q5_K_M, 0.0025 on F16) and agrees within 1e-6
+ * at the other 54. So every logit must be within one edge (EDGE_8BIT, EDGE_16BIT) of
+ * llama.cpp's, and 3/4 of the positions of all the files within 1e-3 (quill: 51 to 53 of
+ * 60, on each ISA of an AVX-512 machine). A difference in the rounding itself shows at
+ * every position of its files: before quill rounded as llama.cpp does, F16, BF16, Q4_0,
+ * Q4_1, Q5_0 and Q5_1 agreed at none (0.004 to 0.12), 30 positions of 60. */
+#define EDGE_8BIT 0.1f
+#define EDGE_16BIT 1e-2f
+
+static const struct {
+    const char *file;
+    float edge;
+} LLAMA_CPP_CASES[] = {
+    {"qtest-F16", EDGE_16BIT},   {"qtest-BF16", EDGE_16BIT},  {"qtest-Q8_0", EDGE_8BIT},
+    {"qtest-Q4_0", EDGE_8BIT},   {"qtest-Q4_1", EDGE_8BIT},   {"qtest-Q5_0", EDGE_8BIT},
+    {"qtest-Q5_1", EDGE_8BIT},   {"qtest-Q2_K", EDGE_8BIT},   {"qtest-Q3_K_M", EDGE_8BIT},
+    {"qtest-Q4_K_M", EDGE_8BIT}, {"qtest-Q5_K_M", EDGE_8BIT}, {"qtest-Q6_K", EDGE_8BIT},
+};
+
+Test(llama_cpp, every_weight_type_rounds_as_llama_cpp)
 {
-    check_against_llama_cpp("models/qtest-F16.gguf", "models/qtest-F16.ref.json", 1e-2f, 16);
+    LogitRows all = {0, 0};
+    int files = 0;
+    for (size_t i = 0; i < sizeof LLAMA_CPP_CASES / sizeof *LLAMA_CPP_CASES; i++) {
+        char model[64], ref[64];
+        snprintf(model, sizeof model, "models/%s.gguf", LLAMA_CPP_CASES[i].file);
+        snprintf(ref, sizeof ref, "models/%s.ref.json", LLAMA_CPP_CASES[i].file);
+        LogitRows r = check_against_llama_cpp(model, ref, LLAMA_CPP_CASES[i].edge, 1);
+        all.rows += r.rows;
+        all.rows_agreeing += r.rows_agreeing;
+        files++;
+    }
+    cr_assert_eq(files, 12);
+    cr_assert_eq(all.rows, 60, "5 positions in each file");
+    cr_expect_geq(4 * all.rows_agreeing, 3 * all.rows,
+                  "only %d of %d positions have every logit within %g of llama.cpp's",
+                  all.rows_agreeing, all.rows, ROW_AGREEMENT);
 }
 
-Test(llama_cpp, random_llama_bf16)
-{
-    check_against_llama_cpp("models/qtest-BF16.gguf", "models/qtest-BF16.ref.json", 6e-2f, 16);
-}
-
+/* Its F16 weights, F32 norms and the 32,000-token vocabulary; logits at the last position. */
 Test(llama_cpp, llama2_vocab_f16_last_position)
 {
     check_against_llama_cpp("models/llama-2-tiny-random.gguf",
-                            "models/llama-2-tiny-random.ref.json", 2e-2f, 16);
-}
-
-/* Quantized weights: llama.cpp and quill both decode the weights inside integer dot
- * products against activations quantized to 8 bits (Q8_0 per 32 values, Q8_K per 256).
- * Where both round the activations the same way (Q8_0 and the K-quants but Q5_K), the
- * integer sums are exact and the logits agree to float rounding: measured 5.5e-6, tested at
- * 1e-3. For Q4_0, Q4_1, Q5_0, Q5_1 and Q5_K, llama.cpp's kernels quantize or scale the
- * activations differently: measured against the exact product of the same stored weights
- * (dequantized, F32 activations), each side's logits are off by up to 0.125 (0.17 for
- * Q5_K_M), so they may differ by twice that; measured 0.11 (0.05). The greedy paths then
- * part at the first near tie, which for these random models comes within a token or two. */
-static const struct {
-    const char *type;
-    float tolerance;
-    int min_greedy;
-} QUANT_CASES[] = {
-    {"Q8_0", 1e-3f, 16},  {"Q2_K", 1e-3f, 16}, {"Q3_K_M", 1e-3f, 16}, {"Q4_K_M", 1e-3f, 16},
-    {"Q6_K", 1e-3f, 16},  {"Q4_0", 0.25f, 0},  {"Q4_1", 0.25f, 0},    {"Q5_0", 0.25f, 0},
-    {"Q5_1", 0.25f, 0},   {"Q5_K_M", 0.35f, 0},
-};
-
-Test(llama_cpp, every_quantized_type)
-{
-    int compared = 0;
-    for (size_t i = 0; i < sizeof QUANT_CASES / sizeof *QUANT_CASES; i++) {
-        char model[64], ref[64];
-        snprintf(model, sizeof model, "models/qtest-%s.gguf", QUANT_CASES[i].type);
-        snprintf(ref, sizeof ref, "models/qtest-%s.ref.json", QUANT_CASES[i].type);
-        check_against_llama_cpp(model, ref, QUANT_CASES[i].tolerance, QUANT_CASES[i].min_greedy);
-        compared++;
-    }
-    cr_assert_eq(compared, 10);
+                            "models/llama-2-tiny-random.ref.json", EDGE_16BIT, 16);
 }
 
 Test(llama_cpp, tied_output_one_kv_head_rope_base_500000)
