@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <cpuid.h>
+#include <omp.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -150,6 +151,11 @@ const char *quant_isa_name(QuantIsa isa)
 }
 
 /* The panel kernel for a weight type on an ISA, or NULL for the scalar loop. */
+static QuantRowsFn *rows_kernel(QuantIsa isa, uint32_t type)
+{
+    return isa == QUANT_ISA_AVX512 ? quant_avx512_rows(type) : NULL;
+}
+
 static QuantPanelFn *panel_kernel(QuantIsa isa, uint32_t type)
 {
     switch (isa) {
@@ -276,6 +282,21 @@ static void panel_scalar(QuantDotFn *dot, int64_t K, const void *const rows[QUAN
         }
 }
 
+/* A decoding step (one activation row) through a rows kernel: each thread its contiguous
+ * share of W's rows, in one call (the shares libgomp's static schedule would give). */
+static void matmul_rows(QuantRowsFn *rows_fn, float *out, const uint8_t *act, int K,
+                        const void *W, size_t w_stride, int M, float beta, bool parallel)
+{
+#pragma omp parallel if (parallel)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int r0 = (int)((int64_t)M * t / n), r1 = (int)((int64_t)M * (t + 1) / n);
+        if (r1 > r0)
+            rows_fn(K, (const uint8_t *)W + (size_t)r0 * w_stride, w_stride, r1 - r0, act,
+                    out + r0, beta);
+    }
+}
+
 void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void *W,
                   uint32_t type, int M, float beta, void *scratch)
 {
@@ -317,6 +338,11 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
      *    of W from memory once per pass, and each panel meets every activation row of the
      *    pass while its decoded weights sit in L1. */
     size_t w_stride = quant_row_bytes(type, K);
+    QuantRowsFn *rows_fn = N == 1 ? rows_kernel(isa, type) : NULL;
+    if (rows_fn) {
+        matmul_rows(rows_fn, out, act, K, W, w_stride, M, beta, work >= MATMUL_PARALLEL_MIN_WORK);
+        return;
+    }
     int pass_cols = (int)(MATMUL_PASS_BYTES / act_stride);
     pass_cols = pass_cols < QUANT_TILE_COLS ? QUANT_TILE_COLS : pass_cols;
     int n_panels = (M + QUANT_PANEL_ROWS - 1) / QUANT_PANEL_ROWS;

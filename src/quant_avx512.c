@@ -1,6 +1,7 @@
 /* AVX-512 kernels (AVX512F/BW/VL/DQ + VNNI): panels of 4 weight rows x any number of
  * activation rows (quant_impl.h), computed as tiles of 4 x 4 dots, for every weight type;
- * and the activation quantizers.
+ * rows kernels for decoding steps of the 4-, 5- and 6-bit formats (one activation row,
+ * weights decoded in registers); and the activation quantizers.
  *
  * Three families, one tile loop each:
  *   - F32/F16/BF16 x activations of the same type: 16 weights and 16 activations per
@@ -60,6 +61,17 @@ INLINE TARGET_AVX512 void acc_zero(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS]
 INLINE TARGET_AVX512 void prefetch_ahead(const uint8_t *p)
 {
     _mm_prefetch((const char *)(p + PREFETCH_AHEAD), _MM_HINT_T0);
+}
+
+/* Every cache line of `bytes` at p (p already ahead of where the kernel reads). One
+ * prefetch per 68-byte pair of Q8_0 blocks would leave a line in 16 to the hardware, which
+ * stalls a loop tight enough to wait on memory; so every line is asked for, and a kernel
+ * that reads less than a line per step asks for some twice. */
+INLINE TARGET_AVX512 void prefetch_span(const uint8_t *p, size_t bytes)
+{
+    for (size_t line = 0; line < bytes; line += 64)
+        _mm_prefetch((const char *)(p + line), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + bytes - 1), _MM_HINT_T0);
 }
 
 /* ---- F32, F16, BF16 ------------------------------------------------------------------------ */
@@ -245,7 +257,6 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
 {
     uint8_t pad[B32_PAD_BYTES];
     const uint8_t *b0, *b1;
-    prefetch_ahead(row + 2 * p * b32_block_bytes(type));
     b32_blocks(row, 2 * p, nb, b32_block_bytes(type), pad, &b0, &b1);
     B32Pair w;
     w.m = _mm512_setzero_ps();
@@ -276,44 +287,58 @@ INLINE TARGET_AVX512 B32Pair b32_decode(uint32_t type, const uint8_t *row, int64
     return w;
 }
 
+/* Pair p of an activation row (Q8_0 or Q8_1, nb blocks), ready for every weight row that
+ * meets it: the codes, their scales, and the term that does not depend on the weights'
+ * codes: for type-0 formats the start of each dot, -offset * sum(x) (offset times the 4
+ * activations of each lane), for type-1 formats the two blocks' stored sums, in lanes 0 and
+ * 8 (what the weights' minimums multiply). */
+typedef struct {
+    __m512i x, base;
+    __m512 dx, s;
+} B32Act;
+
+INLINE TARGET_AVX512 B32Act b32_act(uint32_t type, const uint8_t *act, int64_t p, int64_t nb)
+{
+    const __m512i zero = _mm512_setzero_si512();
+    const size_t xb = b32_act_bytes(type);
+    uint8_t pad[B32_PAD_BYTES];
+    const uint8_t *x0, *x1;
+    b32_blocks(act, 2 * p, nb, xb, pad, &x0, &x1);
+    B32Act a;
+    a.x = bytes_pair(x0 + b32_act_qs_offset(type), x1 + b32_act_qs_offset(type));
+    a.dx = pair_scales(x0, (int)xb); /* d is the first field of both formats */
+    if (b32_is_type1(type)) {
+        a.s = _mm512_maskz_mov_ps(0x0101, pair_scales(x0 + offsetof(BlockQ8_1, s), (int)xb));
+        a.base = zero;
+    } else {
+        __m512i offset = _mm512_set1_epi8((char)(1 << b32_offset_shift(type)));
+        a.base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, a.x));
+        a.s = _mm512_setzero_ps();
+    }
+    return a;
+}
+
+/* One weight row's pair against one activation row's: the codes' products added to the
+ * base, to float, times both scales, into acc (and the minimum times the sum). */
+INLINE TARGET_AVX512 __m512 b32_dot(uint32_t type, B32Pair w, const B32Act *a, __m512 acc)
+{
+    __m512i t = _mm512_dpbusd_epi32(a->base, w.q, a->x);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w.d, a->dx), acc);
+    return b32_is_type1(type) ? _mm512_fmadd_ps(w.m, a->s, acc) : acc;
+}
+
 /* Pair p of R decoded weight rows against C activation rows (Q8_0 or Q8_1, nb blocks
  * each). */
 INLINE TARGET_AVX512 void b32_step(uint32_t type, const B32Pair w[QUANT_PANEL_ROWS],
                                    const uint8_t *act, size_t stride, int64_t p, int64_t nb,
                                    __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
 {
-    const __m512i zero = _mm512_setzero_si512();
-    const size_t xb = b32_act_bytes(type), qs = b32_act_qs_offset(type);
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
-        uint8_t pad[B32_PAD_BYTES];
-        const uint8_t *x0, *x1;
-        b32_blocks(act + c * stride, 2 * p, nb, xb, pad, &x0, &x1);
-        __m512i x = bytes_pair(x0 + qs, x1 + qs);
-        __m512 dx = pair_scales(x0, (int)xb); /* d is the first field of both formats */
-        if (b32_is_type1(type)) {
-            /* the two blocks' stored sums, in lanes 0 and 8 */
-            __m512 s =
-                _mm512_maskz_mov_ps(0x0101, pair_scales(x0 + offsetof(BlockQ8_1, s), (int)xb));
+        B32Act a = b32_act(type, act + c * stride, p, nb);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                __m512i t = _mm512_dpbusd_epi32(zero, w[r].q, x);
-                acc[c][r] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
-                acc[c][r] = _mm512_fmadd_ps(w[r].m, s, acc[c][r]);
-            }
-        } else {
-            /* start each dot at -offset * sum(x) (offset times 4 activations per lane), then
-             * add the codes' products */
-            __m512i offset = _mm512_set1_epi8((char)(1 << b32_offset_shift(type)));
-            __m512i base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, x));
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                __m512i t = _mm512_dpbusd_epi32(base, w[r].q, x);
-                acc[c][r] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(w[r].d, dx), acc[c][r]);
-            }
-        }
+        for (int r = 0; r < R; r++)
+            acc[c][r] = b32_dot(type, w[r], &a, acc[c][r]);
     }
 }
 
@@ -330,11 +355,50 @@ INLINE TARGET_AVX512 void tile_b32(uint32_t type, int64_t nb,
     for (int64_t p = 0; p < (nb + 1) / 2; p++) {
         B32Pair w[QUANT_PANEL_ROWS];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
+            if (!dec)
+                prefetch_ahead(rows[r] + 2 * p * b32_block_bytes(type));
             w[r] = dec ? dec[r][p] : b32_decode(type, rows[r], p, nb);
+        }
         b32_step(type, w, act, stride, p, nb, acc, R, C);
     }
     tile_store(acc, out, ldo, beta, n_rows, R, C);
+}
+
+/* Where a thread reads next, as a distance to prefetch at: with K in one segment the rows
+ * follow each other in memory and the stream runs on (PREFETCH_AHEAD); with several
+ * segments each row is read a segment at a time, and what comes next is the same place in
+ * the next row. */
+INLINE ptrdiff_t rows_prefetch_distance(int64_t n, size_t w_stride)
+{
+    return n > QUANT_SEGMENT ? (ptrdiff_t)w_stride : PREFETCH_AHEAD;
+}
+
+/* One activation row against n_rows rows of a 32-element format (QuantRowsFn): the
+ * activation's pairs made ready once per segment (B32Act), then every row's pairs decoded
+ * and met with them, with the operations a tile uses. */
+INLINE TARGET_AVX512 void rows_b32(uint32_t type, int64_t n, const uint8_t *w, size_t w_stride,
+                                   int n_rows, const uint8_t *act, float *out, float beta)
+{
+    const size_t wb = b32_block_bytes(type), xb = b32_act_bytes(type);
+    const ptrdiff_t ahead = rows_prefetch_distance(n, w_stride);
+    B32Act acts[QUANT_SEGMENT / 64];
+    for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
+        int64_t nb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK, np = (nb + 1) / 2;
+        float b = k0 == 0 ? beta : 1.0f;
+        for (int64_t p = 0; p < np; p++)
+            acts[p] = b32_act(type, act + k0 / QK * xb, p, nb);
+        for (int r = 0; r < n_rows; r++) {
+            const uint8_t *row = w + r * w_stride + k0 / QK * wb;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t p = 0; p < np; p++) {
+                prefetch_span(row + 2 * p * wb + ahead, 2 * wb);
+                acc = b32_dot(type, b32_decode(type, row, p, nb), &acts[p], acc);
+            }
+            float dot = hsum512(acc);
+            out[r] = b == 0.0f ? dot : b * out[r] + dot;
+        }
+    }
 }
 
 INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
@@ -353,8 +417,10 @@ INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
             rows[r] = (const uint8_t *)w_rows[r] + k0 / QK * wb;
         bool decoded = n_cols > QUANT_TILE_COLS;
         for (int r = 0; decoded && r < R; r++)
-            for (int64_t p = 0; p < (nb + 1) / 2; p++)
+            for (int64_t p = 0; p < (nb + 1) / 2; p++) {
+                prefetch_ahead(rows[r] + 2 * p * wb);
                 dec[r][p] = b32_decode(type, rows[r], p, nb);
+            }
         for (int c0 = 0; c0 < n_cols; c0 += QUANT_TILE_COLS) {
             const uint8_t *a = act + c0 * stride + k0 / QK * xb;
             float *o = out + (size_t)c0 * ldo;
@@ -377,6 +443,9 @@ INLINE TARGET_AVX512 void panel_b32(uint32_t type, int64_t n,
  * d * dx, and the bias term dmin * dx * sum_s bias[s] bsums[s] (one vpmaddwd of 16 pairs)
  * is subtracted. */
 
+/* Unlike the other tiles, these loops are left to the compiler: unrolled by pragmas, the
+ * 4 x 4 tile's isum[] and acc[] need more registers than there are, and prompts of Q4_K_M
+ * ran 16% slower (pp128, 2 threads). */
 INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / QK_K],
                                  const uint8_t *act, size_t stride, float *out, int ldo,
                                  float beta, int n_rows, int R, int C)
@@ -384,15 +453,15 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
     __m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS];
     acc_zero(acc, R, C);
     for (int64_t sb = 0; sb < n_sb; sb++) {
-                for (int c = 0; c < C; c++) {
+        for (int c = 0; c < C; c++) {
             const uint8_t *x = act + c * stride + sb * sizeof(BlockQ8_K);
             float dx = simd_f32_load(x + offsetof(BlockQ8_K, d));
             __m512i isum[QUANT_PANEL_ROWS];
-                        for (int r = 0; r < R; r++)
+            for (int r = 0; r < R; r++)
                 isum[r] = _mm512_setzero_si512();
             for (int ch = 0; ch < 4; ch++) {
                 __m512i xv = _mm512_loadu_si512(x + offsetof(BlockQ8_K, qs) + 64 * ch);
-                                for (int r = 0; r < R; r++) {
+                for (int r = 0; r < R; r++) {
                     const KDecoded *w = &dec[r][sb];
                     __m512i pairs = _mm512_maddubs_epi16(_mm512_loadu_si512(w->q + 64 * ch), xv);
                     isum[r] =
@@ -400,7 +469,7 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
                 }
             }
             __m256i bsums = simd_load256(x + offsetof(BlockQ8_K, bsums));
-                        for (int r = 0; r < R; r++) {
+            for (int r = 0; r < R; r++) {
                 const KDecoded *w = &dec[r][sb];
                 __m256i bias = _mm256_madd_epi16(simd_load256(w->bias), bsums);
                 acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]),
@@ -411,6 +480,71 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
         }
     }
     tile_store(acc, out, ldo, beta, n_rows, R, C);
+}
+
+/* ---- One activation row (decoding): each super-block decoded in registers as it is
+ * multiplied, 64 weights at a time, rows one after the other (one sequential stream of
+ * weights per thread, as panel_b32_single). The integers are the tile's (the same codes,
+ * pair scales and bias), added in the same lanes, and the float steps are the tile's, so a
+ * row's dot has the tile's bits. */
+
+/* The 32 pair scales of chunk ch (pairs 32ch..32ch+31, weights 64ch..64ch+63) from the
+ * sub-block scales: pair j belongs to sub-block 4ch + j/8 (16 weights) or 2ch + j/16 (32
+ * weights). One permutation of words. */
+INLINE TARGET_AVX512 __m512i k_chunk_scales(uint32_t type, __m256i sc, int ch)
+{
+    const __m512i pair = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+                                          17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                          1, 0);
+    __m512i idx = kdec_has_sub16(type)
+                      ? _mm512_add_epi16(_mm512_srli_epi16(pair, 3), _mm512_set1_epi16((short)(4 * ch)))
+                      : _mm512_add_epi16(_mm512_srli_epi16(pair, 4), _mm512_set1_epi16((short)(2 * ch)));
+    return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc));
+}
+
+/* One super-block of a weight row against one of the activation row, into acc. */
+INLINE TARGET_AVX512 __m512 k_dot_single(uint32_t type, const uint8_t *block, const uint8_t *x,
+                                         __m512 acc)
+{
+    KScales ks = kdec_scales(type, block);
+    __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int ch = 0; ch < 4; ch++) {
+        __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(kdec_codes32(type, block, 2 * ch)),
+                                           kdec_codes32(type, block, 2 * ch + 1), 1);
+        __m512i xv = _mm512_loadu_si512(x + offsetof(BlockQ8_K, qs) + 64 * ch);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes, xv),
+                                   k_chunk_scales(type, ks.sc, ch));
+    }
+    float dx = simd_f32_load(x + offsetof(BlockQ8_K, d));
+    __m256i bias = _mm256_madd_epi16(ks.bias, simd_load256(x + offsetof(BlockQ8_K, bsums)));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(ks.d * dx), acc);
+    return _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(bias)),
+                           _mm512_set1_ps(-ks.dmin * dx), acc);
+}
+
+/* One activation row against n_rows rows of a K-quant (QuantRowsFn). */
+INLINE TARGET_AVX512 void rows_k(uint32_t type, int64_t n, const uint8_t *w, size_t w_stride,
+                                 int n_rows, const uint8_t *act, float *out, float beta)
+{
+    const size_t wb = kdec_block_bytes(type);
+    const ptrdiff_t ahead = rows_prefetch_distance(n, w_stride);
+    for (int64_t k0 = 0; k0 < n; k0 += QUANT_SEGMENT) {
+        int64_t n_sb = (n - k0 < QUANT_SEGMENT ? n - k0 : QUANT_SEGMENT) / QK_K;
+        float b = k0 == 0 ? beta : 1.0f;
+        const uint8_t *x = act + k0 / QK_K * sizeof(BlockQ8_K);
+        for (int r = 0; r < n_rows; r++) {
+            const uint8_t *row = w + r * w_stride + k0 / QK_K * wb;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t sb = 0; sb < n_sb; sb++) {
+                const uint8_t *block = row + sb * wb;
+                prefetch_span(block + ahead, wb);
+                acc = k_dot_single(type, block, x + sb * sizeof(BlockQ8_K), acc);
+            }
+            float dot = hsum512(acc);
+            out[r] = b == 0.0f ? dot : b * out[r] + dot;
+        }
+    }
 }
 
 INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n,
@@ -427,8 +561,7 @@ INLINE TARGET_AVX512 void panel_k(uint32_t type, int64_t n,
         for (int r = 0; r < R; r++)
             for (int64_t sb = 0; sb < n_sb; sb++) {
                 const uint8_t *block = (const uint8_t *)w_rows[r] + (k0 / QK_K + sb) * wb;
-                for (size_t line = 0; line < wb; line += 64)
-                    prefetch_ahead(block + line);
+                prefetch_span(block + PREFETCH_AHEAD, wb);
                 kdec_block(type, block, &dec[r][sb]);
             }
         for (int c0 = 0; c0 < n_cols; c0 += QUANT_TILE_COLS) {
@@ -464,7 +597,9 @@ INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n,
  * sequential stream, which the hardware prefetchers follow best (a tile's four rows are four
  * streams that restart at every panel: measured 50 GB/s against 40 for F32). F32/F16/BF16
  * rows do the same for small batches, where streaming decides (N = 4: twice as fast), since
- * they have nothing to decode. A row is summed exactly as in a tile of four. */
+ * they have nothing to decode. A row is summed exactly as in a tile of four. (A decoding
+ * step of the 4-, 5- and 6-bit formats runs the rows kernels above instead; this path
+ * serves them when the driver hands a panel one column, as quant_vec_dot does.) */
 INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n,
                                     const void *const rows[QUANT_PANEL_ROWS], int n_rows,
                                     const void *act, size_t stride, int n_cols, float *out, int ldo,
@@ -502,6 +637,41 @@ DEFINE_PANEL(panel_q3_k, GGML_TYPE_Q3_K)
 DEFINE_PANEL(panel_q4_k, GGML_TYPE_Q4_K)
 DEFINE_PANEL(panel_q5_k, GGML_TYPE_Q5_K)
 DEFINE_PANEL(panel_q6_k, GGML_TYPE_Q6_K)
+
+#define DEFINE_ROWS(name, family, type)                                                      \
+    static TARGET_AVX512 void name(int64_t n, const void *w, size_t w_stride, int n_rows,   \
+                                   const void *act, float *out, float beta)                 \
+    {                                                                                       \
+        family(type, n, w, w_stride, n_rows, act, out, beta);                               \
+    }
+
+DEFINE_ROWS(rows_q4_0, rows_b32, GGML_TYPE_Q4_0)
+DEFINE_ROWS(rows_q4_1, rows_b32, GGML_TYPE_Q4_1)
+DEFINE_ROWS(rows_q5_0, rows_b32, GGML_TYPE_Q5_0)
+DEFINE_ROWS(rows_q5_1, rows_b32, GGML_TYPE_Q5_1)
+DEFINE_ROWS(rows_q2_k, rows_k, GGML_TYPE_Q2_K)
+DEFINE_ROWS(rows_q3_k, rows_k, GGML_TYPE_Q3_K)
+DEFINE_ROWS(rows_q4_k, rows_k, GGML_TYPE_Q4_K)
+DEFINE_ROWS(rows_q5_k, rows_k, GGML_TYPE_Q5_K)
+DEFINE_ROWS(rows_q6_k, rows_k, GGML_TYPE_Q6_K)
+
+/* F32, F16, BF16 and Q8_0 have nothing to decode: their panels of one column already read
+ * at the memory's speed, and a rows kernel measured no faster (Q8_0: 5-10% slower). */
+QuantRowsFn *quant_avx512_rows(uint32_t type)
+{
+    switch (type) {
+    case GGML_TYPE_Q4_0: return rows_q4_0;
+    case GGML_TYPE_Q4_1: return rows_q4_1;
+    case GGML_TYPE_Q5_0: return rows_q5_0;
+    case GGML_TYPE_Q5_1: return rows_q5_1;
+    case GGML_TYPE_Q2_K: return rows_q2_k;
+    case GGML_TYPE_Q3_K: return rows_q3_k;
+    case GGML_TYPE_Q4_K: return rows_q4_k;
+    case GGML_TYPE_Q5_K: return rows_q5_k;
+    case GGML_TYPE_Q6_K: return rows_q6_k;
+    default: return NULL;
+    }
+}
 
 QuantPanelFn *quant_avx512_panel(uint32_t type)
 {

@@ -92,6 +92,19 @@ typedef void QuantPanelFn(int64_t n, const void *const w_rows[QUANT_PANEL_ROWS],
 QuantPanelFn *quant_avx2_panel(uint32_t type);
 QuantPanelFn *quant_avx512_panel(uint32_t type);
 
+/* ---- Rows: one activation row (a decoding step) against n_rows consecutive weight rows,
+ * row r at w + r * w_stride bytes:
+ *   out[r] = beta * out[r] + dot(weight row r, act)
+ * A thread calls it once for its whole share of W, so what belongs to the activation alone
+ * (its codes, scales and sums, arranged for the kernel) is made ready once per segment and
+ * thread rather than once per panel; the weights are decoded in registers and the rows
+ * taken one after the other, one sequential stream per thread. Every dot has the bits the
+ * panel kernel gives the same row (the same operations in the same order). NULL where an
+ * ISA has no such kernel for a type: the driver then runs panels of one column. */
+typedef void QuantRowsFn(int64_t n, const void *w, size_t w_stride, int n_rows, const void *act,
+                         float *out, float beta);
+QuantRowsFn *quant_avx512_rows(uint32_t type);
+
 /* Quantizers with the same bits as the reference ones (quant_q32.c, quant_kquants.c): the
  * activation formats Q8_0, Q8_1 and Q8_K, and F16 (the KV cache, and the activations of F16
  * weights); NULL for other types. */

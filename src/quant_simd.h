@@ -149,66 +149,95 @@ typedef struct {
     float d, dmin;
 } KDecoded;
 
-/* scale[] for 16 sub-blocks of 16 weights: each scale covers 8 pairs. */
-INLINE TARGET_AVX2 void kdec_scales16(KDecoded *dec, const int16_t sc[16])
+/* What a super-block says besides its codes, in registers: the integer scale of each
+ * sub-block (16 sub-blocks of 16 weights in Q2_K, Q3_K and Q6_K; 8 of 32 in Q4_K and Q5_K,
+ * in words 0..7), bias[] (16 words) and the two float scales, as in KDecoded. Built with
+ * vector instructions from the block's bytes: never stored as scalars and loaded back as a
+ * vector, a store-forwarding stall on every super-block. */
+typedef struct {
+    __m256i sc, bias;
+    float d, dmin;
+} KScales;
+
+INLINE bool kdec_has_sub16(uint32_t type)
 {
-    for (int s = 0; s < 16; s += 2)
-        simd_store256(dec->scale + 8 * s,
-                      _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s])));
+    return type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q3_K || type == GGML_TYPE_Q6_K;
 }
 
-/* scale[] for 8 sub-blocks of 32 weights: each scale covers 16 pairs. */
-INLINE TARGET_AVX2 void kdec_scales32(KDecoded *dec, const uint8_t sc[8])
-{
-    for (int j = 0; j < 8; j++)
-        simd_store256(dec->scale + 16 * j, _mm256_set1_epi16(sc[j]));
-}
+/* ---- The codes, 32 at a time: weights 32i..32i+31 of a super-block (i = 0..7), as 32
+ * unsigned bytes in element order. The tile kernels store all eight into KDecoded; a
+ * single activation row (decoding) takes them in registers as it multiplies. */
 
 /* The 2-bit fields of Q2_K and Q3_K: weight 128h + 32k + l is bits 2k..2k+1 of
  * qs[32h + l]. A 16-bit shift moves bits across bytes, but the mask keeps only the two
  * that came from the right byte. */
-INLINE TARGET_AVX2 void kdec_two_bit_codes(KDecoded *dec, const uint8_t qs[QK_K / 4])
+INLINE TARGET_AVX2 __m256i kdec_two_bit_codes32(const uint8_t qs[QK_K / 4], int i)
 {
-    const __m256i three = _mm256_set1_epi8(3);
-    for (int h = 0; h < 2; h++) {
-        __m256i v = simd_load256(qs + 32 * h);
-        for (int k = 0; k < 4; k++)
-            simd_store256(dec->q + 128 * h + 32 * k,
-                          _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three));
-    }
+    __m256i v = simd_load256(qs + 32 * (i / 4));
+    return _mm256_and_si256(_mm256_srli_epi16(v, 2 * (i % 4)), _mm256_set1_epi8(3));
 }
 
-/* The low nibbles of Q4_K and Q5_K: chunk c of 64 weights is qs[32c..32c+31], low nibbles
+/* The low nibbles of Q4_K and Q5_K: weights 64c..64c+63 are qs[32c..32c+31], low nibbles
  * (weights 64c..64c+31) then high nibbles. */
-INLINE TARGET_AVX2 void kdec_nibble_codes(KDecoded *dec, const uint8_t qs[QK_K / 2])
+INLINE TARGET_AVX2 __m256i kdec_nibble_codes32(const uint8_t qs[QK_K / 2], int i)
 {
-    const __m256i low4 = _mm256_set1_epi8(15);
-    for (int c = 0; c < 4; c++) {
-        __m256i v = simd_load256(qs + 32 * c);
-        simd_store256(dec->q + 64 * c, _mm256_and_si256(v, low4));
-        simd_store256(dec->q + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    __m256i v = simd_load256(qs + 32 * (i / 2));
+    return _mm256_and_si256(i % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
+}
+
+/* Adds `value` to the codes whose bit i is set in bits[l] (the high bits of Q3_K's hmask
+ * and Q5_K's qh: bit i of byte l belongs to weight 32i + l). */
+INLINE TARGET_AVX2 __m256i kdec_add_bit_plane(__m256i q, const uint8_t bits[32], int i, int value)
+{
+    __m256i bit = _mm256_set1_epi8((char)(1 << i));
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(simd_load256(bits), bit), bit);
+    return _mm256_add_epi8(q, _mm256_and_si256(set, _mm256_set1_epi8((char)value)));
+}
+
+/* Q6_K: in each half of 128, ql0 = ql[0..31] and ql1 = ql[32..63] give the low nibbles of
+ * the four quarters (ql0 low, ql1 low, ql0 high, ql1 high) and qh the top two bits (bits
+ * 0-1, 2-3, 4-5, 6-7). Each top pair is moved to bits 4-5 with one 16-bit shift and a mask. */
+INLINE TARGET_AVX2 __m256i kdec_q6_k_codes32(const uint8_t *block, int i)
+{
+    int h = i / 4, quarter = i % 4;
+    __m256i ql = simd_load256(block + offsetof(BlockQ6_K, ql) + 64 * h + 32 * (quarter % 2));
+    __m256i qh = simd_load256(block + offsetof(BlockQ6_K, qh) + 32 * h);
+    __m256i low = quarter < 2 ? ql : _mm256_srli_epi16(ql, 4);
+    __m256i top = quarter == 0   ? _mm256_slli_epi16(qh, 4)
+                  : quarter == 1 ? _mm256_slli_epi16(qh, 2)
+                  : quarter == 2 ? qh
+                                 : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(15)),
+                           _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
+}
+
+/* Codes 32i..32i+31 of a super-block of a K-quant type (a constant in every caller). */
+INLINE TARGET_AVX2 __m256i kdec_codes32(uint32_t type, const uint8_t *block, int i)
+{
+    switch (type) {
+    case GGML_TYPE_Q2_K:
+        return kdec_two_bit_codes32(block + offsetof(BlockQ2_K, qs), i);
+    case GGML_TYPE_Q3_K:
+        return kdec_add_bit_plane(kdec_two_bit_codes32(block + offsetof(BlockQ3_K, qs), i),
+                                  block + offsetof(BlockQ3_K, hmask), i, 4);
+    case GGML_TYPE_Q4_K:
+        return kdec_nibble_codes32(block + offsetof(BlockQ4_K, qs), i);
+    case GGML_TYPE_Q5_K:
+        return kdec_add_bit_plane(kdec_nibble_codes32(block + offsetof(BlockQ5_K, qs), i),
+                                  block + offsetof(BlockQ5_K, qh), i, 16);
+    default:
+        return kdec_q6_k_codes32(block, i);
     }
 }
 
-/* Adds `value` to the codes of weights 32i..32i+31 whose bit i is set in bits[l] (the high
- * bits of Q3_K's hmask and Q5_K's qh: bit i of byte l belongs to weight 32i + l). */
-INLINE TARGET_AVX2 void kdec_add_bit_planes(KDecoded *dec, const uint8_t bits[32], int value)
-{
-    __m256i v = simd_load256(bits), add = _mm256_set1_epi8((char)value);
-    for (int i = 0; i < 8; i++) {
-        __m256i bit = _mm256_set1_epi8((char)(1 << i));
-        __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-        __m256i q = simd_load256(dec->q + 32 * i);
-        simd_store256(dec->q + 32 * i, _mm256_add_epi8(q, _mm256_and_si256(set, add)));
-    }
-}
+/* ---- The scales ---- */
 
 /* The 6-bit scales and mins of Q4_K/Q5_K (quant_k_scale_min), four at a time: bytes 0..3
  * hold scales 0..3 in their low 6 bits and the top bits of scales 4..7 in bits 6-7; bytes
  * 4..7 the same for the mins; bytes 8..11 the low nibbles of scales 4..7 and of mins 4..7.
- * (b >> 6) << 4 for every byte of a word is (word >> 2) & 0x30303030. */
-INLINE TARGET_AVX2 void kdec_unpack_scale_min(const uint8_t packed[12], uint8_t sc[8],
-                                              uint8_t m[8])
+ * (b >> 6) << 4 for every byte of a word is (word >> 2) & 0x30303030. The 8 scales and the
+ * 8 mins come out as bytes 0..7 and 8..15 of one register. */
+INLINE TARGET_AVX2 __m128i kdec_unpack_scale_min(const uint8_t packed[12])
 {
     uint32_t w0, w1, w2;
     memcpy(&w0, packed, 4);
@@ -217,107 +246,71 @@ INLINE TARGET_AVX2 void kdec_unpack_scale_min(const uint8_t packed[12], uint8_t 
     uint32_t sc_lo = w0 & 0x3f3f3f3fu, m_lo = w1 & 0x3f3f3f3fu;
     uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
     uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
-    memcpy(sc, &sc_lo, 4);
-    memcpy(sc + 4, &sc_hi, 4);
-    memcpy(m, &m_lo, 4);
-    memcpy(m + 4, &m_hi, 4);
+    return _mm_set_epi32((int)m_hi, (int)m_lo, (int)sc_hi, (int)sc_lo);
 }
 
-/* Type-1 K-quants: 8 sub-blocks of 32 with scales and mins; bias[s] = the min of the
- * 32-sub-block that holds the 16-sum s. */
-INLINE TARGET_AVX2 void kdec_type1_scales(KDecoded *dec, const uint8_t packed[12])
+/* Type-1 K-quants with 8 sub-blocks of 32 (Q4_K, Q5_K): scales and mins; bias[s] = the
+ * min of the 32-sub-block that holds the 16-sum s. */
+INLINE TARGET_AVX2 KScales kdec_scales_min32(const uint8_t *block, size_t scales, size_t d,
+                                            size_t dmin)
 {
-    uint8_t sc[8], m[8];
-    kdec_unpack_scale_min(packed, sc, m);
-    kdec_scales32(dec, sc);
-    for (int s = 0; s < 16; s++)
-        dec->bias[s] = m[s / 2];
+    __m128i sc_m = kdec_unpack_scale_min(block + scales);
+    __m128i m = _mm_cvtepu8_epi16(_mm_srli_si128(sc_m, 8));
+    return (KScales){.sc = _mm256_cvtepu8_epi16(_mm_move_epi64(sc_m)),
+                     .bias = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m)),
+                     .d = simd_f16_load(block + d),
+                     .dmin = simd_f16_load(block + dmin)};
 }
 
-INLINE TARGET_AVX2 void kdec_q2_k(const uint8_t *block, KDecoded *dec)
+/* Q2_K: each byte of scales[] is a sub-block's scale (low nibble) and min (high nibble). */
+INLINE TARGET_AVX2 KScales kdec_scales_q2_k(const uint8_t *block)
 {
-    kdec_two_bit_codes(dec, block + offsetof(BlockQ2_K, qs));
-    int16_t sc[16];
-    for (int s = 0; s < 16; s++) {
-        uint8_t packed = block[offsetof(BlockQ2_K, scales) + s];
-        sc[s] = packed & 15;
-        dec->bias[s] = packed >> 4;
-    }
-    kdec_scales16(dec, sc);
-    dec->d = simd_f16_load(block + offsetof(BlockQ2_K, d));
-    dec->dmin = simd_f16_load(block + offsetof(BlockQ2_K, dmin));
+    __m256i packed =
+        _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(block + offsetof(BlockQ2_K, scales))));
+    return (KScales){.sc = _mm256_and_si256(packed, _mm256_set1_epi16(15)),
+                     .bias = _mm256_srli_epi16(packed, 4),
+                     .d = simd_f16_load(block + offsetof(BlockQ2_K, d)),
+                     .dmin = simd_f16_load(block + offsetof(BlockQ2_K, dmin))};
 }
 
 /* Q3_K's 16 signed 6-bit scales (quant_q3_k_scale), four at a time: a scale's low nibble
  * is in byte s (s < 8) or in the high nibble of byte s - 8, its top two bits at bit
- * 2*(s/4) of byte 8 + s%4. */
-INLINE TARGET_AVX2 void kdec_q3_k(const uint8_t *block, KDecoded *dec)
+ * 2*(s/4) of byte 8 + s%4. Stored with an offset of 32. */
+INLINE TARGET_AVX2 KScales kdec_scales_q3_k(const uint8_t *block)
 {
-    kdec_two_bit_codes(dec, block + offsetof(BlockQ3_K, qs));
-    kdec_add_bit_planes(dec, block + offsetof(BlockQ3_K, hmask), 4);
     uint32_t w[3];
     memcpy(w, block + offsetof(BlockQ3_K, scales), 12);
-    uint32_t words[4] = {
-        (w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4,
-        (w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4,
-        ((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4,
-        ((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4,
-    };
-    uint8_t six_bit[16];
-    memcpy(six_bit, words, 16);
-    int16_t sc[16];
-    for (int s = 0; s < 16; s++) {
-        sc[s] = (int16_t)(six_bit[s] - 32);
-        dec->bias[s] = (int16_t)(4 * sc[s]); /* w = d sc (q - 4) */
-    }
-    kdec_scales16(dec, sc);
-    dec->d = dec->dmin = simd_f16_load(block + offsetof(BlockQ3_K, d));
+    __m128i six_bit = _mm_set_epi32((int)(((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4),
+                                    (int)(((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4),
+                                    (int)((w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4),
+                                    (int)((w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4));
+    __m256i sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(six_bit), _mm256_set1_epi16(32));
+    float d = simd_f16_load(block + offsetof(BlockQ3_K, d));
+    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 2), .d = d, .dmin = d}; /* w = d sc (q - 4) */
 }
 
-INLINE TARGET_AVX2 void kdec_q4_k(const uint8_t *block, KDecoded *dec)
+INLINE TARGET_AVX2 KScales kdec_scales_q6_k(const uint8_t *block)
 {
-    kdec_nibble_codes(dec, block + offsetof(BlockQ4_K, qs));
-    kdec_type1_scales(dec, block + offsetof(BlockQ4_K, scales));
-    dec->d = simd_f16_load(block + offsetof(BlockQ4_K, d));
-    dec->dmin = simd_f16_load(block + offsetof(BlockQ4_K, dmin));
+    __m256i sc =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(block + offsetof(BlockQ6_K, scales))));
+    float d = simd_f16_load(block + offsetof(BlockQ6_K, d));
+    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 5), .d = d, .dmin = d}; /* w = d sc (q - 32) */
 }
 
-INLINE TARGET_AVX2 void kdec_q5_k(const uint8_t *block, KDecoded *dec)
+/* The scales of a super-block of a K-quant type (a constant in every caller). */
+INLINE TARGET_AVX2 KScales kdec_scales(uint32_t type, const uint8_t *block)
 {
-    kdec_nibble_codes(dec, block + offsetof(BlockQ5_K, qs));
-    kdec_add_bit_planes(dec, block + offsetof(BlockQ5_K, qh), 16);
-    kdec_type1_scales(dec, block + offsetof(BlockQ5_K, scales));
-    dec->d = simd_f16_load(block + offsetof(BlockQ5_K, d));
-    dec->dmin = simd_f16_load(block + offsetof(BlockQ5_K, dmin));
-}
-
-/* Q6_K: in each half of 128, ql0 = ql[0..31] and ql1 = ql[32..63] give the low nibbles of
- * the four quarters (ql0 low, ql1 low, ql0 high, ql1 high) and qh the top two bits (bits
- * 0-1, 2-3, 4-5, 6-7). Each top pair is moved to bits 4-5 with one 16-bit shift and a mask. */
-INLINE TARGET_AVX2 void kdec_q6_k(const uint8_t *block, KDecoded *dec)
-{
-    const __m256i low4 = _mm256_set1_epi8(15), bits45 = _mm256_set1_epi8(0x30);
-    for (int h = 0; h < 2; h++) {
-        __m256i ql0 = simd_load256(block + offsetof(BlockQ6_K, ql) + 64 * h);
-        __m256i ql1 = simd_load256(block + offsetof(BlockQ6_K, ql) + 64 * h + 32);
-        __m256i qh = simd_load256(block + offsetof(BlockQ6_K, qh) + 32 * h);
-        uint8_t *q = dec->q + 128 * h;
-        simd_store256(q, _mm256_or_si256(_mm256_and_si256(ql0, low4),
-                                         _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)));
-        simd_store256(q + 32, _mm256_or_si256(_mm256_and_si256(ql1, low4),
-                                              _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)));
-        simd_store256(q + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                                              _mm256_and_si256(qh, bits45)));
-        simd_store256(q + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)));
+    switch (type) {
+    case GGML_TYPE_Q2_K: return kdec_scales_q2_k(block);
+    case GGML_TYPE_Q3_K: return kdec_scales_q3_k(block);
+    case GGML_TYPE_Q4_K:
+        return kdec_scales_min32(block, offsetof(BlockQ4_K, scales), offsetof(BlockQ4_K, d),
+                                 offsetof(BlockQ4_K, dmin));
+    case GGML_TYPE_Q5_K:
+        return kdec_scales_min32(block, offsetof(BlockQ5_K, scales), offsetof(BlockQ5_K, d),
+                                 offsetof(BlockQ5_K, dmin));
+    default: return kdec_scales_q6_k(block);
     }
-    int16_t sc[16];
-    for (int s = 0; s < 16; s++) {
-        sc[s] = (int8_t)block[offsetof(BlockQ6_K, scales) + s];
-        dec->bias[s] = (int16_t)(32 * sc[s]); /* w = d sc (q - 32) */
-    }
-    kdec_scales16(dec, sc);
-    dec->d = dec->dmin = simd_f16_load(block + offsetof(BlockQ6_K, d));
 }
 
 INLINE bool kdec_is_k_quant(uint32_t type)
@@ -326,16 +319,24 @@ INLINE bool kdec_is_k_quant(uint32_t type)
            type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
 }
 
-/* The decoder of a K-quant type (a constant in every caller, so the switch folds). */
+/* A whole super-block decoded into KDecoded: the codes stored, scale[] with one entry per
+ * pair of weights (each sub-block's scale repeated over its 8 or 16 pairs). */
 INLINE TARGET_AVX2 void kdec_block(uint32_t type, const uint8_t *block, KDecoded *dec)
 {
-    switch (type) {
-    case GGML_TYPE_Q2_K: kdec_q2_k(block, dec); break;
-    case GGML_TYPE_Q3_K: kdec_q3_k(block, dec); break;
-    case GGML_TYPE_Q4_K: kdec_q4_k(block, dec); break;
-    case GGML_TYPE_Q5_K: kdec_q5_k(block, dec); break;
-    default: kdec_q6_k(block, dec); break;
-    }
+    for (int i = 0; i < 8; i++)
+        simd_store256(dec->q + 32 * i, kdec_codes32(type, block, i));
+    KScales ks = kdec_scales(type, block);
+    int16_t sc[16];
+    simd_store256(sc, ks.sc);
+    if (kdec_has_sub16(type))
+        for (int s = 0; s < 16; s++)
+            _mm_storeu_si128((__m128i *)(dec->scale + 8 * s), _mm_set1_epi16(sc[s]));
+    else
+        for (int s = 0; s < 8; s++)
+            simd_store256(dec->scale + 16 * s, _mm256_set1_epi16(sc[s]));
+    simd_store256(dec->bias, ks.bias);
+    dec->d = ks.d;
+    dec->dmin = ks.dmin;
 }
 
 INLINE size_t kdec_block_bytes(uint32_t type)

@@ -1186,6 +1186,46 @@ Test(quant_kernels, matmul_is_bit_identical_on_one_and_two_threads)
     cr_expect_eq(compared, N_WEIGHT_TYPES * 3 * n_isas);
 }
 
+/* A decoding step multiplies one activation row (the kernels' single-row paths, which
+ * decode weights in registers and take rows one by one); a prompt multiplies several (tiles,
+ * and past one tile, weights decoded into a buffer). A row's dot must not depend on which
+ * path computed it: the product of one row equals, bit for bit, the same row inside
+ * products of 2 and 7 rows, for every weight type and ISA, over K of several segments. */
+Test(quant_kernels, one_row_has_the_bits_it_has_in_a_batch)
+{
+    QuantIsa isas[3];
+    int n_isas = available_isas(isas);
+    static const int Ns[] = {2, 7};
+    int compared = 0;
+    for (int t = 0; t < N_WEIGHT_TYPES; t++) {
+        uint32_t type = WEIGHT_TYPES[t];
+        int K = 2 * 2048 + (quant_block_size(type) == 256 ? 512 : 320), M = 37;
+        Rng rng;
+        rng_seed(&rng, 91 + t);
+        void *W = random_weight_row(type, (int64_t)M * K, &rng);
+        float *x = malloc((size_t)7 * K * sizeof *x);
+        for (int i = 0; i < 7 * K; i++)
+            x[i] = rng_normal(&rng);
+        float one[37], batch[7 * 37];
+        void *scratch = malloc(quant_matmul_scratch_bytes(type, 7, K) + 1);
+        for (int i = 0; i < n_isas; i++) {
+            cr_assert_eq(quant_set_isa(isas[i]), 0);
+            quant_matmul(one, M, x, 1, K, W, type, M, 0.0f, scratch);
+            for (int ni = 0; ni < 2; ni++) {
+                quant_matmul(batch, M, x, Ns[ni], K, W, type, M, 0.0f, scratch);
+                cr_expect(memcmp(one, batch, sizeof one) == 0,
+                          "%s %s: one row differs from the first of %d",
+                          gguf_tensor_type_name(type), quant_isa_name(isas[i]), Ns[ni]);
+                compared++;
+            }
+        }
+        free(W);
+        free(x);
+        free(scratch);
+    }
+    cr_expect_eq(compared, N_WEIGHT_TYPES * 2 * n_isas);
+}
+
 Test(quant_kernels, empty_rows_give_empty_sums)
 {
     float out[2 * 3] = {1, 2, 3, 4, 5, 6}, x[1] = {0};
