@@ -28,6 +28,13 @@ INLINE TARGET_AVX512 float hsum512(__m512 v)
     return _mm512_reduce_add_ps(v);
 }
 
+/* One dot, summed from its register, into *o: o = beta * o + dot (o unread when beta is 0). */
+INLINE TARGET_AVX512 void store_dot(float *o, float beta, __m512 acc)
+{
+    float dot = hsum512(acc);
+    *o = beta == 0.0f ? dot : beta * *o + dot;
+}
+
 /* A tile's dots into out (column c at out + c * ldo), only the n_rows wanted rows (of the
  * R computed). */
 INLINE TARGET_AVX512 void tile_store(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], float *out,
@@ -36,11 +43,8 @@ INLINE TARGET_AVX512 void tile_store(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROW
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++)
 #pragma GCC unroll 4
-        for (int r = 0; r < n_rows && r < R; r++) {
-            float dot = hsum512(acc[c][r]);
-            float *o = out + (size_t)c * ldo + r;
-            *o = beta == 0.0f ? dot : beta * *o + dot;
-        }
+        for (int r = 0; r < n_rows && r < R; r++)
+            store_dot(out + (size_t)c * ldo + r, beta, acc[c][r]);
 }
 
 INLINE TARGET_AVX512 void acc_zero(__m512 acc[QUANT_TILE_COLS][QUANT_PANEL_ROWS], int R, int C)
@@ -395,8 +399,7 @@ INLINE TARGET_AVX512 void rows_b32(uint32_t type, int64_t n, const uint8_t *w, s
                 prefetch_span(row + 2 * p * wb + ahead, 2 * wb);
                 acc = b32_dot(type, b32_decode(type, row, p, nb), &acts[p], acc);
             }
-            float dot = hsum512(acc);
-            out[r] = b == 0.0f ? dot : b * out[r] + dot;
+            store_dot(out + r, b, acc);
         }
     }
 }
@@ -541,8 +544,7 @@ INLINE TARGET_AVX512 void rows_k(uint32_t type, int64_t n, const uint8_t *w, siz
                 prefetch_span(block + ahead, wb);
                 acc = k_dot_single(type, block, x + sb * sizeof(BlockQ8_K), acc);
             }
-            float dot = hsum512(acc);
-            out[r] = b == 0.0f ? dot : b * out[r] + dot;
+            store_dot(out + r, b, acc);
         }
     }
 }
