@@ -3,7 +3,6 @@
 #include <omp.h>
 #include <stdio.h>
 
-#include "machine.h"
 #include "matmul.h"
 #include "timer.h"
 
@@ -11,8 +10,8 @@ void governor_init(ThreadGovernor *g)
 {
     int max = compute_max_threads();
     *g = (ThreadGovernor){.max_threads = max, .threads = max, .settled = max,
-                          .retry_fewer_after = GOVERNOR_FIRST_RETRY,
-                          .retry_more_after = GOVERNOR_FIRST_RETRY};
+                          .retry_fewer_after = GOVERNOR_FIRST_RETRY_FEWER,
+                          .retry_more_after = GOVERNOR_FIRST_RETRY_MORE};
 }
 
 /* The second number of /proc/thread-self/schedstat: nanoseconds this thread has spent on a
@@ -53,7 +52,7 @@ void governor_unit_begin(ThreadGovernor *g)
 {
     governor_apply(g);
     g->unit_start = timer_seconds();
-    if (g->n_costs == 0) {
+    if (g->n_units == 0) {
         g->wait_start = governor_threads_wait_seconds(g->threads);
         g->window_start = g->unit_start;
     }
@@ -62,17 +61,20 @@ void governor_unit_begin(ThreadGovernor *g)
 void governor_unit_end(ThreadGovernor *g, double work)
 {
     double now = timer_seconds();
-    g->costs[g->n_costs++] = (now - g->unit_start) / (work > 0.0 ? work : 1.0);
-    bool long_enough = g->n_costs >= GOVERNOR_WINDOW_MIN_UNITS &&
+    g->n_units++;
+    g->work += work > 0.0 ? work : 1.0;
+    g->seconds += now - g->unit_start;
+    bool long_enough = g->n_units >= GOVERNOR_WINDOW_MIN_UNITS &&
                        now - g->window_start >= GOVERNOR_WINDOW_SECONDS;
-    if (!long_enough && g->n_costs < GOVERNOR_WINDOW_UNITS)
+    if (!long_enough)
         return;
     double wait_end = governor_threads_wait_seconds(g->threads);
     double wait_share = g->wait_start >= 0.0 && wait_end >= 0.0
                             ? (wait_end - g->wait_start) / (g->threads * (now - g->window_start))
                             : -1.0;
-    double cost = machine_median(g->costs, g->n_costs);
-    g->n_costs = 0;
+    double cost = g->seconds / g->work;
+    g->n_units = 0;
+    g->work = g->seconds = 0.0;
     governor_window_end(g, cost, wait_share, now);
 }
 
@@ -86,27 +88,33 @@ static double longer_retry(double seconds)
 static void settled_window_end(ThreadGovernor *g, double cost, double wait_share, double now)
 {
     g->settled_cost = cost;
+    g->tried_windows = 0;
     if (g->settled > 1 && wait_share >= GOVERNOR_WAIT_SHARE && now >= g->retry_fewer_at)
         g->threads = g->settled - 1;
     else if (g->settled < g->max_threads && now >= g->retry_more_at)
         g->threads = g->settled + 1;
 }
 
-/* A window at a tried count: it wins by the margin, or the settled count goes on and the
- * direction waits twice as long before it is tried again. */
-static void tried_window_end(ThreadGovernor *g, double cost, double now)
+/* A window at a tried count: fewer threads win unless slower by the margin, more threads
+ * must be faster by it (governor.h says why). A loss while the tried threads were kept from
+ * their cores gets another window; otherwise the settled count goes on, and the direction
+ * waits before it is tried again, twice as long after each loss. */
+static void tried_window_end(ThreadGovernor *g, double cost, double wait_share, double now)
 {
     bool fewer = g->threads < g->settled;
-    if (cost < g->settled_cost * GOVERNOR_MARGIN) {
+    if (cost < g->settled_cost * (fewer ? 1.0 + GOVERNOR_MARGIN : 1.0 - GOVERNOR_MARGIN)) {
         g->settled = g->threads;
         g->settled_cost = cost;
         g->changes++;
-        g->retry_fewer_after = g->retry_more_after = GOVERNOR_FIRST_RETRY;
+        g->retry_fewer_after = GOVERNOR_FIRST_RETRY_FEWER;
+        g->retry_more_after = GOVERNOR_FIRST_RETRY_MORE;
         /* the way back is tried after a while, not at once */
         double *back_at = fewer ? &g->retry_more_at : &g->retry_fewer_at;
-        *back_at = now + GOVERNOR_FIRST_RETRY;
+        *back_at = now + (fewer ? GOVERNOR_FIRST_RETRY_MORE : GOVERNOR_FIRST_RETRY_FEWER);
         return;
     }
+    if (wait_share >= GOVERNOR_WAIT_SHARE && ++g->tried_windows < GOVERNOR_UNFAIR_WINDOWS)
+        return;
     double *at = fewer ? &g->retry_fewer_at : &g->retry_more_at;
     double *after = fewer ? &g->retry_fewer_after : &g->retry_more_after;
     *at = now + *after;
@@ -119,5 +127,5 @@ void governor_window_end(ThreadGovernor *g, double cost, double wait_share, doub
     if (g->threads == g->settled)
         settled_window_end(g, cost, wait_share, now);
     else
-        tried_window_end(g, cost, now);
+        tried_window_end(g, cost, wait_share, now);
 }

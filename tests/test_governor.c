@@ -1,7 +1,8 @@
 /* The thread governor's decisions (src/governor.h), fed made-up windows whose outcome is
  * worked out by hand from the rules in the header: a contended window tries one thread
- * fewer, a tried count wins by the margin or waits twice as long (1, 2, 4 ... 32 s) before
- * it is tried again, and a quiet machine never changes anything. */
+ * fewer, a tried count wins by the margin or waits twice as long (1, 2, 4 ... 32 s for more
+ * threads, from 0.25 s for fewer) before it is tried again, unless its own threads were
+ * kept from their cores, and a quiet machine never changes anything. */
 #include <criterion/criterion.h>
 
 #include "governor.h"
@@ -50,18 +51,70 @@ Test(governor, contended_cores_move_to_fewer_threads_when_faster)
     cr_assert_eq(g.threads, 2);
 }
 
-Test(governor, a_tried_count_must_win_by_the_margin)
+/* Under contention a tie goes to fewer threads: they stay unless 5% slower. */
+Test(governor, fewer_threads_stay_unless_slower_by_the_margin)
 {
     ThreadGovernor g = two_threads();
     governor_window_end(&g, 0.0100, 0.30, 0.0);
     cr_assert_eq(g.threads, 1);
-    governor_window_end(&g, 0.0096, 0.0, 0.1); /* 4% faster: below the 5% margin */
+    governor_window_end(&g, 0.0104, 0.0, 0.05); /* 4% slower: within the margin, kept */
+    cr_assert_eq(g.settled, 1);
+
+    g = two_threads();
+    governor_window_end(&g, 0.0100, 0.30, 0.0);
+    governor_window_end(&g, 0.0106, 0.0, 0.1); /* 6% slower: back to 2 threads */
     cr_assert_eq(g.settled, 2);
     cr_assert_eq(g.threads, 2);
-    /* the way down waits 1 s now, even though the threads still wait for cores */
-    governor_window_end(&g, 0.0100, 0.30, 0.5);
+    /* the way down waits 0.25 s now, even though the threads still wait for cores */
+    governor_window_end(&g, 0.0100, 0.30, 0.3);
     cr_assert_eq(g.threads, 2);
-    governor_window_end(&g, 0.0100, 0.30, 1.2);
+    governor_window_end(&g, 0.0100, 0.30, 0.4);
+    cr_assert_eq(g.threads, 1);
+    /* and 0.5 s after a second clean loss */
+    governor_window_end(&g, 0.0106, 0.0, 0.4);
+    governor_window_end(&g, 0.0100, 0.30, 0.85);
+    cr_assert_eq(g.threads, 2);
+    governor_window_end(&g, 0.0100, 0.30, 0.95);
+    cr_assert_eq(g.threads, 1);
+}
+
+/* One thread more must be 5% faster to stay. */
+Test(governor, more_threads_must_win_by_the_margin)
+{
+    ThreadGovernor g = two_threads();
+    governor_window_end(&g, 0.020, 0.5, 0.0);
+    governor_window_end(&g, 0.008, 0.0, 0.0); /* settled on 1 thread */
+    governor_window_end(&g, 0.008, 0.0, 1.0);
+    cr_assert_eq(g.threads, 2);
+    governor_window_end(&g, 0.0078, 0.0, 1.05); /* 2.5% faster: not enough */
+    cr_assert_eq(g.settled, 1);
+    cr_assert_eq(g.threads, 1);
+}
+
+/* Beside a busy program, the one thread left may share its core with it for a while, until
+ * the scheduler moves one of them: a try that loses while its thread waited for a core gets
+ * another window, up to 3 windows in all; a try that keeps losing so goes back and waits. */
+Test(governor, a_tried_count_kept_from_its_core_gets_more_windows)
+{
+    ThreadGovernor g = two_threads();
+    governor_window_end(&g, 0.0090, 0.25, 0.0);
+    cr_assert_eq(g.threads, 1);
+    governor_window_end(&g, 0.0100, 0.26, 0.03); /* 1 thread waited too, and lost */
+    cr_assert_eq(g.threads, 1, "a try kept from its core gets another window");
+    governor_window_end(&g, 0.0068, 0.0, 0.06); /* and then wins */
+    cr_assert_eq(g.settled, 1);
+
+    g = two_threads();
+    governor_window_end(&g, 0.0090, 0.25, 0.0);
+    for (int w = 0; w < 3; w++) {
+        cr_assert_eq(g.threads, 1, "window %d of the try", w);
+        governor_window_end(&g, 0.0100, 0.26, 0.03 * (w + 1));
+    }
+    cr_assert_eq(g.threads, 2, "three unfair losses end the try");
+    cr_assert_eq(g.settled, 2);
+    governor_window_end(&g, 0.0090, 0.25, 0.2);
+    cr_assert_eq(g.threads, 2, "and the way down waits 0.25 s");
+    governor_window_end(&g, 0.0090, 0.25, 0.4);
     cr_assert_eq(g.threads, 1);
 }
 
@@ -84,7 +137,7 @@ Test(governor, losing_retries_wait_twice_as_long_up_to_32_seconds)
                            tried, now - last_try);
         compared++;
         last_try = now;
-        governor_window_end(&g, 0.020, 0.5, now); /* 2 threads lose again */
+        governor_window_end(&g, 0.020, 0.0, now); /* 2 threads lose again, fairly */
         cr_assert_eq(g.threads, 1);
         tried++;
     }
