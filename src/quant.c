@@ -150,12 +150,14 @@ const char *quant_isa_name(QuantIsa isa)
     return "unknown";
 }
 
-/* The panel kernel for a weight type on an ISA, or NULL for the scalar loop. */
+/* The rows kernel of a decoding step for a weight type on an ISA (only AVX-512 has them),
+ * or NULL for the panels. */
 static QuantRowsFn *rows_kernel(QuantIsa isa, uint32_t type)
 {
     return isa == QUANT_ISA_AVX512 ? quant_avx512_rows(type) : NULL;
 }
 
+/* The panel kernel for a weight type on an ISA, or NULL for the scalar loop. */
 static QuantPanelFn *panel_kernel(QuantIsa isa, uint32_t type)
 {
     switch (isa) {
@@ -334,15 +336,18 @@ void quant_matmul(float *out, int ldo, const float *x, int N, int K, const void 
         act = dst;
     }
 
-    /* 2. Panels of 4 weight rows. Threads take panels, so each thread streams its own share
-     *    of W from memory once per pass, and each panel meets every activation row of the
-     *    pass while its decoded weights sit in L1. */
+    /* 2. A decoding step (one activation row) of a type with a rows kernel: each thread
+     *    takes its share of W's rows in one call. */
     size_t w_stride = quant_row_bytes(type, K);
     QuantRowsFn *rows_fn = N == 1 ? rows_kernel(isa, type) : NULL;
     if (rows_fn) {
         matmul_rows(rows_fn, out, act, K, W, w_stride, M, beta, work >= MATMUL_PARALLEL_MIN_WORK);
         return;
     }
+
+    /* 3. Otherwise panels of 4 weight rows. Threads take panels, so each thread streams its
+     *    own share of W from memory once per pass, and each panel meets every activation row
+     *    of the pass while its decoded weights sit in L1. */
     int pass_cols = (int)(MATMUL_PASS_BYTES / act_stride);
     pass_cols = pass_cols < QUANT_TILE_COLS ? QUANT_TILE_COLS : pass_cols;
     int n_panels = (M + QUANT_PANEL_ROWS - 1) / QUANT_PANEL_ROWS;

@@ -487,7 +487,7 @@ INLINE TARGET_AVX512 void tile_k(int64_t n_sb, KDecoded (*dec)[QUANT_SEGMENT / Q
 
 /* ---- One activation row (decoding): each super-block decoded in registers as it is
  * multiplied, 64 weights at a time, rows one after the other (one sequential stream of
- * weights per thread, as panel_b32_single). The integers are the tile's (the same codes,
+ * weights per thread, as rows_b32). The integers are the tile's (the same codes,
  * pair scales and bias), added in the same lanes, and the float steps are the tile's, so a
  * row's dot has the tile's bits. */
 
@@ -499,22 +499,23 @@ INLINE TARGET_AVX512 __m512i k_chunk_scales(uint32_t type, __m256i sc, int ch)
     const __m512i pair = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
                                           17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
                                           1, 0);
-    __m512i idx = kdec_has_sub16(type)
-                      ? _mm512_add_epi16(_mm512_srli_epi16(pair, 3), _mm512_set1_epi16((short)(4 * ch)))
-                      : _mm512_add_epi16(_mm512_srli_epi16(pair, 4), _mm512_set1_epi16((short)(2 * ch)));
+    bool sub16 = kdec_has_sub16(type);
+    __m512i sub_block = _mm512_srli_epi16(pair, sub16 ? 3 : 4); /* within the chunk */
+    __m512i idx = _mm512_add_epi16(sub_block, _mm512_set1_epi16((short)((sub16 ? 4 : 2) * ch)));
     return _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc));
 }
 
 /* One super-block of a weight row against one of the activation row, into acc. */
-INLINE TARGET_AVX512 __m512 k_dot_single(uint32_t type, const uint8_t *block, const uint8_t *x,
-                                         __m512 acc)
+INLINE TARGET_AVX512 __m512 k_dot_in_registers(uint32_t type, const uint8_t *block,
+                                               const uint8_t *x, __m512 acc)
 {
     KScales ks = kdec_scales(type, block);
     __m512i isum = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int ch = 0; ch < 4; ch++) {
-        __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(kdec_codes32(type, block, 2 * ch)),
-                                           kdec_codes32(type, block, 2 * ch + 1), 1);
+        __m256i low = kdec_codes32(type, block, 2 * ch);
+        __m256i high = kdec_codes32(type, block, 2 * ch + 1);
+        __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
         __m512i xv = _mm512_loadu_si512(x + offsetof(BlockQ8_K, qs) + 64 * ch);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes, xv),
                                    k_chunk_scales(type, ks.sc, ch));
@@ -542,7 +543,7 @@ INLINE TARGET_AVX512 void rows_k(uint32_t type, int64_t n, const uint8_t *w, siz
             for (int64_t sb = 0; sb < n_sb; sb++) {
                 const uint8_t *block = row + sb * wb;
                 prefetch_span(block + ahead, wb);
-                acc = k_dot_single(type, block, x + sb * sizeof(BlockQ8_K), acc);
+                acc = k_dot_in_registers(type, block, x + sb * sizeof(BlockQ8_K), acc);
             }
             store_dot(out + r, b, acc);
         }

@@ -265,8 +265,8 @@ INLINE TARGET_AVX2 KScales kdec_scales_min32(const uint8_t *block, size_t scales
 /* Q2_K: each byte of scales[] is a sub-block's scale (low nibble) and min (high nibble). */
 INLINE TARGET_AVX2 KScales kdec_scales_q2_k(const uint8_t *block)
 {
-    __m256i packed =
-        _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(block + offsetof(BlockQ2_K, scales))));
+    const __m128i *scales = (const __m128i *)(block + offsetof(BlockQ2_K, scales));
+    __m256i packed = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales));
     return (KScales){.sc = _mm256_and_si256(packed, _mm256_set1_epi16(15)),
                      .bias = _mm256_srli_epi16(packed, 4),
                      .d = simd_f16_load(block + offsetof(BlockQ2_K, d)),
@@ -280,21 +280,24 @@ INLINE TARGET_AVX2 KScales kdec_scales_q3_k(const uint8_t *block)
 {
     uint32_t w[3];
     memcpy(w, block + offsetof(BlockQ3_K, scales), 12);
-    __m128i six_bit = _mm_set_epi32((int)(((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4),
-                                    (int)(((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4),
-                                    (int)((w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4),
-                                    (int)((w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4));
+    __m128i six_bit =
+        _mm_set_epi32((int)(((w[1] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 6) & 0x03030303u) << 4),
+                      (int)(((w[0] >> 4) & 0x0f0f0f0fu) | ((w[2] >> 4) & 0x03030303u) << 4),
+                      (int)((w[1] & 0x0f0f0f0fu) | ((w[2] >> 2) & 0x03030303u) << 4),
+                      (int)((w[0] & 0x0f0f0f0fu) | (w[2] & 0x03030303u) << 4));
     __m256i sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(six_bit), _mm256_set1_epi16(32));
     float d = simd_f16_load(block + offsetof(BlockQ3_K, d));
-    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 2), .d = d, .dmin = d}; /* w = d sc (q - 4) */
+    /* w = d sc (q - 4): the offset times the scale is the bias */
+    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 2), .d = d, .dmin = d};
 }
 
 INLINE TARGET_AVX2 KScales kdec_scales_q6_k(const uint8_t *block)
 {
-    __m256i sc =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(block + offsetof(BlockQ6_K, scales))));
+    const __m128i *scales = (const __m128i *)(block + offsetof(BlockQ6_K, scales));
+    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales));
     float d = simd_f16_load(block + offsetof(BlockQ6_K, d));
-    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 5), .d = d, .dmin = d}; /* w = d sc (q - 32) */
+    /* w = d sc (q - 32) */
+    return (KScales){.sc = sc, .bias = _mm256_slli_epi16(sc, 5), .d = d, .dmin = d};
 }
 
 /* The scales of a super-block of a K-quant type (a constant in every caller). */
