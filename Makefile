@@ -100,8 +100,9 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 # The library: lib/ for the default build, its own folder for the others (BLAS=none,
 # SANITIZE=1). The shared one is named by its version, with the links a linker and a loader
 # look for: libquill.so -> libquill.so.0 (the soname: the major version, which changes
-# when a release breaks the ABI) -> libquill.so.0.1.0.
-QUILL_VERSION := 0.1.0
+# when a release breaks the ABI) -> libquill.so.0.1.0, the version include/quill.h states.
+QUILL_VERSION := $(shell sed -n 's/^\#define QUILL_VERSION_\(MAJOR\|MINOR\|PATCH\) //p' \
+                   include/quill.h | paste -sd.)
 SO_MAJOR   := $(firstword $(subst ., ,$(QUILL_VERSION)))
 LIBDIR     := $(if $(filter build/release,$(BUILD)),lib,$(BUILD)/lib)
 LIB        := $(LIBDIR)/libquill.a
@@ -244,9 +245,11 @@ $(BUILD)/%.o: %.c | deps
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # The tests run the `quill` binary and the notebooks of the same build (for the command-line
-# cases and the notebooks' printed facts); then every fuzz harness runs for FUZZ_SECONDS, so
-# each parser is fuzzed on every run of CI.
+# cases and the notebooks' printed facts), then the ABI tests; then an install is checked
+# (test-install), and every fuzz harness runs for FUZZ_SECONDS, so each parser is fuzzed on
+# every run of CI.
 test: test-unit
+	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory -j2 fuzz
 
 test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
@@ -260,7 +263,10 @@ test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 # a pass, 77 a skip (a missing ../shared model: it prints SKIP), which fails under CI=true.
 ABI_C    := $(wildcard tests/abi/*.c)
 ABI_BINS := $(patsubst tests/abi/%.c,$(BUILD)/abi/%,$(ABI_C))
-ABI_CFLAGS := -std=c11 -O2 -g -pthread -Wall -Wextra $(if $(filter 1,$(SANITIZE)),-fsanitize=address,undefined)
+ABI_CFLAGS := -std=c11 -O2 -g -pthread -Wall -Wextra
+ifeq ($(SANITIZE),1)
+  ABI_CFLAGS += -fsanitize=address,undefined
+endif
 
 $(BUILD)/abi/%: tests/abi/%.c include/quill.h $(SO)
 	@mkdir -p $(dir $@)
@@ -275,13 +281,13 @@ test-abi: $(ABI_BINS)
 	done; exit $$failed
 
 # make install into a temporary prefix, then a client built with nothing but what
-# pkg-config says (tests/install_check.c) and run.
+# pkg-config says (tests/install/client.c) and run.
 test-install: $(LIB) $(SO)
 	@prefix=$$(mktemp -d /tmp/quill-install-XXXXXX) && trap 'rm -rf "$$prefix"' EXIT && \
 	$(MAKE) --no-print-directory install PREFIX=$$prefix >/dev/null && \
 	flags=$$(PKG_CONFIG_PATH=$$prefix/lib/pkgconfig pkg-config --cflags --libs quill) && \
-	$(CC) -std=c11 -o $$prefix/install_check tests/install_check.c $$flags -lm && \
-	LD_LIBRARY_PATH=$$prefix/lib $$prefix/install_check && \
+	$(CC) -std=c11 -o $$prefix/client tests/install/client.c $$flags -lm && \
+	LD_LIBRARY_PATH=$$prefix/lib $$prefix/client && \
 	echo "install: make install, pkg-config --cflags --libs quill ($$flags) and a client: ok"
 
 # ---- fuzzing ----

@@ -3,6 +3,7 @@
 #include <cpuid.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "matmul.h"
 
@@ -118,8 +119,12 @@ static void describe(void)
                                     len ? " " : "", FEATURE_NAMES[f]);
     if (len == 0)
         snprintf(reported, sizeof reported, "none");
-    snprintf(features, sizeof features, "%s (compiled in; the CPU reports %s); matmul %s",
-             cpu_features_compiled(), reported, gemm_backend_description());
+    const char *compiled = cpu_features_compiled();
+    if (strcmp(compiled, reported) == 0)
+        snprintf(features, sizeof features, "%s; %s", compiled, gemm_backend_description());
+    else
+        snprintf(features, sizeof features, "%s (the CPU reports %s); %s", compiled, reported,
+                 gemm_backend_description());
 }
 
 const char *cpu_features_reported(void)

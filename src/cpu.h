@@ -12,8 +12,9 @@
 const char *cpu_features_compiled(void);
 /* The same list for what this CPU reports (CPUID), or "none". */
 const char *cpu_features_reported(void);
-/* One line for a user: "AVX-512F ... F16C (compiled in; the CPU reports AVX-512F ...);
- * matmul OpenBLAS 0.3.21 (SkylakeX kernel)". Loads the BLAS on first use. */
+/* One line for a user, the compiled-in features and the matmul backend: "AVX-512F ... F16C;
+ * OpenBLAS 0.3.21 (SkylakeX kernel)", with "(the CPU reports ...)" after the features when
+ * the CPU's differ (a build for another machine). Loads the BLAS on first use. */
 const char *cpu_features(void);
 
 /* What OpenBLAS's AVX-512 kernels (SkylakeX) need: AVX-512 F, BW, VL, DQ and CD. */
