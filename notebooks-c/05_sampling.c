@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "../generate/chart.h"
-#include "../generate/sampler.h"
+#include "sampler.h"
 
 enum { V = 8, BAR = 30, SIDE_BAR = 14 };
 static const char *const WORDS[V] = {"the", "a", "cat", "dog", "sat", "ran", "mat", "moon"};

@@ -30,8 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/beam.h"
-#include "../generate/candidates.h"
+#include "beam.h"
+#include "candidates.h"
 #include "infer.h"
 #include "loader.h"
 
@@ -193,18 +193,20 @@ static int library_beam_search(const Model *m, const Tokenizer *tok, const int *
                                int n_prompt, int max_tokens, float alpha, int n_best,
                                Completion *out)
 {
-    GenerateOptions o;
-    generate_options_default(&o);
-    o.max_tokens = max_tokens;
+    SessionParams p;
+    session_params_default(&p);
+    p.n_seq = WIDTH;
+    p.n_ctx = n_prompt + max_tokens + 1;
+    p.cache_type = kv_cache_type_default(m->file); /* as quill generate uses */
+    p.max_tokens = max_tokens;
     Session session;
     Error err;
     int n_out;
-    check(session_init(&session, m, tok, &o, 0, WIDTH, n_prompt + max_tokens + 1, &err) ||
+    check(session_init(&session, m, tok, &p, &err) ||
               session_feed(&session, prompt, n_prompt, &err) ||
               beam_search(&session, WIDTH, alpha, n_best, out, &n_out, &err),
           &err);
     session_free(&session);
-    generate_options_free(&o);
     return n_out;
 }
 

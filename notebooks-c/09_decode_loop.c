@@ -25,9 +25,9 @@
 #include <string.h>
 
 #include "../generate/chart.h"
-#include "../generate/sampler.h"
 #include "infer.h"
 #include "loader.h"
+#include "sampler.h"
 
 enum { STEPS = 8, SHOWN = 4 };
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/sampler.h"
+#include "sampler.h"
 
 enum { DRAWS = 20000, MAX_V = 16 };
 

@@ -7,8 +7,8 @@
  *     complete. Bytes that could still be the start of a stop string wait; a completed
  *     stop string ends the stream and is never written; text that turns out not to be a
  *     stop string is written as soon as that is known, or at the end. */
-#ifndef QUILL_GENERATE_STREAM_H
-#define QUILL_GENERATE_STREAM_H
+#ifndef QUILL_STREAM_H
+#define QUILL_STREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>

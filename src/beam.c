@@ -77,7 +77,7 @@ static int finished_add(BeamSearch *bs, const Completion *done, double score, Fi
     bs->n_best_found++;
     c->score = score;
     c->finish = why;
-    c->seed = bs->s->seed;
+    c->seed = bs->s->params.sampler.seed;
     return completion_copy(c, done, err);
 }
 
@@ -113,9 +113,9 @@ static int completion_extend(Completion *child, const Completion *parent, const 
  * it had none). Returns whether there was one. */
 static bool text_cut_at_stop(const BeamSearch *bs, Completion *c, size_t from)
 {
-    const GenerateOptions *o = bs->s->o;
+    const SessionParams *p = &bs->s->params;
     int which;
-    size_t at = text_find_stop(c->text, c->len, from, o->stop.items, o->stop.n, &which);
+    size_t at = text_find_stop(c->text, c->len, from, p->stops, p->n_stops, &which);
     if (which < 0)
         return false;
     c->len = at;
@@ -256,10 +256,10 @@ static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
 static int root_beam(BeamSearch *bs, Error *err)
 {
     Session *s = bs->s;
-    SamplerParams params = s->params;
+    SamplerParams params = s->params.sampler;
     params.n_chain = 0;
-    for (int i = 0; i < s->params.n_chain; i++) {
-        SamplerStage st = s->params.chain[i];
+    for (int i = 0; i < s->params.sampler.n_chain; i++) {
+        SamplerStage st = s->params.sampler.chain[i];
         if (st == SAMPLER_STAGE_LOGIT_BIAS || st == SAMPLER_STAGE_BAD_WORDS ||
             st == SAMPLER_STAGE_PENALTIES)
             params.chain[params.n_chain++] = st;
@@ -268,12 +268,7 @@ static int root_beam(BeamSearch *bs, Error *err)
     Beam *root = &bs->beams[0];
     bs->n_beams = 1;
     root->slot = 0;
-    if (sampler_init(&root->sampler, &params, s->model->config.vocab_size, err) != 0)
-        return -1;
-    for (int i = 0; i < s->n_history; i++)
-        if (sampler_accept(&root->sampler, s->history[i].token, s->history[i].is_prompt, err) != 0)
-            return -1;
-    return 0;
+    return session_sampler_init(s, &params, &root->sampler, err);
 }
 
 int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
@@ -297,14 +292,14 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
         infer_seq_copy(&s->ctx, 0, slot, 0); /* the prompt, into every slot once */
     /* the longest a text can be: max_tokens, or what the context holds after the prompt,
      * and one more from the last logits, as a sampled text takes */
-    int max_tokens = s->o->max_tokens, room = s->n_ctx - n_prompt + 1;
+    int max_tokens = s->params.max_tokens, room = s->params.n_ctx - n_prompt + 1;
     int longest = max_tokens < room ? max_tokens : room;
     double start = timer_seconds();
     bool settled = false, last = false, full = false;
     for (int step = 0; status == 0 && !settled && !last && step < max_tokens && bs.n_beams > 0;
          step++) {
         bool at_max = step + 1 == max_tokens;
-        full = !at_max && infer_seq_length(&s->ctx, bs.beams[0].slot) == s->n_ctx;
+        full = !at_max && infer_seq_length(&s->ctx, bs.beams[0].slot) == s->params.n_ctx;
         last = at_max || full;
         status = beam_step(&bs, n_prompt, !last, err);
         settled = status == 0 && search_done(&bs, longest);

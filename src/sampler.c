@@ -548,11 +548,53 @@ static void sampler_apply_penalties(Sampler *s, CandidateList *c)
 
 /* ---- the chain and the selector ---- */
 
+/* ---- the trace ---- */
+
+/* Inserts x into the top list of a trace step (sorted by logit, ties to the lower id) when
+ * it belongs there. */
+static void trace_insert(SamplerTraceStep *t, Candidate x)
+{
+    int at = t->n_top;
+    while (at > 0 && (t->top[at - 1].logit < x.logit ||
+                      (t->top[at - 1].logit == x.logit && t->top[at - 1].id > x.id)))
+        at--;
+    if (at >= SAMPLER_TRACE_TOP)
+        return;
+    int moved = t->n_top < SAMPLER_TRACE_TOP ? t->n_top - at : SAMPLER_TRACE_TOP - 1 - at;
+    memmove(&t->top[at + 1], &t->top[at], (size_t)moved * sizeof x);
+    t->top[at] = x;
+    if (t->n_top < SAMPLER_TRACE_TOP)
+        t->n_top++;
+}
+
+/* Records the list after a stage without changing it: its most likely candidates and their
+ * probabilities under the list's softmax, computed aside. */
+static void trace_record(SamplerTrace *trace, const char *stage, const CandidateList *c)
+{
+    SamplerTraceStep *t = &trace->steps[trace->n_steps++];
+    *t = (SamplerTraceStep){.stage = stage, .n = c->n};
+    float max = -INFINITY;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit > max)
+            max = c->data[i].logit;
+    double sum = 0.0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY) {
+            sum += exp((double)c->data[i].logit - max);
+            trace_insert(t, c->data[i]);
+        }
+    for (int i = 0; i < t->n_top; i++)
+        t->top[i].p = (float)(exp((double)t->top[i].logit - max) / sum);
+}
+
+/* ---- the chain and the selector ---- */
+
 /* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
  * with its logit, each stage of the chain rewrites them in order (sampler_params_default
  * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
- * that sum to 1. */
-static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c)
+ * that sum to 1. With a trace, the list is recorded after each stage. */
+static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
+                              SamplerTrace *trace)
 {
     const SamplerParams *p = &s->params;
     candidates_fill(c, logits, s->n_vocab);
@@ -568,6 +610,8 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c)
         case SAMPLER_STAGE_TEMPERATURE: candidates_temperature(c, p->temperature); break;
         case SAMPLER_STAGE_COUNT: break;
         }
+        if (trace)
+            trace_record(trace, STAGE_NAMES[p->chain[i]], c);
     }
     candidates_drop_banned(c);
     candidates_softmax(c);
@@ -575,7 +619,7 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c)
 
 void sampler_apply(Sampler *s, const float *logits, CandidateList *out)
 {
-    sampler_run_chain(s, logits, out);
+    sampler_run_chain(s, logits, out, NULL);
     candidates_sort(out);
 }
 
@@ -588,8 +632,22 @@ int sampler_select(Sampler *s, const CandidateList *c)
 
 int sampler_sample(Sampler *s, const float *logits)
 {
-    sampler_run_chain(s, logits, &s->scratch);
+    sampler_run_chain(s, logits, &s->scratch, NULL);
     if (s->params.temperature <= 0.0f)
         return candidates_argmax(&s->scratch);
     return candidates_draw_sorted(&s->scratch, rng_uniform(&s->rng));
+}
+
+int sampler_sample_traced(Sampler *s, const float *logits, SamplerTrace *trace)
+{
+    CandidateList *c = &s->scratch;
+    trace->n_steps = 0;
+    sampler_run_chain(s, logits, c, trace);
+    candidates_sort(c);
+    SamplerTraceStep *last = &trace->steps[trace->n_steps++];
+    *last = (SamplerTraceStep){.stage = "chain", .n = c->n};
+    last->n_top = c->n < SAMPLER_TRACE_TOP ? c->n : SAMPLER_TRACE_TOP;
+    memcpy(last->top, c->data, (size_t)last->n_top * sizeof *c->data);
+    trace->chosen = sampler_select(s, c);
+    return trace->chosen;
 }
