@@ -22,7 +22,6 @@
 #include "options.h"
 #include "repl.h"
 #include "session.h"
-#include "stream.h"
 
 /* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
  * or a system prompt is asked for. */
@@ -233,6 +232,18 @@ int cmd_generate(int argc, char **argv, Error *err)
             model_free(&m);
         }
     }
+    generate_options_free(&o);
+    return status < 0 ? -1 : 0;
+}
+
+int cmd_chat(int argc, char **argv, Error *err)
+{
+    GenerateOptions o;
+    generate_options_default(&o);
+    const char *model = NULL;
+    int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0)
+        status = repl_run(model, &o, err);
     generate_options_free(&o);
     return status < 0 ? -1 : 0;
 }

@@ -72,6 +72,7 @@ static void json_write_hex(FILE *out, const char *s, size_t n)
 
 void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completion *c, int n)
 {
+    const SamplerParams *sp = &o->sampler;
     for (int i = 0; i < n; i++) {
         const char *text = c[i].text ? c[i].text : "";
         fputs("{\"text\":", out);
@@ -90,8 +91,8 @@ void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completi
                      "\"typical_p\":%g,\"repeat_penalty\":%g,\"repeat_last_n\":%d,"
                      "\"frequency_penalty\":%g,\"presence_penalty\":%g,\"beam_size\":%d,"
                      "\"length_penalty\":%g,\"max_tokens\":%d}}\n",
-                o->temperature, o->top_k, o->top_p, o->min_p, o->typical_p, o->repeat_penalty,
-                o->repeat_last_n, o->frequency_penalty, o->presence_penalty, o->beam_size,
-                o->length_penalty, o->max_tokens);
+                sp->temperature, sp->top_k, sp->top_p, sp->min_p, sp->typical_p,
+                sp->repeat_penalty, sp->repeat_last_n, sp->frequency_penalty,
+                sp->presence_penalty, o->beam_size, o->length_penalty, o->max_tokens);
     }
 }

@@ -19,16 +19,11 @@ static const char *const PRESETS[] = {"deterministic", "balanced", "creative", N
 
 void generate_options_default(GenerateOptions *o)
 {
-    SamplerParams p;
-    sampler_params_default(&p);
     *o = (GenerateOptions){
-        .prompt = "", .max_tokens = 256, .echo = true, .temperature = p.temperature,
-        .top_k = p.top_k, .top_p = p.top_p, .min_p = p.min_p, .typical_p = p.typical_p,
-        .repeat_penalty = p.repeat_penalty, .repeat_last_n = p.repeat_last_n,
-        .penalize_prompt = p.penalize_prompt, .frequency_penalty = p.frequency_penalty,
-        .presence_penalty = p.presence_penalty, .seed = -1, .beam_size = 1,
+        .prompt = "", .max_tokens = 256, .echo = true, .seed = -1, .beam_size = 1,
         .length_penalty = 1.0f, .num_samples = 1, .cache_type = NULL, .threads = 0,
     };
+    sampler_params_default(&o->sampler);
 }
 
 void generate_options_free(GenerateOptions *o)
@@ -49,23 +44,23 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"stop", FLAG_LIST, &o->stop, 0, 0, "stop at this text (repeatable; \\n etc. understood)"},
         {"preset", FLAG_CHOICE, &o->preset, 0, 0, "sampling preset, applied before the other "
                                                   "sampling flags", PRESETS},
-        {"temperature", FLAG_FLOAT, &o->temperature, 0, 100, "<= 0: greedy (argmax); 1: the "
+        {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100, "<= 0: greedy (argmax); 1: the "
                                                              "model's distribution"},
-        {"top-k", FLAG_INT, &o->top_k, 0, 1 << 24, "keep the k most likely tokens (0: off)"},
-        {"top-p", FLAG_FLOAT, &o->top_p, 0, 1, "nucleus: the most likely tokens up to this "
+        {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24, "keep the k most likely tokens (0: off)"},
+        {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1, "nucleus: the most likely tokens up to this "
                                                "probability (1: off)"},
-        {"min-p", FLAG_FLOAT, &o->min_p, 0, 1, "keep tokens with p >= min-p * p_max (0: off)"},
-        {"typical-p", FLAG_FLOAT, &o->typical_p, 0, 1, "locally typical sampling (1: off)"},
-        {"repeat-penalty", FLAG_FLOAT, &o->repeat_penalty, 0, 100,
+        {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1, "keep tokens with p >= min-p * p_max (0: off)"},
+        {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
+        {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
-        {"repeat-last-n", FLAG_INT, &o->repeat_last_n, -1, 1 << 24,
+        {"repeat-last-n", FLAG_INT, &o->sampler.repeat_last_n, -1, 1 << 24,
          "the penalties' window (0: off, -1: everything so far)"},
-        {"penalize-prompt", FLAG_SWITCH, &o->penalize_prompt, 0, 0,
+        {"penalize-prompt", FLAG_SWITCH, &o->sampler.penalize_prompt, 0, 0,
          "the prompt's tokens count for the penalties"},
-        {"frequency-penalty", FLAG_FLOAT, &o->frequency_penalty, -100, 100,
+        {"frequency-penalty", FLAG_FLOAT, &o->sampler.frequency_penalty, -100, 100,
          "logit -= count * this (0: off)"},
-        {"presence-penalty", FLAG_FLOAT, &o->presence_penalty, -100, 100,
+        {"presence-penalty", FLAG_FLOAT, &o->sampler.presence_penalty, -100, 100,
          "logit -= this when the token occurred (0: off)"},
         {"logit-bias", FLAG_LIST, &o->logit_bias, 0, 0, "ID:VALUE added to a token's logit "
                                                         "(-inf bans it; repeatable)"},
@@ -110,20 +105,7 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
 {
     if (!o->preset)
         return 0;
-    SamplerParams p;
-    sampler_params_default(&p);
-    if (sampler_preset(o->preset, &p, err) != 0)
-        return -1;
-    o->temperature = p.temperature;
-    o->top_k = p.top_k;
-    o->top_p = p.top_p;
-    o->min_p = p.min_p;
-    o->typical_p = p.typical_p;
-    o->repeat_penalty = p.repeat_penalty;
-    o->repeat_last_n = p.repeat_last_n;
-    o->frequency_penalty = p.frequency_penalty;
-    o->presence_penalty = p.presence_penalty;
-    return 0;
+    return sampler_preset(o->preset, &o->sampler, err);
 }
 
 /* ---- bad words ------------------------------------------------------------------------ */
@@ -201,17 +183,7 @@ static int logit_biases_parse(const GenerateOptions *o, SamplerParams *p, Error 
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
                             SamplerParams *p, Error *err)
 {
-    sampler_params_default(p);
-    p->temperature = o->temperature;
-    p->top_k = o->top_k;
-    p->top_p = o->top_p;
-    p->min_p = o->min_p;
-    p->typical_p = o->typical_p;
-    p->repeat_penalty = o->repeat_penalty;
-    p->repeat_last_n = o->repeat_last_n;
-    p->penalize_prompt = o->penalize_prompt;
-    p->frequency_penalty = o->frequency_penalty;
-    p->presence_penalty = o->presence_penalty;
+    *p = o->sampler;
     p->seed = seed;
     int status = o->samplers ? sampler_chain_parse(o->samplers, p, err) : 0;
     if (status == 0)

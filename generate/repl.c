@@ -21,13 +21,11 @@
 #include <unistd.h>
 
 #include "chat.h"
-#include "generate.h"
 #include "lineread.h"
 #include "loader.h"
 #include "matmul.h"
 #include "repl.h"
 #include "session.h"
-#include "stream.h"
 
 /* The context a conversation gets when --context does not say: the model's, up to this (a
  * model trained for 128k positions would otherwise reserve gigabytes of cache). */
@@ -403,16 +401,4 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
     tokenizer_free(&tok);
     model_free(&m);
     return status;
-}
-
-int cmd_chat(int argc, char **argv, Error *err)
-{
-    GenerateOptions o;
-    generate_options_default(&o);
-    const char *model = NULL;
-    int status = generate_parse_options(argc, argv, &o, &model, err);
-    if (status == 0)
-        status = repl_run(model, &o, err);
-    generate_options_free(&o);
-    return status < 0 ? -1 : 0;
 }
