@@ -1,0 +1,373 @@
+/* quill.h: the public C API of libquill, the whole engine as a library.
+ *
+ * One header, C11, nothing else from quill included; every name starts with quill_. The
+ * command-line tool (`quill generate`, the REPL), the notebooks, the server and the Python
+ * and Node.js bindings are clients of this API. It follows llama.cpp's llama.h in spirit,
+ * in quill's own names. A whole program, from file to text:
+ *
+ *   quill_model *m = quill_model_load("model.gguf", NULL);          the weights, mapped
+ *   quill_context *c = quill_context_new(m, NULL);                  a KV cache
+ *   quill_sampler *s = quill_sampler_new(m, NULL);                  the sampler chain
+ *   quill_generate(c, s, "Once upon a time", &params, &finish);      prompt in, tokens out
+ *
+ * or, step by step (what quill_generate does inside):
+ *
+ *   n = quill_tokenize(m, text, len, true, false, ids, cap)         text -> token ids
+ *   quill_batch_add(&b, ids[i], i, 0, i == n - 1) for each i         the prompt, sequence 0
+ *   quill_decode(c, &b)                                             one forward pass
+ *   loop: next = quill_sampler_sample(s, quill_logits(c, row))      choose a token
+ *         quill_sampler_accept(s, next, false)                       so penalties see it
+ *         quill_token_to_piece(m, next, buf, cap)                    its text
+ *         quill_batch_clear(&b); quill_batch_add(&b, next, pos++, 0, true); quill_decode
+ *
+ * Conventions:
+ *   - Handles are opaque. Parameter structs come from a quill_*_default() function and are
+ *     then changed field by field, so that a field added later breaks no caller; a NULL
+ *     parameter pointer means the defaults.
+ *   - A fallible call returns QUILL_OK (0) or QUILL_ERROR (-1), or NULL for a constructor,
+ *     and leaves one line saying what went wrong in quill_last_error(). The library never
+ *     prints, never exits and never re-executes the process.
+ *   - Calls that write text or tokens into a caller's buffer follow snprintf: they return
+ *     how many bytes (or tokens) the whole result has, write at most `cap` of them (text
+ *     NUL-terminated when cap > 0), and the caller calls again with a larger buffer when
+ *     the result is larger than cap. They return -1 on error.
+ *
+ * Threads: a model is read-only after loading and may be shared by several contexts used
+ * on several threads at once. A context, a sampler and a batch are used by one thread at a
+ * time. quill_last_error() is per thread. */
+#ifndef QUILL_H
+#define QUILL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with -fvisibility=hidden: only what this header marks is exported. */
+#if defined(__GNUC__)
+#define QUILL_API __attribute__((visibility("default")))
+#else
+#define QUILL_API
+#endif
+
+#define QUILL_VERSION_MAJOR 0
+#define QUILL_VERSION_MINOR 1
+#define QUILL_VERSION_PATCH 0
+
+typedef enum {
+    QUILL_OK = 0,
+    QUILL_ERROR = -1,
+} quill_status;
+
+typedef int32_t quill_token;
+
+typedef struct quill_model quill_model;
+typedef struct quill_context quill_context;
+typedef struct quill_sampler quill_sampler;
+
+/* ---- the library -------------------------------------------------------------------- */
+
+/* "0.1.0": the version of the library that is loaded (the macros above are the header's). */
+QUILL_API const char *quill_version(void);
+/* The CPU features the kernels use and the matrix library in use, e.g.
+ * "AVX-512F AVX-512BW AVX2 FMA F16C; OpenBLAS 0.3.21 (SkylakeX kernel)". */
+QUILL_API const char *quill_cpu_features(void);
+/* What the last failed call on this thread said, or "" when none failed. */
+QUILL_API const char *quill_last_error(void);
+
+/* ---- models ------------------------------------------------------------------------- */
+
+typedef struct {
+    int n_threads; /* threads its contexts compute on unless they say otherwise; 0: every
+                      core */
+    bool use_mmap; /* true (default): the weights stay in the mapped file and pages are read
+                      as they are first touched; false: every page is read in at load time,
+                      so the first tokens do not wait for the disk */
+} quill_model_params;
+
+QUILL_API quill_model_params quill_model_params_default(void);
+/* A llama-family GGUF file (any type quill runs: F32, F16, BF16, Q8_0, Q4_0 ... Q6_K), or a
+ * `quill train` run directory (its model.gguf). NULL on error. */
+QUILL_API quill_model *quill_model_load(const char *path, const quill_model_params *p);
+QUILL_API void quill_model_free(quill_model *m); /* NULL-safe; free its contexts first */
+
+/* The model's metadata. */
+QUILL_API const char *quill_model_architecture(const quill_model *m); /* "llama" */
+QUILL_API const char *quill_model_name(const quill_model *m);         /* general.name or "" */
+QUILL_API int quill_model_vocab_size(const quill_model *m);
+QUILL_API int quill_model_context_length(const quill_model *m); /* positions it was trained on */
+QUILL_API int quill_model_embedding_size(const quill_model *m); /* the residual width */
+QUILL_API int quill_model_layers(const quill_model *m);
+QUILL_API uint64_t quill_model_parameter_count(const quill_model *m);
+/* The Jinja source of tokenizer.chat_template, or NULL when the file has none. */
+QUILL_API const char *quill_model_chat_template(const quill_model *m);
+/* One line: architecture, size, weight type, vocabulary and context, for a log. */
+QUILL_API int quill_model_describe(const quill_model *m, char *buf, size_t cap);
+
+/* ---- tokens and text ---------------------------------------------------------------- */
+
+/* The ids of text[0..len). add_special: a bos token first where the model wants one;
+ * parse_special: control-token text such as "<|im_start|>" becomes its token (for chat
+ * templates) instead of being spelled out. Returns the number of tokens; writes at most
+ * cap of them. */
+QUILL_API int quill_tokenize(const quill_model *m, const char *text, size_t len,
+                             bool add_special, bool parse_special, quill_token *tokens, int cap);
+/* The bytes one token stands for (control tokens give their text, such as "</s>"). May be
+ * part of a UTF-8 character. Returns the byte count (snprintf convention). */
+QUILL_API int quill_token_to_piece(const quill_model *m, quill_token token, char *buf,
+                                   size_t cap);
+/* The text of tokens[0..n): their bytes joined, as the tokenizer decodes (a SentencePiece
+ * leading space removed after bos). Returns the byte count (snprintf convention). */
+QUILL_API int quill_detokenize(const quill_model *m, const quill_token *tokens, int n,
+                               char *buf, size_t cap);
+/* Special tokens, -1 where the vocabulary has none. */
+QUILL_API quill_token quill_token_bos(const quill_model *m);
+QUILL_API quill_token quill_token_eos(const quill_model *m);
+QUILL_API quill_token quill_token_eot(const quill_model *m); /* end of a chat turn */
+/* True for a token that ends a text: eos, or eot where the vocabulary has one. */
+QUILL_API bool quill_token_is_end(const quill_model *m, quill_token token);
+
+/* One message of a conversation: role "system", "user" or "assistant". */
+typedef struct {
+    const char *role;
+    const char *content;
+} quill_chat_message;
+
+/* The conversation in the model's chat format (its template's family; `template_name`
+ * overrides it: "chatml", "llama2", "llama3", "zephyr", "mistral", "gemma", "phi3"; NULL:
+ * the model's own). add_generation_prompt opens the assistant's turn at the end. Tokenize
+ * the result with parse_special = true. Returns the byte count (snprintf convention). */
+QUILL_API int quill_chat_format(const quill_model *m, const char *template_name,
+                                const quill_chat_message *msgs, int n,
+                                bool add_generation_prompt, char *buf, size_t cap);
+
+/* ---- contexts: the KV cache and the forward pass ------------------------------------ */
+
+typedef enum {
+    QUILL_CACHE_DEFAULT = 0, /* the file's own precision: F16 for F16/BF16/quantized
+                                weights, F32 for F32 weights (llama.cpp's default is F16) */
+    QUILL_CACHE_F32,
+    QUILL_CACHE_F16,
+    QUILL_CACHE_Q8_0,        /* ~3.8x smaller than F32; needs a head size divisible by 32 */
+} quill_cache_type;
+
+typedef struct {
+    int n_ctx;     /* positions each sequence holds; 0: the model's context length */
+    int n_seq;     /* independent sequences (cache slots); default 1 */
+    int n_batch;   /* tokens one forward pass takes at most; 0: 512 */
+    int n_threads; /* 0: the model's n_threads */
+    quill_cache_type cache_type;
+} quill_context_params;
+
+QUILL_API quill_context_params quill_context_params_default(void);
+/* NULL on error, e.g. a cache larger than the machine's available memory (the message
+ * gives the sizes). */
+QUILL_API quill_context *quill_context_new(quill_model *m, const quill_context_params *p);
+QUILL_API void quill_context_free(quill_context *c); /* NULL-safe */
+QUILL_API int quill_context_n_ctx(const quill_context *c);
+QUILL_API int quill_context_n_seq(const quill_context *c);
+
+/* A batch: rows of (token, position, sequence, whether its logits are wanted), decoded in
+ * one forward pass that reads the weights once for all rows. quill keeps each sequence's
+ * positions contiguous, so the rows of one sequence come in order and each row's position
+ * is the next one of its sequence: quill_seq_length() plus the rows of that sequence
+ * before it in the batch. Sequences may be at different positions, and a prompt of one
+ * may share the pass with single decoding steps of others. */
+typedef struct {
+    int n_tokens;
+    int capacity;
+    quill_token *token;
+    int32_t *pos;
+    int32_t *seq;
+    int8_t *logits; /* 1: this row's logits are wanted (quill_logits) */
+} quill_batch;
+
+/* A batch with room for `capacity` rows; all arrays NULL on failure. */
+QUILL_API quill_batch quill_batch_new(int capacity);
+QUILL_API void quill_batch_free(quill_batch *b);
+QUILL_API void quill_batch_clear(quill_batch *b);
+/* Appends one row; QUILL_ERROR when the batch is full. */
+QUILL_API int quill_batch_add(quill_batch *b, quill_token token, int pos, int seq, bool logits);
+
+/* Runs the batch through the model: the rows' keys and values go into their sequences'
+ * cache. An error (a position out of order, an unknown sequence, a full context) changes
+ * nothing. */
+QUILL_API int quill_decode(quill_context *c, const quill_batch *b);
+/* The logits after row `row` of the last batch (one that asked for them): vocab_size
+ * floats, valid until the next decode; NULL for a row that did not ask. */
+QUILL_API const float *quill_logits(const quill_context *c, int row);
+
+/* The sequences' caches. */
+QUILL_API int quill_seq_length(const quill_context *c, int seq);
+/* The tokens sequence seq holds, oldest first (count returned, at most cap written). */
+QUILL_API int quill_seq_tokens(const quill_context *c, int seq, quill_token *out, int cap);
+QUILL_API int quill_seq_clear(quill_context *c, int seq);
+/* dst becomes a copy of src (a shared prompt, a beam that branches). */
+QUILL_API int quill_seq_copy(quill_context *c, int src, int dst);
+/* Forgets positions [p0, p1) of seq (p1 < 0: to the end). Positions after p1 move down to
+ * p0 and their keys are rotated to their new positions (RoPE is a rotation by an angle
+ * proportional to the position, so moving a key is one more rotation). This is
+ * llama.cpp's seq_rm followed by seq_add. */
+QUILL_API int quill_seq_truncate(quill_context *c, int seq, int p0, int p1);
+/* The context shift of a long generation: keeps the first n_keep positions, forgets the
+ * n_discard after them and moves the rest down (quill_seq_truncate(c, seq, n_keep,
+ * n_keep + n_discard)), so that generation goes on without running the text again. */
+QUILL_API int quill_seq_shift(quill_context *c, int seq, int n_keep, int n_discard);
+
+/* ---- embeddings --------------------------------------------------------------------- */
+
+typedef enum {
+    QUILL_POOL_MEAN, /* the mean of every token's final hidden state */
+    QUILL_POOL_LAST, /* the last token's (what a causal model has seen all of the text at) */
+} quill_pooling;
+
+/* The embedding of tokens[0..n): runs them through sequence seq from an empty cache (seq is
+ * cleared first and holds them afterwards) and writes quill_model_embedding_size() floats
+ * to out: the final hidden states (after the output norm), pooled, and scaled to length 1
+ * when normalize is true. */
+QUILL_API int quill_embed(quill_context *c, int seq, const quill_token *tokens, int n,
+                          quill_pooling pooling, bool normalize, float *out);
+
+/* ---- the sampler chain -------------------------------------------------------------- */
+
+typedef struct {
+    quill_token token;
+    float bias; /* added to the logit; -INFINITY bans the token */
+} quill_logit_bias;
+
+/* Every knob; each has a value that turns it off. docs/sampling.md has the formulas. */
+typedef struct {
+    float temperature;       /* <= 0: greedy; default 0.8 */
+    int top_k;               /* 0: off; default 40 */
+    float top_p;             /* 1: off; default 0.95 */
+    float min_p;             /* 0: off; default 0.05 */
+    float typical_p;         /* 1: off (default) */
+    float repeat_penalty;    /* 1: off (default) */
+    float frequency_penalty; /* 0: off (default) */
+    float presence_penalty;  /* 0: off (default) */
+    int repeat_last_n;       /* the penalty window; 0: penalties off, -1: the whole history;
+                                default 64 */
+    bool penalize_prompt;    /* prompt tokens count for the penalties; default true */
+    const char *chain;       /* the stages in order, e.g. "penalties,top-k,top-p,min-p,
+                                temperature"; NULL: llama.cpp's default order */
+    uint64_t seed;           /* the random draw's seed; default 0 */
+    const quill_logit_bias *logit_bias; /* copied by quill_sampler_new */
+    int n_logit_bias;
+    const char *const *bad_words; /* texts never to generate, tokenized with the model
+                                     (each as written and with a leading space) */
+    int n_bad_words;
+} quill_sampler_params;
+
+QUILL_API quill_sampler_params quill_sampler_params_default(void);
+/* Sets the strategy's numbers to a preset: "deterministic", "balanced" or "creative"
+ * (docs/sampling.md); the seed, chain, bias and bad words stay. */
+QUILL_API int quill_sampler_params_preset(quill_sampler_params *p, const char *name);
+QUILL_API quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_params *p);
+QUILL_API void quill_sampler_free(quill_sampler *s); /* NULL-safe */
+/* Chooses a token from one row of logits (vocab_size floats). Does not accept it. */
+QUILL_API quill_token quill_sampler_sample(quill_sampler *s, const float *logits);
+/* Adds a token to the history the penalties and bad words read: every prompt token
+ * (is_prompt = true) and every generated one. */
+QUILL_API int quill_sampler_accept(quill_sampler *s, quill_token token, bool is_prompt);
+/* Forgets the history and starts the random draw again from the seed. */
+QUILL_API void quill_sampler_reset(quill_sampler *s);
+/* The chain with each stage's settings, e.g. "top-k 40 -> top-p 0.95 -> ... -> random draw
+ * (seed 42)". Returns the byte count (snprintf convention). */
+QUILL_API int quill_sampler_describe(const quill_sampler *s, char *buf, size_t cap);
+
+/* What each stage of the chain left, for display (--show-probs, the server's playground):
+ * enable it with the number of candidates to keep per stage, and after each
+ * quill_sampler_sample read the stages. */
+typedef struct {
+    quill_token token;
+    float logit;
+    float p; /* its probability in the softmax of the stage's survivors */
+} quill_candidate;
+
+typedef struct {
+    const char *stage;           /* "input", "top-k", ..., as in the chain string */
+    int n_survivors;             /* candidates still in the running after it */
+    int n_top;                   /* entries in top */
+    const quill_candidate *top;  /* the most likely survivors, most likely first; valid until
+                                    the next sample */
+} quill_stage_candidates;
+
+/* Keeps the top_n most likely candidates after each stage from now on (0: stops). */
+QUILL_API int quill_sampler_trace(quill_sampler *s, int top_n);
+/* The stages of the last sample (the input first, the selection last): count returned,
+ * at most cap written. */
+QUILL_API int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, int cap);
+
+/* ---- generation --------------------------------------------------------------------- */
+
+typedef enum {
+    QUILL_FINISH_LENGTH,    /* max_tokens generated */
+    QUILL_FINISH_EOS,       /* the model ended the text (eos or end of turn) */
+    QUILL_FINISH_STOP,      /* a stop string */
+    QUILL_FINISH_CONTEXT,   /* the sequence's context is full (and context_shift is off) */
+    QUILL_FINISH_CANCELLED, /* the callback returned false, or *cancel became non-zero */
+} quill_finish_reason;
+
+/* "length", "eos", "stop", "context", "cancelled". */
+QUILL_API const char *quill_finish_reason_name(quill_finish_reason r);
+
+/* One generated token, as the callback sees it. */
+typedef struct {
+    quill_token token;
+    const char *piece;  /* the token's own bytes (may end inside a UTF-8 character) */
+    size_t n_piece;
+    const char *text;   /* the text this token decided: whole UTF-8 characters, with any
+                           bytes that may start a stop string held back until they are
+                           known not to; may be empty. The texts of a generation, joined,
+                           are its output. */
+    size_t n_text;
+    float logprob;      /* ln p of the token under the sampler's final distribution */
+} quill_token_event;
+
+/* Called once per generated token; return false to stop (finish "cancelled"). */
+typedef bool (*quill_token_callback)(const quill_token_event *ev, void *user);
+
+typedef struct {
+    int max_tokens;         /* -1 (default): until the end of text or of the context */
+    const char *const *stop; /* stop strings: the text ends before the first one */
+    int n_stop;
+    bool ignore_eos;        /* keep going after the model's end-of-text token */
+    bool add_special;       /* a bos first when the sequence is empty and the model wants
+                               one; default true */
+    bool parse_special;     /* control-token text in the prompt becomes its token (a chat
+                               template's output); default false */
+    bool context_shift;     /* when the context is full, forget the older half of what
+                               follows the prompt's first n_keep tokens and go on */
+    int n_keep;             /* positions a context shift keeps; -1: the prompt's */
+    int seq;                /* the context's sequence to extend; default 0 */
+    volatile int *cancel;   /* another thread sets *cancel = 1 to stop; may be NULL */
+    quill_token_callback on_token;
+    void *user;
+} quill_generate_params;
+
+QUILL_API quill_generate_params quill_generate_params_default(void);
+/* Appends prompt to sequence seq (after what it holds: a conversation goes on), accepts
+ * its tokens into the sampler, then samples, streams and feeds back tokens until a finish
+ * reason, which it writes to *finish (may be NULL). The last token is in the cache, so a
+ * following call continues after it. */
+QUILL_API int quill_generate(quill_context *c, quill_sampler *s, const char *prompt,
+                             const quill_generate_params *p, quill_finish_reason *finish);
+
+/* ---- session state ------------------------------------------------------------------ */
+
+/* Writes sequence seq's tokens and KV cache to path (atomically: a crash leaves the old
+ * file), with a checksum; quill_state_load puts them into sequence seq of a context of the
+ * same model and cache type, so that decoding continues as if never interrupted. A file
+ * from another model, a damaged file or one too long for the context is an error that
+ * changes nothing. */
+QUILL_API int quill_state_save(const quill_context *c, int seq, const char *path);
+QUILL_API int quill_state_load(quill_context *c, int seq, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
