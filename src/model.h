@@ -281,6 +281,10 @@ void model_forward(const Model *m, Activations *a, const int *tokens, int B, int
 void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
                          int pos0, const int *slots);
 
+/* Row `pos` of cache slot `slot` of block l, in the keys (a->kv_k) or values (a->kv_v):
+ * kv_row_bytes bytes, at row (l * B + slot) * n_ctx + pos. */
+uint8_t *activations_kv_row(const Activations *a, uint8_t *cache, int l, int slot, int pos);
+
 /* Copies cache slot src's positions [from, to) of every block into slot dst. */
 void activations_cache_copy(Activations *a, const Model *m, int src, int dst, int from, int to);
 
