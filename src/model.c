@@ -26,38 +26,95 @@ static AttentionShape attention_shape_training(const ModelConfig *c, const Activ
     };
 }
 
-/* Inference: q from the qkv rows, k and v from the cache (n_ctx positions per slot). */
+/* Inference: q from the qkv rows, k and v from the cache (n_ctx positions per slot), for
+ * B sequences (slots[b]) of T new rows each from position pos0, or, decoding (T = 1), B
+ * rows each at its own position pos[b]. */
 static AttentionShape attention_shape_cached(const ModelConfig *c, const Activations *a, int B,
-                                             int T, int pos0, const int *slots)
+                                             int T, int pos0, const int *slots, const int *pos)
 {
-    int kvc = model_kv_dim(c);
+    int kvc = model_kv_dim(c), n_kv = pos0 + T;
+    for (int b = 0; pos && b < B; b++)
+        n_kv = pos[b] + 1 > n_kv ? pos[b] + 1 : n_kv;
     return (AttentionShape){
         .B = B, .T = T, .H = c->n_heads, .KVH = c->n_kv_heads, .hs = model_head_size(c),
-        .pos0 = pos0, .n_kv = pos0 + T, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
-        .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .kv_type = a->kv_type,
-        .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx, .scratch = a->attention_scratch,
-        .scratch_stride = a->attention_scratch_stride,
+        .pos0 = pos0, .n_kv = n_kv, .q_stride = c->dim + 2 * kvc, .kv_stride = kvc,
+        .kv_seq_stride = (size_t)a->n_ctx * kvc, .kv_slot = slots, .pos = pos,
+        .kv_type = a->kv_type, .kv_row_bytes = a->kv_row_bytes, .kv_slot_rows = a->n_ctx,
+        .scratch = a->attention_scratch, .scratch_stride = a->attention_scratch_stride,
     };
 }
 
-/* Stores the new tokens' keys and values from the qkv rows into block l's cache, in the
- * cache's type, and returns where block l's cache starts. */
-static void kv_cache_append(const ModelConfig *c, Activations *a, int l, const float *qkv, int B,
-                            int T, int pos0, const int *slots, const void **k, const void **v)
+/* Stores each row's key and value from the qkv rows into its slot's cache of block l, at
+ * its position, in the cache's type. */
+static void kv_cache_store(const ModelConfig *c, Activations *a, int l, const float *qkv,
+                           const ForwardRows *r)
 {
     size_t kvc = (size_t)model_kv_dim(c), qkv_stride = c->dim + 2 * kvc;
-    for (int b = 0; b < B; b++) {
-        int slot = slots ? slots[b] : b;
-        for (int t = 0; t < T; t++) {
-            const float *row = qkv + ((size_t)b * T + t) * qkv_stride;
-            quant_quantize_row_fast(a->kv_type, row + c->dim,
-                                    activations_kv_row(a, a->kv_k, l, slot, pos0 + t), (int64_t)kvc);
-            quant_quantize_row_fast(a->kv_type, row + c->dim + kvc,
-                                    activations_kv_row(a, a->kv_v, l, slot, pos0 + t), (int64_t)kvc);
-        }
+    for (int i = 0; i < r->n; i++) {
+        const float *row = qkv + (size_t)i * qkv_stride;
+        quant_quantize_row_fast(a->kv_type, row + c->dim,
+                                activations_kv_row(a, a->kv_k, l, r->slot[i], r->pos[i]),
+                                (int64_t)kvc);
+        quant_quantize_row_fast(a->kv_type, row + c->dim + kvc,
+                                activations_kv_row(a, a->kv_v, l, r->slot[i], r->pos[i]),
+                                (int64_t)kvc);
     }
-    *k = activations_kv_row(a, a->kv_k, l, 0, 0);
-    *v = activations_kv_row(a, a->kv_v, l, 0, 0);
+}
+
+/* Rows from i on that belong to row i's slot: a run at consecutive positions (a prompt's
+ * chunk), or 1 (a decoding row). */
+static int run_length(const ForwardRows *r, int i)
+{
+    int j = i + 1;
+    while (j < r->n && r->slot[j] == r->slot[i])
+        j++;
+    return j - i;
+}
+
+/* Inference's attention for the rows of r: RoPE at each row's position, the keys and values
+ * into the cache, then attention over the cache, by stretches of rows: a run of one slot's
+ * rows (a prompt's chunk) goes to the tiled kernels as one sequence of T rows; consecutive
+ * single rows of different slots (decoding steps) go to the decoding kernel together, each
+ * at its own position. Every row's key is stored before any attention runs, so a row sees
+ * the keys of the rows of its sequence before it in the batch. */
+static void attention_cached(const ModelConfig *c, Activations *a, int l, LayerActs *x,
+                             const ForwardRows *r)
+{
+    int C = c->dim, hs = model_head_size(c), QKV = C + 2 * model_kv_dim(c);
+    for (int i = 0, len; i < r->n; i += len) {
+        len = run_length(r, i);
+        float *q = x->qkv + (size_t)i * QKV;
+        rope_forward(q, 1, len, QKV, c->n_heads, hs, r->pos[i], a->rope_cos, a->rope_sin);
+        rope_forward(q + C, 1, len, QKV, c->n_kv_heads, hs, r->pos[i], a->rope_cos,
+                     a->rope_sin);
+    }
+    kv_cache_store(c, a, l, x->qkv, r);
+    const void *k = activations_kv_row(a, a->kv_k, l, 0, 0);
+    const void *v = activations_kv_row(a, a->kv_v, l, 0, 0);
+    for (int i = 0, n; i < r->n; i += n) {
+        AttentionShape s;
+        n = run_length(r, i);
+        if (n > 1) {
+            s = attention_shape_cached(c, a, 1, n, r->pos[i], r->slot + i, NULL);
+        } else {
+            while (i + n < r->n && run_length(r, i + n) == 1)
+                n++;
+            s = attention_shape_cached(c, a, n, 1, 0, r->slot + i, r->pos + i);
+        }
+        attention_forward(x->att_out + (size_t)i * C, x->att, x->qkv + (size_t)i * QKV, k, v,
+                          &s);
+    }
+}
+
+/* Training's attention: the B sequences of T rows at positions 0..T-1 read their own keys
+ * and values from the qkv rows. */
+static void attention_training(const ModelConfig *c, Activations *a, LayerActs *x, int B, int T)
+{
+    int C = c->dim, hs = model_head_size(c), KVC = model_kv_dim(c), QKV = C + 2 * KVC;
+    rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, 0, a->rope_cos, a->rope_sin);
+    rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, 0, a->rope_cos, a->rope_sin);
+    AttentionShape s = attention_shape_training(c, a, B, T);
+    attention_forward(x->att_out, x->att, x->qkv, x->qkv + C, x->qkv + C + KVC, &s);
 }
 
 /* A residual connection, out = in + branch, is computed as "copy in to out, then let the
@@ -97,14 +154,14 @@ static void linear_forward_parts(float *out, int ldo, const float *inp, int N,
         linear_forward(out + col, ldo, inp, N, parts[i], 0.0f, scratch);
 }
 
-static void block_forward(const Model *m, Activations *a, int l, int B, int T, int pos0,
-                          const int *slots, float *resid_out)
+/* One block over BT rows: training's B x T (r NULL), or inference's rows r. */
+static void block_forward(const Model *m, Activations *a, int l, int B, int T,
+                          const ForwardRows *r, float *resid_out)
 {
     const ModelConfig *c = &m->config;
     const LayerWeights *w = &m->wt.layers[l];
     LayerActs *x = &a->layers[l];
-    int BT = B * T, C = c->dim, F = c->ffn_dim, hs = model_head_size(c);
-    int KVC = model_kv_dim(c), QKV = C + 2 * KVC;
+    int BT = r ? r->n : B * T, C = c->dim, F = c->ffn_dim, QKV = C + 2 * model_kv_dim(c);
     void *scratch = a->linear_scratch;
 
     /* attention branch: resid_mid = resid_in + attn_output(attention(rmsnorm(resid_in))) */
@@ -112,19 +169,10 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T, i
                     c->norm_eps);
     const WeightMatrix *qkv[3] = {&w->attn_q, &w->attn_k, &w->attn_v};
     linear_forward_parts(x->qkv, QKV, x->attn_norm, BT, qkv, 3, scratch);
-    rope_forward(x->qkv, B, T, QKV, c->n_heads, hs, pos0, a->rope_cos, a->rope_sin);
-    rope_forward(x->qkv + C, B, T, QKV, c->n_kv_heads, hs, pos0, a->rope_cos, a->rope_sin);
-    AttentionShape s;
-    const void *k, *v;
-    if (a->mode == ACTS_INFERENCE) {
-        kv_cache_append(c, a, l, x->qkv, B, T, pos0, slots, &k, &v);
-        s = attention_shape_cached(c, a, B, T, pos0, slots);
-    } else {
-        k = x->qkv + C;
-        v = x->qkv + C + KVC;
-        s = attention_shape_training(c, a, B, T);
-    }
-    attention_forward(x->att_out, x->att, x->qkv, k, v, &s);
+    if (r)
+        attention_cached(c, a, l, x, r);
+    else
+        attention_training(c, a, x, B, T);
     residual_copy(x->resid_mid, x->resid_in, (size_t)BT * C);
     linear_forward(x->resid_mid, C, x->att_out, BT, &w->attn_output, 1.0f, scratch);
 
@@ -137,34 +185,72 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T, i
     linear_forward(resid_out, C, x->swiglu, BT, &w->ffn_down, 1.0f, scratch);
 }
 
-void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
-                         int pos0, const int *slots)
+/* The embedding and every block, over BT rows (training's B x T, or inference's r). */
+static void blocks_forward(const Model *m, Activations *a, const int *tokens, int B, int T,
+                           const ForwardRows *r)
 {
     const ModelConfig *c = &m->config;
-    int BT = B * T, C = c->dim;
-    embedding_forward(a->layers[0].resid_in, tokens, &m->wt.token_embd, BT);
+    embedding_forward(a->layers[0].resid_in, tokens, &m->wt.token_embd, r ? r->n : B * T);
     for (int l = 0; l < c->n_layers; l++) {
         float *resid_out = l + 1 < c->n_layers ? a->layers[l + 1].resid_in : a->resid_final;
-        block_forward(m, a, l, B, T, pos0, slots, resid_out);
+        block_forward(m, a, l, B, T, r, resid_out);
     }
-    /* with last_logits only each sequence's last token goes through the output layer: the
-     * one whose logits say what comes next */
-    int rows = a->last_logits ? B : BT;
-    if (a->last_logits)
-        for (int b = 0; b < B; b++)
-            rmsnorm_forward(a->final_norm + (size_t)b * C, a->final_rstd + b,
-                            a->resid_final + ((size_t)b * T + T - 1) * C, m->wt.output_norm.data,
-                            1, C, c->norm_eps);
+}
+
+/* The output layer for n_out rows of the last block's output (rows[k], or rows 0..n_out-1
+ * when rows is NULL): the final norm into consecutive rows, then one product into logits
+ * (n_out, V). Only the rows whose logits are wanted pay for the largest product. */
+static void output_forward(const Model *m, Activations *a, const int *rows, int n_out,
+                           float *logits)
+{
+    const ModelConfig *c = &m->config;
+    int C = c->dim;
+    if (rows)
+        for (int k = 0; k < n_out; k++)
+            rmsnorm_forward(a->final_norm + (size_t)k * C, a->final_rstd + k,
+                            a->resid_final + (size_t)rows[k] * C, m->wt.output_norm.data, 1, C,
+                            c->norm_eps);
     else
-        rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data, BT,
-                        C, c->norm_eps);
-    linear_forward(a->logits, c->vocab_size, a->final_norm, rows, &m->wt.output, 0.0f,
+        rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data,
+                        n_out, C, c->norm_eps);
+    linear_forward(logits, c->vocab_size, a->final_norm, n_out, &m->wt.output, 0.0f,
                    a->linear_scratch);
+}
+
+void model_forward_rows(const Model *m, Activations *a, const ForwardRows *r)
+{
+    blocks_forward(m, a, r->token, 0, 0, r);
+    if (r->n_out > 0)
+        output_forward(m, a, r->out_rows, r->n_out, r->logits);
+}
+
+/* Inference's rows for B sequences of T tokens at positions pos0.., sequence b in slot b,
+ * in the activations' row arrays; the logits of each sequence's last row (last_logits) or
+ * of every row, into a->logits. */
+static ForwardRows sequences_as_rows(Activations *a, const int *tokens, int B, int T, int pos0)
+{
+    ForwardRows r = {.token = tokens, .pos = a->row_pos, .slot = a->row_slot, .n = B * T,
+                     .out_rows = a->out_rows, .logits = a->logits};
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            a->row_pos[b * T + t] = pos0 + t;
+            a->row_slot[b * T + t] = b;
+            if (!a->last_logits || t == T - 1)
+                a->out_rows[r.n_out++] = b * T + t;
+        }
+    }
+    return r;
 }
 
 void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0)
 {
-    model_forward_slots(m, a, tokens, B, T, pos0, NULL);
+    if (a->mode == ACTS_INFERENCE) {
+        ForwardRows r = sequences_as_rows(a, tokens, B, T, pos0);
+        model_forward_rows(m, a, &r);
+        return;
+    }
+    blocks_forward(m, a, tokens, B, T, NULL);
+    output_forward(m, a, NULL, B * T, a->logits);
 }
 
 float model_loss(const Model *m, Activations *a, const int *targets, int B, int T)

@@ -196,6 +196,14 @@ int activations_init_inference(Activations *a, const Model *m, const InferenceSh
     a->last_logits = !s->all_logits;
     if (activations_alloc(a, m, ACTS_INFERENCE, s->slots, s->max_tokens, s->n_ctx, err) != 0)
         return -1;
+    size_t rows = (size_t)s->max_tokens;
+    a->row_pos = malloc(rows * sizeof *a->row_pos);
+    a->row_slot = malloc(rows * sizeof *a->row_slot);
+    a->out_rows = malloc(rows * sizeof *a->out_rows);
+    if (!a->row_pos || !a->row_slot || !a->out_rows) {
+        activations_free(a);
+        return error_set(err, "out of memory for activations");
+    }
     if (kv_cache_alloc(a, m, s->kv_type, err) != 0) {
         activations_free(a);
         return -1;
@@ -215,7 +223,8 @@ size_t activations_inference_bytes(const Model *m, const InferenceShape *s)
                     (size_t)compute_max_threads() * attention_scratch_stride(c, s->n_ctx,
                                                                              s->kv_type);
     free(layers);
-    return floats * sizeof(float) + linear_scratch_size(m, s->max_tokens) +
+    return floats * sizeof(float) + 3 * (size_t)s->max_tokens * sizeof(int) +
+           linear_scratch_size(m, s->max_tokens) +
            model_kv_cache_bytes(c, s->slots, s->n_ctx, s->kv_type);
 }
 
@@ -231,6 +240,9 @@ void activations_free(Activations *a)
     free(a->kv_k);
     free(a->kv_v);
     free(a->attention_scratch);
+    free(a->row_pos);
+    free(a->row_slot);
+    free(a->out_rows);
     memset(a, 0, sizeof *a);
 }
 
@@ -250,4 +262,41 @@ void activations_cache_copy(Activations *a, const Model *m, int src, int dst, in
         memcpy(activations_kv_row(a, a->kv_k, l, dst, from), activations_kv_row(a, a->kv_k, l, src, from), bytes);
         memcpy(activations_kv_row(a, a->kv_v, l, dst, from), activations_kv_row(a, a->kv_v, l, src, from), bytes);
     }
+}
+
+/* Positions from p1 on, moved down to p0, carry keys rotated for where they were: RoPE
+ * turns each pair of a key by (position x frequency), so turning it by -(p1 - p0) x
+ * frequency more gives the key of its new position (rotations add). That is RoPE's
+ * backward at position p1 - p0. An F32 cache turns in place, exactly as far as rounding
+ * goes; F16 and Q8_0 rows are decoded, turned and stored again, one more rounding. */
+int activations_cache_forget(Activations *a, const Model *m, int slot, int p0, int p1, int len,
+                             Error *err)
+{
+    const ModelConfig *c = &m->config;
+    int kvc = model_kv_dim(c), moved = len - p1, d = p1 - p0;
+    if (d == 0 || moved == 0)
+        return 0;
+    bool f32 = a->kv_type == GGML_TYPE_F32;
+    float *decoded = f32 ? NULL : malloc((size_t)kvc * sizeof *decoded);
+    if (!f32 && !decoded)
+        return error_set(err, "out of memory");
+    size_t bytes = (size_t)moved * a->kv_row_bytes;
+    for (int l = 0; l < c->n_layers; l++) {
+        memmove(activations_kv_row(a, a->kv_k, l, slot, p0),
+                activations_kv_row(a, a->kv_k, l, slot, p1), bytes);
+        memmove(activations_kv_row(a, a->kv_v, l, slot, p0),
+                activations_kv_row(a, a->kv_v, l, slot, p1), bytes);
+        for (int p = p0; p < p0 + moved; p++) {
+            uint8_t *key = activations_kv_row(a, a->kv_k, l, slot, p);
+            float *x = f32 ? (float *)key : decoded;
+            if (!f32)
+                quant_dequantize_rows_fast(a->kv_type, key, 0, x, 1, kvc);
+            rope_backward(x, 1, 1, kvc, c->n_kv_heads, model_head_size(c), d, a->rope_cos,
+                          a->rope_sin);
+            if (!f32)
+                quant_quantize_row_fast(a->kv_type, x, key, kvc);
+        }
+    }
+    free(decoded);
+    return 0;
 }
