@@ -141,7 +141,7 @@ static void search_step(Search *s, int step, CandidateList *c)
     memcpy(s->beams, next, sizeof next);
     s->n_beams = WIDTH;
     Error err;
-    check(infer_decode_batch(&s->ctx, seqs, tokens, WIDTH, &err), &err);
+    check(infer_decode_step(&s->ctx, seqs, tokens, WIDTH, &err), &err);
 }
 
 /* The tree, depth first: each node with its token, ln p and the running sum; a node with

@@ -247,7 +247,7 @@ static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
         slots[b] = bs->beams[b].slot;
         tokens[b] = bs->beams[b].c.tokens[bs->beams[b].c.n_tokens - 1];
     }
-    return infer_decode_batch(&bs->s->ctx, slots, tokens, n_next, err);
+    return infer_decode_step(&bs->s->ctx, slots, tokens, n_next, err);
 }
 
 /* The sampler every beam starts from: the session's chain without its truncating filters

@@ -390,7 +390,7 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
                 out[seqs[b]].finish = FINISH_CONTEXT;
             break;
         }
-        status = infer_decode_batch(&s->ctx, seqs, tokens, batch, err);
+        status = infer_decode_step(&s->ctx, seqs, tokens, batch, err);
     }
     for (int i = 0; states && i < n; i++) {
         text_stream_finish(&states[i].stream);
