@@ -387,7 +387,7 @@ static double rate(int tokens, double seconds)
 void generate_session_report(const Session *s, const GenerateOptions *o)
 {
     const SessionStats *t = &s->stats;
-    size_t cache_bytes = infer_cache_bytes(&s->ctx);
+    size_t cache_bytes = infer_cache_bytes(s->ctx);
     if (t->search_steps > 0) {
         /* beam search does not sample: the chain's filters, temperature and seed play no
          * part (beam.h) */

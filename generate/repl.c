@@ -142,7 +142,7 @@ static int turn_text(Repl *r, const char *input, char **text, Error *err)
  * one); later text continues it, without SPM's start-of-text space. */
 static int turn_tokens(Repl *r, const char *text, int **ids, size_t *n, Error *err)
 {
-    bool first = infer_seq_length(&r->session.ctx, 0) == 0;
+    bool first = infer_seq_length(r->session.ctx, 0) == 0;
     bool template_bos = r->family != CHAT_UNKNOWN && chat_template_writes_bos(r->family);
     EncodeOptions opt = {.add_bos = first && r->tok->add_bos && !template_bos,
                          .parse_special = r->family != CHAT_UNKNOWN, .mid_text = !first};
@@ -259,7 +259,7 @@ static int repl_command(Repl *r, const char *line)
         Flag flags[GENERATE_MAX_FLAGS];
         cli_write_flag_values(stdout, flags, chat_settings(r, flags, false));
         printf("  %-20s %d of %d positions\n", "(context used)",
-               infer_seq_length(&r->session.ctx, 0), r->session.params.n_ctx);
+               infer_seq_length(r->session.ctx, 0), r->session.params.n_ctx);
         printf("  %-20s %llu\n", "(seed in use)", (unsigned long long)r->seed);
     } else if (strcmp(line, "/set") == 0) {
         Flag flags[GENERATE_MAX_FLAGS];

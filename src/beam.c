@@ -86,7 +86,7 @@ static int collect_extensions(BeamSearch *bs, int *n_ext)
 {
     *n_ext = 0;
     for (int b = 0; b < bs->n_beams; b++) {
-        sampler_apply(&bs->beams[b].sampler, infer_logits(&bs->s->ctx, b), &bs->cand);
+        sampler_apply(&bs->beams[b].sampler, infer_logits(bs->s->ctx, b), &bs->cand);
         for (int j = 0; j < bs->cand.n && j < 2 * bs->width; j++) {
             if (!(bs->cand.data[j].p > 0.0f))
                 break;
@@ -197,7 +197,7 @@ static void assign_slots(BeamSearch *bs, int n_next, int n_prompt)
             bs->next[i].slot = parent_slot;
         } else {
             bs->next[i].slot = free_slots[--n_free];
-            infer_seq_copy(&bs->s->ctx, parent_slot, bs->next[i].slot, n_prompt);
+            infer_seq_copy(bs->s->ctx, parent_slot, bs->next[i].slot, n_prompt);
         }
     }
 }
@@ -247,7 +247,7 @@ static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
         slots[b] = bs->beams[b].slot;
         tokens[b] = bs->beams[b].c.tokens[bs->beams[b].c.n_tokens - 1];
     }
-    return infer_decode_step(&bs->s->ctx, slots, tokens, n_next, err);
+    return infer_decode_step(bs->s->ctx, slots, tokens, n_next, err);
 }
 
 /* The sampler every beam starts from: the session's chain without its truncating filters
@@ -282,14 +282,14 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
     bs.next = calloc((size_t)beam_size, sizeof *bs.next);
     bs.best = calloc((size_t)n_best, sizeof *bs.best);
     bs.ext = malloc((size_t)beam_size * 2 * beam_size * sizeof *bs.ext);
-    int n_prompt = infer_seq_length(&s->ctx, 0);
+    int n_prompt = infer_seq_length(s->ctx, 0);
     int status = bs.beams && bs.next && bs.best && bs.ext ? 0 : error_set(err, "out of memory");
     if (status == 0)
         status = candidates_init(&bs.cand, s->model->config.vocab_size, err);
     if (status == 0)
         status = root_beam(&bs, err);
     for (int slot = 1; status == 0 && slot < beam_size; slot++)
-        infer_seq_copy(&s->ctx, 0, slot, 0); /* the prompt, into every slot once */
+        infer_seq_copy(s->ctx, 0, slot, 0); /* the prompt, into every slot once */
     /* the longest a text can be: max_tokens, or what the context holds after the prompt,
      * and one more from the last logits, as a sampled text takes */
     int max_tokens = s->params.max_tokens, room = s->params.n_ctx - n_prompt + 1;
@@ -299,7 +299,7 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
     for (int step = 0; status == 0 && !settled && !last && step < max_tokens && bs.n_beams > 0;
          step++) {
         bool at_max = step + 1 == max_tokens;
-        full = !at_max && infer_seq_length(&s->ctx, bs.beams[0].slot) == s->params.n_ctx;
+        full = !at_max && infer_seq_length(s->ctx, bs.beams[0].slot) == s->params.n_ctx;
         last = at_max || full;
         status = beam_step(&bs, n_prompt, !last, err);
         settled = status == 0 && search_done(&bs, longest);

@@ -67,13 +67,14 @@ static int scratch_alloc(InferContext *c, Error *err)
 {
     size_t seqs = (size_t)c->params.n_seq, rows = (size_t)c->acts.T;
     c->seq_len = calloc(seqs, sizeof *c->seq_len);
+    c->seq_tokens = malloc(seqs * (size_t)c->params.n_ctx * sizeof *c->seq_tokens);
     c->next_pos = malloc(seqs * sizeof *c->next_pos);
     c->out_rows = malloc(rows * sizeof *c->out_rows);
     c->row_pos = malloc(rows * sizeof *c->row_pos);
     c->row_seq = malloc(rows * sizeof *c->row_seq);
     c->row_logits = malloc(rows * sizeof *c->row_logits);
-    if (!c->seq_len || !c->next_pos || !c->out_rows || !c->row_pos || !c->row_seq ||
-        !c->row_logits)
+    if (!c->seq_len || !c->seq_tokens || !c->next_pos || !c->out_rows || !c->row_pos ||
+        !c->row_seq || !c->row_logits)
         return error_set(err, "out of memory");
     return 0;
 }
@@ -103,6 +104,7 @@ void infer_free(InferContext *c)
         return;
     activations_free(&c->acts);
     free(c->seq_len);
+    free(c->seq_tokens);
     free(c->logits);
     free(c->logit_row);
     free(c->next_pos);
@@ -219,6 +221,8 @@ int infer_decode_batch(InferContext *c, const InferBatch *b, Error *err)
     }
     if (step)
         governor_unit_end(&c->governor, b->n);
+    for (int i = 0; i < b->n; i++)
+        c->seq_tokens[(size_t)b->seq[i] * c->params.n_ctx + b->pos[i]] = b->token[i];
     memcpy(c->seq_len, c->next_pos, (size_t)c->params.n_seq * sizeof *c->seq_len);
     return 0;
 }
@@ -284,6 +288,9 @@ const float *infer_logits(const InferContext *c, int k)
 void infer_seq_copy(InferContext *c, int src, int dst, int shared)
 {
     activations_cache_copy(&c->acts, c->model, src, dst, shared, c->seq_len[src]);
+    memcpy(c->seq_tokens + (size_t)dst * c->params.n_ctx,
+           c->seq_tokens + (size_t)src * c->params.n_ctx,
+           (size_t)c->seq_len[src] * sizeof *c->seq_tokens);
     c->seq_len[dst] = c->seq_len[src];
 }
 
@@ -304,8 +311,15 @@ int infer_seq_truncate(InferContext *c, int seq, int p0, int p1, Error *err)
                          p0, p1, seq, len);
     if (activations_cache_forget(&c->acts, c->model, seq, p0, p1, len, err) != 0)
         return -1;
+    int *tokens = c->seq_tokens + (size_t)seq * c->params.n_ctx;
+    memmove(tokens + p0, tokens + p1, (size_t)(len - p1) * sizeof *tokens);
     c->seq_len[seq] = len - (p1 - p0);
     return 0;
+}
+
+const int *infer_seq_tokens(const InferContext *c, int seq)
+{
+    return c->seq_tokens + (size_t)seq * c->params.n_ctx;
 }
 
 int infer_seq_length(const InferContext *c, int seq)

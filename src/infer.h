@@ -43,6 +43,7 @@ typedef struct {
     InferParams params;
     Activations acts;
     int *seq_len;        /* (n_seq) positions each sequence's cache holds */
+    int *seq_tokens;     /* (n_seq, n_ctx) the token at each of those positions */
     /* The logits the last decode left: n_logits rows of V, in the order of the rows that
      * asked for them; logit_row[i] is batch row i's (-1: none). Both grow as batches ask. */
     float *logits;
@@ -113,6 +114,9 @@ void infer_seq_clear(InferContext *c, int seq);
  * keys are decoded, rotated and stored again. */
 int infer_seq_truncate(InferContext *c, int seq, int p0, int p1, Error *err);
 int infer_seq_length(const InferContext *c, int seq);
+/* The tokens sequence seq's cache holds, oldest first (infer_seq_length of them): what a
+ * saved state records, and what a context shift leaves. */
+const int *infer_seq_tokens(const InferContext *c, int seq);
 
 /* Bytes the KV cache takes. */
 size_t infer_cache_bytes(const InferContext *c);

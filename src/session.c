@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +68,7 @@ static int history_push(Session *s, int token, bool is_prompt, Error *err)
         s->cap_history = cap;
     }
     s->history[s->n_history++] = (SamplerToken){token, is_prompt};
-    return sampler_accept(&s->sampler, token, is_prompt, err);
+    return sampler_accept(s->sampler, token, is_prompt, err);
 }
 
 int session_sampler_init(const Session *s, const SamplerParams *params, Sampler *out,
@@ -92,8 +93,10 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, const Session
     s->model = m;
     s->tok = tok;
     InferParams infer = {.n_seq = p->n_seq, .n_ctx = p->n_ctx, .cache_type = p->cache_type};
-    if (infer_init(&s->ctx, m, &infer, err) != 0)
+    if (infer_init(&s->own_ctx, m, &infer, err) != 0)
         return -1;
+    s->ctx = &s->own_ctx;
+    s->sampler = &s->own_sampler;
     s->params = *p;
     if (session_update(s, p, err) != 0) {
         session_free(s);
@@ -102,10 +105,25 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, const Session
     return 0;
 }
 
+int session_borrow(Session *s, const Model *m, const Tokenizer *tok, InferContext *ctx,
+                   int seq, Sampler *sampler, const SessionParams *p, Error *err)
+{
+    if (seq < 0 || seq >= ctx->params.n_seq)
+        return error_set(err, "no sequence %d (the context has %d)", seq, ctx->params.n_seq);
+    memset(s, 0, sizeof *s);
+    *s = (Session){.model = m, .tok = tok, .params = *p, .ctx = ctx, .seq = seq,
+                   .sampler = sampler};
+    s->params.n_seq = ctx->params.n_seq;
+    s->params.n_ctx = ctx->params.n_ctx;
+    s->params.cache_type = ctx->params.cache_type;
+    s->params.sampler = sampler->params;
+    return 0;
+}
+
 void session_free(Session *s)
 {
-    infer_free(&s->ctx);
-    sampler_free(&s->sampler);
+    infer_free(&s->own_ctx);
+    sampler_free(&s->own_sampler);
     free(s->history);
     memset(s, 0, sizeof *s);
 }
@@ -115,8 +133,8 @@ int session_update(Session *s, const SessionParams *p, Error *err)
     Sampler sampler;
     if (session_sampler_init(s, &p->sampler, &sampler, err) != 0)
         return -1;
-    sampler_free(&s->sampler);
-    s->sampler = sampler;
+    sampler_free(s->sampler);
+    *s->sampler = sampler;
     SessionParams kept = s->params; /* the cache's shape */
     s->params = *p;
     s->params.n_seq = kept.n_seq;
@@ -128,8 +146,8 @@ int session_update(Session *s, const SessionParams *p, Error *err)
 
 void session_reset(Session *s)
 {
-    infer_seq_clear(&s->ctx, 0);
-    sampler_reset(&s->sampler);
+    infer_seq_clear(s->ctx, s->seq);
+    sampler_reset(s->sampler);
     s->n_history = 0;
 }
 
@@ -137,13 +155,13 @@ int session_feed(Session *s, const int *tokens, int n, Error *err)
 {
     if (n == 0)
         return 0;
-    int used = infer_seq_length(&s->ctx, 0);
+    int used = infer_seq_length(s->ctx, s->seq);
     if (used + n > s->params.n_ctx)
         return error_set(err, "the prompt has %d token%s and %d are in the context already; "
                               "the context holds %d (give a larger --context)",
                          n, plural_s(n), used, s->params.n_ctx);
     s->prompt_start = timer_seconds();
-    if (infer_decode(&s->ctx, 0, tokens, n, err) != 0)
+    if (infer_decode(s->ctx, s->seq, tokens, n, err) != 0)
         return -1;
     for (int i = 0; i < n; i++)
         if (history_push(s, tokens[i], true, err) != 0)
@@ -153,20 +171,15 @@ int session_feed(Session *s, const int *tokens, int n, Error *err)
     return 0;
 }
 
-/* When the cache is full: its last half goes through the model again from position 0
- * (cached keys cannot simply be moved: RoPE rotated them by their old positions). */
+/* When the cache is full: the first n_keep positions stay, the older half of the rest is
+ * forgotten, and what follows moves down, its keys rotated to their new positions
+ * (llama.cpp's context shift), so nothing runs through the model again. */
 static int context_shift(Session *s, Error *err)
 {
-    int keep = s->params.n_ctx / 2 > 0 ? s->params.n_ctx / 2 : 1;
-    int *tokens = malloc((size_t)keep * sizeof *tokens);
-    if (!tokens)
-        return error_set(err, "out of memory");
-    for (int i = 0; i < keep; i++)
-        tokens[i] = s->history[s->n_history - keep + i].token;
-    infer_seq_clear(&s->ctx, 0);
-    int status = infer_decode(&s->ctx, 0, tokens, keep, err);
-    free(tokens);
-    return status;
+    int n_ctx = s->params.n_ctx;
+    int keep = s->params.n_keep > 0 && s->params.n_keep < n_ctx ? s->params.n_keep : 0;
+    int discard = (n_ctx - keep) / 2 > 0 ? (n_ctx - keep) / 2 : 1;
+    return infer_seq_truncate(s->ctx, s->seq, keep, keep + discard, err);
 }
 
 bool session_token_ends_text(const Session *s, int token)
@@ -176,12 +189,23 @@ bool session_token_ends_text(const Session *s, int token)
     return end && !s->params.ignore_eos;
 }
 
-/* The next token of sequence 0, recording the trace when asked for. */
-static int choose_token(Session *s, const float *logits, SamplerTrace *trace)
+/* The next token, recording the trace when asked for, or its log-probability when given a
+ * list to apply the chain into (the draw then walks the sorted list: the same token as
+ * sampler_sample for the same RNG state). */
+static int choose_token(Session *s, const float *logits, SamplerTrace *trace,
+                        CandidateList *list, float *logprob)
 {
-    if (!trace)
-        return sampler_sample(&s->sampler, logits);
-    return sampler_sample_traced(&s->sampler, logits, trace);
+    *logprob = NAN;
+    if (trace)
+        return sampler_sample_traced(s->sampler, logits, trace);
+    if (!list)
+        return sampler_sample(s->sampler, logits);
+    sampler_apply(s->sampler, logits, list);
+    int token = sampler_select(s->sampler, list);
+    for (int i = 0; i < list->n; i++)
+        if (list->data[i].id == token)
+            *logprob = logf(list->data[i].p);
+    return token;
 }
 
 /* Where a stream's decided bytes go: the completion's text. */
@@ -231,13 +255,13 @@ static int take_token(Session *s, TextStream *stream, StreamTarget *target, int 
  * full; returns 1 when it is full and may not be shifted. */
 static int feed_back(Session *s, int token, Error *err)
 {
-    if (infer_seq_length(&s->ctx, 0) == s->params.n_ctx) {
+    if (infer_seq_length(s->ctx, s->seq) == s->params.n_ctx) {
         if (!s->params.context_shift)
             return 1;
         if (context_shift(s, err) != 0)
             return -1;
     }
-    return infer_decode(&s->ctx, 0, &token, 1, err);
+    return infer_decode(s->ctx, s->seq, &token, 1, err);
 }
 
 /* Whether the cancel flag is set. */
@@ -256,9 +280,12 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
     StreamTarget target = {.c = c, .err = err};
     text_stream_init(&stream, s->params.stops, s->params.n_stops, stream_write, &target);
     SamplerTrace trace;
+    CandidateList list = {0};
     char piece[TOKEN_PIECE_MAX];
     size_t announced = 0;
     int status = 0;
+    if (s->params.logprobs && candidates_init(&list, s->model->config.vocab_size, err) != 0)
+        status = -1;
     double start = timer_seconds();
     int generated = 0;
     while (status == 0 && generated < s->params.max_tokens) {
@@ -266,10 +293,13 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
             c->finish = FINISH_CANCELLED;
             break;
         }
-        int token = choose_token(s, infer_logits(&s->ctx, 0), s->params.trace ? &trace : NULL);
+        float logprob;
+        int token = choose_token(s, infer_logits(s->ctx, 0), s->params.trace ? &trace : NULL,
+                                 s->params.logprobs ? &list : NULL, &logprob);
         if (generated++ == 0)
             s->stats.first_token_seconds = timer_seconds() - s->prompt_start;
-        SessionToken event = {.token = token, .trace = s->params.trace ? &trace : NULL};
+        SessionToken event = {.token = token, .trace = s->params.trace ? &trace : NULL,
+                              .logprob = logprob};
         if (session_token_ends_text(s, token)) {
             c->finish = FINISH_EOS;
             announce(on_token, ctx, &event, c, &announced);
@@ -290,8 +320,9 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
     }
     text_stream_finish(&stream);
     text_stream_free(&stream);
+    candidates_free(&list);
     if (c->len > announced)
-        announce(on_token, ctx, &(SessionToken){.token = -1}, c, &announced);
+        announce(on_token, ctx, &(SessionToken){.token = -1, .logprob = NAN}, c, &announced);
     s->stats.generated_tokens += c->n_tokens;
     s->stats.generate_seconds += timer_seconds() - start;
     return status != 0 || target.status != 0 ? -1 : 0;
@@ -355,7 +386,7 @@ static int samples_step(Session *s, SampleState *states, Completion *out, int n,
     for (int i = 0; i < n; i++) {
         if (states[i].done)
             continue;
-        const float *logits = infer_logits(&s->ctx, step == 0 ? 0 : rows[i]);
+        const float *logits = infer_logits(s->ctx, step == 0 ? 0 : rows[i]);
         int token, r = sample_step(s, &states[i], &out[i], logits, &token, err);
         if (r < 0)
             return -1;
@@ -376,7 +407,7 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
     int *rows = malloc((size_t)n * sizeof *rows);
     int status = states && seqs && tokens && rows ? 0 : error_set(err, "out of memory");
     for (int i = 1; status == 0 && i < n; i++) /* the prompt's cache, into every slot */
-        infer_seq_copy(&s->ctx, 0, i, 0);
+        infer_seq_copy(s->ctx, 0, i, 0);
     for (int i = 0; status == 0 && i < n; i++)
         status = sample_state_init(s, &states[i], &out[i], s->params.sampler.seed + (uint64_t)i, err);
     double start = timer_seconds();
@@ -385,12 +416,12 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
         status = samples_step(s, states, out, n, step, seqs, tokens, rows, &batch, err);
         if (status != 0 || batch == 0 || step + 1 == s->params.max_tokens)
             break;
-        if (infer_seq_length(&s->ctx, seqs[0]) == s->params.n_ctx) {
+        if (infer_seq_length(s->ctx, seqs[0]) == s->params.n_ctx) {
             for (int b = 0; b < batch; b++)
                 out[seqs[b]].finish = FINISH_CONTEXT;
             break;
         }
-        status = infer_decode_step(&s->ctx, seqs, tokens, batch, err);
+        status = infer_decode_step(s->ctx, seqs, tokens, batch, err);
     }
     for (int i = 0; states && i < n; i++) {
         text_stream_finish(&states[i].stream);

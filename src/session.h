@@ -8,7 +8,8 @@
  *   -> its bytes into a TextStream (stop strings, whole UTF-8 characters) -> the caller's
  *      callback, with the text decided so far
  *   -> the token through the model at the next position (or, when the context is full,
- *      the last half of the history run again from position 0: context_shift).
+ *      the older half of what follows the first n_keep positions forgotten and the rest
+ *      moved down: context_shift, infer_seq_truncate).
  *
  * The session prints nothing: what a caller shows (the text, the candidates of each step,
  * timings) it reads from the callback, the Completion and SessionStats. */
@@ -70,7 +71,11 @@ typedef struct {
     char *const *stops;     /* borrowed: stop strings (each non-empty), n_stops of them */
     int n_stops;
     bool ignore_eos;        /* go on past the end-of-text token */
-    bool context_shift;     /* when the cache is full, keep its last half and go on */
+    bool context_shift;     /* when the cache is full, forget the older half of what
+                               follows the first n_keep positions and go on */
+    int n_keep;             /* positions a context shift keeps at the start (a system
+                               prompt); 0 for the CLI */
+    bool logprobs;          /* give each token's log-probability (a full sort per token) */
     SamplerParams sampler;  /* copied (lists too); sampler.seed seeds the draw */
     bool trace;             /* record each step's candidates after every stage (what
                                --show-probs shows): a full sort of the list per token */
@@ -82,21 +87,30 @@ void session_params_default(SessionParams *p);
 typedef struct {
     const Model *model;
     const Tokenizer *tok;
-    SessionParams params;  /* its sampler's lists point into `sampler`'s copies */
-    InferContext ctx;
-    SamplerToken *history; /* sequence 0's tokens (its cache holds their last n_ctx) */
+    SessionParams params;  /* its sampler's lists point into the sampler's copies */
+    InferContext *ctx;     /* the cache: the session's own (session_init) or borrowed */
+    int seq;               /* the sequence of ctx that feeds and continuations extend */
+    Sampler *sampler;      /* seq's sampler, own or borrowed; its history is the session's */
+    SamplerToken *history; /* seq's tokens since the session began (the cache holds the
+                              part a context shift kept) */
     int n_history, cap_history;
-    Sampler sampler;       /* sequence 0's; its history is the session's */
     atomic_bool *cancel;   /* when set (by a signal handler, a callback or another thread),
                               the continuation ends with FINISH_CANCELLED; may be NULL */
     double prompt_start;   /* when the last feed began (time to first token) */
     SessionStats stats;
+    InferContext own_ctx;  /* what session_init allocates; unused when borrowing */
+    Sampler own_sampler;
 } Session;
 
 /* A session over p->n_seq cache slots of p->n_ctx positions (n_seq > 1 for samples and
  * beams), with the sampler built from p->sampler. */
 int session_init(Session *s, const Model *m, const Tokenizer *tok, const SessionParams *p,
                  Error *err);
+/* A session over what the caller owns (the public API's context and sampler): sequence seq
+ * of ctx, and sampler, both borrowed for the session's life; the shape fields of p (n_seq,
+ * n_ctx, cache_type) are taken from ctx. session_free then frees only the history. */
+int session_borrow(Session *s, const Model *m, const Tokenizer *tok, InferContext *ctx,
+                   int seq, Sampler *sampler, const SessionParams *p, Error *err);
 void session_free(Session *s);
 
 /* New settings for the next continuations (the REPL's /set): all of p but the cache's shape
@@ -111,7 +125,7 @@ int session_sampler_init(const Session *s, const SamplerParams *params, Sampler 
 /* Forgets the conversation: the cache and the sampler's history (the REPL's /reset). */
 void session_reset(Session *s);
 
-/* Runs tokens (a prompt, or a new turn) through the model after what sequence 0 holds, and
+/* Runs tokens (a prompt, or a new turn) through the model after what the sequence holds, and
  * adds them to the history as prompt. A text that does not fit in the context is an error
  * that changes nothing. */
 int session_feed(Session *s, const int *tokens, int n, Error *err);
@@ -134,20 +148,22 @@ typedef struct {
     size_t n_text;
     const SamplerTrace *trace; /* the candidates after each stage (SessionParams.trace), or
                                   NULL */
+    float logprob;        /* ln p of the token in the sampler's final distribution
+                             (SessionParams.logprobs), else NAN */
 } SessionToken;
 
 /* Called for each token; it may set the session's cancel flag to end the continuation. */
 typedef void SessionCallback(void *ctx, const SessionToken *t);
 
-/* Generates one continuation of sequence 0, telling on_token (may be NULL) of each token
+/* Generates one continuation of the session's sequence, telling on_token (may be NULL) of each token
  * as it is chosen, and recording it in c. The last token is fed back, so a following
  * session_feed continues after it; a stop string's tokens stay in the history, as they
  * were generated. */
 int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completion *c,
                      Error *err);
 
-/* n continuations of sequence 0 side by side, one forward pass per step for all of them;
- * sample i uses seed params.sampler.seed + i. */
+/* n continuations of sequence 0 side by side in sequences 0..n-1, one forward pass per
+ * step for all of them; sample i uses seed params.sampler.seed + i. */
 int session_sample_many(Session *s, int n, Completion *out, Error *err);
 
 #endif
