@@ -38,7 +38,7 @@ endif
 CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra -Wshadow \
             -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
             -Wno-missing-field-initializers
-CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
+CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -Iinclude -MMD -MP
 LDFLAGS  := -fopenmp
 # cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
 # byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N});

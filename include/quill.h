@@ -86,6 +86,8 @@ typedef struct {
     bool use_mmap; /* true (default): the weights stay in the mapped file and pages are read
                       as they are first touched; false: every page is read in at load time,
                       so the first tokens do not wait for the disk */
+    bool vocab_only; /* load the tokenizer and metadata alone (llama.cpp's ggml-vocab-*.gguf
+                        files have no weights): tokens and text work, contexts do not */
 } quill_model_params;
 
 QUILL_API quill_model_params quill_model_params_default(void);

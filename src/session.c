@@ -108,9 +108,9 @@ int session_init(Session *s, const Model *m, const Tokenizer *tok, const Session
 int session_borrow(Session *s, const Model *m, const Tokenizer *tok, InferContext *ctx,
                    int seq, Sampler *sampler, const SessionParams *p, Error *err)
 {
+    memset(s, 0, sizeof *s);
     if (seq < 0 || seq >= ctx->params.n_seq)
         return error_set(err, "no sequence %d (the context has %d)", seq, ctx->params.n_seq);
-    memset(s, 0, sizeof *s);
     *s = (Session){.model = m, .tok = tok, .params = *p, .ctx = ctx, .seq = seq,
                    .sampler = sampler};
     s->params.n_seq = ctx->params.n_seq;
