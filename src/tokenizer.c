@@ -18,8 +18,6 @@
 #include "tokenizer_internal.h"
 
 /* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
-static const char SPACE_MARK[] = "\xe2\x96\x81";
-enum { SPACE_MARK_LEN = 3 };
 
 /* ---- Piece index: piece bytes -> id ----
  * Open addressing with linear probing: a power-of-two number of slots, at least twice the
@@ -303,30 +301,6 @@ void tokenizer_free(Tokenizer *t)
 
 /* ---- Encoding, step 1: text to symbols ---- */
 
-size_t tokenizer_utf8_len(unsigned char lead)
-{
-    static const unsigned char len_by_high_bits[16] = {1, 1, 1, 1, 1, 1, 1, 1,
-                                                       1, 1, 1, 1, 2, 2, 3, 4};
-    return len_by_high_bits[lead >> 4];
-}
-
-int32_t tokenizer_utf8_code(const unsigned char *s, size_t n)
-{
-    if (n != tokenizer_utf8_len(s[0]))
-        return -1;
-    if (n == 1)
-        return s[0] < 0x80 ? s[0] : -1;
-    uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-    return valid ? (int32_t)cp : -1;
-}
-
 int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
                      size_t *out_len, Error *err)
 {
@@ -463,7 +437,7 @@ static int spm_split(SpmRun *r, size_t len, Error *err)
     size_t off = 0;
     int i = 0;
     while (off < len) {
-        size_t n = tokenizer_utf8_len((unsigned char)r->text[off]);
+        size_t n = utf8_len((unsigned char)r->text[off]);
         if (n > len - off)
             n = len - off;
         r->symbols[i] = (Symbol){off, n, i - 1, off + n == len ? -1 : i + 1};

@@ -707,7 +707,7 @@ size_t bpe_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap)
     size_t len = strlen(t->pieces[id]), n = 0;
     for (size_t i = 0; i < len;) {
         int cp = -1;
-        size_t char_len = tokenizer_utf8_len(p[i]);
+        size_t char_len = utf8_len(p[i]);
         if (char_len > len - i)
             char_len = len - i;
         if (char_len == 1)

@@ -24,8 +24,6 @@
 
 #include "word_table.h"
 
-static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁", a space as pieces store it */
-enum { SPACE_MARK_LEN = 3 };
 
 enum { N_SPECIAL = 3, N_FIXED = N_SPECIAL + 256 }; /* <unk> <s> </s>, then the bytes */
 
@@ -152,7 +150,7 @@ static int vocab_finish(VocabBuilder *v, Tokenizer *t, bool add_space_prefix, Er
 /* Length of the character starting at text[off], clipped at the end (the encoder's cut). */
 static size_t cut_len(const char *text, size_t len, size_t off)
 {
-    size_t n = tokenizer_utf8_len((unsigned char)text[off]);
+    size_t n = utf8_len((unsigned char)text[off]);
     return n < len - off ? n : len - off;
 }
 
@@ -161,7 +159,7 @@ static bool text_has_char(const char *text, size_t len)
 {
     for (size_t off = 0; off < len;) {
         size_t n = cut_len(text, len, off);
-        if (tokenizer_utf8_code((const unsigned char *)text + off, n) >= 0)
+        if (utf8_code((const unsigned char *)text + off, n) >= 0)
             return true;
         off += n;
     }
@@ -235,7 +233,7 @@ static int chars_count_word(CharTable *c, const char *word, size_t len, int64_t 
 {
     for (size_t off = 0; off < len; (*n_syms)++) {
         size_t n = cut_len(word, len, off);
-        int32_t code = tokenizer_utf8_code((const unsigned char *)word + off, n);
+        int32_t code = utf8_code((const unsigned char *)word + off, n);
         if (code >= 0 && chars_bump(c, code, word + off, n, count, err) < 0)
             return -1;
         off += n;
