@@ -15,6 +15,7 @@
 
 #include "buffer.h"
 #include "hash.h"
+#include "heap.h"
 #include "tokenizer_internal.h"
 
 /* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
@@ -359,59 +360,15 @@ typedef struct {
     const char *text;
     Symbol *symbols;
     int n_symbols;
-    Bigram *queue; /* binary max-heap: queue[0] merges first (bigram_before) */
-    size_t n_queue, cap_queue;
+    Heap queue; /* of Bigram: the first out merges first (bigram_before) */
 } SpmRun;
 
 /* True when a merges before b: the higher score first and, on a tie, the pair further to
  * the left (llama.cpp's llm_bigram_spm::comparator, read the other way round). */
-static bool bigram_before(const Bigram *a, const Bigram *b)
+static bool bigram_before(const void *x, const void *y, const void *unused)
 {
+    const Bigram *a = x, *b = y;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void bigram_swap(Bigram *a, Bigram *b)
-{
-    Bigram tmp = *a;
-    *a = *b;
-    *b = tmp;
-}
-
-static int queue_push(SpmRun *r, Bigram b, Error *err)
-{
-    if (r->n_queue == r->cap_queue) {
-        size_t cap = r->cap_queue ? 2 * r->cap_queue : 64;
-        Bigram *grown = realloc(r->queue, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu queued merges", cap);
-        r->queue = grown;
-        r->cap_queue = cap;
-    }
-    size_t i = r->n_queue++;
-    r->queue[i] = b;
-    while (i > 0 && bigram_before(&r->queue[i], &r->queue[(i - 1) / 2])) {
-        bigram_swap(&r->queue[i], &r->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static Bigram queue_pop(SpmRun *r)
-{
-    Bigram top = r->queue[0];
-    r->queue[0] = r->queue[--r->n_queue];
-    size_t i = 0;
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < r->n_queue && bigram_before(&r->queue[kid], &r->queue[best]))
-            best = kid;
-        if (kid + 1 < r->n_queue && bigram_before(&r->queue[kid + 1], &r->queue[best]))
-            best = kid + 1;
-        if (best == i)
-            return top;
-        bigram_swap(&r->queue[i], &r->queue[best]);
-        i = best;
-    }
 }
 
 /* Queues the merge of symbols left and right when their concatenation is a piece. */
@@ -424,7 +381,8 @@ static int spm_try_bigram(SpmRun *r, int left, int right, Error *err)
     int id = tokenizer_lookup(r->t, r->text + l->off, size);
     if (id < 0)
         return 0;
-    return queue_push(r, (Bigram){left, right, r->t->scores[id], size}, err);
+    Bigram b = {left, right, r->t->scores[id], size};
+    return heap_push(&r->queue, &b, "queued merges", err);
 }
 
 /* Cuts the text into characters (step 2): the lead byte alone decides the length, so
@@ -455,8 +413,9 @@ static int spm_merge(SpmRun *r, Error *err)
     for (int i = 1; i < r->n_symbols; i++)
         if (spm_try_bigram(r, i - 1, i, err) < 0)
             return -1;
-    while (r->n_queue > 0) {
-        Bigram b = queue_pop(r);
+    while (r->queue.n > 0) {
+        Bigram b;
+        heap_pop(&r->queue, &b);
         Symbol *left = &r->symbols[b.left], *right = &r->symbols[b.right];
         if (left->n == 0 || right->n == 0 || left->n + right->n != b.size)
             continue; /* stale: one side was merged into something else already */
@@ -563,13 +522,14 @@ static int encode_raw(const Tokenizer *t, const char *text, size_t len, bool spa
         return error_set(err, "text of %zu bytes is too long to encode in one piece", len);
     }
     SpmRun run = {.t = t, .text = escaped};
+    heap_init(&run.queue, sizeof(Bigram), 64, bigram_before, NULL);
     int rc = spm_split(&run, n, err);
     if (rc == 0)
         rc = spm_merge(&run, err);
     if (rc == 0)
         rc = spm_emit(&run, out, err);
     free(run.symbols);
-    free(run.queue);
+    heap_free(&run.queue);
     free(escaped);
     return rc;
 }
