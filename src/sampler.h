@@ -45,6 +45,9 @@ typedef enum {
     SAMPLER_STAGE_COUNT
 } SamplerStage;
 
+/* A stage's name in chain strings ("top-k"). */
+const char *sampler_stage_name(SamplerStage stage);
+
 /* --logit-bias ID:VALUE: `bias` is added to token `token`'s logit. */
 typedef struct {
     int token;

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 void text_stream_init(TextStream *s, char *const *stops, int n_stops, TextSink *sink,
                       void *sink_ctx)
 {
@@ -42,8 +44,7 @@ static size_t utf8_unfinished_tail(const char *p, size_t n)
         unsigned char c = (unsigned char)p[n - back];
         if ((c & 0xc0) == 0x80)
             continue; /* a continuation byte: the character starts further back */
-        size_t need = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-        return need > back ? back : 0;
+        return utf8_len(c) > back ? back : 0;
     }
     return 0;
 }

@@ -15,11 +15,10 @@
 
 #include "buffer.h"
 #include "hash.h"
+#include "heap.h"
 #include "tokenizer_internal.h"
 
 /* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
-static const char SPACE_MARK[] = "\xe2\x96\x81";
-enum { SPACE_MARK_LEN = 3 };
 
 /* ---- Piece index: piece bytes -> id ----
  * Open addressing with linear probing: a power-of-two number of slots, at least twice the
@@ -303,30 +302,6 @@ void tokenizer_free(Tokenizer *t)
 
 /* ---- Encoding, step 1: text to symbols ---- */
 
-size_t tokenizer_utf8_len(unsigned char lead)
-{
-    static const unsigned char len_by_high_bits[16] = {1, 1, 1, 1, 1, 1, 1, 1,
-                                                       1, 1, 1, 1, 2, 2, 3, 4};
-    return len_by_high_bits[lead >> 4];
-}
-
-int32_t tokenizer_utf8_code(const unsigned char *s, size_t n)
-{
-    if (n != tokenizer_utf8_len(s[0]))
-        return -1;
-    if (n == 1)
-        return s[0] < 0x80 ? s[0] : -1;
-    uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-    return valid ? (int32_t)cp : -1;
-}
-
 int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
                      size_t *out_len, Error *err)
 {
@@ -385,59 +360,15 @@ typedef struct {
     const char *text;
     Symbol *symbols;
     int n_symbols;
-    Bigram *queue; /* binary max-heap: queue[0] merges first (bigram_before) */
-    size_t n_queue, cap_queue;
+    Heap queue; /* of Bigram: the first out merges first (bigram_before) */
 } SpmRun;
 
 /* True when a merges before b: the higher score first and, on a tie, the pair further to
  * the left (llama.cpp's llm_bigram_spm::comparator, read the other way round). */
-static bool bigram_before(const Bigram *a, const Bigram *b)
+static bool bigram_before(const void *x, const void *y, const void *unused)
 {
+    const Bigram *a = x, *b = y;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void bigram_swap(Bigram *a, Bigram *b)
-{
-    Bigram tmp = *a;
-    *a = *b;
-    *b = tmp;
-}
-
-static int queue_push(SpmRun *r, Bigram b, Error *err)
-{
-    if (r->n_queue == r->cap_queue) {
-        size_t cap = r->cap_queue ? 2 * r->cap_queue : 64;
-        Bigram *grown = realloc(r->queue, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu queued merges", cap);
-        r->queue = grown;
-        r->cap_queue = cap;
-    }
-    size_t i = r->n_queue++;
-    r->queue[i] = b;
-    while (i > 0 && bigram_before(&r->queue[i], &r->queue[(i - 1) / 2])) {
-        bigram_swap(&r->queue[i], &r->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static Bigram queue_pop(SpmRun *r)
-{
-    Bigram top = r->queue[0];
-    r->queue[0] = r->queue[--r->n_queue];
-    size_t i = 0;
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < r->n_queue && bigram_before(&r->queue[kid], &r->queue[best]))
-            best = kid;
-        if (kid + 1 < r->n_queue && bigram_before(&r->queue[kid + 1], &r->queue[best]))
-            best = kid + 1;
-        if (best == i)
-            return top;
-        bigram_swap(&r->queue[i], &r->queue[best]);
-        i = best;
-    }
 }
 
 /* Queues the merge of symbols left and right when their concatenation is a piece. */
@@ -450,7 +381,8 @@ static int spm_try_bigram(SpmRun *r, int left, int right, Error *err)
     int id = tokenizer_lookup(r->t, r->text + l->off, size);
     if (id < 0)
         return 0;
-    return queue_push(r, (Bigram){left, right, r->t->scores[id], size}, err);
+    Bigram b = {left, right, r->t->scores[id], size};
+    return heap_push(&r->queue, &b, "queued merges", err);
 }
 
 /* Cuts the text into characters (step 2): the lead byte alone decides the length, so
@@ -463,7 +395,7 @@ static int spm_split(SpmRun *r, size_t len, Error *err)
     size_t off = 0;
     int i = 0;
     while (off < len) {
-        size_t n = tokenizer_utf8_len((unsigned char)r->text[off]);
+        size_t n = utf8_len((unsigned char)r->text[off]);
         if (n > len - off)
             n = len - off;
         r->symbols[i] = (Symbol){off, n, i - 1, off + n == len ? -1 : i + 1};
@@ -481,8 +413,9 @@ static int spm_merge(SpmRun *r, Error *err)
     for (int i = 1; i < r->n_symbols; i++)
         if (spm_try_bigram(r, i - 1, i, err) < 0)
             return -1;
-    while (r->n_queue > 0) {
-        Bigram b = queue_pop(r);
+    while (r->queue.n > 0) {
+        Bigram b;
+        heap_pop(&r->queue, &b);
         Symbol *left = &r->symbols[b.left], *right = &r->symbols[b.right];
         if (left->n == 0 || right->n == 0 || left->n + right->n != b.size)
             continue; /* stale: one side was merged into something else already */
@@ -589,13 +522,14 @@ static int encode_raw(const Tokenizer *t, const char *text, size_t len, bool spa
         return error_set(err, "text of %zu bytes is too long to encode in one piece", len);
     }
     SpmRun run = {.t = t, .text = escaped};
+    heap_init(&run.queue, sizeof(Bigram), 64, bigram_before, NULL);
     int rc = spm_split(&run, n, err);
     if (rc == 0)
         rc = spm_merge(&run, err);
     if (rc == 0)
         rc = spm_emit(&run, out, err);
     free(run.symbols);
-    free(run.queue);
+    heap_free(&run.queue);
     free(escaped);
     return rc;
 }

@@ -6,8 +6,6 @@
 #include "tokenizer.h"
 #include "word_table.h"
 
-static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁" */
-enum { SPACE_MARK_LEN = 3 };
 
 /* A word starts at a space, and at a "▁" that the text already holds: escaping turns both
  * into the same "▁". Tested on bytes, so the rule needs no knowledge of where characters

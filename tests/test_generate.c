@@ -279,3 +279,99 @@ Test(generate, beam_search_ends_a_full_context_as_sampling_does)
     session_free(&s);
     tiny_free(&t);
 }
+
+/* What a callback saw of one continuation. */
+typedef struct {
+    Session *s;
+    int tokens[64], n_tokens;
+    char pieces[256], text[256]; /* the pieces, one after another; the texts, likewise */
+    size_t n_pieces, n_text;
+    int cancel_after;            /* > 0: set the cancel flag after this many tokens */
+    int n_traces;
+} Seen;
+
+static void seen_token(void *ctx, const SessionToken *t)
+{
+    Seen *seen = ctx;
+    cr_assert(seen->n_pieces + t->n_piece < sizeof seen->pieces);
+    cr_assert(seen->n_text + t->n_text < sizeof seen->text);
+    if (t->token >= 0)
+        seen->tokens[seen->n_tokens++] = t->token;
+    memcpy(seen->pieces + seen->n_pieces, t->piece, t->n_piece);
+    seen->n_pieces += t->n_piece;
+    memcpy(seen->text + seen->n_text, t->text, t->n_text);
+    seen->n_text += t->n_text;
+    seen->n_traces += t->trace != NULL;
+    if (seen->cancel_after > 0 && seen->n_tokens == seen->cancel_after)
+        atomic_store(seen->s->cancel, true);
+}
+
+/* The callback hears of every token with its bytes (the tokenizer's pieces "a", "b", "c"
+ * for ids 3..5), and the texts it is given add up to the completion's text: the pieces
+ * up to the first "cb" (the stop string, held back and never given). With a trace asked
+ * for, each token comes with one. */
+Test(generate, callback_hears_each_token_and_the_text_up_to_the_stop)
+{
+    Tiny t;
+    tiny_init(&t, 16);
+    t.p.max_tokens = 12;
+    t.p.sampler.temperature = 1.5f;
+    t.p.trace = true;
+    char *const stops[] = {"cb"};
+    t.p.stops = stops;
+    t.p.n_stops = 1;
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    Seen seen = {.s = &s};
+    Completion c;
+    Error err;
+    cr_assert_eq(session_continue(&s, seen_token, &seen, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(seen.n_tokens, c.n_tokens);
+    cr_expect_arr_eq(seen.tokens, c.tokens, (size_t)c.n_tokens * sizeof(int));
+    cr_expect_eq(seen.n_traces, c.n_tokens);
+    char pieces[64] = "";
+    for (int i = 0; i < c.n_tokens; i++) {
+        static const char *const piece[TV] = {"", "", "", "a", "b", "c"};
+        strcat(pieces, piece[c.tokens[i]]);
+    }
+    cr_expect_eq(seen.n_pieces, strlen(pieces));
+    cr_expect_arr_eq(seen.pieces, pieces, seen.n_pieces);
+    const char *stop = strstr(pieces, "cb");
+    size_t want = stop ? (size_t)(stop - pieces) : strlen(pieces);
+    cr_expect_eq(c.finish, stop ? FINISH_STOP : FINISH_LENGTH);
+    cr_assert(stop, "this seed's text must reach the stop string to test it: %s", pieces);
+    cr_expect_eq(c.len, want, "text '%.*s' of '%s'", (int)c.len, c.text, pieces);
+    cr_expect_eq(seen.n_text, c.len);
+    cr_expect_arr_eq(seen.text, c.text, c.len);
+    completion_free(&c);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* A cancel flag set by the callback ends the continuation after that token, with finish
+ * "cancelled"; the session goes on from there: the next continuation has its full length. */
+Test(generate, cancel_flag_ends_a_continuation)
+{
+    Tiny t;
+    tiny_init(&t, 17);
+    t.p.max_tokens = 6;
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    atomic_bool cancel = false;
+    s.cancel = &cancel;
+    Seen seen = {.s = &s, .cancel_after = 2};
+    Completion c;
+    Error err;
+    cr_assert_eq(session_continue(&s, seen_token, &seen, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.finish, FINISH_CANCELLED, "finish %s", finish_reason_name(c.finish));
+    cr_expect_eq(c.n_tokens, 2);
+    cr_expect_str_eq(finish_reason_name(c.finish), "cancelled");
+    completion_free(&c);
+    atomic_store(&cancel, false);
+    cr_assert_eq(session_continue(&s, NULL, NULL, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.finish, FINISH_LENGTH);
+    cr_expect_eq(c.n_tokens, 6);
+    completion_free(&c);
+    session_free(&s);
+    tiny_free(&t);
+}
