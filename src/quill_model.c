@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "hash.h"
 #include "loader.h"
 #include "matmul.h"
@@ -60,6 +61,11 @@ const char *quill_version(void)
 #define QUILL_STR(x) QUILL_STR2(x)
     return QUILL_STR(QUILL_VERSION_MAJOR) "." QUILL_STR(QUILL_VERSION_MINOR) "." QUILL_STR(
         QUILL_VERSION_PATCH);
+}
+
+const char *quill_cpu_features(void)
+{
+    return cpu_features();
 }
 
 const char *quill_last_error(void)
