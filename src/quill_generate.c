@@ -61,6 +61,7 @@ static void on_session_token(void *ctx, const SessionToken *t)
         l->refused = true;
         atomic_store(&l->cancel, true);
     }
+    poll_cancel(l); /* the callback may have set it */
 }
 
 static int check_generate(const quill_context *c, const quill_sampler *s, const char *prompt,
