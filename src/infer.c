@@ -10,11 +10,12 @@
 enum { DEFAULT_BATCH = 512 };
 
 /* The tokens one forward pass takes at most: n_batch (DEFAULT_BATCH when 0), no more than
- * the context holds. */
+ * the caches of all the sequences hold. */
 static int infer_batch(const InferParams *p)
 {
     int batch = p->n_batch > 0 ? p->n_batch : DEFAULT_BATCH;
-    return batch < p->n_ctx ? batch : p->n_ctx;
+    long long room = (long long)p->n_ctx * p->n_seq;
+    return batch < room ? batch : (int)room;
 }
 
 /* What the activations hold: a pass takes up to n_batch rows, and a decoding step one row

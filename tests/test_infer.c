@@ -366,3 +366,41 @@ Test(infer, bad_batches_are_errors_that_name_the_row)
     infer_free(&c);
     model_free(&m);
 }
+
+/* quill bench --parallel prints llama-batched-bench's table: a row per count, with PP, TG,
+ * B and N_KV = B x (PP + TG) as given, and times that add up (T = T_PP + T_TG). */
+Test(infer, bench_parallel_prints_the_batched_bench_table)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *out;
+    int status = quill(&out, "bench %s --parallel 1,3 -p 8 -n 4 -r 1 -t 1", model);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_expect(strstr(out, "|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | "
+                          "S_TG t/s |      T s |    S t/s |"), "%s", out);
+    const int B[2] = {1, 3};
+    int rows = 0;
+    for (const char *line = strstr(out, "|     8 |"); line; line = strstr(line + 1, "|     8 |")) {
+        int pp, tg, b, n_kv;
+        double t_pp, s_pp, t_tg, s_tg, t, s;
+        cr_assert_eq(sscanf(line, "| %d | %d | %d | %d | %lf | %lf | %lf | %lf | %lf | %lf |",
+                            &pp, &tg, &b, &n_kv, &t_pp, &s_pp, &t_tg, &s_tg, &t, &s), 10, "%s",
+                     line);
+        cr_assert_lt(rows, 2, "%s", out);
+        cr_expect_eq(tg, 4);
+        cr_expect_eq(b, B[rows]);
+        cr_expect_eq(n_kv, B[rows] * 12);
+        cr_expect_lt(fabs(t - (t_pp + t_tg)), 0.002, "%s", line);
+        rows++;
+    }
+    cr_assert_eq(rows, 2, "%s", out);
+    free(out);
+}
+
+Test(infer, bench_parallel_rejects_a_bad_list)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    expect_clean_error("--parallel 1,x: a list of sequence counts from 1 to 256",
+                       "bench %s --parallel 1,x", model);
+    expect_clean_error("--parallel 0: a list of sequence counts from 1 to 256",
+                       "bench %s --parallel 0", model);
+}
