@@ -32,6 +32,12 @@ void text_stream_init(TextStream *s, char *const *stops, int n_stops, TextSink *
                       void *sink_ctx);
 void text_stream_free(TextStream *s); /* NULL-safe */
 
+/* dst becomes an independent copy of src (its held-back bytes, whether it stopped) that
+ * writes to another sink: a beam that branches takes its parent's stream. dst must not be
+ * initialised. */
+int text_stream_copy(TextStream *dst, const TextStream *src, TextSink *sink, void *sink_ctx,
+                     Error *err);
+
 /* Takes n more bytes and writes what is decided. Returns 1 when a stop string completed
  * (the stream is then over: the text before it has been written, the stop string and
  * anything after it never will be), 0 otherwise, -1 when out of memory. */
