@@ -39,7 +39,8 @@ typedef struct {
     char *text;        /* the bytes written (stop string excluded), NUL-terminated */
     size_t len, cap;
     int *tokens;       /* the tokens generated (a stop string's included) */
-    int n_tokens, cap_tokens;
+    int n_tokens;
+    size_t cap_tokens;
     FinishReason finish;
     uint64_t seed;
     double score;      /* beam search: the beam's length-normalised log-probability */
@@ -85,7 +86,8 @@ typedef struct {
     SessionParams params;  /* its sampler's lists point into `sampler`'s copies */
     InferContext ctx;
     SamplerToken *history; /* sequence 0's tokens (its cache holds their last n_ctx) */
-    int n_history, cap_history;
+    int n_history;
+    size_t cap_history;
     Sampler sampler;       /* sequence 0's; its history is the session's */
     atomic_bool *cancel;   /* when set (by a signal handler, a callback or another thread),
                               the continuation ends with FINISH_CANCELLED; may be NULL */
