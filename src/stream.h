@@ -15,7 +15,7 @@
 
 #include "error.h"
 
-/* Where decided bytes go (stdout, a buffer for --output-file, or both). */
+/* Where decided bytes go (a completion's text, from which the session tells its caller). */
 typedef void TextSink(void *ctx, const char *bytes, size_t n);
 
 typedef struct {
