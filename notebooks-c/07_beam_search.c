@@ -19,7 +19,7 @@
  *     score = sum / length^alpha       alpha = 0: the plain sum; alpha = 1: the mean
  *
  * Part 1 runs a small search by hand with quill's inference API and prints it as a tree,
- * then checks it against the library's beam_search (generate/beam.h). Part 2 shows what
+ * then checks it against the library's beam_search (src/beam.h). Part 2 shows what
  * alpha does, first on the tree, then in a real search where a sentence ends at ".".
  *
  * Build and run:  make notebooks   (or: build/release/notebooks/07_beam_search [MODEL.gguf])
@@ -119,7 +119,7 @@ static int beam_extensions(Search *s, int b, CandidateList *c, Extension *out)
 /* One step: rank every beam's extensions, keep the best B as new beams. Beams live in
  * sequences 0..B-1 and B..2B-1 by turns: each new beam gets a copy of its parent's cache,
  * then all B new tokens run through the model in one forward pass. (The library keeps one
- * sequence per beam and copies only what differs: generate/beam.c.) */
+ * sequence per beam and copies only what differs: src/beam.c.) */
 static void search_step(Search *s, int step, CandidateList *c)
 {
     Extension ext[WIDTH * 2 * WIDTH];

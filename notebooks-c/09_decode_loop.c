@@ -12,7 +12,7 @@
  *   loop:
  *     infer_logits       one score per vocabulary token for what comes next
  *     sampler_apply      the chain: penalties, top-k, ... -> candidates with probabilities
- *     sampler_select     greedy here: the most probable (generate/sampler.h)
+ *     sampler_select     greedy here: the most probable (src/sampler.h)
  *     sampler_accept     the history the penalties see
  *     tokenizer_token_bytes   the token's text
  *     infer_decode       the token back through the model, one position further

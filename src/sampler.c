@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
+
 /* llama.cpp's default order (see sampler.h for why): what the user changes first (bias,
  * bans, penalties), then the truncating filters on the untempered distribution, then the
  * temperature on what survived. */
@@ -571,7 +573,7 @@ static int sampler_copy_lists(Sampler *s, const SamplerParams *p, Error *err)
 }
 
 /* Everything but the RNG and the history's contents: parameters, lists, scratch. */
-static int sampler_setup(Sampler *s, const SamplerParams *p, int n_vocab, int cap_history,
+static int sampler_setup(Sampler *s, const SamplerParams *p, int n_vocab, size_t cap_history,
                          Error *err)
 {
     memset(s, 0, sizeof *s);
@@ -581,7 +583,7 @@ static int sampler_setup(Sampler *s, const SamplerParams *p, int n_vocab, int ca
     s->n_vocab = n_vocab;
     s->history_keep = history_keep(p);
     s->cap_history = cap_history;
-    s->history = malloc((size_t)cap_history * sizeof *s->history);
+    s->history = malloc(cap_history * sizeof *s->history);
     s->counts = calloc((size_t)n_vocab, sizeof *s->counts);
     s->seen = malloc((size_t)n_vocab * sizeof *s->seen);
     s->slot = calloc((size_t)n_vocab, sizeof *s->slot);
@@ -639,9 +641,9 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
     if (token < 0 || token >= s->n_vocab)
         return error_set(err, "sampler: token %d is outside the vocabulary (0..%d)", token,
                          s->n_vocab - 1);
-    if (s->n_history == s->cap_history) {
+    if ((size_t)s->n_history == s->cap_history) {
         int keep = s->history_keep;
-        if (keep >= 0 && keep <= s->cap_history / 2) {
+        if (keep >= 0 && (size_t)keep <= s->cap_history / 2) {
             /* drop what no processor looks at; moving half the buffer every half buffer
              * of tokens costs O(1) per token */
             memmove(s->history, s->history + s->n_history - keep, (size_t)keep * sizeof *s->history);
@@ -649,11 +651,9 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
         } else {
             if (s->cap_history > (1 << 29))
                 return error_set(err, "sampler: the history is full (%d tokens)", s->n_history);
-            SamplerToken *grown = realloc(s->history, 2 * (size_t)s->cap_history * sizeof *grown);
-            if (!grown)
-                return error_set(err, "out of memory for a history of %d tokens", 2 * s->cap_history);
-            s->history = grown;
-            s->cap_history *= 2;
+            if (buffer_reserve_items(&s->history, &s->cap_history, s->cap_history + 1,
+                                     sizeof *s->history, 64, "the sampler's history", err) != 0)
+                return -1;
         }
     }
     s->history[s->n_history++] = (SamplerToken){.token = token, .is_prompt = is_prompt};

@@ -129,7 +129,8 @@ typedef struct {
     int *bad_word_tokens;  /* the tokens of every bad word, one after another */
     SamplerToken *history; /* accepted tokens, oldest first; only the last history_keep are
                               kept (-1: all), which is as far back as any processor looks */
-    int n_history, cap_history, history_keep;
+    int n_history, history_keep;
+    size_t cap_history;
     int *counts; /* n_vocab, all 0 between calls: occurrences in the penalty window */
     int *seen;   /* n_vocab: the distinct tokens of the window */
     int *slot;   /* n_vocab: where each token sits in a list that is not indexed */

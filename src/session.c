@@ -33,14 +33,9 @@ void completion_free(Completion *c)
 
 int completion_add_token(Completion *c, int token, Error *err)
 {
-    if (c->n_tokens == c->cap_tokens) {
-        int cap = c->cap_tokens ? 2 * c->cap_tokens : 64;
-        int *grown = realloc(c->tokens, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory");
-        c->tokens = grown;
-        c->cap_tokens = cap;
-    }
+    if (buffer_reserve_items(&c->tokens, &c->cap_tokens, (size_t)c->n_tokens + 1,
+                             sizeof *c->tokens, 64, "generated tokens", err) != 0)
+        return -1;
     c->tokens[c->n_tokens++] = token;
     return 0;
 }
@@ -59,14 +54,9 @@ int completion_add_text(Completion *c, const char *bytes, size_t n, Error *err)
 
 static int history_push(Session *s, int token, bool is_prompt, Error *err)
 {
-    if (s->n_history == s->cap_history) {
-        int cap = s->cap_history ? 2 * s->cap_history : 256;
-        SamplerToken *grown = realloc(s->history, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory");
-        s->history = grown;
-        s->cap_history = cap;
-    }
+    if (buffer_reserve_items(&s->history, &s->cap_history, (size_t)s->n_history + 1,
+                             sizeof *s->history, 256, "the session's history", err) != 0)
+        return -1;
     s->history[s->n_history++] = (SamplerToken){token, is_prompt};
     return sampler_accept(s->sampler, token, is_prompt, err);
 }

@@ -40,7 +40,8 @@ typedef struct {
     char *text;        /* the bytes written (stop string excluded), NUL-terminated */
     size_t len, cap;
     int *tokens;       /* the tokens generated (a stop string's included) */
-    int n_tokens, cap_tokens;
+    int n_tokens;
+    size_t cap_tokens;
     FinishReason finish;
     uint64_t seed;
     double score;      /* beam search: the beam's length-normalised log-probability */
@@ -93,7 +94,8 @@ typedef struct {
     Sampler *sampler;      /* seq's sampler, own or borrowed; its history is the session's */
     SamplerToken *history; /* seq's tokens since the session began (the cache holds the
                               part a context shift kept) */
-    int n_history, cap_history;
+    int n_history;
+    size_t cap_history;
     atomic_bool *cancel;   /* when set (by a signal handler, a callback or another thread),
                               the continuation ends with FINISH_CANCELLED; may be NULL */
     double prompt_start;   /* when the last feed began (time to first token) */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "hash.h"
 #include "heap.h"
 
@@ -338,14 +339,8 @@ typedef struct {
 
 static int span_push(SpanList *l, size_t off, size_t len, Error *err)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 256;
-        Span *grown = realloc(l->v, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu words", cap);
-        l->v = grown;
-        l->cap = cap;
-    }
+    if (buffer_reserve_items(&l->v, &l->cap, l->n + 1, sizeof *l->v, 256, "words", err) != 0)
+        return -1;
     l->v[l->n++] = (Span){off, len};
     return 0;
 }
@@ -494,13 +489,9 @@ static int byte_token_or_unk(const Tokenizer *t, unsigned char byte, Error *err)
 static int word_whole_token(BpeSession *s, const char *word, size_t n, int *id, Error *err)
 {
     const BpeModel *m = s->t->bpe;
-    if (s->cap_chars < 2 * n) {
-        char *grown = realloc(s->chars, 2 * n);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", n);
-        s->chars = grown;
-        s->cap_chars = 2 * n;
-    }
+    /* each byte is a character of 1 or 2 bytes in the byte alphabet */
+    if (buffer_reserve(&s->chars, &s->cap_chars, 2 * n, 64, "a word", err) != 0)
+        return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char b = (unsigned char)word[i];
@@ -523,13 +514,9 @@ static int word_merge(BpeSession *s, const char *word, size_t n, IdList *out, Er
         if (id >= 0)
             return idlist_push(out, id, err);
     }
-    if (s->cap_symbols < n) {
-        WordSymbol *grown = realloc(s->symbols, n * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", n);
-        s->symbols = grown;
-        s->cap_symbols = n;
-    }
+    if (buffer_reserve_items(&s->symbols, &s->cap_symbols, n, sizeof *s->symbols, 64,
+                             "a word's symbols", err) != 0)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         int id = byte_token_or_unk(s->t, (unsigned char)word[i], err);
         if (id < 0)

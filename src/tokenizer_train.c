@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "heap.h"
 #include "word_table.h"
 
@@ -37,13 +38,8 @@ typedef struct {
 /* Writes a word as the encoder sees it, every space as "▁", into s. */
 static int word_escape(Scratch *s, const char *word, size_t len, Error *err)
 {
-    if (len * SPACE_MARK_LEN > s->cap) {
-        char *grown = realloc(s->bytes, len * SPACE_MARK_LEN);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", len);
-        s->bytes = grown;
-        s->cap = len * SPACE_MARK_LEN;
-    }
+    if (buffer_reserve(&s->bytes, &s->cap, len * SPACE_MARK_LEN, 64, "a word", err) != 0)
+        return -1;
     s->len = 0;
     for (size_t i = 0; i < len; i++) {
         if (word[i] == ' ') {
@@ -63,7 +59,8 @@ typedef struct {
     size_t *lens;
     float *scores;
     int32_t *types;
-    int n, cap;
+    int n;
+    size_t cap; /* of each of the four arrays */
 } VocabBuilder;
 
 static void vocab_free(VocabBuilder *v)
@@ -77,31 +74,24 @@ static void vocab_free(VocabBuilder *v)
     memset(v, 0, sizeof *v);
 }
 
+/* Room for one more piece in each of the four arrays, which grow alike from one capacity
+ * (when one fails, the others may have grown: v->cap stays what all of them hold). */
 static int vocab_grow(VocabBuilder *v, Error *err)
 {
-    int cap = v->cap ? 2 * v->cap : 512;
-    char **pieces = realloc(v->pieces, (size_t)cap * sizeof *pieces);
-    if (pieces)
-        v->pieces = pieces;
-    size_t *lens = realloc(v->lens, (size_t)cap * sizeof *lens);
-    if (lens)
-        v->lens = lens;
-    float *scores = realloc(v->scores, (size_t)cap * sizeof *scores);
-    if (scores)
-        v->scores = scores;
-    int32_t *types = realloc(v->types, (size_t)cap * sizeof *types);
-    if (types)
-        v->types = types;
-    if (!pieces || !lens || !scores || !types)
-        return error_set(err, "out of memory for a vocabulary of %d pieces", cap);
-    v->cap = cap;
+    size_t need = (size_t)v->n + 1, cap[4] = {v->cap, v->cap, v->cap, v->cap};
+    if (buffer_reserve_items(&v->pieces, &cap[0], need, sizeof *v->pieces, 512, "pieces", err) ||
+        buffer_reserve_items(&v->lens, &cap[1], need, sizeof *v->lens, 512, "pieces", err) ||
+        buffer_reserve_items(&v->scores, &cap[2], need, sizeof *v->scores, 512, "pieces", err) ||
+        buffer_reserve_items(&v->types, &cap[3], need, sizeof *v->types, 512, "pieces", err))
+        return -1;
+    v->cap = cap[0];
     return 0;
 }
 
 static int vocab_add(VocabBuilder *v, const char *piece, size_t len, float score, int32_t type,
                      Error *err)
 {
-    if (v->n == v->cap && vocab_grow(v, err) < 0)
+    if ((size_t)v->n == v->cap && vocab_grow(v, err) < 0)
         return -1;
     char *copy = malloc(len + 1);
     if (!copy)
@@ -177,7 +167,8 @@ typedef struct {
 
 typedef struct {
     CharCount *items;
-    int n, cap;
+    int n;
+    size_t cap;
     int32_t *index; /* code point -> position in items, -1 when not seen (while counting) */
 } CharTable;
 
@@ -193,14 +184,9 @@ static int chars_bump(CharTable *c, int32_t code, const char *bytes, size_t len,
 {
     int32_t at = c->index[code];
     if (at < 0) {
-        if (c->n == c->cap) {
-            int cap = c->cap ? 2 * c->cap : 256;
-            CharCount *grown = realloc(c->items, (size_t)cap * sizeof *grown);
-            if (!grown)
-                return error_set(err, "out of memory counting characters");
-            c->items = grown;
-            c->cap = cap;
-        }
+        if (buffer_reserve_items(&c->items, &c->cap, (size_t)c->n + 1, sizeof *c->items, 256,
+                                 "character counts", err) != 0)
+            return -1;
         at = c->index[code] = c->n++;
         c->items[at] = (CharCount){.len = len};
         memcpy(c->items[at].bytes, bytes, len);
@@ -459,7 +445,8 @@ typedef struct {
     int stamp;       /* the last round that put it on the changed list */
     bool banned;     /* its merge would make a special piece buildable */
     int *words;      /* posting list */
-    int n_words, cap_words;
+    int n_words;
+    size_t cap_words;
 } Pair;
 
 typedef struct {
@@ -479,7 +466,8 @@ typedef struct {
     size_t pair_mask;
     Heap heap; /* of HeapEntry: the most frequent pair first (entry_before) */
     int *changed; /* pairs whose count changed in this round */
-    int n_changed, cap_changed;
+    int n_changed;
+    size_t cap_changed;
     int round;
     int n_merged; /* pieces added by merges */
 } BpeTrainer;
@@ -556,14 +544,9 @@ static int pair_note_word(Pair *pair, int w, Error *err)
 {
     if (pair->n_words > 0 && pair->words[pair->n_words - 1] == w)
         return 0;
-    if (pair->n_words == pair->cap_words) {
-        int cap = pair->cap_words ? 2 * pair->cap_words : 4;
-        int *grown = realloc(pair->words, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for a pair's word list");
-        pair->words = grown;
-        pair->cap_words = cap;
-    }
+    if (buffer_reserve_items(&pair->words, &pair->cap_words, (size_t)pair->n_words + 1,
+                             sizeof *pair->words, 4, "a pair's word list", err) != 0)
+        return -1;
     pair->words[pair->n_words++] = w;
     return 0;
 }
@@ -572,14 +555,9 @@ static int changed_push(BpeTrainer *tr, int p, Error *err)
 {
     if (tr->pairs[p].stamp == tr->round)
         return 0;
-    if (tr->n_changed == tr->cap_changed) {
-        int cap = tr->cap_changed ? 2 * tr->cap_changed : 1024;
-        int *grown = realloc(tr->changed, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for the changed pairs");
-        tr->changed = grown;
-        tr->cap_changed = cap;
-    }
+    if (buffer_reserve_items(&tr->changed, &tr->cap_changed, (size_t)tr->n_changed + 1,
+                             sizeof *tr->changed, 1024, "the changed pairs", err) != 0)
+        return -1;
     tr->changed[tr->n_changed++] = p;
     tr->pairs[p].stamp = tr->round;
     return 0;
