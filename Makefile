@@ -5,7 +5,7 @@
 #   make install    install include/quill.h, the libraries and quill.pc under PREFIX (/usr/local)
 #   make uninstall  remove what make install put under PREFIX
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
-#   make test       build and run every Criterion test, the ABI tests (tests/abi/) and an install
+#   make test       build and run every Criterion test and ABI test (tests/abi/); check make install
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and

@@ -77,8 +77,8 @@ static bool cpu_reports(Feature feature)
     case AVX512CD: return __builtin_cpu_supports("avx512cd");
     case AVX512VNNI: return __builtin_cpu_supports("avx512vnni");
     case AVX512BF16: /* CPUID leaf 7, subleaf 1, EAX bit 5 */
-        return __builtin_cpu_supports("avx512f") && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) &&
-               (eax & bit_AVX512BF16);
+        return __builtin_cpu_supports("avx512f") &&
+               __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & bit_AVX512BF16);
     case AVX2: return __builtin_cpu_supports("avx2");
     case AVX: return __builtin_cpu_supports("avx");
     case FMA: return __builtin_cpu_supports("fma");

@@ -48,7 +48,8 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
                        int ldc)
 {
     openblas()->sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                      trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta,
+                      C, ldc);
 }
 
 /* Sharing one product among threads costs OpenBLAS a few meetings per block, each a spin on

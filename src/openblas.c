@@ -78,12 +78,13 @@ static void load(void)
         handle = load_with_coretype(path, user ? NULL : coretype_for_this_cpu());
     }
     if (!handle) {
-        snprintf(description, sizeof description, "reference (naive loops; OpenBLAS not loaded: %s)",
-                 dlerror());
+        snprintf(description, sizeof description,
+                 "reference (naive loops; OpenBLAS not loaded: %s)", dlerror());
         return;
     }
     if (!resolve(handle)) {
-        snprintf(description, sizeof description, "reference (naive loops; OpenBLAS not loaded: %s lacks a function)", path);
+        snprintf(description, sizeof description,
+                 "reference (naive loops; OpenBLAS not loaded: %s lacks a function)", path);
         dlclose(handle);
         return;
     }
