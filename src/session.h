@@ -157,8 +157,8 @@ typedef struct {
 /* Called for each token; it may set the session's cancel flag to end the continuation. */
 typedef void SessionCallback(void *ctx, const SessionToken *t);
 
-/* Generates one continuation of the session's sequence, telling on_token (may be NULL) of each token
- * as it is chosen, and recording it in c. The last token is fed back, so a following
+/* Generates one continuation of the session's sequence, telling on_token (may be NULL) of
+ * each token as it is chosen, and recording it in c. The last token is fed back, so a following
  * session_feed continues after it; a stop string's tokens stay in the history, as they
  * were generated. */
 int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completion *c,

@@ -619,7 +619,7 @@ Test(api, the_sampler_stages_are_data, .timeout = 60)
     quill_model_free(m);
 }
 
-/* ---- bad arguments ---------------------------------------------------------------------------- */
+/* ---- bad arguments ------------------------------------------------------------------ */
 
 static void expect_error(int status, const char *message)
 {
