@@ -66,6 +66,7 @@ quill_context *quill_context_new(quill_model *m, const quill_context_params *p)
     }
     c->model = m;
     c->n_threads = params.n_threads > 0 ? params.n_threads : m->n_threads;
+    api_context_use_threads(c); /* the per-thread scratch is sized for the thread count */
     Error err;
     if (infer_init(&c->infer, &m->model, &infer, &err) != 0) {
         api_error(&err);

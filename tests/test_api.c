@@ -279,7 +279,7 @@ Test(api, tokenize_and_detokenize_match_llama_cpp_gpt2_vectors)
 /* The logits after `ids` decoded from an empty sequence in a context of their own. */
 static void logits_alone(quill_model *m, const quill_token *ids, int n, float *out)
 {
-    quill_context *c = new_context(m, 1, 64);
+    quill_context *c = new_context(m, 1, 128);
     quill_batch b = quill_batch_new(n);
     for (int i = 0; i < n; i++)
         quill_batch_add(&b, ids[i], i, 0, i == n - 1);
@@ -412,6 +412,40 @@ Test(api, copy_truncate_and_shift_leave_the_tokens_left_and_go_on_from_them, .ti
         cr_expect_not_null(step(c, k, next), "%s", quill_last_error());
         cr_expect_eq(quill_seq_length(c, k), n_left[k] + 1);
     }
+    free(want);
+    quill_batch_free(&b);
+    quill_context_free(c);
+    quill_model_free(m);
+}
+
+/* A context made on a thread that last computed on 1 thread, and used on 2, decodes a long
+ * prompt as a context that was always on 2 does: its per-thread scratch is sized for its
+ * own thread count, not the thread's last one. */
+Test(api, a_context_computes_on_its_own_thread_count, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    quill_model *m = load_model(path);
+    int V = quill_model_vocab_size(m);
+    quill_token ids[128];
+    char text[2048] = "";
+    for (int i = 0; i < 12; i++)
+        strcat(text, "Once upon a time there was a girl. ");
+    int n = quill_tokenize(m, text, strlen(text), true, false, ids, 128);
+    cr_assert_geq(n, 100);
+    n = 100;
+    float *want = malloc((size_t)V * sizeof *want);
+    logits_alone(m, ids, n, want); /* on 1 thread: the model's n_threads */
+    quill_context_params cp = quill_context_params_default();
+    cp.n_ctx = 128;
+    cp.n_threads = 2;
+    cp.cache_type = QUILL_CACHE_F32;
+    quill_context *c = quill_context_new(m, &cp);
+    cr_assert_not_null(c, "%s", quill_last_error());
+    quill_batch b = quill_batch_new(n);
+    for (int i = 0; i < n; i++)
+        quill_batch_add(&b, ids[i], i, 0, i == n - 1);
+    cr_assert_eq(quill_decode(c, &b), QUILL_OK, "%s", quill_last_error());
+    expect_close(quill_logits(c, n - 1), want, V, 1e-4f, "2 threads against 1");
     free(want);
     quill_batch_free(&b);
     quill_context_free(c);
