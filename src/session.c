@@ -266,9 +266,9 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
             break;
         }
         int taken = take_token(s, &stream, &target, token, piece, &event, err);
-        int fed = taken == 0 || taken == 1 ? feed_back(s, token, err) : -1;
-        if (taken >= 0)
+        if (taken >= 0) /* shown before the model runs it: the text appears without delay */
             announce(on_token, ctx, &event, c, &announced);
+        int fed = taken == 0 || taken == 1 ? feed_back(s, token, err) : -1;
         if (taken < 0 || fed < 0)
             status = -1;
         else if (taken == 1)
