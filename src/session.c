@@ -368,7 +368,8 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
     for (int i = 1; status == 0 && i < n; i++) /* the prompt's cache, into every slot */
         infer_seq_copy(&s->ctx, 0, i, 0);
     for (int i = 0; status == 0 && i < n; i++)
-        status = sample_state_init(s, &states[i], &out[i], s->params.sampler.seed + (uint64_t)i, err);
+        status = sample_state_init(s, &states[i], &out[i],
+                                   s->params.sampler.seed + (uint64_t)i, err);
     double start = timer_seconds();
     for (int step = 0; status == 0 && step < s->params.max_tokens; step++) {
         int batch;
