@@ -44,12 +44,14 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"stop", FLAG_LIST, &o->stop, 0, 0, "stop at this text (repeatable; \\n etc. understood)"},
         {"preset", FLAG_CHOICE, &o->preset, 0, 0, "sampling preset, applied before the other "
                                                   "sampling flags", PRESETS},
-        {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100, "<= 0: greedy (argmax); 1: the "
-                                                             "model's distribution"},
-        {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24, "keep the k most likely tokens (0: off)"},
-        {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1, "nucleus: the most likely tokens up to this "
-                                               "probability (1: off)"},
-        {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1, "keep tokens with p >= min-p * p_max (0: off)"},
+        {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100,
+         "<= 0: greedy (argmax); 1: the model's distribution"},
+        {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24,
+         "keep the k most likely tokens (0: off)"},
+        {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1,
+         "nucleus: the most likely tokens up to this probability (1: off)"},
+        {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1,
+         "keep tokens with p >= min-p * p_max (0: off)"},
         {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
         {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
@@ -401,8 +403,8 @@ void generate_session_report(const Session *s, const GenerateOptions *o)
         sampler_chain_describe(&s->params.sampler, chain, sizeof chain);
         fprintf(stderr, "[chain: %s]\n", chain);
         fprintf(stderr, "[seed %llu; KV cache %zu bytes = %.2f MB (%s, %d positions)]\n",
-                (unsigned long long)s->params.sampler.seed, cache_bytes, cache_bytes / 1e6, o->cache_type,
-                s->params.n_ctx);
+                (unsigned long long)s->params.sampler.seed, cache_bytes, cache_bytes / 1e6,
+                o->cache_type, s->params.n_ctx);
     }
     fprintf(stderr, "[prompt: %d token%s in %.3f s, %.1f tokens/s", t->prompt_tokens,
             plural_s(t->prompt_tokens), t->prompt_seconds,

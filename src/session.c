@@ -296,9 +296,9 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
             break;
         }
         int taken = take_token(s, &stream, &target, token, piece, &event, err);
-        int fed = taken == 0 || taken == 1 ? feed_back(s, token, err) : -1;
-        if (taken >= 0)
+        if (taken >= 0) /* shown before the model runs it: the text appears without delay */
             announce(on_token, ctx, &event, c, &announced);
+        int fed = taken == 0 || taken == 1 ? feed_back(s, token, err) : -1;
         if (taken < 0 || fed < 0)
             status = -1;
         else if (taken == 1)
@@ -399,7 +399,8 @@ int session_sample_many(Session *s, int n, Completion *out, Error *err)
     for (int i = 1; status == 0 && i < n; i++) /* the prompt's cache, into every slot */
         infer_seq_copy(s->ctx, 0, i, 0);
     for (int i = 0; status == 0 && i < n; i++)
-        status = sample_state_init(s, &states[i], &out[i], s->params.sampler.seed + (uint64_t)i, err);
+        status = sample_state_init(s, &states[i], &out[i],
+                                   s->params.sampler.seed + (uint64_t)i, err);
     double start = timer_seconds();
     for (int step = 0; status == 0 && step < s->params.max_tokens; step++) {
         int batch;

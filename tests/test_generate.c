@@ -288,6 +288,7 @@ typedef struct {
     size_t n_pieces, n_text;
     int cancel_after;            /* > 0: set the cancel flag after this many tokens */
     int n_traces;
+    int late;                    /* tokens heard of after the model had run them */
 } Seen;
 
 static void seen_token(void *ctx, const SessionToken *t)
@@ -295,8 +296,12 @@ static void seen_token(void *ctx, const SessionToken *t)
     Seen *seen = ctx;
     cr_assert(seen->n_pieces + t->n_piece < sizeof seen->pieces);
     cr_assert(seen->n_text + t->n_text < sizeof seen->text);
-    if (t->token >= 0)
+    if (t->token >= 0) {
         seen->tokens[seen->n_tokens++] = t->token;
+        /* the cache holds the prompt and the tokens before this one: the caller hears of a
+         * token before it goes through the model, so its text shows without a step's delay */
+        seen->late += infer_seq_length(&seen->s->ctx, 0) != N_PROMPT + seen->n_tokens - 1;
+    }
     memcpy(seen->pieces + seen->n_pieces, t->piece, t->n_piece);
     seen->n_pieces += t->n_piece;
     memcpy(seen->text + seen->n_text, t->text, t->n_text);
@@ -307,9 +312,9 @@ static void seen_token(void *ctx, const SessionToken *t)
 }
 
 /* The callback hears of every token with its bytes (the tokenizer's pieces "a", "b", "c"
- * for ids 3..5), and the texts it is given add up to the completion's text: the pieces
- * up to the first "cb" (the stop string, held back and never given). With a trace asked
- * for, each token comes with one. */
+ * for ids 3..5), before the model runs it, and the texts it is given add up to the
+ * completion's text: the pieces up to the first "cb" (the stop string, held back and never
+ * given). With a trace asked for, each token comes with one. */
 Test(generate, callback_hears_each_token_and_the_text_up_to_the_stop)
 {
     Tiny t;
@@ -329,6 +334,8 @@ Test(generate, callback_hears_each_token_and_the_text_up_to_the_stop)
     cr_assert_eq(seen.n_tokens, c.n_tokens);
     cr_expect_arr_eq(seen.tokens, c.tokens, (size_t)c.n_tokens * sizeof(int));
     cr_expect_eq(seen.n_traces, c.n_tokens);
+    cr_expect_eq(seen.late, 0, "%d of %d tokens were heard of after the model ran them",
+                 seen.late, c.n_tokens);
     char pieces[64] = "";
     for (int i = 0; i < c.n_tokens; i++) {
         static const char *const piece[TV] = {"", "", "", "a", "b", "c"};
