@@ -224,6 +224,44 @@ Test(api, cancel_from_the_callback_or_the_flag_finishes_cancelled, .timeout = 60
     quill_model_free(m);
 }
 
+/* A full context ends the text with "context"; with context_shift the generation goes on,
+ * and the shift keeps the first n_keep positions (the prompt's, with n_keep = -1). */
+Test(api, a_full_context_ends_the_text_or_shifts_keeping_the_prompt, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    quill_model *m = load_model(path);
+    quill_context *c = new_context(m, 1, 24);
+    quill_sampler *s = greedy_sampler(m);
+    Seen *seen = calloc(1, sizeof *seen);
+    quill_generate_params gp = quill_generate_params_default();
+    gp.max_tokens = 60;
+    gp.on_token = collect;
+    gp.user = seen;
+    quill_finish_reason finish;
+    cr_assert_eq(quill_generate(c, s, PROMPT, &gp, &finish), QUILL_OK, "%s", quill_last_error());
+    cr_expect_eq(finish, QUILL_FINISH_CONTEXT, "finish %s", quill_finish_reason_name(finish));
+    cr_expect_eq(seen->n_tokens, 24 - 5 + 1, "the last token is chosen, then the context is full");
+
+    quill_seq_clear(c, 0);
+    memset(seen, 0, sizeof *seen);
+    gp.context_shift = true;
+    gp.n_keep = -1;
+    cr_assert_eq(quill_generate(c, s, PROMPT, &gp, &finish), QUILL_OK, "%s", quill_last_error());
+    cr_expect_eq(finish, QUILL_FINISH_LENGTH, "finish %s", quill_finish_reason_name(finish));
+    cr_expect_eq(seen->n_tokens, 60);
+    quill_token prompt[8], held[24];
+    int n_prompt = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, prompt, 8);
+    int n_held = quill_seq_tokens(c, 0, held, 24);
+    cr_assert_geq(n_held, n_prompt);
+    cr_expect_arr_eq(held, prompt, (size_t)n_prompt * sizeof *held, "the prompt was not kept");
+    cr_expect_arr_eq(held + n_held - 3, seen->tokens + 57, 3 * sizeof *held,
+                     "the cache does not end with the last tokens generated");
+    free(seen);
+    quill_sampler_free(s);
+    quill_context_free(c);
+    quill_model_free(m);
+}
+
 /* ---- tokens ------------------------------------------------------------------------------ */
 
 /* Every case of llama.cpp's GPT-2 vectors: quill_tokenize gives its ids, quill_detokenize

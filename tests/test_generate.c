@@ -300,7 +300,7 @@ static void seen_token(void *ctx, const SessionToken *t)
         seen->tokens[seen->n_tokens++] = t->token;
         /* the cache holds the prompt and the tokens before this one: the caller hears of a
          * token before it goes through the model, so its text shows without a step's delay */
-        seen->late += infer_seq_length(&seen->s->ctx, 0) != N_PROMPT + seen->n_tokens - 1;
+        seen->late += infer_seq_length(seen->s->ctx, 0) != N_PROMPT + seen->n_tokens - 1;
     }
     memcpy(seen->pieces + seen->n_pieces, t->piece, t->n_piece);
     seen->n_pieces += t->n_piece;

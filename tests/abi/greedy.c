@@ -5,16 +5,13 @@
 
 int main(void)
 {
-    quill_model *m;
-    char *want;
-    size_t n;
-    int status = load_reference(&m, &want, &n);
+    Reference r;
+    int status = load_reference(&r);
     if (status != 0)
         return status;
-    status = generate_and_compare(m, 1, "greedy", want, n);
+    status = generate_and_compare(r.model, 1, "greedy", r.want, r.n);
     if (status == 0)
-        printf("greedy: %zu bytes, llama.cpp's, through libquill %s\n", n, quill_version());
-    free(want);
-    quill_model_free(m);
+        printf("greedy: %zu bytes, llama.cpp's, through libquill %s\n", r.n, quill_version());
+    reference_free(&r);
     return status;
 }

@@ -119,9 +119,16 @@ static int generate_and_compare(quill_model *m, int n_threads, const char *who,
     return failed;
 }
 
-/* Loads stories260K and its reference text; ABI_SKIP when ../shared lacks them, 1 on any
+/* stories260K and llama.cpp's greedy text after the prompt. */
+typedef struct {
+    quill_model *model;
+    char *want;
+    size_t n;
+} Reference;
+
+/* Loads the model and the reference text; ABI_SKIP when ../shared lacks them, 1 on any
  * other failure. */
-static int load_reference(quill_model **m, char **want, size_t *n)
+static int load_reference(Reference *r)
 {
     const char *model = shared_path("models/stories260K.gguf");
     char *json = read_file(shared_path("models/stories260K.ref.json"));
@@ -134,17 +141,24 @@ static int load_reference(quill_model **m, char **want, size_t *n)
         return ABI_SKIP;
     }
     fclose(probe);
-    *want = reference_text(json, n);
+    r->want = reference_text(json, &r->n);
     free(json);
     quill_model_params mp = quill_model_params_default();
     mp.n_threads = 1;
-    *m = *want ? quill_model_load(model, &mp) : NULL;
-    if (!*m) {
-        fprintf(stderr, "%s\n", *want ? quill_last_error() : "no greedy_text_hex in the .ref.json");
-        free(*want);
+    r->model = r->want ? quill_model_load(model, &mp) : NULL;
+    if (!r->model) {
+        fprintf(stderr, "%s\n",
+                r->want ? quill_last_error() : "no greedy_text_hex in the .ref.json");
+        free(r->want);
         return 1;
     }
     return 0;
+}
+
+static void reference_free(Reference *r)
+{
+    free(r->want);
+    quill_model_free(r->model);
 }
 
 #endif

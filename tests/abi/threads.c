@@ -26,16 +26,14 @@ static void *work(void *arg)
 
 int main(void)
 {
-    quill_model *m;
-    char *want;
-    size_t n;
-    int status = load_reference(&m, &want, &n);
+    Reference r;
+    int status = load_reference(&r);
     if (status != 0)
         return status;
     Worker workers[THREADS];
     pthread_t ids[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        workers[i] = (Worker){.model = m, .want = want, .n = n, .n_threads = 1 + i};
+        workers[i] = (Worker){.model = r.model, .want = r.want, .n = r.n, .n_threads = 1 + i};
         snprintf(workers[i].name, sizeof workers[i].name, "thread %d", i);
         if (pthread_create(&ids[i], NULL, work, &workers[i]) != 0) {
             fprintf(stderr, "threads: pthread_create failed\n");
@@ -48,8 +46,7 @@ int main(void)
     }
     if (status == 0)
         printf("threads: %d contexts on one model, each on its own thread: llama.cpp's %zu "
-               "bytes on each\n", THREADS, n);
-    free(want);
-    quill_model_free(m);
+               "bytes on each\n", THREADS, r.n);
+    reference_free(&r);
     return status;
 }
