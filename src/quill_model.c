@@ -55,11 +55,14 @@ int api_copy_out(const char *bytes, size_t n, char *buf, size_t cap)
     return n > INT_MAX ? INT_MAX : (int)n;
 }
 
+/* The header's version macros as one string literal, "0.1.0" (two steps, so that the
+ * macros are expanded before they are quoted). */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
 const char *quill_version(void)
 {
-#define QUILL_STR2(x) #x
-#define QUILL_STR(x) QUILL_STR2(x)
-    return QUILL_STR(QUILL_VERSION_MAJOR) "." QUILL_STR(QUILL_VERSION_MINOR) "." QUILL_STR(
+    return STRINGIFY(QUILL_VERSION_MAJOR) "." STRINGIFY(QUILL_VERSION_MINOR) "." STRINGIFY(
         QUILL_VERSION_PATCH);
 }
 
