@@ -186,12 +186,13 @@ $(SO): $(SO_REAL)
 	ln -sf $(notdir $<) $(LIBDIR)/libquill.so.$(SO_MAJOR)
 	ln -sf libquill.so.$(SO_MAJOR) $@
 
-# pkg-config's description of the library under a prefix ($(1)): the build's own (prefix:
-# this folder, for trying it before installing) or an installed one (make install).
+# pkg-config's description of the library under a prefix ($(1)), its libraries in the
+# folder $(2) below it: the build's own (this checkout, for trying the library before
+# installing it) or an installed one (make install).
 define quill_pc
 prefix=$(1)
 includedir=$${prefix}/include
-libdir=$${prefix}/lib
+libdir=$${prefix}/$(2)
 
 Name: quill
 Description: quill's language-model engine (load, tokenize, decode, sample, train)
@@ -200,8 +201,8 @@ Cflags: -I$${includedir}
 Libs: -L$${libdir} -lquill
 Libs.private: -fopenmp $(LIB_LIBS)
 endef
-export PC_BUILD   = $(call quill_pc,$(CURDIR))
-export PC_INSTALL = $(call quill_pc,$(PREFIX))
+export PC_BUILD   = $(call quill_pc,$(CURDIR),$(LIBDIR))
+export PC_INSTALL = $(call quill_pc,$(PREFIX),lib)
 
 $(PC): Makefile
 	@mkdir -p $(dir $@)
