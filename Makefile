@@ -1,8 +1,11 @@
 # quill: one plain Makefile.  `make help` lists the targets.
 #
-#   make            build bin/quill and the notebooks (installs missing Debian packages first)
+#   make            build bin/quill, the library (lib/libquill.so, lib/libquill.a,
+#                   lib/pkgconfig/quill.pc) and the notebooks (installs missing Debian packages first)
+#   make install    install include/quill.h, the libraries and quill.pc under PREFIX (/usr/local)
+#   make uninstall  remove what make install put under PREFIX
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
-#   make test       build and run every Criterion test
+#   make test       build and run every Criterion test and ABI test (tests/abi/); check make install
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and
@@ -38,7 +41,14 @@ endif
 CFLAGS   := -std=c11 -O3 -march=native -g -fopenmp -fno-math-errno -Wall -Wextra -Wshadow \
             -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
             -Wno-missing-field-initializers
-CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Isrc -MMD -MP
+# The library (lib/libquill.so) is built from the same objects as the static one and the
+# binary, so every object is position-independent (-fPIC) and hides its names
+# (-fvisibility=hidden): the shared library exports only what include/quill.h marks QUILL_API.
+# -fno-semantic-interposition lets calls inside the library to those exported functions go
+# straight to them, as in a program. Measured: no cost to the binary's speed (the
+# architecture's "The library" section).
+CFLAGS   += -fPIC -fvisibility=hidden -fno-semantic-interposition
+CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
 # cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
 # byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N});
@@ -47,19 +57,22 @@ LDFLAGS  := -fopenmp
 # pkg-config when they are used, after `make deps` has installed it.
 MPI_CPPFLAGS = $(shell pkg-config --cflags ompi-c)
 MPI_LIBS     = $(shell pkg-config --libs ompi-c)
-LDLIBS    = -lcjson -lxxhash -lpcre2-8 -ledit $(MPI_LIBS) -lm
+# The library's own dependencies (dl: OpenBLAS is loaded at run time, src/openblas.h);
+# libedit and MPI belong to the command-line program alone.
+LIB_LIBS  = -lcjson -lxxhash -lpcre2-8 -ldl -lm
+LDLIBS    = -ledit $(MPI_LIBS) $(LIB_LIBS)
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
-# runs on OpenMP. quill's element-wise loops use OpenMP, so it links the OpenMP build:
+# runs on OpenMP. quill's element-wise loops use OpenMP, so it uses the OpenMP build:
 # one pool of threads, instead of two pools spinning against each other for the same
-# cores (measured here: 1.5-4x slower training with the pthread build).
+# cores (measured here: 1.5-4x slower training with the pthread build). Nothing links it:
+# src/openblas.c loads it on first use, after choosing its kernel (src/openblas.h says why).
 MULTIARCH     := $(shell $(CC) -print-multiarch)
 OPENBLAS_OMP  := /usr/lib/$(MULTIARCH)/openblas-openmp
 ifeq ($(BLAS),none)
   CPPFLAGS += -DQUILL_BLAS_NONE
-else
-  LDLIBS   += -L$(OPENBLAS_OMP) -Wl,-rpath,$(OPENBLAS_OMP) -lopenblas
 endif
+$(BUILD)/src/openblas.o: CPPFLAGS += -DQUILL_OPENBLAS_PATH='"$(OPENBLAS_OMP)/libopenblas.so.0"'
 
 # Attention's tile kernel (src/attention.c) writes `acc += a * b` on vectors and needs it
 # to be one fused multiply-add: twice the arithmetic per instruction, and one rounding
@@ -75,7 +88,8 @@ ifeq ($(SANITIZE),1)
   LDFLAGS += -fsanitize=address,undefined
 endif
 
-SRC_C      := $(wildcard src/*.c)
+# src/openblas.c loads OpenBLAS: not part of a build without it.
+SRC_C      := $(filter-out $(if $(filter none,$(BLAS)),src/openblas.c),$(wildcard src/*.c))
 TRAIN_C    := $(wildcard train/*.c)
 GENERATE_C := $(wildcard generate/*.c)
 TEST_C     := $(wildcard tests/*.c)
@@ -83,7 +97,18 @@ NOTEBOOK_C := $(wildcard notebooks-c/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-LIB        := $(BUILD)/libquill.a
+# The library: lib/ for the default build, its own folder for the others (BLAS=none,
+# SANITIZE=1). The shared one is named by its version, with the links a linker and a loader
+# look for: libquill.so -> libquill.so.0 (the soname: the major version, which changes
+# when a release breaks the ABI) -> libquill.so.0.1.0, the version include/quill.h states.
+QUILL_VERSION := $(shell sed -n 's/^\#define QUILL_VERSION_\(MAJOR\|MINOR\|PATCH\) //p' \
+                   include/quill.h | paste -sd.)
+SO_MAJOR   := $(firstword $(subst ., ,$(QUILL_VERSION)))
+LIBDIR     := $(if $(filter build/release,$(BUILD)),lib,$(BUILD)/lib)
+LIB        := $(LIBDIR)/libquill.a
+SO_REAL    := $(LIBDIR)/libquill.so.$(QUILL_VERSION)
+SO         := $(LIBDIR)/libquill.so
+PC         := $(LIBDIR)/pkgconfig/quill.pc
 CMD_OBJS   := $(call obj,$(TRAIN_C) $(GENERATE_C))
 QUILL      := $(BUILD)/quill
 TESTS      := $(BUILD)/quill-tests
@@ -93,12 +118,13 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev
 
-.PHONY: all deps test test-unit check demo bench bench-data bench-inference clean help probe fuzz notebooks
+.PHONY: all deps test test-unit test-abi test-install install uninstall check demo bench \
+        bench-data bench-inference clean help probe fuzz notebooks
 
-all: deps probe bin/quill $(NOTEBOOKS)
+all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -143,8 +169,61 @@ bin/quill: $(QUILL)
 	cp $< $@
 
 $(LIB): $(call obj,$(SRC_C))
+	@mkdir -p $(dir $@)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The shared library links its own dependencies, so that a client links -lquill -lm alone;
+# --no-undefined makes a missing one an error here rather than in the client (not under the
+# sanitizers, whose runtime the program that loads the library brings).
+SO_LDFLAGS := -shared -Wl,-soname,libquill.so.$(SO_MAJOR) -Wl,--as-needed \
+              $(if $(filter 1,$(SANITIZE)),,-Wl,--no-undefined)
+$(SO_REAL): $(call obj,$(SRC_C))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(SO_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+$(SO): $(SO_REAL)
+	ln -sf $(notdir $<) $(LIBDIR)/libquill.so.$(SO_MAJOR)
+	ln -sf libquill.so.$(SO_MAJOR) $@
+
+# pkg-config's description of the library under a prefix ($(1)), its libraries in the
+# folder $(2) below it: the build's own (this checkout, for trying the library before
+# installing it) or an installed one (make install).
+define quill_pc
+prefix=$(1)
+includedir=$${prefix}/include
+libdir=$${prefix}/$(2)
+
+Name: quill
+Description: quill's language-model engine (load, tokenize, decode, sample, train)
+Version: $(QUILL_VERSION)
+Cflags: -I$${includedir}
+Libs: -L$${libdir} -lquill
+Libs.private: -fopenmp $(LIB_LIBS)
+endef
+export PC_BUILD   = $(call quill_pc,$(CURDIR),$(LIBDIR))
+export PC_INSTALL = $(call quill_pc,$(PREFIX),lib)
+
+$(PC): Makefile
+	@mkdir -p $(dir $@)
+	printf '%s\n' "$$PC_BUILD" > $@
+
+# make install PREFIX=... (and DESTDIR=... for a package's staging folder).
+PREFIX ?= /usr/local
+INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
+install: $(LIB) $(SO)
+	install -d $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig
+	install -m 644 include/quill.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(LIB) $(INSTALL_LIB)/
+	install -m 755 $(SO_REAL) $(INSTALL_LIB)/
+	ln -sf libquill.so.$(QUILL_VERSION) $(INSTALL_LIB)/libquill.so.$(SO_MAJOR)
+	ln -sf libquill.so.$(SO_MAJOR) $(INSTALL_LIB)/libquill.so
+	printf '%s\n' "$$PC_INSTALL" > $(INSTALL_LIB)/pkgconfig/quill.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/quill.h $(INSTALL_LIB)/libquill.a \
+	  $(INSTALL_LIB)/libquill.so $(INSTALL_LIB)/libquill.so.$(SO_MAJOR) \
+	  $(INSTALL_LIB)/libquill.so.$(QUILL_VERSION) $(INSTALL_LIB)/pkgconfig/quill.pc
 
 $(QUILL): $(BUILD)/main.o $(CMD_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -167,13 +246,50 @@ $(BUILD)/%.o: %.c | deps
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # The tests run the `quill` binary and the notebooks of the same build (for the command-line
-# cases and the notebooks' printed facts); then every fuzz harness runs for FUZZ_SECONDS, so
-# each parser is fuzzed on every run of CI.
+# cases and the notebooks' printed facts), then the ABI tests; then an install is checked
+# (test-install), and every fuzz harness runs for FUZZ_SECONDS, so each parser is fuzzed on
+# every run of CI.
 test: test-unit
+	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory -j2 fuzz
 
 test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 	QUILL_BIN=$(QUILL) QUILL_NOTEBOOKS=$(BUILD)/notebooks $(TESTS) --jobs 2
+	$(MAKE) --no-print-directory test-abi
+
+# ---- the ABI tests ----
+# Each tests/abi/NAME.c is a client of the library as a user writes one: it sees only the
+# public header (-Iinclude, no -Isrc) and links only the shared library (and -lm), found
+# through an rpath to the build's folder. Each runs from the repository's root; exit 0 is
+# a pass, 77 a skip (a missing ../shared model: it prints SKIP), which fails under CI=true.
+ABI_C    := $(wildcard tests/abi/*.c)
+ABI_BINS := $(patsubst tests/abi/%.c,$(BUILD)/abi/%,$(ABI_C))
+ABI_CFLAGS := -std=c11 -O2 -g -pthread -Wall -Wextra
+ifeq ($(SANITIZE),1)
+  ABI_CFLAGS += -fsanitize=address,undefined
+endif
+
+$(BUILD)/abi/%: tests/abi/%.c include/quill.h $(SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(ABI_CFLAGS) -Iinclude -o $@ $< -L$(LIBDIR) -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lquill -lm
+
+test-abi: $(ABI_BINS)
+	@failed=0; for t in $(ABI_BINS); do \
+	  $$t; rc=$$?; \
+	  if [ $$rc = 0 ]; then echo "abi $$t: ok"; \
+	  elif [ $$rc = 77 ] && [ "$${CI:-}" != true ]; then echo "abi $$t: SKIP"; \
+	  else echo "abi $$t: FAILED (exit status $$rc)"; failed=1; fi; \
+	done; exit $$failed
+
+# make install into a temporary prefix, then a client built with nothing but what
+# pkg-config says (tests/install/client.c) and run.
+test-install: $(LIB) $(SO)
+	@prefix=$$(mktemp -d /tmp/quill-install-XXXXXX) && trap 'rm -rf "$$prefix"' EXIT && \
+	$(MAKE) --no-print-directory install PREFIX=$$prefix >/dev/null && \
+	flags=$$(PKG_CONFIG_PATH=$$prefix/lib/pkgconfig pkg-config --cflags --libs quill) && \
+	$(CC) -std=c11 -o $$prefix/client tests/install/client.c $$flags -lm && \
+	LD_LIBRARY_PATH=$$prefix/lib $$prefix/client && \
+	echo "install: make install, pkg-config --cflags --libs quill ($$flags) and a client: ok"
 
 # ---- fuzzing ----
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang, AddressSanitizer and
@@ -191,7 +307,7 @@ FUZZ_BUILD   := build/fuzz
 # this build looks for bugs, not speed, and the release build (gcc) still vectorises them.
 FUZZ_CFLAGS  := -std=c11 -g -O1 -fopenmp -fno-omit-frame-pointer -DQUILL_BLAS_NONE \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wno-pass-failed
-FUZZ_LIB_O   := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(SRC_C) train/config.c train/checkpoint.c train/corpus.c \
+FUZZ_LIB_O   := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out src/openblas.c,$(SRC_C)) train/config.c train/checkpoint.c train/corpus.c \
                   train/data.c train/optimizer.c)
 FUZZ_SEEDS   := $(BUILD)/fuzz-seeds
 
@@ -238,7 +354,7 @@ demo: deps bin/quill
 	  --context-shift
 
 # Machine peaks and throughput, then the full shakespeare-char run (nanoGPT: val loss ~1.88),
-# then the inference benchmark. quill picks OpenBLAS's kernel for this CPU itself (main.c); an
+# then the inference benchmark. quill picks OpenBLAS's kernel for this CPU itself (src/openblas.c); an
 # OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) left in the environment would override that
 # choice, so the benchmarks run without them, as on a user's machine.
 SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt) data/tinyshakespeare.txt)
@@ -279,7 +395,7 @@ bench-data: deps bin/quill
 	bin/quill bench-data --threads 2 --size-mb $(BENCH_DATA_MB)
 
 clean:
-	rm -rf build bin
+	rm -rf build bin lib
 
 # Keep the fuzz objects and binaries that pattern rules build on the way.
 .SECONDARY:

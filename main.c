@@ -6,12 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "error.h"
 #include "generate/generate.h"
 #include "loader.h"
-#include "matmul.h"
 #include "train/train.h"
 
 typedef struct {
@@ -42,17 +40,6 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
-/* Debian's OpenBLAS can only be told to use this CPU's fast kernel through the
- * environment, before it loads: set the variable and start again (see matmul.h). */
-static void blas_choose_kernel(char **argv)
-{
-    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : gemm_blas_coretype_advice();
-    if (!core)
-        return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: then carry on, slower */
-}
-
 /* `quill bench MODEL` measures a model's inference speed (MODEL: a GGUF file or a run
  * directory); `quill bench` alone (or with training configs) measures training. */
 static bool names_a_model(int argc, char **argv)
@@ -72,7 +59,6 @@ int main(int argc, char **argv)
     for (int i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], COMMANDS[i].name) != 0)
             continue;
-        blas_choose_kernel(argv);
         Error err = {{0}};
         int (*run)(int, char **, Error *) = COMMANDS[i].run;
         if (run == cmd_bench && names_a_model(argc - 2, argv + 2))

@@ -1,20 +1,20 @@
 #include "matmul.h"
 
 #include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stddef.h>
 #include <strings.h>
 
 #ifndef QUILL_BLAS_NONE
-#include <cblas.h>
+#include "openblas.h"
 static GemmBackend current_backend = GEMM_BACKEND_BLAS;
 #else
 static GemmBackend current_backend = GEMM_BACKEND_REFERENCE;
 #endif
 
-static int thread_count = 0;  /* 0: not set yet, use OpenMP's default */
-static int active_threads = 0; /* the governor's limit, <= thread_count (0: none) */
+/* Per calling thread, as OpenMP's own thread count is: two contexts decoding on two
+ * threads at once (libquill's contexts) each keep their count and their governor's limit. */
+static _Thread_local int thread_count = 0;  /* 0: not set yet, use OpenMP's default */
+static _Thread_local int active_threads = 0; /* the governor's limit, <= thread_count (0: none) */
 
 /* Element (i, k) of op(A) and (k, j) of op(B). */
 static inline float op_a(const float *A, int lda, bool trans_a, int i, int k)
@@ -47,8 +47,9 @@ static void sgemm_blas(bool trans_a, bool trans_b, int M, int N, int K, float al
                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
                        int ldc)
 {
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    openblas()->sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                      trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta,
+                      C, ldc);
 }
 
 /* Sharing one product among threads costs OpenBLAS a few meetings per block, each a spin on
@@ -191,7 +192,7 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
     if (M == 0 || N == 0)
         return;
 #ifndef QUILL_BLAS_NONE
-    if (current_backend == GEMM_BACKEND_BLAS) {
+    if (current_backend == GEMM_BACKEND_BLAS && openblas()) {
         int threads = compute_threads();
         /* inside any parallel region, even one its `if` made single-threaded, the product
          * runs where it is called (a prompt's chunks of weight rows, quant.c): no region
@@ -215,6 +216,9 @@ int gemm_set_backend(GemmBackend backend)
 #ifdef QUILL_BLAS_NONE
     if (backend == GEMM_BACKEND_BLAS)
         return -1;
+#else
+    if (backend == GEMM_BACKEND_BLAS && !openblas())
+        return -1;
 #endif
     current_backend = backend;
     return 0;
@@ -222,30 +226,19 @@ int gemm_set_backend(GemmBackend backend)
 
 const char *gemm_backend_description(void)
 {
-    static char text[128];
 #ifndef QUILL_BLAS_NONE
-    if (current_backend == GEMM_BACKEND_BLAS) {
-        const char *config = openblas_get_config();
-        int version_len = (int)strcspn(config, " ") + 1;
-        version_len += (int)strcspn(config + version_len, " ");
-        /* a kernel the user forced that is weaker than this CPU's best is worth saying */
-        const char *forced = getenv("OPENBLAS_CORETYPE");
-        const char *better = forced ? gemm_blas_coretype_advice() : NULL;
-        snprintf(text, sizeof text, "%.*s (%s kernel%s%s%s%s)", version_len, config,
-                 openblas_get_corename(), better ? ", set by OPENBLAS_CORETYPE=" : "",
-                 better ? forced : "", better ? "; this CPU runs " : "", better ? better : "");
-        return text;
-    }
+    if (current_backend == GEMM_BACKEND_BLAS)
+        return openblas_description(); /* which says so when it fell back to the loops */
 #endif
-    snprintf(text, sizeof text, "reference (naive loops)");
-    return text;
+    return "reference (naive loops)";
 }
 
 static void runtime_set_threads(int n)
 {
     omp_set_num_threads(n);
 #ifndef QUILL_BLAS_NONE
-    openblas_set_num_threads(n);
+    if (openblas())
+        openblas()->set_num_threads(n);
 #endif
 }
 
@@ -296,25 +289,16 @@ static int blas_core_rank(const char *core)
     return 0;
 }
 
-const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx2)
+const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx512_bf16,
+                                 bool cpu_avx2)
 {
-    const char *best = cpu_avx512 ? "SkylakeX" : cpu_avx2 ? "Haswell" : NULL;
+    const char *best = cpu_avx512 ? (cpu_avx512_bf16 ? "Cooperlake" : "SkylakeX")
+                       : cpu_avx2 ? "Haswell"
+                                  : NULL;
+    if (!current || !best)
+        return best;
     int rank = blas_core_rank(current);
-    if (!best || rank == 0 || rank >= blas_core_rank(best))
+    if (rank == 0 || rank >= blas_core_rank(best))
         return NULL;
     return best;
-}
-
-const char *gemm_blas_coretype_advice(void)
-{
-#ifndef QUILL_BLAS_NONE
-    __builtin_cpu_init();
-    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                  __builtin_cpu_supports("avx512cd");
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return gemm_coretype_choose(openblas_get_corename(), avx512, avx2);
-#else
-    return NULL;
-#endif
 }

@@ -1,7 +1,8 @@
 /* The matmul facade: every matrix product in quill goes through gemm(), and this is the
- * only place that knows which library computes it (cblas.h is included here and nowhere
- * else, so swapping the backend touches one file). Two backends:
- *   - OpenBLAS sgemm, the fast path (the default build);
+ * only place that knows which library computes it (matmul.c calls OpenBLAS through the
+ * functions openblas.c loads, and nothing else does, so swapping the backend touches two
+ * files). Two backends:
+ *   - OpenBLAS sgemm, the fast path (the default build, when the library loads);
  *   - a naive reference loop, always compiled, the only backend with `make BLAS=none`;
  *     tests compare the fast path against it.
  * Thread counts for OpenMP loops and for the BLAS are set here too, in one call. */
@@ -36,12 +37,13 @@ void gemm_reference(bool trans_a, bool trans_b, int M, int N, int K, float alpha
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Selects the backend gemm() uses (tests switch to the reference); returns -1 when the
- * backend is not built in. */
+ * backend is not built in or could not be loaded. */
 int gemm_set_backend(GemmBackend backend);
-/* "OpenBLAS 0.3.21 (SkylakeX kernel)" or "reference (naive loops)". */
+/* "OpenBLAS 0.3.21 (SkylakeX kernel)" or "reference (naive loops)" (openblas.h lists the
+ * notes it may add). */
 const char *gemm_backend_description(void);
 
-/* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. quill links
+/* Number of threads for OpenMP loops and for the BLAS; n <= 0 means all cores. quill loads
  * OpenBLAS's OpenMP build, which shares OpenMP's thread pool, and which runs a gemm()
  * called from inside a parallel region on the calling thread alone: a prompt's products
  * run their chunks of weight rows side by side that way (quant.c). */
@@ -53,17 +55,13 @@ int compute_max_threads(void);
 /* Runs the work on n of the set threads (1 <= n <= compute_max_threads) until changed. */
 void compute_limit_threads(int n);
 
-/* Debian's OpenBLAS 0.3.21 chooses its kernel from a table of CPUs it knows. On a CPU newer
- * than the table it falls back to an older kernel: the 2004 "Prescott" SSE3 one (4-5x
- * slower than the CPU allows), or on an AVX-512 Zen 5 its AVX2 "Haswell" one (measured:
- * sgemm 208 GFLOP/s against 394 with SkylakeX). The kernel can only be chosen through the
- * OPENBLAS_CORETYPE environment variable before the library loads, so the program mains
- * ask this function and, when it names a core, set the variable and re-execute
- * themselves (a user's own OPENBLAS_CORETYPE is left alone). Returns NULL when OpenBLAS's
- * own choice is already the best this CPU can run. */
-const char *gemm_blas_coretype_advice(void);
-/* The decision itself: the best kernel for a CPU with these features (SkylakeX with
- * AVX-512, Haswell with AVX2 + FMA), when it is better than `current`; else NULL. */
-const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx2);
+/* OpenBLAS's kernel for a CPU with these features (openblas.h says why quill chooses it):
+ * Cooperlake with AVX-512 and its BF16 products (SkylakeX's kernels and bfloat16 ones; what
+ * OpenBLAS picks itself on the CPUs it knows that have them), SkylakeX with AVX-512,
+ * Haswell with AVX2 + FMA, NULL for an older CPU. Given `current` (the kernel a loaded
+ * OpenBLAS runs): that best one only when it is wider than `current`, else NULL; a name it
+ * does not know (a newer core) is left alone. */
+const char *gemm_coretype_choose(const char *current, bool cpu_avx512, bool cpu_avx512_bf16,
+                                 bool cpu_avx2);
 
 #endif

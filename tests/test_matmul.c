@@ -236,19 +236,28 @@ Test(matmul, a_product_cut_at_any_whole_tile_keeps_its_bits)
     cr_expect_eq(cuts, 326, "%d cuts compared", cuts);
 }
 
-/* The kernel quill asks OpenBLAS for: the best the CPU runs, whenever OpenBLAS's own choice
- * is weaker; never a downgrade, and a core name it does not know is left alone. */
+/* The kernel quill asks OpenBLAS for before it loads (current NULL): the best the CPU runs,
+ * as OpenBLAS names it on the CPUs it knows. Once loaded, a better one is named only when
+ * OpenBLAS's kernel is weaker; never a downgrade, and a core name it does not know is left
+ * alone. */
 Test(matmul, blas_kernel_choice_follows_the_cpu)
 {
-    cr_expect_str_eq(gemm_coretype_choose("Haswell", true, true), "SkylakeX",
+    cr_expect_str_eq(gemm_coretype_choose(NULL, true, true, true), "Cooperlake",
+                     "AVX-512 with BF16, as a Zen 4 or Xeon 3rd gen");
+    cr_expect_str_eq(gemm_coretype_choose(NULL, true, false, true), "SkylakeX");
+    cr_expect_str_eq(gemm_coretype_choose(NULL, false, false, true), "Haswell");
+    cr_expect_null(gemm_coretype_choose(NULL, false, false, false), "nothing to choose");
+    cr_expect_str_eq(gemm_coretype_choose("Haswell", true, false, true), "SkylakeX",
                      "Zen 5: OpenBLAS 0.3.21 picks Haswell on an AVX-512 CPU");
-    cr_expect_str_eq(gemm_coretype_choose("Prescott", true, true), "SkylakeX");
-    cr_expect_str_eq(gemm_coretype_choose("Zen", true, true), "SkylakeX");
-    cr_expect_str_eq(gemm_coretype_choose("Prescott", false, true), "Haswell");
-    cr_expect_str_eq(gemm_coretype_choose("Sandybridge", false, true), "Haswell");
-    cr_expect_null(gemm_coretype_choose("SkylakeX", true, true));
-    cr_expect_null(gemm_coretype_choose("Cooperlake", true, true), "as good: left alone");
-    cr_expect_null(gemm_coretype_choose("Haswell", false, true));
-    cr_expect_null(gemm_coretype_choose("Prescott", false, false), "nothing better to run");
-    cr_expect_null(gemm_coretype_choose("FutureLake", true, true), "unknown: left alone");
+    cr_expect_str_eq(gemm_coretype_choose("Haswell", true, true, true), "Cooperlake");
+    cr_expect_str_eq(gemm_coretype_choose("Prescott", true, false, true), "SkylakeX");
+    cr_expect_str_eq(gemm_coretype_choose("Zen", true, false, true), "SkylakeX");
+    cr_expect_str_eq(gemm_coretype_choose("Prescott", false, false, true), "Haswell");
+    cr_expect_str_eq(gemm_coretype_choose("Sandybridge", false, false, true), "Haswell");
+    cr_expect_null(gemm_coretype_choose("SkylakeX", true, false, true));
+    cr_expect_null(gemm_coretype_choose("SkylakeX", true, true, true), "as wide: left alone");
+    cr_expect_null(gemm_coretype_choose("Cooperlake", true, false, true), "as good: left alone");
+    cr_expect_null(gemm_coretype_choose("Haswell", false, false, true));
+    cr_expect_null(gemm_coretype_choose("Prescott", false, false, false), "nothing better to run");
+    cr_expect_null(gemm_coretype_choose("FutureLake", true, true, true), "unknown: left alone");
 }
