@@ -9,6 +9,12 @@
  * sampling step takes with a realistic chain on the model's logits (32,000 of them for the
  * benchmark model), as a share of a generated token's time.
  *
+ * `quill bench MODEL --parallel 1,2,4,8`: N sequences at once, as llama.cpp's
+ * llama-batched-bench measures them (-npp P -ntg N -npl 1,2,4,8), in its table: each
+ * sequence's prompt of P tokens (all N prompts in one batch), then N tokens generated one
+ * by one per sequence, one batch of N rows per step; the aggregate decode speed S_TG is
+ * N x N tokens over the steps' time.
+ *
  * `quill bench --write-model FILE.gguf` writes the model the benchmark is run on in
  * `make bench`: random F32 weights of a 134M-parameter llama (dim 768, 12 layers, 12
  * heads, ffn 2048, vocabulary 32,000) with a filler vocabulary, which `quill quantize` and
@@ -37,6 +43,7 @@ typedef struct {
     const char *cache_type; /* NULL: the model's default, as quill generate */
     const char *write_model;
     bool busy_neighbour;    /* tg again beside a busy process, on the threads and on 1 */
+    const char *parallel;   /* "1,2,4,8": llama-batched-bench's table instead */
 } BenchModelOptions;
 
 /* ---- the benchmark model --------------------------------------------------------------- */
@@ -219,41 +226,77 @@ static int bench_busy_neighbour(InferContext *ctx, const int *tokens, const Benc
     return status;
 }
 
-static int bench_model_run(const char *path, const BenchModelOptions *o, Error *err)
-{
+/* What both benchmarks run on: the model, a context of n_seq sequences of n_ctx positions,
+ * random tokens (n_seq x n_ctx) and room for each repetition's two times. */
+typedef struct {
     Model m;
     Tokenizer tok;
-    if (model_file_load(path, &m, &tok, err) != 0)
-        return -1;
-    int n = o->prompt_tokens + o->generate_tokens;
-    uint32_t cache_type = o->cache_type ? kv_cache_type_from_name(o->cache_type)
-                                        : kv_cache_type_default(m.file);
     InferContext ctx;
-    InferParams params = {.n_seq = 1, .n_ctx = n, .n_batch = o->prompt_tokens,
-                          .cache_type = cache_type};
-    int *tokens = malloc((size_t)n * sizeof *tokens);
-    double *pp = malloc((size_t)o->reps * sizeof *pp), *tg = malloc((size_t)o->reps * sizeof *tg);
-    int status = tokens && pp && tg ? infer_init(&ctx, &m, &params, err)
-                                    : error_set(err, "out of memory");
+    uint32_t cache_type;
+    int *tokens;
+    double *pp, *tg; /* (reps) seconds */
+} BenchRun;
+
+static int bench_run_open(BenchRun *b, const char *path, const BenchModelOptions *o,
+                          const InferParams *shape, Error *err)
+{
+    memset(b, 0, sizeof *b);
+    if (model_file_load(path, &b->m, &b->tok, err) != 0) {
+        memset(b, 0, sizeof *b); /* nothing loaded: bench_run_close has nothing to free */
+        return -1;
+    }
+    b->cache_type = o->cache_type ? kv_cache_type_from_name(o->cache_type)
+                                  : kv_cache_type_default(b->m.file);
+    InferParams params = *shape;
+    params.cache_type = b->cache_type;
+    size_t n_tokens = (size_t)params.n_seq * params.n_ctx;
+    b->tokens = malloc(n_tokens * sizeof *b->tokens);
+    b->pp = malloc((size_t)o->reps * sizeof *b->pp);
+    b->tg = malloc((size_t)o->reps * sizeof *b->tg);
+    if (!b->tokens || !b->pp || !b->tg)
+        return error_set(err, "out of memory");
     Rng rng;
     rng_seed(&rng, 3);
-    for (int i = 0; status == 0 && i < n; i++)
-        tokens[i] = (int)rng_below(&rng, (uint64_t)m.config.vocab_size);
+    for (size_t i = 0; i < n_tokens; i++)
+        b->tokens[i] = (int)rng_below(&rng, (uint64_t)b->m.config.vocab_size);
+    return infer_init(&b->ctx, &b->m, &params, err);
+}
+
+/* Frees what bench_run_open got, however far it went. */
+static void bench_run_close(BenchRun *b)
+{
+    infer_free(&b->ctx);
+    free(b->tokens);
+    free(b->pp);
+    free(b->tg);
+    tokenizer_free(&b->tok);
+    model_free(&b->m);
+}
+
+static int bench_model_run(const char *path, const BenchModelOptions *o, Error *err)
+{
+    BenchRun b;
+    InferParams shape = {.n_seq = 1, .n_ctx = o->prompt_tokens + o->generate_tokens,
+                         .n_batch = o->prompt_tokens};
+    int status = bench_run_open(&b, path, o, &shape, err);
+    InferContext *ctx = &b.ctx;
+    const Model *m = &b.m;
+    const int *tokens = b.tokens;
     double warm_pp, warm_tg;
     if (status == 0)
-        status = bench_once(&ctx, tokens, o, &warm_pp, &warm_tg, err);
+        status = bench_once(ctx, tokens, o, &warm_pp, &warm_tg, err);
     for (int r = 0; status == 0 && r < o->reps; r++)
-        status = bench_once(&ctx, tokens, o, &pp[r], &tg[r], err);
+        status = bench_once(ctx, tokens, o, &b.pp[r], &b.tg[r], err);
     if (status == 0) {
-        double pp_rate = o->prompt_tokens / machine_median(pp, o->reps);
-        double tg_rate = o->generate_tokens / machine_median(tg, o->reps);
-        double bytes = weight_bytes_per_token(&m);
+        double pp_rate = o->prompt_tokens / machine_median(b.pp, o->reps);
+        double tg_rate = o->generate_tokens / machine_median(b.tg, o->reps);
+        double bytes = weight_bytes_per_token(m);
         uint64_t file_params, file_bytes;
-        model_file_size(m.file, &file_params, &file_bytes);
+        model_file_size(m->file, &file_params, &file_bytes);
         printf("%s: %.1fM parameters, %.2f MB of weights, %d thread%s, kernels %s, cache %s\n",
                path, (double)file_params / 1e6, (double)file_bytes / 1e6, compute_threads(),
                plural_s(compute_threads()), quant_isa_name(quant_isa()),
-               kv_cache_type_name(cache_type));
+               kv_cache_type_name(b.cache_type));
         printf("pp%d: %.1f tok/s\n", o->prompt_tokens, pp_rate);
         printf("tg%d: %.1f tok/s\n", o->generate_tokens, tg_rate);
         double read = machine_read_gbs();
@@ -261,7 +304,7 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
                "bandwidth (%.1f GB/s, measured now)\n",
                bytes / 1e6, bytes * tg_rate / 1e9, 100.0 * bytes * tg_rate / 1e9 / read, read);
         double sample = 0.0;
-        status = sampler_step_seconds(infer_logits(&ctx, 0), m.config.vocab_size, tokens,
+        status = sampler_step_seconds(infer_logits(ctx, 0), m->config.vocab_size, tokens,
                                       o->prompt_tokens, o->generate_tokens, o->reps, &sample,
                                       err);
         if (status == 0)
@@ -270,14 +313,110 @@ static int bench_model_run(const char *path, const BenchModelOptions *o, Error *
                    "%.1f%% of a generated token's time\n",
                    sample * 1e6, 100.0 * sample / (sample + 1.0 / tg_rate));
         if (status == 0 && o->busy_neighbour)
-            status = bench_busy_neighbour(&ctx, tokens, o, err);
-        infer_free(&ctx);
+            status = bench_busy_neighbour(ctx, tokens, o, err);
     }
-    free(tokens);
-    free(pp);
-    free(tg);
-    tokenizer_free(&tok);
-    model_free(&m);
+    bench_run_close(&b);
+    return status;
+}
+
+/* ---- N sequences at once (--parallel) ------------------------------------------------------ */
+
+enum { MAX_PARALLEL_COUNTS = 16, MAX_PARALLEL = 256 };
+
+/* "1,2,4,8" into counts; the message names what is wrong. */
+static int parse_parallel(const char *text, int *counts, int *n, Error *err)
+{
+    *n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > MAX_PARALLEL || (*end && *end != ','))
+            return error_set(err, "--parallel %s: a list of sequence counts from 1 to %d, such "
+                                  "as 1,2,4,8", text, MAX_PARALLEL);
+        if (*n == MAX_PARALLEL_COUNTS)
+            return error_set(err, "--parallel %s: at most %d counts", text, MAX_PARALLEL_COUNTS);
+        counts[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return *n > 0 ? 0 : error_set(err, "--parallel: no sequence counts");
+}
+
+/* One llama-batched-bench row: n_seq prompts of prompt_tokens in one batch (the logits of
+ * its last row only), then generate_tokens steps of one row per sequence. Each run starts
+ * with empty caches and nothing learnt by the governor. */
+static int parallel_once(InferContext *ctx, const int *tokens, int n_seq,
+                         const BenchModelOptions *o, double *pp_seconds, double *tg_seconds,
+                         Error *err)
+{
+    int P = o->prompt_tokens, rows = n_seq * P;
+    int *pos = malloc((size_t)rows * sizeof *pos), *seq = malloc((size_t)rows * sizeof *seq);
+    int status = pos && seq ? 0 : error_set(err, "out of memory");
+    for (int i = 0; status == 0 && i < rows; i++) { /* sequence 0's prompt, then 1's, ... */
+        seq[i] = i / P;
+        pos[i] = i % P;
+    }
+    int steps[MAX_PARALLEL]; /* a step's rows: sequences 0 .. n_seq-1 */
+    for (int s = 0; s < n_seq; s++)
+        steps[s] = s;
+    for (int s = 0; s < n_seq; s++)
+        infer_seq_clear(ctx, s);
+    governor_init(&ctx->governor);
+    double t0 = timer_seconds();
+    if (status == 0) {
+        InferBatch prompts = {.token = tokens, .pos = pos, .seq = seq, .n = rows};
+        status = infer_decode_batch(ctx, &prompts, err);
+    }
+    double t1 = timer_seconds();
+    for (int i = 0; status == 0 && i < o->generate_tokens; i++)
+        status = infer_decode_step(ctx, steps, tokens + rows + i * n_seq, n_seq, err);
+    *pp_seconds = t1 - t0;
+    *tg_seconds = timer_seconds() - t1;
+    free(pos);
+    free(seq);
+    return status;
+}
+
+/* The median of o->reps runs (after one warm-up) of one row of the table, printed. */
+static int parallel_row(InferContext *ctx, const int *tokens, int n_seq,
+                        const BenchModelOptions *o, double *pp, double *tg, Error *err)
+{
+    int status = parallel_once(ctx, tokens, n_seq, o, &pp[0], &tg[0], err);
+    for (int r = 0; status == 0 && r < o->reps; r++)
+        status = parallel_once(ctx, tokens, n_seq, o, &pp[r], &tg[r], err);
+    if (status != 0)
+        return -1;
+    int P = o->prompt_tokens, N = o->generate_tokens, n_kv = n_seq * (P + N);
+    double t_pp = machine_median(pp, o->reps), t_tg = machine_median(tg, o->reps);
+    printf("|%6d | %6d | %4d | %6d | %8.3f | %8.2f | %8.3f | %8.2f | %8.3f | %8.2f |\n",
+           P, N,
+           n_seq, n_kv, t_pp, n_seq * P / t_pp, t_tg, n_seq * N / t_tg, t_pp + t_tg,
+           n_kv / (t_pp + t_tg));
+    return 0;
+}
+
+static int bench_parallel(const char *path, const BenchModelOptions *o, Error *err)
+{
+    int counts[MAX_PARALLEL_COUNTS], n_counts, most = 0;
+    if (parse_parallel(o->parallel, counts, &n_counts, err) != 0)
+        return -1;
+    for (int i = 0; i < n_counts; i++)
+        most = counts[i] > most ? counts[i] : most;
+    BenchRun b;
+    InferParams shape = {.n_seq = most, .n_ctx = o->prompt_tokens + o->generate_tokens};
+    int status = bench_run_open(&b, path, o, &shape, err);
+    if (status == 0) {
+        printf("%s: %d thread%s, kernels %s, cache %s, n_batch %d, %d runs (medians)\n\n", path,
+               compute_threads(), plural_s(compute_threads()), quant_isa_name(quant_isa()),
+               kv_cache_type_name(b.cache_type), b.ctx.params.n_batch, o->reps);
+        printf("|%6s | %6s | %4s | %6s | %8s | %8s | %8s | %8s | %8s | %8s |\n", "PP", "TG", "B",
+               "N_KV", "T_PP s", "S_PP t/s", "T_TG s", "S_TG t/s", "T s", "S t/s");
+        printf("|%6s-|-%6s-|-%4s-|-%6s-|-%8s-|-%8s-|-%8s-|-%8s-|-%8s-|-%8s-|\n", "------",
+               "------", "----", "------", "--------", "--------", "--------", "--------",
+               "--------", "--------");
+    }
+    for (int i = 0; status == 0 && i < n_counts; i++)
+        status = parallel_row(&b.ctx, b.tokens, counts[i], o, b.pp, b.tg, err);
+    bench_run_close(&b);
     return status;
 }
 
@@ -300,12 +439,15 @@ int cmd_bench_model(int argc, char **argv, Error *err)
          "write the 134M-parameter F32 benchmark model to this file and stop"},
         {"busy-neighbour", FLAG_SWITCH, &o.busy_neighbour, 0, 0,
          "then tgN again beside a process that keeps one core busy, on --threads and on 1"},
+        {"parallel", FLAG_STRING, &o.parallel, 0, 0,
+         "N sequences at once, for each N of a list (1,2,4,8): llama-batched-bench's table"},
     };
     const CommandSpec spec = {
-        .usage = "usage: quill bench MODEL.gguf [-p 128] [-n 64] [-t 2] [-r 5]\n"
+        .usage = "usage: quill bench MODEL.gguf [-p 128] [-n 64] [-t 2] [-r 5] [--parallel 1,2,4,8]\n"
                  "       quill bench --write-model FILE.gguf\n\n"
                  "Measures prompt processing (ppP) and generation (tgN) speed on MODEL, in\n"
-                 "tokens/s, and the memory bandwidth decoding reached next to this machine's.\n",
+                 "tokens/s, and the memory bandwidth decoding reached next to this machine's.\n"
+                 "With --parallel: N sequences decoding together, as llama-batched-bench.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 0,
@@ -323,5 +465,5 @@ int cmd_bench_model(int argc, char **argv, Error *err)
     compute_set_threads(o.threads);
     char path[4096];
     model_path_resolve(positional[0], path, sizeof path);
-    return bench_model_run(path, &o, err);
+    return o.parallel ? bench_parallel(path, &o, err) : bench_model_run(path, &o, err);
 }

@@ -8,9 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "beam.h"
@@ -24,82 +22,6 @@
 #include "options.h"
 #include "repl.h"
 #include "session.h"
-#include "stream.h"
-
-static const char GENERATE_USAGE[] =
-    "usage: quill generate MODEL --prompt TEXT [options]\n"
-    "       quill generate MODEL --interactive [options]      (or: quill chat MODEL)\n\n"
-    "Continues TEXT with MODEL (a GGUF file, or a quill train run directory) and streams the\n"
-    "result to stdout. Sampling settings are applied in the order of --samplers; --verbose\n"
-    "shows the chain, the seed and the timings on stderr.\n";
-
-int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char **model,
-                           Error *err)
-{
-    Flag flags[GENERATE_MAX_FLAGS];
-    CommandSpec spec = {.usage = GENERATE_USAGE, .flags = flags,
-                        .n_flags = generate_options_flags(o, flags), .min_positional = 1,
-                        .max_positional = 1};
-    int n_positional;
-    /* twice: a preset first, so that the flags given with it win whatever their order */
-    int parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
-    if (parsed != 0 || !o->preset)
-        return parsed;
-    if (generate_options_apply_preset(o, err) != 0)
-        return -1;
-    const char *preset = o->preset;
-    parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
-    o->preset = preset;
-    return parsed;
-}
-
-uint64_t generate_seed(const GenerateOptions *o)
-{
-    if (o->seed >= 0)
-        return (uint64_t)o->seed;
-    uint32_t entropy;
-    if (getrandom(&entropy, sizeof entropy, 0) != (ssize_t)sizeof entropy)
-        entropy = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16; /* a kernel without it */
-    return entropy & 0x7fffffff; /* within --seed's range, so that it can be given back */
-}
-
-int generate_stops_unescape(GenerateOptions *o, Error *err)
-{
-    for (int i = 0; i < o->stop.n; i++) {
-        if (o->stop.items[i][0] == '\0')
-            return error_set(err, "--stop: an empty stop string would stop at once");
-        if (text_unescape(o->stop.items[i], o->stop.items[i], err) != 0)
-            return error_prefix(err, "--stop");
-    }
-    return 0;
-}
-
-int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
-                         bool *from_flag, Error *err)
-{
-    char quoted[64];
-    *from_flag = o->chat_template != NULL;
-    *family = *from_flag ? chat_family_from_name(o->chat_template) : chat_family_from_gguf(file);
-    if (*from_flag && *family == CHAT_UNKNOWN)
-        return error_set(err, "--chat-template '%s' is not a template quill knows (%s)",
-                         error_quote(quoted, sizeof quoted, o->chat_template,
-                                     strlen(o->chat_template)),
-                         chat_family_names());
-    if (o->system && *family == CHAT_UNKNOWN)
-        return error_set(err, "--system needs a chat template, and the model has none that "
-                              "quill knows (give one: --chat-template %s)",
-                         chat_family_names());
-    return 0;
-}
-
-void generate_chat_family_report(ChatFamily family, bool from_flag)
-{
-    if (family == CHAT_UNKNOWN)
-        fprintf(stderr, "[chat template: none, the text is plain]\n");
-    else
-        fprintf(stderr, "[chat template: %s, from %s]\n", chat_family_name(family),
-                from_flag ? "--chat-template" : "the model's tokenizer.chat_template");
-}
 
 /* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
  * or a system prompt is asked for. */
@@ -217,9 +139,9 @@ static void completions_print(const GenerateOptions *o, const Completion *c, int
 /* ---- a run -------------------------------------------------------------------------------- */
 
 /* The continuation(s) the options ask for, after the prompt is in the session. */
-static int generate_completions(Session *s, Completion *c, int *n, Error *err)
+static int generate_completions(Session *s, const GenerateOptions *o, Completion *c, int *n,
+                                Error *err)
 {
-    const GenerateOptions *o = s->o;
     if (o->beam_size > 1)
         return beam_search(s, o->beam_size, o->length_penalty, o->num_samples, c, n, err);
     *n = o->num_samples;
@@ -229,7 +151,7 @@ static int generate_completions(Session *s, Completion *c, int *n, Error *err)
         fputs(o->prompt, stdout);
         fflush(stdout);
     }
-    return session_continue(s, stdout, c, err);
+    return session_continue(s, generate_print_token, (void *)s->tok, c, err);
 }
 
 static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o, Error *err)
@@ -258,11 +180,11 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
     OutputFile output = {0};
     int status = o->output_file ? output_file_open(&output, o->output_file, err) : 0;
     if (status == 0)
-        status = session_init(&s, m, tok, o, generate_seed(o), n_seq, n_ctx, err);
+        status = generate_session_start(&s, o, m, tok, generate_seed(o), n_seq, n_ctx, err);
     if (status == 0) {
         status = session_feed(&s, prompt, (int)n_prompt, err);
         if (status == 0)
-            status = generate_completions(&s, c, &n, err);
+            status = generate_completions(&s, o, c, &n, err);
         if (status == 0 && (o->num_samples > 1 || o->beam_size > 1))
             completions_print(o, c, n);
         else if (status == 0)
@@ -278,7 +200,7 @@ static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o
         if (status == 0 && o->output_file)
             jsonl_write_completions(output_file_stream(&output), o, c, n);
         if (o->verbose)
-            session_report(&s);
+            generate_session_report(&s, o);
         session_free(&s);
     }
     if (o->output_file)
@@ -310,6 +232,18 @@ int cmd_generate(int argc, char **argv, Error *err)
             model_free(&m);
         }
     }
+    generate_options_free(&o);
+    return status < 0 ? -1 : 0;
+}
+
+int cmd_chat(int argc, char **argv, Error *err)
+{
+    GenerateOptions o;
+    generate_options_default(&o);
+    const char *model = NULL;
+    int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0)
+        status = repl_run(model, &o, err);
     generate_options_free(&o);
     return status < 0 ? -1 : 0;
 }

@@ -7,6 +7,8 @@
 
 #include <histedit.h>
 
+#include "buffer.h"
+
 bool line_input_is_terminal(void)
 {
     return isatty(STDIN_FILENO);
@@ -15,20 +17,17 @@ bool line_input_is_terminal(void)
 /* A line of any length from a stream, without its newline. */
 static char *line_read_plain(FILE *in)
 {
-    size_t cap = 256, n = 0;
-    char *line = malloc(cap);
+    size_t cap = 0, n = 0;
+    char *line = NULL;
+    Error unused;
     int c = EOF;
-    while (line && (c = fgetc(in)) != EOF && c != '\n') {
-        if (n + 1 == cap) {
-            char *grown = realloc(line, cap *= 2);
-            if (!grown)
-                free(line);
-            line = grown;
-        }
-        if (line)
+    bool room = buffer_reserve(&line, &cap, 1, 256, "a line", &unused) == 0;
+    while (room && (c = fgetc(in)) != EOF && c != '\n') {
+        room = buffer_reserve(&line, &cap, n + 2, 256, "a line", &unused) == 0;
+        if (room)
             line[n++] = (char)c;
     }
-    if (!line || (c == EOF && n == 0)) {
+    if (!room || (c == EOF && n == 0)) {
         free(line);
         return NULL;
     }

@@ -1,26 +1,29 @@
+/* The settings of a generation and what they turn into: the parsed command line, the
+ * sampler's and the session's parameters, the seed, the chat template; and what the CLI
+ * prints about a session (the streamed text, --show-probs, --verbose). */
 #include "options.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "chart.h"
 #include "gguf.h"
 #include "loader.h"
+#include "stream.h"
 
 static const char *const PRESETS[] = {"deterministic", "balanced", "creative", NULL};
 
 void generate_options_default(GenerateOptions *o)
 {
-    SamplerParams p;
-    sampler_params_default(&p);
     *o = (GenerateOptions){
-        .prompt = "", .max_tokens = 256, .echo = true, .temperature = p.temperature,
-        .top_k = p.top_k, .top_p = p.top_p, .min_p = p.min_p, .typical_p = p.typical_p,
-        .repeat_penalty = p.repeat_penalty, .repeat_last_n = p.repeat_last_n,
-        .penalize_prompt = p.penalize_prompt, .frequency_penalty = p.frequency_penalty,
-        .presence_penalty = p.presence_penalty, .seed = -1, .beam_size = 1,
+        .prompt = "", .max_tokens = 256, .echo = true, .seed = -1, .beam_size = 1,
         .length_penalty = 1.0f, .num_samples = 1, .cache_type = NULL, .threads = 0,
     };
+    sampler_params_default(&o->sampler);
 }
 
 void generate_options_free(GenerateOptions *o)
@@ -41,23 +44,25 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"stop", FLAG_LIST, &o->stop, 0, 0, "stop at this text (repeatable; \\n etc. understood)"},
         {"preset", FLAG_CHOICE, &o->preset, 0, 0, "sampling preset, applied before the other "
                                                   "sampling flags", PRESETS},
-        {"temperature", FLAG_FLOAT, &o->temperature, 0, 100, "<= 0: greedy (argmax); 1: the "
-                                                             "model's distribution"},
-        {"top-k", FLAG_INT, &o->top_k, 0, 1 << 24, "keep the k most likely tokens (0: off)"},
-        {"top-p", FLAG_FLOAT, &o->top_p, 0, 1, "nucleus: the most likely tokens up to this "
-                                               "probability (1: off)"},
-        {"min-p", FLAG_FLOAT, &o->min_p, 0, 1, "keep tokens with p >= min-p * p_max (0: off)"},
-        {"typical-p", FLAG_FLOAT, &o->typical_p, 0, 1, "locally typical sampling (1: off)"},
-        {"repeat-penalty", FLAG_FLOAT, &o->repeat_penalty, 0, 100,
+        {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100,
+         "<= 0: greedy (argmax); 1: the model's distribution"},
+        {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24,
+         "keep the k most likely tokens (0: off)"},
+        {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1,
+         "nucleus: the most likely tokens up to this probability (1: off)"},
+        {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1,
+         "keep tokens with p >= min-p * p_max (0: off)"},
+        {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
+        {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
-        {"repeat-last-n", FLAG_INT, &o->repeat_last_n, -1, 1 << 24,
+        {"repeat-last-n", FLAG_INT, &o->sampler.repeat_last_n, -1, 1 << 24,
          "the penalties' window (0: off, -1: everything so far)"},
-        {"penalize-prompt", FLAG_SWITCH, &o->penalize_prompt, 0, 0,
+        {"penalize-prompt", FLAG_SWITCH, &o->sampler.penalize_prompt, 0, 0,
          "the prompt's tokens count for the penalties"},
-        {"frequency-penalty", FLAG_FLOAT, &o->frequency_penalty, -100, 100,
+        {"frequency-penalty", FLAG_FLOAT, &o->sampler.frequency_penalty, -100, 100,
          "logit -= count * this (0: off)"},
-        {"presence-penalty", FLAG_FLOAT, &o->presence_penalty, -100, 100,
+        {"presence-penalty", FLAG_FLOAT, &o->sampler.presence_penalty, -100, 100,
          "logit -= this when the token occurred (0: off)"},
         {"logit-bias", FLAG_LIST, &o->logit_bias, 0, 0, "ID:VALUE added to a token's logit "
                                                         "(-inf bans it; repeatable)"},
@@ -102,20 +107,7 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
 {
     if (!o->preset)
         return 0;
-    SamplerParams p;
-    sampler_params_default(&p);
-    if (sampler_preset(o->preset, &p, err) != 0)
-        return -1;
-    o->temperature = p.temperature;
-    o->top_k = p.top_k;
-    o->top_p = p.top_p;
-    o->min_p = p.min_p;
-    o->typical_p = p.typical_p;
-    o->repeat_penalty = p.repeat_penalty;
-    o->repeat_last_n = p.repeat_last_n;
-    o->frequency_penalty = p.frequency_penalty;
-    o->presence_penalty = p.presence_penalty;
-    return 0;
+    return sampler_preset(o->preset, &o->sampler, err);
 }
 
 /* ---- bad words ------------------------------------------------------------------------ */
@@ -193,17 +185,7 @@ static int logit_biases_parse(const GenerateOptions *o, SamplerParams *p, Error 
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
                             SamplerParams *p, Error *err)
 {
-    sampler_params_default(p);
-    p->temperature = o->temperature;
-    p->top_k = o->top_k;
-    p->top_p = o->top_p;
-    p->min_p = o->min_p;
-    p->typical_p = o->typical_p;
-    p->repeat_penalty = o->repeat_penalty;
-    p->repeat_last_n = o->repeat_last_n;
-    p->penalize_prompt = o->penalize_prompt;
-    p->frequency_penalty = o->frequency_penalty;
-    p->presence_penalty = o->presence_penalty;
+    *p = o->sampler;
     p->seed = seed;
     int status = o->samplers ? sampler_chain_parse(o->samplers, p, err) : 0;
     if (status == 0)
@@ -225,4 +207,219 @@ void generate_sampler_params_free(SamplerParams *p)
     p->n_bad_words = 0;
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
+}
+
+/* ---- the command line ------------------------------------------------------------- */
+
+static const char GENERATE_USAGE[] =
+    "usage: quill generate MODEL --prompt TEXT [options]\n"
+    "       quill generate MODEL --interactive [options]      (or: quill chat MODEL)\n\n"
+    "Continues TEXT with MODEL (a GGUF file, or a quill train run directory) and streams the\n"
+    "result to stdout. Sampling settings are applied in the order of --samplers; --verbose\n"
+    "shows the chain, the seed and the timings on stderr.\n";
+
+int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char **model,
+                           Error *err)
+{
+    Flag flags[GENERATE_MAX_FLAGS];
+    CommandSpec spec = {.usage = GENERATE_USAGE, .flags = flags,
+                        .n_flags = generate_options_flags(o, flags), .min_positional = 1,
+                        .max_positional = 1};
+    int n_positional;
+    /* twice: a preset first, so that the flags given with it win whatever their order */
+    int parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
+    if (parsed != 0 || !o->preset)
+        return parsed;
+    if (generate_options_apply_preset(o, err) != 0)
+        return -1;
+    const char *preset = o->preset;
+    parsed = cli_parse_command(&spec, argc, argv, model, &n_positional, stdout, err);
+    o->preset = preset;
+    return parsed;
+}
+
+uint64_t generate_seed(const GenerateOptions *o)
+{
+    if (o->seed >= 0)
+        return (uint64_t)o->seed;
+    uint32_t entropy;
+    if (getrandom(&entropy, sizeof entropy, 0) != (ssize_t)sizeof entropy)
+        entropy = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16; /* a kernel without it */
+    return entropy & 0x7fffffff; /* within --seed's range, so that it can be given back */
+}
+
+int generate_stops_unescape(GenerateOptions *o, Error *err)
+{
+    for (int i = 0; i < o->stop.n; i++) {
+        if (o->stop.items[i][0] == '\0')
+            return error_set(err, "--stop: an empty stop string would stop at once");
+        if (text_unescape(o->stop.items[i], o->stop.items[i], err) != 0)
+            return error_prefix(err, "--stop");
+    }
+    return 0;
+}
+
+int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
+                         bool *from_flag, Error *err)
+{
+    char quoted[64];
+    *from_flag = o->chat_template != NULL;
+    *family = *from_flag ? chat_family_from_name(o->chat_template) : chat_family_from_gguf(file);
+    if (*from_flag && *family == CHAT_UNKNOWN)
+        return error_set(err, "--chat-template '%s' is not a template quill knows (%s)",
+                         error_quote(quoted, sizeof quoted, o->chat_template,
+                                     strlen(o->chat_template)),
+                         chat_family_names());
+    if (o->system && *family == CHAT_UNKNOWN)
+        return error_set(err, "--system needs a chat template, and the model has none that "
+                              "quill knows (give one: --chat-template %s)",
+                         chat_family_names());
+    return 0;
+}
+
+void generate_chat_family_report(ChatFamily family, bool from_flag)
+{
+    if (family == CHAT_UNKNOWN)
+        fprintf(stderr, "[chat template: none, the text is plain]\n");
+    else
+        fprintf(stderr, "[chat template: %s, from %s]\n", chat_family_name(family),
+                from_flag ? "--chat-template" : "the model's tokenizer.chat_template");
+}
+
+/* ---- the session ------------------------------------------------------------------------ */
+
+/* What a context means, said before it is allocated (infer_init refuses one that does not
+ * fit in memory): a warning when it reaches past the positions the model was trained on,
+ * where RoPE meets angles it never saw and the text usually falls apart, and a note when
+ * it takes more than a gigabyte, so that no run takes gigabytes without a word. */
+static void context_report(const Model *m, const SessionParams *sp)
+{
+    InferParams p = {.n_seq = sp->n_seq, .n_ctx = sp->n_ctx, .cache_type = sp->cache_type};
+    if (p.n_ctx > m->config.context)
+        fprintf(stderr, "quill: warning: a context of %d positions is longer than the %d the "
+                        "model was trained on; the text may fall apart past position %d\n",
+                p.n_ctx, m->config.context, m->config.context);
+    size_t bytes = infer_memory_bytes(m, &p);
+    if (bytes > 1000000000 && bytes <= infer_memory_available())
+        fprintf(stderr, "quill: a context of %d positions%s takes %.2f GB of memory (KV cache "
+                        "%.2f GB of %s)\n",
+                p.n_ctx, p.n_seq > 1 ? " per sequence" : "", bytes / 1e9,
+                model_kv_cache_bytes(&m->config, p.n_seq, p.n_ctx, p.cache_type) / 1e9,
+                kv_cache_type_name(p.cache_type));
+}
+
+/* The session's parameters from o (the sampler's lists owned: generate_sampler_params). */
+static int session_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
+                          SessionParams *p, Error *err)
+{
+    session_params_default(p);
+    p->max_tokens = o->max_tokens;
+    p->stops = o->stop.items;
+    p->n_stops = o->stop.n;
+    p->ignore_eos = o->ignore_eos;
+    p->context_shift = o->context_shift;
+    p->trace = o->show_probs;
+    return generate_sampler_params(o, tok, seed, &p->sampler, err);
+}
+
+int generate_session_start(Session *s, GenerateOptions *o, const Model *m, const Tokenizer *tok,
+                           uint64_t seed, int n_seq, int n_ctx, Error *err)
+{
+    SessionParams p;
+    if (session_params(o, tok, seed, &p, err) != 0)
+        return -1;
+    if (!o->cache_type) /* the model's default, named so that /status and --verbose show it */
+        o->cache_type = kv_cache_type_name(kv_cache_type_default(m->file));
+    p.n_seq = n_seq;
+    p.n_ctx = n_ctx;
+    p.cache_type = kv_cache_type_from_name(o->cache_type);
+    context_report(m, &p);
+    int status = session_init(s, m, tok, &p, err);
+    generate_sampler_params_free(&p.sampler);
+    return status;
+}
+
+int generate_session_update(Session *s, const GenerateOptions *o, uint64_t seed, Error *err)
+{
+    SessionParams p;
+    if (session_params(o, s->tok, seed, &p, err) != 0)
+        return -1;
+    int status = session_update(s, &p, err);
+    generate_sampler_params_free(&p.sampler);
+    return status;
+}
+
+/* --show-probs: the chain's surviving candidates of this step, most likely first, as a
+ * table with bars, and which one was chosen. */
+static void show_candidates(const Tokenizer *tok, const SamplerTrace *trace)
+{
+    const SamplerTraceStep *last = &trace->steps[trace->n_steps - 1];
+    fprintf(stderr, "\n  candidates after the chain (%d):\n", last->n);
+    for (int i = 0; i < last->n_top; i++) {
+        const Candidate *c = &last->top[i];
+        char piece[64], label[96];
+        size_t len = tokenizer_token_bytes(tok, c->id, piece, sizeof piece - 1);
+        piece[len < sizeof piece - 1 ? len : sizeof piece - 1] = '\0';
+        char quoted[48], piece_text[52];
+        snprintf(piece_text, sizeof piece_text, "'%s'",
+                 error_quote(quoted, sizeof quoted, piece, strlen(piece)));
+        /* padded, so that the bars of one step line up */
+        snprintf(label, sizeof label, "%c %6d %-12s", c->id == trace->chosen ? '>' : ' ', c->id,
+                 piece_text);
+        chart_bar(stderr, label, c->p, 1.0, 30);
+    }
+}
+
+void generate_print_token(void *tokenizer, const SessionToken *t)
+{
+    if (t->trace)
+        show_candidates(tokenizer, t->trace);
+    if (t->n_text > 0) {
+        fwrite(t->text, 1, t->n_text, stdout);
+        fflush(stdout);
+    }
+}
+
+/* tokens per second, 0 for no time */
+static double rate(int tokens, double seconds)
+{
+    return seconds > 0 ? tokens / seconds : 0.0;
+}
+
+void generate_session_report(const Session *s, const GenerateOptions *o)
+{
+    const SessionStats *t = &s->stats;
+    size_t cache_bytes = infer_cache_bytes(s->ctx);
+    if (t->search_steps > 0) {
+        /* beam search does not sample: the chain's filters, temperature and seed play no
+         * part (beam.h) */
+        fprintf(stderr, "[beam search: %d beams, length penalty %g, each scored by its "
+                        "log-probability after logit-bias, bad-words and penalties]\n",
+                o->beam_size, o->length_penalty);
+        fprintf(stderr, "[KV cache %zu bytes = %.2f MB (%s, %d positions per beam)]\n",
+                cache_bytes, cache_bytes / 1e6, o->cache_type, s->params.n_ctx);
+    } else {
+        char chain[512];
+        sampler_chain_describe(&s->params.sampler, chain, sizeof chain);
+        fprintf(stderr, "[chain: %s]\n", chain);
+        fprintf(stderr, "[seed %llu; KV cache %zu bytes = %.2f MB (%s, %d positions)]\n",
+                (unsigned long long)s->params.sampler.seed, cache_bytes, cache_bytes / 1e6,
+                o->cache_type, s->params.n_ctx);
+    }
+    fprintf(stderr, "[prompt: %d token%s in %.3f s, %.1f tokens/s", t->prompt_tokens,
+            plural_s(t->prompt_tokens), t->prompt_seconds,
+            rate(t->prompt_tokens, t->prompt_seconds));
+    if (t->search_steps == 0) /* beams have no first token: the best is known at the end */
+        fprintf(stderr, "; first token after %.3f s", t->first_token_seconds);
+    fputs("]\n", stderr);
+    if (t->search_steps > 0)
+        fprintf(stderr, "[search: %d step%s, %d token%s through the model (the beams side by "
+                        "side) in %.3f s, %.1f tokens/s]\n",
+                t->search_steps, plural_s(t->search_steps), t->generated_tokens,
+                plural_s(t->generated_tokens), t->generate_seconds,
+                rate(t->generated_tokens, t->generate_seconds));
+    else
+        fprintf(stderr, "[generated: %d token%s in %.3f s, %.1f tokens/s]\n",
+                t->generated_tokens, plural_s(t->generated_tokens), t->generate_seconds,
+                rate(t->generated_tokens, t->generate_seconds));
 }

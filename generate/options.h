@@ -1,7 +1,7 @@
 /* The settings of a generation, one table for `quill generate`'s flags and the REPL's
- * /set: every field below is a flag of the same name with dashes (temperature ->
+ * /set: every field below is a flag of the same name with dashes (sampler.temperature ->
  * --temperature, /set temperature=0.5). generate_options_sampler turns them into the
- * sampler's parameters (generate/sampler.h documents each knob). */
+ * sampler's parameters (src/sampler.h documents each knob) and the session's. */
 #ifndef QUILL_GENERATE_OPTIONS_H
 #define QUILL_GENERATE_OPTIONS_H
 
@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "error.h"
 #include "sampler.h"
+#include "session.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -24,16 +25,9 @@ typedef struct {
     StringList stop;      /* stop strings, escapes as text_unescape reads them */
     /* sampling (sampler.h) */
     const char *preset;   /* deterministic | balanced | creative, applied before the rest */
-    float temperature;
-    int top_k;
-    float top_p;
-    float min_p;
-    float typical_p;
-    float repeat_penalty;
-    int repeat_last_n;
-    bool penalize_prompt;
-    float frequency_penalty;
-    float presence_penalty;
+    SamplerParams sampler; /* the numbers (temperature, top-k, ..., penalties); its chain,
+                              lists and seed are filled from the fields below by
+                              generate_sampler_params */
     StringList logit_bias; /* "ID:VALUE" each */
     const char *bad_words; /* "word,phrase,..." */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
@@ -67,10 +61,10 @@ void generate_options_free(GenerateOptions *o); /* the lists */
 /* The flags of every field, with o's fields as destinations. Returns their number. */
 int generate_options_flags(GenerateOptions *o, Flag *flags);
 
-/* Applies o->preset (when set) to o's sampling fields. */
+/* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);
 
-/* The sampler's parameters: o's numbers, the parsed chain and logit biases, and each bad
+/* The sampler's parameters: o->sampler's numbers, the parsed chain and logit biases, and each bad
  * word tokenized with tok in every spelling it can take (as it stands and after a space).
  * `seed` is the seed to use (o->seed resolved). Free with generate_sampler_params_free. */
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
@@ -96,5 +90,21 @@ int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFam
 void generate_chat_family_report(ChatFamily family, bool from_flag);
 /* Stop strings are typed with escapes (\n); turns them into their bytes, in place. */
 int generate_stops_unescape(GenerateOptions *o, Error *err);
+
+/* A session for a run of o, with its sampler, stop strings and limits: n_seq cache slots of
+ * n_ctx positions in o->cache_type (set to the model's default when NULL, so that /status
+ * and --verbose name it), sampling seeded with seed. Warns on stderr, before the cache is
+ * allocated, about a context longer than the model's or one over a gigabyte. */
+int generate_session_start(Session *s, GenerateOptions *o, const Model *m, const Tokenizer *tok,
+                           uint64_t seed, int n_seq, int n_ctx, Error *err);
+/* The session's settings again after o changed (the REPL's /set). */
+int generate_session_update(Session *s, const GenerateOptions *o, uint64_t seed, Error *err);
+
+/* A SessionCallback (ctx: the Tokenizer) that writes each decided piece of text to stdout
+ * as it comes and, with --show-probs, the step's candidates to stderr before it. */
+void generate_print_token(void *tokenizer, const SessionToken *t);
+
+/* Prints the --verbose report of the session's chain and timings to stderr. */
+void generate_session_report(const Session *s, const GenerateOptions *o);
 
 #endif

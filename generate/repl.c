@@ -14,19 +14,18 @@
  * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
  * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored. */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "chat.h"
-#include "generate.h"
 #include "lineread.h"
 #include "loader.h"
 #include "matmul.h"
 #include "repl.h"
 #include "session.h"
-#include "stream.h"
 
 /* The context a conversation gets when --context does not say: the model's, up to this (a
  * model trained for 128k positions would otherwise reserve gigabytes of cache). */
@@ -50,20 +49,23 @@ static bool name_in(const char *const *names, const char *name)
     return false;
 }
 
-static volatile sig_atomic_t repl_generating = 0, repl_interrupted = 0;
+/* Set while a reply is being generated; repl_cancel is the session's cancel flag (a
+ * lock-free atomic_bool may be stored from a signal handler). */
+static volatile sig_atomic_t repl_generating = 0;
+static atomic_bool repl_cancel;
 
 /* Ctrl+C as a signal: stops a reply the first time; a second time, or at a prompt read from
  * a pipe, leaves. (At a terminal's prompt, the line editor reads Ctrl+C as a key.) */
 static void repl_on_interrupt(int signo)
 {
     (void)signo;
-    if (!repl_generating || repl_interrupted) {
+    if (!repl_generating || atomic_load(&repl_cancel)) {
         static const char bye[] = "\n";
         ssize_t ignored = write(STDOUT_FILENO, bye, sizeof bye - 1);
         (void)ignored;
         _exit(0);
     }
-    repl_interrupted = 1;
+    atomic_store(&repl_cancel, true);
 }
 
 typedef struct {
@@ -71,6 +73,7 @@ typedef struct {
     const Tokenizer *tok;
     GenerateOptions *o;
     Session session;
+    uint64_t seed;       /* the sampler's (--seed, or drawn when it is -1) */
     ChatFamily family;   /* CHAT_UNKNOWN: plain completion */
     ChatMessage messages[REPL_MAX_MESSAGES];
     char *owned[REPL_MAX_MESSAGES]; /* the messages' texts */
@@ -139,7 +142,7 @@ static int turn_text(Repl *r, const char *input, char **text, Error *err)
  * one); later text continues it, without SPM's start-of-text space. */
 static int turn_tokens(Repl *r, const char *text, int **ids, size_t *n, Error *err)
 {
-    bool first = infer_seq_length(&r->session.ctx, 0) == 0;
+    bool first = infer_seq_length(r->session.ctx, 0) == 0;
     bool template_bos = r->family != CHAT_UNKNOWN && chat_template_writes_bos(r->family);
     EncodeOptions opt = {.add_bos = first && r->tok->add_bos && !template_bos,
                          .parse_special = r->family != CHAT_UNKNOWN, .mid_text = !first};
@@ -171,16 +174,16 @@ static int repl_turn(Repl *r, const char *input, Error *err)
         return -1;
     r->n_formatted = r->n_messages;
     Completion c;
-    repl_interrupted = 0;
+    atomic_store(&repl_cancel, false);
     repl_generating = 1;
-    status = session_continue(&r->session, stdout, &c, err);
+    status = session_continue(&r->session, generate_print_token, (void *)r->tok, &c, err);
     repl_generating = 0;
     if (status == 0 && r->family != CHAT_UNKNOWN) {
         status = message_add(r, CHAT_ROLE_ASSISTANT, reply_content(r, c.text ? c.text : ""),
                              err);
         r->n_formatted = r->n_messages;
     }
-    if (status == 0 && c.finish == FINISH_INTERRUPT)
+    if (status == 0 && c.finish == FINISH_CANCELLED)
         printf("\n[stopped]");
     if (status == 0 && c.finish == FINISH_CONTEXT)
         printf("\n[the context is full: /reset to start again]");
@@ -238,8 +241,8 @@ static int repl_set(Repl *r, const char *arg, Error *err)
     if (status == 0 && strcmp(f->name, "stop") == 0)
         status = generate_stops_unescape(r->o, err);
     if (status == 0 && strcmp(f->name, "seed") == 0)
-        r->session.seed = generate_seed(r->o);
-    return status == 0 ? session_update_sampler(&r->session, err) : -1;
+        r->seed = generate_seed(r->o);
+    return status == 0 ? generate_session_update(&r->session, r->o, r->seed, err) : -1;
 }
 
 /* Runs a /command; returns 1 for /quit. A bad command is one line on stderr, and the
@@ -256,8 +259,8 @@ static int repl_command(Repl *r, const char *line)
         Flag flags[GENERATE_MAX_FLAGS];
         cli_write_flag_values(stdout, flags, chat_settings(r, flags, false));
         printf("  %-20s %d of %d positions\n", "(context used)",
-               infer_seq_length(&r->session.ctx, 0), r->session.n_ctx);
-        printf("  %-20s %llu\n", "(seed in use)", (unsigned long long)r->session.seed);
+               infer_seq_length(r->session.ctx, 0), r->session.params.n_ctx);
+        printf("  %-20s %llu\n", "(seed in use)", (unsigned long long)r->seed);
     } else if (strcmp(line, "/set") == 0) {
         Flag flags[GENERATE_MAX_FLAGS];
         printf("/set key=value changes one of these (now):\n");
@@ -380,16 +383,17 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
     int n_ctx = o->context > 0 ? o->context : m.config.context;
     n_ctx = o->context > 0 || n_ctx < REPL_DEFAULT_CONTEXT ? n_ctx : REPL_DEFAULT_CONTEXT;
     o->echo = false;
+    r.seed = generate_seed(o);
     int status = generate_stops_unescape(o, err);
     if (status == 0)
-        status = session_init(&r.session, &m, &tok, o, generate_seed(o), 1, n_ctx, err);
+        status = generate_session_start(&r.session, o, &m, &tok, r.seed, 1, n_ctx, err);
     if (status == 0) {
         struct sigaction sa = {.sa_handler = repl_on_interrupt};
         sigaction(SIGINT, &sa, NULL);
-        r.session.interrupted = &repl_interrupted;
+        r.session.cancel = &repl_cancel;
         status = repl_loop(&r);
         if (o->verbose)
-            session_report(&r.session);
+            generate_session_report(&r.session, o);
         session_free(&r.session);
     }
     messages_clear(&r);
@@ -397,16 +401,4 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
     tokenizer_free(&tok);
     model_free(&m);
     return status;
-}
-
-int cmd_chat(int argc, char **argv, Error *err)
-{
-    GenerateOptions o;
-    generate_options_default(&o);
-    const char *model = NULL;
-    int status = generate_parse_options(argc, argv, &o, &model, err);
-    if (status == 0)
-        status = repl_run(model, &o, err);
-    generate_options_free(&o);
-    return status < 0 ? -1 : 0;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "cli.h"
 #include "fileio.h"
 #include "generate.h"
@@ -21,20 +22,16 @@ typedef struct {
 
 static int stdin_read_all(char **text, size_t *len, Error *err)
 {
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, stdin)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger)
-                free(buf);
-            buf = bigger;
+    size_t cap = 0, n = 0, got;
+    char *buf = NULL;
+    do {
+        if (buffer_reserve(&buf, &cap, n + 1, 4096, "standard input", err) != 0) {
+            free(buf);
+            return -1;
         }
-    }
-    if (!buf)
-        return error_set(err, "out of memory reading stdin");
+        got = fread(buf + n, 1, cap - n, stdin);
+        n += got;
+    } while (got > 0);
     *text = buf;
     *len = n;
     return 0;

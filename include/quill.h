@@ -86,6 +86,8 @@ typedef struct {
     bool use_mmap; /* true (default): the weights stay in the mapped file and pages are read
                       as they are first touched; false: every page is read in at load time,
                       so the first tokens do not wait for the disk */
+    bool vocab_only; /* load the tokenizer and metadata alone (llama.cpp's ggml-vocab-*.gguf
+                        files have no weights): tokens and text work, contexts do not */
 } quill_model_params;
 
 QUILL_API quill_model_params quill_model_params_default(void);
@@ -224,10 +226,10 @@ typedef enum {
     QUILL_POOL_LAST, /* the last token's (what a causal model has seen all of the text at) */
 } quill_pooling;
 
-/* The embedding of tokens[0..n): runs them through sequence seq from an empty cache (seq is
- * cleared first and holds them afterwards) and writes quill_model_embedding_size() floats
- * to out: the final hidden states (after the output norm), pooled, and scaled to length 1
- * when normalize is true. */
+/* The embedding of tokens[0..n), n <= the context's n_ctx: runs them through sequence seq
+ * from an empty cache (seq is cleared first and holds them afterwards) and writes
+ * quill_model_embedding_size() floats to out: the final hidden states (after the output
+ * norm), pooled, and scaled to length 1 when normalize is true. */
 QUILL_API int quill_embed(quill_context *c, int seq, const quill_token *tokens, int n,
                           quill_pooling pooling, bool normalize, float *out);
 
@@ -288,17 +290,20 @@ typedef struct {
 } quill_candidate;
 
 typedef struct {
-    const char *stage;           /* "input", "top-k", ..., as in the chain string */
+    const char *stage;           /* "top-k", ..., as in the chain string; "chain" for the
+                                    final list the selection draws from */
     int n_survivors;             /* candidates still in the running after it */
     int n_top;                   /* entries in top */
     const quill_candidate *top;  /* the most likely survivors, most likely first; valid until
                                     the next sample */
 } quill_stage_candidates;
 
-/* Keeps the top_n most likely candidates after each stage from now on (0: stops). */
+/* Keeps the top_n (at most 8) most likely candidates after each stage from now on (0:
+ * stops). Tracing costs a full sort of the survivors per sample. */
 QUILL_API int quill_sampler_trace(quill_sampler *s, int top_n);
-/* The stages of the last sample (the input first, the selection last): count returned,
- * at most cap written. */
+/* The stages of the last sample: each stage of the chain in order, then "chain", the
+ * final list (banned tokens removed, most likely first) the selection drew from. Count
+ * returned, at most cap written; 0 when the sample was not traced. */
 QUILL_API int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, int cap);
 
 /* ---- generation --------------------------------------------------------------------- */
@@ -324,10 +329,14 @@ typedef struct {
                            known not to; may be empty. The texts of a generation, joined,
                            are its output. */
     size_t n_text;
-    float logprob;      /* ln p of the token under the sampler's final distribution */
+    float logprob;      /* ln p of the token under the sampler's final distribution (the
+                           tempered one; at temperature <= 0 the untempered one) */
 } quill_token_event;
 
-/* Called once per generated token; return false to stop (finish "cancelled"). */
+/* Called once per generated token, and once more with token -1 (and no piece) when text
+ * held back until the end (a stop string's unfinished start, an incomplete character)
+ * turns out to be text. The end-of-text token that finishes a generation is not reported.
+ * Return false to stop (finish "cancelled"). */
 typedef bool (*quill_token_callback)(const quill_token_event *ev, void *user);
 
 typedef struct {
@@ -341,7 +350,9 @@ typedef struct {
                                template's output); default false */
     bool context_shift;     /* when the context is full, forget the older half of what
                                follows the prompt's first n_keep tokens and go on */
-    int n_keep;             /* positions a context shift keeps; -1: the prompt's */
+    int n_keep;             /* positions a context shift keeps at the start; default 0
+                               (llama.cpp's --keep); -1: all that the sequence holds once
+                               the prompt is in */
     int seq;                /* the context's sequence to extend; default 0 */
     volatile int *cancel;   /* another thread sets *cancel = 1 to stop; may be NULL */
     quill_token_callback on_token;
@@ -352,7 +363,9 @@ QUILL_API quill_generate_params quill_generate_params_default(void);
 /* Appends prompt to sequence seq (after what it holds: a conversation goes on), accepts
  * its tokens into the sampler, then samples, streams and feeds back tokens until a finish
  * reason, which it writes to *finish (may be NULL). The last token is in the cache, so a
- * following call continues after it. */
+ * following call continues after it; an empty prompt continues the sequence as it is (its
+ * last token runs again, so that its logits are current: after quill_state_load, say).
+ * The loop is the one `quill generate` runs. */
 QUILL_API int quill_generate(quill_context *c, quill_sampler *s, const char *prompt,
                              const quill_generate_params *p, quill_finish_reason *finish);
 

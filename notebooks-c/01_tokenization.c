@@ -69,7 +69,7 @@ static void train(Tokenizer *t, int vocab_size)
 static int utf8_chars(const char *s)
 {
     int n = 0;
-    for (size_t i = 0; s[i]; i += tokenizer_utf8_len((unsigned char)s[i]))
+    for (size_t i = 0; s[i]; i += utf8_len((unsigned char)s[i]))
         n++;
     return n;
 }
@@ -80,7 +80,7 @@ static int count_characters(const Tokenizer *t)
 {
     int n = 0;
     for (int id = N_FIXED; id < t->n_vocab; id++)
-        n += tokenizer_utf8_len((unsigned char)t->pieces[id][0]) == strlen(t->pieces[id]);
+        n += utf8_len((unsigned char)t->pieces[id][0]) == strlen(t->pieces[id]);
     return n;
 }
 

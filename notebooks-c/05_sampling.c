@@ -3,7 +3,7 @@
  * The model's last layer gives one logit per vocabulary token; a softmax turns logits
  * into probabilities, p_i = e^(l_i) / sum_j e^(l_j). Sampling strategies reshape or cut
  * that distribution before a token is drawn from it. quill runs them as a chain of small
- * processors over a candidate list (generate/sampler.h; docs/sampling.md has every formula
+ * processors over a candidate list (src/sampler.h; docs/sampling.md has every formula
  * and paper). Here one made-up logit vector over an 8-word vocabulary goes through each
  * processor on its own, shown as a bar chart with the entropy of the result,
  *
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "../generate/chart.h"
-#include "../generate/sampler.h"
+#include "sampler.h"
 
 enum { V = 8, BAR = 30, SIDE_BAR = 14 };
 static const char *const WORDS[V] = {"the", "a", "cat", "dog", "sat", "ran", "mat", "moon"};

@@ -19,7 +19,7 @@
  *     score = sum / length^alpha       alpha = 0: the plain sum; alpha = 1: the mean
  *
  * Part 1 runs a small search by hand with quill's inference API and prints it as a tree,
- * then checks it against the library's beam_search (generate/beam.h). Part 2 shows what
+ * then checks it against the library's beam_search (src/beam.h). Part 2 shows what
  * alpha does, first on the tree, then in a real search where a sentence ends at ".".
  *
  * Build and run:  make notebooks   (or: build/release/notebooks/07_beam_search [MODEL.gguf])
@@ -30,8 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/beam.h"
-#include "../generate/candidates.h"
+#include "beam.h"
+#include "candidates.h"
 #include "infer.h"
 #include "loader.h"
 
@@ -119,7 +119,7 @@ static int beam_extensions(Search *s, int b, CandidateList *c, Extension *out)
 /* One step: rank every beam's extensions, keep the best B as new beams. Beams live in
  * sequences 0..B-1 and B..2B-1 by turns: each new beam gets a copy of its parent's cache,
  * then all B new tokens run through the model in one forward pass. (The library keeps one
- * sequence per beam and copies only what differs: generate/beam.c.) */
+ * sequence per beam and copies only what differs: src/beam.c.) */
 static void search_step(Search *s, int step, CandidateList *c)
 {
     Extension ext[WIDTH * 2 * WIDTH];
@@ -141,7 +141,7 @@ static void search_step(Search *s, int step, CandidateList *c)
     memcpy(s->beams, next, sizeof next);
     s->n_beams = WIDTH;
     Error err;
-    check(infer_decode_batch(&s->ctx, seqs, tokens, WIDTH, &err), &err);
+    check(infer_decode_step(&s->ctx, seqs, tokens, WIDTH, &err), &err);
 }
 
 /* The tree, depth first: each node with its token, ln p and the running sum; a node with
@@ -193,18 +193,20 @@ static int library_beam_search(const Model *m, const Tokenizer *tok, const int *
                                int n_prompt, int max_tokens, float alpha, int n_best,
                                Completion *out)
 {
-    GenerateOptions o;
-    generate_options_default(&o);
-    o.max_tokens = max_tokens;
+    SessionParams p;
+    session_params_default(&p);
+    p.n_seq = WIDTH;
+    p.n_ctx = n_prompt + max_tokens + 1;
+    p.cache_type = kv_cache_type_default(m->file); /* as quill generate uses */
+    p.max_tokens = max_tokens;
     Session session;
     Error err;
     int n_out;
-    check(session_init(&session, m, tok, &o, 0, WIDTH, n_prompt + max_tokens + 1, &err) ||
+    check(session_init(&session, m, tok, &p, &err) ||
               session_feed(&session, prompt, n_prompt, &err) ||
               beam_search(&session, WIDTH, alpha, n_best, out, &n_out, &err),
           &err);
     session_free(&session);
-    generate_options_free(&o);
     return n_out;
 }
 

@@ -12,7 +12,7 @@
  *   loop:
  *     infer_logits       one score per vocabulary token for what comes next
  *     sampler_apply      the chain: penalties, top-k, ... -> candidates with probabilities
- *     sampler_select     greedy here: the most probable (generate/sampler.h)
+ *     sampler_select     greedy here: the most probable (src/sampler.h)
  *     sampler_accept     the history the penalties see
  *     tokenizer_token_bytes   the token's text
  *     infer_decode       the token back through the model, one position further
@@ -25,9 +25,9 @@
 #include <string.h>
 
 #include "../generate/chart.h"
-#include "../generate/sampler.h"
 #include "infer.h"
 #include "loader.h"
+#include "sampler.h"
 
 enum { STEPS = 8, SHOWN = 4 };
 

@@ -427,16 +427,17 @@ static const float *kv_row_heads(const void *cache, const AttentionShape *s, int
     return buffer;
 }
 
-/* Sequence b's query heads of key/value heads g0..g1-1 against all n_kv positions; row
+/* Sequence b's query heads of key/value heads g0..g1-1 against its positions 0..pos[b]; row
  * buffer from the thread's scratch (typed caches). */
 static void attention_decode_heads(float *out, float *att, const float *q, const void *k,
                                    const void *v, const AttentionShape *s, int b, int g0, int g1,
                                    float *buffer)
 {
-    int hs = s->hs, n = s->n_kv, group = s->H / s->KVH, h0 = g0 * group, h1 = g1 * group;
+    int hs = s->hs, n = s->pos ? s->pos[b] + 1 : s->n_kv, group = s->H / s->KVH;
+    int h0 = g0 * group, h1 = g1 * group;
     float scale = 1.0f / sqrtf((float)hs);
     const float *q_b = q + (size_t)b * s->q_stride;
-    float *p_b = att + (size_t)b * s->H * n, *out_b = out + (size_t)b * s->H * hs;
+    float *p_b = att + (size_t)b * s->H * s->n_kv, *out_b = out + (size_t)b * s->H * hs;
     /* scores: p[h][j] = scale * q_h . k_j (head h's slice of key row j) */
     for (int j = 0; j < n; j++) {
         const float *k_row = kv_row_heads(k, s, b, j, g0, g1, buffer);
@@ -446,18 +447,18 @@ static void attention_decode_heads(float *out, float *att, const float *q, const
 #pragma omp simd reduction(+ : dot)
             for (int i = 0; i < hs; i++)
                 dot += q_h[i] * k_h[i];
-            p_b[(size_t)h * n + j] = scale * dot;
+            p_b[(size_t)h * s->n_kv + j] = scale * dot;
         }
     }
     for (int h = h0; h < h1; h++)
-        causal_softmax_row(p_b + (size_t)h * n, n, n);
+        causal_softmax_row(p_b + (size_t)h * s->n_kv, n, n);
     /* out_h = sum_j p[h][j] * v_j (head h's slice of value row j) */
     memset(out_b + (size_t)h0 * hs, 0, (size_t)(h1 - h0) * hs * sizeof(float));
     for (int j = 0; j < n; j++) {
         const float *v_row = kv_row_heads(v, s, b, j, g0, g1, buffer);
         for (int h = h0; h < h1; h++) {
             const float *v_h = v_row + (size_t)(h / group - g0) * hs;
-            float *o = out_b + (size_t)h * hs, pj = p_b[(size_t)h * n + j];
+            float *o = out_b + (size_t)h * hs, pj = p_b[(size_t)h * s->n_kv + j];
 #pragma omp simd
             for (int i = 0; i < hs; i++)
                 o[i] += pj * v_h[i];

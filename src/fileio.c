@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buffer.h"
+
 /* "<path>.tmp": a fixed name, so that the leftover of a killed writer is simply
  * overwritten by the next one instead of piling up. */
 static char *temp_path_for(const char *path)
@@ -145,23 +147,23 @@ int file_read_all(const char *path, char **data, size_t *len, Error *err)
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return error_set(err, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
     int read_errno = 0; /* why a read failed: a directory, say, opens but cannot be read */
-    while (buf) {
-        errno = 0;
-        n += fread(buf + n, 1, cap - n - 1, fp);
-        read_errno = errno;
-        if (n < cap - 1)
-            break;
-        char *bigger = realloc(buf, cap * 2);
-        if (!bigger) {
+    Error grow_err = {{0}};
+    for (;;) {
+        if (buffer_reserve(&buf, &cap, n + (1 << 16), 1 << 16, path, &grow_err) != 0) {
             free(buf);
             buf = NULL;
             break;
         }
-        buf = bigger;
-        cap *= 2;
+        errno = 0;
+        size_t room = cap - n - 1;
+        size_t got = fread(buf + n, 1, room, fp);
+        n += got;
+        read_errno = errno;
+        if (got < room)
+            break;
     }
     int read_error = ferror(fp);
     fclose(fp);

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buffer.h"
 #include "fileio.h"
 #include "hash.h"
 
@@ -917,21 +918,6 @@ static void writer_fail(GgufWriter *w, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Returns items with room for element n (doubling the capacity when full), or NULL when out
- * of memory; items itself stays valid either way. */
-static void *array_reserve(void *items, size_t *cap, size_t n, size_t elem_size)
-{
-    if (n < *cap)
-        return items;
-    size_t new_cap = *cap ? *cap * 2 : 16;
-    if (new_cap > SIZE_MAX / elem_size)
-        return NULL;
-    void *bigger = realloc(items, new_cap * elem_size);
-    if (bigger)
-        *cap = new_cap;
-    return bigger;
-}
-
 /* Appends a pair with the given key and type and no value yet; NULL (with the reason recorded)
  * when the writer has already failed, the key is a duplicate, or memory runs out. A linear
  * search for duplicates is enough here: a model has a few dozen keys, not a hostile million. */
@@ -949,12 +935,12 @@ static GgufKV *writer_append_kv(GgufWriter *w, const char *key, GgufType type)
             return NULL;
         }
     }
-    GgufKV *kvs = array_reserve(w->kv, &w->cap_kv, w->n_kv, sizeof *w->kv);
-    if (!kvs) {
+    Error grow_err = {{0}};
+    if (buffer_reserve_items(&w->kv, &w->cap_kv, w->n_kv + 1, sizeof *w->kv, 16, "keys",
+                             &grow_err) != 0) {
         writer_fail(w, "out of memory adding key '%s'", key);
         return NULL;
     }
-    w->kv = kvs;
     GgufKV *kv = &w->kv[w->n_kv];
     memset(kv, 0, sizeof *kv);
     kv->key = strdup(key);
@@ -1120,11 +1106,9 @@ void gguf_writer_add_tensor(GgufWriter *w, const char *name, GgmlType type, uint
         writer_fail(w, "tensor '%s': %s", name, e.msg);
         return;
     }
-    GgufTensor *tensors = array_reserve(w->tensors, &w->cap_tensors, w->n_tensors,
-                                        sizeof *w->tensors);
-    t.name = tensors ? strdup(name) : NULL;
-    if (tensors)
-        w->tensors = tensors;
+    bool room = buffer_reserve_items(&w->tensors, &w->cap_tensors, w->n_tensors + 1,
+                                     sizeof *w->tensors, 16, "tensors", &e) == 0;
+    t.name = room ? strdup(name) : NULL;
     if (!t.name) {
         writer_fail(w, "out of memory adding tensor '%s'", name);
         return;

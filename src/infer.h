@@ -12,14 +12,17 @@
  *     tokenizer_token_bytes(&tok, next, buf, cap)     its text
  *     infer_decode(&ctx, 0, &next, 1, err)            and feed it back
  *
- * Sequences share the context: each has a cache slot of n_ctx positions. A batch of one
- * token per sequence runs in one forward pass (infer_decode_batch: beam search and
- * parallel samples read the weights once for all of them); infer_seq_copy gives a
- * sequence another's cache (a shared prompt, a beam that branches); infer_seq_clear
- * forgets one (a new conversation). */
+ * Sequences share the context: each has a cache slot of n_ctx positions. A batch
+ * (InferBatch) holds rows of many sequences, each at its own position, and runs in one
+ * forward pass that reads the weights once for all of them: beam search, parallel samples
+ * and a server's many conversations step together that way, prompts and decoding steps
+ * mixed. infer_seq_copy gives a sequence another's cache (a shared prompt, a beam that
+ * branches); infer_seq_clear forgets one (a new conversation); infer_seq_truncate forgets
+ * a stretch of one and moves what follows down (a context shift). */
 #ifndef QUILL_INFER_H
 #define QUILL_INFER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,7 +43,17 @@ typedef struct {
     InferParams params;
     Activations acts;
     int *seq_len;        /* (n_seq) positions each sequence's cache holds */
-    int n_logits;        /* rows of logits the last call left */
+    int *seq_tokens;     /* (n_seq, n_ctx) the token at each of those positions */
+    /* The logits the last decode left: n_logits rows of V, in the order of the rows that
+     * asked for them; logit_row[i] is batch row i's (-1: none). Both grow as batches ask. */
+    float *logits;
+    int n_logits, logits_cap;
+    int *logit_row;
+    int n_rows, rows_cap;
+    /* scratch: each sequence's next position while a batch is checked (n_seq); a pass's
+     * rows with logits, and the rows infer_decode and infer_decode_step build (acts.T) */
+    int *next_pos, *out_rows, *row_pos, *row_seq;
+    bool *row_logits;
     ThreadGovernor governor; /* how many threads decoding steps run on (governor.h) */
 } InferContext;
 
@@ -49,27 +62,61 @@ typedef struct {
 int infer_init(InferContext *c, const Model *m, const InferParams *p, Error *err);
 void infer_free(InferContext *c); /* NULL-safe */
 
+/* A batch: row i is token[i] of sequence seq[i] at position pos[i] (llama.cpp's
+ * llama_batch). The rows of one sequence come in order, and each row's position is the
+ * next of its sequence: what the sequence holds plus its rows before it in the batch. A
+ * sequence may have many rows (a prompt) and others one (a decoding step), in any mix. */
+typedef struct {
+    const int *token;   /* (n) */
+    const int *pos;     /* (n) each row's position */
+    const int *seq;     /* (n) each row's sequence */
+    const bool *logits; /* (n) rows whose logits are wanted; NULL: only the last row */
+    int n;
+} InferBatch;
+
+/* Runs a batch through the model in passes of at most n_batch rows, the keys and values
+ * of each row into its sequence's cache. A row whose sequence or token does not exist, or
+ * whose position is not its sequence's next or is past the context, is an error naming the
+ * row, and the batch changes nothing. Afterwards infer_batch_logits gives the logits of
+ * the rows that asked, and infer_logits(c, k) the k-th of them. */
+int infer_decode_batch(InferContext *c, const InferBatch *b, Error *err);
+/* Logits of row i of the last batch (one that asked for them), V floats, valid until the
+ * next decode; NULL for a row that did not. */
+const float *infer_batch_logits(const InferContext *c, int i);
+
 /* Appends n tokens to sequence seq and runs them through the model, in passes of at most
  * n_batch tokens. Afterwards infer_logits(c, 0) is what follows the last token (with
  * all_logits, row i is what follows token i of the last pass). A sequence that would
  * outgrow n_ctx is an error ("the context of N positions is full") and changes nothing. */
 int infer_decode(InferContext *c, int seq, const int *tokens, int n, Error *err);
 
-/* One token for each of n sequences in one forward pass; the sequences must all hold the
- * same number of positions (they step together: beams, parallel samples). Row i of the
- * logits follows tokens[i]. */
-int infer_decode_batch(InferContext *c, const int *seqs, const int *tokens, int n, Error *err);
+/* One decoding step of n sequences, each a different one: tokens[i] at the next position of
+ * seqs[i], all in one pass (beams, parallel samples). Row i of the logits follows
+ * tokens[i]. */
+int infer_decode_step(InferContext *c, const int *seqs, const int *tokens, int n, Error *err);
 
-/* Row i of the logits of the last decode: V floats, valid until the next decode. */
-const float *infer_logits(const InferContext *c, int i);
+/* The k-th row of logits the last decode left: V floats, valid until the next decode. */
+const float *infer_logits(const InferContext *c, int k);
 
 /* Gives dst src's cache: copies the positions [shared, length of src) and leaves dst as
  * long as src. Positions before `shared` must already be equal in both (the prompt they
- * were both given): only what differs is copied. */
+ * were both given): only what differs is copied; 0 copies the whole sequence. */
 void infer_seq_copy(InferContext *c, int src, int dst, int shared);
 /* Empties sequence seq's cache. */
 void infer_seq_clear(InferContext *c, int seq);
+/* Forgets positions [p0, p1) of sequence seq (p1 < 0: to its end); the positions after p1
+ * move down to p0, their keys re-rotated by RoPE for the new positions, so the sequence
+ * reads as if the forgotten tokens had never been there. llama.cpp's seq_rm followed by
+ * seq_add; a context shift that keeps n_keep tokens and drops n_discard is
+ * infer_seq_truncate(c, seq, n_keep, n_keep + n_discard). quill keeps a sequence's
+ * positions contiguous, so a shift of positions without removing some is not a state it
+ * can hold: truncate is the shift. Exact for an F32 cache up to rounding; F16 and Q8_0
+ * keys are decoded, rotated and stored again. */
+int infer_seq_truncate(InferContext *c, int seq, int p0, int p1, Error *err);
 int infer_seq_length(const InferContext *c, int seq);
+/* The tokens sequence seq's cache holds, oldest first (infer_seq_length of them): what a
+ * saved state records, and what a context shift leaves. */
+const int *infer_seq_tokens(const InferContext *c, int seq);
 
 /* Bytes the KV cache takes. */
 size_t infer_cache_bytes(const InferContext *c);

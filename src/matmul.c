@@ -11,8 +11,10 @@ static GemmBackend current_backend = GEMM_BACKEND_BLAS;
 static GemmBackend current_backend = GEMM_BACKEND_REFERENCE;
 #endif
 
-static int thread_count = 0;  /* 0: not set yet, use OpenMP's default */
-static int active_threads = 0; /* the governor's limit, <= thread_count (0: none) */
+/* Per calling thread, as OpenMP's own thread count is: two contexts decoding on two
+ * threads at once (libquill's contexts) each keep their count and their governor's limit. */
+static _Thread_local int thread_count = 0;  /* 0: not set yet, use OpenMP's default */
+static _Thread_local int active_threads = 0; /* the governor's limit, <= thread_count (0: none) */
 
 /* Element (i, k) of op(A) and (k, j) of op(B). */
 static inline float op_a(const float *A, int lda, bool trans_a, int i, int k)

@@ -237,6 +237,8 @@ typedef struct {
     uint32_t kv_type;
     size_t kv_row_bytes;  /* one position's KVC keys (or values) */
     uint8_t *kv_k, *kv_v;
+    /* inference: model_forward's rows (T each): positions, slots, rows with logits */
+    int *row_pos, *row_slot, *out_rows;
     /* attention's scratch, attention_scratch_stride floats per thread (ops.h) */
     float *attention_scratch;
     size_t attention_scratch_stride;
@@ -274,15 +276,41 @@ void activations_free(Activations *a); /* NULL-safe */
 
 /* Runs the model on tokens (B, T), row-major, for positions pos0 .. pos0+T-1, and leaves
  * logits (B, T, V) in a->logits ((B, V) with last_logits). Training mode needs pos0 == 0.
- * In inference mode the new keys and values are appended to the cache at pos0 (pos0 + T <=
- * n_ctx, B * T <= a->T), and attention reads positions 0 .. pos0+t of each sequence from
- * it; sequence b uses cache slot slots[b] (slots NULL: slot b). */
+ * In inference mode sequence b is cache slot b: the new keys and values are stored in the
+ * cache at pos0 (pos0 + T <= n_ctx, B * T <= a->T), and attention reads positions
+ * 0 .. pos0+t of each sequence from it. */
 void model_forward(const Model *m, Activations *a, const int *tokens, int B, int T, int pos0);
-void model_forward_slots(const Model *m, Activations *a, const int *tokens, int B, int T,
-                         int pos0, const int *slots);
+
+/* The rows of one inference forward pass, each a token of its own sequence: row i is
+ * token[i] at position pos[i] of cache slot slot[i]. The rows of one slot come in order,
+ * at consecutive positions that continue what the slot holds (infer.c checks that); rows of
+ * other slots may lie between them. n <= a->T. The output layer runs only for the n_out
+ * rows out_rows (ascending), whose logits go to logits (n_out, V). */
+typedef struct {
+    const int *token, *pos, *slot; /* (n) */
+    int n;
+    const int *out_rows;           /* (n_out) */
+    int n_out;
+    float *logits;                 /* (n_out, V) */
+} ForwardRows;
+
+/* One forward pass over rows of many sequences at their own positions: every product
+ * reads the weights once for all n rows; RoPE, the cache and attention take each row at its
+ * position in its slot (docs/architecture.md, "A batch of sequences"). */
+void model_forward_rows(const Model *m, Activations *a, const ForwardRows *r);
+
+/* Row `pos` of cache slot `slot` of block l, in the keys (a->kv_k) or values (a->kv_v):
+ * kv_row_bytes bytes, at row (l * B + slot) * n_ctx + pos. */
+uint8_t *activations_kv_row(const Activations *a, uint8_t *cache, int l, int slot, int pos);
 
 /* Copies cache slot src's positions [from, to) of every block into slot dst. */
 void activations_cache_copy(Activations *a, const Model *m, int src, int dst, int from, int to);
+
+/* Forgets positions [p0, p1) of cache slot `slot`, which holds len positions: those from
+ * p1 on move down to p0, their keys re-rotated for their new positions (model_acts.c says
+ * how exactly, per cache type). 0 <= p0 <= p1 <= len. */
+int activations_cache_forget(Activations *a, const Model *m, int slot, int p0, int p1, int len,
+                             Error *err);
 
 /* Cross-entropy of the logits of the last forward against targets (B, T): returns the mean
  * loss and leaves per-token losses in a->losses (logits become probabilities). */

@@ -116,6 +116,9 @@ typedef struct {
     int kv_stride;        /* F32 k, v: floats between the rows of consecutive positions */
     size_t kv_seq_stride; /* F32 k, v: floats between sequences (cache slots) */
     const int *kv_slot;   /* sequence b's keys are slot kv_slot[b] (NULL: slot b) */
+    const int *pos;       /* decoding (T = 1): sequence b's new token is at position pos[b]
+                             and sees keys 0..pos[b]; n_kv is then the most any sees and
+                             the stride of att's rows (NULL: every sequence at pos0) */
     /* Inference reads the KV cache: a slot holds kv_slot_rows positions (0 in training,
      * which has no cache). A cache stored in another type (F16, Q8_0) takes kv_row_bytes
      * per row of KVH*hs elements, and attention decodes what it reads into the scratch. */

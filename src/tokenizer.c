@@ -1,9 +1,8 @@
-/* The vocabulary, the special-token cut, GGUF storage, and SentencePiece BPE encoding and
- * decoding, run the way llama.cpp runs it for tokenizer.ggml.model = "llama" (tokenizer.h
- * has the overview; byte-level BPE is in tokenizer_bpe.c). The reference is llama.cpp's
- * src/llama-vocab.cpp: llm_tokenizer_spm_session (the merge loop),
+/* The vocabulary, the special-token cut, GGUF storage and decoding, run the way llama.cpp
+ * runs them (tokenizer.h has the overview; the SentencePiece encoder is in tokenizer_spm.c,
+ * byte-level BPE in tokenizer_bpe.c). The reference is llama.cpp's src/llama-vocab.cpp:
  * llama_vocab::impl::tokenize (the outer steps) and token_to_piece (what a token decodes
- * to). docs/formats.md walks through the algorithm with an example. */
+ * to). */
 #include "tokenizer.h"
 
 #include <limits.h>
@@ -17,9 +16,6 @@
 #include "hash.h"
 #include "tokenizer_internal.h"
 
-/* "▁" (U+2581 LOWER ONE EIGHTH BLOCK): SentencePiece's visible stand-in for a space. */
-static const char SPACE_MARK[] = "\xe2\x96\x81";
-enum { SPACE_MARK_LEN = 3 };
 
 /* ---- Piece index: piece bytes -> id ----
  * Open addressing with linear probing: a power-of-two number of slots, at least twice the
@@ -301,219 +297,13 @@ void tokenizer_free(Tokenizer *t)
     memset(t, 0, sizeof *t);
 }
 
-/* ---- Encoding, step 1: text to symbols ---- */
-
-size_t tokenizer_utf8_len(unsigned char lead)
-{
-    static const unsigned char len_by_high_bits[16] = {1, 1, 1, 1, 1, 1, 1, 1,
-                                                       1, 1, 1, 1, 2, 2, 3, 4};
-    return len_by_high_bits[lead >> 4];
-}
-
-int32_t tokenizer_utf8_code(const unsigned char *s, size_t n)
-{
-    if (n != tokenizer_utf8_len(s[0]))
-        return -1;
-    if (n == 1)
-        return s[0] < 0x80 ? s[0] : -1;
-    uint32_t cp = s[0] & (0x7F >> n); /* the lead byte's payload bits */
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    bool valid = s[0] <= 0xF4 && cp >= min_cp[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-    return valid ? (int32_t)cp : -1;
-}
-
-int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
-                     size_t *out_len, Error *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (len > (SIZE_MAX - 2 * SPACE_MARK_LEN) / SPACE_MARK_LEN)
-        return error_set(err, "text of %zu bytes is too long to encode", len);
-    /* Worst case: every byte a space, each growing to the 3 bytes of "▁". */
-    char *buf = malloc((len + 1) * SPACE_MARK_LEN + 1);
-    if (!buf)
-        return error_set(err, "out of memory escaping %zu bytes of text", len);
-    size_t n = 0;
-    if (add_space_prefix) {
-        memcpy(buf, SPACE_MARK, SPACE_MARK_LEN);
-        n = SPACE_MARK_LEN;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] == ' ') {
-            memcpy(buf + n, SPACE_MARK, SPACE_MARK_LEN);
-            n += SPACE_MARK_LEN;
-        } else {
-            buf[n++] = text[i];
-        }
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *out_len = n;
-    return 0;
-}
-
-/* ---- Encoding, step 3: the merge loop ---- */
-
-/* One symbol of the text being encoded: the bytes text[off, off + n). It starts as one
- * character and grows each time its right neighbour is merged into it. The live symbols
- * form a doubly linked list through prev/next (-1 at the ends); a symbol that was merged
- * into its left neighbour keeps n = 0. */
-typedef struct {
-    size_t off, n;
-    int prev, next;
-} Symbol;
-
-/* A candidate merge of two neighbouring symbols whose concatenation is a piece. `size` is
- * left.n + right.n when the bigram was queued: if either symbol has been merged with
- * something else since, the sum no longer matches and the bigram is stale. Stale bigrams
- * stay in the queue and are skipped when they come out, which is cheaper than finding and
- * removing them. */
-typedef struct {
-    int left, right;
-    float score;
-    size_t size;
-} Bigram;
-
-/* The state of one SPM run over one escaped text fragment. */
-typedef struct {
-    const Tokenizer *t;
-    const char *text;
-    Symbol *symbols;
-    int n_symbols;
-    Bigram *queue; /* binary max-heap: queue[0] merges first (bigram_before) */
-    size_t n_queue, cap_queue;
-} SpmRun;
-
-/* True when a merges before b: the higher score first and, on a tie, the pair further to
- * the left (llama.cpp's llm_bigram_spm::comparator, read the other way round). */
-static bool bigram_before(const Bigram *a, const Bigram *b)
-{
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void bigram_swap(Bigram *a, Bigram *b)
-{
-    Bigram tmp = *a;
-    *a = *b;
-    *b = tmp;
-}
-
-static int queue_push(SpmRun *r, Bigram b, Error *err)
-{
-    if (r->n_queue == r->cap_queue) {
-        size_t cap = r->cap_queue ? 2 * r->cap_queue : 64;
-        Bigram *grown = realloc(r->queue, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu queued merges", cap);
-        r->queue = grown;
-        r->cap_queue = cap;
-    }
-    size_t i = r->n_queue++;
-    r->queue[i] = b;
-    while (i > 0 && bigram_before(&r->queue[i], &r->queue[(i - 1) / 2])) {
-        bigram_swap(&r->queue[i], &r->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static Bigram queue_pop(SpmRun *r)
-{
-    Bigram top = r->queue[0];
-    r->queue[0] = r->queue[--r->n_queue];
-    size_t i = 0;
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < r->n_queue && bigram_before(&r->queue[kid], &r->queue[best]))
-            best = kid;
-        if (kid + 1 < r->n_queue && bigram_before(&r->queue[kid + 1], &r->queue[best]))
-            best = kid + 1;
-        if (best == i)
-            return top;
-        bigram_swap(&r->queue[i], &r->queue[best]);
-        i = best;
-    }
-}
-
-/* Queues the merge of symbols left and right when their concatenation is a piece. */
-static int spm_try_bigram(SpmRun *r, int left, int right, Error *err)
-{
-    if (left < 0 || right < 0)
-        return 0;
-    const Symbol *l = &r->symbols[left], *rt = &r->symbols[right];
-    size_t size = l->n + rt->n; /* the two are adjacent in the text, so one run of bytes */
-    int id = tokenizer_lookup(r->t, r->text + l->off, size);
-    if (id < 0)
-        return 0;
-    return queue_push(r, (Bigram){left, right, r->t->scores[id], size}, err);
-}
-
-/* Cuts the text into characters (step 2): the lead byte alone decides the length, so
- * invalid UTF-8 still gets cut, and a cut that runs past the end is clipped. */
-static int spm_split(SpmRun *r, size_t len, Error *err)
-{
-    r->symbols = malloc(len * sizeof *r->symbols);
-    if (!r->symbols)
-        return error_set(err, "out of memory for %zu symbols", len);
-    size_t off = 0;
-    int i = 0;
-    while (off < len) {
-        size_t n = tokenizer_utf8_len((unsigned char)r->text[off]);
-        if (n > len - off)
-            n = len - off;
-        r->symbols[i] = (Symbol){off, n, i - 1, off + n == len ? -1 : i + 1};
-        off += n;
-        i++;
-    }
-    r->n_symbols = i;
-    return 0;
-}
-
-/* Step 3: merge the best queued pair until none is left. Every merge makes a new symbol
- * whose pairs with its new neighbours may be pieces too, so those are queued in turn. */
-static int spm_merge(SpmRun *r, Error *err)
-{
-    for (int i = 1; i < r->n_symbols; i++)
-        if (spm_try_bigram(r, i - 1, i, err) < 0)
-            return -1;
-    while (r->n_queue > 0) {
-        Bigram b = queue_pop(r);
-        Symbol *left = &r->symbols[b.left], *right = &r->symbols[b.right];
-        if (left->n == 0 || right->n == 0 || left->n + right->n != b.size)
-            continue; /* stale: one side was merged into something else already */
-        left->n += right->n;
-        right->n = 0;
-        left->next = right->next;
-        if (right->next >= 0)
-            r->symbols[right->next].prev = b.left;
-        if (spm_try_bigram(r, left->prev, b.left, err) < 0 ||
-            spm_try_bigram(r, b.left, left->next, err) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* ---- Encoding, step 4: symbols to ids ---- */
 
-/* Room for `more` ids after the n held, doubling the capacity as often as needed. */
+/* Room for `more` ids after the n held. */
 static int idlist_reserve(IdList *l, size_t more, Error *err)
 {
-    if (l->n + more <= l->cap)
-        return 0;
-    size_t cap = l->cap ? l->cap : 64;
-    while (cap < l->n + more)
-        cap *= 2;
-    int *grown = realloc(l->ids, cap * sizeof *grown);
-    if (!grown)
-        return error_set(err, "out of memory for %zu token ids", cap);
-    l->ids = grown;
-    l->cap = cap;
-    return 0;
+    return buffer_reserve_items(&l->ids, &l->cap, l->n + more, sizeof *l->ids, 64, "token ids",
+                                err);
 }
 
 int idlist_push(IdList *l, int id, Error *err)
@@ -533,71 +323,6 @@ int idlist_append(IdList *l, const int *ids, size_t n, Error *err)
     memcpy(l->ids + l->n, ids, n * sizeof *ids);
     l->n += n;
     return 0;
-}
-
-/* The token for one byte of a symbol that is not a piece. llama.cpp tries "<0xAB>", then a
- * piece made of that single byte, and throws when neither exists; quill falls back to
- * <unk> there, and fails only when there is no <unk> either. */
-static int tokenizer_byte_fallback(const Tokenizer *t, unsigned char byte, Error *err)
-{
-    if (t->byte_token[byte] >= 0)
-        return t->byte_token[byte];
-    int id = tokenizer_lookup(t, (const char *)&byte, 1);
-    if (id >= 0)
-        return id;
-    if (t->unk_id >= 0)
-        return t->unk_id;
-    return error_set(err, "byte 0x%02X cannot be encoded: the vocabulary has no <0x%02X>, "
-                          "no one-byte piece for it and no <unk>",
-                     byte, byte);
-}
-
-/* Every symbol left after merging is a piece or falls back to byte tokens. llama.cpp also
- * keeps a map from each merged text to the two symbols it came from ("rev_merge"), to split
- * a final symbol that is not a piece back into its halves. That branch can never run: a
- * pair is merged only when its concatenation is a piece, so every merged symbol is one.
- * Only single characters can miss, and those go to bytes. */
-static int spm_emit(const SpmRun *r, IdList *out, Error *err)
-{
-    for (int i = 0; i != -1; i = r->symbols[i].next) {
-        const Symbol *s = &r->symbols[i];
-        int id = tokenizer_lookup(r->t, r->text + s->off, s->n);
-        if (id >= 0) {
-            if (idlist_push(out, id, err) < 0)
-                return -1;
-            continue;
-        }
-        for (size_t k = 0; k < s->n; k++) {
-            id = tokenizer_byte_fallback(r->t, (unsigned char)r->text[s->off + k], err);
-            if (id < 0 || idlist_push(out, id, err) < 0)
-                return -1;
-        }
-    }
-    return 0;
-}
-
-/* Runs steps 1 to 4 on one stretch of raw text (not empty). */
-static int encode_raw(const Tokenizer *t, const char *text, size_t len, bool space_prefix,
-                      IdList *out, Error *err)
-{
-    char *escaped;
-    size_t n;
-    if (tokenizer_escape(text, len, space_prefix, &escaped, &n, err) < 0)
-        return -1;
-    if (n > INT_MAX) {
-        free(escaped);
-        return error_set(err, "text of %zu bytes is too long to encode in one piece", len);
-    }
-    SpmRun run = {.t = t, .text = escaped};
-    int rc = spm_split(&run, n, err);
-    if (rc == 0)
-        rc = spm_merge(&run, err);
-    if (rc == 0)
-        rc = spm_emit(&run, out, err);
-    free(run.symbols);
-    free(run.queue);
-    free(escaped);
-    return rc;
 }
 
 /* ---- Encoding: the outer step ---- */
@@ -633,7 +358,7 @@ static int encode_stretch(Splitter *s, const char *text, size_t len, Error *err)
     if (s->t->kind == TOKENIZER_BPE)
         return bpe_encode_fragment(s->bpe, text, len, s->out, err);
     bool prefix = s->t->add_space_prefix && s->after_special;
-    return encode_raw(s->t, text, len, prefix, s->out, err);
+    return spm_encode_fragment(s->t, text, len, prefix, s->out, err);
 }
 
 /* Before the encoder runs, llama.cpp cuts special pieces out of the text. USER_DEFINED

@@ -40,6 +40,7 @@
 
 #include "error.h"
 #include "gguf.h"
+#include "utf8.h" /* step 2 cuts with utf8_len; utf8_code says whether a cut is a character */
 
 /* Token types as tokenizer.ggml.token_type stores them (SentencePiece's numbering). */
 typedef enum {
@@ -115,21 +116,14 @@ const char *tokenizer_pre_name(const Tokenizer *t);
 /* Id of a piece as stored (exact bytes: "▁" or "Ġ" for a space), or -1. */
 int tokenizer_lookup(const Tokenizer *t, const char *piece, size_t len);
 
+/* "▁" (U+2581), a space as SentencePiece pieces store it (step 1 above). */
+#define SPACE_MARK "\xe2\x96\x81"
+enum { SPACE_MARK_LEN = sizeof SPACE_MARK - 1 };
+
 /* Step 1 above: writes text, with a space in front when add_space_prefix and every space
  * as "▁", into a malloc'd NUL-terminated buffer (*out_len excludes the NUL). */
 int tokenizer_escape(const char *text, size_t len, bool add_space_prefix, char **out,
                      size_t *out_len, Error *err);
-
-/* Step 2 above: the length of the character that starts with byte `lead`, read from its
- * high 4 bits as llama.cpp does (0x0-0xB: 1, 0xC-0xD: 2, 0xE: 3, 0xF: 4) without checking
- * that the bytes after it are valid; callers clip it at the end of the text. */
-size_t tokenizer_utf8_len(unsigned char lead);
-/* The code point of the n bytes at s when, cut the way the encoder cuts text
- * (tokenizer_utf8_len), they are one valid UTF-8 character: right length, continuation
- * bytes 10xxxxxx, shortest form, no UTF-16 surrogate, at most U+10FFFF; else -1. Anything
- * else is not a character: the encoder sees a symbol that is no piece, and falls back to
- * byte tokens. */
-int32_t tokenizer_utf8_code(const unsigned char *s, size_t n);
 
 /* What tokenizer_encode_with adds to plain encoding. */
 typedef struct {

@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "hash.h"
+#include "heap.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -337,14 +339,8 @@ typedef struct {
 
 static int span_push(SpanList *l, size_t off, size_t len, Error *err)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 256;
-        Span *grown = realloc(l->v, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu words", cap);
-        l->v = grown;
-        l->cap = cap;
-    }
+    if (buffer_reserve_items(&l->v, &l->cap, l->n + 1, sizeof *l->v, 256, "words", err) != 0)
+        return -1;
     l->v[l->n++] = (Span){off, len};
     return 0;
 }
@@ -421,11 +417,17 @@ struct BpeSession {
     WordCache cache;
     WordSymbol *symbols;
     size_t cap_symbols;
-    WordPair *queue; /* binary min-heap: queue[0] merges first (pair_before) */
-    size_t n_queue, cap_queue;
+    Heap queue; /* of WordPair: the first out merges first (pair_before) */
     char *chars; /* a word in the byte alphabet (for ignore_merges) */
     size_t cap_chars;
 };
+
+/* Lowest rank first; on a tie (the same merge twice in a word), the pair further left. */
+static bool pair_before(const void *x, const void *y, const void *unused)
+{
+    const WordPair *a = x, *b = y;
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
 
 int bpe_session_new(BpeSession **out, const Tokenizer *t, Error *err)
 {
@@ -434,6 +436,7 @@ int bpe_session_new(BpeSession **out, const Tokenizer *t, Error *err)
     if (!s)
         return error_set(err, "out of memory for a BPE session");
     s->t = t;
+    heap_init(&s->queue, sizeof(WordPair), 64, pair_before, NULL);
     s->match = pcre2_match_data_create(1, NULL);
     if (!s->match || cache_grow(&s->cache, err) < 0)
         return error_set(err, "out of memory for a BPE session");
@@ -450,59 +453,9 @@ void bpe_session_free(BpeSession *s)
     free(s->cache.slots);
     free(s->cache.ids.ids);
     free(s->symbols);
-    free(s->queue);
+    heap_free(&s->queue);
     free(s->chars);
     free(s);
-}
-
-/* Lowest rank first; on a tie (the same merge twice in a word), the pair further left. */
-static bool pair_before(const WordPair *a, const WordPair *b)
-{
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void pair_swap(WordPair *a, WordPair *b)
-{
-    WordPair tmp = *a;
-    *a = *b;
-    *b = tmp;
-}
-
-static int queue_push(BpeSession *s, WordPair p, Error *err)
-{
-    if (s->n_queue == s->cap_queue) {
-        size_t cap = s->cap_queue ? 2 * s->cap_queue : 64;
-        WordPair *grown = realloc(s->queue, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu queued merges", cap);
-        s->queue = grown;
-        s->cap_queue = cap;
-    }
-    size_t i = s->n_queue++;
-    s->queue[i] = p;
-    while (i > 0 && pair_before(&s->queue[i], &s->queue[(i - 1) / 2])) {
-        pair_swap(&s->queue[i], &s->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static WordPair queue_pop(BpeSession *s)
-{
-    WordPair top = s->queue[0];
-    s->queue[0] = s->queue[--s->n_queue];
-    size_t i = 0;
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < s->n_queue && pair_before(&s->queue[kid], &s->queue[best]))
-            best = kid;
-        if (kid + 1 < s->n_queue && pair_before(&s->queue[kid + 1], &s->queue[best]))
-            best = kid + 1;
-        if (best == i)
-            return top;
-        pair_swap(&s->queue[i], &s->queue[best]);
-        i = best;
-    }
 }
 
 /* Queues the pair of symbols left and right when it is a merge. */
@@ -514,7 +467,8 @@ static int word_try_pair(BpeSession *s, int left, int right, Error *err)
     int32_t rank = merge_find(s->t->bpe, l, r, &merged);
     if (rank < 0)
         return 0;
-    return queue_push(s, (WordPair){rank, left, right, l, r, merged}, err);
+    WordPair p = {rank, left, right, l, r, merged};
+    return heap_push(&s->queue, &p, "queued merges", err);
 }
 
 /* The token of one byte. Byte-level vocabularies have all 256; in one that lacks a byte,
@@ -535,13 +489,9 @@ static int byte_token_or_unk(const Tokenizer *t, unsigned char byte, Error *err)
 static int word_whole_token(BpeSession *s, const char *word, size_t n, int *id, Error *err)
 {
     const BpeModel *m = s->t->bpe;
-    if (s->cap_chars < 2 * n) {
-        char *grown = realloc(s->chars, 2 * n);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", n);
-        s->chars = grown;
-        s->cap_chars = 2 * n;
-    }
+    /* each byte is a character of 1 or 2 bytes in the byte alphabet */
+    if (buffer_reserve(&s->chars, &s->cap_chars, 2 * n, 64, "a word", err) != 0)
+        return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char b = (unsigned char)word[i];
@@ -564,25 +514,22 @@ static int word_merge(BpeSession *s, const char *word, size_t n, IdList *out, Er
         if (id >= 0)
             return idlist_push(out, id, err);
     }
-    if (s->cap_symbols < n) {
-        WordSymbol *grown = realloc(s->symbols, n * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", n);
-        s->symbols = grown;
-        s->cap_symbols = n;
-    }
+    if (buffer_reserve_items(&s->symbols, &s->cap_symbols, n, sizeof *s->symbols, 64,
+                             "a word's symbols", err) != 0)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         int id = byte_token_or_unk(s->t, (unsigned char)word[i], err);
         if (id < 0)
             return -1;
         s->symbols[i] = (WordSymbol){id, (int)i - 1, i + 1 == n ? -1 : (int)i + 1};
     }
-    s->n_queue = 0;
+    s->queue.n = 0;
     for (size_t i = 1; i < n; i++)
         if (word_try_pair(s, (int)i - 1, (int)i, err) < 0)
             return -1;
-    while (s->n_queue > 0) {
-        WordPair p = queue_pop(s);
+    while (s->queue.n > 0) {
+        WordPair p;
+        heap_pop(&s->queue, &p);
         WordSymbol *left = &s->symbols[p.left], *right = &s->symbols[p.right];
         if (left->id != p.left_id || right->id != p.right_id)
             continue; /* stale */
@@ -707,7 +654,7 @@ size_t bpe_token_bytes(const Tokenizer *t, int id, char *buf, size_t cap)
     size_t len = strlen(t->pieces[id]), n = 0;
     for (size_t i = 0; i < len;) {
         int cp = -1;
-        size_t char_len = tokenizer_utf8_len(p[i]);
+        size_t char_len = utf8_len(p[i]);
         if (char_len > len - i)
             char_len = len - i;
         if (char_len == 1)

@@ -1,8 +1,8 @@
-/* What tokenizer.c and tokenizer_bpe.c share, and nothing else includes: the byte-level
- * BPE half of the tokenizer. tokenizer.c
- * owns the vocabulary, the special-token cut and the SentencePiece encoder; tokenizer_bpe.c
- * owns the byte alphabet, the merge table and the pre-tokenizers (it is the one file that
- * includes pcre2.h). */
+/* What the tokenizer's files share, and nothing else includes. tokenizer.c owns the
+ * vocabulary, the special-token cut, decoding and GGUF storage, and calls the two encoders
+ * for each stretch of text between special tokens: tokenizer_spm.c (SentencePiece BPE) and
+ * tokenizer_bpe.c, which owns the byte alphabet, the merge table and the pre-tokenizers (it
+ * is the one file that includes pcre2.h). */
 #ifndef QUILL_TOKENIZER_INTERNAL_H
 #define QUILL_TOKENIZER_INTERNAL_H
 
@@ -27,6 +27,12 @@ typedef struct BpeSession BpeSession;
 
 int bpe_session_new(BpeSession **s, const Tokenizer *t, Error *err);
 void bpe_session_free(BpeSession *s); /* NULL-safe */
+/* The SentencePiece encoder (tokenizer_spm.c): steps 1 to 4 on one stretch of raw text (no
+ * special tokens in it, not empty), with the space prefix when space_prefix; appends the
+ * ids. */
+int spm_encode_fragment(const Tokenizer *t, const char *text, size_t len, bool space_prefix,
+                        IdList *out, Error *err);
+
 /* Encodes one stretch of raw text (no special tokens in it) and appends the ids. */
 int bpe_encode_fragment(BpeSession *s, const char *text, size_t len, IdList *out, Error *err);
 

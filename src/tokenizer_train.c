@@ -22,10 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
+#include "heap.h"
 #include "word_table.h"
 
-static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁", a space as pieces store it */
-enum { SPACE_MARK_LEN = 3 };
 
 enum { N_SPECIAL = 3, N_FIXED = N_SPECIAL + 256 }; /* <unk> <s> </s>, then the bytes */
 
@@ -38,13 +38,8 @@ typedef struct {
 /* Writes a word as the encoder sees it, every space as "▁", into s. */
 static int word_escape(Scratch *s, const char *word, size_t len, Error *err)
 {
-    if (len * SPACE_MARK_LEN > s->cap) {
-        char *grown = realloc(s->bytes, len * SPACE_MARK_LEN);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", len);
-        s->bytes = grown;
-        s->cap = len * SPACE_MARK_LEN;
-    }
+    if (buffer_reserve(&s->bytes, &s->cap, len * SPACE_MARK_LEN, 64, "a word", err) != 0)
+        return -1;
     s->len = 0;
     for (size_t i = 0; i < len; i++) {
         if (word[i] == ' ') {
@@ -64,7 +59,8 @@ typedef struct {
     size_t *lens;
     float *scores;
     int32_t *types;
-    int n, cap;
+    int n;
+    size_t cap; /* of each of the four arrays */
 } VocabBuilder;
 
 static void vocab_free(VocabBuilder *v)
@@ -78,31 +74,24 @@ static void vocab_free(VocabBuilder *v)
     memset(v, 0, sizeof *v);
 }
 
+/* Room for one more piece in each of the four arrays, which grow alike from one capacity
+ * (when one fails, the others may have grown: v->cap stays what all of them hold). */
 static int vocab_grow(VocabBuilder *v, Error *err)
 {
-    int cap = v->cap ? 2 * v->cap : 512;
-    char **pieces = realloc(v->pieces, (size_t)cap * sizeof *pieces);
-    if (pieces)
-        v->pieces = pieces;
-    size_t *lens = realloc(v->lens, (size_t)cap * sizeof *lens);
-    if (lens)
-        v->lens = lens;
-    float *scores = realloc(v->scores, (size_t)cap * sizeof *scores);
-    if (scores)
-        v->scores = scores;
-    int32_t *types = realloc(v->types, (size_t)cap * sizeof *types);
-    if (types)
-        v->types = types;
-    if (!pieces || !lens || !scores || !types)
-        return error_set(err, "out of memory for a vocabulary of %d pieces", cap);
-    v->cap = cap;
+    size_t need = (size_t)v->n + 1, cap[4] = {v->cap, v->cap, v->cap, v->cap};
+    if (buffer_reserve_items(&v->pieces, &cap[0], need, sizeof *v->pieces, 512, "pieces", err) ||
+        buffer_reserve_items(&v->lens, &cap[1], need, sizeof *v->lens, 512, "pieces", err) ||
+        buffer_reserve_items(&v->scores, &cap[2], need, sizeof *v->scores, 512, "pieces", err) ||
+        buffer_reserve_items(&v->types, &cap[3], need, sizeof *v->types, 512, "pieces", err))
+        return -1;
+    v->cap = cap[0];
     return 0;
 }
 
 static int vocab_add(VocabBuilder *v, const char *piece, size_t len, float score, int32_t type,
                      Error *err)
 {
-    if (v->n == v->cap && vocab_grow(v, err) < 0)
+    if ((size_t)v->n == v->cap && vocab_grow(v, err) < 0)
         return -1;
     char *copy = malloc(len + 1);
     if (!copy)
@@ -152,7 +141,7 @@ static int vocab_finish(VocabBuilder *v, Tokenizer *t, bool add_space_prefix, Er
 /* Length of the character starting at text[off], clipped at the end (the encoder's cut). */
 static size_t cut_len(const char *text, size_t len, size_t off)
 {
-    size_t n = tokenizer_utf8_len((unsigned char)text[off]);
+    size_t n = utf8_len((unsigned char)text[off]);
     return n < len - off ? n : len - off;
 }
 
@@ -161,7 +150,7 @@ static bool text_has_char(const char *text, size_t len)
 {
     for (size_t off = 0; off < len;) {
         size_t n = cut_len(text, len, off);
-        if (tokenizer_utf8_code((const unsigned char *)text + off, n) >= 0)
+        if (utf8_code((const unsigned char *)text + off, n) >= 0)
             return true;
         off += n;
     }
@@ -178,7 +167,8 @@ typedef struct {
 
 typedef struct {
     CharCount *items;
-    int n, cap;
+    int n;
+    size_t cap;
     int32_t *index; /* code point -> position in items, -1 when not seen (while counting) */
 } CharTable;
 
@@ -194,14 +184,9 @@ static int chars_bump(CharTable *c, int32_t code, const char *bytes, size_t len,
 {
     int32_t at = c->index[code];
     if (at < 0) {
-        if (c->n == c->cap) {
-            int cap = c->cap ? 2 * c->cap : 256;
-            CharCount *grown = realloc(c->items, (size_t)cap * sizeof *grown);
-            if (!grown)
-                return error_set(err, "out of memory counting characters");
-            c->items = grown;
-            c->cap = cap;
-        }
+        if (buffer_reserve_items(&c->items, &c->cap, (size_t)c->n + 1, sizeof *c->items, 256,
+                                 "character counts", err) != 0)
+            return -1;
         at = c->index[code] = c->n++;
         c->items[at] = (CharCount){.len = len};
         memcpy(c->items[at].bytes, bytes, len);
@@ -235,7 +220,7 @@ static int chars_count_word(CharTable *c, const char *word, size_t len, int64_t 
 {
     for (size_t off = 0; off < len; (*n_syms)++) {
         size_t n = cut_len(word, len, off);
-        int32_t code = tokenizer_utf8_code((const unsigned char *)word + off, n);
+        int32_t code = utf8_code((const unsigned char *)word + off, n);
         if (code >= 0 && chars_bump(c, code, word + off, n, count, err) < 0)
             return -1;
         off += n;
@@ -460,7 +445,8 @@ typedef struct {
     int stamp;       /* the last round that put it on the changed list */
     bool banned;     /* its merge would make a special piece buildable */
     int *words;      /* posting list */
-    int n_words, cap_words;
+    int n_words;
+    size_t cap_words;
 } Pair;
 
 typedef struct {
@@ -478,10 +464,10 @@ typedef struct {
     int n_pairs, cap_pairs;
     int *pair_slots; /* (left, right) -> index in pairs: open addressing, -1 empty */
     size_t pair_mask;
-    HeapEntry *heap;
-    size_t n_heap, cap_heap;
+    Heap heap; /* of HeapEntry: the most frequent pair first (entry_before) */
     int *changed; /* pairs whose count changed in this round */
-    int n_changed, cap_changed;
+    int n_changed;
+    size_t cap_changed;
     int round;
     int n_merged; /* pieces added by merges */
 } BpeTrainer;
@@ -496,7 +482,7 @@ static void bpe_trainer_free(BpeTrainer *tr)
         free(tr->pairs[i].words);
     free(tr->pairs);
     free(tr->pair_slots);
-    free(tr->heap);
+    heap_free(&tr->heap);
     free(tr->changed);
     memset(tr, 0, sizeof *tr);
 }
@@ -558,14 +544,9 @@ static int pair_note_word(Pair *pair, int w, Error *err)
 {
     if (pair->n_words > 0 && pair->words[pair->n_words - 1] == w)
         return 0;
-    if (pair->n_words == pair->cap_words) {
-        int cap = pair->cap_words ? 2 * pair->cap_words : 4;
-        int *grown = realloc(pair->words, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for a pair's word list");
-        pair->words = grown;
-        pair->cap_words = cap;
-    }
+    if (buffer_reserve_items(&pair->words, &pair->cap_words, (size_t)pair->n_words + 1,
+                             sizeof *pair->words, 4, "a pair's word list", err) != 0)
+        return -1;
     pair->words[pair->n_words++] = w;
     return 0;
 }
@@ -574,14 +555,9 @@ static int changed_push(BpeTrainer *tr, int p, Error *err)
 {
     if (tr->pairs[p].stamp == tr->round)
         return 0;
-    if (tr->n_changed == tr->cap_changed) {
-        int cap = tr->cap_changed ? 2 * tr->cap_changed : 1024;
-        int *grown = realloc(tr->changed, (size_t)cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for the changed pairs");
-        tr->changed = grown;
-        tr->cap_changed = cap;
-    }
+    if (buffer_reserve_items(&tr->changed, &tr->cap_changed, (size_t)tr->n_changed + 1,
+                             sizeof *tr->changed, 1024, "the changed pairs", err) != 0)
+        return -1;
     tr->changed[tr->n_changed++] = p;
     tr->pairs[p].stamp = tr->round;
     return 0;
@@ -624,8 +600,10 @@ static int piece_cmp(const BpeTrainer *tr, int a, int b)
 
 /* The more frequent pair first; on equal counts, the pair whose left piece, then right
  * piece, comes first in byte order, so that training is deterministic. */
-static bool entry_before(const BpeTrainer *tr, const HeapEntry *x, const HeapEntry *y)
+static bool entry_before(const void *a, const void *b, const void *trainer)
 {
+    const BpeTrainer *tr = trainer;
+    const HeapEntry *x = a, *y = b;
     if (x->count != y->count)
         return x->count > y->count;
     const Pair *p = &tr->pairs[x->pair], *q = &tr->pairs[y->pair];
@@ -633,28 +611,6 @@ static bool entry_before(const BpeTrainer *tr, const HeapEntry *x, const HeapEnt
     if (c == 0)
         c = piece_cmp(tr, p->right, q->right);
     return c < 0;
-}
-
-static void entry_swap(HeapEntry *a, HeapEntry *b)
-{
-    HeapEntry tmp = *a;
-    *a = *b;
-    *b = tmp;
-}
-
-static void heap_sift_down(BpeTrainer *tr, size_t i)
-{
-    for (;;) {
-        size_t best = i, kid = 2 * i + 1;
-        if (kid < tr->n_heap && entry_before(tr, &tr->heap[kid], &tr->heap[best]))
-            best = kid;
-        if (kid + 1 < tr->n_heap && entry_before(tr, &tr->heap[kid + 1], &tr->heap[best]))
-            best = kid + 1;
-        if (best == i)
-            return;
-        entry_swap(&tr->heap[i], &tr->heap[best]);
-        i = best;
-    }
 }
 
 /* True when an entry still holds its pair's count (a newer entry may hold the same count;
@@ -668,53 +624,33 @@ static bool entry_is_live(const BpeTrainer *tr, const HeapEntry *e)
 /* Drops the stale entries and rebuilds the heap from the rest (Floyd: sift down from the
  * last parent). Entries go stale whenever a pair's count changes, so without this the
  * heap would grow by every change of every round. */
-static void heap_compact(BpeTrainer *tr)
+static void queue_compact(BpeTrainer *tr)
 {
+    HeapEntry *entries = (HeapEntry *)tr->heap.data;
     size_t kept = 0;
-    for (size_t i = 0; i < tr->n_heap; i++)
-        if (entry_is_live(tr, &tr->heap[i]))
-            tr->heap[kept++] = tr->heap[i];
-    tr->n_heap = kept;
-    for (size_t i = kept / 2; i-- > 0;)
-        heap_sift_down(tr, i);
+    for (size_t i = 0; i < tr->heap.n; i++)
+        if (entry_is_live(tr, &entries[i]))
+            entries[kept++] = entries[i];
+    tr->heap.n = kept;
+    heap_make(entries, kept, sizeof *entries, entry_before, tr);
 }
 
-static int heap_push(BpeTrainer *tr, int p, Error *err)
+static int queue_push(BpeTrainer *tr, int p, Error *err)
 {
     /* full and at least half stale (there is at most one live entry per pair) */
-    if (tr->n_heap == tr->cap_heap && tr->n_heap >= 2 * (size_t)tr->n_pairs)
-        heap_compact(tr);
-    if (tr->n_heap == tr->cap_heap) {
-        size_t cap = tr->cap_heap ? 2 * tr->cap_heap : 4096;
-        HeapEntry *grown = realloc(tr->heap, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for %zu queued pairs", cap);
-        tr->heap = grown;
-        tr->cap_heap = cap;
-    }
-    size_t i = tr->n_heap++;
-    tr->heap[i] = (HeapEntry){tr->pairs[p].count, p};
+    if (tr->heap.n == tr->heap.cap && tr->heap.n >= 2 * (size_t)tr->n_pairs)
+        queue_compact(tr);
+    HeapEntry e = {tr->pairs[p].count, p};
     tr->pairs[p].queued = tr->pairs[p].count;
-    while (i > 0 && entry_before(tr, &tr->heap[i], &tr->heap[(i - 1) / 2])) {
-        entry_swap(&tr->heap[i], &tr->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-static HeapEntry heap_pop(BpeTrainer *tr)
-{
-    HeapEntry top = tr->heap[0];
-    tr->heap[0] = tr->heap[--tr->n_heap];
-    heap_sift_down(tr, 0);
-    return top;
+    return heap_push(&tr->heap, &e, "queued pairs", err);
 }
 
 /* The most frequent pair that may be merged, or -1 when no pair is left. */
-static int heap_pop_best(BpeTrainer *tr)
+static int queue_pop_best(BpeTrainer *tr)
 {
-    while (tr->n_heap > 0) {
-        HeapEntry e = heap_pop(tr);
+    while (tr->heap.n > 0) {
+        HeapEntry e;
+        heap_pop(&tr->heap, &e);
         if (entry_is_live(tr, &e))
             return e.pair;
     }
@@ -722,12 +658,12 @@ static int heap_pop_best(BpeTrainer *tr)
 }
 
 /* Queues every pair whose count changed in this round (and is still worth merging). */
-static int heap_requeue_changed(BpeTrainer *tr, Error *err)
+static int queue_requeue_changed(BpeTrainer *tr, Error *err)
 {
     for (int i = 0; i < tr->n_changed; i++) {
         const Pair *p = &tr->pairs[tr->changed[i]];
         if (!p->banned && p->count > 0 && p->count != p->queued &&
-            heap_push(tr, tr->changed[i], err) < 0)
+            queue_push(tr, tr->changed[i], err) < 0)
             return -1;
     }
     tr->n_changed = 0;
@@ -897,7 +833,7 @@ static int bpe_trainer_merge(BpeTrainer *tr, int p, Error *err)
     free(done->words);
     done->words = NULL;
     done->n_words = done->cap_words = 0;
-    return heap_requeue_changed(tr, err);
+    return queue_requeue_changed(tr, err);
 }
 
 static int bpe_trainer_setup(BpeTrainer *tr, const TextCounts *c, int vocab_size, Error *err)
@@ -924,7 +860,7 @@ static int bpe_trainer_setup(BpeTrainer *tr, const TextCounts *c, int vocab_size
     for (int w = 0; rc == 0 && w < tr->n_words; w++)
         rc = word_count_pairs(tr, w, +1, ALL_PIECES, err);
     if (rc == 0)
-        rc = heap_requeue_changed(tr, err);
+        rc = queue_requeue_changed(tr, err);
     return rc;
 }
 
@@ -948,10 +884,11 @@ int tokenizer_train_bpe_counts(Tokenizer *t, const TextCounts *c, int vocab_size
     if (counts_check_learnable(c, err) < 0)
         return -1;
     BpeTrainer tr = {0};
+    heap_init(&tr.heap, sizeof(HeapEntry), 4096, entry_before, &tr);
     int rc = bpe_trainer_setup(&tr, c, vocab_size, err);
     int n_chars = tr.vocab.n - N_FIXED;
     while (rc == 0 && tr.vocab.n < vocab_size) {
-        int p = heap_pop_best(&tr);
+        int p = queue_pop_best(&tr);
         if (p < 0 || tr.pairs[p].count < 2)
             break;
         rc = bpe_trainer_merge(&tr, p, err);

@@ -3,11 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "tokenizer.h"
 #include "word_table.h"
 
-static const char SPACE_MARK[] = "\xe2\x96\x81"; /* "▁" */
-enum { SPACE_MARK_LEN = 3 };
 
 /* A word starts at a space, and at a "▁" that the text already holds: escaping turns both
  * into the same "▁". Tested on bytes, so the rule needs no knowledge of where characters
@@ -63,13 +62,8 @@ void word_cursor_start(WordCursor *c, const char *text, size_t len, bool space_p
 /* The prefix joined to the first word: " The" for "The". */
 static int cursor_join_prefix(WordCursor *c, const char *word, size_t len, Error *err)
 {
-    if (len + 1 > c->joined_cap) {
-        char *grown = realloc(c->joined, len + 1);
-        if (!grown)
-            return error_set(err, "out of memory for a word of %zu bytes", len + 1);
-        c->joined = grown;
-        c->joined_cap = len + 1;
-    }
+    if (buffer_reserve(&c->joined, &c->joined_cap, len + 1, 64, "a word", err) != 0)
+        return -1;
     c->joined[0] = ' ';
     memcpy(c->joined + 1, word, len);
     return 0;

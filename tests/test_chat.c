@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/chat.h"
+#include "chat.h"
 #include "gguf.h"
 #include "test_util.h"
 #include "tokenizer.h"

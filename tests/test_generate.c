@@ -8,18 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/beam.h"
-#include "../generate/options.h"
-#include "../generate/session.h"
+#include "beam.h"
 #include "model.h"
 #include "rng.h"
+#include "session.h"
 
 enum { TV = 6 };
 
 typedef struct {
     Model model;
     Tokenizer tok;
-    GenerateOptions o;
+    SessionParams p; /* n_seq, n_ctx 16 and the seed are set per session */
 } Tiny;
 
 /* Random weights large enough that the next-token distributions are far from uniform. */
@@ -37,25 +36,34 @@ static void tiny_init(Tiny *t, uint64_t seed)
     const int32_t types[TV] = {TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL,
                                TOKEN_TYPE_NORMAL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_NORMAL};
     cr_assert_eq(tokenizer_init(&t->tok, TV, pieces, NULL, types, &err), 0, "%s", err.msg);
-    generate_options_default(&t->o);
-    t->o.ignore_eos = true; /* every token may follow every token: 6^3 continuations */
+    session_params_default(&t->p);
+    t->p.ignore_eos = true; /* every token may follow every token: 6^3 continuations */
 }
 
 static void tiny_free(Tiny *t)
 {
     tokenizer_free(&t->tok);
     model_free(&t->model);
-    generate_options_free(&t->o);
 }
 
 static const int PROMPT[] = {1, 3, 4};
 enum { N_PROMPT = 3 };
 
+/* A session of n_seq slots of 16 positions, sampling with the given seed. */
+static void session_start(Session *s, Tiny *t, int n_seq, uint64_t seed)
+{
+    Error err;
+    SessionParams p = t->p;
+    p.n_seq = n_seq;
+    p.n_ctx = 16;
+    p.sampler.seed = seed;
+    cr_assert_eq(session_init(s, &t->model, &t->tok, &p, &err), 0, "%s", err.msg);
+}
+
 static void session_with_prompt(Session *s, Tiny *t, int n_seq)
 {
     Error err;
-    cr_assert_eq(session_init(s, &t->model, &t->tok, &t->o, 5, n_seq, 16, &err), 0, "%s",
-                 err.msg);
+    session_start(s, t, n_seq, 5);
     cr_assert_eq(session_feed(s, PROMPT, N_PROMPT, &err), 0, "%s", err.msg);
 }
 
@@ -89,7 +97,7 @@ Test(generate, beam_search_finds_the_exhaustive_best_at_depth_3)
 {
     Tiny t;
     tiny_init(&t, 11);
-    t.o.max_tokens = 3;
+    t.p.max_tokens = 3;
     double best = -INFINITY;
     int best_seq[3] = {0}, compared = 0;
     for (int x = 0; x < TV; x++)
@@ -128,7 +136,7 @@ static void continuation(Tiny *t, int *tokens, int n)
     Completion c;
     Error err;
     session_with_prompt(&s, t, 1);
-    cr_assert_eq(session_continue(&s, NULL, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(session_continue(&s, NULL, NULL, &c, &err), 0, "%s", err.msg);
     cr_assert_eq(c.n_tokens, n);
     memcpy(tokens, c.tokens, (size_t)n * sizeof *tokens);
     completion_free(&c);
@@ -140,12 +148,12 @@ Test(generate, greedy_equals_top_k_1_equals_one_beam)
     enum { N = 8 };
     Tiny t;
     tiny_init(&t, 12);
-    t.o.max_tokens = N;
+    t.p.max_tokens = N;
     int greedy[N], top1[N];
-    t.o.temperature = 0.0f;
+    t.p.sampler.temperature = 0.0f;
     continuation(&t, greedy, N);
-    t.o.temperature = 0.9f;
-    t.o.top_k = 1;
+    t.p.sampler.temperature = 0.9f;
+    t.p.sampler.top_k = 1;
     continuation(&t, top1, N);
     cr_expect_arr_eq(greedy, top1, sizeof greedy, "top-k 1 differs from greedy");
     Session s;
@@ -168,8 +176,8 @@ Test(generate, samples_side_by_side_equal_samples_one_at_a_time)
     enum { N = 10, SAMPLES = 3 };
     Tiny t;
     tiny_init(&t, 13);
-    t.o.max_tokens = N;
-    t.o.temperature = 1.0f;
+    t.p.max_tokens = N;
+    t.p.sampler.temperature = 1.0f;
     Session s;
     session_with_prompt(&s, &t, SAMPLES);
     Completion many[SAMPLES];
@@ -179,9 +187,9 @@ Test(generate, samples_side_by_side_equal_samples_one_at_a_time)
     for (int i = 0; i < SAMPLES; i++) {
         Session one;
         Completion c;
-        cr_assert_eq(session_init(&one, &t.model, &t.tok, &t.o, 5 + (uint64_t)i, 1, 16, &err), 0);
+        session_start(&one, &t, 1, 5 + (uint64_t)i);
         cr_assert_eq(session_feed(&one, PROMPT, N_PROMPT, &err), 0, "%s", err.msg);
-        cr_assert_eq(session_continue(&one, NULL, &c, &err), 0, "%s", err.msg);
+        cr_assert_eq(session_continue(&one, NULL, NULL, &c, &err), 0, "%s", err.msg);
         cr_assert_eq(c.n_tokens, many[i].n_tokens);
         cr_expect_arr_eq(c.tokens, many[i].tokens, (size_t)c.n_tokens * sizeof(int), "sample %d",
                          i);
@@ -202,9 +210,11 @@ Test(generate, beam_search_stops_inside_the_search)
 {
     Tiny t;
     tiny_init(&t, 14);
-    t.o.max_tokens = 3;
+    t.p.max_tokens = 3;
     Error err;
-    cr_assert_eq(string_list_append(&t.o.stop, "c", &err), 0);
+    char *const stops[] = {"c"};
+    t.p.stops = stops;
+    t.p.n_stops = 1;
     enum { C = 5 }; /* the token "c" */
     double best = -INFINITY;
     int best_seq[3] = {0}, best_n = 0, compared = 0;
@@ -247,13 +257,13 @@ Test(generate, beam_search_ends_a_full_context_as_sampling_does)
 {
     Tiny t;
     tiny_init(&t, 15);
-    t.o.max_tokens = 100;
-    t.o.temperature = 0.0f;
+    t.p.max_tokens = 100;
+    t.p.sampler.temperature = 0.0f;
     Session s;
     session_with_prompt(&s, &t, 1);
     Completion sampled, beams[1];
     Error err;
-    cr_assert_eq(session_continue(&s, NULL, &sampled, &err), 0, "%s", err.msg);
+    cr_assert_eq(session_continue(&s, NULL, NULL, &sampled, &err), 0, "%s", err.msg);
     session_free(&s);
     cr_assert_eq(sampled.finish, FINISH_CONTEXT);
     cr_assert_eq(sampled.n_tokens, 16 - N_PROMPT + 1);
@@ -266,6 +276,109 @@ Test(generate, beam_search_ends_a_full_context_as_sampling_does)
     cr_expect_eq(beams[0].n_tokens, sampled.n_tokens);
     completion_free(&beams[0]);
     completion_free(&sampled);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* What a callback saw of one continuation. */
+typedef struct {
+    Session *s;
+    int tokens[64], n_tokens;
+    char pieces[256], text[256]; /* the pieces, one after another; the texts, likewise */
+    size_t n_pieces, n_text;
+    int cancel_after;            /* > 0: set the cancel flag after this many tokens */
+    int n_traces;
+    int late;                    /* tokens heard of after the model had run them */
+} Seen;
+
+static void seen_token(void *ctx, const SessionToken *t)
+{
+    Seen *seen = ctx;
+    cr_assert(seen->n_pieces + t->n_piece < sizeof seen->pieces);
+    cr_assert(seen->n_text + t->n_text < sizeof seen->text);
+    if (t->token >= 0) {
+        seen->tokens[seen->n_tokens++] = t->token;
+        /* the cache holds the prompt and the tokens before this one: the caller hears of a
+         * token before it goes through the model, so its text shows without a step's delay */
+        seen->late += infer_seq_length(seen->s->ctx, 0) != N_PROMPT + seen->n_tokens - 1;
+    }
+    memcpy(seen->pieces + seen->n_pieces, t->piece, t->n_piece);
+    seen->n_pieces += t->n_piece;
+    memcpy(seen->text + seen->n_text, t->text, t->n_text);
+    seen->n_text += t->n_text;
+    seen->n_traces += t->trace != NULL;
+    if (seen->cancel_after > 0 && seen->n_tokens == seen->cancel_after)
+        atomic_store(seen->s->cancel, true);
+}
+
+/* The callback hears of every token with its bytes (the tokenizer's pieces "a", "b", "c"
+ * for ids 3..5), before the model runs it, and the texts it is given add up to the
+ * completion's text: the pieces up to the first "cb" (the stop string, held back and never
+ * given). With a trace asked for, each token comes with one. */
+Test(generate, callback_hears_each_token_and_the_text_up_to_the_stop)
+{
+    Tiny t;
+    tiny_init(&t, 16);
+    t.p.max_tokens = 12;
+    t.p.sampler.temperature = 1.5f;
+    t.p.trace = true;
+    char *const stops[] = {"cb"};
+    t.p.stops = stops;
+    t.p.n_stops = 1;
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    Seen seen = {.s = &s};
+    Completion c;
+    Error err;
+    cr_assert_eq(session_continue(&s, seen_token, &seen, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(seen.n_tokens, c.n_tokens);
+    cr_expect_arr_eq(seen.tokens, c.tokens, (size_t)c.n_tokens * sizeof(int));
+    cr_expect_eq(seen.n_traces, c.n_tokens);
+    cr_expect_eq(seen.late, 0, "%d of %d tokens were heard of after the model ran them",
+                 seen.late, c.n_tokens);
+    char pieces[64] = "";
+    for (int i = 0; i < c.n_tokens; i++) {
+        static const char *const piece[TV] = {"", "", "", "a", "b", "c"};
+        strcat(pieces, piece[c.tokens[i]]);
+    }
+    cr_expect_eq(seen.n_pieces, strlen(pieces));
+    cr_expect_arr_eq(seen.pieces, pieces, seen.n_pieces);
+    const char *stop = strstr(pieces, "cb");
+    size_t want = stop ? (size_t)(stop - pieces) : strlen(pieces);
+    cr_expect_eq(c.finish, stop ? FINISH_STOP : FINISH_LENGTH);
+    cr_assert(stop, "this seed's text must reach the stop string to test it: %s", pieces);
+    cr_expect_eq(c.len, want, "text '%.*s' of '%s'", (int)c.len, c.text, pieces);
+    cr_expect_eq(seen.n_text, c.len);
+    cr_expect_arr_eq(seen.text, c.text, c.len);
+    completion_free(&c);
+    session_free(&s);
+    tiny_free(&t);
+}
+
+/* A cancel flag set by the callback ends the continuation after that token, with finish
+ * "cancelled"; the session goes on from there: the next continuation has its full length. */
+Test(generate, cancel_flag_ends_a_continuation)
+{
+    Tiny t;
+    tiny_init(&t, 17);
+    t.p.max_tokens = 6;
+    Session s;
+    session_with_prompt(&s, &t, 1);
+    atomic_bool cancel = false;
+    s.cancel = &cancel;
+    Seen seen = {.s = &s, .cancel_after = 2};
+    Completion c;
+    Error err;
+    cr_assert_eq(session_continue(&s, seen_token, &seen, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.finish, FINISH_CANCELLED, "finish %s", finish_reason_name(c.finish));
+    cr_expect_eq(c.n_tokens, 2);
+    cr_expect_str_eq(finish_reason_name(c.finish), "cancelled");
+    completion_free(&c);
+    atomic_store(&cancel, false);
+    cr_assert_eq(session_continue(&s, NULL, NULL, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.finish, FINISH_LENGTH);
+    cr_expect_eq(c.n_tokens, 6);
+    completion_free(&c);
     session_free(&s);
     tiny_free(&t);
 }

@@ -289,7 +289,10 @@ Test(model, cache_slot_copies_continue_like_separate_sequences)
     const int slots[2] = {1, 0};
     for (int pos = PROMPT; pos < T; pos++) {
         int step[2] = {r.tokens[T + pos], r.tokens[pos]}; /* row 0: sequence 1 */
-        model_forward_slots(&r.model, &inf, step, 2, 1, pos, slots);
+        const int positions[2] = {pos, pos}, out_rows[2] = {0, 1};
+        ForwardRows rows = {.token = step, .pos = positions, .slot = slots, .n = 2,
+                            .out_rows = out_rows, .n_out = 2, .logits = inf.logits};
+        model_forward_rows(&r.model, &inf, &rows);
         worst = fmaxf(worst, logits_distance(inf.logits, r.acts.logits + (size_t)(T + pos) * V, V));
         worst = fmaxf(worst, logits_distance(inf.logits + V, r.acts.logits + (size_t)pos * V, V));
     }

@@ -221,3 +221,22 @@ Test(notebooks, decode_loop_follows_llama_cpp_greedy_text)
     free(want);
     free(out);
 }
+
+/* Notebook 10 runs the same loop through include/quill.h alone: the prompt's ids are
+ * llama.cpp's, and the greedy text is the start of llama.cpp's. */
+Test(notebooks, public_api_follows_llama_cpp_greedy_text)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    SHARED_FILE_OR_SKIP(ref, "models/stories260K.ref.json");
+    char *out = run_notebook("10_public_api", model);
+    expect_text(out, "\"Once upon a time\" is 5 tokens: 1 '<s>' 403 ' Once' 407 ' upon' 261 ' a' "
+                     "378 ' time'");
+    char *want = reference_greedy_text(ref);
+    const char *got = line_after(out, "step ", "greedy text: \"");
+    size_t n = strlen(got) - 1; /* without the closing quote */
+    cr_expect(n > 10 && strncmp(got, want, n) == 0, "greedy text \"%.*s\" is not the start of "
+              "llama.cpp's \"%s\"", (int)n, got, want);
+    expect_text(out, "sequence 0 holds 15 positions");
+    free(want);
+    free(out);
+}

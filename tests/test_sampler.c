@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../generate/sampler.h"
+#include "sampler.h"
 
 enum { DRAWS = 20000, MAX_V = 16 };
 
@@ -1057,4 +1057,96 @@ Test(sampler_candidates, draw_sorted_equals_a_walk_over_the_sorted_list)
     free(logits);
     candidates_free(&unsorted);
     candidates_free(&sorted);
+}
+
+/* The trace of one step, worked out by hand for logits {1, 3, 2, 0} and the chain
+ * penalties (off), top-k 2, temperature 0.5:
+ *   after penalties    all 4, p = e^l / (1 + e + e^2 + e^3): 0.6439, 0.2369, 0.0871, 0.0321
+ *   after top-k 2      ids 1, 2: p = e^3 / (e^3 + e^2) = 1 / (1 + e^-1) = 0.7311, 0.2689
+ *   after temperature  logits 6, 4: p = 1 / (1 + e^-2) = 0.8808, 0.1192
+ *   the chain          the same list, which the selector draws from. */
+Test(sampler_chain, trace_records_the_list_after_each_stage)
+{
+    const float logits[4] = {1, 3, 2, 0};
+    SamplerParams p = params_plain();
+    Error err;
+    cr_assert_eq(sampler_chain_parse("penalties,top-k,temperature", &p, &err), 0, "%s", err.msg);
+    p.top_k = 2;
+    p.temperature = 0.5f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    SamplerTrace trace;
+    int token = sampler_sample_traced(&s, logits, &trace);
+    cr_assert_eq(trace.n_steps, 4);
+    cr_expect_eq(trace.chosen, token);
+    double z = 1 + exp(1) + exp(2) + exp(3);
+    const struct {
+        const char *stage;
+        int n, n_top, ids[4];
+        double p[4];
+    } want[4] = {
+        {"penalties", 4, 4, {1, 2, 0, 3}, {exp(3) / z, exp(2) / z, exp(1) / z, 1 / z}},
+        {"top-k", 2, 2, {1, 2}, {1 / (1 + exp(-1)), 1 / (1 + exp(1))}},
+        {"temperature", 2, 2, {1, 2}, {1 / (1 + exp(-2)), 1 / (1 + exp(2))}},
+        {"chain", 2, 2, {1, 2}, {1 / (1 + exp(-2)), 1 / (1 + exp(2))}},
+    };
+    int compared = 0;
+    for (int i = 0; i < 4; i++) {
+        const SamplerTraceStep *t = &trace.steps[i];
+        cr_expect_str_eq(t->stage, want[i].stage, "step %d", i);
+        cr_expect_eq(t->n, want[i].n, "step %s", t->stage);
+        cr_assert_eq(t->n_top, want[i].n_top, "step %s", t->stage);
+        for (int j = 0; j < t->n_top; j++, compared++) {
+            cr_expect_eq(t->top[j].id, want[i].ids[j], "step %s, rank %d", t->stage, j);
+            cr_expect(fabs(t->top[j].p - want[i].p[j]) < 1e-6, "step %s, id %d: p %g, want %g",
+                      t->stage, t->top[j].id, t->top[j].p, want[i].p[j]);
+        }
+    }
+    cr_expect_eq(compared, 10);
+    sampler_free(&s);
+}
+
+/* A trace costs a sort but changes nothing: the traced draws are the untraced ones, token
+ * for token, from the same seed, over the default chain on a 16-token distribution. */
+Test(sampler_chain, traced_sampling_draws_the_same_tokens)
+{
+    float logits[MAX_V];
+    for (int i = 0; i < MAX_V; i++)
+        logits[i] = (float)((i * 7) % MAX_V) / 4.0f;
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.seed = 9;
+    Sampler plain, traced;
+    init_or_fail(&plain, &p, MAX_V);
+    init_or_fail(&traced, &p, MAX_V);
+    SamplerTrace trace;
+    int same = 0, distinct[MAX_V] = {0};
+    for (int i = 0; i < 200; i++) {
+        int a = sampler_sample(&plain, logits), b = sampler_sample_traced(&traced, logits, &trace);
+        same += a == b;
+        distinct[a] = 1;
+    }
+    cr_expect_eq(same, 200);
+    int n_distinct = 0;
+    for (int i = 0; i < MAX_V; i++)
+        n_distinct += distinct[i];
+    cr_expect(n_distinct > 1, "the draws must vary for the comparison to mean something");
+    sampler_free(&plain);
+    sampler_free(&traced);
+}
+
+/* Every stage's name reads back as that stage: the table that parses chains and the one
+ * that names the trace's steps are one. */
+Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
+{
+    int compared = 0;
+    for (int i = 0; i < SAMPLER_STAGE_COUNT; i++, compared++) {
+        SamplerParams p = params_plain();
+        Error err;
+        const char *name = sampler_stage_name((SamplerStage)i);
+        cr_assert_eq(sampler_chain_parse(name, &p, &err), 0, "%s: %s", name, err.msg);
+        cr_expect_eq(p.n_chain, 1);
+        cr_expect_eq(p.chain[0], (SamplerStage)i, "%s", name);
+    }
+    cr_expect_eq(compared, 8);
 }

@@ -4,7 +4,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "../generate/stream.h"
+#include "stream.h"
 
 typedef struct {
     char text[256];

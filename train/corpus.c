@@ -148,13 +148,13 @@ static int block_check_text(const char *path, const unsigned char *s, size_t len
             return error_set(err, "%s is not text: a NUL byte at offset %zu (quill trains on "
                                   "UTF-8 text files)",
                              path, off);
-        size_t n = tokenizer_utf8_len(s[off]);
+        size_t n = utf8_len(s[off]);
         if (n > len - off) {
             if (!at_end) /* the block's end cut a character: it is not judged */
                 break;
             n = len - off;
         }
-        if (tokenizer_utf8_code(s + off, n) < 0) {
+        if (utf8_code(s + off, n) < 0) {
             first_invalid = invalid++ == 0 ? off : first_invalid;
             n = 1;
         }

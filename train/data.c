@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buffer.h"
 #include "corpus.h"
 #include "fileio.h"
 #include "hash.h"
@@ -234,14 +235,9 @@ static void writer_free(CacheWriter *w)
 
 static int writer_end_chunk(CacheWriter *w, Error *err)
 {
-    if (w->n_sums == w->cap_sums) {
-        size_t cap = w->cap_sums ? 2 * w->cap_sums : 64;
-        uint64_t *grown = realloc(w->sums, cap * sizeof *grown);
-        if (!grown)
-            return error_set(err, "out of memory for the chunk checksums");
-        w->sums = grown;
-        w->cap_sums = cap;
-    }
+    if (buffer_reserve_items(&w->sums, &w->cap_sums, w->n_sums + 1, sizeof *w->sums, 64,
+                             "chunk checksums", err) != 0)
+        return -1;
     w->sums[w->n_sums++] = hash64_stream_value(w->chunk);
     hash64_stream_reset(w->chunk);
     w->in_chunk = 0;

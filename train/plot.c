@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buffer.h"
 #include "cli.h"
 #include "config.h"
 #include "fileio.h"
@@ -40,17 +41,12 @@ static const double LOG_VALUE_MAX = 1e39;
 
 static int series_append(PlotSeries *s, double step, double value, Error *err)
 {
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 256;
-        double *steps = realloc(s->step, (size_t)cap * sizeof *steps);
-        if (steps)
-            s->step = steps;
-        double *values = steps ? realloc(s->value, (size_t)cap * sizeof *values) : NULL;
-        if (!values)
-            return error_set(err, "out of memory");
-        s->value = values;
-        s->cap = cap;
-    }
+    size_t need = (size_t)s->n + 1;
+    if (buffer_reserve_items(&s->step, &s->cap_step, need, sizeof *s->step, 256, "plot points",
+                             err) != 0 ||
+        buffer_reserve_items(&s->value, &s->cap_value, need, sizeof *s->value, 256,
+                             "plot points", err) != 0)
+        return -1;
     s->step[s->n] = step;
     s->value[s->n] = value;
     s->n++;

@@ -38,7 +38,8 @@ typedef enum {
 
 /* One quantity of one run: n points (step, value), in the order logged. */
 typedef struct {
-    int n, cap;
+    int n;
+    size_t cap_step, cap_value; /* room in each array, grown together */
     double *step;
     double *value;
 } PlotSeries;

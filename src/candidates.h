@@ -15,8 +15,8 @@
  * Order: "sorted" means by logit, highest first, ties to the lower id. With the id as the
  * tie-break the order is total, so every partial or full sort of the same list gives the
  * same result; probabilities never increase along a sorted list. */
-#ifndef QUILL_GENERATE_CANDIDATES_H
-#define QUILL_GENERATE_CANDIDATES_H
+#ifndef QUILL_CANDIDATES_H
+#define QUILL_CANDIDATES_H
 
 #include <float.h>
 #include <stdbool.h>

@@ -18,8 +18,8 @@
  * line), and the other roles must alternate user, assistant, user, ... The special-token
  * text in the result ("<|im_start|>", "<s>") must be encoded with parse_special, so that it
  * becomes the control tokens. docs/formats.md has the details and what quill leaves out. */
-#ifndef QUILL_GENERATE_CHAT_H
-#define QUILL_GENERATE_CHAT_H
+#ifndef QUILL_CHAT_H
+#define QUILL_CHAT_H
 
 #include <stdbool.h>
 

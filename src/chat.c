@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "buffer.h"
+#include "utf8.h"
 
 /* How a family trims message content (Jinja's `trim` filter and Python's str.strip remove
  * white space at both ends). */
@@ -182,44 +183,24 @@ static bool codepoint_is_space(uint32_t c)
            c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-/* The code point of the UTF-8 sequence s[0, n), or UINT32_MAX when it is not one (an
- * overlong form such as C0 A0 is not a space). */
-static uint32_t utf8_decode(const unsigned char *s, size_t n)
-{
-    static const unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
-    static const uint32_t smallest[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (n == 0 || n > 4)
-        return UINT32_MAX;
-    uint32_t c = s[0] & lead_mask[n];
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return UINT32_MAX;
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    return c < smallest[n] ? UINT32_MAX : c;
-}
-
-static size_t utf8_char_len(unsigned char lead)
-{
-    return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
-}
-
 /* Appends s without the white space at its ends. */
 static int text_append_trimmed(Text *t, const char *str, Error *err)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t begin = 0, end = strlen(str);
     while (begin < end) {
-        size_t n = utf8_char_len(s[begin]);
-        if (n > end - begin || !codepoint_is_space(utf8_decode(s + begin, n)))
+        uint32_t c;
+        int n = utf8_decode(s + begin, end - begin, &c);
+        if (n < 0 || !codepoint_is_space(c))
             break;
-        begin += n;
+        begin += (size_t)n;
     }
     while (end > begin) {
         size_t start = end - 1; /* back to the lead byte of the last character */
         while (start > begin && end - start < 4 && (s[start] & 0xC0) == 0x80)
             start--;
-        if (!codepoint_is_space(utf8_decode(s + start, end - start)))
+        int32_t c = utf8_code(s + start, end - start);
+        if (c < 0 || !codepoint_is_space((uint32_t)c))
             break;
         end = start;
     }

@@ -21,8 +21,8 @@
  * Usage: sampler_params_default (then sampler_preset and/or single fields, then
  * sampler_chain_parse), sampler_init, per position sampler_sample + sampler_accept, and
  * sampler_free. */
-#ifndef QUILL_GENERATE_SAMPLER_H
-#define QUILL_GENERATE_SAMPLER_H
+#ifndef QUILL_SAMPLER_H
+#define QUILL_SAMPLER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,6 +44,9 @@ typedef enum {
     SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
     SAMPLER_STAGE_COUNT
 } SamplerStage;
+
+/* A stage's name in chain strings ("top-k"). */
+const char *sampler_stage_name(SamplerStage stage);
 
 /* --logit-bias ID:VALUE: `bias` is added to token `token`'s logit. */
 typedef struct {
@@ -126,12 +129,33 @@ typedef struct {
     int *bad_word_tokens;  /* the tokens of every bad word, one after another */
     SamplerToken *history; /* accepted tokens, oldest first; only the last history_keep are
                               kept (-1: all), which is as far back as any processor looks */
-    int n_history, cap_history, history_keep;
+    int n_history, history_keep;
+    size_t cap_history;
     int *counts; /* n_vocab, all 0 between calls: occurrences in the penalty window */
     int *seen;   /* n_vocab: the distinct tokens of the window */
     int *slot;   /* n_vocab: where each token sits in a list that is not indexed */
     CandidateList scratch; /* the list sampler_sample works in */
 } Sampler;
+
+/* The candidate list as it stands after each stage of the chain, as data: what --show-probs
+ * prints and a playground would draw. Each step keeps the SAMPLER_TRACE_TOP most likely
+ * candidates, most likely first, with p their probability under the softmax of the list at
+ * that point (after the temperature stage: the tempered one); the last step, "chain", is
+ * the list the selector draws from. */
+enum { SAMPLER_TRACE_TOP = 8 };
+
+typedef struct {
+    const char *stage;  /* a stage's name (sampler_stage_name), or "chain" */
+    int n;              /* the candidates left (before the end, banned ones included) */
+    Candidate top[SAMPLER_TRACE_TOP]; /* banned ones left out */
+    int n_top;
+} SamplerTraceStep;
+
+typedef struct {
+    SamplerTraceStep steps[SAMPLER_STAGE_COUNT + 1]; /* each stage that ran, then "chain" */
+    int n_steps;
+    int chosen;         /* the token selected */
+} SamplerTrace;
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
  * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), repeat penalty 1 (off) over the
@@ -203,5 +227,9 @@ int sampler_select(Sampler *s, const CandidateList *c);
 /* sampler_apply + sampler_select in the sampler's own list, without sorting more of it
  * than the draw needs. Does not accept the token: call sampler_accept. */
 int sampler_sample(Sampler *s, const float *logits);
+
+/* sampler_sample that also records the list after each stage into trace: the same token
+ * for the same RNG state, at the cost of a full sort of the surviving candidates. */
+int sampler_sample_traced(Sampler *s, const float *logits, SamplerTrace *trace);
 
 #endif

@@ -22,8 +22,8 @@
  * parent's slot as it is and the others copy it into the slots of beams that ended, but
  * only the positions after the prompt (which every slot holds from the start): the prompt's
  * part is computed once and copied once. */
-#ifndef QUILL_GENERATE_BEAM_H
-#define QUILL_GENERATE_BEAM_H
+#ifndef QUILL_BEAM_H
+#define QUILL_BEAM_H
 
 #include "session.h"
 

@@ -7,15 +7,15 @@
  *     complete. Bytes that could still be the start of a stop string wait; a completed
  *     stop string ends the stream and is never written; text that turns out not to be a
  *     stop string is written as soon as that is known, or at the end. */
-#ifndef QUILL_GENERATE_STREAM_H
-#define QUILL_GENERATE_STREAM_H
+#ifndef QUILL_STREAM_H
+#define QUILL_STREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "error.h"
 
-/* Where decided bytes go (stdout, a buffer for --output-file, or both). */
+/* Where decided bytes go (a completion's text, from which the session tells its caller). */
 typedef void TextSink(void *ctx, const char *bytes, size_t n);
 
 typedef struct {
@@ -31,6 +31,12 @@ typedef struct {
 void text_stream_init(TextStream *s, char *const *stops, int n_stops, TextSink *sink,
                       void *sink_ctx);
 void text_stream_free(TextStream *s); /* NULL-safe */
+
+/* dst becomes an independent copy of src (its held-back bytes, whether it stopped) that
+ * writes to another sink: a beam that branches takes its parent's stream. dst must not be
+ * initialised. */
+int text_stream_copy(TextStream *dst, const TextStream *src, TextSink *sink, void *sink_ctx,
+                     Error *err);
 
 /* Takes n more bytes and writes what is decided. Returns 1 when a stop string completed
  * (the stream is then over: the text before it has been written, the stop string and

@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
+#include "utf8.h"
+
 void text_stream_init(TextStream *s, char *const *stops, int n_stops, TextSink *sink,
                       void *sink_ctx)
 {
@@ -21,6 +24,19 @@ void text_stream_free(TextStream *s)
     free(s->pending);
     memset(s, 0, sizeof *s);
     s->stopped_by = -1;
+}
+
+int text_stream_copy(TextStream *dst, const TextStream *src, TextSink *sink, void *sink_ctx,
+                     Error *err)
+{
+    text_stream_init(dst, src->stops, src->n_stops, sink, sink_ctx);
+    dst->stopped_by = src->stopped_by;
+    if (buffer_reserve(&dst->pending, &dst->cap, src->len, 64, "the output text", err) != 0)
+        return -1;
+    if (src->len > 0)
+        memcpy(dst->pending, src->pending, src->len);
+    dst->len = src->len;
+    return 0;
 }
 
 /* Length of the longest suffix of the n bytes at p that is a proper prefix of stop: those
@@ -42,8 +58,7 @@ static size_t utf8_unfinished_tail(const char *p, size_t n)
         unsigned char c = (unsigned char)p[n - back];
         if ((c & 0xc0) == 0x80)
             continue; /* a continuation byte: the character starts further back */
-        size_t need = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-        return need > back ? back : 0;
+        return utf8_len(c) > back ? back : 0;
     }
     return 0;
 }
@@ -81,16 +96,10 @@ int text_stream_push(TextStream *s, const char *bytes, size_t n, Error *err)
 {
     if (s->stopped_by >= 0)
         return 1;
-    if (n > 0 && s->len + n > s->cap) {
-        size_t cap = (s->len + n) * 2 + 16;
-        char *grown = realloc(s->pending, cap);
-        if (!grown)
-            return error_set(err, "out of memory for the output text");
-        s->pending = grown;
-        s->cap = cap;
-    }
     if (n == 0) /* a token with no text (a control token) decides nothing */
         return 0;
+    if (buffer_reserve(&s->pending, &s->cap, s->len + n, 64, "the output text", err) != 0)
+        return -1;
     memcpy(s->pending + s->len, bytes, n);
     s->len += n;
     int which;

@@ -11,9 +11,46 @@
 typedef struct {
     int slot;          /* its KV cache slot */
     double sum;        /* the log-probability of its tokens */
-    Completion c;      /* its tokens and their bytes (no stop string in them) */
+    Completion c;      /* its tokens, and the bytes its stream has decided */
+    TextStream stream; /* its text on the way into c: a stop string ends the beam */
+    int write_status;  /* 0, or -1 when the stream's bytes did not fit in memory */
     Sampler sampler;   /* its own history, for the penalties and bad words */
 } Beam;
+
+/* A beam stream's sink: the decided bytes, into the beam's text. */
+static void beam_write(void *beam, const char *bytes, size_t n)
+{
+    Beam *b = beam;
+    Error unused;
+    if (b->write_status == 0)
+        b->write_status = completion_add_text(&b->c, bytes, n, &unused);
+}
+
+static void beam_free(Beam *b)
+{
+    completion_free(&b->c);
+    text_stream_free(&b->stream);
+    sampler_free(&b->sampler);
+}
+
+/* dst's tokens, text and stream become copies of src's. */
+static int beam_copy_text(Beam *dst, const Beam *src, Error *err)
+{
+    for (int i = 0; i < src->c.n_tokens; i++)
+        if (completion_add_token(&dst->c, src->c.tokens[i], err) != 0)
+            return -1;
+    if (completion_add_text(&dst->c, src->c.text ? src->c.text : "", src->c.len, err) != 0)
+        return -1;
+    return text_stream_copy(&dst->stream, &src->stream, beam_write, dst, err);
+}
+
+/* The beam's text with the bytes its stream still holds back (a possible stop string's
+ * start, an unfinished character): the text of a hypothesis that ends here. */
+static int beam_finish_text(Beam *b, Error *err)
+{
+    text_stream_finish(&b->stream);
+    return b->write_status == 0 ? 0 : error_set(err, "out of memory for a beam's text");
+}
 
 /* One way to extend a beam: its parent, the token, the total after it. */
 typedef struct {
@@ -51,17 +88,8 @@ static double hypothesis_score(double sum, int length, float alpha)
     return alpha == 0.0f || length == 0 ? sum : sum / pow((double)length, alpha);
 }
 
-/* dst = src's tokens and text. */
-static int completion_copy(Completion *dst, const Completion *src, Error *err)
-{
-    for (int i = 0; i < src->n_tokens; i++)
-        if (completion_add_token(dst, src->tokens[i], err) != 0)
-            return -1;
-    return completion_add_text(dst, src->text ? src->text : "", src->len, err);
-}
-
 /* Keeps a finished hypothesis if it is among the n_best so far. */
-static int finished_add(BeamSearch *bs, const Completion *done, double score, FinishReason why,
+static int finished_add(BeamSearch *bs, const Beam *done, double score, FinishReason why,
                         Error *err)
 {
     int at = bs->n_best_found;
@@ -69,16 +97,24 @@ static int finished_add(BeamSearch *bs, const Completion *done, double score, Fi
         at--;
     if (at >= bs->n_best)
         return 0;
+    Beam ended = {0};
+    int status = beam_copy_text(&ended, done, err);
+    if (status == 0)
+        status = beam_finish_text(&ended, err);
+    text_stream_free(&ended.stream);
+    if (status != 0) {
+        completion_free(&ended.c);
+        return -1;
+    }
     if (bs->n_best_found == bs->n_best)
         completion_free(&bs->best[--bs->n_best_found]);
     memmove(&bs->best[at + 1], &bs->best[at], (size_t)(bs->n_best_found - at) * sizeof *bs->best);
-    Completion *c = &bs->best[at];
-    memset(c, 0, sizeof *c);
     bs->n_best_found++;
-    c->score = score;
-    c->finish = why;
-    c->seed = bs->s->seed;
-    return completion_copy(c, done, err);
+    bs->best[at] = ended.c;
+    bs->best[at].score = score;
+    bs->best[at].finish = why;
+    bs->best[at].seed = bs->s->params.sampler.seed;
+    return 0;
 }
 
 /* Every beam's likeliest extensions (2B each: enough that B survive whatever ends). */
@@ -86,7 +122,7 @@ static int collect_extensions(BeamSearch *bs, int *n_ext)
 {
     *n_ext = 0;
     for (int b = 0; b < bs->n_beams; b++) {
-        sampler_apply(&bs->beams[b].sampler, infer_logits(&bs->s->ctx, b), &bs->cand);
+        sampler_apply(&bs->beams[b].sampler, infer_logits(bs->s->ctx, b), &bs->cand);
         for (int j = 0; j < bs->cand.n && j < 2 * bs->width; j++) {
             if (!(bs->cand.data[j].p > 0.0f))
                 break;
@@ -98,29 +134,21 @@ static int collect_extensions(BeamSearch *bs, int *n_ext)
     return 0;
 }
 
-/* The parent's tokens and text with one more token: its id and its bytes. */
-static int completion_extend(Completion *child, const Completion *parent, const Tokenizer *tok,
-                             int token, Error *err)
+/* The child: its parent's tokens, text and stream, and one more token, its bytes pushed
+ * through the stream. Returns 1 when they complete a stop string (the child's text is then
+ * the text before it), 0 otherwise, -1 on error. */
+static int beam_extend(Beam *child, const Beam *parent, const Tokenizer *tok, int token,
+                       Error *err)
 {
     char piece[256];
     size_t len = tokenizer_token_bytes(tok, token, piece, sizeof piece);
-    if (completion_copy(child, parent, err) != 0 || completion_add_token(child, token, err) != 0)
+    if (beam_copy_text(child, parent, err) != 0 || completion_add_token(&child->c, token, err) != 0)
         return -1;
-    return completion_add_text(child, piece, len < sizeof piece ? len : sizeof piece, err);
-}
-
-/* Cuts c's text before the first stop string that ends after byte `from` (the text before
- * it had none). Returns whether there was one. */
-static bool text_cut_at_stop(const BeamSearch *bs, Completion *c, size_t from)
-{
-    const GenerateOptions *o = bs->s->o;
-    int which;
-    size_t at = text_find_stop(c->text, c->len, from, o->stop.items, o->stop.n, &which);
-    if (which < 0)
-        return false;
-    c->len = at;
-    c->text[at] = '\0';
-    return true;
+    int stopped = text_stream_push(&child->stream, piece, len < sizeof piece ? len : sizeof piece,
+                                   err);
+    if (stopped >= 0 && child->write_status != 0)
+        return error_set(err, "out of memory for a beam's text");
+    return stopped;
 }
 
 /* A child that goes on: its parent's sum and sampler with the token accepted; its slot is
@@ -146,28 +174,28 @@ static int choose_next(BeamSearch *bs, int n_ext, int *n_next, Error *err)
         const Extension *e = &bs->ext[rank];
         const Beam *parent = &bs->beams[e->parent];
         bool counts = rank < bs->width;
-        if (session_token_ends_text(s, e->token)) {
-            double score = hypothesis_score(e->sum, parent->c.n_tokens, bs->alpha);
-            if (counts && finished_add(bs, &parent->c, score, FINISH_EOS, err) != 0)
-                return -1;
-            continue;
-        }
         Beam *child = &bs->next[*n_next];
         memset(child, 0, sizeof *child);
-        int status = completion_extend(&child->c, &parent->c, s->tok, e->token, err);
-        if (status == 0 && text_cut_at_stop(bs, &child->c, parent->c.len)) {
-            double score = hypothesis_score(e->sum, child->c.n_tokens, bs->alpha);
-            status = counts ? finished_add(bs, &child->c, score, FINISH_STOP, err) : 0;
-            completion_free(&child->c);
+        if (session_token_ends_text(s, e->token)) {
+            double score = hypothesis_score(e->sum, parent->c.n_tokens, bs->alpha);
+            int status = counts ? finished_add(bs, parent, score, FINISH_EOS, err) : 0;
             if (status != 0)
                 return -1;
             continue;
         }
-        if (status == 0)
-            status = child_continue(child, parent, e, err);
-        if (status != 0) {
-            completion_free(&child->c);
-            sampler_free(&child->sampler);
+        int stopped = beam_extend(child, parent, s->tok, e->token, err);
+        if (stopped == 1) {
+            double score = hypothesis_score(e->sum, child->c.n_tokens, bs->alpha);
+            stopped = counts ? finished_add(bs, child, score, FINISH_STOP, err) : 0;
+            beam_free(child);
+            if (stopped != 0)
+                return -1;
+            continue;
+        }
+        if (stopped == 0)
+            stopped = child_continue(child, parent, e, err);
+        if (stopped != 0) {
+            beam_free(child);
             return -1;
         }
         (*n_next)++;
@@ -197,17 +225,15 @@ static void assign_slots(BeamSearch *bs, int n_next, int n_prompt)
             bs->next[i].slot = parent_slot;
         } else {
             bs->next[i].slot = free_slots[--n_free];
-            infer_seq_copy(&bs->s->ctx, parent_slot, bs->next[i].slot, n_prompt);
+            infer_seq_copy(bs->s->ctx, parent_slot, bs->next[i].slot, n_prompt);
         }
     }
 }
 
 static void beams_free(Beam *beams, int n)
 {
-    for (int b = 0; b < n; b++) {
-        completion_free(&beams[b].c);
-        sampler_free(&beams[b].sampler);
-    }
+    for (int b = 0; b < n; b++)
+        beam_free(&beams[b]);
 }
 
 /* True when no open beam can reach the score of the n_best-th finished one: a beam's sum
@@ -247,7 +273,7 @@ static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
         slots[b] = bs->beams[b].slot;
         tokens[b] = bs->beams[b].c.tokens[bs->beams[b].c.n_tokens - 1];
     }
-    return infer_decode_batch(&bs->s->ctx, slots, tokens, n_next, err);
+    return infer_decode_step(bs->s->ctx, slots, tokens, n_next, err);
 }
 
 /* The sampler every beam starts from: the session's chain without its truncating filters
@@ -256,10 +282,10 @@ static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
 static int root_beam(BeamSearch *bs, Error *err)
 {
     Session *s = bs->s;
-    SamplerParams params = s->params;
+    SamplerParams params = s->params.sampler;
     params.n_chain = 0;
-    for (int i = 0; i < s->params.n_chain; i++) {
-        SamplerStage st = s->params.chain[i];
+    for (int i = 0; i < s->params.sampler.n_chain; i++) {
+        SamplerStage st = s->params.sampler.chain[i];
         if (st == SAMPLER_STAGE_LOGIT_BIAS || st == SAMPLER_STAGE_BAD_WORDS ||
             st == SAMPLER_STAGE_PENALTIES)
             params.chain[params.n_chain++] = st;
@@ -268,12 +294,8 @@ static int root_beam(BeamSearch *bs, Error *err)
     Beam *root = &bs->beams[0];
     bs->n_beams = 1;
     root->slot = 0;
-    if (sampler_init(&root->sampler, &params, s->model->config.vocab_size, err) != 0)
-        return -1;
-    for (int i = 0; i < s->n_history; i++)
-        if (sampler_accept(&root->sampler, s->history[i].token, s->history[i].is_prompt, err) != 0)
-            return -1;
-    return 0;
+    text_stream_init(&root->stream, s->params.stops, s->params.n_stops, beam_write, root);
+    return session_sampler_init(s, &params, &root->sampler, err);
 }
 
 int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
@@ -287,31 +309,31 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
     bs.next = calloc((size_t)beam_size, sizeof *bs.next);
     bs.best = calloc((size_t)n_best, sizeof *bs.best);
     bs.ext = malloc((size_t)beam_size * 2 * beam_size * sizeof *bs.ext);
-    int n_prompt = infer_seq_length(&s->ctx, 0);
+    int n_prompt = infer_seq_length(s->ctx, 0);
     int status = bs.beams && bs.next && bs.best && bs.ext ? 0 : error_set(err, "out of memory");
     if (status == 0)
         status = candidates_init(&bs.cand, s->model->config.vocab_size, err);
     if (status == 0)
         status = root_beam(&bs, err);
     for (int slot = 1; status == 0 && slot < beam_size; slot++)
-        infer_seq_copy(&s->ctx, 0, slot, 0); /* the prompt, into every slot once */
+        infer_seq_copy(s->ctx, 0, slot, 0); /* the prompt, into every slot once */
     /* the longest a text can be: max_tokens, or what the context holds after the prompt,
      * and one more from the last logits, as a sampled text takes */
-    int max_tokens = s->o->max_tokens, room = s->n_ctx - n_prompt + 1;
+    int max_tokens = s->params.max_tokens, room = s->params.n_ctx - n_prompt + 1;
     int longest = max_tokens < room ? max_tokens : room;
     double start = timer_seconds();
     bool settled = false, last = false, full = false;
     for (int step = 0; status == 0 && !settled && !last && step < max_tokens && bs.n_beams > 0;
          step++) {
         bool at_max = step + 1 == max_tokens;
-        full = !at_max && infer_seq_length(&s->ctx, bs.beams[0].slot) == s->n_ctx;
+        full = !at_max && infer_seq_length(s->ctx, bs.beams[0].slot) == s->params.n_ctx;
         last = at_max || full;
         status = beam_step(&bs, n_prompt, !last, err);
         settled = status == 0 && search_done(&bs, longest);
     }
     FinishReason open_finish = full ? FINISH_CONTEXT : FINISH_LENGTH;
     for (int b = 0; status == 0 && !settled && b < bs.n_beams; b++) /* finished as they are */
-        status = finished_add(&bs, &bs.beams[b].c,
+        status = finished_add(&bs, &bs.beams[b],
                               hypothesis_score(bs.beams[b].sum, bs.beams[b].c.n_tokens, bs.alpha),
                               open_finish, err);
     s->stats.search_steps += bs.steps;

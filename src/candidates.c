@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heap.h"
+
 /* Sums of rounded probabilities are off by a few units in the last place: a set whose
  * exact probability equals the target (0.4 + 0.3 for top-p 0.7) must still reach it. */
 #define MASS_SLACK 1e-6
@@ -132,21 +134,11 @@ static inline void candidate_swap(Candidate *a, Candidate *b)
     *b = t;
 }
 
-/* Restores the heap property below h[i] in a heap of n whose root is the candidate that
- * comes LAST in the order: the one to evict when a better one turns up. */
-static void heap_sift_down(Candidate *h, int n, int i, CandidateOrder o)
+/* The heap's order for top-k's selection: its root is the candidate that comes LAST in
+ * the order, the one to evict when a better one turns up. */
+static bool comes_after(const void *a, const void *b, const void *order)
 {
-    for (;;) {
-        int last = i, left = 2 * i + 1, right = left + 1;
-        if (left < n && order_before(&h[last], &h[left], o))
-            last = left;
-        if (right < n && order_before(&h[last], &h[right], o))
-            last = right;
-        if (last == i)
-            return;
-        candidate_swap(&h[i], &h[last]);
-        i = last;
-    }
+    return order_before(b, a, *(const CandidateOrder *)order);
 }
 
 /* Moves the first m candidates of c[0..n) in order o to c[0..m), sorted; the others stay
@@ -159,17 +151,16 @@ static void candidates_select_head(Candidate *c, int n, int m, CandidateOrder o)
 {
     if (m > n)
         m = n;
-    for (int i = m / 2 - 1; i >= 0; i--)
-        heap_sift_down(c, m, i, o);
+    heap_make(c, (size_t)m, sizeof *c, comes_after, &o);
     for (int i = m; i < n; i++) {
         if (order_before(&c[i], &c[0], o)) {
             candidate_swap(&c[i], &c[0]);
-            heap_sift_down(c, m, 0, o);
+            heap_sift_down(c, (size_t)m, sizeof *c, 0, comes_after, &o);
         }
     }
     for (int end = m - 1; end > 0; end--) {
         candidate_swap(&c[0], &c[end]);
-        heap_sift_down(c, end, 0, o);
+        heap_sift_down(c, (size_t)end, sizeof *c, 0, comes_after, &o);
     }
 }
 

@@ -1,0 +1,243 @@
+/* libquill: the sampler chain (sampler.h) behind a handle, with its per-stage candidates as
+ * data. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "quill_internal.h"
+
+/* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
+ * llama.cpp's defaults. */
+quill_sampler_params quill_sampler_params_default(void)
+{
+    SamplerParams d;
+    sampler_params_default(&d);
+    return (quill_sampler_params){
+        .temperature = d.temperature, .top_k = d.top_k, .top_p = d.top_p, .min_p = d.min_p,
+        .typical_p = d.typical_p, .repeat_penalty = d.repeat_penalty,
+        .frequency_penalty = d.frequency_penalty, .presence_penalty = d.presence_penalty,
+        .repeat_last_n = d.repeat_last_n, .penalize_prompt = d.penalize_prompt,
+        .seed = d.seed};
+}
+
+static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *out)
+{
+    out->temperature = p->temperature;
+    out->top_k = p->top_k;
+    out->top_p = p->top_p;
+    out->min_p = p->min_p;
+    out->typical_p = p->typical_p;
+    out->repeat_penalty = p->repeat_penalty;
+    out->frequency_penalty = p->frequency_penalty;
+    out->presence_penalty = p->presence_penalty;
+    out->repeat_last_n = p->repeat_last_n;
+    out->penalize_prompt = p->penalize_prompt;
+    out->seed = p->seed;
+}
+
+int quill_sampler_params_preset(quill_sampler_params *p, const char *name)
+{
+    if (api_check_handle(p, "quill_sampler_params_preset", "params") != QUILL_OK ||
+        api_check_handle(name, "quill_sampler_params_preset", "name") != QUILL_OK)
+        return QUILL_ERROR;
+    SamplerParams s;
+    sampler_params_default(&s);
+    numbers_to_internal(p, &s);
+    Error err;
+    if (sampler_preset(name, &s, &err) != 0)
+        return api_error(&err);
+    *p = (quill_sampler_params){
+        .temperature = s.temperature, .top_k = s.top_k, .top_p = s.top_p, .min_p = s.min_p,
+        .typical_p = s.typical_p, .repeat_penalty = s.repeat_penalty,
+        .frequency_penalty = s.frequency_penalty, .presence_penalty = s.presence_penalty,
+        .repeat_last_n = s.repeat_last_n, .penalize_prompt = s.penalize_prompt,
+        .chain = p->chain, .seed = p->seed, .logit_bias = p->logit_bias,
+        .n_logit_bias = p->n_logit_bias, .bad_words = p->bad_words,
+        .n_bad_words = p->n_bad_words};
+    return QUILL_OK;
+}
+
+/* The bad words as token sequences: each text as it stands inside a text and after a
+ * space (the two spellings that tokenize differently). The lists are malloc'd:
+ * sampler_init copies them, and bad_words_free frees these. */
+static int bad_words_tokenize(const quill_model *m, const quill_sampler_params *p,
+                              TokenSequence **out, Error *err)
+{
+    TokenSequence *seqs = calloc((size_t)p->n_bad_words * 2 + 1, sizeof *seqs);
+    if (!seqs)
+        return error_set(err, "out of memory");
+    *out = seqs;
+    EncodeOptions mid = {.mid_text = true};
+    for (int i = 0; i < p->n_bad_words; i++) {
+        const char *word = p->bad_words[i];
+        if (!word || !*word)
+            return error_set(err, "bad word %d is empty", i);
+        size_t len = strlen(word);
+        char *spaced = malloc(len + 2);
+        if (!spaced)
+            return error_set(err, "out of memory");
+        spaced[0] = ' ';
+        memcpy(spaced + 1, word, len + 1);
+        for (int k = 0; k < 2; k++) {
+            size_t n;
+            int status = tokenizer_encode_with(&m->tok, k ? spaced : word, len + (size_t)k, mid,
+                                               (int **)&seqs[2 * i + k].tokens, &n, err);
+            seqs[2 * i + k].n_tokens = (int)n;
+            if (status != 0) {
+                free(spaced);
+                return -1;
+            }
+        }
+        free(spaced);
+    }
+    return 0;
+}
+
+static void bad_words_free(TokenSequence *seqs, int n)
+{
+    for (int i = 0; seqs && i < n; i++)
+        free((int *)seqs[i].tokens);
+    free(seqs);
+}
+
+/* The SamplerParams of p: the numbers, the chain, the bias (the same struct layout: copied
+ * as LogitBias) and the bad words tokenized. */
+static int sampler_params_from(const quill_model *m, const quill_sampler_params *p,
+                               SamplerParams *out, TokenSequence **bad, LogitBias **bias,
+                               Error *err)
+{
+    sampler_params_default(out);
+    numbers_to_internal(p, out);
+    if (p->chain && sampler_chain_parse(p->chain, out, err) != 0)
+        return -1;
+    if (p->n_logit_bias < 0 || p->n_bad_words < 0 || (p->n_logit_bias > 0 && !p->logit_bias) ||
+        (p->n_bad_words > 0 && !p->bad_words))
+        return error_set(err, "%d logit biases at %p, %d bad words at %p", p->n_logit_bias,
+                         (const void *)p->logit_bias, p->n_bad_words,
+                         (const void *)p->bad_words);
+    *bias = calloc((size_t)p->n_logit_bias + 1, sizeof **bias);
+    if (!*bias)
+        return error_set(err, "out of memory");
+    for (int i = 0; i < p->n_logit_bias; i++)
+        (*bias)[i] = (LogitBias){.token = p->logit_bias[i].token, .bias = p->logit_bias[i].bias};
+    out->logit_bias = *bias;
+    out->n_logit_bias = p->n_logit_bias;
+    if (bad_words_tokenize(m, p, bad, err) != 0)
+        return -1;
+    out->bad_words = *bad;
+    out->n_bad_words = 2 * p->n_bad_words;
+    return 0;
+}
+
+quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_params *p)
+{
+    if (api_check_handle(m, "quill_sampler_new", "model") != QUILL_OK)
+        return NULL;
+    quill_sampler_params params = p ? *p : quill_sampler_params_default();
+    quill_sampler *s = calloc(1, sizeof *s);
+    SamplerParams internal;
+    TokenSequence *bad = NULL;
+    LogitBias *bias = NULL;
+    Error err;
+    int status = s ? sampler_params_from(m, &params, &internal, &bad, &bias, &err)
+                   : error_set(&err, "out of memory");
+    if (status == 0)
+        status = sampler_init(&s->sampler, &internal, m->tok.n_vocab, &err);
+    bad_words_free(bad, 2 * params.n_bad_words);
+    free(bias);
+    if (status != 0) {
+        api_fail("quill_sampler_new: %s", err.msg);
+        free(s);
+        return NULL;
+    }
+    s->model = m;
+    return s;
+}
+
+void quill_sampler_free(quill_sampler *s)
+{
+    if (!s)
+        return;
+    sampler_free(&s->sampler);
+    free(s);
+}
+
+/* The trace's steps as the API's candidates, trace_top of each at most. */
+static void trace_as_candidates(quill_sampler *s)
+{
+    for (int i = 0; i < s->trace.n_steps; i++) {
+        const SamplerTraceStep *step = &s->trace.steps[i];
+        s->n_top[i] = step->n_top < s->trace_top ? step->n_top : s->trace_top;
+        for (int k = 0; k < s->n_top[i]; k++)
+            s->top[i][k] = (quill_candidate){.token = step->top[k].id,
+                                             .logit = step->top[k].logit, .p = step->top[k].p};
+    }
+}
+
+quill_token quill_sampler_sample(quill_sampler *s, const float *logits)
+{
+    if (api_check_handle(s, "quill_sampler_sample", "sampler") != QUILL_OK ||
+        api_check_handle(logits, "quill_sampler_sample", "logits") != QUILL_OK)
+        return -1;
+    if (s->trace_top == 0) {
+        s->trace.n_steps = 0;
+        return sampler_sample(&s->sampler, logits);
+    }
+    int token = sampler_sample_traced(&s->sampler, logits, &s->trace);
+    trace_as_candidates(s);
+    return token;
+}
+
+int quill_sampler_accept(quill_sampler *s, quill_token token, bool is_prompt)
+{
+    if (api_check_handle(s, "quill_sampler_accept", "sampler") != QUILL_OK)
+        return QUILL_ERROR;
+    Error err;
+    if (sampler_accept(&s->sampler, token, is_prompt, &err) != 0)
+        return api_fail("quill_sampler_accept: %s", err.msg);
+    return QUILL_OK;
+}
+
+/* Forgets the history, and starts the draw again from the seed (sampler_reset alone lets
+ * the RNG go on). */
+void quill_sampler_reset(quill_sampler *s)
+{
+    if (!s)
+        return;
+    sampler_reset(&s->sampler);
+    rng_seed(&s->sampler.rng, s->sampler.params.seed);
+}
+
+int quill_sampler_describe(const quill_sampler *s, char *buf, size_t cap)
+{
+    if (api_check_handle(s, "quill_sampler_describe", "sampler") != QUILL_OK)
+        return -1;
+    char text[1024];
+    sampler_chain_describe(&s->sampler.params, text, sizeof text);
+    return api_copy_out(text, strlen(text), buf, cap);
+}
+
+int quill_sampler_trace(quill_sampler *s, int top_n)
+{
+    if (api_check_handle(s, "quill_sampler_trace", "sampler") != QUILL_OK)
+        return QUILL_ERROR;
+    if (top_n < 0 || top_n > SAMPLER_TRACE_TOP)
+        return api_fail("quill_sampler_trace: %d candidates per stage (0 to %d)", top_n,
+                        SAMPLER_TRACE_TOP);
+    s->trace_top = top_n;
+    s->trace.n_steps = 0;
+    return QUILL_OK;
+}
+
+int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, int cap)
+{
+    if (api_check_handle(s, "quill_sampler_stages", "sampler") != QUILL_OK)
+        return -1;
+    if (cap < 0 || (cap > 0 && !out))
+        return api_fail("quill_sampler_stages: a buffer of %d stages at %p", cap, (void *)out);
+    const SamplerTrace *t = &s->trace;
+    for (int i = 0; i < t->n_steps && i < cap; i++)
+        out[i] = (quill_stage_candidates){.stage = t->steps[i].stage,
+                                          .n_survivors = t->steps[i].n,
+                                          .n_top = s->n_top[i], .top = s->top[i]};
+    return t->n_steps;
+}

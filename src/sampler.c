@@ -1,0 +1,755 @@
+/* The sampler: parameters and presets; the stateful processors (logit bias, bad words,
+ * penalties), which need the sampler's history or copied lists; the table of stages (each
+ * one's name, processor, description and check), which chain strings, --verbose's
+ * description and the parameter check read; the chain that runs the stages in order, with
+ * its trace; and the selector. The stateless filters are in candidates.c. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buffer.h"
+
+/* llama.cpp's default order (see sampler.h for why): what the user changes first (bias,
+ * bans, penalties), then the truncating filters on the untempered distribution, then the
+ * temperature on what survived. */
+static const SamplerStage DEFAULT_CHAIN[] = {
+    SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
+    SAMPLER_STAGE_TOP_K,      SAMPLER_STAGE_TYPICAL_P, SAMPLER_STAGE_TOP_P,
+    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_TEMPERATURE,
+};
+
+/* ---- parameters ---- */
+
+void sampler_params_default(SamplerParams *p)
+{
+    *p = (SamplerParams){
+        .temperature = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .typical_p = 1.0f,
+        .repeat_penalty = 1.0f,
+        .frequency_penalty = 0.0f,
+        .presence_penalty = 0.0f,
+        .repeat_last_n = 64,
+        .penalize_prompt = true,
+        .n_chain = (int)(sizeof DEFAULT_CHAIN / sizeof *DEFAULT_CHAIN),
+        .seed = 0,
+    };
+    memcpy(p->chain, DEFAULT_CHAIN, sizeof DEFAULT_CHAIN);
+}
+
+/* The numbers a preset sets (see sampler_preset in sampler.h for why these values). */
+typedef struct {
+    const char *name;
+    float temperature;
+    int top_k;
+    float top_p, min_p, typical_p, repeat_penalty;
+    int repeat_last_n;
+    float frequency_penalty, presence_penalty;
+} SamplerPreset;
+
+static const SamplerPreset PRESETS[] = {
+    /* name            temp  top-k top-p min-p typ  repeat last freq pres */
+    {"deterministic", 0.0f, 0, 1.0f, 0.0f, 1.0f, 1.0f, 64, 0.0f, 0.0f},
+    {"balanced", 0.8f, 40, 0.95f, 0.05f, 1.0f, 1.1f, 64, 0.0f, 0.0f},
+    {"creative", 1.2f, 0, 1.0f, 0.1f, 1.0f, 1.0f, 64, 0.0f, 0.0f},
+};
+
+int sampler_preset(const char *name, SamplerParams *p, Error *err)
+{
+    for (size_t i = 0; i < sizeof PRESETS / sizeof *PRESETS; i++) {
+        const SamplerPreset *s = &PRESETS[i];
+        if (strcmp(name, s->name) != 0)
+            continue;
+        p->temperature = s->temperature;
+        p->top_k = s->top_k;
+        p->top_p = s->top_p;
+        p->min_p = s->min_p;
+        p->typical_p = s->typical_p;
+        p->repeat_penalty = s->repeat_penalty;
+        p->repeat_last_n = s->repeat_last_n;
+        p->frequency_penalty = s->frequency_penalty;
+        p->presence_penalty = s->presence_penalty;
+        return 0;
+    }
+    char quoted[64];
+    return error_set(err, "unknown sampler preset \"%s\" (known: deterministic, balanced, creative)",
+                     error_quote(quoted, sizeof quoted, name, strlen(name)));
+}
+
+int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err)
+{
+    char quoted[64];
+    error_quote(quoted, sizeof quoted, text, strlen(text));
+    char *end;
+    long id = strtol(text, &end, 10);
+    if (end == text || *end != ':' || id < 0 || id > 0x7fffffff)
+        return error_set(err, "logit bias \"%s\": expected TOKEN_ID:VALUE, e.g. 13:-inf", quoted);
+    const char *value = end + 1;
+    float bias = strtof(value, &end);
+    if (end == value || *end != '\0')
+        return error_set(err, "logit bias \"%s\": \"%s\" is not a number", quoted, value);
+    if (isnan(bias) || bias == INFINITY)
+        return error_set(err, "logit bias \"%s\": the value must be finite or -inf", quoted);
+    *out = (LogitBias){.token = (int)id, .bias = bias};
+    return 0;
+}
+
+/* ---- the processors that need the sampler ---- */
+
+static bool penalties_on(const SamplerParams *p)
+{
+    return p->repeat_last_n != 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                     p->presence_penalty != 0.0f);
+}
+
+/* Prepares sampler_find for the list: a list still in id order needs nothing; any other
+ * gets a map from id to position, O(n) once per processor instead of a search per token. */
+static void sampler_index(Sampler *s, const CandidateList *c)
+{
+    if (c->indexed)
+        return;
+    for (int i = 0; i < c->n; i++)
+        s->slot[c->data[i].id] = i;
+}
+
+/* Token id's candidate, or NULL when a filter removed it. Slots left from earlier lists
+ * are caught by checking the id found there. */
+static Candidate *sampler_find(Sampler *s, CandidateList *c, int id)
+{
+    if (c->indexed)
+        return id < c->n ? &c->data[id] : NULL;
+    int i = s->slot[id];
+    return i < c->n && c->data[i].id == id ? &c->data[i] : NULL;
+}
+
+static void sampler_apply_logit_bias(Sampler *s, CandidateList *c)
+{
+    if (s->params.n_logit_bias == 0)
+        return;
+    sampler_index(s, c);
+    for (int i = 0; i < s->params.n_logit_bias; i++) {
+        const LogitBias *b = &s->logit_bias[i];
+        Candidate *x = sampler_find(s, c, b->token);
+        if (!x || x->logit == -INFINITY)
+            continue;
+        x->logit = b->bias == -INFINITY ? -INFINITY : candidates_clamp_logit(x->logit + b->bias);
+    }
+    candidates_lift_total_ban(c);
+}
+
+/* Whether the history ends with tokens[0..n). */
+static bool history_ends_with(const Sampler *s, const int *tokens, int n)
+{
+    if (n > s->n_history)
+        return false;
+    const SamplerToken *tail = s->history + s->n_history - n;
+    for (int i = 0; i < n; i++)
+        if (tail[i].token != tokens[i])
+            return false;
+    return true;
+}
+
+/* A bad word is banned one token before it would be complete: its last token cannot
+ * follow its other tokens. Banning only a phrase's first token would forbid every word
+ * that starts with it; banning each of its tokens would forbid common pieces ("the"). */
+static void sampler_apply_bad_words(Sampler *s, CandidateList *c)
+{
+    if (s->params.n_bad_words == 0)
+        return;
+    sampler_index(s, c);
+    for (int i = 0; i < s->params.n_bad_words; i++) {
+        const TokenSequence *w = &s->bad_words[i];
+        if (!history_ends_with(s, w->tokens, w->n_tokens - 1))
+            continue;
+        Candidate *x = sampler_find(s, c, w->tokens[w->n_tokens - 1]);
+        if (x)
+            x->logit = -INFINITY;
+    }
+    candidates_lift_total_ban(c);
+}
+
+/* One token's penalties: CTRL's repetition penalty, then OpenAI's frequency and presence
+ * penalties (the order llama.cpp uses). */
+static float penalize_logit(float logit, int count, const SamplerParams *p)
+{
+    if (logit == -INFINITY) /* banned stays banned */
+        return logit;
+    /* Dividing a negative logit by a penalty > 1 would raise it (-2 / 1.5 = -1.33) and make
+     * the repeated token MORE likely: negative logits are multiplied instead. */
+    float l = logit > 0.0f ? logit / p->repeat_penalty : logit * p->repeat_penalty;
+    l -= (float)count * p->frequency_penalty + (count > 0 ? p->presence_penalty : 0.0f);
+    return candidates_clamp_logit(l);
+}
+
+/* Counts each token of the window (the last repeat_last_n tokens of the history; prompt
+ * tokens only when penalize_prompt) and penalizes each distinct one once. counts[] is 0
+ * again on return, so the cost is the window's length, not the vocabulary's. */
+static void sampler_apply_penalties(Sampler *s, CandidateList *c)
+{
+    const SamplerParams *p = &s->params;
+    if (!penalties_on(p))
+        return;
+    int first = p->repeat_last_n < 0 || p->repeat_last_n > s->n_history
+                    ? 0
+                    : s->n_history - p->repeat_last_n;
+    int n_seen = 0;
+    for (int i = first; i < s->n_history; i++) {
+        const SamplerToken *t = &s->history[i];
+        if (t->is_prompt && !p->penalize_prompt)
+            continue;
+        if (s->counts[t->token]++ == 0)
+            s->seen[n_seen++] = t->token;
+    }
+    sampler_index(s, c);
+    for (int i = 0; i < n_seen; i++) {
+        int token = s->seen[i];
+        Candidate *x = sampler_find(s, c, token);
+        if (x)
+            x->logit = penalize_logit(x->logit, s->counts[token], p);
+        s->counts[token] = 0;
+    }
+}
+
+/* Appends printf-style text at buf + *len, never past cap (the text is cut short). */
+static void describe_append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void describe_append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int written = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (written > 0)
+        *len = *len + (size_t)written < cap ? *len + (size_t)written : cap - 1;
+}
+
+/* ---- the stages: one entry each ---- */
+
+/* Appends "off" when a stage is off, otherwise its settings. */
+static void describe_setting(char *buf, size_t cap, size_t *len, bool on, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void describe_setting(char *buf, size_t cap, size_t *len, bool on, const char *fmt, ...)
+{
+    if (!on) {
+        describe_append(buf, cap, len, "off");
+        return;
+    }
+    char text[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    describe_append(buf, cap, len, "%s", text);
+}
+
+static int check_unit(const char *name, float value, Error *err)
+{
+    if (!(value >= 0.0f && value <= 1.0f))
+        return error_set(err, "sampler: %s %g is outside 0..1", name, value);
+    return 0;
+}
+
+static void logit_bias_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->n_logit_bias > 0, "(%d tokens)", p->n_logit_bias);
+}
+
+static int logit_bias_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
+        return error_set(err, "sampler: %d logit biases without a list", p->n_logit_bias);
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        const LogitBias *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= n_vocab)
+            return error_set(err, "sampler: logit bias for token %d, outside the vocabulary "
+                                  "(0..%d)", b->token, n_vocab - 1);
+        if (isnan(b->bias) || b->bias == INFINITY)
+            return error_set(err, "sampler: logit bias %g for token %d must be finite or -inf",
+                             b->bias, b->token);
+    }
+    return 0;
+}
+
+static void bad_words_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->n_bad_words > 0, "(%d sequences)", p->n_bad_words);
+}
+
+static int bad_words_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (p->n_bad_words < 0 || (p->n_bad_words > 0 && !p->bad_words))
+        return error_set(err, "sampler: %d bad words without a list", p->n_bad_words);
+    for (int i = 0; i < p->n_bad_words; i++) {
+        const TokenSequence *w = &p->bad_words[i];
+        if (w->n_tokens < 1 || !w->tokens)
+            return error_set(err, "sampler: bad word %d has no tokens", i);
+        for (int j = 0; j < w->n_tokens; j++)
+            if (w->tokens[j] < 0 || w->tokens[j] >= n_vocab)
+                return error_set(err, "sampler: bad word %d has token %d, outside the "
+                                      "vocabulary (0..%d)", i, w->tokens[j], n_vocab - 1);
+    }
+    return 0;
+}
+
+static void penalties_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, penalties_on(p),
+                     "(repeat %g, frequency %g, presence %g, last %d tokens%s)",
+                     p->repeat_penalty, p->frequency_penalty, p->presence_penalty,
+                     p->repeat_last_n, p->penalize_prompt ? "" : ", prompt not counted");
+}
+
+static int penalties_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (!(isfinite(p->repeat_penalty) && p->repeat_penalty > 0.0f))
+        return error_set(err, "sampler: repeat penalty %g must be above 0 (1 turns it off)",
+                         p->repeat_penalty);
+    if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty))
+        return error_set(err, "sampler: frequency and presence penalties must be finite numbers");
+    if (p->repeat_last_n < -1)
+        return error_set(err, "sampler: repeat-last-n %d is below -1 (-1: the whole history)",
+                         p->repeat_last_n);
+    return 0;
+}
+
+static void top_k_apply(Sampler *s, CandidateList *c)
+{
+    candidates_top_k(c, s->params.top_k);
+}
+
+static void top_k_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->top_k > 0, "%d", p->top_k);
+}
+
+static int top_k_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (p->top_k < 0)
+        return error_set(err, "sampler: top-k %d is negative (0 turns it off)", p->top_k);
+    return 0;
+}
+
+static void typical_p_apply(Sampler *s, CandidateList *c)
+{
+    candidates_typical(c, s->params.typical_p);
+}
+
+static void typical_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->typical_p < 1.0f, "%g", p->typical_p);
+}
+
+static int typical_p_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    return check_unit("typical-p", p->typical_p, err);
+}
+
+static void top_p_apply(Sampler *s, CandidateList *c)
+{
+    candidates_top_p(c, s->params.top_p);
+}
+
+static void top_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->top_p < 1.0f, "%g", p->top_p);
+}
+
+static int top_p_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    return check_unit("top-p", p->top_p, err);
+}
+
+static void min_p_apply(Sampler *s, CandidateList *c)
+{
+    candidates_min_p(c, s->params.min_p);
+}
+
+static void min_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->min_p > 0.0f, "%g", p->min_p);
+}
+
+static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    return check_unit("min-p", p->min_p, err);
+}
+
+static void temperature_apply(Sampler *s, CandidateList *c)
+{
+    candidates_temperature(c, s->params.temperature);
+}
+
+/* never "off": at <= 0 the selector is greedy, which the chain's description ends with */
+static void temperature_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_append(buf, cap, len, "%g", p->temperature <= 0.0f ? 0.0 : p->temperature);
+}
+
+static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (!isfinite(p->temperature))
+        return error_set(err, "sampler: temperature %g is not a finite number", p->temperature);
+    return 0;
+}
+
+/* A processor of the chain: its name in chain strings, what it does to the candidates,
+ * its settings in words (after its name: "40", "off", "(3 tokens)") and the check of its
+ * fields of SamplerParams. Adding a processor is its SamplerStage value, its fields and
+ * one entry here; parsing, describing, checking and running the chain read the table. */
+typedef struct {
+    const char *name;
+    void (*apply)(Sampler *s, CandidateList *c);
+    void (*describe)(const SamplerParams *p, char *buf, size_t cap, size_t *len);
+    int (*validate)(const SamplerParams *p, int n_vocab, Error *err);
+} StageInfo;
+
+static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
+    [SAMPLER_STAGE_LOGIT_BIAS] = {"logit-bias", sampler_apply_logit_bias, logit_bias_describe,
+                                  logit_bias_validate},
+    [SAMPLER_STAGE_BAD_WORDS] = {"bad-words", sampler_apply_bad_words, bad_words_describe,
+                                 bad_words_validate},
+    [SAMPLER_STAGE_PENALTIES] = {"penalties", sampler_apply_penalties, penalties_describe,
+                                 penalties_validate},
+    [SAMPLER_STAGE_TOP_K] = {"top-k", top_k_apply, top_k_describe, top_k_validate},
+    [SAMPLER_STAGE_TYPICAL_P] = {"typical-p", typical_p_apply, typical_p_describe,
+                                 typical_p_validate},
+    [SAMPLER_STAGE_TOP_P] = {"top-p", top_p_apply, top_p_describe, top_p_validate},
+    [SAMPLER_STAGE_MIN_P] = {"min-p", min_p_apply, min_p_describe, min_p_validate},
+    [SAMPLER_STAGE_TEMPERATURE] = {"temperature", temperature_apply, temperature_describe,
+                                   temperature_validate},
+};
+
+const char *sampler_stage_name(SamplerStage stage)
+{
+    return stage >= 0 && stage < SAMPLER_STAGE_COUNT ? STAGES[stage].name : "?";
+}
+
+/* ---- chain strings ---- */
+
+/* The stage called name[0..len), or -1. */
+static int stage_from_name(const char *name, size_t len)
+{
+    for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
+        if (strlen(STAGES[i].name) == len && memcmp(STAGES[i].name, name, len) == 0)
+            return i;
+    return -1;
+}
+
+/* "logit-bias, bad-words, ..., temperature": every stage's name, for error messages. */
+static const char *stage_names(char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
+        describe_append(buf, cap, &len, "%s%s", i ? ", " : "", STAGES[i].name);
+    return buf;
+}
+
+int sampler_chain_parse(const char *text, SamplerParams *p, Error *err)
+{
+    char quoted[128], item_quoted[64], known[256];
+    error_quote(quoted, sizeof quoted, text, strlen(text));
+    SamplerStage chain[SAMPLER_STAGE_COUNT];
+    bool used[SAMPLER_STAGE_COUNT] = {false};
+    int n = 0;
+    for (const char *item = text;;) {
+        const char *end = strchr(item, ',');
+        size_t len = end ? (size_t)(end - item) : strlen(item);
+        while (len > 0 && *item == ' ')
+            item++, len--;
+        while (len > 0 && item[len - 1] == ' ')
+            len--;
+        if (len == 0)
+            return error_set(err, "sampler chain \"%s\": empty item (names are separated by "
+                                  "single commas)", quoted);
+        int stage = stage_from_name(item, len);
+        error_quote(item_quoted, sizeof item_quoted, item, len);
+        if (stage < 0)
+            return error_set(err, "sampler chain \"%s\": unknown sampler \"%s\" (known: %s)",
+                             quoted, item_quoted, stage_names(known, sizeof known));
+        if (used[stage])
+            return error_set(err, "sampler chain \"%s\": \"%s\" appears twice", quoted,
+                             item_quoted);
+        used[stage] = true;
+        chain[n++] = (SamplerStage)stage;
+        if (!end)
+            break;
+        item = end + 1;
+    }
+    memcpy(p->chain, chain, (size_t)n * sizeof *chain);
+    p->n_chain = n;
+    return 0;
+}
+
+void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < p->n_chain; i++) {
+        describe_append(buf, cap, &len, "%s ", STAGES[p->chain[i]].name);
+        STAGES[p->chain[i]].describe(p, buf, cap, &len);
+        describe_append(buf, cap, &len, " -> ");
+    }
+    if (p->temperature <= 0.0f)
+        describe_append(buf, cap, &len, "greedy (argmax)");
+    else
+        describe_append(buf, cap, &len, "random draw (seed %llu)", (unsigned long long)p->seed);
+}
+
+/* The vocabulary, the chain, and every stage's fields (whether the chain names it or not,
+ * so that a stage added later by /set finds them valid). */
+static int sampler_params_check(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (n_vocab <= 0)
+        return error_set(err, "sampler: the vocabulary has %d tokens", n_vocab);
+    if (p->n_chain < 0 || p->n_chain > SAMPLER_STAGE_COUNT)
+        return error_set(err, "sampler: a chain has 0 to %d stages, not %d", SAMPLER_STAGE_COUNT,
+                         p->n_chain);
+    bool used[SAMPLER_STAGE_COUNT] = {false};
+    for (int i = 0; i < p->n_chain; i++) {
+        if ((int)p->chain[i] < 0 || p->chain[i] >= SAMPLER_STAGE_COUNT || used[p->chain[i]])
+            return error_set(err, "sampler: chain entry %d is not a stage or repeats one", i);
+        used[p->chain[i]] = true;
+    }
+    for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
+        if (STAGES[i].validate(p, n_vocab, err) != 0)
+            return -1;
+    return 0;
+}
+
+/* ---- set-up, copies, history ---- */
+
+/* How many of the latest tokens any processor looks at (-1: all of them): the penalty
+ * window, and every bad word's tokens but its last. Older tokens can be dropped. */
+static int history_keep(const SamplerParams *p)
+{
+    int keep = 0;
+    for (int i = 0; i < p->n_bad_words; i++)
+        keep = p->bad_words[i].n_tokens - 1 > keep ? p->bad_words[i].n_tokens - 1 : keep;
+    if (penalties_on(p)) {
+        if (p->repeat_last_n < 0)
+            return -1;
+        keep = p->repeat_last_n > keep ? p->repeat_last_n : keep;
+    }
+    return keep;
+}
+
+/* Copies the logit bias and bad words out of the caller's memory into s, and points
+ * s->params at the copies. */
+static int sampler_copy_lists(Sampler *s, const SamplerParams *p, Error *err)
+{
+    size_t n_tokens = 0;
+    for (int i = 0; i < p->n_bad_words; i++)
+        n_tokens += (size_t)p->bad_words[i].n_tokens;
+    s->logit_bias = malloc(((size_t)p->n_logit_bias + 1) * sizeof *s->logit_bias);
+    s->bad_words = malloc(((size_t)p->n_bad_words + 1) * sizeof *s->bad_words);
+    s->bad_word_tokens = malloc((n_tokens + 1) * sizeof *s->bad_word_tokens);
+    if (!s->logit_bias || !s->bad_words || !s->bad_word_tokens)
+        return error_set(err, "out of memory for the sampler's logit bias and bad words");
+    if (p->n_logit_bias > 0)
+        memcpy(s->logit_bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof *s->logit_bias);
+    int *tokens = s->bad_word_tokens;
+    for (int i = 0; i < p->n_bad_words; i++) {
+        const TokenSequence *w = &p->bad_words[i];
+        memcpy(tokens, w->tokens, (size_t)w->n_tokens * sizeof *tokens);
+        s->bad_words[i] = (TokenSequence){.tokens = tokens, .n_tokens = w->n_tokens};
+        tokens += w->n_tokens;
+    }
+    s->params.logit_bias = s->logit_bias;
+    s->params.bad_words = s->bad_words;
+    return 0;
+}
+
+/* Everything but the RNG and the history's contents: parameters, lists, scratch. */
+static int sampler_setup(Sampler *s, const SamplerParams *p, int n_vocab, size_t cap_history,
+                         Error *err)
+{
+    memset(s, 0, sizeof *s);
+    if (sampler_params_check(p, n_vocab, err) != 0)
+        return -1;
+    s->params = *p;
+    s->n_vocab = n_vocab;
+    s->history_keep = history_keep(p);
+    s->cap_history = cap_history;
+    s->history = malloc(cap_history * sizeof *s->history);
+    s->counts = calloc((size_t)n_vocab, sizeof *s->counts);
+    s->seen = malloc((size_t)n_vocab * sizeof *s->seen);
+    s->slot = calloc((size_t)n_vocab, sizeof *s->slot);
+    if (!s->history || !s->counts || !s->seen || !s->slot) {
+        sampler_free(s);
+        return error_set(err, "out of memory for a sampler over %d tokens", n_vocab);
+    }
+    if (sampler_copy_lists(s, p, err) != 0 || candidates_init(&s->scratch, n_vocab, err) != 0) {
+        sampler_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (sampler_setup(s, p, n_vocab, 64, err) != 0)
+        return -1;
+    rng_seed(&s->rng, p->seed);
+    return 0;
+}
+
+void sampler_free(Sampler *s)
+{
+    if (!s)
+        return;
+    free(s->logit_bias);
+    free(s->bad_words);
+    free(s->bad_word_tokens);
+    free(s->history);
+    free(s->counts);
+    free(s->seen);
+    free(s->slot);
+    candidates_free(&s->scratch);
+    memset(s, 0, sizeof *s);
+}
+
+int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
+{
+    if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
+        return -1;
+    dst->rng = src->rng;
+    memcpy(dst->history, src->history, (size_t)src->n_history * sizeof *src->history);
+    dst->n_history = src->n_history;
+    return 0;
+}
+
+void sampler_reset(Sampler *s)
+{
+    s->n_history = 0;
+}
+
+int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
+{
+    if (token < 0 || token >= s->n_vocab)
+        return error_set(err, "sampler: token %d is outside the vocabulary (0..%d)", token,
+                         s->n_vocab - 1);
+    if ((size_t)s->n_history == s->cap_history) {
+        int keep = s->history_keep;
+        if (keep >= 0 && (size_t)keep <= s->cap_history / 2) {
+            /* drop what no processor looks at; moving half the buffer every half buffer
+             * of tokens costs O(1) per token */
+            memmove(s->history, s->history + s->n_history - keep, (size_t)keep * sizeof *s->history);
+            s->n_history = keep;
+        } else {
+            if (s->cap_history > (1 << 29))
+                return error_set(err, "sampler: the history is full (%d tokens)", s->n_history);
+            if (buffer_reserve_items(&s->history, &s->cap_history, s->cap_history + 1,
+                                     sizeof *s->history, 64, "the sampler's history", err) != 0)
+                return -1;
+        }
+    }
+    s->history[s->n_history++] = (SamplerToken){.token = token, .is_prompt = is_prompt};
+    return 0;
+}
+
+/* ---- the trace ---- */
+
+/* Inserts x into the top list of a trace step (sorted by logit, ties to the lower id) when
+ * it belongs there. */
+static void trace_insert(SamplerTraceStep *t, Candidate x)
+{
+    int at = t->n_top;
+    while (at > 0 && (t->top[at - 1].logit < x.logit ||
+                      (t->top[at - 1].logit == x.logit && t->top[at - 1].id > x.id)))
+        at--;
+    if (at >= SAMPLER_TRACE_TOP)
+        return;
+    int moved = t->n_top < SAMPLER_TRACE_TOP ? t->n_top - at : SAMPLER_TRACE_TOP - 1 - at;
+    memmove(&t->top[at + 1], &t->top[at], (size_t)moved * sizeof x);
+    t->top[at] = x;
+    if (t->n_top < SAMPLER_TRACE_TOP)
+        t->n_top++;
+}
+
+/* Records the list after a stage without changing it: its most likely candidates and their
+ * probabilities under the list's softmax, computed aside. */
+static void trace_record(SamplerTrace *trace, const char *stage, const CandidateList *c)
+{
+    SamplerTraceStep *t = &trace->steps[trace->n_steps++];
+    *t = (SamplerTraceStep){.stage = stage, .n = c->n};
+    float max = -INFINITY;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit > max)
+            max = c->data[i].logit;
+    double sum = 0.0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY) {
+            sum += exp((double)c->data[i].logit - max);
+            trace_insert(t, c->data[i]);
+        }
+    for (int i = 0; i < t->n_top; i++)
+        t->top[i].p = (float)(exp((double)t->top[i].logit - max) / sum);
+}
+
+/* ---- the chain and the selector ---- */
+
+/* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
+ * with its logit, each stage of the chain rewrites them in order (sampler_params_default
+ * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
+ * that sum to 1. With a trace, the list is recorded after each stage. */
+static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
+                              SamplerTrace *trace)
+{
+    const SamplerParams *p = &s->params;
+    candidates_fill(c, logits, s->n_vocab);
+    for (int i = 0; i < p->n_chain; i++) {
+        STAGES[p->chain[i]].apply(s, c);
+        if (trace)
+            trace_record(trace, STAGES[p->chain[i]].name, c);
+    }
+    candidates_drop_banned(c);
+    candidates_softmax(c);
+}
+
+void sampler_apply(Sampler *s, const float *logits, CandidateList *out)
+{
+    sampler_run_chain(s, logits, out, NULL);
+    candidates_sort(out);
+}
+
+int sampler_select(Sampler *s, const CandidateList *c)
+{
+    if (s->params.temperature <= 0.0f)
+        return candidates_argmax(c);
+    return candidates_draw(c, rng_uniform(&s->rng));
+}
+
+int sampler_sample(Sampler *s, const float *logits)
+{
+    sampler_run_chain(s, logits, &s->scratch, NULL);
+    if (s->params.temperature <= 0.0f)
+        return candidates_argmax(&s->scratch);
+    return candidates_draw_sorted(&s->scratch, rng_uniform(&s->rng));
+}
+
+int sampler_sample_traced(Sampler *s, const float *logits, SamplerTrace *trace)
+{
+    CandidateList *c = &s->scratch;
+    trace->n_steps = 0;
+    sampler_run_chain(s, logits, c, trace);
+    candidates_sort(c);
+    SamplerTraceStep *last = &trace->steps[trace->n_steps++];
+    *last = (SamplerTraceStep){.stage = "chain", .n = c->n};
+    last->n_top = c->n < SAMPLER_TRACE_TOP ? c->n : SAMPLER_TRACE_TOP;
+    memcpy(last->top, c->data, (size_t)last->n_top * sizeof *c->data);
+    trace->chosen = sampler_select(s, c);
+    return trace->chosen;
+}

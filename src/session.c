@@ -1,0 +1,429 @@
+#include "session.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buffer.h"
+#include "loader.h"
+#include "stream.h"
+#include "timer.h"
+
+const char *finish_reason_name(FinishReason r)
+{
+    static const char *const names[] = {"length", "eos", "stop", "context", "cancelled"};
+    return names[r];
+}
+
+void session_params_default(SessionParams *p)
+{
+    *p = (SessionParams){.n_seq = 1, .n_ctx = 512, .cache_type = GGML_TYPE_F32,
+                         .max_tokens = 256};
+    sampler_params_default(&p->sampler);
+}
+
+/* ---- completions ------------------------------------------------------------------------ */
+
+void completion_free(Completion *c)
+{
+    free(c->text);
+    free(c->tokens);
+    memset(c, 0, sizeof *c);
+}
+
+int completion_add_token(Completion *c, int token, Error *err)
+{
+    if (buffer_reserve_items(&c->tokens, &c->cap_tokens, (size_t)c->n_tokens + 1,
+                             sizeof *c->tokens, 64, "generated tokens", err) != 0)
+        return -1;
+    c->tokens[c->n_tokens++] = token;
+    return 0;
+}
+
+int completion_add_text(Completion *c, const char *bytes, size_t n, Error *err)
+{
+    if (buffer_reserve(&c->text, &c->cap, c->len + n + 1, 256, "generated text", err) != 0)
+        return -1;
+    memcpy(c->text + c->len, bytes, n);
+    c->len += n;
+    c->text[c->len] = '\0';
+    return 0;
+}
+
+/* ---- history ------------------------------------------------------------------------------ */
+
+static int history_push(Session *s, int token, bool is_prompt, Error *err)
+{
+    if (buffer_reserve_items(&s->history, &s->cap_history, (size_t)s->n_history + 1,
+                             sizeof *s->history, 256, "the session's history", err) != 0)
+        return -1;
+    s->history[s->n_history++] = (SamplerToken){token, is_prompt};
+    return sampler_accept(s->sampler, token, is_prompt, err);
+}
+
+int session_sampler_init(const Session *s, const SamplerParams *params, Sampler *out,
+                         Error *err)
+{
+    if (sampler_init(out, params, s->model->config.vocab_size, err) != 0)
+        return -1;
+    for (int i = 0; i < s->n_history; i++)
+        if (sampler_accept(out, s->history[i].token, s->history[i].is_prompt, err) != 0) {
+            sampler_free(out);
+            return -1;
+        }
+    return 0;
+}
+
+/* ---- the session --------------------------------------------------------------------------- */
+
+int session_init(Session *s, const Model *m, const Tokenizer *tok, const SessionParams *p,
+                 Error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->model = m;
+    s->tok = tok;
+    InferParams infer = {.n_seq = p->n_seq, .n_ctx = p->n_ctx, .cache_type = p->cache_type};
+    if (infer_init(&s->own_ctx, m, &infer, err) != 0)
+        return -1;
+    s->ctx = &s->own_ctx;
+    s->sampler = &s->own_sampler;
+    s->params = *p;
+    if (session_update(s, p, err) != 0) {
+        session_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int session_borrow(Session *s, const Model *m, const Tokenizer *tok, InferContext *ctx,
+                   int seq, Sampler *sampler, const SessionParams *p, Error *err)
+{
+    memset(s, 0, sizeof *s);
+    if (seq < 0 || seq >= ctx->params.n_seq)
+        return error_set(err, "no sequence %d (the context has %d)", seq, ctx->params.n_seq);
+    *s = (Session){.model = m, .tok = tok, .params = *p, .ctx = ctx, .seq = seq,
+                   .sampler = sampler};
+    s->params.n_seq = ctx->params.n_seq;
+    s->params.n_ctx = ctx->params.n_ctx;
+    s->params.cache_type = ctx->params.cache_type;
+    s->params.sampler = sampler->params;
+    return 0;
+}
+
+void session_free(Session *s)
+{
+    infer_free(&s->own_ctx);
+    sampler_free(&s->own_sampler);
+    free(s->history);
+    memset(s, 0, sizeof *s);
+}
+
+int session_update(Session *s, const SessionParams *p, Error *err)
+{
+    Sampler sampler;
+    if (session_sampler_init(s, &p->sampler, &sampler, err) != 0)
+        return -1;
+    sampler_free(s->sampler);
+    *s->sampler = sampler;
+    SessionParams kept = s->params; /* the cache's shape */
+    s->params = *p;
+    s->params.n_seq = kept.n_seq;
+    s->params.n_ctx = kept.n_ctx;
+    s->params.cache_type = kept.cache_type;
+    s->params.sampler = sampler.params; /* its lists are the sampler's copies */
+    return 0;
+}
+
+void session_reset(Session *s)
+{
+    infer_seq_clear(s->ctx, s->seq);
+    sampler_reset(s->sampler);
+    s->n_history = 0;
+}
+
+int session_feed(Session *s, const int *tokens, int n, Error *err)
+{
+    if (n == 0)
+        return 0;
+    int used = infer_seq_length(s->ctx, s->seq);
+    if (used + n > s->params.n_ctx)
+        return error_set(err, "the prompt has %d token%s and %d are in the context already; "
+                              "the context holds %d (give a larger --context)",
+                         n, plural_s(n), used, s->params.n_ctx);
+    s->prompt_start = timer_seconds();
+    if (infer_decode(s->ctx, s->seq, tokens, n, err) != 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (history_push(s, tokens[i], true, err) != 0)
+            return -1;
+    s->stats.prompt_tokens += n;
+    s->stats.prompt_seconds += timer_seconds() - s->prompt_start;
+    return 0;
+}
+
+/* When the cache is full: the first n_keep positions stay, the older half of the rest is
+ * forgotten, and what follows moves down, its keys rotated to their new positions
+ * (llama.cpp's context shift), so nothing runs through the model again. */
+static int context_shift(Session *s, Error *err)
+{
+    int n_ctx = s->params.n_ctx;
+    int keep = s->params.n_keep > 0 && s->params.n_keep < n_ctx ? s->params.n_keep : 0;
+    int discard = (n_ctx - keep) / 2 > 0 ? (n_ctx - keep) / 2 : 1;
+    return infer_seq_truncate(s->ctx, s->seq, keep, keep + discard, err);
+}
+
+bool session_token_ends_text(const Session *s, int token)
+{
+    const Tokenizer *tok = s->tok;
+    bool end = token == tok->eos_id || (tok->eot_id >= 0 && token == tok->eot_id);
+    return end && !s->params.ignore_eos;
+}
+
+/* The next token, recording the trace when asked for, or its log-probability when given a
+ * list to apply the chain into (the draw then walks the sorted list: the same token as
+ * sampler_sample for the same RNG state). */
+static int choose_token(Session *s, const float *logits, SamplerTrace *trace,
+                        CandidateList *list, float *logprob)
+{
+    *logprob = NAN;
+    if (trace)
+        return sampler_sample_traced(s->sampler, logits, trace);
+    if (!list)
+        return sampler_sample(s->sampler, logits);
+    sampler_apply(s->sampler, logits, list);
+    int token = sampler_select(s->sampler, list);
+    for (int i = 0; i < list->n; i++)
+        if (list->data[i].id == token)
+            *logprob = logf(list->data[i].p);
+    return token;
+}
+
+/* Where a stream's decided bytes go: the completion's text. */
+typedef struct {
+    Completion *c;
+    Error *err;
+    int status;
+} StreamTarget;
+
+static void stream_write(void *ctx, const char *bytes, size_t n)
+{
+    StreamTarget *t = ctx;
+    if (t->status == 0)
+        t->status = completion_add_text(t->c, bytes, n, t->err);
+}
+
+/* Tells the caller of a token and of the text decided since the last call. */
+static void announce(SessionCallback *on_token, void *ctx, SessionToken *t, const Completion *c,
+                     size_t *announced)
+{
+    if (!on_token)
+        return;
+    t->text = c->text ? c->text + *announced : "";
+    t->n_text = c->len - *announced;
+    *announced = c->len;
+    on_token(ctx, t);
+}
+
+/* The bytes of one token at most (longer ones are cut). */
+enum { TOKEN_PIECE_MAX = 256 };
+
+/* Adds a chosen token to the continuation: its bytes (into piece, for the event) to the
+ * stream, itself to the history. Returns 1 when a stop string completed. */
+static int take_token(Session *s, TextStream *stream, StreamTarget *target, int token,
+                      char piece[static TOKEN_PIECE_MAX], SessionToken *event, Error *err)
+{
+    size_t len = tokenizer_token_bytes(s->tok, token, piece, TOKEN_PIECE_MAX);
+    event->piece = piece;
+    event->n_piece = len < TOKEN_PIECE_MAX ? len : TOKEN_PIECE_MAX;
+    if (completion_add_token(target->c, token, err) != 0 || history_push(s, token, false, err) != 0)
+        return -1;
+    int stopped = text_stream_push(stream, piece, event->n_piece, err);
+    return target->status != 0 ? -1 : stopped;
+}
+
+/* Feeds the token just taken back into the model, making room first when the context is
+ * full; returns 1 when it is full and may not be shifted. */
+static int feed_back(Session *s, int token, Error *err)
+{
+    if (infer_seq_length(s->ctx, s->seq) == s->params.n_ctx) {
+        if (!s->params.context_shift)
+            return 1;
+        if (context_shift(s, err) != 0)
+            return -1;
+    }
+    return infer_decode(s->ctx, s->seq, &token, 1, err);
+}
+
+/* Whether the cancel flag is set. */
+static bool session_cancelled(const Session *s)
+{
+    return s->cancel && atomic_load(s->cancel);
+}
+
+int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completion *c,
+                     Error *err)
+{
+    memset(c, 0, sizeof *c);
+    c->seed = s->params.sampler.seed;
+    c->finish = FINISH_LENGTH;
+    TextStream stream;
+    StreamTarget target = {.c = c, .err = err};
+    text_stream_init(&stream, s->params.stops, s->params.n_stops, stream_write, &target);
+    SamplerTrace trace;
+    CandidateList list = {0};
+    char piece[TOKEN_PIECE_MAX];
+    size_t announced = 0;
+    int status = 0;
+    if (s->params.logprobs && candidates_init(&list, s->model->config.vocab_size, err) != 0)
+        status = -1;
+    double start = timer_seconds();
+    int generated = 0;
+    while (status == 0 && generated < s->params.max_tokens) {
+        if (session_cancelled(s)) {
+            c->finish = FINISH_CANCELLED;
+            break;
+        }
+        float logprob;
+        int token = choose_token(s, infer_logits(s->ctx, 0), s->params.trace ? &trace : NULL,
+                                 s->params.logprobs ? &list : NULL, &logprob);
+        if (generated++ == 0)
+            s->stats.first_token_seconds = timer_seconds() - s->prompt_start;
+        SessionToken event = {.token = token, .trace = s->params.trace ? &trace : NULL,
+                              .logprob = logprob};
+        if (session_token_ends_text(s, token)) {
+            c->finish = FINISH_EOS;
+            announce(on_token, ctx, &event, c, &announced);
+            break;
+        }
+        int taken = take_token(s, &stream, &target, token, piece, &event, err);
+        if (taken >= 0) /* shown before the model runs it: the text appears without delay */
+            announce(on_token, ctx, &event, c, &announced);
+        int fed = taken == 0 || taken == 1 ? feed_back(s, token, err) : -1;
+        if (taken < 0 || fed < 0)
+            status = -1;
+        else if (taken == 1)
+            c->finish = FINISH_STOP;
+        else if (fed == 1)
+            c->finish = FINISH_CONTEXT;
+        if (taken != 0 || fed != 0)
+            break;
+    }
+    text_stream_finish(&stream);
+    text_stream_free(&stream);
+    candidates_free(&list);
+    if (c->len > announced)
+        announce(on_token, ctx, &(SessionToken){.token = -1, .logprob = NAN}, c, &announced);
+    s->stats.generated_tokens += c->n_tokens;
+    s->stats.generate_seconds += timer_seconds() - start;
+    return status != 0 || target.status != 0 ? -1 : 0;
+}
+
+/* ---- several samples side by side ---------------------------------------------------- */
+
+typedef struct {
+    Sampler sampler;
+    TextStream stream;
+    StreamTarget target;
+    bool done;
+} SampleState;
+
+/* Sample i's state: its own sampler (the session's history, its own seed) and stream. */
+static int sample_state_init(Session *s, SampleState *st, Completion *c, uint64_t seed,
+                             Error *err)
+{
+    memset(c, 0, sizeof *c);
+    c->seed = seed;
+    c->finish = FINISH_LENGTH;
+    SamplerParams params = s->params.sampler;
+    params.seed = seed;
+    if (session_sampler_init(s, &params, &st->sampler, err) != 0)
+        return -1;
+    st->target = (StreamTarget){.c = c, .err = err};
+    text_stream_init(&st->stream, s->params.stops, s->params.n_stops, stream_write, &st->target);
+    return 0;
+}
+
+/* One step of a sample: chooses its token from logits and streams it; returns 1 when the
+ * sample is over (EOS, a stop string), 0 to go on, -1 on error. */
+static int sample_step(Session *s, SampleState *st, Completion *c, const float *logits,
+                       int *token, Error *err)
+{
+    *token = sampler_sample(&st->sampler, logits);
+    if (session_token_ends_text(s, *token)) {
+        c->finish = FINISH_EOS;
+        return 1;
+    }
+    char piece[TOKEN_PIECE_MAX];
+    size_t len = tokenizer_token_bytes(s->tok, *token, piece, sizeof piece);
+    if (completion_add_token(c, *token, err) != 0 ||
+        sampler_accept(&st->sampler, *token, false, err) != 0)
+        return -1;
+    int stopped = text_stream_push(&st->stream, piece, len < sizeof piece ? len : sizeof piece,
+                                   err);
+    if (stopped < 0 || st->target.status != 0)
+        return -1;
+    if (stopped)
+        c->finish = FINISH_STOP;
+    return stopped;
+}
+
+/* Every sample's step; the ones that go on are listed in seqs/tokens (their cache slots
+ * and next tokens), and rows[i] is where sample i's logits will be. */
+static int samples_step(Session *s, SampleState *states, Completion *out, int n, int step,
+                        int *seqs, int *tokens, int *rows, int *batch, Error *err)
+{
+    *batch = 0;
+    for (int i = 0; i < n; i++) {
+        if (states[i].done)
+            continue;
+        const float *logits = infer_logits(s->ctx, step == 0 ? 0 : rows[i]);
+        int token, r = sample_step(s, &states[i], &out[i], logits, &token, err);
+        if (r < 0)
+            return -1;
+        states[i].done = r == 1;
+        if (r == 0) {
+            seqs[*batch] = i;
+            tokens[*batch] = token;
+            rows[i] = (*batch)++;
+        }
+    }
+    return 0;
+}
+
+int session_sample_many(Session *s, int n, Completion *out, Error *err)
+{
+    SampleState *states = calloc((size_t)n, sizeof *states);
+    int *seqs = malloc((size_t)n * sizeof *seqs), *tokens = malloc((size_t)n * sizeof *tokens);
+    int *rows = malloc((size_t)n * sizeof *rows);
+    int status = states && seqs && tokens && rows ? 0 : error_set(err, "out of memory");
+    for (int i = 1; status == 0 && i < n; i++) /* the prompt's cache, into every slot */
+        infer_seq_copy(s->ctx, 0, i, 0);
+    for (int i = 0; status == 0 && i < n; i++)
+        status = sample_state_init(s, &states[i], &out[i],
+                                   s->params.sampler.seed + (uint64_t)i, err);
+    double start = timer_seconds();
+    for (int step = 0; status == 0 && step < s->params.max_tokens; step++) {
+        int batch;
+        status = samples_step(s, states, out, n, step, seqs, tokens, rows, &batch, err);
+        if (status != 0 || batch == 0 || step + 1 == s->params.max_tokens)
+            break;
+        if (infer_seq_length(s->ctx, seqs[0]) == s->params.n_ctx) {
+            for (int b = 0; b < batch; b++)
+                out[seqs[b]].finish = FINISH_CONTEXT;
+            break;
+        }
+        status = infer_decode_step(s->ctx, seqs, tokens, batch, err);
+    }
+    for (int i = 0; states && i < n; i++) {
+        text_stream_finish(&states[i].stream);
+        text_stream_free(&states[i].stream);
+        sampler_free(&states[i].sampler);
+        s->stats.generated_tokens += out[i].n_tokens;
+    }
+    s->stats.generate_seconds += timer_seconds() - start;
+    free(states);
+    free(seqs);
+    free(tokens);
+    free(rows);
+    return status;
+}
