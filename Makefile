@@ -273,7 +273,15 @@ $(BUILD)/abi/%: tests/abi/%.c include/quill.h $(SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(ABI_CFLAGS) -Iinclude -o $@ $< -L$(LIBDIR) -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lquill -lm
 
-test-abi: $(ABI_BINS)
+# First the library's surface: it must export the quill_* functions alone (the toolchain
+# adds _init and _fini), and need neither libedit nor MPI, the command-line program's.
+test-abi: $(SO) $(ABI_BINS)
+	@extra=$$(nm -D --defined-only $(SO_REAL) | awk '$$3 !~ /^(quill_|_init$$|_fini$$)/'); \
+	if [ -n "$$extra" ]; then echo "abi: $(SO_REAL) exports more than quill_*:"; \
+	  echo "$$extra"; exit 1; fi
+	@if ldd $(SO_REAL) | grep -E 'libedit|libmpi'; then \
+	  echo "abi: $(SO_REAL) needs the command-line program's libraries"; exit 1; fi
+	@echo "abi: $(SO_REAL) exports $$(nm -D --defined-only $(SO_REAL) | grep -c ' quill_') quill_* functions and nothing else"
 	@failed=0; for t in $(ABI_BINS); do \
 	  $$t; rc=$$?; \
 	  if [ $$rc = 0 ]; then echo "abi $$t: ok"; \

@@ -2,7 +2,9 @@
  * double-precision product, for every transpose combination, odd shapes, row strides
  * wider than the rows, and both beta = 0 (C holds garbage) and beta = 1. */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,3 +263,47 @@ Test(matmul, blas_kernel_choice_follows_the_cpu)
     cr_expect_null(gemm_coretype_choose("Prescott", false, false, false), "nothing better to run");
     cr_expect_null(gemm_coretype_choose("FutureLake", true, true, true), "unknown: left alone");
 }
+
+#ifndef QUILL_BLAS_NONE
+/* The first use may come from several threads at once (a host program's): OpenBLAS is
+ * loaded once while the others wait, so every thread reads the same backend at once (not a
+ * description still being written) and gets its product. Criterion runs each test in a
+ * fresh process, where nothing has loaded the library yet. */
+enum { FIRST_USE_THREADS = 8 };
+static pthread_barrier_t start_line;
+
+static void *first_product(void *c)
+{
+    const float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8};
+    pthread_barrier_wait(&start_line);
+    char *backend = strdup(gemm_backend_description()); /* as it reads at this moment */
+    gemm(false, false, 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+    return backend;
+}
+
+Test(matmul, first_use_from_several_threads_loads_openblas_once)
+{
+    cr_assert_null(dlopen("libopenblas.so.0", RTLD_NOW | RTLD_NOLOAD),
+                   "OpenBLAS is loaded before the first product");
+    pthread_t threads[FIRST_USE_THREADS];
+    float c[FIRST_USE_THREADS][4];
+    pthread_barrier_init(&start_line, NULL, FIRST_USE_THREADS);
+    for (int t = 0; t < FIRST_USE_THREADS; t++)
+        pthread_create(&threads[t], NULL, first_product, c[t]);
+    char *backends[FIRST_USE_THREADS];
+    for (int t = 0; t < FIRST_USE_THREADS; t++) {
+        void *backend = NULL;
+        pthread_join(threads[t], &backend);
+        backends[t] = backend;
+    }
+    pthread_barrier_destroy(&start_line);
+    const float expected[4] = {19, 22, 43, 50}; /* [1 2; 3 4] x [5 6; 7 8] */
+    for (int t = 0; t < FIRST_USE_THREADS; t++) {
+        cr_expect_arr_eq(c[t], expected, sizeof expected, "thread %d", t);
+        cr_expect_str_eq(backends[t], backends[0]);
+    }
+    cr_expect(strncmp(backends[0], "OpenBLAS ", 9) == 0, "backend: %s", backends[0]);
+    for (int t = 0; t < FIRST_USE_THREADS; t++)
+        free(backends[t]);
+}
+#endif
