@@ -440,6 +440,21 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     return status;
 }
 
+/* Under MPI, a job whose rank exits with an error may be torn down by mpirun as soon as
+ * that rank has finalised, before rank 0 returns to main and prints: so rank 0 prints its
+ * message here, while every rank is still in the job, and the other ranks stay silent (they
+ * found the same failure). Without MPI main prints it, as for every command. */
+static void report_before_finalize(const Dist *dist, int status, Error *err)
+{
+    if (status >= 0 || !dist->mpi)
+        return;
+    if (dist->rank == 0 && err->msg[0]) {
+        fprintf(stderr, "quill: error: %s\n", err->msg);
+        fflush(stderr);
+    }
+    err->msg[0] = '\0';
+}
+
 int cmd_train(int argc, char **argv, Error *err)
 {
     TrainArgs args = {0};
@@ -451,8 +466,7 @@ int cmd_train(int argc, char **argv, Error *err)
         return parsed < 0 ? -1 : 0;
     Dist dist;
     if (dist_init(&dist, &argc, &argv, err) != 0) {
-        if (dist.rank != 0) /* every rank found the same: rank 0 says it */
-            err->msg[0] = '\0';
+        report_before_finalize(&dist, -1, err);
         dist_finalize(&dist);
         return -1;
     }
@@ -462,6 +476,7 @@ int cmd_train(int argc, char **argv, Error *err)
     sigaction(SIGINT, &sa, NULL);
     int status = train_main(&t, &args, argc, argv, err);
     trainer_free(&t);
+    report_before_finalize(&dist, status, err);
     dist_finalize(&dist);
     return status;
 }
