@@ -112,57 +112,21 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
 
 /* ---- bad words ------------------------------------------------------------------------ */
 
-/* Appends the tokens of `text` (encoded as it appears inside a text: no space prefix) as
- * one more banned sequence, unless an equal one is already there. */
-static int bad_word_add(SamplerParams *p, const Tokenizer *tok, const char *text, size_t len,
-                        Error *err)
-{
-    int *ids;
-    size_t n;
-    EncodeOptions opt = {.mid_text = true};
-    if (tokenizer_encode_with(tok, text, len, opt, &ids, &n, err) != 0)
-        return -1;
-    bool known = n == 0;
-    for (int i = 0; i < p->n_bad_words && !known; i++) {
-        const TokenSequence *w = &p->bad_words[i];
-        known = (size_t)w->n_tokens == n && memcmp(w->tokens, ids, n * sizeof *ids) == 0;
-    }
-    if (known) {
-        free(ids);
-        return 0;
-    }
-    TokenSequence *grown = realloc((TokenSequence *)p->bad_words,
-                                   (size_t)(p->n_bad_words + 1) * sizeof *grown);
-    if (!grown) {
-        free(ids);
-        return error_set(err, "out of memory");
-    }
-    grown[p->n_bad_words++] = (TokenSequence){.tokens = ids, .n_tokens = (int)n};
-    p->bad_words = grown;
-    return 0;
-}
-
-/* Each comma-separated word or phrase, as it stands and after a space: the two spellings
- * that tokenize differently ("bad" at the start of a text or glued to a word, " bad" after
- * a space). */
+/* Each comma-separated word or phrase, in both of its spellings (sampler_bad_word_add). */
 static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char *list,
                               Error *err)
 {
-    const char *word = list;
-    while (*word) {
+    TokenSequence *words = NULL;
+    int n = 0, status = 0;
+    for (const char *word = list; *word && status == 0;) {
         size_t len = strcspn(word, ",");
-        char spaced[512];
-        if (len >= sizeof spaced - 1)
-            return error_set(err, "--bad-words: '%.40s...' is longer than %zu bytes", word,
-                             sizeof spaced - 2);
-        spaced[0] = ' ';
-        memcpy(spaced + 1, word, len);
-        if (len > 0 && (bad_word_add(p, tok, word, len, err) != 0 ||
-                        bad_word_add(p, tok, spaced, len + 1, err) != 0))
-            return -1;
+        if (len > 0)
+            status = sampler_bad_word_add(&words, &n, tok, word, len, err);
         word += len + (word[len] == ',');
     }
-    return 0;
+    p->bad_words = words;
+    p->n_bad_words = n;
+    return status;
 }
 
 /* ---- sampler parameters ---------------------------------------------------------------- */
@@ -199,9 +163,7 @@ int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint
 
 void generate_sampler_params_free(SamplerParams *p)
 {
-    for (int i = 0; i < p->n_bad_words; i++)
-        free((int *)p->bad_words[i].tokens);
-    free((TokenSequence *)p->bad_words);
+    sampler_bad_words_free((TokenSequence *)p->bad_words, p->n_bad_words);
     free((LogitBias *)p->logit_bias);
     p->bad_words = NULL;
     p->n_bad_words = 0;
