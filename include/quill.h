@@ -121,6 +121,10 @@ QUILL_API int quill_tokenize(const quill_model *m, const char *text, size_t len,
  * part of a UTF-8 character. Returns the byte count (snprintf convention). */
 QUILL_API int quill_token_to_piece(const quill_model *m, quill_token token, char *buf,
                                    size_t cap);
+/* The token's own spelling in the vocabulary, as the file stores it (SentencePiece's "▁"
+ * for a space and "<0x0A>" for a byte, GPT-2's "Ġ"): what a tokenizer listing shows, not
+ * the text. NULL for a token outside the vocabulary. Valid as long as the model. */
+QUILL_API const char *quill_token_text(const quill_model *m, quill_token token);
 /* The text of tokens[0..n): their bytes joined, as the tokenizer decodes (a SentencePiece
  * leading space removed after bos). Returns the byte count (snprintf convention). */
 QUILL_API int quill_detokenize(const quill_model *m, const quill_token *tokens, int n,

@@ -287,6 +287,14 @@ int quill_token_to_piece(const quill_model *m, quill_token token, char *buf, siz
     return (int)n;
 }
 
+const char *quill_token_text(const quill_model *m, quill_token token)
+{
+    if (api_check_handle(m, "quill_token_text", "model") != QUILL_OK ||
+        check_token(m, token, "quill_token_text") != QUILL_OK)
+        return NULL;
+    return m->tok.pieces[token];
+}
+
 int quill_detokenize(const quill_model *m, const quill_token *tokens, int n, char *buf,
                      size_t cap)
 {

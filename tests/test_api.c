@@ -264,16 +264,23 @@ Test(api, a_full_context_ends_the_text_or_shifts_keeping_the_prompt, .timeout = 
 
 /* ---- tokens ------------------------------------------------------------------------------ */
 
+/* A tokenizer file (no weights), loaded with vocab_only. */
+static quill_model *vocab_load(const char *path)
+{
+    quill_model_params mp = quill_model_params_default();
+    mp.vocab_only = true;
+    quill_model *m = quill_model_load(path, &mp);
+    cr_assert_not_null(m, "%s", quill_last_error());
+    return m;
+}
+
 /* Every case of llama.cpp's GPT-2 vectors: quill_tokenize gives its ids, quill_detokenize
  * gives the text back (byte-level BPE round-trips every byte string), from a model loaded
  * with vocab_only (the file has no weights). */
 Test(api, tokenize_and_detokenize_match_llama_cpp_gpt2_vectors)
 {
     SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-gpt-2.gguf");
-    quill_model_params mp = quill_model_params_default();
-    mp.vocab_only = true;
-    quill_model *m = quill_model_load(vocab, &mp);
-    cr_assert_not_null(m, "%s", quill_last_error());
+    quill_model *m = vocab_load(vocab);
     cr_expect_null(quill_context_new(m, NULL));
     cr_expect_not_null(strstr(quill_last_error(), "vocab_only"), "%s", quill_last_error());
     char path[4200], *inp, *out;
@@ -309,6 +316,24 @@ Test(api, tokenize_and_detokenize_match_llama_cpp_gpt2_vectors)
     cr_expect_eq(compared, 46, "%d cases compared, want 46", compared);
     free(inp);
     free(out);
+    quill_model_free(m);
+}
+
+/* quill_token_text is the vocabulary's spelling, not the text: GPT-2 writes the space
+ * before "world" as "Ġ" (token 995 of its published vocabulary, 15496 "Hello"), where
+ * quill_token_to_piece gives the byte. */
+Test(api, token_text_is_the_vocabulary_spelling)
+{
+    SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-gpt-2.gguf");
+    quill_model *m = vocab_load(vocab);
+    cr_expect_str_eq(quill_token_text(m, 995), "\xc4\xa0world");
+    cr_expect_str_eq(quill_token_text(m, 15496), "Hello");
+    char piece[16];
+    cr_expect_eq(quill_token_to_piece(m, 995, piece, sizeof piece), 6);
+    cr_expect_str_eq(piece, " world");
+    cr_expect_null(quill_token_text(m, quill_model_vocab_size(m)));
+    cr_expect_not_null(strstr(quill_last_error(), "not in the vocabulary"), "%s",
+                       quill_last_error());
     quill_model_free(m);
 }
 
