@@ -1,7 +1,6 @@
 /* quill tokenize: the token ids of a text under a GGUF file's tokenizer (any GGUF with
  * tokenizer.ggml.* keys, vocab-only files included), through the public API (quill.h): the
  * model loaded with vocab_only, quill_tokenize, quill_token_text. */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,26 +52,6 @@ static int tokenize_input(const TokenizeOptions *o, const char *arg, char **text
     return *text ? 0 : error_set(err, "out of memory");
 }
 
-/* The ids of text[0..len) into *ids (malloc'd); returns their count, -1 on error. The
- * first buffer has a token per byte and two more (bos, eos), which holds any text; a
- * larger count asks again with room for it (quill_tokenize counts like snprintf). */
-static int tokens_of(const quill_model *m, const char *text, size_t len,
-                     const TokenizeOptions *o, quill_token **ids, Error *err)
-{
-    if (len > INT_MAX - 2)
-        return error_set(err, "the text has %zu bytes; quill tokenize takes at most %d", len,
-                         INT_MAX - 2);
-    int cap = (int)len + 2, n;
-    while ((*ids = malloc((size_t)cap * sizeof **ids)) &&
-           (n = quill_tokenize(m, text, len, !o->no_bos, o->parse_special, *ids, cap)) > cap) {
-        free(*ids);
-        cap = n;
-    }
-    if (!*ids)
-        return error_set(err, "out of memory");
-    return n < 0 ? error_set(err, "%s", quill_last_error()) : n;
-}
-
 static void print_tokens(const quill_model *m, const quill_token *ids, int n, bool pieces)
 {
     for (int i = 0; i < n; i++) {
@@ -119,7 +98,7 @@ int cmd_tokenize(int argc, char **argv, Error *err)
     size_t len;
     quill_token *ids = NULL;
     int status = tokenize_input(&o, n_positional > 1 ? positional[1] : NULL, &text, &len, err);
-    int n_ids = status == 0 ? tokens_of(m, text, len, &o, &ids, err) : -1;
+    int n_ids = status == 0 ? generate_tokenize(m, text, len, !o.no_bos, o.parse_special, &ids, err) : -1;
     if (n_ids >= 0)
         print_tokens(m, ids, n_ids, o.pieces);
     free(ids);

@@ -118,7 +118,7 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
     sampler_bad_words_free(bad, n_bad);
     free(bias);
     if (status != 0) {
-        api_fail("quill_sampler_new: %s", err.msg);
+        api_error(&err); /* the setting's own message, as the command line shows it */
         free(s);
         return NULL;
     }
@@ -144,6 +144,12 @@ static void trace_as_candidates(quill_sampler *s)
             s->top[i][k] = (quill_candidate){.token = step->top[k].id,
                                              .logit = step->top[k].logit, .p = step->top[k].p};
     }
+}
+
+void api_sampler_traced(quill_sampler *s, const SamplerTrace *trace)
+{
+    s->trace = *trace;
+    trace_as_candidates(s);
 }
 
 quill_token quill_sampler_sample(quill_sampler *s, const float *logits)
@@ -213,4 +219,9 @@ int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, in
                                           .n_survivors = t->steps[i].n,
                                           .n_top = s->n_top[i], .top = s->top[i]};
     return t->n_steps;
+}
+
+quill_token quill_sampler_chosen(const quill_sampler *s)
+{
+    return s && s->trace.n_steps > 0 ? s->trace.chosen : -1;
 }

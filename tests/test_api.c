@@ -725,6 +725,59 @@ static void expect_error(int status, const char *message)
                        quill_last_error(), message);
 }
 
+/* What a traced generation shows its callback: the stages of the token reported (greedy:
+ * the chain's most likely candidate is the token, and the one marked chosen), and after
+ * the call the context's counts: the prompt's tokens and one generated per event. */
+typedef struct {
+    quill_sampler *s;
+    int events, staged;
+} TraceWatch;
+
+static bool watch_stages(const quill_token_event *ev, void *user)
+{
+    TraceWatch *w = user;
+    if (ev->token < 0)
+        return true;
+    w->events++;
+    quill_stage_candidates stages[16]; /* every stage of the default chain and the final list */
+    int n = quill_sampler_stages(w->s, stages, 16);
+    w->staged += n > 0 && n <= 16 && strcmp(stages[n - 1].stage, "chain") == 0 &&
+                 stages[n - 1].top[0].token == ev->token &&
+                 quill_sampler_chosen(w->s) == ev->token;
+    return true;
+}
+
+Test(api, a_traced_generation_shows_each_tokens_stages_and_counts_its_work, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    quill_model *m = load_model(path);
+    quill_sampler *s = greedy_sampler(m);
+    cr_assert_eq(quill_sampler_trace(s, 4), QUILL_OK);
+    quill_context *c = new_context(m, 1, 64);
+    TraceWatch w = {.s = s};
+    quill_generate_params gp = quill_generate_params_default();
+    gp.max_tokens = 12;
+    gp.on_token = watch_stages;
+    gp.user = &w;
+    quill_finish_reason finish;
+    cr_assert_eq(quill_generate(c, s, PROMPT, &gp, &finish), QUILL_OK, "%s", quill_last_error());
+    cr_expect_eq(w.events, 12);
+    cr_expect_eq(w.staged, w.events, "%d of %d tokens had their stages", w.staged, w.events);
+    quill_perf perf = quill_context_perf(c);
+    int n_prompt = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, NULL, 0);
+    cr_expect_eq(perf.n_prompt_tokens, n_prompt);
+    cr_expect_eq(perf.n_generated, 12);
+    char line[160];
+    quill_context_describe(c, line, sizeof line);
+    /* 5 layers x 2 (keys, values) x 64 positions x 32 values x 4 bytes (F32) */
+    cr_expect_str_eq(line, "KV cache 81920 bytes = 0.08 MB (f32, 64 positions)");
+    cr_expect(quill_token_is_control(m, quill_token_bos(m)));
+    cr_expect(!quill_token_is_control(m, quill_sampler_chosen(s)));
+    quill_context_free(c);
+    quill_sampler_free(s);
+    quill_model_free(m);
+}
+
 /* Each argument a caller can get wrong is an error with a message that names it. */
 Test(api, bad_arguments_are_errors_with_a_message, .timeout = 60)
 {

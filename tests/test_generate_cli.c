@@ -459,3 +459,22 @@ Test(generate_cli, bad_words_keep_a_word_out_of_the_text, .timeout = 60)
     free(text);
     free(messages);
 }
+
+/* /reset forgets the conversation and starts the random draw again from the seed, so the
+ * same input after it gets the reply a fresh chat gets (before, the draw went on and the
+ * reply differed). */
+Test(generate_cli, chat_reset_starts_the_draw_again, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char args[512], *out;
+    snprintf(args, sizeof args, "%s --seed 11 --temperature 1.5 -n 30", model);
+    cr_assert_eq(chat_with_input(&out, "Once\n/reset\nOnce\n", args), 0, "%s", out);
+    char *mark = strstr(out, "[the conversation is forgotten]\n");
+    cr_assert_not_null(mark, "%s", out);
+    size_t first = (size_t)(mark - out);
+    const char *again = mark + strlen("[the conversation is forgotten]\n");
+    cr_expect_eq(strlen(again), first, "replies of %zu and %zu bytes:\n%s", first,
+                 strlen(again), out);
+    cr_expect(strncmp(out, again, first) == 0, "the reply after /reset differs:\n%s", out);
+    free(out);
+}
