@@ -309,12 +309,11 @@ void generate_chat_family_report(ChatFamily family, bool from_flag)
 }
 
 /* ---- what quill.h does not cover ---------------------------------------------------------
- * Several sequences of one search stepped together (--num-samples, beam search: session.h)
- * and the memory a context will take, said before it is allocated, are not in the public
- * API: this part of the command line reaches the model behind its handle
- * (quill_internal.h), and the rest of generate/ goes through quill.h. */
-
-/* ---- the session ------------------------------------------------------------------------ */
+ * Several sequences of one search stepped together (--num-samples, beam search: a session,
+ * session.h), the memory a context will take, said before it is allocated, and the name of
+ * the model's default cache type (for /status) are not in the public API: the functions
+ * down to the next section reach the model behind its handle (quill_internal.h). The rest
+ * of generate/ goes through quill.h. */
 
 /* What a context means, said before it is allocated (infer_init refuses one that does not
  * fit in memory): a warning when it reaches past the positions the model was trained on,
@@ -356,6 +355,22 @@ static const char *cache_type_name(GenerateOptions *o, const quill_model *m)
     if (!o->cache_type)
         o->cache_type = kv_cache_type_name(m->cache_type);
     return o->cache_type;
+}
+
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err)
+{
+    uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
+    quill_context_params p = quill_context_params_default();
+    p.n_ctx = n_ctx;
+    p.n_threads = o->threads;
+    p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
+                   : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
+                                            : QUILL_CACHE_F32;
+    context_report(&m->model, 1, n_ctx, type);
+    quill_context *c = quill_context_new(m, &p);
+    if (!c)
+        error_set(err, "%s", quill_last_error());
+    return c;
 }
 
 int generate_session_start(Session *s, GenerateOptions *o, const quill_model *m, uint64_t seed,
@@ -427,22 +442,6 @@ void generate_session_report(const Session *s, const GenerateOptions *o)
 }
 
 /* ---- a continuation through quill.h ------------------------------------------------------ */
-
-quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err)
-{
-    uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
-    quill_context_params p = quill_context_params_default();
-    p.n_ctx = n_ctx;
-    p.n_threads = o->threads;
-    p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
-                   : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
-                                            : QUILL_CACHE_F32;
-    context_report(&m->model, 1, n_ctx, type);
-    quill_context *c = quill_context_new(m, &p);
-    if (!c)
-        error_set(err, "%s", quill_last_error());
-    return c;
-}
 
 /* --show-probs: the chain's surviving candidates of the sampler's last sample, most likely
  * first, as a table with bars, and which one was chosen. A control token writes no text,
