@@ -186,8 +186,8 @@ static int repl_mark_turn(Repl *r, int n_input, int n_generated, Error *err)
     bool *marks = calloc((size_t)len + 1, sizeof *marks);
     if (!marks)
         return error_set(err, "out of memory");
-    memcpy(marks + (len - n_turn - n_before), r->from_input + (r->n_from_input - n_before),
-           (size_t)n_before * sizeof *marks);
+    for (int i = 1; i <= n_before; i++) /* the earlier marks, counted from the turn back */
+        marks[len - n_turn - i] = r->from_input[r->n_from_input - i];
     for (int i = len - n_turn; i < len - n_generated; i++)
         marks[i] = true;
     free(r->from_input);
