@@ -1,10 +1,15 @@
 /* quill generate: continue a prompt with a GGUF model.
  *
- *   prompt text -> tokens (a chat template first, when asked for) -> one pass through the
- *   model fills the KV cache -> a continuation streamed as it is generated (session.h);
- *   or several samples side by side (--num-samples), or beam search (--beam-size).
+ * The one continuation streamed as it is generated is a client of the public API
+ * (include/quill.h), as any program that embeds quill: quill_model_load, a context, a
+ * sampler built from the flags, and quill_generate with a callback that writes each token's
+ * text to stdout. Several samples side by side (--num-samples) and beam search
+ * (--beam-size) are not in the API: they step the sequences of one search together
+ * (session.h, beam.h), in generate_search, on a session that options.c makes from the
+ * model behind its handle.
  * --interactive (quill chat) keeps the model loaded in a prompt loop: repl.c. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,38 +22,63 @@
 #include "fileio.h"
 #include "generate.h"
 #include "jsonl.h"
-#include "loader.h"
-#include "matmul.h"
 #include "options.h"
+#include "quill.h"
 #include "repl.h"
 #include "session.h"
 
-/* The prompt's tokens: as plain text, or as the one user turn of a chat when a template
- * or a system prompt is asked for. */
-static int prompt_tokens(const Tokenizer *tok, const GgufFile *file, const GenerateOptions *o,
-                         int **ids, size_t *n, Error *err)
+/* The prompt as quill_tokenize and quill_generate take it: the text, or the one user turn
+ * of a chat when a template or a system prompt is asked for (control-token text then
+ * becomes its tokens, and a template that writes bos gets none added). */
+typedef struct {
+    char *text;
+    bool add_special, parse_special;
+} Prompt;
+
+static int prompt_of(const quill_model *m, const GenerateOptions *o, Prompt *p, Error *err)
 {
-    if (!o->chat_template && !o->system)
-        return tokenizer_encode(tok, o->prompt, strlen(o->prompt), tok->add_bos, ids, n, err);
+    *p = (Prompt){.add_special = true};
+    if (!o->chat_template && !o->system) {
+        p->text = strdup(o->prompt);
+        return p->text ? 0 : error_set(err, "out of memory");
+    }
     ChatFamily family;
     bool from_flag;
-    if (generate_chat_family(o, file, &family, &from_flag, err) != 0)
+    if (generate_chat_family(o, quill_model_chat_template(m), &family, &from_flag, err) != 0)
         return -1; /* with either flag, a family is known or it is an error */
     if (o->verbose)
         generate_chat_family_report(family, from_flag);
-    ChatMessage msgs[2];
+    quill_chat_message msgs[2];
     int n_msgs = 0;
     if (o->system)
-        msgs[n_msgs++] = (ChatMessage){CHAT_ROLE_SYSTEM, o->system};
-    msgs[n_msgs++] = (ChatMessage){CHAT_ROLE_USER, o->prompt};
-    char *text;
-    if (chat_format(family, msgs, n_msgs, true, &text, err) != 0)
-        return -1;
-    EncodeOptions opt = {.add_bos = tok->add_bos && !chat_template_writes_bos(family),
-                         .parse_special = true};
-    int status = tokenizer_encode_with(tok, text, strlen(text), opt, ids, n, err);
-    free(text);
-    return status;
+        msgs[n_msgs++] = (quill_chat_message){"system", o->system};
+    msgs[n_msgs++] = (quill_chat_message){"user", o->prompt};
+    const char *name = chat_family_name(family);
+    int len = quill_chat_format(m, name, msgs, n_msgs, true, NULL, 0);
+    p->text = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!p->text)
+        return error_set(err, "%s", len < 0 ? quill_last_error() : "out of memory");
+    quill_chat_format(m, name, msgs, n_msgs, true, p->text, (size_t)len + 1);
+    p->add_special = !chat_template_writes_bos(family);
+    p->parse_special = true;
+    return 0;
+}
+
+int generate_tokenize(const quill_model *m, const char *text, size_t len, bool add_special,
+                      bool parse_special, quill_token **ids, Error *err)
+{
+    if (len > INT_MAX - 2)
+        return error_set(err, "the text has %zu bytes; at most %d are tokenized at once", len,
+                         INT_MAX - 2);
+    int cap = (int)len + 2, n;
+    while ((*ids = malloc((size_t)cap * sizeof **ids)) &&
+           (n = quill_tokenize(m, text, len, add_special, parse_special, *ids, cap)) > cap) {
+        free(*ids);
+        cap = n;
+    }
+    if (!*ids)
+        return error_set(err, "out of memory");
+    return n < 0 ? error_set(err, "%s", quill_last_error()) : n;
 }
 
 /* ---- output --------------------------------------------------------------------------- */
@@ -138,76 +168,123 @@ static void completions_print(const GenerateOptions *o, const Completion *c, int
 
 /* ---- a run -------------------------------------------------------------------------------- */
 
-/* The continuation(s) the options ask for, after the prompt is in the session. */
-static int generate_completions(Session *s, const GenerateOptions *o, Completion *c, int *n,
-                                Error *err)
+/* The note on a single output that filled the context. */
+static void context_full_note(const GenerateOptions *o, int n_ctx, const Completion *c, int n)
 {
-    if (o->beam_size > 1)
-        return beam_search(s, o->beam_size, o->length_penalty, o->num_samples, c, n, err);
-    *n = o->num_samples;
-    if (o->num_samples > 1)
-        return session_sample_many(s, o->num_samples, c, err);
+    if (n == 1 && c->finish == FINISH_CONTEXT)
+        fprintf(stderr, "quill: %s context of %d positions is full after %d token%s%s\n",
+                o->context > 0 ? "the" : "the model's", n_ctx, c->n_tokens,
+                plural_s(c->n_tokens), o->beam_size > 1 ? "" : "; --context-shift keeps going");
+}
+
+/* One continuation streamed to stdout as it is generated, through quill.h: a context sized
+ * for the run, the sampler of the flags, quill_generate with the printer as its callback. */
+static int generate_stream(quill_model *m, GenerateOptions *o, const Prompt *prompt, int n_ctx,
+                           Completion *c, Error *err)
+{
+    uint64_t seed = generate_seed(o);
+    quill_sampler *s = generate_sampler_new(m, o, seed, err);
+    quill_context *ctx = s ? generate_context_new(m, o, n_ctx, err) : NULL;
+    if (!ctx) {
+        quill_sampler_free(s);
+        return -1;
+    }
+    GeneratePrinter printer = {.model = m, .sampler = s, .show_probs = o->show_probs,
+                               .ignore_eos = o->ignore_eos};
+    quill_generate_params p = generate_params(o, &printer);
+    p.add_special = prompt->add_special;
+    p.parse_special = prompt->parse_special;
     if (o->echo) {
         fputs(o->prompt, stdout);
         fflush(stdout);
     }
-    return session_continue(s, generate_print_token, (void *)s->tok, c, err);
+    quill_finish_reason finish;
+    int status = quill_generate(ctx, s, prompt->text, &p, &finish);
+    if (status != 0)
+        error_set(err, "%s", quill_last_error());
+    else if (printer.status != 0)
+        status = error_set(err, "%s", printer.err.msg);
+    generate_print_finish(&printer, finish);
+    *c = printer.record;
+    c->seed = seed;
+    c->finish = (FinishReason)finish;
+    if (status == 0) {
+        output_end(o, c);
+        context_full_note(o, n_ctx, c, 1);
+    }
+    if (o->verbose)
+        generate_report(ctx, s, seed);
+    quill_sampler_free(s);
+    quill_context_free(ctx);
+    return status;
 }
 
-static int generate_run(const Model *m, const Tokenizer *tok, GenerateOptions *o, Error *err)
+/* Several samples side by side (--num-samples) or beam search (--beam-size): searches over
+ * several sequences, which quill.h does not offer; they run on the session (session.h) of
+ * the model behind the handle, from the prompt's tokens. */
+static int generate_search(quill_model *m, GenerateOptions *o, const quill_token *prompt,
+                           int n_prompt, int n_ctx, Completion *c, int *n, Error *err)
+{
+    int n_seq = o->beam_size > o->num_samples ? o->beam_size : o->num_samples;
+    Session s;
+    if (generate_session_start(&s, o, m, generate_seed(o), n_seq, n_ctx, err) != 0)
+        return -1;
+    int status = session_feed(&s, prompt, n_prompt, err);
+    *n = o->num_samples;
+    if (status == 0 && o->beam_size > 1)
+        status = beam_search(&s, o->beam_size, o->length_penalty, o->num_samples, c, n, err);
+    else if (status == 0)
+        status = session_sample_many(&s, o->num_samples, c, err);
+    if (status == 0) {
+        completions_print(o, c, *n);
+        context_full_note(o, n_ctx, c, *n);
+    }
+    if (status == 0 && o->verbose && o->beam_size > 1 && *n == 1)
+        fprintf(stderr, "[the best beam: score %.4f, %s]\n", c[0].score,
+                finish_reason_name(c[0].finish));
+    if (o->verbose)
+        generate_session_report(&s, o);
+    session_free(&s);
+    return status;
+}
+
+static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
 {
     if (o->show_probs && (o->num_samples > 1 || o->beam_size > 1))
         return error_set(err, "--show-probs follows one sequence: not with --num-samples or "
                               "--beam-size");
-    int *prompt;
-    size_t n_prompt;
-    if (generate_stops_unescape(o, err) != 0 || prompt_tokens(tok, m->file, o, &prompt, &n_prompt, err) != 0)
-        return -1;
-    int limit = o->context > 0 ? o->context : m->config.context;
-    if (n_prompt == 0 || (int)n_prompt >= limit) {
-        free(prompt);
-        return error_set(err, "the prompt has %zu token%s; the context holds %d, so between 1 "
-                              "and %d fit (--context sets it)",
-                         n_prompt, plural_s((long)n_prompt), limit, limit - 1);
-    }
+    Prompt prompt = {0};
+    quill_token *ids = NULL;
+    int n_prompt = generate_stops_unescape(o, err) == 0 && prompt_of(m, o, &prompt, err) == 0
+                       ? generate_tokenize(m, prompt.text, strlen(prompt.text),
+                                           prompt.add_special, prompt.parse_special, &ids, err)
+                       : -1;
+    int limit = o->context > 0 ? o->context : quill_model_context_length(m);
+    int status = n_prompt < 0 ? -1 : 0;
+    if (status == 0 && (n_prompt == 0 || n_prompt >= limit))
+        status = error_set(err, "the prompt has %d token%s; the context holds %d, so between 1 "
+                                "and %d fit (--context sets it)",
+                           n_prompt, plural_s(n_prompt), limit, limit - 1);
     /* the cache holds what the run can use: the whole context only when shifting */
-    int wanted = (int)n_prompt + o->max_tokens;
+    int wanted = n_prompt + o->max_tokens;
     int n_ctx = o->context_shift || wanted > limit ? limit : wanted;
-    int n_seq = o->beam_size > o->num_samples ? o->beam_size : o->num_samples;
-    Session s;
+    bool search = o->num_samples > 1 || o->beam_size > 1;
     Completion c[64] = {0};
-    int n = 0;
+    int n = 1;
     OutputFile output = {0};
-    int status = o->output_file ? output_file_open(&output, o->output_file, err) : 0;
+    if (status == 0 && o->output_file)
+        status = output_file_open(&output, o->output_file, err);
     if (status == 0)
-        status = generate_session_start(&s, o, m, tok, generate_seed(o), n_seq, n_ctx, err);
-    if (status == 0) {
-        status = session_feed(&s, prompt, (int)n_prompt, err);
-        if (status == 0)
-            status = generate_completions(&s, o, c, &n, err);
-        if (status == 0 && (o->num_samples > 1 || o->beam_size > 1))
-            completions_print(o, c, n);
-        else if (status == 0)
-            output_end(o, &c[0]);
-        if (status == 0 && n == 1 && c[0].finish == FINISH_CONTEXT)
-            fprintf(stderr, "quill: %s context of %d positions is full after %d token%s%s\n",
-                    o->context > 0 ? "the" : "the model's", n_ctx, c[0].n_tokens,
-                    plural_s(c[0].n_tokens),
-                    o->beam_size > 1 ? "" : "; --context-shift keeps going");
-        if (status == 0 && o->verbose && o->beam_size > 1 && n == 1)
-            fprintf(stderr, "[the best beam: score %.4f, %s]\n", c[0].score,
-                    finish_reason_name(c[0].finish));
-        if (status == 0 && o->output_file)
-            jsonl_write_completions(output_file_stream(&output), o, c, n);
-        if (o->verbose)
-            generate_session_report(&s, o);
-        session_free(&s);
-    }
+        status = search ? generate_search(m, o, ids, n_prompt, n_ctx, c, &n, err)
+                        : generate_stream(m, o, &prompt, n_ctx, &c[0], err);
+    if (status == 0 && o->output_file)
+        jsonl_write_completions(output_file_stream(&output), o, c, n);
     if (o->output_file)
         status = output_file_close(&output, o->output_file, status, err);
     for (int i = 0; i < n; i++)
         completion_free(&c[i]);
-    free(prompt);
+    free(ids);
+    free(prompt.text);
     return status;
 }
 
@@ -220,17 +297,11 @@ int cmd_generate(int argc, char **argv, Error *err)
     if (status == 0 && o.interactive)
         status = repl_run(model, &o, err);
     else if (status == 0) {
-        compute_set_threads(o.threads);
-        char path[4096];
-        model_path_resolve(model, path, sizeof path);
-        Model m;
-        Tokenizer tok;
-        status = model_file_load(path, &m, &tok, err);
-        if (status == 0) {
-            status = generate_run(&m, &tok, &o, err);
-            tokenizer_free(&tok);
-            model_free(&m);
-        }
+        quill_model_params mp = quill_model_params_default();
+        mp.n_threads = o.threads;
+        quill_model *m = quill_model_load(model, &mp);
+        status = m ? generate_run(m, &o, err) : error_set(err, "%s", quill_last_error());
+        quill_model_free(m);
     }
     generate_options_free(&o);
     return status < 0 ? -1 : 0;

@@ -3,7 +3,11 @@
 #ifndef QUILL_GENERATE_GENERATE_H
 #define QUILL_GENERATE_GENERATE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "error.h"
+#include "quill.h"
 
 /* quill generate: continue a prompt with a GGUF model. */
 int cmd_generate(int argc, char **argv, Error *err);
@@ -11,6 +15,12 @@ int cmd_generate(int argc, char **argv, Error *err);
 int cmd_chat(int argc, char **argv, Error *err);
 /* quill tokenize: the token ids of a text under a GGUF file's tokenizer. */
 int cmd_tokenize(int argc, char **argv, Error *err);
+/* The ids of text[0..len) under m (quill_tokenize) into *ids (malloc'd): their count, or
+ * -1 with err set. The first buffer holds a token per byte and two more (bos, eos), enough
+ * for any text; a larger count asks again with room for it. */
+int generate_tokenize(const quill_model *m, const char *text, size_t len, bool add_special,
+                      bool parse_special, quill_token **ids, Error *err);
+
 /* quill bench MODEL.gguf: prompt and generation speed of a model. */
 int cmd_bench_model(int argc, char **argv, Error *err);
 /* quill info: what a GGUF file holds. */

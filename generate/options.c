@@ -13,6 +13,7 @@
 #include "chart.h"
 #include "gguf.h"
 #include "loader.h"
+#include "quill_internal.h"
 #include "stream.h"
 
 static const char *const PRESETS[] = {"deterministic", "balanced", "creative", NULL};
@@ -112,57 +113,36 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
 
 /* ---- bad words ------------------------------------------------------------------------ */
 
-/* Appends the tokens of `text` (encoded as it appears inside a text: no space prefix) as
- * one more banned sequence, unless an equal one is already there. */
-static int bad_word_add(SamplerParams *p, const Tokenizer *tok, const char *text, size_t len,
-                        Error *err)
+/* The comma-separated words and phrases of --bad-words (empty ones dropped). */
+static int bad_words_split(const char *list, StringList *words, Error *err)
 {
-    int *ids;
-    size_t n;
-    EncodeOptions opt = {.mid_text = true};
-    if (tokenizer_encode_with(tok, text, len, opt, &ids, &n, err) != 0)
-        return -1;
-    bool known = n == 0;
-    for (int i = 0; i < p->n_bad_words && !known; i++) {
-        const TokenSequence *w = &p->bad_words[i];
-        known = (size_t)w->n_tokens == n && memcmp(w->tokens, ids, n * sizeof *ids) == 0;
-    }
-    if (known) {
-        free(ids);
-        return 0;
-    }
-    TokenSequence *grown = realloc((TokenSequence *)p->bad_words,
-                                   (size_t)(p->n_bad_words + 1) * sizeof *grown);
-    if (!grown) {
-        free(ids);
-        return error_set(err, "out of memory");
-    }
-    grown[p->n_bad_words++] = (TokenSequence){.tokens = ids, .n_tokens = (int)n};
-    p->bad_words = grown;
-    return 0;
-}
-
-/* Each comma-separated word or phrase, as it stands and after a space: the two spellings
- * that tokenize differently ("bad" at the start of a text or glued to a word, " bad" after
- * a space). */
-static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char *list,
-                              Error *err)
-{
-    const char *word = list;
-    while (*word) {
+    for (const char *word = list ? list : ""; *word;) {
         size_t len = strcspn(word, ",");
-        char spaced[512];
-        if (len >= sizeof spaced - 1)
-            return error_set(err, "--bad-words: '%.40s...' is longer than %zu bytes", word,
-                             sizeof spaced - 2);
-        spaced[0] = ' ';
-        memcpy(spaced + 1, word, len);
-        if (len > 0 && (bad_word_add(p, tok, word, len, err) != 0 ||
-                        bad_word_add(p, tok, spaced, len + 1, err) != 0))
+        char *copy = strndup(word, len);
+        int status = !copy ? error_set(err, "out of memory")
+                           : len > 0 ? string_list_append(words, copy, err) : 0;
+        free(copy);
+        if (status != 0)
             return -1;
         word += len + (word[len] == ',');
     }
     return 0;
+}
+
+/* Each bad word in both of its spellings (sampler_bad_word_add). */
+static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char *list,
+                              Error *err)
+{
+    StringList words = {0};
+    TokenSequence *seqs = NULL;
+    int n = 0, status = bad_words_split(list, &words, err);
+    for (int i = 0; i < words.n && status == 0; i++)
+        status = sampler_bad_word_add(&seqs, &n, tok, words.items[i], strlen(words.items[i]),
+                                      err);
+    string_list_clear(&words);
+    p->bad_words = seqs;
+    p->n_bad_words = n;
+    return status;
 }
 
 /* ---- sampler parameters ---------------------------------------------------------------- */
@@ -199,14 +179,54 @@ int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint
 
 void generate_sampler_params_free(SamplerParams *p)
 {
-    for (int i = 0; i < p->n_bad_words; i++)
-        free((int *)p->bad_words[i].tokens);
-    free((TokenSequence *)p->bad_words);
+    sampler_bad_words_free((TokenSequence *)p->bad_words, p->n_bad_words);
     free((LogitBias *)p->logit_bias);
     p->bad_words = NULL;
     p->n_bad_words = 0;
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
+}
+
+/* The public API's sampler for o (quill.h): the same numbers, chain, biases and words as
+ * generate_sampler_params gives a session. */
+quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions *o,
+                                    uint64_t seed, Error *err)
+{
+    const SamplerParams *n = &o->sampler;
+    quill_sampler_params p = quill_sampler_params_default();
+    p.temperature = n->temperature;
+    p.top_k = n->top_k;
+    p.top_p = n->top_p;
+    p.min_p = n->min_p;
+    p.typical_p = n->typical_p;
+    p.repeat_penalty = n->repeat_penalty;
+    p.frequency_penalty = n->frequency_penalty;
+    p.presence_penalty = n->presence_penalty;
+    p.repeat_last_n = n->repeat_last_n;
+    p.penalize_prompt = n->penalize_prompt;
+    p.chain = o->samplers;
+    p.seed = seed;
+    SamplerParams parsed = {0};
+    StringList words = {0};
+    quill_logit_bias *bias = calloc((size_t)o->logit_bias.n + 1, sizeof *bias);
+    int status = bias ? logit_biases_parse(o, &parsed, err) : error_set(err, "out of memory");
+    for (int i = 0; status == 0 && i < parsed.n_logit_bias; i++)
+        bias[i] = (quill_logit_bias){parsed.logit_bias[i].token, parsed.logit_bias[i].bias};
+    if (status == 0)
+        status = bad_words_split(o->bad_words, &words, err);
+    p.logit_bias = bias;
+    p.n_logit_bias = parsed.n_logit_bias;
+    p.bad_words = (const char *const *)words.items;
+    p.n_bad_words = words.n;
+    quill_sampler *s = status == 0 ? quill_sampler_new(m, &p) : NULL;
+    if (status == 0 && !s)
+        error_set(err, "%s", quill_last_error());
+    if (s && o->show_probs)
+        quill_sampler_trace(s, SAMPLER_TRACE_TOP);
+    free((LogitBias *)parsed.logit_bias);
+    free(bias);
+    string_list_clear(&words);
+    return s;
 }
 
 /* ---- the command line ------------------------------------------------------------- */
@@ -259,12 +279,14 @@ int generate_stops_unescape(GenerateOptions *o, Error *err)
     return 0;
 }
 
-int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
-                         bool *from_flag, Error *err)
+int generate_chat_family(const GenerateOptions *o, const char *model_template,
+                         ChatFamily *family, bool *from_flag, Error *err)
 {
     char quoted[64];
     *from_flag = o->chat_template != NULL;
-    *family = *from_flag ? chat_family_from_name(o->chat_template) : chat_family_from_gguf(file);
+    *family = *from_flag        ? chat_family_from_name(o->chat_template)
+              : model_template ? chat_family_detect(model_template)
+                               : CHAT_UNKNOWN;
     if (*from_flag && *family == CHAT_UNKNOWN)
         return error_set(err, "--chat-template '%s' is not a template quill knows (%s)",
                          error_quote(quoted, sizeof quoted, o->chat_template,
@@ -286,15 +308,20 @@ void generate_chat_family_report(ChatFamily family, bool from_flag)
                 from_flag ? "--chat-template" : "the model's tokenizer.chat_template");
 }
 
-/* ---- the session ------------------------------------------------------------------------ */
+/* ---- what quill.h does not cover ---------------------------------------------------------
+ * Several sequences of one search stepped together (--num-samples, beam search: a session,
+ * session.h), the memory a context will take, said before it is allocated, and the name of
+ * the model's default cache type (for /status) are not in the public API: the functions
+ * down to the next section reach the model behind its handle (quill_internal.h). The rest
+ * of generate/ goes through quill.h. */
 
 /* What a context means, said before it is allocated (infer_init refuses one that does not
  * fit in memory): a warning when it reaches past the positions the model was trained on,
  * where RoPE meets angles it never saw and the text usually falls apart, and a note when
  * it takes more than a gigabyte, so that no run takes gigabytes without a word. */
-static void context_report(const Model *m, const SessionParams *sp)
+static void context_report(const Model *m, int n_seq, int n_ctx, uint32_t cache_type)
 {
-    InferParams p = {.n_seq = sp->n_seq, .n_ctx = sp->n_ctx, .cache_type = sp->cache_type};
+    InferParams p = {.n_seq = n_seq, .n_ctx = n_ctx, .cache_type = cache_type};
     if (p.n_ctx > m->config.context)
         fprintf(stderr, "quill: warning: a context of %d positions is longer than the %d the "
                         "model was trained on; the text may fall apart past position %d\n",
@@ -322,68 +349,69 @@ static int session_params(const GenerateOptions *o, const Tokenizer *tok, uint64
     return generate_sampler_params(o, tok, seed, &p->sampler, err);
 }
 
-int generate_session_start(Session *s, GenerateOptions *o, const Model *m, const Tokenizer *tok,
-                           uint64_t seed, int n_seq, int n_ctx, Error *err)
+/* o->cache_type, or the model's default, named so that /status and --verbose show it. */
+static const char *cache_type_name(GenerateOptions *o, const quill_model *m)
+{
+    if (!o->cache_type)
+        o->cache_type = kv_cache_type_name(m->cache_type);
+    return o->cache_type;
+}
+
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err)
+{
+    uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
+    quill_context_params p = quill_context_params_default();
+    p.n_ctx = n_ctx;
+    p.n_threads = o->threads;
+    p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
+                   : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
+                                            : QUILL_CACHE_F32;
+    context_report(&m->model, 1, n_ctx, type);
+    quill_context *c = quill_context_new(m, &p);
+    if (!c)
+        error_set(err, "%s", quill_last_error());
+    return c;
+}
+
+int generate_session_start(Session *s, GenerateOptions *o, const quill_model *m, uint64_t seed,
+                           int n_seq, int n_ctx, Error *err)
 {
     SessionParams p;
-    if (session_params(o, tok, seed, &p, err) != 0)
+    if (session_params(o, &m->tok, seed, &p, err) != 0)
         return -1;
-    if (!o->cache_type) /* the model's default, named so that /status and --verbose show it */
-        o->cache_type = kv_cache_type_name(kv_cache_type_default(m->file));
     p.n_seq = n_seq;
     p.n_ctx = n_ctx;
-    p.cache_type = kv_cache_type_from_name(o->cache_type);
-    context_report(m, &p);
-    int status = session_init(s, m, tok, &p, err);
+    p.cache_type = kv_cache_type_from_name(cache_type_name(o, m));
+    context_report(&m->model, p.n_seq, p.n_ctx, p.cache_type);
+    int status = session_init(s, &m->model, &m->tok, &p, err);
     generate_sampler_params_free(&p.sampler);
     return status;
-}
-
-int generate_session_update(Session *s, const GenerateOptions *o, uint64_t seed, Error *err)
-{
-    SessionParams p;
-    if (session_params(o, s->tok, seed, &p, err) != 0)
-        return -1;
-    int status = session_update(s, &p, err);
-    generate_sampler_params_free(&p.sampler);
-    return status;
-}
-
-/* --show-probs: the chain's surviving candidates of this step, most likely first, as a
- * table with bars, and which one was chosen. */
-static void show_candidates(const Tokenizer *tok, const SamplerTrace *trace)
-{
-    const SamplerTraceStep *last = &trace->steps[trace->n_steps - 1];
-    fprintf(stderr, "\n  candidates after the chain (%d):\n", last->n);
-    for (int i = 0; i < last->n_top; i++) {
-        const Candidate *c = &last->top[i];
-        char piece[64], label[96];
-        size_t len = tokenizer_token_bytes(tok, c->id, piece, sizeof piece - 1);
-        piece[len < sizeof piece - 1 ? len : sizeof piece - 1] = '\0';
-        char quoted[48], piece_text[52];
-        snprintf(piece_text, sizeof piece_text, "'%s'",
-                 error_quote(quoted, sizeof quoted, piece, strlen(piece)));
-        /* padded, so that the bars of one step line up */
-        snprintf(label, sizeof label, "%c %6d %-12s", c->id == trace->chosen ? '>' : ' ', c->id,
-                 piece_text);
-        chart_bar(stderr, label, c->p, 1.0, 30);
-    }
-}
-
-void generate_print_token(void *tokenizer, const SessionToken *t)
-{
-    if (t->trace)
-        show_candidates(tokenizer, t->trace);
-    if (t->n_text > 0) {
-        fwrite(t->text, 1, t->n_text, stdout);
-        fflush(stdout);
-    }
 }
 
 /* tokens per second, 0 for no time */
 static double rate(int tokens, double seconds)
 {
     return seconds > 0 ? tokens / seconds : 0.0;
+}
+
+/* --verbose's times: the prompt's, and the generation's (or a search's steps). */
+static void report_times(const quill_perf *t, int search_steps)
+{
+    fprintf(stderr, "[prompt: %d token%s in %.3f s, %.1f tokens/s", t->n_prompt_tokens,
+            plural_s(t->n_prompt_tokens), t->prompt_seconds,
+            rate(t->n_prompt_tokens, t->prompt_seconds));
+    if (search_steps == 0) /* beams have no first token: the best is known at the end */
+        fprintf(stderr, "; first token after %.3f s", t->first_token_seconds);
+    fputs("]\n", stderr);
+    if (search_steps > 0)
+        fprintf(stderr, "[search: %d step%s, %d token%s through the model (the beams side by "
+                        "side) in %.3f s, %.1f tokens/s]\n",
+                search_steps, plural_s(search_steps), t->n_generated, plural_s(t->n_generated),
+                t->generate_seconds, rate(t->n_generated, t->generate_seconds));
+    else
+        fprintf(stderr, "[generated: %d token%s in %.3f s, %.1f tokens/s]\n", t->n_generated,
+                plural_s(t->n_generated), t->generate_seconds,
+                rate(t->n_generated, t->generate_seconds));
 }
 
 void generate_session_report(const Session *s, const GenerateOptions *o)
@@ -406,20 +434,97 @@ void generate_session_report(const Session *s, const GenerateOptions *o)
                 (unsigned long long)s->params.sampler.seed, cache_bytes, cache_bytes / 1e6,
                 o->cache_type, s->params.n_ctx);
     }
-    fprintf(stderr, "[prompt: %d token%s in %.3f s, %.1f tokens/s", t->prompt_tokens,
-            plural_s(t->prompt_tokens), t->prompt_seconds,
-            rate(t->prompt_tokens, t->prompt_seconds));
-    if (t->search_steps == 0) /* beams have no first token: the best is known at the end */
-        fprintf(stderr, "; first token after %.3f s", t->first_token_seconds);
-    fputs("]\n", stderr);
-    if (t->search_steps > 0)
-        fprintf(stderr, "[search: %d step%s, %d token%s through the model (the beams side by "
-                        "side) in %.3f s, %.1f tokens/s]\n",
-                t->search_steps, plural_s(t->search_steps), t->generated_tokens,
-                plural_s(t->generated_tokens), t->generate_seconds,
-                rate(t->generated_tokens, t->generate_seconds));
-    else
-        fprintf(stderr, "[generated: %d token%s in %.3f s, %.1f tokens/s]\n",
-                t->generated_tokens, plural_s(t->generated_tokens), t->generate_seconds,
-                rate(t->generated_tokens, t->generate_seconds));
+    quill_perf times = {.n_prompt_tokens = t->prompt_tokens, .prompt_seconds = t->prompt_seconds,
+                        .n_generated = t->generated_tokens,
+                        .generate_seconds = t->generate_seconds,
+                        .first_token_seconds = t->first_token_seconds};
+    report_times(&times, t->search_steps);
+}
+
+/* ---- a continuation through quill.h ------------------------------------------------------ */
+
+/* --show-probs: the chain's surviving candidates of the sampler's last sample, most likely
+ * first, as a table with bars, and which one was chosen. A control token writes no text,
+ * so its label is empty. */
+static void show_candidates(const quill_model *m, const quill_sampler *s)
+{
+    quill_stage_candidates stages[16];
+    int n = quill_sampler_stages(s, stages, 16);
+    if (n <= 0 || n > 16)
+        return;
+    const quill_stage_candidates *last = &stages[n - 1];
+    quill_token chosen = quill_sampler_chosen(s);
+    fprintf(stderr, "\n  candidates after the chain (%d):\n", last->n_survivors);
+    for (int i = 0; i < last->n_top; i++) {
+        const quill_candidate *c = &last->top[i];
+        char piece[64] = "", label[96];
+        if (!quill_token_is_control(m, c->token))
+            quill_token_to_piece(m, c->token, piece, sizeof piece);
+        char quoted[48], piece_text[52];
+        snprintf(piece_text, sizeof piece_text, "'%s'",
+                 error_quote(quoted, sizeof quoted, piece, strlen(piece)));
+        /* padded, so that the bars of one step line up */
+        snprintf(label, sizeof label, "%c %6d %-12s", c->token == chosen ? '>' : ' ', c->token,
+                 piece_text);
+        chart_bar(stderr, label, c->p, 1.0, 30);
+    }
+}
+
+/* The end-of-text token is not reported to the callback: its step's candidates come
+ * before the text held back until the end (the last event), or after quill_generate. */
+static void show_end_candidates(GeneratePrinter *p)
+{
+    bool ended = !p->ignore_eos && quill_token_is_end(p->model, quill_sampler_chosen(p->sampler));
+    if (p->show_probs && ended && !p->end_shown) {
+        show_candidates(p->model, p->sampler);
+        p->end_shown = true;
+    }
+}
+
+quill_generate_params generate_params(const GenerateOptions *o, GeneratePrinter *printer)
+{
+    quill_generate_params p = quill_generate_params_default();
+    p.max_tokens = o->max_tokens;
+    p.stop = (const char *const *)o->stop.items;
+    p.n_stop = o->stop.n;
+    p.ignore_eos = o->ignore_eos;
+    p.context_shift = o->context_shift;
+    p.on_token = generate_print_event;
+    p.user = printer;
+    return p;
+}
+
+bool generate_print_event(const quill_token_event *ev, void *printer)
+{
+    GeneratePrinter *p = printer;
+    if (ev->token >= 0 && p->show_probs)
+        show_candidates(p->model, p->sampler);
+    if (ev->token < 0)
+        show_end_candidates(p);
+    if (ev->n_text > 0) {
+        fwrite(ev->text, 1, ev->n_text, stdout);
+        fflush(stdout);
+    }
+    if (p->status == 0 && ev->token >= 0)
+        p->status = completion_add_token(&p->record, ev->token, &p->err);
+    if (p->status == 0)
+        p->status = completion_add_text(&p->record, ev->text, ev->n_text, &p->err);
+    return p->status == 0;
+}
+
+void generate_print_finish(GeneratePrinter *p, quill_finish_reason finish)
+{
+    if (finish == QUILL_FINISH_EOS)
+        show_end_candidates(p);
+}
+
+void generate_report(const quill_context *c, const quill_sampler *s, uint64_t seed)
+{
+    char chain[512], cache[160];
+    quill_sampler_describe(s, chain, sizeof chain);
+    quill_context_describe(c, cache, sizeof cache);
+    fprintf(stderr, "[chain: %s]\n", chain);
+    fprintf(stderr, "[seed %llu; %s]\n", (unsigned long long)seed, cache);
+    quill_perf times = quill_context_perf(c);
+    report_times(&times, 0);
 }

@@ -12,6 +12,7 @@
 #include "chat.h"
 #include "cli.h"
 #include "error.h"
+#include "quill.h"
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
@@ -70,6 +71,10 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err);
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
                             SamplerParams *p, Error *err);
 void generate_sampler_params_free(SamplerParams *p);
+/* The same settings as a sampler of the public API (quill.h), for model m; NULL with err
+ * set on error. */
+quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions *o,
+                                    uint64_t seed, Error *err);
 
 /* Parses a generate (or chat) command line into o; MODEL into *model. With --preset, the
  * preset is applied first and the other flags after it, whatever their order. Returns
@@ -79,31 +84,60 @@ int generate_parse_options(int argc, char **argv, GenerateOptions *o, const char
 /* The seed to use: o->seed, or when it is -1 one from the operating system's entropy
  * (getrandom: runs started in the same second differ), in 0 .. 2^31 - 1 like --seed. */
 uint64_t generate_seed(const GenerateOptions *o);
-/* The chat template a run uses: --chat-template's family, else the one the model's file
- * names (CHAT_UNKNOWN when it has none quill knows). An unknown --chat-template name, and
+/* The chat template a run uses: --chat-template's family, else the one model_template (the
+ * model's tokenizer.chat_template, or NULL) is written in (CHAT_UNKNOWN when it has none
+ * quill knows). An unknown --chat-template name, and
  * --system without a template, are errors: a system prompt cannot be written without one.
  * *from_flag says which of the two it was, for --verbose. */
-int generate_chat_family(const GenerateOptions *o, const GgufFile *file, ChatFamily *family,
-                         bool *from_flag, Error *err);
+int generate_chat_family(const GenerateOptions *o, const char *model_template,
+                         ChatFamily *family, bool *from_flag, Error *err);
 /* "[chat template: chatml, from the model]" (or from --chat-template, or "none"), on
  * stderr: what --verbose says about the template in use. */
 void generate_chat_family_report(ChatFamily family, bool from_flag);
 /* Stop strings are typed with escapes (\n); turns them into their bytes, in place. */
 int generate_stops_unescape(GenerateOptions *o, Error *err);
 
+/* ---- a continuation through quill.h (generate's one stream, the REPL) ---- */
+
+/* A context of n_ctx positions for one sequence, in o->cache_type (set to the model's
+ * default when NULL, so that /status names it), on o->threads. Warns on stderr, before the
+ * cache is allocated, about a context longer than the model's or one over a gigabyte. */
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err);
+
+/* What generate_print_event, quill_generate's callback, writes with: each token's text to
+ * stdout and, with --show-probs, the candidates of its step to stderr before it. The
+ * record keeps the text and tokens (--output-file, the chat's history). One per
+ * generation: {.model, .sampler, .show_probs, .ignore_eos}, the rest zero. */
+typedef struct {
+    const quill_model *model;
+    const quill_sampler *sampler; /* traced with --show-probs */
+    bool show_probs, ignore_eos;
+    bool end_shown;               /* the end-of-text step's candidates are out */
+    Completion record;
+    Error err;                    /* why the record failed (status -1) */
+    int status;
+} GeneratePrinter;
+
+bool generate_print_event(const quill_token_event *ev, void *printer);
+/* quill_generate's settings from o (the reply's limits: max tokens, stop strings, the end
+ * of text, the context shift), streaming through printer. */
+quill_generate_params generate_params(const GenerateOptions *o, GeneratePrinter *printer);
+/* After quill_generate: the candidates of the step that chose the end of text, when the
+ * last event did not show them. */
+void generate_print_finish(GeneratePrinter *p, quill_finish_reason finish);
+
+/* Prints --verbose's report of a continuation through quill.h: the chain, the seed, the
+ * cache, the times. */
+void generate_report(const quill_context *c, const quill_sampler *s, uint64_t seed);
+
+/* ---- several sequences of one search (session.h): not in quill.h ---- */
+
 /* A session for a run of o, with its sampler, stop strings and limits: n_seq cache slots of
  * n_ctx positions in o->cache_type (set to the model's default when NULL, so that /status
  * and --verbose name it), sampling seeded with seed. Warns on stderr, before the cache is
  * allocated, about a context longer than the model's or one over a gigabyte. */
-int generate_session_start(Session *s, GenerateOptions *o, const Model *m, const Tokenizer *tok,
-                           uint64_t seed, int n_seq, int n_ctx, Error *err);
-/* The session's settings again after o changed (the REPL's /set). */
-int generate_session_update(Session *s, const GenerateOptions *o, uint64_t seed, Error *err);
-
-/* A SessionCallback (ctx: the Tokenizer) that writes each decided piece of text to stdout
- * as it comes and, with --show-probs, the step's candidates to stderr before it. */
-void generate_print_token(void *tokenizer, const SessionToken *t);
-
+int generate_session_start(Session *s, GenerateOptions *o, const quill_model *m, uint64_t seed,
+                           int n_seq, int n_ctx, Error *err);
 /* Prints the --verbose report of the session's chain and timings to stderr. */
 void generate_session_report(const Session *s, const GenerateOptions *o);
 

@@ -12,9 +12,14 @@
  * (lineread.c), as the end of input does, with exit status 0.
  *
  * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
- * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored. */
+ * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored.
+ *
+ * The REPL is a client of the public API (quill.h): each turn is one quill_generate on
+ * sequence 0 after what the cache holds; /set makes a new sampler and replays the
+ * sequence's tokens into it; /reset clears the sequence and the sampler. The turn's text
+ * comes from chat.h: a chat template's continuation (the turns after the ones in the cache)
+ * is more than quill_chat_format, which formats a whole conversation, says. */
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +27,8 @@
 
 #include "chat.h"
 #include "lineread.h"
-#include "loader.h"
-#include "matmul.h"
+#include "quill.h"
 #include "repl.h"
-#include "session.h"
 
 /* The context a conversation gets when --context does not say: the model's, up to this (a
  * model trained for 128k positions would otherwise reserve gigabytes of cache). */
@@ -49,30 +52,34 @@ static bool name_in(const char *const *names, const char *name)
     return false;
 }
 
-/* Set while a reply is being generated; repl_cancel is the session's cancel flag (a
- * lock-free atomic_bool may be stored from a signal handler). */
+/* Set while a reply is being generated; repl_cancel is quill_generate's cancel flag, set
+ * from the signal handler (a sig_atomic_t, which is an int here, as the flag's type is). */
+_Static_assert(_Generic((sig_atomic_t)0, int: 1, default: 0), "sig_atomic_t is an int");
 static volatile sig_atomic_t repl_generating = 0;
-static atomic_bool repl_cancel;
+static volatile sig_atomic_t repl_cancel = 0;
 
 /* Ctrl+C as a signal: stops a reply the first time; a second time, or at a prompt read from
  * a pipe, leaves. (At a terminal's prompt, the line editor reads Ctrl+C as a key.) */
 static void repl_on_interrupt(int signo)
 {
     (void)signo;
-    if (!repl_generating || atomic_load(&repl_cancel)) {
+    if (!repl_generating || repl_cancel) {
         static const char bye[] = "\n";
         ssize_t ignored = write(STDOUT_FILENO, bye, sizeof bye - 1);
         (void)ignored;
         _exit(0);
     }
-    atomic_store(&repl_cancel, true);
+    repl_cancel = 1;
 }
 
 typedef struct {
-    const Model *model;
-    const Tokenizer *tok;
+    quill_model *model;
+    quill_context *ctx;  /* the conversation: sequence 0 */
+    quill_sampler *sampler;
+    bool *from_input;    /* per position of the sequence: an input's token (the sampler's
+                            prompt tokens, which --no-penalize-prompt leaves out) */
+    int n_from_input;
     GenerateOptions *o;
-    Session session;
     uint64_t seed;       /* the sampler's (--seed, or drawn when it is -1) */
     ChatFamily family;   /* CHAT_UNKNOWN: plain completion */
     ChatMessage messages[REPL_MAX_MESSAGES];
@@ -138,17 +145,6 @@ static int turn_text(Repl *r, const char *input, char **text, Error *err)
                                     text, err);
 }
 
-/* The turn's tokens: the start of a conversation gets bos (unless its template writes
- * one); later text continues it, without SPM's start-of-text space. */
-static int turn_tokens(Repl *r, const char *text, int **ids, size_t *n, Error *err)
-{
-    bool first = infer_seq_length(r->session.ctx, 0) == 0;
-    bool template_bos = r->family != CHAT_UNKNOWN && chat_template_writes_bos(r->family);
-    EncodeOptions opt = {.add_bos = first && r->tok->add_bos && !template_bos,
-                         .parse_special = r->family != CHAT_UNKNOWN, .mid_text = !first};
-    return tokenizer_encode_with(r->tok, text, strlen(text), opt, ids, n, err);
-}
-
 /* The reply as the template expects it back (llama2 and mistral write the space after
  * [/INST] as part of the reply's first token: chat.h). */
 static const char *reply_content(const Repl *r, const char *reply)
@@ -157,39 +153,97 @@ static const char *reply_content(const Repl *r, const char *reply)
     return spaced && reply[0] == ' ' ? reply + 1 : reply;
 }
 
+/* The sampler of the settings now, with the tokens the sequence holds replayed into it,
+ * so that the penalties and bad words see the conversation so far (each input's tokens as
+ * prompt tokens). */
+static int repl_sampler_new(Repl *r, Error *err)
+{
+    quill_sampler *s = generate_sampler_new(r->model, r->o, r->seed, err);
+    int n = s && r->ctx ? quill_seq_tokens(r->ctx, 0, NULL, 0) : 0;
+    quill_token *ids = s ? malloc(((size_t)n + 1) * sizeof *ids) : NULL;
+    if (!ids) {
+        quill_sampler_free(s);
+        return s ? error_set(err, "out of memory") : -1;
+    }
+    quill_seq_tokens(r->ctx, 0, ids, n);
+    for (int i = 0; i < n; i++)
+        quill_sampler_accept(s, ids[i], i < r->n_from_input && r->from_input[i]);
+    free(ids);
+    quill_sampler_free(r->sampler);
+    r->sampler = s;
+    return 0;
+}
+
+/* After a turn: the sequence's last n_generated positions came from the model and the
+ * n_input before them from the input. A context shift during the turn dropped older
+ * positions and kept the sequence's end, so the marks before the turn keep their distance
+ * from the end. */
+static int repl_mark_turn(Repl *r, int n_input, int n_generated, Error *err)
+{
+    int len = quill_seq_length(r->ctx, 0);
+    int n_turn = n_input + n_generated < len ? n_input + n_generated : len;
+    int n_before = len - n_turn < r->n_from_input ? len - n_turn : r->n_from_input;
+    bool *marks = calloc((size_t)len + 1, sizeof *marks);
+    if (!marks)
+        return error_set(err, "out of memory");
+    for (int i = 1; i <= n_before; i++) /* the earlier marks, counted from the turn back */
+        marks[len - n_turn - i] = r->from_input[r->n_from_input - i];
+    for (int i = len - n_turn; i < len - n_generated; i++)
+        marks[i] = true;
+    free(r->from_input);
+    r->from_input = marks;
+    r->n_from_input = len;
+    return 0;
+}
+
+/* The generation settings of a turn: the reply's limits, and how the turn's text becomes
+ * tokens (a template's control tokens parsed; no bos of our own when it writes one). */
+static quill_generate_params turn_params(const Repl *r, GeneratePrinter *printer)
+{
+    quill_generate_params p = generate_params(r->o, printer);
+    p.add_special = r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family);
+    p.parse_special = r->family != CHAT_UNKNOWN;
+    p.cancel = (volatile int *)&repl_cancel;
+    return p;
+}
+
 /* One input: its text through the model, then the reply streamed. */
 static int repl_turn(Repl *r, const char *input, Error *err)
 {
     char *text;
-    int *ids = NULL;
-    size_t n = 0;
     if (turn_text(r, input, &text, err) != 0)
         return -1;
-    int status = turn_tokens(r, text, &ids, &n, err);
-    free(text);
-    if (status == 0)
-        status = session_feed(&r->session, ids, (int)n, err);
-    free(ids);
-    if (status != 0)
-        return -1;
-    r->n_formatted = r->n_messages;
-    Completion c;
-    atomic_store(&repl_cancel, false);
+    GeneratePrinter printer = {.model = r->model, .sampler = r->sampler,
+                               .show_probs = r->o->show_probs, .ignore_eos = r->o->ignore_eos};
+    quill_generate_params p = turn_params(r, &printer);
+    int n_input = quill_context_perf(r->ctx).n_prompt_tokens;
+    quill_finish_reason finish;
+    repl_cancel = 0;
     repl_generating = 1;
-    status = session_continue(&r->session, generate_print_token, (void *)r->tok, &c, err);
+    int status = quill_generate(r->ctx, r->sampler, text, &p, &finish);
     repl_generating = 0;
+    free(text);
+    if (status != 0 || printer.status != 0) {
+        completion_free(&printer.record);
+        return error_set(err, "%s", status != 0 ? quill_last_error() : printer.err.msg);
+    }
+    generate_print_finish(&printer, finish);
+    n_input = quill_context_perf(r->ctx).n_prompt_tokens - n_input;
+    const Completion *reply = &printer.record;
+    status = repl_mark_turn(r, n_input, reply->n_tokens - (finish == QUILL_FINISH_CONTEXT), err);
+    r->n_formatted = r->n_messages;
     if (status == 0 && r->family != CHAT_UNKNOWN) {
-        status = message_add(r, CHAT_ROLE_ASSISTANT, reply_content(r, c.text ? c.text : ""),
-                             err);
+        status = message_add(r, CHAT_ROLE_ASSISTANT,
+                             reply_content(r, reply->text ? reply->text : ""), err);
         r->n_formatted = r->n_messages;
     }
-    if (status == 0 && c.finish == FINISH_CANCELLED)
+    if (status == 0 && finish == QUILL_FINISH_CANCELLED)
         printf("\n[stopped]");
-    if (status == 0 && c.finish == FINISH_CONTEXT)
+    if (status == 0 && finish == QUILL_FINISH_CONTEXT)
         printf("\n[the context is full: /reset to start again]");
     putchar('\n');
     fflush(stdout);
-    completion_free(&c);
+    completion_free(&printer.record);
     return status;
 }
 
@@ -242,7 +296,7 @@ static int repl_set(Repl *r, const char *arg, Error *err)
         status = generate_stops_unescape(r->o, err);
     if (status == 0 && strcmp(f->name, "seed") == 0)
         r->seed = generate_seed(r->o);
-    return status == 0 ? generate_session_update(&r->session, r->o, r->seed, err) : -1;
+    return status == 0 ? repl_sampler_new(r, err) : -1;
 }
 
 /* Runs a /command; returns 1 for /quit. A bad command is one line on stderr, and the
@@ -258,15 +312,17 @@ static int repl_command(Repl *r, const char *line)
     } else if (strcmp(line, "/status") == 0) {
         Flag flags[GENERATE_MAX_FLAGS];
         cli_write_flag_values(stdout, flags, chat_settings(r, flags, false));
-        printf("  %-20s %d of %d positions\n", "(context used)",
-               infer_seq_length(r->session.ctx, 0), r->session.params.n_ctx);
+        printf("  %-20s %d of %d positions\n", "(context used)", quill_seq_length(r->ctx, 0),
+               quill_context_n_ctx(r->ctx));
         printf("  %-20s %llu\n", "(seed in use)", (unsigned long long)r->seed);
     } else if (strcmp(line, "/set") == 0) {
         Flag flags[GENERATE_MAX_FLAGS];
         printf("/set key=value changes one of these (now):\n");
         cli_write_flag_values(stdout, flags, chat_settings(r, flags, true));
     } else if (strcmp(line, "/reset") == 0) {
-        session_reset(&r->session);
+        quill_seq_clear(r->ctx, 0);
+        quill_sampler_reset(r->sampler);
+        r->n_from_input = 0;
         messages_clear(r);
         printf("[the conversation is forgotten]\n");
     } else if (strncmp(line, "/set ", 5) == 0) {
@@ -364,41 +420,39 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
 {
     if (refuse_generate_only_flags(o, err) != 0)
         return -1;
-    char path[4096];
-    model_path_resolve(model_arg, path, sizeof path);
-    compute_set_threads(o->threads);
-    Model m;
-    Tokenizer tok;
-    if (model_file_load(path, &m, &tok, err) != 0)
-        return -1;
-    Repl r = {.model = &m, .tok = &tok, .o = o, .terminal = line_input_is_terminal()};
+    quill_model_params mp = quill_model_params_default();
+    mp.n_threads = o->threads;
+    quill_model *m = quill_model_load(model_arg, &mp);
+    if (!m)
+        return error_set(err, "%s", quill_last_error());
+    Repl r = {.model = m, .o = o, .terminal = line_input_is_terminal()};
     bool from_flag;
-    if (generate_chat_family(o, m.file, &r.family, &from_flag, err) != 0) {
-        tokenizer_free(&tok);
-        model_free(&m);
-        return -1;
-    }
-    if (o->verbose)
+    int status = generate_chat_family(o, quill_model_chat_template(m), &r.family, &from_flag,
+                                      err);
+    if (status == 0 && o->verbose)
         generate_chat_family_report(r.family, from_flag);
-    int n_ctx = o->context > 0 ? o->context : m.config.context;
+    int n_ctx = o->context > 0 ? o->context : quill_model_context_length(m);
     n_ctx = o->context > 0 || n_ctx < REPL_DEFAULT_CONTEXT ? n_ctx : REPL_DEFAULT_CONTEXT;
     o->echo = false;
     r.seed = generate_seed(o);
-    int status = generate_stops_unescape(o, err);
     if (status == 0)
-        status = generate_session_start(&r.session, o, &m, &tok, r.seed, 1, n_ctx, err);
+        status = generate_stops_unescape(o, err);
+    if (status == 0)
+        status = repl_sampler_new(&r, err);
+    if (status == 0 && !(r.ctx = generate_context_new(m, o, n_ctx, err)))
+        status = -1;
     if (status == 0) {
         struct sigaction sa = {.sa_handler = repl_on_interrupt};
         sigaction(SIGINT, &sa, NULL);
-        r.session.cancel = &repl_cancel;
         status = repl_loop(&r);
         if (o->verbose)
-            generate_session_report(&r.session, o);
-        session_free(&r.session);
+            generate_report(r.ctx, r.sampler, r.seed);
     }
     messages_clear(&r);
     string_list_clear(&r.values);
-    tokenizer_free(&tok);
-    model_free(&m);
+    free(r.from_input);
+    quill_sampler_free(r.sampler);
+    quill_context_free(r.ctx);
+    quill_model_free(m);
     return status;
 }

@@ -1,5 +1,6 @@
 /* quill tokenize: the token ids of a text under a GGUF file's tokenizer (any GGUF with
- * tokenizer.ggml.* keys, vocab-only files included). */
+ * tokenizer.ggml.* keys, vocab-only files included), through the public API (quill.h): the
+ * model loaded with vocab_only, quill_tokenize, quill_token_text. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,7 @@
 #include "cli.h"
 #include "fileio.h"
 #include "generate.h"
-#include "gguf.h"
-#include "loader.h"
-#include "tokenizer.h"
+#include "quill.h"
 
 typedef struct {
     const char *file;
@@ -53,11 +52,11 @@ static int tokenize_input(const TokenizeOptions *o, const char *arg, char **text
     return *text ? 0 : error_set(err, "out of memory");
 }
 
-static void print_tokens(const Tokenizer *tok, const int *ids, size_t n, bool pieces)
+static void print_tokens(const quill_model *m, const quill_token *ids, int n, bool pieces)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {
         if (pieces)
-            printf("%d '%s'\n", ids[i], tok->pieces[ids[i]]);
+            printf("%d '%s'\n", ids[i], quill_token_text(m, ids[i]));
         else
             printf(i ? " %d" : "%d", ids[i]);
     }
@@ -90,30 +89,20 @@ int cmd_tokenize(int argc, char **argv, Error *err)
     int parsed = cli_parse_command(&spec, argc, argv, positional, &n_positional, stdout, err);
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
-    GgufFile *f;
-    Tokenizer tok;
-    char path[4096];
-    model_path_resolve(positional[0], path, sizeof path);
-    if (gguf_open(&f, path, err) != 0)
-        return -1;
-    int status = tokenizer_from_gguf(&tok, f, err);
-    gguf_close(f);
-    if (status != 0)
-        return error_prefix(err, "%s", path);
+    quill_model_params params = quill_model_params_default();
+    params.vocab_only = true; /* the tokenizer is all it needs, and all some files hold */
+    quill_model *m = quill_model_load(positional[0], &params);
+    if (!m)
+        return error_set(err, "%s", quill_last_error());
     char *text = NULL;
     size_t len;
-    int *ids = NULL;
-    size_t n_ids;
-    status = tokenize_input(&o, n_positional > 1 ? positional[1] : NULL, &text, &len, err);
-    if (status == 0)
-        status = tokenizer_encode_with(
-            &tok, text, len,
-            (EncodeOptions){.add_bos = tok.add_bos && !o.no_bos, .parse_special = o.parse_special},
-            &ids, &n_ids, err);
-    if (status == 0)
-        print_tokens(&tok, ids, n_ids, o.pieces);
+    quill_token *ids = NULL;
+    int status = tokenize_input(&o, n_positional > 1 ? positional[1] : NULL, &text, &len, err);
+    int n_ids = status == 0 ? generate_tokenize(m, text, len, !o.no_bos, o.parse_special, &ids, err) : -1;
+    if (n_ids >= 0)
+        print_tokens(m, ids, n_ids, o.pieces);
     free(ids);
     free(text);
-    tokenizer_free(&tok);
-    return status;
+    quill_model_free(m);
+    return n_ids >= 0 ? 0 : -1;
 }

@@ -121,6 +121,10 @@ QUILL_API int quill_tokenize(const quill_model *m, const char *text, size_t len,
  * part of a UTF-8 character. Returns the byte count (snprintf convention). */
 QUILL_API int quill_token_to_piece(const quill_model *m, quill_token token, char *buf,
                                    size_t cap);
+/* The token's own spelling in the vocabulary, as the file stores it (SentencePiece's "▁"
+ * for a space and "<0x0A>" for a byte, GPT-2's "Ġ"): what a tokenizer listing shows, not
+ * the text. NULL for a token outside the vocabulary. Valid as long as the model. */
+QUILL_API const char *quill_token_text(const quill_model *m, quill_token token);
 /* The text of tokens[0..n): their bytes joined, as the tokenizer decodes (a SentencePiece
  * leading space removed after bos). Returns the byte count (snprintf convention). */
 QUILL_API int quill_detokenize(const quill_model *m, const quill_token *tokens, int n,
@@ -131,6 +135,10 @@ QUILL_API quill_token quill_token_eos(const quill_model *m);
 QUILL_API quill_token quill_token_eot(const quill_model *m); /* end of a chat turn */
 /* True for a token that ends a text: eos, or eot where the vocabulary has one. */
 QUILL_API bool quill_token_is_end(const quill_model *m, quill_token token);
+/* True for a token that stands for no text: a control token (bos, eos, "<|im_start|>") or
+ * the unknown token. quill_token_to_piece gives its name; a generation writes nothing for
+ * it (quill_token_event's piece is empty). */
+QUILL_API bool quill_token_is_control(const quill_model *m, quill_token token);
 
 /* One message of a conversation: role "system", "user" or "assistant". */
 typedef struct {
@@ -171,6 +179,23 @@ QUILL_API quill_context *quill_context_new(quill_model *m, const quill_context_p
 QUILL_API void quill_context_free(quill_context *c); /* NULL-safe */
 QUILL_API int quill_context_n_ctx(const quill_context *c);
 QUILL_API int quill_context_n_seq(const quill_context *c);
+/* One line on the KV cache, for a log: "KV cache 21120 bytes = 0.02 MB (f16, 33
+ * positions)" (per sequence when there are several). Byte count (snprintf convention). */
+QUILL_API int quill_context_describe(const quill_context *c, char *buf, size_t cap);
+
+/* What quill_generate has done on a context since it was made (llama.cpp's
+ * llama_perf_context): prompt tokens decoded and generated ones, and their times. */
+typedef struct {
+    int n_prompt_tokens;
+    double prompt_seconds;
+    int n_generated;            /* tokens generated (an end-of-text token that finished a
+                                   text is not counted) */
+    double generate_seconds;
+    double first_token_seconds; /* the last quill_generate's: from its prompt's start to the
+                                   first token chosen */
+} quill_perf;
+
+QUILL_API quill_perf quill_context_perf(const quill_context *c);
 
 /* A batch: rows of (token, position, sequence, whether its logits are wanted), decoded in
  * one forward pass that reads the weights once for all rows. quill keeps each sequence's
@@ -305,6 +330,9 @@ QUILL_API int quill_sampler_trace(quill_sampler *s, int top_n);
  * final list (banned tokens removed, most likely first) the selection drew from. Count
  * returned, at most cap written; 0 when the sample was not traced. */
 QUILL_API int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, int cap);
+/* The token the last traced sample chose (what --show-probs marks), -1 when it was not
+ * traced. */
+QUILL_API quill_token quill_sampler_chosen(const quill_sampler *s);
 
 /* ---- generation --------------------------------------------------------------------- */
 
@@ -330,13 +358,17 @@ typedef struct {
                            are its output. */
     size_t n_text;
     float logprob;      /* ln p of the token under the sampler's final distribution (the
-                           tempered one; at temperature <= 0 the untempered one) */
+                           tempered one; at temperature <= 0 the untempered one); NAN when
+                           the sampler is traced (its stages have the probabilities) */
 } quill_token_event;
 
 /* Called once per generated token, and once more with token -1 (and no piece) when text
  * held back until the end (a stop string's unfinished start, an incomplete character)
  * turns out to be text. The end-of-text token that finishes a generation is not reported.
- * Return false to stop (finish "cancelled"). */
+ * Return false to stop (finish "cancelled"). When the sampler is traced
+ * (quill_sampler_trace), its stages during the callback are those of the token reported,
+ * and after quill_generate returns those of the last token chosen (the end-of-text token
+ * when the finish is "eos"). */
 typedef bool (*quill_token_callback)(const quill_token_event *ev, void *user);
 
 typedef struct {

@@ -3,9 +3,11 @@
  * infer_decode_batch as they are. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "loader.h"
 #include "matmul.h"
 #include "quill_internal.h"
 
@@ -93,6 +95,24 @@ int quill_context_n_ctx(const quill_context *c)
 int quill_context_n_seq(const quill_context *c)
 {
     return c ? c->infer.params.n_seq : 0;
+}
+
+int quill_context_describe(const quill_context *c, char *buf, size_t cap)
+{
+    if (api_check_handle(c, "quill_context_describe", "context") != QUILL_OK)
+        return -1;
+    const InferParams *p = &c->infer.params;
+    size_t bytes = infer_cache_bytes(&c->infer);
+    char line[160];
+    int n = snprintf(line, sizeof line, "KV cache %zu bytes = %.2f MB (%s, %d positions%s)",
+                     bytes, bytes / 1e6, kv_cache_type_name(p->cache_type), p->n_ctx,
+                     p->n_seq > 1 ? " per sequence" : "");
+    return api_copy_out(line, (size_t)n, buf, cap);
+}
+
+quill_perf quill_context_perf(const quill_context *c)
+{
+    return c ? c->perf : (quill_perf){0};
 }
 
 /* The compute threads are the calling thread's (matmul.c keeps them per thread): set them

@@ -32,6 +32,7 @@ quill_generate_params quill_generate_params_default(void)
 /* What the session's callback needs to reach the caller's. */
 typedef struct {
     const quill_generate_params *p;
+    quill_sampler *sampler; /* its trace follows the session's, when tracing */
     atomic_bool cancel;  /* the session's flag */
     bool refused;        /* the caller's callback returned false */
 } Listener;
@@ -50,6 +51,8 @@ static void on_session_token(void *ctx, const SessionToken *t)
 {
     Listener *l = ctx;
     poll_cancel(l);
+    if (t->trace)
+        api_sampler_traced(l->sampler, t->trace);
     bool text_only = t->token < 0;
     bool end_token = !text_only && !t->piece; /* the session gives it no bytes */
     if (!l->p->on_token || l->refused || end_token || (text_only && t->n_text == 0))
@@ -117,7 +120,7 @@ static int rerun_last_token(quill_context *c, int seq, Error *err)
     return infer_decode(&c->infer, seq, &last, 1, err);
 }
 
-static void session_params_from(const quill_generate_params *p, int n_prompt_end,
+static void session_params_from(const quill_generate_params *p, int n_prompt_end, bool trace,
                                  SessionParams *out)
 {
     session_params_default(out);
@@ -128,6 +131,18 @@ static void session_params_from(const quill_generate_params *p, int n_prompt_end
     out->context_shift = p->context_shift;
     out->n_keep = p->n_keep < 0 ? n_prompt_end : p->n_keep;
     out->logprobs = true;
+    out->trace = trace;
+}
+
+/* A call's times into the context's totals. */
+static void perf_add(quill_perf *perf, const SessionStats *t)
+{
+    perf->n_prompt_tokens += t->prompt_tokens;
+    perf->prompt_seconds += t->prompt_seconds;
+    perf->n_generated += t->generated_tokens;
+    perf->generate_seconds += t->generate_seconds;
+    if (t->first_token_seconds > 0) /* a token was chosen */
+        perf->first_token_seconds = t->first_token_seconds;
 }
 
 /* Feeds the prompt (or runs the last token again) and continues. */
@@ -138,7 +153,7 @@ static int generate(quill_context *c, quill_sampler *s, const char *prompt,
     if (prompt_tokens(c, prompt, p, &ids, &n) != QUILL_OK)
         return QUILL_ERROR;
     SessionParams params;
-    session_params_from(p, infer_seq_length(&c->infer, p->seq) + n, &params);
+    session_params_from(p, infer_seq_length(&c->infer, p->seq) + n, s->trace_top > 0, &params);
     Session session;
     Error err;
     int status = session_borrow(&session, &c->model->model, &c->model->tok, &c->infer, p->seq,
@@ -151,6 +166,7 @@ static int generate(quill_context *c, quill_sampler *s, const char *prompt,
     if (status == 0)
         status = session_continue(&session, on_session_token, l, &out, &err);
     *finish = l->refused ? FINISH_CANCELLED : out.finish;
+    perf_add(&c->perf, &session.stats);
     completion_free(&out);
     session_free(&session);
     return status == 0 ? QUILL_OK : api_error(&err);
@@ -162,7 +178,7 @@ int quill_generate(quill_context *c, quill_sampler *s, const char *prompt,
     quill_generate_params params = p ? *p : quill_generate_params_default();
     if (check_generate(c, s, prompt, &params) != QUILL_OK)
         return QUILL_ERROR;
-    Listener l = {.p = &params};
+    Listener l = {.p = &params, .sampler = s};
     atomic_init(&l.cancel, false);
     poll_cancel(&l);
     api_context_use_threads(c);

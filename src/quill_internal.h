@@ -32,6 +32,7 @@ struct quill_context {
     InferContext infer;
     int n_threads;
     bool *row_logits;   /* scratch: a batch's logits flags as bool (quill_decode) */
+    quill_perf perf;    /* what quill_generate has done on it (quill_context_perf) */
     int row_logits_cap;
 };
 
@@ -43,6 +44,10 @@ struct quill_sampler {
     quill_candidate top[SAMPLER_STAGE_COUNT + 1][SAMPLER_TRACE_TOP]; /* each step's */
     int n_top[SAMPLER_STAGE_COUNT + 1];
 };
+
+/* Makes trace (a sample that quill_generate's session traced) s's last sample, so that
+ * quill_sampler_stages shows it. */
+void api_sampler_traced(quill_sampler *s, const SamplerTrace *trace);
 
 /* The thread's last error: api_fail formats it, api_error copies an internal Error's
  * message. Both return QUILL_ERROR, so a failing call can end with `return api_fail(...)`. */

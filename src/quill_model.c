@@ -271,20 +271,35 @@ static int check_token(const quill_model *m, quill_token token, const char *func
     return QUILL_OK;
 }
 
+bool quill_token_is_control(const quill_model *m, quill_token token)
+{
+    if (!m || token < 0 || token >= m->tok.n_vocab || !m->tok.types)
+        return false;
+    int32_t type = m->tok.types[token];
+    return type == TOKEN_TYPE_CONTROL || type == TOKEN_TYPE_UNKNOWN;
+}
+
 int quill_token_to_piece(const quill_model *m, quill_token token, char *buf, size_t cap)
 {
     if (api_check_handle(m, "quill_token_to_piece", "model") != QUILL_OK ||
         check_token(m, token, "quill_token_to_piece") != QUILL_OK)
         return -1;
     const Tokenizer *t = &m->tok;
-    int32_t type = t->types ? t->types[token] : TOKEN_TYPE_NORMAL;
-    if (type == TOKEN_TYPE_CONTROL || type == TOKEN_TYPE_UNKNOWN)
+    if (quill_token_is_control(m, token))
         return api_copy_out(t->pieces[token], strlen(t->pieces[token]), buf, cap);
     /* the bytes land in buf whole or cut, and the count is the whole piece's */
     size_t n = tokenizer_token_bytes(t, token, buf, cap);
     if (cap > 0)
         buf[n < cap ? n : cap - 1] = '\0';
     return (int)n;
+}
+
+const char *quill_token_text(const quill_model *m, quill_token token)
+{
+    if (api_check_handle(m, "quill_token_text", "model") != QUILL_OK ||
+        check_token(m, token, "quill_token_text") != QUILL_OK)
+        return NULL;
+    return m->tok.pieces[token];
 }
 
 int quill_detokenize(const quill_model *m, const quill_token *tokens, int n, char *buf,

@@ -56,54 +56,26 @@ int quill_sampler_params_preset(quill_sampler_params *p, const char *name)
     return QUILL_OK;
 }
 
-/* The bad words as token sequences: each text as it stands inside a text and after a
- * space (the two spellings that tokenize differently). The lists are malloc'd:
- * sampler_init copies them, and bad_words_free frees these. */
+/* The bad words as token sequences, each in both of its spellings (sampler_bad_word_add),
+ * into *out (*n of them, freed with sampler_bad_words_free: sampler_init copies them). */
 static int bad_words_tokenize(const quill_model *m, const quill_sampler_params *p,
-                              TokenSequence **out, Error *err)
+                              TokenSequence **out, int *n, Error *err)
 {
-    TokenSequence *seqs = calloc((size_t)p->n_bad_words * 2 + 1, sizeof *seqs);
-    if (!seqs)
-        return error_set(err, "out of memory");
-    *out = seqs;
-    EncodeOptions mid = {.mid_text = true};
     for (int i = 0; i < p->n_bad_words; i++) {
         const char *word = p->bad_words[i];
         if (!word || !*word)
             return error_set(err, "bad word %d is empty", i);
-        size_t len = strlen(word);
-        char *spaced = malloc(len + 2);
-        if (!spaced)
-            return error_set(err, "out of memory");
-        spaced[0] = ' ';
-        memcpy(spaced + 1, word, len + 1);
-        for (int k = 0; k < 2; k++) {
-            size_t n;
-            int status = tokenizer_encode_with(&m->tok, k ? spaced : word, len + (size_t)k, mid,
-                                               (int **)&seqs[2 * i + k].tokens, &n, err);
-            seqs[2 * i + k].n_tokens = (int)n;
-            if (status != 0) {
-                free(spaced);
-                return -1;
-            }
-        }
-        free(spaced);
+        if (sampler_bad_word_add(out, n, &m->tok, word, strlen(word), err) != 0)
+            return -1;
     }
     return 0;
-}
-
-static void bad_words_free(TokenSequence *seqs, int n)
-{
-    for (int i = 0; seqs && i < n; i++)
-        free((int *)seqs[i].tokens);
-    free(seqs);
 }
 
 /* The SamplerParams of p: the numbers, the chain, the bias (the same struct layout: copied
  * as LogitBias) and the bad words tokenized. */
 static int sampler_params_from(const quill_model *m, const quill_sampler_params *p,
-                               SamplerParams *out, TokenSequence **bad, LogitBias **bias,
-                               Error *err)
+                               SamplerParams *out, TokenSequence **bad, int *n_bad,
+                               LogitBias **bias, Error *err)
 {
     sampler_params_default(out);
     numbers_to_internal(p, out);
@@ -121,10 +93,10 @@ static int sampler_params_from(const quill_model *m, const quill_sampler_params 
         (*bias)[i] = (LogitBias){.token = p->logit_bias[i].token, .bias = p->logit_bias[i].bias};
     out->logit_bias = *bias;
     out->n_logit_bias = p->n_logit_bias;
-    if (bad_words_tokenize(m, p, bad, err) != 0)
+    if (bad_words_tokenize(m, p, bad, n_bad, err) != 0)
         return -1;
     out->bad_words = *bad;
-    out->n_bad_words = 2 * p->n_bad_words;
+    out->n_bad_words = *n_bad;
     return 0;
 }
 
@@ -136,16 +108,17 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
     quill_sampler *s = calloc(1, sizeof *s);
     SamplerParams internal;
     TokenSequence *bad = NULL;
+    int n_bad = 0;
     LogitBias *bias = NULL;
     Error err;
-    int status = s ? sampler_params_from(m, &params, &internal, &bad, &bias, &err)
+    int status = s ? sampler_params_from(m, &params, &internal, &bad, &n_bad, &bias, &err)
                    : error_set(&err, "out of memory");
     if (status == 0)
         status = sampler_init(&s->sampler, &internal, m->tok.n_vocab, &err);
-    bad_words_free(bad, 2 * params.n_bad_words);
+    sampler_bad_words_free(bad, n_bad);
     free(bias);
     if (status != 0) {
-        api_fail("quill_sampler_new: %s", err.msg);
+        api_error(&err); /* the setting's own message, as the command line shows it */
         free(s);
         return NULL;
     }
@@ -171,6 +144,12 @@ static void trace_as_candidates(quill_sampler *s)
             s->top[i][k] = (quill_candidate){.token = step->top[k].id,
                                              .logit = step->top[k].logit, .p = step->top[k].p};
     }
+}
+
+void api_sampler_traced(quill_sampler *s, const SamplerTrace *trace)
+{
+    s->trace = *trace;
+    trace_as_candidates(s);
 }
 
 quill_token quill_sampler_sample(quill_sampler *s, const float *logits)
@@ -240,4 +219,9 @@ int quill_sampler_stages(const quill_sampler *s, quill_stage_candidates *out, in
                                           .n_survivors = t->steps[i].n,
                                           .n_top = s->n_top[i], .top = s->top[i]};
     return t->n_steps;
+}
+
+quill_token quill_sampler_chosen(const quill_sampler *s)
+{
+    return s && s->trace.n_steps > 0 ? s->trace.chosen : -1;
 }

@@ -100,6 +100,52 @@ int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err)
     return 0;
 }
 
+/* Appends text[0..len)'s tokens (encoded as inside a text: no space prefix) as one more
+ * sequence, unless it is empty or an equal one is there. */
+static int bad_spelling_add(TokenSequence **words, int *n, const Tokenizer *tok,
+                            const char *text, size_t len, Error *err)
+{
+    int *ids;
+    size_t n_ids;
+    if (tokenizer_encode_with(tok, text, len, (EncodeOptions){.mid_text = true}, &ids, &n_ids,
+                              err) != 0)
+        return -1;
+    bool known = n_ids == 0;
+    for (int i = 0; i < *n && !known; i++)
+        known = (size_t)(*words)[i].n_tokens == n_ids &&
+                memcmp((*words)[i].tokens, ids, n_ids * sizeof *ids) == 0;
+    TokenSequence *grown = known ? NULL : realloc(*words, (size_t)(*n + 1) * sizeof *grown);
+    if (known || !grown) {
+        free(ids);
+        return known ? 0 : error_set(err, "out of memory");
+    }
+    grown[(*n)++] = (TokenSequence){.tokens = ids, .n_tokens = (int)n_ids};
+    *words = grown;
+    return 0;
+}
+
+int sampler_bad_word_add(TokenSequence **words, int *n, const Tokenizer *tok, const char *word,
+                         size_t len, Error *err)
+{
+    char *spaced = malloc(len + 1);
+    if (!spaced)
+        return error_set(err, "out of memory");
+    spaced[0] = ' ';
+    memcpy(spaced + 1, word, len);
+    int status = bad_spelling_add(words, n, tok, word, len, err);
+    if (status == 0)
+        status = bad_spelling_add(words, n, tok, spaced, len + 1, err);
+    free(spaced);
+    return status;
+}
+
+void sampler_bad_words_free(TokenSequence *words, int n)
+{
+    for (int i = 0; words && i < n; i++)
+        free((int *)words[i].tokens);
+    free(words);
+}
+
 /* ---- the processors that need the sampler ---- */
 
 static bool penalties_on(const SamplerParams *p)

@@ -31,6 +31,7 @@
 #include "candidates.h"
 #include "error.h"
 #include "rng.h"
+#include "tokenizer.h"
 
 /* The processors a chain can name, with their names in chain strings. */
 typedef enum {
@@ -190,6 +191,16 @@ void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap);
 /* Parses a --logit-bias value "ID:VALUE", e.g. "13:-inf" or "42:+2.5" (VALUE finite or
  * -inf). The id's range is checked by sampler_init, which knows the vocabulary. */
 int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err);
+
+/* A bad word (or phrase) as banned sequences, appended to words[0..*n) (malloc'd, grown by
+ * one per spelling): word[0..len) tokenized with tok as it stands inside a text and after a
+ * space, the two spellings that tokenize differently ("bad" glued to a word or at the
+ * start, " bad" after a space). A spelling already in the list, or one with no tokens, is
+ * not added. The list (*n entries, whatever the status) is freed with
+ * sampler_bad_words_free. */
+int sampler_bad_word_add(TokenSequence **words, int *n, const Tokenizer *tok, const char *word,
+                         size_t len, Error *err);
+void sampler_bad_words_free(TokenSequence *words, int n);
 
 /* Checks p (every number in its range, token ids below n_vocab) and sets up a sampler
  * with an empty history and the RNG seeded by p->seed. p's logit bias and bad words are

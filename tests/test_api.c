@@ -264,16 +264,23 @@ Test(api, a_full_context_ends_the_text_or_shifts_keeping_the_prompt, .timeout = 
 
 /* ---- tokens ------------------------------------------------------------------------------ */
 
+/* A tokenizer file (no weights), loaded with vocab_only. */
+static quill_model *vocab_load(const char *path)
+{
+    quill_model_params mp = quill_model_params_default();
+    mp.vocab_only = true;
+    quill_model *m = quill_model_load(path, &mp);
+    cr_assert_not_null(m, "%s", quill_last_error());
+    return m;
+}
+
 /* Every case of llama.cpp's GPT-2 vectors: quill_tokenize gives its ids, quill_detokenize
  * gives the text back (byte-level BPE round-trips every byte string), from a model loaded
  * with vocab_only (the file has no weights). */
 Test(api, tokenize_and_detokenize_match_llama_cpp_gpt2_vectors)
 {
     SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-gpt-2.gguf");
-    quill_model_params mp = quill_model_params_default();
-    mp.vocab_only = true;
-    quill_model *m = quill_model_load(vocab, &mp);
-    cr_assert_not_null(m, "%s", quill_last_error());
+    quill_model *m = vocab_load(vocab);
     cr_expect_null(quill_context_new(m, NULL));
     cr_expect_not_null(strstr(quill_last_error(), "vocab_only"), "%s", quill_last_error());
     char path[4200], *inp, *out;
@@ -309,6 +316,24 @@ Test(api, tokenize_and_detokenize_match_llama_cpp_gpt2_vectors)
     cr_expect_eq(compared, 46, "%d cases compared, want 46", compared);
     free(inp);
     free(out);
+    quill_model_free(m);
+}
+
+/* quill_token_text is the vocabulary's spelling, not the text: GPT-2 writes the space
+ * before "world" as "Ġ" (token 995 of its published vocabulary, 15496 "Hello"), where
+ * quill_token_to_piece gives the byte. */
+Test(api, token_text_is_the_vocabulary_spelling)
+{
+    SHARED_FILE_OR_SKIP(vocab, "vocab/ggml-vocab-gpt-2.gguf");
+    quill_model *m = vocab_load(vocab);
+    cr_expect_str_eq(quill_token_text(m, 995), "\xc4\xa0world");
+    cr_expect_str_eq(quill_token_text(m, 15496), "Hello");
+    char piece[16];
+    cr_expect_eq(quill_token_to_piece(m, 995, piece, sizeof piece), 6);
+    cr_expect_str_eq(piece, " world");
+    cr_expect_null(quill_token_text(m, quill_model_vocab_size(m)));
+    cr_expect_not_null(strstr(quill_last_error(), "not in the vocabulary"), "%s",
+                       quill_last_error());
     quill_model_free(m);
 }
 
@@ -698,6 +723,59 @@ static void expect_error(int status, const char *message)
     cr_expect_eq(status, QUILL_ERROR);
     cr_expect_not_null(strstr(quill_last_error(), message), "'%s' has no '%s'",
                        quill_last_error(), message);
+}
+
+/* What a traced generation shows its callback: the stages of the token reported (greedy:
+ * the chain's most likely candidate is the token, and the one marked chosen), and after
+ * the call the context's counts: the prompt's tokens and one generated per event. */
+typedef struct {
+    quill_sampler *s;
+    int events, staged;
+} TraceWatch;
+
+static bool watch_stages(const quill_token_event *ev, void *user)
+{
+    TraceWatch *w = user;
+    if (ev->token < 0)
+        return true;
+    w->events++;
+    quill_stage_candidates stages[16]; /* every stage of the default chain and the final list */
+    int n = quill_sampler_stages(w->s, stages, 16);
+    w->staged += n > 0 && n <= 16 && strcmp(stages[n - 1].stage, "chain") == 0 &&
+                 stages[n - 1].top[0].token == ev->token &&
+                 quill_sampler_chosen(w->s) == ev->token;
+    return true;
+}
+
+Test(api, a_traced_generation_shows_each_tokens_stages_and_counts_its_work, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    quill_model *m = load_model(path);
+    quill_sampler *s = greedy_sampler(m);
+    cr_assert_eq(quill_sampler_trace(s, 4), QUILL_OK);
+    quill_context *c = new_context(m, 1, 64);
+    TraceWatch w = {.s = s};
+    quill_generate_params gp = quill_generate_params_default();
+    gp.max_tokens = 12;
+    gp.on_token = watch_stages;
+    gp.user = &w;
+    quill_finish_reason finish;
+    cr_assert_eq(quill_generate(c, s, PROMPT, &gp, &finish), QUILL_OK, "%s", quill_last_error());
+    cr_expect_eq(w.events, 12);
+    cr_expect_eq(w.staged, w.events, "%d of %d tokens had their stages", w.staged, w.events);
+    quill_perf perf = quill_context_perf(c);
+    int n_prompt = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, NULL, 0);
+    cr_expect_eq(perf.n_prompt_tokens, n_prompt);
+    cr_expect_eq(perf.n_generated, 12);
+    char line[160];
+    quill_context_describe(c, line, sizeof line);
+    /* 5 layers x 2 (keys, values) x 64 positions x 32 values x 4 bytes (F32) */
+    cr_expect_str_eq(line, "KV cache 81920 bytes = 0.08 MB (f32, 64 positions)");
+    cr_expect(quill_token_is_control(m, quill_token_bos(m)));
+    cr_expect(!quill_token_is_control(m, quill_sampler_chosen(s)));
+    quill_context_free(c);
+    quill_sampler_free(s);
+    quill_model_free(m);
 }
 
 /* Each argument a caller can get wrong is an error with a message that names it. */

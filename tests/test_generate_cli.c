@@ -437,3 +437,44 @@ Test(generate_cli, a_full_context_says_what_keeps_going, .timeout = 60)
     free(out);
     free(messages);
 }
+
+/* --bad-words keeps each word out of the text in both of its spellings: greedy decoding of
+ * stories260K names "Lily" after a space, and with "Lily" banned the same run never writes
+ * it (the library's sampler_bad_word_add tokenizes the list, as quill_sampler_new does). */
+Test(generate_cli, bad_words_keep_a_word_out_of_the_text, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *run = "generate %s --prompt 'Once upon a time' -n 40 --temperature 0 --no-echo%s";
+    char *text, *messages;
+    int status;
+    quill_stdout(&text, &messages, &status, run, model, "");
+    cr_assert_eq(status, 0, "%s", messages);
+    cr_assert(strstr(text, " Lily"), "the greedy text names no Lily: %s", text);
+    free(text);
+    free(messages);
+    quill_stdout(&text, &messages, &status, run, model, " --bad-words Lily,Tom");
+    cr_assert_eq(status, 0, "%s", messages);
+    cr_expect(!strstr(text, "Lily") && !strstr(text, "Tom"), "banned words written: %s", text);
+    cr_expect(strlen(text) > 20, "the text stopped short: '%s'", text);
+    free(text);
+    free(messages);
+}
+
+/* /reset forgets the conversation and starts the random draw again from the seed, so the
+ * same input after it gets the reply a fresh chat gets (before, the draw went on and the
+ * reply differed). */
+Test(generate_cli, chat_reset_starts_the_draw_again, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char args[512], *out;
+    snprintf(args, sizeof args, "%s --seed 11 --temperature 1.5 -n 30", model);
+    cr_assert_eq(chat_with_input(&out, "Once\n/reset\nOnce\n", args), 0, "%s", out);
+    char *mark = strstr(out, "[the conversation is forgotten]\n");
+    cr_assert_not_null(mark, "%s", out);
+    size_t first = (size_t)(mark - out);
+    const char *again = mark + strlen("[the conversation is forgotten]\n");
+    cr_expect_eq(strlen(again), first, "replies of %zu and %zu bytes:\n%s", first,
+                 strlen(again), out);
+    cr_expect(strncmp(out, again, first) == 0, "the reply after /reset differs:\n%s", out);
+    free(out);
+}
