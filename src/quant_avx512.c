@@ -605,7 +605,10 @@ INLINE TARGET_AVX512 void panel_rows(uint32_t type, int64_t n,
  * sequential stream, which the hardware prefetchers follow best (a tile's four rows are four
  * streams that restart at every panel: measured 50 GB/s against 40 for F32). F32/F16/BF16
  * rows do the same for small batches, where streaming decides (N = 4: twice as fast), since
- * they have nothing to decode. A row is summed exactly as in a tile of four. (A decoding
+ * they have nothing to decode; and so do Q8_0's 2 or 3 rows (a decoding step of 2 or 3
+ * sequences), whose decoding is a sign flip: 1.3x and 1.5x less time per step than tiles
+ * of four weight rows by 2 or 3 (1 thread, the Q8_0 bench model); from 4 rows on the tiles
+ * win. A row is summed exactly as in a tile of four. (A decoding
  * step of the 4-, 5- and 6-bit formats runs the rows kernels above instead; this path
  * serves them when the driver hands a panel one column, as quant_vec_dot does.) */
 INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n,
@@ -614,7 +617,8 @@ INLINE TARGET_AVX512 void panel_any(uint32_t type, int64_t n,
                                     float beta)
 {
     bool plain = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
-    if (n_rows == 1 || n_cols == 1 || (plain && n_cols < 16)) {
+    bool narrow_q8_0 = type == GGML_TYPE_Q8_0 && n_cols < QUANT_TILE_COLS;
+    if (n_rows == 1 || n_cols == 1 || (plain && n_cols < 16) || narrow_q8_0) {
         for (int r = 0; r < n_rows; r++) {
             const void *row[QUANT_PANEL_ROWS] = {rows[r], rows[r], rows[r], rows[r]};
             panel_rows(type, n, row, 1, act, stride, n_cols, out + r, ldo, beta, 1);
