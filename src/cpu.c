@@ -106,6 +106,18 @@ bool cpu_runs_avx2_fma(void)
     return cpu_reports(AVX2) && cpu_reports(FMA);
 }
 
+bool cpu_runs_quant_avx512(void)
+{
+    return cpu_reports(AVX512F) && cpu_reports(AVX512BW) && cpu_reports(AVX512VL) &&
+           cpu_reports(AVX512DQ) && cpu_reports(AVX512VNNI) && cpu_reports(FMA) &&
+           cpu_reports(F16C);
+}
+
+bool cpu_runs_quant_avx2(void)
+{
+    return cpu_runs_avx2_fma() && cpu_reports(F16C);
+}
+
 /* The strings are built once, whichever thread asks first. */
 static pthread_once_t described = PTHREAD_ONCE_INIT;
 static char reported[128], features[512];

@@ -23,5 +23,9 @@ bool cpu_runs_avx512_blas(void);
 bool cpu_runs_avx512_bf16(void);
 /* What its AVX2 kernels (Haswell) need: AVX2 and FMA. */
 bool cpu_runs_avx2_fma(void);
+/* What quill's own quantized kernels need (quant.c): AVX-512 F, BW, VL, DQ and VNNI with
+ * FMA and F16C for the AVX-512 ones; AVX2, FMA and F16C for the AVX2 ones. */
+bool cpu_runs_quant_avx512(void);
+bool cpu_runs_quant_avx2(void);
 
 #endif

@@ -5,11 +5,11 @@
 #include "quant.h"
 
 #include <assert.h>
-#include <cpuid.h>
 #include <omp.h>
 #include <stdatomic.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "gguf.h"
 #include "matmul.h"
 #include "quant_impl.h"
@@ -90,27 +90,12 @@ void quant_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
  * start on several threads at once; every one of them would store the same value. */
 static _Atomic int current_isa = -1;
 
-/* F16C (the F16 <-> F32 conversions) from CPUID leaf 1, ECX bit 29: clang 14's
- * __builtin_cpu_supports does not know the name "f16c", and the fuzzers build with clang. */
-static bool cpu_has_f16c(void)
-{
-    unsigned eax, ebx, ecx, edx;
-    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
-}
-
 static bool cpu_runs(QuantIsa isa)
 {
-    __builtin_cpu_init();
     switch (isa) {
-    case QUANT_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
-               cpu_has_f16c();
-    case QUANT_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
-    case QUANT_ISA_SCALAR:
-        return true;
+    case QUANT_ISA_AVX512: return cpu_runs_quant_avx512();
+    case QUANT_ISA_AVX2: return cpu_runs_quant_avx2();
+    case QUANT_ISA_SCALAR: return true;
     }
     return false;
 }
