@@ -241,9 +241,20 @@ $(BUILD)/notebooks/%: $(BUILD)/notebooks-c/%.o $(CMD_OBJS) $(LIB)
 notebooks: deps $(NOTEBOOKS)
 	@for nb in $(NOTEBOOKS); do echo "==== $$nb"; $$nb || exit 1; echo; done
 
-$(BUILD)/%.o: %.c | deps
+# make rebuilds what is older than its sources, not what was compiled with other flags: a
+# build folder from before a change of CFLAGS (-fPIC for the shared library, say) would
+# keep objects that no longer link. So the flags are written to a file that changes only
+# when they do, and every object depends on it.
+FLAGS_FILE := $(BUILD)/compile-flags
+$(FLAGS_FILE): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CPPFLAGS) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CPPFLAGS) $(CFLAGS)' > $@
+
+$(BUILD)/%.o: %.c $(FLAGS_FILE) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+FORCE:
 
 # The tests run the `quill` binary and the notebooks of the same build (for the command-line
 # cases and the notebooks' printed facts), then the ABI tests; then an install is checked
