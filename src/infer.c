@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "loader.h"
 
 enum { DEFAULT_BATCH = 512 };
@@ -157,33 +158,21 @@ static bool batch_is_step(const InferContext *c, const InferBatch *b)
     return true;
 }
 
-/* Grows a buffer of *cap elements of `size` bytes to hold n. */
-static int grow(void **buffer, int *cap, int n, size_t size, Error *err)
-{
-    if (n <= *cap)
-        return 0;
-    void *p = realloc(*buffer, (size_t)n * size);
-    if (!p)
-        return error_set(err, "out of memory for the logits of %d rows", n);
-    *buffer = p;
-    *cap = n;
-    return 0;
-}
-
 /* Room for the logits of the rows that ask for them, and each row's index among them. */
 static int logits_reserve(InferContext *c, const InferBatch *b, Error *err)
 {
     size_t V = (size_t)c->model->config.vocab_size;
-    int wanted = 0, cap_rows = c->logits_cap;
-    if (grow((void **)&c->logit_row, &c->rows_cap, b->n, sizeof *c->logit_row, err) != 0)
+    if (buffer_reserve_items(&c->logit_row, &c->rows_cap, (size_t)b->n, sizeof *c->logit_row,
+                             (size_t)b->n, "batch rows", err) != 0)
         return -1;
+    int wanted = 0;
     for (int i = 0; i < b->n; i++) {
         bool wants = b->logits ? b->logits[i] : i == b->n - 1;
         c->logit_row[i] = wants ? wanted++ : -1;
     }
-    if (grow((void **)&c->logits, &cap_rows, wanted, V * sizeof *c->logits, err) != 0)
+    if (buffer_reserve_items(&c->logits, &c->logits_cap, (size_t)wanted, V * sizeof *c->logits,
+                             (size_t)wanted, "logits rows", err) != 0)
         return -1;
-    c->logits_cap = cap_rows;
     c->n_logits = wanted;
     c->n_rows = b->n;
     return 0;

@@ -47,9 +47,11 @@ typedef struct {
     /* The logits the last decode left: n_logits rows of V, in the order of the rows that
      * asked for them; logit_row[i] is batch row i's (-1: none). Both grow as batches ask. */
     float *logits;
-    int n_logits, logits_cap;
+    int n_logits;
+    size_t logits_cap; /* rows of V floats */
     int *logit_row;
-    int n_rows, rows_cap;
+    int n_rows;
+    size_t rows_cap;
     /* scratch: each sequence's next position while a batch is checked (n_seq); a pass's
      * rows with logits, and the rows infer_decode and infer_decode_step build (acts.T) */
     int *next_pos, *out_rows, *row_pos, *row_seq;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "loader.h"
 #include "matmul.h"
 #include "quill_internal.h"
@@ -183,13 +184,11 @@ int quill_batch_add(quill_batch *b, quill_token token, int pos, int seq, bool lo
 /* The batch's logits flags as the bool array InferBatch takes. */
 static int batch_logit_flags(quill_context *c, const quill_batch *b)
 {
-    if (b->n_tokens > c->row_logits_cap) {
-        bool *grown = realloc(c->row_logits, (size_t)b->n_tokens * sizeof *grown);
-        if (!grown)
-            return api_fail("quill_decode: out of memory");
-        c->row_logits = grown;
-        c->row_logits_cap = b->n_tokens;
-    }
+    Error err;
+    if (buffer_reserve_items(&c->row_logits, &c->row_logits_cap, (size_t)b->n_tokens,
+                             sizeof *c->row_logits, (size_t)b->n_tokens, "batch rows",
+                             &err) != 0)
+        return api_error(&err);
     for (int i = 0; i < b->n_tokens; i++)
         c->row_logits[i] = b->logits[i] != 0;
     return QUILL_OK;

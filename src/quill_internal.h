@@ -33,7 +33,7 @@ struct quill_context {
     int n_threads;
     bool *row_logits;   /* scratch: a batch's logits flags as bool (quill_decode) */
     quill_perf perf;    /* what quill_generate has done on it (quill_context_perf) */
-    int row_logits_cap;
+    size_t row_logits_cap;
 };
 
 struct quill_sampler {
