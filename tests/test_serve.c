@@ -198,6 +198,29 @@ static char *stream_text(cJSON **events, int n, bool chat, const char **finish)
     return text;
 }
 
+/* A streamed completion: its chunks' text joined (malloc'd), checked to end with
+ * data: [DONE]; finish gets the last finish reason, *n_events the chunk count. */
+static char *stream_request(const Server *s, const char *path, const char *json, bool chat,
+                            char *finish, size_t finish_cap, int *n_events)
+{
+    char *stream;
+    cr_assert_eq(request(s, "POST", path, json, NULL, &stream), 200, "%s", stream);
+    cJSON *events[64];
+    bool done;
+    int n = sse_events(stream, events, 64, &done);
+    cr_expect(done, "no data: [DONE]");
+    if (n > 0 && chat)
+        cr_expect_str_eq(string_at(events[0], "object", NULL), "chat.completion.chunk");
+    const char *f;
+    char *text = stream_text(events, n, chat, &f);
+    snprintf(finish, finish_cap, "%s", f ? f : "");
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(events[i]);
+    free(stream);
+    *n_events = n;
+    return text;
+}
+
 /* Greedy text over HTTP, whole and streamed, is the command line's byte for byte. */
 Test(serve, greedy_completion_equals_the_cli, .timeout = 60)
 {
@@ -221,21 +244,13 @@ Test(serve, greedy_completion_equals_the_cli, .timeout = 60)
     cr_expect_eq(cJSON_GetObjectItem(usage, "total_tokens")->valueint, 45);
 
     snprintf(body, sizeof body, req, ", \"stream\": true");
-    char *stream;
-    cr_assert_eq(request(&s, "POST", "/v1/completions", body, NULL, &stream), 200, "%s", stream);
-    cJSON *events[64];
-    bool done;
-    int n = sse_events(stream, events, 64, &done);
-    cr_expect(done, "no data: [DONE]");
+    char finish[16];
+    int n;
+    char *text = stream_request(&s, "/v1/completions", body, false, finish, sizeof finish, &n);
     cr_expect_geq(n, 10, "%d events: one per token expected", n);
-    const char *finish;
-    char *text = stream_text(events, n, false, &finish);
     cr_expect_str_eq(text, expected);
     cr_expect_str_eq(finish, "length");
-    for (int i = 0; i < n; i++)
-        cJSON_Delete(events[i]);
     free(text);
-    free(stream);
     cJSON_Delete(whole);
     free(expected);
     server_stop(&s);
@@ -425,22 +440,14 @@ Test(serve, chat_completion_uses_the_template, .timeout = 60)
     cr_expect_str_eq(string_at(choice, "message", "role"), "assistant");
     cr_expect_str_eq(string_at(choice, "message", "content"), expected);
     snprintf(body, sizeof body, req, ", \"stream\": true");
-    char *stream;
-    cr_assert_eq(request(&s, "POST", "/v1/chat/completions", body, NULL, &stream), 200);
-    cJSON *events[64];
-    bool done;
-    int n = sse_events(stream, events, 64, &done);
-    cr_expect(done);
-    cr_assert_gt(n, 2);
-    cr_expect_str_eq(string_at(events[0], "object", NULL), "chat.completion.chunk");
-    const char *finish;
-    char *text = stream_text(events, n, true, &finish);
+    char finish[16];
+    int n;
+    char *text = stream_request(&s, "/v1/chat/completions", body, true, finish, sizeof finish,
+                                &n);
+    cr_expect_gt(n, 2);
     cr_expect_str_eq(text, expected);
     cr_expect_str_eq(finish, "length");
-    for (int i = 0; i < n; i++)
-        cJSON_Delete(events[i]);
     free(text);
-    free(stream);
     cJSON_Delete(r);
     free(expected);
     server_stop(&s);
