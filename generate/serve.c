@@ -122,6 +122,29 @@ static enum MHD_Result send_error(struct MHD_Connection *c, ApiError *e)
     return send_json(c, e->status, serve_error_body(e));
 }
 
+static enum MHD_Result send_raw(struct MHD_Connection *c, ServeReply *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->n_raw, r->raw, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* GET of a playground file (no key: a browser loads the page before it can send one). */
+static enum MHD_Result answer_page(ServeDaemon *d, struct MHD_Connection *c,
+                                   const ServePage *page, const char *method)
+{
+    ApiError e = {0};
+    ServeReply r = {.status = 200, .stream_fd = -1};
+    if (strcmp(method, "GET") != 0)
+        serve_error(&e, 405, NULL, "%s does not take %s", page->url, method);
+    else if (serve_page(&d->server, page, &r, &e) == 0)
+        return send_raw(c, &r);
+    return send_error(c, &e);
+}
+
 static enum MHD_Result send_stream(struct MHD_Connection *c, int fd)
 {
     struct MHD_Response *resp = MHD_create_response_from_pipe(fd);
@@ -172,6 +195,9 @@ static const Route *route_find(const char *method, const char *url, bool *path_k
 static enum MHD_Result answer(ServeDaemon *d, struct MHD_Connection *c, const char *url,
                               const char *method, const RequestBody *rb)
 {
+    const ServePage *page = serve_page_find(url);
+    if (page)
+        return answer_page(d, c, page, method);
     ApiError e = {0};
     bool path_known;
     const Route *route = route_find(method, url, &path_known);
@@ -261,6 +287,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
         s->n_slots++;
     }
     s->n_ctx = quill_context_n_ctx(s->slots[0].ctx);
+    if (!serve_page_dir(s->page_dir, sizeof s->page_dir))
+        s->page_dir[0] = '\0';
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->changed, NULL);
     return 0;
@@ -358,6 +386,9 @@ int cmd_serve(int argc, char **argv, Error *err)
         printf("quill serve: %s on http://%s:%d (%d slot%s of %d positions)\n",
                d.server.model_id, o.host, daemon_port(daemon), o.parallel,
                plural_s(o.parallel), d.server.n_ctx);
+        if (!d.server.page_dir[0])
+            printf("quill serve: no playground page: generate/playground/ is not beside "
+                   "this binary\n");
         fflush(stdout);
         int sig;
         sigwait(&set, &sig);

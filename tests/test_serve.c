@@ -505,3 +505,66 @@ Test(serve, trace_shows_each_stage, .timeout = 60)
     free(stream);
     server_stop(&s);
 }
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* GET / serves generate/playground/ of the checkout the binary sits in (here a copy of the
+ * binary in CHECKOUT/bin with the three files beside it), and nothing else: a file next to
+ * them, a path with "..", and a URL-encoded one are 404s. */
+Test(serve, playground_serves_its_three_files_only, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char root[256], pages[320], cmd[1024], bin[320], *out;
+    snprintf(root, sizeof root, "%s", test_make_tmpdir());
+    snprintf(pages, sizeof pages, "%s/generate/playground", root);
+    snprintf(bin, sizeof bin, "%s/bin/quill", root);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s %s/bin && cp %s %s", pages, root, test_quill_bin(), bin);
+    cr_assert_eq(test_run_capture(cmd, &out), 0, "%s", out);
+    free(out);
+    write_text(pages, "index.html", "<!doctype html><title>playground</title>");
+    write_text(pages, "playground.js", "console.log('js');");
+    write_text(pages, "playground.css", "body { color: black; }");
+    write_text(pages, "secret.txt", "not to be served");
+    setenv("QUILL_BIN", bin, 1);
+    Server s;
+    server_start(&s, model, "");
+    const struct {
+        const char *path;
+        int status;
+        const char *body;
+    } cases[] = {
+        {"/", 200, "<!doctype html><title>playground</title>"},
+        {"/index.html", 200, "<!doctype html><title>playground</title>"},
+        {"/playground.js", 200, "console.log('js');"},
+        {"/playground.css", 200, "body { color: black; }"},
+        {"/secret.txt", 404, NULL},
+        {"/../generate/playground/secret.txt", 404, NULL},
+        {"/%2e%2e/secret.txt", 404, NULL},
+        {"/playground/index.html", 404, NULL},
+    };
+    int compared = 0;
+    for (int i = 0; i < 8; i++) {
+        char *body;
+        cr_expect_eq(request(&s, "GET", cases[i].path, NULL, "--path-as-is", &body),
+                     cases[i].status, "%s", cases[i].path);
+        if (cases[i].body)
+            cr_expect_str_eq(body, cases[i].body, "%s", cases[i].path);
+        else
+            cr_expect_null(strstr(body, "not to be served"), "%s", cases[i].path);
+        free(body);
+        compared++;
+    }
+    cr_assert_eq(compared, 8);
+    char *body;
+    cr_expect_eq(request(&s, "POST", "/", "{}", NULL, &body), 405);
+    free(body);
+    server_stop(&s);
+}
