@@ -303,11 +303,13 @@ static void server_close(Server *s)
 }
 
 /* Waits for the streams still generating to write their last event (they see `stopping`
- * and finish as "cancelled" within one token). */
+ * and finish as "cancelled" within one token); requests waiting for a slot wake up and are
+ * answered 503. */
 static void server_drain(Server *s)
 {
-    s->stopping = 1;
     pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->changed);
     while (s->n_streams > 0)
         pthread_cond_wait(&s->changed, &s->lock);
     pthread_mutex_unlock(&s->lock);

@@ -568,3 +568,33 @@ Test(serve, playground_serves_its_three_files_only, .timeout = 60)
     free(body);
     server_stop(&s);
 }
+
+/* SIGTERM stops the server as SIGINT does: it says so and exits 0; the port is free after. */
+Test(serve, sigterm_stops_cleanly, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--parallel 2");
+    cr_expect_not_null(strstr(s.process.seen, "(2 slots of 128 positions)"), "%s",
+                       s.process.seen);
+    cJSON_Delete(request_json(&s, "GET", "/health", NULL, NULL, 200));
+    kill(s.process.pid, SIGTERM);
+    cr_expect_eq(test_process_finish(&s.process), 0, "%s", s.process.seen);
+    cr_expect_not_null(strstr(s.process.seen, "Terminated: stopping"), "%s", s.process.seen);
+    char *out;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "curl -sS '%s/health'", s.url);
+    cr_expect_neq(test_run_capture(cmd, &out), 0, "still answering after SIGTERM: %s", out);
+    free(out);
+}
+
+/* Bad flags are one clear error each, before anything is loaded or bound. */
+Test(serve, bad_flags_are_clean_errors, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    expect_clean_error("--port", "serve %s --port 70000", model);
+    expect_clean_error("--parallel", "serve %s --parallel 0", model);
+    expect_clean_error("--host 'localhost' is not an IPv4 address", "serve %s --host localhost",
+                       model);
+    expect_clean_error("no-such.gguf", "serve no-such.gguf");
+}
