@@ -1,28 +1,12 @@
-/* quill serve's endpoints: each reads its JSON request, checks every field it knows (a
- * wrong type or a value out of range is a 400 that names the field), runs the public API
- * (quill.h) and answers in llama-server's shapes (/health, /tokenize, /detokenize) or
- * OpenAI's (/v1/models, /v1/completions, /v1/chat/completions).
- *
- * A completion takes a slot (a context of its own) for as long as it generates. Without
- * "stream" it generates on the connection's thread and answers once; with it, a thread of
- * its own generates and writes Server-Sent Events into a pipe that the HTTP side sends on
- * as they come: one `data: {chunk}` per token, a last chunk with the finish reason, then
- * `data: [DONE]`. A write that fails (the client went away) cancels the generation. */
-#include <errno.h>
+/* quill serve's small endpoints, in llama-server's shapes (/health, /tokenize,
+ * /detokenize) and OpenAI's (/v1/models); the completions are serve_completion.c's. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "buffer.h"
 #include "generate.h"
-#include "serve.h"
 #include "serve_fields.h"
-
-
-/* ---- the small endpoints ------------------------------------------------------------ */
 
 int serve_health(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e)
 {

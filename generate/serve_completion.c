@@ -356,8 +356,9 @@ static cJSON *envelope(const Choice *ch, const char *object, cJSON **choices)
     return root;
 }
 
-/* One choice entry: {"index", "text"} (completions) or {"index", "delta": {"content"}}
- * (chat chunks), finish_reason null until the end. */
+/* A chunk's choice: {"index", "text", "logprobs": null} for a completion, {"index",
+ * "delta"} for a chat (the first chunk's delta is the role, the last one's empty), with
+ * finish_reason null until the last. */
 static cJSON *chunk_choice(const Choice *ch, const char *text, size_t n, const char *finish)
 {
     cJSON *choice = cJSON_CreateObject();
@@ -366,6 +367,8 @@ static cJSON *chunk_choice(const Choice *ch, const char *text, size_t n, const c
         cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
         if (text)
             add_text(delta, "content", text, n);
+        else if (!finish)
+            cJSON_AddStringToObject(delta, "role", "assistant");
     } else {
         add_text(choice, "text", text ? text : "", text ? n : 0);
         cJSON_AddNullToObject(choice, "logprobs");
@@ -374,6 +377,22 @@ static cJSON *chunk_choice(const Choice *ch, const char *text, size_t n, const c
         cJSON_AddStringToObject(choice, "finish_reason", finish);
     else
         cJSON_AddNullToObject(choice, "finish_reason");
+    return choice;
+}
+
+/* A whole answer's choice: {"index", "text", "logprobs": null, "finish_reason"}, or for a
+ * chat {"index", "message": {"role", "content"}, "finish_reason"}. */
+static cJSON *whole_choice(const Choice *ch, const char *finish)
+{
+    const char *text = ch->text ? ch->text : "";
+    if (!ch->req->chat)
+        return chunk_choice(ch, text, ch->len, finish);
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", ch->index);
+    cJSON *message = cJSON_AddObjectToObject(choice, "message");
+    cJSON_AddStringToObject(message, "role", "assistant");
+    add_text(message, "content", text, ch->len);
+    cJSON_AddStringToObject(choice, "finish_reason", finish);
     return choice;
 }
 
@@ -502,11 +521,13 @@ static int choice_generate(Choice *ch, int prompt, quill_finish_reason *finish, 
     gp.cancel = &ch->server->stopping;
     gp.on_token = on_token;
     gp.user = ch;
-    if (c->echo)
-        (ch->fd < 0 ? choice_append(ch, c->prompts[prompt], strlen(c->prompts[prompt]))
-                    : (void)send_chunk(ch, c->prompts[prompt], strlen(c->prompts[prompt]), NULL, -1));
+    const char *text = c->prompts[prompt];
+    if (c->echo && ch->fd < 0)
+        choice_append(ch, text, strlen(text));
+    else if (c->echo)
+        send_chunk(ch, text, strlen(text), NULL, -1);
     int status = quill_seq_clear(ch->ctx, 0) == QUILL_OK
-                     ? quill_generate(ch->ctx, ch->sampler, c->prompts[prompt], &gp, finish)
+                     ? quill_generate(ch->ctx, ch->sampler, text, &gp, finish)
                      : QUILL_ERROR;
     quill_sampler_free(ch->sampler);
     ch->sampler = NULL;
@@ -553,14 +574,7 @@ static int answer_whole(Server *s, const Completion *c, int slot, int n_prompt, 
             break;
         n_generated += ch.n_generated;
         ch.n_generated = 0;
-        cJSON *choice = chunk_choice(&ch, c->chat ? NULL : ch.text ? ch.text : "", ch.len,
-                                     finish_name(finish));
-        if (c->chat) {
-            cJSON *message = cJSON_AddObjectToObject(choice, "message");
-            cJSON_AddStringToObject(message, "role", "assistant");
-            add_text(message, "content", ch.text ? ch.text : "", ch.len);
-            cJSON_DeleteItemFromObject(choice, "delta");
-        }
+        cJSON *choice = whole_choice(&ch, finish_name(finish));
         cJSON_AddItemToArray(choices, choice);
     }
     free(ch.text);
@@ -601,7 +615,7 @@ static void *stream_run(void *arg)
             send_event(&ch, serve_error_body(&e));
             break;
         }
-        send_chunk(&ch, "", 0, finish_name(finish), -1);
+        send_chunk(&ch, NULL, 0, finish_name(finish), -1);
     }
     if (!ch.client_gone)
         write_all(st->fd, "data: [DONE]\n\n", 14);

@@ -209,8 +209,11 @@ static char *stream_request(const Server *s, const char *path, const char *json,
     bool done;
     int n = sse_events(stream, events, 64, &done);
     cr_expect(done, "no data: [DONE]");
-    if (n > 0 && chat)
+    if (n > 0 && chat) { /* OpenAI's first chat chunk gives the role */
         cr_expect_str_eq(string_at(events[0], "object", NULL), "chat.completion.chunk");
+        const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItem(events[0], "choices"), 0);
+        cr_expect_str_eq(string_at(first, "delta", "role"), "assistant");
+    }
     const char *f;
     char *text = stream_text(events, n, chat, &f);
     snprintf(finish, finish_cap, "%s", f ? f : "");
