@@ -44,6 +44,7 @@ typedef struct {
     bool echo;
     bool seeded;
     int trace;
+    bool include_usage; /* stream_options.include_usage: a last chunk with the usage */
     const char *stop[MAX_STOP];
     int n_stop;
     quill_sampler_params sampler;
@@ -181,6 +182,11 @@ static int read_common(const cJSON *req, Completion *c, const Server *s, int def
         field_bool(req, "echo", &c->echo, e) < 0 ||
         field_int(req, "quill_trace", 1, MAX_TRACE, &c->trace, e) < 0)
         return -1;
+    const cJSON *options = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
+    if (options && !cJSON_IsNull(options) &&
+        (!cJSON_IsObject(options) || field_bool(options, "include_usage", &c->include_usage, e) < 0))
+        return serve_error(e, 400, "stream_options", "stream_options must be an object with "
+                           "include_usage true or false");
     c->n_stop = field_strings(req, "stop", MAX_STOP, c->stop, e);
     if (c->n_stop < 0)
         return -1;
@@ -592,6 +598,7 @@ typedef struct {
     Completion *req;
     int slot;
     int fd;
+    int n_prompt; /* the prompts' tokens, for the usage */
 } Stream;
 
 /* The streaming thread: every choice's chunks, then [DONE]; then the pipe is closed (the
@@ -617,6 +624,13 @@ static void *stream_run(void *arg)
         }
         send_chunk(&ch, NULL, 0, finish_name(finish), -1);
     }
+    if (c->include_usage && !ch.client_gone) { /* OpenAI's usage chunk: no choices */
+        cJSON *choices;
+        cJSON *root = envelope(&ch, c->chat ? "chat.completion.chunk" : "text_completion",
+                               &choices);
+        cJSON_AddItemToObject(root, "usage", usage(st->n_prompt, ch.n_generated));
+        send_event(&ch, root);
+    }
     if (!ch.client_gone)
         write_all(st->fd, "data: [DONE]\n\n", 14);
     close(st->fd);
@@ -630,7 +644,8 @@ static void *stream_run(void *arg)
     return NULL;
 }
 
-static int stream_start(Server *s, Completion *c, int slot, ServeReply *r, ApiError *e)
+static int stream_start(Server *s, Completion *c, int slot, int n_prompt, ServeReply *r,
+                        ApiError *e)
 {
     int fds[2];
     Stream *st = malloc(sizeof *st);
@@ -638,7 +653,7 @@ static int stream_start(Server *s, Completion *c, int slot, ServeReply *r, ApiEr
         free(st);
         return serve_error(e, 500, NULL, "cannot start a stream: %s", strerror(errno));
     }
-    *st = (Stream){s, c, slot, fds[1]};
+    *st = (Stream){s, c, slot, fds[1], n_prompt};
     pthread_mutex_lock(&s->lock);
     s->n_streams++;
     pthread_mutex_unlock(&s->lock);
@@ -672,7 +687,7 @@ static int serve_completion(Server *s, const char *body, size_t len, bool chat,
         return -1;
     }
     if (c->stream) {
-        if (stream_start(s, c, slot, r, e) == 0)
+        if (stream_start(s, c, slot, n_prompt, r, e) == 0)
             return 0; /* the stream's thread owns c and the slot now */
         slot_give(s, slot);
         completion_free(c);

@@ -254,6 +254,24 @@ Test(serve, greedy_completion_equals_the_cli, .timeout = 60)
     cr_expect_str_eq(text, expected);
     cr_expect_str_eq(finish, "length");
     free(text);
+
+    /* stream_options.include_usage: a last chunk, with no choices, counts the tokens */
+    snprintf(body, sizeof body, req, ", \"stream\": true, \"stream_options\": "
+                                     "{\"include_usage\": true}");
+    char *stream;
+    cr_assert_eq(request(&s, "POST", "/v1/completions", body, NULL, &stream), 200, "%s", stream);
+    cJSON *events[64];
+    bool done;
+    n = sse_events(stream, events, 64, &done);
+    cr_assert_gt(n, 1);
+    const cJSON *last_usage = cJSON_GetObjectItem(events[n - 1], "usage");
+    cr_assert_not_null(last_usage, "no usage chunk last");
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(events[n - 1], "choices")), 0);
+    cr_expect_eq(cJSON_GetObjectItem(last_usage, "prompt_tokens")->valueint, 5);
+    cr_expect_eq(cJSON_GetObjectItem(last_usage, "completion_tokens")->valueint, 40);
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(events[i]);
+    free(stream);
     cJSON_Delete(whole);
     free(expected);
     server_stop(&s);
