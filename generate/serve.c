@@ -26,12 +26,15 @@ typedef struct {
     const char *api_key;
     int threads;
     int max_body;
+    const char *cors;
+    int timeout;
 } ServeOptions;
 
 typedef struct {
     Server server;
     const char *api_key;
     size_t max_body;
+    const char *cors; /* the origin browsers' pages may call from, or NULL */
 } ServeDaemon;
 
 /* One request's body as it arrives in pieces; too_large once it passed --max-body (the rest
@@ -103,33 +106,37 @@ cJSON *serve_error_body(const ApiError *e)
     return root;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, cJSON *body)
+/* Queues a response with its content type (and, with --cors, the origin allowed to read
+ * it) and lets go of it: libmicrohttpd frees it once sent. */
+static enum MHD_Result queue(const ServeDaemon *d, struct MHD_Connection *c, int status,
+                             struct MHD_Response *resp, const char *content_type)
 {
-    char *text = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    if (!text)
+    if (!resp)
         return MHD_NO;
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (d->cors)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, d->cors);
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ok;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, ApiError *e)
+static enum MHD_Result send_json(const ServeDaemon *d, struct MHD_Connection *c, int status,
+                                 cJSON *body)
 {
-    return send_json(c, e->status, serve_error_body(e));
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (!text)
+        return MHD_NO;
+    return queue(d, c, status,
+                 MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE),
+                 "application/json");
 }
 
-static enum MHD_Result send_raw(struct MHD_Connection *c, ServeReply *r)
+static enum MHD_Result send_error(const ServeDaemon *d, struct MHD_Connection *c, ApiError *e)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->n_raw, r->raw, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
-    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ok;
+    return send_json(d, c, e->status, serve_error_body(e));
 }
 
 /* GET of a playground file (no key: a browser loads the page before it can send one). */
@@ -141,22 +148,33 @@ static enum MHD_Result answer_page(ServeDaemon *d, struct MHD_Connection *c,
     if (strcmp(method, "GET") != 0)
         serve_error(&e, 405, NULL, "%s does not take %s", page->url, method);
     else if (serve_page(&d->server, page, &r, &e) == 0)
-        return send_raw(c, &r);
-    return send_error(c, &e);
+        return queue(d, c, MHD_HTTP_OK,
+                     MHD_create_response_from_buffer(r.n_raw, r.raw, MHD_RESPMEM_MUST_FREE),
+                     r.content_type);
+    return send_error(d, c, &e);
 }
 
-static enum MHD_Result send_stream(struct MHD_Connection *c, int fd)
+static enum MHD_Result send_stream(const ServeDaemon *d, struct MHD_Connection *c, int fd)
 {
     struct MHD_Response *resp = MHD_create_response_from_pipe(fd);
     if (!resp) {
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ok;
+    return queue(d, c, MHD_HTTP_OK, resp, "text/event-stream");
+}
+
+/* With --cors, a browser asks first (a "preflight" OPTIONS request) whether a page from
+ * another origin may POST JSON with an Authorization header: yes, for the origin named. */
+static enum MHD_Result answer_preflight(const ServeDaemon *d, struct MHD_Connection *c)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_METHODS,
+                            "GET, POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    return queue(d, c, MHD_HTTP_NO_CONTENT, resp, NULL);
 }
 
 /* Compares the whole of both strings whatever they hold, so that the time an answer takes
@@ -196,32 +214,30 @@ static enum MHD_Result answer(ServeDaemon *d, struct MHD_Connection *c, const ch
                               const char *method, const RequestBody *rb)
 {
     const ServePage *page = serve_page_find(url);
+    if (page && d->cors && strcmp(method, "OPTIONS") == 0)
+        return answer_preflight(d, c);
     if (page)
         return answer_page(d, c, page, method);
     ApiError e = {0};
     bool path_known;
     const Route *route = route_find(method, url, &path_known);
-    if (!path_known) {
+    if (path_known && d->cors && strcmp(method, "OPTIONS") == 0)
+        return answer_preflight(d, c);
+    if (!path_known)
         serve_error(&e, 404, NULL, "no endpoint %s", url);
-        return send_error(c, &e);
-    }
-    if (!route) {
+    else if (!route)
         serve_error(&e, 405, NULL, "%s does not take %s", url, method);
-        return send_error(c, &e);
-    }
-    if (route->needs_key && d->api_key && !key_accepted(c, d->api_key)) {
+    else if (route->needs_key && d->api_key && !key_accepted(c, d->api_key))
         serve_error(&e, 401, NULL, "a valid API key is needed: Authorization: Bearer KEY");
-        return send_error(c, &e);
-    }
-    if (rb->too_large) {
-        serve_error(&e, 413, NULL, "the request body is over the limit of %zu bytes (--max-body)",
-                  d->max_body);
-        return send_error(c, &e);
-    }
+    else if (rb->too_large)
+        serve_error(&e, 413, NULL, "the request body is over the limit of %zu bytes "
+                    "(--max-body)", d->max_body);
+    if (e.status)
+        return send_error(d, c, &e);
     ServeReply r = {.status = 200, .stream_fd = -1};
     if (route->run(&d->server, rb->body ? rb->body : "", rb->len, &r, &e) != 0)
-        return send_error(c, &e);
-    return r.stream_fd >= 0 ? send_stream(c, r.stream_fd) : send_json(c, r.status, r.body);
+        return send_error(d, c, &e);
+    return r.stream_fd >= 0 ? send_stream(d, c, r.stream_fd) : send_json(d, c, r.status, r.body);
 }
 
 /* libmicrohttpd calls this once when the headers are in, once per piece of the body, and
@@ -326,7 +342,7 @@ static struct MHD_Daemon *daemon_start(ServeDaemon *d, const ServeOptions *o, Er
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
         (uint16_t)o->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, &addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_request_done, d, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)60, MHD_OPTION_END);
+        (unsigned)o->timeout, MHD_OPTION_END);
     if (!daemon)
         error_set(err, "cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
     return daemon;
@@ -352,7 +368,8 @@ static void signals_block(sigset_t *set)
 
 int cmd_serve(int argc, char **argv, Error *err)
 {
-    ServeOptions o = {.host = "127.0.0.1", .port = 8080, .parallel = 1, .max_body = 1 << 20};
+    ServeOptions o = {.host = "127.0.0.1", .port = 8080, .parallel = 1, .max_body = 1 << 20,
+                      .timeout = 60};
     const Flag flags[] = {
         {"host", FLAG_STRING, &o.host, 0, 0, "IPv4 address to listen on"},
         {"port", FLAG_INT, &o.port, 0, 65535, "port to listen on (0: any free one)"},
@@ -363,6 +380,10 @@ int cmd_serve(int argc, char **argv, Error *err)
          "require Authorization: Bearer KEY on every endpoint but /health"},
         {"threads", FLAG_INT, &o.threads, 0, 1024, "compute threads (0: every core)"},
         {"max-body", FLAG_INT, &o.max_body, 1, 1 << 30, "largest request body in bytes"},
+        {"cors", FLAG_STRING, &o.cors, 0, 0,
+         "the origin whose pages may call the server from a browser (off by default)"},
+        {"timeout", FLAG_INT, &o.timeout, 1, 86400,
+         "seconds a connection may stay silent (slow headers) before it is closed"},
     };
     const CommandSpec spec = {
         .usage = "usage: quill serve MODEL [options]\n\n"
@@ -381,7 +402,7 @@ int cmd_serve(int argc, char **argv, Error *err)
         return parsed < 0 ? -1 : 0;
     sigset_t set;
     signals_block(&set);
-    ServeDaemon d = {.api_key = o.api_key, .max_body = (size_t)o.max_body};
+    ServeDaemon d = {.api_key = o.api_key, .max_body = (size_t)o.max_body, .cors = o.cors};
     int status = server_open(&d.server, positional[0], &o, err);
     struct MHD_Daemon *daemon = status == 0 ? daemon_start(&d, &o, err) : NULL;
     if (daemon) {

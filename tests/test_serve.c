@@ -619,3 +619,50 @@ Test(serve, bad_flags_are_clean_errors, .timeout = 60)
                        model);
     expect_clean_error("no-such.gguf", "serve no-such.gguf");
 }
+
+/* CORS is off unless --cors names an origin: then every answer allows that origin, and a
+ * browser's preflight (OPTIONS) is a 204 that allows POST with an Authorization header. */
+Test(serve, cors_only_for_the_origin_named, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    const char *allow = "Access-Control-Allow-Origin: http://example.org";
+    Server s;
+    server_start(&s, model, "");
+    char *out;
+    cr_expect_eq(request(&s, "GET", "/health", NULL, "-i", &out), 200);
+    cr_expect_null(strstr(out, "Access-Control"), "%s", out);
+    free(out);
+    cr_expect_eq(request(&s, "OPTIONS", "/v1/completions", NULL, "-i", &out), 405, "%s", out);
+    free(out);
+    server_stop(&s);
+
+    server_start(&s, model, "--cors http://example.org");
+    cr_expect_eq(request(&s, "GET", "/health", NULL, "-i", &out), 200);
+    cr_expect_not_null(strstr(out, allow), "%s", out);
+    free(out);
+    cr_expect_eq(request(&s, "OPTIONS", "/v1/completions", NULL, "-i", &out), 204, "%s", out);
+    cr_expect_not_null(strstr(out, allow), "%s", out);
+    cr_expect_not_null(strstr(out, "Access-Control-Allow-Methods: GET, POST, OPTIONS"), "%s", out);
+    cr_expect_not_null(strstr(out, "Access-Control-Allow-Headers: Authorization, Content-Type"),
+                       "%s", out);
+    free(out);
+    cr_expect_eq(request(&s, "OPTIONS", "/nowhere", NULL, NULL, &out), 404, "%s", out);
+    free(out);
+    server_stop(&s);
+}
+
+/* A client that connects and sends nothing is disconnected after --timeout seconds (the
+ * test's own timeout fails it otherwise): it holds no thread or slot for ever. */
+Test(serve, silent_client_is_timed_out, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--timeout 1");
+    char cmd[256], *out;
+    const char *port = strrchr(s.url, ':') + 1;
+    snprintf(cmd, sizeof cmd, "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s; cat <&3'", port);
+    cr_expect_eq(test_run_capture(cmd, &out), 0, "%s", out);
+    free(out);
+    cJSON_Delete(request_json(&s, "GET", "/health", NULL, NULL, 200));
+    server_stop(&s);
+}
