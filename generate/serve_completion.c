@@ -28,6 +28,7 @@ enum {
     MAX_TRACE = 8,    /* quill_trace: candidates per stage (quill_sampler_trace's limit) */
     MAX_STAGES = 16,
     MAX_CHAIN = 16,   /* stages in "samplers" */
+    MAX_BAD_WORDS = 64,
     MAX_MESSAGES = 256,
     DEFAULT_MAX_TOKENS = 16, /* OpenAI's default for completions */
 };
@@ -49,6 +50,7 @@ typedef struct {
     int n_stop;
     quill_sampler_params sampler;
     quill_logit_bias *bias;
+    const char *bad_words[MAX_BAD_WORDS];
     char chain[256];
 } Completion;
 
@@ -161,6 +163,10 @@ static int read_sampling(const cJSON *req, Completion *c, const Server *s, ApiEr
         field_float(req, "frequency_penalty", -2, 2, &p->frequency_penalty, e) < 0 ||
         read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0)
         return -1;
+    p->n_bad_words = field_strings(req, "bad_words", MAX_BAD_WORDS, c->bad_words, e);
+    if (p->n_bad_words < 0)
+        return -1;
+    p->bad_words = c->bad_words;
     if (p->repeat_penalty == 0)
         return serve_error(e, 400, "repeat_penalty", "repeat_penalty must be > 0");
     int chain = read_chain(req, c->chain, sizeof c->chain, e);

@@ -277,12 +277,15 @@ Test(serve, greedy_completion_equals_the_cli, .timeout = 60)
     server_stop(&s);
 }
 
-/* n choices of prompts, a stop string and a seed: what the command line gives for each. */
+/* n choices of prompts, a stop string, bad words and a seed: what the command line gives
+ * for each. */
 Test(serve, choices_stop_and_seed_follow_the_cli, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(model, STORIES);
     char *stopped = cli_text(model, "--prompt 'Once upon a time' --temperature 0 -n 40 "
                                     "--stop Lily");
+    char *banned = cli_text(model, "--prompt 'Once upon a time' --temperature 0 -n 40 "
+                                   "--bad-words Lily,park");
     char *seeded = cli_text(model, "--prompt 'Once upon a time' --temperature 1 -n 20 "
                                    "--seed 7 --top-k 0 --top-p 1 --min-p 0");
     Server s;
@@ -296,6 +299,13 @@ Test(serve, choices_stop_and_seed_follow_the_cli, .timeout = 60)
         cr_expect_str_eq(choice_string(a, i, "text"), stopped);
         cr_expect_str_eq(choice_string(a, i, "finish_reason"), "stop");
     }
+    cJSON *c = request_json(&s, "POST", "/v1/completions",
+                            "{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+                            "\"max_tokens\": 40, \"bad_words\": [\"Lily\", \"park\"]}",
+                            NULL, 200);
+    cr_expect_str_eq(choice_string(c, 0, "text"), banned);
+    cr_expect_null(strstr(banned, "Lily"), "%s", banned);
+    cr_expect_str_neq(banned, stopped);
     cJSON *b = request_json(&s, "POST", "/v1/completions",
                             "{\"prompt\": \"Once upon a time\", \"temperature\": 1, "
                             "\"max_tokens\": 20, \"seed\": 7, \"top_k\": 0, \"top_p\": 1, "
@@ -304,7 +314,9 @@ Test(serve, choices_stop_and_seed_follow_the_cli, .timeout = 60)
     cr_expect_str_eq(choice_string(b, 0, "text"), seeded);
     cr_expect_str_neq(choice_string(b, 1, "text"), seeded, "choice 1 repeats choice 0");
     free(stopped);
+    free(banned);
     free(seeded);
+    cJSON_Delete(c);
     cJSON_Delete(a);
     cJSON_Delete(b);
     server_stop(&s);
