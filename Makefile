@@ -52,7 +52,8 @@ CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc -MMD -MP
 LDFLAGS  := -fopenmp
 # cJSON reads configs; xxHash checksums files; PCRE2 (8-bit code units, i.e. UTF-8) runs the
 # byte-level BPE pre-tokenizer patterns, which need Unicode properties (\p{L}, \p{N});
-# libedit gives the REPL line editing and history on a terminal.
+# libedit gives the REPL line editing and history on a terminal; GNU libmicrohttpd is
+# quill serve's HTTP.
 # Open MPI runs data-parallel training (train/distributed.c); its flags come from
 # pkg-config when they are used, after `make deps` has installed it.
 MPI_CPPFLAGS = $(shell pkg-config --cflags ompi-c)
@@ -60,7 +61,7 @@ MPI_LIBS     = $(shell pkg-config --libs ompi-c)
 # The library's own dependencies (dl: OpenBLAS is loaded at run time, src/openblas.h);
 # libedit and MPI belong to the command-line program alone.
 LIB_LIBS  = -lcjson -lxxhash -lpcre2-8 -ldl -lm
-LDLIBS    = -ledit $(MPI_LIBS) $(LIB_LIBS)
+LDLIBS    = -ledit -lmicrohttpd $(MPI_LIBS) $(LIB_LIBS)
 
 # OpenBLAS comes in two Debian builds with the same API: one runs its own pthreads, one
 # runs on OpenMP. quill's element-wise loops use OpenMP, so it uses the OpenMP build:
@@ -116,7 +117,7 @@ NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
-                libclang-rt-dev libomp-dev
+                libclang-rt-dev libomp-dev libmicrohttpd-dev
 
 .PHONY: all deps test test-unit test-abi test-install install uninstall check demo bench \
         bench-data bench-inference clean help probe fuzz notebooks

@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "generate/generate.h"
+#include "generate/serve.h"
 #include "loader.h"
 #include "train/train.h"
 
@@ -22,6 +23,7 @@ static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model on text files (or --resume a run)"},
     {"generate", cmd_generate, "generate text from a GGUF model"},
     {"chat", cmd_chat, "talk to a model: a prompt loop (generate --interactive)"},
+    {"serve", cmd_serve, "serve a model over HTTP: OpenAI's and llama-server's endpoints"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},

@@ -1,0 +1,89 @@
+/* quill serve: an HTTP server for a model, with llama-server's and OpenAI's endpoints.
+ *
+ * serve.c is the HTTP side (libmicrohttpd: the daemon, the request body, routing, auth,
+ * the error bodies); serve_api.c is what each endpoint does with the public API (quill.h):
+ * its JSON request read and checked field by field, and its JSON answer. */
+#ifndef QUILL_GENERATE_SERVE_H
+#define QUILL_GENERATE_SERVE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "error.h"
+#include "quill.h"
+
+/* quill serve MODEL: serve the model until SIGINT or SIGTERM. */
+int cmd_serve(int argc, char **argv, Error *err);
+
+/* One context per slot: up to n_slots requests generate at the same time, each on its own
+ * KV cache; a request waits for a free slot. (Continuous batching, where the slots are the
+ * sequences of one context decoded together, is the next step: docs/cli.md.) */
+typedef struct {
+    quill_context *ctx;
+    bool busy;
+} ServeSlot;
+
+typedef struct {
+    quill_model *model;
+    const char *model_id; /* what /v1/models and every answer call it: the file's name */
+    ServeSlot *slots;
+    int n_slots;
+    int n_ctx;
+    pthread_mutex_t lock; /* guards slots[].busy and n_streams */
+    pthread_cond_t changed;
+    int n_streams;        /* streaming generations still running on their own threads */
+    volatile int stopping; /* set on SIGINT/SIGTERM: generations finish as "cancelled" */
+    char page_dir[4096];   /* the playground's folder, "" when it was not found */
+} Server;
+
+/* What an endpoint answers: a status and a JSON body; or (stream_fd >= 0) a stream of
+ * Server-Sent Events read from that pipe, written by a thread the endpoint started; or
+ * (raw) a file's bytes of the given content type. */
+typedef struct {
+    int status;
+    cJSON *body;
+    int stream_fd;
+    char *raw; /* malloc'd */
+    size_t n_raw;
+    const char *content_type;
+} ServeReply;
+
+/* An OpenAI error: the HTTP status, the field it is about (NULL: none) and the message. */
+typedef struct {
+    int status;
+    const char *param;
+    Error err;
+} ApiError;
+
+/* The endpoints. Each reads the request body (body[0..len), not NUL-terminated) and
+ * returns 0 with the reply filled, or -1 with e filled. */
+int serve_health(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_models(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_tokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+
+/* The playground page's files (serve_page.c): a URL's entry, NULL for any other URL. */
+typedef struct {
+    const char *url;
+    const char *file;
+    const char *content_type;
+} ServePage;
+
+const ServePage *serve_page_find(const char *url);
+/* Finds the playground's folder beside the binary into dir; false when it is not there. */
+bool serve_page_dir(char *dir, size_t cap);
+int serve_page(const Server *s, const ServePage *page, ServeReply *r, ApiError *e);
+
+/* Sets e and returns -1, for `return serve_error(e, 400, "temperature", "...")`. */
+int serve_error(ApiError *e, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* {"error": {"message", "type", "param", "code"}} for e. */
+cJSON *serve_error_body(const ApiError *e);
+
+#endif
