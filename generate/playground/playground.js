@@ -20,7 +20,7 @@
  * useful range; the number field beside it accepts anything in [min, max]. */
 const SETTINGS = [
   { key: "temperature", label: "temperature", def: 0.8, off: null, slider: [0, 2, 0.05], min: 0, max: Infinity,
-    note: "0 = greedy" },
+    note: "0 = greedy: always the most likely survivor" },
   { key: "top_k", label: "top-k", def: 40, off: 0, slider: [0, 200, 1], min: 0, max: Infinity, integer: true },
   { key: "typical_p", label: "typical-p", def: 1, off: 1, slider: [0, 1, 0.01], min: 0, max: 1 },
   { key: "top_p", label: "top-p", def: 0.95, off: 1, slider: [0, 1, 0.01], min: 0, max: 1 },
@@ -89,8 +89,8 @@ function buildSettingRow(container, setting) {
   showOff();
 
   label.append(" ", offMark);
+  if (setting.note) label.title = setting.note;
   row.append(label, slider, number);
-  if (setting.note) row.append(el("span", "note", setting.note));
   container.append(row);
   return () => number.value;
 }
@@ -266,15 +266,23 @@ async function run(column, url, body, signal) {
     stats.textContent = parts.join(" · ");
   };
 
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-    signal,
-  });
-  if (!response.ok) throw new Error(await errorMessage(response));
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal,
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    await readEvents(response, onChunk);
+  } catch (e) {
+    finish = e.name === "AbortError" ? "stopped" : "error";
+    throw e;
+  } finally {
+    showStats();
+  }
 
-  await readEvents(response, (chunk) => {
+  function onChunk(chunk) {
     if (chunk.error) throw new Error(chunk.error.message || "the server reported an error");
     const choice = chunk.choices && chunk.choices[0];
     if (!choice) return;
@@ -290,8 +298,7 @@ async function run(column, url, body, signal) {
     }
     if (choice.finish_reason) finish = choice.finish_reason;
     showStats();
-  });
-  showStats();
+  }
 }
 
 /* One generated token. Its text can be empty: the server holds text back while it could
