@@ -205,21 +205,25 @@ async function readEvents(response, onData) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    buffer += decoder.decode(value, { stream: !done });
-    const events = buffer.split(/\r?\n\r?\n/);
-    buffer = done ? "" : events.pop(); /* the last piece may be an unfinished event */
-    for (const event of events) {
-      const data = event.split(/\r?\n/)
-                        .filter((line) => line.startsWith("data:"))
-                        .map((line) => line.slice(5).replace(/^ /, ""))
-                        .join("\n");
-      if (data === "") continue;          /* a comment or keep-alive line */
-      if (data === "[DONE]") return;
-      onData(JSON.parse(data));
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      buffer += decoder.decode(value, { stream: !done });
+      const events = buffer.split(/\r?\n\r?\n/);
+      buffer = done ? "" : events.pop(); /* the last piece may be an unfinished event */
+      for (const event of events) {
+        const data = event.split(/\r?\n/)
+                          .filter((line) => line.startsWith("data:"))
+                          .map((line) => line.slice(5).replace(/^ /, ""))
+                          .join("\n");
+        if (data === "") continue;          /* a comment or keep-alive line */
+        if (data === "[DONE]") return;
+        onData(JSON.parse(data));
+      }
+      if (done) return;
     }
-    if (done) return;
+  } finally {
+    reader.cancel().catch(() => {}); /* closes the connection when we stop reading early */
   }
 }
 
@@ -260,7 +264,7 @@ async function run(column, url, body, signal) {
   const showStats = () => {
     const parts = [];
     if (first !== null) parts.push(`first token ${(first - start).toFixed(0)} ms`);
-    if (tokens > 1) parts.push(`${((tokens - 1) / ((last - first) / 1000)).toFixed(1)} tokens/s`);
+    if (tokens > 1 && last > first) parts.push(`${((tokens - 1) / ((last - first) / 1000)).toFixed(1)} tokens/s`);
     parts.push(`${tokens} tokens`);
     if (finish) parts.push(`finish: ${finish}`);
     stats.textContent = parts.join(" · ");
@@ -350,14 +354,22 @@ function stageChart(stage, chosenId, before) {
   const top = stage.top || [];
   let shown = 0;
   for (const c of top) {
-    bars.append(barRow(visible(c.text), c.p, c.token === chosenId, `token ${c.token}, logit ${c.logit.toFixed(3)}`));
+    /* A logit of -inf (a banned token) cannot be written in JSON: it comes as null. */
+    const logit = typeof c.logit === "number" ? c.logit.toFixed(3) : "-inf";
+    bars.append(barRow(visible(c.text), c.p, c.token === chosenId, `token ${c.token}, logit ${logit}`));
     shown += c.p;
   }
   const rest = stage.n_survivors - top.length;
+  const chosenShown = top.some((c) => c.token === chosenId);
   if (rest > 0) {
     bars.append(barRow(`(${rest} more)`, Math.max(0, 1 - shown), false, "the other survivors together", "rest"));
   }
   section.append(bars);
+  if (!chosenShown) {
+    section.append(el("p", "help", rest > 0
+      ? "The drawn token is not among the most likely shown here: it is one of the rest."
+      : "The drawn token is not in this list."));
+  }
   return section;
 }
 
@@ -427,6 +439,10 @@ function main() {
   $("#chat-mode").addEventListener("change", (e) => { $("#system-row").hidden = !e.target.checked; });
   $("#compare-mode").addEventListener("change", (e) => { columns[1].hidden = !e.target.checked; });
   $("#panel-close").addEventListener("click", () => { $("#panel").hidden = true; });
+  /* Ctrl+Enter (Cmd+Enter on a Mac) in the prompt generates, as in most playgrounds. */
+  $("#prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !generate.disabled) generate.click();
+  });
 
   /* Compare mode sends both requests at once: the server decodes them together, and each
    * column shows its own timing. */
