@@ -26,6 +26,19 @@ typedef struct {
     bool busy;
 } ServeSlot;
 
+/* What /metrics reports (Prometheus text). The counters only grow; the gauges are now. The
+ * generating side updates them under Server.lock; serve_stats_read copies them out. */
+typedef struct {
+    unsigned long requests;          /* completions and chat completions accepted */
+    unsigned long requests_rejected; /* answered 503: the queue was full or the server stopping */
+    unsigned long prompt_tokens;     /* prompt tokens taken in */
+    unsigned long generated_tokens;  /* tokens generated, over every choice */
+    double tokens_per_second;        /* generated tokens per second over the last few steps */
+    int slots_active;                /* sequences generating now */
+    int slots_total;                 /* --parallel */
+    int queue_length;                /* choices waiting for a sequence */
+} ServeStats;
+
 typedef struct {
     quill_model *model;
     const char *model_id; /* what /v1/models and every answer call it: the file's name */
@@ -37,7 +50,11 @@ typedef struct {
     int n_streams;        /* streaming generations still running on their own threads */
     volatile int stopping; /* set on SIGINT/SIGTERM: generations finish as "cancelled" */
     char page_dir[4096];   /* the playground's folder, "" when it was not found */
+    ServeStats stats;      /* guarded by lock */
 } Server;
+
+/* A copy of the server's counters, taken under its lock. */
+ServeStats serve_stats_read(Server *s);
 
 /* What an endpoint answers: a status and a JSON body; or (stream_fd >= 0) a stream of
  * Server-Sent Events read from that pipe, written by a thread the endpoint started; or

@@ -119,3 +119,11 @@ int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, Api
     cJSON_Delete(req);
     return r->body ? 0 : -1;
 }
+
+ServeStats serve_stats_read(Server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    ServeStats copy = s->stats;
+    pthread_mutex_unlock(&s->lock);
+    return copy;
+}
