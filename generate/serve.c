@@ -17,6 +17,7 @@
 #include "buffer.h"
 #include "cli.h"
 #include "serve.h"
+#include "serve_engine.h"
 
 typedef struct {
     const char *host;
@@ -28,6 +29,8 @@ typedef struct {
     int max_body;
     const char *cors;
     int timeout;
+    int queue;
+    int batch;
 } ServeOptions;
 
 typedef struct {
@@ -136,7 +139,16 @@ static enum MHD_Result send_json(const ServeDaemon *d, struct MHD_Connection *c,
 
 static enum MHD_Result send_error(const ServeDaemon *d, struct MHD_Connection *c, ApiError *e)
 {
-    return send_json(d, c, e->status, serve_error_body(e));
+    cJSON *body = serve_error_body(e);
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (!text)
+        return MHD_NO;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (resp && e->status == MHD_HTTP_SERVICE_UNAVAILABLE) /* busy: a client may come back */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    return queue(d, c, e->status, resp, "application/json");
 }
 
 /* GET of a playground file (no key: a browser loads the page before it can send one). */
@@ -281,8 +293,11 @@ static void on_request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* The model, one context with a sequence per slot, and the engine that decodes them. */
 static int server_open(Server *s, const char *path, const ServeOptions *o, Error *err)
 {
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->changed, NULL);
     quill_model_params mp = quill_model_params_default();
     mp.n_threads = o->threads;
     s->model = quill_model_load(path, &mp);
@@ -290,42 +305,41 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
         return error_set(err, "%s", quill_last_error());
     const char *slash = strrchr(path, '/');
     s->model_id = slash && slash[1] ? slash + 1 : path;
-    s->slots = calloc((size_t)o->parallel, sizeof *s->slots);
-    if (!s->slots)
-        return error_set(err, "out of memory");
     quill_context_params cp = quill_context_params_default();
     cp.n_ctx = o->context;
+    cp.n_seq = o->parallel;
+    cp.n_batch = o->batch;
     cp.n_threads = o->threads;
-    for (int i = 0; i < o->parallel; i++) {
-        s->slots[i].ctx = quill_context_new(s->model, &cp);
-        if (!s->slots[i].ctx)
-            return error_set(err, "%s", quill_last_error());
-        s->n_slots++;
-    }
-    s->n_ctx = quill_context_n_ctx(s->slots[0].ctx);
+    s->ctx = quill_context_new(s->model, &cp);
+    if (!s->ctx)
+        return error_set(err, "%s", quill_last_error());
+    s->n_slots = o->parallel;
+    s->n_ctx = quill_context_n_ctx(s->ctx);
+    s->stats.slots_total = o->parallel;
     if (!serve_page_dir(s->page_dir, sizeof s->page_dir))
         s->page_dir[0] = '\0';
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
-    return 0;
+    s->engine = engine_start(s->model, s->ctx, o->queue, o->batch, &s->lock, &s->stats, err);
+    return s->engine ? 0 : -1;
 }
 
 static void server_close(Server *s)
 {
-    for (int i = 0; i < s->n_slots; i++)
-        quill_context_free(s->slots[i].ctx);
-    free(s->slots);
+    if (s->engine)
+        engine_stop(s->engine);
+    engine_free(s->engine);
+    quill_context_free(s->ctx);
     quill_model_free(s->model);
 }
 
-/* Waits for the streams still generating to write their last event (they see `stopping`
- * and finish as "cancelled" within one token); requests waiting for a slot wake up and are
- * answered 503. */
+/* Stops the engine (every choice still running or waiting ends as "cancelled", which its
+ * stream says in its last chunk) and waits for the streams to write their last events. */
 static void server_drain(Server *s)
 {
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
-    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+    engine_stop(s->engine);
+    pthread_mutex_lock(&s->lock);
     while (s->n_streams > 0)
         pthread_cond_wait(&s->changed, &s->lock);
     pthread_mutex_unlock(&s->lock);
@@ -369,11 +383,16 @@ static void signals_block(sigset_t *set)
 int cmd_serve(int argc, char **argv, Error *err)
 {
     ServeOptions o = {.host = "127.0.0.1", .port = 8080, .parallel = 1, .max_body = 1 << 20,
-                      .timeout = 60};
+                      .timeout = 60, .queue = 64, .batch = 512};
     const Flag flags[] = {
         {"host", FLAG_STRING, &o.host, 0, 0, "IPv4 address to listen on"},
         {"port", FLAG_INT, &o.port, 0, 65535, "port to listen on (0: any free one)"},
-        {"parallel", FLAG_INT, &o.parallel, 1, 64, "requests that generate at the same time"},
+        {"parallel", FLAG_INT, &o.parallel, 1, 64,
+         "sequences that decode together, one forward pass per step (slots)"},
+        {"queue", FLAG_INT, &o.queue, 1, 1 << 16,
+         "choices that may wait for a slot; beyond them a request is answered 503"},
+        {"batch", FLAG_INT, &o.batch, 1, 1 << 16,
+         "rows one step takes at most: the decoding sequences, then prompt chunks"},
         {"context", FLAG_INT, &o.context, 0, 1 << 24,
          "positions each request holds (0: the model's context length)"},
         {"api-key", FLAG_STRING, &o.api_key, 0, 0,

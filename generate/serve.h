@@ -18,14 +18,6 @@
 /* quill serve MODEL: serve the model until SIGINT or SIGTERM. */
 int cmd_serve(int argc, char **argv, Error *err);
 
-/* One context per slot: up to n_slots requests generate at the same time, each on its own
- * KV cache; a request waits for a free slot. (Continuous batching, where the slots are the
- * sequences of one context decoded together, is the next step: docs/cli.md.) */
-typedef struct {
-    quill_context *ctx;
-    bool busy;
-} ServeSlot;
-
 /* What /metrics reports (Prometheus text). The counters only grow; the gauges are now. The
  * generating side updates them under Server.lock; serve_stats_read copies them out. */
 typedef struct {
@@ -39,16 +31,19 @@ typedef struct {
     int queue_length;                /* choices waiting for a sequence */
 } ServeStats;
 
+typedef struct Engine Engine; /* serve_engine.h: continuous batching */
+
 typedef struct {
     quill_model *model;
     const char *model_id; /* what /v1/models and every answer call it: the file's name */
-    ServeSlot *slots;
+    quill_context *ctx;   /* one sequence per slot (--parallel), decoded together */
+    Engine *engine;       /* the thread that steps them */
     int n_slots;
-    int n_ctx;
-    pthread_mutex_t lock; /* guards slots[].busy and n_streams */
+    int n_ctx;            /* positions per sequence */
+    pthread_mutex_t lock; /* guards n_streams, stats and the engine's queue */
     pthread_cond_t changed;
-    int n_streams;        /* streaming generations still running on their own threads */
-    volatile int stopping; /* set on SIGINT/SIGTERM: generations finish as "cancelled" */
+    int n_streams;        /* streams whose threads still write */
+    volatile int stopping; /* set on SIGINT/SIGTERM */
     char page_dir[4096];   /* the playground's folder, "" when it was not found */
     ServeStats stats;      /* guarded by lock */
 } Server;

@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "generate.h"
 #include "serve.h"
+#include "serve_engine.h"
 #include "serve_fields.h"
 
 enum {
@@ -38,6 +39,9 @@ typedef struct {
     bool chat;
     const char *prompts[MAX_PROMPTS];
     int n_prompts;
+    quill_token *ids[MAX_PROMPTS]; /* each prompt's tokens (malloc'd) */
+    int n_ids[MAX_PROMPTS];
+    int n_prompt_tokens;           /* their sum: the usage's prompt_tokens */
     char *chat_prompt; /* chat: the messages in the model's template (malloc'd) */
     int max_tokens;
     int n;
@@ -46,6 +50,8 @@ typedef struct {
     bool seeded;
     int trace;
     bool include_usage; /* stream_options.include_usage: a last chunk with the usage */
+    int logprobs;       /* top log-probabilities per token; -1: none */
+    bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
     const char *stop[MAX_STOP];
     int n_stop;
     quill_sampler_params sampler;
@@ -53,23 +59,6 @@ typedef struct {
     const char *bad_words[MAX_BAD_WORDS];
     char chain[256];
 } Completion;
-
-/* One choice being generated. */
-typedef struct {
-    Server *server;
-    const Completion *req;
-    quill_context *ctx;
-    quill_sampler *sampler;
-    int fd;            /* the stream's pipe, or -1 */
-    const char *id;
-    long created;
-    int index;
-    char *text;        /* what the choice says so far (not streamed) */
-    size_t len, cap;
-    int n_generated;
-    bool client_gone;
-    bool out_of_memory;
-} Choice;
 
 /* ---- the request -------------------------------------------------------------------- */
 
@@ -176,6 +165,25 @@ static int read_sampling(const cJSON *req, Completion *c, const Server *s, ApiEr
     return 0;
 }
 
+/* Log-probabilities in OpenAI's two forms: a completion's "logprobs": K (the K most likely
+ * tokens at each step, besides the one chosen), a chat's "logprobs": true with
+ * "top_logprobs": K. */
+static int read_logprobs(const cJSON *req, Completion *c, ApiError *e)
+{
+    c->logprobs = -1;
+    if (!c->chat)
+        return field_int(req, "logprobs", 0, ENGINE_MAX_TOP, &c->logprobs, e) < 0 ? -1 : 0;
+    bool wanted = false;
+    int top = 0;
+    if (field_bool(req, "logprobs", &wanted, e) < 0 ||
+        field_int(req, "top_logprobs", 0, ENGINE_MAX_TOP, &top, e) < 0)
+        return -1;
+    if (top > 0 && !wanted)
+        return serve_error(e, 400, "top_logprobs", "top_logprobs needs \"logprobs\": true");
+    c->logprobs = wanted ? top : -1;
+    return 0;
+}
+
 /* The fields every completion has: length, choices, stop, streaming, tracing. */
 static int read_common(const cJSON *req, Completion *c, const Server *s, int default_max,
                        ApiError *e)
@@ -201,6 +209,8 @@ static int read_common(const cJSON *req, Completion *c, const Server *s, int def
             return serve_error(e, 400, "stop", "stop strings must not be empty");
     if (c->trace && !c->stream)
         return serve_error(e, 400, "quill_trace", "quill_trace needs \"stream\": true");
+    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 || read_logprobs(req, c, e) < 0)
+        return -1;
     return read_sampling(req, c, s, e);
 }
 
@@ -258,6 +268,8 @@ static int read_messages(const cJSON *req, Completion *c, const Server *s, ApiEr
 
 static void completion_free(Completion *c)
 {
+    for (int i = 0; i < c->n_prompts; i++)
+        free(c->ids[i]);
     cJSON_Delete(c->json);
     free(c->chat_prompt);
     free(c->bias);
@@ -289,56 +301,81 @@ static Completion *completion_read(const char *body, size_t len, bool chat, cons
     return c;
 }
 
-/* A prompt that does not fit the context leaves no room to generate: a 400 with both
- * numbers, before a slot is taken. Returns the prompts' token count. */
-static int prompt_tokens(const Completion *c, const Server *s, ApiError *e)
+/* Each prompt's tokens; a prompt that does not fit the context leaves no room to generate:
+ * a 400 with both numbers, before anything is queued. */
+static int completion_tokenize(Completion *c, const Server *s, ApiError *e)
 {
-    int total = 0;
     for (int i = 0; i < c->n_prompts; i++) {
-        quill_token *ids = NULL;
         int n = generate_tokenize(s->model, c->prompts[i], strlen(c->prompts[i]), true,
-                                  c->chat, &ids, &e->err);
-        free(ids);
+                                  c->chat, &c->ids[i], &e->err);
         if (n < 0)
             return serve_error(e, 500, NULL, "%s", e->err.msg);
         if (n >= s->n_ctx)
             return serve_error(e, 400, "prompt", "the prompt has %d tokens and the context "
                              "holds %d: it leaves no room to generate", n, s->n_ctx);
-        total += n;
+        c->n_ids[i] = n;
+        c->n_prompt_tokens += n;
     }
-    return total;
+    return 0;
 }
 
-/* ---- slots -------------------------------------------------------------------------- */
+/* ---- jobs --------------------------------------------------------------------------- */
 
-/* A free slot's index, waiting for one; -1 when the server is stopping. */
-static int slot_take(Server *s)
+/* Choice i's job: prompt i / n, with the seed moved by i % n so that the n choices of one
+ * prompt differ and a request's choices are the same whatever runs beside them. */
+static EngineJob *job_new(const Server *s, const Completion *c, EngineFeed *feed, int i,
+                          ApiError *e)
 {
-    pthread_mutex_lock(&s->lock);
-    int found = -1;
-    while (!s->stopping) {
-        for (int i = 0; i < s->n_slots && found < 0; i++)
-            if (!s->slots[i].busy)
-                found = i;
-        if (found >= 0)
-            break;
-        pthread_cond_wait(&s->changed, &s->lock);
+    EngineJob *job = calloc(1, sizeof *job);
+    int prompt = i / c->n;
+    if (job)
+        job->prompt = malloc((size_t)c->n_ids[prompt] * sizeof *job->prompt);
+    if (!job || !job->prompt) {
+        engine_job_free(job);
+        serve_error(e, 500, NULL, "out of memory");
+        return NULL;
     }
-    if (found >= 0)
-        s->slots[found].busy = true;
-    pthread_mutex_unlock(&s->lock);
-    return found;
+    memcpy(job->prompt, c->ids[prompt], (size_t)c->n_ids[prompt] * sizeof *job->prompt);
+    quill_sampler_params sp = c->sampler;
+    sp.seed += (uint64_t)(i % c->n);
+    job->sampler = quill_sampler_new(s->model, &sp);
+    if (!job->sampler) {
+        serve_error(e, 400, c->sampler.chain ? "samplers" : NULL, "%s", quill_last_error());
+        engine_job_free(job);
+        return NULL;
+    }
+    if (c->trace)
+        quill_sampler_trace(job->sampler, c->trace);
+    *job = (EngineJob){.feed = feed, .choice = i, .prompt = job->prompt,
+                       .n_prompt = c->n_ids[prompt], .sampler = job->sampler,
+                       .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
+                       .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
+                       .n_stops = c->n_stop, .top_logprobs = c->logprobs, .trace = c->trace};
+    return job;
 }
 
-static void slot_give(Server *s, int slot)
+/* The request's choices, queued as one; a 503 (Retry-After) when the queue has no room. */
+static int completion_submit(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
 {
-    pthread_mutex_lock(&s->lock);
-    s->slots[slot].busy = false;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    int n = c->n_prompts * c->n;
+    EngineJob *jobs[MAX_PROMPTS * MAX_CHOICES];
+    int made = 0;
+    while (made < n && (jobs[made] = job_new(s, c, feed, made, e)))
+        made++;
+    int submitted = made == n ? engine_submit(s->engine, jobs, n) : 0;
+    if (made == n && submitted == 0)
+        return 0;
+    if (submitted == ENGINE_FULL)
+        serve_error(e, 503, NULL, "the server is busy: %d choices wait for a slot already; "
+                    "try again", serve_stats_read(s).queue_length);
+    else if (submitted == ENGINE_STOPPING)
+        serve_error(e, 503, NULL, "the server is stopping");
+    for (int i = 0; i < made; i++)
+        engine_job_free(jobs[i]);
+    return -1;
 }
 
-/* ---- chunks ------------------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------------------ */
 
 /* OpenAI's finish reasons: the model's end and a stop string are "stop", the length and
  * a full context "length"; a cancelled generation (the server stopping) says so. */
@@ -356,84 +393,280 @@ static const char *finish_name(quill_finish_reason r)
     }
 }
 
-/* The envelope every answer and chunk has: id, object, created, model, choices. */
-static cJSON *envelope(const Choice *ch, const char *object, cJSON **choices)
+/* What every answer and chunk of one request shares. */
+typedef struct {
+    Server *server;
+    const Completion *req;
+    char id[64];
+    long created;
+} Answer;
+
+static void answer_init(Answer *a, Server *s, const Completion *c)
 {
+    static unsigned long counter;
+    unsigned long k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+    a->server = s;
+    a->req = c;
+    a->created = (long)time(NULL);
+    snprintf(a->id, sizeof a->id, "%s-%lx%lx", c->chat ? "chatcmpl" : "cmpl",
+             (unsigned long)a->created, k);
+}
+
+/* The envelope every answer and chunk has: id, object, created, model, choices. */
+static cJSON *envelope(const Answer *a, bool chunk, cJSON **choices)
+{
+    const char *object = !a->req->chat ? "text_completion"
+                         : chunk       ? "chat.completion.chunk"
+                                       : "chat.completion";
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "id", ch->id);
+    cJSON_AddStringToObject(root, "id", a->id);
     cJSON_AddStringToObject(root, "object", object);
-    cJSON_AddNumberToObject(root, "created", (double)ch->created);
-    cJSON_AddStringToObject(root, "model", ch->server->model_id);
+    cJSON_AddNumberToObject(root, "created", (double)a->created);
+    cJSON_AddStringToObject(root, "model", a->server->model_id);
     *choices = cJSON_AddArrayToObject(root, "choices");
     return root;
 }
 
-/* A chunk's choice: {"index", "text", "logprobs": null} for a completion, {"index",
- * "delta"} for a chat (the first chunk's delta is the role, the last one's empty), with
- * finish_reason null until the last. */
-static cJSON *chunk_choice(const Choice *ch, const char *text, size_t n, const char *finish)
+static cJSON *usage(int prompt_tokens, int completion_tokens)
 {
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", ch->index);
-    if (ch->req->chat) {
-        cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
-        if (text)
-            add_text(delta, "content", text, n);
-        else if (!finish)
-            cJSON_AddStringToObject(delta, "role", "assistant");
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", prompt_tokens + completion_tokens);
+    return u;
+}
+
+/* ---- log-probabilities -------------------------------------------------------------- */
+
+/* A token's bytes as a JSON array of numbers (a chat's "bytes": a piece may be part of a
+ * character, which a string cannot hold). */
+static cJSON *piece_bytes(const quill_model *m, quill_token t)
+{
+    char piece[256];
+    int n = quill_token_to_piece(m, t, piece, sizeof piece);
+    cJSON *bytes = cJSON_CreateArray();
+    for (int i = 0; i < n && i < (int)sizeof piece; i++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)piece[i]));
+    return bytes;
+}
+
+static int piece_length(const quill_model *m, quill_token t)
+{
+    char piece[256];
+    int n = quill_token_to_piece(m, t, piece, sizeof piece);
+    return n < (int)sizeof piece ? n : (int)sizeof piece;
+}
+
+/* One token in a chat's logprobs.content: {"token", "logprob", "bytes", "top_logprobs"}. */
+static cJSON *chat_logprob(const quill_model *m, quill_token t, float logprob,
+                           const EngineTop *top, int n_top)
+{
+    cJSON *entry = cJSON_CreateObject();
+    add_piece(entry, "token", m, t);
+    cJSON_AddNumberToObject(entry, "logprob", logprob);
+    cJSON_AddItemToObject(entry, "bytes", piece_bytes(m, t));
+    if (top) {
+        cJSON *alts = cJSON_AddArrayToObject(entry, "top_logprobs");
+        for (int i = 0; i < n_top; i++)
+            cJSON_AddItemToArray(alts, chat_logprob(m, top[i].token, top[i].logprob, NULL, 0));
+    }
+    return entry;
+}
+
+/* A completion's legacy logprobs object, filled token by token: {"tokens", "token_logprobs",
+ * "top_logprobs" (one {piece: logprob} object per token), "text_offset"}. */
+static cJSON *legacy_logprobs_new(void)
+{
+    cJSON *lp = cJSON_CreateObject();
+    cJSON_AddArrayToObject(lp, "tokens");
+    cJSON_AddArrayToObject(lp, "token_logprobs");
+    cJSON_AddArrayToObject(lp, "top_logprobs");
+    cJSON_AddArrayToObject(lp, "text_offset");
+    return lp;
+}
+
+/* A token's piece as a JSON string (add_piece's: a part of a character becomes U+FFFD). */
+static cJSON *piece_string(const quill_model *m, quill_token t)
+{
+    cJSON *holder = cJSON_CreateObject();
+    add_piece(holder, "piece", m, t);
+    cJSON *piece = cJSON_DetachItemFromObject(holder, "piece");
+    cJSON_Delete(holder);
+    return piece;
+}
+
+static void legacy_logprobs_add(cJSON *lp, const quill_model *m, const EngineEvent *ev,
+                                long offset)
+{
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "tokens"), piece_string(m, ev->token));
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "token_logprobs"),
+                         cJSON_CreateNumber(ev->logprob));
+    cJSON *top = cJSON_CreateObject();
+    for (int i = 0; i < ev->n_top; i++) {
+        cJSON *piece = piece_string(m, ev->top[i].token);
+        const char *key = cJSON_GetStringValue(piece);
+        if (key && !cJSON_GetObjectItemCaseSensitive(top, key)) /* two tokens may spell alike */
+            cJSON_AddNumberToObject(top, key, ev->top[i].logprob);
+        cJSON_Delete(piece);
+    }
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "top_logprobs"), top);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "text_offset"), cJSON_CreateNumber(offset));
+}
+
+/* The logprobs a choice carries in its current answer or chunk, NULL when not asked. */
+typedef struct {
+    cJSON *legacy;  /* completions */
+    cJSON *content; /* chat: the array of logprobs.content */
+    long offset;    /* the next token's text_offset */
+} ChoiceLogprobs;
+
+static void logprobs_add(ChoiceLogprobs *lp, const Completion *c, const quill_model *m,
+                         const EngineEvent *ev)
+{
+    if (c->logprobs < 0 || ev->token < 0)
+        return;
+    if (c->chat) {
+        if (!lp->content)
+            lp->content = cJSON_CreateArray();
+        cJSON_AddItemToArray(lp->content, chat_logprob(m, ev->token, ev->logprob, ev->top,
+                                                       ev->n_top));
     } else {
-        add_text(choice, "text", text ? text : "", text ? n : 0);
+        if (!lp->legacy)
+            lp->legacy = legacy_logprobs_new();
+        legacy_logprobs_add(lp->legacy, m, ev, lp->offset);
+    }
+    lp->offset += piece_length(m, ev->token);
+}
+
+/* Moves the gathered logprobs into the choice as "logprobs" (null when none). */
+static void logprobs_attach(cJSON *choice, ChoiceLogprobs *lp, const Completion *c)
+{
+    if (c->chat && lp->content) {
+        cJSON *obj = cJSON_AddObjectToObject(choice, "logprobs");
+        cJSON_AddItemToObject(obj, "content", lp->content);
+    } else if (!c->chat && lp->legacy) {
+        cJSON_AddItemToObject(choice, "logprobs", lp->legacy);
+    } else {
         cJSON_AddNullToObject(choice, "logprobs");
     }
-    if (finish)
-        cJSON_AddStringToObject(choice, "finish_reason", finish);
-    else
-        cJSON_AddNullToObject(choice, "finish_reason");
+    lp->content = NULL;
+    lp->legacy = NULL;
+}
+
+/* ---- whole answers ------------------------------------------------------------------ */
+
+/* One choice of a whole answer, gathered from its events. */
+typedef struct {
+    char *text;
+    size_t len, cap;
+    ChoiceLogprobs logprobs;
+    const char *finish;
+} WholeChoice;
+
+static int whole_append(WholeChoice *w, const char *text, size_t n)
+{
+    Error err;
+    if (n == 0)
+        return 0;
+    if (buffer_reserve(&w->text, &w->cap, w->len + n + 1, 256, "text", &err) != 0)
+        return -1;
+    memcpy(w->text + w->len, text, n);
+    w->len += n;
+    return 0;
+}
+
+/* {"index", "text", "logprobs", "finish_reason"}, or a chat's {"index", "message": {"role",
+ * "content"}, "logprobs", "finish_reason"}. */
+static cJSON *whole_choice(const Completion *c, int index, WholeChoice *w)
+{
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", index);
+    const char *text = w->text ? w->text : "";
+    if (c->chat) {
+        cJSON *message = cJSON_AddObjectToObject(choice, "message");
+        cJSON_AddStringToObject(message, "role", "assistant");
+        add_text(message, "content", text, w->len);
+    } else {
+        add_text(choice, "text", text, w->len);
+    }
+    logprobs_attach(choice, &w->logprobs, c);
+    cJSON_AddStringToObject(choice, "finish_reason", w->finish ? w->finish : "cancelled");
     return choice;
 }
 
-/* A whole answer's choice: {"index", "text", "logprobs": null, "finish_reason"}, or for a
- * chat {"index", "message": {"role", "content"}, "finish_reason"}. */
-static cJSON *whole_choice(const Choice *ch, const char *finish)
+/* Reads the feed to its end into each choice; -1 when memory ran out. */
+static int whole_gather(Answer *a, EngineFeed *feed, WholeChoice *w, int *n_generated)
 {
-    const char *text = ch->text ? ch->text : "";
-    if (!ch->req->chat)
-        return chunk_choice(ch, text, ch->len, finish);
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", ch->index);
-    cJSON *message = cJSON_AddObjectToObject(choice, "message");
-    cJSON_AddStringToObject(message, "role", "assistant");
-    add_text(message, "content", text, ch->len);
-    cJSON_AddStringToObject(choice, "finish_reason", finish);
-    return choice;
+    const Completion *c = a->req;
+    int status = 0;
+    for (int i = 0; c->echo && i < c->n_prompts * c->n; i++)
+        status |= whole_append(&w[i], c->prompts[i / c->n], strlen(c->prompts[i / c->n]));
+    for (int i = 0; c->echo && i < c->n_prompts * c->n; i++)
+        w[i].logprobs.offset = (long)strlen(c->prompts[i / c->n]);
+    EngineEvent ev;
+    while (feed_next(feed, &ev)) {
+        WholeChoice *ch = &w[ev.choice];
+        status |= whole_append(ch, ev.text, ev.n_text);
+        logprobs_add(&ch->logprobs, c, a->server->model, &ev);
+        if (ev.end) {
+            ch->finish = finish_name(ev.finish);
+            *n_generated += ev.n_generated;
+        }
+        engine_event_free(&ev);
+    }
+    return status != 0 || feed->out_of_memory ? -1 : 0;
 }
+
+static int answer_whole(Server *s, const Completion *c, EngineFeed *feed, ServeReply *r,
+                        ApiError *e)
+{
+    Answer a;
+    answer_init(&a, s, c);
+    int n = c->n_prompts * c->n, n_generated = 0;
+    WholeChoice *w = calloc((size_t)n, sizeof *w);
+    int status = w ? whole_gather(&a, feed, w, &n_generated) : -1;
+    cJSON *choices;
+    cJSON *root = status == 0 ? envelope(&a, false, &choices) : NULL;
+    for (int i = 0; i < n && root; i++)
+        cJSON_AddItemToArray(choices, whole_choice(c, i, &w[i]));
+    for (int i = 0; w && i < n; i++) {
+        free(w[i].text);
+        cJSON_Delete(w[i].logprobs.legacy);
+        cJSON_Delete(w[i].logprobs.content);
+    }
+    free(w);
+    if (!root)
+        return serve_error(e, 500, NULL, "out of memory");
+    cJSON_AddItemToObject(root, "usage", usage(c->n_prompt_tokens, n_generated));
+    r->body = root;
+    return 0;
+}
+
+/* ---- streams ------------------------------------------------------------------------ */
 
 /* "quill_stages": what each stage of the chain left, and "quill_token": the token drawn
  * with its probability in the final list (null when it is not among the K shown). */
-static void add_trace(cJSON *choice, const Choice *ch, quill_token token)
+static void add_trace(cJSON *choice, const quill_model *m, const EngineEvent *ev)
 {
-    const quill_model *m = ch->server->model;
-    quill_stage_candidates stages[MAX_STAGES];
-    int n = quill_sampler_stages(ch->sampler, stages, MAX_STAGES);
-    n = n < MAX_STAGES ? n : MAX_STAGES;
     cJSON *out = cJSON_AddArrayToObject(choice, "quill_stages");
     cJSON *chosen = cJSON_AddObjectToObject(choice, "quill_token");
-    cJSON_AddNumberToObject(chosen, "id", token);
+    cJSON_AddNumberToObject(chosen, "id", ev->token);
     double p_chosen = NAN;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < ev->n_stages; i++) {
+        const EngineStage *st = &ev->stages[i];
         cJSON *stage = cJSON_CreateObject();
-        cJSON_AddStringToObject(stage, "stage", stages[i].stage);
-        cJSON_AddNumberToObject(stage, "n_survivors", stages[i].n_survivors);
+        cJSON_AddStringToObject(stage, "stage", st->name);
+        cJSON_AddNumberToObject(stage, "n_survivors", st->n_survivors);
         cJSON *top = cJSON_AddArrayToObject(stage, "top");
-        for (int j = 0; j < stages[i].n_top; j++) {
-            const quill_candidate *cand = &stages[i].top[j];
+        for (int j = 0; j < st->n_top; j++) {
+            const quill_candidate *cand = &st->top[j];
             cJSON *entry = cJSON_CreateObject();
             cJSON_AddNumberToObject(entry, "token", cand->token);
             add_piece(entry, "text", m, cand->token);
             cJSON_AddNumberToObject(entry, "logit", cand->logit);
             cJSON_AddNumberToObject(entry, "p", cand->p);
             cJSON_AddItemToArray(top, entry);
-            if (i == n - 1 && cand->token == token)
+            if (i == ev->n_stages - 1 && cand->token == ev->token)
                 p_chosen = cand->p;
         }
         cJSON_AddItemToArray(out, stage);
@@ -443,6 +676,15 @@ static void add_trace(cJSON *choice, const Choice *ch, quill_token token)
     else
         cJSON_AddNumberToObject(chosen, "p", p_chosen);
 }
+
+typedef struct {
+    Answer answer;
+    Completion *req;
+    EngineFeed feed;
+    int fd;
+    bool client_gone;
+    ChoiceLogprobs *logprobs; /* per choice: the offsets of its text */
+} Stream;
 
 static bool write_all(int fd, const char *data, size_t n)
 {
@@ -458,191 +700,127 @@ static bool write_all(int fd, const char *data, size_t n)
     return true;
 }
 
-/* Sends `data: {json}` and a blank line; false when the client is gone. */
-static bool send_event(Choice *ch, cJSON *json)
+/* Sends `data: {json}` and a blank line; a failed write means the client is gone: its
+ * choices are cancelled and nothing more is written. */
+static void send_event(Stream *st, cJSON *json)
 {
-    char *text = cJSON_PrintUnformatted(json);
+    char *text = st->client_gone ? NULL : cJSON_PrintUnformatted(json);
     cJSON_Delete(json);
-    bool ok = text && write_all(ch->fd, "data: ", 6) && write_all(ch->fd, text, strlen(text)) &&
-              write_all(ch->fd, "\n\n", 2);
+    bool ok = text && write_all(st->fd, "data: ", 6) && write_all(st->fd, text, strlen(text)) &&
+              write_all(st->fd, "\n\n", 2);
     free(text);
-    if (!ok)
-        ch->client_gone = true;
-    return ok;
+    if (!ok && !st->client_gone) {
+        st->client_gone = true;
+        feed_cancel(&st->feed);
+    }
 }
 
-static bool send_chunk(Choice *ch, const char *text, size_t n, const char *finish,
-                       quill_token traced)
+/* A chunk's choice: {"index", "text", "logprobs"} for a completion, {"index", "delta"} for
+ * a chat (the first chunk's delta is the role, the last one's empty), with finish_reason
+ * null until the last. */
+static cJSON *chunk_choice(const Stream *st, int index, const char *text, size_t n,
+                           const char *finish)
+{
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", index);
+    if (st->req->chat) {
+        cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+        if (text)
+            add_text(delta, "content", text, n);
+        else if (!finish)
+            cJSON_AddStringToObject(delta, "role", "assistant");
+    } else {
+        add_text(choice, "text", text ? text : "", text ? n : 0);
+    }
+    if (finish)
+        cJSON_AddStringToObject(choice, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(choice, "finish_reason");
+    return choice;
+}
+
+static void send_chunk(Stream *st, cJSON *choice)
 {
     cJSON *choices;
-    cJSON *root = envelope(ch, ch->req->chat ? "chat.completion.chunk" : "text_completion",
-                           &choices);
-    cJSON *choice = chunk_choice(ch, text, n, finish);
-    if (ch->req->trace && traced >= 0)
-        add_trace(choice, ch, traced);
+    cJSON *root = envelope(&st->answer, true, &choices);
     cJSON_AddItemToArray(choices, choice);
-    return send_event(ch, root);
+    send_event(st, root);
 }
 
-/* ---- generating --------------------------------------------------------------------- */
-
-static void choice_append(Choice *ch, const char *text, size_t n)
+/* The chunks one event makes: the token's text (with its logprobs and trace), then, at the
+ * end of its choice, the finish reason. A token whose text is held back still makes a
+ * chunk when it carries a trace or logprobs, so that every token can be shown. */
+static void stream_event(Stream *st, const EngineEvent *ev)
 {
-    Error err;
-    if (n == 0 || ch->out_of_memory)
-        return;
-    if (buffer_reserve(&ch->text, &ch->cap, ch->len + n + 1, 256, "text", &err) != 0) {
-        ch->out_of_memory = true;
-        return;
+    const Completion *c = st->req;
+    const quill_model *m = st->answer.server->model;
+    bool traced = c->trace && ev->token >= 0;
+    bool scored = c->logprobs >= 0 && ev->token >= 0;
+    if (ev->n_text > 0 || traced || scored) {
+        cJSON *choice = chunk_choice(st, ev->choice, ev->text ? ev->text : "", ev->n_text, NULL);
+        ChoiceLogprobs *lp = &st->logprobs[ev->choice];
+        logprobs_add(lp, c, m, ev);
+        logprobs_attach(choice, lp, c);
+        if (traced)
+            add_trace(choice, m, ev);
+        send_chunk(st, choice);
     }
-    memcpy(ch->text + ch->len, text, n);
-    ch->len += n;
+    if (ev->end)
+        send_chunk(st, chunk_choice(st, ev->choice, NULL, 0, finish_name(ev->finish)));
 }
 
-static bool on_token(const quill_token_event *ev, void *user)
+/* The start of each choice: a chat's role chunk, a completion's echoed prompt. */
+static void stream_open_choices(Stream *st)
 {
-    Choice *ch = user;
-    if (ev->token >= 0)
-        ch->n_generated++;
-    if (ch->fd < 0) {
-        choice_append(ch, ev->text, ev->n_text);
-        return !ch->out_of_memory;
+    const Completion *c = st->req;
+    for (int i = 0; i < c->n_prompts * c->n; i++) {
+        const char *prompt = c->prompts[i / c->n];
+        if (c->chat)
+            send_chunk(st, chunk_choice(st, i, NULL, 0, NULL));
+        else if (c->echo)
+            send_chunk(st, chunk_choice(st, i, prompt, strlen(prompt), NULL));
+        if (c->echo)
+            st->logprobs[i].offset = (long)strlen(prompt);
     }
-    bool traced = ch->req->trace && ev->token >= 0;
-    if (ev->n_text == 0 && !traced)
-        return true;
-    return send_chunk(ch, ev->text, ev->n_text, NULL, traced ? ev->token : -1);
 }
 
-/* Generates choice `index` of prompt `prompt` in the slot's context, from an empty cache. */
-static int choice_generate(Choice *ch, int prompt, quill_finish_reason *finish, ApiError *e)
+static void stream_free(Stream *st)
 {
-    const Completion *c = ch->req;
-    quill_sampler_params sp = c->sampler;
-    sp.seed += (uint64_t)(ch->index % c->n); /* n choices of one prompt differ */
-    ch->sampler = quill_sampler_new(ch->server->model, &sp);
-    if (!ch->sampler)
-        return serve_error(e, 400, c->sampler.chain ? "samplers" : NULL, "%s", quill_last_error());
-    if (c->trace)
-        quill_sampler_trace(ch->sampler, c->trace);
-    quill_generate_params gp = quill_generate_params_default();
-    gp.max_tokens = c->max_tokens;
-    gp.stop = c->stop;
-    gp.n_stop = c->n_stop;
-    gp.parse_special = c->chat;
-    gp.cancel = &ch->server->stopping;
-    gp.on_token = on_token;
-    gp.user = ch;
-    const char *text = c->prompts[prompt];
-    if (c->echo && ch->fd < 0)
-        choice_append(ch, text, strlen(text));
-    else if (c->echo)
-        send_chunk(ch, text, strlen(text), NULL, -1);
-    int status = quill_seq_clear(ch->ctx, 0) == QUILL_OK
-                     ? quill_generate(ch->ctx, ch->sampler, text, &gp, finish)
-                     : QUILL_ERROR;
-    quill_sampler_free(ch->sampler);
-    ch->sampler = NULL;
-    if (ch->out_of_memory)
-        return serve_error(e, 500, NULL, "out of memory");
-    if (status != QUILL_OK && !ch->client_gone)
-        return serve_error(e, 500, NULL, "%s", quill_last_error());
-    return 0;
+    feed_close(&st->feed);
+    completion_free(st->req);
+    free(st->logprobs);
+    free(st);
 }
 
-static void make_id(const Completion *c, char *id, size_t cap)
-{
-    static unsigned long counter;
-    unsigned long k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    snprintf(id, cap, "%s-%lx%lx", c->chat ? "chatcmpl" : "cmpl", (unsigned long)time(NULL), k);
-}
-
-static cJSON *usage(int prompt_tokens, int completion_tokens)
-{
-    cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", prompt_tokens);
-    cJSON_AddNumberToObject(u, "completion_tokens", completion_tokens);
-    cJSON_AddNumberToObject(u, "total_tokens", prompt_tokens + completion_tokens);
-    return u;
-}
-
-/* The whole answer: every choice generated in turn, then one JSON body. */
-static int answer_whole(Server *s, const Completion *c, int slot, int n_prompt, ServeReply *r,
-                        ApiError *e)
-{
-    char id[64];
-    make_id(c, id, sizeof id);
-    Choice ch = {.server = s, .req = c, .ctx = s->slots[slot].ctx, .fd = -1, .id = id,
-                 .created = (long)time(NULL)};
-    cJSON *choices;
-    cJSON *root = envelope(&ch, c->chat ? "chat.completion" : "text_completion", &choices);
-    int n_generated = 0, status = 0;
-    for (int i = 0; i < c->n_prompts * c->n && status == 0; i++) {
-        quill_finish_reason finish;
-        ch.index = i;
-        ch.len = 0;
-        status = choice_generate(&ch, i / c->n, &finish, e);
-        if (status != 0)
-            break;
-        n_generated += ch.n_generated;
-        ch.n_generated = 0;
-        cJSON *choice = whole_choice(&ch, finish_name(finish));
-        cJSON_AddItemToArray(choices, choice);
-    }
-    free(ch.text);
-    if (status != 0) {
-        cJSON_Delete(root);
-        return -1;
-    }
-    cJSON_AddItemToObject(root, "usage", usage(n_prompt, n_generated));
-    r->body = root;
-    return 0;
-}
-
-typedef struct {
-    Server *server;
-    Completion *req;
-    int slot;
-    int fd;
-    int n_prompt; /* the prompts' tokens, for the usage */
-} Stream;
-
-/* The streaming thread: every choice's chunks, then [DONE]; then the pipe is closed (the
- * HTTP side ends the response) and the slot given back. */
+/* The streaming thread: every event's chunks as the engine makes them, the usage chunk when
+ * asked, [DONE]; then the pipe is closed (the HTTP side ends the response). */
 static void *stream_run(void *arg)
 {
     Stream *st = arg;
-    Server *s = st->server;
-    const Completion *c = st->req;
-    char id[64];
-    make_id(c, id, sizeof id);
-    Choice ch = {.server = s, .req = c, .ctx = s->slots[st->slot].ctx, .fd = st->fd, .id = id,
-                 .created = (long)time(NULL)};
-    for (int i = 0; i < c->n_prompts * c->n && !ch.client_gone; i++) {
-        quill_finish_reason finish;
+    Server *s = st->answer.server;
+    stream_open_choices(st);
+    int n_generated = 0;
+    EngineEvent ev;
+    while (feed_next(&st->feed, &ev)) {
+        stream_event(st, &ev);
+        n_generated += ev.end ? ev.n_generated : 0;
+        engine_event_free(&ev);
+    }
+    if (st->feed.out_of_memory) {
         ApiError e = {0};
-        ch.index = i;
-        if (c->chat)
-            send_chunk(&ch, NULL, 0, NULL, -1); /* OpenAI's first chunk: the role */
-        if (choice_generate(&ch, i / c->n, &finish, &e) != 0) {
-            send_event(&ch, serve_error_body(&e));
-            break;
-        }
-        send_chunk(&ch, NULL, 0, finish_name(finish), -1);
+        serve_error(&e, 500, NULL, "out of memory");
+        send_event(st, serve_error_body(&e));
     }
-    if (c->include_usage && !ch.client_gone) { /* OpenAI's usage chunk: no choices */
+    if (st->req->include_usage) { /* OpenAI's usage chunk: no choices */
         cJSON *choices;
-        cJSON *root = envelope(&ch, c->chat ? "chat.completion.chunk" : "text_completion",
-                               &choices);
-        cJSON_AddItemToObject(root, "usage", usage(st->n_prompt, ch.n_generated));
-        send_event(&ch, root);
+        cJSON *root = envelope(&st->answer, true, &choices);
+        cJSON_AddItemToObject(root, "usage", usage(st->req->n_prompt_tokens, n_generated));
+        send_event(st, root);
     }
-    if (!ch.client_gone)
+    if (!st->client_gone)
         write_all(st->fd, "data: [DONE]\n\n", 14);
     close(st->fd);
-    slot_give(s, st->slot);
-    completion_free(st->req);
-    free(st);
+    stream_free(st);
     pthread_mutex_lock(&s->lock);
     s->n_streams--;
     pthread_cond_broadcast(&s->changed);
@@ -650,27 +828,49 @@ static void *stream_run(void *arg)
     return NULL;
 }
 
-static int stream_start(Server *s, Completion *c, int slot, int n_prompt, ServeReply *r,
-                        ApiError *e)
+static Stream *stream_new(Server *s, Completion *c)
+{
+    Stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->logprobs = calloc((size_t)(c->n_prompts * c->n), sizeof *st->logprobs);
+    if (!st->logprobs) {
+        free(st);
+        return NULL;
+    }
+    answer_init(&st->answer, s, c);
+    st->req = c;
+    st->fd = -1;
+    feed_init(&st->feed, c->n_prompts * c->n);
+    return st;
+}
+
+/* Queues the request and starts its stream's thread; the pipe's read end is the reply. */
+static int stream_start(Server *s, Completion *c, ServeReply *r, ApiError *e)
 {
     int fds[2];
-    Stream *st = malloc(sizeof *st);
+    Stream *st = stream_new(s, c);
     if (!st || pipe(fds) != 0) {
+        free(st ? st->logprobs : NULL);
         free(st);
+        completion_free(c);
         return serve_error(e, 500, NULL, "cannot start a stream: %s", strerror(errno));
     }
-    *st = (Stream){s, c, slot, fds[1], n_prompt};
+    st->fd = fds[1];
+    if (completion_submit(s, c, &st->feed, e) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        st->feed.n_open = 0; /* nothing was queued: nothing to wait for */
+        stream_free(st);
+        return -1;
+    }
     pthread_mutex_lock(&s->lock);
     s->n_streams++;
     pthread_mutex_unlock(&s->lock);
     pthread_t thread;
     if (pthread_create(&thread, NULL, stream_run, st) != 0) {
         close(fds[0]);
-        close(fds[1]);
-        free(st);
-        pthread_mutex_lock(&s->lock);
-        s->n_streams--;
-        pthread_mutex_unlock(&s->lock);
+        stream_run(st); /* the choices are cancelled (the pipe is closed) and waited for */
         return serve_error(e, 500, NULL, "cannot start a stream thread");
     }
     pthread_detach(thread);
@@ -684,23 +884,20 @@ static int serve_completion(Server *s, const char *body, size_t len, bool chat,
     Completion *c = completion_read(body, len, chat, s, e);
     if (!c)
         return -1;
-    int n_prompt = prompt_tokens(c, s, e);
-    int slot = n_prompt >= 0 ? slot_take(s) : -1;
-    if (n_prompt >= 0 && slot < 0)
-        serve_error(e, 503, NULL, "the server is stopping");
-    if (slot < 0) {
+    if (completion_tokenize(c, s, e) != 0) {
         completion_free(c);
         return -1;
     }
-    if (c->stream) {
-        if (stream_start(s, c, slot, n_prompt, r, e) == 0)
-            return 0; /* the stream's thread owns c and the slot now */
-        slot_give(s, slot);
-        completion_free(c);
-        return -1;
-    }
-    int status = answer_whole(s, c, slot, n_prompt, r, e);
-    slot_give(s, slot);
+    if (c->stream)
+        return stream_start(s, c, r, e); /* the stream owns c from here */
+    EngineFeed feed;
+    feed_init(&feed, c->n_prompts * c->n);
+    int status = completion_submit(s, c, &feed, e);
+    if (status == 0)
+        status = answer_whole(s, c, &feed, r, e);
+    else
+        feed.n_open = 0; /* nothing was queued */
+    feed_close(&feed);
     completion_free(c);
     return status;
 }
