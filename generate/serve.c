@@ -16,6 +16,7 @@
 
 #include "buffer.h"
 #include "cli.h"
+#include "loader.h"
 #include "serve.h"
 #include "serve_engine.h"
 
@@ -31,6 +32,7 @@ typedef struct {
     int timeout;
     int queue;
     int batch;
+    const char *cache_type; /* NULL: the model's default, as quill generate */
 } ServeOptions;
 
 typedef struct {
@@ -293,6 +295,16 @@ static void on_request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* One of KV_CACHE_TYPE_NAMES as the public API's cache type (NULL: the model's default). */
+static quill_cache_type cache_type_of(const char *name)
+{
+    if (!name)
+        return QUILL_CACHE_DEFAULT;
+    return strcmp(name, "f32") == 0   ? QUILL_CACHE_F32
+           : strcmp(name, "f16") == 0 ? QUILL_CACHE_F16
+                                      : QUILL_CACHE_Q8_0;
+}
+
 /* The model, one context with a sequence per slot, and the engine that decodes them. */
 static int server_open(Server *s, const char *path, const ServeOptions *o, Error *err)
 {
@@ -310,10 +322,12 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     cp.n_seq = o->parallel;
     cp.n_batch = o->batch;
     cp.n_threads = o->threads;
+    cp.cache_type = cache_type_of(o->cache_type);
     s->ctx = quill_context_new(s->model, &cp);
     if (!s->ctx)
         return error_set(err, "%s", quill_last_error());
     s->n_slots = o->parallel;
+    s->queue_cap = o->queue;
     s->n_ctx = quill_context_n_ctx(s->ctx);
     s->stats.slots_total = o->parallel;
     if (!serve_page_dir(s->page_dir, sizeof s->page_dir))
@@ -391,6 +405,9 @@ int cmd_serve(int argc, char **argv, Error *err)
          "sequences that decode together, one forward pass per step (slots)"},
         {"queue", FLAG_INT, &o.queue, 1, 1 << 16,
          "choices that may wait for a slot; beyond them a request is answered 503"},
+        {"cache-type", FLAG_CHOICE, &o.cache_type, 0, 0,
+         "the KV cache's type (default: as quill generate, f16 or f32 for quill's own F32 "
+         "models)", KV_CACHE_TYPE_NAMES},
         {"batch", FLAG_INT, &o.batch, 1, 1 << 16,
          "rows one step takes at most: the decoding sequences, then prompt chunks"},
         {"context", FLAG_INT, &o.context, 0, 1 << 24,

@@ -39,6 +39,7 @@ typedef struct {
     quill_context *ctx;   /* one sequence per slot (--parallel), decoded together */
     Engine *engine;       /* the thread that steps them */
     int n_slots;
+    int queue_cap;        /* choices that may wait for a slot (--queue) */
     int n_ctx;            /* positions per sequence */
     pthread_mutex_t lock; /* guards n_streams, stats and the engine's queue */
     pthread_cond_t changed;

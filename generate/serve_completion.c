@@ -370,6 +370,10 @@ static int completion_submit(Server *s, const Completion *c, EngineFeed *feed, A
                     "try again", serve_stats_read(s).queue_length);
     else if (submitted == ENGINE_STOPPING)
         serve_error(e, 503, NULL, "the server is stopping");
+    else if (submitted == ENGINE_TOO_MANY)
+        serve_error(e, 400, "n", "the request has %d choices (prompts x n) and the server "
+                    "takes at most %d at once: its slots and its queue (--parallel, --queue)",
+                    n, s->n_slots + s->queue_cap);
     for (int i = 0; i < made; i++)
         engine_job_free(jobs[i]);
     return -1;

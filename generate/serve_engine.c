@@ -16,8 +16,9 @@ struct Engine {
     int n_batch;           /* rows one step takes at most (decoding rows first) */
     quill_batch batch;
     EngineJob **running;   /* by sequence; NULL: the sequence is free */
-    EngineJob **queue;     /* waiting jobs: a ring [q_head, q_head + q_len) */
+    EngineJob **queue;     /* waiting jobs: a ring [q_head, q_head + q_len) of ring_cap */
     int q_head, q_len, q_cap;
+    int ring_cap;          /* q_cap + n_seq: a request may queue jobs that free slots take */
     float *scratch;        /* n_vocab floats: the log-softmax of a row */
     pthread_mutex_t *lock; /* guards the queue, stopping and *stats */
     pthread_cond_t work;
@@ -383,7 +384,7 @@ static int queue_admit(Engine *e)
     for (int s = 0; s < e->n_seq; s++) {
         while (!e->running[s] && e->q_len > 0) {
             EngineJob *job = e->queue[e->q_head];
-            e->q_head = (e->q_head + 1) % e->q_cap;
+            e->q_head = (e->q_head + 1) % e->ring_cap;
             e->q_len--;
             job->seq = -1;
             if (atomic_load(&job->feed->cancelled))
@@ -406,7 +407,7 @@ static void end_all(Engine *e)
         if (e->running[s])
             job_end(e, e->running[s], &(EngineEvent){.choice = e->running[s]->choice,
                                                      .token = -1}, QUILL_FINISH_CANCELLED);
-    for (; e->q_len > 0; e->q_len--, e->q_head = (e->q_head + 1) % e->q_cap) {
+    for (; e->q_len > 0; e->q_len--, e->q_head = (e->q_head + 1) % e->ring_cap) {
         EngineJob *job = e->queue[e->q_head];
         job->seq = -1;
         job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
@@ -440,15 +441,20 @@ static void *engine_run(void *arg)
 int engine_submit(Engine *e, EngineJob **jobs, int n)
 {
     pthread_mutex_lock(e->lock);
-    int status = e->stopping ? ENGINE_STOPPING : e->q_len + n > e->q_cap ? ENGINE_FULL : 0;
+    /* the jobs that would wait: those queued and these, less the slots free now */
+    int waiting = e->q_len + n - (e->n_seq - e->stats->slots_active);
+    int status = e->stopping                ? ENGINE_STOPPING
+                 : n > e->n_seq + e->q_cap  ? ENGINE_TOO_MANY
+                 : waiting > e->q_cap       ? ENGINE_FULL
+                                            : 0;
     bool room = status == 0;
     if (room) {
         for (int i = 0; i < n; i++)
-            e->queue[(e->q_head + e->q_len++) % e->q_cap] = jobs[i];
+            e->queue[(e->q_head + e->q_len++) % e->ring_cap] = jobs[i];
         e->stats->requests++;
         e->stats->queue_length = e->q_len;
         pthread_cond_signal(&e->work);
-    } else {
+    } else if (status != ENGINE_TOO_MANY) {
         e->stats->requests_rejected++;
     }
     pthread_mutex_unlock(e->lock);
@@ -490,7 +496,8 @@ Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap
     pthread_cond_init(&e->work, NULL);
     e->batch = quill_batch_new(e->n_batch + e->n_seq);
     e->running = calloc((size_t)e->n_seq, sizeof *e->running);
-    e->queue = calloc((size_t)queue_cap, sizeof *e->queue);
+    e->ring_cap = queue_cap + e->n_seq;
+    e->queue = calloc((size_t)e->ring_cap, sizeof *e->queue);
     e->scratch = malloc((size_t)e->n_vocab * sizeof *e->scratch);
     if (!e->batch.token || !e->running || !e->queue || !e->scratch) {
         engine_free(e);

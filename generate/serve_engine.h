@@ -129,10 +129,12 @@ typedef struct Engine Engine;
  * queue_cap waiting jobs. Counters go to stats under *lock. */
 Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap, int n_batch, pthread_mutex_t *lock,
                      ServeStats *stats, Error *err);
-enum { ENGINE_FULL = -1, ENGINE_STOPPING = -2 };
+enum { ENGINE_FULL = -1, ENGINE_STOPPING = -2, ENGINE_TOO_MANY = -3 };
 
-/* Queues jobs[0..n) as one request (all or none): 0, or ENGINE_FULL when the queue has no
- * room for them, ENGINE_STOPPING after engine_stop; the jobs are then still the caller's. */
+/* Queues jobs[0..n) as one request (all or none). 0, or: ENGINE_FULL when more jobs would
+ * wait than the queue holds (the slots free now take the first ones), ENGINE_TOO_MANY when
+ * n is more than the slots and the queue together (never possible), ENGINE_STOPPING after
+ * engine_stop. The jobs are then still the caller's. */
 int engine_submit(Engine *e, EngineJob **jobs, int n);
 /* Ends every job (finish "cancelled") and stops the thread; later submits are refused.
  * A second call does nothing. */

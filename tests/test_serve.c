@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "test_util.h"
 
 #define STORIES "models/stories260K.gguf"
@@ -676,5 +677,232 @@ Test(serve, silent_client_is_timed_out, .timeout = 60)
     cr_expect_eq(test_run_capture(cmd, &out), 0, "%s", out);
     free(out);
     cJSON_Delete(request_json(&s, "GET", "/health", NULL, NULL, 200));
+    server_stop(&s);
+}
+
+/* ---- continuous batching ------------------------------------------------------------- */
+
+/* A whole file as a NUL-terminated string (malloc'd). */
+static char *read_text(const char *path)
+{
+    char *data;
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(path, &data, &len, &err), 0, "%s", err.msg);
+    return data;
+}
+
+/* Several requests sent at once, each body from its own file, each answer to out[i]
+ * (malloc'd JSON text): curl processes started together, so the server has them all in
+ * flight. */
+static void requests_together(const Server *s, int n, const char *const *bodies, char **out)
+{
+    char cmd[8192] = "", file[320];
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(file, sizeof file, "%s/together%d.json", s->dir, i);
+        FILE *f = fopen(file, "wb");
+        cr_assert_not_null(f);
+        fputs(bodies[i], f);
+        fclose(f);
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len,
+                                "curl -sS -H 'Content-Type: application/json' --data-binary @%s "
+                                "'%s/v1/completions' > %s.out & ", file, s->url, file);
+        cr_assert_lt(len, sizeof cmd);
+    }
+    snprintf(cmd + len, sizeof cmd - len, "wait");
+    char *log;
+    cr_assert_eq(test_run_capture(cmd, &log), 0, "%s", log);
+    free(log);
+    for (int i = 0; i < n; i++) {
+        snprintf(file, sizeof file, "%s/together%d.json.out", s->dir, i);
+        out[i] = read_text(file);
+    }
+}
+
+/* choices[0].text and its logprobs.token_logprobs (count returned) from an answer. */
+static int answer_text_logprobs(const char *json, char **text, double *logprobs, int cap)
+{
+    cJSON *root = cJSON_Parse(json);
+    cr_assert_not_null(root, "not JSON: %s", json);
+    const char *t = choice_string(root, 0, "text");
+    cr_assert_not_null(t, "no text: %s", json);
+    *text = strdup(t);
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), 0);
+    const cJSON *lp = cJSON_GetObjectItem(cJSON_GetObjectItem(choice, "logprobs"),
+                                          "token_logprobs");
+    int n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, lp) {
+        cr_assert_lt(n, cap);
+        logprobs[n++] = x->valuedouble;
+    }
+    cJSON_Delete(root);
+    return n;
+}
+
+/* The request alone, then the same request while three others decode beside it (one with a
+ * long prompt taken in chunks, --batch 16, so prompt rows share steps with decoding rows):
+ * its text and log-probabilities compared, exactly or within `tol`. */
+static void batched_equals_alone(const char *model, const char *request_json, double tol)
+{
+    Server s;
+    server_start(&s, model, "--parallel 4 --batch 16");
+    char *alone_json;
+    cr_assert_eq(request(&s, "POST", "/v1/completions", request_json, NULL, &alone_json), 200,
+                 "%s", alone_json);
+    const char *bodies[4] = {
+        "{\"prompt\": \"The dog\", \"max_tokens\": 30, \"temperature\": 1, \"seed\": 1}",
+        "{\"prompt\": \"A big red ball was in the park, and the sun was warm. Tim and Sue "
+        "ran to the ball and they laughed and played all day long\", \"max_tokens\": 20, "
+        "\"seed\": 2}",
+        request_json,
+        "{\"prompt\": \"Tim\", \"max_tokens\": 40, \"temperature\": 0.5, \"seed\": 3, "
+        "\"n\": 2}",
+    };
+    char *out[4];
+    requests_together(&s, 4, bodies, out);
+    char *alone, *batched;
+    double lp_alone[64], lp_batched[64];
+    int n_alone = answer_text_logprobs(alone_json, &alone, lp_alone, 64);
+    int n_batched = answer_text_logprobs(out[2], &batched, lp_batched, 64);
+    cr_expect_gt(n_alone, 10, "%s", alone_json);
+    cr_expect_str_eq(batched, alone, "%s: a batch changed the text", model);
+    cr_assert_eq(n_batched, n_alone);
+    for (int i = 0; i < n_alone; i++)
+        cr_expect_leq(fabs(lp_batched[i] - lp_alone[i]), tol, "%s: token %d: logprob %.9g "
+                      "batched, %.9g alone", model, i, lp_batched[i], lp_alone[i]);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_null(strstr(out[i], "\"error\""), "request %d: %s", i, out[i]);
+        free(out[i]);
+    }
+    free(alone);
+    free(batched);
+    free(alone_json);
+    server_stop(&s);
+}
+
+/* A request gives the same text alone and in a batch. With quantized weights the bits are
+ * the same: a step of one row and a step of many multiply each weight row by each
+ * activation row with the same block-by-block sums (quant.c's rows and panel kernels).
+ * F32 weights are multiplied by another kernel for one row than for several (and by the
+ * BLAS from 16), which add the same products in another order: the logits differ in their
+ * last bits, so what is guaranteed there is the greedy text and log-probabilities within
+ * 1e-4, not every sampled draw (one that falls on a boundary can go the other way). */
+Test(serve, batch_gives_the_same_text_as_alone, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(q8, "models/qtest-Q8_0.gguf");
+    batched_equals_alone(q8, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 24, "
+                             "\"temperature\": 0.9, \"top_k\": 0, \"top_p\": 1, \"min_p\": 0, "
+                             "\"seed\": 7, \"logprobs\": 0}", 0.0);
+    SHARED_FILE_OR_SKIP(stories, STORIES);
+    batched_equals_alone(stories, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 24, "
+                                  "\"temperature\": 0, \"logprobs\": 0}", 1e-4);
+}
+
+static int descending(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* A completion's logprobs: the first generated token's log-probability and its top 5 are
+ * llama.cpp's logits at the prompt's last position, put through a log-softmax here. */
+Test(serve, logprobs_are_llama_cpp_log_softmax, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    SHARED_FILE_OR_SKIP(ref_path, "models/stories260K.ref.json");
+    char *ref_text = read_text(ref_path);
+    cJSON *ref = cJSON_Parse(ref_text);
+    free(ref_text);
+    cr_assert_not_null(ref);
+    const cJSON *rows = cJSON_GetObjectItem(ref, "logits");
+    const cJSON *last = cJSON_GetObjectItem(cJSON_GetArrayItem(rows, cJSON_GetArraySize(rows) - 1),
+                                            "values");
+    int n_vocab = cJSON_GetArraySize(last);
+    cr_assert_eq(n_vocab, cJSON_GetObjectItem(ref, "n_vocab")->valueint);
+    double max = -INFINITY, sum = 0, logprob[512];
+    cr_assert_leq(n_vocab, 512);
+    for (int i = 0; i < n_vocab; i++)
+        max = fmax(max, cJSON_GetArrayItem(last, i)->valuedouble);
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp(cJSON_GetArrayItem(last, i)->valuedouble - max);
+    for (int i = 0; i < n_vocab; i++)
+        logprob[i] = cJSON_GetArrayItem(last, i)->valuedouble - max - log(sum);
+    int first = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "greedy_tokens"), 0)->valueint;
+
+    Server s;
+    server_start(&s, model, "--cache-type f32"); /* llama.cpp's reference ran with F32 */
+    cJSON *answer = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a "
+                                 "time\", \"max_tokens\": 3, \"temperature\": 0, \"logprobs\": 5}",
+                                 NULL, 200);
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(answer, "choices"), 0);
+    const cJSON *lp = cJSON_GetObjectItem(choice, "logprobs");
+    cr_assert_not_null(lp);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(lp, "tokens")), 3);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(lp, "text_offset")), 3);
+    double got = cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "token_logprobs"), 0)->valuedouble;
+    cr_expect_leq(fabs(got - logprob[first]), 1e-3, "logprob %g, llama.cpp's %g", got,
+                  logprob[first]);
+    /* the top 5, most likely first: llama.cpp's five largest log-probabilities */
+    double sorted[512];
+    memcpy(sorted, logprob, sizeof(double) * (size_t)n_vocab);
+    qsort(sorted, (size_t)n_vocab, sizeof *sorted, descending);
+    const cJSON *top = cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "top_logprobs"), 0);
+    int compared = 0;
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, top) {
+        cr_expect_leq(fabs(entry->valuedouble - sorted[compared]), 1e-3, "'%s': %g, llama.cpp's "
+                      "number %d is %g", entry->string, entry->valuedouble, compared + 1,
+                      sorted[compared]);
+        compared++;
+    }
+    cr_expect_str_eq(cJSON_GetArrayItem(top, 0)->string, ","); /* greedy_text_hex's 2c */
+    cr_expect_eq(compared, 5);
+    cJSON_Delete(answer);
+    cJSON_Delete(ref);
+    server_stop(&s);
+}
+
+/* A full queue is a 503 with Retry-After, and the server goes on. One slot and a queue of
+ * one choice: a long stream holds the slot (its first chunk has come), so a request of two
+ * choices would leave two waiting; alone, those two fit (one takes the free slot). A
+ * request of more choices than the slots and the queue together could never run: a 400. */
+Test(serve, full_queue_is_503_with_retry_after, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--parallel 1 --queue 1 --context 4096");
+    const char *two = "{\"prompt\": \"Once\", \"max_tokens\": 2, \"n\": 2}";
+    cJSON *idle = request_json(&s, "POST", "/v1/completions", two, NULL, 200);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(idle, "choices")), 2);
+    cJSON_Delete(idle);
+    char file[320], cmd[2048];
+    snprintf(file, sizeof file, "%s/two.json", s.dir);
+    FILE *f = fopen(file, "wb");
+    cr_assert_not_null(f);
+    fputs(two, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "curl -sS -N -H 'Content-Type: application/json' -d '{\"prompt\": \"Once\", "
+             "\"max_tokens\": 4000, \"ignore_eos\": true, \"stream\": true}' "
+             "'%s/v1/completions' > %s/long.out & long=$!; "
+             "for i in $(seq 200); do grep -q '^data: ' %s/long.out && break; sleep 0.05; done; "
+             "curl -sS -i -H 'Content-Type: application/json' --data-binary @%s "
+             "'%s/v1/completions'; kill $long; wait",
+             s.url, s.dir, s.dir, file, s.url);
+    char *out;
+    test_run_capture(cmd, &out);
+    cr_expect_not_null(strstr(out, " 503"), "%s", out);
+    cr_expect_not_null(strstr(out, "Retry-After: 1"), "%s", out);
+    cr_expect_not_null(strstr(out, "\"unavailable_error\""), "%s", out);
+    free(out);
+    cJSON *never = request_json(&s, "POST", "/v1/completions",
+                                "{\"prompt\": \"Once\", \"n\": 3}", NULL, 400);
+    cr_expect_str_eq(string_at(never, "error", "param"), "n");
+    cJSON_Delete(never);
+    cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
+    cr_expect_not_null(choice_string(ok, 0, "text"));
+    cJSON_Delete(ok);
     server_stop(&s);
 }
