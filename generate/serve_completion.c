@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "generate.h"
 #include "serve.h"
+#include "serve_beam.h"
 #include "serve_engine.h"
 #include "serve_fields.h"
 
@@ -51,6 +52,8 @@ typedef struct {
     int trace;
     bool include_usage; /* stream_options.include_usage: a last chunk with the usage */
     int logprobs;       /* top log-probabilities per token; -1: none */
+    int beam_size;      /* > 1: beam search (serve_beam.c) */
+    float length_penalty;
     bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
     const char *stop[MAX_STOP];
     int n_stop;
@@ -184,6 +187,27 @@ static int read_logprobs(const cJSON *req, Completion *c, ApiError *e)
     return 0;
 }
 
+/* "beam_size" and "length_penalty", as quill generate's --beam-size and --length-penalty:
+ * the n best beams are the choices. A search does not sample, so it has no logprobs or
+ * trace to show. */
+static int read_beam(const cJSON *req, Completion *c, ApiError *e)
+{
+    c->beam_size = 1;
+    c->length_penalty = 1.0f;
+    if (field_int(req, "beam_size", 1, SERVE_MAX_BEAMS, &c->beam_size, e) < 0 ||
+        field_float(req, "length_penalty", 0, 10, &c->length_penalty, e) < 0)
+        return -1;
+    if (c->beam_size == 1)
+        return 0;
+    if (c->n > c->beam_size)
+        return serve_error(e, 400, "n", "n (%d) is at most beam_size (%d): the best beams",
+                           c->n, c->beam_size);
+    if (c->logprobs >= 0 || c->trace)
+        return serve_error(e, 400, "beam_size", "beam search does not sample: no logprobs or "
+                           "quill_trace with beam_size");
+    return 0;
+}
+
 /* The fields every completion has: length, choices, stop, streaming, tracing. */
 static int read_common(const cJSON *req, Completion *c, const Server *s, int default_max,
                        ApiError *e)
@@ -209,7 +233,8 @@ static int read_common(const cJSON *req, Completion *c, const Server *s, int def
             return serve_error(e, 400, "stop", "stop strings must not be empty");
     if (c->trace && !c->stream)
         return serve_error(e, 400, "quill_trace", "quill_trace needs \"stream\": true");
-    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 || read_logprobs(req, c, e) < 0)
+    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 || read_logprobs(req, c, e) < 0 ||
+        read_beam(req, c, e) < 0)
         return -1;
     return read_sampling(req, c, s, e);
 }
@@ -377,6 +402,25 @@ static int completion_submit(Server *s, const Completion *c, EngineFeed *feed, A
     for (int i = 0; i < made; i++)
         engine_job_free(jobs[i]);
     return -1;
+}
+
+/* A beam request's search, its choices pushed into the feed (serve_beam.c). */
+static int completion_beam(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
+{
+    BeamRequest b = {.beam_size = c->beam_size, .length_penalty = c->length_penalty, .n = c->n,
+                     .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
+                     .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
+                     .n_stops = c->n_stop, .sampler = &c->sampler};
+    if (serve_beam(s, &b, c->ids, c->n_ids, c->n_prompts, feed, &e->err) == 0)
+        return 0;
+    feed->n_open = 0; /* the choices not pushed will not come */
+    return serve_error(e, 500, NULL, "%s", e->err.msg);
+}
+
+/* The request's choices on their way: queued for the engine, or a beam search run. */
+static int completion_start(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
+{
+    return c->beam_size > 1 ? completion_beam(s, c, feed, e) : completion_submit(s, c, feed, e);
 }
 
 /* ---- answers ------------------------------------------------------------------------ */
@@ -861,7 +905,7 @@ static int stream_start(Server *s, Completion *c, ServeReply *r, ApiError *e)
         return serve_error(e, 500, NULL, "cannot start a stream: %s", strerror(errno));
     }
     st->fd = fds[1];
-    if (completion_submit(s, c, &st->feed, e) != 0) {
+    if (completion_start(s, c, &st->feed, e) != 0) {
         close(fds[0]);
         close(fds[1]);
         st->feed.n_open = 0; /* nothing was queued: nothing to wait for */
@@ -896,7 +940,7 @@ static int serve_completion(Server *s, const char *body, size_t len, bool chat,
         return stream_start(s, c, r, e); /* the stream owns c from here */
     EngineFeed feed;
     feed_init(&feed, c->n_prompts * c->n);
-    int status = completion_submit(s, c, &feed, e);
+    int status = completion_start(s, c, &feed, e);
     if (status == 0)
         status = answer_whole(s, c, &feed, r, e);
     else

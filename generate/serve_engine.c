@@ -46,9 +46,7 @@ void feed_init(EngineFeed *f, int n_choices)
     f->n_open = n_choices;
 }
 
-/* Appends an event (the feed takes its text and stages); an event that cannot be kept
- * is dropped and the request told (out_of_memory), but an end is never lost. */
-static void feed_push(EngineFeed *f, EngineEvent *ev)
+void feed_push(EngineFeed *f, EngineEvent *ev)
 {
     pthread_mutex_lock(&f->lock);
     Error err;

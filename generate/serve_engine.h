@@ -89,6 +89,9 @@ typedef struct {
 } EngineFeed;
 
 void feed_init(EngineFeed *f, int n_choices);
+/* Appends an event (the feed takes its text and stages); an event that cannot be kept
+ * is dropped and the request told (out_of_memory), but an end is never lost. */
+void feed_push(EngineFeed *f, EngineEvent *ev);
 /* The next event, waiting for it; false once every choice's end has been read. */
 bool feed_next(EngineFeed *f, EngineEvent *ev);
 /* The client is gone: the engine ends the choices at its next step (their end events

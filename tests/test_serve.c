@@ -906,3 +906,37 @@ Test(serve, full_queue_is_503_with_retry_after, .timeout = 60)
     cJSON_Delete(ok);
     server_stop(&s);
 }
+
+/* beam_size: the best beam is quill generate --beam-size's text, and n asks for the n best
+ * (the first of them the same); a search has no logprobs to give (a 400). */
+Test(serve, beam_search_follows_the_cli, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char *expected = cli_text(model, "--prompt 'Once upon a time' --beam-size 4 -n 30");
+    cr_assert_gt(strlen(expected), 20);
+    Server s;
+    server_start(&s, model, "");
+    cJSON *one = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"beam_size\": 4, \"max_tokens\": 30}", NULL, 200);
+    cr_expect_str_eq(choice_string(one, 0, "text"), expected);
+    cJSON *two = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"beam_size\": 4, \"max_tokens\": 30, \"n\": 2}", NULL, 200);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(two, "choices")), 2);
+    cr_expect_str_eq(choice_string(two, 0, "text"), expected);
+    cr_expect_str_neq(choice_string(two, 1, "text"), expected);
+    char finish[16];
+    int n;
+    char *streamed = stream_request(&s, "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                                    "\"beam_size\": 4, \"max_tokens\": 30, \"stream\": true}",
+                                    false, finish, sizeof finish, &n);
+    cr_expect_str_eq(streamed, expected);
+    cJSON *refused = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", "
+                                  "\"beam_size\": 2, \"logprobs\": 1}", NULL, 400);
+    cr_expect_str_eq(string_at(refused, "error", "param"), "beam_size");
+    free(streamed);
+    cJSON_Delete(refused);
+    cJSON_Delete(two);
+    cJSON_Delete(one);
+    free(expected);
+    server_stop(&s);
+}
