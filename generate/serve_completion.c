@@ -331,10 +331,11 @@ static Completion *completion_read(const char *body, size_t len, bool chat, cons
 static int completion_tokenize(Completion *c, const Server *s, ApiError *e)
 {
     for (int i = 0; i < c->n_prompts; i++) {
+        Error err;
         int n = generate_tokenize(s->model, c->prompts[i], strlen(c->prompts[i]), true,
-                                  c->chat, &c->ids[i], &e->err);
+                                  c->chat, &c->ids[i], &err);
         if (n < 0)
-            return serve_error(e, 500, NULL, "%s", e->err.msg);
+            return serve_error(e, 500, NULL, "%s", err.msg);
         if (n >= s->n_ctx)
             return serve_error(e, 400, "prompt", "the prompt has %d tokens and the context "
                              "holds %d: it leaves no room to generate", n, s->n_ctx);
@@ -411,10 +412,11 @@ static int completion_beam(Server *s, const Completion *c, EngineFeed *feed, Api
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
                      .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
                      .n_stops = c->n_stop, .sampler = &c->sampler};
-    if (serve_beam(s, &b, c->ids, c->n_ids, c->n_prompts, feed, &e->err) == 0)
+    Error err;
+    if (serve_beam(s, &b, c->ids, c->n_ids, c->n_prompts, feed, &err) == 0)
         return 0;
     feed->n_open = 0; /* the choices not pushed will not come */
-    return serve_error(e, 500, NULL, "%s", e->err.msg);
+    return serve_error(e, 500, NULL, "%s", err.msg);
 }
 
 /* The request's choices on their way: queued for the engine, or a beam search run. */
