@@ -139,19 +139,21 @@ static enum MHD_Result send_error(const ServeDaemon *d, struct MHD_Connection *c
     return send_json(d, c, e->status, serve_error_body(e));
 }
 
-/* GET of a playground file (no key: a browser loads the page before it can send one). */
+/* GET of a playground file (no key: a browser loads the page before it can send one). Its
+ * bytes are the program's own, for as long as it runs: libmicrohttpd sends them as they are
+ * (RESPMEM_PERSISTENT), never writing or freeing them, though its API takes a void *. */
 static enum MHD_Result answer_page(ServeDaemon *d, struct MHD_Connection *c,
                                    const ServePage *page, const char *method)
 {
-    ApiError e = {0};
-    ServeReply r = {.status = 200, .stream_fd = -1};
-    if (strcmp(method, "GET") != 0)
+    if (strcmp(method, "GET") != 0) {
+        ApiError e = {0};
         serve_error(&e, 405, NULL, "%s does not take %s", page->url, method);
-    else if (serve_page(&d->server, page, &r, &e) == 0)
-        return queue(d, c, MHD_HTTP_OK,
-                     MHD_create_response_from_buffer(r.n_raw, r.raw, MHD_RESPMEM_MUST_FREE),
-                     r.content_type);
-    return send_error(d, c, &e);
+        return send_error(d, c, &e);
+    }
+    return queue(d, c, MHD_HTTP_OK,
+                 MHD_create_response_from_buffer(page->size, (void *)page->bytes,
+                                                 MHD_RESPMEM_PERSISTENT),
+                 page->content_type);
 }
 
 static enum MHD_Result send_stream(const ServeDaemon *d, struct MHD_Connection *c, int fd)
@@ -303,8 +305,6 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
         s->n_slots++;
     }
     s->n_ctx = quill_context_n_ctx(s->slots[0].ctx);
-    if (!serve_page_dir(s->page_dir, sizeof s->page_dir))
-        s->page_dir[0] = '\0';
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->changed, NULL);
     return 0;
@@ -409,9 +409,6 @@ int cmd_serve(int argc, char **argv, Error *err)
         printf("quill serve: %s on http://%s:%d (%d slot%s of %d positions)\n",
                d.server.model_id, o.host, daemon_port(daemon), o.parallel,
                plural_s(o.parallel), d.server.n_ctx);
-        if (!d.server.page_dir[0])
-            printf("quill serve: no playground page: generate/playground/ is not beside "
-                   "this binary\n");
         fflush(stdout);
         int sig;
         sigwait(&set, &sig);

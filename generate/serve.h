@@ -49,7 +49,6 @@ typedef struct {
     pthread_cond_t changed;
     int n_streams;        /* streaming generations still running on their own threads */
     volatile int stopping; /* set on SIGINT/SIGTERM: generations finish as "cancelled" */
-    char page_dir[4096];   /* the playground's folder, "" when it was not found */
     ServeStats stats;      /* guarded by lock */
 } Server;
 
@@ -84,17 +83,16 @@ int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, Api
 int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 
-/* The playground page's files (serve_page.c): a URL's entry, NULL for any other URL. */
+/* The playground page's files (serve_page.c), compiled into the binary: a URL's entry,
+ * NULL for any other URL. */
 typedef struct {
     const char *url;
-    const char *file;
+    const unsigned char *bytes;
+    size_t size;
     const char *content_type;
 } ServePage;
 
 const ServePage *serve_page_find(const char *url);
-/* Finds the playground's folder beside the binary into dir; false when it is not there. */
-bool serve_page_dir(char *dir, size_t cap);
-int serve_page(const Server *s, const ServePage *page, ServeReply *r, ApiError *e);
 
 /* Sets e and returns -1, for `return serve_error(e, 400, "temperature", "...")`. */
 int serve_error(ApiError *e, int status, const char *param, const char *fmt, ...)

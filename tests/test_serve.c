@@ -539,63 +539,67 @@ Test(serve, trace_shows_each_stage, .timeout = 60)
     server_stop(&s);
 }
 
-static void write_text(const char *dir, const char *name, const char *text)
+/* curl GET path into the file `into`: the HTTP status; the Content-Type goes to type. */
+static int download(const Server *s, const char *path, const char *into, char *type,
+                    size_t type_cap)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "%s", path);
-    fputs(text, f);
-    fclose(f);
+    char cmd[1024], *out;
+    snprintf(cmd, sizeof cmd, "curl -sS --path-as-is -o '%s' -w '%%{http_code} "
+             "%%{content_type}' '%s%s'", into, s->url, path);
+    cr_assert_eq(test_run_capture(cmd, &out), 0, "%s: %s", cmd, out);
+    int status = atoi(out);
+    const char *space = strchr(out, ' ');
+    snprintf(type, type_cap, "%s", space ? space + 1 : "");
+    free(out);
+    return status;
 }
 
-/* GET / serves generate/playground/ of the checkout the binary sits in (here a copy of the
- * binary in CHECKOUT/bin with the three files beside it), and nothing else: a file next to
- * them, a path with "..", and a URL-encoded one are 404s. */
-Test(serve, playground_serves_its_three_files_only, .timeout = 60)
+/* GET / serves the playground page's three files, compiled into the binary: a copy of the
+ * binary alone in an empty folder (no checkout around it) answers them byte for byte as
+ * they are in generate/playground/, and answers nothing else: a file of the checkout, a
+ * path with "..", a URL-encoded one are 404s. */
+Test(serve, playground_is_built_into_the_binary, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(model, STORIES);
-    char root[256], pages[320], cmd[1024], bin[320], *out;
-    snprintf(root, sizeof root, "%s", test_make_tmpdir());
-    snprintf(pages, sizeof pages, "%s/generate/playground", root);
-    snprintf(bin, sizeof bin, "%s/bin/quill", root);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s %s/bin && cp %s %s", pages, root, test_quill_bin(), bin);
+    char dir[256], cmd[1024], bin[320], got[320], type[128], *out;
+    snprintf(dir, sizeof dir, "%s", test_make_tmpdir());
+    snprintf(bin, sizeof bin, "%s/quill", dir);
+    snprintf(got, sizeof got, "%s/got", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s", test_quill_bin(), bin);
     cr_assert_eq(test_run_capture(cmd, &out), 0, "%s", out);
     free(out);
-    write_text(pages, "index.html", "<!doctype html><title>playground</title>");
-    write_text(pages, "playground.js", "console.log('js');");
-    write_text(pages, "playground.css", "body { color: black; }");
-    write_text(pages, "secret.txt", "not to be served");
     setenv("QUILL_BIN", bin, 1);
     Server s;
     server_start(&s, model, "");
     const struct {
-        const char *path;
-        int status;
-        const char *body;
-    } cases[] = {
-        {"/", 200, "<!doctype html><title>playground</title>"},
-        {"/index.html", 200, "<!doctype html><title>playground</title>"},
-        {"/playground.js", 200, "console.log('js');"},
-        {"/playground.css", 200, "body { color: black; }"},
-        {"/secret.txt", 404, NULL},
-        {"/../generate/playground/secret.txt", 404, NULL},
-        {"/%2e%2e/secret.txt", 404, NULL},
-        {"/playground/index.html", 404, NULL},
+        const char *path, *file, *type;
+    } pages[] = {
+        {"/", "index.html", "text/html; charset=utf-8"},
+        {"/index.html", "index.html", "text/html; charset=utf-8"},
+        {"/playground.js", "playground.js", "text/javascript; charset=utf-8"},
+        {"/playground.css", "playground.css", "text/css; charset=utf-8"},
     };
     int compared = 0;
-    for (int i = 0; i < 8; i++) {
-        char *body;
-        cr_expect_eq(request(&s, "GET", cases[i].path, NULL, "--path-as-is", &body),
-                     cases[i].status, "%s", cases[i].path);
-        if (cases[i].body)
-            cr_expect_str_eq(body, cases[i].body, "%s", cases[i].path);
-        else
-            cr_expect_null(strstr(body, "not to be served"), "%s", cases[i].path);
-        free(body);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(download(&s, pages[i].path, got, type, sizeof type), 200, "%s",
+                     pages[i].path);
+        cr_expect_str_eq(type, pages[i].type, "%s", pages[i].path);
+        snprintf(cmd, sizeof cmd, "cmp generate/playground/%s %s", pages[i].file, got);
+        cr_expect_eq(test_run_capture(cmd, &out), 0, "%s: %s", pages[i].path, out);
+        free(out);
         compared++;
     }
-    cr_assert_eq(compared, 8);
+    cr_assert_eq(compared, 4);
+    const char *not_pages[] = {"/Makefile", "/generate/playground/index.html",
+                               "/../generate/playground/index.html", "/%2e%2e/Makefile",
+                               "/playground/index.html", "/index.html/", "/index.htm"};
+    compared = 0;
+    for (int i = 0; i < 7; i++) {
+        cr_expect_eq(download(&s, not_pages[i], got, type, sizeof type), 404, "%s",
+                     not_pages[i]);
+        compared++;
+    }
+    cr_assert_eq(compared, 7);
     char *body;
     cr_expect_eq(request(&s, "POST", "/", "{}", NULL, &body), 405);
     free(body);
