@@ -61,6 +61,7 @@ static const Route ROUTES[] = {
     {"POST", "/detokenize", serve_detokenize, true},
     {"POST", "/v1/completions", serve_completions, true},
     {"POST", "/v1/chat/completions", serve_chat_completions, true},
+    {"POST", "/v1/embeddings", serve_embeddings, true},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof *ROUTES };
 
@@ -305,6 +306,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
         s->n_slots++;
     }
     s->n_ctx = quill_context_n_ctx(s->slots[0].ctx);
+    if (serve_embeddings_open(s, o->context, o->threads, err) != 0)
+        return -1;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->changed, NULL);
     return 0;
@@ -315,6 +318,7 @@ static void server_close(Server *s)
     for (int i = 0; i < s->n_slots; i++)
         quill_context_free(s->slots[i].ctx);
     free(s->slots);
+    quill_context_free(s->embed_ctx);
     quill_model_free(s->model);
 }
 
@@ -388,8 +392,9 @@ int cmd_serve(int argc, char **argv, Error *err)
     const CommandSpec spec = {
         .usage = "usage: quill serve MODEL [options]\n\n"
                  "Serves MODEL (a .gguf file or a quill train directory) over HTTP until\n"
-                 "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/models,\n"
-                 "/health, /tokenize and /detokenize, with OpenAI's and llama-server's shapes.\n",
+                 "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/embeddings,\n"
+                 "/v1/models, /health, /tokenize, /detokenize and /metrics, with OpenAI's,\n"
+                 "llama-server's and Prometheus' shapes, and the playground page at /.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 1,

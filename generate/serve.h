@@ -50,6 +50,8 @@ typedef struct {
     int n_streams;        /* streaming generations still running on their own threads */
     volatile int stopping; /* set on SIGINT/SIGTERM: generations finish as "cancelled" */
     ServeStats stats;      /* guarded by lock */
+    quill_context *embed_ctx;    /* /v1/embeddings' own context: one sequence */
+    pthread_mutex_t embed_lock;  /* one embedding request at a time on it */
 } Server;
 
 /* A copy of the server's counters, taken under its lock. */
@@ -82,6 +84,10 @@ int serve_tokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiEr
 int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+
+/* Creates /v1/embeddings' context (n_ctx positions, 0: the model's) and its lock. */
+int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err);
 
 /* The playground page's files (serve_page.c), compiled into the binary: a URL's entry,
  * NULL for any other URL. */
