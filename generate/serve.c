@@ -62,6 +62,7 @@ static const Route ROUTES[] = {
     {"POST", "/v1/completions", serve_completions, true},
     {"POST", "/v1/chat/completions", serve_chat_completions, true},
     {"POST", "/v1/embeddings", serve_embeddings, true},
+    {"GET", "/metrics", serve_metrics, true},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof *ROUTES };
 
@@ -157,6 +158,14 @@ static enum MHD_Result answer_page(ServeDaemon *d, struct MHD_Connection *c,
                  page->content_type);
 }
 
+/* A reply's text (r->raw, malloc'd: libmicrohttpd frees it once sent). */
+static enum MHD_Result send_raw(const ServeDaemon *d, struct MHD_Connection *c, ServeReply *r)
+{
+    return queue(d, c, r->status,
+                 MHD_create_response_from_buffer(r->n_raw, r->raw, MHD_RESPMEM_MUST_FREE),
+                 r->content_type);
+}
+
 static enum MHD_Result send_stream(const ServeDaemon *d, struct MHD_Connection *c, int fd)
 {
     struct MHD_Response *resp = MHD_create_response_from_pipe(fd);
@@ -240,6 +249,8 @@ static enum MHD_Result answer(ServeDaemon *d, struct MHD_Connection *c, const ch
     ServeReply r = {.status = 200, .stream_fd = -1};
     if (route->run(&d->server, rb->body ? rb->body : "", rb->len, &r, &e) != 0)
         return send_error(d, c, &e);
+    if (r.raw)
+        return send_raw(d, c, &r);
     return r.stream_fd >= 0 ? send_stream(d, c, r.stream_fd) : send_json(d, c, r.status, r.body);
 }
 
@@ -308,6 +319,7 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     s->n_ctx = quill_context_n_ctx(s->slots[0].ctx);
     if (serve_embeddings_open(s, o->context, o->threads, err) != 0)
         return -1;
+    s->stats.slots_total = o->parallel;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->changed, NULL);
     return 0;

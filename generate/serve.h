@@ -59,7 +59,7 @@ ServeStats serve_stats_read(Server *s);
 
 /* What an endpoint answers: a status and a JSON body; or (stream_fd >= 0) a stream of
  * Server-Sent Events read from that pipe, written by a thread the endpoint started; or
- * (raw) a file's bytes of the given content type. */
+ * (raw) text of the given content type (/metrics). */
 typedef struct {
     int status;
     cJSON *body;
@@ -85,6 +85,7 @@ int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, Api
 int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 
 /* Creates /v1/embeddings' context (n_ctx positions, 0: the model's) and its lock. */
 int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err);

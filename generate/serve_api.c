@@ -297,6 +297,47 @@ int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, Api
     return r->body ? 0 : -1;
 }
 
+/* ---- GET /metrics ------------------------------------------------------------------ */
+
+/* The server's counters in Prometheus' text format (version 0.0.4), as a Prometheus server
+ * scrapes them: for each metric a "# HELP name text" line, a "# TYPE name counter|gauge"
+ * line and its sample, "name value". Counters only grow; gauges are the present value. */
+int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e)
+{
+    ServeStats st = serve_stats_read(s);
+    const struct {
+        const char *name, *type, *help;
+        double value;
+    } metrics[] = {
+        {"quill_requests_total", "counter", "Completion and chat completion requests accepted.",
+         (double)st.requests},
+        {"quill_requests_rejected_total", "counter",
+         "Requests answered 503 (the queue full, or the server stopping).",
+         (double)st.requests_rejected},
+        {"quill_prompt_tokens_total", "counter", "Prompt tokens taken in.",
+         (double)st.prompt_tokens},
+        {"quill_tokens_generated_total", "counter", "Tokens generated, over every choice.",
+         (double)st.generated_tokens},
+        {"quill_tokens_per_second", "gauge", "Generated tokens per second over the last few steps.",
+         st.tokens_per_second},
+        {"quill_slots_active", "gauge", "Sequences generating now.", st.slots_active},
+        {"quill_slots_total", "gauge", "Sequences that can generate at once (--parallel).",
+         st.slots_total},
+        {"quill_queue_length", "gauge", "Choices waiting for a sequence.", st.queue_length},
+    };
+    FILE *text = open_memstream(&r->raw, &r->n_raw);
+    if (!text)
+        return serve_error(e, 500, NULL, "out of memory");
+    for (size_t i = 0; i < sizeof metrics / sizeof *metrics; i++)
+        fprintf(text, "# HELP %s %s\n# TYPE %s %s\n%s %.15g\n", metrics[i].name,
+                metrics[i].help, metrics[i].name, metrics[i].type, metrics[i].name,
+                metrics[i].value);
+    if (fclose(text) != 0)
+        return serve_error(e, 500, NULL, "out of memory");
+    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return 0;
+}
+
 ServeStats serve_stats_read(Server *s)
 {
     pthread_mutex_lock(&s->lock);

@@ -381,6 +381,108 @@ Test(serve, embeddings_bad_input_names_the_field, .timeout = 60)
     server_stop(&s);
 }
 
+/* One metric of /metrics: its HELP and TYPE lines and its sample's value. */
+typedef struct {
+    char name[64];
+    char type[64];
+    bool has_help;
+    int n_samples;
+    double value;
+} Metric;
+
+static Metric *metric_find(Metric *metrics, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(metrics[i].name, name) == 0)
+            return &metrics[i];
+    return NULL;
+}
+
+/* Reads Prometheus' text format (0.0.4) line by line: "# HELP name text", "# TYPE name
+ * type", then the family's samples "name value"; asserts each sample comes after its
+ * family's HELP and TYPE and that each value is a number (strtod reads all of it).
+ * Returns the count of families. */
+static int metrics_parse(char *text, Metric *metrics, int cap)
+{
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64], word[64];
+        if (sscanf(line, "# HELP %63s %63s", name, word) == 2) {
+            cr_assert_null(metric_find(metrics, n, name), "a second HELP for %s", name);
+            cr_assert_lt(n, cap);
+            snprintf(metrics[n].name, sizeof metrics[n].name, "%s", name);
+            metrics[n++].has_help = true;
+            continue;
+        }
+        Metric *m;
+        if (sscanf(line, "# TYPE %63s %63s", name, word) == 2) {
+            m = metric_find(metrics, n, name);
+            cr_assert_not_null(m, "TYPE before HELP for %s", name);
+            snprintf(m->type, sizeof m->type, "%s", word);
+            continue;
+        }
+        cr_assert_neq(line[0], '#', "an unknown comment line: %s", line);
+        char *space = strchr(line, ' ');
+        cr_assert_not_null(space, "not a sample line: %s", line);
+        *space = '\0';
+        m = metric_find(metrics, n, line);
+        cr_assert(m && m->type[0], "the sample %s has no HELP and TYPE before it", line);
+        char *end;
+        m->value = strtod(space + 1, &end);
+        cr_assert(end != space + 1 && *end == '\0', "%s's value '%s' is not a number", line,
+                  space + 1);
+        m->n_samples++;
+    }
+    return n;
+}
+
+/* GET /metrics is Prometheus text: every metric has its HELP and TYPE, one sample each, a
+ * number; an idle server has no active slot, an empty queue and --parallel slots. It wants
+ * the API key, as the other endpoints but /health do. */
+Test(serve, metrics_in_prometheus_text, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--parallel 3 --api-key sesame");
+    cJSON_Delete(request_json(&s, "GET", "/metrics", NULL, NULL, 401));
+    char *out;
+    cr_assert_eq(request(&s, "GET", "/metrics", NULL, "-i -H 'Authorization: Bearer sesame'",
+                         &out), 200, "%s", out);
+    cr_expect_not_null(strstr(out, "Content-Type: text/plain; version=0.0.4"), "%s", out);
+    char *text = strstr(out, "\r\n\r\n");
+    cr_assert_not_null(text, "%s", out);
+    Metric metrics[16] = {0};
+    int n = metrics_parse(text + 4, metrics, 16);
+    const struct {
+        const char *name, *type;
+    } expected[] = {
+        {"quill_requests_total", "counter"},
+        {"quill_requests_rejected_total", "counter"},
+        {"quill_prompt_tokens_total", "counter"},
+        {"quill_tokens_generated_total", "counter"},
+        {"quill_tokens_per_second", "gauge"},
+        {"quill_slots_active", "gauge"},
+        {"quill_slots_total", "gauge"},
+        {"quill_queue_length", "gauge"},
+    };
+    cr_expect_eq(n, 8, "%d metrics, expected 8", n);
+    int compared = 0;
+    for (int i = 0; i < 8; i++) {
+        const Metric *m = metric_find(metrics, n, expected[i].name);
+        cr_assert_not_null(m, "no %s", expected[i].name);
+        cr_expect_str_eq(m->type, expected[i].type, "%s", m->name);
+        cr_expect_eq(m->n_samples, 1, "%s", m->name);
+        cr_expect_geq(m->value, 0, "%s", m->name);
+        compared++;
+    }
+    cr_assert_eq(compared, 8);
+    cr_expect_eq(metric_find(metrics, n, "quill_slots_total")->value, 3);
+    cr_expect_eq(metric_find(metrics, n, "quill_slots_active")->value, 0);
+    cr_expect_eq(metric_find(metrics, n, "quill_queue_length")->value, 0);
+    free(out);
+    server_stop(&s);
+}
+
 /* The "data: {...}" events of a stream, in order: their count, the JSON of each in out. */
 static int sse_events(char *stream, cJSON **out, int cap, bool *done)
 {
