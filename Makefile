@@ -84,8 +84,8 @@ $(BUILD)/src/attention.o: CFLAGS += -ffp-contract=fast
 # quill serve's playground page is compiled into the binary, so that `quill serve` alone
 # serves it wherever the binary is copied: each file of generate/playground/ becomes a C
 # array of its bytes, named after the file (index.html: index_html[]), written in hex by od
-# (coreutils) into playground.inc, which generate/serve_page.c includes. A change to a page
-# file rebuilds it.
+# (coreutils; -v writes every line, where od would fold repeated ones into a '*') into
+# playground.inc, which generate/serve_page.c includes. A change to a page file rebuilds it.
 PLAYGROUND_FILES := generate/playground/index.html generate/playground/playground.js \
                     generate/playground/playground.css
 PLAYGROUND_INC   := $(BUILD)/generate/playground.inc
