@@ -1,7 +1,8 @@
 /* quill serve: the HTTP side. libmicrohttpd parses HTTP and runs one thread per connection;
  * this file collects each request's body (refusing one over --max-body), checks the API
  * key, routes the request to its endpoint (serve_api.c) and sends the reply: a JSON body,
- * or Server-Sent Events read from a pipe that a generating thread writes. */
+ * text (/metrics, the playground page's files), or Server-Sent Events read from a pipe that
+ * a generating thread writes. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>

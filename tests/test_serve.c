@@ -1,8 +1,9 @@
 /* quill serve: the real binary started on 127.0.0.1 with a port the system chose, talked to
  * with curl (a client no one here wrote), its answers read with cJSON. What they are
  * compared with comes from outside the server: `quill generate --no-echo` and `quill
- * tokenize` (the command line), hand-written ChatML, and the statuses and error bodies that
- * OpenAI's API documents. */
+ * tokenize` (the command line), hand-written ChatML, the statuses and error bodies that
+ * OpenAI's API documents, quill_embed through the library, coreutils (base64 -d, cmp) and
+ * Prometheus' text format. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
