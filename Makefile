@@ -81,6 +81,24 @@ $(BUILD)/src/openblas.o: CPPFLAGS += -DQUILL_OPENBLAS_PATH='"$(OPENBLAS_OMP)/lib
 # told otherwise; the file's results stay independent of the thread count either way.
 $(BUILD)/src/attention.o: CFLAGS += -ffp-contract=fast
 
+# quill serve's playground page is compiled into the binary, so that `quill serve` alone
+# serves it wherever the binary is copied: each file of generate/playground/ becomes a C
+# array of its bytes, named after the file (index.html: index_html[]), written in hex by od
+# (coreutils; -v writes every line, where od would fold repeated ones into a '*') into
+# playground.inc, which generate/serve_page.c includes. A change to a page file rebuilds it.
+PLAYGROUND_FILES := generate/playground/index.html generate/playground/playground.js \
+                    generate/playground/playground.css
+PLAYGROUND_INC   := $(BUILD)/generate/playground.inc
+$(PLAYGROUND_INC): $(PLAYGROUND_FILES)
+	@mkdir -p $(dir $@)
+	@for f in $^; do \
+	  printf 'static const unsigned char %s[] = {\n' "$$(basename $$f | tr . _)"; \
+	  od -An -v -tx1 $$f | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  printf '};\n'; \
+	done > $@.tmp && mv $@.tmp $@
+$(BUILD)/generate/serve_page.o: $(PLAYGROUND_INC)
+$(BUILD)/generate/serve_page.o: CPPFLAGS += -I$(BUILD)/generate
+
 # mpi.h is included by train/distributed.c alone.
 $(BUILD)/train/distributed.o: CPPFLAGS += $(MPI_CPPFLAGS)
 

@@ -1,7 +1,8 @@
 /* quill serve: the HTTP side. libmicrohttpd parses HTTP and runs one thread per connection;
  * this file collects each request's body (refusing one over --max-body), checks the API
  * key, routes the request to its endpoint (serve_api.c) and sends the reply: a JSON body,
- * or Server-Sent Events read from a pipe that a generating thread writes. */
+ * text (/metrics, the playground page's files), or Server-Sent Events read from a pipe that
+ * a generating thread writes. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -66,6 +67,8 @@ static const Route ROUTES[] = {
     {"POST", "/detokenize", serve_detokenize, true},
     {"POST", "/v1/completions", serve_completions, true},
     {"POST", "/v1/chat/completions", serve_chat_completions, true},
+    {"POST", "/v1/embeddings", serve_embeddings, true},
+    {"GET", "/metrics", serve_metrics, true},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof *ROUTES };
 
@@ -153,19 +156,29 @@ static enum MHD_Result send_error(const ServeDaemon *d, struct MHD_Connection *c
     return queue(d, c, e->status, resp, "application/json");
 }
 
-/* GET of a playground file (no key: a browser loads the page before it can send one). */
+/* GET of a playground file (no key: a browser loads the page before it can send one). Its
+ * bytes are the program's own, for as long as it runs: libmicrohttpd sends them as they are
+ * (RESPMEM_PERSISTENT), never writing or freeing them, though its API takes a void *. */
 static enum MHD_Result answer_page(ServeDaemon *d, struct MHD_Connection *c,
                                    const ServePage *page, const char *method)
 {
-    ApiError e = {0};
-    ServeReply r = {.status = 200, .stream_fd = -1};
-    if (strcmp(method, "GET") != 0)
+    if (strcmp(method, "GET") != 0) {
+        ApiError e = {0};
         serve_error(&e, 405, NULL, "%s does not take %s", page->url, method);
-    else if (serve_page(&d->server, page, &r, &e) == 0)
-        return queue(d, c, MHD_HTTP_OK,
-                     MHD_create_response_from_buffer(r.n_raw, r.raw, MHD_RESPMEM_MUST_FREE),
-                     r.content_type);
-    return send_error(d, c, &e);
+        return send_error(d, c, &e);
+    }
+    return queue(d, c, MHD_HTTP_OK,
+                 MHD_create_response_from_buffer(page->size, (void *)page->bytes,
+                                                 MHD_RESPMEM_PERSISTENT),
+                 page->content_type);
+}
+
+/* A reply's text (r->raw, malloc'd: libmicrohttpd frees it once sent). */
+static enum MHD_Result send_raw(const ServeDaemon *d, struct MHD_Connection *c, ServeReply *r)
+{
+    return queue(d, c, r->status,
+                 MHD_create_response_from_buffer(r->n_raw, r->raw, MHD_RESPMEM_MUST_FREE),
+                 r->content_type);
 }
 
 static enum MHD_Result send_stream(const ServeDaemon *d, struct MHD_Connection *c, int fd)
@@ -251,6 +264,8 @@ static enum MHD_Result answer(ServeDaemon *d, struct MHD_Connection *c, const ch
     ServeReply r = {.status = 200, .stream_fd = -1};
     if (route->run(&d->server, rb->body ? rb->body : "", rb->len, &r, &e) != 0)
         return send_error(d, c, &e);
+    if (r.raw)
+        return send_raw(d, c, &r);
     return r.stream_fd >= 0 ? send_stream(d, c, r.stream_fd) : send_json(d, c, r.status, r.body);
 }
 
@@ -330,8 +345,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     s->queue_cap = o->queue;
     s->n_ctx = quill_context_n_ctx(s->ctx);
     s->stats.slots_total = o->parallel;
-    if (!serve_page_dir(s->page_dir, sizeof s->page_dir))
-        s->page_dir[0] = '\0';
+    if (serve_embeddings_open(s, o->context, o->threads, err) != 0)
+        return -1;
     s->engine = engine_start(s->model, s->ctx, o->queue, o->batch, &s->lock, &s->stats, err);
     return s->engine ? 0 : -1;
 }
@@ -342,6 +357,7 @@ static void server_close(Server *s)
         engine_stop(s->engine);
     engine_free(s->engine);
     quill_context_free(s->ctx);
+    quill_context_free(s->embed_ctx);
     quill_model_free(s->model);
 }
 
@@ -424,8 +440,9 @@ int cmd_serve(int argc, char **argv, Error *err)
     const CommandSpec spec = {
         .usage = "usage: quill serve MODEL [options]\n\n"
                  "Serves MODEL (a .gguf file or a quill train directory) over HTTP until\n"
-                 "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/models,\n"
-                 "/health, /tokenize and /detokenize, with OpenAI's and llama-server's shapes.\n",
+                 "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/embeddings,\n"
+                 "/v1/models, /health, /tokenize, /detokenize and /metrics, with OpenAI's,\n"
+                 "llama-server's and Prometheus' shapes, and the playground page at /.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 1,
@@ -445,9 +462,6 @@ int cmd_serve(int argc, char **argv, Error *err)
         printf("quill serve: %s on http://%s:%d (%d slot%s of %d positions)\n",
                d.server.model_id, o.host, daemon_port(daemon), o.parallel,
                plural_s(o.parallel), d.server.n_ctx);
-        if (!d.server.page_dir[0])
-            printf("quill serve: no playground page: generate/playground/ is not beside "
-                   "this binary\n");
         fflush(stdout);
         int sig;
         sigwait(&set, &sig);

@@ -45,8 +45,9 @@ typedef struct {
     pthread_cond_t changed;
     int n_streams;        /* streams whose threads still write */
     volatile int stopping; /* set on SIGINT/SIGTERM */
-    char page_dir[4096];   /* the playground's folder, "" when it was not found */
     ServeStats stats;      /* guarded by lock */
+    quill_context *embed_ctx;    /* /v1/embeddings' own context: one sequence */
+    pthread_mutex_t embed_lock;  /* one embedding request at a time on it */
 } Server;
 
 /* A copy of the server's counters, taken under its lock. */
@@ -54,7 +55,7 @@ ServeStats serve_stats_read(Server *s);
 
 /* What an endpoint answers: a status and a JSON body; or (stream_fd >= 0) a stream of
  * Server-Sent Events read from that pipe, written by a thread the endpoint started; or
- * (raw) a file's bytes of the given content type. */
+ * (raw) text of the given content type (/metrics). */
 typedef struct {
     int status;
     cJSON *body;
@@ -79,18 +80,22 @@ int serve_tokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiEr
 int serve_detokenize(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 
-/* The playground page's files (serve_page.c): a URL's entry, NULL for any other URL. */
+/* Creates /v1/embeddings' context (n_ctx positions, 0: the model's) and its lock. */
+int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err);
+
+/* The playground page's files (serve_page.c), compiled into the binary: a URL's entry,
+ * NULL for any other URL. */
 typedef struct {
     const char *url;
-    const char *file;
+    const unsigned char *bytes;
+    size_t size;
     const char *content_type;
 } ServePage;
 
 const ServePage *serve_page_find(const char *url);
-/* Finds the playground's folder beside the binary into dir; false when it is not there. */
-bool serve_page_dir(char *dir, size_t cap);
-int serve_page(const Server *s, const ServePage *page, ServeReply *r, ApiError *e);
 
 /* Sets e and returns -1, for `return serve_error(e, 400, "temperature", "...")`. */
 int serve_error(ApiError *e, int status, const char *param, const char *fmt, ...)

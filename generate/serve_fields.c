@@ -2,6 +2,7 @@
  * field when it is of the wrong type or out of range ("temperature must be >= 0, got -1"),
  * and writing text into JSON (which must be valid UTF-8, where a token's piece need not be). */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,6 +131,46 @@ void add_text(cJSON *obj, const char *name, const char *text, size_t n)
     char *valid = utf8_valid_copy(text, n);
     cJSON_AddStringToObject(obj, name, valid ? valid : "");
     free(valid);
+}
+
+/* base64 (RFC 4648, padded with '='): every 3 bytes, 24 bits, become 4 characters of 6 bits
+ * each; a last group of 1 or 2 bytes is written as 2 or 3 characters and '=' padding. */
+static char *base64_encode(const unsigned char *bytes, size_t n)
+{
+    static const char digits[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t group = (uint32_t)bytes[i] << 16;
+        if (i + 1 < n)
+            group |= (uint32_t)bytes[i + 1] << 8;
+        if (i + 2 < n)
+            group |= bytes[i + 2];
+        out[o++] = digits[group >> 18 & 63];
+        out[o++] = digits[group >> 12 & 63];
+        out[o++] = i + 1 < n ? digits[group >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? digits[group & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+void add_base64_floats(cJSON *obj, const char *name, const float *v, int n)
+{
+    unsigned char *bytes = malloc(4 * (size_t)n + 1);
+    for (int i = 0; bytes && i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int k = 0; k < 4; k++)
+            bytes[4 * i + k] = (unsigned char)(u >> (8 * k));
+    }
+    char *text = bytes ? base64_encode(bytes, 4 * (size_t)n) : NULL;
+    cJSON_AddStringToObject(obj, name, text ? text : "");
+    free(text);
+    free(bytes);
 }
 
 /* The piece of a token as a JSON string. */

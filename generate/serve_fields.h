@@ -23,6 +23,9 @@ int field_strings(const cJSON *req, const char *name, int max, const char **out,
 
 /* Adds text[0..n) as the string `name`, each ill-formed UTF-8 stretch as U+FFFD. */
 void add_text(cJSON *obj, const char *name, const char *text, size_t n);
+/* Adds v[0..n) as the string `name`: base64 of each float's 4 bytes, little-endian (IEEE
+ * float32, as OpenAI's base64 embeddings are and numpy's float32 reads them). */
+void add_base64_floats(cJSON *obj, const char *name, const float *v, int n);
 /* Adds token t's piece (its bytes, which may be part of a character) the same way. */
 void add_piece(cJSON *obj, const char *name, const quill_model *m, quill_token t);
 
