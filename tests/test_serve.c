@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fileio.h"
 #include "quill.h"
@@ -1257,5 +1258,50 @@ Test(serve, beam_search_follows_the_cli, .timeout = 60)
     cJSON_Delete(two);
     cJSON_Delete(one);
     free(expected);
+    server_stop(&s);
+}
+
+/* One number of /metrics' text: the sample named `name` (the line "name value"). */
+static double metric(const Server *s, const char *name)
+{
+    char *body;
+    cr_assert_eq(request(s, "GET", "/metrics", NULL, NULL, &body), 200, "%s", body);
+    char needle[96];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *at = strstr(body, needle);
+    cr_assert_not_null(at, "no %s in %s", name, body);
+    double value = strtod(at + strlen(needle), NULL);
+    free(body);
+    return value;
+}
+
+/* A client that goes away mid-stream frees its slot: a stream of 4000 tokens is cut after
+ * its first chunk, and the slot is idle again long before 4000 tokens could have been
+ * generated (the counters say how many were). */
+Test(serve, client_gone_frees_its_slot, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--parallel 1 --context 4096");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "curl -sS -N -H 'Content-Type: application/json' -d '{\"prompt\": \"Once\", "
+             "\"max_tokens\": 4000, \"ignore_eos\": true, \"stream\": true}' "
+             "'%s/v1/completions' 2>/dev/null | head -c 300 > /dev/null", s.url);
+    char *out;
+    test_run_capture(cmd, &out); /* head exits after its bytes: curl's next write fails */
+    free(out);
+    int polls = 0;
+    while (metric(&s, "quill_slots_active") != 0 && polls < 200) {
+        nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+        polls++;
+    }
+    cr_expect_eq(metric(&s, "quill_slots_active"), 0, "the slot is still busy");
+    double generated = metric(&s, "quill_tokens_generated_total");
+    cr_expect_lt(generated, 4000, "the stream ran to its end: %g tokens", generated);
+    cr_expect_gt(generated, 0);
+    cr_expect_eq(metric(&s, "quill_requests_total"), 1);
+    cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
+    cJSON_Delete(ok);
     server_stop(&s);
 }
