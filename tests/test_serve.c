@@ -663,6 +663,12 @@ Test(serve, malformed_requests_get_error_bodies, .timeout = 120)
     for (int i = 0; i < 100; i++)
         strcat(long_prompt, " once");
     strcat(long_prompt, "\"}");
+    /* a logit_bias of more entries than the model has tokens (it fits --max-body) */
+    char huge_bias[4096] = "{\"prompt\": \"a\", \"logit_bias\": {";
+    for (int i = 0; i < 513; i++)
+        snprintf(huge_bias + strlen(huge_bias), sizeof huge_bias - strlen(huge_bias), "%s\"%d\": 1",
+                 i ? "," : "", i % 10);
+    strcat(huge_bias, "}}");
     char huge[6000] = "{\"prompt\": \"";
     memset(huge + strlen(huge), 'a', 5000);
     strcat(huge, "\"}");
@@ -717,6 +723,19 @@ Test(serve, malformed_requests_get_error_bodies, .timeout = 120)
          "no chat template"},
         {"POST", "/tokenize", "{\"content\": 5}", 400, "content", "content must be a string"},
         {"POST", "/detokenize", "{\"tokens\": [1, 100000]}", 400, "tokens", "tokens[1]"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"temperature\": NaN}", 400, NULL,
+         "not a JSON object"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"logit_bias\": {\"5\": 1e308}}", 400,
+         "logit_bias", "[-100, 100]"},
+        {"POST", "/v1/completions", huge_bias, 400, "logit_bias", "the vocabulary 512"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 21}", 400, "logprobs",
+         "<= 20"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"beam_size\": 17}", 400, "beam_size",
+         "<= 16"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"beam_size\": 2, \"n\": 3}", 400, "n",
+         "at most beam_size"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"ignore_eos\": \"yes\"}", 400,
+         "ignore_eos", "true or false"},
         {"GET", "/v1/nothing", NULL, 404, NULL, "/v1/nothing"},
         {"GET", "/v1/completions", NULL, 405, NULL, "does not take GET"},
         {"DELETE", "/health", NULL, 405, NULL, "does not take DELETE"},
@@ -727,7 +746,7 @@ Test(serve, malformed_requests_get_error_bodies, .timeout = 120)
                      cases[i].param, cases[i].message, i);
         compared++;
     }
-    cr_assert_eq(compared, 31);
+    cr_assert_eq(compared, 38);
     cJSON *good = request_json(&s, "POST", "/v1/completions",
                                "{\"prompt\": \"Once\", \"max_tokens\": 3}", NULL, 200);
     cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(good, "usage"),
@@ -1301,6 +1320,32 @@ Test(serve, client_gone_frees_its_slot, .timeout = 60)
     cr_expect_lt(generated, 4000, "the stream ran to its end: %g tokens", generated);
     cr_expect_gt(generated, 0);
     cr_expect_eq(metric(&s, "quill_requests_total"), 1);
+    cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
+    cJSON_Delete(ok);
+    server_stop(&s);
+}
+
+/* A 10 MiB body against the default limit of 1 MiB: a 413 once the limit is passed (the
+ * rest is read and dropped, so the client gets its answer), and the server goes on. */
+Test(serve, ten_mib_body_is_413, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "");
+    size_t n = 10u << 20;
+    char *big = malloc(n + 1);
+    cr_assert_not_null(big);
+    memset(big, ' ', n);
+    memcpy(big, "{\"prompt\": \"", 12);
+    big[n - 2] = '"';
+    big[n - 1] = '}';
+    big[n] = '\0';
+    char *body;
+    int status = request(&s, "POST", "/v1/completions", big, NULL, &body);
+    cr_expect_eq(status, 413, "%s", body);
+    cr_expect_not_null(strstr(body, "over the limit of 1048576 bytes"), "%s", body);
+    free(body);
+    free(big);
     cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
     cJSON_Delete(ok);
     server_stop(&s);
