@@ -24,6 +24,7 @@ typedef struct {
     unsigned long requests;          /* completions and chat completions accepted */
     unsigned long requests_rejected; /* answered 503: the queue was full or the server stopping */
     unsigned long prompt_tokens;     /* prompt tokens taken in */
+    unsigned long prompt_tokens_cached; /* of those, found in a slot's cache already */
     unsigned long generated_tokens;  /* tokens generated, over every choice */
     double tokens_per_second;        /* generated tokens per second over the last few steps */
     int slots_active;                /* sequences generating now */

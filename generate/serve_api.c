@@ -316,6 +316,9 @@ int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiErr
          (double)st.requests_rejected},
         {"quill_prompt_tokens_total", "counter", "Prompt tokens taken in.",
          (double)st.prompt_tokens},
+        {"quill_prompt_tokens_cached_total", "counter",
+         "Of the prompt tokens, those a slot held already (a prompt that starts as the slot's "
+         "last text did).", (double)st.prompt_tokens_cached},
         {"quill_tokens_generated_total", "counter", "Tokens generated, over every choice.",
          (double)st.generated_tokens},
         {"quill_tokens_per_second", "gauge", "Generated tokens per second over the last few steps.",

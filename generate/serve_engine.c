@@ -20,6 +20,7 @@ struct Engine {
     int q_head, q_len, q_cap;
     int ring_cap;          /* q_cap + n_seq: a request may queue jobs that free slots take */
     float *scratch;        /* n_vocab floats: the log-softmax of a row */
+    quill_token *seq_tokens; /* n_ctx tokens: what a sequence holds */
     pthread_mutex_t *lock; /* guards the queue, stopping and *stats */
     pthread_cond_t work;
     ServeStats *stats;
@@ -164,10 +165,8 @@ static void job_end(Engine *e, EngineJob *job, EngineEvent *ev, quill_finish_rea
     ev->finish = finish;
     ev->n_generated = job->n_generated;
     feed_push(job->feed, ev);
-    if (job->seq >= 0) {
-        quill_seq_clear(e->ctx, job->seq);
+    if (job->seq >= 0) /* its cache stays, for a next prompt that starts the same */
         e->running[job->seq] = NULL;
-    }
     engine_job_free(job);
 }
 
@@ -359,40 +358,77 @@ static void step_run(Engine *e)
 
 /* ---- the queue ---------------------------------------------------------------------- */
 
-/* A job takes a free sequence: its prompt goes into its sampler's history (the penalties
+/* How many of the job's first prompt tokens sequence seq holds already: what a free
+ * sequence keeps from its last request (its prompt and text) is reused when the new prompt
+ * starts the same way, as llama-server's cache_prompt does (a conversation's next turn, the
+ * same system prompt, a retry). At least the prompt's last token is run again, for the
+ * logits that choose the first new token. */
+static int cached_prefix(Engine *e, const EngineJob *job, int seq)
+{
+    int n = quill_seq_tokens(e->ctx, seq, e->seq_tokens, e->n_ctx);
+    int limit = job->n_prompt - 1 < n ? job->n_prompt - 1 : n;
+    int same = 0;
+    while (same < limit && e->seq_tokens[same] == job->prompt[same])
+        same++;
+    return same;
+}
+
+/* The free sequence that holds the longest start of the job's prompt (-1: none free). */
+static int best_free_seq(Engine *e, const EngineJob *job, int *cached)
+{
+    int best = -1;
+    *cached = -1;
+    for (int s = 0; s < e->n_seq; s++) {
+        if (e->running[s])
+            continue;
+        int same = cached_prefix(e, job, s);
+        if (same > *cached) {
+            best = s;
+            *cached = same;
+        }
+    }
+    return best;
+}
+
+/* A job takes a free sequence, which keeps the `cached` positions its prompt shares and
+ * forgets the rest; the whole prompt goes into the job's sampler's history (the penalties
  * count it, as quill generate's do). Under the lock. */
-static void job_start(Engine *e, EngineJob *job, int seq)
+static void job_start(Engine *e, EngineJob *job, int seq, int cached)
 {
     job->seq = seq;
-    job->n_taken = 0;
+    job->n_taken = cached;
     job->n_generated = 0;
     text_stream_init(&job->text, job->stops, job->n_stops, job_decided, job);
     for (int i = 0; i < job->n_prompt; i++)
         quill_sampler_accept(job->sampler, job->prompt[i], true);
-    quill_seq_clear(e->ctx, seq);
+    quill_seq_truncate(e->ctx, seq, cached, -1);
     e->running[seq] = job;
     e->stats->prompt_tokens += (unsigned long)job->n_prompt;
+    e->stats->prompt_tokens_cached += (unsigned long)cached;
 }
 
 /* Moves waiting jobs into free sequences, dropping those whose client is gone. Under the
  * lock; returns the number of running jobs. */
 static int queue_admit(Engine *e)
 {
-    int running = 0;
-    for (int s = 0; s < e->n_seq; s++) {
-        while (!e->running[s] && e->q_len > 0) {
-            EngineJob *job = e->queue[e->q_head];
-            e->q_head = (e->q_head + 1) % e->ring_cap;
-            e->q_len--;
-            job->seq = -1;
-            if (atomic_load(&job->feed->cancelled))
-                job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                        QUILL_FINISH_CANCELLED);
-            else
-                job_start(e, job, s);
-        }
-        running += e->running[s] != NULL;
+    while (e->q_len > 0) {
+        EngineJob *job = e->queue[e->q_head];
+        int cached;
+        int seq = best_free_seq(e, job, &cached);
+        if (seq < 0 && !atomic_load(&job->feed->cancelled))
+            break;
+        e->q_head = (e->q_head + 1) % e->ring_cap;
+        e->q_len--;
+        job->seq = -1;
+        if (atomic_load(&job->feed->cancelled))
+            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
+                    QUILL_FINISH_CANCELLED);
+        else
+            job_start(e, job, seq, cached);
     }
+    int running = 0;
+    for (int s = 0; s < e->n_seq; s++)
+        running += e->running[s] != NULL;
     e->stats->slots_active = running;
     e->stats->queue_length = e->q_len;
     return running;
@@ -469,6 +505,7 @@ void engine_free(Engine *e)
     free(e->running);
     free(e->queue);
     free(e->scratch);
+    free(e->seq_tokens);
     pthread_cond_destroy(&e->work);
     free(e);
 }
@@ -497,7 +534,8 @@ Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap
     e->ring_cap = queue_cap + e->n_seq;
     e->queue = calloc((size_t)e->ring_cap, sizeof *e->queue);
     e->scratch = malloc((size_t)e->n_vocab * sizeof *e->scratch);
-    if (!e->batch.token || !e->running || !e->queue || !e->scratch) {
+    e->seq_tokens = malloc((size_t)e->n_ctx * sizeof *e->seq_tokens);
+    if (!e->batch.token || !e->running || !e->queue || !e->scratch || !e->seq_tokens) {
         engine_free(e);
         error_set(err, "out of memory");
         return NULL;

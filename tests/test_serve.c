@@ -462,15 +462,17 @@ Test(serve, metrics_in_prometheus_text, .timeout = 60)
         {"quill_requests_total", "counter"},
         {"quill_requests_rejected_total", "counter"},
         {"quill_prompt_tokens_total", "counter"},
+        {"quill_prompt_tokens_cached_total", "counter"},
         {"quill_tokens_generated_total", "counter"},
         {"quill_tokens_per_second", "gauge"},
         {"quill_slots_active", "gauge"},
         {"quill_slots_total", "gauge"},
         {"quill_queue_length", "gauge"},
     };
-    cr_expect_eq(n, 8, "%d metrics, expected 8", n);
+    int n_expected = sizeof expected / sizeof *expected;
+    cr_expect_eq(n, n_expected, "%d metrics, expected %d", n, n_expected);
     int compared = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < n_expected; i++) {
         const Metric *m = metric_find(metrics, n, expected[i].name);
         cr_assert_not_null(m, "no %s", expected[i].name);
         cr_expect_str_eq(m->type, expected[i].type, "%s", m->name);
@@ -478,7 +480,7 @@ Test(serve, metrics_in_prometheus_text, .timeout = 60)
         cr_expect_geq(m->value, 0, "%s", m->name);
         compared++;
     }
-    cr_assert_eq(compared, 8);
+    cr_assert_eq(compared, 9);
     cr_expect_eq(metric_find(metrics, n, "quill_slots_total")->value, 3);
     cr_expect_eq(metric_find(metrics, n, "quill_slots_active")->value, 0);
     cr_expect_eq(metric_find(metrics, n, "quill_queue_length")->value, 0);
@@ -1348,5 +1350,41 @@ Test(serve, ten_mib_body_is_413, .timeout = 60)
     free(big);
     cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
     cJSON_Delete(ok);
+    server_stop(&s);
+}
+
+/* A slot keeps its last text: a prompt that starts the same way runs only what follows
+ * (at least its last token, for the logits), and the text is what a fresh slot gives. */
+Test(serve, prompt_cache_reuses_a_slot, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    Server s;
+    server_start(&s, model, "--parallel 1");
+    const char *req = "{\"prompt\": \"Once upon a time\", \"temperature\": 0, \"max_tokens\": 20}";
+    cJSON *first = request_json(&s, "POST", "/v1/completions", req, NULL, 200);
+    cr_expect_eq(metric(&s, "quill_prompt_tokens_cached_total"), 0);
+    cJSON *again = request_json(&s, "POST", "/v1/completions", req, NULL, 200);
+    cr_expect_str_eq(choice_string(again, 0, "text"), choice_string(first, 0, "text"));
+    /* bos + 4 tokens: 4 found, the last run again */
+    cr_expect_eq(metric(&s, "quill_prompt_tokens_cached_total"), 4);
+    cr_expect_eq(metric(&s, "quill_prompt_tokens_total"), 10);
+    /* the prompt and the text so far, continued: most of it is in the cache (the text's
+     * tokens as the model chose them may differ from the text's tokenization at the end) */
+    const char *text = choice_string(first, 0, "text");
+    cr_assert_null(strchr(text, '\''), "%s", text); /* it goes into a shell command below */
+    char longer[512], cli_args[512];
+    snprintf(longer, sizeof longer, "{\"prompt\": \"Once upon a time%s\", \"temperature\": 0, "
+             "\"max_tokens\": 10}", text);
+    snprintf(cli_args, sizeof cli_args, "--prompt 'Once upon a time%s' --temperature 0 -n 10",
+             text);
+    char *expected = cli_text(model, cli_args);
+    cJSON *more = request_json(&s, "POST", "/v1/completions", longer, NULL, 200);
+    double cached = metric(&s, "quill_prompt_tokens_cached_total") - 4;
+    cr_expect_geq(cached, 15, "only %g of the continued prompt's tokens were cached", cached);
+    cr_expect_str_eq(choice_string(more, 0, "text"), expected);
+    free(expected);
+    cJSON_Delete(more);
+    cJSON_Delete(again);
+    cJSON_Delete(first);
     server_stop(&s);
 }
