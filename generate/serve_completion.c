@@ -1,12 +1,13 @@
-/* quill serve's /v1/completions and /v1/chat/completions: the request's fields checked and
- * mapped onto quill_sampler_params and quill_generate_params, one generation per choice
- * (prompts x n) in a slot's context, answered at once or streamed as Server-Sent Events.
+/* quill serve's /v1/completions and /v1/chat/completions: a request (serve_request.c)
+ * becomes one job per choice (prompts x n) for the engine (serve_engine.c), or a beam
+ * search (serve_beam.c), and the events of its feed become the answer: one JSON body, or
+ * Server-Sent Events written as the tokens come.
  *
- * A streamed choice is a series of chunks, each the text one token decided (quill_generate's
- * token event: whole UTF-8 characters, with what might start a stop string held back), then
- * one with its finish reason; after the last choice, `data: [DONE]`. With "quill_trace": K
- * each token's chunk also carries what every stage of the sampler chain left (the K most
- * likely survivors) and the token drawn: the playground's view of sampling. */
+ * A streamed choice is a series of chunks, each the text one token decided (whole UTF-8
+ * characters, with what might start a stop string held back), then one with its finish
+ * reason; after the last choice, `data: [DONE]`. With "quill_trace": K each token's chunk
+ * also carries what every stage of the sampler chain left (the K most likely survivors)
+ * and the token drawn: the playground's view of sampling. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -17,339 +18,17 @@
 #include <unistd.h>
 
 #include "buffer.h"
-#include "generate.h"
 #include "serve.h"
 #include "serve_beam.h"
 #include "serve_engine.h"
 #include "serve_fields.h"
-
-enum {
-    MAX_PROMPTS = 16,
-    MAX_CHOICES = 16, /* n at most (llama-server has no limit; OpenAI's is 128) */
-    MAX_STOP = 4,     /* stop strings, as OpenAI */
-    MAX_TRACE = 8,    /* quill_trace: candidates per stage (quill_sampler_trace's limit) */
-    MAX_STAGES = 16,
-    MAX_CHAIN = 16,   /* stages in "samplers" */
-    MAX_BAD_WORDS = 64,
-    MAX_MESSAGES = 256,
-    DEFAULT_MAX_TOKENS = 16, /* OpenAI's default for completions */
-};
-
-typedef struct {
-    cJSON *json; /* the request; the strings below point into it */
-    bool chat;
-    const char *prompts[MAX_PROMPTS];
-    int n_prompts;
-    quill_token *ids[MAX_PROMPTS]; /* each prompt's tokens (malloc'd) */
-    int n_ids[MAX_PROMPTS];
-    int n_prompt_tokens;           /* their sum: the usage's prompt_tokens */
-    char *chat_prompt; /* chat: the messages in the model's template (malloc'd) */
-    int max_tokens;
-    int n;
-    bool stream;
-    bool echo;
-    bool seeded;
-    int trace;
-    bool include_usage; /* stream_options.include_usage: a last chunk with the usage */
-    int logprobs;       /* top log-probabilities per token; -1: none */
-    int beam_size;      /* > 1: beam search (serve_beam.c) */
-    float length_penalty;
-    bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
-    const char *stop[MAX_STOP];
-    int n_stop;
-    quill_sampler_params sampler;
-    quill_logit_bias *bias;
-    const char *bad_words[MAX_BAD_WORDS];
-    char chain[256];
-} Completion;
-
-/* ---- the request -------------------------------------------------------------------- */
-
-/* "samplers": an array of stage names (or one string of them, separated by ';' or ','), in
- * quill's names ("top-k") or llama-server's ("top_k", "typ_p"), into quill's chain string. */
-static int read_chain(const cJSON *req, char *chain, size_t cap, ApiError *e)
-{
-    const char *names[MAX_CHAIN];
-    int n = field_strings(req, "samplers", MAX_CHAIN, names, e);
-    if (n <= 0)
-        return n;
-    size_t o = 0;
-    for (int i = 0; i < n; i++) {
-        const char *name = strcmp(names[i], "typ_p") == 0 ? "typical-p" : names[i];
-        if (o + strlen(name) + 2 > cap)
-            return serve_error(e, 400, "samplers", "samplers is too long");
-        o += (size_t)snprintf(chain + o, cap - o, "%s%s", i ? "," : "", name);
-    }
-    for (char *c = chain; *c; c++)
-        *c = *c == '_' ? '-' : *c == ';' ? ',' : *c;
-    return 1;
-}
-
-/* "logit_bias": {"token id": bias in [-100, 100]}, as OpenAI; -100 bans the token (a bias
- * that large removes it in practice, and quill makes it exact). */
-static int read_logit_bias(const cJSON *req, Completion *c, int n_vocab, ApiError *e)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(req, "logit_bias");
-    if (!f || cJSON_IsNull(f))
-        return 0;
-    if (!cJSON_IsObject(f))
-        return serve_error(e, 400, "logit_bias", "logit_bias must be an object of token id: bias");
-    int n = cJSON_GetArraySize(f), i = 0;
-    if (n > n_vocab)
-        return serve_error(e, 400, "logit_bias", "logit_bias has %d entries, the vocabulary %d",
-                         n, n_vocab);
-    c->bias = malloc(sizeof *c->bias * (size_t)(n ? n : 1));
-    if (!c->bias)
-        return serve_error(e, 500, NULL, "out of memory");
-    const cJSON *item;
-    cJSON_ArrayForEach(item, f) {
-        char *end;
-        long id = strtol(item->string, &end, 10);
-        if (*item->string == '\0' || *end != '\0' || id < 0 || id >= n_vocab)
-            return serve_error(e, 400, "logit_bias", "logit_bias key '%.40s' is not a token id "
-                             "in [0, %d)", item->string, n_vocab);
-        if (!cJSON_IsNumber(item) || item->valuedouble < -100 || item->valuedouble > 100)
-            return serve_error(e, 400, "logit_bias", "logit_bias values must be numbers in "
-                             "[-100, 100]");
-        float bias = (float)item->valuedouble;
-        c->bias[i++] = (quill_logit_bias){(quill_token)id, bias <= -100 ? -INFINITY : bias};
-    }
-    c->sampler.logit_bias = c->bias;
-    c->sampler.n_logit_bias = n;
-    return 0;
-}
-
-/* The seed: the request's, else a new one per request (as OpenAI and llama-server: without
- * a seed, two requests differ). */
-static int read_seed(const cJSON *req, Completion *c, ApiError *e)
-{
-    double seed;
-    int got = field_number(req, "seed", -1, 9007199254740992.0, true, &seed, e);
-    if (got < 0)
-        return -1;
-    c->seeded = got == 1 && seed >= 0;
-    if (c->seeded) {
-        c->sampler.seed = (uint64_t)seed;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        c->sampler.seed = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec;
-    }
-    return 0;
-}
-
-/* The sampling fields, under OpenAI's names and llama-server's for quill's extensions. */
-static int read_sampling(const cJSON *req, Completion *c, const Server *s, ApiError *e)
-{
-    quill_sampler_params *p = &c->sampler;
-    *p = quill_sampler_params_default();
-    int n_vocab = quill_model_vocab_size(s->model);
-    if (field_float(req, "temperature", 0, 100, &p->temperature, e) < 0 ||
-        field_float(req, "top_p", 0, 1, &p->top_p, e) < 0 ||
-        field_int(req, "top_k", 0, n_vocab, &p->top_k, e) < 0 ||
-        field_float(req, "min_p", 0, 1, &p->min_p, e) < 0 ||
-        field_float(req, "typical_p", 0, 1, &p->typical_p, e) < 0 ||
-        field_float(req, "repeat_penalty", 0, 100, &p->repeat_penalty, e) < 0 ||
-        field_int(req, "repeat_last_n", -1, s->n_ctx, &p->repeat_last_n, e) < 0 ||
-        field_float(req, "presence_penalty", -2, 2, &p->presence_penalty, e) < 0 ||
-        field_float(req, "frequency_penalty", -2, 2, &p->frequency_penalty, e) < 0 ||
-        read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0)
-        return -1;
-    p->n_bad_words = field_strings(req, "bad_words", MAX_BAD_WORDS, c->bad_words, e);
-    if (p->n_bad_words < 0)
-        return -1;
-    p->bad_words = c->bad_words;
-    if (p->repeat_penalty == 0)
-        return serve_error(e, 400, "repeat_penalty", "repeat_penalty must be > 0");
-    int chain = read_chain(req, c->chain, sizeof c->chain, e);
-    if (chain < 0)
-        return -1;
-    p->chain = chain ? c->chain : NULL;
-    return 0;
-}
-
-/* Log-probabilities in OpenAI's two forms: a completion's "logprobs": K (the K most likely
- * tokens at each step, besides the one chosen), a chat's "logprobs": true with
- * "top_logprobs": K. */
-static int read_logprobs(const cJSON *req, Completion *c, ApiError *e)
-{
-    c->logprobs = -1;
-    if (!c->chat)
-        return field_int(req, "logprobs", 0, ENGINE_MAX_TOP, &c->logprobs, e) < 0 ? -1 : 0;
-    bool wanted = false;
-    int top = 0;
-    if (field_bool(req, "logprobs", &wanted, e) < 0 ||
-        field_int(req, "top_logprobs", 0, ENGINE_MAX_TOP, &top, e) < 0)
-        return -1;
-    if (top > 0 && !wanted)
-        return serve_error(e, 400, "top_logprobs", "top_logprobs needs \"logprobs\": true");
-    c->logprobs = wanted ? top : -1;
-    return 0;
-}
-
-/* "beam_size" and "length_penalty", as quill generate's --beam-size and --length-penalty:
- * the n best beams are the choices. A search does not sample, so it has no logprobs or
- * trace to show. */
-static int read_beam(const cJSON *req, Completion *c, ApiError *e)
-{
-    c->beam_size = 1;
-    c->length_penalty = 1.0f;
-    if (field_int(req, "beam_size", 1, SERVE_MAX_BEAMS, &c->beam_size, e) < 0 ||
-        field_float(req, "length_penalty", 0, 10, &c->length_penalty, e) < 0)
-        return -1;
-    if (c->beam_size == 1)
-        return 0;
-    if (c->n > c->beam_size)
-        return serve_error(e, 400, "n", "n (%d) is at most beam_size (%d): the best beams",
-                           c->n, c->beam_size);
-    if (c->logprobs >= 0 || c->trace)
-        return serve_error(e, 400, "beam_size", "beam search does not sample: no logprobs or "
-                           "quill_trace with beam_size");
-    return 0;
-}
-
-/* The fields every completion has: length, choices, stop, streaming, tracing. */
-static int read_common(const cJSON *req, Completion *c, const Server *s, int default_max,
-                       ApiError *e)
-{
-    c->max_tokens = default_max;
-    c->n = 1;
-    if (field_int(req, "max_tokens", 0, s->n_ctx, &c->max_tokens, e) < 0 ||
-        field_int(req, "n", 1, MAX_CHOICES, &c->n, e) < 0 ||
-        field_bool(req, "stream", &c->stream, e) < 0 ||
-        field_bool(req, "echo", &c->echo, e) < 0 ||
-        field_int(req, "quill_trace", 1, MAX_TRACE, &c->trace, e) < 0)
-        return -1;
-    const cJSON *options = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
-    if (options && !cJSON_IsNull(options) &&
-        (!cJSON_IsObject(options) || field_bool(options, "include_usage", &c->include_usage, e) < 0))
-        return serve_error(e, 400, "stream_options", "stream_options must be an object with "
-                           "include_usage true or false");
-    c->n_stop = field_strings(req, "stop", MAX_STOP, c->stop, e);
-    if (c->n_stop < 0)
-        return -1;
-    for (int i = 0; i < c->n_stop; i++)
-        if (c->stop[i][0] == '\0')
-            return serve_error(e, 400, "stop", "stop strings must not be empty");
-    if (c->trace && !c->stream)
-        return serve_error(e, 400, "quill_trace", "quill_trace needs \"stream\": true");
-    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 || read_logprobs(req, c, e) < 0 ||
-        read_beam(req, c, e) < 0)
-        return -1;
-    return read_sampling(req, c, s, e);
-}
-
-static int read_prompts(const cJSON *req, Completion *c, ApiError *e)
-{
-    c->n_prompts = field_strings(req, "prompt", MAX_PROMPTS, c->prompts, e);
-    if (c->n_prompts < 0)
-        return -1;
-    if (c->n_prompts == 0)
-        return serve_error(e, 400, "prompt", "prompt is required (a string or an array of strings)");
-    for (int i = 0; i < c->n_prompts; i++)
-        if (c->prompts[i][0] == '\0')
-            return serve_error(e, 400, "prompt", "prompt must not be empty");
-    return 0;
-}
-
-/* "messages": [{"role": "system" | "user" | "assistant", "content": text}], in the model's
- * chat template, with the assistant's turn opened at the end. */
-static int read_messages(const cJSON *req, Completion *c, const Server *s, ApiError *e)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(req, "messages");
-    int n = cJSON_IsArray(f) ? cJSON_GetArraySize(f) : -1;
-    if (n < 1 || n > MAX_MESSAGES)
-        return serve_error(e, 400, "messages", "messages must be an array of 1 to %d messages",
-                         MAX_MESSAGES);
-    quill_chat_message msgs[MAX_MESSAGES];
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, f) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsString(role) || (strcmp(role->valuestring, "system") != 0 &&
-                                      strcmp(role->valuestring, "user") != 0 &&
-                                      strcmp(role->valuestring, "assistant") != 0))
-            return serve_error(e, 400, "messages", "messages[%d].role must be \"system\", "
-                             "\"user\" or \"assistant\"", i);
-        if (!cJSON_IsString(content))
-            return serve_error(e, 400, "messages", "messages[%d].content must be a string", i);
-        msgs[i++] = (quill_chat_message){role->valuestring, content->valuestring};
-    }
-    if (!quill_model_chat_template(s->model))
-        return serve_error(e, 400, "messages", "the model %s has no chat template: use "
-                         "/v1/completions", s->model_id);
-    int size = quill_chat_format(s->model, NULL, msgs, n, true, NULL, 0);
-    if (size < 0)
-        return serve_error(e, 400, "messages", "%s", quill_last_error());
-    c->chat_prompt = malloc((size_t)size + 1);
-    if (!c->chat_prompt)
-        return serve_error(e, 500, NULL, "out of memory");
-    quill_chat_format(s->model, NULL, msgs, n, true, c->chat_prompt, (size_t)size + 1);
-    c->prompts[0] = c->chat_prompt;
-    c->n_prompts = 1;
-    return 0;
-}
-
-static void completion_free(Completion *c)
-{
-    for (int i = 0; i < c->n_prompts; i++)
-        free(c->ids[i]);
-    cJSON_Delete(c->json);
-    free(c->chat_prompt);
-    free(c->bias);
-    free(c);
-}
-
-static Completion *completion_read(const char *body, size_t len, bool chat, const Server *s,
-                                   ApiError *e)
-{
-    Completion *c = calloc(1, sizeof *c);
-    if (!c) {
-        serve_error(e, 500, NULL, "out of memory");
-        return NULL;
-    }
-    c->chat = chat;
-    c->json = cJSON_ParseWithLength(body, len);
-    int status = cJSON_IsObject(c->json) ? 0
-                 : serve_error(e, 400, NULL, "the request body is not a JSON object");
-    if (status == 0)
-        status = read_common(c->json, c, s, chat ? -1 : DEFAULT_MAX_TOKENS, e);
-    if (status == 0)
-        status = chat ? read_messages(c->json, c, s, e) : read_prompts(c->json, c, e);
-    if (status == 0 && chat && c->echo)
-        status = serve_error(e, 400, "echo", "echo is for /v1/completions");
-    if (status != 0) {
-        completion_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-/* Each prompt's tokens; a prompt that does not fit the context leaves no room to generate:
- * a 400 with both numbers, before anything is queued. */
-static int completion_tokenize(Completion *c, const Server *s, ApiError *e)
-{
-    for (int i = 0; i < c->n_prompts; i++) {
-        Error err;
-        int n = generate_tokenize(s->model, c->prompts[i], strlen(c->prompts[i]), true,
-                                  c->chat, &c->ids[i], &err);
-        if (n < 0)
-            return serve_error(e, 500, NULL, "%s", err.msg);
-        if (n >= s->n_ctx)
-            return serve_error(e, 400, "prompt", "the prompt has %d tokens and the context "
-                             "holds %d: it leaves no room to generate", n, s->n_ctx);
-        c->n_ids[i] = n;
-        c->n_prompt_tokens += n;
-    }
-    return 0;
-}
+#include "serve_request.h"
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
 /* Choice i's job: prompt i / n, with the seed moved by i % n so that the n choices of one
  * prompt differ and a request's choices are the same whatever runs beside them. */
-static EngineJob *job_new(const Server *s, const Completion *c, EngineFeed *feed, int i,
+static EngineJob *job_new(const Server *s, const CompletionRequest *c, EngineFeed *feed, int i,
                           ApiError *e)
 {
     EngineJob *job = calloc(1, sizeof *job);
@@ -381,7 +60,7 @@ static EngineJob *job_new(const Server *s, const Completion *c, EngineFeed *feed
 }
 
 /* The request's choices, queued as one; a 503 (Retry-After) when the queue has no room. */
-static int completion_submit(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
+static int completion_submit(Server *s, const CompletionRequest *c, EngineFeed *feed, ApiError *e)
 {
     int n = c->n_prompts * c->n;
     EngineJob *jobs[MAX_PROMPTS * MAX_CHOICES];
@@ -406,7 +85,7 @@ static int completion_submit(Server *s, const Completion *c, EngineFeed *feed, A
 }
 
 /* A beam request's search, its choices pushed into the feed (serve_beam.c). */
-static int completion_beam(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
+static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *feed, ApiError *e)
 {
     BeamRequest b = {.beam_size = c->beam_size, .length_penalty = c->length_penalty, .n = c->n,
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
@@ -420,7 +99,7 @@ static int completion_beam(Server *s, const Completion *c, EngineFeed *feed, Api
 }
 
 /* The request's choices on their way: queued for the engine, or a beam search run. */
-static int completion_start(Server *s, const Completion *c, EngineFeed *feed, ApiError *e)
+static int completion_start(Server *s, const CompletionRequest *c, EngineFeed *feed, ApiError *e)
 {
     return c->beam_size > 1 ? completion_beam(s, c, feed, e) : completion_submit(s, c, feed, e);
 }
@@ -446,12 +125,12 @@ static const char *finish_name(quill_finish_reason r)
 /* What every answer and chunk of one request shares. */
 typedef struct {
     Server *server;
-    const Completion *req;
+    const CompletionRequest *req;
     char id[64];
     long created;
 } Answer;
 
-static void answer_init(Answer *a, Server *s, const Completion *c)
+static void answer_init(Answer *a, Server *s, const CompletionRequest *c)
 {
     static unsigned long counter;
     unsigned long k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
@@ -570,7 +249,7 @@ typedef struct {
     long offset;    /* the next token's text_offset */
 } ChoiceLogprobs;
 
-static void logprobs_add(ChoiceLogprobs *lp, const Completion *c, const quill_model *m,
+static void logprobs_add(ChoiceLogprobs *lp, const CompletionRequest *c, const quill_model *m,
                          const EngineEvent *ev)
 {
     if (c->logprobs < 0 || ev->token < 0)
@@ -589,7 +268,7 @@ static void logprobs_add(ChoiceLogprobs *lp, const Completion *c, const quill_mo
 }
 
 /* Moves the gathered logprobs into the choice as "logprobs" (null when none). */
-static void logprobs_attach(cJSON *choice, ChoiceLogprobs *lp, const Completion *c)
+static void logprobs_attach(cJSON *choice, ChoiceLogprobs *lp, const CompletionRequest *c)
 {
     if (c->chat && lp->content) {
         cJSON *obj = cJSON_AddObjectToObject(choice, "logprobs");
@@ -627,7 +306,7 @@ static int whole_append(WholeChoice *w, const char *text, size_t n)
 
 /* {"index", "text", "logprobs", "finish_reason"}, or a chat's {"index", "message": {"role",
  * "content"}, "logprobs", "finish_reason"}. */
-static cJSON *whole_choice(const Completion *c, int index, WholeChoice *w)
+static cJSON *whole_choice(const CompletionRequest *c, int index, WholeChoice *w)
 {
     cJSON *choice = cJSON_CreateObject();
     cJSON_AddNumberToObject(choice, "index", index);
@@ -647,7 +326,7 @@ static cJSON *whole_choice(const Completion *c, int index, WholeChoice *w)
 /* Reads the feed to its end into each choice; -1 when memory ran out. */
 static int whole_gather(Answer *a, EngineFeed *feed, WholeChoice *w, int *n_generated)
 {
-    const Completion *c = a->req;
+    const CompletionRequest *c = a->req;
     int status = 0;
     for (int i = 0; c->echo && i < c->n_prompts * c->n; i++)
         status |= whole_append(&w[i], c->prompts[i / c->n], strlen(c->prompts[i / c->n]));
@@ -667,7 +346,7 @@ static int whole_gather(Answer *a, EngineFeed *feed, WholeChoice *w, int *n_gene
     return status != 0 || feed->out_of_memory ? -1 : 0;
 }
 
-static int answer_whole(Server *s, const Completion *c, EngineFeed *feed, ServeReply *r,
+static int answer_whole(Server *s, const CompletionRequest *c, EngineFeed *feed, ServeReply *r,
                         ApiError *e)
 {
     Answer a;
@@ -729,7 +408,7 @@ static void add_trace(cJSON *choice, const quill_model *m, const EngineEvent *ev
 
 typedef struct {
     Answer answer;
-    Completion *req;
+    CompletionRequest *req;
     EngineFeed feed;
     int fd;
     bool client_gone;
@@ -802,7 +481,7 @@ static void send_chunk(Stream *st, cJSON *choice)
  * chunk when it carries a trace or logprobs, so that every token can be shown. */
 static void stream_event(Stream *st, const EngineEvent *ev)
 {
-    const Completion *c = st->req;
+    const CompletionRequest *c = st->req;
     const quill_model *m = st->answer.server->model;
     bool traced = c->trace && ev->token >= 0;
     bool scored = c->logprobs >= 0 && ev->token >= 0;
@@ -822,7 +501,7 @@ static void stream_event(Stream *st, const EngineEvent *ev)
 /* The start of each choice: a chat's role chunk, a completion's echoed prompt. */
 static void stream_open_choices(Stream *st)
 {
-    const Completion *c = st->req;
+    const CompletionRequest *c = st->req;
     for (int i = 0; i < c->n_prompts * c->n; i++) {
         const char *prompt = c->prompts[i / c->n];
         if (c->chat)
@@ -837,7 +516,7 @@ static void stream_open_choices(Stream *st)
 static void stream_free(Stream *st)
 {
     feed_close(&st->feed);
-    completion_free(st->req);
+    request_free(st->req);
     free(st->logprobs);
     free(st);
 }
@@ -878,7 +557,7 @@ static void *stream_run(void *arg)
     return NULL;
 }
 
-static Stream *stream_new(Server *s, Completion *c)
+static Stream *stream_new(Server *s, CompletionRequest *c)
 {
     Stream *st = calloc(1, sizeof *st);
     if (!st)
@@ -896,14 +575,14 @@ static Stream *stream_new(Server *s, Completion *c)
 }
 
 /* Queues the request and starts its stream's thread; the pipe's read end is the reply. */
-static int stream_start(Server *s, Completion *c, ServeReply *r, ApiError *e)
+static int stream_start(Server *s, CompletionRequest *c, ServeReply *r, ApiError *e)
 {
     int fds[2];
     Stream *st = stream_new(s, c);
     if (!st || pipe(fds) != 0) {
         free(st ? st->logprobs : NULL);
         free(st);
-        completion_free(c);
+        request_free(c);
         return serve_error(e, 500, NULL, "cannot start a stream: %s", strerror(errno));
     }
     st->fd = fds[1];
@@ -931,11 +610,11 @@ static int stream_start(Server *s, Completion *c, ServeReply *r, ApiError *e)
 static int serve_completion(Server *s, const char *body, size_t len, bool chat,
                             ServeReply *r, ApiError *e)
 {
-    Completion *c = completion_read(body, len, chat, s, e);
+    CompletionRequest *c = request_read(body, len, chat, s, e);
     if (!c)
         return -1;
-    if (completion_tokenize(c, s, e) != 0) {
-        completion_free(c);
+    if (request_tokenize(c, s, e) != 0) {
+        request_free(c);
         return -1;
     }
     if (c->stream)
@@ -948,7 +627,7 @@ static int serve_completion(Server *s, const char *body, size_t len, bool chat,
     else
         feed.n_open = 0; /* nothing was queued */
     feed_close(&feed);
-    completion_free(c);
+    request_free(c);
     return status;
 }
 
