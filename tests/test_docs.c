@@ -99,3 +99,32 @@ Test(docs, every_command_and_flag_is_in_cli_md)
     free(list);
     free(md);
 }
+
+/* The playground's short explanation of each sampler stage (STAGE_HELP in playground.js,
+ * `"stage": "sentence",` lines) is docs/sampling.md's "Each stage in one sentence", word
+ * for word, so the page and the docs cannot drift apart. */
+Test(docs, playground_stage_help_is_sampling_md)
+{
+    char *js, *md;
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all("generate/playground/playground.js", &js, &len, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(file_read_all("docs/sampling.md", &md, &len, &err), 0, "%s", err.msg);
+    const char *table = strstr(js, "const STAGE_HELP = {");
+    cr_assert_not_null(table, "playground.js has no STAGE_HELP table");
+    const char *end = strstr(table, "};");
+    cr_assert_not_null(end);
+    int compared = 0;
+    for (const char *line = strchr(table, '\n') + 1; line < end; line = strchr(line, '\n') + 1) {
+        char stage[32], sentence[512], expected[600];
+        if (sscanf(line, " \"%31[^\"]\": \"%511[^\"]\"", stage, sentence) != 2)
+            continue;
+        snprintf(expected, sizeof expected, "- `%s`: %s\n", stage, sentence);
+        cr_expect_not_null(strstr(md, expected), "docs/sampling.md lacks the line: %s", expected);
+        compared++;
+    }
+    cr_expect_eq(compared, 9, "%d stages compared: the 8 stages and the final chain", compared);
+    free(js);
+    free(md);
+}
