@@ -42,6 +42,32 @@ function logSoftmax(logits) {
   return logits.map((x) => x - logSum);
 }
 
+/* /v1/embeddings: one vector per input, as wide as the model's embedding (its GGUF
+ * metadata says), the same whether sent as floats or as base64 (which the client asks for
+ * unless told otherwise, and decodes itself); two different inputs, two vectors. */
+async function checkEmbeddings(client, modelPath, input) {
+  const width = readGguf(modelPath).metadata.get("llama.embedding_length");
+  assert.ok(width > 0);
+  const packed = await client.embeddings.create({ model: "m", input });
+  const floats = await client.embeddings.create({ model: "m", input, encoding_format: "float" });
+  for (const r of [packed, floats]) {
+    assert.equal(r.object, "list");
+    assert.equal(r.data.length, input.length);
+    r.data.forEach((d, i) => {
+      assert.equal(d.object, "embedding");
+      assert.equal(d.index, i);
+      assert.equal(d.embedding.length, width);
+      assert.ok(d.embedding.every(Number.isFinite));
+    });
+    assert.ok(r.usage.prompt_tokens > 0);
+  }
+  packed.data.forEach((d, i) => d.embedding.forEach((x, j) => {
+    const y = floats.data[i].embedding[j];
+    assert.ok(Math.abs(x - y) <= 1e-6 * Math.max(1, Math.abs(x)), `[${i}][${j}]: ${x} as base64, ${y} as a float`);
+  }));
+  assert.notDeepEqual(floats.data[0].embedding, floats.data[1].embedding);
+}
+
 describe("stories260K through the openai client", { skip: STORIES.skip }, () => {
   let server, client;
   before(async () => {
@@ -152,30 +178,8 @@ describe("stories260K through the openai client", { skip: STORIES.skip }, () => 
     assert.equal(ok.usage.completion_tokens, 2);
   });
 
-  test("embeddings: one vector of the model's width per input, as floats and as base64", async () => {
-    const width = readGguf(STORIES.path).metadata.get("llama.embedding_length");
-    assert.ok(width > 0);
-    const input = ["Once upon a time", "The cat sat on the mat"];
-    /* the client asks for base64 unless told otherwise, and decodes it itself */
-    const packed = await client.embeddings.create({ model: "stories260K.gguf", input });
-    const floats = await client.embeddings.create({ model: "stories260K.gguf", input, encoding_format: "float" });
-    for (const r of [packed, floats]) {
-      assert.equal(r.object, "list");
-      assert.equal(r.data.length, 2);
-      r.data.forEach((d, i) => {
-        assert.equal(d.object, "embedding");
-        assert.equal(d.index, i);
-        assert.equal(d.embedding.length, width);
-        assert.ok(d.embedding.every(Number.isFinite));
-      });
-      assert.ok(r.usage.prompt_tokens > 0);
-    }
-    for (let i = 0; i < 2; i++) {
-      const a = packed.data[i].embedding, b = floats.data[i].embedding;
-      a.forEach((x, j) => assert.ok(Math.abs(x - b[j]) <= 1e-6 * Math.max(1, Math.abs(x)), `[${i}][${j}]: ${x} vs ${b[j]}`));
-    }
-    assert.notDeepEqual(floats.data[0].embedding, floats.data[1].embedding);
-  });
+  test("embeddings: one vector of the model's width per input, as floats and as base64",
+       () => checkEmbeddings(client, STORIES.path, ["Once upon a time", "The cat sat on the mat"]));
 });
 
 describe("a chat model through the openai client", { skip: STORIES.skip }, () => {
@@ -246,6 +250,9 @@ describe("a quantized model (Q4_0) through the openai client", { skip: QUANTIZED
     const chunks = await collect(await client.completions.create({ prompt: "Once", temperature: 0, max_tokens: 16, stream: true }));
     assertSameText(chunks.map((c) => c.choices[0]?.text ?? "").join(""), expected);
   });
+
+  test("embeddings: one vector of the model's width per input, as floats and as base64",
+       () => checkEmbeddings(client, QUANTIZED.path, ["Once", "They"]));
 });
 
 describe("--api-key through the openai client", { skip: STORIES.skip }, () => {

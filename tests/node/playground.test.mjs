@@ -139,6 +139,7 @@ describe("the playground in headless Chromium", { skip: STORIES.skip }, () => {
         assert.ok(Math.abs(sum(s.listed) - 1) < 1e-3, `token ${i}, ${s.stage}: the bars add up to ${sum(s.listed)}`);
         compared++;
       }
+      assert.equal(stages.at(-1).chosen, 1, `token ${i}: the token drawn is not marked in the list drawn from`);
     }
     assert.equal(compared, 15);
     await page.screenshot({ path: join(ROOT, "build/playground-top-k-first.png") });
