@@ -309,14 +309,15 @@ test-abi: $(SO) $(ABI_BINS)
 	done; exit $$failed
 
 # ---- the node tests ----
-# tests/node/*.test.mjs drive `quill serve` with client software written elsewhere: OpenAI's
-# official client (`openai`) and a headless Chromium (Debian's) through `puppeteer-core`,
-# both from the npm registry at the versions tests/node/package-lock.json pins, run by
-# node's own test runner. npm ci installs them into tests/node/node_modules when the lock
+# tests/node/openai.test.mjs and playground.test.mjs drive `quill serve` with client
+# software written elsewhere: OpenAI's official client (`openai`) and a headless Chromium
+# (Debian's) through `puppeteer-core`, both from the npm registry at the versions
+# tests/node/package-lock.json pins, run by node's own test runner. npm ci installs them into tests/node/node_modules when the lock
 # file is newer than its last install. Without the registry, and so without node_modules,
 # the tests are a SKIP, which fails under CI=true (as the ABI tests' skips do).
 NODE_DIR     := tests/node
 NODE_MODULES := $(NODE_DIR)/node_modules/.package-lock.json
+NODE_TESTS   := $(NODE_DIR)/openai.test.mjs $(NODE_DIR)/playground.test.mjs
 
 $(NODE_MODULES): $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --fetch-retries=1 --loglevel=error
@@ -328,7 +329,7 @@ test-node: deps bin/quill
 	  if [ "$${CI:-}" = true ]; then echo "node: FAILED: CI needs the node tests"; exit 1; fi; \
 	  exit 0; \
 	fi; \
-	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 $(NODE_DIR)/*.test.mjs
+	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 $(NODE_TESTS)
 
 # make install into a temporary prefix, then a client built with nothing but what
 # pkg-config says (tests/install/client.c) and run.
