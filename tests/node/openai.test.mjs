@@ -195,7 +195,6 @@ describe("log probabilities through the openai client, against llama.cpp's logit
     gotTop.forEach((got, k) => assert.ok(Math.abs(got - expectedTop[k]) < 1e-4,
                                          `top ${k}: ${got}, llama.cpp ${expectedTop[k]}`));
   });
-
 });
 
 describe("a chat model through the openai client", { skip: STORIES.skip }, () => {
