@@ -5,7 +5,8 @@
 #   make install    install include/quill.h, the libraries and quill.pc under PREFIX (/usr/local)
 #   make uninstall  remove what make install put under PREFIX
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
-#   make test       build and run every Criterion test and ABI test (tests/abi/); check make install
+#   make test       build and run every Criterion test, ABI test (tests/abi/) and node test
+#                   (tests/node/: the openai client, the page in Chromium); check make install
 #   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and
@@ -135,15 +136,15 @@ NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
-                libclang-rt-dev libomp-dev libmicrohttpd-dev
+                libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium
 
-.PHONY: all deps test test-unit test-abi test-install install uninstall check demo bench \
+.PHONY: all deps test test-unit test-abi test-node test-install install uninstall check demo bench \
         bench-data bench-inference clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -152,11 +153,16 @@ help:
 # waited for, up to APT_WAIT seconds: apt-get install waits for dpkg's lock itself
 # (DPkg::Lock::Timeout), but apt-get update fails at once while another holds the package
 # lists' lock, so it is tried again every 5 s.
+# A package counts as there when an installed package provides it: NodeSource's nodejs
+# brings its own npm (and conflicts with Debian's), as Debian's does not.
 APT_WAIT := 600
 deps:
 	@missing=""; \
+	provided=$$(dpkg-query -W -f='$${Status}|$${Provides}\n' 2>/dev/null | \
+	  sed -n 's/^install ok installed|//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//'); \
 	for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || \
+	    printf '%s\n' "$$provided" | grep -qx "$$p" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -280,6 +286,7 @@ FORCE:
 # (test-install), and every fuzz harness runs for FUZZ_SECONDS, so each parser is fuzzed on
 # every run of CI.
 test: test-unit
+	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory -j2 fuzz
 
@@ -318,6 +325,29 @@ test-abi: $(SO) $(ABI_BINS)
 	  elif [ $$rc = 77 ] && [ "$${CI:-}" != true ]; then echo "abi $$t: SKIP"; \
 	  else echo "abi $$t: FAILED (exit status $$rc)"; failed=1; fi; \
 	done; exit $$failed
+
+# ---- the node tests ----
+# tests/node/openai.test.mjs and playground.test.mjs drive `quill serve` with client
+# software written elsewhere: OpenAI's official client (`openai`) and a headless Chromium
+# (Debian's) through `puppeteer-core`, both from the npm registry at the versions
+# tests/node/package-lock.json pins, run by node's own test runner. npm ci installs them into tests/node/node_modules when the lock
+# file is newer than its last install. Without the registry, and so without node_modules,
+# the tests are a SKIP, which fails under CI=true (as the ABI tests' skips do).
+NODE_DIR     := tests/node
+NODE_MODULES := $(NODE_DIR)/node_modules/.package-lock.json
+NODE_TESTS   := $(NODE_DIR)/openai.test.mjs $(NODE_DIR)/playground.test.mjs
+
+$(NODE_MODULES): $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --fetch-retries=1 --loglevel=error
+	@touch $@
+
+test-node: deps bin/quill
+	@if ! $(MAKE) --no-print-directory $(NODE_MODULES); then \
+	  echo "node: SKIP: npm ci could not install $(NODE_DIR)/node_modules (is the npm registry reachable?)"; \
+	  if [ "$${CI:-}" = true ]; then echo "node: FAILED: CI needs the node tests"; exit 1; fi; \
+	  exit 0; \
+	fi; \
+	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 $(NODE_TESTS)
 
 # make install into a temporary prefix, then a client built with nothing but what
 # pkg-config says (tests/install/client.c) and run.

@@ -305,13 +305,25 @@ async function run(column, url, body, signal) {
   }
 }
 
+/* The probability a token was drawn with, as a number for its tint and as text. The
+ * server sends it when the token is among the final list's candidates it shows, and null
+ * when a random draw took one further down: then it is at most the smallest probability
+ * shown, which stands in for it, written "≤". */
+function drawnProbability(token, stages) {
+  if (typeof token.p === "number") return { p: token.p, text: `p = ${token.p.toFixed(4)}` };
+  const shown = stages.length ? stages[stages.length - 1].top || [] : [];
+  const bound = shown.length ? Math.min(...shown.map((c) => c.p)) : 0;
+  return { p: bound, text: `p ≤ ${bound.toFixed(4)}, below the candidates shown` };
+}
+
 /* One generated token. Its text can be empty: the server holds text back while it could
  * still be the start of a stop string or of an unfinished UTF-8 character, and sends it
  * with a later token; CSS then shows a small mark so the token can still be clicked. */
 function tokenSpan(text, token, stages) {
   const span = el("span", text === "" ? "tok held" : "tok", text);
-  span.style.backgroundColor = tint(token.p);
-  span.title = `token ${token.id}, p = ${token.p.toFixed(4)}` +
+  const drawn = drawnProbability(token, stages);
+  span.style.backgroundColor = tint(drawn.p);
+  span.title = `token ${token.id}, ${drawn.text}` +
                (text === "" ? " (its text comes with a later token)" : "");
   span.tabIndex = 0;
   const open = () => showPanel(span, text, token, stages);
@@ -325,7 +337,7 @@ function tokenSpan(text, token, stages) {
 function showPanel(span, text, token, stages) {
   document.querySelectorAll(".tok.selected").forEach((t) => t.classList.remove("selected"));
   span.classList.add("selected");
-  $("#panel-title").textContent = `“${visible(text)}” — token ${token.id}, drawn with p = ${token.p.toFixed(4)}`;
+  $("#panel-title").textContent = `“${visible(text)}” — token ${token.id}, drawn with ${drawnProbability(token, stages).text}`;
   const box = $("#panel-stages");
   box.replaceChildren();
   if (stages.length === 0) box.append(el("p", "", "The server sent no trace for this token."));
