@@ -5,11 +5,13 @@
 #   make install    install include/quill.h, the libraries and quill.pc under PREFIX (/usr/local)
 #   make uninstall  remove what make install put under PREFIX
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
-#   make test       build and run every Criterion test and ABI test (tests/abi/); check make install
-#   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test       build and run every Criterion test and ABI test (tests/abi/) and quill serve's
+#                   load test (make test-load); check make install
+#   make check      the unit tests and the load test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
-#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and
+#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
 #                   inference speed (make bench-inference: pp128/tg64 of F32, Q8_0, Q4_0, Q4_K_M)
+#                   and quill serve beside llama-server (make bench-serve)
 #   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
 #                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
@@ -119,13 +121,13 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev libmicrohttpd-dev
 
-.PHONY: all deps test test-unit test-abi test-install install uninstall check demo bench \
-        bench-data bench-inference clean help probe fuzz notebooks
+.PHONY: all deps test test-unit test-abi test-install test-load install uninstall check demo \
+        bench bench-data bench-inference bench-serve clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,21p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -263,11 +265,19 @@ FORCE:
 # every run of CI.
 test: test-unit
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory test-load
 	$(MAKE) --no-print-directory -j2 fuzz
 
 test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 	QUILL_BIN=$(QUILL) QUILL_NOTEBOOKS=$(BUILD)/notebooks $(TESTS) --jobs 2
 	$(MAKE) --no-print-directory test-abi
+
+# quill serve under load (tests/node/serve_load.test.mjs, Node's built-ins alone, no npm):
+# 16 clients x 10 requests on stories260K with --parallel 4, a quarter of the streams cut;
+# every usage right, no slot left busy, the resident memory steady, a clean SIGTERM. Node
+# reports a missing ../shared model as a skip, a failure under CI=true.
+test-load: deps $(QUILL)
+	QUILL_BIN=$(QUILL) node --test tests/node/serve_load.test.mjs
 
 # ---- the ABI tests ----
 # Each tests/abi/NAME.c is a client of the library as a user writes one: it sees only the
@@ -362,9 +372,14 @@ fuzz-run-%: $(FUZZ_BUILD)/fuzz_% $(FUZZ_BUILD)/seeds/.done
 	  exit 1; \
 	fi
 
-# tests/lsan.supp silences leaks inside third-party libraries (Criterion's runner).
+# tests/lsan.supp silences leaks inside third-party libraries (Criterion's runner). The load
+# test runs the sanitized server: any report stops it (halt_on_error) and fails the test,
+# which also reads the server's stderr for one.
+SANITIZER_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ASAN_OPTIONS=halt_on_error=1 \
+                 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 check:
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) SANITIZE=1 test-unit
+	$(SANITIZER_ENV) $(MAKE) SANITIZE=1 test-unit
+	$(SANITIZER_ENV) $(MAKE) --no-print-directory SANITIZE=1 test-load
 
 # The demo corpus is built from Debian's fortunes package: no network needed.
 demo: deps bin/quill
