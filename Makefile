@@ -407,6 +407,7 @@ bench: deps bin/quill
 	$(BENCH_ENV) bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
 	  --out runs/shakespeare-char --force --threads 2
 	$(MAKE) --no-print-directory bench-inference
+	$(MAKE) --no-print-directory bench-serve
 
 # Inference in llama-bench's terms (pp128, tg64, 2 threads, median of 5) on the 134M-parameter
 # benchmark model, written in F32 into a temporary directory (removed at the end) and
@@ -414,14 +415,27 @@ bench: deps bin/quill
 # against the machine's and the sampler's share of a generated token; Q8_0's tg64 is measured
 # once more beside a busy neighbour (quill bench --busy-neighbour).
 BENCH_TYPES := Q8_0 Q4_0 Q4_K_M
+# The bench model in F32 written into $$dir and quantized to each type of $(1).
+bench_model = bin/quill bench --write-model $$dir/F32.gguf && \
+	for t in $(1); do bin/quill quantize $$dir/F32.gguf $$dir/$$t.gguf $$t || exit 1; done
 bench-inference: bin/quill
 	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
-	bin/quill bench --write-model $$dir/F32.gguf && \
-	for t in $(BENCH_TYPES); do bin/quill quantize $$dir/F32.gguf $$dir/$$t.gguf $$t || exit 1; done && \
+	$(call bench_model,$(BENCH_TYPES)) && \
 	for t in F32 $(BENCH_TYPES); do \
 	  busy=$$([ $$t = Q8_0 ] && echo --busy-neighbour); \
 	  $(BENCH_ENV) bin/quill bench $$dir/$$t.gguf -p 128 -n 64 -t 2 -r 5 $$busy || exit 1; \
 	done
+
+# quill serve beside llama.cpp's llama-server (LLAMA_SERVER, built beside the checkout; quill
+# alone when it is not there) on the bench model in Q8_0, 2 threads and 8 slots each:
+# tests/node/serve_bench.mjs's 1, 4 and 8 streaming clients, 128-token prompts and 64 tokens
+# each; aggregate tokens/s and time to first token, rounds taking turns between the servers.
+LLAMA_SERVER ?= ../peers/llama.cpp/build/bin/llama-server
+bench-serve: bin/quill
+	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	$(call bench_model,Q8_0) && \
+	$(BENCH_ENV) node tests/node/serve_bench.mjs --model $$dir/Q8_0.gguf --quill bin/quill \
+	  --llama-server $(LLAMA_SERVER) --threads 2 --parallel 8
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).
