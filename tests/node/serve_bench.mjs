@@ -46,25 +46,35 @@ const MAX_TOKENS = Number(opt['max-tokens']);
 // positions, llama-server's -c split over its -np slots, quill's --context per slot.
 const SLOT_CONTEXT = 512;
 
-// Text for the prompts: any text does, it is cut to the token count the server says.
+// Text for the prompts: any text does, it is cut to the token count the server says (the
+// bench model's vocabulary spells it byte by byte).
 const FILLER = 'Once upon a time, in a small village by the sea, there lived an old fisherman ' +
   'who told the children stories about the stars, the tides and the ships that never came ' +
   'back. Every evening they sat on the warm stones of the harbour and listened, and every ' +
   'evening the story was a little different from the one before. ';
 
+async function tokenCount(url, text) {
+  return (await postJson(`${url}/tokenize`, { content: text })).json.tokens.length;
+}
+
 // A prompt that the server tokenizes to exactly n tokens with its BOS: the i-th one starts
-// with its own number, then the filler, cut by the server's /tokenize and /detokenize; a
-// cut that does not give the same tokens back (inside a character's bytes) moves back a
-// token.
+// with its own number, then the filler, cut at the longest prefix of at most n - 1 tokens
+// (found by bisection on its length). A word can add several tokens at once, so when that
+// prefix falls short the filler starts one character later and the search runs again.
 async function promptOfTokens(url, i, n) {
-  const text = `${i}. ${FILLER.repeat(Math.ceil(n / 40))}`;
-  const ids = (await postJson(`${url}/tokenize`, { content: text })).json.tokens;
-  for (let keep = n - 1; keep > n - 10; keep--) {
-    const cut = (await postJson(`${url}/detokenize`, { tokens: ids.slice(0, keep) })).json.content;
-    const again = (await postJson(`${url}/tokenize`, { content: cut })).json.tokens;
-    if (again.length === n - 1) return cut;
+  const filler = FILLER.repeat(Math.ceil(n / 20));
+  for (let shift = 0; shift < 20; shift++) {
+    const text = `${i}. ${filler.slice(shift)}`;
+    let lo = 1;
+    let hi = text.length;
+    while (lo < hi) { // the longest prefix text[0, lo) of at most n - 1 tokens
+      const mid = Math.ceil((lo + hi) / 2);
+      if (await tokenCount(url, text.slice(0, mid)) <= n - 1) lo = mid; else hi = mid - 1;
+    }
+    const prompt = text.slice(0, lo);
+    if (await tokenCount(url, prompt) === n - 1) return prompt;
   }
-  throw new Error(`${url}: no cut of the filler tokenizes to ${n - 1} tokens`);
+  throw new Error(`${url}: no prefix of the filler tokenizes to ${n - 1} tokens`);
 }
 
 // One streamed completion: the time to its first text chunk, its completion tokens (the
