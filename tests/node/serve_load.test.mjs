@@ -1,22 +1,26 @@
 // quill serve under load (issue 21), with Node's built-ins alone: `node --test` on this
 // file starts `$QUILL_BIN serve stories260K.gguf --parallel 4` on 127.0.0.1 and sends it 16
-// clients at once, 10 requests each: whole answers and streams, a quarter of the streams cut
-// by their client after a few chunks. Then:
+// clients at once, 10 requests each: completions and chat completions, whole answers and
+// streams, a quarter of the streams cut by their client after a few chunks. (stories260K
+// has no chat template: the server gets a copy of it with a ChatML one.) Then:
 // - every request that was not cut is a 200 with a finish reason and a usage that counts
-//   what it got: the prompt's tokens as `quill tokenize` counts them (BOS included), and
-//   the tokens received (a stream's text chunks; max_tokens exactly when it ends on length);
+//   what it got: the prompt's tokens as `quill tokenize` counts them (BOS included; for a
+//   chat, the ChatML text written out here), and the tokens received (a stream's text
+//   chunks; max_tokens exactly when it ends on length);
 // - the server still answers /health, and /metrics shows no slot busy and nothing queued;
 // - its resident memory after the run is within 10% of what it was after a warm-up round
 //   of the same clients (a leak per request would show here, on a release build);
 // - SIGTERM stops it with exit status 0 and nothing from the sanitizers on stderr (make
 //   check runs this file against the ASan + UBSan build, whose reports fail the run).
-// stories260K has no chat template, so the load is /v1/completions alone.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { copyWithChatTemplate } from './gguf_template.mjs';
 import { eventText, postJson, postStream, request, sleep, startQuillServe } from './serve_util.mjs';
 
 const BIN = process.env.QUILL_BIN ?? 'bin/quill';
@@ -29,34 +33,42 @@ const CHUNKS_BEFORE_CUT = 3;
 const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park',
   'One day, a bird'];
 const SANITIZER_REPORTS = ['runtime error', 'AddressSanitizer', 'LeakSanitizer'];
+// A template quill knows as ChatML; the conversation it gives, written out by hand.
+const CHATML = '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}';
+const chatml = (user) => `<|im_start|>user\n${user}<|im_end|>\n<|im_start|>assistant\n`;
 
-// The k-th request of the run (k = client * REQUESTS_PER_CLIENT + i): every other one
-// streamed, every fourth stream cut by its client; greedy and sampled (seeded) in turn;
-// 4 to 32 new tokens, or 60 for a stream that will be cut (so that it is cut mid-stream).
+// The k-th request of the run (k = client * REQUESTS_PER_CLIENT + i), in a cycle of 4: a
+// completion whole and streamed, then a chat whole and streamed; 2 streams in 8 are cut by
+// their client (a completion's and a chat's); greedy and sampled (seeded) in turn; 4 to 32
+// new tokens, or 60 for a stream that will be cut (so that it is cut mid-stream).
 function plan(k) {
   const stream = k % 2 === 1;
-  const cut = stream && k % 8 === 1;
+  const chat = k % 4 >= 2;
+  const cut = stream && (k % 16 === 1 || k % 16 === 11);
+  const user = PROMPTS[(k >> 2) % PROMPTS.length];
   const body = {
-    prompt: PROMPTS[k % PROMPTS.length],
+    ...(chat ? { messages: [{ role: 'user', content: user }] } : { prompt: user }),
     max_tokens: cut ? 60 : 4 + ((k * 7) % 29),
     temperature: k % 3 === 0 ? 0 : 0.8,
     seed: k,
   };
   if (stream) Object.assign(body, { stream: true, stream_options: { include_usage: true } });
-  return { k, stream, cut, body };
+  return { k, stream, chat, cut, body, promptText: chat ? chatml(user) : user };
 }
+
+const endpoint = (p) => (p.chat ? '/v1/chat/completions' : '/v1/completions');
 
 // What the client got: the status, the finish reason, the usage, and for a stream the
 // number of chunks that carried text; cut: the client went away.
 async function send(url, p) {
   if (!p.stream) {
-    const res = await postJson(`${url}/v1/completions`, p.body);
+    const res = await postJson(`${url}${endpoint(p)}`, p.body);
     const choice = res.json?.choices?.[0];
     return { status: res.status, headers: res.headers, body: res.text, finish: choice?.finish_reason,
-      usage: res.json?.usage, n_choices: res.json?.choices?.length };
+      usage: res.json?.usage, n_choices: res.json?.choices?.length, role: choice?.message?.role };
   }
   let textChunks = 0;
-  const res = await postStream(`${url}/v1/completions`, p.body, (event) => {
+  const res = await postStream(`${url}${endpoint(p)}`, p.body, (event) => {
     if (eventText(event) !== '') textChunks++;
     return !(p.cut && textChunks === CHUNKS_BEFORE_CUT);
   });
@@ -64,7 +76,7 @@ async function send(url, p) {
   const errors = res.events.filter((e) => e.error);
   return { status: res.status, headers: res.headers, body: res.text, cut: res.cut,
     done: res.done, finishes, errors, finish: finishes[0], textChunks,
-    usage: res.events.find((e) => e.usage)?.usage };
+    usage: res.events.find((e) => e.usage)?.usage, role: res.events[0]?.choices?.[0]?.delta?.role };
 }
 
 // A 503 (the queue is full) is a busy server's right answer: the client waits as
@@ -98,7 +110,7 @@ function checkCompleted({ p, got }, promptTokens) {
   assert.equal(got.status, 200, `${what}: status ${got.status}: ${got.body}`);
   assert.ok(['stop', 'length'].includes(got.finish), `${what}: finish_reason ${got.finish}`);
   assert.ok(got.usage, `${what}: no usage`);
-  assert.equal(got.usage.prompt_tokens, promptTokens.get(p.body.prompt), `${what}: prompt_tokens`);
+  assert.equal(got.usage.prompt_tokens, promptTokens.get(p.promptText), `${what}: prompt_tokens`);
   assert.equal(got.usage.total_tokens, got.usage.prompt_tokens + got.usage.completion_tokens,
     `${what}: total_tokens`);
   if (got.finish === 'length') {
@@ -116,15 +128,19 @@ function checkCompleted({ p, got }, promptTokens) {
   } else {
     assert.equal(got.n_choices, 1, `${what}: choices`);
   }
+  if (p.chat) assert.equal(got.role, 'assistant', `${what}: the answer's role`);
 }
 
 // `quill tokenize MODEL TEXT` prints the ids the generation starts from (BOS included):
-// the count a completion's usage must give as prompt_tokens.
-function promptTokenCounts() {
+// the count a completion's usage must give as prompt_tokens; a chat's text is read with its
+// special tokens, as the server reads it.
+function promptTokenCounts(model) {
   const counts = new Map();
-  for (const prompt of PROMPTS) {
-    const ids = execFileSync(BIN, ['tokenize', MODEL, prompt], { encoding: 'utf8' });
-    counts.set(prompt, ids.trim().split(/\s+/).length);
+  for (const user of PROMPTS) {
+    for (const [text, flags] of [[user, []], [chatml(user), ['--special']]]) {
+      const ids = execFileSync(BIN, ['tokenize', model, ...flags, text], { encoding: 'utf8' });
+      counts.set(text, ids.trim().split(/\s+/).length);
+    }
   }
   return counts;
 }
@@ -160,8 +176,12 @@ if (missing && process.env.CI === 'true') {
 
 test(`quill serve: ${CLIENTS} clients x ${REQUESTS_PER_CLIENT} requests, --parallel ${PARALLEL}`,
   { skip: missing, timeout: 60000 }, async (t) => {
-    const promptTokens = promptTokenCounts();
-    const { server, url } = await startQuillServe(BIN, MODEL, ['--parallel', String(PARALLEL)]);
+    const dir = mkdtempSync(join(tmpdir(), 'quill-load-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const model = join(dir, 'stories260K-chatml.gguf');
+    copyWithChatTemplate(MODEL, model, CHATML);
+    const promptTokens = promptTokenCounts(model);
+    const { server, url } = await startQuillServe(BIN, model, ['--parallel', String(PARALLEL)]);
     const tally = { retried: 0 };
     try {
       await round(url, REQUESTS_PER_CLIENT, tally); // a warm-up: the same load, once
@@ -172,8 +192,9 @@ test(`quill serve: ${CLIENTS} clients x ${REQUESTS_PER_CLIENT} requests, --paral
       const completed = results.filter((r) => !r.got.cut);
       const cut = results.length - completed.length;
       const streamed = completed.filter((r) => r.p.stream).length;
-      t.diagnostic(`${results.length} requests: ${completed.length - streamed} whole, ` +
-        `${streamed} streamed, ${cut} cut mid-stream, ${tally.retried} retried after a 503`);
+      const chats = results.filter((r) => r.p.chat).length;
+      t.diagnostic(`${results.length} requests (${chats} chats): ${completed.length - streamed} ` +
+        `whole, ${streamed} streamed, ${cut} cut mid-stream, ${tally.retried} retried after a 503`);
 
       await t.test('every request not cut is a 200 whose usage counts what it got', () => {
         assert.equal(results.length, CLIENTS * REQUESTS_PER_CLIENT);
