@@ -14,8 +14,9 @@
 // side with their ratio. Every request asks "ignore_eos" (llama-server goes on to max_tokens
 // past the end-of-text token) and "cache_prompt": false (llama-server would otherwise reuse
 // a slot's earlier prompt); quill takes no prompt from a cache, and a server ignores the
-// fields it does not know. Each request's prompt differs from the others from its first
-// token on, so that no server can reuse another's prompt either.
+// fields it does not know. Every request of a run has its own prompt, which differs from
+// the others from its first token on, so that no server can reuse another's prompt either.
+// Both servers run from start to end; the one not measured is idle.
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -107,13 +108,12 @@ function median(xs) {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-// C clients at once, REQUESTS each in turn, each request with its own prompt.
+// C clients at once, REQUESTS each in turn, each request with the server's next prompt.
 async function round(server, clients) {
-  let next = 0;
   const start = performance.now();
   const all = await Promise.all(Array.from({ length: clients }, async () => {
     const done = [];
-    for (let r = 0; r < REQUESTS; r++) done.push(await streamOne(server.url, server.prompts[next++]));
+    for (let r = 0; r < REQUESTS; r++) done.push(await streamOne(server.url, server.prompts.pop()));
     return done;
   }));
   const seconds = (performance.now() - start) / 1000;
@@ -126,8 +126,10 @@ function fmt(x, digits = 1) {
   return x === undefined || Number.isNaN(x) ? '-' : x.toFixed(digits);
 }
 
+// The times to first token of the rounds' requests that had any text, sorted.
 function ttfts(rounds) {
-  return rounds.flatMap((r) => r.requests.map((q) => q.ttft)).sort((a, b) => a - b);
+  return rounds.flatMap((r) => r.requests.map((q) => q.ttft)).filter((t) => t !== null)
+    .sort((a, b) => a - b);
 }
 
 function printRound(n, r) {
@@ -198,14 +200,14 @@ async function main() {
   console.log(`machine: ${machine()}`);
   const { servers, procs } = await startServers();
   try {
-    const needed = REQUESTS * CLIENTS.reduce((a, b) => Math.max(a, b));
+    // A warm-up of as many requests at once as the most clients (not timed), then the rounds.
+    const warmUp = Math.max(...CLIENTS);
+    const needed = warmUp + REPEATS * REQUESTS * CLIENTS.reduce((a, b) => a + b);
     for (const s of servers) {
       if (s.command) console.log(`${s.name}: ${s.command}`);
       s.prompts = await Promise.all(Array.from({ length: needed },
         (_, i) => promptOfTokens(s.url, i, PROMPT_TOKENS)));
-      // A warm-up: as many requests at once as the most clients, not timed.
-      const warm = s.prompts.slice(0, Math.max(...CLIENTS));
-      await Promise.all(warm.map((p) => streamOne(s.url, p)));
+      await Promise.all(s.prompts.splice(-warmUp).map((p) => streamOne(s.url, p)));
     }
     console.log(`\n${PROMPT_TOKENS}-token prompts, ${MAX_TOKENS} tokens each at temperature 0, ` +
       `${REQUESTS} per client, rounds taking turns between the servers`);
