@@ -205,8 +205,9 @@ async function main() {
     const needed = warmUp + REPEATS * REQUESTS * CLIENTS.reduce((a, b) => a + b);
     for (const s of servers) {
       if (s.command) console.log(`${s.name}: ${s.command}`);
-      s.prompts = await Promise.all(Array.from({ length: needed },
-        (_, i) => promptOfTokens(s.url, i, PROMPT_TOKENS)));
+      s.prompts = [];
+      // one at a time: llama-server's few HTTP threads do not answer a hundred at once
+      for (let i = 0; i < needed; i++) s.prompts.push(await promptOfTokens(s.url, i, PROMPT_TOKENS));
       await Promise.all(s.prompts.splice(-warmUp).map((p) => streamOne(s.url, p)));
     }
     console.log(`\n${PROMPT_TOKENS}-token prompts, ${MAX_TOKENS} tokens each at temperature 0, ` +
