@@ -6,11 +6,13 @@
 #   make uninstall  remove what make install put under PREFIX
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
 #   make test       build and run every Criterion test, ABI test (tests/abi/) and node test
-#                   (tests/node/: the openai client, the page in Chromium); check make install
-#   make check      the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#                   (tests/node/: the openai client, the page in Chromium, quill serve's load
+#                   test); check make install
+#   make check      the unit tests and the load test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
-#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput and
+#   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
 #                   inference speed (make bench-inference: pp128/tg64 of F32, Q8_0, Q4_0, Q4_K_M)
+#                   and quill serve beside llama-server (make bench-serve)
 #   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
 #                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
@@ -138,13 +140,13 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium
 
-.PHONY: all deps test test-unit test-abi test-node test-install install uninstall check demo bench \
-        bench-data bench-inference clean help probe fuzz notebooks
+.PHONY: all deps test test-unit test-abi test-node test-install test-load install uninstall \
+        check demo bench bench-data bench-inference bench-serve clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,22p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -288,11 +290,19 @@ FORCE:
 test: test-unit
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory test-load
 	$(MAKE) --no-print-directory -j2 fuzz
 
 test-unit: deps $(TESTS) $(QUILL) $(NOTEBOOKS)
 	QUILL_BIN=$(QUILL) QUILL_NOTEBOOKS=$(BUILD)/notebooks $(TESTS) --jobs 2
 	$(MAKE) --no-print-directory test-abi
+
+# quill serve under load (tests/node/serve_load.test.mjs, Node's built-ins alone, no npm):
+# 16 clients x 10 requests on stories260K with --parallel 4, a quarter of the streams cut;
+# every usage right, no slot left busy, the resident memory steady, a clean SIGTERM. Node
+# reports a missing ../shared model as a skip, a failure under CI=true.
+test-load: deps $(QUILL)
+	QUILL_BIN=$(QUILL) node --test tests/node/serve_load.test.mjs
 
 # ---- the ABI tests ----
 # Each tests/abi/NAME.c is a client of the library as a user writes one: it sees only the
@@ -410,9 +420,14 @@ fuzz-run-%: $(FUZZ_BUILD)/fuzz_% $(FUZZ_BUILD)/seeds/.done
 	  exit 1; \
 	fi
 
-# tests/lsan.supp silences leaks inside third-party libraries (Criterion's runner).
+# tests/lsan.supp silences leaks inside third-party libraries (Criterion's runner). The load
+# test runs the sanitized server: any report stops it (halt_on_error) and fails the test,
+# which also reads the server's stderr for one.
+SANITIZER_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ASAN_OPTIONS=halt_on_error=1 \
+                 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 check:
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) SANITIZE=1 test-unit
+	$(SANITIZER_ENV) $(MAKE) SANITIZE=1 test-unit
+	$(SANITIZER_ENV) $(MAKE) --no-print-directory SANITIZE=1 test-load
 
 # The demo corpus is built from Debian's fortunes package: no network needed.
 demo: deps bin/quill
@@ -440,6 +455,7 @@ bench: deps bin/quill
 	$(BENCH_ENV) bin/quill train --config configs/shakespeare-char.json --data $(SHAKESPEARE) \
 	  --out runs/shakespeare-char --force --threads 2
 	$(MAKE) --no-print-directory bench-inference
+	$(MAKE) --no-print-directory bench-serve
 
 # Inference in llama-bench's terms (pp128, tg64, 2 threads, median of 5) on the 134M-parameter
 # benchmark model, written in F32 into a temporary directory (removed at the end) and
@@ -447,14 +463,27 @@ bench: deps bin/quill
 # against the machine's and the sampler's share of a generated token; Q8_0's tg64 is measured
 # once more beside a busy neighbour (quill bench --busy-neighbour).
 BENCH_TYPES := Q8_0 Q4_0 Q4_K_M
+# The bench model in F32 written into $$dir and quantized to each type of $(1).
+bench_model = bin/quill bench --write-model $$dir/F32.gguf && \
+	for t in $(1); do bin/quill quantize $$dir/F32.gguf $$dir/$$t.gguf $$t || exit 1; done
 bench-inference: bin/quill
 	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
-	bin/quill bench --write-model $$dir/F32.gguf && \
-	for t in $(BENCH_TYPES); do bin/quill quantize $$dir/F32.gguf $$dir/$$t.gguf $$t || exit 1; done && \
+	$(call bench_model,$(BENCH_TYPES)) && \
 	for t in F32 $(BENCH_TYPES); do \
 	  busy=$$([ $$t = Q8_0 ] && echo --busy-neighbour); \
 	  $(BENCH_ENV) bin/quill bench $$dir/$$t.gguf -p 128 -n 64 -t 2 -r 5 $$busy || exit 1; \
 	done
+
+# quill serve beside llama.cpp's llama-server (LLAMA_SERVER, built beside the checkout; quill
+# alone when it is not there) on the bench model in Q8_0, 2 threads and 8 slots each:
+# tests/node/serve_bench.mjs's 1, 4 and 8 streaming clients, 128-token prompts and 64 tokens
+# each; aggregate tokens/s and time to first token, rounds taking turns between the servers.
+LLAMA_SERVER ?= ../peers/llama.cpp/build/bin/llama-server
+bench-serve: bin/quill
+	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	$(call bench_model,Q8_0) && \
+	$(BENCH_ENV) node tests/node/serve_bench.mjs --model $$dir/Q8_0.gguf --quill bin/quill \
+	  --llama-server $(LLAMA_SERVER) --threads 2 --parallel 8
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).

@@ -4,11 +4,13 @@
  * command line's greedy text to compare the server's with.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { startQuillServe } from "./serve_util.mjs";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const QUILL = resolve(ROOT, process.env.QUILL_BIN || "bin/quill");
@@ -30,29 +32,15 @@ export function tempDir() {
   return mkdtempSync(join(tmpdir(), "quill-node-"));
 }
 
-/* `quill serve MODEL --port 0 FLAGS`: resolves, once it prints its address, to
- * { url, stop }, where stop() sends SIGINT and checks that the server said it stops and
- * exited 0. */
+/* `quill serve MODEL --port 0 FLAGS` (serve_util.mjs starts it): resolves, once it
+ * prints its address, to { url, stop }, where stop() sends SIGTERM and checks that the
+ * server said it stops and exited 0. */
 export async function startServer(model, flags = []) {
-  const child = spawn(QUILL, ["serve", model, "--port", "0", ...flags],
-                      { stdio: ["ignore", "pipe", "pipe"] });
-  let seen = "";
-  const exited = new Promise((done) => child.on("exit", (code, signal) => done({ code, signal })));
-  const url = await new Promise((done, fail) => {
-    const read = (chunk) => {
-      seen += chunk;
-      const m = /(http:\/\/127\.0\.0\.1:\d+) .*positions\)/.exec(seen);
-      if (m) done(m[1]);
-    };
-    child.stdout.on("data", read);
-    child.stderr.on("data", read);
-    exited.then(({ code }) => fail(new Error(`quill serve exited ${code} before listening: ${seen}`)));
-  });
+  const { server, url } = await startQuillServe(QUILL, model, flags);
   const stop = async () => {
-    child.kill("SIGINT");
-    const { code, signal } = await exited;
-    assert.equal(code, 0, `quill serve exited ${code ?? signal}: ${seen}`);
-    assert.match(seen, /stopping/);
+    const { code, signal } = await server.stop();
+    assert.equal(code, 0, `quill serve exited ${code ?? signal}: ${server.stderr}`);
+    assert.match(server.stderr, /stopping/);
   };
   return { url, stop };
 }
