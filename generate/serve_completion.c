@@ -54,8 +54,9 @@ static EngineJob *job_new(const Server *s, const CompletionRequest *c, EngineFee
     *job = (EngineJob){.feed = feed, .choice = i, .prompt = job->prompt,
                        .n_prompt = c->n_ids[prompt], .sampler = job->sampler,
                        .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
-                       .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
-                       .n_stops = c->n_stop, .top_logprobs = c->logprobs, .trace = c->trace};
+                       .ignore_eos = c->ignore_eos, .no_cache = !c->cache_prompt,
+                       .stops = (char *const *)c->stop, .n_stops = c->n_stop,
+                       .top_logprobs = c->logprobs, .trace = c->trace};
     return job;
 }
 

@@ -365,6 +365,8 @@ static void step_run(Engine *e)
  * logits that choose the first new token. */
 static int cached_prefix(Engine *e, const EngineJob *job, int seq)
 {
+    if (job->no_cache)
+        return 0;
     int n = quill_seq_tokens(e->ctx, seq, e->seq_tokens, e->n_ctx);
     int limit = job->n_prompt - 1 < n ? job->n_prompt - 1 : n;
     int same = 0;

@@ -110,6 +110,8 @@ typedef struct {
     quill_sampler *sampler; /* owned */
     int max_tokens;
     bool ignore_eos;       /* llama-server's: the end-of-text token is taken like any other */
+    bool no_cache;         /* llama-server's cache_prompt false: run the whole prompt even
+                              when a free slot holds its start */
     char *const *stops;    /* borrowed from the request, which outlives its jobs */
     int n_stops;
     int top_logprobs;      /* -1: no log-probabilities; else the top count (0..20) */

@@ -180,7 +180,9 @@ static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, 
             return serve_error(e, 400, "stop", "stop strings must not be empty");
     if (c->trace && !c->stream)
         return serve_error(e, 400, "quill_trace", "quill_trace needs \"stream\": true");
-    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 || read_logprobs(req, c, e) < 0 ||
+    c->cache_prompt = true;
+    if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 ||
+        field_bool(req, "cache_prompt", &c->cache_prompt, e) < 0 || read_logprobs(req, c, e) < 0 ||
         read_beam(req, c, e) < 0)
         return -1;
     return read_sampling(req, c, s, e);

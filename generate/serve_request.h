@@ -35,6 +35,7 @@ typedef struct {
     int beam_size;      /* > 1: beam search (serve_beam.c) */
     float length_penalty;
     bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
+    bool cache_prompt;  /* llama-server's: reuse a slot's cached start of the prompt */
     const char *stop[MAX_STOP];
     int n_stop;
     quill_sampler_params sampler;

@@ -1368,6 +1368,13 @@ Test(serve, prompt_cache_reuses_a_slot, .timeout = 60)
     /* bos + 4 tokens: 4 found, the last run again */
     cr_expect_eq(metric(&s, "quill_prompt_tokens_cached_total"), 4);
     cr_expect_eq(metric(&s, "quill_prompt_tokens_total"), 10);
+    /* llama-server's "cache_prompt": false runs it all again */
+    cJSON *uncached = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a "
+                                   "time\", \"temperature\": 0, \"max_tokens\": 20, "
+                                   "\"cache_prompt\": false}", NULL, 200);
+    cr_expect_str_eq(choice_string(uncached, 0, "text"), choice_string(first, 0, "text"));
+    cr_expect_eq(metric(&s, "quill_prompt_tokens_cached_total"), 4);
+    cJSON_Delete(uncached);
     /* the prompt and the text so far, continued: most of it is in the cache (the text's
      * tokens as the model chose them may differ from the text's tokenization at the end) */
     const char *text = choice_string(first, 0, "text");

@@ -11,11 +11,11 @@
 //
 // The servers take turns (A B A B: each client count's rounds alternate between them, so
 // that a change in the machine's load falls on both), and the medians are printed side by
-// side with their ratio. Every request asks "ignore_eos" (llama-server goes on to max_tokens
-// past the end-of-text token) and "cache_prompt": false (llama-server would otherwise reuse
-// a slot's earlier prompt); quill takes no prompt from a cache, and a server ignores the
-// fields it does not know. Every request of a run has its own prompt, which differs from
-// the others from its first token on, so that no server can reuse another's prompt either.
+// side with their ratio. Every request asks "ignore_eos" (both servers then go on to
+// max_tokens past the end-of-text token) and "cache_prompt": false (both would otherwise
+// reuse the start of a slot's earlier prompt). Every request of a run has its own prompt,
+// which differs from the others from its first token on, so no server could reuse another's
+// prompt anyway.
 // Both servers run from start to end; the one not measured is idle.
 import { existsSync } from 'node:fs';
 import os from 'node:os';
