@@ -92,6 +92,9 @@ static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *fe
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
                      .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
                      .n_stops = c->n_stop, .sampler = &c->sampler};
+    pthread_mutex_lock(&s->lock);
+    s->stats.requests++;
+    pthread_mutex_unlock(&s->lock);
     Error err;
     if (serve_beam(s, &b, c->ids, c->n_ids, c->n_prompts, feed, &err) == 0)
         return 0;

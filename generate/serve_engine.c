@@ -425,6 +425,9 @@ static int queue_admit(Engine *e)
         if (atomic_load(&job->feed->cancelled))
             job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
                     QUILL_FINISH_CANCELLED);
+        else if (job->max_tokens == 0) /* nothing to generate: no need of a slot */
+            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
+                    QUILL_FINISH_LENGTH);
         else
             job_start(e, job, seq, cached);
     }

@@ -1324,6 +1324,14 @@ Test(serve, client_gone_frees_its_slot, .timeout = 60)
     cr_expect_eq(metric(&s, "quill_requests_total"), 1);
     cJSON *ok = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\"}", NULL, 200);
     cJSON_Delete(ok);
+    /* max_tokens 0 generates nothing: with echo, the prompt alone */
+    cJSON *none = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", "
+                               "\"max_tokens\": 0, \"echo\": true}", NULL, 200);
+    cr_expect_str_eq(choice_string(none, 0, "text"), "Once");
+    cr_expect_str_eq(choice_string(none, 0, "finish_reason"), "length");
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(none, "usage"),
+                                     "completion_tokens")->valueint, 0);
+    cJSON_Delete(none);
     server_stop(&s);
 }
 
