@@ -1,0 +1,481 @@
+/*
+ * quill for Node.js: libquill (include/quill.h) through koffi, in JavaScript's style.
+ *
+ *   const model = await Model.load("stories260K.gguf");
+ *   const context = new Context(model, { nCtx: 256 });
+ *   const { text } = await context.generate("Once upon a time", { maxTokens: 32 });
+ *   for await (const piece of context.stream("Once", { maxTokens: 32 })) write(piece);
+ *
+ * The quick calls (metadata, tokens, making a context) run on the calling thread. The slow
+ * ones (loading, generating, beam search, embedding) run on an engine thread of the
+ * context's own (engine.js says why one of our own), so the event loop keeps turning
+ * while a model writes; they return promises. A failure is a QuillError carrying the
+ * library's message and its kind.
+ *
+ * Memory: close() frees a model or a context at once; what is not closed is freed when
+ * the garbage collector finds it unreachable (a FinalizationRegistry). A model's memory
+ * outlives close() until the last of its contexts is freed, since they read its weights.
+ */
+import { randomInt } from "node:crypto";
+import { Worker } from "node:worker_threads";
+
+import { C, LIBRARY, koffi, lastError, snprintfBytes, tokenize } from "./ffi.js";
+
+/* A failure the library (or the binding, checking its arguments) reported. kind is the
+ * library's quill_error_kind by name: "file" (a file missing or not a model), "parameter"
+ * (an argument out of range or of the wrong kind), "context" (the context cannot take the
+ * request, or is closed), "memory" (out of memory). */
+export class QuillError extends Error {
+  constructor(message, kind) {
+    super(message);
+    this.name = "QuillError";
+    this.kind = kind;
+  }
+}
+
+/* The error of the call this thread just made, as a QuillError. */
+const libraryError = () => {
+  const { message, kind } = lastError();
+  return new QuillError(message, kind);
+};
+
+export const version = () => C.quill_version();
+export const cpuFeatures = () => C.quill_cpu_features();
+export const libraryPath = LIBRARY;
+
+/* ---- the engine thread, seen from the main thread ---------------------------------- */
+
+const ENGINE_URL = new URL("./engine.js", import.meta.url);
+
+/* A worker thread running engine.js: jobs posted in order, each a promise settled by the
+ * worker's answer. The thread keeps the process alive only while a job is in flight. */
+class Engine {
+  #worker = new Worker(ENGINE_URL);
+  #jobs = new Map();
+  #nextId = 0;
+
+  constructor() {
+    this.#worker.unref();
+    this.#worker.on("message", (message) => this.#receive(message));
+    this.#worker.on("error", (e) => this.#failAll(new QuillError(e.message, "none")));
+  }
+
+  /* Runs op(args) on the engine thread; onPiece(bytes) sees a stream's pieces. */
+  run(op, args, onPiece = null) {
+    return new Promise((resolve, reject) => {
+      const id = this.#nextId++;
+      this.#jobs.set(id, { resolve, reject, onPiece });
+      if (this.#jobs.size === 1) this.#worker.ref();
+      this.#worker.postMessage({ id, op, args });
+    });
+  }
+
+  get busy() {
+    return this.#jobs.size > 0;
+  }
+
+  /* Resolves once every job posted so far has settled: the engine answers in order. */
+  idle() {
+    return this.busy ? this.run("noop", {}) : Promise.resolve();
+  }
+
+  terminate() {
+    this.#worker.terminate();
+  }
+
+  #receive({ id, piece, result, error }) {
+    const job = this.#jobs.get(id);
+    if (piece) return job.onPiece(piece);
+    this.#jobs.delete(id);
+    if (this.#jobs.size === 0) this.#worker.unref();
+    if (error) job.reject(new QuillError(error.message, error.kind));
+    else job.resolve(result);
+  }
+
+  #failAll(error) {
+    for (const job of this.#jobs.values()) job.reject(error);
+    this.#jobs.clear();
+  }
+}
+
+/* ---- options ------------------------------------------------------------------------- */
+
+/* Options are checked by name, so that a misspelt one (max_tokens for maxTokens) is an
+ * error rather than silently ignored. */
+function checkOptions(options, known, what) {
+  if (options === null || typeof options !== "object")
+    throw new QuillError(`${what}: options must be an object`, "parameter");
+  for (const name of Object.keys(options))
+    if (!known.includes(name))
+      throw new QuillError(`${what}: unknown option '${name}' (it takes ${known.join(", ")})`,
+                           "parameter");
+}
+
+/* The numeric sampler options and their fields in quill_sampler_params. */
+const SAMPLER_NUMBERS = {
+  temperature: "temperature", topK: "top_k", topP: "top_p", minP: "min_p",
+  typicalP: "typical_p", repeatPenalty: "repeat_penalty", repeatLastN: "repeat_last_n",
+  frequencyPenalty: "frequency_penalty", presencePenalty: "presence_penalty",
+};
+const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), "penalizePrompt", "preset", "seed",
+                         "samplers", "logitBias", "badWords"];
+
+function number(value, name) {
+  if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
+  return value;
+}
+
+/* logitBias as { token: bias }, a Map or [[token, bias], ...]: quill_logit_bias rows. */
+function logitBiasRows(logitBias) {
+  const entries = logitBias instanceof Map || Array.isArray(logitBias)
+    ? [...logitBias] : Object.entries(logitBias);
+  return entries.map(([token, bias]) => ({ token: Number(token), bias: number(bias, "bias") }));
+}
+
+const strings = (value) => (value === undefined ? [] : [value].flat());
+
+/* quill_sampler_params from the options: the library's defaults, then the preset (as the
+ * CLI applies --preset before the other flags), then each option given. Without a seed,
+ * a random one, as the CLI's default (-1) draws. */
+function samplerParams(options) {
+  const p = C.quill_sampler_params_default();
+  if (options.preset !== undefined && C.quill_sampler_params_preset(p, options.preset) !== 0)
+    throw libraryError();
+  for (const [option, field] of Object.entries(SAMPLER_NUMBERS))
+    if (options[option] !== undefined) p[field] = number(options[option], option);
+  if (options.penalizePrompt !== undefined) p.penalize_prompt = Boolean(options.penalizePrompt);
+  p.seed = options.seed === undefined ? randomInt(2 ** 32) : BigInt(options.seed);
+  if (options.samplers !== undefined) p.chain = strings(options.samplers).join(",");
+  const bias = options.logitBias === undefined ? [] : logitBiasRows(options.logitBias);
+  [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
+  const bad = strings(options.badWords);
+  [p.bad_words, p.n_bad_words] = [bad.length ? bad : null, bad.length];
+  return p;
+}
+
+/* The stop strings, the end-of-text and prompt switches both decoders share. */
+const TEXT_OPTIONS = ["maxTokens", "stop", "ignoreEos", "addSpecial", "parseSpecial"];
+
+function textParams(p, options) {
+  if (options.maxTokens !== undefined) p.max_tokens = number(options.maxTokens, "maxTokens");
+  const stop = strings(options.stop);
+  [p.stop, p.n_stop] = [stop.length ? stop : null, stop.length];
+  for (const [option, field] of [["ignoreEos", "ignore_eos"], ["addSpecial", "add_special"],
+                                 ["parseSpecial", "parse_special"]])
+    if (options[option] !== undefined) p[field] = Boolean(options[option]);
+  return p;
+}
+
+const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "contextShift", "nKeep", "seq",
+                          "append"];
+
+/* quill_generate_params from the options (the callback and cancel are the engine's). */
+function generateParams(options) {
+  const p = textParams(C.quill_generate_params_default(), options);
+  if (options.contextShift !== undefined) p.context_shift = Boolean(options.contextShift);
+  if (options.nKeep !== undefined) p.n_keep = number(options.nKeep, "nKeep");
+  if (options.seq !== undefined) p.seq = number(options.seq, "seq");
+  return p;
+}
+
+const BEAM_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "beamSize", "lengthPenalty", "nBest"];
+
+function beamParams(options) {
+  const p = textParams(C.quill_beam_params_default(), options);
+  if (options.beamSize !== undefined) p.beam_size = number(options.beamSize, "beamSize");
+  if (options.lengthPenalty !== undefined)
+    p.length_penalty = number(options.lengthPenalty, "lengthPenalty");
+  if (options.nBest !== undefined) p.n_best = number(options.nBest, "nBest");
+  if (p.n_best < 1) throw new QuillError(`nBest must be at least 1, not ${p.n_best}`, "parameter");
+  return p;
+}
+
+const CACHE_TYPES = { default: 0, f32: 1, f16: 2, q8_0: 3 };
+const POOLINGS = { mean: 0, last: 1 };
+
+/* ---- models -------------------------------------------------------------------------- */
+
+/* A model's C handle, shared by the model and its contexts: freed when the model is closed
+ * (or collected) and no context still uses it. */
+class ModelHandle {
+  constructor(pointer) {
+    this.pointer = pointer;
+    this.users = 1;
+  }
+
+  acquire() {
+    this.users++;
+  }
+
+  release() {
+    if (--this.users === 0) {
+      C.quill_model_free(this.pointer);
+      this.pointer = null;
+    }
+  }
+}
+
+const modelRegistry = new FinalizationRegistry((handle) => handle.release());
+
+export class Model {
+  #handle;
+
+  /* Use Model.load. */
+  constructor(pointer) {
+    this.#handle = new ModelHandle(pointer);
+    modelRegistry.register(this, this.#handle, this);
+  }
+
+  /* A GGUF file or a `quill train` run directory, loaded on an engine thread. threads: the
+   * threads its contexts compute on unless they say otherwise (default: every core). */
+  static async load(path, options = {}) {
+    checkOptions(options, ["threads"], "Model.load");
+    if (typeof path !== "string") throw new QuillError("Model.load: path must be a string", "parameter");
+    const engine = new Engine();
+    try {
+      return new Model(await engine.run("loadModel", { path, threads: options.threads }));
+    } finally {
+      engine.terminate();
+    }
+  }
+
+  /* The C handle, or a QuillError once closed. */
+  get pointer() {
+    const pointer = this.#handle?.pointer;
+    if (!pointer) throw new QuillError("the model is closed", "context");
+    return pointer;
+  }
+
+  /* For a new context: the handle, counted as in use. */
+  acquireHandle() {
+    this.pointer;
+    this.#handle.acquire();
+    return this.#handle;
+  }
+
+  get architecture() { return C.quill_model_architecture(this.pointer); }
+  get name() { return C.quill_model_name(this.pointer); }
+  get vocabSize() { return C.quill_model_vocab_size(this.pointer); }
+  get contextLength() { return C.quill_model_context_length(this.pointer); }
+  get embeddingSize() { return C.quill_model_embedding_size(this.pointer); }
+  get layers() { return C.quill_model_layers(this.pointer); }
+  get parameterCount() { return Number(C.quill_model_parameter_count(this.pointer)); }
+  /* The Jinja source of its chat template, or null. */
+  get chatTemplate() { return C.quill_model_chat_template(this.pointer); }
+  get bos() { return C.quill_token_bos(this.pointer); }
+  get eos() { return C.quill_token_eos(this.pointer); }
+  /* One line: architecture, size, weight type, vocabulary and context. */
+  get description() {
+    return snprintfBytes((buf, cap) => C.quill_model_describe(this.pointer, buf, cap)).toString();
+  }
+
+  /* The token ids of text; addSpecial: a bos first where the model wants one;
+   * parseSpecial: control-token text ("<|im_start|>") becomes its token. */
+  tokenize(text, { addSpecial = true, parseSpecial = false } = {}) {
+    const ids = tokenize(this.pointer, String(text), addSpecial, parseSpecial);
+    if (!ids) throw libraryError();
+    return Array.from(ids);
+  }
+
+  /* The text of token ids, as the tokenizer decodes them. */
+  detokenize(ids) {
+    const tokens = Int32Array.from(ids);
+    const bytes = snprintfBytes((buf, cap) =>
+      C.quill_detokenize(this.pointer, tokens, tokens.length, buf, cap));
+    if (!bytes) throw libraryError();
+    return bytes.toString("utf8");
+  }
+
+  /* The conversation [{ role, content }, ...] in the model's chat format (template: one of
+   * chatml, llama2, llama3, zephyr, mistral, gemma, phi3 instead of the model's own),
+   * the assistant's turn opened at the end unless addGenerationPrompt is false. */
+  applyChatTemplate(messages, { template = null, addGenerationPrompt = true } = {}) {
+    const rows = messages.map(({ role, content }) => ({ role, content }));
+    const bytes = snprintfBytes((buf, cap) => C.quill_chat_format(
+      this.pointer, template, rows, rows.length, addGenerationPrompt, buf, cap));
+    if (!bytes) throw libraryError();
+    return bytes.toString("utf8");
+  }
+
+  /* Frees the model now (its memory stays until its last context is freed). */
+  close() {
+    if (!this.#handle) return;
+    modelRegistry.unregister(this);
+    this.#handle.release();
+    this.#handle = null;
+  }
+
+  free() {
+    this.close();
+  }
+}
+
+/* ---- contexts ------------------------------------------------------------------------ */
+
+/* What a context's finalizer frees: its C context, its engine thread and its use of the
+ * model. */
+function freeContext({ pointer, engine, modelHandle }) {
+  C.quill_context_free(pointer);
+  engine.terminate();
+  modelHandle.release();
+}
+
+const contextRegistry = new FinalizationRegistry(freeContext);
+
+export class Context {
+  #model;
+  #resources; /* { pointer, engine, modelHandle }, null once closed */
+  #cancels = new Set(); /* the cancel flags of generations in flight */
+
+  /* A KV cache on model: nCtx positions per sequence (default: the model's context
+   * length), nSeq sequences, cacheType "default", "f32", "f16" or "q8_0"; threads and
+   * nBatch as quill_context_params. */
+  constructor(model, options = {}) {
+    checkOptions(options, ["nCtx", "nSeq", "nBatch", "threads", "cacheType"], "Context");
+    if (!(model instanceof Model)) throw new QuillError("Context: model must be a Model", "parameter");
+    const p = C.quill_context_params_default();
+    if (options.nCtx !== undefined) p.n_ctx = number(options.nCtx, "nCtx");
+    if (options.nSeq !== undefined) p.n_seq = number(options.nSeq, "nSeq");
+    if (options.nBatch !== undefined) p.n_batch = number(options.nBatch, "nBatch");
+    if (options.threads !== undefined) p.n_threads = number(options.threads, "threads");
+    if (options.cacheType !== undefined) {
+      p.cache_type = CACHE_TYPES[options.cacheType];
+      if (p.cache_type === undefined)
+        throw new QuillError(`Context: cacheType '${options.cacheType}' is not one of ` +
+                             Object.keys(CACHE_TYPES).join(", "), "parameter");
+    }
+    const pointer = C.quill_context_new(model.pointer, p);
+    if (!pointer) throw libraryError();
+    this.#model = model;
+    this.#resources = { pointer, engine: new Engine(), modelHandle: model.acquireHandle() };
+    contextRegistry.register(this, this.#resources, this);
+  }
+
+  get model() { return this.#model; }
+  get nCtx() { return C.quill_context_n_ctx(this.#live().pointer); }
+  get nSeq() { return C.quill_context_n_seq(this.#live().pointer); }
+
+  #live() {
+    if (!this.#resources) throw new QuillError("the context is closed", "context");
+    return this.#resources;
+  }
+
+  /* Runs a job on the engine thread with this context and its model. */
+  #run(op, args, onPiece) {
+    const { pointer, engine } = this.#live();
+    return engine.run(op, { context: pointer, model: this.#model.pointer, ...args }, onPiece);
+  }
+
+  /* A generation's job: the options checked, a cancel flag allocated in C memory (the
+   * engine thread reads it inside quill_generate) and freed when the job settles. */
+  #startGeneration(prompt, options, onPiece) {
+    checkOptions(options, GENERATE_OPTIONS, "generate");
+    this.#live();
+    const params = generateParams(options);
+    const sampler = samplerParams(options);
+    const cancel = koffi.alloc("int", 1);
+    koffi.encode(cancel, "int", 0);
+    params.cancel = cancel;
+    this.#cancels.add(cancel);
+    const args = { prompt: String(prompt), params, sampler, clear: !options.append,
+                   stream: onPiece !== undefined };
+    const done = this.#run("generate", args, onPiece).finally(() => {
+      this.#cancels.delete(cancel);
+      koffi.free(cancel);
+    });
+    return { done, cancel: () => koffi.encode(cancel, "int", 1) };
+  }
+
+  /* Continues prompt on sequence seq (default 0), which starts empty unless append is
+   * true (then the text goes on after what the sequence holds). Resolves to { text,
+   * finishReason ("length", "eos", "stop", "context" or "cancelled"), nTokens }. */
+  async generate(prompt, options = {}) {
+    const { text, finish, nTokens } = await this.#startGeneration(prompt, options).done;
+    return { text: Buffer.from(text).toString("utf8"), finishReason: finish, nTokens };
+  }
+
+  /* The same generation, piece by piece as the tokens come: `for await (const piece of
+   * context.stream(prompt, options))`. Leaving the loop early cancels the generation. */
+  async *stream(prompt, options = {}) {
+    const pieces = [];
+    let wake = null;
+    const job = this.#startGeneration(prompt, options, (bytes) => {
+      pieces.push(bytes);
+      wake?.();
+    });
+    let settled = false;
+    const finished = job.done.finally(() => {
+      settled = true;
+      wake?.();
+    });
+    /* A piece may end inside a UTF-8 character (a model writing stray bytes): the decoder
+     * keeps such an end until the next piece completes it. */
+    const decoder = new TextDecoder("utf-8");
+    try {
+      for (;;) {
+        if (pieces.length > 0) {
+          const text = decoder.decode(pieces.shift(), { stream: true });
+          if (text) yield text;
+        } else if (settled) {
+          break;
+        } else {
+          await new Promise((resolve) => { wake = resolve; });
+          wake = null;
+        }
+      }
+      await finished;
+      const tail = decoder.decode();
+      if (tail) yield tail;
+    } finally {
+      if (!settled) job.cancel();
+      await finished.catch(() => {});
+    }
+  }
+
+  /* The reply to a conversation [{ role, content }, ...]: the messages in the model's chat
+   * format (options.template overrides it), then generate. */
+  async chat(messages, { template = null, ...options } = {}) {
+    const prompt = this.#model.applyChatTemplate(messages, { template });
+    return this.generate(prompt, { ...options, parseSpecial: true });
+  }
+
+  /* The beams' best texts for prompt, best first: [{ text, score, nTokens, finishReason }]
+   * (nBest of them, default 1). Uses sequences 0 .. beamSize - 1, so the context needs
+   * nSeq >= beamSize; penalties, logitBias and badWords shape the scores. */
+  async beamSearch(prompt, options = {}) {
+    checkOptions(options, BEAM_OPTIONS, "beamSearch");
+    const args = { prompt: String(prompt), params: beamParams(options),
+                   sampler: samplerParams(options) };
+    const results = await this.#run("beamSearch", args);
+    return results.map(({ text, score, nTokens, finish }) => ({
+      text: Buffer.from(text).toString("utf8"), score, nTokens, finishReason: finish,
+    }));
+  }
+
+  /* The embedding of text: a Float32Array of the model's embedding size, the final hidden
+   * states pooled ("mean" or "last") and scaled to length 1 unless normalize is false. */
+  async embed(text, { pooling = "mean", normalize = true, seq = 0 } = {}) {
+    if (!(pooling in POOLINGS))
+      throw new QuillError(`embed: pooling '${pooling}' is not mean or last`, "parameter");
+    return this.#run("embed", {
+      text: String(text), seq, pooling: POOLINGS[pooling], normalize: Boolean(normalize),
+      width: this.#model.embeddingSize,
+    });
+  }
+
+  /* Frees the context: at once when idle, otherwise after the generations in flight,
+   * which are cancelled. Resolves when it is freed. */
+  async close() {
+    const resources = this.#resources;
+    if (!resources) return;
+    this.#resources = null;
+    contextRegistry.unregister(this);
+    for (const cancel of this.#cancels) koffi.encode(cancel, "int", 1);
+    await resources.engine.idle();
+    freeContext(resources);
+  }
+
+  free() {
+    return this.close();
+  }
+}
