@@ -1,19 +1,16 @@
 /* quill serve's beam search ("beam_size" > 1): the n best beams of each prompt, found by
- * the same search as `quill generate --beam-size` (src/beam.h), as a request's choices.
+ * quill_beam_search (the search of `quill generate --beam-size`), as a request's choices.
  *
  * A search keeps beam_size sequences that branch and copy each other's caches at every
  * step, which is not the engine's unit of work (one choice, one sequence); so a beam
  * request runs on a context of its own, made for it, in the request's thread, beside the
  * engine, one search at a time. Its choices reach the answer as the engine's do: events in
  * the request's feed, each beam's whole text in one event, since a search knows which
- * beams are best only at its end. The quill.h API has no beam search, so this file reaches
- * the model behind its handle (quill_internal.h), as the command line's does. */
+ * beams are best only at its end. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "beam.h"
-#include "quill_internal.h"
 #include "serve_beam.h"
 
 static pthread_mutex_t one_search = PTHREAD_MUTEX_INITIALIZER;
@@ -28,61 +25,50 @@ static quill_context *beam_context(Server *s, const BeamRequest *b, int n_prompt
     return quill_context_new(s->model, &cp);
 }
 
-/* Each best beam as one event of choice first + i, with its end. */
-static void beams_to_feed(EngineFeed *feed, int first, Completion *best, int n_best)
+/* Each best beam as one event of choice first + i, with its end; the event takes the
+ * text. */
+static void beams_to_feed(EngineFeed *feed, int first, quill_beam_result *best, int n_best)
 {
     for (int i = 0; i < n_best; i++) {
         EngineEvent ev = {.choice = first + i, .token = -1, .end = true,
-                          .finish = (quill_finish_reason)best[i].finish,
-                          .n_generated = best[i].n_tokens};
-        ev.text = best[i].text; /* the event takes the text */
-        ev.n_text = best[i].len;
+                          .finish = best[i].finish, .n_generated = best[i].n_tokens,
+                          .text = best[i].text, .n_text = best[i].n_text};
         best[i].text = NULL;
         feed_push(feed, &ev);
     }
 }
 
 /* One prompt's search on its own context, with the request's sampler for the penalties,
- * logit bias and bad words that score the beams (beam.h). */
-static int beam_one_prompt(Server *s, const BeamRequest *b, const quill_token *prompt,
-                           int n_prompt, int first, EngineFeed *feed, Error *err)
+ * logit bias and bad words that score the beams. */
+static int beam_one_prompt(Server *s, const BeamRequest *b, const char *prompt, int n_prompt,
+                           int first, EngineFeed *feed, Error *err)
 {
     quill_context *ctx = beam_context(s, b, n_prompt);
     quill_sampler *sampler = ctx ? quill_sampler_new(s->model, b->sampler) : NULL;
-    if (!sampler) {
-        quill_context_free(ctx);
-        return error_set(err, "%s", quill_last_error());
-    }
-    SessionParams params;
-    session_params_default(&params);
+    quill_beam_params params = quill_beam_params_default();
+    params.beam_size = b->beam_size;
+    params.length_penalty = b->length_penalty;
+    params.n_best = b->n;
     params.max_tokens = b->max_tokens;
-    params.stops = b->stops;
-    params.n_stops = b->n_stops;
+    params.stop = (const char *const *)b->stops;
+    params.n_stop = b->n_stops;
     params.ignore_eos = b->ignore_eos;
-    Session session;
-    Completion best[SERVE_MAX_BEAMS] = {0};
-    int n_best = 0;
-    api_context_use_threads(ctx);
-    int status = session_borrow(&session, &s->model->model, &s->model->tok, &ctx->infer, 0,
-                                &sampler->sampler, &params, err);
-    bool borrowed = status == 0;
-    if (status == 0)
-        status = session_feed(&session, prompt, n_prompt, err);
-    if (status == 0)
-        status = beam_search(&session, b->beam_size, b->length_penalty, b->n, best, &n_best,
-                             err);
-    if (status == 0)
+    params.parse_special = b->parse_special;
+    quill_beam_result best[SERVE_MAX_BEAMS];
+    int n_best = sampler ? quill_beam_search(ctx, sampler, prompt, &params, best,
+                                             SERVE_MAX_BEAMS)
+                         : QUILL_ERROR;
+    if (n_best >= 0)
         beams_to_feed(feed, first, best, n_best);
-    for (int i = 0; i < SERVE_MAX_BEAMS; i++)
-        completion_free(&best[i]);
-    if (borrowed)
-        session_free(&session);
+    else
+        error_set(err, "%s", quill_last_error());
+    quill_beam_results_free(best, n_best);
     quill_sampler_free(sampler);
     quill_context_free(ctx);
-    return status;
+    return n_best >= 0 ? 0 : -1;
 }
 
-int serve_beam(Server *s, const BeamRequest *b, quill_token *const *prompts,
+int serve_beam(Server *s, const BeamRequest *b, const char *const *prompts,
                const int *n_prompts, int n, EngineFeed *feed, Error *err)
 {
     pthread_mutex_lock(&one_search);

@@ -15,13 +15,14 @@ typedef struct {
     bool ignore_eos;
     char *const *stops;
     int n_stops;
+    bool parse_special;     /* a chat's prompt: its template's control tokens */
     const quill_sampler_params *sampler; /* penalties, bias, bad words: what scores beams */
 } BeamRequest;
 
-/* Searches each of the n prompts in turn; the best beams of prompt i go to the feed as
+/* Searches each of the n prompts (texts, with their token counts) in turn; the best beams of prompt i go to the feed as
  * choices i * b->n + j, each one event with its whole text and its end. On an error the
  * choices not pushed are the caller's to end. */
-int serve_beam(Server *s, const BeamRequest *b, quill_token *const *prompts,
+int serve_beam(Server *s, const BeamRequest *b, const char *const *prompts,
                const int *n_prompts, int n, EngineFeed *feed, Error *err);
 
 #endif

@@ -91,12 +91,12 @@ static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *fe
     BeamRequest b = {.beam_size = c->beam_size, .length_penalty = c->length_penalty, .n = c->n,
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
                      .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
-                     .n_stops = c->n_stop, .sampler = &c->sampler};
+                     .n_stops = c->n_stop, .parse_special = c->chat, .sampler = &c->sampler};
     pthread_mutex_lock(&s->lock);
     s->stats.requests++;
     pthread_mutex_unlock(&s->lock);
     Error err;
-    if (serve_beam(s, &b, c->ids, c->n_ids, c->n_prompts, feed, &err) == 0)
+    if (serve_beam(s, &b, c->prompts, c->n_ids, c->n_prompts, feed, &err) == 0)
         return 0;
     feed->n_open = 0; /* the choices not pushed will not come */
     return serve_error(e, 500, NULL, "%s", err.msg);

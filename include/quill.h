@@ -78,6 +78,20 @@ QUILL_API const char *quill_cpu_features(void);
 /* What the last failed call on this thread said, or "" when none failed. */
 QUILL_API const char *quill_last_error(void);
 
+/* What kind of failure the thread's last error was, for a program (a binding) that answers
+ * each kind its own way: a missing or damaged file, a bad argument, a context that cannot
+ * take the request, no memory. */
+typedef enum {
+    QUILL_ERROR_NONE = 0,      /* nothing has failed on this thread */
+    QUILL_ERROR_FILE = 1,      /* a file missing, unreadable, or not one quill can use */
+    QUILL_ERROR_PARAMETER = 2, /* an argument NULL, out of range or of the wrong kind */
+    QUILL_ERROR_CONTEXT = 3,   /* the context cannot take it: a text longer than it holds,
+                                  positions out of order, an unknown sequence */
+    QUILL_ERROR_MEMORY = 4,    /* out of memory (a cache larger than the machine's) */
+} quill_error_kind;
+
+QUILL_API quill_error_kind quill_last_error_kind(void);
+
 /* ---- models ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -400,6 +414,43 @@ QUILL_API quill_generate_params quill_generate_params_default(void);
  * The loop is the one `quill generate` runs. */
 QUILL_API int quill_generate(quill_context *c, quill_sampler *s, const char *prompt,
                              const quill_generate_params *p, quill_finish_reason *finish);
+
+/* ---- beam search -------------------------------------------------------------------- */
+
+/* Instead of drawing one token per step, keep the beam_size most probable partial texts
+ * and extend each by its likeliest tokens; a text scores (the sum of its tokens'
+ * log-probabilities) / length^length_penalty. `quill generate --beam-size` and
+ * docs/sampling.md explain it. */
+typedef struct {
+    int beam_size;          /* beams kept; default 4 */
+    float length_penalty;   /* 0: plain probability (favours short texts), 1 (default): the
+                               mean per token */
+    int n_best;             /* texts returned, best first; default 1, at most beam_size */
+    int max_tokens;         /* default 256 */
+    const char *const *stop; /* stop strings end a beam's text before them */
+    int n_stop;
+    bool ignore_eos;
+    bool add_special;       /* a bos first when the model wants one; default true */
+    bool parse_special;     /* default false */
+} quill_beam_params;
+
+typedef struct {
+    char *text;             /* malloc'd, NUL-terminated: quill_beam_results_free */
+    size_t n_text;
+    double score;
+    int n_tokens;
+    quill_finish_reason finish;
+} quill_beam_result;
+
+QUILL_API quill_beam_params quill_beam_params_default(void);
+/* Beam search from prompt on sequences 0 .. beam_size - 1 of c, which are cleared first
+ * (the context needs n_seq >= beam_size). The sampler does not draw: its penalties, logit
+ * bias and bad words shape the log-probabilities that score the beams; its filters and
+ * temperature play no part. Writes the min(n_best, cap) best texts to out, best first, and
+ * returns their count, or QUILL_ERROR. */
+QUILL_API int quill_beam_search(quill_context *c, quill_sampler *s, const char *prompt,
+                                const quill_beam_params *p, quill_beam_result *out, int cap);
+QUILL_API void quill_beam_results_free(quill_beam_result *r, int n);
 
 /* ---- session state ------------------------------------------------------------------ */
 

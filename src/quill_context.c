@@ -64,7 +64,7 @@ quill_context *quill_context_new(quill_model *m, const quill_context_params *p)
         return NULL;
     quill_context *c = calloc(1, sizeof *c);
     if (!c) {
-        api_fail("quill_context_new: out of memory");
+        api_fail_as(QUILL_ERROR_MEMORY, "quill_context_new: out of memory");
         return NULL;
     }
     c->model = m;
@@ -72,7 +72,7 @@ quill_context *quill_context_new(quill_model *m, const quill_context_params *p)
     api_context_use_threads(c); /* the per-thread scratch is sized for the thread count */
     Error err;
     if (infer_init(&c->infer, &m->model, &infer, &err) != 0) {
-        api_error(&err);
+        api_error_as(QUILL_ERROR_MEMORY, &err); /* the cache does not fit, or no memory */
         free(c);
         return NULL;
     }
@@ -141,7 +141,7 @@ quill_batch quill_batch_new(int capacity)
     b.logits = malloc(n * sizeof *b.logits);
     if (!b.token || !b.pos || !b.seq || !b.logits) {
         quill_batch_free(&b);
-        api_fail("quill_batch_new: out of memory");
+        api_fail_as(QUILL_ERROR_MEMORY, "quill_batch_new: out of memory");
         return b;
     }
     b.capacity = capacity;
@@ -188,7 +188,7 @@ static int batch_logit_flags(quill_context *c, const quill_batch *b)
     if (buffer_reserve_items(&c->row_logits, &c->row_logits_cap, (size_t)b->n_tokens,
                              sizeof *c->row_logits, (size_t)b->n_tokens, "batch rows",
                              &err) != 0)
-        return api_error(&err);
+        return api_error_as(QUILL_ERROR_MEMORY, &err);
     for (int i = 0; i < b->n_tokens; i++)
         c->row_logits[i] = b->logits[i] != 0;
     return QUILL_OK;
@@ -203,6 +203,11 @@ int quill_decode(quill_context *c, const quill_batch *b)
         !b->logits)
         return api_fail("quill_decode: a batch of %d rows (capacity %d)", b->n_tokens,
                         b->capacity);
+    int n_vocab = c->model->tok.n_vocab;
+    for (int i = 0; i < b->n_tokens; i++) /* a bad id is the caller's, not the context's */
+        if (b->token[i] < 0 || b->token[i] >= n_vocab)
+            return api_fail("quill_decode: row %d: token %d is not in the vocabulary (0 to %d)",
+                            i, b->token[i], n_vocab - 1);
     if (batch_logit_flags(c, b) != QUILL_OK)
         return QUILL_ERROR;
     api_context_use_threads(c);
@@ -210,7 +215,7 @@ int quill_decode(quill_context *c, const quill_batch *b)
                         .logits = c->row_logits, .n = b->n_tokens};
     Error err;
     if (infer_decode_batch(&c->infer, &batch, &err) != 0)
-        return api_error(&err);
+        return api_error_as(QUILL_ERROR_CONTEXT, &err);
     return QUILL_OK;
 }
 
@@ -274,7 +279,7 @@ int quill_seq_truncate(quill_context *c, int seq, int p0, int p1)
         return QUILL_ERROR;
     Error err;
     if (infer_seq_truncate(&c->infer, seq, p0, p1, &err) != 0)
-        return api_error(&err);
+        return api_error_as(QUILL_ERROR_CONTEXT, &err);
     return QUILL_OK;
 }
 
@@ -328,8 +333,9 @@ static int check_embed(const quill_context *c, int seq, const quill_token *token
     if (pooling != QUILL_POOL_MEAN && pooling != QUILL_POOL_LAST)
         return api_fail("%s: pooling %d is not a quill_pooling", fn, (int)pooling);
     if (n > c->infer.params.n_ctx)
-        return api_fail("%s: %d tokens, more than the context's %d positions", fn, n,
-                        c->infer.params.n_ctx);
+        return api_fail_as(QUILL_ERROR_CONTEXT,
+                           "%s: %d tokens, more than the context's %d positions", fn, n,
+                           c->infer.params.n_ctx);
     return QUILL_OK;
 }
 
@@ -343,7 +349,9 @@ int quill_embed(quill_context *c, int seq, const quill_token *tokens, int n,
     int C = c->model->model.config.dim, rows = c->infer.acts.T;
     float *row = malloc((size_t)C * sizeof *row), *sum = calloc((size_t)C, sizeof *sum);
     int *pos = malloc((size_t)rows * sizeof *pos), *seqs = malloc((size_t)rows * sizeof *seqs);
-    int status = row && sum && pos && seqs ? QUILL_OK : api_fail("quill_embed: out of memory");
+    int status = row && sum && pos && seqs
+                     ? QUILL_OK
+                     : api_fail_as(QUILL_ERROR_MEMORY, "quill_embed: out of memory");
     if (status == QUILL_OK) {
         infer_seq_clear(&c->infer, seq);
         api_context_use_threads(c);
@@ -357,7 +365,7 @@ int quill_embed(quill_context *c, int seq, const quill_token *tokens, int n,
         }
         InferBatch b = {.token = tokens + first, .pos = pos, .seq = seqs, .n = k};
         if (infer_decode_batch(&c->infer, &b, &err) != 0)
-            status = api_error(&err);
+            status = api_error_as(QUILL_ERROR_CONTEXT, &err);
         else
             pool_pass(c, k, pooling, sum, row);
     }

@@ -169,7 +169,7 @@ static int generate(quill_context *c, quill_sampler *s, const char *prompt,
     perf_add(&c->perf, &session.stats);
     completion_free(&out);
     session_free(&session);
-    return status == 0 ? QUILL_OK : api_error(&err);
+    return status == 0 ? QUILL_OK : api_error_as(QUILL_ERROR_CONTEXT, &err);
 }
 
 int quill_generate(quill_context *c, quill_sampler *s, const char *prompt,

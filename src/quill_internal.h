@@ -53,6 +53,9 @@ void api_sampler_traced(quill_sampler *s, const SamplerTrace *trace);
  * message. Both return QUILL_ERROR, so a failing call can end with `return api_fail(...)`. */
 int api_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int api_error(const Error *err);
+/* The same, for a failure of another kind than QUILL_ERROR_PARAMETER (api_fail's). */
+int api_fail_as(quill_error_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int api_error_as(quill_error_kind kind, const Error *err);
 
 /* Checks a handle argument: a message naming the function and the argument when NULL. */
 int api_check_handle(const void *handle, const char *function, const char *name);

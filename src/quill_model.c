@@ -16,12 +16,29 @@ _Static_assert(sizeof(quill_token) == sizeof(int), "quill_token arrays are passe
 /* ---- the library ---------------------------------------------------------------------- */
 
 static _Thread_local char last_error[sizeof(Error)];
+static _Thread_local quill_error_kind last_error_kind;
+
+static int fail_with(quill_error_kind kind, const char *fmt, va_list ap)
+{
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    last_error_kind = kind;
+    return QUILL_ERROR;
+}
 
 int api_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    fail_with(QUILL_ERROR_PARAMETER, fmt, ap);
+    va_end(ap);
+    return QUILL_ERROR;
+}
+
+int api_fail_as(quill_error_kind kind, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_with(kind, fmt, ap);
     va_end(ap);
     return QUILL_ERROR;
 }
@@ -29,6 +46,11 @@ int api_fail(const char *fmt, ...)
 int api_error(const Error *err)
 {
     return api_fail("%s", err->msg);
+}
+
+int api_error_as(quill_error_kind kind, const Error *err)
+{
+    return api_fail_as(kind, "%s", err->msg);
 }
 
 int api_check_handle(const void *handle, const char *function, const char *name)
@@ -40,8 +62,8 @@ int api_check_seq(const quill_context *c, int seq, const char *function)
 {
     int n_seq = c->infer.params.n_seq;
     if (seq < 0 || seq >= n_seq)
-        return api_fail("%s: no sequence %d (the context has %d: 0 to %d)", function, seq,
-                        n_seq, n_seq - 1);
+        return api_fail_as(QUILL_ERROR_CONTEXT, "%s: no sequence %d (the context has %d: 0 to %d)",
+                           function, seq, n_seq, n_seq - 1);
     return QUILL_OK;
 }
 
@@ -74,6 +96,11 @@ const char *quill_cpu_features(void)
 const char *quill_last_error(void)
 {
     return last_error;
+}
+
+quill_error_kind quill_last_error_kind(void)
+{
+    return last_error_kind;
 }
 
 /* ---- models ----------------------------------------------------------------------------- */
@@ -135,7 +162,7 @@ quill_model *quill_model_load(const char *path, const quill_model_params *p)
     }
     quill_model *m = calloc(1, sizeof *m);
     if (!m) {
-        api_fail("quill_model_load: out of memory");
+        api_fail_as(QUILL_ERROR_MEMORY, "quill_model_load: out of memory");
         return NULL;
     }
     char resolved[4096];
@@ -144,7 +171,7 @@ quill_model *quill_model_load(const char *path, const quill_model_params *p)
     int status = params.vocab_only ? load_vocab_only(m, resolved, &err)
                                    : model_file_load(resolved, &m->model, &m->tok, &err);
     if (status != 0) {
-        api_error(&err);
+        api_error_as(QUILL_ERROR_FILE, &err);
         quill_model_free(m);
         return NULL;
     }
@@ -369,7 +396,7 @@ int quill_chat_format(const quill_model *m, const char *template_name,
                                         "quill recognises; name one (%s)", chat_family_names());
     ChatMessage *chat = malloc(((size_t)n + 1) * sizeof *chat);
     if (!chat)
-        return api_fail("quill_chat_format: out of memory");
+        return api_fail_as(QUILL_ERROR_MEMORY, "quill_chat_format: out of memory");
     for (int i = 0; i < n; i++) {
         chat[i].content = msgs[i].content ? msgs[i].content : "";
         if (chat_role(msgs[i].role, &chat[i].role) != QUILL_OK) {

@@ -80,7 +80,7 @@ int quill_state_save(const quill_context *c, int seq, const char *path)
     size_t size = state_size(&h);
     uint8_t *bytes = malloc(size);
     if (!bytes)
-        return api_fail("%s: out of memory for %zu bytes", fn, size);
+        return api_fail_as(QUILL_ERROR_MEMORY, "%s: out of memory for %zu bytes", fn, size);
     uint8_t *at = bytes;
     memcpy(at, &h, sizeof h);
     at += sizeof h;
@@ -93,7 +93,7 @@ int quill_state_save(const quill_context *c, int seq, const char *path)
     Error err;
     int status = file_write_atomic(path, bytes, size, &err);
     free(bytes);
-    return status == 0 ? QUILL_OK : api_fail("%s: %s", fn, err.msg);
+    return status == 0 ? QUILL_OK : api_fail_as(QUILL_ERROR_FILE, "%s: %s", fn, err.msg);
 }
 
 /* Checks a state file's bytes against the context: QUILL_OK, or an error naming what does
@@ -104,34 +104,36 @@ static int state_check(const quill_context *c, const char *path, const uint8_t *
     const char *fn = "quill_state_load";
     uint64_t stored;
     if (size < sizeof *h + sizeof stored)
-        return api_fail("%s: %s is %zu bytes, too short for a state file", fn, path, size);
+        return api_fail_as(QUILL_ERROR_FILE, "%s: %s is %zu bytes, too short for a state file", fn,
+                           path, size);
     memcpy(&stored, bytes + size - sizeof stored, sizeof stored);
     memcpy(h, bytes, sizeof *h);
     if (memcmp(h->magic, STATE_MAGIC, sizeof h->magic) != 0)
-        return api_fail("%s: %s is not a quill state file", fn, path);
+        return api_fail_as(QUILL_ERROR_FILE, "%s: %s is not a quill state file", fn, path);
     if (hash64(bytes, size - sizeof stored) != stored)
-        return api_fail("%s: %s is damaged (its checksum does not match its content)", fn,
-                        path);
+        return api_fail_as(QUILL_ERROR_FILE,
+                           "%s: %s is damaged (its checksum does not match its content)", fn, path);
     if (h->version != STATE_VERSION)
-        return api_fail("%s: %s has version %u; this library reads version %d", fn, path,
-                        h->version, STATE_VERSION);
+        return api_fail_as(QUILL_ERROR_FILE, "%s: %s has version %u; this library reads version %d",
+                           fn, path, h->version, STATE_VERSION);
     StateHeader want = state_header(c, 0);
     if (h->identity != want.identity || h->vocab != want.vocab || h->layers != want.layers ||
         h->dim != want.dim || h->kv_dim != want.kv_dim)
-        return api_fail("%s: %s was saved from another model (vocabulary %u, %u layers of %u; "
-                        "this one: %u, %u of %u, or other tensors)",
-                        fn, path, h->vocab, h->layers, h->dim, want.vocab, want.layers,
-                        want.dim);
+        return api_fail_as(QUILL_ERROR_FILE,
+                           "%s: %s was saved from another model (vocabulary %u, %u layers of %u; "
+                           "this one: %u, %u of %u, or other tensors)",
+                           fn, path, h->vocab, h->layers, h->dim, want.vocab, want.layers,
+                           want.dim);
     if (h->cache_type != want.cache_type || h->row_bytes != want.row_bytes)
-        return api_fail("%s: %s holds a %s cache; this context's is %s", fn, path,
-                        gguf_tensor_type_name(h->cache_type),
-                        gguf_tensor_type_name(want.cache_type));
+        return api_fail_as(QUILL_ERROR_CONTEXT, "%s: %s holds a %s cache; this context's is %s", fn,
+                           path, gguf_tensor_type_name(h->cache_type),
+                           gguf_tensor_type_name(want.cache_type));
     if (h->n_tokens > (uint64_t)c->infer.params.n_ctx)
-        return api_fail("%s: %s holds %llu positions; the context holds %d", fn, path,
-                        (unsigned long long)h->n_tokens, c->infer.params.n_ctx);
+        return api_fail_as(QUILL_ERROR_CONTEXT, "%s: %s holds %llu positions; the context holds %d",
+                           fn, path, (unsigned long long)h->n_tokens, c->infer.params.n_ctx);
     if (state_size(h) != size)
-        return api_fail("%s: %s is %zu bytes; %llu positions take %zu", fn, path, size,
-                        (unsigned long long)h->n_tokens, state_size(h));
+        return api_fail_as(QUILL_ERROR_FILE, "%s: %s is %zu bytes; %llu positions take %zu", fn,
+                           path, size, (unsigned long long)h->n_tokens, state_size(h));
     return QUILL_OK;
 }
 
@@ -145,7 +147,7 @@ int quill_state_load(quill_context *c, int seq, const char *path)
     size_t size;
     Error err;
     if (file_read_all(path, &data, &size, &err) != 0)
-        return api_fail("%s: %s", fn, err.msg);
+        return api_fail_as(QUILL_ERROR_FILE, "%s: %s", fn, err.msg);
     const uint8_t *bytes = (const uint8_t *)data;
     StateHeader h;
     int status = state_check(c, path, bytes, size, &h);

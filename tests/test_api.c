@@ -4,6 +4,7 @@
  * own product for embeddings. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -813,6 +814,94 @@ Test(api, bad_arguments_are_errors_with_a_message, .timeout = 60)
     cr_expect_null(quill_context_new(m, &cp));
     cr_expect_not_null(strstr(quill_last_error(), "n_seq 0"), "%s", quill_last_error());
     quill_batch_free(&b);
+    quill_context_free(c);
+    quill_model_free(m);
+}
+
+/* quill_last_error_kind: what a binding raises. Nothing failed yet on a new thread; a
+ * missing file and a text file as a model are FILE; a bad argument PARAMETER; a prompt
+ * longer than the context, an unknown sequence and positions out of order CONTEXT. */
+static void *first_kind(void *arg)
+{
+    *(quill_error_kind *)arg = quill_last_error_kind();
+    return NULL;
+}
+
+Test(api, error_kinds_say_what_failed, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    quill_error_kind fresh = QUILL_ERROR_MEMORY;
+    pthread_t thread;
+    pthread_create(&thread, NULL, first_kind, &fresh);
+    pthread_join(thread, NULL);
+    cr_expect_eq(fresh, QUILL_ERROR_NONE);
+    cr_expect_null(quill_model_load("/nonexistent/model.gguf", NULL));
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_FILE, "%s", quill_last_error());
+    const char *dir = test_make_tmpdir();
+    char text[512];
+    snprintf(text, sizeof text, "%s/notes.gguf", dir);
+    Error err;
+    cr_assert_eq(file_write_atomic(text, "just some text\n", 15, &err), 0, "%s", err.msg);
+    cr_expect_null(quill_model_load(text, NULL));
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_FILE, "%s", quill_last_error());
+
+    quill_model *m = load_model(path);
+    quill_context_params cp = quill_context_params_default();
+    cp.n_ctx = -1;
+    cr_expect_null(quill_context_new(m, &cp));
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_PARAMETER, "%s", quill_last_error());
+    quill_context *c = new_context(m, 1, 8);
+    cr_expect_eq(quill_seq_clear(c, 3), QUILL_ERROR);
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "%s", quill_last_error());
+    quill_sampler *s = quill_sampler_new(m, NULL);
+    cr_expect_eq(quill_generate(c, s, "Once upon a time there was a little girl named Lily",
+                                NULL, NULL), QUILL_ERROR);
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "%s", quill_last_error());
+    quill_batch b = quill_batch_new(1);
+    quill_batch_add(&b, 9999, 0, 0, true);
+    expect_error(quill_decode(c, &b), "token 9999");
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_PARAMETER, "%s", quill_last_error());
+    quill_batch_clear(&b);
+    quill_batch_add(&b, 1, 3, 0, true);
+    cr_expect_eq(quill_decode(c, &b), QUILL_ERROR);
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "%s", quill_last_error());
+    quill_batch_free(&b);
+    quill_sampler_free(s);
+    quill_context_free(c);
+    quill_model_free(m);
+}
+
+/* quill_beam_search is `quill generate --beam-size 4`: the best text byte for byte, and
+ * n_best texts best first. */
+Test(api, beam_search_is_the_command_lines, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    char *expected, *messages;
+    int status;
+    quill_stdout(&expected, &messages, &status, "generate %s --no-echo --prompt '%s' "
+                 "--beam-size 4 -n 30", path, PROMPT);
+    cr_assert_eq(status, 0, "%s", messages);
+    free(messages);
+    quill_model *m = load_model(path);
+    quill_context *c = new_context(m, 4, 64);
+    quill_sampler *s = quill_sampler_new(m, NULL);
+    quill_beam_params p = quill_beam_params_default();
+    p.max_tokens = 30;
+    p.n_best = 3;
+    quill_beam_result best[3];
+    int n = quill_beam_search(c, s, PROMPT, &p, best, 3);
+    cr_assert_eq(n, 3, "%s", quill_last_error());
+    cr_expect_str_eq(best[0].text, expected);
+    cr_expect_eq(best[0].n_text, strlen(expected));
+    cr_expect_geq(best[0].score, best[1].score);
+    cr_expect_geq(best[1].score, best[2].score);
+    cr_expect_str_neq(best[1].text, best[0].text);
+    quill_beam_results_free(best, n);
+    p.beam_size = 5; /* more beams than the context's sequences */
+    cr_expect_eq(quill_beam_search(c, s, PROMPT, &p, best, 3), QUILL_ERROR);
+    cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "%s", quill_last_error());
+    free(expected);
+    quill_sampler_free(s);
     quill_context_free(c);
     quill_model_free(m);
 }
