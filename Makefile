@@ -7,7 +7,7 @@
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
 #   make test       build and run every Criterion test, ABI test (tests/abi/) and node test
 #                   (tests/node/: the openai client, the page in Chromium, quill serve's load
-#                   test); check make install
+#                   test) and the Node.js binding's (bindings/node); check make install
 #   make check      the unit tests and the load test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
@@ -140,7 +140,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium
 
-.PHONY: all deps test test-unit test-abi test-node test-install test-load install uninstall \
+.PHONY: all deps test test-unit test-abi test-node test-node-binding test-install test-load install uninstall \
         check demo bench bench-data bench-inference bench-serve clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
@@ -289,6 +289,7 @@ FORCE:
 # every run of CI.
 test: test-unit
 	$(MAKE) --no-print-directory test-node
+	$(MAKE) --no-print-directory test-node-binding
 	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory test-load
 	$(MAKE) --no-print-directory -j2 fuzz
@@ -340,24 +341,38 @@ test-abi: $(SO) $(ABI_BINS)
 # tests/node/openai.test.mjs and playground.test.mjs drive `quill serve` with client
 # software written elsewhere: OpenAI's official client (`openai`) and a headless Chromium
 # (Debian's) through `puppeteer-core`, both from the npm registry at the versions
-# tests/node/package-lock.json pins, run by node's own test runner. npm ci installs them into tests/node/node_modules when the lock
-# file is newer than its last install. Without the registry, and so without node_modules,
-# the tests are a SKIP, which fails under CI=true (as the ABI tests' skips do).
+# tests/node/package-lock.json pins, run by node's own test runner. The Node.js binding
+# (bindings/node) needs `koffi`, pinned the same way. npm ci installs a folder's packages
+# into its node_modules when the lock file is newer than its last install. Without the
+# registry, and so without node_modules, the tests are a SKIP, which fails under CI=true
+# (as the ABI tests' skips do).
 NODE_DIR     := tests/node
-NODE_MODULES := $(NODE_DIR)/node_modules/.package-lock.json
 NODE_TESTS   := $(NODE_DIR)/openai.test.mjs $(NODE_DIR)/playground.test.mjs
+NODE_BINDING := bindings/node
 
-$(NODE_MODULES): $(NODE_DIR)/package-lock.json
-	cd $(NODE_DIR) && npm ci --no-audit --no-fund --fetch-retries=1 --loglevel=error
+%/node_modules/.package-lock.json: %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --fetch-retries=1 --loglevel=error
 	@touch $@
 
-test-node: deps bin/quill
-	@if ! $(MAKE) --no-print-directory $(NODE_MODULES); then \
-	  echo "node: SKIP: npm ci could not install $(NODE_DIR)/node_modules (is the npm registry reachable?)"; \
-	  if [ "$${CI:-}" = true ]; then echo "node: FAILED: CI needs the node tests"; exit 1; fi; \
+# $(call npm_ci_or_skip,FOLDER,SUITE): shell lines that install FOLDER's packages, or end
+# the recipe with SUITE's SKIP (a failure under CI=true) when they cannot be installed.
+npm_ci_or_skip = \
+	if ! $(MAKE) --no-print-directory $(1)/node_modules/.package-lock.json; then \
+	  echo "$(2): SKIP: npm ci could not install $(1)/node_modules (is the npm registry reachable?)"; \
+	  if [ "$${CI:-}" = true ]; then echo "$(2): FAILED: CI needs the $(2) tests"; exit 1; fi; \
 	  exit 0; \
-	fi; \
+	fi
+
+test-node: deps bin/quill
+	@$(call npm_ci_or_skip,$(NODE_DIR),node); \
 	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 $(NODE_TESTS)
+
+# The binding's tests (bindings/node/test/) compare what it generates with bin/quill's
+# output; they load lib/libquill.so from the checkout.
+test-node-binding: deps bin/quill $(SO)
+	@$(call npm_ci_or_skip,$(NODE_BINDING),node binding); \
+	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 \
+	  $(NODE_BINDING)/test/*.test.js
 
 # make install into a temporary prefix, then a client built with nothing but what
 # pkg-config says (tests/install/client.c) and run.

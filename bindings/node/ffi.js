@@ -32,6 +32,11 @@ koffi.struct("quill_context_params", {
   n_ctx: "int", n_seq: "int", n_batch: "int", n_threads: "int", cache_type: "int",
 });
 
+koffi.struct("quill_perf", {
+  n_prompt_tokens: "int", prompt_seconds: "double", n_generated: "int",
+  generate_seconds: "double", first_token_seconds: "double",
+});
+
 koffi.struct("quill_chat_message", { role: "const char *", content: "const char *" });
 
 koffi.struct("quill_logit_bias", { token: "int32_t", bias: "float" });
@@ -104,6 +109,7 @@ const declarations = [
   "void quill_context_free(quill_context *c)",
   "int quill_context_n_ctx(const quill_context *c)",
   "int quill_context_n_seq(const quill_context *c)",
+  "quill_perf quill_context_perf(const quill_context *c)",
   "int quill_seq_clear(quill_context *c, int seq)",
   "int quill_embed(quill_context *c, int seq, const int32_t *tokens, int n, int pooling, " +
     "bool normalize, _Out_ float *out)",

@@ -355,6 +355,16 @@ export class Context {
   get nCtx() { return C.quill_context_n_ctx(this.#live().pointer); }
   get nSeq() { return C.quill_context_n_seq(this.#live().pointer); }
 
+  /* What the context's generations have done so far (quill_context_perf): { nPromptTokens,
+   * promptSeconds, nGenerated, generateSeconds, firstTokenSeconds }. Read it between
+   * generations: the engine thread writes it while one runs. */
+  get perf() {
+    const p = C.quill_context_perf(this.#live().pointer);
+    return { nPromptTokens: p.n_prompt_tokens, promptSeconds: p.prompt_seconds,
+             nGenerated: p.n_generated, generateSeconds: p.generate_seconds,
+             firstTokenSeconds: p.first_token_seconds };
+  }
+
   #live() {
     if (!this.#resources) throw new QuillError("the context is closed", "context");
     return this.#resources;
