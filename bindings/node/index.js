@@ -132,23 +132,48 @@ function logitBiasRows(logitBias) {
   return entries.map(([token, bias]) => ({ token: Number(token), bias: number(bias, "bias") }));
 }
 
-const strings = (value) => (value === undefined ? [] : [value].flat());
+/* A string or a list of them (stop strings, bad words, sampler names). Checked here: a
+ * number where C expects a char pointer would be read as an address. */
+function strings(value, name) {
+  const list = value === undefined ? [] : [value].flat();
+  for (const s of list)
+    if (typeof s !== "string") throw new QuillError(`${name} must be strings`, "parameter");
+  return list;
+}
+
+function string(value, name) {
+  if (typeof value !== "string") throw new QuillError(`${name} must be a string`, "parameter");
+  return value;
+}
+
+/* The seed: a non-negative integer (a Number or a BigInt) below 2^64. */
+function seed(value) {
+  if ((typeof value === "number" && Number.isSafeInteger(value) && value >= 0) ||
+      (typeof value === "bigint" && value >= 0n && value < 2n ** 64n))
+    return BigInt(value);
+  throw new QuillError(`seed must be an integer from 0 to 2^64 - 1, not ${value}`, "parameter");
+}
 
 /* quill_sampler_params from the options: the library's defaults, then the preset (as the
  * CLI applies --preset before the other flags), then each option given. Without a seed,
  * a random one, as the CLI's default (-1) draws. */
 function samplerParams(options) {
   const p = C.quill_sampler_params_default();
-  if (options.preset !== undefined && C.quill_sampler_params_preset(p, options.preset) !== 0)
+  if (options.preset !== undefined &&
+      C.quill_sampler_params_preset(p, string(options.preset, "preset")) !== 0)
     throw libraryError();
   for (const [option, field] of Object.entries(SAMPLER_NUMBERS))
     if (options[option] !== undefined) p[field] = number(options[option], option);
+  /* The library reads temperature <= 0 as greedy; the CLI refuses a negative one, and so
+   * does the binding: -1 is more likely a mistake than a request for greedy decoding. */
+  if (p.temperature < 0)
+    throw new QuillError(`temperature ${p.temperature} is negative (0 is greedy)`, "parameter");
   if (options.penalizePrompt !== undefined) p.penalize_prompt = Boolean(options.penalizePrompt);
-  p.seed = options.seed === undefined ? randomInt(2 ** 32) : BigInt(options.seed);
-  if (options.samplers !== undefined) p.chain = strings(options.samplers).join(",");
+  p.seed = options.seed === undefined ? randomInt(2 ** 32) : seed(options.seed);
+  if (options.samplers !== undefined) p.chain = strings(options.samplers, "samplers").join(",");
   const bias = options.logitBias === undefined ? [] : logitBiasRows(options.logitBias);
   [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
-  const bad = strings(options.badWords);
+  const bad = strings(options.badWords, "badWords");
   [p.bad_words, p.n_bad_words] = [bad.length ? bad : null, bad.length];
   return p;
 }
@@ -158,7 +183,7 @@ const TEXT_OPTIONS = ["maxTokens", "stop", "ignoreEos", "addSpecial", "parseSpec
 
 function textParams(p, options) {
   if (options.maxTokens !== undefined) p.max_tokens = number(options.maxTokens, "maxTokens");
-  const stop = strings(options.stop);
+  const stop = strings(options.stop, "stop");
   [p.stop, p.n_stop] = [stop.length ? stop : null, stop.length];
   for (const [option, field] of [["ignoreEos", "ignore_eos"], ["addSpecial", "add_special"],
                                  ["parseSpecial", "parse_special"]])
@@ -195,6 +220,20 @@ const POOLINGS = { mean: 0, last: 1 };
 
 /* ---- models -------------------------------------------------------------------------- */
 
+/* quill_chat_format on a model's C handle (a context's chat uses it too, on the handle it
+ * keeps after its model is closed). */
+function chatFormat(model, messages, template, addGenerationPrompt) {
+  const rows = messages.map(({ role, content }) => ({
+    role: string(role, "a message's role"),
+    content: string(content, "a message's content"),
+  }));
+  if (template !== null) string(template, "template");
+  const bytes = snprintfBytes((buf, cap) => C.quill_chat_format(
+    model, template, rows, rows.length, addGenerationPrompt, buf, cap));
+  if (!bytes) throw libraryError();
+  return bytes.toString("utf8");
+}
+
 /* A model's C handle, shared by the model and its contexts: freed when the model is closed
  * (or collected) and no context still uses it. */
 class ModelHandle {
@@ -230,7 +269,7 @@ export class Model {
    * threads its contexts compute on unless they say otherwise (default: every core). */
   static async load(path, options = {}) {
     checkOptions(options, ["threads"], "Model.load");
-    if (typeof path !== "string") throw new QuillError("Model.load: path must be a string", "parameter");
+    string(path, "Model.load: path");
     const engine = new Engine();
     try {
       return new Model(await engine.run("loadModel", { path, threads: options.threads }));
@@ -271,8 +310,9 @@ export class Model {
 
   /* The token ids of text; addSpecial: a bos first where the model wants one;
    * parseSpecial: control-token text ("<|im_start|>") becomes its token. */
-  tokenize(text, { addSpecial = true, parseSpecial = false } = {}) {
-    const ids = tokenize(this.pointer, String(text), addSpecial, parseSpecial);
+  tokenize(input, { addSpecial = true, parseSpecial = false } = {}) {
+    const ids = tokenize(this.pointer, string(input, "tokenize: text"), addSpecial,
+                         parseSpecial);
     if (!ids) throw libraryError();
     return Array.from(ids);
   }
@@ -290,11 +330,7 @@ export class Model {
    * chatml, llama2, llama3, zephyr, mistral, gemma, phi3 instead of the model's own),
    * the assistant's turn opened at the end unless addGenerationPrompt is false. */
   applyChatTemplate(messages, { template = null, addGenerationPrompt = true } = {}) {
-    const rows = messages.map(({ role, content }) => ({ role, content }));
-    const bytes = snprintfBytes((buf, cap) => C.quill_chat_format(
-      this.pointer, template, rows, rows.length, addGenerationPrompt, buf, cap));
-    if (!bytes) throw libraryError();
-    return bytes.toString("utf8");
+    return chatFormat(this.pointer, messages, template, addGenerationPrompt);
   }
 
   /* Frees the model now (its memory stays until its last context is freed). */
@@ -372,8 +408,8 @@ export class Context {
 
   /* Runs a job on the engine thread with this context and its model. */
   #run(op, args, onPiece) {
-    const { pointer, engine } = this.#live();
-    return engine.run(op, { context: pointer, model: this.#model.pointer, ...args }, onPiece);
+    const { pointer, engine, modelHandle } = this.#live();
+    return engine.run(op, { context: pointer, model: modelHandle.pointer, ...args }, onPiece);
   }
 
   /* A generation's job: the options checked, a cancel flag allocated in C memory (the
@@ -387,7 +423,7 @@ export class Context {
     koffi.encode(cancel, "int", 0);
     params.cancel = cancel;
     this.#cancels.add(cancel);
-    const args = { prompt: String(prompt), params, sampler, clear: !options.append,
+    const args = { prompt: string(prompt, "prompt"), params, sampler, clear: !options.append,
                    stream: onPiece !== undefined };
     const done = this.#run("generate", args, onPiece).finally(() => {
       this.#cancels.delete(cancel);
@@ -445,7 +481,7 @@ export class Context {
   /* The reply to a conversation [{ role, content }, ...]: the messages in the model's chat
    * format (options.template overrides it), then generate. */
   async chat(messages, { template = null, ...options } = {}) {
-    const prompt = this.#model.applyChatTemplate(messages, { template });
+    const prompt = chatFormat(this.#live().modelHandle.pointer, messages, template, true);
     return this.generate(prompt, { ...options, parseSpecial: true });
   }
 
@@ -454,7 +490,7 @@ export class Context {
    * nSeq >= beamSize; penalties, logitBias and badWords shape the scores. */
   async beamSearch(prompt, options = {}) {
     checkOptions(options, BEAM_OPTIONS, "beamSearch");
-    const args = { prompt: String(prompt), params: beamParams(options),
+    const args = { prompt: string(prompt, "prompt"), params: beamParams(options),
                    sampler: samplerParams(options) };
     const results = await this.#run("beamSearch", args);
     return results.map(({ text, score, nTokens, finish }) => ({
@@ -464,12 +500,13 @@ export class Context {
 
   /* The embedding of text: a Float32Array of the model's embedding size, the final hidden
    * states pooled ("mean" or "last") and scaled to length 1 unless normalize is false. */
-  async embed(text, { pooling = "mean", normalize = true, seq = 0 } = {}) {
+  async embed(input, { pooling = "mean", normalize = true, seq = 0 } = {}) {
     if (!(pooling in POOLINGS))
       throw new QuillError(`embed: pooling '${pooling}' is not mean or last`, "parameter");
     return this.#run("embed", {
-      text: String(text), seq, pooling: POOLINGS[pooling], normalize: Boolean(normalize),
-      width: this.#model.embeddingSize,
+      text: string(input, "embed: text"), seq: number(seq, "seq"), pooling: POOLINGS[pooling],
+      normalize: Boolean(normalize),
+      width: C.quill_model_embedding_size(this.#live().modelHandle.pointer),
     });
   }
 
