@@ -20,6 +20,17 @@ function libraryPath() {
 }
 
 export const LIBRARY = libraryPath();
+
+/* Pinned for the life of the process. koffi unloads a library once nothing in JS refers to
+ * it (an engine thread ending, the process exiting), but libquill's OpenMP threads (the
+ * pool libgomp starts at the first parallel loop) outlive every call: unloading libquill
+ * unloads libgomp from under them, and they crash as they exit (seen: one exit in ten).
+ * dlopen's RTLD_NODELETE keeps the library, and so what it needs, mapped. */
+const RTLD_NOW = 0x2;
+const RTLD_NODELETE = 0x1000;
+const dlopen = koffi.load("libc.so.6").func("void *dlopen(const char *file, int mode)");
+dlopen(LIBRARY, RTLD_NOW | RTLD_NODELETE);
+
 const lib = koffi.load(LIBRARY);
 
 koffi.opaque("quill_model");

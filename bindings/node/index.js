@@ -50,7 +50,9 @@ const ENGINE_URL = new URL("./engine.js", import.meta.url);
 /* A worker thread running engine.js: jobs posted in order, each a promise settled by the
  * worker's answer. The thread keeps the process alive only while a job is in flight. */
 class Engine {
-  #worker = new Worker(ENGINE_URL);
+  /* No execArgv: the engine needs none of node's flags, and some of the script's (such as
+   * --input-type for `node -e`) are refused in a worker. */
+  #worker = new Worker(ENGINE_URL, { execArgv: [] });
   #jobs = new Map();
   #nextId = 0;
 
@@ -256,13 +258,22 @@ class ModelHandle {
 
 const modelRegistry = new FinalizationRegistry((handle) => handle.release());
 
-export class Model {
-  #handle;
+/* Each model's handle, kept out of the public object: Context reads it here. */
+const modelHandles = new WeakMap();
 
+/* A model's C handle, or a QuillError once it is closed. */
+function modelPointer(model) {
+  const pointer = modelHandles.get(model)?.pointer;
+  if (!pointer) throw new QuillError("the model is closed", "context");
+  return pointer;
+}
+
+export class Model {
   /* Use Model.load. */
   constructor(pointer) {
-    this.#handle = new ModelHandle(pointer);
-    modelRegistry.register(this, this.#handle, this);
+    const handle = new ModelHandle(pointer);
+    modelHandles.set(this, handle);
+    modelRegistry.register(this, handle, this);
   }
 
   /* A GGUF file or a `quill train` run directory, loaded on an engine thread. threads: the
@@ -278,40 +289,26 @@ export class Model {
     }
   }
 
-  /* The C handle, or a QuillError once closed. */
-  get pointer() {
-    const pointer = this.#handle?.pointer;
-    if (!pointer) throw new QuillError("the model is closed", "context");
-    return pointer;
-  }
-
-  /* For a new context: the handle, counted as in use. */
-  acquireHandle() {
-    this.pointer;
-    this.#handle.acquire();
-    return this.#handle;
-  }
-
-  get architecture() { return C.quill_model_architecture(this.pointer); }
-  get name() { return C.quill_model_name(this.pointer); }
-  get vocabSize() { return C.quill_model_vocab_size(this.pointer); }
-  get contextLength() { return C.quill_model_context_length(this.pointer); }
-  get embeddingSize() { return C.quill_model_embedding_size(this.pointer); }
-  get layers() { return C.quill_model_layers(this.pointer); }
-  get parameterCount() { return Number(C.quill_model_parameter_count(this.pointer)); }
+  get architecture() { return C.quill_model_architecture(modelPointer(this)); }
+  get name() { return C.quill_model_name(modelPointer(this)); }
+  get vocabSize() { return C.quill_model_vocab_size(modelPointer(this)); }
+  get contextLength() { return C.quill_model_context_length(modelPointer(this)); }
+  get embeddingSize() { return C.quill_model_embedding_size(modelPointer(this)); }
+  get layers() { return C.quill_model_layers(modelPointer(this)); }
+  get parameterCount() { return Number(C.quill_model_parameter_count(modelPointer(this))); }
   /* The Jinja source of its chat template, or null. */
-  get chatTemplate() { return C.quill_model_chat_template(this.pointer); }
-  get bos() { return C.quill_token_bos(this.pointer); }
-  get eos() { return C.quill_token_eos(this.pointer); }
+  get chatTemplate() { return C.quill_model_chat_template(modelPointer(this)); }
+  get bos() { return C.quill_token_bos(modelPointer(this)); }
+  get eos() { return C.quill_token_eos(modelPointer(this)); }
   /* One line: architecture, size, weight type, vocabulary and context. */
   get description() {
-    return snprintfBytes((buf, cap) => C.quill_model_describe(this.pointer, buf, cap)).toString();
+    return snprintfBytes((buf, cap) => C.quill_model_describe(modelPointer(this), buf, cap)).toString();
   }
 
   /* The token ids of text; addSpecial: a bos first where the model wants one;
    * parseSpecial: control-token text ("<|im_start|>") becomes its token. */
   tokenize(input, { addSpecial = true, parseSpecial = false } = {}) {
-    const ids = tokenize(this.pointer, string(input, "tokenize: text"), addSpecial,
+    const ids = tokenize(modelPointer(this), string(input, "tokenize: text"), addSpecial,
                          parseSpecial);
     if (!ids) throw libraryError();
     return Array.from(ids);
@@ -321,7 +318,7 @@ export class Model {
   detokenize(ids) {
     const tokens = Int32Array.from(ids);
     const bytes = snprintfBytes((buf, cap) =>
-      C.quill_detokenize(this.pointer, tokens, tokens.length, buf, cap));
+      C.quill_detokenize(modelPointer(this), tokens, tokens.length, buf, cap));
     if (!bytes) throw libraryError();
     return bytes.toString("utf8");
   }
@@ -330,15 +327,16 @@ export class Model {
    * chatml, llama2, llama3, zephyr, mistral, gemma, phi3 instead of the model's own),
    * the assistant's turn opened at the end unless addGenerationPrompt is false. */
   applyChatTemplate(messages, { template = null, addGenerationPrompt = true } = {}) {
-    return chatFormat(this.pointer, messages, template, addGenerationPrompt);
+    return chatFormat(modelPointer(this), messages, template, addGenerationPrompt);
   }
 
   /* Frees the model now (its memory stays until its last context is freed). */
   close() {
-    if (!this.#handle) return;
+    const handle = modelHandles.get(this);
+    if (!handle) return;
+    modelHandles.delete(this);
     modelRegistry.unregister(this);
-    this.#handle.release();
-    this.#handle = null;
+    handle.release();
   }
 
   free() {
@@ -380,10 +378,12 @@ export class Context {
         throw new QuillError(`Context: cacheType '${options.cacheType}' is not one of ` +
                              Object.keys(CACHE_TYPES).join(", "), "parameter");
     }
-    const pointer = C.quill_context_new(model.pointer, p);
+    const pointer = C.quill_context_new(modelPointer(model), p);
     if (!pointer) throw libraryError();
+    const modelHandle = modelHandles.get(model);
+    modelHandle.acquire();
     this.#model = model;
-    this.#resources = { pointer, engine: new Engine(), modelHandle: model.acquireHandle() };
+    this.#resources = { pointer, engine: new Engine(), modelHandle };
     contextRegistry.register(this, this.#resources, this);
   }
 
