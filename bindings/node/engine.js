@@ -58,14 +58,22 @@ function withSampler(model, params, use) {
 function generate({ context, model, sampler, prompt, params, clear, stream }, id) {
   if (clear && C.quill_seq_clear(context, params.seq) !== 0) fail();
   const chunks = [];
+  /* A stream's pieces go as strings: a piece may end inside a UTF-8 character (a model
+   * writing stray bytes), which the decoder keeps until the next piece completes it, so
+   * the pieces joined are the whole text's bytes decoded at once. */
+  const decoder = new TextDecoder("utf-8");
   let nTokens = 0;
   onToken = (ev) => {
     if (ev.token >= 0) nTokens++;
     const n = Number(ev.n_text);
     if (n > 0) {
       const bytes = copyBytes(ev.text, n);
-      if (stream) parentPort.postMessage({ id, piece: bytes }, [bytes.buffer]);
-      else chunks.push(bytes);
+      if (stream) {
+        const piece = decoder.decode(bytes, { stream: true });
+        if (piece) parentPort.postMessage({ id, piece });
+      } else {
+        chunks.push(bytes);
+      }
     }
     return true;
   };
@@ -75,6 +83,8 @@ function generate({ context, model, sampler, prompt, params, clear, stream }, id
                      finish));
   onToken = null;
   if (status !== 0) fail();
+  const tail = stream ? decoder.decode() : "";
+  if (tail) parentPort.postMessage({ id, piece: tail });
   return { text: Buffer.concat(chunks), finish: C.quill_finish_reason_name(finish[0]), nTokens };
 }
 

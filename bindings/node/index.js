@@ -445,8 +445,8 @@ export class Context {
   async *stream(prompt, options = {}) {
     const pieces = [];
     let wake = null;
-    const job = this.#startGeneration(prompt, options, (bytes) => {
-      pieces.push(bytes);
+    const job = this.#startGeneration(prompt, options, (piece) => {
+      pieces.push(piece);
       wake?.();
     });
     let settled = false;
@@ -454,14 +454,10 @@ export class Context {
       settled = true;
       wake?.();
     });
-    /* A piece may end inside a UTF-8 character (a model writing stray bytes): the decoder
-     * keeps such an end until the next piece completes it. */
-    const decoder = new TextDecoder("utf-8");
     try {
       for (;;) {
         if (pieces.length > 0) {
-          const text = decoder.decode(pieces.shift(), { stream: true });
-          if (text) yield text;
+          yield pieces.shift();
         } else if (settled) {
           break;
         } else {
@@ -470,8 +466,6 @@ export class Context {
         }
       }
       await finished;
-      const tail = decoder.decode();
-      if (tail) yield tail;
     } finally {
       if (!settled) job.cancel();
       await finished.catch(() => {});
