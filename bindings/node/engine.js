@@ -120,7 +120,15 @@ function embed({ context, model, text, seq, pooling, normalize, width }) {
 
 const OPS = { loadModel, generate, beamSearch, embed, noop: () => null };
 
+/* The thread's end (Engine.end): the callback's slot released, then nothing more to wait
+ * for, so the thread's event loop ends. */
+function end() {
+  koffi.unregister(tokenCallback);
+  parentPort.close();
+}
+
 parentPort.on("message", ({ id, op, args }) => {
+  if (op === "end") return end();
   try {
     parentPort.postMessage({ id, result: OPS[op](args, id) });
   } catch (e) {

@@ -81,8 +81,10 @@ class Engine {
     return this.busy ? this.run("noop", {}) : Promise.resolve();
   }
 
-  terminate() {
-    this.#worker.terminate();
+  /* Ends the thread once it has answered what it was given: it releases its callback's
+   * slot in koffi first (terminate() would leave it taken). */
+  end() {
+    this.#worker.postMessage({ op: "end" });
   }
 
   #receive({ id, piece, result, error }) {
@@ -98,6 +100,19 @@ class Engine {
     for (const job of this.#jobs.values()) job.reject(error);
     this.#jobs.clear();
   }
+}
+
+/* Idle engines, kept for the next context or load: a thread takes tens of milliseconds to
+ * start, and each one that loads koffi keeps some of its memory after it ends (measured:
+ * about 50 KB), so a program that makes and closes contexts in a loop reuses a few. */
+const idleEngines = [];
+const IDLE_ENGINES_KEPT = 4;
+
+const takeEngine = () => idleEngines.pop() ?? new Engine();
+
+function giveBackEngine(engine) {
+  if (idleEngines.length < IDLE_ENGINES_KEPT) idleEngines.push(engine);
+  else engine.end();
 }
 
 /* ---- options ------------------------------------------------------------------------- */
@@ -281,11 +296,11 @@ export class Model {
   static async load(path, options = {}) {
     checkOptions(options, ["threads"], "Model.load");
     string(path, "Model.load: path");
-    const engine = new Engine();
+    const engine = takeEngine();
     try {
       return new Model(await engine.run("loadModel", { path, threads: options.threads }));
     } finally {
-      engine.terminate();
+      giveBackEngine(engine);
     }
   }
 
@@ -346,11 +361,11 @@ export class Model {
 
 /* ---- contexts ------------------------------------------------------------------------ */
 
-/* What a context's finalizer frees: its C context, its engine thread and its use of the
- * model. */
+/* What a context's finalizer frees: its C context, its use of the model; and it gives
+ * its engine thread back. */
 function freeContext({ pointer, engine, modelHandle }) {
   C.quill_context_free(pointer);
-  engine.terminate();
+  giveBackEngine(engine);
   modelHandle.release();
 }
 
@@ -383,7 +398,7 @@ export class Context {
     const modelHandle = modelHandles.get(model);
     modelHandle.acquire();
     this.#model = model;
-    this.#resources = { pointer, engine: new Engine(), modelHandle };
+    this.#resources = { pointer, engine: takeEngine(), modelHandle };
     contextRegistry.register(this, this.#resources, this);
   }
 
