@@ -91,10 +91,13 @@ function generate({ context, model, sampler, prompt, params, clear, stream }, id
 /* quill_beam_search: its n_best results, best first, copied out of the library's memory
  * before it is freed. */
 function beamSearch({ context, model, sampler, prompt, params }) {
-  const out = koffi.alloc(BeamResult, params.n_best);
+  /* Room for the texts asked for, which are at most the beams (the library says so when
+   * n_best is larger). */
+  const cap = Math.max(1, Math.min(params.n_best, params.beam_size));
+  const out = koffi.alloc(BeamResult, cap);
   try {
     const n = withSampler(model, sampler, (s) =>
-      C.quill_beam_search(context, s, prompt, params, out, params.n_best));
+      C.quill_beam_search(context, s, prompt, params, out, cap));
     if (n < 0) fail();
     const results = n === 0 ? [] : koffi.decode(out, BeamResult, n);
     const copied = results.map((r) => ({

@@ -62,7 +62,7 @@ class Engine {
     this.#worker.on("error", (e) => this.#failAll(new QuillError(e.message, "none")));
   }
 
-  /* Runs op(args) on the engine thread; onPiece(bytes) sees a stream's pieces. */
+  /* Runs op(args) on the engine thread; onPiece(text) sees a stream's pieces. */
   run(op, args, onPiece = null) {
     return new Promise((resolve, reject) => {
       const id = this.#nextId++;
@@ -103,8 +103,8 @@ class Engine {
 }
 
 /* Idle engines, kept for the next context or load: a thread takes tens of milliseconds to
- * start, and each one that loads koffi keeps some of its memory after it ends (measured:
- * about 50 KB), so a program that makes and closes contexts in a loop reuses a few. */
+ * start, and each one that loads koffi keeps some of its memory after it ends (measured
+ * here: about 90 KB), so a program that makes and closes contexts in a loop reuses a few. */
 const idleEngines = [];
 const IDLE_ENGINES_KEPT = 4;
 
@@ -128,17 +128,26 @@ function checkOptions(options, known, what) {
                            "parameter");
 }
 
-/* The numeric sampler options and their fields in quill_sampler_params. */
+/* The numeric sampler options and their fields in quill_sampler_params (C floats). */
 const SAMPLER_NUMBERS = {
-  temperature: "temperature", topK: "top_k", topP: "top_p", minP: "min_p",
-  typicalP: "typical_p", repeatPenalty: "repeat_penalty", repeatLastN: "repeat_last_n",
-  frequencyPenalty: "frequency_penalty", presencePenalty: "presence_penalty",
+  temperature: "temperature", topP: "top_p", minP: "min_p", typicalP: "typical_p",
+  repeatPenalty: "repeat_penalty", frequencyPenalty: "frequency_penalty",
+  presencePenalty: "presence_penalty",
 };
-const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), "penalizePrompt", "preset", "seed",
-                         "samplers", "logitBias", "badWords"];
+/* ... and those that are C ints. */
+const SAMPLER_INTEGERS = { topK: "top_k", repeatLastN: "repeat_last_n" };
+const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), ...Object.keys(SAMPLER_INTEGERS),
+                         "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords"];
 
 function number(value, name) {
   if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
+  return value;
+}
+
+/* A value for a C int: koffi would otherwise truncate 1.5, or wrap 2^32. */
+function integer(value, name) {
+  if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31)
+    throw new QuillError(`${name} must be an integer (a C int), not ${value}`, "parameter");
   return value;
 }
 
@@ -146,7 +155,9 @@ function number(value, name) {
 function logitBiasRows(logitBias) {
   const entries = logitBias instanceof Map || Array.isArray(logitBias)
     ? [...logitBias] : Object.entries(logitBias);
-  return entries.map(([token, bias]) => ({ token: Number(token), bias: number(bias, "bias") }));
+  return entries.map(([token, bias]) => ({
+    token: integer(Number(token), "a logitBias token"), bias: number(bias, "a logitBias bias"),
+  }));
 }
 
 /* A string or a list of them (stop strings, bad words, sampler names). Checked here: a
@@ -181,6 +192,8 @@ function samplerParams(options) {
     throw libraryError();
   for (const [option, field] of Object.entries(SAMPLER_NUMBERS))
     if (options[option] !== undefined) p[field] = number(options[option], option);
+  for (const [option, field] of Object.entries(SAMPLER_INTEGERS))
+    if (options[option] !== undefined) p[field] = integer(options[option], option);
   /* The library reads temperature <= 0 as greedy; the CLI refuses a negative one, and so
    * does the binding: -1 is more likely a mistake than a request for greedy decoding. */
   if (p.temperature < 0)
@@ -199,7 +212,7 @@ function samplerParams(options) {
 const TEXT_OPTIONS = ["maxTokens", "stop", "ignoreEos", "addSpecial", "parseSpecial"];
 
 function textParams(p, options) {
-  if (options.maxTokens !== undefined) p.max_tokens = number(options.maxTokens, "maxTokens");
+  if (options.maxTokens !== undefined) p.max_tokens = integer(options.maxTokens, "maxTokens");
   const stop = strings(options.stop, "stop");
   [p.stop, p.n_stop] = [stop.length ? stop : null, stop.length];
   for (const [option, field] of [["ignoreEos", "ignore_eos"], ["addSpecial", "add_special"],
@@ -215,8 +228,8 @@ const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "contextShift", "
 function generateParams(options) {
   const p = textParams(C.quill_generate_params_default(), options);
   if (options.contextShift !== undefined) p.context_shift = Boolean(options.contextShift);
-  if (options.nKeep !== undefined) p.n_keep = number(options.nKeep, "nKeep");
-  if (options.seq !== undefined) p.seq = number(options.seq, "seq");
+  if (options.nKeep !== undefined) p.n_keep = integer(options.nKeep, "nKeep");
+  if (options.seq !== undefined) p.seq = integer(options.seq, "seq");
   return p;
 }
 
@@ -224,10 +237,10 @@ const BEAM_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "beamSize", "lengthPe
 
 function beamParams(options) {
   const p = textParams(C.quill_beam_params_default(), options);
-  if (options.beamSize !== undefined) p.beam_size = number(options.beamSize, "beamSize");
+  if (options.beamSize !== undefined) p.beam_size = integer(options.beamSize, "beamSize");
   if (options.lengthPenalty !== undefined)
     p.length_penalty = number(options.lengthPenalty, "lengthPenalty");
-  if (options.nBest !== undefined) p.n_best = number(options.nBest, "nBest");
+  if (options.nBest !== undefined) p.n_best = integer(options.nBest, "nBest");
   if (p.n_best < 1) throw new QuillError(`nBest must be at least 1, not ${p.n_best}`, "parameter");
   return p;
 }
@@ -296,6 +309,7 @@ export class Model {
   static async load(path, options = {}) {
     checkOptions(options, ["threads"], "Model.load");
     string(path, "Model.load: path");
+    if (options.threads !== undefined) integer(options.threads, "threads");
     const engine = takeEngine();
     try {
       return new Model(await engine.run("loadModel", { path, threads: options.threads }));
@@ -383,10 +397,10 @@ export class Context {
     checkOptions(options, ["nCtx", "nSeq", "nBatch", "threads", "cacheType"], "Context");
     if (!(model instanceof Model)) throw new QuillError("Context: model must be a Model", "parameter");
     const p = C.quill_context_params_default();
-    if (options.nCtx !== undefined) p.n_ctx = number(options.nCtx, "nCtx");
-    if (options.nSeq !== undefined) p.n_seq = number(options.nSeq, "nSeq");
-    if (options.nBatch !== undefined) p.n_batch = number(options.nBatch, "nBatch");
-    if (options.threads !== undefined) p.n_threads = number(options.threads, "threads");
+    if (options.nCtx !== undefined) p.n_ctx = integer(options.nCtx, "nCtx");
+    if (options.nSeq !== undefined) p.n_seq = integer(options.nSeq, "nSeq");
+    if (options.nBatch !== undefined) p.n_batch = integer(options.nBatch, "nBatch");
+    if (options.threads !== undefined) p.n_threads = integer(options.threads, "threads");
     if (options.cacheType !== undefined) {
       p.cache_type = CACHE_TYPES[options.cacheType];
       if (p.cache_type === undefined)
@@ -513,7 +527,7 @@ export class Context {
     if (!(pooling in POOLINGS))
       throw new QuillError(`embed: pooling '${pooling}' is not mean or last`, "parameter");
     return this.#run("embed", {
-      text: string(input, "embed: text"), seq: number(seq, "seq"), pooling: POOLINGS[pooling],
+      text: string(input, "embed: text"), seq: integer(seq, "seq"), pooling: POOLINGS[pooling],
       normalize: Boolean(normalize),
       width: C.quill_model_embedding_size(this.#live().modelHandle.pointer),
     });

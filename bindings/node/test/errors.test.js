@@ -63,7 +63,12 @@ describe("errors", { skip: STORIES.skip }, () => {
     ];
     for (const [options, message] of cases)
       await rejectsWith(context.generate(PROMPT, options), "parameter", message);
-    await context.close();
+    const beams = new Context(await storiesModel(), { nSeq: 4 });
+    await rejectsWith(beams.beamSearch(PROMPT, { beamSize: 4, nBest: 9 }), "parameter",
+                      /n_best 9 \(1 to beam_size\)/);
+    await rejectsWith(beams.beamSearch(PROMPT, { beamSize: 100 }), "parameter",
+                      /beam_size 100 \(1 to 64\)/);
+    await Promise.all([context.close(), beams.close()]);
   });
 
   test("arguments of the wrong type or name: kind parameter, before any C call", async () => {
@@ -75,6 +80,9 @@ describe("errors", { skip: STORIES.skip }, () => {
       [{ badWords: [null] }, /badWords must be strings/],
       [{ seed: -1 }, /seed must be an integer/],
       [{ max_tokens: 5 }, /unknown option 'max_tokens'/],
+      [{ maxTokens: 1.5 }, /maxTokens must be an integer/],
+      [{ topK: 2 ** 32 }, /topK must be an integer/],
+      [{ logitBias: { x: 1 } }, /a logitBias token must be an integer/],
     ];
     for (const [options, message] of cases)
       await rejectsWith(context.generate(PROMPT, options), "parameter", message);
