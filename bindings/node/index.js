@@ -144,10 +144,14 @@ function number(value, name) {
   return value;
 }
 
+/* A value as an error message shows it: a string in quotes ("5" is not 5). */
+const shown = (value) => (typeof value === "string" ? JSON.stringify(value) : String(value));
+
 /* A value for a C int: koffi would otherwise truncate 1.5, or wrap 2^32. */
 function integer(value, name) {
   if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31)
-    throw new QuillError(`${name} must be an integer (a C int), not ${value}`, "parameter");
+    throw new QuillError(`${name} must be an integer (a C int), not ${shown(value)}`,
+                         "parameter");
   return value;
 }
 
@@ -179,7 +183,8 @@ function seed(value) {
   if ((typeof value === "number" && Number.isSafeInteger(value) && value >= 0) ||
       (typeof value === "bigint" && value >= 0n && value < 2n ** 64n))
     return BigInt(value);
-  throw new QuillError(`seed must be an integer from 0 to 2^64 - 1, not ${value}`, "parameter");
+  throw new QuillError(`seed must be an integer from 0 to 2^64 - 1, not ${shown(value)}`,
+                       "parameter");
 }
 
 /* quill_sampler_params from the options: the library's defaults, then the preset (as the

@@ -75,7 +75,8 @@ describe("errors", { skip: STORIES.skip }, () => {
     const model = await storiesModel();
     const context = new Context(model);
     const cases = [
-      [{ topK: "5" }, /topK must be a number/],
+      [{ topK: "5" }, /topK must be an integer \(a C int\), not "5"/],
+      [{ topP: "0.9" }, /topP must be a number/],
       [{ stop: [5] }, /stop must be strings/],
       [{ badWords: [null] }, /badWords must be strings/],
       [{ seed: -1 }, /seed must be an integer/],
