@@ -1,13 +1,13 @@
 /*
  * What streaming through the Node.js binding costs per token, beside the C library's own
- * loop: `quill generate --verbose` (quill_generate, its callback writing to stdout) and
- * context.stream() (the same quill_generate on an engine thread, each piece posted to the
- * main thread and read by a for-await loop), the same greedy tokens from the same prompt,
- * taking turns, RUNS times each; medians.
+ * loop: `quill generate --verbose` (quill_generate, its callback writing to stdout),
+ * context.generate() and context.stream() (the same quill_generate on an engine thread;
+ * stream posts each piece to the main thread, where a for-await loop reads it), the same
+ * greedy tokens from the same prompt, taking turns, RUNS times each; medians.
  *
  *   node bindings/node/bench_stream.mjs MODEL [--threads 2] [--tokens 128] [--runs 5]
  *
- * The binding is measured two ways: as the library counts (quill_context_perf: tokens over
+ * The stream is measured two ways: as the library counts (quill_context_perf: tokens over
  * the seconds quill_generate spent generating them, the CLI's own definition, which
  * includes the per-token callback on the engine thread) and as a user sees it (tokens
  * after the first over the main thread's time from the first piece to the last). Run
@@ -73,6 +73,15 @@ async function bindingTokensPerSecond(context) {
   };
 }
 
+/* The same tokens through generate(): quill_generate's callback on the engine thread, but
+ * nothing posted to the main thread until the end. */
+async function generateTokensPerSecond(context) {
+  const before = context.perf;
+  await context.generate(values.prompt, { temperature: 0, maxTokens: TOKENS, ignoreEos: true });
+  const after = context.perf;
+  return (after.nGenerated - before.nGenerated) / (after.generateSeconds - before.generateSeconds);
+}
+
 const model = await Model.load(MODEL, { threads: THREADS });
 const nCtx = model.tokenize(values.prompt).length + TOKENS;
 const context = new Context(model, { nCtx, threads: THREADS });
@@ -81,8 +90,10 @@ await bindingTokensPerSecond(context); // warm: the weights paged in, the thread
 const cli = [];
 const library = [];
 const user = [];
+const whole = [];
 for (let run = 0; run < RUNS; run++) {
   cli.push(cliTokensPerSecond());
+  whole.push(await generateTokensPerSecond(context));
   const b = await bindingTokensPerSecond(context);
   library.push(b.library);
   user.push(b.user);
@@ -92,9 +103,10 @@ model.close();
 
 const c = median(cli);
 const report = (name, xs) =>
-  console.log(`${name.padEnd(42)} ${median(xs).toFixed(1).padStart(7)} tokens/s ` +
+  console.log(`${name.padEnd(46)} ${median(xs).toFixed(1).padStart(7)} tokens/s ` +
               `(${(100 * median(xs) / c).toFixed(1)}% of the C API's)`);
 console.log(`${MODEL}: ${TOKENS} greedy tokens, ${THREADS} threads, median of ${RUNS} runs each`);
-console.log(`${"C API (quill generate --verbose)".padEnd(42)} ${c.toFixed(1).padStart(7)} tokens/s`);
-report("binding, library's count (quill_context_perf)", library);
-report("binding, pieces on the main thread", user);
+console.log(`${"C API (quill generate --verbose)".padEnd(46)} ${c.toFixed(1).padStart(7)} tokens/s`);
+report("binding, generate() (nothing streamed)", whole);
+report("binding, stream(), library's count", library);
+report("binding, stream(), pieces on the main thread", user);
