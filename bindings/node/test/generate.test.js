@@ -116,6 +116,14 @@ describe("generate and stream against quill generate", { skip: STORIES.skip }, (
      * settled: timers run only when the loop turns. */
     assert.ok(ticksDuring >= 3, `${ticksDuring} ticks during the generation`);
     await context.close();
+    /* The count tells the two apart: the same timer around a blocking wait of the same
+     * length ticks not once before the wait returns. */
+    let blockedTicks = 0;
+    const blockedTimer = setInterval(() => blockedTicks++, 1);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    const ticksWhileBlocked = blockedTicks;
+    clearInterval(blockedTimer);
+    assert.equal(ticksWhileBlocked, 0);
   });
 
   test("two contexts on one model generate at once, each the CLI's text", async () => {
