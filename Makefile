@@ -21,6 +21,9 @@
 #   BLAS=none       use the naive reference matmul in src/matmul.c instead of OpenBLAS
 #   SANITIZE=1      build with ASan + UBSan (what `make check` does, in its own build dir)
 
+# `make` alone builds `all`, whatever rule comes first below.
+.DEFAULT_GOAL := all
+
 CC       := gcc
 BLAS     ?= openblas
 SANITIZE ?= 0
