@@ -34,13 +34,16 @@ SEEDED = [
      ["--seed", "3", "--typical-p", "0.9", "--frequency-penalty", "0.5",
       "--presence-penalty", "0.3", "--repeat-last-n", "-1", "--no-penalize-prompt",
       "--samplers", "penalties,typical-p,temperature"]),
+    (dict(seed=42, top_k=20, repeat_penalty=1.1, stop=["."], bad_words=["dog"]),
+     ["--seed", "42", "--top-k", "20", "--repeat-penalty", "1.1", "--stop", ".",
+      "--bad-words", "dog"]),  # README.md's example
     (dict(seed=11, logit_bias={261: 2.0, 378: float("-inf")}, bad_words=["Lily", "park"]),
      ["--seed", "11", "--logit-bias", "261:2", "--logit-bias", "378:-inf",
       "--bad-words", "Lily,park"]),
 ]
 
 
-@pytest.mark.parametrize("kwargs,flags", SEEDED, ids=[str(k["seed"]) for k, _ in SEEDED])
+@pytest.mark.parametrize("kwargs,flags", SEEDED, ids=[" ".join(f) for _, f in SEEDED])
 def test_a_seeded_sample_equals_the_cli(ctx, cli, kwargs, flags):
     want = cli("--prompt", "Once upon a time", "--no-echo", "-n", "100", *flags)
     got = ctx.generate("Once upon a time", max_tokens=100, **kwargs)
