@@ -129,6 +129,7 @@ class _Generation:
         self.stop_array = _lib.string_array(self.stops)
         self.cancel = ctypes.c_int(0)
         self.n_tokens = 0
+        self.outcome: object = None  # the finish reason, or the QuillError, once it has run
         # what each event's text goes to; False from it stops the generation (cancelled)
         self.on_text: Callable[[bytes], bool] = lambda text: True
 
@@ -190,28 +191,34 @@ class Stream(_lib.Owned):
     def _produce(ctx: "Context", prompt: str, gen: _Generation, sampler: Sampler,
                  state: tuple) -> None:
         """The generating thread: quill_generate, each piece into the queue, then the
-        outcome (a finish reason or an exception). It holds no reference to the Stream, so
-        that a reader dropping the stream cancels it."""
+        outcome (a finish reason or an exception), kept in gen.outcome as well. It holds no
+        reference to the Stream, so that a reader dropping the stream closes it."""
         q, closed = state
         try:
-            outcome: object = gen.run(ctx.handle, sampler, prompt)
+            gen.outcome = gen.run(ctx.handle, sampler, prompt)
         except QuillError as e:
-            outcome = e
+            gen.outcome = e
         finally:
             sampler.close()
             ctx._release()
-        if not closed.is_set():
-            q.put(_End(outcome, gen.n_tokens))
+        Stream._put(q, closed, _End(gen.outcome, gen.n_tokens))
 
     @staticmethod
     def _offer(q: queue.Queue, closed: threading.Event, piece: bytes) -> bool:
-        """The callback's side: waits for room in the queue; False (stop) once the reader
-        has closed the stream."""
-        if not piece:
-            return not closed.is_set()
+        """The callback's side: True to go on, False (stop) once the reader has closed the
+        stream."""
+        if piece:
+            return Stream._put(q, closed, piece.decode("utf-8", "replace"))
+        return not closed.is_set()
+
+    @staticmethod
+    def _put(q: queue.Queue, closed: threading.Event, item: object) -> bool:
+        """Puts item into the queue, waiting while the reader is AHEAD pieces behind; False,
+        without putting it, once the reader has closed the stream (looked at every 50 ms,
+        so that a generator waiting for room sees it)."""
         while not closed.is_set():
             try:
-                q.put(piece.decode("utf-8", "replace"), timeout=0.05)
+                q.put(item, timeout=0.05)
                 return True
             except queue.Full:
                 continue
@@ -239,16 +246,16 @@ class Stream(_lib.Owned):
         return "".join(self)
 
     def close(self) -> None:
-        """Cancels the generation if it is still running and waits for its thread."""
+        """Cancels the generation if it is still running and waits for its thread. Its
+        finish is then "cancelled", or how it ended if it had ended before."""
         if self.finish_reason is not None or not hasattr(self, "_thread"):
             return
         self._closed.set()
         self._gen.cancel.value = 1
-        while self._thread.is_alive():  # a put waiting for room sees the flag within 50 ms
-            self._thread.join(timeout=0.05)
-        self.finish_reason = "cancelled"
+        self._thread.join()
+        outcome = self._gen.outcome
+        self.finish_reason = outcome if isinstance(outcome, str) else "error"
         self.n_tokens = self._gen.n_tokens
-
 
 
 @dataclass

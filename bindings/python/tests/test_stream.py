@@ -74,3 +74,19 @@ def test_an_error_in_the_generation_is_raised_by_the_loop(model):
         with pytest.raises(quill.ContextError, match="context holds 8"):
             list(ctx.stream("Once upon a time there was a little girl named Lily"))
         assert ctx.generate("Once", 2).n_tokens == 2  # released after the error
+
+
+def test_closing_a_stream_that_had_ended_keeps_its_finish(ctx):
+    s = ctx.stream("Once upon a time", 3, temperature=0)
+    s._thread.join()  # the generation has ended; its pieces wait in the queue, unread
+    s.close()
+    assert (s.finish_reason, s.n_tokens) == ("length", 3)
+
+
+def test_an_unread_stream_whose_queue_is_full_closes(ctx):
+    s = ctx.stream("Once upon a time", 120, ignore_eos=True, temperature=0)
+    while s._queue.qsize() < quill.Stream.AHEAD:  # the generator waits for room
+        s._thread.join(timeout=0.01)
+    s.close()
+    assert s.finish_reason == "cancelled" and s.n_tokens <= quill.Stream.AHEAD + 1
+    assert stream_threads() == []
