@@ -389,7 +389,8 @@ class Context(_lib.Owned):
         bad_words=[...], samplers=[stage, ...]) change params (default SamplerParams()).
 
         >>> ctx.generate("Once upon a time", max_tokens=20, temperature=0)
-        Completion(text=' there was a little girl...', finish_reason='length', n_tokens=20, seed=...)
+        Completion(text=', there was a little girl named Lily...', finish_reason='length',
+                   n_tokens=20, seed=...)
         """
         return self._generate(prompt, max_tokens, stop, ignore_eos, params, sampling)
 
