@@ -7,7 +7,7 @@
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
 #   make test       build and run every Criterion test, ABI test (tests/abi/) and node test
 #                   (tests/node/: the openai client, the page in Chromium, quill serve's load
-#                   test); check make install
+#                   test), the Python binding's (bindings/python, pytest); check make install
 #   make check      the unit tests and the load test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
