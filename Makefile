@@ -7,7 +7,8 @@
 #   make notebooks  build the notebooks (notebooks-c/) and run each one in turn
 #   make test       build and run every Criterion test, ABI test (tests/abi/) and node test
 #                   (tests/node/: the openai client, the page in Chromium, quill serve's load
-#                   test) and the Node.js binding's (bindings/node); check make install
+#                   test), the Python binding's (bindings/python, pytest) and the Node.js
+#                   binding's (bindings/node); check make install
 #   make check      the unit tests and the load test under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
@@ -20,6 +21,9 @@
 # Switches:
 #   BLAS=none       use the naive reference matmul in src/matmul.c instead of OpenBLAS
 #   SANITIZE=1      build with ASan + UBSan (what `make check` does, in its own build dir)
+
+# `make` alone builds `all`, whatever rule comes first below.
+.DEFAULT_GOAL := all
 
 CC       := gcc
 BLAS     ?= openblas
@@ -140,13 +144,14 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
                 libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium
 
-.PHONY: all deps test test-unit test-abi test-node test-node-binding test-install test-load install uninstall \
+.PHONY: all deps test test-unit test-abi test-node test-node-binding test-python test-install \
+        test-load install uninstall \
         check demo bench bench-data bench-inference bench-serve clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,22p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,23p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -290,6 +295,7 @@ FORCE:
 test: test-unit
 	$(MAKE) --no-print-directory test-node
 	$(MAKE) --no-print-directory test-node-binding
+	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory test-load
 	$(MAKE) --no-print-directory -j2 fuzz
@@ -373,6 +379,23 @@ test-node-binding: deps bin/quill $(SO)
 	@$(call npm_ci_or_skip,$(NODE_BINDING),node binding); \
 	QUILL_BIN=bin/quill node --test --test-reporter=spec --test-timeout=120000 \
 	  $(NODE_BINDING)/test/*.test.js
+
+# ---- the Python binding ----
+# bindings/python (the package quill: ctypes over lib/libquill.so) under pytest, run on the
+# source tree against this build's library and `quill` (its texts are compared with the
+# command line's). Debian's interpreter is named by its path, where make deps installs
+# python3-pytest, python3-matplotlib (the example's plots) and python3-setuptools and
+# python3-pip (the install test): a python3 earlier on PATH (pyenv's, a venv) lacks them.
+# Without an interpreter that has pytest the suite is a SKIP, which fails under CI=true.
+PYTHON ?= /usr/bin/python3
+
+test-python: deps $(SO) bin/quill
+	@if ! $(PYTHON) -c 'import pytest' 2>/dev/null; then \
+	  echo "python: SKIP: $(PYTHON) cannot import pytest (make deps installs python3-pytest)"; \
+	  if [ "$${CI:-}" = true ]; then echo "python: FAILED: CI needs the Python tests"; exit 1; fi; \
+	  exit 0; \
+	fi; \
+	QUILL_BIN=$(CURDIR)/bin/quill $(PYTHON) -m pytest -q -p no:cacheprovider bindings/python
 
 # make install into a temporary prefix, then a client built with nothing but what
 # pkg-config says (tests/install/client.c) and run.
