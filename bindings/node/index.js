@@ -128,6 +128,22 @@ function checkOptions(options, known, what) {
                            "parameter");
 }
 
+/* The ranges `quill generate` accepts for each sampling flag (generate/options.c). The
+ * library takes any float (temperature -1 is greedy to it), so a value the command line
+ * would refuse is refused here, with the command line's words. */
+const SAMPLER_RANGES = {
+  temperature: [0, 100], topK: [0, 2 ** 24], topP: [0, 1], minP: [0, 1], typicalP: [0, 1],
+  repeatPenalty: [0, 100], repeatLastN: [-1, 2 ** 24], frequencyPenalty: [-100, 100],
+  presencePenalty: [-100, 100],
+};
+
+function inRange(value, option) {
+  const [low, high] = SAMPLER_RANGES[option];
+  if (value < low || value > high)
+    throw new QuillError(`${option} ${value} is out of range [${low}, ${high}]`, "parameter");
+  return value;
+}
+
 /* The numeric sampler options and their fields in quill_sampler_params (C floats). */
 const SAMPLER_NUMBERS = {
   temperature: "temperature", topP: "top_p", minP: "min_p", typicalP: "typical_p",
@@ -196,13 +212,11 @@ function samplerParams(options) {
       C.quill_sampler_params_preset(p, string(options.preset, "preset")) !== 0)
     throw libraryError();
   for (const [option, field] of Object.entries(SAMPLER_NUMBERS))
-    if (options[option] !== undefined) p[field] = number(options[option], option);
+    if (options[option] !== undefined)
+      p[field] = inRange(number(options[option], option), option);
   for (const [option, field] of Object.entries(SAMPLER_INTEGERS))
-    if (options[option] !== undefined) p[field] = integer(options[option], option);
-  /* The library reads temperature <= 0 as greedy; the CLI refuses a negative one, and so
-   * does the binding: -1 is more likely a mistake than a request for greedy decoding. */
-  if (p.temperature < 0)
-    throw new QuillError(`temperature ${p.temperature} is negative (0 is greedy)`, "parameter");
+    if (options[option] !== undefined)
+      p[field] = inRange(integer(options[option], option), option);
   if (options.penalizePrompt !== undefined) p.penalize_prompt = Boolean(options.penalizePrompt);
   p.seed = options.seed === undefined ? randomInt(2 ** 32) : seed(options.seed);
   if (options.samplers !== undefined) p.chain = strings(options.samplers, "samplers").join(",");

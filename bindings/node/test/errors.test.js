@@ -45,11 +45,23 @@ describe("errors", { skip: STORIES.skip }, () => {
     await assert.rejects(Model.load(path), (e) => cliError(path).includes(e.message));
   });
 
-  test("temperature -1: kind parameter, as the CLI refuses it", async () => {
+  test("temperature -1 and other settings the CLI refuses: kind parameter", async () => {
     const context = new Context(await storiesModel());
     await rejectsWith(context.generate(PROMPT, { temperature: -1 }), "parameter",
-                      /temperature -1 is negative/);
-    assert.match(cliError(STORIES.path, ["--temperature", "-1"]), /--temperature -1 is out of range/);
+                      /^temperature -1 is out of range \[0, 100\]$/);
+    assert.match(cliError(STORIES.path, ["--temperature", "-1"]),
+                 /--temperature -1 is out of range \[0, 100\]/);
+    /* Each range is the CLI's: its bounds pass, a step beyond them is refused by both. */
+    const outside = [["topP", "--top-p", 1.5], ["minP", "--min-p", -0.1],
+                     ["repeatLastN", "--repeat-last-n", -2], ["presencePenalty", "--presence-penalty", 101]];
+    for (const [option, flag, value] of outside) {
+      await rejectsWith(context.generate(PROMPT, { [option]: value }), "parameter",
+                        new RegExp(`^${option} ${value} is out of range`));
+      assert.match(cliError(STORIES.path, [flag, String(value)]), /is out of range/);
+    }
+    const { finishReason } = await context.generate(PROMPT, {
+      maxTokens: 2, temperature: 100, topP: 1, minP: 0, repeatLastN: -1, presencePenalty: -100, seed: 1 });
+    assert.equal(finishReason, "length");
     await context.close();
   });
 
