@@ -21,6 +21,9 @@ int cmd_tokenize(int argc, char **argv, Error *err);
 int generate_tokenize(const quill_model *m, const char *text, size_t len, bool add_special,
                       bool parse_special, quill_token **ids, Error *err);
 
+/* quill grammar: builds a GBNF grammar and prints accept or reject for texts (--check). */
+int cmd_grammar(int argc, char **argv, Error *err);
+
 /* quill bench MODEL.gguf: prompt and generation speed of a model. */
 int cmd_bench_model(int argc, char **argv, Error *err);
 /* quill info: what a GGUF file holds. */
