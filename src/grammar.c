@@ -12,7 +12,7 @@
 
 /* The most copies a repetition {m,n} may ask for: each copy is written out in the table,
  * so a bound keeps a typo such as {1000000} from filling memory. */
-enum { GRAMMAR_MAX_REPEAT = 10000 };
+enum { GRAMMAR_MAX_REPEAT = 10000, GRAMMAR_MAX_GROUP_DEPTH = 200 };
 
 /* ---------------------------------------------------------------- the parser */
 
@@ -31,6 +31,7 @@ typedef struct {
     size_t len, pos;
     RuleDraft *rules;
     size_t n_rules, cap_rules;
+    int group_depth; /* parentheses open around the parser's position */
     Error *err;
 } Parser;
 
@@ -308,14 +309,19 @@ static int apply_repetition(Parser *p, int rule, size_t item, long min, long max
 
 static int parse_alternatives(Parser *p, int rule, int named_rule, bool nested);
 
-/* ( alternatives ): a rule of its own, referred to from here. */
+/* ( alternatives ): a rule of its own, referred to from here. Groups are parsed by
+ * recursion, so their depth is bounded, as a stack's must be. */
 static int parse_group(Parser *p, int rule, int named_rule)
 {
+    if (p->group_depth == GRAMMAR_MAX_GROUP_DEPTH)
+        return fail(p, "groups nested more than 200 deep");
     p->pos++;
     skip_space(p, true);
     int group = rule_generated(p, named_rule);
+    p->group_depth++;
     if (group < 0 || parse_alternatives(p, group, named_rule, true) != 0)
         return -1;
+    p->group_depth--;
     if (peek(p, 0) != ')')
         return fail(p, "expecting ')'");
     p->pos++;
@@ -378,12 +384,13 @@ static int parse_sequence(Parser *p, int rule, int named_rule, bool nested)
     bool have_item = false;
     for (;;) {
         long min, max;
+        size_t operator_at = p->pos;
         int rep = parse_repetition(p, nested, &min, &max);
         if (rep < 0)
             return -1;
         if (rep > 0) {
             if (!have_item)
-                return fail(p, "a repetition (* + ? {}) needs an item before it");
+                return error_at(p, operator_at, "a repetition (* + ? {}) needs an item before it");
             if (apply_repetition(p, rule, item, min, max) != 0)
                 return -1;
             have_item = false; /* a second operator needs a group: (S{2,3})? */
@@ -626,16 +633,10 @@ void grammar_free(Grammar *g)
 
 /* ---------------------------------------------------------------- the recognizer */
 
-static void stack_set_clear(GrammarStackSet *s)
+static void stack_set_free(GrammarStackSet *s)
 {
     for (size_t i = 0; i < s->n; i++)
         free(s->items[i].positions);
-    s->n = 0;
-}
-
-static void stack_set_free(GrammarStackSet *s)
-{
-    stack_set_clear(s);
     free(s->items);
     *s = (GrammarStackSet){0};
 }

@@ -334,8 +334,8 @@ static const BadGrammar BAD[] = {
     {"root ::= (\"a\" | \"b\"", "line 1, column 20: expecting ')'"},
     {"root ::= [a-z", "line 1, column 14: unexpected end of the grammar"},
     {"root = \"a\"", "line 1, column 6: expecting ::="},
-    {"root ::= * \"a\"", "line 1, column 11: a repetition (* + ? {}) needs an item before it"},
-    {"root ::= \"a\"**", "line 1, column 15: a repetition (* + ? {}) needs an item before it"},
+    {"root ::= * \"a\"", "line 1, column 10: a repetition (* + ? {}) needs an item before it"},
+    {"root ::= \"a\"**", "line 1, column 14: a repetition (* + ? {}) needs an item before it"},
     {"root ::= \"a\"{2,1}", "line 1, column 13: repetition {m,n} with n below m"},
     {"root ::= \"a\"{x}", "line 1, column 14: expecting a number"},
     {"root ::= \"a\"{3", "line 1, column 15: expecting '}' (or ',') in a repetition {m,n}"},
@@ -378,6 +378,35 @@ Test(grammar, invalid_grammars_name_their_position)
         compared++;
     }
     cr_assert_eq(compared, 27);
+}
+
+/* Groups are parsed by recursion: a grammar of deeply nested parentheses is refused, not a
+ * stack overflow; 200 levels still build. */
+Test(grammar, nesting_depth_is_bounded)
+{
+    char text[1024];
+    for (int depth = 200; depth <= 201; depth++) {
+        int n = snprintf(text, sizeof text, "root ::= ");
+        for (int i = 0; i < depth; i++)
+            text[n++] = '(';
+        text[n++] = '.';
+        for (int i = 0; i < depth; i++)
+            text[n++] = ')';
+        text[n] = '\0';
+        Grammar g;
+        Error err = {{0}};
+        int status = grammar_parse(text, (size_t)n, &g, &err);
+        if (depth == 200) {
+            cr_assert_eq(status, 0, "%s", err.msg);
+            bool accepted;
+            cr_assert_eq(grammar_accepts(&g, "z", 1, &accepted, &err), 0, "%s", err.msg);
+            cr_expect(accepted);
+            grammar_free(&g);
+        } else {
+            cr_expect_eq(status, -1);
+            cr_expect_str_eq(err.msg, "line 1, column 210: groups nested more than 200 deep");
+        }
+    }
 }
 
 Test(grammar, valid_layouts_parse)
