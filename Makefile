@@ -416,7 +416,7 @@ test-install: $(LIB) $(SO)
 # Each input is limited to 5 s and 2 GB, so a hang or a memory blow-up fails like a crash,
 # and a failure prints the command that reproduces it.
 FUZZ_SECONDS ?= 20
-FUZZERS      := gguf_model config train_state token_cache
+FUZZERS      := gguf_model config train_state token_cache grammar
 FUZZ_BUILD   := build/fuzz
 # -Wno-pass-failed: UBSan's checks on every load (alignment, null, pointer overflow) keep
 # clang from vectorising the loops marked `#pragma omp simd`, and it warns about each one;

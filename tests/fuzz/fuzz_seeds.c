@@ -10,6 +10,7 @@
 
 #include "../../train/checkpoint.h"
 #include "../../train/data.h"
+#include "fileio.h"
 #include "fuzz_common.h"
 #include "gguf.h"
 #include "model.h"
@@ -118,6 +119,31 @@ static int write_bpe_vocab(const char *path, Error *err)
     return status;
 }
 
+/* Grammars that use every construct of the format, each with a text, written as
+ * fuzz_grammar reads its input: the grammar, a NUL, the text. */
+static int write_grammar_seeds(const char *dir, Error *err)
+{
+    static const struct {
+        const char *grammar, *text;
+    } SEEDS[] = {
+        {"root ::= \"{\" ws (pair (\",\" ws pair)*)? \"}\"\n"
+         "pair ::= [a-z]+ \":\" ws ([0-9]{1,3} | \"\\\"\" [^\"\\\\]* \"\\\"\")\n"
+         "ws ::= [ \\t\\n]*  # spaces\n",
+         "{a: 12, b: \"x\"}"},
+        {"root ::= (\"é\" | [α-ω] | \"\\u00e9\" | .)+ \"\\x21\"?", "é αβ!"},
+        {"root ::= item{2,} end?\nitem ::= \"(\" (item | [^()]) \")\"\nend ::= \"\\n\"",
+         "((a))(b)\n"},
+    };
+    for (size_t i = 0; i < sizeof SEEDS / sizeof *SEEDS; i++) {
+        char path[512], input[512];
+        int n = snprintf(input, sizeof input, "%s%c%s", SEEDS[i].grammar, 0, SEEDS[i].text);
+        snprintf(path, sizeof path, "%s/seed%zu", dir, i);
+        if (file_write_atomic(path, input, (size_t)n, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -149,6 +175,9 @@ int main(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s/train_state", argv[1]);
     if (status == 0)
         status = write_checkpoint(dir, &tok, &err);
+    snprintf(dir, sizeof dir, "%s/grammar", argv[1]);
+    if (status == 0)
+        status = write_grammar_seeds(dir, &err);
     tokenizer_free(&tok);
     if (status != 0) {
         fprintf(stderr, "fuzz-seeds: %s\n", err.msg);
