@@ -54,6 +54,10 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1,
          "keep tokens with p >= min-p * p_max (0: off)"},
         {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
+        {"xtc-probability", FLAG_FLOAT, &o->sampler.xtc_probability, 0, 1,
+         "XTC: the chance per token of removing the top choices (0: off)"},
+        {"xtc-threshold", FLAG_FLOAT, &o->sampler.xtc_threshold, 0, 1,
+         "XTC: tokens with p >= this are top choices (> 0.5: off)"},
         {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
@@ -204,6 +208,8 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.presence_penalty = n->presence_penalty;
     p.repeat_last_n = n->repeat_last_n;
     p.penalize_prompt = n->penalize_prompt;
+    p.xtc_probability = n->xtc_probability;
+    p.xtc_threshold = n->xtc_threshold;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};

@@ -300,6 +300,9 @@ typedef struct {
     const char *const *bad_words; /* texts never to generate, tokenized with the model
                                      (each as written and with a leading space) */
     int n_bad_words;
+    /* Added after the fields above, which keep their places. */
+    float xtc_probability;   /* XTC's chance per token; 0: off (default) */
+    float xtc_threshold;     /* XTC's top choices: p >= this; > 0.5: off; default 0.1 */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

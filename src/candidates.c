@@ -329,6 +329,28 @@ void candidates_typical(CandidateList *c, float typical_p)
     c->indexed = false;
 }
 
+void candidates_xtc(CandidateList *c, float threshold)
+{
+    if (threshold > 0.5f || c->n < 2)
+        return;
+    candidates_softmax(c);
+    int n_top = 0, last_top = -1; /* the top choices, and the last of them in sorted order */
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p >= threshold) {
+            n_top++;
+            if (last_top < 0 || order_before(&c->data[last_top], &c->data[i], ORDER_BY_LOGIT))
+                last_top = i;
+        }
+    if (n_top < 2)
+        return;
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p < threshold || i == last_top)
+            c->data[kept++] = c->data[i];
+    c->n = kept;
+    c->indexed = false;
+}
+
 void candidates_temperature(CandidateList *c, float temperature)
 {
     if (temperature <= 0.0f || temperature == 1.0f)

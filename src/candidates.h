@@ -99,6 +99,16 @@ void candidates_min_p(CandidateList *c, float min_p);
  * unchanged. */
 void candidates_typical(CandidateList *c, float typical_p);
 
+/* XTC, "exclude top choices" (Weidmann 2024, text-generation-webui PR #6335): when two or
+ * more candidates have p >= threshold, removes all of them but the least likely one, so
+ * the text leaves its most predictable path while staying among tokens the model finds
+ * plausible. With one such candidate or none, or threshold > 0.5 (at most one token can
+ * reach it), unchanged. Whether it runs at all is a coin the sampler throws (XTC's
+ * probability). The candidates at or above the threshold are a prefix of the sorted list,
+ * so the one kept is the last of that prefix: the lowest logit, ties to the higher id. One
+ * pass, no sort; keeps the order. */
+void candidates_xtc(CandidateList *c, float threshold);
+
 /* l_i / temperature (Ackley et al. 1985; the softmax temperature): < 1 sharpens, > 1
  * flattens. temperature <= 0 or == 1: unchanged (temperature <= 0 is greedy decoding,
  * which the selector does: dividing by 0 would give infinities and NaN). */

@@ -19,7 +19,7 @@
 static const SamplerStage DEFAULT_CHAIN[] = {
     SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
     SAMPLER_STAGE_TOP_K,      SAMPLER_STAGE_TYPICAL_P, SAMPLER_STAGE_TOP_P,
-    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_TEMPERATURE,
+    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_XTC,       SAMPLER_STAGE_TEMPERATURE,
 };
 
 /* ---- parameters ---- */
@@ -32,6 +32,8 @@ void sampler_params_default(SamplerParams *p)
         .top_p = 0.95f,
         .min_p = 0.05f,
         .typical_p = 1.0f,
+        .xtc_probability = 0.0f,
+        .xtc_threshold = 0.1f,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,
@@ -430,6 +432,35 @@ static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
     return check_unit("min-p", p->min_p, err);
 }
 
+static bool xtc_on(const SamplerParams *p)
+{
+    return p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f;
+}
+
+/* The coin is thrown only when XTC is on, and on every token then (before looking at the
+ * list, as llama.cpp does), so its stream does not depend on the logits. */
+static void xtc_apply(Sampler *s, CandidateList *c)
+{
+    if (!xtc_on(&s->params) || c->n < 2)
+        return;
+    if (rng_uniform(&s->xtc_rng) > s->params.xtc_probability)
+        return;
+    candidates_xtc(c, s->params.xtc_threshold);
+}
+
+static void xtc_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, xtc_on(p), "(probability %g, threshold %g)",
+                     p->xtc_probability, p->xtc_threshold);
+}
+
+static int xtc_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (check_unit("xtc-probability", p->xtc_probability, err) != 0)
+        return -1;
+    return check_unit("xtc-threshold", p->xtc_threshold, err);
+}
+
 static void temperature_apply(Sampler *s, CandidateList *c)
 {
     candidates_temperature(c, s->params.temperature);
@@ -473,6 +504,7 @@ static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
     [SAMPLER_STAGE_MIN_P] = {"min-p", min_p_apply, min_p_describe, min_p_validate},
     [SAMPLER_STAGE_TEMPERATURE] = {"temperature", temperature_apply, temperature_describe,
                                    temperature_validate},
+    [SAMPLER_STAGE_XTC] = {"xtc", xtc_apply, xtc_describe, xtc_validate},
 };
 
 const char *sampler_stage_name(SamplerStage stage)
@@ -649,6 +681,8 @@ int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err)
     if (sampler_setup(s, p, n_vocab, 64, err) != 0)
         return -1;
     rng_seed(&s->rng, p->seed);
+    /* a different seed, so that the coin and the draw are not the same numbers */
+    rng_seed(&s->xtc_rng, p->seed ^ 0x9e3779b97f4a7c15u);
     return 0;
 }
 
@@ -672,6 +706,7 @@ int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
     if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
         return -1;
     dst->rng = src->rng;
+    dst->xtc_rng = src->xtc_rng;
     memcpy(dst->history, src->history, (size_t)src->n_history * sizeof *src->history);
     dst->n_history = src->n_history;
     return 0;

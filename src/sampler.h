@@ -4,8 +4,8 @@
  * first, then its default `samplers` list, without the samplers quill does not have):
  *
  *   logits -> logit-bias -> bad-words -> penalties -> top-k -> typical-p -> top-p
- *          -> min-p -> temperature -> softmax -> greedy (temperature <= 0)
- *                                                 or a seeded random draw
+ *          -> min-p -> xtc -> temperature -> softmax -> greedy (temperature <= 0)
+ *                                                        or a seeded random draw
  *
  * Bans and penalties come first because they change which tokens are likely; the
  * truncating filters then cut on the model's own (untempered) distribution; temperature
@@ -43,6 +43,7 @@ typedef enum {
     SAMPLER_STAGE_TOP_P,       /* "top-p" */
     SAMPLER_STAGE_MIN_P,       /* "min-p" */
     SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
+    SAMPLER_STAGE_XTC,         /* "xtc": exclude top choices */
     SAMPLER_STAGE_COUNT
 } SamplerStage;
 
@@ -80,6 +81,12 @@ typedef struct {
     /* Locally typical sampling (Meister et al. 2022): order tokens by |-ln p - H|, H the
      * entropy, keep the smallest such set whose probability reaches typical_p. 1.0 = off. */
     float typical_p;
+    /* XTC, exclude top choices (Weidmann 2024): with probability xtc_probability per
+     * token, when two or more candidates have p >= xtc_threshold, all of them but the
+     * least likely are removed. xtc_probability 0 = off (the default), as is
+     * xtc_threshold > 0.5; llama.cpp's default threshold is 0.1. */
+    float xtc_probability;
+    float xtc_threshold;
     /* Repetition penalty (Keskar et al. 2019, CTRL): each distinct token in the window has
      * its logit divided by the penalty when positive and multiplied by it when negative,
      * once however often it occurs (dividing a negative logit would raise it: the
@@ -125,6 +132,8 @@ typedef struct {
     SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
     int n_vocab;
     Rng rng;
+    Rng xtc_rng; /* XTC's coin: its own stream (as in llama.cpp), so that sampler_apply
+                    leaves the draw's numbers alone and XTC on or off draws the same r */
     LogitBias *logit_bias;
     TokenSequence *bad_words;
     int *bad_word_tokens;  /* the tokens of every bad word, one after another */
@@ -159,8 +168,8 @@ typedef struct {
 } SamplerTrace;
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
- * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), repeat penalty 1 (off) over the
- * last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
+ * threshold 0.1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
  * accepts the prompt into the window), no logit bias, no bad words, the default chain
  * (above), seed 0. */
 void sampler_params_default(SamplerParams *p);
@@ -225,9 +234,10 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err);
  * removed, sorted (most likely first), with probabilities p that sum to 1: the softmax of
  * the logits after the whole chain, so at temperature t > 0 the distribution the random
  * draw uses, and at t <= 0 the untempered one (ln p is then the log-probability under
- * penalties, bias and bans, as beam search needs). Uses no randomness. For beam search
- * over the full distribution, use a chain without the truncating filters (e.g.
- * "logit-bias,bad-words,penalties"): its sort is then over the whole vocabulary. */
+ * penalties, bias and bans, as beam search needs). Uses no randomness but XTC's coin,
+ * which has its own stream. For beam search over the full distribution, use a chain
+ * without the truncating filters (e.g. "logit-bias,bad-words,penalties"): its sort is
+ * then over the whole vocabulary. */
 void sampler_apply(Sampler *s, const float *logits, CandidateList *out);
 
 /* Picks a token from candidates: the argmax (ties to the lowest id) when temperature <= 0,

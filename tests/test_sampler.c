@@ -524,8 +524,8 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     char buf[512];
     sampler_chain_describe(&p, buf, sizeof buf);
     cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> top-k 40 -> "
-                          "typical-p off -> top-p 0.95 -> min-p 0.05 -> temperature 0.8 -> "
-                          "random draw (seed 42)");
+                          "typical-p off -> top-p 0.95 -> min-p 0.05 -> xtc off -> "
+                          "temperature 0.8 -> random draw (seed 42)");
     Error err;
     cr_assert_eq(sampler_chain_parse("penalties,temperature", &p, &err), 0, "%s", err.msg);
     p.repeat_penalty = 1.1f;
@@ -539,7 +539,7 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
 }
 
 /* The default chain is llama.cpp's order: bias and bans, penalties, top-k, typical-p,
- * top-p, min-p, temperature. */
+ * top-p, min-p, XTC, temperature (common_params_sampling::samplers). */
 Test(sampler_chain, default_order_is_llama_cpps)
 {
     SamplerParams p, q;
@@ -547,7 +547,7 @@ Test(sampler_chain, default_order_is_llama_cpps)
     q = p;
     Error err;
     cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-k,typical-p,top-p,"
-                                     "min-p,temperature",
+                                     "min-p,xtc,temperature",
                                      &q, &err),
                  0, "%s", err.msg);
     cr_assert_eq(p.n_chain, q.n_chain);
@@ -971,6 +971,7 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"repeat_last_n", "repeat-last-n -2"},
         {"bias", "token 10"},           {"bad_word", "no tokens"},
         {"bad_word_token", "token 12"}, {"chain", "chain entry"},
+        {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         SamplerParams p = params_plain();
@@ -995,6 +996,10 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.bad_words = no_tokens, p.n_bad_words = 1;
         else if (!strcmp(f, "bad_word_token"))
             p.bad_words = outside_word, p.n_bad_words = 1;
+        else if (!strcmp(f, "xtc_probability"))
+            p.xtc_probability = 1.5f;
+        else if (!strcmp(f, "xtc_threshold"))
+            p.xtc_threshold = -1.0f;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1148,5 +1153,86 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
         cr_expect_eq(p.n_chain, 1);
         cr_expect_eq(p.chain[0], (SamplerStage)i, "%s", name);
     }
-    cr_expect_eq(compared, 8);
+    cr_expect_eq(compared, SAMPLER_STAGE_COUNT);
+    cr_expect_eq(compared, 9);
+}
+
+/* ---- the samplers llama.cpp has beyond the classic filters ----
+ * The cases are llama.cpp's own (tests/test-sampling.cpp): probabilities (0.4, 0.3, 0.2,
+ * 0.1) as logits ln p. llama.cpp's tester leaves the survivors' p as they were; quill's
+ * sampler_apply renormalizes them, so each expected value here is llama.cpp's divided by
+ * the sum of the kept ones. */
+
+static const float LLAMA_PROBS[4] = {0.4f, 0.3f, 0.2f, 0.1f};
+
+static void llama_logits(float *logits)
+{
+    for (int i = 0; i < 4; i++)
+        logits[i] = logf(LLAMA_PROBS[i]);
+}
+
+/* XTC with probability 0.99 (the coin of seed 0 falls below it) and threshold t: every
+ * token with p >= t but the least likely of them goes. t = 0.09: all four reach it, 0.1
+ * stays alone; 0.19: 0.4 and 0.3 go, (0.2, 0.1) / 0.3; 0.29: 0.4 goes, (0.3, 0.2, 0.1) /
+ * 0.6; 0.39: only 0.4 reaches it, and one top choice is never removed. */
+Test(sampler_new, xtc_matches_llama_cpps_vectors)
+{
+    float logits[4];
+    llama_logits(logits);
+    const struct {
+        float threshold;
+        int n, ids[4];
+        double p[4];
+    } cases[] = {
+        {0.09f, 1, {3}, {1.0}},
+        {0.19f, 2, {2, 3}, {0.2 / 0.3, 0.1 / 0.3}},
+        {0.29f, 3, {1, 2, 3}, {0.3 / 0.6, 0.2 / 0.6, 0.1 / 0.6}},
+        {0.39f, 4, {0, 1, 2, 3}, {0.4, 0.3, 0.2, 0.1}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.xtc_probability = 0.99f;
+        p.xtc_threshold = cases[c].threshold;
+        Kept k = apply(&p, logits, 4);
+        expect_ids(&k, cases[c].ids, cases[c].n);
+        for (int i = 0; i < cases[c].n; i++, compared++)
+            expect_p(&k, cases[c].ids[i], cases[c].p[i]);
+    }
+    cr_expect_eq(compared, 10);
+}
+
+/* XTC's off values: probability 0, or a threshold above 0.5 (no two tokens can reach it),
+ * even with probability 1. */
+Test(sampler_new, xtc_off_values_keep_everything)
+{
+    float logits[4];
+    llama_logits(logits);
+    const int all[4] = {0, 1, 2, 3};
+    SamplerParams p = params_plain();
+    p.xtc_probability = 0.0f;
+    p.xtc_threshold = 0.1f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, all, 4);
+    p.xtc_probability = 1.0f;
+    p.xtc_threshold = 0.51f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, all, 4);
+}
+
+/* The coin: with probability 0.5 and threshold 0.19, half the draws see the whole
+ * distribution and half see (0.2, 0.1) / 0.3, so the frequencies are
+ * 0.5 * 0.4 = 0.2, 0.5 * 0.3 = 0.15, 0.5 * 0.2 + 0.5 * 2/3 = 0.4333, 0.05 + 0.5 / 3 = 0.2167. */
+Test(sampler_new, xtc_probability_is_the_chance_of_removing)
+{
+    float logits[4];
+    llama_logits(logits);
+    SamplerParams p = params_plain();
+    p.xtc_probability = 0.5f;
+    p.xtc_threshold = 0.19f;
+    p.seed = 3;
+    double freq[4];
+    const double want[4] = {0.2, 0.15, 0.1 + 1.0 / 3.0, 0.05 + 1.0 / 6.0};
+    sample_frequencies(&p, logits, 4, freq);
+    expect_frequencies(freq, want, 4);
 }
