@@ -54,6 +54,8 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1,
          "keep tokens with p >= min-p * p_max (0: off)"},
         {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
+        {"top-n-sigma", FLAG_FLOAT, &o->sampler.top_n_sigma, -1, 100,
+         "keep logits >= max - this * their standard deviation (-1: off)"},
         {"xtc-probability", FLAG_FLOAT, &o->sampler.xtc_probability, 0, 1,
          "XTC: the chance per token of removing the top choices (0: off)"},
         {"xtc-threshold", FLAG_FLOAT, &o->sampler.xtc_threshold, 0, 1,
@@ -210,6 +212,7 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.penalize_prompt = n->penalize_prompt;
     p.xtc_probability = n->xtc_probability;
     p.xtc_threshold = n->xtc_threshold;
+    p.top_n_sigma = n->top_n_sigma;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};

@@ -303,6 +303,7 @@ typedef struct {
     /* Added after the fields above, which keep their places. */
     float xtc_probability;   /* XTC's chance per token; 0: off (default) */
     float xtc_threshold;     /* XTC's top choices: p >= this; > 0.5: off; default 0.1 */
+    float top_n_sigma;       /* keep logits >= max - this * their std; < 0: off (default -1) */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

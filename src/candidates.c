@@ -291,6 +291,19 @@ void candidates_top_p(CandidateList *c, float top_p)
     c->indexed = false;
 }
 
+/* Keeps the candidates with logit >= threshold, in their order (the largest logit must
+ * pass, so that one always stays). */
+static void keep_logits_from(CandidateList *c, float threshold)
+{
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit >= threshold)
+            c->data[kept++] = c->data[i];
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
 void candidates_min_p(CandidateList *c, float min_p)
 {
     if (min_p <= 0.0f)
@@ -300,14 +313,28 @@ void candidates_min_p(CandidateList *c, float min_p)
      * logf(p_max) + logf(min_p) rounded to float, and so has the bar (0.25 against 0.5 *
      * 0.5). Widened to double, the bar would keep ln(min_p)'s digits that the token's
      * logit lost, and could land just above it. min_p = 1 adds logf(1) = 0 exactly. */
-    float threshold = candidates_max_logit(c) + logf(min_p);
-    int kept = 0;
+    keep_logits_from(c, candidates_max_logit(c) + logf(min_p));
+}
+
+void candidates_top_n_sigma(CandidateList *c, float n_sigma)
+{
+    if (n_sigma < 0.0f)
+        return;
+    /* mean and standard deviation of the finite logits (a banned token's -inf would make
+     * both infinite), in double: a sum over the vocabulary */
+    double sum = 0.0, sum_sq = 0.0;
+    int n_finite = 0;
     for (int i = 0; i < c->n; i++)
-        if (c->data[i].logit >= threshold)
-            c->data[kept++] = c->data[i];
-    if (kept < c->n)
-        c->indexed = false;
-    c->n = kept;
+        if (c->data[i].logit != -INFINITY) {
+            sum += c->data[i].logit;
+            n_finite++;
+        }
+    double mean = sum / n_finite;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY)
+            sum_sq += (c->data[i].logit - mean) * (c->data[i].logit - mean);
+    double sigma = sqrt(sum_sq / n_finite);
+    keep_logits_from(c, (float)((double)candidates_max_logit(c) - n_sigma * sigma));
 }
 
 void candidates_typical(CandidateList *c, float typical_p)

@@ -90,6 +90,14 @@ void candidates_top_p(CandidateList *c, float top_p);
  * sort. The most likely candidate always passes. min_p <= 0: unchanged. Keeps the order. */
 void candidates_min_p(CandidateList *c, float min_p);
 
+/* top-n-sigma (Tang, Liu, Xu & Huang 2024, "Top-n sigma: Not All Logits Are You Need"): keeps
+ * the candidates with l_i >= l_max - n_sigma * sigma, sigma the standard deviation of the
+ * (finite) logits of the list: the informative tokens stand out of a roughly normal mass of
+ * noise logits by a few sigma. Scaling every logit by 1/T scales l_max and sigma alike, so
+ * the kept set does not depend on the temperature. n_sigma 0 keeps the tokens tied with
+ * the best; n_sigma < 0: unchanged. Keeps the order. */
+void candidates_top_n_sigma(CandidateList *c, float n_sigma);
+
 /* Locally typical sampling (Meister et al. 2022, "Locally Typical Sampling", TACL): with
  * the entropy H = -sum p_i ln p_i, orders the candidates by |-ln p_i - H| (how far each
  * token's information content is from the expected one), smallest first, and keeps the

@@ -20,6 +20,7 @@ static void numbers_from_internal(const SamplerParams *s, quill_sampler_params *
     out->penalize_prompt = s->penalize_prompt;
     out->xtc_probability = s->xtc_probability;
     out->xtc_threshold = s->xtc_threshold;
+    out->top_n_sigma = s->top_n_sigma;
 }
 
 /* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
@@ -47,6 +48,7 @@ static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *ou
     out->penalize_prompt = p->penalize_prompt;
     out->xtc_probability = p->xtc_probability;
     out->xtc_threshold = p->xtc_threshold;
+    out->top_n_sigma = p->top_n_sigma;
     out->seed = p->seed;
 }
 

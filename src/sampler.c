@@ -18,8 +18,9 @@
  * temperature on what survived. */
 static const SamplerStage DEFAULT_CHAIN[] = {
     SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
-    SAMPLER_STAGE_TOP_K,      SAMPLER_STAGE_TYPICAL_P, SAMPLER_STAGE_TOP_P,
-    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_XTC,       SAMPLER_STAGE_TEMPERATURE,
+    SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,    SAMPLER_STAGE_TYPICAL_P,
+    SAMPLER_STAGE_TOP_P,      SAMPLER_STAGE_MIN_P,     SAMPLER_STAGE_XTC,
+    SAMPLER_STAGE_TEMPERATURE,
 };
 
 /* ---- parameters ---- */
@@ -34,6 +35,7 @@ void sampler_params_default(SamplerParams *p)
         .typical_p = 1.0f,
         .xtc_probability = 0.0f,
         .xtc_threshold = 0.1f,
+        .top_n_sigma = -1.0f,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,
@@ -432,6 +434,24 @@ static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
     return check_unit("min-p", p->min_p, err);
 }
 
+static void top_n_sigma_apply(Sampler *s, CandidateList *c)
+{
+    candidates_top_n_sigma(c, s->params.top_n_sigma);
+}
+
+static void top_n_sigma_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->top_n_sigma >= 0.0f, "%g", p->top_n_sigma);
+}
+
+static int top_n_sigma_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (!isfinite(p->top_n_sigma))
+        return error_set(err, "sampler: top-n-sigma %g is not a finite number (-1 turns it "
+                              "off)", p->top_n_sigma);
+    return 0;
+}
+
 static bool xtc_on(const SamplerParams *p)
 {
     return p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f;
@@ -505,6 +525,8 @@ static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
     [SAMPLER_STAGE_TEMPERATURE] = {"temperature", temperature_apply, temperature_describe,
                                    temperature_validate},
     [SAMPLER_STAGE_XTC] = {"xtc", xtc_apply, xtc_describe, xtc_validate},
+    [SAMPLER_STAGE_TOP_N_SIGMA] = {"top-n-sigma", top_n_sigma_apply, top_n_sigma_describe,
+                                   top_n_sigma_validate},
 };
 
 const char *sampler_stage_name(SamplerStage stage)

@@ -3,9 +3,9 @@
  * selector. The default chain is llama.cpp's (common_params_sampling: its logit bias
  * first, then its default `samplers` list, without the samplers quill does not have):
  *
- *   logits -> logit-bias -> bad-words -> penalties -> top-k -> typical-p -> top-p
- *          -> min-p -> xtc -> temperature -> softmax -> greedy (temperature <= 0)
- *                                                        or a seeded random draw
+ *   logits -> logit-bias -> bad-words -> penalties -> top-n-sigma -> top-k -> typical-p
+ *          -> top-p -> min-p -> xtc -> temperature -> softmax -> greedy (temperature <= 0)
+ *                                                                or a seeded random draw
  *
  * Bans and penalties come first because they change which tokens are likely; the
  * truncating filters then cut on the model's own (untempered) distribution; temperature
@@ -44,6 +44,7 @@ typedef enum {
     SAMPLER_STAGE_MIN_P,       /* "min-p" */
     SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
     SAMPLER_STAGE_XTC,         /* "xtc": exclude top choices */
+    SAMPLER_STAGE_TOP_N_SIGMA, /* "top-n-sigma" */
     SAMPLER_STAGE_COUNT
 } SamplerStage;
 
@@ -87,6 +88,10 @@ typedef struct {
      * xtc_threshold > 0.5; llama.cpp's default threshold is 0.1. */
     float xtc_probability;
     float xtc_threshold;
+    /* top-n-sigma (Tang et al. 2024): keep the tokens with logit >= max - top_n_sigma *
+     * sigma, sigma the standard deviation of the logits. < 0 = off (the default, -1, as
+     * llama.cpp's); 0 keeps only the tokens tied with the most likely one. */
+    float top_n_sigma;
     /* Repetition penalty (Keskar et al. 2019, CTRL): each distinct token in the window has
      * its logit divided by the penalty when positive and multiplied by it when negative,
      * once however often it occurs (dividing a negative logit would raise it: the
@@ -169,7 +174,7 @@ typedef struct {
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
  * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
- * threshold 0.1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * threshold 0.1, top-n-sigma -1 (off), repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
  * accepts the prompt into the window), no logit bias, no bad words, the default chain
  * (above), seed 0. */
 void sampler_params_default(SamplerParams *p);

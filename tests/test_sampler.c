@@ -523,7 +523,8 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     p.seed = 42;
     char buf[512];
     sampler_chain_describe(&p, buf, sizeof buf);
-    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> top-k 40 -> "
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> "
+                          "top-n-sigma off -> top-k 40 -> "
                           "typical-p off -> top-p 0.95 -> min-p 0.05 -> xtc off -> "
                           "temperature 0.8 -> random draw (seed 42)");
     Error err;
@@ -538,16 +539,16 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     cr_expect_str_eq(buf, "penalties");
 }
 
-/* The default chain is llama.cpp's order: bias and bans, penalties, top-k, typical-p,
- * top-p, min-p, XTC, temperature (common_params_sampling::samplers). */
+/* The default chain is llama.cpp's order: bias and bans, penalties, top-n-sigma, top-k,
+ * typical-p, top-p, min-p, XTC, temperature (common_params_sampling::samplers). */
 Test(sampler_chain, default_order_is_llama_cpps)
 {
     SamplerParams p, q;
     sampler_params_default(&p);
     q = p;
     Error err;
-    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-k,typical-p,top-p,"
-                                     "min-p,xtc,temperature",
+    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-n-sigma,top-k,"
+                                     "typical-p,top-p,min-p,xtc,temperature",
                                      &q, &err),
                  0, "%s", err.msg);
     cr_assert_eq(p.n_chain, q.n_chain);
@@ -972,6 +973,7 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"bias", "token 10"},           {"bad_word", "no tokens"},
         {"bad_word_token", "token 12"}, {"chain", "chain entry"},
         {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
+        {"top_n_sigma", "top-n-sigma"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         SamplerParams p = params_plain();
@@ -1000,6 +1002,8 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.xtc_probability = 1.5f;
         else if (!strcmp(f, "xtc_threshold"))
             p.xtc_threshold = -1.0f;
+        else if (!strcmp(f, "top_n_sigma"))
+            p.top_n_sigma = NAN;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1154,7 +1158,7 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
         cr_expect_eq(p.chain[0], (SamplerStage)i, "%s", name);
     }
     cr_expect_eq(compared, SAMPLER_STAGE_COUNT);
-    cr_expect_eq(compared, 9);
+    cr_expect_eq(compared, 10);
 }
 
 /* ---- the samplers llama.cpp has beyond the classic filters ----
@@ -1162,6 +1166,15 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
  * 0.1) as logits ln p. llama.cpp's tester leaves the survivors' p as they were; quill's
  * sampler_apply renormalizes them, so each expected value here is llama.cpp's divided by
  * the sum of the kept ones. */
+
+/* The kept ids, in order, are ids[0..n), with probabilities p[0..n); returns n. */
+static int expect_kept(const Kept *k, const int *ids, const double *p, int n)
+{
+    expect_ids(k, ids, n);
+    for (int i = 0; i < n; i++)
+        expect_p(k, ids[i], p[i]);
+    return n;
+}
 
 static const float LLAMA_PROBS[4] = {0.4f, 0.3f, 0.2f, 0.1f};
 
@@ -1195,9 +1208,7 @@ Test(sampler_new, xtc_matches_llama_cpps_vectors)
         p.xtc_probability = 0.99f;
         p.xtc_threshold = cases[c].threshold;
         Kept k = apply(&p, logits, 4);
-        expect_ids(&k, cases[c].ids, cases[c].n);
-        for (int i = 0; i < cases[c].n; i++, compared++)
-            expect_p(&k, cases[c].ids[i], cases[c].p[i]);
+        compared += expect_kept(&k, cases[c].ids, cases[c].p, cases[c].n);
     }
     cr_expect_eq(compared, 10);
 }
@@ -1235,4 +1246,59 @@ Test(sampler_new, xtc_probability_is_the_chance_of_removing)
     const double want[4] = {0.2, 0.15, 0.1 + 1.0 / 3.0, 0.05 + 1.0 / 6.0};
     sample_frequencies(&p, logits, 4, freq);
     expect_frequencies(freq, want, 4);
+}
+
+/* top-n-sigma on llama.cpp's cases, probabilities (0.1, 0.2, 0.3, 0.4) for tokens 0..3.
+ * By hand: the logits ln p are -2.302585, -1.609438, -1.203973, -0.916291; their mean is
+ * -1.508072, the squared deviations 0.631251, 0.010275, 0.092476, 0.350205 average to
+ * 0.271052, sigma = 0.520627. n = 1: the bar is -0.916291 - 0.520627 = -1.436918, and 0.4
+ * and 0.3 pass: (0.4, 0.3) / 0.7 = (0.571429, 0.428571). n = 0: only the best. n = 3: the
+ * bar -2.478 lets every token through. */
+Test(sampler_new, top_n_sigma_matches_llama_cpps_vectors)
+{
+    const float probs[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    float logits[4];
+    for (int i = 0; i < 4; i++)
+        logits[i] = logf(probs[i]);
+    const struct {
+        float n_sigma;
+        int n, ids[4];
+        double p[4];
+    } cases[] = {
+        {1.0f, 2, {3, 2}, {0.571429, 0.428571}},
+        {0.0f, 1, {3}, {1.0}},
+        {3.0f, 4, {3, 2, 1, 0}, {0.4, 0.3, 0.2, 0.1}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.top_n_sigma = cases[c].n_sigma;
+        Kept k = apply(&p, logits, 4);
+        compared += expect_kept(&k, cases[c].ids, cases[c].p, cases[c].n);
+    }
+    cr_expect_eq(compared, 7);
+}
+
+/* Banned tokens do not count toward the mean and sigma (their -inf would make both
+ * infinite): logits (2, 0, -inf, -inf) have mean 1 and sigma 1 over the two finite ones,
+ * so n = 1 keeps l >= 2 - 1 = 1, token 0 alone (counted, the bans would make the bar NaN,
+ * which no logit passes: an empty list). The bar moves with the temperature as the logits do: the same set at T = 0.5. */
+Test(sampler_new, top_n_sigma_ignores_banned_tokens_and_the_temperature)
+{
+    const float logits[4] = {2.0f, 0.0f, -INFINITY, -INFINITY};
+    const int best[1] = {0};
+    SamplerParams p = params_plain();
+    p.top_n_sigma = 1.0f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, best, 1);
+    const float spread[4] = {2.0f, 1.5f, 0.0f, -2.0f}; /* mean 0.375, sigma 1.5562 */
+    const int two[2] = {0, 1};
+    p.top_n_sigma = 0.5f; /* bar 2 - 0.778 = 1.222 */
+    k = apply(&p, spread, 4);
+    expect_ids(&k, two, 2);
+    Error err;
+    cr_assert_eq(sampler_chain_parse("temperature,top-n-sigma", &p, &err), 0, "%s", err.msg);
+    p.temperature = 0.5f;
+    k = apply(&p, spread, 4);
+    expect_ids(&k, two, 2);
 }
