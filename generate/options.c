@@ -47,6 +47,10 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                   "sampling flags", PRESETS},
         {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100,
          "<= 0: greedy (argmax); 1: the model's distribution"},
+        {"dynatemp-range", FLAG_FLOAT, &o->sampler.dynatemp_range, 0, 100,
+         "dynamic temperature: temperature +- this, by the entropy (0: off)"},
+        {"dynatemp-exp", FLAG_FLOAT, &o->sampler.dynatemp_exponent, 0, 100,
+         "dynamic temperature: exponent of the normalized entropy"},
         {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24,
          "keep the k most likely tokens (0: off)"},
         {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1,
@@ -213,6 +217,8 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.xtc_probability = n->xtc_probability;
     p.xtc_threshold = n->xtc_threshold;
     p.top_n_sigma = n->top_n_sigma;
+    p.dynatemp_range = n->dynatemp_range;
+    p.dynatemp_exponent = n->dynatemp_exponent;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};

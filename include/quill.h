@@ -304,6 +304,9 @@ typedef struct {
     float xtc_probability;   /* XTC's chance per token; 0: off (default) */
     float xtc_threshold;     /* XTC's top choices: p >= this; > 0.5: off; default 0.1 */
     float top_n_sigma;       /* keep logits >= max - this * their std; < 0: off (default -1) */
+    float dynatemp_range;    /* dynamic temperature: temperature +- this by entropy; 0: off
+                                (default) */
+    float dynatemp_exponent; /* how entropy maps to it; default 1 */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

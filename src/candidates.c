@@ -337,6 +337,17 @@ void candidates_top_n_sigma(CandidateList *c, float n_sigma)
     keep_logits_from(c, (float)((double)candidates_max_logit(c) - n_sigma * sigma));
 }
 
+/* H = -sum p_i ln p_i = sum p_i (log Z - l_i) of a list after candidates_softmax, which
+ * returned log_z: no logarithm per token (banned tokens, p = 0, add nothing). */
+static double list_entropy(const CandidateList *c, double log_z)
+{
+    double entropy = 0.0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p > 0.0f)
+            entropy += c->data[i].p * (log_z - c->data[i].logit);
+    return entropy;
+}
+
 void candidates_typical(CandidateList *c, float typical_p)
 {
     if (typical_p >= 1.0f)
@@ -346,11 +357,7 @@ void candidates_typical(CandidateList *c, float typical_p)
      *   H = sum_i p_i (log Z - l_i)   and   |-ln p_i - H| = |l_i - (log Z - H)|:
      * the order is by distance from one target logit, with no logarithm per token
      * (banned tokens, p = 0, add nothing to H and are infinitely far away). */
-    double entropy = 0.0;
-    for (int i = 0; i < c->n; i++)
-        if (c->data[i].p > 0.0f)
-            entropy += c->data[i].p * (log_z - c->data[i].logit);
-    CandidateOrder o = {true, (float)(log_z - entropy)};
+    CandidateOrder o = {true, (float)(log_z - list_entropy(c, log_z))};
     c->n = candidates_find_mass(c, o, false, units_needed(c, typical_p)) + 1;
     c->sorted = false;
     c->indexed = false;
@@ -385,6 +392,23 @@ void candidates_temperature(CandidateList *c, float temperature)
     for (int i = 0; i < c->n; i++)
         if (c->data[i].logit != -INFINITY)
             c->data[i].logit = candidates_clamp_logit(c->data[i].logit / temperature);
+}
+
+float candidates_dynamic_temperature(CandidateList *c, float temperature, float range,
+                                     float exponent)
+{
+    int n_open = 0;
+    for (int i = 0; i < c->n; i++)
+        n_open += c->data[i].logit != -INFINITY;
+    if (n_open <= 1) /* one choice: no distribution to measure, nothing to reshape */
+        return temperature;
+    double entropy = list_entropy(c, candidates_softmax(c));
+    double normalized = entropy / log((double)n_open); /* 0 (certain) .. 1 (uniform) */
+    float low = temperature - range > 0.0f ? temperature - range : 0.0f;
+    float high = temperature + range;
+    float t = low + (high - low) * (float)pow(normalized, exponent);
+    candidates_temperature(c, t);
+    return t;
 }
 
 /* ---- the selectors ---- */

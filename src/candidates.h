@@ -122,6 +122,15 @@ void candidates_xtc(CandidateList *c, float threshold);
  * which the selector does: dividing by 0 would give infinities and NaN). */
 void candidates_temperature(CandidateList *c, float temperature);
 
+/* Dynamic temperature (kalomaze 2023, "DynaTemp"; llama.cpp's temp-ext): the temperature
+ * follows the list's entropy H, normalized by the largest possible one, ln n (n the
+ * candidates not banned): T = T_low + (T_high - T_low) * (H / ln n)^exponent with
+ * T_low = max(0, temperature - range), T_high = temperature + range. A sure model (H near
+ * 0) gets a low temperature and stays sure; an unsure one a high one. Divides the logits by
+ * T (candidates_temperature: T = 0 leaves them) and returns T. One candidate: unchanged. */
+float candidates_dynamic_temperature(CandidateList *c, float temperature, float range,
+                                     float exponent);
+
 /* The id of the highest logit, ties to the lowest id (greedy decoding). */
 int candidates_argmax(const CandidateList *c);
 

@@ -21,6 +21,8 @@ static void numbers_from_internal(const SamplerParams *s, quill_sampler_params *
     out->xtc_probability = s->xtc_probability;
     out->xtc_threshold = s->xtc_threshold;
     out->top_n_sigma = s->top_n_sigma;
+    out->dynatemp_range = s->dynatemp_range;
+    out->dynatemp_exponent = s->dynatemp_exponent;
 }
 
 /* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
@@ -49,6 +51,8 @@ static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *ou
     out->xtc_probability = p->xtc_probability;
     out->xtc_threshold = p->xtc_threshold;
     out->top_n_sigma = p->top_n_sigma;
+    out->dynatemp_range = p->dynatemp_range;
+    out->dynatemp_exponent = p->dynatemp_exponent;
     out->seed = p->seed;
 }
 

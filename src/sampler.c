@@ -36,6 +36,8 @@ void sampler_params_default(SamplerParams *p)
         .xtc_probability = 0.0f,
         .xtc_threshold = 0.1f,
         .top_n_sigma = -1.0f,
+        .dynatemp_range = 0.0f,
+        .dynatemp_exponent = 1.0f,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,
@@ -481,21 +483,41 @@ static int xtc_validate(const SamplerParams *p, int n_vocab, Error *err)
     return check_unit("xtc-threshold", p->xtc_threshold, err);
 }
 
+/* The dynamic temperature is on for sampling only: greedy decoding has no temperature. */
+static bool dynatemp_on(const SamplerParams *p)
+{
+    return p->dynatemp_range > 0.0f && p->temperature > 0.0f;
+}
+
 static void temperature_apply(Sampler *s, CandidateList *c)
 {
-    candidates_temperature(c, s->params.temperature);
+    const SamplerParams *p = &s->params;
+    if (dynatemp_on(p))
+        candidates_dynamic_temperature(c, p->temperature, p->dynatemp_range,
+                                       p->dynatemp_exponent);
+    else
+        candidates_temperature(c, p->temperature);
 }
 
 /* never "off": at <= 0 the selector is greedy, which the chain's description ends with */
 static void temperature_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_append(buf, cap, len, "%g", p->temperature <= 0.0f ? 0.0 : p->temperature);
+    if (dynatemp_on(p))
+        describe_append(buf, cap, len, " (dynamic, range %g, exponent %g)", p->dynatemp_range,
+                        p->dynatemp_exponent);
 }
 
 static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
 {
     if (!isfinite(p->temperature))
         return error_set(err, "sampler: temperature %g is not a finite number", p->temperature);
+    if (!(isfinite(p->dynatemp_range) && p->dynatemp_range >= 0.0f))
+        return error_set(err, "sampler: dynatemp-range %g must be 0 or more (0 turns it off)",
+                         p->dynatemp_range);
+    if (!(isfinite(p->dynatemp_exponent) && p->dynatemp_exponent >= 0.0f))
+        return error_set(err, "sampler: dynatemp-exp %g must be 0 or more",
+                         p->dynatemp_exponent);
     return 0;
 }
 

@@ -70,6 +70,13 @@ typedef struct {
      * <= 0: greedy decoding, the argmax with ties to the lowest id (never a division by
      * 0); 1: the model's distribution; < 1 sharper; > 1 flatter. */
     float temperature;
+    /* Dynamic temperature (kalomaze 2023; llama.cpp's dynatemp): with dynatemp_range > 0
+     * the temperature stage uses T = T_low + (T_high - T_low) * (H / ln n)^dynatemp_exponent,
+     * T_low/high = temperature -/+ dynatemp_range (T_low at least 0), H the entropy of the
+     * n candidates it sees. 0 = off (the default); the exponent defaults to 1. Greedy
+     * (temperature <= 0) stays greedy. */
+    float dynatemp_range;
+    float dynatemp_exponent;
     /* Keep the top_k highest logits (Fan et al. 2018). 0 = off. */
     int top_k;
     /* Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most likely
@@ -174,7 +181,7 @@ typedef struct {
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
  * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
- * threshold 0.1, top-n-sigma -1 (off), repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * threshold 0.1, top-n-sigma -1 (off), dynamic temperature range 0 (off) with exponent 1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
  * accepts the prompt into the window), no logit bias, no bad words, the default chain
  * (above), seed 0. */
 void sampler_params_default(SamplerParams *p);

@@ -973,7 +973,8 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"bias", "token 10"},           {"bad_word", "no tokens"},
         {"bad_word_token", "token 12"}, {"chain", "chain entry"},
         {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
-        {"top_n_sigma", "top-n-sigma"},
+        {"top_n_sigma", "top-n-sigma"}, {"dynatemp_range", "dynatemp-range -1"},
+        {"dynatemp_exponent", "dynatemp-exp"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         SamplerParams p = params_plain();
@@ -1004,6 +1005,10 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.xtc_threshold = -1.0f;
         else if (!strcmp(f, "top_n_sigma"))
             p.top_n_sigma = NAN;
+        else if (!strcmp(f, "dynatemp_range"))
+            p.dynatemp_range = -1.0f;
+        else if (!strcmp(f, "dynatemp_exponent"))
+            p.dynatemp_exponent = -0.5f;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1301,4 +1306,63 @@ Test(sampler_new, top_n_sigma_ignores_banned_tokens_and_the_temperature)
     p.temperature = 0.5f;
     k = apply(&p, spread, 4);
     expect_ids(&k, two, 2);
+}
+
+/* Dynamic temperature. llama.cpp's own cases have range 0, where it is the plain
+ * temperature (T = 1 leaves (0.4, 0.3, 0.2, 0.1) as they are; T = 0 is greedy). By hand
+ * for range > 0: the entropy of (0.4, 0.3, 0.2, 0.1) is H = 1.279854, over ln 4 = 1.386294
+ * that is 0.923220. Temperature 1, range 0.5, exponent 1: T = 0.5 + 1 * 0.923220 =
+ * 1.423220, and p_i ~ p_i^(1/T) gives (0.356001, 0.290847, 0.218745, 0.134408); exponent 2:
+ * T = 0.5 + 0.923220^2 = 1.352335, (0.361521, 0.292244, 0.216537, 0.129698); temperature
+ * 0.3, range 0.5: T_low = max(0, -0.2) = 0, T = 0.8 * 0.923220 = 0.738576, (0.450114,
+ * 0.304903, 0.176093, 0.068890). */
+Test(sampler_new, dynamic_temperature_follows_the_entropy)
+{
+    float logits[4];
+    llama_logits(logits);
+    const int ids[4] = {0, 1, 2, 3};
+    const struct {
+        float temperature, range, exponent;
+        double p[4];
+    } cases[] = {
+        {1.0f, 0.0f, 1.0f, {0.4, 0.3, 0.2, 0.1}},
+        {1.0f, 0.5f, 1.0f, {0.356001, 0.290847, 0.218745, 0.134408}},
+        {1.0f, 0.5f, 2.0f, {0.361521, 0.292244, 0.216537, 0.129698}},
+        {0.3f, 0.5f, 1.0f, {0.450114, 0.304903, 0.176093, 0.068890}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.temperature = cases[c].temperature;
+        p.dynatemp_range = cases[c].range;
+        p.dynatemp_exponent = cases[c].exponent;
+        Kept k = apply(&p, logits, 4);
+        compared += expect_kept(&k, ids, cases[c].p, 4);
+    }
+    cr_expect_eq(compared, 16);
+    /* temperature 0 stays greedy whatever the range: the argmax, token 0 */
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.dynatemp_range = 0.5f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    for (int i = 0; i < 20; i++)
+        cr_expect_eq(sampler_sample(&s, logits), 0);
+    sampler_free(&s);
+}
+
+/* The temperature is the entropy's: a uniform list (H = ln n) gets T_high, and the
+ * function says which T it used. Logits (0, 0, 0, 0), temperature 1, range 0.5: T = 1.5. */
+Test(sampler_new, dynamic_temperature_of_a_uniform_list_is_the_highest)
+{
+    Error err;
+    CandidateList c;
+    cr_assert_eq(candidates_init(&c, 4, &err), 0, "%s", err.msg);
+    const float flat[4] = {0, 0, 0, 0};
+    candidates_fill(&c, flat, 4);
+    cr_expect(fabsf(candidates_dynamic_temperature(&c, 1.0f, 0.5f, 1.0f) - 1.5f) < 1e-6f);
+    const float one[4] = {0, -INFINITY, -INFINITY, -INFINITY}; /* one choice: unchanged */
+    candidates_fill(&c, one, 4);
+    cr_expect_eq(candidates_dynamic_temperature(&c, 1.0f, 0.5f, 1.0f), 1.0f);
+    candidates_free(&c);
 }
