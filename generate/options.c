@@ -64,6 +64,12 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
          "XTC: the chance per token of removing the top choices (0: off)"},
         {"xtc-threshold", FLAG_FLOAT, &o->sampler.xtc_threshold, 0, 1,
          "XTC: tokens with p >= this are top choices (> 0.5: off)"},
+        {"mirostat", FLAG_INT, &o->sampler.mirostat, 0, 2,
+         "Mirostat version (0: off, 2: Mirostat 2.0); replaces the filters and penalties"},
+        {"mirostat-lr", FLAG_FLOAT, &o->sampler.mirostat_eta, 0, 100,
+         "Mirostat's learning rate eta"},
+        {"mirostat-ent", FLAG_FLOAT, &o->sampler.mirostat_tau, 0, 100,
+         "Mirostat's target surprise tau, in bits"},
         {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
@@ -219,6 +225,9 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.top_n_sigma = n->top_n_sigma;
     p.dynatemp_range = n->dynatemp_range;
     p.dynatemp_exponent = n->dynatemp_exponent;
+    p.mirostat = n->mirostat;
+    p.mirostat_tau = n->mirostat_tau;
+    p.mirostat_eta = n->mirostat_eta;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};

@@ -411,6 +411,25 @@ float candidates_dynamic_temperature(CandidateList *c, float temperature, float 
     return t;
 }
 
+void candidates_mirostat_v2(CandidateList *c, float mu)
+{
+    candidates_softmax(c);
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (-log2f(c->data[i].p) <= mu)
+            c->data[kept++] = c->data[i];
+    if (kept == 0) { /* even the most likely token is more surprising than mu */
+        int best = 0;
+        for (int i = 1; i < c->n; i++)
+            if (order_before(&c->data[i], &c->data[best], ORDER_BY_LOGIT))
+                best = i;
+        c->data[kept++] = c->data[best];
+    }
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
 /* ---- the selectors ---- */
 
 int candidates_argmax(const CandidateList *c)

@@ -131,6 +131,11 @@ void candidates_temperature(CandidateList *c, float temperature);
 float candidates_dynamic_temperature(CandidateList *c, float temperature, float range,
                                      float exponent);
 
+/* Mirostat 2.0's cut (Basu, Ramachandran, Keskar & Varshney 2021, "Mirostat: A Neural Text
+ * Decoding Algorithm that Directly Controls Perplexity", algorithm 2): keeps the candidates
+ * whose surprise -log2 p_i is at most mu, at least the most likely one. Keeps the order. */
+void candidates_mirostat_v2(CandidateList *c, float mu);
+
 /* The id of the highest logit, ties to the lowest id (greedy decoding). */
 int candidates_argmax(const CandidateList *c);
 

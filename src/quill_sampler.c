@@ -23,6 +23,9 @@ static void numbers_from_internal(const SamplerParams *s, quill_sampler_params *
     out->top_n_sigma = s->top_n_sigma;
     out->dynatemp_range = s->dynatemp_range;
     out->dynatemp_exponent = s->dynatemp_exponent;
+    out->mirostat = s->mirostat;
+    out->mirostat_tau = s->mirostat_tau;
+    out->mirostat_eta = s->mirostat_eta;
 }
 
 /* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
@@ -53,6 +56,9 @@ static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *ou
     out->top_n_sigma = p->top_n_sigma;
     out->dynatemp_range = p->dynatemp_range;
     out->dynatemp_exponent = p->dynatemp_exponent;
+    out->mirostat = p->mirostat;
+    out->mirostat_tau = p->mirostat_tau;
+    out->mirostat_eta = p->mirostat_eta;
     out->seed = p->seed;
 }
 

@@ -77,6 +77,15 @@ typedef struct {
      * (temperature <= 0) stays greedy. */
     float dynatemp_range;
     float dynatemp_exponent;
+    /* Mirostat (Basu et al. 2021): 0 = off (the default), 2 = Mirostat 2.0. It replaces
+     * the truncating filters: as in llama.cpp, only the chain's logit-bias, bad-words and
+     * temperature stages run, then the candidates with surprise -log2 p above mu are cut,
+     * a token is drawn, and mu -= mirostat_eta * (its surprise - mirostat_tau). mu starts
+     * at 2 * tau (sampler_init, sampler_reset). tau: the target surprise in bits (5);
+     * eta: the learning rate (0.1). */
+    int mirostat;
+    float mirostat_tau;
+    float mirostat_eta;
     /* Keep the top_k highest logits (Fan et al. 2018). 0 = off. */
     int top_k;
     /* Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most likely
@@ -144,6 +153,7 @@ typedef struct {
     SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
     int n_vocab;
     Rng rng;
+    float mirostat_mu; /* Mirostat's current bound on the surprise (read only) */
     Rng xtc_rng; /* XTC's coin: its own stream (as in llama.cpp), so that sampler_apply
                     leaves the draw's numbers alone and XTC on or off draws the same r */
     LogitBias *logit_bias;
@@ -174,14 +184,16 @@ typedef struct {
 } SamplerTraceStep;
 
 typedef struct {
-    SamplerTraceStep steps[SAMPLER_STAGE_COUNT + 1]; /* each stage that ran, then "chain" */
+    SamplerTraceStep steps[SAMPLER_STAGE_COUNT + 1]; /* each stage that ran, then
+                                                        "mirostat" (when on), then "chain" */
     int n_steps;
     int chosen;         /* the token selected */
 } SamplerTrace;
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
  * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
- * threshold 0.1, top-n-sigma -1 (off), dynamic temperature range 0 (off) with exponent 1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * threshold 0.1, top-n-sigma -1 (off), dynamic temperature range 0 (off) with exponent 1,
+ * mirostat 0 (off) with tau 5 and eta 0.1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
  * accepts the prompt into the window), no logit bias, no bad words, the default chain
  * (above), seed 0. */
 void sampler_params_default(SamplerParams *p);
@@ -233,7 +245,7 @@ void sampler_free(Sampler *s); /* NULL-safe */
  * search, where each beam goes on from the same point). dst must not be initialised. */
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err);
 
-/* Forgets the history (a new conversation); the RNG goes on, so the next text differs
+/* Forgets the history (a new conversation) and sets Mirostat's mu back to 2 * tau; the RNG goes on, so the next text differs
  * from the first one (a fresh sampler_init repeats it). */
 void sampler_reset(Sampler *s);
 
@@ -253,7 +265,8 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err);
 void sampler_apply(Sampler *s, const float *logits, CandidateList *out);
 
 /* Picks a token from candidates: the argmax (ties to the lowest id) when temperature <= 0,
- * otherwise a draw with the sampler's RNG, walking the list in its order. On a list from
+ * otherwise a draw with the sampler's RNG, walking the list in its order; under Mirostat
+ * the token's surprise then updates mu. On a list from
  * sampler_apply this is the token sampler_sample would return for the same RNG state. */
 int sampler_select(Sampler *s, const CandidateList *c);
 

@@ -974,7 +974,8 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"bad_word_token", "token 12"}, {"chain", "chain entry"},
         {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
         {"top_n_sigma", "top-n-sigma"}, {"dynatemp_range", "dynatemp-range -1"},
-        {"dynatemp_exponent", "dynatemp-exp"},
+        {"dynatemp_exponent", "dynatemp-exp"}, {"mirostat", "mirostat 3"},
+        {"mirostat_tau", "mirostat-ent"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         SamplerParams p = params_plain();
@@ -1009,6 +1010,10 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.dynatemp_range = -1.0f;
         else if (!strcmp(f, "dynatemp_exponent"))
             p.dynatemp_exponent = -0.5f;
+        else if (!strcmp(f, "mirostat"))
+            p.mirostat = 3;
+        else if (!strcmp(f, "mirostat_tau"))
+            p.mirostat_tau = -1.0f;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1181,12 +1186,17 @@ static int expect_kept(const Kept *k, const int *ids, const double *p, int n)
     return n;
 }
 
-static const float LLAMA_PROBS[4] = {0.4f, 0.3f, 0.2f, 0.1f};
+/* logits[i] = ln probs[i], for 4 tokens: a softmax gives the probabilities back. */
+static void logits_of(const float *probs, float *logits)
+{
+    for (int i = 0; i < 4; i++)
+        logits[i] = logf(probs[i]);
+}
 
 static void llama_logits(float *logits)
 {
-    for (int i = 0; i < 4; i++)
-        logits[i] = logf(LLAMA_PROBS[i]);
+    const float probs[4] = {0.4f, 0.3f, 0.2f, 0.1f};
+    logits_of(probs, logits);
 }
 
 /* XTC with probability 0.99 (the coin of seed 0 falls below it) and threshold t: every
@@ -1263,8 +1273,7 @@ Test(sampler_new, top_n_sigma_matches_llama_cpps_vectors)
 {
     const float probs[4] = {0.1f, 0.2f, 0.3f, 0.4f};
     float logits[4];
-    for (int i = 0; i < 4; i++)
-        logits[i] = logf(probs[i]);
+    logits_of(probs, logits);
     const struct {
         float n_sigma;
         int n, ids[4];
@@ -1365,4 +1374,69 @@ Test(sampler_new, dynamic_temperature_of_a_uniform_list_is_the_highest)
     candidates_fill(&c, one, 4);
     cr_expect_eq(candidates_dynamic_temperature(&c, 1.0f, 0.5f, 1.0f), 1.0f);
     candidates_free(&c);
+}
+
+/* Mirostat 2.0's feedback over 10 steps, by hand. Probabilities (0.5, 0.25, 0.125, 0.125)
+ * have surprises 1, 2, 3, 3 bits; tau 0.4, eta 0.9, greedy, so token 0 is chosen each time
+ * and mu moves by -0.9 * (s - 0.4), s the surprise of 0.5 within the cut list:
+ *   mu 0.8 (2 tau): nothing is <= 0.8, the best stays alone, s = 0   -> mu 1.16
+ *   1.16, 1.52, 1.88: only token 0 (1 <= mu < 2), s = 0                -> 1.52, 1.88, 2.24
+ *   2.24: tokens 0, 1, s = log2(0.75 / 0.5) = 0.584963                -> 2.073534
+ *   2.073534: the same                                                -> 1.907067
+ *   1.907067: token 0 alone                                           -> 2.267067
+ *   2.267067, 2.100601: tokens 0, 1                                   -> 2.100601, 1.934135
+ *   1.934135: token 0 alone                                           -> 2.294135 */
+Test(sampler_new, mirostat_v2_mu_follows_the_surprise)
+{
+    const float probs[4] = {0.5f, 0.25f, 0.125f, 0.125f};
+    float logits[4];
+    logits_of(probs, logits);
+    const double want[10] = {1.16,     1.52,     1.88,     2.24,     2.073534,
+                             1.907067, 2.267067, 2.100601, 1.934135, 2.294135};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.mirostat = 2;
+    p.mirostat_tau = 0.4f;
+    p.mirostat_eta = 0.9f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    cr_expect(fabsf(s.mirostat_mu - 0.8f) < 1e-6f, "mu starts at %g", s.mirostat_mu);
+    int compared = 0;
+    for (int i = 0; i < 10; i++, compared++) {
+        cr_expect_eq(sampler_sample(&s, logits), 0);
+        cr_expect(fabs(s.mirostat_mu - want[i]) < 1e-4, "step %d: mu %.6f, expected %.6f",
+                  i + 1, s.mirostat_mu, want[i]);
+    }
+    cr_expect_eq(compared, 10);
+    Sampler copy;
+    Error err;
+    cr_assert_eq(sampler_clone(&copy, &s, &err), 0, "%s", err.msg);
+    cr_expect_eq(copy.mirostat_mu, s.mirostat_mu);
+    sampler_reset(&s);
+    cr_expect(fabsf(s.mirostat_mu - 0.8f) < 1e-6f, "reset: mu %g", s.mirostat_mu);
+    sampler_free(&copy);
+    sampler_free(&s);
+}
+
+/* Mirostat replaces the filters: with top-k 1 in the chain, mu 2.5 (tau 1.25, eta 0 so it
+ * stays) still keeps the tokens of surprise <= 2.5 bits, 0 and 1, drawn 2/3 : 1/3. */
+Test(sampler_new, mirostat_v2_cuts_by_surprise_instead_of_the_filters)
+{
+    const float probs[4] = {0.5f, 0.25f, 0.125f, 0.125f};
+    float logits[4];
+    logits_of(probs, logits);
+    SamplerParams p = params_plain();
+    p.top_k = 1;
+    p.mirostat = 2;
+    p.mirostat_tau = 1.25f;
+    p.mirostat_eta = 0.0f;
+    p.seed = 5;
+    double freq[4];
+    const double want[4] = {2.0 / 3.0, 1.0 / 3.0, 0, 0};
+    sample_frequencies(&p, logits, 4, freq);
+    expect_frequencies(freq, want, 4);
+    char buf[256];
+    sampler_chain_describe(&p, buf, sizeof buf);
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> temperature 1 -> mirostat 2 "
+                          "(tau 1.25, eta 0) -> random draw (seed 5)");
 }
