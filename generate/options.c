@@ -65,7 +65,7 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"xtc-threshold", FLAG_FLOAT, &o->sampler.xtc_threshold, 0, 1,
          "XTC: tokens with p >= this are top choices (> 0.5: off)"},
         {"mirostat", FLAG_INT, &o->sampler.mirostat, 0, 2,
-         "Mirostat version (0: off, 2: Mirostat 2.0); replaces the filters and penalties"},
+         "Mirostat (0: off, 1: Mirostat, 2: Mirostat 2.0); replaces filters and penalties"},
         {"mirostat-lr", FLAG_FLOAT, &o->sampler.mirostat_eta, 0, 100,
          "Mirostat's learning rate eta"},
         {"mirostat-ent", FLAG_FLOAT, &o->sampler.mirostat_tau, 0, 100,

@@ -307,7 +307,8 @@ typedef struct {
     float dynatemp_range;    /* dynamic temperature: temperature +- this by entropy; 0: off
                                 (default) */
     float dynatemp_exponent; /* how entropy maps to it; default 1 */
-    int mirostat;            /* 0: off (default); 2: Mirostat 2.0, which replaces the filters */
+    int mirostat;            /* 0: off (default); 1: Mirostat, 2: Mirostat 2.0; either
+                                replaces the filters and penalties */
     float mirostat_tau;      /* Mirostat's target surprise in bits; default 5 */
     float mirostat_eta;      /* Mirostat's learning rate; default 0.1 */
 } quill_sampler_params;

@@ -430,6 +430,27 @@ void candidates_mirostat_v2(CandidateList *c, float mu)
     c->n = kept;
 }
 
+void candidates_mirostat_v1(CandidateList *c, float mu, int n_vocab, int m)
+{
+    if (c->n < 2)
+        return;
+    candidates_softmax(c);
+    candidates_sort(c);
+    double sum_tb = 0.0, sum_tt = 0.0;
+    for (int i = 0; i + 1 < m && i + 1 < c->n; i++) {
+        double t = log((double)(i + 2) / (double)(i + 1));
+        double b = log((double)c->data[i].p / (double)c->data[i + 1].p);
+        sum_tb += t * b;
+        sum_tt += t * t;
+    }
+    double s_hat = sum_tb / sum_tt, eps = s_hat - 1.0;
+    double k = pow(eps * pow(2.0, mu) / (1.0 - pow((double)n_vocab, -eps)), 1.0 / s_hat);
+    /* s_hat = 1 (0 / 0), a flat or underflowing list: no estimate, nothing to cut */
+    if (!(k >= 1.0))
+        k = isnan(k) ? (double)c->n : 1.0;
+    candidates_top_k(c, k < (double)c->n ? (int)k : c->n);
+}
+
 /* ---- the selectors ---- */
 
 int candidates_argmax(const CandidateList *c)

@@ -136,6 +136,14 @@ float candidates_dynamic_temperature(CandidateList *c, float temperature, float 
  * whose surprise -log2 p_i is at most mu, at least the most likely one. Keeps the order. */
 void candidates_mirostat_v2(CandidateList *c, float mu);
 
+/* Mirostat's cut (the paper's algorithm 1): assumes the sorted probabilities follow Zipf's
+ * law p_i ~ 1/i^s, estimates s from the top m of them by least squares on
+ * ln(p_i / p_i+1) = s ln((i+1) / i), and keeps the top k with
+ * k = (eps 2^mu / (1 - n_vocab^-eps))^(1/s), eps = s - 1: the k at which a Zipf
+ * distribution over n_vocab tokens has an expected surprise of mu. At least one is kept.
+ * Sorts the list. The list must hold no banned candidate. */
+void candidates_mirostat_v1(CandidateList *c, float mu, int n_vocab, int m);
+
 /* The id of the highest logit, ties to the lowest id (greedy decoding). */
 int candidates_argmax(const CandidateList *c);
 

@@ -652,9 +652,9 @@ void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap)
 
 static int mirostat_validate(const SamplerParams *p, Error *err)
 {
-    if (p->mirostat != 0 && p->mirostat != 2)
-        return error_set(err, "sampler: mirostat %d is not a version (0: off, 2: Mirostat 2.0)",
-                         p->mirostat);
+    if (p->mirostat < 0 || p->mirostat > 2)
+        return error_set(err, "sampler: mirostat %d is not a version (0: off, 1: Mirostat, "
+                              "2: Mirostat 2.0)", p->mirostat);
     if (check_not_negative("mirostat-ent (tau)", p->mirostat_tau, "", err) != 0)
         return -1;
     return check_not_negative("mirostat-lr (eta)", p->mirostat_eta, "", err);
@@ -859,6 +859,21 @@ static void trace_record(SamplerTrace *trace, const char *stage, const Candidate
 
 /* ---- the chain and the selector ---- */
 
+/* Mirostat's cut by its current mu. Version 1 estimates Zipf's exponent from the top
+ * MIROSTAT_M probabilities (llama.cpp's and the paper's m = 100), which banned tokens
+ * (p = 0) would make infinite: they leave first. */
+enum { MIROSTAT_M = 100 };
+
+static void mirostat_cut(Sampler *s, CandidateList *c)
+{
+    if (s->params.mirostat == 2) {
+        candidates_mirostat_v2(c, s->mirostat_mu);
+        return;
+    }
+    candidates_drop_banned(c);
+    candidates_mirostat_v1(c, s->mirostat_mu, s->n_vocab, MIROSTAT_M);
+}
+
 /* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
  * with its logit, each stage of the chain rewrites them in order (sampler_params_default
  * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
@@ -875,8 +890,8 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
         if (trace)
             trace_record(trace, STAGES[p->chain[i]].name, c);
     }
-    if (p->mirostat == 2) {
-        candidates_mirostat_v2(c, s->mirostat_mu);
+    if (p->mirostat != 0) {
+        mirostat_cut(s, c);
         if (trace)
             trace_record(trace, "mirostat", c);
     }

@@ -77,12 +77,13 @@ typedef struct {
      * (temperature <= 0) stays greedy. */
     float dynatemp_range;
     float dynatemp_exponent;
-    /* Mirostat (Basu et al. 2021): 0 = off (the default), 2 = Mirostat 2.0. It replaces
-     * the truncating filters: as in llama.cpp, only the chain's logit-bias, bad-words and
-     * temperature stages run, then the candidates with surprise -log2 p above mu are cut,
-     * a token is drawn, and mu -= mirostat_eta * (its surprise - mirostat_tau). mu starts
-     * at 2 * tau (sampler_init, sampler_reset). tau: the target surprise in bits (5);
-     * eta: the learning rate (0.1). */
+    /* Mirostat (Basu et al. 2021): 0 = off (the default), 1 = Mirostat, 2 = Mirostat 2.0.
+     * It replaces the truncating filters: as in llama.cpp, only the chain's logit-bias,
+     * bad-words and temperature stages run, then Mirostat's cut by mu (2.0: the candidates
+     * with surprise -log2 p above mu go; 1: the top k that a Zipf fit says give an expected
+     * surprise of mu stay), a token is drawn, and mu -= mirostat_eta * (its surprise -
+     * mirostat_tau). mu starts at 2 * tau (sampler_init, sampler_reset). tau: the target
+     * surprise in bits (5); eta: the learning rate (0.1). */
     int mirostat;
     float mirostat_tau;
     float mirostat_eta;

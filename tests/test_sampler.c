@@ -1376,6 +1376,18 @@ Test(sampler_new, dynamic_temperature_of_a_uniform_list_is_the_highest)
     candidates_free(&c);
 }
 
+/* Ten greedy steps on 4 logits: each picks token 0 and leaves mu at want[step]. */
+static void expect_mu_steps(Sampler *s, const float *logits, const double *want)
+{
+    int compared = 0;
+    for (int i = 0; i < 10; i++, compared++) {
+        cr_expect_eq(sampler_sample(s, logits), 0);
+        cr_expect(fabs(s->mirostat_mu - want[i]) < 1e-4, "step %d: mu %.6f, expected %.6f",
+                  i + 1, s->mirostat_mu, want[i]);
+    }
+    cr_expect_eq(compared, 10);
+}
+
 /* Mirostat 2.0's feedback over 10 steps, by hand. Probabilities (0.5, 0.25, 0.125, 0.125)
  * have surprises 1, 2, 3, 3 bits; tau 0.4, eta 0.9, greedy, so token 0 is chosen each time
  * and mu moves by -0.9 * (s - 0.4), s the surprise of 0.5 within the cut list:
@@ -1401,13 +1413,7 @@ Test(sampler_new, mirostat_v2_mu_follows_the_surprise)
     Sampler s;
     init_or_fail(&s, &p, 4);
     cr_expect(fabsf(s.mirostat_mu - 0.8f) < 1e-6f, "mu starts at %g", s.mirostat_mu);
-    int compared = 0;
-    for (int i = 0; i < 10; i++, compared++) {
-        cr_expect_eq(sampler_sample(&s, logits), 0);
-        cr_expect(fabs(s.mirostat_mu - want[i]) < 1e-4, "step %d: mu %.6f, expected %.6f",
-                  i + 1, s.mirostat_mu, want[i]);
-    }
-    cr_expect_eq(compared, 10);
+    expect_mu_steps(&s, logits, want);
     Sampler copy;
     Error err;
     cr_assert_eq(sampler_clone(&copy, &s, &err), 0, "%s", err.msg);
@@ -1439,4 +1445,33 @@ Test(sampler_new, mirostat_v2_cuts_by_surprise_instead_of_the_filters)
     sampler_chain_describe(&p, buf, sizeof buf);
     cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> temperature 1 -> mirostat 2 "
                           "(tau 1.25, eta 0) -> random draw (seed 5)");
+}
+
+/* Mirostat (version 1) over 10 steps, by hand. Probabilities proportional to 1/i^2 over 4
+ * tokens, (1, 1/4, 1/9, 1/16) / 1.423611, follow Zipf's law exactly: every
+ * ln(p_i / p_i+1) is 2 ln((i+1) / i), so s = 2, eps = 1, and
+ * k = (2^mu / (1 - 4^-1))^(1/2) = sqrt(2^mu / 0.75). tau 1, eta 1, greedy (token 0):
+ *   mu 2 (2 tau): k = 2.309 -> 2 tokens, s = -log2(1 / 1.25) = 0.321928      -> mu 2.678072
+ *   2.678072: k = 2.921 -> 2, the same s                                     -> 3.356144
+ *   3.356144: k = 3.695 -> 3, s = log2(1.361111) = 0.444785                  -> 3.911359
+ *   3.911359: k = 4.479 -> 4 (all), s = log2(1.423611) = 0.509555            -> 4.401804
+ *   then k > 4 keeps all four, and mu grows by 1 - 0.509555 = 0.490445 a step:
+ *   4.892249, 5.382694, 5.873139, 6.363583, 6.854028, 7.344473 */
+Test(sampler_new, mirostat_v1_mu_follows_the_surprise)
+{
+    const float probs[4] = {1.0f / 1.4236111f, 0.25f / 1.4236111f, (1.0f / 9.0f) / 1.4236111f,
+                            0.0625f / 1.4236111f};
+    float logits[4];
+    logits_of(probs, logits);
+    const double want[10] = {2.678072, 3.356144, 3.911359, 4.401804, 4.892249,
+                             5.382694, 5.873139, 6.363583, 6.854028, 7.344473};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.mirostat = 1;
+    p.mirostat_tau = 1.0f;
+    p.mirostat_eta = 1.0f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    expect_mu_steps(&s, logits, want);
+    sampler_free(&s);
 }
