@@ -17,9 +17,9 @@
  * bans, penalties), then the truncating filters on the untempered distribution, then the
  * temperature on what survived. */
 static const SamplerStage DEFAULT_CHAIN[] = {
-    SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
-    SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,    SAMPLER_STAGE_TYPICAL_P,
-    SAMPLER_STAGE_TOP_P,      SAMPLER_STAGE_MIN_P,     SAMPLER_STAGE_XTC,
+    SAMPLER_STAGE_LOGIT_BIAS,  SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
+    SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,     SAMPLER_STAGE_TYPICAL_P,
+    SAMPLER_STAGE_TOP_P,       SAMPLER_STAGE_MIN_P,     SAMPLER_STAGE_XTC,
     SAMPLER_STAGE_TEMPERATURE,
 };
 
@@ -531,8 +531,8 @@ static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
 /* A processor of the chain: its name in chain strings, what it does to the candidates,
  * its settings in words (after its name: "40", "off", "(3 tokens)"), the check of its
  * fields of SamplerParams, and whether it runs under Mirostat (which replaces the filters
- * and penalties with its own cut, as llama.cpp's --mirostat does). Adding a processor is its SamplerStage value, its fields and
- * one entry here; parsing, describing, checking and running the chain read the table. */
+ * and penalties with its own cut, as llama.cpp's --mirostat does). Adding a processor is
+ * its SamplerStage value, its fields and one entry here; parsing, describing, checking and running the chain read the table. */
 typedef struct {
     const char *name;
     void (*apply)(Sampler *s, CandidateList *c);

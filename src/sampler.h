@@ -149,7 +149,7 @@ typedef struct {
     bool is_prompt;
 } SamplerToken;
 
-/* A sampler: its parameters, state and scratch. Fields after `rng` are private. */
+/* A sampler: its parameters, state and scratch. Fields after `mirostat_mu` are private. */
 typedef struct {
     SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
     int n_vocab;
