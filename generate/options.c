@@ -47,6 +47,10 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                   "sampling flags", PRESETS},
         {"temperature", FLAG_FLOAT, &o->sampler.temperature, 0, 100,
          "<= 0: greedy (argmax); 1: the model's distribution"},
+        {"dynatemp-range", FLAG_FLOAT, &o->sampler.dynatemp_range, 0, 100,
+         "dynamic temperature: temperature +- this, by the entropy (0: off)"},
+        {"dynatemp-exp", FLAG_FLOAT, &o->sampler.dynatemp_exponent, 0, 100,
+         "dynamic temperature: exponent of the normalized entropy"},
         {"top-k", FLAG_INT, &o->sampler.top_k, 0, 1 << 24,
          "keep the k most likely tokens (0: off)"},
         {"top-p", FLAG_FLOAT, &o->sampler.top_p, 0, 1,
@@ -54,6 +58,18 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"min-p", FLAG_FLOAT, &o->sampler.min_p, 0, 1,
          "keep tokens with p >= min-p * p_max (0: off)"},
         {"typical-p", FLAG_FLOAT, &o->sampler.typical_p, 0, 1, "locally typical sampling (1: off)"},
+        {"top-n-sigma", FLAG_FLOAT, &o->sampler.top_n_sigma, -1, 100,
+         "keep logits >= max - this * their standard deviation (-1: off)"},
+        {"xtc-probability", FLAG_FLOAT, &o->sampler.xtc_probability, 0, 1,
+         "XTC: the chance per token of removing the top choices (0: off)"},
+        {"xtc-threshold", FLAG_FLOAT, &o->sampler.xtc_threshold, 0, 1,
+         "XTC: tokens with p >= this are top choices (> 0.5: off)"},
+        {"mirostat", FLAG_INT, &o->sampler.mirostat, 0, 2,
+         "Mirostat (0: off, 1: Mirostat, 2: Mirostat 2.0); replaces filters and penalties"},
+        {"mirostat-lr", FLAG_FLOAT, &o->sampler.mirostat_eta, 0, 100,
+         "Mirostat's learning rate eta"},
+        {"mirostat-ent", FLAG_FLOAT, &o->sampler.mirostat_tau, 0, 100,
+         "Mirostat's target surprise tau, in bits"},
         {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
@@ -204,6 +220,14 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.presence_penalty = n->presence_penalty;
     p.repeat_last_n = n->repeat_last_n;
     p.penalize_prompt = n->penalize_prompt;
+    p.xtc_probability = n->xtc_probability;
+    p.xtc_threshold = n->xtc_threshold;
+    p.top_n_sigma = n->top_n_sigma;
+    p.dynatemp_range = n->dynatemp_range;
+    p.dynatemp_exponent = n->dynatemp_exponent;
+    p.mirostat = n->mirostat;
+    p.mirostat_tau = n->mirostat_tau;
+    p.mirostat_eta = n->mirostat_eta;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};

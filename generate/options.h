@@ -53,7 +53,7 @@ typedef struct {
     const char *system;    /* the system prompt of a chat */
 } GenerateOptions;
 
-enum { GENERATE_MAX_FLAGS = 40 };
+enum { GENERATE_MAX_FLAGS = 48 };
 
 /* The documented defaults (the sampler's are llama.cpp's, see sampler_params_default). */
 void generate_options_default(GenerateOptions *o);

@@ -300,6 +300,17 @@ typedef struct {
     const char *const *bad_words; /* texts never to generate, tokenized with the model
                                      (each as written and with a leading space) */
     int n_bad_words;
+    /* Added after the fields above, which keep their places. */
+    float xtc_probability;   /* XTC's chance per token; 0: off (default) */
+    float xtc_threshold;     /* XTC's top choices: p >= this; > 0.5: off; default 0.1 */
+    float top_n_sigma;       /* keep logits >= max - this * their std; < 0: off (default -1) */
+    float dynatemp_range;    /* dynamic temperature: temperature +- this by entropy; 0: off
+                                (default) */
+    float dynatemp_exponent; /* how entropy maps to it; default 1 */
+    int mirostat;            /* 0: off (default); 1: Mirostat, 2: Mirostat 2.0; either
+                                replaces the filters and penalties */
+    float mirostat_tau;      /* Mirostat's target surprise in bits; default 5 */
+    float mirostat_eta;      /* Mirostat's learning rate; default 0.1 */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

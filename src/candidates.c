@@ -291,6 +291,19 @@ void candidates_top_p(CandidateList *c, float top_p)
     c->indexed = false;
 }
 
+/* Keeps the candidates with logit >= threshold, in their order (the largest logit must
+ * pass, so that one always stays). */
+static void keep_logits_from(CandidateList *c, float threshold)
+{
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit >= threshold)
+            c->data[kept++] = c->data[i];
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
 void candidates_min_p(CandidateList *c, float min_p)
 {
     if (min_p <= 0.0f)
@@ -300,14 +313,39 @@ void candidates_min_p(CandidateList *c, float min_p)
      * logf(p_max) + logf(min_p) rounded to float, and so has the bar (0.25 against 0.5 *
      * 0.5). Widened to double, the bar would keep ln(min_p)'s digits that the token's
      * logit lost, and could land just above it. min_p = 1 adds logf(1) = 0 exactly. */
-    float threshold = candidates_max_logit(c) + logf(min_p);
-    int kept = 0;
+    keep_logits_from(c, candidates_max_logit(c) + logf(min_p));
+}
+
+void candidates_top_n_sigma(CandidateList *c, float n_sigma)
+{
+    if (n_sigma < 0.0f)
+        return;
+    /* mean and standard deviation of the finite logits (a banned token's -inf would make
+     * both infinite), in double: a sum over the vocabulary */
+    double sum = 0.0, sum_sq = 0.0;
+    int n_finite = 0;
     for (int i = 0; i < c->n; i++)
-        if (c->data[i].logit >= threshold)
-            c->data[kept++] = c->data[i];
-    if (kept < c->n)
-        c->indexed = false;
-    c->n = kept;
+        if (c->data[i].logit != -INFINITY) {
+            sum += c->data[i].logit;
+            n_finite++;
+        }
+    double mean = sum / n_finite;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].logit != -INFINITY)
+            sum_sq += (c->data[i].logit - mean) * (c->data[i].logit - mean);
+    double sigma = sqrt(sum_sq / n_finite);
+    keep_logits_from(c, (float)((double)candidates_max_logit(c) - n_sigma * sigma));
+}
+
+/* H = -sum p_i ln p_i = sum p_i (log Z - l_i) of a list after candidates_softmax, which
+ * returned log_z: no logarithm per token (banned tokens, p = 0, add nothing). */
+static double list_entropy(const CandidateList *c, double log_z)
+{
+    double entropy = 0.0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p > 0.0f)
+            entropy += c->data[i].p * (log_z - c->data[i].logit);
+    return entropy;
 }
 
 void candidates_typical(CandidateList *c, float typical_p)
@@ -319,13 +357,31 @@ void candidates_typical(CandidateList *c, float typical_p)
      *   H = sum_i p_i (log Z - l_i)   and   |-ln p_i - H| = |l_i - (log Z - H)|:
      * the order is by distance from one target logit, with no logarithm per token
      * (banned tokens, p = 0, add nothing to H and are infinitely far away). */
-    double entropy = 0.0;
-    for (int i = 0; i < c->n; i++)
-        if (c->data[i].p > 0.0f)
-            entropy += c->data[i].p * (log_z - c->data[i].logit);
-    CandidateOrder o = {true, (float)(log_z - entropy)};
+    CandidateOrder o = {true, (float)(log_z - list_entropy(c, log_z))};
     c->n = candidates_find_mass(c, o, false, units_needed(c, typical_p)) + 1;
     c->sorted = false;
+    c->indexed = false;
+}
+
+void candidates_xtc(CandidateList *c, float threshold)
+{
+    if (threshold > 0.5f || c->n < 2)
+        return;
+    candidates_softmax(c);
+    int n_top = 0, last_top = -1; /* the top choices, and the last of them in sorted order */
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p >= threshold) {
+            n_top++;
+            if (last_top < 0 || order_before(&c->data[last_top], &c->data[i], ORDER_BY_LOGIT))
+                last_top = i;
+        }
+    if (n_top < 2)
+        return;
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].p < threshold || i == last_top)
+            c->data[kept++] = c->data[i];
+    c->n = kept;
     c->indexed = false;
 }
 
@@ -336,6 +392,63 @@ void candidates_temperature(CandidateList *c, float temperature)
     for (int i = 0; i < c->n; i++)
         if (c->data[i].logit != -INFINITY)
             c->data[i].logit = candidates_clamp_logit(c->data[i].logit / temperature);
+}
+
+float candidates_dynamic_temperature(CandidateList *c, float temperature, float range,
+                                     float exponent)
+{
+    int n_open = 0;
+    for (int i = 0; i < c->n; i++)
+        n_open += c->data[i].logit != -INFINITY;
+    if (n_open <= 1) /* one choice: no distribution to measure, nothing to reshape */
+        return temperature;
+    double entropy = list_entropy(c, candidates_softmax(c));
+    double normalized = entropy / log((double)n_open); /* 0 (certain) .. 1 (uniform) */
+    float low = temperature - range > 0.0f ? temperature - range : 0.0f;
+    float high = temperature + range;
+    float t = low + (high - low) * (float)pow(normalized, exponent);
+    candidates_temperature(c, t);
+    return t;
+}
+
+void candidates_mirostat_v2(CandidateList *c, float mu)
+{
+    candidates_softmax(c);
+    int kept = 0;
+    for (int i = 0; i < c->n; i++)
+        if (-log2f(c->data[i].p) <= mu)
+            c->data[kept++] = c->data[i];
+    if (kept == 0) { /* even the most likely token is more surprising than mu */
+        int best = 0;
+        for (int i = 1; i < c->n; i++)
+            if (order_before(&c->data[i], &c->data[best], ORDER_BY_LOGIT))
+                best = i;
+        c->data[kept++] = c->data[best];
+    }
+    if (kept < c->n)
+        c->indexed = false;
+    c->n = kept;
+}
+
+void candidates_mirostat_v1(CandidateList *c, float mu, int n_vocab, int m)
+{
+    if (c->n < 2)
+        return;
+    candidates_softmax(c);
+    candidates_sort(c);
+    double sum_tb = 0.0, sum_tt = 0.0;
+    for (int i = 0; i + 1 < m && i + 1 < c->n; i++) {
+        double t = log((double)(i + 2) / (double)(i + 1));
+        double b = log((double)c->data[i].p / (double)c->data[i + 1].p);
+        sum_tb += t * b;
+        sum_tt += t * t;
+    }
+    double s_hat = sum_tb / sum_tt, eps = s_hat - 1.0;
+    double k = pow(eps * pow(2.0, mu) / (1.0 - pow((double)n_vocab, -eps)), 1.0 / s_hat);
+    /* s_hat = 1 (0 / 0), a flat or underflowing list: no estimate, nothing to cut */
+    if (!(k >= 1.0))
+        k = isnan(k) ? (double)c->n : 1.0;
+    candidates_top_k(c, k < (double)c->n ? (int)k : c->n);
 }
 
 /* ---- the selectors ---- */

@@ -90,6 +90,14 @@ void candidates_top_p(CandidateList *c, float top_p);
  * sort. The most likely candidate always passes. min_p <= 0: unchanged. Keeps the order. */
 void candidates_min_p(CandidateList *c, float min_p);
 
+/* top-n-sigma (Tang, Liu, Xu & Huang 2024, "Top-n sigma: Not All Logits Are You Need"): keeps
+ * the candidates with l_i >= l_max - n_sigma * sigma, sigma the standard deviation of the
+ * (finite) logits of the list: the informative tokens stand out of a roughly normal mass of
+ * noise logits by a few sigma. Scaling every logit by 1/T scales l_max and sigma alike, so
+ * the kept set does not depend on the temperature. n_sigma 0 keeps the tokens tied with
+ * the best; n_sigma < 0: unchanged. Keeps the order. */
+void candidates_top_n_sigma(CandidateList *c, float n_sigma);
+
 /* Locally typical sampling (Meister et al. 2022, "Locally Typical Sampling", TACL): with
  * the entropy H = -sum p_i ln p_i, orders the candidates by |-ln p_i - H| (how far each
  * token's information content is from the expected one), smallest first, and keeps the
@@ -99,10 +107,42 @@ void candidates_min_p(CandidateList *c, float min_p);
  * unchanged. */
 void candidates_typical(CandidateList *c, float typical_p);
 
+/* XTC, "exclude top choices" (Weidmann 2024, text-generation-webui PR #6335): when two or
+ * more candidates have p >= threshold, removes all of them but the least likely one, so
+ * the text leaves its most predictable path while staying among tokens the model finds
+ * plausible. With one such candidate or none, or threshold > 0.5 (at most one token can
+ * reach it), unchanged. Whether it runs at all is a coin the sampler throws (XTC's
+ * probability). The candidates at or above the threshold are a prefix of the sorted list,
+ * so the one kept is the last of that prefix: the lowest logit, ties to the higher id. One
+ * pass, no sort; keeps the order. */
+void candidates_xtc(CandidateList *c, float threshold);
+
 /* l_i / temperature (Ackley et al. 1985; the softmax temperature): < 1 sharpens, > 1
  * flattens. temperature <= 0 or == 1: unchanged (temperature <= 0 is greedy decoding,
  * which the selector does: dividing by 0 would give infinities and NaN). */
 void candidates_temperature(CandidateList *c, float temperature);
+
+/* Dynamic temperature (kalomaze 2023, "DynaTemp"; llama.cpp's temp-ext): the temperature
+ * follows the list's entropy H, normalized by the largest possible one, ln n (n the
+ * candidates not banned): T = T_low + (T_high - T_low) * (H / ln n)^exponent with
+ * T_low = max(0, temperature - range), T_high = temperature + range. A sure model (H near
+ * 0) gets a low temperature and stays sure; an unsure one a high one. Divides the logits by
+ * T (candidates_temperature: T = 0 leaves them) and returns T. One candidate: unchanged. */
+float candidates_dynamic_temperature(CandidateList *c, float temperature, float range,
+                                     float exponent);
+
+/* Mirostat 2.0's cut (Basu, Ramachandran, Keskar & Varshney 2021, "Mirostat: A Neural Text
+ * Decoding Algorithm that Directly Controls Perplexity", algorithm 2): keeps the candidates
+ * whose surprise -log2 p_i is at most mu, at least the most likely one. Keeps the order. */
+void candidates_mirostat_v2(CandidateList *c, float mu);
+
+/* Mirostat's cut (the paper's algorithm 1): assumes the sorted probabilities follow Zipf's
+ * law p_i ~ 1/i^s, estimates s from the top m of them by least squares on
+ * ln(p_i / p_i+1) = s ln((i+1) / i), and keeps the top k with
+ * k = (eps 2^mu / (1 - n_vocab^-eps))^(1/s), eps = s - 1: the k at which a Zipf
+ * distribution over n_vocab tokens has an expected surprise of mu. At least one is kept.
+ * Sorts the list. The list must hold no banned candidate. */
+void candidates_mirostat_v1(CandidateList *c, float mu, int n_vocab, int m);
 
 /* The id of the highest logit, ties to the lowest id (greedy decoding). */
 int candidates_argmax(const CandidateList *c);

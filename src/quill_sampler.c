@@ -5,18 +5,38 @@
 
 #include "quill_internal.h"
 
+/* The numbers of s (not the chain, seed, bias or words) into out. */
+static void numbers_from_internal(const SamplerParams *s, quill_sampler_params *out)
+{
+    out->temperature = s->temperature;
+    out->top_k = s->top_k;
+    out->top_p = s->top_p;
+    out->min_p = s->min_p;
+    out->typical_p = s->typical_p;
+    out->repeat_penalty = s->repeat_penalty;
+    out->frequency_penalty = s->frequency_penalty;
+    out->presence_penalty = s->presence_penalty;
+    out->repeat_last_n = s->repeat_last_n;
+    out->penalize_prompt = s->penalize_prompt;
+    out->xtc_probability = s->xtc_probability;
+    out->xtc_threshold = s->xtc_threshold;
+    out->top_n_sigma = s->top_n_sigma;
+    out->dynatemp_range = s->dynatemp_range;
+    out->dynatemp_exponent = s->dynatemp_exponent;
+    out->mirostat = s->mirostat;
+    out->mirostat_tau = s->mirostat_tau;
+    out->mirostat_eta = s->mirostat_eta;
+}
+
 /* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
  * llama.cpp's defaults. */
 quill_sampler_params quill_sampler_params_default(void)
 {
     SamplerParams d;
     sampler_params_default(&d);
-    return (quill_sampler_params){
-        .temperature = d.temperature, .top_k = d.top_k, .top_p = d.top_p, .min_p = d.min_p,
-        .typical_p = d.typical_p, .repeat_penalty = d.repeat_penalty,
-        .frequency_penalty = d.frequency_penalty, .presence_penalty = d.presence_penalty,
-        .repeat_last_n = d.repeat_last_n, .penalize_prompt = d.penalize_prompt,
-        .seed = d.seed};
+    quill_sampler_params p = {.seed = d.seed};
+    numbers_from_internal(&d, &p);
+    return p;
 }
 
 static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *out)
@@ -31,6 +51,14 @@ static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *ou
     out->presence_penalty = p->presence_penalty;
     out->repeat_last_n = p->repeat_last_n;
     out->penalize_prompt = p->penalize_prompt;
+    out->xtc_probability = p->xtc_probability;
+    out->xtc_threshold = p->xtc_threshold;
+    out->top_n_sigma = p->top_n_sigma;
+    out->dynatemp_range = p->dynatemp_range;
+    out->dynatemp_exponent = p->dynatemp_exponent;
+    out->mirostat = p->mirostat;
+    out->mirostat_tau = p->mirostat_tau;
+    out->mirostat_eta = p->mirostat_eta;
     out->seed = p->seed;
 }
 
@@ -45,14 +73,7 @@ int quill_sampler_params_preset(quill_sampler_params *p, const char *name)
     Error err;
     if (sampler_preset(name, &s, &err) != 0)
         return api_error(&err);
-    *p = (quill_sampler_params){
-        .temperature = s.temperature, .top_k = s.top_k, .top_p = s.top_p, .min_p = s.min_p,
-        .typical_p = s.typical_p, .repeat_penalty = s.repeat_penalty,
-        .frequency_penalty = s.frequency_penalty, .presence_penalty = s.presence_penalty,
-        .repeat_last_n = s.repeat_last_n, .penalize_prompt = s.penalize_prompt,
-        .chain = p->chain, .seed = p->seed, .logit_bias = p->logit_bias,
-        .n_logit_bias = p->n_logit_bias, .bad_words = p->bad_words,
-        .n_bad_words = p->n_bad_words};
+    numbers_from_internal(&s, p); /* the seed, chain, bias and words stay */
     return QUILL_OK;
 }
 

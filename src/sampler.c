@@ -17,9 +17,10 @@
  * bans, penalties), then the truncating filters on the untempered distribution, then the
  * temperature on what survived. */
 static const SamplerStage DEFAULT_CHAIN[] = {
-    SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
-    SAMPLER_STAGE_TOP_K,      SAMPLER_STAGE_TYPICAL_P, SAMPLER_STAGE_TOP_P,
-    SAMPLER_STAGE_MIN_P,      SAMPLER_STAGE_TEMPERATURE,
+    SAMPLER_STAGE_LOGIT_BIAS,  SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
+    SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,     SAMPLER_STAGE_TYPICAL_P,
+    SAMPLER_STAGE_TOP_P,       SAMPLER_STAGE_MIN_P,     SAMPLER_STAGE_XTC,
+    SAMPLER_STAGE_TEMPERATURE,
 };
 
 /* ---- parameters ---- */
@@ -32,6 +33,14 @@ void sampler_params_default(SamplerParams *p)
         .top_p = 0.95f,
         .min_p = 0.05f,
         .typical_p = 1.0f,
+        .xtc_probability = 0.0f,
+        .xtc_threshold = 0.1f,
+        .top_n_sigma = -1.0f,
+        .dynatemp_range = 0.0f,
+        .dynatemp_exponent = 1.0f,
+        .mirostat = 0,
+        .mirostat_tau = 5.0f,
+        .mirostat_eta = 0.1f,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,
@@ -298,6 +307,14 @@ static void describe_setting(char *buf, size_t cap, size_t *len, bool on, const 
     describe_append(buf, cap, len, "%s", text);
 }
 
+/* A finite value >= 0; `hint` follows the message (what 0 does, or ""). */
+static int check_not_negative(const char *name, float value, const char *hint, Error *err)
+{
+    if (!(isfinite(value) && value >= 0.0f))
+        return error_set(err, "sampler: %s %g must be 0 or more%s", name, value, hint);
+    return 0;
+}
+
 static int check_unit(const char *name, float value, Error *err)
 {
     if (!(value >= 0.0f && value <= 1.0f))
@@ -430,40 +447,105 @@ static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
     return check_unit("min-p", p->min_p, err);
 }
 
+static void top_n_sigma_apply(Sampler *s, CandidateList *c)
+{
+    candidates_top_n_sigma(c, s->params.top_n_sigma);
+}
+
+static void top_n_sigma_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, p->top_n_sigma >= 0.0f, "%g", p->top_n_sigma);
+}
+
+static int top_n_sigma_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (!isfinite(p->top_n_sigma))
+        return error_set(err, "sampler: top-n-sigma %g is not a finite number (-1 turns it "
+                              "off)", p->top_n_sigma);
+    return 0;
+}
+
+static bool xtc_on(const SamplerParams *p)
+{
+    return p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f;
+}
+
+/* The coin is thrown only when XTC is on, and on every token then (before looking at the
+ * list, as llama.cpp does), so its stream does not depend on the logits. */
+static void xtc_apply(Sampler *s, CandidateList *c)
+{
+    if (!xtc_on(&s->params) || c->n < 2)
+        return;
+    if (rng_uniform(&s->xtc_rng) > s->params.xtc_probability)
+        return;
+    candidates_xtc(c, s->params.xtc_threshold);
+}
+
+static void xtc_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, xtc_on(p), "(probability %g, threshold %g)",
+                     p->xtc_probability, p->xtc_threshold);
+}
+
+static int xtc_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (check_unit("xtc-probability", p->xtc_probability, err) != 0)
+        return -1;
+    return check_unit("xtc-threshold", p->xtc_threshold, err);
+}
+
+/* The dynamic temperature is on for sampling only: greedy decoding has no temperature. */
+static bool dynatemp_on(const SamplerParams *p)
+{
+    return p->dynatemp_range > 0.0f && p->temperature > 0.0f;
+}
+
 static void temperature_apply(Sampler *s, CandidateList *c)
 {
-    candidates_temperature(c, s->params.temperature);
+    const SamplerParams *p = &s->params;
+    if (dynatemp_on(p))
+        candidates_dynamic_temperature(c, p->temperature, p->dynatemp_range,
+                                       p->dynatemp_exponent);
+    else
+        candidates_temperature(c, p->temperature);
 }
 
 /* never "off": at <= 0 the selector is greedy, which the chain's description ends with */
 static void temperature_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_append(buf, cap, len, "%g", p->temperature <= 0.0f ? 0.0 : p->temperature);
+    if (dynatemp_on(p))
+        describe_append(buf, cap, len, " (dynamic, range %g, exponent %g)", p->dynatemp_range,
+                        p->dynatemp_exponent);
 }
 
 static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
 {
     if (!isfinite(p->temperature))
         return error_set(err, "sampler: temperature %g is not a finite number", p->temperature);
-    return 0;
+    if (check_not_negative("dynatemp-range", p->dynatemp_range, " (0 turns it off)", err) != 0)
+        return -1;
+    return check_not_negative("dynatemp-exp", p->dynatemp_exponent, "", err);
 }
 
 /* A processor of the chain: its name in chain strings, what it does to the candidates,
- * its settings in words (after its name: "40", "off", "(3 tokens)") and the check of its
- * fields of SamplerParams. Adding a processor is its SamplerStage value, its fields and
- * one entry here; parsing, describing, checking and running the chain read the table. */
+ * its settings in words (after its name: "40", "off", "(3 tokens)"), the check of its
+ * fields of SamplerParams, and whether it runs under Mirostat (which replaces the filters
+ * and penalties with its own cut, as llama.cpp's --mirostat does). Adding a processor is
+ * its SamplerStage value, its fields and one entry here; parsing, describing, checking and running the chain read the table. */
 typedef struct {
     const char *name;
     void (*apply)(Sampler *s, CandidateList *c);
     void (*describe)(const SamplerParams *p, char *buf, size_t cap, size_t *len);
     int (*validate)(const SamplerParams *p, int n_vocab, Error *err);
+    bool with_mirostat;
 } StageInfo;
 
 static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
     [SAMPLER_STAGE_LOGIT_BIAS] = {"logit-bias", sampler_apply_logit_bias, logit_bias_describe,
-                                  logit_bias_validate},
+                                  logit_bias_validate, true},
     [SAMPLER_STAGE_BAD_WORDS] = {"bad-words", sampler_apply_bad_words, bad_words_describe,
-                                 bad_words_validate},
+                                 bad_words_validate, true},
     [SAMPLER_STAGE_PENALTIES] = {"penalties", sampler_apply_penalties, penalties_describe,
                                  penalties_validate},
     [SAMPLER_STAGE_TOP_K] = {"top-k", top_k_apply, top_k_describe, top_k_validate},
@@ -472,7 +554,10 @@ static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
     [SAMPLER_STAGE_TOP_P] = {"top-p", top_p_apply, top_p_describe, top_p_validate},
     [SAMPLER_STAGE_MIN_P] = {"min-p", min_p_apply, min_p_describe, min_p_validate},
     [SAMPLER_STAGE_TEMPERATURE] = {"temperature", temperature_apply, temperature_describe,
-                                   temperature_validate},
+                                   temperature_validate, true},
+    [SAMPLER_STAGE_XTC] = {"xtc", xtc_apply, xtc_describe, xtc_validate},
+    [SAMPLER_STAGE_TOP_N_SIGMA] = {"top-n-sigma", top_n_sigma_apply, top_n_sigma_describe,
+                                   top_n_sigma_validate},
 };
 
 const char *sampler_stage_name(SamplerStage stage)
@@ -537,6 +622,12 @@ int sampler_chain_parse(const char *text, SamplerParams *p, Error *err)
     return 0;
 }
 
+/* Whether a stage of the chain runs: all do, but under Mirostat only those it keeps. */
+static bool stage_runs(const SamplerParams *p, SamplerStage stage)
+{
+    return p->mirostat == 0 || STAGES[stage].with_mirostat;
+}
+
 void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap)
 {
     if (cap == 0)
@@ -544,14 +635,29 @@ void sampler_chain_describe(const SamplerParams *p, char *buf, size_t cap)
     size_t len = 0;
     buf[0] = '\0';
     for (int i = 0; i < p->n_chain; i++) {
+        if (!stage_runs(p, p->chain[i]))
+            continue;
         describe_append(buf, cap, &len, "%s ", STAGES[p->chain[i]].name);
         STAGES[p->chain[i]].describe(p, buf, cap, &len);
         describe_append(buf, cap, &len, " -> ");
     }
+    if (p->mirostat != 0)
+        describe_append(buf, cap, &len, "mirostat %d (tau %g, eta %g) -> ", p->mirostat,
+                        p->mirostat_tau, p->mirostat_eta);
     if (p->temperature <= 0.0f)
         describe_append(buf, cap, &len, "greedy (argmax)");
     else
         describe_append(buf, cap, &len, "random draw (seed %llu)", (unsigned long long)p->seed);
+}
+
+static int mirostat_validate(const SamplerParams *p, Error *err)
+{
+    if (p->mirostat < 0 || p->mirostat > 2)
+        return error_set(err, "sampler: mirostat %d is not a version (0: off, 1: Mirostat, "
+                              "2: Mirostat 2.0)", p->mirostat);
+    if (check_not_negative("mirostat-ent (tau)", p->mirostat_tau, "", err) != 0)
+        return -1;
+    return check_not_negative("mirostat-lr (eta)", p->mirostat_eta, "", err);
 }
 
 /* The vocabulary, the chain, and every stage's fields (whether the chain names it or not,
@@ -572,7 +678,7 @@ static int sampler_params_check(const SamplerParams *p, int n_vocab, Error *err)
     for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
         if (STAGES[i].validate(p, n_vocab, err) != 0)
             return -1;
-    return 0;
+    return mirostat_validate(p, err);
 }
 
 /* ---- set-up, copies, history ---- */
@@ -649,6 +755,9 @@ int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err)
     if (sampler_setup(s, p, n_vocab, 64, err) != 0)
         return -1;
     rng_seed(&s->rng, p->seed);
+    s->mirostat_mu = 2.0f * p->mirostat_tau;
+    /* a different seed, so that the coin and the draw are not the same numbers */
+    rng_seed(&s->xtc_rng, p->seed ^ 0x9e3779b97f4a7c15u);
     return 0;
 }
 
@@ -672,6 +781,8 @@ int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
     if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
         return -1;
     dst->rng = src->rng;
+    dst->mirostat_mu = src->mirostat_mu;
+    dst->xtc_rng = src->xtc_rng;
     memcpy(dst->history, src->history, (size_t)src->n_history * sizeof *src->history);
     dst->n_history = src->n_history;
     return 0;
@@ -680,6 +791,7 @@ int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
 void sampler_reset(Sampler *s)
 {
     s->n_history = 0;
+    s->mirostat_mu = 2.0f * s->params.mirostat_tau;
 }
 
 int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
@@ -747,6 +859,21 @@ static void trace_record(SamplerTrace *trace, const char *stage, const Candidate
 
 /* ---- the chain and the selector ---- */
 
+/* Mirostat's cut by its current mu. Version 1 estimates Zipf's exponent from the top
+ * MIROSTAT_M probabilities (llama.cpp's and the paper's m = 100), which banned tokens
+ * (p = 0) would make infinite: they leave first. */
+enum { MIROSTAT_M = 100 };
+
+static void mirostat_cut(Sampler *s, CandidateList *c)
+{
+    if (s->params.mirostat == 2) {
+        candidates_mirostat_v2(c, s->mirostat_mu);
+        return;
+    }
+    candidates_drop_banned(c);
+    candidates_mirostat_v1(c, s->mirostat_mu, s->n_vocab, MIROSTAT_M);
+}
+
 /* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
  * with its logit, each stage of the chain rewrites them in order (sampler_params_default
  * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
@@ -757,9 +884,16 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
     const SamplerParams *p = &s->params;
     candidates_fill(c, logits, s->n_vocab);
     for (int i = 0; i < p->n_chain; i++) {
+        if (!stage_runs(p, p->chain[i]))
+            continue;
         STAGES[p->chain[i]].apply(s, c);
         if (trace)
             trace_record(trace, STAGES[p->chain[i]].name, c);
+    }
+    if (p->mirostat != 0) {
+        mirostat_cut(s, c);
+        if (trace)
+            trace_record(trace, "mirostat", c);
     }
     candidates_drop_banned(c);
     candidates_softmax(c);
@@ -771,19 +905,35 @@ void sampler_apply(Sampler *s, const float *logits, CandidateList *out)
     candidates_sort(out);
 }
 
+/* Mirostat's feedback: the chosen token's surprise, -log2 of its probability in the list
+ * it was drawn from, moves mu toward the target tau by the learning rate eta. */
+static int mirostat_learn(Sampler *s, const CandidateList *c, int token)
+{
+    if (s->params.mirostat == 0)
+        return token;
+    for (int i = 0; i < c->n; i++)
+        if (c->data[i].id == token) {
+            float surprise = -log2f(c->data[i].p);
+            s->mirostat_mu -= s->params.mirostat_eta * (surprise - s->params.mirostat_tau);
+            break;
+        }
+    return token;
+}
+
 int sampler_select(Sampler *s, const CandidateList *c)
 {
     if (s->params.temperature <= 0.0f)
-        return candidates_argmax(c);
-    return candidates_draw(c, rng_uniform(&s->rng));
+        return mirostat_learn(s, c, candidates_argmax(c));
+    return mirostat_learn(s, c, candidates_draw(c, rng_uniform(&s->rng)));
 }
 
 int sampler_sample(Sampler *s, const float *logits)
 {
     sampler_run_chain(s, logits, &s->scratch, NULL);
     if (s->params.temperature <= 0.0f)
-        return candidates_argmax(&s->scratch);
-    return candidates_draw_sorted(&s->scratch, rng_uniform(&s->rng));
+        return mirostat_learn(s, &s->scratch, candidates_argmax(&s->scratch));
+    return mirostat_learn(s, &s->scratch,
+                          candidates_draw_sorted(&s->scratch, rng_uniform(&s->rng)));
 }
 
 int sampler_sample_traced(Sampler *s, const float *logits, SamplerTrace *trace)

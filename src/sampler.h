@@ -3,9 +3,9 @@
  * selector. The default chain is llama.cpp's (common_params_sampling: its logit bias
  * first, then its default `samplers` list, without the samplers quill does not have):
  *
- *   logits -> logit-bias -> bad-words -> penalties -> top-k -> typical-p -> top-p
- *          -> min-p -> temperature -> softmax -> greedy (temperature <= 0)
- *                                                 or a seeded random draw
+ *   logits -> logit-bias -> bad-words -> penalties -> top-n-sigma -> top-k -> typical-p
+ *          -> top-p -> min-p -> xtc -> temperature -> softmax -> greedy (temperature <= 0)
+ *                                                                or a seeded random draw
  *
  * Bans and penalties come first because they change which tokens are likely; the
  * truncating filters then cut on the model's own (untempered) distribution; temperature
@@ -43,6 +43,8 @@ typedef enum {
     SAMPLER_STAGE_TOP_P,       /* "top-p" */
     SAMPLER_STAGE_MIN_P,       /* "min-p" */
     SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
+    SAMPLER_STAGE_XTC,         /* "xtc": exclude top choices */
+    SAMPLER_STAGE_TOP_N_SIGMA, /* "top-n-sigma" */
     SAMPLER_STAGE_COUNT
 } SamplerStage;
 
@@ -68,6 +70,23 @@ typedef struct {
      * <= 0: greedy decoding, the argmax with ties to the lowest id (never a division by
      * 0); 1: the model's distribution; < 1 sharper; > 1 flatter. */
     float temperature;
+    /* Dynamic temperature (kalomaze 2023; llama.cpp's dynatemp): with dynatemp_range > 0
+     * the temperature stage uses T = T_low + (T_high - T_low) * (H / ln n)^dynatemp_exponent,
+     * T_low/high = temperature -/+ dynatemp_range (T_low at least 0), H the entropy of the
+     * n candidates it sees. 0 = off (the default); the exponent defaults to 1. Greedy
+     * (temperature <= 0) stays greedy. */
+    float dynatemp_range;
+    float dynatemp_exponent;
+    /* Mirostat (Basu et al. 2021): 0 = off (the default), 1 = Mirostat, 2 = Mirostat 2.0.
+     * It replaces the truncating filters: as in llama.cpp, only the chain's logit-bias,
+     * bad-words and temperature stages run, then Mirostat's cut by mu (2.0: the candidates
+     * with surprise -log2 p above mu go; 1: the top k that a Zipf fit says give an expected
+     * surprise of mu stay), a token is drawn, and mu -= mirostat_eta * (its surprise -
+     * mirostat_tau). mu starts at 2 * tau (sampler_init, sampler_reset). tau: the target
+     * surprise in bits (5); eta: the learning rate (0.1). */
+    int mirostat;
+    float mirostat_tau;
+    float mirostat_eta;
     /* Keep the top_k highest logits (Fan et al. 2018). 0 = off. */
     int top_k;
     /* Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most likely
@@ -80,6 +99,16 @@ typedef struct {
     /* Locally typical sampling (Meister et al. 2022): order tokens by |-ln p - H|, H the
      * entropy, keep the smallest such set whose probability reaches typical_p. 1.0 = off. */
     float typical_p;
+    /* XTC, exclude top choices (Weidmann 2024): with probability xtc_probability per
+     * token, when two or more candidates have p >= xtc_threshold, all of them but the
+     * least likely are removed. xtc_probability 0 = off (the default), as is
+     * xtc_threshold > 0.5; llama.cpp's default threshold is 0.1. */
+    float xtc_probability;
+    float xtc_threshold;
+    /* top-n-sigma (Tang et al. 2024): keep the tokens with logit >= max - top_n_sigma *
+     * sigma, sigma the standard deviation of the logits. < 0 = off (the default, -1, as
+     * llama.cpp's); 0 keeps only the tokens tied with the most likely one. */
+    float top_n_sigma;
     /* Repetition penalty (Keskar et al. 2019, CTRL): each distinct token in the window has
      * its logit divided by the penalty when positive and multiplied by it when negative,
      * once however often it occurs (dividing a negative logit would raise it: the
@@ -120,11 +149,14 @@ typedef struct {
     bool is_prompt;
 } SamplerToken;
 
-/* A sampler: its parameters, state and scratch. Fields after `rng` are private. */
+/* A sampler: its parameters, state and scratch. Fields after `mirostat_mu` are private. */
 typedef struct {
     SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
     int n_vocab;
     Rng rng;
+    float mirostat_mu; /* Mirostat's current bound on the surprise (read only) */
+    Rng xtc_rng; /* XTC's coin: its own stream (as in llama.cpp), so that sampler_apply
+                    leaves the draw's numbers alone and XTC on or off draws the same r */
     LogitBias *logit_bias;
     TokenSequence *bad_words;
     int *bad_word_tokens;  /* the tokens of every bad word, one after another */
@@ -153,14 +185,16 @@ typedef struct {
 } SamplerTraceStep;
 
 typedef struct {
-    SamplerTraceStep steps[SAMPLER_STAGE_COUNT + 1]; /* each stage that ran, then "chain" */
+    SamplerTraceStep steps[SAMPLER_STAGE_COUNT + 1]; /* each stage that ran, then
+                                                        "mirostat" (when on), then "chain" */
     int n_steps;
     int chosen;         /* the token selected */
 } SamplerTrace;
 
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
- * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), repeat penalty 1 (off) over the
- * last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
+ * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
+ * threshold 0.1, top-n-sigma -1 (off), dynamic temperature range 0 (off) with exponent 1,
+ * mirostat 0 (off) with tau 5 and eta 0.1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
  * accepts the prompt into the window), no logit bias, no bad words, the default chain
  * (above), seed 0. */
 void sampler_params_default(SamplerParams *p);
@@ -212,7 +246,7 @@ void sampler_free(Sampler *s); /* NULL-safe */
  * search, where each beam goes on from the same point). dst must not be initialised. */
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err);
 
-/* Forgets the history (a new conversation); the RNG goes on, so the next text differs
+/* Forgets the history (a new conversation) and sets Mirostat's mu back to 2 * tau; the RNG goes on, so the next text differs
  * from the first one (a fresh sampler_init repeats it). */
 void sampler_reset(Sampler *s);
 
@@ -225,13 +259,15 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err);
  * removed, sorted (most likely first), with probabilities p that sum to 1: the softmax of
  * the logits after the whole chain, so at temperature t > 0 the distribution the random
  * draw uses, and at t <= 0 the untempered one (ln p is then the log-probability under
- * penalties, bias and bans, as beam search needs). Uses no randomness. For beam search
- * over the full distribution, use a chain without the truncating filters (e.g.
- * "logit-bias,bad-words,penalties"): its sort is then over the whole vocabulary. */
+ * penalties, bias and bans, as beam search needs). Uses no randomness but XTC's coin,
+ * which has its own stream. For beam search over the full distribution, use a chain
+ * without the truncating filters (e.g. "logit-bias,bad-words,penalties"): its sort is
+ * then over the whole vocabulary. */
 void sampler_apply(Sampler *s, const float *logits, CandidateList *out);
 
 /* Picks a token from candidates: the argmax (ties to the lowest id) when temperature <= 0,
- * otherwise a draw with the sampler's RNG, walking the list in its order. On a list from
+ * otherwise a draw with the sampler's RNG, walking the list in its order; under Mirostat
+ * the token's surprise then updates mu. On a list from
  * sampler_apply this is the token sampler_sample would return for the same RNG state. */
 int sampler_select(Sampler *s, const CandidateList *c);
 

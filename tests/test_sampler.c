@@ -523,9 +523,10 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     p.seed = 42;
     char buf[512];
     sampler_chain_describe(&p, buf, sizeof buf);
-    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> top-k 40 -> "
-                          "typical-p off -> top-p 0.95 -> min-p 0.05 -> temperature 0.8 -> "
-                          "random draw (seed 42)");
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> "
+                          "top-n-sigma off -> top-k 40 -> "
+                          "typical-p off -> top-p 0.95 -> min-p 0.05 -> xtc off -> "
+                          "temperature 0.8 -> random draw (seed 42)");
     Error err;
     cr_assert_eq(sampler_chain_parse("penalties,temperature", &p, &err), 0, "%s", err.msg);
     p.repeat_penalty = 1.1f;
@@ -538,16 +539,16 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     cr_expect_str_eq(buf, "penalties");
 }
 
-/* The default chain is llama.cpp's order: bias and bans, penalties, top-k, typical-p,
- * top-p, min-p, temperature. */
+/* The default chain is llama.cpp's order: bias and bans, penalties, top-n-sigma, top-k,
+ * typical-p, top-p, min-p, XTC, temperature (common_params_sampling::samplers). */
 Test(sampler_chain, default_order_is_llama_cpps)
 {
     SamplerParams p, q;
     sampler_params_default(&p);
     q = p;
     Error err;
-    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-k,typical-p,top-p,"
-                                     "min-p,temperature",
+    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-n-sigma,top-k,"
+                                     "typical-p,top-p,min-p,xtc,temperature",
                                      &q, &err),
                  0, "%s", err.msg);
     cr_assert_eq(p.n_chain, q.n_chain);
@@ -971,6 +972,10 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"repeat_last_n", "repeat-last-n -2"},
         {"bias", "token 10"},           {"bad_word", "no tokens"},
         {"bad_word_token", "token 12"}, {"chain", "chain entry"},
+        {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
+        {"top_n_sigma", "top-n-sigma"}, {"dynatemp_range", "dynatemp-range -1"},
+        {"dynatemp_exponent", "dynatemp-exp"}, {"mirostat", "mirostat 3"},
+        {"mirostat_tau", "mirostat-ent"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         SamplerParams p = params_plain();
@@ -995,6 +1000,20 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.bad_words = no_tokens, p.n_bad_words = 1;
         else if (!strcmp(f, "bad_word_token"))
             p.bad_words = outside_word, p.n_bad_words = 1;
+        else if (!strcmp(f, "xtc_probability"))
+            p.xtc_probability = 1.5f;
+        else if (!strcmp(f, "xtc_threshold"))
+            p.xtc_threshold = -1.0f;
+        else if (!strcmp(f, "top_n_sigma"))
+            p.top_n_sigma = NAN;
+        else if (!strcmp(f, "dynatemp_range"))
+            p.dynatemp_range = -1.0f;
+        else if (!strcmp(f, "dynatemp_exponent"))
+            p.dynatemp_exponent = -0.5f;
+        else if (!strcmp(f, "mirostat"))
+            p.mirostat = 3;
+        else if (!strcmp(f, "mirostat_tau"))
+            p.mirostat_tau = -1.0f;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1148,5 +1167,311 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
         cr_expect_eq(p.n_chain, 1);
         cr_expect_eq(p.chain[0], (SamplerStage)i, "%s", name);
     }
-    cr_expect_eq(compared, 8);
+    cr_expect_eq(compared, SAMPLER_STAGE_COUNT);
+    cr_expect_eq(compared, 10);
+}
+
+/* ---- the samplers llama.cpp has beyond the classic filters ----
+ * The cases are llama.cpp's own (tests/test-sampling.cpp): probabilities (0.4, 0.3, 0.2,
+ * 0.1) as logits ln p. llama.cpp's tester leaves the survivors' p as they were; quill's
+ * sampler_apply renormalizes them, so each expected value here is llama.cpp's divided by
+ * the sum of the kept ones. */
+
+/* The kept ids, in order, are ids[0..n), with probabilities p[0..n); returns n. */
+static int expect_kept(const Kept *k, const int *ids, const double *p, int n)
+{
+    expect_ids(k, ids, n);
+    for (int i = 0; i < n; i++)
+        expect_p(k, ids[i], p[i]);
+    return n;
+}
+
+/* logits[i] = ln probs[i], for 4 tokens: a softmax gives the probabilities back. */
+static void logits_of(const float *probs, float *logits)
+{
+    for (int i = 0; i < 4; i++)
+        logits[i] = logf(probs[i]);
+}
+
+static void llama_logits(float *logits)
+{
+    const float probs[4] = {0.4f, 0.3f, 0.2f, 0.1f};
+    logits_of(probs, logits);
+}
+
+/* XTC with probability 0.99 (the coin of seed 0 falls below it) and threshold t: every
+ * token with p >= t but the least likely of them goes. t = 0.09: all four reach it, 0.1
+ * stays alone; 0.19: 0.4 and 0.3 go, (0.2, 0.1) / 0.3; 0.29: 0.4 goes, (0.3, 0.2, 0.1) /
+ * 0.6; 0.39: only 0.4 reaches it, and one top choice is never removed. */
+Test(sampler_new, xtc_matches_llama_cpps_vectors)
+{
+    float logits[4];
+    llama_logits(logits);
+    const struct {
+        float threshold;
+        int n, ids[4];
+        double p[4];
+    } cases[] = {
+        {0.09f, 1, {3}, {1.0}},
+        {0.19f, 2, {2, 3}, {0.2 / 0.3, 0.1 / 0.3}},
+        {0.29f, 3, {1, 2, 3}, {0.3 / 0.6, 0.2 / 0.6, 0.1 / 0.6}},
+        {0.39f, 4, {0, 1, 2, 3}, {0.4, 0.3, 0.2, 0.1}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.xtc_probability = 0.99f;
+        p.xtc_threshold = cases[c].threshold;
+        Kept k = apply(&p, logits, 4);
+        compared += expect_kept(&k, cases[c].ids, cases[c].p, cases[c].n);
+    }
+    cr_expect_eq(compared, 10);
+}
+
+/* XTC's off values: probability 0, or a threshold above 0.5 (no two tokens can reach it),
+ * even with probability 1. */
+Test(sampler_new, xtc_off_values_keep_everything)
+{
+    float logits[4];
+    llama_logits(logits);
+    const int all[4] = {0, 1, 2, 3};
+    SamplerParams p = params_plain();
+    p.xtc_probability = 0.0f;
+    p.xtc_threshold = 0.1f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, all, 4);
+    p.xtc_probability = 1.0f;
+    p.xtc_threshold = 0.51f;
+    k = apply(&p, logits, 4);
+    expect_ids(&k, all, 4);
+}
+
+/* The coin: with probability 0.5 and threshold 0.19, half the draws see the whole
+ * distribution and half see (0.2, 0.1) / 0.3, so the frequencies are
+ * 0.5 * 0.4 = 0.2, 0.5 * 0.3 = 0.15, 0.5 * 0.2 + 0.5 * 2/3 = 0.4333, 0.05 + 0.5 / 3 = 0.2167. */
+Test(sampler_new, xtc_probability_is_the_chance_of_removing)
+{
+    float logits[4];
+    llama_logits(logits);
+    SamplerParams p = params_plain();
+    p.xtc_probability = 0.5f;
+    p.xtc_threshold = 0.19f;
+    p.seed = 3;
+    double freq[4];
+    const double want[4] = {0.2, 0.15, 0.1 + 1.0 / 3.0, 0.05 + 1.0 / 6.0};
+    sample_frequencies(&p, logits, 4, freq);
+    expect_frequencies(freq, want, 4);
+}
+
+/* top-n-sigma on llama.cpp's cases, probabilities (0.1, 0.2, 0.3, 0.4) for tokens 0..3.
+ * By hand: the logits ln p are -2.302585, -1.609438, -1.203973, -0.916291; their mean is
+ * -1.508072, the squared deviations 0.631251, 0.010275, 0.092476, 0.350205 average to
+ * 0.271052, sigma = 0.520627. n = 1: the bar is -0.916291 - 0.520627 = -1.436918, and 0.4
+ * and 0.3 pass: (0.4, 0.3) / 0.7 = (0.571429, 0.428571). n = 0: only the best. n = 3: the
+ * bar -2.478 lets every token through. */
+Test(sampler_new, top_n_sigma_matches_llama_cpps_vectors)
+{
+    const float probs[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    float logits[4];
+    logits_of(probs, logits);
+    const struct {
+        float n_sigma;
+        int n, ids[4];
+        double p[4];
+    } cases[] = {
+        {1.0f, 2, {3, 2}, {0.571429, 0.428571}},
+        {0.0f, 1, {3}, {1.0}},
+        {3.0f, 4, {3, 2, 1, 0}, {0.4, 0.3, 0.2, 0.1}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.top_n_sigma = cases[c].n_sigma;
+        Kept k = apply(&p, logits, 4);
+        compared += expect_kept(&k, cases[c].ids, cases[c].p, cases[c].n);
+    }
+    cr_expect_eq(compared, 7);
+}
+
+/* Banned tokens do not count toward the mean and sigma (their -inf would make both
+ * infinite): logits (2, 0, -inf, -inf) have mean 1 and sigma 1 over the two finite ones,
+ * so n = 1 keeps l >= 2 - 1 = 1, token 0 alone (counted, the bans would make the bar NaN,
+ * which no logit passes: an empty list). The bar moves with the temperature as the logits do: the same set at T = 0.5. */
+Test(sampler_new, top_n_sigma_ignores_banned_tokens_and_the_temperature)
+{
+    const float logits[4] = {2.0f, 0.0f, -INFINITY, -INFINITY};
+    const int best[1] = {0};
+    SamplerParams p = params_plain();
+    p.top_n_sigma = 1.0f;
+    Kept k = apply(&p, logits, 4);
+    expect_ids(&k, best, 1);
+    const float spread[4] = {2.0f, 1.5f, 0.0f, -2.0f}; /* mean 0.375, sigma 1.5562 */
+    const int two[2] = {0, 1};
+    p.top_n_sigma = 0.5f; /* bar 2 - 0.778 = 1.222 */
+    k = apply(&p, spread, 4);
+    expect_ids(&k, two, 2);
+    Error err;
+    cr_assert_eq(sampler_chain_parse("temperature,top-n-sigma", &p, &err), 0, "%s", err.msg);
+    p.temperature = 0.5f;
+    k = apply(&p, spread, 4);
+    expect_ids(&k, two, 2);
+}
+
+/* Dynamic temperature. llama.cpp's own cases have range 0, where it is the plain
+ * temperature (T = 1 leaves (0.4, 0.3, 0.2, 0.1) as they are; T = 0 is greedy). By hand
+ * for range > 0: the entropy of (0.4, 0.3, 0.2, 0.1) is H = 1.279854, over ln 4 = 1.386294
+ * that is 0.923220. Temperature 1, range 0.5, exponent 1: T = 0.5 + 1 * 0.923220 =
+ * 1.423220, and p_i ~ p_i^(1/T) gives (0.356001, 0.290847, 0.218745, 0.134408); exponent 2:
+ * T = 0.5 + 0.923220^2 = 1.352335, (0.361521, 0.292244, 0.216537, 0.129698); temperature
+ * 0.3, range 0.5: T_low = max(0, -0.2) = 0, T = 0.8 * 0.923220 = 0.738576, (0.450114,
+ * 0.304903, 0.176093, 0.068890). */
+Test(sampler_new, dynamic_temperature_follows_the_entropy)
+{
+    float logits[4];
+    llama_logits(logits);
+    const int ids[4] = {0, 1, 2, 3};
+    const struct {
+        float temperature, range, exponent;
+        double p[4];
+    } cases[] = {
+        {1.0f, 0.0f, 1.0f, {0.4, 0.3, 0.2, 0.1}},
+        {1.0f, 0.5f, 1.0f, {0.356001, 0.290847, 0.218745, 0.134408}},
+        {1.0f, 0.5f, 2.0f, {0.361521, 0.292244, 0.216537, 0.129698}},
+        {0.3f, 0.5f, 1.0f, {0.450114, 0.304903, 0.176093, 0.068890}},
+    };
+    int compared = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        SamplerParams p = params_plain();
+        p.temperature = cases[c].temperature;
+        p.dynatemp_range = cases[c].range;
+        p.dynatemp_exponent = cases[c].exponent;
+        Kept k = apply(&p, logits, 4);
+        compared += expect_kept(&k, ids, cases[c].p, 4);
+    }
+    cr_expect_eq(compared, 16);
+    /* temperature 0 stays greedy whatever the range: the argmax, token 0 */
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.dynatemp_range = 0.5f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    for (int i = 0; i < 20; i++)
+        cr_expect_eq(sampler_sample(&s, logits), 0);
+    sampler_free(&s);
+}
+
+/* The temperature is the entropy's: a uniform list (H = ln n) gets T_high, and the
+ * function says which T it used. Logits (0, 0, 0, 0), temperature 1, range 0.5: T = 1.5. */
+Test(sampler_new, dynamic_temperature_of_a_uniform_list_is_the_highest)
+{
+    Error err;
+    CandidateList c;
+    cr_assert_eq(candidates_init(&c, 4, &err), 0, "%s", err.msg);
+    const float flat[4] = {0, 0, 0, 0};
+    candidates_fill(&c, flat, 4);
+    cr_expect(fabsf(candidates_dynamic_temperature(&c, 1.0f, 0.5f, 1.0f) - 1.5f) < 1e-6f);
+    const float one[4] = {0, -INFINITY, -INFINITY, -INFINITY}; /* one choice: unchanged */
+    candidates_fill(&c, one, 4);
+    cr_expect_eq(candidates_dynamic_temperature(&c, 1.0f, 0.5f, 1.0f), 1.0f);
+    candidates_free(&c);
+}
+
+/* Ten greedy steps on 4 logits: each picks token 0 and leaves mu at want[step]. */
+static void expect_mu_steps(Sampler *s, const float *logits, const double *want)
+{
+    int compared = 0;
+    for (int i = 0; i < 10; i++, compared++) {
+        cr_expect_eq(sampler_sample(s, logits), 0);
+        cr_expect(fabs(s->mirostat_mu - want[i]) < 1e-4, "step %d: mu %.6f, expected %.6f",
+                  i + 1, s->mirostat_mu, want[i]);
+    }
+    cr_expect_eq(compared, 10);
+}
+
+/* Mirostat 2.0's feedback over 10 steps, by hand. Probabilities (0.5, 0.25, 0.125, 0.125)
+ * have surprises 1, 2, 3, 3 bits; tau 0.4, eta 0.9, greedy, so token 0 is chosen each time
+ * and mu moves by -0.9 * (s - 0.4), s the surprise of 0.5 within the cut list:
+ *   mu 0.8 (2 tau): nothing is <= 0.8, the best stays alone, s = 0   -> mu 1.16
+ *   1.16, 1.52, 1.88: only token 0 (1 <= mu < 2), s = 0                -> 1.52, 1.88, 2.24
+ *   2.24: tokens 0, 1, s = log2(0.75 / 0.5) = 0.584963                -> 2.073534
+ *   2.073534: the same                                                -> 1.907067
+ *   1.907067: token 0 alone                                           -> 2.267067
+ *   2.267067, 2.100601: tokens 0, 1                                   -> 2.100601, 1.934135
+ *   1.934135: token 0 alone                                           -> 2.294135 */
+Test(sampler_new, mirostat_v2_mu_follows_the_surprise)
+{
+    const float probs[4] = {0.5f, 0.25f, 0.125f, 0.125f};
+    float logits[4];
+    logits_of(probs, logits);
+    const double want[10] = {1.16,     1.52,     1.88,     2.24,     2.073534,
+                             1.907067, 2.267067, 2.100601, 1.934135, 2.294135};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.mirostat = 2;
+    p.mirostat_tau = 0.4f;
+    p.mirostat_eta = 0.9f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    cr_expect(fabsf(s.mirostat_mu - 0.8f) < 1e-6f, "mu starts at %g", s.mirostat_mu);
+    expect_mu_steps(&s, logits, want);
+    Sampler copy;
+    Error err;
+    cr_assert_eq(sampler_clone(&copy, &s, &err), 0, "%s", err.msg);
+    cr_expect_eq(copy.mirostat_mu, s.mirostat_mu);
+    sampler_reset(&s);
+    cr_expect(fabsf(s.mirostat_mu - 0.8f) < 1e-6f, "reset: mu %g", s.mirostat_mu);
+    sampler_free(&copy);
+    sampler_free(&s);
+}
+
+/* Mirostat replaces the filters: with top-k 1 in the chain, mu 2.5 (tau 1.25, eta 0 so it
+ * stays) still keeps the tokens of surprise <= 2.5 bits, 0 and 1, drawn 2/3 : 1/3. */
+Test(sampler_new, mirostat_v2_cuts_by_surprise_instead_of_the_filters)
+{
+    const float probs[4] = {0.5f, 0.25f, 0.125f, 0.125f};
+    float logits[4];
+    logits_of(probs, logits);
+    SamplerParams p = params_plain();
+    p.top_k = 1;
+    p.mirostat = 2;
+    p.mirostat_tau = 1.25f;
+    p.mirostat_eta = 0.0f;
+    p.seed = 5;
+    double freq[4];
+    const double want[4] = {2.0 / 3.0, 1.0 / 3.0, 0, 0};
+    sample_frequencies(&p, logits, 4, freq);
+    expect_frequencies(freq, want, 4);
+    char buf[256];
+    sampler_chain_describe(&p, buf, sizeof buf);
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> temperature 1 -> mirostat 2 "
+                          "(tau 1.25, eta 0) -> random draw (seed 5)");
+}
+
+/* Mirostat (version 1) over 10 steps, by hand. Probabilities proportional to 1/i^2 over 4
+ * tokens, (1, 1/4, 1/9, 1/16) / 1.423611, follow Zipf's law exactly: every
+ * ln(p_i / p_i+1) is 2 ln((i+1) / i), so s = 2, eps = 1, and
+ * k = (2^mu / (1 - 4^-1))^(1/2) = sqrt(2^mu / 0.75). tau 1, eta 1, greedy (token 0):
+ *   mu 2 (2 tau): k = 2.309 -> 2 tokens, s = -log2(1 / 1.25) = 0.321928      -> mu 2.678072
+ *   2.678072: k = 2.921 -> 2, the same s                                     -> 3.356144
+ *   3.356144: k = 3.695 -> 3, s = log2(1.361111) = 0.444785                  -> 3.911359
+ *   3.911359: k = 4.479 -> 4 (all), s = log2(1.423611) = 0.509555            -> 4.401804
+ *   then k > 4 keeps all four, and mu grows by 1 - 0.509555 = 0.490445 a step:
+ *   4.892249, 5.382694, 5.873139, 6.363583, 6.854028, 7.344473 */
+Test(sampler_new, mirostat_v1_mu_follows_the_surprise)
+{
+    const float probs[4] = {1.0f / 1.4236111f, 0.25f / 1.4236111f, (1.0f / 9.0f) / 1.4236111f,
+                            0.0625f / 1.4236111f};
+    float logits[4];
+    logits_of(probs, logits);
+    const double want[10] = {2.678072, 3.356144, 3.911359, 4.401804, 4.892249,
+                             5.382694, 5.873139, 6.363583, 6.854028, 7.344473};
+    SamplerParams p = params_plain();
+    p.temperature = 0.0f;
+    p.mirostat = 1;
+    p.mirostat_tau = 1.0f;
+    p.mirostat_eta = 1.0f;
+    Sampler s;
+    init_or_fail(&s, &p, 4);
+    expect_mu_steps(&s, logits, want);
+    sampler_free(&s);
 }
