@@ -58,6 +58,10 @@ koffi.struct("quill_sampler_params", {
   repeat_last_n: "int", penalize_prompt: "bool", chain: "const char *", seed: "uint64_t",
   logit_bias: "quill_logit_bias *", n_logit_bias: "int",
   bad_words: "const char **", n_bad_words: "int",
+  /* added later at the end of the C struct, which keeps the fields above */
+  xtc_probability: "float", xtc_threshold: "float", top_n_sigma: "float",
+  dynatemp_range: "float", dynatemp_exponent: "float", mirostat: "int", mirostat_tau: "float",
+  mirostat_eta: "float",
 });
 
 /* The event's piece and text are not NUL-terminated (a piece may end inside a UTF-8

@@ -102,7 +102,12 @@ class SamplerParamsC(Structure):
                 ("repeat_last_n", c_int), ("penalize_prompt", c_bool), ("chain", c_char_p),
                 ("seed", c_uint64), ("logit_bias", POINTER(LogitBias)),
                 ("n_logit_bias", c_int), ("bad_words", POINTER(c_char_p)),
-                ("n_bad_words", c_int)]
+                ("n_bad_words", c_int),
+                # added later at the end of the C struct, which keeps the fields above
+                ("xtc_probability", c_float), ("xtc_threshold", c_float),
+                ("top_n_sigma", c_float), ("dynatemp_range", c_float),
+                ("dynatemp_exponent", c_float), ("mirostat", c_int),
+                ("mirostat_tau", c_float), ("mirostat_eta", c_float)]
 
 
 class Candidate(Structure):

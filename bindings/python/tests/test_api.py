@@ -145,3 +145,13 @@ def test_a_context_sized_for_the_run(model):
         done = ctx.generate("Once upon a time", None, ignore_eos=True)
         assert done.finish_reason == "context"
         assert ctx.perf.n_generated == done.n_tokens
+
+
+def test_sampler_params_layout_is_the_headers():
+    """The ctypes struct must be quill.h's, field for field: its last fields read the
+    defaults the header documents (a shorter or reordered struct reads other bytes)."""
+    c = lib.quill_sampler_params_default()
+    assert (c.temperature, c.top_k, c.n_bad_words) == (pytest.approx(0.8), 40, 0)
+    assert (c.xtc_probability, c.xtc_threshold) == (0.0, pytest.approx(0.1))
+    assert (c.top_n_sigma, c.dynatemp_range, c.dynatemp_exponent) == (-1.0, 0.0, 1.0)
+    assert (c.mirostat, c.mirostat_tau, c.mirostat_eta) == (0, 5.0, pytest.approx(0.1))
