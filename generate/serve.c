@@ -427,7 +427,7 @@ int cmd_serve(int argc, char **argv, Error *err)
         {"batch", FLAG_INT, &o.batch, 1, 1 << 16,
          "rows one step takes at most: the decoding sequences, then prompt chunks"},
         {"context", FLAG_INT, &o.context, 0, 1 << 24,
-         "positions each request holds (0: the model's context length)"},
+         "positions each slot holds (0: the model's context length)"},
         {"api-key", FLAG_STRING, &o.api_key, 0, 0,
          "require Authorization: Bearer KEY on every endpoint but /health"},
         {"threads", FLAG_INT, &o.threads, 0, 1024, "compute threads (0: every core)"},
