@@ -522,13 +522,9 @@ Test(grammar_cli, check_prints_one_verdict_per_text_in_order)
 
 Test(grammar_cli, reads_a_grammar_file)
 {
-    const char *dir = test_make_tmpdir();
-    char path[512];
-    snprintf(path, sizeof path, "%s/list.gbnf", dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("# a list of words\nroot ::= word (\", \" word)*\nword ::= [a-z]+\n", f);
-    fclose(f);
+    const char *path = test_write_file(test_make_tmpdir(), "list.gbnf",
+                                       "# a list of words\nroot ::= word (\", \" word)*\n"
+                                       "word ::= [a-z]+\n");
     char *out, *messages;
     int status;
     quill_stdout(&out, &messages, &status, "grammar %s --check 'red, green' 'red,green' red", path);

@@ -62,6 +62,17 @@ const char *test_make_tmpdir(void)
     return dir;
 }
 
+const char *test_write_file(const char *dir, const char *name, const char *text)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0, "cannot write %s", path);
+    return path;
+}
+
 const char *test_quill_bin(void)
 {
     const char *bin = getenv("QUILL_BIN");

@@ -30,6 +30,9 @@ bool test_in_ci(void);
         }                                                                                       \
     } while (0)
 
+/* Writes text to dir/name (a fresh file) and returns its path (static buffer). */
+const char *test_write_file(const char *dir, const char *name, const char *text);
+
 /* Writes dir/corpus.txt, about 40 KB of sentences drawn from 16 words by a fixed-seed
  * generator, and returns its path (static buffer). */
 const char *test_write_corpus(const char *dir);
