@@ -288,12 +288,24 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
     return status;
 }
 
+/* A grammar's state is one text's: several samples, beams or chat turns would need one per
+ * sequence, or a fresh one per turn (not there yet). */
+static int grammar_use_check(const GenerateOptions *o, bool interactive, Error *err)
+{
+    if ((o->grammar || o->grammar_file) && (interactive || o->num_samples > 1 || o->beam_size > 1))
+        return error_set(err, "--grammar works with one sample for now, not with "
+                              "--interactive (quill chat), --num-samples or --beam-size");
+    return 0;
+}
+
 int cmd_generate(int argc, char **argv, Error *err)
 {
     GenerateOptions o;
     generate_options_default(&o);
     const char *model = NULL;
     int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0)
+        status = grammar_use_check(&o, o.interactive, err);
     if (status == 0 && o.interactive)
         status = repl_run(model, &o, err);
     else if (status == 0) {
@@ -313,6 +325,8 @@ int cmd_chat(int argc, char **argv, Error *err)
     generate_options_default(&o);
     const char *model = NULL;
     int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0)
+        status = grammar_use_check(&o, true, err);
     if (status == 0)
         status = repl_run(model, &o, err);
     generate_options_free(&o);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "grammar.h"
 #include "quill.h"
 
 /* quill generate: continue a prompt with a GGUF model. */
@@ -22,6 +23,9 @@ int generate_tokenize(const quill_model *m, const char *text, size_t len, bool a
                       bool parse_special, quill_token **ids, Error *err);
 
 /* quill grammar: builds a GBNF grammar and prints accept or reject for texts (--check). */
+/* Builds a grammar from the file or the inline text of --grammar (exactly one); its errors
+ * start with where the grammar came from ("--grammar: line 1, column 20: ..."). */
+int grammar_load(const char *file, const char *inline_text, Grammar *g, Error *err);
 int cmd_grammar(int argc, char **argv, Error *err);
 
 /* quill bench MODEL.gguf: prompt and generation speed of a model. */

@@ -22,7 +22,7 @@ static int find_check(int argc, char **argv)
 
 /* Builds the grammar from the file or the inline text (exactly one); its errors start with
  * where the grammar came from. */
-static int load_grammar(const char *file, const char *inline_text, Grammar *g, Error *err)
+int grammar_load(const char *file, const char *inline_text, Grammar *g, Error *err)
 {
     if ((file != NULL) == (inline_text != NULL))
         return error_set(err, "give the grammar one way: a FILE or --grammar 'root ::= ...'");
@@ -77,7 +77,7 @@ int cmd_grammar(int argc, char **argv, Error *err)
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
     Grammar g;
-    if (load_grammar(n_positional ? positional[0] : NULL, inline_text, &g, err) != 0)
+    if (grammar_load(n_positional ? positional[0] : NULL, inline_text, &g, err) != 0)
         return -1;
     int status = 0;
     if (check < argc)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "chart.h"
+#include "generate.h"
 #include "gguf.h"
 #include "loader.h"
 #include "quill_internal.h"
@@ -85,6 +86,9 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                         "(-inf bans it; repeatable)"},
         {"bad-words", FLAG_STRING, &o->bad_words, 0, 0,
          "comma-separated words or phrases never to generate"},
+        {"grammar", FLAG_STRING, &o->grammar, 0, 0,
+         "GBNF grammar the output must match (docs/grammars.md)"},
+        {"grammar-file", FLAG_STRING, &o->grammar_file, 0, 0, "--grammar, read from this file"},
         {"samplers", FLAG_STRING, &o->samplers, 0, 0,
          "the chain, e.g. penalties,top-k,top-p,min-p,temperature"},
         {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: a random one, shown by --verbose)",
@@ -245,6 +249,14 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     quill_sampler *s = status == 0 ? quill_sampler_new(m, &p) : NULL;
     if (status == 0 && !s)
         error_set(err, "%s", quill_last_error());
+    if (s && (o->grammar || o->grammar_file)) {
+        Grammar g;
+        if (grammar_load(o->grammar_file, o->grammar, &g, err) != 0 ||
+            api_sampler_use_grammar(s, &g, err) != 0) {
+            quill_sampler_free(s);
+            s = NULL;
+        }
+    }
     if (s && o->show_probs)
         quill_sampler_trace(s, SAMPLER_TRACE_TOP);
     free((LogitBias *)parsed.logit_bias);

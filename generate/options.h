@@ -31,6 +31,8 @@ typedef struct {
                               generate_sampler_params */
     StringList logit_bias; /* "ID:VALUE" each */
     const char *bad_words; /* "word,phrase,..." */
+    const char *grammar;      /* --grammar: a GBNF grammar's text, or NULL */
+    const char *grammar_file; /* --grammar-file: a file holding one, or NULL */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
     int seed;              /* -1: a random one from the operating system (getrandom) */
     /* search */

@@ -43,7 +43,12 @@ struct quill_sampler {
     SamplerTrace trace; /* the last sample's, when tracing */
     quill_candidate top[SAMPLER_STAGE_COUNT + 1][SAMPLER_TRACE_TOP]; /* each step's */
     int n_top[SAMPLER_STAGE_COUNT + 1];
+    Grammar grammar;    /* the grammar stage's, when api_sampler_use_grammar gave one */
 };
+
+/* Turns on s's grammar stage (sampler_set_grammar) with g, which s takes over: *g is
+ * s's to free, whatever the status. Not in quill.h yet: `quill generate --grammar` uses it. */
+int api_sampler_use_grammar(quill_sampler *s, Grammar *g, Error *err);
 
 /* Makes trace (a sample that quill_generate's session traced) s's last sample, so that
  * quill_sampler_stages shows it. */

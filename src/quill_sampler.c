@@ -147,11 +147,20 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
     return s;
 }
 
+int api_sampler_use_grammar(quill_sampler *s, Grammar *g, Error *err)
+{
+    grammar_free(&s->grammar);
+    s->grammar = *g;
+    memset(g, 0, sizeof *g);
+    return sampler_set_grammar(&s->sampler, &s->grammar, &s->model->tok, err);
+}
+
 void quill_sampler_free(quill_sampler *s)
 {
     if (!s)
         return;
     sampler_free(&s->sampler);
+    grammar_free(&s->grammar);
     free(s);
 }
 

@@ -528,6 +528,115 @@ static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
     return check_not_negative("dynatemp-exp", p->dynatemp_exponent, "", err);
 }
 
+/* ---- the grammar stage (sampler_set_grammar) ---- */
+
+/* Whether token id can come next: its bytes keep the text inside the grammar. */
+static bool grammar_allows_token(const SamplerGrammar *g, int id, bool complete)
+{
+    if (id == g->eos_id)
+        return complete;
+    size_t n = g->start[id + 1] - g->start[id];
+    if (g->never[id] || n == 0) /* an empty token adds nothing: it could repeat forever */
+        return false;
+    bool allowed = false;
+    Error err;
+    if (grammar_matcher_allows(&g->matcher, g->bytes + g->start[id], n, &allowed, &err) != 0)
+        return false; /* out of memory: a token that cannot be checked is refused */
+    return allowed;
+}
+
+/* Bans every candidate the grammar refuses and removes it, so that a later stage that
+ * bans the rest and lifts the total ban (candidates_lift_total_ban) cannot bring it back.
+ * When nothing survives, the end-of-text token is left alone: generation ends. */
+static void sampler_apply_grammar(Sampler *s, CandidateList *c)
+{
+    const SamplerGrammar *g = s->grammar;
+    bool complete = grammar_matcher_is_complete(&g->matcher);
+    bool any = false;
+    for (int i = 0; i < c->n; i++) {
+        if (c->data[i].logit != -INFINITY && grammar_allows_token(g, c->data[i].id, complete))
+            any = true;
+        else
+            c->data[i].logit = -INFINITY;
+    }
+    if (!any) {
+        sampler_index(s, c);
+        Candidate *eos = sampler_find(s, c, g->eos_id);
+        if (eos)
+            eos->logit = 0.0f;
+    }
+    candidates_drop_banned(c);
+}
+
+static void sampler_grammar_free(SamplerGrammar *g)
+{
+    if (!g)
+        return;
+    grammar_matcher_free(&g->matcher);
+    free(g->bytes);
+    free(g->start);
+    free(g->never);
+    free(g);
+}
+
+/* Every token's bytes in one buffer: a first pass for the offsets, a second for the bytes. */
+static int grammar_read_tokens(SamplerGrammar *g, const Tokenizer *tok, Error *err)
+{
+    int n = tok->n_vocab;
+    g->start = malloc(((size_t)n + 1) * sizeof *g->start);
+    g->never = calloc((size_t)n + 1, sizeof *g->never);
+    if (!g->start || !g->never)
+        return error_set(err, "out of memory for the grammar stage's %d tokens", n);
+    g->start[0] = 0;
+    for (int t = 0; t < n; t++) {
+        g->never[t] = tok->types && tok->types[t] == TOKEN_TYPE_CONTROL && t != g->eos_id;
+        g->start[t + 1] = g->start[t] + tokenizer_token_bytes(tok, t, NULL, 0);
+    }
+    g->bytes = malloc(g->start[n] + 1);
+    if (!g->bytes)
+        return error_set(err, "out of memory for the grammar stage's %d tokens", n);
+    for (int t = 0; t < n; t++)
+        tokenizer_token_bytes(tok, t, (char *)g->bytes + g->start[t], g->start[t + 1] - g->start[t]);
+    return 0;
+}
+
+int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok, Error *err)
+{
+    if (tok->n_vocab != s->n_vocab)
+        return error_set(err, "sampler: a grammar over %d tokens for a sampler over %d",
+                         tok->n_vocab, s->n_vocab);
+    if (tok->eos_id < 0)
+        return error_set(err, "a grammar needs a vocabulary with an end-of-text token");
+    SamplerGrammar *g = calloc(1, sizeof *g);
+    if (!g)
+        return error_set(err, "out of memory for the grammar stage");
+    g->eos_id = tok->eos_id;
+    if (grammar_read_tokens(g, tok, err) != 0 ||
+        grammar_matcher_init(&g->matcher, grammar, err) != 0) {
+        sampler_grammar_free(g);
+        return -1;
+    }
+    sampler_grammar_free(s->grammar);
+    s->grammar = g;
+    return 0;
+}
+
+/* A generated token's bytes move the recognizer on. */
+static int sampler_grammar_feed(Sampler *s, int token, Error *err)
+{
+    SamplerGrammar *g = s->grammar;
+    if (token == g->eos_id)
+        return 0;
+    bool allowed = false;
+    const unsigned char *bytes = g->bytes + g->start[token];
+    if (grammar_matcher_feed(&g->matcher, bytes, g->start[token + 1] - g->start[token], &allowed,
+                             err) != 0)
+        return -1;
+    if (!allowed)
+        return error_set(err, "sampler: token %d does not fit the grammar", token);
+    return 0;
+}
+
 /* A processor of the chain: its name in chain strings, what it does to the candidates,
  * its settings in words (after its name: "40", "off", "(3 tokens)"), the check of its
  * fields of SamplerParams, and whether it runs under Mirostat (which replaces the filters
@@ -773,11 +882,14 @@ void sampler_free(Sampler *s)
     free(s->seen);
     free(s->slot);
     candidates_free(&s->scratch);
+    sampler_grammar_free(s->grammar);
     memset(s, 0, sizeof *s);
 }
 
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
 {
+    if (src->grammar)
+        return error_set(err, "sampler: a sampler with a grammar cannot be cloned");
     if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
         return -1;
     dst->rng = src->rng;
@@ -792,6 +904,13 @@ void sampler_reset(Sampler *s)
 {
     s->n_history = 0;
     s->mirostat_mu = 2.0f * s->params.mirostat_tau;
+    if (s->grammar) { /* back to the grammar's start; out of memory leaves it empty: eos */
+        const Grammar *g = s->grammar->matcher.grammar;
+        Error err;
+        grammar_matcher_free(&s->grammar->matcher);
+        if (grammar_matcher_init(&s->grammar->matcher, g, &err) != 0)
+            s->grammar->matcher.grammar = g;
+    }
 }
 
 int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
@@ -799,6 +918,8 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
     if (token < 0 || token >= s->n_vocab)
         return error_set(err, "sampler: token %d is outside the vocabulary (0..%d)", token,
                          s->n_vocab - 1);
+    if (s->grammar && !is_prompt && sampler_grammar_feed(s, token, err) != 0)
+        return -1;
     if ((size_t)s->n_history == s->cap_history) {
         int keep = s->history_keep;
         if (keep >= 0 && (size_t)keep <= s->cap_history / 2) {
@@ -883,6 +1004,8 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
 {
     const SamplerParams *p = &s->params;
     candidates_fill(c, logits, s->n_vocab);
+    if (s->grammar) /* first, as in llama.cpp: the chain only sees what the grammar allows */
+        sampler_apply_grammar(s, c);
     for (int i = 0; i < p->n_chain; i++) {
         if (!stage_runs(p, p->chain[i]))
             continue;

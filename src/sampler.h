@@ -10,7 +10,7 @@
  * Bans and penalties come first because they change which tokens are likely; the
  * truncating filters then cut on the model's own (untempered) distribution; temperature
  * comes last, so it only reshapes the survivors and cannot smuggle unlikely tokens past
- * the filters. docs/sampling.md has every formula, its paper and a worked example of two
+ * the filters. A grammar (sampler_set_grammar) runs before all of them. docs/sampling.md has every formula, its paper and a worked example of two
  * orders.
  *
  * State: the history of accepted tokens (penalties and bad words look at it) and the RNG.
@@ -30,6 +30,7 @@
 
 #include "candidates.h"
 #include "error.h"
+#include "grammar.h"
 #include "rng.h"
 #include "tokenizer.h"
 
@@ -149,6 +150,16 @@ typedef struct {
     bool is_prompt;
 } SamplerToken;
 
+/* The grammar stage's state (sampler_set_grammar): the recognizer, where the generated text
+ * stands in the grammar, and every token's bytes, read once from the tokenizer. */
+typedef struct {
+    GrammarMatcher matcher;
+    unsigned char *bytes; /* every token's bytes, one after another */
+    size_t *start;        /* n_vocab + 1: token t's bytes are bytes[start[t]..start[t + 1]) */
+    bool *never;          /* n_vocab: control tokens other than eos, banned under a grammar */
+    int eos_id;           /* the end-of-text token, or -1 */
+} SamplerGrammar;
+
 /* A sampler: its parameters, state and scratch. Fields after `mirostat_mu` are private. */
 typedef struct {
     SamplerParams params; /* a copy; logit_bias and bad_words point to the copies below */
@@ -168,6 +179,7 @@ typedef struct {
     int *seen;   /* n_vocab: the distinct tokens of the window */
     int *slot;   /* n_vocab: where each token sits in a list that is not indexed */
     CandidateList scratch; /* the list sampler_sample works in */
+    SamplerGrammar *grammar; /* NULL: no grammar stage (sampler_set_grammar) */
 } Sampler;
 
 /* The candidate list as it stands after each stage of the chain, as data: what --show-probs
@@ -246,9 +258,20 @@ void sampler_free(Sampler *s); /* NULL-safe */
  * search, where each beam goes on from the same point). dst must not be initialised. */
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err);
 
-/* Forgets the history (a new conversation) and sets Mirostat's mu back to 2 * tau; the RNG goes on, so the next text differs
+/* Forgets the history (a new conversation), takes a grammar back to its start and sets
+ * Mirostat's mu back to 2 * tau; the RNG goes on, so the next text differs
  * from the first one (a fresh sampler_init repeats it). */
 void sampler_reset(Sampler *s);
+
+/* Turns on the grammar stage: before the chain, a candidate survives only when its token's
+ * bytes keep the generated text inside g (grammar_matcher_allows); the end-of-text token
+ * survives only when the text is a complete match, and other control tokens never do. When
+ * the text is complete and the grammar can take nothing more, or when no token survives,
+ * the end-of-text token is the only candidate left: generation ends as "eos" (in the
+ * second case with a text the grammar does not accept whole). sampler_accept of a generated
+ * token feeds its bytes to the recognizer. g and tok must outlive s. Every candidate is
+ * checked at every step (simple, not fast). Samplers with a grammar cannot be cloned. */
+int sampler_set_grammar(Sampler *s, const Grammar *g, const Tokenizer *tok, Error *err);
 
 /* Appends a token to the history: every prompt token (is_prompt = true) and every
  * generated token. Fails on an id outside the vocabulary or out of memory. */
