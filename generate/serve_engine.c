@@ -170,6 +170,12 @@ static void job_end(Engine *e, EngineJob *job, EngineEvent *ev, quill_finish_rea
     engine_job_free(job);
 }
 
+/* A job's end with no token of its own: cancelled, or nothing to generate. */
+static void job_end_without_token(Engine *e, EngineJob *job, quill_finish_reason finish)
+{
+    job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1}, finish);
+}
+
 /* ---- one token ---------------------------------------------------------------------- */
 
 /* The log-softmax of a row into e->scratch: logit - log(sum of exp(logits)), the sum taken
@@ -342,12 +348,8 @@ static void step_run(Engine *e)
         EngineJob *job = e->running[s];
         if (!job)
             continue;
-        if (!ok) {
-            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                    QUILL_FINISH_CANCELLED);
-        } else if (atomic_load(&job->feed->cancelled) && job->row < 0) {
-            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                    QUILL_FINISH_CANCELLED);
+        if (!ok || (atomic_load(&job->feed->cancelled) && job->row < 0)) {
+            job_end_without_token(e, job, QUILL_FINISH_CANCELLED);
         } else if (job->row >= 0) {
             job_sample(e, job, quill_logits(e->ctx, job->row));
             generated++;
@@ -423,11 +425,9 @@ static int queue_admit(Engine *e)
         e->q_len--;
         job->seq = -1;
         if (atomic_load(&job->feed->cancelled))
-            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                    QUILL_FINISH_CANCELLED);
+            job_end_without_token(e, job, QUILL_FINISH_CANCELLED);
         else if (job->max_tokens == 0) /* nothing to generate: no need of a slot */
-            job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                    QUILL_FINISH_LENGTH);
+            job_end_without_token(e, job, QUILL_FINISH_LENGTH);
         else
             job_start(e, job, seq, cached);
     }
@@ -444,13 +444,11 @@ static void end_all(Engine *e)
 {
     for (int s = 0; s < e->n_seq; s++)
         if (e->running[s])
-            job_end(e, e->running[s], &(EngineEvent){.choice = e->running[s]->choice,
-                                                     .token = -1}, QUILL_FINISH_CANCELLED);
+            job_end_without_token(e, e->running[s], QUILL_FINISH_CANCELLED);
     for (; e->q_len > 0; e->q_len--, e->q_head = (e->q_head + 1) % e->ring_cap) {
         EngineJob *job = e->queue[e->q_head];
         job->seq = -1;
-        job_end(e, job, &(EngineEvent){.choice = job->choice, .token = -1},
-                QUILL_FINISH_CANCELLED);
+        job_end_without_token(e, job, QUILL_FINISH_CANCELLED);
     }
 }
 
