@@ -101,6 +101,17 @@ int field_strings(const cJSON *req, const char *name, int max, const char **out,
     return n;
 }
 
+int field_string(const cJSON *req, const char *name, const char **out, ApiError *e)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(req, name);
+    if (!f || cJSON_IsNull(f))
+        return 0;
+    if (!cJSON_IsString(f))
+        return serve_error(e, 400, name, "%s must be a string", name);
+    *out = f->valuestring;
+    return 1;
+}
+
 /* Text as a JSON string must be valid UTF-8: a token's piece may be part of a character,
  * so each ill-formed stretch becomes U+FFFD, as a decoder would show it. */
 static char *utf8_valid_copy(const char *text, size_t n)

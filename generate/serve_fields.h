@@ -17,6 +17,8 @@ int field_float(const cJSON *req, const char *name, double min, double max, floa
 int field_int(const cJSON *req, const char *name, double min, double max, int *out,
               ApiError *e);
 int field_bool(const cJSON *req, const char *name, bool *out, ApiError *e);
+/* A string into *out (pointing into req). */
+int field_string(const cJSON *req, const char *name, const char **out, ApiError *e);
 /* A string or an array of 1..max strings into out[] (pointing into req): their count. */
 int field_strings(const cJSON *req, const char *name, int max, const char **out,
                   ApiError *e);

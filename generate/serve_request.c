@@ -85,6 +85,22 @@ static int read_seed(const cJSON *req, CompletionRequest *c, ApiError *e)
     return 0;
 }
 
+/* The samplers llama-server has beside OpenAI's, under its names and in the ranges of
+ * quill generate's flags. */
+static int read_newer_samplers(const cJSON *req, quill_sampler_params *p, ApiError *e)
+{
+    if (field_float(req, "xtc_probability", 0, 1, &p->xtc_probability, e) < 0 ||
+        field_float(req, "xtc_threshold", 0, 1, &p->xtc_threshold, e) < 0 ||
+        field_float(req, "top_n_sigma", -1, 100, &p->top_n_sigma, e) < 0 ||
+        field_float(req, "dynatemp_range", 0, 100, &p->dynatemp_range, e) < 0 ||
+        field_float(req, "dynatemp_exponent", 0, 100, &p->dynatemp_exponent, e) < 0 ||
+        field_int(req, "mirostat", 0, 2, &p->mirostat, e) < 0 ||
+        field_float(req, "mirostat_tau", 0, 100, &p->mirostat_tau, e) < 0 ||
+        field_float(req, "mirostat_eta", 0, 100, &p->mirostat_eta, e) < 0)
+        return -1;
+    return 0;
+}
+
 /* The sampling fields, under OpenAI's names and llama-server's for quill's extensions. */
 static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s, ApiError *e)
 {
@@ -100,7 +116,8 @@ static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s
         field_int(req, "repeat_last_n", -1, s->n_ctx, &p->repeat_last_n, e) < 0 ||
         field_float(req, "presence_penalty", -2, 2, &p->presence_penalty, e) < 0 ||
         field_float(req, "frequency_penalty", -2, 2, &p->frequency_penalty, e) < 0 ||
-        read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0)
+        read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0 ||
+        read_newer_samplers(req, p, e) < 0 || field_string(req, "grammar", &p->grammar, e) < 0)
         return -1;
     p->n_bad_words = field_strings(req, "bad_words", MAX_BAD_WORDS, c->bad_words, e);
     if (p->n_bad_words < 0)
@@ -183,9 +200,12 @@ static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, 
     c->cache_prompt = true;
     if (field_bool(req, "ignore_eos", &c->ignore_eos, e) < 0 ||
         field_bool(req, "cache_prompt", &c->cache_prompt, e) < 0 || read_logprobs(req, c, e) < 0 ||
-        read_beam(req, c, e) < 0)
+        read_beam(req, c, e) < 0 || read_sampling(req, c, s, e) < 0)
         return -1;
-    return read_sampling(req, c, s, e);
+    if (c->beam_size > 1 && c->sampler.grammar)
+        return serve_error(e, 400, "beam_size", "a grammar works with sampling, not with "
+                           "beam_size");
+    return 0;
 }
 
 static int read_prompts(const cJSON *req, CompletionRequest *c, ApiError *e)

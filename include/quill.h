@@ -311,6 +311,10 @@ typedef struct {
                                 replaces the filters and penalties */
     float mirostat_tau;      /* Mirostat's target surprise in bits; default 5 */
     float mirostat_eta;      /* Mirostat's learning rate; default 0.1 */
+    const char *grammar;     /* a GBNF grammar the generated text must match (docs/grammars.md),
+                                parsed by quill_sampler_new, which copies what it needs; a
+                                grammar that does not parse fails it with the line and
+                                column. NULL: none (default) */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

@@ -121,6 +121,16 @@ static int sampler_params_from(const quill_model *m, const quill_sampler_params 
     return 0;
 }
 
+/* quill_sampler_params.grammar: parsed here, so that a grammar with a mistake fails
+ * quill_sampler_new with its line and column. */
+static int sampler_grammar_from_text(quill_sampler *s, const char *text, Error *err)
+{
+    Grammar g;
+    if (grammar_parse(text, strlen(text), &g, err) != 0)
+        return error_prefix(err, "grammar");
+    return api_sampler_use_grammar(s, &g, err);
+}
+
 quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_params *p)
 {
     if (api_check_handle(m, "quill_sampler_new", "model") != QUILL_OK)
@@ -138,12 +148,15 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
         status = sampler_init(&s->sampler, &internal, m->tok.n_vocab, &err);
     sampler_bad_words_free(bad, n_bad);
     free(bias);
+    if (status == 0) {
+        s->model = m;
+        status = params.grammar ? sampler_grammar_from_text(s, params.grammar, &err) : 0;
+    }
     if (status != 0) {
         api_error(&err); /* the setting's own message, as the command line shows it */
-        free(s);
+        quill_sampler_free(s);
         return NULL;
     }
-    s->model = m;
     return s;
 }
 

@@ -1282,6 +1282,87 @@ Test(serve, beam_search_follows_the_cli, .timeout = 60)
     server_stop(&s);
 }
 
+/* A grammar and llama-server's newer sampler fields follow the command line: each choice
+ * of a grammar request is the CLI's text for its seed and is accepted by `quill grammar
+ * --check`; Mirostat 2.0 and XTC give the CLI's seeded texts; a grammar with a mistake is
+ * a 400 naming "grammar" with its line and column. */
+#define SERVE_GRAMMAR "root ::= (\"cat\" | \"dog\" | \"sun\") (\" \" [a-z]+){1,3} \".\""
+
+static char *grammar_request(const char *grammar, int n)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "prompt", "Once upon a time");
+    cJSON_AddNumberToObject(r, "temperature", 1);
+    cJSON_AddNumberToObject(r, "seed", 5);
+    cJSON_AddNumberToObject(r, "max_tokens", 40);
+    cJSON_AddNumberToObject(r, "n", n);
+    cJSON_AddStringToObject(r, "grammar", grammar);
+    char *json = cJSON_PrintUnformatted(r);
+    cJSON_Delete(r);
+    return json;
+}
+
+Test(serve, grammar_and_newer_samplers_follow_the_cli, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char *texts[3];
+    for (int i = 0; i < 3; i++) {
+        char args[512];
+        snprintf(args, sizeof args, "--prompt 'Once upon a time' --temperature 1 --seed %d "
+                 "-n 40 --grammar '%s'", 5 + i, SERVE_GRAMMAR);
+        texts[i] = cli_text(model, args);
+    }
+    char *miro = cli_text(model, "--prompt 'Once upon a time' --temperature 1 --seed 3 -n 20 "
+                                 "--mirostat 2 --mirostat-ent 4 --mirostat-lr 0.2");
+    char *xtc = cli_text(model, "--prompt 'Once upon a time' --temperature 1 --seed 3 -n 20 "
+                                "--xtc-probability 1 --xtc-threshold 0.05 --top-n-sigma 2");
+    Server s;
+    server_start(&s, model, "");
+    char *json = grammar_request(SERVE_GRAMMAR, 3);
+    cJSON *g = request_json(&s, "POST", "/v1/completions", json, NULL, 200);
+    int compared = 0;
+    for (int i = 0; i < 3; i++, compared++) {
+        const char *text = choice_string(g, i, "text");
+        cr_assert_not_null(text);
+        cr_expect_str_eq(text, texts[i], "choice %d", i);
+        cr_expect_str_eq(choice_string(g, i, "finish_reason"), "stop");
+        char *verdict;
+        cr_assert_eq(quill(&verdict, "grammar --grammar '%s' --check '%s'", SERVE_GRAMMAR, text),
+                     0);
+        cr_expect_str_eq(verdict, "accept\n", "choice %d: '%s'", i, text);
+        free(verdict);
+    }
+    cr_assert_eq(compared, 3);
+    cJSON *m = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                            "\"temperature\": 1, \"seed\": 3, \"max_tokens\": 20, \"mirostat\": 2, "
+                            "\"mirostat_tau\": 4, \"mirostat_eta\": 0.2}", NULL, 200);
+    cr_expect_str_eq(choice_string(m, 0, "text"), miro);
+    cJSON *x = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                            "\"temperature\": 1, \"seed\": 3, \"max_tokens\": 20, "
+                            "\"xtc_probability\": 1, \"xtc_threshold\": 0.05, \"top_n_sigma\": 2}",
+                            NULL, 200);
+    cr_expect_str_eq(choice_string(x, 0, "text"), xtc);
+    char *bad = grammar_request("root ::= (\"a\" | \"b\"", 1);
+    expect_error(&s, "POST", "/v1/completions", bad, 400, "grammar",
+                 "grammar: line 1, column 20: expecting ')'", 0);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"grammar\": 7}", 400,
+                 "grammar", "grammar must be a string", 1);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"mirostat\": 3}", 400,
+                 "mirostat", "mirostat", 2);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"beam_size\": 2, "
+                 "\"grammar\": \"root ::= [a-z]+\"}", 400, "beam_size", "not with beam_size", 3);
+    cJSON_Delete(x);
+    cJSON_Delete(m);
+    cJSON_Delete(g);
+    free(bad);
+    free(json);
+    free(xtc);
+    free(miro);
+    for (int i = 0; i < 3; i++)
+        free(texts[i]);
+    server_stop(&s);
+}
+
 /* One number of /metrics' text: the sample named `name` (the line "name value"). */
 static double metric(const Server *s, const char *name)
 {
