@@ -61,7 +61,7 @@ koffi.struct("quill_sampler_params", {
   /* added later at the end of the C struct, which keeps the fields above */
   xtc_probability: "float", xtc_threshold: "float", top_n_sigma: "float",
   dynatemp_range: "float", dynatemp_exponent: "float", mirostat: "int", mirostat_tau: "float",
-  mirostat_eta: "float",
+  mirostat_eta: "float", grammar: "const char *",
 });
 
 /* The event's piece and text are not NUL-terminated (a piece may end inside a UTF-8

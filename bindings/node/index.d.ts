@@ -92,6 +92,20 @@ export interface SamplerOptions {
   logitBias?: Record<number, number> | Map<number, number> | Array<[number, number]>;
   /** Texts never to generate. */
   badWords?: string | string[];
+  /** XTC: the chance per token of removing the top choices (0: off) and their threshold. */
+  xtcProbability?: number;
+  xtcThreshold?: number;
+  /** Keep logits >= max - topNSigma * their standard deviation (-1: off). */
+  topNSigma?: number;
+  /** Dynamic temperature: temperature +- dynatempRange by the entropy (0: off). */
+  dynatempRange?: number;
+  dynatempExponent?: number;
+  /** 0: off, 1: Mirostat, 2: Mirostat 2.0 (target surprise mirostatTau, rate mirostatEta). */
+  mirostat?: number;
+  mirostatTau?: number;
+  mirostatEta?: number;
+  /** A GBNF grammar the generated text must follow (docs/grammars.md). */
+  grammar?: string;
 }
 
 export interface TextOptions {

@@ -134,7 +134,9 @@ function checkOptions(options, known, what) {
 const SAMPLER_RANGES = {
   temperature: [0, 100], topK: [0, 2 ** 24], topP: [0, 1], minP: [0, 1], typicalP: [0, 1],
   repeatPenalty: [0, 100], repeatLastN: [-1, 2 ** 24], frequencyPenalty: [-100, 100],
-  presencePenalty: [-100, 100],
+  presencePenalty: [-100, 100], xtcProbability: [0, 1], xtcThreshold: [0, 1],
+  topNSigma: [-1, 100], dynatempRange: [0, 100], dynatempExponent: [0, 100], mirostat: [0, 2],
+  mirostatTau: [0, 100], mirostatEta: [0, 100],
 };
 
 function inRange(value, option) {
@@ -148,12 +150,16 @@ function inRange(value, option) {
 const SAMPLER_NUMBERS = {
   temperature: "temperature", topP: "top_p", minP: "min_p", typicalP: "typical_p",
   repeatPenalty: "repeat_penalty", frequencyPenalty: "frequency_penalty",
-  presencePenalty: "presence_penalty",
+  presencePenalty: "presence_penalty", xtcProbability: "xtc_probability",
+  xtcThreshold: "xtc_threshold", topNSigma: "top_n_sigma", dynatempRange: "dynatemp_range",
+  dynatempExponent: "dynatemp_exponent", mirostatTau: "mirostat_tau",
+  mirostatEta: "mirostat_eta",
 };
 /* ... and those that are C ints. */
-const SAMPLER_INTEGERS = { topK: "top_k", repeatLastN: "repeat_last_n" };
+const SAMPLER_INTEGERS = { topK: "top_k", repeatLastN: "repeat_last_n", mirostat: "mirostat" };
 const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), ...Object.keys(SAMPLER_INTEGERS),
-                         "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords"];
+                         "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords",
+                         "grammar"];
 
 function number(value, name) {
   if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
@@ -220,6 +226,7 @@ function samplerParams(options) {
   if (options.penalizePrompt !== undefined) p.penalize_prompt = Boolean(options.penalizePrompt);
   p.seed = options.seed === undefined ? randomInt(2 ** 32) : seed(options.seed);
   if (options.samplers !== undefined) p.chain = strings(options.samplers, "samplers").join(",");
+  if (options.grammar !== undefined) p.grammar = string(options.grammar, "grammar");
   const bias = options.logitBias === undefined ? [] : logitBiasRows(options.logitBias);
   [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
   const bad = strings(options.badWords, "badWords");

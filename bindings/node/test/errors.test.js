@@ -72,6 +72,8 @@ describe("errors", { skip: STORIES.skip }, () => {
       [{ preset: "wild" }, /unknown sampler preset "wild"/],
       [{ samplers: "top-k,bogus" }, /unknown sampler "bogus"/],
       [{ logitBias: { 99999: 1 } }, /token 99999, outside the vocabulary/],
+      [{ grammar: 'root ::= ("a"' }, /^grammar: line 1, column 14: expecting '\)'$/],
+      [{ mirostat: 3 }, /^mirostat 3 is out of range \[0, 2\]$/],
     ];
     for (const [options, message] of cases)
       await rejectsWith(context.generate(PROMPT, options), "parameter", message);

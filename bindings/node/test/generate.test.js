@@ -35,6 +35,23 @@ const SAMPLED = [
     options: { preset: "creative", seed: 3 },
     flags: ["--preset", "creative", "--seed", "3"],
   },
+  {
+    name: "Mirostat 2.0",
+    options: { seed: 4, mirostat: 2, mirostatTau: 4, mirostatEta: 0.2 },
+    flags: ["--seed", "4", "--mirostat", "2", "--mirostat-ent", "4", "--mirostat-lr", "0.2"],
+  },
+  {
+    name: "XTC, top-n-sigma and dynamic temperature",
+    options: { seed: 9, xtcProbability: 1, xtcThreshold: 0.05, topNSigma: 2, dynatempRange: 0.5,
+               dynatempExponent: 2 },
+    flags: ["--seed", "9", "--xtc-probability", "1", "--xtc-threshold", "0.05",
+            "--top-n-sigma", "2", "--dynatemp-range", "0.5", "--dynatemp-exp", "2"],
+  },
+  {
+    name: "a grammar",
+    options: { seed: 6, grammar: 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."' },
+    flags: ["--seed", "6", "--grammar", 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."'],
+  },
 ];
 
 describe("generate and stream against quill generate", { skip: STORIES.skip }, () => {

@@ -107,7 +107,8 @@ class SamplerParamsC(Structure):
                 ("xtc_probability", c_float), ("xtc_threshold", c_float),
                 ("top_n_sigma", c_float), ("dynatemp_range", c_float),
                 ("dynatemp_exponent", c_float), ("mirostat", c_int),
-                ("mirostat_tau", c_float), ("mirostat_eta", c_float)]
+                ("mirostat_tau", c_float), ("mirostat_eta", c_float),
+                ("grammar", c_char_p)]
 
 
 class Candidate(Structure):

@@ -23,12 +23,19 @@ PRESETS = ("deterministic", "balanced", "creative")
 _NUMBERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
             "frequency_penalty", "presence_penalty", "repeat_last_n", "penalize_prompt")
 
+# The samplers added later (docs/sampling.md): plain numbers too, which no preset sets.
+_NEWER = ("xtc_probability", "xtc_threshold", "top_n_sigma", "dynatemp_range",
+          "dynatemp_exponent", "mirostat", "mirostat_tau", "mirostat_eta")
+
 # The ranges `quill generate` accepts for each flag (generate/options.c): the library takes
 # any float, so a value the command line would refuse is refused here before C sees it.
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0, 100), "top_k": (0, 1 << 24), "top_p": (0, 1), "min_p": (0, 1),
     "typical_p": (0, 1), "repeat_penalty": (0, 100), "repeat_last_n": (-1, 1 << 24),
     "frequency_penalty": (-100, 100), "presence_penalty": (-100, 100),
+    "xtc_probability": (0, 1), "xtc_threshold": (0, 1), "top_n_sigma": (-1, 100),
+    "dynatemp_range": (0, 100), "dynatemp_exponent": (0, 100), "mirostat": (0, 2),
+    "mirostat_tau": (0, 100), "mirostat_eta": (0, 100),
 }
 
 
@@ -69,6 +76,15 @@ class SamplerParams:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     bad_words: Sequence[str] = ()
     samplers: Sequence[str] | str | None = None
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    top_n_sigma: float = -1.0
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    grammar: str | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "SamplerParams":
@@ -114,6 +130,10 @@ class SamplerParams:
                 raise ParameterError(f"{name} must be between {lo} and {hi}, got {value!r}")
         if self.repeat_penalty == 0:
             raise ParameterError("repeat_penalty must be > 0, got 0")
+        if not isinstance(self.mirostat, int) or isinstance(self.mirostat, bool):
+            raise ParameterError(f"mirostat must be 0, 1 or 2, got {self.mirostat!r}")
+        if self.grammar is not None and not isinstance(self.grammar, str):
+            raise ParameterError(f"grammar must be a GBNF text, got {self.grammar!r}")
         if self.seed is not None and not 0 <= self.seed < 1 << 64:
             raise ParameterError(f"seed must be between 0 and 2^64 - 1, got {self.seed}")
 
@@ -130,9 +150,11 @@ class Sampler(_lib.Owned):
         self.handle = None
         params.validate()
         c = lib.quill_sampler_params_default()
-        for name in _NUMBERS:
+        for name in _NUMBERS + _NEWER:
             setattr(c, name, getattr(params, name))
         c.seed = seed
+        if params.grammar is not None:
+            c.grammar = params.grammar.encode()
         chain = params.samplers
         if chain is not None:
             c.chain = (chain if isinstance(chain, str) else ",".join(chain)).encode()

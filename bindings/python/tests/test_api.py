@@ -39,7 +39,7 @@ def test_sampler_params_defaults_are_the_librarys():
             continue
         assert getattr(mine, f.name) == pytest.approx(getattr(c, f.name)), f.name
         compared += 1
-    assert compared == 10
+    assert compared == 19
 
 
 def test_presets_are_the_librarys_numbers():
@@ -155,3 +155,4 @@ def test_sampler_params_layout_is_the_headers():
     assert (c.xtc_probability, c.xtc_threshold) == (0.0, pytest.approx(0.1))
     assert (c.top_n_sigma, c.dynatemp_range, c.dynatemp_exponent) == (-1.0, 0.0, 1.0)
     assert (c.mirostat, c.mirostat_tau, c.mirostat_eta) == (0, 5.0, pytest.approx(0.1))
+    assert c.grammar is None

@@ -40,6 +40,14 @@ SEEDED = [
     (dict(seed=11, logit_bias={261: 2.0, 378: float("-inf")}, bad_words=["Lily", "park"]),
      ["--seed", "11", "--logit-bias", "261:2", "--logit-bias", "378:-inf",
       "--bad-words", "Lily,park"]),
+    (dict(seed=4, mirostat=2, mirostat_tau=4.0, mirostat_eta=0.2),
+     ["--seed", "4", "--mirostat", "2", "--mirostat-ent", "4", "--mirostat-lr", "0.2"]),
+    (dict(seed=9, xtc_probability=1.0, xtc_threshold=0.05, top_n_sigma=2.0,
+          dynatemp_range=0.5, dynatemp_exponent=2.0),
+     ["--seed", "9", "--xtc-probability", "1", "--xtc-threshold", "0.05", "--top-n-sigma",
+      "2", "--dynatemp-range", "0.5", "--dynatemp-exp", "2"]),
+    (dict(seed=6, grammar='root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."'),
+     ["--seed", "6", "--grammar", 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."']),
 ]
 
 

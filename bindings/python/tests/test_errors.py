@@ -31,6 +31,8 @@ def test_a_text_file_as_a_model_is_a_file_error():
     (dict(min_p=float("nan")), "min_p"), (dict(top_k=-3), "top_k"),
     (dict(repeat_penalty=0), "repeat_penalty"), (dict(repeat_last_n=-2), "repeat_last_n"),
     (dict(seed=-1), "seed"), (dict(temprature=0.5), "temprature"),
+    (dict(mirostat=3), "mirostat"), (dict(xtc_threshold=2), "xtc_threshold"),
+    (dict(grammar='root ::= ("a"'), "line 1, column"),
 ])
 def test_a_sampling_setting_out_of_range_is_a_parameter_error(ctx, kwargs, name):
     with pytest.raises(quill.ParameterError, match=name):
