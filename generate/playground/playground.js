@@ -28,12 +28,24 @@ const SETTINGS = [
   { key: "repeat_penalty", label: "repeat penalty", def: 1, off: 1, slider: [0.5, 2, 0.01], min: 0, max: Infinity },
   { key: "presence_penalty", label: "presence penalty", def: 0, off: 0, slider: [-2, 2, 0.05], min: -Infinity, max: Infinity },
   { key: "frequency_penalty", label: "frequency penalty", def: 0, off: 0, slider: [-2, 2, 0.05], min: -Infinity, max: Infinity },
+  /* the newer samplers, folded away under "more samplers" (`more: true`) */
+  { key: "top_n_sigma", label: "top-n-sigma", def: -1, off: -1, slider: [-1, 5, 0.1], min: -1, max: 100, more: true },
+  { key: "xtc_probability", label: "XTC probability", def: 0, off: 0, slider: [0, 1, 0.01], min: 0, max: 1, more: true },
+  { key: "xtc_threshold", label: "XTC threshold", def: 0.1, off: null, slider: [0, 0.5, 0.01], min: 0, max: 1, more: true,
+    note: "above 0.5 XTC is off: two candidates cannot both reach it" },
+  { key: "dynatemp_range", label: "dyn. temperature range", def: 0, off: 0, slider: [0, 2, 0.05], min: 0, max: 100, more: true },
+  { key: "dynatemp_exponent", label: "dyn. temperature exponent", def: 1, off: null, slider: [0.1, 4, 0.1], min: 0, max: 100, more: true },
+  { key: "mirostat", label: "mirostat (1 or 2)", def: 0, off: 0, slider: [0, 2, 1], min: 0, max: 2, integer: true, more: true,
+    note: "replaces the filters and penalties: only logit-bias, bad-words and temperature run before it" },
+  { key: "mirostat_tau", label: "mirostat tau", def: 5, off: null, slider: [0, 10, 0.1], min: 0, max: 100, more: true },
+  { key: "mirostat_eta", label: "mirostat eta", def: 0.1, off: null, slider: [0, 1, 0.01], min: 0, max: 100, more: true },
 ];
 
 /* The stage names the server's `samplers` field accepts, in the default order
  * (llama.cpp's). A stage left out of the chain does not run. */
-const STAGES = ["logit-bias", "bad-words", "penalties", "top-k", "typical-p", "top-p", "min-p", "temperature"];
-const DEFAULT_CHAIN = ["penalties", "top-k", "typical-p", "top-p", "min-p", "temperature"];
+const STAGES = ["logit-bias", "bad-words", "penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p",
+                "xtc", "temperature"];
+const DEFAULT_CHAIN = ["penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p", "xtc", "temperature"];
 
 /* What each stage does, in short (the long version, with formulas and papers, is
  * docs/sampling.md). "chain" is the list the final draw picks from. */
@@ -45,6 +57,9 @@ const STAGE_HELP = {
   "typical-p": "Keeps the tokens whose surprise is closest to the average surprise (the entropy) until their mass reaches typical-p; it can drop the most likely token (Meister et al. 2022).",
   "top-p": "Keeps the smallest set of most likely tokens whose probability reaches top-p: the nucleus (Holtzman et al. 2019).",
   "min-p": "Keeps the tokens at least min-p times as likely as the most likely one, so the cut follows the model's confidence (Nguyen et al. 2024).",
+  "top-n-sigma": "Keeps the tokens whose logit is within n standard deviations of the largest logit, a cut that ignores how the tail is spread (Tang et al. 2024).",
+  "xtc": "With the chance XTC probability, removes every candidate above the threshold except the least likely of them, steering away from the obvious choice (Weidmann 2024).",
+  "mirostat": "Cuts the candidates by a bound mu on their surprise (2.0: those above mu), draws, then moves mu towards the target surprise tau, so the text keeps a steady perplexity (Basu et al. 2021).",
   "temperature": "Divides the survivors' logits by T: below 1 sharpens the distribution, above 1 flattens it. It runs last, so it only reweights tokens the filters kept.",
   "chain": "The list the token is drawn from: a random draw with the seed's generator, or the most likely token when the temperature is 0 (greedy).",
 };
@@ -172,7 +187,10 @@ function buildChainEditor(container) {
 /* Builds a column's settings; returns a function that reads them as request fields. */
 function buildSettings(column) {
   const container = $(".settings", column);
-  const readers = SETTINGS.map((s) => [s, buildSettingRow(container, s)]);
+  const more = el("details", "more-samplers");
+  more.append(el("summary", "", "more samplers: top-n-sigma, XTC, dynamic temperature, Mirostat"));
+  const readers = SETTINGS.map((s) => [s, buildSettingRow(s.more ? more : container, s)]);
+  container.append(more);
   const readChain = buildChainEditor(container);
   return () => {
     const fields = {};
@@ -419,6 +437,8 @@ function requestBody(readSettings) {
   };
   const stop = $("#stop").value;
   if (stop !== "") body.stop = stop;
+  const grammar = $("#grammar").value;
+  if (grammar.trim() !== "") body.grammar = grammar;
   if (chat) {
     const system = $("#system").value.trim();
     body.messages = (system ? [{ role: "system", content: system }] : [])

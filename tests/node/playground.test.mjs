@@ -22,7 +22,7 @@ const MAX_TOKENS = 24;
  * seed), named as the command line's flags. */
 const PAGE_DEFAULTS = { "seed": 42, "temperature": 0.8, "top-k": 40, "typical-p": 1, "top-p": 0.95,
                         "min-p": 0.05, "repeat-penalty": 1, "presence-penalty": 0, "frequency-penalty": 0,
-                        "samplers": "penalties,top-k,typical-p,top-p,min-p,temperature" };
+                        "samplers": "penalties,top-n-sigma,top-k,typical-p,top-p,min-p,xtc,temperature" };
 
 /* `quill generate --no-echo` with the page's prompt, length and these settings. */
 const cliText = (settings) => cliBytes(STORIES.path, [
@@ -104,7 +104,8 @@ describe("the playground in headless Chromium", { skip: STORIES.skip }, () => {
     assertSameText(text, cliText(PAGE_DEFAULTS));
 
     const stages = await clickToken(page, 3);
-    assert.deepEqual(stages.map((s) => s.stage), ["penalties", "top-k", "typical-p", "top-p", "min-p", "temperature", "chain"]);
+    assert.deepEqual(stages.map((s) => s.stage), ["penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p", "xtc",
+                                                  "temperature", "chain"]);
     for (const s of stages) {
       /* where the stage kept more than the 8 listed, the grey bar is what the listed ones
        * leave: the sum is 1 by construction, and the listed ones must leave something */
@@ -143,5 +144,23 @@ describe("the playground in headless Chromium", { skip: STORIES.skip }, () => {
     }
     assert.equal(compared, 15);
     await page.screenshot({ path: join(ROOT, "build/playground-top-k-first.png") });
+  });
+
+  test("a grammar and Mirostat 2.0 from the folded panels: the command line's text, which the grammar accepts", async () => {
+    const grammar = 'root ::= ("cat" | "dog" | "sun") (" " [a-z]+){1,3} "."';
+    await page.click(".grammar-row summary");
+    await typeInto(page, "#grammar", grammar);
+    await page.click("#column-a .more-samplers summary");
+    await typeInto(page, "#column-a input[data-key='mirostat']", "2");
+    await typeInto(page, "#column-a input[data-key='mirostat_tau']", "4");
+    await typeInto(page, "#seed", "3");
+    const { text } = await generate(page);
+    const cli = cliText({ ...PAGE_DEFAULTS, "seed": 3, "mirostat": 2, "mirostat-ent": 4, "grammar": grammar });
+    assertSameText(text, cli);
+    assert.match(cli.toString("utf8"), /^(cat|dog|sun)( [a-z]+){1,3}\.$/);
+    const stages = await clickToken(page, 0);
+    /* Mirostat replaces the filters: of the chain only temperature runs, then its own cut */
+    assert.deepEqual(stages.map((s) => s.stage), ["temperature", "mirostat", "chain"]);
+    assert.equal(stages.at(-1).chosen, 1);
   });
 });
