@@ -140,6 +140,29 @@ Test(notebooks, sampling_keeps_the_hand_computed_sets)
     free(out);
 }
 
+/* The grammar's mask keeps two pieces per step, so each step's choice is a softmax of two
+ * logits: 1 / (1 + e^-(difference)): 0.5 -> 0.6225, 0.6 -> 0.6457. Guidance at S = 3: the
+ * mixed logits are 3.8, 2.7, 3.4, 1.4, 0.7, -0.2, -1.2, -9, whose softmax gives cat
+ * e^3.4 / 96.734 = 0.3098 (worked out with a calculator). */
+Test(notebooks, constrained_generation_masks_and_mixes_as_by_hand)
+{
+    char *out = run_notebook("11_constrained_generation", "");
+    expect_text(out, "step 1: 2 of 8 pieces allowed after \"\"");
+    cr_expect(fabs(number_after(out, "step 1:", "chosen: \"the \" (p ") - 0.6225) < 1e-4);
+    cr_expect(fabs(number_after(out, "step 2:", "chosen: \"cat \" (p ") - 0.6457) < 1e-4);
+    expect_text(out, "step 4: 1 of 8 pieces allowed after \"the cat sat\"");
+    expect_text(out, "text: \"the cat sat.\"  complete: yes  can go on: no");
+    const char *cat = strstr(strstr(out, "2. guidance"), "  cat ");
+    cr_assert_not_null(cat, "%s", out);
+    double cond, uncond, s0, s1, s15, s3;
+    cr_assert_eq(sscanf(cat, "  cat %lf %lf %lf %lf %lf %lf", &cond, &uncond, &s0, &s1, &s15, &s3),
+                 6, "%s", cat);
+    cr_expect(fabs(s3 - 0.3098) < 1e-4, "p(cat | S=3) %g", s3);
+    /* S = 1 is the conditional softmax (notebook 5's 0.135), S = 0 the unconditional one */
+    cr_expect(fabs(s1 - 0.1348) < 1e-4, "p(cat | S=1) %g", s1);
+    free(out);
+}
+
 /* Positions run for n new tokens after a 4-token prompt: with the cache, the prompt and
  * then one per token but the last, 4 + n - 1; without, the prompt and then the whole text
  * at every step, 4 + sum over k = 5 .. n + 3 of k. */
