@@ -248,6 +248,32 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     return status;
 }
 
+/* With guidance the longer of the two sides, each its text then the prompt (quill.h's
+ * quill_generate_params), is what the cache must hold; without, n_prompt. */
+static int longest_side(const quill_model *m, const GenerateOptions *o, const Prompt *prompt,
+                        int n_prompt, Error *err)
+{
+    const char *texts[2] = {generate_guide_text(o), o->negative_prompt};
+    int longest = n_prompt;
+    for (int i = 0; i < 2 && longest >= 0; i++) {
+        if (!texts[i])
+            continue;
+        size_t n_text = strlen(texts[i]), n = n_text + strlen(prompt->text);
+        char *joined = malloc(n + 1);
+        if (!joined)
+            return error_set(err, "out of memory");
+        memcpy(joined, texts[i], n_text);
+        strcpy(joined + n_text, prompt->text);
+        quill_token *ids = NULL;
+        int n_side = generate_tokenize(m, joined, n, prompt->add_special,
+                                       prompt->parse_special, &ids, err);
+        longest = n_side < 0 ? -1 : n_side > longest ? n_side : longest;
+        free(ids);
+        free(joined);
+    }
+    return longest;
+}
+
 static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
 {
     if (o->show_probs && (o->num_samples > 1 || o->beam_size > 1))
@@ -259,6 +285,8 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
                        ? generate_tokenize(m, prompt.text, strlen(prompt.text),
                                            prompt.add_special, prompt.parse_special, &ids, err)
                        : -1;
+    if (n_prompt > 0 && generate_guided(o))
+        n_prompt = longest_side(m, o, &prompt, n_prompt, err);
     int limit = o->context > 0 ? o->context : quill_model_context_length(m);
     int status = n_prompt < 0 ? -1 : 0;
     if (status == 0 && (n_prompt == 0 || n_prompt >= limit))
@@ -306,6 +334,8 @@ int cmd_generate(int argc, char **argv, Error *err)
     int status = generate_parse_options(argc, argv, &o, &model, err);
     if (status == 0)
         status = grammar_use_check(&o, o.interactive, err);
+    if (status == 0)
+        status = generate_guidance_check(&o, o.interactive, err);
     if (status == 0 && o.interactive)
         status = repl_run(model, &o, err);
     else if (status == 0) {
@@ -327,6 +357,8 @@ int cmd_chat(int argc, char **argv, Error *err)
     int status = generate_parse_options(argc, argv, &o, &model, err);
     if (status == 0)
         status = grammar_use_check(&o, true, err);
+    if (status == 0)
+        status = generate_guidance_check(&o, true, err);
     if (status == 0)
         status = repl_run(model, &o, err);
     generate_options_free(&o);
