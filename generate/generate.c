@@ -248,28 +248,26 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     return status;
 }
 
-/* With guidance the longer of the two sides, each its text then the prompt (quill.h's
- * quill_generate_params), is what the cache must hold; without, n_prompt. */
-static int longest_side(const quill_model *m, const GenerateOptions *o, const Prompt *prompt,
-                        int n_prompt, Error *err)
+int generate_guided_length(const quill_model *m, const char *guide, const char *negative,
+                           const char *prompt, bool add_special, bool parse_special,
+                           Error *err)
 {
-    const char *texts[2] = {generate_guide_text(o), o->negative_prompt};
-    int longest = n_prompt;
-    for (int i = 0; i < 2 && longest >= 0; i++) {
-        if (!texts[i])
-            continue;
-        size_t n_text = strlen(texts[i]), n = n_text + strlen(prompt->text);
+    const char *prefixes[2] = {guide ? guide : "", negative ? negative : ""};
+    int longest = 0;
+    for (int i = 0; i < 2; i++) {
+        size_t n_prefix = strlen(prefixes[i]), n = n_prefix + strlen(prompt);
         char *joined = malloc(n + 1);
         if (!joined)
             return error_set(err, "out of memory");
-        memcpy(joined, texts[i], n_text);
-        strcpy(joined + n_text, prompt->text);
+        memcpy(joined, prefixes[i], n_prefix);
+        strcpy(joined + n_prefix, prompt);
         quill_token *ids = NULL;
-        int n_side = generate_tokenize(m, joined, n, prompt->add_special,
-                                       prompt->parse_special, &ids, err);
-        longest = n_side < 0 ? -1 : n_side > longest ? n_side : longest;
+        int n_side = generate_tokenize(m, joined, n, add_special, parse_special, &ids, err);
         free(ids);
         free(joined);
+        if (n_side < 0)
+            return -1;
+        longest = n_side > longest ? n_side : longest;
     }
     return longest;
 }
@@ -285,8 +283,10 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
                        ? generate_tokenize(m, prompt.text, strlen(prompt.text),
                                            prompt.add_special, prompt.parse_special, &ids, err)
                        : -1;
-    if (n_prompt > 0 && generate_guided(o))
-        n_prompt = longest_side(m, o, &prompt, n_prompt, err);
+    if (n_prompt > 0 && generate_guided(o)) /* the cache holds the longer side */
+        n_prompt = generate_guided_length(m, generate_guide_text(o), o->negative_prompt,
+                                          prompt.text, prompt.add_special,
+                                          prompt.parse_special, err);
     int limit = o->context > 0 ? o->context : quill_model_context_length(m);
     int status = n_prompt < 0 ? -1 : 0;
     if (status == 0 && (n_prompt == 0 || n_prompt >= limit))
