@@ -248,6 +248,30 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     return status;
 }
 
+int generate_guided_length(const quill_model *m, const char *guide, const char *negative,
+                           const char *prompt, bool add_special, bool parse_special,
+                           Error *err)
+{
+    const char *prefixes[2] = {guide ? guide : "", negative ? negative : ""};
+    int longest = 0;
+    for (int i = 0; i < 2; i++) {
+        size_t n_prefix = strlen(prefixes[i]), n = n_prefix + strlen(prompt);
+        char *joined = malloc(n + 1);
+        if (!joined)
+            return error_set(err, "out of memory");
+        memcpy(joined, prefixes[i], n_prefix);
+        strcpy(joined + n_prefix, prompt);
+        quill_token *ids = NULL;
+        int n_side = generate_tokenize(m, joined, n, add_special, parse_special, &ids, err);
+        free(ids);
+        free(joined);
+        if (n_side < 0)
+            return -1;
+        longest = n_side > longest ? n_side : longest;
+    }
+    return longest;
+}
+
 static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
 {
     if (o->show_probs && (o->num_samples > 1 || o->beam_size > 1))
@@ -259,6 +283,10 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
                        ? generate_tokenize(m, prompt.text, strlen(prompt.text),
                                            prompt.add_special, prompt.parse_special, &ids, err)
                        : -1;
+    if (n_prompt > 0 && generate_guided(o)) /* the cache holds the longer side */
+        n_prompt = generate_guided_length(m, generate_guide_text(o), o->negative_prompt,
+                                          prompt.text, prompt.add_special,
+                                          prompt.parse_special, err);
     int limit = o->context > 0 ? o->context : quill_model_context_length(m);
     int status = n_prompt < 0 ? -1 : 0;
     if (status == 0 && (n_prompt == 0 || n_prompt >= limit))
@@ -306,6 +334,8 @@ int cmd_generate(int argc, char **argv, Error *err)
     int status = generate_parse_options(argc, argv, &o, &model, err);
     if (status == 0)
         status = grammar_use_check(&o, o.interactive, err);
+    if (status == 0)
+        status = generate_guidance_check(&o, o.interactive, err);
     if (status == 0 && o.interactive)
         status = repl_run(model, &o, err);
     else if (status == 0) {
@@ -327,6 +357,8 @@ int cmd_chat(int argc, char **argv, Error *err)
     int status = generate_parse_options(argc, argv, &o, &model, err);
     if (status == 0)
         status = grammar_use_check(&o, true, err);
+    if (status == 0)
+        status = generate_guidance_check(&o, true, err);
     if (status == 0)
         status = repl_run(model, &o, err);
     generate_options_free(&o);

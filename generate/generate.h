@@ -22,6 +22,13 @@ int cmd_tokenize(int argc, char **argv, Error *err);
 int generate_tokenize(const quill_model *m, const char *text, size_t len, bool add_special,
                       bool parse_special, quill_token **ids, Error *err);
 
+/* Classifier-free guidance's longer side (quill_generate_params' guide): the tokens of
+ * guide then prompt, or of negative then prompt, whichever are more (a NULL text: the
+ * prompt alone); -1 with err set on error. What a guided run's cache must hold. */
+int generate_guided_length(const quill_model *m, const char *guide, const char *negative,
+                           const char *prompt, bool add_special, bool parse_special,
+                           Error *err);
+
 /* quill grammar: builds a GBNF grammar and prints accept or reject for texts (--check). */
 /* Builds a grammar from the file or the inline text of --grammar (exactly one); its errors
  * start with where the grammar came from ("--grammar: line 1, column 20: ..."). */

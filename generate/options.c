@@ -19,11 +19,27 @@
 
 static const char *const PRESETS[] = {"deterministic", "balanced", "creative", NULL};
 
+/* --guide-attribute: named guides, each a short text the conditional side starts with
+ * (docs/sampling.md has the table). They are written as a story's opening line, which is
+ * what a small model trained on stories follows; each ends with a space, as the prompt
+ * comes straight after it. */
+static const char *const GUIDE_ATTRIBUTES[] = {"positive", "negative", "formal", "simple", NULL};
+static const char *const GUIDE_TEXTS[] = {
+    "This is a happy story with a kind, cheerful ending. ",
+    "This is a sad story with a gloomy, unhappy ending. ",
+    "The following text is written in a formal, precise and polite style. ",
+    "The following text uses short sentences and simple words. ",
+};
+_Static_assert(sizeof GUIDE_ATTRIBUTES / sizeof *GUIDE_ATTRIBUTES ==
+                   sizeof GUIDE_TEXTS / sizeof *GUIDE_TEXTS + 1,
+               "a text for each named guide");
+
 void generate_options_default(GenerateOptions *o)
 {
     *o = (GenerateOptions){
         .prompt = "", .max_tokens = 256, .echo = true, .seed = -1, .beam_size = 1,
         .length_penalty = 1.0f, .num_samples = 1, .cache_type = NULL, .threads = 0,
+        .guide_strength = quill_generate_params_default().guidance_scale,
     };
     sampler_params_default(&o->sampler);
 }
@@ -91,6 +107,14 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"grammar-file", FLAG_STRING, &o->grammar_file, 0, 0, "--grammar, read from this file"},
         {"samplers", FLAG_STRING, &o->samplers, 0, 0,
          "the chain, e.g. penalties,top-k,top-p,min-p,temperature"},
+        {"guide", FLAG_STRING, &o->guide, 0, 0,
+         "guidance: text before the prompt that the output should follow (ends with a space)"},
+        {"guide-attribute", FLAG_CHOICE, &o->guide_attribute, 0, 0,
+         "guidance: a named --guide (docs/sampling.md)", GUIDE_ATTRIBUTES},
+        {"negative-prompt", FLAG_STRING, &o->negative_prompt, 0, 0,
+         "guidance: text before the prompt that the output should move away from"},
+        {"guide-strength", FLAG_FLOAT, &o->guide_strength, 0, 100,
+         "guidance scale S: uncond + S (cond - uncond) (1: the guided prompt alone)"},
         {"seed", FLAG_INT, &o->seed, -1, 2147483647, "random seed (-1: a random one, shown by --verbose)",
          .short_name = 's'},
         {"beam-size", FLAG_INT, &o->beam_size, 1, 64, "beam search with this many beams (1: "
@@ -122,6 +146,38 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
     _Static_assert((int)N <= (int)GENERATE_MAX_FLAGS, "GENERATE_MAX_FLAGS must cover every flag");
     memcpy(flags, table, sizeof table);
     return N;
+}
+
+const char *generate_guide_text(const GenerateOptions *o)
+{
+    for (int i = 0; o->guide_attribute && GUIDE_ATTRIBUTES[i]; i++)
+        if (strcmp(o->guide_attribute, GUIDE_ATTRIBUTES[i]) == 0)
+            return GUIDE_TEXTS[i];
+    return o->guide;
+}
+
+bool generate_guided(const GenerateOptions *o)
+{
+    return generate_guide_text(o) || o->negative_prompt;
+}
+
+int generate_guidance_check(const GenerateOptions *o, bool interactive, Error *err)
+{
+    if (o->guide && o->guide_attribute)
+        return error_set(err, "--guide and --guide-attribute both give the guide: give one");
+    if (!generate_guided(o))
+        return 0;
+    const char *clash = interactive           ? "--interactive (quill chat)"
+                        : o->num_samples > 1  ? "--num-samples"
+                        : o->beam_size > 1    ? "--beam-size"
+                        : o->context_shift    ? "--context-shift"
+                        : o->chat_template    ? "--chat-template"
+                        : o->system           ? "--system"
+                                              : NULL;
+    if (clash)
+        return error_set(err, "guidance (--guide, --guide-attribute, --negative-prompt) "
+                              "streams one plain text: not with %s", clash);
+    return 0;
 }
 
 int generate_options_apply_preset(GenerateOptions *o, Error *err)
@@ -398,11 +454,12 @@ quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ct
     uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
     quill_context_params p = quill_context_params_default();
     p.n_ctx = n_ctx;
+    p.n_seq = generate_guided(o) ? 2 : 1; /* guidance's unconditional side: sequence 1 */
     p.n_threads = o->threads;
     p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
                    : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
                                             : QUILL_CACHE_F32;
-    context_report(&m->model, 1, n_ctx, type);
+    context_report(&m->model, p.n_seq, n_ctx, type);
     quill_context *c = quill_context_new(m, &p);
     if (!c)
         error_set(err, "%s", quill_last_error());
@@ -525,6 +582,9 @@ quill_generate_params generate_params(const GenerateOptions *o, GeneratePrinter 
     p.n_stop = o->stop.n;
     p.ignore_eos = o->ignore_eos;
     p.context_shift = o->context_shift;
+    p.guide = generate_guide_text(o);
+    p.negative_prompt = o->negative_prompt;
+    p.guidance_scale = o->guide_strength;
     p.on_token = generate_print_event;
     p.user = printer;
     return p;

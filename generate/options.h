@@ -34,6 +34,11 @@ typedef struct {
     const char *grammar;      /* --grammar: a GBNF grammar's text, or NULL */
     const char *grammar_file; /* --grammar-file: a file holding one, or NULL */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
+    /* classifier-free guidance (quill.h's quill_generate_params: guide ...) */
+    const char *guide;           /* --guide: text before the prompt on the conditional side */
+    const char *guide_attribute; /* --guide-attribute: a named guide (GUIDE_ATTRIBUTES) */
+    const char *negative_prompt; /* --negative-prompt: the unconditional side's text */
+    float guide_strength;        /* S in uncond + S (cond - uncond) */
     int seed;              /* -1: a random one from the operating system (getrandom) */
     /* search */
     int beam_size;         /* 1: sample; B > 1: beam search with B beams */
@@ -55,7 +60,7 @@ typedef struct {
     const char *system;    /* the system prompt of a chat */
 } GenerateOptions;
 
-enum { GENERATE_MAX_FLAGS = 48 };
+enum { GENERATE_MAX_FLAGS = 64 };
 
 /* The documented defaults (the sampler's are llama.cpp's, see sampler_params_default). */
 void generate_options_default(GenerateOptions *o);
@@ -63,6 +68,15 @@ void generate_options_free(GenerateOptions *o); /* the lists */
 
 /* The flags of every field, with o's fields as destinations. Returns their number. */
 int generate_options_flags(GenerateOptions *o, Flag *flags);
+
+/* The guidance text of the conditional side: --guide, or --guide-attribute's text, or NULL. */
+const char *generate_guide_text(const GenerateOptions *o);
+/* Whether o asks for guidance (a guide, an attribute or a negative prompt). */
+bool generate_guided(const GenerateOptions *o);
+/* Guidance's limits: one guide (--guide or --guide-attribute), one plain text streamed
+ * (not --interactive, --num-samples, --beam-size, --context-shift, a chat template or a
+ * system prompt); an error naming the clash. */
+int generate_guidance_check(const GenerateOptions *o, bool interactive, Error *err);
 
 /* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);
@@ -101,7 +115,7 @@ int generate_stops_unescape(GenerateOptions *o, Error *err);
 
 /* ---- a continuation through quill.h (generate's one stream, the REPL) ---- */
 
-/* A context of n_ctx positions for one sequence, in o->cache_type (set to the model's
+/* A context of n_ctx positions for one sequence (two with guidance), in o->cache_type (set to the model's
  * default when NULL, so that /status names it), on o->threads. Warns on stderr, before the
  * cache is allocated, about a context longer than the model's or one over a gigabyte. */
 quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err);

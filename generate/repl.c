@@ -35,12 +35,14 @@
 enum { REPL_DEFAULT_CONTEXT = 4096, REPL_MAX_MESSAGES = 4096 };
 
 /* The generation settings that mean nothing in a chat (they shape quill generate's output:
- * its prompt, the echo of it, several samples or beams, a file), and those fixed once the
- * session has started (the cache's size and type, the threads, the template). /status
- * and /set show neither the first nor, for /set, the second. */
+ * its prompt, the echo of it, several samples or beams, a file; guidance, which prefixes
+ * one plain prompt), and those fixed once the session has started (the cache's size and
+ * type, the threads, the template). /status and /set show neither the first nor, for /set,
+ * the second. */
 static const char *const NOT_IN_CHAT[] = {"prompt",      "echo",           "interactive",
                                           "beam-size",   "length-penalty", "num-samples",
-                                          "output-file", NULL};
+                                          "output-file", "guide",          "guide-attribute",
+                                          "negative-prompt", "guide-strength", NULL};
 static const char *const FIXED_IN_CHAT[] = {"context", "cache-type", "threads", "chat-template",
                                             NULL};
 

@@ -1,7 +1,7 @@
 /* quill serve's /v1/completions and /v1/chat/completions: a request (serve_request.c)
  * becomes one job per choice (prompts x n) for the engine (serve_engine.c), or a beam
- * search (serve_beam.c), and the events of its feed become the answer: one JSON body, or
- * Server-Sent Events written as the tokens come.
+ * search (serve_beam.c), or guided choices (serve_guided.c), and the events of its feed
+ * become the answer: one JSON body, or Server-Sent Events written as the tokens come.
  *
  * A streamed choice is a series of chunks, each the text one token decided (whole UTF-8
  * characters, with what might start a stop string held back), then one with its finish
@@ -22,6 +22,7 @@
 #include "serve_beam.h"
 #include "serve_engine.h"
 #include "serve_fields.h"
+#include "serve_guided.h"
 #include "serve_request.h"
 
 /* ---- jobs --------------------------------------------------------------------------- */
@@ -92,6 +93,15 @@ static int completion_submit(Server *s, const CompletionRequest *c, EngineFeed *
     return -1;
 }
 
+/* A request that runs beside the engine (a search, guided choices) counts as the engine
+ * counts those it takes. */
+static void count_request(Server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stats.requests++;
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* A beam request's search, its choices pushed into the feed (serve_beam.c). */
 static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *feed, ApiError *e)
 {
@@ -99,9 +109,7 @@ static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *fe
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
                      .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
                      .n_stops = c->n_stop, .parse_special = c->chat, .sampler = &c->sampler};
-    pthread_mutex_lock(&s->lock);
-    s->stats.requests++;
-    pthread_mutex_unlock(&s->lock);
+    count_request(s);
     Error err;
     if (serve_beam(s, &b, c->prompts, c->n_ids, c->n_prompts, feed, &err) == 0)
         return 0;
@@ -109,10 +117,31 @@ static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *fe
     return serve_error(e, 500, NULL, "%s", err.msg);
 }
 
-/* The request's choices on their way: queued for the engine, or a beam search run. */
+/* A guided request's choices, run and pushed into the feed (serve_guided.c). */
+static int completion_guided(Server *s, const CompletionRequest *c, EngineFeed *feed,
+                             ApiError *e)
+{
+    GuidedRequest g = {.guide = c->guide, .negative_prompt = c->negative_prompt,
+                       .scale = c->guidance_scale, .n = c->n,
+                       .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
+                       .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
+                       .n_stops = c->n_stop, .sampler = &c->sampler};
+    count_request(s);
+    Error err;
+    if (serve_guided(s, &g, c->prompts, c->n_prompts, feed, &err) == 0)
+        return 0;
+    feed->n_open = 0; /* the choices not ended will not come */
+    return serve_error(e, 500, NULL, "%s", err.msg);
+}
+
+/* The request's choices on their way: queued for the engine, or a beam search or guided
+ * choices run. */
 static int completion_start(Server *s, const CompletionRequest *c, EngineFeed *feed, ApiError *e)
 {
-    return c->beam_size > 1 ? completion_beam(s, c, feed, e) : completion_submit(s, c, feed, e);
+    if (c->beam_size > 1)
+        return completion_beam(s, c, feed, e);
+    return request_guided(c) ? completion_guided(s, c, feed, e)
+                             : completion_submit(s, c, feed, e);
 }
 
 /* ---- answers ------------------------------------------------------------------------ */

@@ -172,6 +172,46 @@ static int read_beam(const cJSON *req, CompletionRequest *c, ApiError *e)
     return 0;
 }
 
+/* One text field, under quill's name or llama-server's former one (alias): *out stays
+ * NULL when neither is there. */
+static int read_text(const cJSON *req, const char *name, const char *alias, const char **out,
+                     ApiError *e)
+{
+    int got = field_strings(req, name, 1, out, e);
+    return got == 0 && alias ? field_strings(req, alias, 1, out, e) : got;
+}
+
+/* Classifier-free guidance: "guide" and "negative_prompt" (llama-server's former
+ * "cfg_negative_prompt"), the texts before the prompt on the two sides, and
+ * "guidance_scale" (its "cfg_scale"), as quill generate's --guide, --negative-prompt and
+ * --guide-strength. A guided choice is one plain text that samples from the mixed logits:
+ * not a chat, a beam search, logprobs or a trace. */
+static int read_guidance(const cJSON *req, CompletionRequest *c, ApiError *e)
+{
+    c->guidance_scale = quill_generate_params_default().guidance_scale;
+    if (read_text(req, "guide", NULL, &c->guide, e) < 0 ||
+        read_text(req, "negative_prompt", "cfg_negative_prompt", &c->negative_prompt, e) < 0)
+        return -1;
+    int got = field_float(req, "guidance_scale", 0, 100, &c->guidance_scale, e);
+    if (got == 0)
+        got = field_float(req, "cfg_scale", 0, 100, &c->guidance_scale, e);
+    if (got < 0 || !request_guided(c))
+        return got < 0 ? -1 : 0;
+    const char *field = c->guide ? "guide" : "negative_prompt";
+    if (c->chat)
+        return serve_error(e, 400, field, "guidance is for /v1/completions: it puts its text "
+                           "before a plain prompt");
+    if (c->beam_size > 1 || c->logprobs >= 0 || c->trace)
+        return serve_error(e, 400, field, "a guided choice is one sampled text: not with "
+                           "beam_size, logprobs or quill_trace");
+    return 0;
+}
+
+bool request_guided(const CompletionRequest *c)
+{
+    return c->guide || c->negative_prompt;
+}
+
 /* The fields every completion has: length, choices, stop, streaming, tracing. */
 static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, int default_max,
                        ApiError *e)
@@ -288,6 +328,8 @@ CompletionRequest *request_read(const char *body, size_t len, bool chat, const S
         status = chat ? read_messages(c->json, c, s, e) : read_prompts(c->json, c, e);
     if (status == 0 && chat && c->echo)
         status = serve_error(e, 400, "echo", "echo is for /v1/completions");
+    if (status == 0)
+        status = read_guidance(c->json, c, e);
     if (status != 0) {
         request_free(c);
         return NULL;
@@ -303,12 +345,18 @@ int request_tokenize(CompletionRequest *c, const Server *s, ApiError *e)
         Error err;
         int n = generate_tokenize(s->model, c->prompts[i], strlen(c->prompts[i]), true,
                                   c->chat, &c->ids[i], &err);
-        if (n < 0)
-            return serve_error(e, 500, NULL, "%s", err.msg);
-        if (n >= s->n_ctx)
-            return serve_error(e, 400, "prompt", "the prompt has %d tokens and the context "
-                             "holds %d: it leaves no room to generate", n, s->n_ctx);
         c->n_ids[i] = n;
+        /* with guidance, the longer side is what the context must hold */
+        int longest = n >= 0 && request_guided(c)
+                          ? generate_guided_length(s->model, c->guide, c->negative_prompt,
+                                                   c->prompts[i], true, false, &err)
+                          : n;
+        if (longest < 0)
+            return serve_error(e, 500, NULL, "%s", err.msg);
+        if (longest >= s->n_ctx)
+            return serve_error(e, 400, "prompt", "the prompt has %d tokens%s and the context "
+                             "holds %d: it leaves no room to generate", longest,
+                             longest > n ? " with its guidance text" : "", s->n_ctx);
         c->n_prompt_tokens += n;
     }
     return 0;

@@ -36,6 +36,9 @@ typedef struct {
     float length_penalty;
     bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
     bool cache_prompt;  /* llama-server's: reuse a slot's cached start of the prompt */
+    const char *guide;           /* classifier-free guidance (serve_guided.c): the two */
+    const char *negative_prompt; /* sides' texts before the prompt (NULL: none) */
+    float guidance_scale;
     const char *stop[MAX_STOP];
     int n_stop;
     quill_sampler_params sampler;
@@ -51,5 +54,7 @@ CompletionRequest *request_read(const char *body, size_t len, bool chat, const S
  * numbers, before anything is queued. */
 int request_tokenize(CompletionRequest *c, const Server *s, ApiError *e);
 void request_free(CompletionRequest *c); /* NULL-safe */
+/* Whether the request asks for classifier-free guidance ("guide" or "negative_prompt"). */
+bool request_guided(const CompletionRequest *c);
 
 #endif

@@ -418,6 +418,21 @@ typedef struct {
     volatile int *cancel;   /* another thread sets *cancel = 1 to stop; may be NULL */
     quill_token_callback on_token;
     void *user;
+    /* Classifier-free guidance (Sanchez et al. 2023; docs/sampling.md), added after the
+     * fields above, which keep their places. It is on when guide or negative_prompt is not
+     * NULL: sequence seq is then the conditional side (guide, then the prompt) and
+     * sequence guidance_seq the unconditional one (negative_prompt, then the prompt; or
+     * the prompt alone), decoded side by side in one forward pass per step, and the
+     * sampler reads uncond + guidance_scale * (cond - uncond) of their logits. A text goes
+     * before the prompt only when its sequence is empty, joined as written (end it with a
+     * space or a newline); on an empty seq, guidance_seq is cleared first, and a later call
+     * continues both. Not with context_shift. */
+    const char *guide;       /* the conditional side's text; NULL: none (the prompt alone) */
+    const char *negative_prompt; /* the unconditional side's text; NULL: none */
+    float guidance_scale;    /* S: 1 is the conditional side alone, 0 the unconditional one,
+                                > 1 pushes further from the unconditional; default 1.5 */
+    int guidance_seq;        /* the unconditional side's sequence (not seq); default 1, so
+                                the context needs n_seq >= 2 */
 } quill_generate_params;
 
 QUILL_API quill_generate_params quill_generate_params_default(void);

@@ -115,6 +115,7 @@ void session_free(Session *s)
     infer_free(&s->own_ctx);
     sampler_free(&s->own_sampler);
     free(s->history);
+    free(s->guided_logits);
     memset(s, 0, sizeof *s);
 }
 
@@ -137,28 +138,111 @@ int session_update(Session *s, const SessionParams *p, Error *err)
 void session_reset(Session *s)
 {
     infer_seq_clear(s->ctx, s->seq);
+    if (s->guided)
+        infer_seq_clear(s->ctx, s->guide_seq);
     sampler_reset(s->sampler);
     s->n_history = 0;
+}
+
+/* Whether n more tokens fit in sequence seq; an error that names them when not. */
+static int feed_room(const Session *s, int seq, int n, Error *err)
+{
+    int used = infer_seq_length(s->ctx, seq);
+    if (used + n > s->params.n_ctx)
+        return error_set(err, "the prompt has %d token%s and %d are in the context already; "
+                              "the context holds %d (give a larger --context)",
+                         n, plural_s(n), used, s->params.n_ctx);
+    return 0;
+}
+
+/* After a feed has run: its tokens into the history as prompt, its time into the stats
+ * (n_decoded: the rows that went through the model, both sides' with guidance). */
+static int feed_done(Session *s, const int *tokens, int n, int n_decoded, Error *err)
+{
+    for (int i = 0; i < n; i++)
+        if (history_push(s, tokens[i], true, err) != 0)
+            return -1;
+    s->stats.prompt_tokens += n_decoded;
+    s->stats.prompt_seconds += timer_seconds() - s->prompt_start;
+    return 0;
 }
 
 int session_feed(Session *s, const int *tokens, int n, Error *err)
 {
     if (n == 0)
         return 0;
-    int used = infer_seq_length(s->ctx, s->seq);
-    if (used + n > s->params.n_ctx)
-        return error_set(err, "the prompt has %d token%s and %d are in the context already; "
-                              "the context holds %d (give a larger --context)",
-                         n, plural_s(n), used, s->params.n_ctx);
+    if (feed_room(s, s->seq, n, err) != 0)
+        return -1;
     s->prompt_start = timer_seconds();
     if (infer_decode(s->ctx, s->seq, tokens, n, err) != 0)
         return -1;
+    return feed_done(s, tokens, n, n, err);
+}
+
+/* ---- classifier-free guidance ------------------------------------------------------------ */
+
+void guidance_mix(const float *cond, const float *uncond, float scale, float *out, int n)
+{
+    float keep = 1.0f - scale; /* exact at scale 0 and 1 */
     for (int i = 0; i < n; i++)
-        if (history_push(s, tokens[i], true, err) != 0)
-            return -1;
-    s->stats.prompt_tokens += n;
-    s->stats.prompt_seconds += timer_seconds() - s->prompt_start;
+        out[i] = keep * uncond[i] + scale * cond[i];
+}
+
+int session_guide(Session *s, int uncond_seq, float scale, Error *err)
+{
+    if (uncond_seq < 0 || uncond_seq >= s->params.n_seq || uncond_seq == s->seq)
+        return error_set(err, "guidance needs a second sequence: %d is %s (the context has "
+                              "%d)", uncond_seq,
+                         uncond_seq == s->seq ? "the conditional one" : "not one of them",
+                         s->params.n_seq);
+    float *row = realloc(s->guided_logits,
+                         (size_t)s->model->config.vocab_size * sizeof *row);
+    if (!row)
+        return error_set(err, "out of memory");
+    s->guided_logits = row;
+    s->guided = true;
+    s->guide_seq = uncond_seq;
+    s->guide_scale = scale;
     return 0;
+}
+
+/* Batch rows for `side`'s n tokens, after what its sequence holds; the logits of the last. */
+static void batch_rows(const Session *s, int side, const int *tokens, int n, int *token,
+                       int *pos, int *seq, bool *logits)
+{
+    int start = infer_seq_length(s->ctx, side);
+    for (int i = 0; i < n; i++) {
+        token[i] = tokens[i];
+        pos[i] = start + i;
+        seq[i] = side;
+        logits[i] = i == n - 1;
+    }
+}
+
+int session_feed_guided(Session *s, const int *cond, int n_cond, const int *uncond,
+                        int n_uncond, Error *err)
+{
+    if (n_cond <= 0 || n_uncond <= 0)
+        return error_set(err, "guidance: the %s side has no tokens to decode (give a prompt)",
+                         n_cond <= 0 ? "conditional" : "unconditional");
+    if (feed_room(s, s->seq, n_cond, err) != 0 || feed_room(s, s->guide_seq, n_uncond, err) != 0)
+        return -1;
+    size_t n = (size_t)n_cond + (size_t)n_uncond;
+    int *rows = malloc(3 * n * sizeof *rows); /* token, pos, seq */
+    bool *logits = malloc(n * sizeof *logits);
+    int status = rows && logits ? 0 : error_set(err, "out of memory");
+    if (status == 0) {
+        int *token = rows, *pos = rows + n, *seq = rows + 2 * n;
+        batch_rows(s, s->seq, cond, n_cond, token, pos, seq, logits);
+        batch_rows(s, s->guide_seq, uncond, n_uncond, token + n_cond, pos + n_cond,
+                   seq + n_cond, logits + n_cond);
+        s->prompt_start = timer_seconds();
+        InferBatch b = {token, pos, seq, logits, (int)n};
+        status = infer_decode_batch(s->ctx, &b, err);
+    }
+    free(rows);
+    free(logits);
+    return status == 0 ? feed_done(s, cond, n_cond, (int)n, err) : -1;
 }
 
 /* When the cache is full: the first n_keep positions stay, the older half of the rest is
@@ -241,10 +325,23 @@ static int take_token(Session *s, TextStream *stream, StreamTarget *target, int 
     return target->status != 0 ? -1 : stopped;
 }
 
+/* With guidance: the token into both sides in one pass; returns 1 when either is full
+ * (guidance does not shift the context: quill_generate refuses the two together). */
+static int feed_back_guided(Session *s, int token, Error *err)
+{
+    int seqs[2] = {s->seq, s->guide_seq}, tokens[2] = {token, token};
+    for (int i = 0; i < 2; i++)
+        if (infer_seq_length(s->ctx, seqs[i]) == s->params.n_ctx)
+            return 1;
+    return infer_decode_step(s->ctx, seqs, tokens, 2, err);
+}
+
 /* Feeds the token just taken back into the model, making room first when the context is
  * full; returns 1 when it is full and may not be shifted. */
 static int feed_back(Session *s, int token, Error *err)
 {
+    if (s->guided)
+        return feed_back_guided(s, token, err);
     if (infer_seq_length(s->ctx, s->seq) == s->params.n_ctx) {
         if (!s->params.context_shift)
             return 1;
@@ -252,6 +349,18 @@ static int feed_back(Session *s, int token, Error *err)
             return -1;
     }
     return infer_decode(s->ctx, s->seq, &token, 1, err);
+}
+
+/* The row the sampler reads: the last decode's first, or with guidance the two sides'
+ * rows (the conditional side's first) mixed. */
+static const float *next_logits(Session *s)
+{
+    const float *cond = infer_logits(s->ctx, 0);
+    if (!s->guided)
+        return cond;
+    guidance_mix(cond, infer_logits(s->ctx, 1), s->guide_scale, s->guided_logits,
+                 s->model->config.vocab_size);
+    return s->guided_logits;
 }
 
 /* Whether the cancel flag is set. */
@@ -284,7 +393,7 @@ int session_continue(Session *s, SessionCallback *on_token, void *ctx, Completio
             break;
         }
         float logprob;
-        int token = choose_token(s, infer_logits(s->ctx, 0), s->params.trace ? &trace : NULL,
+        int token = choose_token(s, next_logits(s), s->params.trace ? &trace : NULL,
                                  s->params.logprobs ? &list : NULL, &logprob);
         if (generated++ == 0)
             s->stats.first_token_seconds = timer_seconds() - s->prompt_start;

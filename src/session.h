@@ -102,6 +102,12 @@ typedef struct {
     SessionStats stats;
     InferContext own_ctx;  /* what session_init allocates; unused when borrowing */
     Sampler own_sampler;
+    /* classifier-free guidance (session_guide): guide_seq, the unconditional side, decodes
+     * beside seq, the conditional one, and the sampler reads the two mixed */
+    bool guided;
+    int guide_seq;
+    float guide_scale;
+    float *guided_logits;  /* (V) the mixed row the sampler reads */
 } Session;
 
 /* A session over p->n_seq cache slots of p->n_ctx positions (n_seq > 1 for samples and
@@ -131,6 +137,28 @@ void session_reset(Session *s);
  * adds them to the history as prompt. A text that does not fit in the context is an error
  * that changes nothing. */
 int session_feed(Session *s, const int *tokens, int n, Error *err);
+
+/* ---- classifier-free guidance (Sanchez et al. 2023, docs/sampling.md) ----
+ * Two sequences of one context decode side by side, in one forward pass per step: the
+ * conditional one (seq: the guidance text, then the prompt) and the unconditional one
+ * (guide_seq: the prompt alone, or after a negative prompt). Both get every generated
+ * token; the sampler reads uncond + S (cond - uncond), which S = 1 makes the conditional
+ * row and S = 0 the unconditional one. The sampler's history is the conditional side's. */
+
+/* out[i] = uncond[i] + scale (cond[i] - uncond[i]), computed as the interpolation
+ * (1 - scale) uncond[i] + scale cond[i], which is exactly cond at scale 1 and exactly
+ * uncond at scale 0 (the first form rounds cond - uncond and can miss cond by an ulp). */
+void guidance_mix(const float *cond, const float *uncond, float scale, float *out, int n);
+
+/* Guidance from now on: sequence uncond_seq of the session's context is the unconditional
+ * side, S = scale. Feed both sides with session_feed_guided. */
+int session_guide(Session *s, int uncond_seq, float scale, Error *err);
+
+/* The two sides' new tokens in one batch: cond after what seq holds (into the history, as
+ * prompt), uncond after what guide_seq holds; each side needs at least one. The first
+ * logits row is then the conditional side's, the second the unconditional one's. */
+int session_feed_guided(Session *s, const int *cond, int n_cond, const int *uncond,
+                        int n_uncond, Error *err);
 
 /* Whether a chosen token ends the text: the end-of-text token, or a separate end-of-turn
  * token where the vocabulary has one; never with ignore_eos. */

@@ -18,28 +18,6 @@
 #define STORIES_REF "models/stories260K.ref.json"
 #define PROMPT "Once upon a time"
 
-static quill_model *load_model(const char *path)
-{
-    quill_model_params mp = quill_model_params_default();
-    mp.n_threads = 1; /* tests run side by side */
-    quill_model *m = quill_model_load(path, &mp);
-    cr_assert_not_null(m, "%s", quill_last_error());
-    return m;
-}
-
-/* A context of n_seq sequences of n_ctx positions with an F32 cache (llama.cpp's reference
- * ran with one). */
-static quill_context *new_context(quill_model *m, int n_seq, int n_ctx)
-{
-    quill_context_params cp = quill_context_params_default();
-    cp.n_seq = n_seq;
-    cp.n_ctx = n_ctx;
-    cp.cache_type = QUILL_CACHE_F32;
-    quill_context *c = quill_context_new(m, &cp);
-    cr_assert_not_null(c, "%s", quill_last_error());
-    return c;
-}
-
 static quill_sampler *greedy_sampler(const quill_model *m)
 {
     quill_sampler_params sp = quill_sampler_params_default();
@@ -123,8 +101,8 @@ Test(api, greedy_generation_is_llama_cpp_text_byte_for_byte, .timeout = 60)
     SHARED_FILE_OR_SKIP(ref, STORIES_REF);
     size_t n_want;
     char *want = reference_greedy_text(ref, &n_want);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 1, 256);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 1, 256);
     quill_sampler *s = greedy_sampler(m);
     Seen *seen = calloc(1, sizeof *seen);
     cr_expect_eq(generate(c, s, PROMPT, 200, seen), QUILL_FINISH_LENGTH);
@@ -133,7 +111,7 @@ Test(api, greedy_generation_is_llama_cpp_text_byte_for_byte, .timeout = 60)
     cr_expect_arr_eq(seen->text, want, n_want, "the greedy text differs from llama.cpp's");
 
     /* the first token's logprob, by hand from the prompt's logits in a second context */
-    quill_context *alone = new_context(m, 1, 256);
+    quill_context *alone = test_context_new(m, 1, 256);
     quill_token ids[16];
     int n = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, ids, 16);
     quill_batch b = quill_batch_new(16);
@@ -168,8 +146,8 @@ Test(api, a_stop_string_ends_the_text_before_it, .timeout = 60)
     char *ref_text = reference_greedy_text(ref, &n_ref);
     const char *stops[] = {"park. O", "Lily."};
     size_t expected = (size_t)(strstr(ref_text, "Lily.") - ref_text);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 1, 256);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 1, 256);
     quill_sampler *s = greedy_sampler(m);
     Seen seen = {0};
     quill_generate_params gp = quill_generate_params_default();
@@ -195,8 +173,8 @@ Test(api, a_stop_string_ends_the_text_before_it, .timeout = 60)
 Test(api, cancel_from_the_callback_or_the_flag_finishes_cancelled, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 1, 256);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 1, 256);
     quill_sampler *s = greedy_sampler(m);
     Seen seen = {.stop_after = 3};
     cr_expect_eq(generate(c, s, PROMPT, 50, &seen), QUILL_FINISH_CANCELLED);
@@ -230,8 +208,8 @@ Test(api, cancel_from_the_callback_or_the_flag_finishes_cancelled, .timeout = 60
 Test(api, a_full_context_ends_the_text_or_shifts_keeping_the_prompt, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 1, 24);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 1, 24);
     quill_sampler *s = greedy_sampler(m);
     Seen *seen = calloc(1, sizeof *seen);
     quill_generate_params gp = quill_generate_params_default();
@@ -343,7 +321,7 @@ Test(api, token_text_is_the_vocabulary_spelling)
 /* The logits after `ids` decoded from an empty sequence in a context of their own. */
 static void logits_alone(quill_model *m, const quill_token *ids, int n, float *out)
 {
-    quill_context *c = new_context(m, 1, 128);
+    quill_context *c = test_context_new(m, 1, 128);
     quill_batch b = quill_batch_new(n);
     for (int i = 0; i < n; i++)
         quill_batch_add(&b, ids[i], i, 0, i == n - 1);
@@ -366,7 +344,7 @@ static void expect_close(const float *got, const float *want, int n, float tol, 
 Test(api, a_batch_of_sequences_at_their_own_positions_matches_each_alone, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     int V = quill_model_vocab_size(m);
     quill_token seqs[3][16];
     int lens[3];
@@ -374,7 +352,7 @@ Test(api, a_batch_of_sequences_at_their_own_positions_matches_each_alone, .timeo
                             "Lily"};
     for (int k = 0; k < 3; k++)
         lens[k] = quill_tokenize(m, texts[k], strlen(texts[k]), true, false, seqs[k], 16);
-    quill_context *c = new_context(m, 3, 64);
+    quill_context *c = test_context_new(m, 3, 64);
     quill_batch b = quill_batch_new(64);
     /* first: sequence 0 but its last token, and sequence 1's first 3 */
     for (int i = 0; i < lens[0] - 1; i++)
@@ -434,13 +412,13 @@ static const float *step(quill_context *c, int seq, quill_token next)
 Test(api, copy_truncate_and_shift_leave_the_tokens_left_and_go_on_from_them, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     int V = quill_model_vocab_size(m);
     const char *text = "Once upon a time there was a little girl named Lily";
     quill_token ids[32], next = 300;
     int n = quill_tokenize(m, text, strlen(text), true, false, ids, 32);
     cr_assert_geq(n, 10);
-    quill_context *c = new_context(m, 3, 64);
+    quill_context *c = test_context_new(m, 3, 64);
     quill_batch b = quill_batch_new(n);
     for (int i = 0; i < n; i++)
         quill_batch_add(&b, ids[i], i, 0, false);
@@ -488,7 +466,7 @@ Test(api, copy_truncate_and_shift_leave_the_tokens_left_and_go_on_from_them, .ti
 Test(api, a_context_computes_on_its_own_thread_count, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     int V = quill_model_vocab_size(m);
     quill_token ids[128];
     char text[2048] = "";
@@ -526,17 +504,17 @@ Test(api, a_saved_state_loaded_into_a_fresh_context_continues_the_same_text, .ti
     const char *file = test_make_tmpdir();
     char state[4200];
     snprintf(state, sizeof state, "%s/state.bin", file);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     quill_sampler *s = greedy_sampler(m);
     Seen whole = {0}, first = {0}, rest = {0};
-    quill_context *c = new_context(m, 1, 128);
+    quill_context *c = test_context_new(m, 1, 128);
     generate(c, s, PROMPT, 24, &whole);
     quill_context_free(c);
 
-    c = new_context(m, 1, 128);
+    c = test_context_new(m, 1, 128);
     generate(c, s, PROMPT, 12, &first);
     cr_assert_eq(quill_state_save(c, 0, state), QUILL_OK, "%s", quill_last_error());
-    quill_context *fresh = new_context(m, 2, 128);
+    quill_context *fresh = test_context_new(m, 2, 128);
     cr_assert_eq(quill_state_load(fresh, 1, state), QUILL_OK, "%s", quill_last_error());
     quill_token a[64], b[64];
     int n = quill_seq_tokens(c, 0, a, 64);
@@ -582,8 +560,8 @@ Test(api, a_damaged_or_foreign_state_file_is_a_clear_error_that_changes_nothing,
     snprintf(damaged, sizeof damaged, "%s/damaged.bin", dir);
     snprintf(cut, sizeof cut, "%s/cut.bin", dir);
     snprintf(foreign, sizeof foreign, "%s/foreign.bin", dir);
-    quill_model *m = load_model(path), *other = load_model(other_path);
-    quill_context *c = new_context(m, 1, 64);
+    quill_model *m = test_model_load(path), *other = test_model_load(other_path);
+    quill_context *c = test_context_new(m, 1, 64);
     quill_sampler *s = greedy_sampler(m);
     Seen seen = {0};
     generate(c, s, PROMPT, 8, &seen);
@@ -596,7 +574,7 @@ Test(api, a_damaged_or_foreign_state_file_is_a_clear_error_that_changes_nothing,
     cr_assert_eq(file_write_atomic(damaged, bytes, len, &err), 0);
     bytes[len / 2] ^= 0x10;
     cr_assert_eq(file_write_atomic(cut, bytes, len - 100, &err), 0);
-    quill_context *oc = new_context(other, 1, 64);
+    quill_context *oc = test_context_new(other, 1, 64);
     quill_token t = 1;
     quill_batch b = quill_batch_new(1);
     quill_batch_add(&b, t, 0, 0, true);
@@ -632,7 +610,7 @@ Test(api, a_damaged_or_foreign_state_file_is_a_clear_error_that_changes_nothing,
 Test(api, embeddings_are_the_final_hidden_states_the_output_layer_reads, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     int C = quill_model_embedding_size(m), V = quill_model_vocab_size(m);
     Model weights;
     Tokenizer tok;
@@ -642,7 +620,7 @@ Test(api, embeddings_are_the_final_hidden_states_the_output_layer_reads, .timeou
     const float *W = weights.wt.output.data; /* (V, C) */
     quill_token ids[16];
     int n = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, ids, 16);
-    quill_context *c = new_context(m, 2, 64);
+    quill_context *c = test_context_new(m, 2, 64);
     float *last = malloc((size_t)C * sizeof *last), *again = malloc((size_t)C * sizeof *again);
     cr_assert_eq(quill_embed(c, 1, ids, n, QUILL_POOL_LAST, false, last), QUILL_OK, "%s",
                  quill_last_error());
@@ -683,7 +661,7 @@ Test(api, embeddings_are_the_final_hidden_states_the_output_layer_reads, .timeou
 Test(api, the_sampler_stages_are_data, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     quill_sampler_params sp = quill_sampler_params_default();
     sp.chain = "top-k,temperature";
     sp.top_k = 5;
@@ -691,7 +669,7 @@ Test(api, the_sampler_stages_are_data, .timeout = 60)
     quill_sampler *s = quill_sampler_new(m, &sp);
     cr_assert_not_null(s, "%s", quill_last_error());
     cr_assert_eq(quill_sampler_trace(s, 3), QUILL_OK);
-    quill_context *c = new_context(m, 1, 64);
+    quill_context *c = test_context_new(m, 1, 64);
     quill_token ids[16];
     int n = quill_tokenize(m, PROMPT, strlen(PROMPT), true, false, ids, 16);
     quill_batch b = quill_batch_new(16);
@@ -726,8 +704,8 @@ Test(api, the_sampler_stages_are_data, .timeout = 60)
 Test(api, a_grammar_in_the_sampler_params_shapes_the_text, .timeout = 120)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 1, 128);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 1, 128);
     int compared = 0, differ = 0;
     char first[256] = "";
     for (uint64_t seed = 1; seed <= 10; seed++) {
@@ -798,10 +776,10 @@ static bool watch_stages(const quill_token_event *ev, void *user)
 Test(api, a_traced_generation_shows_each_tokens_stages_and_counts_its_work, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(path, STORIES);
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     quill_sampler *s = greedy_sampler(m);
     cr_assert_eq(quill_sampler_trace(s, 4), QUILL_OK);
-    quill_context *c = new_context(m, 1, 64);
+    quill_context *c = test_context_new(m, 1, 64);
     TraceWatch w = {.s = s};
     quill_generate_params gp = quill_generate_params_default();
     gp.max_tokens = 12;
@@ -833,8 +811,8 @@ Test(api, bad_arguments_are_errors_with_a_message, .timeout = 60)
     cr_expect_null(quill_model_load("/nonexistent/model.gguf", NULL));
     cr_expect_not_null(strstr(quill_last_error(), "/nonexistent/model.gguf"), "%s",
                        quill_last_error());
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 2, 32);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 2, 32);
     quill_token ids[4];
     expect_error(quill_tokenize(NULL, "a", 1, false, false, ids, 4), "model is NULL");
     expect_error(quill_tokenize(m, "a", 1, false, false, ids, -1), "a buffer of -1 tokens");
@@ -892,12 +870,12 @@ Test(api, error_kinds_say_what_failed, .timeout = 60)
     cr_expect_null(quill_model_load(text, NULL));
     cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_FILE, "%s", quill_last_error());
 
-    quill_model *m = load_model(path);
+    quill_model *m = test_model_load(path);
     quill_context_params cp = quill_context_params_default();
     cp.n_ctx = -1;
     cr_expect_null(quill_context_new(m, &cp));
     cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_PARAMETER, "%s", quill_last_error());
-    quill_context *c = new_context(m, 1, 8);
+    quill_context *c = test_context_new(m, 1, 8);
     cr_expect_eq(quill_seq_clear(c, 3), QUILL_ERROR);
     cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "%s", quill_last_error());
     quill_sampler *s = quill_sampler_new(m, NULL);
@@ -929,8 +907,8 @@ Test(api, beam_search_is_the_command_lines, .timeout = 60)
                  "--beam-size 4 -n 30", path, PROMPT);
     cr_assert_eq(status, 0, "%s", messages);
     free(messages);
-    quill_model *m = load_model(path);
-    quill_context *c = new_context(m, 4, 64);
+    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, 4, 64);
     quill_sampler *s = quill_sampler_new(m, NULL);
     quill_beam_params p = quill_beam_params_default();
     p.max_tokens = 30;

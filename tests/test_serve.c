@@ -1363,6 +1363,69 @@ Test(serve, grammar_and_newer_samplers_follow_the_cli, .timeout = 120)
     server_stop(&s);
 }
 
+/* Classifier-free guidance: "guide" with "guidance_scale", and llama-server's former
+ * "cfg_negative_prompt" with "cfg_scale", give quill generate --guide's and
+ * --negative-prompt's texts, whole and streamed; choice i of n is seed + i, as the CLI's
+ * --seed; a guided choice has no logprobs or beams (a 400 naming the field). */
+Test(serve, guidance_follows_the_cli, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char *guided = cli_text(model, "--prompt 'Once upon a time' --guide 'Lily was very happy. ' "
+                                   "--guide-strength 3 --temperature 0 -n 30");
+    char *negative = cli_text(model, "--prompt 'Once upon a time' --negative-prompt 'Tom was "
+                                     "sad. ' --guide-strength 3 --temperature 0 -n 30");
+    char *plain = cli_text(model, "--prompt 'Once upon a time' --temperature 0 -n 30");
+    char *seed_8 = cli_text(model, "--prompt 'Once upon a time' --guide 'Lily was very happy. ' "
+                                   "--seed 8 -n 20");
+    cr_assert_str_neq(guided, plain, "the guide changes the text");
+    cr_assert_str_neq(negative, plain, "the negative prompt changes the text");
+    Server s;
+    server_start(&s, model, "");
+    cJSON *one = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"guide\": \"Lily was very happy. \", \"guidance_scale\": 3, "
+                              "\"temperature\": 0, \"max_tokens\": 30}", NULL, 200);
+    cr_expect_str_eq(choice_string(one, 0, "text"), guided);
+    cJSON *cfg = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"cfg_negative_prompt\": \"Tom was sad. \", \"cfg_scale\": 3, "
+                              "\"temperature\": 0, \"max_tokens\": 30}", NULL, 200);
+    cr_expect_str_eq(choice_string(cfg, 0, "text"), negative);
+    cJSON *two = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"guide\": \"Lily was very happy. \", \"seed\": 7, \"n\": 2, "
+                              "\"max_tokens\": 20}", NULL, 200);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(two, "choices")), 2);
+    cr_expect_str_eq(choice_string(two, 1, "text"), seed_8);
+    char finish[16];
+    int n;
+    char *streamed = stream_request(&s, "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                                    "\"guide\": \"Lily was very happy. \", "
+                                    "\"guidance_scale\": 3, \"temperature\": 0, "
+                                    "\"max_tokens\": 30, \"stream\": true}",
+                                    false, finish, sizeof finish, &n);
+    cr_expect_str_eq(streamed, guided);
+    cr_expect_gt(n, 1, "a chunk per token");
+    const char *refused[][2] = {
+        {"{\"prompt\": \"Once\", \"guide\": \"A. \", \"logprobs\": 1}", "guide"},
+        {"{\"prompt\": \"Once\", \"negative_prompt\": \"B. \", \"beam_size\": 2}",
+         "negative_prompt"},
+        {"{\"prompt\": \"Once\", \"guide\": \"A. \", \"guidance_scale\": \"big\"}",
+         "guidance_scale"},
+    };
+    for (int i = 0; i < 3; i++) {
+        cJSON *no = request_json(&s, "POST", "/v1/completions", refused[i][0], NULL, 400);
+        cr_expect_str_eq(string_at(no, "error", "param"), refused[i][1]);
+        cJSON_Delete(no);
+    }
+    free(streamed);
+    cJSON_Delete(two);
+    cJSON_Delete(cfg);
+    cJSON_Delete(one);
+    free(seed_8);
+    free(plain);
+    free(negative);
+    free(guided);
+    server_stop(&s);
+}
+
 /* One number of /metrics' text: the sample named `name` (the line "name value"). */
 static double metric(const Server *s, const char *name)
 {

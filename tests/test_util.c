@@ -62,6 +62,26 @@ const char *test_make_tmpdir(void)
     return dir;
 }
 
+quill_model *test_model_load(const char *path)
+{
+    quill_model_params mp = quill_model_params_default();
+    mp.n_threads = 1;
+    quill_model *m = quill_model_load(path, &mp);
+    cr_assert_not_null(m, "%s", quill_last_error());
+    return m;
+}
+
+quill_context *test_context_new(quill_model *m, int n_seq, int n_ctx)
+{
+    quill_context_params cp = quill_context_params_default();
+    cp.n_seq = n_seq;
+    cp.n_ctx = n_ctx;
+    cp.cache_type = QUILL_CACHE_F32;
+    quill_context *c = quill_context_new(m, &cp);
+    cr_assert_not_null(c, "%s", quill_last_error());
+    return c;
+}
+
 const char *test_write_file(const char *dir, const char *name, const char *text)
 {
     static char path[512];

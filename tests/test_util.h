@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "gguf.h"
+#include "quill.h"
 
 /* Path of a file under ../shared (or $QUILL_SHARED), in one of 8 static buffers used in
  * turn, or NULL when the file is missing. */
@@ -29,6 +30,13 @@ bool test_in_ci(void);
             cr_skip_test("../shared/%s is missing: test skipped", relative);                   \
         }                                                                                       \
     } while (0)
+
+/* A model loaded through quill.h on one thread (tests run side by side); the test fails
+ * when it does not load. */
+quill_model *test_model_load(const char *path);
+/* A context of n_seq sequences of n_ctx positions with an F32 cache (llama.cpp's reference
+ * runs use one); the test fails when it cannot be made. */
+quill_context *test_context_new(quill_model *m, int n_seq, int n_ctx);
 
 /* Writes text to dir/name (a fresh file) and returns its path (static buffer). */
 const char *test_write_file(const char *dir, const char *name, const char *text);

@@ -78,6 +78,9 @@ koffi.struct("quill_generate_params", {
   max_tokens: "int", stop: "const char **", n_stop: "int", ignore_eos: "bool",
   add_special: "bool", parse_special: "bool", context_shift: "bool", n_keep: "int", seq: "int",
   cancel: "int *", on_token: "quill_token_callback *", user: "void *",
+  // classifier-free guidance, added at the end of the struct in quill.h
+  guide: "const char *", negative_prompt: "const char *", guidance_scale: "float",
+  guidance_seq: "int",
 });
 
 koffi.struct("quill_beam_params", {

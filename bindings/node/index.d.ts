@@ -124,6 +124,15 @@ export interface GenerateOptions extends SamplerOptions, TextOptions {
   seq?: number;
   /** Continue after what the sequence holds instead of starting it afresh. */
   append?: boolean;
+  /** Classifier-free guidance (docs/sampling.md): text before the prompt on the
+   * conditional side (seq). */
+  guide?: string;
+  /** Text before the prompt on the unconditional side (guidanceSeq). */
+  negativePrompt?: string;
+  /** S in uncond + S (cond - uncond); default 1.5 (1: the conditional side alone). */
+  guidanceScale?: number;
+  /** The unconditional side's sequence (default 1; the context needs nSeq >= 2). */
+  guidanceSeq?: number;
 }
 
 export type FinishReason = "length" | "eos" | "stop" | "context" | "cancelled";

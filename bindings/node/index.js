@@ -248,7 +248,7 @@ function textParams(p, options) {
 }
 
 const GENERATE_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "contextShift", "nKeep", "seq",
-                          "append"];
+                          "append", "guide", "negativePrompt", "guidanceScale", "guidanceSeq"];
 
 /* quill_generate_params from the options (the callback and cancel are the engine's). */
 function generateParams(options) {
@@ -256,6 +256,14 @@ function generateParams(options) {
   if (options.contextShift !== undefined) p.context_shift = Boolean(options.contextShift);
   if (options.nKeep !== undefined) p.n_keep = integer(options.nKeep, "nKeep");
   if (options.seq !== undefined) p.seq = integer(options.seq, "seq");
+  /* classifier-free guidance (docs/sampling.md): a second sequence, guidanceSeq */
+  if (options.guide !== undefined) p.guide = string(options.guide, "guide");
+  if (options.negativePrompt !== undefined)
+    p.negative_prompt = string(options.negativePrompt, "negativePrompt");
+  if (options.guidanceScale !== undefined)
+    p.guidance_scale = number(options.guidanceScale, "guidanceScale");
+  if (options.guidanceSeq !== undefined)
+    p.guidance_seq = integer(options.guidanceSeq, "guidanceSeq");
   return p;
 }
 

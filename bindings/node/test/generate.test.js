@@ -79,6 +79,19 @@ describe("generate and stream against quill generate", { skip: STORIES.skip }, (
     await context.close();
   });
 
+  test("guidance equals quill generate --guide at the same strength", async () => {
+    const context = new Context(await storiesModel(), { nSeq: 2 });
+    const guide = "Lily was very happy. ";
+    const { text } = await context.generate(PROMPT, { temperature: 0, maxTokens: 40, guide,
+                                                      guidanceScale: 3 });
+    assertSameText(text, cliBytes(STORIES.path, ["--prompt", PROMPT, "--temperature", "0",
+                                                 "-n", "40", "--guide", guide,
+                                                 "--guide-strength", "3"]));
+    const plain = await context.generate(PROMPT, { temperature: 0, maxTokens: 40 });
+    assert.notEqual(text, plain.text); /* the guide changed the text */
+    await context.close();
+  });
+
   test("a stop string finishes with 'stop', before it", async () => {
     const context = new Context(await storiesModel());
     const { text, finishReason } =

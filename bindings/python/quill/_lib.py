@@ -138,7 +138,10 @@ class GenerateParams(Structure):
                 ("ignore_eos", c_bool), ("add_special", c_bool), ("parse_special", c_bool),
                 ("context_shift", c_bool), ("n_keep", c_int), ("seq", c_int),
                 ("cancel", POINTER(c_int)), ("on_token", TOKEN_CALLBACK),
-                ("user", c_void_p)]
+                ("user", c_void_p),
+                # classifier-free guidance, added at the end of the struct in quill.h
+                ("guide", c_char_p), ("negative_prompt", c_char_p),
+                ("guidance_scale", c_float), ("guidance_seq", c_int)]
 
 
 class BeamParams(Structure):

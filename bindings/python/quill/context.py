@@ -115,12 +115,31 @@ def _text(ptr: ctypes.POINTER(ctypes.c_char), n: int) -> bytes:
     return ctypes.string_at(ptr, n) if n else b""
 
 
+@dataclass
+class Guidance:
+    """Classifier-free guidance (docs/sampling.md): guide before the prompt on the
+    conditional side (sequence 0), negative_prompt before it on the unconditional side
+    (sequence 1, so the context needs n_seq >= 2); the row sampled is uncond + scale *
+    (cond - uncond). Either text None: none on that side; both None: no guidance."""
+    guide: str | None = None
+    negative_prompt: str | None = None
+    scale: float = 1.5
+
+    def __bool__(self) -> bool:
+        return self.guide is not None or self.negative_prompt is not None
+
+    def encoded(self) -> tuple[bytes | None, bytes | None]:
+        return tuple(None if t is None else t.encode() for t in (self.guide,
+                                                                 self.negative_prompt))
+
+
 class _Generation:
     """One quill_generate call's settings as C structs, kept alive for as long as C reads
     them: the stop strings, the cancel flag, the callback."""
 
     def __init__(self, max_tokens: int | None, stop: Sequence[str] | None, ignore_eos: bool,
-                 add_special: bool = True, parse_special: bool = False):
+                 add_special: bool = True, parse_special: bool = False,
+                 guidance: Guidance | None = None):
         if max_tokens is not None and max_tokens < 0:
             raise ParameterError(f"max_tokens must be >= 0 (None: no limit), got {max_tokens}")
         self.stops = [s.encode() for s in (stop or ())]
@@ -146,6 +165,10 @@ class _Generation:
         p.ignore_eos, p.add_special, p.parse_special = ignore_eos, add_special, parse_special
         p.cancel = ctypes.pointer(self.cancel)
         p.on_token = self.callback
+        if guidance:  # the encoded texts live as long as this object, as C reads them
+            self.guidance_texts = guidance.encoded()
+            p.guide, p.negative_prompt = self.guidance_texts
+            p.guidance_scale = guidance.scale
         self.params = p
 
     def run(self, ctx: int, sampler: Sampler, prompt: str) -> str:
@@ -380,25 +403,31 @@ class Context(_lib.Owned):
 
     def generate(self, prompt: str, max_tokens: int | None = 256, *,
                  stop: Sequence[str] | None = None, ignore_eos: bool = False,
-                 params: SamplerParams | None = None,
+                 params: SamplerParams | None = None, guide: str | None = None,
+                 negative_prompt: str | None = None, guidance_scale: float = 1.5,
                  **sampling: Unpack[Sampling]) -> Completion:
         """Continues prompt: up to max_tokens tokens (None: to the end of the text or the
         context), ending before the first stop string. The sampling keywords (temperature,
         top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
         presence_penalty, repeat_last_n, penalize_prompt, seed, logit_bias={id: bias},
         bad_words=[...], samplers=[stage, ...]) change params (default SamplerParams()).
+        guide and negative_prompt (texts before the prompt on the conditional and the
+        unconditional side) with guidance_scale turn on classifier-free guidance
+        (docs/sampling.md); the context then needs n_seq >= 2.
 
         >>> ctx.generate("Once upon a time", max_tokens=20, temperature=0)
         Completion(text=', there was a little girl named Lily...', finish_reason='length',
                    n_tokens=20, seed=...)
         """
-        return self._generate(prompt, max_tokens, stop, ignore_eos, params, sampling)
+        return self._generate(prompt, max_tokens, stop, ignore_eos, params, sampling,
+                              guidance=Guidance(guide, negative_prompt, guidance_scale))
 
     def _generate(self, prompt: str, max_tokens: int | None, stop: Sequence[str] | None,
                   ignore_eos: bool, params: SamplerParams | None, sampling: dict,
-                  add_special: bool = True, parse_special: bool = False) -> Completion:
+                  add_special: bool = True, parse_special: bool = False,
+                  guidance: Guidance | None = None) -> Completion:
         pieces: list[bytes] = []
-        gen = _Generation(max_tokens, stop, ignore_eos, add_special, parse_special)
+        gen = _Generation(max_tokens, stop, ignore_eos, add_special, parse_special, guidance)
 
         def collect(text: bytes) -> bool:
             pieces.append(text)

@@ -156,3 +156,23 @@ def test_sampler_params_layout_is_the_headers():
     assert (c.top_n_sigma, c.dynatemp_range, c.dynatemp_exponent) == (-1.0, 0.0, 1.0)
     assert (c.mirostat, c.mirostat_tau, c.mirostat_eta) == (0, 5.0, pytest.approx(0.1))
     assert c.grammar is None
+
+
+def test_guidance_at_scale_1_and_0_is_each_side_and_its_fields_are_the_headers(model):
+    """The generate params' last fields read the header's defaults; guide= at
+    guidance_scale 1 is the plain run of the guide then the prompt, and at 0 the prompt
+    alone (docs/sampling.md), greedy."""
+    c = lib.quill_generate_params_default()
+    assert (c.guide, c.negative_prompt, c.guidance_seq) == (None, None, 1)
+    assert c.guidance_scale == pytest.approx(1.5)
+    guide, prompt = "Lily was very happy. ", "Once upon a time"
+    with quill.Context(model, n_seq=2, cache_type="f32") as ctx:
+        cond = ctx.generate(prompt, 40, temperature=0, guide=guide, guidance_scale=1)
+        plain_cond = ctx.generate(guide + prompt, 40, temperature=0)
+        uncond = ctx.generate(prompt, 40, temperature=0, guide=guide, guidance_scale=0)
+        plain_uncond = ctx.generate(prompt, 40, temperature=0)
+        strong = ctx.generate(prompt, 40, temperature=0, guide=guide, guidance_scale=3)
+    assert cond.text == plain_cond.text and uncond.text == plain_uncond.text
+    assert strong.text not in (plain_cond.text, plain_uncond.text)
+    with quill.Context(model) as ctx, pytest.raises(quill.ParameterError, match="n_seq >= 2"):
+        ctx.generate(prompt, 5, guide=guide)

@@ -29,7 +29,7 @@ def test_every_readme_example_runs(model_path, tmp_path, monkeypatch):
         with contextlib.redirect_stdout(out):
             exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
         ran += 1
-    assert ran == len(blocks) == 9
+    assert ran == len(blocks) == 10
     printed = out.getvalue()
     # the blocks' own claims, checked: the errors of the last block were raised and caught
     assert "FileError: missing.gguf" in printed and "ParameterError: temperature" in printed
