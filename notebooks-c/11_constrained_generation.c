@@ -12,7 +12,7 @@
  *      the grammar survive; softmax over the survivors (src/grammar.h, src/sampler.h)
  *   2. guidance: logits = uncond + S * (cond - uncond), S the strength: 0 is the
  *      unconditional model, 1 the conditional one, above 1 pushes further the way the
- *      guidance text points (Sanchez et al. 2023)
+ *      guidance text points (Sanchez et al. 2023; src/session.h, guidance_mix)
  *
  * docs/grammars.md and docs/sampling.md have the full story.
  * Build and run:  make notebooks   (or: build/release/notebooks/11_constrained_generation) */
@@ -23,6 +23,7 @@
 
 #include "../generate/chart.h"
 #include "grammar.h"
+#include "session.h"
 
 enum { V = 8, BAR = 30, MAX_STEPS = 8 };
 static const char *const PIECES[V] = {"the ", "a ", "cat ", "dog ", "sat", "ran", ".", "moon"};
@@ -138,8 +139,7 @@ static void guidance_table(void)
     double p[sizeof STRENGTHS / sizeof *STRENGTHS][V];
     for (size_t k = 0; k < sizeof STRENGTHS / sizeof *STRENGTHS; k++) {
         float mixed[V];
-        for (int i = 0; i < V; i++)
-            mixed[i] = UNCOND[i] + STRENGTHS[k] * (LOGITS[i] - UNCOND[i]);
+        guidance_mix(LOGITS, UNCOND, STRENGTHS[k], mixed, V); /* what quill generate --guide runs */
         softmax_over(mixed, NULL, p[k]);
     }
     for (int i = 0; i < V; i++) {
@@ -152,6 +152,9 @@ static void guidance_table(void)
            "the guidance text made likelier (cat: 1.0 -> 1.8) move twice that much again (to\n"
            "3.4), and those it made less likely (moon: 1.5 -> -2.0) fall further: moon's\n"
            "logit is 1.5 + 3 * -3.5 = -9, next to nothing.\n"
+           "guidance_mix computes it as (1 - S) * uncond + S * cond: the same number, but\n"
+           "exactly cond at S = 1 and exactly uncond at S = 0, where uncond + (cond - uncond)\n"
+           "can miss cond by a rounding step.\n"
            "Try this: set S to 0.5: halfway between the two models, in logits.\n");
 }
 
