@@ -97,6 +97,8 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                        "none, sample)"},
         {"length-penalty", FLAG_FLOAT, &o->length_penalty, -10, 10,
          "beam score = log-prob sum / length^this (0: plain sum)"},
+        {"must-include", FLAG_STRING, &o->must_include, 0, 0,
+         "comma-separated words or phrases every output holds (beam search)"},
         {"num-samples", FLAG_INT, &o->num_samples, 1, 64, "samples (or best beams) to print"},
         {"output-file", FLAG_STRING, &o->output_file, 0, 0,
          "write each sample as a JSON line to this file"},
@@ -131,10 +133,9 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
     return sampler_preset(o->preset, &o->sampler, err);
 }
 
-/* ---- bad words ------------------------------------------------------------------------ */
+/* ---- word lists: bad words, words that must appear --------------------------------------- */
 
-/* The comma-separated words and phrases of --bad-words (empty ones dropped). */
-static int bad_words_split(const char *list, StringList *words, Error *err)
+int generate_words_split(const char *list, StringList *words, Error *err)
 {
     for (const char *word = list ? list : ""; *word;) {
         size_t len = strcspn(word, ",");
@@ -155,7 +156,7 @@ static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char
 {
     StringList words = {0};
     TokenSequence *seqs = NULL;
-    int n = 0, status = bad_words_split(list, &words, err);
+    int n = 0, status = generate_words_split(list, &words, err);
     for (int i = 0; i < words.n && status == 0; i++)
         status = sampler_bad_word_add(&seqs, &n, tok, words.items[i], strlen(words.items[i]),
                                       err);
@@ -241,7 +242,7 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     for (int i = 0; status == 0 && i < parsed.n_logit_bias; i++)
         bias[i] = (quill_logit_bias){parsed.logit_bias[i].token, parsed.logit_bias[i].bias};
     if (status == 0)
-        status = bad_words_split(o->bad_words, &words, err);
+        status = generate_words_split(o->bad_words, &words, err);
     p.logit_bias = bias;
     p.n_logit_bias = parsed.n_logit_bias;
     p.bad_words = (const char *const *)words.items;

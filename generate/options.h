@@ -38,6 +38,7 @@ typedef struct {
     /* search */
     int beam_size;         /* 1: sample; B > 1: beam search with B beams */
     float length_penalty;  /* beam score = sum of log-probs / length^alpha (0: plain sum) */
+    const char *must_include; /* "word,phrase,...": each output holds them (beam search) */
     int num_samples;       /* samples (or best beams) to print */
     /* output */
     const char *output_file; /* JSON lines, one per sample */
@@ -63,6 +64,10 @@ void generate_options_free(GenerateOptions *o); /* the lists */
 
 /* The flags of every field, with o's fields as destinations. Returns their number. */
 int generate_options_flags(GenerateOptions *o, Flag *flags);
+
+/* The comma-separated words and phrases of a list (--bad-words, --must-include), empty
+ * ones dropped, appended to words. */
+int generate_words_split(const char *list, StringList *words, Error *err);
 
 /* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);

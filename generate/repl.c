@@ -12,7 +12,8 @@
  * (lineread.c), as the end of input does, with exit status 0.
  *
  * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
- * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored.
+ * (--prompt, --beam-size, --must-include, --num-samples, --output-file) are refused, not
+ * ignored.
  *
  * The REPL is a client of the public API (quill.h): each turn is one quill_generate on
  * sequence 0 after what the cache holds; /set makes a new sampler and replays the
@@ -39,8 +40,8 @@ enum { REPL_DEFAULT_CONTEXT = 4096, REPL_MAX_MESSAGES = 4096 };
  * session has started (the cache's size and type, the threads, the template). /status
  * and /set show neither the first nor, for /set, the second. */
 static const char *const NOT_IN_CHAT[] = {"prompt",      "echo",           "interactive",
-                                          "beam-size",   "length-penalty", "num-samples",
-                                          "output-file", NULL};
+                                          "beam-size",   "length-penalty", "must-include",
+                                          "num-samples", "output-file",    NULL};
 static const char *const FIXED_IN_CHAT[] = {"context", "cache-type", "threads", "chat-template",
                                             NULL};
 
@@ -393,6 +394,7 @@ static int refuse_generate_only_flags(const GenerateOptions *o, Error *err)
         {"--prompt", o->prompt[0] != '\0'},
         {"--beam-size", o->beam_size != d.beam_size},
         {"--length-penalty", o->length_penalty != d.length_penalty},
+        {"--must-include", o->must_include != NULL},
         {"--num-samples", o->num_samples != d.num_samples},
         {"--output-file", o->output_file != NULL},
     };

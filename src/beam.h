@@ -25,12 +25,15 @@
 #ifndef QUILL_BEAM_H
 #define QUILL_BEAM_H
 
+#include "must_include.h"
 #include "session.h"
 
 /* The n_best best hypotheses after sequence 0's prompt, best first, into out[0..*n_out)
  * (fewer than n_best when fewer were found). The session must have at least beam_size
- * sequences. */
-int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
-                int *n_out, Error *err);
+ * sequences. With words that must appear (must: NULL or no words for none), each
+ * hypothesis's missed says which of them its text lacks (those that hold them all rank
+ * first). */
+int beam_search(Session *s, int beam_size, float length_penalty, int n_best,
+                const MustInclude *must, Completion *out, int *n_out, Error *err);
 
 #endif
