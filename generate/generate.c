@@ -184,7 +184,7 @@ static int generate_stream(quill_model *m, GenerateOptions *o, const Prompt *pro
 {
     uint64_t seed = generate_seed(o);
     quill_sampler *s = generate_sampler_new(m, o, seed, err);
-    quill_context *ctx = s ? generate_context_new(m, o, n_ctx, err) : NULL;
+    quill_context *ctx = s ? generate_context_new(m, o, 1, n_ctx, err) : NULL;
     if (!ctx) {
         quill_sampler_free(s);
         return -1;
@@ -221,28 +221,18 @@ static int generate_stream(quill_model *m, GenerateOptions *o, const Prompt *pro
 
 /* Names on stderr the words of --must-include that each output lacks; true when one
  * lacks any. */
-static bool missed_words_report(const GenerateOptions *o, const MustInclude *must,
+static bool missed_words_report(const GenerateOptions *o, const StringList *words,
                                 const Completion *c, int n)
 {
     bool any = false;
     for (int i = 0; i < n; i++) {
-        if (!c[i].missed)
-            continue;
-        any = true;
-        if (n == 1)
-            fprintf(stderr, "quill: the output lacks");
-        else
-            fprintf(stderr, "quill: beam %d of %d lacks", i + 1, n);
-        const char *sep = " ";
-        for (int w = 0; w < must->n; w++) {
-            char quoted[MUST_INCLUDE_MAX_BYTES + 16];
-            if (!(c[i].missed & UINT64_C(1) << w))
-                continue;
-            fprintf(stderr, "%s\"%s\"", sep, error_quote(quoted, sizeof quoted,
-                                                         must->words[w].text, must->words[w].len));
-            sep = ", ";
-        }
-        fprintf(stderr, " of --must-include within %d tokens\n", o->max_tokens);
+        char who[64] = "the output";
+        if (n > 1)
+            snprintf(who, sizeof who, "beam %d of %d", i + 1, n);
+        if (c[i].missed)
+            generate_missed_words_report(who, (const char *const *)words->items, words->n,
+                                         c[i].missed, o->max_tokens);
+        any |= c[i].missed != 0;
     }
     return any;
 }
@@ -262,7 +252,7 @@ static int generate_beams(Session *s, const GenerateOptions *o, Completion *c, i
                              err);
     if (status == 0) {
         completions_print(o, c, *n);
-        *missed = missed_words_report(o, &must, c, *n);
+        *missed = missed_words_report(o, &words, c, *n);
     }
     must_include_free(&must);
     string_list_clear(&words);
@@ -338,16 +328,15 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
     return status == 0 && missed ? GENERATE_EXIT_MISSED_WORDS : status;
 }
 
-/* --must-include searches with beams: --beam-size when it is more than 1, else 4 (as
- * quill_beam_params' default) or one more than the words when they are more, so that
- * each bank of progress towards them can hold a beam at the start. */
+/* --must-include searches with beams: --beam-size when it is more than 1, else
+ * generate_must_include_beams' number. */
 static int must_include_beams(GenerateOptions *o, Error *err)
 {
     StringList words = {0};
     if (generate_words_split(o->must_include, &words, err) != 0)
         return -1;
     if (words.n > 0 && o->beam_size == 1)
-        o->beam_size = words.n + 1 < 4 ? 4 : words.n + 1 > 64 ? 64 : words.n + 1;
+        o->beam_size = generate_must_include_beams(words.n);
     string_list_clear(&words);
     return 0;
 }

@@ -14,6 +14,7 @@
 #include "generate.h"
 #include "gguf.h"
 #include "loader.h"
+#include "must_include.h"
 #include "quill_internal.h"
 #include "stream.h"
 
@@ -164,6 +165,27 @@ static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char
     p->bad_words = seqs;
     p->n_bad_words = n;
     return status;
+}
+
+int generate_must_include_beams(int n_words)
+{
+    return n_words + 1 < 4 ? 4 : n_words + 1 > 64 ? 64 : n_words + 1;
+}
+
+void generate_missed_words_report(const char *who, const char *const *words, int n_words,
+                                  uint64_t missed, int max_tokens)
+{
+    fprintf(stderr, "quill: %s lacks", who);
+    const char *sep = " ";
+    for (int i = 0; i < n_words; i++) {
+        char quoted[MUST_INCLUDE_MAX_BYTES + 16];
+        if (!(missed & UINT64_C(1) << i))
+            continue;
+        fprintf(stderr, "%s\"%s\"", sep,
+                error_quote(quoted, sizeof quoted, words[i], strlen(words[i])));
+        sep = ", ";
+    }
+    fprintf(stderr, " of --must-include within %d tokens\n", max_tokens);
 }
 
 /* ---- sampler parameters ---------------------------------------------------------------- */
@@ -394,16 +416,18 @@ static const char *cache_type_name(GenerateOptions *o, const quill_model *m)
     return o->cache_type;
 }
 
-quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err)
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_seq, int n_ctx,
+                                    Error *err)
 {
     uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
     quill_context_params p = quill_context_params_default();
+    p.n_seq = n_seq;
     p.n_ctx = n_ctx;
     p.n_threads = o->threads;
     p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
                    : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
                                             : QUILL_CACHE_F32;
-    context_report(&m->model, 1, n_ctx, type);
+    context_report(&m->model, n_seq, n_ctx, type);
     quill_context *c = quill_context_new(m, &p);
     if (!c)
         error_set(err, "%s", quill_last_error());

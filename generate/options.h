@@ -69,6 +69,16 @@ int generate_options_flags(GenerateOptions *o, Flag *flags);
  * ones dropped, appended to words. */
 int generate_words_split(const char *list, StringList *words, Error *err);
 
+/* The beams of a search for n_words words that must appear when no --beam-size says: 4,
+ * as quill_beam_params' default, or one more than the words when they are more (so that
+ * each bank of progress towards them can hold a beam at the start), at most 64. */
+int generate_must_include_beams(int n_words);
+
+/* Names on stderr the words[i] whose bit i is set in missed, those a text lacks: "quill:
+ * WHO lacks "castle", "knight" of --must-include within N tokens". */
+void generate_missed_words_report(const char *who, const char *const *words, int n_words,
+                                  uint64_t missed, int max_tokens);
+
 /* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);
 
@@ -106,10 +116,11 @@ int generate_stops_unescape(GenerateOptions *o, Error *err);
 
 /* ---- a continuation through quill.h (generate's one stream, the REPL) ---- */
 
-/* A context of n_ctx positions for one sequence, in o->cache_type (set to the model's
+/* A context of n_seq sequences of n_ctx positions, in o->cache_type (set to the model's
  * default when NULL, so that /status names it), on o->threads. Warns on stderr, before the
  * cache is allocated, about a context longer than the model's or one over a gigabyte. */
-quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err);
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_seq, int n_ctx,
+                                    Error *err);
 
 /* What generate_print_event, quill_generate's callback, writes with: each token's text to
  * stdout and, with --show-probs, the candidates of its step to stderr before it. The

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "generate.h"
+#include "options.h"
 #include "serve_beam.h"
 #include "serve_engine.h"
 #include "serve_fields.h"
@@ -148,7 +149,7 @@ static int field_texts(const cJSON *req, const char *name, int max, const char *
 
 /* "beam_size", "length_penalty" and "must_include", as quill generate's --beam-size,
  * --length-penalty and --must-include: the n best beams are the choices; words that must
- * appear imply a search (of 4 beams, or one more than the words when they are more). A
+ * appear imply a search (of generate_must_include_beams' beams, at most 16). A
  * search does not sample, so it has no logprobs or trace to show. */
 static int read_beam(const cJSON *req, CompletionRequest *c, ApiError *e)
 {
@@ -162,7 +163,7 @@ static int read_beam(const cJSON *req, CompletionRequest *c, ApiError *e)
     if (c->n_must_include < 0)
         return -1;
     if (c->n_must_include > 0 && c->beam_size == 1) {
-        int wanted = c->n_must_include + 1 < 4 ? 4 : c->n_must_include + 1;
+        int wanted = generate_must_include_beams(c->n_must_include);
         c->beam_size = wanted < SERVE_MAX_BEAMS ? wanted : SERVE_MAX_BEAMS;
     }
     if (c->beam_size == 1)
