@@ -199,12 +199,19 @@ static int repl_mark_turn(Repl *r, int n_input, int n_generated, Error *err)
     return 0;
 }
 
+/* Whether a turn's text gets a bos of ours at the start of the sequence: not when the chat
+ * template writes one. */
+static bool turn_adds_bos(const Repl *r)
+{
+    return r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family);
+}
+
 /* The generation settings of a turn: the reply's limits, and how the turn's text becomes
  * tokens (a template's control tokens parsed; no bos of our own when it writes one). */
 static quill_generate_params turn_params(const Repl *r, GeneratePrinter *printer)
 {
     quill_generate_params p = generate_params(r->o, printer);
-    p.add_special = r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family);
+    p.add_special = turn_adds_bos(r);
     p.parse_special = r->family != CHAT_UNKNOWN;
     p.cancel = (volatile int *)&repl_cancel;
     return p;
@@ -282,7 +289,7 @@ static int feed_text(Repl *r, const char *text, bool special, Error *err)
 {
     quill_generate_params p = quill_generate_params_default();
     p.max_tokens = 0;
-    p.add_special = special && (r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family));
+    p.add_special = special && turn_adds_bos(r);
     p.parse_special = special && r->family != CHAT_UNKNOWN;
     int before = quill_context_perf(r->ctx).n_prompt_tokens;
     if (text[0] && quill_generate(r->ctx, r->sampler, text, &p, NULL) != 0)
@@ -298,13 +305,14 @@ static int beam_reply(Repl *r, const char *text, const StringList *words, char *
     char *prompt = NULL;
     quill_token *ids = NULL;
     bool chat = r->family != CHAT_UNKNOWN;
-    bool bos = !chat || !chat_template_writes_bos(r->family);
+    bool bos = turn_adds_bos(r);
     int n_prompt = conversation_with(r, text, &prompt, err) == 0
                        ? generate_tokenize(r->model, prompt, strlen(prompt), bos, chat, &ids, err)
                        : -1;
     int beams = generate_must_include_beams(words->n), room = quill_context_n_ctx(r->ctx);
     int n_ctx = n_prompt + r->o->max_tokens + 1 < room ? n_prompt + r->o->max_tokens + 1 : room;
-    quill_context *c = n_prompt > 0 ? generate_context_new(r->model, r->o, beams, n_ctx, err) : NULL;
+    quill_context *c = n_prompt > 0 ? generate_context_new(r->model, r->o, beams, n_ctx, err)
+                                     : NULL;
     quill_sampler *s = c ? generate_sampler_new(r->model, r->o, r->seed, err) : NULL;
     quill_beam_params p = quill_beam_params_default();
     p.beam_size = beams;

@@ -101,7 +101,8 @@ static double hypothesis_score(double sum, int length, float alpha)
  * then the higher score. */
 static bool ranks_above(const Completion *c, const Completion *kept)
 {
-    int missing = __builtin_popcountll(c->missed), kept_missing = __builtin_popcountll(kept->missed);
+    int missing = __builtin_popcountll(c->missed);
+    int kept_missing = __builtin_popcountll(kept->missed);
     return missing != kept_missing ? missing < kept_missing : c->score > kept->score;
 }
 
@@ -415,7 +416,7 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best,
     bool constrained = bs.must != NULL;
     if (constrained) {
         bs.dealt = malloc(n_ext_max * sizeof *bs.dealt);
-        bs.forced = malloc((size_t)n_spellings * sizeof *bs.forced);
+        bs.forced = malloc(((size_t)n_spellings + 1) * sizeof *bs.forced);
         bs.bank = malloc(((size_t)bs.must->max_progress + 2) * sizeof *bs.bank);
     }
     int n_prompt = infer_seq_length(s->ctx, 0);

@@ -21,7 +21,14 @@
  * Each beam has a KV cache slot. When beams branch, the first child of a beam takes its
  * parent's slot as it is and the others copy it into the slots of beams that ended, but
  * only the positions after the prompt (which every slot holds from the start): the prompt's
- * part is computed once and copied once. */
+ * part is computed once and copied once.
+ *
+ * With words that must appear (quill generate --must-include) the search is lexically
+ * constrained, by Post & Vilar's dynamic beam allocation (docs/sampling.md): each beam is
+ * also extended by the tokens that go on with the words it lacks (must_include.h), the
+ * extensions are grouped in banks by their progress towards the words and the B places are
+ * dealt round the banks; an end of text is kept only from a beam that holds every word, and
+ * the texts that hold them all rank first. */
 #ifndef QUILL_BEAM_H
 #define QUILL_BEAM_H
 
