@@ -4,9 +4,9 @@
  * (include/quill.h), as any program that embeds quill: quill_model_load, a context, a
  * sampler built from the flags, and quill_generate with a callback that writes each token's
  * text to stdout. Several samples side by side (--num-samples) and beam search
- * (--beam-size) are not in the API: they step the sequences of one search together
- * (session.h, beam.h), in generate_search, on a session that options.c makes from the
- * model behind its handle.
+ * (--beam-size, --must-include) are not in the API: they step the sequences of one search
+ * together (session.h, beam.h), in generate_search, on a session that options.c makes from
+ * the model behind its handle.
  * --interactive (quill chat) keeps the model loaded in a prompt loop: repl.c. */
 #include <errno.h>
 #include <limits.h>
@@ -184,7 +184,7 @@ static int generate_stream(quill_model *m, GenerateOptions *o, const Prompt *pro
 {
     uint64_t seed = generate_seed(o);
     quill_sampler *s = generate_sampler_new(m, o, seed, err);
-    quill_context *ctx = s ? generate_context_new(m, o, n_ctx, err) : NULL;
+    quill_context *ctx = s ? generate_context_new(m, o, generate_guided(o) ? 2 : 1, n_ctx, err) : NULL;
     if (!ctx) {
         quill_sampler_free(s);
         return -1;
@@ -219,11 +219,53 @@ static int generate_stream(quill_model *m, GenerateOptions *o, const Prompt *pro
     return status;
 }
 
+/* Names on stderr the words of --must-include that each output lacks; true when one
+ * lacks any. */
+static bool missed_words_report(const GenerateOptions *o, const StringList *words,
+                                const Completion *c, int n)
+{
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        char who[64] = "the output";
+        if (n > 1)
+            snprintf(who, sizeof who, "beam %d of %d", i + 1, n);
+        if (c[i].missed)
+            generate_missed_words_report(who, (const char *const *)words->items, words->n,
+                                         c[i].missed, o->max_tokens);
+        any |= c[i].missed != 0;
+    }
+    return any;
+}
+
+/* Beam search, constrained by the words of --must-include when it names some. */
+static int generate_beams(Session *s, const GenerateOptions *o, Completion *c, int *n,
+                          bool *missed, Error *err)
+{
+    StringList words = {0};
+    MustInclude must = {0};
+    int status = generate_words_split(o->must_include, &words, err);
+    if (status == 0)
+        status = must_include_init(&must, s->tok, (const char *const *)words.items, words.n,
+                                   err);
+    if (status == 0)
+        status = beam_search(s, o->beam_size, o->length_penalty, o->num_samples, &must, c, n,
+                             err);
+    if (status == 0) {
+        completions_print(o, c, *n);
+        *missed = missed_words_report(o, &words, c, *n);
+    }
+    must_include_free(&must);
+    string_list_clear(&words);
+    return status;
+}
+
 /* Several samples side by side (--num-samples) or beam search (--beam-size): searches over
  * several sequences, which quill.h does not offer; they run on the session (session.h) of
- * the model behind the handle, from the prompt's tokens. */
+ * the model behind the handle, from the prompt's tokens. *missed: whether an output lacks
+ * a word of --must-include. */
 static int generate_search(quill_model *m, GenerateOptions *o, const quill_token *prompt,
-                           int n_prompt, int n_ctx, Completion *c, int *n, Error *err)
+                           int n_prompt, int n_ctx, Completion *c, int *n, bool *missed,
+                           Error *err)
 {
     int n_seq = o->beam_size > o->num_samples ? o->beam_size : o->num_samples;
     Session s;
@@ -232,13 +274,11 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     int status = session_feed(&s, prompt, n_prompt, err);
     *n = o->num_samples;
     if (status == 0 && o->beam_size > 1)
-        status = beam_search(&s, o->beam_size, o->length_penalty, o->num_samples, c, n, err);
-    else if (status == 0)
-        status = session_sample_many(&s, o->num_samples, c, err);
-    if (status == 0) {
+        status = generate_beams(&s, o, c, n, missed, err);
+    else if (status == 0 && (status = session_sample_many(&s, o->num_samples, c, err)) == 0)
         completions_print(o, c, *n);
+    if (status == 0)
         context_full_note(o, n_ctx, c, *n);
-    }
     if (status == 0 && o->verbose && o->beam_size > 1 && *n == 1)
         fprintf(stderr, "[the best beam: score %.4f, %s]\n", c[0].score,
                 finish_reason_name(c[0].finish));
@@ -296,14 +336,14 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
     /* the cache holds what the run can use: the whole context only when shifting */
     int wanted = n_prompt + o->max_tokens;
     int n_ctx = o->context_shift || wanted > limit ? limit : wanted;
-    bool search = o->num_samples > 1 || o->beam_size > 1;
+    bool search = o->num_samples > 1 || o->beam_size > 1, missed = false;
     Completion c[64] = {0};
     int n = 1;
     OutputFile output = {0};
     if (status == 0 && o->output_file)
         status = output_file_open(&output, o->output_file, err);
     if (status == 0)
-        status = search ? generate_search(m, o, ids, n_prompt, n_ctx, c, &n, err)
+        status = search ? generate_search(m, o, ids, n_prompt, n_ctx, c, &n, &missed, err)
                         : generate_stream(m, o, &prompt, n_ctx, &c[0], err);
     if (status == 0 && o->output_file)
         jsonl_write_completions(output_file_stream(&output), o, c, n);
@@ -313,7 +353,20 @@ static int generate_run(quill_model *m, GenerateOptions *o, Error *err)
         completion_free(&c[i]);
     free(ids);
     free(prompt.text);
-    return status;
+    return status == 0 && missed ? GENERATE_EXIT_MISSED_WORDS : status;
+}
+
+/* --must-include searches with beams: --beam-size when it is more than 1, else
+ * generate_must_include_beams' number. */
+static int must_include_beams(GenerateOptions *o, Error *err)
+{
+    StringList words = {0};
+    if (generate_words_split(o->must_include, &words, err) != 0)
+        return -1;
+    if (words.n > 0 && o->beam_size == 1)
+        o->beam_size = generate_must_include_beams(words.n);
+    string_list_clear(&words);
+    return 0;
 }
 
 /* A grammar's state is one text's: several samples, beams or chat turns would need one per
@@ -332,6 +385,8 @@ int cmd_generate(int argc, char **argv, Error *err)
     generate_options_default(&o);
     const char *model = NULL;
     int status = generate_parse_options(argc, argv, &o, &model, err);
+    if (status == 0 && !o.interactive)
+        status = must_include_beams(&o, err);
     if (status == 0)
         status = grammar_use_check(&o, o.interactive, err);
     if (status == 0)
@@ -346,7 +401,8 @@ int cmd_generate(int argc, char **argv, Error *err)
         quill_model_free(m);
     }
     generate_options_free(&o);
-    return status < 0 ? -1 : 0;
+    /* the parser's 1 is --help, printed: a success */
+    return status < 0 ? -1 : status == GENERATE_EXIT_MISSED_WORDS ? status : 0;
 }
 
 int cmd_chat(int argc, char **argv, Error *err)

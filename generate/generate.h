@@ -10,7 +10,13 @@
 #include "grammar.h"
 #include "quill.h"
 
-/* quill generate: continue a prompt with a GGUF model. */
+/* quill generate's exit status when an output lacks a word of --must-include (no beam
+ * fitted them all within --max-tokens): the output is written, the words it lacks are
+ * named on stderr. */
+enum { GENERATE_EXIT_MISSED_WORDS = 3 };
+
+/* quill generate: continue a prompt with a GGUF model. Returns 0, -1 with err set, or
+ * GENERATE_EXIT_MISSED_WORDS. */
 int cmd_generate(int argc, char **argv, Error *err);
 /* quill chat: the interactive mode, as quill generate --interactive. */
 int cmd_chat(int argc, char **argv, Error *err);

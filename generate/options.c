@@ -14,6 +14,7 @@
 #include "generate.h"
 #include "gguf.h"
 #include "loader.h"
+#include "must_include.h"
 #include "quill_internal.h"
 #include "stream.h"
 
@@ -121,6 +122,8 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
                                                        "none, sample)"},
         {"length-penalty", FLAG_FLOAT, &o->length_penalty, -10, 10,
          "beam score = log-prob sum / length^this (0: plain sum)"},
+        {"must-include", FLAG_STRING, &o->must_include, 0, 0,
+         "comma-separated words or phrases every output holds (beam search)"},
         {"num-samples", FLAG_INT, &o->num_samples, 1, 64, "samples (or best beams) to print"},
         {"output-file", FLAG_STRING, &o->output_file, 0, 0,
          "write each sample as a JSON line to this file"},
@@ -187,10 +190,9 @@ int generate_options_apply_preset(GenerateOptions *o, Error *err)
     return sampler_preset(o->preset, &o->sampler, err);
 }
 
-/* ---- bad words ------------------------------------------------------------------------ */
+/* ---- word lists: bad words, words that must appear --------------------------------------- */
 
-/* The comma-separated words and phrases of --bad-words (empty ones dropped). */
-static int bad_words_split(const char *list, StringList *words, Error *err)
+int generate_words_split(const char *list, StringList *words, Error *err)
 {
     for (const char *word = list ? list : ""; *word;) {
         size_t len = strcspn(word, ",");
@@ -211,7 +213,7 @@ static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char
 {
     StringList words = {0};
     TokenSequence *seqs = NULL;
-    int n = 0, status = bad_words_split(list, &words, err);
+    int n = 0, status = generate_words_split(list, &words, err);
     for (int i = 0; i < words.n && status == 0; i++)
         status = sampler_bad_word_add(&seqs, &n, tok, words.items[i], strlen(words.items[i]),
                                       err);
@@ -219,6 +221,27 @@ static int bad_words_tokenize(SamplerParams *p, const Tokenizer *tok, const char
     p->bad_words = seqs;
     p->n_bad_words = n;
     return status;
+}
+
+int generate_must_include_beams(int n_words)
+{
+    return n_words + 1 < 4 ? 4 : n_words + 1 > 64 ? 64 : n_words + 1;
+}
+
+void generate_missed_words_report(const char *who, const char *const *words, int n_words,
+                                  uint64_t missed, int max_tokens)
+{
+    fprintf(stderr, "quill: %s lacks", who);
+    const char *sep = " ";
+    for (int i = 0; i < n_words; i++) {
+        char quoted[MUST_INCLUDE_MAX_BYTES + 16];
+        if (!(missed & UINT64_C(1) << i))
+            continue;
+        fprintf(stderr, "%s\"%s\"", sep,
+                error_quote(quoted, sizeof quoted, words[i], strlen(words[i])));
+        sep = ", ";
+    }
+    fprintf(stderr, " of --must-include within %d tokens\n", max_tokens);
 }
 
 /* ---- sampler parameters ---------------------------------------------------------------- */
@@ -297,7 +320,7 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     for (int i = 0; status == 0 && i < parsed.n_logit_bias; i++)
         bias[i] = (quill_logit_bias){parsed.logit_bias[i].token, parsed.logit_bias[i].bias};
     if (status == 0)
-        status = bad_words_split(o->bad_words, &words, err);
+        status = generate_words_split(o->bad_words, &words, err);
     p.logit_bias = bias;
     p.n_logit_bias = parsed.n_logit_bias;
     p.bad_words = (const char *const *)words.items;
@@ -449,17 +472,18 @@ static const char *cache_type_name(GenerateOptions *o, const quill_model *m)
     return o->cache_type;
 }
 
-quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err)
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_seq, int n_ctx,
+                                    Error *err)
 {
     uint32_t type = kv_cache_type_from_name(cache_type_name(o, m));
     quill_context_params p = quill_context_params_default();
+    p.n_seq = n_seq;
     p.n_ctx = n_ctx;
-    p.n_seq = generate_guided(o) ? 2 : 1; /* guidance's unconditional side: sequence 1 */
     p.n_threads = o->threads;
     p.cache_type = type == GGML_TYPE_F16    ? QUILL_CACHE_F16
                    : type == GGML_TYPE_Q8_0 ? QUILL_CACHE_Q8_0
                                             : QUILL_CACHE_F32;
-    context_report(&m->model, p.n_seq, n_ctx, type);
+    context_report(&m->model, n_seq, n_ctx, type);
     quill_context *c = quill_context_new(m, &p);
     if (!c)
         error_set(err, "%s", quill_last_error());

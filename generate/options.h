@@ -43,6 +43,7 @@ typedef struct {
     /* search */
     int beam_size;         /* 1: sample; B > 1: beam search with B beams */
     float length_penalty;  /* beam score = sum of log-probs / length^alpha (0: plain sum) */
+    const char *must_include; /* "word,phrase,...": each output holds them (beam search) */
     int num_samples;       /* samples (or best beams) to print */
     /* output */
     const char *output_file; /* JSON lines, one per sample */
@@ -77,6 +78,20 @@ bool generate_guided(const GenerateOptions *o);
  * (not --interactive, --num-samples, --beam-size, --context-shift, a chat template or a
  * system prompt); an error naming the clash. */
 int generate_guidance_check(const GenerateOptions *o, bool interactive, Error *err);
+
+/* The comma-separated words and phrases of a list (--bad-words, --must-include), empty
+ * ones dropped, appended to words. */
+int generate_words_split(const char *list, StringList *words, Error *err);
+
+/* The beams of a search for n_words words that must appear when no --beam-size says: 4,
+ * as quill_beam_params' default, or one more than the words when they are more (so that
+ * each bank of progress towards them can hold a beam at the start), at most 64. */
+int generate_must_include_beams(int n_words);
+
+/* Names on stderr the words[i] whose bit i is set in missed, those a text lacks: "quill:
+ * WHO lacks "castle", "knight" of --must-include within N tokens". */
+void generate_missed_words_report(const char *who, const char *const *words, int n_words,
+                                  uint64_t missed, int max_tokens);
 
 /* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);
@@ -115,10 +130,12 @@ int generate_stops_unescape(GenerateOptions *o, Error *err);
 
 /* ---- a continuation through quill.h (generate's one stream, the REPL) ---- */
 
-/* A context of n_ctx positions for one sequence (two with guidance), in o->cache_type (set to the model's
+/* A context of n_seq sequences (two for guidance: its unconditional side is sequence 1) of
+ * n_ctx positions, in o->cache_type (set to the model's
  * default when NULL, so that /status names it), on o->threads. Warns on stderr, before the
  * cache is allocated, about a context longer than the model's or one over a gigabyte. */
-quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_ctx, Error *err);
+quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_seq, int n_ctx,
+                                    Error *err);
 
 /* What generate_print_event, quill_generate's callback, writes with: each token's text to
  * stdout and, with --show-probs, the candidates of its step to stderr before it. The

@@ -12,7 +12,9 @@
  * (lineread.c), as the end of input does, with exit status 0.
  *
  * A chat streams one sampled reply per turn, so the flags of quill generate's other outputs
- * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored.
+ * (--prompt, --beam-size, --num-samples, --output-file) are refused, not ignored. With
+ * words that must appear (--must-include, /set must-include=...) a turn is a constrained
+ * beam search instead, its reply printed whole at its end.
  *
  * The REPL is a client of the public API (quill.h): each turn is one quill_generate on
  * sequence 0 after what the cache holds; /set makes a new sampler and replays the
@@ -26,6 +28,7 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "generate.h"
 #include "lineread.h"
 #include "quill.h"
 #include "repl.h"
@@ -198,23 +201,48 @@ static int repl_mark_turn(Repl *r, int n_input, int n_generated, Error *err)
     return 0;
 }
 
+/* Whether a turn's text gets a bos of ours at the start of the sequence: not when the chat
+ * template writes one. */
+static bool turn_adds_bos(const Repl *r)
+{
+    return r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family);
+}
+
 /* The generation settings of a turn: the reply's limits, and how the turn's text becomes
  * tokens (a template's control tokens parsed; no bos of our own when it writes one). */
 static quill_generate_params turn_params(const Repl *r, GeneratePrinter *printer)
 {
     quill_generate_params p = generate_params(r->o, printer);
-    p.add_special = r->family == CHAT_UNKNOWN || !chat_template_writes_bos(r->family);
+    p.add_special = turn_adds_bos(r);
     p.parse_special = r->family != CHAT_UNKNOWN;
     p.cancel = (volatile int *)&repl_cancel;
     return p;
 }
 
-/* One input: its text through the model, then the reply streamed. */
-static int repl_turn(Repl *r, const char *input, Error *err)
+/* The end of a turn whose input's n_input tokens and the reply's n_generated are the
+ * sequence's last: the marks of which positions were input, the reply in the chat's
+ * messages, the notes on a reply cut short. */
+static int turn_end(Repl *r, int n_input, int n_generated, const char *reply,
+                    quill_finish_reason finish, Error *err)
 {
-    char *text;
-    if (turn_text(r, input, &text, err) != 0)
-        return -1;
+    int status = repl_mark_turn(r, n_input, n_generated, err);
+    r->n_formatted = r->n_messages;
+    if (status == 0 && r->family != CHAT_UNKNOWN) {
+        status = message_add(r, CHAT_ROLE_ASSISTANT, reply_content(r, reply), err);
+        r->n_formatted = r->n_messages;
+    }
+    if (status == 0 && finish == QUILL_FINISH_CANCELLED)
+        printf("\n[stopped]");
+    if (status == 0 && finish == QUILL_FINISH_CONTEXT)
+        printf("\n[the context is full: /reset to start again]");
+    putchar('\n');
+    fflush(stdout);
+    return status;
+}
+
+/* A turn's text through the model, then the reply sampled and streamed. */
+static int sampled_turn(Repl *r, const char *text, Error *err)
+{
     GeneratePrinter printer = {.model = r->model, .sampler = r->sampler,
                                .show_probs = r->o->show_probs, .ignore_eos = r->o->ignore_eos};
     quill_generate_params p = turn_params(r, &printer);
@@ -224,7 +252,6 @@ static int repl_turn(Repl *r, const char *input, Error *err)
     repl_generating = 1;
     int status = quill_generate(r->ctx, r->sampler, text, &p, &finish);
     repl_generating = 0;
-    free(text);
     if (status != 0 || printer.status != 0) {
         completion_free(&printer.record);
         return error_set(err, "%s", status != 0 ? quill_last_error() : printer.err.msg);
@@ -232,20 +259,122 @@ static int repl_turn(Repl *r, const char *input, Error *err)
     generate_print_finish(&printer, finish);
     n_input = quill_context_perf(r->ctx).n_prompt_tokens - n_input;
     const Completion *reply = &printer.record;
-    status = repl_mark_turn(r, n_input, reply->n_tokens - (finish == QUILL_FINISH_CONTEXT), err);
-    r->n_formatted = r->n_messages;
-    if (status == 0 && r->family != CHAT_UNKNOWN) {
-        status = message_add(r, CHAT_ROLE_ASSISTANT,
-                             reply_content(r, reply->text ? reply->text : ""), err);
-        r->n_formatted = r->n_messages;
-    }
-    if (status == 0 && finish == QUILL_FINISH_CANCELLED)
-        printf("\n[stopped]");
-    if (status == 0 && finish == QUILL_FINISH_CONTEXT)
-        printf("\n[the context is full: /reset to start again]");
-    putchar('\n');
-    fflush(stdout);
+    status = turn_end(r, n_input, reply->n_tokens - (finish == QUILL_FINISH_CONTEXT),
+                      reply->text ? reply->text : "", finish, err);
     completion_free(&printer.record);
+    return status;
+}
+
+/* The whole conversation up to the reply, a beam search's prompt (malloc'd): a chat's
+ * messages in its template (the turn's among them), or the text so far (the sequence's
+ * tokens as text) and the turn's text. */
+static int conversation_with(const Repl *r, const char *text, char **all, Error *err)
+{
+    if (r->family != CHAT_UNKNOWN)
+        return chat_format(r->family, r->messages, r->n_messages, true, all, err);
+    int n = quill_seq_tokens(r->ctx, 0, NULL, 0);
+    quill_token *ids = malloc(((size_t)n + 1) * sizeof *ids);
+    int len = ids ? quill_detokenize(r->model, ids, quill_seq_tokens(r->ctx, 0, ids, n), NULL, 0)
+                  : -1;
+    *all = len >= 0 ? malloc((size_t)len + strlen(text) + 1) : NULL;
+    if (*all) {
+        quill_detokenize(r->model, ids, n, *all, (size_t)len + 1);
+        strcpy(*all + len, text);
+    }
+    free(ids);
+    return *all ? 0 : error_set(err, "out of memory");
+}
+
+/* Feeds text to the conversation's sequence without generating: the count of its tokens,
+ * or -1. */
+static int feed_text(Repl *r, const char *text, bool special, Error *err)
+{
+    quill_generate_params p = quill_generate_params_default();
+    p.max_tokens = 0;
+    p.add_special = special && turn_adds_bos(r);
+    p.parse_special = special && r->family != CHAT_UNKNOWN;
+    int before = quill_context_perf(r->ctx).n_prompt_tokens;
+    if (text[0] && quill_generate(r->ctx, r->sampler, text, &p, NULL) != 0)
+        return error_set(err, "%s", quill_last_error());
+    return quill_context_perf(r->ctx).n_prompt_tokens - before;
+}
+
+/* The best text of a constrained beam search from the conversation and text, on a context
+ * of its own (words[0..n_words) must appear), printed, and the words it lacks named. */
+static int beam_reply(Repl *r, const char *text, const StringList *words, char **reply,
+                      quill_finish_reason *finish, Error *err)
+{
+    char *prompt = NULL;
+    quill_token *ids = NULL;
+    bool chat = r->family != CHAT_UNKNOWN;
+    bool bos = turn_adds_bos(r);
+    int n_prompt = conversation_with(r, text, &prompt, err) == 0
+                       ? generate_tokenize(r->model, prompt, strlen(prompt), bos, chat, &ids, err)
+                       : -1;
+    int beams = generate_must_include_beams(words->n), room = quill_context_n_ctx(r->ctx);
+    int n_ctx = n_prompt + r->o->max_tokens + 1 < room ? n_prompt + r->o->max_tokens + 1 : room;
+    quill_context *c = n_prompt > 0 ? generate_context_new(r->model, r->o, beams, n_ctx, err)
+                                     : NULL;
+    quill_sampler *s = c ? generate_sampler_new(r->model, r->o, r->seed, err) : NULL;
+    quill_beam_params p = quill_beam_params_default();
+    p.beam_size = beams;
+    p.max_tokens = r->o->max_tokens;
+    p.stop = (const char *const *)r->o->stop.items;
+    p.n_stop = r->o->stop.n;
+    p.ignore_eos = r->o->ignore_eos;
+    p.add_special = bos;
+    p.parse_special = chat;
+    p.must_include = (const char *const *)words->items;
+    p.n_must_include = words->n;
+    quill_beam_result best;
+    int n = s ? quill_beam_search(c, s, prompt, &p, &best, 1) : -1;
+    if (n == 1) {
+        fwrite(best.text, 1, best.n_text, stdout);
+        if (best.missed)
+            generate_missed_words_report("the reply", p.must_include, words->n, best.missed,
+                                         p.max_tokens);
+        *reply = best.text;
+        *finish = best.finish;
+    } else if (s) {
+        error_set(err, "%s", quill_last_error());
+    }
+    quill_sampler_free(s);
+    quill_context_free(c);
+    free(ids);
+    free(prompt);
+    return n == 1 ? 0 : -1;
+}
+
+/* A turn with words that must appear: the reply of a constrained beam search, then the
+ * turn's text and the reply fed to the conversation, as if sampled there. */
+static int beam_turn(Repl *r, const char *text, const StringList *words, Error *err)
+{
+    char *reply = NULL;
+    quill_finish_reason finish;
+    int status = beam_reply(r, text, words, &reply, &finish, err);
+    int n_input = status == 0 ? feed_text(r, text, true, err) : -1;
+    int n_reply = n_input >= 0 ? feed_text(r, reply, false, err) : -1;
+    status = n_reply >= 0 ? turn_end(r, n_input, n_reply, reply, finish, err) : -1;
+    if (status == 0)
+        status = repl_sampler_new(r, err); /* the reply's tokens as generated ones */
+    free(reply);
+    return status;
+}
+
+/* One input: its text through the model, then the reply: sampled, or with words that
+ * must appear found by beam search. */
+static int repl_turn(Repl *r, const char *input, Error *err)
+{
+    char *text;
+    StringList words = {0};
+    if (generate_words_split(r->o->must_include, &words, err) != 0)
+        return -1;
+    int status = turn_text(r, input, &text, err);
+    if (status == 0) {
+        status = words.n > 0 ? beam_turn(r, text, &words, err) : sampled_turn(r, text, err);
+        free(text);
+    }
+    string_list_clear(&words);
     return status;
 }
 
@@ -441,7 +570,7 @@ int repl_run(const char *model_arg, GenerateOptions *o, Error *err)
         status = generate_stops_unescape(o, err);
     if (status == 0)
         status = repl_sampler_new(&r, err);
-    if (status == 0 && !(r.ctx = generate_context_new(m, o, n_ctx, err)))
+    if (status == 0 && !(r.ctx = generate_context_new(m, o, 1, n_ctx, err)))
         status = -1;
     if (status == 0) {
         struct sigaction sa = {.sa_handler = repl_on_interrupt};

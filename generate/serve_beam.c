@@ -25,14 +25,15 @@ static quill_context *beam_context(Server *s, const BeamRequest *b, int n_prompt
     return quill_context_new(s->model, &cp);
 }
 
-/* Each best beam as one event of choice first + i, with its end; the event takes the
- * text. */
+/* Each best beam as one event of choice first + i, with its end and the words it lacks;
+ * the event takes the text. */
 static void beams_to_feed(EngineFeed *feed, int first, quill_beam_result *best, int n_best)
 {
     for (int i = 0; i < n_best; i++) {
         EngineEvent ev = {.choice = first + i, .token = -1, .end = true,
                           .finish = best[i].finish, .n_generated = best[i].n_tokens,
-                          .text = best[i].text, .n_text = best[i].n_text};
+                          .text = best[i].text, .n_text = best[i].n_text,
+                          .missed = best[i].missed};
         best[i].text = NULL;
         feed_push(feed, &ev);
     }
@@ -54,6 +55,8 @@ static int beam_one_prompt(Server *s, const BeamRequest *b, const char *prompt, 
     params.n_stop = b->n_stops;
     params.ignore_eos = b->ignore_eos;
     params.parse_special = b->parse_special;
+    params.must_include = b->must_include;
+    params.n_must_include = b->n_must_include;
     quill_beam_result best[SERVE_MAX_BEAMS];
     int n_best = sampler ? quill_beam_search(ctx, sampler, prompt, &params, best,
                                              SERVE_MAX_BEAMS)

@@ -108,7 +108,8 @@ static int completion_beam(Server *s, const CompletionRequest *c, EngineFeed *fe
     BeamRequest b = {.beam_size = c->beam_size, .length_penalty = c->length_penalty, .n = c->n,
                      .max_tokens = c->max_tokens < 0 ? s->n_ctx : c->max_tokens,
                      .ignore_eos = c->ignore_eos, .stops = (char *const *)c->stop,
-                     .n_stops = c->n_stop, .parse_special = c->chat, .sampler = &c->sampler};
+                     .n_stops = c->n_stop, .parse_special = c->chat, .sampler = &c->sampler,
+                     .must_include = c->must_include, .n_must_include = c->n_must_include};
     count_request(s);
     Error err;
     if (serve_beam(s, &b, c->prompts, c->n_ids, c->n_prompts, feed, &err) == 0)
@@ -330,6 +331,7 @@ typedef struct {
     size_t len, cap;
     ChoiceLogprobs logprobs;
     const char *finish;
+    uint64_t missed;
 } WholeChoice;
 
 static int whole_append(WholeChoice *w, const char *text, size_t n)
@@ -344,8 +346,20 @@ static int whole_append(WholeChoice *w, const char *text, size_t n)
     return 0;
 }
 
+/* A request with must_include: the choice's "missed_words", those its text lacks (an empty
+ * array when it holds them all). */
+static void add_missed_words(cJSON *choice, const CompletionRequest *c, uint64_t missed)
+{
+    if (c->n_must_include == 0)
+        return;
+    cJSON *words = cJSON_AddArrayToObject(choice, "missed_words");
+    for (int i = 0; i < c->n_must_include; i++)
+        if (missed & UINT64_C(1) << i)
+            cJSON_AddItemToArray(words, cJSON_CreateString(c->must_include[i]));
+}
+
 /* {"index", "text", "logprobs", "finish_reason"}, or a chat's {"index", "message": {"role",
- * "content"}, "logprobs", "finish_reason"}. */
+ * "content"}, "logprobs", "finish_reason"}; "missed_words" with must_include. */
 static cJSON *whole_choice(const CompletionRequest *c, int index, WholeChoice *w)
 {
     cJSON *choice = cJSON_CreateObject();
@@ -360,6 +374,7 @@ static cJSON *whole_choice(const CompletionRequest *c, int index, WholeChoice *w
     }
     logprobs_attach(choice, &w->logprobs, c);
     cJSON_AddStringToObject(choice, "finish_reason", w->finish ? w->finish : "cancelled");
+    add_missed_words(choice, c, w->missed);
     return choice;
 }
 
@@ -379,6 +394,7 @@ static int whole_gather(Answer *a, EngineFeed *feed, WholeChoice *w, int *n_gene
         logprobs_add(&ch->logprobs, c, a->server->model, &ev);
         if (ev.end) {
             ch->finish = finish_name(ev.finish);
+            ch->missed = ev.missed;
             *n_generated += ev.n_generated;
         }
         engine_event_free(&ev);
@@ -534,8 +550,11 @@ static void stream_event(Stream *st, const EngineEvent *ev)
             add_trace(choice, m, ev);
         send_chunk(st, choice);
     }
-    if (ev->end)
-        send_chunk(st, chunk_choice(st, ev->choice, NULL, 0, finish_name(ev->finish)));
+    if (ev->end) {
+        cJSON *last = chunk_choice(st, ev->choice, NULL, 0, finish_name(ev->finish));
+        add_missed_words(last, c, ev->missed);
+        send_chunk(st, last);
+    }
 }
 
 /* The start of each choice: a chat's role chunk, a completion's echoed prompt. */

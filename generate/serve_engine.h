@@ -72,6 +72,8 @@ typedef struct {
     bool end;
     quill_finish_reason finish;
     int n_generated;           /* at the end: the choice's tokens (an end token not counted) */
+    uint64_t missed;           /* at a beam's end: the request's must_include words its text
+                                  lacks, bit i for word i (quill_beam_result's) */
 } EngineEvent;
 
 void engine_event_free(EngineEvent *ev);

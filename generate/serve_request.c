@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "generate.h"
+#include "options.h"
 #include "serve_beam.h"
 #include "serve_engine.h"
 #include "serve_fields.h"
@@ -151,9 +152,22 @@ static int read_logprobs(const cJSON *req, CompletionRequest *c, ApiError *e)
     return 0;
 }
 
-/* "beam_size" and "length_penalty", as quill generate's --beam-size and --length-penalty:
- * the n best beams are the choices. A search does not sample, so it has no logprobs or
- * trace to show. */
+/* A string or an array of 1..max strings, none of them empty (`what` they are names them
+ * in the 400): their count, or -1. */
+static int field_texts(const cJSON *req, const char *name, int max, const char **out,
+                       const char *what, ApiError *e)
+{
+    int n = field_strings(req, name, max, out, e);
+    for (int i = 0; i < n; i++)
+        if (out[i][0] == '\0')
+            return serve_error(e, 400, name, "%s must not be empty", what);
+    return n;
+}
+
+/* "beam_size", "length_penalty" and "must_include", as quill generate's --beam-size,
+ * --length-penalty and --must-include: the n best beams are the choices; words that must
+ * appear imply a search (of generate_must_include_beams' beams, at most 16). A
+ * search does not sample, so it has no logprobs or trace to show. */
 static int read_beam(const cJSON *req, CompletionRequest *c, ApiError *e)
 {
     c->beam_size = 1;
@@ -161,6 +175,14 @@ static int read_beam(const cJSON *req, CompletionRequest *c, ApiError *e)
     if (field_int(req, "beam_size", 1, SERVE_MAX_BEAMS, &c->beam_size, e) < 0 ||
         field_float(req, "length_penalty", 0, 10, &c->length_penalty, e) < 0)
         return -1;
+    c->n_must_include = field_texts(req, "must_include", MAX_MUST_INCLUDE, c->must_include,
+                                    "must_include words", e);
+    if (c->n_must_include < 0)
+        return -1;
+    if (c->n_must_include > 0 && c->beam_size == 1) {
+        int wanted = generate_must_include_beams(c->n_must_include);
+        c->beam_size = wanted < SERVE_MAX_BEAMS ? wanted : SERVE_MAX_BEAMS;
+    }
     if (c->beam_size == 1)
         return 0;
     if (c->n > c->beam_size)
@@ -229,12 +251,9 @@ static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, 
         (!cJSON_IsObject(options) || field_bool(options, "include_usage", &c->include_usage, e) < 0))
         return serve_error(e, 400, "stream_options", "stream_options must be an object with "
                            "include_usage true or false");
-    c->n_stop = field_strings(req, "stop", MAX_STOP, c->stop, e);
+    c->n_stop = field_texts(req, "stop", MAX_STOP, c->stop, "stop strings", e);
     if (c->n_stop < 0)
         return -1;
-    for (int i = 0; i < c->n_stop; i++)
-        if (c->stop[i][0] == '\0')
-            return serve_error(e, 400, "stop", "stop strings must not be empty");
     if (c->trace && !c->stream)
         return serve_error(e, 400, "quill_trace", "quill_trace needs \"stream\": true");
     c->cache_prompt = true;

@@ -12,6 +12,7 @@ enum {
     MAX_STOP = 4,     /* stop strings, as OpenAI */
     MAX_CHAIN = 16,   /* stages in "samplers" */
     MAX_BAD_WORDS = 64,
+    MAX_MUST_INCLUDE = 64, /* quill_beam_params' limit */
     MAX_MESSAGES = 256,
     DEFAULT_MAX_TOKENS = 16, /* OpenAI's default for completions */
 };
@@ -34,6 +35,8 @@ typedef struct {
     int logprobs;       /* top log-probabilities per token; -1: none */
     int beam_size;      /* > 1: beam search (serve_beam.c) */
     float length_penalty;
+    const char *must_include[MAX_MUST_INCLUDE]; /* words each beam's text must hold */
+    int n_must_include;
     bool ignore_eos;    /* llama-server's: go on past the end-of-text token */
     bool cache_prompt;  /* llama-server's: reuse a slot's cached start of the prompt */
     const char *guide;           /* classifier-free guidance (serve_guided.c): the two */

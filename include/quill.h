@@ -450,7 +450,13 @@ QUILL_API int quill_generate(quill_context *c, quill_sampler *s, const char *pro
 /* Instead of drawing one token per step, keep the beam_size most probable partial texts
  * and extend each by its likeliest tokens; a text scores (the sum of its tokens'
  * log-probabilities) / length^length_penalty. `quill generate --beam-size` and
- * docs/sampling.md explain it. */
+ * docs/sampling.md explain it.
+ *
+ * With words that must appear (must_include), the search is lexically constrained (Post &
+ * Vilar 2018, dynamic beam allocation; `quill generate --must-include`): beams are also
+ * extended by the tokens that spell the words, and the beams are shared among the texts by
+ * how far they have come towards them, so that a text holding every word is found when one
+ * fits in max_tokens. A text with every word ranks above any text without. */
 typedef struct {
     int beam_size;          /* beams kept; default 4 */
     float length_penalty;   /* 0: plain probability (favours short texts), 1 (default): the
@@ -462,6 +468,10 @@ typedef struct {
     bool ignore_eos;
     bool add_special;       /* a bos first when the model wants one; default true */
     bool parse_special;     /* default false */
+    /* Added after the fields above, which keep their places. */
+    const char *const *must_include; /* words or phrases each text must hold (at most 64,
+                                        each 1 to 256 bytes); NULL: none (default) */
+    int n_must_include;
 } quill_beam_params;
 
 typedef struct {
@@ -470,6 +480,9 @@ typedef struct {
     double score;
     int n_tokens;
     quill_finish_reason finish;
+    /* Added after the fields above, which keep their places. */
+    uint64_t missed;        /* bit i set: must_include[i] is not in the text (no text with
+                               every word fitted in max_tokens); 0 when the text has them all */
 } quill_beam_result;
 
 QUILL_API quill_beam_params quill_beam_params_default(void);

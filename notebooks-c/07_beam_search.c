@@ -204,7 +204,7 @@ static int library_beam_search(const Model *m, const Tokenizer *tok, const int *
     int n_out;
     check(session_init(&session, m, tok, &p, &err) ||
               session_feed(&session, prompt, n_prompt, &err) ||
-              beam_search(&session, WIDTH, alpha, n_best, out, &n_out, &err),
+              beam_search(&session, WIDTH, alpha, n_best, NULL, out, &n_out, &err),
           &err);
     session_free(&session);
     return n_out;

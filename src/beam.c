@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "must_include.h"
 #include "stream.h"
 #include "timer.h"
 
@@ -15,6 +16,7 @@ typedef struct {
     TextStream stream; /* its text on the way into c: a stop string ends the beam */
     int write_status;  /* 0, or -1 when the stream's bytes did not fit in memory */
     Sampler sampler;   /* its own history, for the penalties and bad words */
+    uint64_t met;      /* the words that must appear that its text holds */
 } Beam;
 
 /* A beam stream's sink: the decided bytes, into the beam's text. */
@@ -52,11 +54,14 @@ static int beam_finish_text(Beam *b, Error *err)
     return b->write_status == 0 ? 0 : error_set(err, "out of memory for a beam's text");
 }
 
-/* One way to extend a beam: its parent, the token, the total after it. */
+/* One way to extend a beam: its parent, the token, the total after it; with words that
+ * must appear, the words met after it and its progress towards them (its bank). */
 typedef struct {
     int parent;
     int token;
     double sum;
+    uint64_t met;
+    int progress;
 } Extension;
 
 typedef struct {
@@ -68,7 +73,11 @@ typedef struct {
     int n_beams;
     Completion *best;  /* finished hypotheses, best first, at most n_best */
     int n_best_found;
-    Extension *ext;    /* B * 2B extensions per step */
+    const MustInclude *must; /* words that must appear, or NULL */
+    Extension *ext;    /* B * (2B + the words' spellings) extensions per step */
+    Extension *dealt;  /* as many: ext dealt round the banks (deal_into_banks) */
+    int *forced;       /* a beam's tokens that go on with the words (one per spelling) */
+    int *bank;         /* where each bank starts in ext (one per progress value) */
     CandidateList cand;
     int steps, decoded; /* for --verbose: steps taken, tokens run through the model */
 } BeamSearch;
@@ -88,50 +97,136 @@ static double hypothesis_score(double sum, int length, float alpha)
     return alpha == 0.0f || length == 0 ? sum : sum / pow((double)length, alpha);
 }
 
+/* Whether a hypothesis ranks above one kept: fewer words that must appear missing first,
+ * then the higher score. */
+static bool ranks_above(const Completion *c, const Completion *kept)
+{
+    int missing = __builtin_popcountll(c->missed);
+    int kept_missing = __builtin_popcountll(kept->missed);
+    return missing != kept_missing ? missing < kept_missing : c->score > kept->score;
+}
+
 /* Keeps a finished hypothesis if it is among the n_best so far. */
 static int finished_add(BeamSearch *bs, const Beam *done, double score, FinishReason why,
                         Error *err)
 {
-    int at = bs->n_best_found;
-    while (at > 0 && bs->best[at - 1].score < score)
-        at--;
-    if (at >= bs->n_best)
-        return 0;
     Beam ended = {0};
     int status = beam_copy_text(&ended, done, err);
     if (status == 0)
         status = beam_finish_text(&ended, err);
     text_stream_free(&ended.stream);
-    if (status != 0) {
+    ended.c.score = score;
+    if (status == 0 && bs->must)
+        ended.c.missed = bs->must->all & ~must_include_found(bs->must, ended.c.text, ended.c.len);
+    int at = bs->n_best_found;
+    while (status == 0 && at > 0 && ranks_above(&ended.c, &bs->best[at - 1]))
+        at--;
+    if (status != 0 || at >= bs->n_best) {
         completion_free(&ended.c);
-        return -1;
+        return status;
     }
     if (bs->n_best_found == bs->n_best)
         completion_free(&bs->best[--bs->n_best_found]);
     memmove(&bs->best[at + 1], &bs->best[at], (size_t)(bs->n_best_found - at) * sizeof *bs->best);
     bs->n_best_found++;
     bs->best[at] = ended.c;
-    bs->best[at].score = score;
     bs->best[at].finish = why;
     bs->best[at].seed = bs->s->params.sampler.seed;
     return 0;
 }
 
-/* Every beam's likeliest extensions (2B each: enough that B survive whatever ends). */
+/* Beam b extended by candidate c. With words that must appear: the words met after it and
+ * its progress; an end of text has the most progress when every word is in the text, and
+ * none (-1: it is dropped) when one is missing, since it would end the text without it. */
+static Extension extension_of(const BeamSearch *bs, int b, const Candidate *c)
+{
+    const Beam *beam = &bs->beams[b];
+    Extension e = {b, c->id, beam->sum + log(c->p), beam->met, 0};
+    if (!bs->must)
+        return e;
+    if (session_token_ends_text(bs->s, c->id))
+        e.progress = beam->met == bs->must->all ? bs->must->max_progress : -1;
+    else
+        e.progress = must_include_progress(bs->must, bs->s->tok, beam->c.tokens,
+                                           beam->c.n_tokens, c->id, &e.met);
+    return e;
+}
+
+/* Beam b's extensions that go on with a spelling of a word it has not met, however
+ * unlikely, past the `taken` likeliest candidates already collected (a banned token, p = 0,
+ * stays out). */
+static void forced_extensions(BeamSearch *bs, int b, int taken, int *n_ext)
+{
+    const Beam *beam = &bs->beams[b];
+    int n = must_include_next_tokens(bs->must, beam->met, beam->c.tokens, beam->c.n_tokens,
+                                     bs->forced);
+    for (int j = taken; j < bs->cand.n && n > 0; j++) {
+        const Candidate *c = &bs->cand.data[j];
+        int f = 0;
+        while (f < n && bs->forced[f] != c->id)
+            f++;
+        if (f == n)
+            continue;
+        bs->forced[f] = bs->forced[--n];
+        if (c->p > 0.0f)
+            bs->ext[(*n_ext)++] = extension_of(bs, b, c);
+    }
+}
+
+/* Every beam's likeliest extensions (2B each: enough that B survive whatever ends), and
+ * with words that must appear, those that go on with the words. */
 static int collect_extensions(BeamSearch *bs, int *n_ext)
 {
     *n_ext = 0;
     for (int b = 0; b < bs->n_beams; b++) {
         sampler_apply(&bs->beams[b].sampler, infer_logits(bs->s->ctx, b), &bs->cand);
-        for (int j = 0; j < bs->cand.n && j < 2 * bs->width; j++) {
-            if (!(bs->cand.data[j].p > 0.0f))
-                break;
-            bs->ext[(*n_ext)++] = (Extension){b, bs->cand.data[j].id,
-                                              bs->beams[b].sum + log(bs->cand.data[j].p)};
-        }
+        int j = 0;
+        for (; j < bs->cand.n && j < 2 * bs->width && bs->cand.data[j].p > 0.0f; j++)
+            bs->ext[(*n_ext)++] = extension_of(bs, b, &bs->cand.data[j]);
+        if (bs->must)
+            forced_extensions(bs, b, j, n_ext);
     }
     qsort(bs->ext, (size_t)*n_ext, sizeof *bs->ext, compare_extensions);
     return 0;
+}
+
+/* Most progress first, then as compare_extensions ranks them. */
+static int compare_banks(const void *a, const void *b)
+{
+    const Extension *x = a, *y = b;
+    if (x->progress != y->progress)
+        return x->progress > y->progress ? -1 : 1;
+    return compare_extensions(a, b);
+}
+
+/* Dynamic beam allocation (Post & Vilar 2018): the ranked extensions are put in banks by
+ * their progress towards the words that must appear, and dealt round the banks, most
+ * progress first, each bank giving its best extension not dealt yet, round after round;
+ * choose_next takes the first B of that order. So the B places are shared evenly among the
+ * banks that have extensions, the places one cannot fill going to the others, and a beam
+ * that has gone some way towards a word is not pushed out by likelier ones that have not.
+ * The dropped ends of text (progress -1) are left out. */
+static void deal_into_banks(BeamSearch *bs, int *n_ext)
+{
+    qsort(bs->ext, (size_t)*n_ext, sizeof *bs->ext, compare_banks);
+    int n_banks = 0, n_dealt = 0, end = 0; /* end: past the last bank */
+    for (; end < *n_ext && bs->ext[end].progress >= 0; end++)
+        if (end == 0 || bs->ext[end].progress != bs->ext[end - 1].progress)
+            bs->bank[n_banks++] = end;
+    for (int round = 0, dealt = 1; dealt; round++) {
+        dealt = 0;
+        for (int k = 0; k < n_banks; k++) {
+            int at = bs->bank[k] + round, bank_end = k + 1 < n_banks ? bs->bank[k + 1] : end;
+            if (at < bank_end) {
+                bs->dealt[n_dealt++] = bs->ext[at];
+                dealt = 1;
+            }
+        }
+    }
+    Extension *ranked = bs->ext;
+    bs->ext = bs->dealt;
+    bs->dealt = ranked;
+    *n_ext = n_dealt;
 }
 
 /* The child: its parent's tokens, text and stream, and one more token, its bytes pushed
@@ -156,6 +251,7 @@ static int beam_extend(Beam *child, const Beam *parent, const Tokenizer *tok, in
 static int child_continue(Beam *child, const Beam *parent, const Extension *e, Error *err)
 {
     child->sum = e->sum;
+    child->met = e->met;
     child->slot = -2 - e->parent;
     if (sampler_clone(&child->sampler, &parent->sampler, err) != 0)
         return -1;
@@ -186,7 +282,8 @@ static int choose_next(BeamSearch *bs, int n_ext, int *n_next, Error *err)
         int stopped = beam_extend(child, parent, s->tok, e->token, err);
         if (stopped == 1) {
             double score = hypothesis_score(e->sum, child->c.n_tokens, bs->alpha);
-            stopped = counts ? finished_add(bs, child, score, FINISH_STOP, err) : 0;
+            bool complete = !bs->must || e->met == bs->must->all; /* else dropped */
+            stopped = counts && complete ? finished_add(bs, child, score, FINISH_STOP, err) : 0;
             beam_free(child);
             if (stopped != 0)
                 return -1;
@@ -256,7 +353,11 @@ static bool search_done(const BeamSearch *bs, int longest)
 static int beam_step(BeamSearch *bs, int n_prompt, bool decode, Error *err)
 {
     int n_ext, n_next;
-    if (collect_extensions(bs, &n_ext) != 0 || choose_next(bs, n_ext, &n_next, err) != 0)
+    if (collect_extensions(bs, &n_ext) != 0)
+        return -1;
+    if (bs->must)
+        deal_into_banks(bs, &n_ext);
+    if (choose_next(bs, n_ext, &n_next, err) != 0)
         return -1;
     assign_slots(bs, n_next, n_prompt);
     beams_free(bs->beams, bs->n_beams);
@@ -298,19 +399,31 @@ static int root_beam(BeamSearch *bs, Error *err)
     return session_sampler_init(s, &params, &root->sampler, err);
 }
 
-int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
-                int *n_out, Error *err)
+int beam_search(Session *s, int beam_size, float length_penalty, int n_best,
+                const MustInclude *must, Completion *out, int *n_out, Error *err)
 {
     *n_out = 0;
     if (beam_size > 64 || n_best > 64)
         return error_set(err, "beam search keeps at most 64 beams");
-    BeamSearch bs = {.s = s, .width = beam_size, .alpha = length_penalty, .n_best = n_best};
+    BeamSearch bs = {.s = s, .width = beam_size, .alpha = length_penalty, .n_best = n_best,
+                     .must = must && must->n > 0 ? must : NULL};
+    int n_spellings = bs.must ? bs.must->n_spellings : 0;
+    size_t n_ext_max = (size_t)beam_size * (2 * (size_t)beam_size + (size_t)n_spellings);
     bs.beams = calloc((size_t)beam_size, sizeof *bs.beams);
     bs.next = calloc((size_t)beam_size, sizeof *bs.next);
     bs.best = calloc((size_t)n_best, sizeof *bs.best);
-    bs.ext = malloc((size_t)beam_size * 2 * beam_size * sizeof *bs.ext);
+    bs.ext = malloc(n_ext_max * sizeof *bs.ext);
+    bool constrained = bs.must != NULL;
+    if (constrained) {
+        bs.dealt = malloc(n_ext_max * sizeof *bs.dealt);
+        bs.forced = malloc(((size_t)n_spellings + 1) * sizeof *bs.forced);
+        bs.bank = malloc(((size_t)bs.must->max_progress + 2) * sizeof *bs.bank);
+    }
     int n_prompt = infer_seq_length(s->ctx, 0);
-    int status = bs.beams && bs.next && bs.best && bs.ext ? 0 : error_set(err, "out of memory");
+    int status = bs.beams && bs.next && bs.best && bs.ext &&
+                         (!constrained || (bs.dealt && bs.forced && bs.bank))
+                     ? 0
+                     : error_set(err, "out of memory");
     if (status == 0)
         status = candidates_init(&bs.cand, s->model->config.vocab_size, err);
     if (status == 0)
@@ -352,5 +465,8 @@ int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Com
     free(bs.next);
     free(bs.best);
     free(bs.ext);
+    free(bs.dealt);
+    free(bs.forced);
+    free(bs.bank);
     return status;
 }

@@ -21,16 +21,26 @@
  * Each beam has a KV cache slot. When beams branch, the first child of a beam takes its
  * parent's slot as it is and the others copy it into the slots of beams that ended, but
  * only the positions after the prompt (which every slot holds from the start): the prompt's
- * part is computed once and copied once. */
+ * part is computed once and copied once.
+ *
+ * With words that must appear (quill generate --must-include) the search is lexically
+ * constrained, by Post & Vilar's dynamic beam allocation (docs/sampling.md): each beam is
+ * also extended by the tokens that go on with the words it lacks (must_include.h), the
+ * extensions are grouped in banks by their progress towards the words and the B places are
+ * dealt round the banks; an end of text is kept only from a beam that holds every word, and
+ * the texts that hold them all rank first. */
 #ifndef QUILL_BEAM_H
 #define QUILL_BEAM_H
 
+#include "must_include.h"
 #include "session.h"
 
 /* The n_best best hypotheses after sequence 0's prompt, best first, into out[0..*n_out)
  * (fewer than n_best when fewer were found). The session must have at least beam_size
- * sequences. */
-int beam_search(Session *s, int beam_size, float length_penalty, int n_best, Completion *out,
-                int *n_out, Error *err);
+ * sequences. With words that must appear (must: NULL or no words for none), each
+ * hypothesis's missed says which of them its text lacks (those that hold them all rank
+ * first). */
+int beam_search(Session *s, int beam_size, float length_penalty, int n_best,
+                const MustInclude *must, Completion *out, int *n_out, Error *err);
 
 #endif

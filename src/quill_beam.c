@@ -1,5 +1,6 @@
 /* libquill: beam search, the search of `quill generate --beam-size` (beam.c) on a public
- * context's sequences, with a public sampler's penalties, bias and bad words. */
+ * context's sequences, with a public sampler's penalties, bias and bad words, and the words
+ * that must appear (must_include.h). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,8 @@ static int check_beam(const quill_context *c, const quill_sampler *s, const char
     for (int i = 0; i < p->n_stop; i++)
         if (!p->stop[i] || !p->stop[i][0])
             return api_fail("%s: stop string %d is empty", fn, i);
+    if (p->n_must_include < 0 || (p->n_must_include > 0 && !p->must_include))
+        return api_fail("%s: %d words that must appear without a list", fn, p->n_must_include);
     if (p->beam_size > c->infer.params.n_seq)
         return api_fail_as(QUILL_ERROR_CONTEXT, "%s: %d beams need %d sequences; the context "
                            "has %d", fn, p->beam_size, p->beam_size, c->infer.params.n_seq);
@@ -66,7 +69,8 @@ static int results_take(Completion *best, int n_best, quill_beam_result *out, in
     for (int i = 0; i < n; i++) {
         out[i] = (quill_beam_result){.text = best[i].text, .n_text = best[i].len,
                                      .score = best[i].score, .n_tokens = best[i].n_tokens,
-                                     .finish = (quill_finish_reason)best[i].finish};
+                                     .finish = (quill_finish_reason)best[i].finish,
+                                     .missed = best[i].missed};
         if (!out[i].text) /* an empty text is still a string */
             out[i].text = calloc(1, 1);
         best[i].text = NULL;
@@ -97,14 +101,23 @@ int quill_beam_search(quill_context *c, quill_sampler *s, const char *prompt,
     Completion best[BEAMS_MAX] = {0};
     int n_best = 0;
     Error err;
-    int status = session_borrow(&session, &c->model->model, &c->model->tok, &c->infer, 0,
-                                &s->sampler, &sp, &err);
+    MustInclude must;
+    int status = must_include_init(&must, &c->model->tok, params.must_include,
+                                   params.n_must_include, &err);
+    if (status != 0) {
+        must_include_free(&must);
+        free(ids);
+        return api_error(&err);
+    }
+    status = session_borrow(&session, &c->model->model, &c->model->tok, &c->infer, 0,
+                            &s->sampler, &sp, &err);
     bool borrowed = status == 0;
     if (status == 0)
         status = session_feed(&session, ids, n_ids, &err);
     if (status == 0)
         status = beam_search(&session, params.beam_size, params.length_penalty, params.n_best,
-                             best, &n_best, &err);
+                             &must, best, &n_best, &err);
+    must_include_free(&must);
     int n = status == 0 ? results_take(best, n_best, out, cap) : 0;
     for (int i = 0; i < BEAMS_MAX; i++)
         completion_free(&best[i]);

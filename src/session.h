@@ -45,6 +45,8 @@ typedef struct {
     FinishReason finish;
     uint64_t seed;
     double score;      /* beam search: the beam's length-normalised log-probability */
+    uint64_t missed;   /* beam search with words that must appear: bit i set when word i
+                          is not in the text */
 } Completion;
 
 void completion_free(Completion *c);

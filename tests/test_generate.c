@@ -117,7 +117,7 @@ Test(generate, beam_search_finds_the_exhaustive_best_at_depth_3)
     Completion c[1];
     int n;
     Error err;
-    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, NULL, c, &n, &err), 0, "%s", err.msg);
     cr_assert_eq(n, 1);
     cr_assert_eq(c[0].n_tokens, 3);
     cr_expect_arr_eq(c[0].tokens, best_seq, sizeof best_seq, "beam %d %d %d, exhaustive %d %d %d",
@@ -161,7 +161,7 @@ Test(generate, greedy_equals_top_k_1_equals_one_beam)
     Completion c[1];
     int n;
     Error err;
-    cr_assert_eq(beam_search(&s, 1, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(beam_search(&s, 1, 0.0f, 1, NULL, c, &n, &err), 0, "%s", err.msg);
     cr_assert_eq(c[0].n_tokens, N);
     cr_expect_arr_eq(c[0].tokens, greedy, sizeof greedy, "one beam differs from greedy");
     completion_free(&c[0]);
@@ -239,7 +239,7 @@ Test(generate, beam_search_stops_inside_the_search)
     session_with_prompt(&s, &t, 36);
     Completion c[1];
     int n;
-    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, c, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(beam_search(&s, 36, 0.0f, 1, NULL, c, &n, &err), 0, "%s", err.msg);
     cr_assert_eq(n, 1);
     cr_expect_eq(c[0].finish, FINISH_STOP);
     cr_assert_eq(c[0].n_tokens, best_n, "%d tokens, the best has %d", c[0].n_tokens, best_n);
@@ -269,7 +269,7 @@ Test(generate, beam_search_ends_a_full_context_as_sampling_does)
     cr_assert_eq(sampled.n_tokens, 16 - N_PROMPT + 1);
     session_with_prompt(&s, &t, 4);
     int n;
-    cr_assert_eq(beam_search(&s, 4, 1.0f, 1, beams, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(beam_search(&s, 4, 1.0f, 1, NULL, beams, &n, &err), 0, "%s", err.msg);
     cr_assert_eq(n, 1);
     cr_expect_eq(beams[0].finish, FINISH_CONTEXT, "finish %s",
                  finish_reason_name(beams[0].finish));

@@ -154,6 +154,41 @@ static int chat_with_input(char **out, const char *input, const char *args)
     return test_run_capture(command, out);
 }
 
+/* Words that must appear in a chat: a turn's reply is a constrained beam search from the
+ * conversation; the first, from the input alone, is quill generate --must-include's text
+ * byte for byte; /set must-include= changes the words of the next turns (the second reply
+ * holds the new ones), and an empty list samples again. */
+Test(generate_cli, chat_must_include_searches_each_turn, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char *expected, *messages, *out, args[512];
+    int status;
+    quill_stdout(&expected, &messages, &status, "generate %s --no-echo -n 30 --prompt 'Once "
+                 "upon a time' --must-include dragon,castle,knight", model);
+    cr_assert_eq(status, 0, "%s", messages);
+    snprintf(args, sizeof args, "%s -n 30 --seed 3 --must-include dragon,castle,knight", model);
+    cr_assert_eq(chat_with_input(&out, "Once upon a time\n/set must-include=princess,frog\n"
+                                       "The end\n/set must-include=\nShe\n", args),
+                 0, "%s", out);
+    char *first_end = strchr(out, '\n');
+    cr_assert_not_null(first_end, "%s", out);
+    cr_expect_eq((size_t)(first_end - out), strlen(expected), "%s", out);
+    cr_expect_eq(strncmp(out, expected, strlen(expected)), 0, "chat:\n%s\ngenerate:\n%s", out,
+                 expected);
+    const char *second = strstr(out, "[must-include=princess,frog]\n");
+    cr_assert_not_null(second, "%s", out);
+    const char *second_end = strstr(second, "[must-include=]\n"); /* the reply ends there */
+    cr_assert_not_null(second_end, "%s", out);
+    char reply[1024];
+    snprintf(reply, sizeof reply, "%.*s", (int)(second_end - second), second);
+    for (const char *const *word = (const char *const[]){"princess", "frog", NULL}; *word; word++)
+        cr_expect_not_null(strstr(reply, *word), "no %s in the second reply: %s", *word, out);
+    cr_expect_null(strstr(out, "quill:"), "%s", out);
+    free(expected);
+    free(messages);
+    free(out);
+}
+
 /* The flags of quill generate's other outputs are refused by chat, named in one line,
  * instead of being ignored. */
 Test(generate_cli, chat_refuses_the_flags_it_cannot_honour, .timeout = 60)

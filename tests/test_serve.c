@@ -1426,6 +1426,51 @@ Test(serve, guidance_follows_the_cli, .timeout = 60)
     server_stop(&s);
 }
 
+/* choices[i].missed_words, joined by commas ("" for an empty array; NULL when absent). */
+static char *missed_words(const cJSON *root, int i)
+{
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "choices"), i);
+    const cJSON *words = cJSON_GetObjectItemCaseSensitive(choice, "missed_words"), *w;
+    if (!cJSON_IsArray(words))
+        return NULL;
+    char *joined = calloc(1, 1024);
+    cJSON_ArrayForEach(w, words)
+        snprintf(joined + strlen(joined), 1024 - strlen(joined), "%s%s", *joined ? "," : "",
+                 cJSON_IsString(w) ? w->valuestring : "(not a string)");
+    return joined;
+}
+
+/* must_include: a search of quill generate --must-include's, its text byte for byte, with
+ * the words the text lacks in missed_words (none; or the phrase that cannot fit in 5
+ * tokens); an empty word is a 400. */
+Test(serve, must_include_follows_the_cli, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char *expected = cli_text(model, "--prompt 'Once upon a time' -n 60 "
+                                     "--must-include dragon,castle,knight");
+    Server s;
+    server_start(&s, model, "");
+    cJSON *all = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"max_tokens\": 60, \"must_include\": [\"dragon\", \"castle\", "
+                              "\"knight\"]}", NULL, 200);
+    cr_expect_str_eq(choice_string(all, 0, "text"), expected);
+    char *none = missed_words(all, 0);
+    cr_expect_str_eq(none, "");
+    cJSON *short_one = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a "
+                                    "time\", \"max_tokens\": 5, \"must_include\": [\"dragon\", "
+                                    "\"the old wizard of the northern mountains\"]}", NULL, 200);
+    char *lacks = missed_words(short_one, 0);
+    cr_expect_str_eq(lacks, "the old wizard of the northern mountains");
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"must_include\": "
+                 "[\"\"]}", 400, "must_include", "must not be empty", 0);
+    free(none);
+    free(lacks);
+    cJSON_Delete(short_one);
+    cJSON_Delete(all);
+    free(expected);
+    server_stop(&s);
+}
+
 /* One number of /metrics' text: the sample named `name` (the line "name value"). */
 static double metric(const Server *s, const char *name)
 {

@@ -89,7 +89,8 @@ function generate({ context, model, sampler, prompt, params, clear, stream }, id
 }
 
 /* quill_beam_search: its n_best results, best first, copied out of the library's memory
- * before it is freed. */
+ * before it is freed; each result's missed bits (bit i: must_include[i] is not in the
+ * text) become the words. */
 function beamSearch({ context, model, sampler, prompt, params }) {
   /* Room for the texts asked for, which are at most the beams (the library says so when
    * n_best is larger). */
@@ -100,9 +101,11 @@ function beamSearch({ context, model, sampler, prompt, params }) {
       C.quill_beam_search(context, s, prompt, params, out, cap));
     if (n < 0) fail();
     const results = n === 0 ? [] : koffi.decode(out, BeamResult, n);
+    const words = params.must_include ?? [];
     const copied = results.map((r) => ({
       text: copyBytes(r.text, Number(r.n_text)), score: r.score, nTokens: r.n_tokens,
       finish: C.quill_finish_reason_name(r.finish),
+      missed: words.filter((_, i) => (BigInt(r.missed) >> BigInt(i)) & 1n),
     }));
     C.quill_beam_results_free(out, n);
     return copied;

@@ -87,10 +87,14 @@ koffi.struct("quill_beam_params", {
   beam_size: "int", length_penalty: "float", n_best: "int", max_tokens: "int",
   stop: "const char **", n_stop: "int", ignore_eos: "bool", add_special: "bool",
   parse_special: "bool",
+  /* added later at the end of the C struct, which keeps the fields above */
+  must_include: "const char **", n_must_include: "int",
 });
 
 export const BeamResult = koffi.struct("quill_beam_result", {
   text: "void *", n_text: "size_t", score: "double", n_tokens: "int", finish: "int",
+  /* added later at the end of the C struct, which keeps the fields above */
+  missed: "uint64_t",
 });
 
 const declarations = [

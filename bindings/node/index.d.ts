@@ -147,6 +147,8 @@ export interface BeamOptions extends SamplerOptions, TextOptions {
   beamSize?: number;
   lengthPenalty?: number;
   nBest?: number;
+  /** Words or phrases each text must hold (quill generate --must-include). */
+  mustInclude?: string | string[];
 }
 
 export interface Beam {
@@ -154,6 +156,8 @@ export interface Beam {
   score: number;
   nTokens: number;
   finishReason: FinishReason;
+  /** The words of mustInclude the text lacks (none when it holds them all). */
+  missed: string[];
 }
 
 export interface EmbedOptions {

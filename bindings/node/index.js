@@ -267,7 +267,8 @@ function generateParams(options) {
   return p;
 }
 
-const BEAM_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "beamSize", "lengthPenalty", "nBest"];
+const BEAM_OPTIONS = [...SAMPLER_OPTIONS, ...TEXT_OPTIONS, "beamSize", "lengthPenalty", "nBest",
+                      "mustInclude"];
 
 function beamParams(options) {
   const p = textParams(C.quill_beam_params_default(), options);
@@ -276,6 +277,8 @@ function beamParams(options) {
     p.length_penalty = number(options.lengthPenalty, "lengthPenalty");
   if (options.nBest !== undefined) p.n_best = integer(options.nBest, "nBest");
   if (p.n_best < 1) throw new QuillError(`nBest must be at least 1, not ${p.n_best}`, "parameter");
+  const words = strings(options.mustInclude, "mustInclude");
+  [p.must_include, p.n_must_include] = [words.length ? words : null, words.length];
   return p;
 }
 
@@ -544,14 +547,16 @@ export class Context {
 
   /* The beams' best texts for prompt, best first: [{ text, score, nTokens, finishReason }]
    * (nBest of them, default 1). Uses sequences 0 .. beamSize - 1, so the context needs
-   * nSeq >= beamSize; penalties, logitBias and badWords shape the scores. */
+   * nSeq >= beamSize; penalties, logitBias and badWords shape the scores. mustInclude:
+   * words or phrases each text must hold (quill generate --must-include); each beam's
+   * missed lists those its text lacks (none when it holds them all). */
   async beamSearch(prompt, options = {}) {
     checkOptions(options, BEAM_OPTIONS, "beamSearch");
     const args = { prompt: string(prompt, "prompt"), params: beamParams(options),
                    sampler: samplerParams(options) };
     const results = await this.#run("beamSearch", args);
-    return results.map(({ text, score, nTokens, finish }) => ({
-      text: Buffer.from(text).toString("utf8"), score, nTokens, finishReason: finish,
+    return results.map(({ text, score, nTokens, finish, missed }) => ({
+      text: Buffer.from(text).toString("utf8"), score, nTokens, finishReason: finish, missed,
     }));
   }
 

@@ -193,4 +193,20 @@ describe("generate and stream against quill generate", { skip: STORIES.skip }, (
     assert.ok(two[0].score >= two[1].score);
     await context.close();
   });
+
+  test("beamSearch with mustInclude equals quill generate --must-include", async () => {
+    const context = new Context(await storiesModel(), { nSeq: 4 });
+    const words = ["dragon", "castle", "knight"];
+    const [best] = await context.beamSearch(PROMPT, { maxTokens: 60, mustInclude: words });
+    assertSameText(best.text, cliBytes(STORIES.path, ["--prompt", PROMPT, "-n", "60",
+                                                      "--must-include", words.join(",")]));
+    assert.deepEqual(best.missed, []);
+    for (const word of words) assert.ok(best.text.includes(word), word);
+    const phrase = "the old wizard of the northern mountains";
+    const [short] = await context.beamSearch(PROMPT, { maxTokens: 5,
+                                                       mustInclude: ["dragon", phrase] });
+    assert.deepEqual(short.missed, [phrase]);
+    assert.ok(short.text.includes("dragon"), short.text);
+    await context.close();
+  });
 });

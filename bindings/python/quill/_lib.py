@@ -147,12 +147,16 @@ class GenerateParams(Structure):
 class BeamParams(Structure):
     _fields_ = [("beam_size", c_int), ("length_penalty", c_float), ("n_best", c_int),
                 ("max_tokens", c_int), ("stop", POINTER(c_char_p)), ("n_stop", c_int),
-                ("ignore_eos", c_bool), ("add_special", c_bool), ("parse_special", c_bool)]
+                ("ignore_eos", c_bool), ("add_special", c_bool), ("parse_special", c_bool),
+                # added later at the end of the C struct, which keeps the fields above
+                ("must_include", POINTER(c_char_p)), ("n_must_include", c_int)]
 
 
 class BeamResult(Structure):
     _fields_ = [("text", POINTER(c_char)), ("n_text", c_size_t), ("score", c_double),
-                ("n_tokens", c_int), ("finish", c_int)]
+                ("n_tokens", c_int), ("finish", c_int),
+                # added later at the end of the C struct, which keeps the fields above
+                ("missed", c_uint64)]
 
 
 # ---- the functions ------------------------------------------------------------------------

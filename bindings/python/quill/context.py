@@ -16,7 +16,7 @@ import queue
 import threading
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypedDict
 
 from . import _lib
@@ -63,11 +63,13 @@ class Completion:
 @dataclass
 class Beam:
     """One result of a beam search: its text, its score (log-probability sum / length **
-    length_penalty), its tokens and why it ended."""
+    length_penalty), its tokens, why it ended, and the words of must_include its text
+    lacks (none when it holds them all)."""
     text: str
     score: float
     n_tokens: int
     finish_reason: str
+    missed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -485,14 +487,20 @@ class Context(_lib.Owned):
 
     def beam_search(self, prompt: str, beam_size: int = 4, length_penalty: float = 1.0, *,
                     n_best: int = 1, max_tokens: int = 256, stop: Sequence[str] | None = None,
-                    ignore_eos: bool = False, params: SamplerParams | None = None,
+                    ignore_eos: bool = False, must_include: Sequence[str] | None = None,
+                    params: SamplerParams | None = None,
                     **sampling: Unpack[Sampling]) -> list[Beam]:
         """The n_best best continuations by beam search (quill_beam_search, what `quill
         generate --beam-size` runs), best first. The context needs n_seq >= beam_size; the
-        sampling keywords give the penalties, logit bias and bad words.
+        sampling keywords give the penalties, logit bias and bad words. must_include: words
+        or phrases each text must hold (lexically constrained search, `quill generate
+        --must-include`); a text that could not fit them all in max_tokens names those it
+        lacks in its Beam.missed.
 
         >>> ctx = quill.Context(model, n_seq=4)
         >>> ctx.beam_search("Once upon a time", beam_size=4)[0].text
+        >>> ctx.beam_search("Once upon a time", must_include=["dragon", "castle"])[0].missed
+        []
         """
         if not 1 <= n_best <= beam_size:
             raise ParameterError(f"n_best must be between 1 and beam_size ({beam_size}), "
@@ -505,13 +513,18 @@ class Context(_lib.Owned):
         stops = [s.encode() for s in (stop or ())]
         stop_array = _lib.string_array(stops)
         p.stop, p.n_stop, p.ignore_eos = stop_array, len(stops), ignore_eos
+        words = list(must_include or ())
+        word_array = _lib.string_array([w.encode() for w in words])
+        p.must_include, p.n_must_include = word_array, len(words)
         out = (_lib.BeamResult * n_best)()
         with self._sampler(params, sampling) as sampler, self._using() as handle:
             n = _lib.check(lib.quill_beam_search(handle, sampler.handle, prompt.encode(),
                                                  ctypes.byref(p), out, n_best))
         try:
             return [Beam(_text(r.text, r.n_text).decode("utf-8", "replace"), r.score,
-                         r.n_tokens, _finish_name(r.finish)) for r in out[:n]]
+                         r.n_tokens, _finish_name(r.finish),
+                         [w for i, w in enumerate(words) if r.missed >> i & 1])
+                    for r in out[:n]]
         finally:
             lib.quill_beam_results_free(out, n)
 

@@ -105,6 +105,29 @@ def test_beam_search_n_best_equals_the_cli_beams(model, cli):
     assert out == printed
 
 
+def test_must_include_equals_the_cli(model, cli, quill_bin, model_path):
+    """Constrained beam search: the text of --must-include, each word in it; a phrase that
+    cannot fit in 5 tokens is the one word missed, as the CLI names it (exit status 3)."""
+    words = ["dragon", "castle", "knight"]
+    want = cli("--prompt", "Once upon a time", "--no-echo", "-n", "60",
+               "--must-include", ",".join(words))
+    with quill.Context(model, n_seq=4) as ctx:
+        best = ctx.beam_search("Once upon a time", max_tokens=60, must_include=words)
+        assert best[0].text.encode() == want
+        assert best[0].missed == []
+        assert all(w in best[0].text for w in words)
+        phrase = "the old wizard of the northern mountains"
+        short = ctx.beam_search("Once upon a time", max_tokens=5,
+                                must_include=["dragon", phrase])
+    done = subprocess.run([quill_bin, "generate", model_path, "--prompt", "Once upon a time",
+                           "--no-echo", "-n", "5", "--must-include", f"dragon,{phrase}"],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 3
+    assert short[0].missed == [phrase]
+    assert short[0].text.encode() == done.stdout
+    assert f'"{phrase}"' in done.stderr.decode()
+
+
 def test_chat_equals_the_cli_chat_template(ctx, cli):
     want = cli("--prompt", "Tell me a story", "--no-echo", "--temperature", "0", "-n", "50",
                "--chat-template", "chatml", "--system", "You are kind")
