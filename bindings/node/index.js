@@ -134,7 +134,8 @@ function checkOptions(options, known, what) {
 const SAMPLER_RANGES = {
   temperature: [0, 100], topK: [0, 2 ** 24], topP: [0, 1], minP: [0, 1], typicalP: [0, 1],
   repeatPenalty: [0, 100], repeatLastN: [-1, 2 ** 24], frequencyPenalty: [-100, 100],
-  presencePenalty: [-100, 100],
+  presencePenalty: [-100, 100], minKeep: [0, 2 ** 24], dryMultiplier: [0, 100],
+  dryBase: [1, 100], dryAllowedLength: [0, 2 ** 24], dryPenaltyLastN: [-1, 2 ** 24],
 };
 
 function inRange(value, option) {
@@ -148,12 +149,16 @@ function inRange(value, option) {
 const SAMPLER_NUMBERS = {
   temperature: "temperature", topP: "top_p", minP: "min_p", typicalP: "typical_p",
   repeatPenalty: "repeat_penalty", frequencyPenalty: "frequency_penalty",
-  presencePenalty: "presence_penalty",
+  presencePenalty: "presence_penalty", dryMultiplier: "dry_multiplier", dryBase: "dry_base",
 };
 /* ... and those that are C ints. */
-const SAMPLER_INTEGERS = { topK: "top_k", repeatLastN: "repeat_last_n" };
+const SAMPLER_INTEGERS = {
+  topK: "top_k", repeatLastN: "repeat_last_n", minKeep: "min_keep",
+  dryAllowedLength: "dry_allowed_length", dryPenaltyLastN: "dry_penalty_last_n",
+};
 const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), ...Object.keys(SAMPLER_INTEGERS),
-                         "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords"];
+                         "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords",
+                         "drySequenceBreakers"];
 
 function number(value, name) {
   if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
@@ -224,6 +229,11 @@ function samplerParams(options) {
   [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
   const bad = strings(options.badWords, "badWords");
   [p.bad_words, p.n_bad_words] = [bad.length ? bad : null, bad.length];
+  if (options.drySequenceBreakers !== undefined) { /* otherwise the library's defaults */
+    const breakers = strings(options.drySequenceBreakers, "drySequenceBreakers");
+    [p.dry_sequence_breakers, p.n_dry_sequence_breakers] =
+      [breakers.length ? breakers : null, breakers.length];
+  }
   return p;
 }
 

@@ -40,6 +40,11 @@ SEEDED = [
     (dict(seed=11, logit_bias={261: 2.0, 378: float("-inf")}, bad_words=["Lily", "park"]),
      ["--seed", "11", "--logit-bias", "261:2", "--logit-bias", "378:-inf",
       "--bad-words", "Lily,park"]),
+    (dict(seed=5, dry_multiplier=2.0, dry_base=1.5, dry_allowed_length=1,
+          dry_penalty_last_n=50, dry_sequence_breakers=["\n", "Lily"], min_keep=3),
+     ["--seed", "5", "--dry-multiplier", "2", "--dry-base", "1.5", "--dry-allowed-length", "1",
+      "--dry-penalty-last-n", "50", "--dry-sequence-breaker", "\\n",
+      "--dry-sequence-breaker", "Lily", "--min-keep", "3"]),
 ]
 
 
