@@ -447,3 +447,49 @@ Test(sampler_dry, breakers_from_strings_are_heads_and_tails)
     sampler_bad_words_free(b, n);
     tokenizer_free(&tok);
 }
+
+/* Token i's probability after sampler_apply on 8 equal logits (0 when it was removed). */
+static double dry_p(Sampler *s, int token)
+{
+    const float zeros[8] = {0};
+    CandidateList c;
+    Error err;
+    cr_assert_eq(candidates_init(&c, 8, &err), 0, "%s", err.msg);
+    sampler_apply(s, zeros, &c);
+    double p = 0.0;
+    for (int i = 0; i < c.n; i++)
+        p = c.data[i].id == token ? c.data[i].p : p;
+    candidates_free(&c);
+    return p;
+}
+
+/* 100 tokens of 0 1 ... 7 over and over (100 = 12 * 8 + 4): the window of the last 12 is
+ * 0 1 2 3 4 5 6 7 0 1 2 3, whose end 0 1 2 3 came before, followed by 4: a repeat of 4, and
+ * token 4 loses 2^(4 - 2) = 4 (base 2): p = e^-4 / (7 + e^-4) = 0.0026097, the others
+ * 1 / (7 + e^-4) = 0.1424838 (the whole history would make the repeat 92 long). The history
+ * was cut to the window on the way (64 tokens of room, 12 needed), a clone computes the
+ * same, and after a reset there is nothing to repeat: 1/8 each. */
+Test(sampler_dry, window_clone_and_reset)
+{
+    SamplerParams p = test_sampler_params_off();
+    p.chain[0] = SAMPLER_STAGE_DRY;
+    p.n_chain = 1;
+    p.dry_multiplier = 1.0f;
+    p.dry_base = 2.0f;
+    p.dry_penalty_last_n = 12;
+    Sampler s, copy;
+    Error err;
+    cr_assert_eq(sampler_init(&s, &p, 8, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(sampler_accept(&s, i % 8, i < 5, &err), 0, "%s", err.msg);
+    cr_expect_lt(s.n_history, 100, "the history was never cut to the window");
+    cr_expect(fabs(dry_p(&s, 4) - 0.0026097) < 1e-6, "p(4) = %.7f", dry_p(&s, 4));
+    cr_expect(fabs(dry_p(&s, 5) - 0.1424838) < 1e-6, "p(5) = %.7f", dry_p(&s, 5));
+    cr_assert_eq(sampler_clone(&copy, &s, &err), 0, "%s", err.msg);
+    cr_expect(fabs(dry_p(&copy, 4) - 0.0026097) < 1e-6, "the clone: p(4) = %.7f",
+              dry_p(&copy, 4));
+    sampler_reset(&s);
+    cr_expect(fabs(dry_p(&s, 4) - 0.125) < 1e-6, "after a reset: p(4) = %.7f", dry_p(&s, 4));
+    sampler_free(&copy);
+    sampler_free(&s);
+}
