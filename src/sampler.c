@@ -334,6 +334,12 @@ static float penalize_logit(float logit, int count, const SamplerParams *p)
     return candidates_clamp_logit(l);
 }
 
+/* Where a window of the last `last_n` tokens of the history starts (-1: the whole history). */
+static int window_start(const Sampler *s, int last_n)
+{
+    return last_n < 0 || last_n > s->n_history ? 0 : s->n_history - last_n;
+}
+
 /* Counts each token of the window (the last repeat_last_n tokens of the history; prompt
  * tokens only when penalize_prompt) and penalizes each distinct one once. counts[] is 0
  * again on return, so the cost is the window's length, not the vocabulary's. */
@@ -342,9 +348,7 @@ static void sampler_apply_penalties(Sampler *s, CandidateList *c)
     const SamplerParams *p = &s->params;
     if (!penalties_on(p))
         return;
-    int first = p->repeat_last_n < 0 || p->repeat_last_n > s->n_history
-                    ? 0
-                    : s->n_history - p->repeat_last_n;
+    int first = window_start(s, p->repeat_last_n);
     int n_seen = 0;
     for (int i = first; i < s->n_history; i++) {
         const SamplerToken *t = &s->history[i];
@@ -443,8 +447,9 @@ static float dry_penalize(float logit, int length, const SamplerParams *p)
     if (logit == -INFINITY)
         return logit;
     int exponent = length - p->dry_allowed_length;
-    if (p->dry_base > 1.000001f && exponent > (int)(88.7228391f / logf(p->dry_base)))
-        exponent = (int)(88.7228391f / logf(p->dry_base));
+    int max_exponent = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    if (max_exponent > 0 && exponent > max_exponent)
+        exponent = max_exponent;
     double l = logit - (double)p->dry_multiplier * pow(p->dry_base, exponent);
     return l < -FLT_MAX ? -FLT_MAX : (float)l;
 }
@@ -459,9 +464,7 @@ static void sampler_apply_dry(Sampler *s, CandidateList *c)
     const SamplerParams *p = &s->params;
     if (!dry_on(p))
         return;
-    int first = p->dry_penalty_last_n < 0 || p->dry_penalty_last_n > s->n_history
-                    ? 0
-                    : s->n_history - p->dry_penalty_last_n;
+    int first = window_start(s, p->dry_penalty_last_n);
     const SamplerToken *w = s->history + first;
     int n = s->n_history - first;
     if (n <= p->dry_allowed_length)
