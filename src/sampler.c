@@ -660,9 +660,18 @@ static void typical_p_apply(Sampler *s, CandidateList *c)
     candidates_typical(c, s->params.typical_p, s->params.min_keep);
 }
 
+/* A filter that takes min_keep says so when it is on and min_keep keeps more than one. */
+static void describe_min_keep(const SamplerParams *p, bool on, char *buf, size_t cap,
+                              size_t *len)
+{
+    if (on && p->min_keep > 1)
+        describe_append(buf, cap, len, " (min-keep %d)", p->min_keep);
+}
+
 static void typical_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->typical_p < 1.0f, "%g", p->typical_p);
+    describe_min_keep(p, p->typical_p < 1.0f, buf, cap, len);
 }
 
 static int typical_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -678,6 +687,7 @@ static void top_p_apply(Sampler *s, CandidateList *c)
 static void top_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->top_p < 1.0f, "%g", p->top_p);
+    describe_min_keep(p, p->top_p < 1.0f, buf, cap, len);
 }
 
 static int top_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -693,6 +703,7 @@ static void min_p_apply(Sampler *s, CandidateList *c)
 static void min_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->min_p > 0.0f, "%g", p->min_p);
+    describe_min_keep(p, p->min_p > 0.0f, buf, cap, len);
 }
 
 static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -738,6 +749,7 @@ static void xtc_describe(const SamplerParams *p, char *buf, size_t cap, size_t *
 {
     describe_setting(buf, cap, len, xtc_on(p), "(probability %g, threshold %g)",
                      p->xtc_probability, p->xtc_threshold);
+    describe_min_keep(p, xtc_on(p), buf, cap, len);
 }
 
 static int xtc_validate(const SamplerParams *p, int n_vocab, Error *err)

@@ -379,6 +379,24 @@ Test(sampler_min_keep, the_filters_keep_at_least_min_keep)
     candidates_free(&c);
 }
 
+/* --verbose's chain names min_keep beside each filter that takes it, when it keeps more
+ * than one. */
+Test(sampler_min_keep, the_chain_description_shows_it)
+{
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.seed = 1;
+    p.min_keep = 3;
+    p.xtc_probability = 0.5f;
+    char buf[512];
+    sampler_chain_describe(&p, buf, sizeof buf);
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> dry off -> "
+                          "top-n-sigma off -> top-k 40 -> typical-p off -> top-p 0.95 "
+                          "(min-keep 3) -> min-p 0.05 (min-keep 3) -> xtc (probability 0.5, "
+                          "threshold 0.1) (min-keep 3) -> temperature 0.8 -> random draw "
+                          "(seed 1)");
+}
+
 /* On 100 candidates (more than the mass search sorts outright) in id order, logit 0.05 * id
  * so that the most likely is the last: top-p 0.01 and min-p 1 keep id 99 alone, and
  * min_keep 5 brings the next best, ids 98..95, without a sort of the rest. */
