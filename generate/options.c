@@ -49,6 +49,7 @@ void generate_options_free(GenerateOptions *o)
 {
     string_list_clear(&o->stop);
     string_list_clear(&o->logit_bias);
+    string_list_clear(&o->dry_sequence_breakers);
 }
 
 int generate_options_flags(GenerateOptions *o, Flag *flags)
@@ -88,6 +89,19 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
          "Mirostat's learning rate eta"},
         {"mirostat-ent", FLAG_FLOAT, &o->sampler.mirostat_tau, 0, 100,
          "Mirostat's target surprise tau, in bits"},
+        {"dry-multiplier", FLAG_FLOAT, &o->sampler.dry_multiplier, 0, 100,
+         "DRY: logit -= this * base^(repeat length - allowed length) (0: off)"},
+        {"dry-base", FLAG_FLOAT, &o->sampler.dry_base, 1, 100,
+         "DRY: how fast the penalty grows with the repeat's length"},
+        {"dry-allowed-length", FLAG_INT, &o->sampler.dry_allowed_length, 0, 1 << 24,
+         "DRY: repeats this long or shorter go free"},
+        {"dry-penalty-last-n", FLAG_INT, &o->sampler.dry_penalty_last_n, -1, 1 << 24,
+         "DRY's window (0: off, -1: everything so far)"},
+        {"dry-sequence-breaker", FLAG_LIST, &o->dry_sequence_breakers, 0, 0,
+         "DRY: repeats never reach back past this text (repeatable; replaces \\n : \" *; "
+         "none: no breakers)"},
+        {"min-keep", FLAG_INT, &o->sampler.min_keep, 0, 1 << 24,
+         "the fewest tokens top-p, min-p, typical-p and XTC leave (0: 1)"},
         {"repeat-penalty", FLAG_FLOAT, &o->sampler.repeat_penalty, 0, 100,
          "divide positive, multiply negative logits of recent tokens (1: off)",
          .above_min = true},
@@ -244,6 +258,56 @@ void generate_missed_words_report(const char *who, const char *const *words, int
     fprintf(stderr, " of --must-include within %d tokens\n", max_tokens);
 }
 
+/* ---- DRY's sequence breakers ------------------------------------------------------------ */
+
+/* The breaker texts: --dry-sequence-breaker's values after the last "none" (llama.cpp's
+ * rule), their escapes read as --stop's, or llama.cpp's defaults when the flag is not
+ * given. */
+static int dry_breaker_texts(const GenerateOptions *o, StringList *texts, Error *err)
+{
+    const StringList *given = &o->dry_sequence_breakers;
+    if (given->n == 0) {
+        for (int i = 0; i < SAMPLER_DRY_N_BREAKERS; i++)
+            if (string_list_append(texts, SAMPLER_DRY_BREAKERS[i], err) != 0)
+                return -1;
+        return 0;
+    }
+    int first = 0;
+    for (int i = 0; i < given->n; i++)
+        first = strcmp(given->items[i], "none") == 0 ? i + 1 : first;
+    for (int i = first; i < given->n; i++) {
+        if (string_list_append(texts, given->items[i], err) != 0)
+            return -1;
+        char *text = texts->items[texts->n - 1];
+        if (text_unescape(text, text, err) != 0)
+            return error_prefix(err, "--dry-sequence-breaker");
+        if (text[0] == '\0')
+            return error_set(err, "--dry-sequence-breaker: an empty breaker (\"none\" turns "
+                                  "them all off)");
+    }
+    return 0;
+}
+
+/* With DRY on, each breaker text as token sequences (sampler_dry_breaker_add): a scan of
+ * the vocabulary per text, skipped when DRY is off. */
+static int dry_breakers_tokenize(const GenerateOptions *o, const Tokenizer *tok,
+                                 SamplerParams *p, Error *err)
+{
+    if (p->dry_multiplier == 0.0f)
+        return 0;
+    StringList texts = {0};
+    TokenSequence *seqs = NULL;
+    int n = 0, status = dry_breaker_texts(o, &texts, err);
+    for (int i = 0; i < texts.n && status == 0; i++)
+        if (sampler_dry_breaker_add(&seqs, &n, tok, texts.items[i], strlen(texts.items[i]),
+                                    err) != 0)
+            status = error_prefix(err, "--dry-sequence-breaker");
+    string_list_clear(&texts);
+    p->dry_breakers = seqs;
+    p->n_dry_breakers = n;
+    return status;
+}
+
 /* ---- sampler parameters ---------------------------------------------------------------- */
 
 static int logit_biases_parse(const GenerateOptions *o, SamplerParams *p, Error *err)
@@ -271,6 +335,8 @@ int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint
         status = logit_biases_parse(o, p, err);
     if (status == 0 && o->bad_words)
         status = bad_words_tokenize(p, tok, o->bad_words, err);
+    if (status == 0)
+        status = dry_breakers_tokenize(o, tok, p, err);
     if (status != 0)
         generate_sampler_params_free(p);
     return status;
@@ -279,9 +345,12 @@ int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint
 void generate_sampler_params_free(SamplerParams *p)
 {
     sampler_bad_words_free((TokenSequence *)p->bad_words, p->n_bad_words);
+    sampler_bad_words_free((TokenSequence *)p->dry_breakers, p->n_dry_breakers);
     free((LogitBias *)p->logit_bias);
     p->bad_words = NULL;
     p->n_bad_words = 0;
+    p->dry_breakers = NULL;
+    p->n_dry_breakers = 0;
     p->logit_bias = NULL;
     p->n_logit_bias = 0;
 }
@@ -311,20 +380,29 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     p.mirostat = n->mirostat;
     p.mirostat_tau = n->mirostat_tau;
     p.mirostat_eta = n->mirostat_eta;
+    p.dry_multiplier = n->dry_multiplier;
+    p.dry_base = n->dry_base;
+    p.dry_allowed_length = n->dry_allowed_length;
+    p.dry_penalty_last_n = n->dry_penalty_last_n;
+    p.min_keep = n->min_keep;
     p.chain = o->samplers;
     p.seed = seed;
     SamplerParams parsed = {0};
-    StringList words = {0};
+    StringList words = {0}, breakers = {0};
     quill_logit_bias *bias = calloc((size_t)o->logit_bias.n + 1, sizeof *bias);
     int status = bias ? logit_biases_parse(o, &parsed, err) : error_set(err, "out of memory");
     for (int i = 0; status == 0 && i < parsed.n_logit_bias; i++)
         bias[i] = (quill_logit_bias){parsed.logit_bias[i].token, parsed.logit_bias[i].bias};
     if (status == 0)
         status = generate_words_split(o->bad_words, &words, err);
+    if (status == 0)
+        status = dry_breaker_texts(o, &breakers, err);
     p.logit_bias = bias;
     p.n_logit_bias = parsed.n_logit_bias;
     p.bad_words = (const char *const *)words.items;
     p.n_bad_words = words.n;
+    p.dry_sequence_breakers = (const char *const *)breakers.items;
+    p.n_dry_sequence_breakers = breakers.n;
     quill_sampler *s = status == 0 ? quill_sampler_new(m, &p) : NULL;
     if (status == 0 && !s)
         error_set(err, "%s", quill_last_error());
@@ -341,6 +419,7 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     free((LogitBias *)parsed.logit_bias);
     free(bias);
     string_list_clear(&words);
+    string_list_clear(&breakers);
     return s;
 }
 

@@ -31,6 +31,7 @@ typedef struct {
                               generate_sampler_params */
     StringList logit_bias; /* "ID:VALUE" each */
     const char *bad_words; /* "word,phrase,..." */
+    StringList dry_sequence_breakers; /* as typed (escapes, "none"); empty: the defaults */
     const char *grammar;      /* --grammar: a GBNF grammar's text, or NULL */
     const char *grammar_file; /* --grammar-file: a file holding one, or NULL */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
@@ -96,8 +97,9 @@ void generate_missed_words_report(const char *who, const char *const *words, int
 /* Applies o->preset (when set) to o->sampler's numbers. */
 int generate_options_apply_preset(GenerateOptions *o, Error *err);
 
-/* The sampler's parameters: o->sampler's numbers, the parsed chain and logit biases, and each bad
- * word tokenized with tok in every spelling it can take (as it stands and after a space).
+/* The sampler's parameters: o->sampler's numbers, the parsed chain and logit biases, each bad
+ * word tokenized with tok in every spelling it can take (as it stands and after a space),
+ * and, with DRY on, its sequence breakers found in tok's vocabulary.
  * `seed` is the seed to use (o->seed resolved). Free with generate_sampler_params_free. */
 int generate_sampler_params(const GenerateOptions *o, const Tokenizer *tok, uint64_t seed,
                             SamplerParams *p, Error *err);

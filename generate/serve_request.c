@@ -102,6 +102,28 @@ static int read_newer_samplers(const cJSON *req, quill_sampler_params *p, ApiErr
     return 0;
 }
 
+/* DRY's fields and min_keep, under llama-server's names; "dry_sequence_breakers" (absent:
+ * the defaults) is a non-empty array of strings, as there (an empty or too long one is the
+ * library's 400, when the sampler is made). */
+static int read_dry(const cJSON *req, CompletionRequest *c, const Server *s, ApiError *e)
+{
+    quill_sampler_params *p = &c->sampler;
+    if (field_float(req, "dry_multiplier", 0, 100, &p->dry_multiplier, e) < 0 ||
+        field_float(req, "dry_base", 1, 100, &p->dry_base, e) < 0 ||
+        field_int(req, "dry_allowed_length", 0, s->n_ctx, &p->dry_allowed_length, e) < 0 ||
+        field_int(req, "dry_penalty_last_n", -1, s->n_ctx, &p->dry_penalty_last_n, e) < 0 ||
+        field_int(req, "min_keep", 0, quill_model_vocab_size(s->model), &p->min_keep, e) < 0)
+        return -1;
+    int n = field_strings(req, "dry_sequence_breakers", MAX_DRY_BREAKERS, c->dry_breakers, e);
+    if (n < 0)
+        return -1;
+    if (n > 0) {
+        p->dry_sequence_breakers = c->dry_breakers;
+        p->n_dry_sequence_breakers = n;
+    }
+    return 0;
+}
+
 /* The sampling fields, under OpenAI's names and llama-server's for quill's extensions. */
 static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s, ApiError *e)
 {
@@ -118,7 +140,8 @@ static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s
         field_float(req, "presence_penalty", -2, 2, &p->presence_penalty, e) < 0 ||
         field_float(req, "frequency_penalty", -2, 2, &p->frequency_penalty, e) < 0 ||
         read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0 ||
-        read_newer_samplers(req, p, e) < 0 || field_string(req, "grammar", &p->grammar, e) < 0)
+        read_newer_samplers(req, p, e) < 0 || field_string(req, "grammar", &p->grammar, e) < 0 ||
+        read_dry(req, c, s, e) < 0)
         return -1;
     p->n_bad_words = field_strings(req, "bad_words", MAX_BAD_WORDS, c->bad_words, e);
     if (p->n_bad_words < 0)

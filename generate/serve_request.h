@@ -13,6 +13,7 @@ enum {
     MAX_CHAIN = 16,   /* stages in "samplers" */
     MAX_BAD_WORDS = 64,
     MAX_MUST_INCLUDE = 64, /* quill_beam_params' limit */
+    MAX_DRY_BREAKERS = 16, /* dry_sequence_breakers */
     MAX_MESSAGES = 256,
     DEFAULT_MAX_TOKENS = 16, /* OpenAI's default for completions */
 };
@@ -47,6 +48,7 @@ typedef struct {
     quill_sampler_params sampler;
     quill_logit_bias *bias;
     const char *bad_words[MAX_BAD_WORDS];
+    const char *dry_breakers[MAX_DRY_BREAKERS];
     char chain[256];
 } CompletionRequest;
 

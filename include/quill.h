@@ -315,6 +315,18 @@ typedef struct {
                                 parsed by quill_sampler_new, which copies what it needs; a
                                 grammar that does not parse fails it with the line and
                                 column. NULL: none (default) */
+    /* DRY (docs/sampling.md): a token that would extend a repeat of n tokens, n >=
+     * dry_allowed_length, loses dry_multiplier * dry_base^(n - dry_allowed_length) of its
+     * logit; a repeat never reaches back past a sequence breaker. */
+    float dry_multiplier;    /* 0: off (default) */
+    float dry_base;          /* at least 1; default 1.75 */
+    int dry_allowed_length;  /* default 2 */
+    int dry_penalty_last_n;  /* DRY's window; 0: off, -1: the whole history (default) */
+    const char *const *dry_sequence_breakers; /* texts, tokenized with the model; default
+                                                 "\n", ":", "\"", "*" */
+    int n_dry_sequence_breakers;
+    int min_keep;            /* the fewest candidates top-p, min-p, typical-p and XTC leave;
+                                0 (default) and 1 keep one */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

@@ -281,14 +281,30 @@ void candidates_top_k(CandidateList *c, int k)
     c->indexed = false;
 }
 
-void candidates_top_p(CandidateList *c, float top_p)
+/* Keeps the first `kept` candidates of the list, which candidates_find_mass put before
+ * all others in order o, or, when that is fewer than min_keep, the first min_keep in order
+ * o (at most all): the next best of the rest come forward without sorting the rest. */
+static void keep_head(CandidateList *c, int kept, int min_keep, CandidateOrder o, bool in_order)
+{
+    if (kept < min_keep) {
+        int want = min_keep < c->n ? min_keep : c->n;
+        if (!in_order)
+            candidates_select_head(c->data + kept, c->n - kept, want - kept, o);
+        kept = want;
+    }
+    c->n = kept;
+    c->indexed = false;
+}
+
+void candidates_top_p(CandidateList *c, float top_p, int min_keep)
 {
     if (top_p >= 1.0f)
         return;
     candidates_softmax(c);
     /* a sorted list stays sorted (its head is kept); otherwise the kept set is unordered */
-    c->n = candidates_find_mass(c, ORDER_BY_LOGIT, c->sorted, units_needed(c, top_p)) + 1;
-    c->indexed = false;
+    bool in_order = c->sorted;
+    int kept = candidates_find_mass(c, ORDER_BY_LOGIT, in_order, units_needed(c, top_p)) + 1;
+    keep_head(c, kept, min_keep, ORDER_BY_LOGIT, in_order);
 }
 
 /* Keeps the candidates with logit >= threshold, in their order (the largest logit must
@@ -304,7 +320,7 @@ static void keep_logits_from(CandidateList *c, float threshold)
     c->n = kept;
 }
 
-void candidates_min_p(CandidateList *c, float min_p)
+void candidates_min_p(CandidateList *c, float min_p, int min_keep)
 {
     if (min_p <= 0.0f)
         return;
@@ -313,7 +329,17 @@ void candidates_min_p(CandidateList *c, float min_p)
      * logf(p_max) + logf(min_p) rounded to float, and so has the bar (0.25 against 0.5 *
      * 0.5). Widened to double, the bar would keep ln(min_p)'s digits that the token's
      * logit lost, and could land just above it. min_p = 1 adds logf(1) = 0 exactly. */
-    keep_logits_from(c, candidates_max_logit(c) + logf(min_p));
+    float bar = candidates_max_logit(c) + logf(min_p);
+    int passing = 0;
+    for (int i = 0; i < c->n && min_keep > 1; i++)
+        passing += c->data[i].logit >= bar;
+    if (min_keep <= 1 || passing >= min_keep) {
+        keep_logits_from(c, bar);
+        return;
+    }
+    /* too few pass: the min_keep most likely, a set that holds every one that passed */
+    keep_head(c, 0, min_keep, ORDER_BY_LOGIT, c->sorted);
+    c->sorted = true;
 }
 
 void candidates_top_n_sigma(CandidateList *c, float n_sigma)
@@ -348,7 +374,7 @@ static double list_entropy(const CandidateList *c, double log_z)
     return entropy;
 }
 
-void candidates_typical(CandidateList *c, float typical_p)
+void candidates_typical(CandidateList *c, float typical_p, int min_keep)
 {
     if (typical_p >= 1.0f)
         return;
@@ -358,12 +384,12 @@ void candidates_typical(CandidateList *c, float typical_p)
      * the order is by distance from one target logit, with no logarithm per token
      * (banned tokens, p = 0, add nothing to H and are infinitely far away). */
     CandidateOrder o = {true, (float)(log_z - list_entropy(c, log_z))};
-    c->n = candidates_find_mass(c, o, false, units_needed(c, typical_p)) + 1;
+    int kept = candidates_find_mass(c, o, false, units_needed(c, typical_p)) + 1;
+    keep_head(c, kept, min_keep, o, false);
     c->sorted = false;
-    c->indexed = false;
 }
 
-void candidates_xtc(CandidateList *c, float threshold)
+void candidates_xtc(CandidateList *c, float threshold, int min_keep)
 {
     if (threshold > 0.5f || c->n < 2)
         return;
@@ -375,7 +401,7 @@ void candidates_xtc(CandidateList *c, float threshold)
             if (last_top < 0 || order_before(&c->data[last_top], &c->data[i], ORDER_BY_LOGIT))
                 last_top = i;
         }
-    if (n_top < 2)
+    if (n_top < 2 || c->n - (n_top - 1) < min_keep) /* removing them would leave too few */
         return;
     int kept = 0;
     for (int i = 0; i < c->n; i++)

@@ -77,18 +77,23 @@ void candidates_sort(CandidateList *c);
  * k-entry heap, O(n log k), never a sort of the whole vocabulary. */
 void candidates_top_k(CandidateList *c, int k);
 
-/* top-p, nucleus sampling (Holtzman et al. 2019, "The Curious Case of Neural Text
+/* min_keep, the last argument of top-p, min-p, typical-p and XTC (llama.cpp's): the
+ * filter keeps at least that many candidates (or all when there are fewer); 0 and 1 both
+ * mean one, the least any filter keeps.
+ *
+ * top-p, nucleus sampling (Holtzman et al. 2019, "The Curious Case of Neural Text
  * Degeneration"): keeps the smallest set of most likely candidates whose probability
- * reaches top_p (at least one). top_p >= 1: unchanged. A sorted list (after top-k) is
+ * reaches top_p, at least min_keep. top_p >= 1: unchanged. A sorted list (after top-k) is
  * walked and stays sorted; otherwise a quickselect on probability mass finds the set in
  * expected O(n) without sorting, and leaves it unordered. */
-void candidates_top_p(CandidateList *c, float top_p);
+void candidates_top_p(CandidateList *c, float top_p, int min_keep);
 
 /* min-p (Nguyen et al. 2024, "Turning Up the Heat: Min-p Sampling for Creative and
  * Coherent LLM Outputs"): keeps the candidates with p_i >= min_p * p_max, which is
  * l_i >= l_max + ln(min_p) in logits, so it needs only the largest logit: no exp, no
- * sort. The most likely candidate always passes. min_p <= 0: unchanged. Keeps the order. */
-void candidates_min_p(CandidateList *c, float min_p);
+ * sort. The most likely candidate always passes. min_p <= 0: unchanged. Keeps the order,
+ * unless fewer than min_keep pass: then the min_keep most likely stay, sorted. */
+void candidates_min_p(CandidateList *c, float min_p, int min_keep);
 
 /* top-n-sigma (Tang, Liu, Xu & Huang 2024, "Top-n sigma: Not All Logits Are You Need"): keeps
  * the candidates with l_i >= l_max - n_sigma * sigma, sigma the standard deviation of the
@@ -101,21 +106,21 @@ void candidates_top_n_sigma(CandidateList *c, float n_sigma);
 /* Locally typical sampling (Meister et al. 2022, "Locally Typical Sampling", TACL): with
  * the entropy H = -sum p_i ln p_i, orders the candidates by |-ln p_i - H| (how far each
  * token's information content is from the expected one), smallest first, and keeps the
- * smallest such prefix whose probability reaches typical_p. The most likely token can be
- * dropped when it is much more predictable than the distribution as a whole. The set is
- * found by the same quickselect on mass as top-p's and left unordered. typical_p >= 1:
- * unchanged. */
-void candidates_typical(CandidateList *c, float typical_p);
+ * smallest such prefix whose probability reaches typical_p (at least min_keep candidates
+ * long). The most likely token can be dropped when it is much more predictable than the
+ * distribution as a whole. The set is found by the same quickselect on mass as top-p's and
+ * left unordered. typical_p >= 1: unchanged. */
+void candidates_typical(CandidateList *c, float typical_p, int min_keep);
 
 /* XTC, "exclude top choices" (Weidmann 2024, text-generation-webui PR #6335): when two or
  * more candidates have p >= threshold, removes all of them but the least likely one, so
  * the text leaves its most predictable path while staying among tokens the model finds
- * plausible. With one such candidate or none, or threshold > 0.5 (at most one token can
- * reach it), unchanged. Whether it runs at all is a coin the sampler throws (XTC's
- * probability). The candidates at or above the threshold are a prefix of the sorted list,
- * so the one kept is the last of that prefix: the lowest logit, ties to the higher id. One
- * pass, no sort; keeps the order. */
-void candidates_xtc(CandidateList *c, float threshold);
+ * plausible. With one such candidate or none, threshold > 0.5 (at most one token can
+ * reach it), or when fewer than min_keep candidates would be left, unchanged. Whether it
+ * runs at all is a coin the sampler throws (XTC's probability). The candidates at or
+ * above the threshold are a prefix of the sorted list, so the one kept is the last of that
+ * prefix: the lowest logit, ties to the higher id. One pass, no sort; keeps the order. */
+void candidates_xtc(CandidateList *c, float threshold, int min_keep);
 
 /* l_i / temperature (Ackley et al. 1985; the softmax temperature): < 1 sharpens, > 1
  * flattens. temperature <= 0 or == 1: unchanged (temperature <= 0 is greedy decoding,

@@ -26,6 +26,11 @@ static void numbers_from_internal(const SamplerParams *s, quill_sampler_params *
     out->mirostat = s->mirostat;
     out->mirostat_tau = s->mirostat_tau;
     out->mirostat_eta = s->mirostat_eta;
+    out->dry_multiplier = s->dry_multiplier;
+    out->dry_base = s->dry_base;
+    out->dry_allowed_length = s->dry_allowed_length;
+    out->dry_penalty_last_n = s->dry_penalty_last_n;
+    out->min_keep = s->min_keep;
 }
 
 /* The API's knobs are SamplerParams' (sampler.h has their formulas); both start at
@@ -34,7 +39,9 @@ quill_sampler_params quill_sampler_params_default(void)
 {
     SamplerParams d;
     sampler_params_default(&d);
-    quill_sampler_params p = {.seed = d.seed};
+    quill_sampler_params p = {.seed = d.seed,
+                              .dry_sequence_breakers = SAMPLER_DRY_BREAKERS,
+                              .n_dry_sequence_breakers = SAMPLER_DRY_N_BREAKERS};
     numbers_from_internal(&d, &p);
     return p;
 }
@@ -59,6 +66,11 @@ static void numbers_to_internal(const quill_sampler_params *p, SamplerParams *ou
     out->mirostat = p->mirostat;
     out->mirostat_tau = p->mirostat_tau;
     out->mirostat_eta = p->mirostat_eta;
+    out->dry_multiplier = p->dry_multiplier;
+    out->dry_base = p->dry_base;
+    out->dry_allowed_length = p->dry_allowed_length;
+    out->dry_penalty_last_n = p->dry_penalty_last_n;
+    out->min_keep = p->min_keep;
     out->seed = p->seed;
 }
 
@@ -73,51 +85,80 @@ int quill_sampler_params_preset(quill_sampler_params *p, const char *name)
     Error err;
     if (sampler_preset(name, &s, &err) != 0)
         return api_error(&err);
-    numbers_from_internal(&s, p); /* the seed, chain, bias and words stay */
+    numbers_from_internal(&s, p); /* the seed, chain, bias, words and breakers stay */
     return QUILL_OK;
 }
 
-/* The bad words as token sequences, each in both of its spellings (sampler_bad_word_add),
- * into *out (*n of them, freed with sampler_bad_words_free: sampler_init copies them). */
-static int bad_words_tokenize(const quill_model *m, const quill_sampler_params *p,
-                              TokenSequence **out, int *n, Error *err)
+/* How a text becomes token sequences: sampler_bad_word_add, sampler_dry_breaker_add. */
+typedef int (*SequencesAdd)(TokenSequence **list, int *n, const Tokenizer *tok,
+                            const char *text, size_t len, Error *err);
+
+/* texts[0..n_texts) (each called `what` in messages) as token sequences, into *out (*n of
+ * them, freed with sampler_bad_words_free: sampler_init copies them). */
+static int texts_tokenize(const quill_model *m, const char *what, const char *const *texts,
+                          int n_texts, SequencesAdd add, TokenSequence **out, int *n, Error *err)
 {
-    for (int i = 0; i < p->n_bad_words; i++) {
-        const char *word = p->bad_words[i];
-        if (!word || !*word)
-            return error_set(err, "bad word %d is empty", i);
-        if (sampler_bad_word_add(out, n, &m->tok, word, strlen(word), err) != 0)
+    for (int i = 0; i < n_texts; i++) {
+        const char *text = texts[i];
+        if (!text || !*text)
+            return error_set(err, "%s %d is empty", what, i);
+        if (add(out, n, &m->tok, text, strlen(text), err) != 0)
             return -1;
     }
     return 0;
 }
 
+/* What sampler_params_from allocates for the SamplerParams it fills (sampler_init copies
+ * all of it; lists_free frees it). */
+typedef struct {
+    LogitBias *bias;
+    TokenSequence *bad, *breakers;
+    int n_bad, n_breakers;
+} Lists;
+
+static void lists_free(Lists *l)
+{
+    free(l->bias);
+    sampler_bad_words_free(l->bad, l->n_bad);
+    sampler_bad_words_free(l->breakers, l->n_breakers);
+}
+
 /* The SamplerParams of p: the numbers, the chain, the bias (the same struct layout: copied
- * as LogitBias) and the bad words tokenized. */
+ * as LogitBias), the bad words tokenized (each in both of its spellings) and, with DRY on,
+ * its sequence breakers found in the vocabulary (a scan of it per breaker). */
 static int sampler_params_from(const quill_model *m, const quill_sampler_params *p,
-                               SamplerParams *out, TokenSequence **bad, int *n_bad,
-                               LogitBias **bias, Error *err)
+                               SamplerParams *out, Lists *l, Error *err)
 {
     sampler_params_default(out);
     numbers_to_internal(p, out);
     if (p->chain && sampler_chain_parse(p->chain, out, err) != 0)
         return -1;
-    if (p->n_logit_bias < 0 || p->n_bad_words < 0 || (p->n_logit_bias > 0 && !p->logit_bias) ||
-        (p->n_bad_words > 0 && !p->bad_words))
-        return error_set(err, "%d logit biases at %p, %d bad words at %p", p->n_logit_bias,
-                         (const void *)p->logit_bias, p->n_bad_words,
-                         (const void *)p->bad_words);
-    *bias = calloc((size_t)p->n_logit_bias + 1, sizeof **bias);
-    if (!*bias)
+    if (p->n_logit_bias < 0 || p->n_bad_words < 0 || p->n_dry_sequence_breakers < 0 ||
+        (p->n_logit_bias > 0 && !p->logit_bias) || (p->n_bad_words > 0 && !p->bad_words) ||
+        (p->n_dry_sequence_breakers > 0 && !p->dry_sequence_breakers))
+        return error_set(err, "%d logit biases at %p, %d bad words at %p, %d DRY sequence "
+                              "breakers at %p", p->n_logit_bias, (const void *)p->logit_bias,
+                         p->n_bad_words, (const void *)p->bad_words,
+                         p->n_dry_sequence_breakers, (const void *)p->dry_sequence_breakers);
+    l->bias = calloc((size_t)p->n_logit_bias + 1, sizeof *l->bias);
+    if (!l->bias)
         return error_set(err, "out of memory");
     for (int i = 0; i < p->n_logit_bias; i++)
-        (*bias)[i] = (LogitBias){.token = p->logit_bias[i].token, .bias = p->logit_bias[i].bias};
-    out->logit_bias = *bias;
+        l->bias[i] = (LogitBias){.token = p->logit_bias[i].token, .bias = p->logit_bias[i].bias};
+    out->logit_bias = l->bias;
     out->n_logit_bias = p->n_logit_bias;
-    if (bad_words_tokenize(m, p, bad, n_bad, err) != 0)
+    if (texts_tokenize(m, "bad word", p->bad_words, p->n_bad_words, sampler_bad_word_add,
+                       &l->bad, &l->n_bad, err) != 0)
         return -1;
-    out->bad_words = *bad;
-    out->n_bad_words = *n_bad;
+    out->bad_words = l->bad;
+    out->n_bad_words = l->n_bad;
+    if (p->dry_multiplier != 0.0f &&
+        texts_tokenize(m, "DRY sequence breaker", p->dry_sequence_breakers,
+                       p->n_dry_sequence_breakers, sampler_dry_breaker_add, &l->breakers,
+                       &l->n_breakers, err) != 0)
+        return -1;
+    out->dry_breakers = l->breakers;
+    out->n_dry_breakers = l->n_breakers;
     return 0;
 }
 
@@ -138,16 +179,13 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
     quill_sampler_params params = p ? *p : quill_sampler_params_default();
     quill_sampler *s = calloc(1, sizeof *s);
     SamplerParams internal;
-    TokenSequence *bad = NULL;
-    int n_bad = 0;
-    LogitBias *bias = NULL;
+    Lists lists = {0};
     Error err;
-    int status = s ? sampler_params_from(m, &params, &internal, &bad, &n_bad, &bias, &err)
+    int status = s ? sampler_params_from(m, &params, &internal, &lists, &err)
                    : error_set(&err, "out of memory");
     if (status == 0)
         status = sampler_init(&s->sampler, &internal, m->tok.n_vocab, &err);
-    sampler_bad_words_free(bad, n_bad);
-    free(bias);
+    lists_free(&lists);
     if (status == 0) {
         s->model = m;
         status = params.grammar ? sampler_grammar_from_text(s, params.grammar, &err) : 0;

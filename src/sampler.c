@@ -1,5 +1,5 @@
 /* The sampler: parameters and presets; the stateful processors (logit bias, bad words,
- * penalties), which need the sampler's history or copied lists; the table of stages (each
+ * penalties, DRY), which need the sampler's history or copied lists; the table of stages (each
  * one's name, processor, description and check), which chain strings, --verbose's
  * description and the parameter check read; the chain that runs the stages in order, with
  * its trace; and the selector. The stateless filters are in candidates.c. */
@@ -17,11 +17,13 @@
  * bans, penalties), then the truncating filters on the untempered distribution, then the
  * temperature on what survived. */
 static const SamplerStage DEFAULT_CHAIN[] = {
-    SAMPLER_STAGE_LOGIT_BIAS,  SAMPLER_STAGE_BAD_WORDS, SAMPLER_STAGE_PENALTIES,
-    SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,     SAMPLER_STAGE_TYPICAL_P,
-    SAMPLER_STAGE_TOP_P,       SAMPLER_STAGE_MIN_P,     SAMPLER_STAGE_XTC,
-    SAMPLER_STAGE_TEMPERATURE,
+    SAMPLER_STAGE_LOGIT_BIAS, SAMPLER_STAGE_BAD_WORDS,   SAMPLER_STAGE_PENALTIES,
+    SAMPLER_STAGE_DRY,        SAMPLER_STAGE_TOP_N_SIGMA, SAMPLER_STAGE_TOP_K,
+    SAMPLER_STAGE_TYPICAL_P,  SAMPLER_STAGE_TOP_P,       SAMPLER_STAGE_MIN_P,
+    SAMPLER_STAGE_XTC,        SAMPLER_STAGE_TEMPERATURE,
 };
+
+const char *const SAMPLER_DRY_BREAKERS[SAMPLER_DRY_N_BREAKERS] = {"\n", ":", "\"", "*"};
 
 /* ---- parameters ---- */
 
@@ -33,6 +35,7 @@ void sampler_params_default(SamplerParams *p)
         .top_p = 0.95f,
         .min_p = 0.05f,
         .typical_p = 1.0f,
+        .min_keep = 0,
         .xtc_probability = 0.0f,
         .xtc_threshold = 0.1f,
         .top_n_sigma = -1.0f,
@@ -46,6 +49,10 @@ void sampler_params_default(SamplerParams *p)
         .presence_penalty = 0.0f,
         .repeat_last_n = 64,
         .penalize_prompt = true,
+        .dry_multiplier = 0.0f,
+        .dry_base = 1.75f,
+        .dry_allowed_length = 2,
+        .dry_penalty_last_n = -1,
         .n_chain = (int)(sizeof DEFAULT_CHAIN / sizeof *DEFAULT_CHAIN),
         .seed = 0,
     };
@@ -109,6 +116,24 @@ int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err)
     return 0;
 }
 
+/* Appends ids[0..n_ids) (malloc'd; the list takes it, or frees it) as one more sequence,
+ * unless it is empty or an equal one is there. */
+static int sequence_add(TokenSequence **list, int *n, int *ids, size_t n_ids, Error *err)
+{
+    bool known = n_ids == 0;
+    for (int i = 0; i < *n && !known; i++)
+        known = (size_t)(*list)[i].n_tokens == n_ids &&
+                memcmp((*list)[i].tokens, ids, n_ids * sizeof *ids) == 0;
+    TokenSequence *grown = known ? NULL : realloc(*list, (size_t)(*n + 1) * sizeof *grown);
+    if (known || !grown) {
+        free(ids);
+        return known ? 0 : error_set(err, "out of memory");
+    }
+    grown[(*n)++] = (TokenSequence){.tokens = ids, .n_tokens = (int)n_ids};
+    *list = grown;
+    return 0;
+}
+
 /* Appends text[0..len)'s tokens (encoded as inside a text: no space prefix) as one more
  * sequence, unless it is empty or an equal one is there. */
 static int bad_spelling_add(TokenSequence **words, int *n, const Tokenizer *tok,
@@ -119,18 +144,7 @@ static int bad_spelling_add(TokenSequence **words, int *n, const Tokenizer *tok,
     if (tokenizer_encode_with(tok, text, len, (EncodeOptions){.mid_text = true}, &ids, &n_ids,
                               err) != 0)
         return -1;
-    bool known = n_ids == 0;
-    for (int i = 0; i < *n && !known; i++)
-        known = (size_t)(*words)[i].n_tokens == n_ids &&
-                memcmp((*words)[i].tokens, ids, n_ids * sizeof *ids) == 0;
-    TokenSequence *grown = known ? NULL : realloc(*words, (size_t)(*n + 1) * sizeof *grown);
-    if (known || !grown) {
-        free(ids);
-        return known ? 0 : error_set(err, "out of memory");
-    }
-    grown[(*n)++] = (TokenSequence){.tokens = ids, .n_tokens = (int)n_ids};
-    *words = grown;
-    return 0;
+    return sequence_add(words, n, ids, n_ids, err);
 }
 
 int sampler_bad_word_add(TokenSequence **words, int *n, const Tokenizer *tok, const char *word,
@@ -153,6 +167,84 @@ void sampler_bad_words_free(TokenSequence *words, int n)
     for (int i = 0; words && i < n; i++)
         free((int *)words[i].tokens);
     free(words);
+}
+
+/* The longest tail of a breaker llama.cpp keeps (its MAX_SEQ_LEN): the scan for breakers
+ * in the history then costs O(window), not O(window * breaker length). */
+enum { DRY_MAX_TAIL = 20 };
+
+/* Whether word[0..n) holds text[0..len) somewhere (len >= 1). */
+static bool bytes_contain(const char *word, size_t n, const char *text, size_t len)
+{
+    for (size_t at = 0; at + len <= n; at++)
+        if (memcmp(word + at, text, len) == 0)
+            return true;
+    return false;
+}
+
+/* Where word[0..n) ends with a proper start of text[0..len) beginning at word[at]: the
+ * length of that start, or 0. */
+static size_t overlap_at(const char *word, size_t n, size_t at, const char *text, size_t len)
+{
+    size_t overlap = n - at;
+    return overlap < len && memcmp(word + at, text, overlap) == 0 ? overlap : 0;
+}
+
+/* Token `head` followed by the rest of the breaker, text[0..len), tokenized. */
+static int breaker_tail_add(TokenSequence **breakers, int *n, const Tokenizer *tok, int head,
+                            const char *text, size_t len, Error *err)
+{
+    int *tail;
+    size_t n_tail;
+    if (tokenizer_encode_with(tok, text, len, (EncodeOptions){.mid_text = true}, &tail,
+                              &n_tail, err) != 0)
+        return -1;
+    n_tail = n_tail > DRY_MAX_TAIL ? DRY_MAX_TAIL : n_tail;
+    int *ids = malloc((n_tail + 1) * sizeof *ids);
+    if (!ids) {
+        free(tail);
+        return error_set(err, "out of memory");
+    }
+    ids[0] = head;
+    if (n_tail > 0)
+        memcpy(ids + 1, tail, n_tail * sizeof *ids);
+    free(tail);
+    return sequence_add(breakers, n, ids, n_tail + 1, err);
+}
+
+int sampler_dry_breaker_add(TokenSequence **breakers, int *n, const Tokenizer *tok,
+                            const char *text, size_t len, Error *err)
+{
+    if (len == 0 || len > SAMPLER_DRY_BREAKER_MAX_BYTES)
+        return error_set(err, "a DRY sequence breaker has 1 to %d bytes, not %zu",
+                         SAMPLER_DRY_BREAKER_MAX_BYTES, len);
+    char *word = NULL;
+    size_t cap = 0;
+    int status = 0;
+    for (int t = 0; t < tok->n_vocab && status == 0; t++) {
+        size_t n_word = tokenizer_token_bytes(tok, t, NULL, 0);
+        if (buffer_reserve(&word, &cap, n_word + 1, 64, "a token's bytes", err) != 0) {
+            status = -1;
+            break;
+        }
+        tokenizer_token_bytes(tok, t, word, cap);
+        if (bytes_contain(word, n_word, text, len)) { /* the whole breaker: a breaker alone */
+            int *ids = malloc(sizeof *ids);
+            status = !ids ? error_set(err, "out of memory") : (ids[0] = t, 0);
+            if (status == 0)
+                status = sequence_add(breakers, n, ids, 1, err);
+            continue;
+        }
+        /* the breaker starts inside this token and goes on in the next ones */
+        for (size_t at = 0; at < n_word && status == 0; at++) {
+            size_t overlap = overlap_at(word, n_word, at, text, len);
+            if (overlap > 0)
+                status = breaker_tail_add(breakers, n, tok, t, text + overlap, len - overlap,
+                                          err);
+        }
+    }
+    free(word);
+    return status;
 }
 
 /* ---- the processors that need the sampler ---- */
@@ -242,6 +334,12 @@ static float penalize_logit(float logit, int count, const SamplerParams *p)
     return candidates_clamp_logit(l);
 }
 
+/* Where a window of the last `last_n` tokens of the history starts (-1: the whole history). */
+static int window_start(const Sampler *s, int last_n)
+{
+    return last_n < 0 || last_n > s->n_history ? 0 : s->n_history - last_n;
+}
+
 /* Counts each token of the window (the last repeat_last_n tokens of the history; prompt
  * tokens only when penalize_prompt) and penalizes each distinct one once. counts[] is 0
  * again on return, so the cost is the window's length, not the vocabulary's. */
@@ -250,9 +348,7 @@ static void sampler_apply_penalties(Sampler *s, CandidateList *c)
     const SamplerParams *p = &s->params;
     if (!penalties_on(p))
         return;
-    int first = p->repeat_last_n < 0 || p->repeat_last_n > s->n_history
-                    ? 0
-                    : s->n_history - p->repeat_last_n;
+    int first = window_start(s, p->repeat_last_n);
     int n_seen = 0;
     for (int i = first; i < s->n_history; i++) {
         const SamplerToken *t = &s->history[i];
@@ -267,6 +363,132 @@ static void sampler_apply_penalties(Sampler *s, CandidateList *c)
         Candidate *x = sampler_find(s, c, token);
         if (x)
             x->logit = penalize_logit(x->logit, s->counts[token], p);
+        s->counts[token] = 0;
+    }
+}
+
+/* ---- DRY ---- */
+
+/* What a token is to DRY's sequence breakers (Sampler.dry_breaker_kind): the first token of
+ * one or more breakers, and/or a whole breaker on its own. */
+enum { DRY_HEAD = 1, DRY_WHOLE = 2 };
+
+static bool dry_on(const SamplerParams *p)
+{
+    return p->dry_multiplier != 0.0f && p->dry_penalty_last_n != 0;
+}
+
+/* Room for DRY's matches over a window of n tokens. */
+static int dry_reserve(Sampler *s, int n, Error *err)
+{
+    return buffer_reserve_items(&s->dry_match, &s->cap_dry, (size_t)n, sizeof *s->dry_match, 64,
+                                "DRY's window", err);
+}
+
+/* How many of the window's last tokens w[0..n) come after the latest sequence breaker in
+ * it (n when there is none): a repeat never reaches back past a breaker. A breaker is its
+ * head token followed by its tail, all inside the window; of several breakers at one head
+ * the longest counts (llama.cpp's rule). O(n) for the head flags, then the few heads. */
+static int dry_tokens_since_breaker(const Sampler *s, const SamplerToken *w, int n)
+{
+    for (int at = n - 1; at >= 0; at--) {
+        if (!(s->dry_breaker_kind[w[at].token] & DRY_HEAD))
+            continue;
+        int longest = -1;
+        for (int b = 0; b < s->params.n_dry_breakers; b++) {
+            const TokenSequence *br = &s->dry_breakers[b];
+            int tail = br->n_tokens - 1;
+            if (br->tokens[0] != w[at].token || tail <= longest || at + tail >= n)
+                continue;
+            int j = 1;
+            while (j <= tail && w[at + j].token == br->tokens[j])
+                j++;
+            longest = j > tail ? tail : longest;
+        }
+        if (longest >= 0)
+            return n - 1 - at - longest;
+    }
+    return n;
+}
+
+/* The window read backwards: back(w, n, 0) is its latest token. */
+static inline int back(const SamplerToken *w, int n, int j)
+{
+    return w[n - 1 - j].token;
+}
+
+/* match[k], k = 1..n-1: how many tokens up to the one k places before the window's end
+ * equal the window's last tokens (in "a b c x a b c", k = 4 ends at the first c: 3). This
+ * is the Z-function of the window read backwards (Gusfield 1997), in linear time: [left,
+ * right) is the match found so far that reaches furthest, and inside it a match is known
+ * from the one at k - left, so each comparison that succeeds moves `right` on. */
+static void dry_suffix_matches(const SamplerToken *w, int n, int *match)
+{
+    int left = 0, right = 0;
+    for (int k = 1; k < n; k++) {
+        int len = 0;
+        if (k < right)
+            len = right - k < match[k - left] ? right - k : match[k - left];
+        while (k + len < n && back(w, n, len) == back(w, n, k + len))
+            len++;
+        if (k + len > right) {
+            left = k;
+            right = k + len;
+        }
+        match[k] = len;
+    }
+}
+
+/* multiplier * base^(length - allowed length) off the logit. The exponent stops where
+ * base^exponent would pass FLT_MAX (llama.cpp's cap: ln FLT_MAX = 88.72), and the result
+ * is clamped as every logit is, so no repeat however long turns into a ban. */
+static float dry_penalize(float logit, int length, const SamplerParams *p)
+{
+    if (logit == -INFINITY)
+        return logit;
+    int exponent = length - p->dry_allowed_length;
+    int max_exponent = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    if (max_exponent > 0 && exponent > max_exponent)
+        exponent = max_exponent;
+    double l = logit - (double)p->dry_multiplier * pow(p->dry_base, exponent);
+    return l < -FLT_MAX ? -FLT_MAX : (float)l;
+}
+
+/* DRY over the window w[0..n) (the last dry_penalty_last_n tokens): each place where a run
+ * of the window's last tokens occurred before, at least dry_allowed_length long, names the
+ * token that followed that run: generating it now would repeat the run one token further.
+ * Each such token is penalized once, for its longest run; counts[t] holds that length + 1
+ * while the window is read, and is 0 again on return. Whole breakers are never penalized. */
+static void sampler_apply_dry(Sampler *s, CandidateList *c)
+{
+    const SamplerParams *p = &s->params;
+    if (!dry_on(p))
+        return;
+    int first = window_start(s, p->dry_penalty_last_n);
+    const SamplerToken *w = s->history + first;
+    int n = s->n_history - first;
+    if (n <= p->dry_allowed_length)
+        return;
+    int limit = dry_tokens_since_breaker(s, w, n);
+    if (limit < p->dry_allowed_length)
+        return;
+    dry_suffix_matches(w, n, s->dry_match);
+    int n_seen = 0;
+    for (int k = 1; k < n; k++) {
+        int length = s->dry_match[k] < limit ? s->dry_match[k] : limit;
+        int next = w[n - k].token; /* the token after the run that ends k places back */
+        if (length < p->dry_allowed_length || length < s->counts[next])
+            continue;
+        if (s->counts[next] == 0)
+            s->seen[n_seen++] = next;
+        s->counts[next] = length + 1;
+    }
+    sampler_index(s, c);
+    for (int i = 0; i < n_seen; i++) {
+        int token = s->seen[i];
+        Candidate *x = sampler_find(s, c, token);
+        if (x && !(s->dry_breaker_kind[token] & DRY_WHOLE))
+            x->logit = dry_penalize(x->logit, s->counts[token] - 1, p);
         s->counts[token] = 0;
     }
 }
@@ -348,20 +570,27 @@ static void bad_words_describe(const SamplerParams *p, char *buf, size_t cap, si
     describe_setting(buf, cap, len, p->n_bad_words > 0, "(%d sequences)", p->n_bad_words);
 }
 
-static int bad_words_validate(const SamplerParams *p, int n_vocab, Error *err)
+/* A list of n token sequences (bad words, DRY breakers), each called `what` in messages. */
+static int sequences_validate(const char *what, const TokenSequence *list, int n, int n_vocab,
+                              Error *err)
 {
-    if (p->n_bad_words < 0 || (p->n_bad_words > 0 && !p->bad_words))
-        return error_set(err, "sampler: %d bad words without a list", p->n_bad_words);
-    for (int i = 0; i < p->n_bad_words; i++) {
-        const TokenSequence *w = &p->bad_words[i];
+    if (n < 0 || (n > 0 && !list))
+        return error_set(err, "sampler: %d %ss without a list", n, what);
+    for (int i = 0; i < n; i++) {
+        const TokenSequence *w = &list[i];
         if (w->n_tokens < 1 || !w->tokens)
-            return error_set(err, "sampler: bad word %d has no tokens", i);
+            return error_set(err, "sampler: %s %d has no tokens", what, i);
         for (int j = 0; j < w->n_tokens; j++)
             if (w->tokens[j] < 0 || w->tokens[j] >= n_vocab)
-                return error_set(err, "sampler: bad word %d has token %d, outside the "
-                                      "vocabulary (0..%d)", i, w->tokens[j], n_vocab - 1);
+                return error_set(err, "sampler: %s %d has token %d, outside the vocabulary "
+                                      "(0..%d)", what, i, w->tokens[j], n_vocab - 1);
     }
     return 0;
+}
+
+static int bad_words_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    return sequences_validate("bad word", p->bad_words, p->n_bad_words, n_vocab, err);
 }
 
 static void penalties_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
@@ -385,6 +614,30 @@ static int penalties_validate(const SamplerParams *p, int n_vocab, Error *err)
     return 0;
 }
 
+static void dry_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
+{
+    describe_setting(buf, cap, len, dry_on(p),
+                     "(multiplier %g, base %g, allowed length %d, last %d tokens, %d breakers)",
+                     p->dry_multiplier, p->dry_base, p->dry_allowed_length,
+                     p->dry_penalty_last_n, p->n_dry_breakers);
+}
+
+static int dry_validate(const SamplerParams *p, int n_vocab, Error *err)
+{
+    if (check_not_negative("dry-multiplier", p->dry_multiplier, " (0 turns it off)", err) != 0)
+        return -1;
+    if (!(isfinite(p->dry_base) && p->dry_base >= 1.0f))
+        return error_set(err, "sampler: dry-base %g must be 1 or more", p->dry_base);
+    if (p->dry_allowed_length < 0)
+        return error_set(err, "sampler: dry-allowed-length %d is negative",
+                         p->dry_allowed_length);
+    if (p->dry_penalty_last_n < -1)
+        return error_set(err, "sampler: dry-penalty-last-n %d is below -1 (-1: the whole "
+                              "history, 0: off)", p->dry_penalty_last_n);
+    return sequences_validate("DRY sequence breaker", p->dry_breakers, p->n_dry_breakers,
+                              n_vocab, err);
+}
+
 static void top_k_apply(Sampler *s, CandidateList *c)
 {
     candidates_top_k(c, s->params.top_k);
@@ -404,12 +657,21 @@ static int top_k_validate(const SamplerParams *p, int n_vocab, Error *err)
 
 static void typical_p_apply(Sampler *s, CandidateList *c)
 {
-    candidates_typical(c, s->params.typical_p);
+    candidates_typical(c, s->params.typical_p, s->params.min_keep);
+}
+
+/* A filter that takes min_keep says so when it is on and min_keep keeps more than one. */
+static void describe_min_keep(const SamplerParams *p, bool on, char *buf, size_t cap,
+                              size_t *len)
+{
+    if (on && p->min_keep > 1)
+        describe_append(buf, cap, len, " (min-keep %d)", p->min_keep);
 }
 
 static void typical_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->typical_p < 1.0f, "%g", p->typical_p);
+    describe_min_keep(p, p->typical_p < 1.0f, buf, cap, len);
 }
 
 static int typical_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -419,12 +681,13 @@ static int typical_p_validate(const SamplerParams *p, int n_vocab, Error *err)
 
 static void top_p_apply(Sampler *s, CandidateList *c)
 {
-    candidates_top_p(c, s->params.top_p);
+    candidates_top_p(c, s->params.top_p, s->params.min_keep);
 }
 
 static void top_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->top_p < 1.0f, "%g", p->top_p);
+    describe_min_keep(p, p->top_p < 1.0f, buf, cap, len);
 }
 
 static int top_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -434,12 +697,13 @@ static int top_p_validate(const SamplerParams *p, int n_vocab, Error *err)
 
 static void min_p_apply(Sampler *s, CandidateList *c)
 {
-    candidates_min_p(c, s->params.min_p);
+    candidates_min_p(c, s->params.min_p, s->params.min_keep);
 }
 
 static void min_p_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, p->min_p > 0.0f, "%g", p->min_p);
+    describe_min_keep(p, p->min_p > 0.0f, buf, cap, len);
 }
 
 static int min_p_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -478,13 +742,14 @@ static void xtc_apply(Sampler *s, CandidateList *c)
         return;
     if (rng_uniform(&s->xtc_rng) > s->params.xtc_probability)
         return;
-    candidates_xtc(c, s->params.xtc_threshold);
+    candidates_xtc(c, s->params.xtc_threshold, s->params.min_keep);
 }
 
 static void xtc_describe(const SamplerParams *p, char *buf, size_t cap, size_t *len)
 {
     describe_setting(buf, cap, len, xtc_on(p), "(probability %g, threshold %g)",
                      p->xtc_probability, p->xtc_threshold);
+    describe_min_keep(p, xtc_on(p), buf, cap, len);
 }
 
 static int xtc_validate(const SamplerParams *p, int n_vocab, Error *err)
@@ -667,6 +932,7 @@ static const StageInfo STAGES[SAMPLER_STAGE_COUNT] = {
     [SAMPLER_STAGE_XTC] = {"xtc", xtc_apply, xtc_describe, xtc_validate},
     [SAMPLER_STAGE_TOP_N_SIGMA] = {"top-n-sigma", top_n_sigma_apply, top_n_sigma_describe,
                                    top_n_sigma_validate},
+    [SAMPLER_STAGE_DRY] = {"dry", sampler_apply_dry, dry_describe, dry_validate},
 };
 
 const char *sampler_stage_name(SamplerStage stage)
@@ -787,13 +1053,15 @@ static int sampler_params_check(const SamplerParams *p, int n_vocab, Error *err)
     for (int i = 0; i < SAMPLER_STAGE_COUNT; i++)
         if (STAGES[i].validate(p, n_vocab, err) != 0)
             return -1;
+    if (p->min_keep < 0)
+        return error_set(err, "sampler: min-keep %d is negative", p->min_keep);
     return mirostat_validate(p, err);
 }
 
 /* ---- set-up, copies, history ---- */
 
 /* How many of the latest tokens any processor looks at (-1: all of them): the penalty
- * window, and every bad word's tokens but its last. Older tokens can be dropped. */
+ * and DRY windows, and every bad word's tokens but its last. Older tokens can be dropped. */
 static int history_keep(const SamplerParams *p)
 {
     int keep = 0;
@@ -804,32 +1072,55 @@ static int history_keep(const SamplerParams *p)
             return -1;
         keep = p->repeat_last_n > keep ? p->repeat_last_n : keep;
     }
+    if (dry_on(p)) {
+        if (p->dry_penalty_last_n < 0)
+            return -1;
+        keep = p->dry_penalty_last_n > keep ? p->dry_penalty_last_n : keep;
+    }
     return keep;
 }
 
-/* Copies the logit bias and bad words out of the caller's memory into s, and points
- * s->params at the copies. */
-static int sampler_copy_lists(Sampler *s, const SamplerParams *p, Error *err)
+/* Copies src[0..n) into *dst (malloc'd, n entries) with their tokens one after another in
+ * *tokens (malloc'd). */
+static int sequences_copy(TokenSequence **dst, int **tokens, const TokenSequence *src, int n)
 {
     size_t n_tokens = 0;
-    for (int i = 0; i < p->n_bad_words; i++)
-        n_tokens += (size_t)p->bad_words[i].n_tokens;
+    for (int i = 0; i < n; i++)
+        n_tokens += (size_t)src[i].n_tokens;
+    *dst = malloc(((size_t)n + 1) * sizeof **dst);
+    *tokens = malloc((n_tokens + 1) * sizeof **tokens);
+    if (!*dst || !*tokens)
+        return -1;
+    int *at = *tokens;
+    for (int i = 0; i < n; i++) {
+        memcpy(at, src[i].tokens, (size_t)src[i].n_tokens * sizeof *at);
+        (*dst)[i] = (TokenSequence){.tokens = at, .n_tokens = src[i].n_tokens};
+        at += src[i].n_tokens;
+    }
+    return 0;
+}
+
+/* Copies the logit bias, bad words and DRY breakers out of the caller's memory into s,
+ * points s->params at the copies, and marks each breaker's head and each whole breaker in
+ * s->dry_breaker_kind. */
+static int sampler_copy_lists(Sampler *s, const SamplerParams *p, Error *err)
+{
     s->logit_bias = malloc(((size_t)p->n_logit_bias + 1) * sizeof *s->logit_bias);
-    s->bad_words = malloc(((size_t)p->n_bad_words + 1) * sizeof *s->bad_words);
-    s->bad_word_tokens = malloc((n_tokens + 1) * sizeof *s->bad_word_tokens);
-    if (!s->logit_bias || !s->bad_words || !s->bad_word_tokens)
-        return error_set(err, "out of memory for the sampler's logit bias and bad words");
+    s->dry_breaker_kind = calloc((size_t)s->n_vocab, sizeof *s->dry_breaker_kind);
+    if (!s->logit_bias || !s->dry_breaker_kind ||
+        sequences_copy(&s->bad_words, &s->bad_word_tokens, p->bad_words, p->n_bad_words) != 0 ||
+        sequences_copy(&s->dry_breakers, &s->dry_breaker_tokens, p->dry_breakers,
+                       p->n_dry_breakers) != 0)
+        return error_set(err, "out of memory for the sampler's logit bias, bad words and DRY "
+                              "breakers");
     if (p->n_logit_bias > 0)
         memcpy(s->logit_bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof *s->logit_bias);
-    int *tokens = s->bad_word_tokens;
-    for (int i = 0; i < p->n_bad_words; i++) {
-        const TokenSequence *w = &p->bad_words[i];
-        memcpy(tokens, w->tokens, (size_t)w->n_tokens * sizeof *tokens);
-        s->bad_words[i] = (TokenSequence){.tokens = tokens, .n_tokens = w->n_tokens};
-        tokens += w->n_tokens;
-    }
+    for (int i = 0; i < p->n_dry_breakers; i++)
+        s->dry_breaker_kind[p->dry_breakers[i].tokens[0]] |=
+            p->dry_breakers[i].n_tokens == 1 ? DRY_HEAD | DRY_WHOLE : DRY_HEAD;
     s->params.logit_bias = s->logit_bias;
     s->params.bad_words = s->bad_words;
+    s->params.dry_breakers = s->dry_breakers;
     return 0;
 }
 
@@ -877,6 +1168,10 @@ void sampler_free(Sampler *s)
     free(s->logit_bias);
     free(s->bad_words);
     free(s->bad_word_tokens);
+    free(s->dry_breakers);
+    free(s->dry_breaker_tokens);
+    free(s->dry_breaker_kind);
+    free(s->dry_match);
     free(s->history);
     free(s->counts);
     free(s->seen);
@@ -895,6 +1190,10 @@ int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
     dst->rng = src->rng;
     dst->mirostat_mu = src->mirostat_mu;
     dst->xtc_rng = src->xtc_rng;
+    if (dry_on(&src->params) && dry_reserve(dst, src->n_history, err) != 0) {
+        sampler_free(dst);
+        return -1;
+    }
     memcpy(dst->history, src->history, (size_t)src->n_history * sizeof *src->history);
     dst->n_history = src->n_history;
     return 0;
@@ -935,6 +1234,8 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
                 return -1;
         }
     }
+    if (dry_on(&s->params) && dry_reserve(s, s->n_history + 1, err) != 0)
+        return -1;
     s->history[s->n_history++] = (SamplerToken){.token = token, .is_prompt = is_prompt};
     return 0;
 }

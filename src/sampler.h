@@ -3,17 +3,18 @@
  * selector. The default chain is llama.cpp's (common_params_sampling: its logit bias
  * first, then its default `samplers` list, without the samplers quill does not have):
  *
- *   logits -> logit-bias -> bad-words -> penalties -> top-n-sigma -> top-k -> typical-p
- *          -> top-p -> min-p -> xtc -> temperature -> softmax -> greedy (temperature <= 0)
- *                                                                or a seeded random draw
+ *   logits -> logit-bias -> bad-words -> penalties -> dry -> top-n-sigma -> top-k
+ *          -> typical-p -> top-p -> min-p -> xtc -> temperature -> softmax
+ *          -> greedy (temperature <= 0) or a seeded random draw
  *
  * Bans and penalties come first because they change which tokens are likely; the
  * truncating filters then cut on the model's own (untempered) distribution; temperature
  * comes last, so it only reshapes the survivors and cannot smuggle unlikely tokens past
- * the filters. A grammar (sampler_set_grammar) runs before all of them. docs/sampling.md has every formula, its paper and a worked example of two
- * orders.
+ * the filters. A grammar (sampler_set_grammar) runs before all of them. docs/sampling.md
+ * has every formula, its paper and a worked example of two orders.
  *
- * State: the history of accepted tokens (penalties and bad words look at it) and the RNG.
+ * State: the history of accepted tokens (penalties, DRY and bad words look at it) and the
+ * RNG.
  * The decode loop calls sampler_accept for every prompt token (is_prompt = true) and for
  * every token it generates; without that, penalties and multi-token bad words see an empty
  * history.
@@ -46,6 +47,7 @@ typedef enum {
     SAMPLER_STAGE_TEMPERATURE, /* "temperature" */
     SAMPLER_STAGE_XTC,         /* "xtc": exclude top choices */
     SAMPLER_STAGE_TOP_N_SIGMA, /* "top-n-sigma" */
+    SAMPLER_STAGE_DRY,         /* "dry": don't repeat yourself */
     SAMPLER_STAGE_COUNT
 } SamplerStage;
 
@@ -100,6 +102,10 @@ typedef struct {
     /* Locally typical sampling (Meister et al. 2022): order tokens by |-ln p - H|, H the
      * entropy, keep the smallest such set whose probability reaches typical_p. 1.0 = off. */
     float typical_p;
+    /* The fewest candidates top-p, min-p, typical-p and XTC leave (llama.cpp's min_keep;
+     * top-k, top-n-sigma and Mirostat take none there either). 0 (the default) and 1 both
+     * mean one, the least every filter keeps anyway. */
+    int min_keep;
     /* XTC, exclude top choices (Weidmann 2024): with probability xtc_probability per
      * token, when two or more candidates have p >= xtc_threshold, all of them but the
      * least likely are removed. xtc_probability 0 = off (the default), as is
@@ -124,6 +130,25 @@ typedef struct {
     /* The penalty window: the last repeat_last_n tokens of the history. 0 = penalties
      * off, -1 = the whole history. */
     int repeat_last_n;
+    /* DRY, "don't repeat yourself" (p-e-w 2024, text-generation-webui PR #5677; llama.cpp's
+     * dry sampler): when the text ends with tokens that occurred before, followed there by
+     * token t, t would extend a repeat of length n (the tokens matched); if n >=
+     * dry_allowed_length, t's logit drops by dry_multiplier * dry_base^(n -
+     * dry_allowed_length). A match never reaches back past the latest sequence breaker in
+     * the history, and a token that is a whole breaker is never penalized: after a newline
+     * or a quote a repeat starts over, so names and formatting may recur. The window is the
+     * last dry_penalty_last_n tokens (-1: the whole history, 0: off), prompt included (as
+     * llama.cpp's; penalize_prompt is for the penalties stage only). dry_multiplier 0 = off
+     * (the default, llama.cpp's); base 1.75 (at least 1), allowed length 2. */
+    float dry_multiplier;
+    float dry_base;
+    int dry_allowed_length;
+    int dry_penalty_last_n;
+    /* DRY's sequence breakers as token sequences (copied by sampler_init): each a head
+     * token, then the tokens that must follow it in the history (none for a token that
+     * holds a whole breaker string). sampler_dry_breaker_add makes them from a string. */
+    const TokenSequence *dry_breakers;
+    int n_dry_breakers;
     /* Whether tokens accepted with is_prompt = true count for the penalties (they always
      * sit in the window and in the history that bad words match). */
     bool penalize_prompt;
@@ -178,6 +203,11 @@ typedef struct {
     int *counts; /* n_vocab, all 0 between calls: occurrences in the penalty window */
     int *seen;   /* n_vocab: the distinct tokens of the window */
     int *slot;   /* n_vocab: where each token sits in a list that is not indexed */
+    TokenSequence *dry_breakers;
+    int *dry_breaker_tokens;      /* the tokens of every breaker, one after another */
+    unsigned char *dry_breaker_kind; /* n_vocab: DRY_HEAD | DRY_WHOLE bits, see sampler.c */
+    int *dry_match; /* the longest repeat ending at each place of DRY's window (cap_dry) */
+    size_t cap_dry;
     CandidateList scratch; /* the list sampler_sample works in */
     SamplerGrammar *grammar; /* NULL: no grammar stage (sampler_set_grammar) */
 } Sampler;
@@ -206,9 +236,12 @@ typedef struct {
 /* The documented defaults, llama.cpp's (common_params_sampling): temperature 0.8,
  * top-k 40, top-p 0.95, min-p 0.05, typical-p 1 (off), XTC probability 0 (off) with
  * threshold 0.1, top-n-sigma -1 (off), dynamic temperature range 0 (off) with exponent 1,
- * mirostat 0 (off) with tau 5 and eta 0.1, repeat penalty 1 (off) over the last 64 tokens, frequency and presence 0 (off), prompt penalized (llama.cpp's CLI
- * accepts the prompt into the window), no logit bias, no bad words, the default chain
- * (above), seed 0. */
+ * mirostat 0 (off) with tau 5 and eta 0.1, repeat penalty 1 (off) over the last 64 tokens,
+ * frequency and presence 0 (off), prompt penalized (llama.cpp's CLI accepts the prompt
+ * into the window), DRY multiplier 0 (off) with base 1.75, allowed length 2 and the whole
+ * history (-1) as its window, min_keep 0, no logit bias, no bad words, no DRY breakers
+ * (they are tokens: sampler_dry_breaker_add makes SAMPLER_DRY_BREAKERS' from a
+ * tokenizer), the default chain (above), seed 0. */
 void sampler_params_default(SamplerParams *p);
 
 /* Sets the strategy's numbers (temperature, top-k, top-p, min-p, typical-p, penalties)
@@ -247,6 +280,19 @@ int sampler_logit_bias_parse(const char *text, LogitBias *out, Error *err);
 int sampler_bad_word_add(TokenSequence **words, int *n, const Tokenizer *tok, const char *word,
                          size_t len, Error *err);
 void sampler_bad_words_free(TokenSequence *words, int n);
+
+/* DRY's default sequence breakers, llama.cpp's: newline, colon, double quote, asterisk. */
+enum { SAMPLER_DRY_N_BREAKERS = 4, SAMPLER_DRY_BREAKER_MAX_BYTES = 40 };
+extern const char *const SAMPLER_DRY_BREAKERS[SAMPLER_DRY_N_BREAKERS];
+
+/* A DRY sequence breaker text[0..len) (1 to SAMPLER_DRY_BREAKER_MAX_BYTES bytes) as token
+ * sequences, appended to breakers[0..*n) as sampler_bad_word_add appends (free them with
+ * sampler_bad_words_free), found as llama.cpp finds them: every token whose bytes hold the
+ * whole text is a breaker alone; every token whose bytes end with a proper start of the
+ * text is a head, followed by the rest of the text tokenized (as inside a text, at most
+ * 20 tokens). A scan of the whole vocabulary. */
+int sampler_dry_breaker_add(TokenSequence **breakers, int *n, const Tokenizer *tok,
+                            const char *text, size_t len, Error *err);
 
 /* Checks p (every number in its range, token ids below n_vocab) and sets up a sampler
  * with an empty history and the RNG seeded by p->seed. p's logit bias and bad words are

@@ -124,7 +124,7 @@ Test(docs, playground_stage_help_is_sampling_md)
         cr_expect_not_null(strstr(md, expected), "docs/sampling.md lacks the line: %s", expected);
         compared++;
     }
-    cr_expect_eq(compared, 12, "%d stages compared: the 10 stages, mirostat and the final chain",
+    cr_expect_eq(compared, 13, "%d stages compared: the 11 stages, mirostat and the final chain",
                  compared);
     free(js);
     free(md);

@@ -513,3 +513,91 @@ Test(generate_cli, chat_reset_starts_the_draw_again, .timeout = 60)
     cr_expect(strncmp(out, again, first) == 0, "the reply after /reset differs:\n%s", out);
     free(out);
 }
+
+/* DRY as llama.cpp's llama-cli runs it: greedy decoding of stories260K for 400 tokens, long
+ * enough for the story to start repeating itself, with DRY on (a 128-token window, which is
+ * what llama-cli's -1 means for this model: its training context), gives the same text as
+ * llama-cli's with the same settings, for the default breakers, none, and two others.
+ * Without DRY the text differs (the test would pass with a DRY that does nothing otherwise).
+ * A breaker whose tokens span words ("mom said") is left out: llama.cpp tokenizes the rest
+ * of a breaker with SentencePiece's space prefix (" said" as "▁▁said"), so on stories260K
+ * such a breaker never matches there, and does in quill (docs/sampling.md). */
+Test(generate_cli, dry_text_is_llama_cpps, .timeout = 300)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    const char *settings[] = {
+        "--dry-multiplier 0.8 --dry-penalty-last-n 128",
+        "--dry-multiplier 0.8 --dry-base 1.5 --dry-allowed-length 3 --dry-penalty-last-n 128 "
+        "--dry-sequence-breaker none",
+        "--dry-multiplier 1.5 --dry-penalty-last-n 128 --dry-sequence-breaker Lily "
+        "--dry-sequence-breaker '.'",
+        "", /* no DRY: must differ from the first */
+    };
+    char *first = NULL;
+    int compared = 0;
+    for (int i = 0; i < 4; i++) {
+        char command[8192], *theirs = NULL, *ours, *messages;
+        int status;
+        snprintf(command, sizeof command,
+                 "{ %s -m %s -p 'Once upon a time' -n 400 --temp 0 -no-cnv -t 2 -c 512 -ctk f32 "
+                 "-ctv f32 --no-warmup --seed 1 %s < /dev/null 2> /dev/null; }",
+                 llama_cli, model, settings[i]);
+        if (i < 3)
+            cr_assert_eq(test_run_capture(command, &theirs), 0, "llama-cli failed: %s", theirs);
+        quill_stdout(&ours, &messages, &status, "generate %s --prompt 'Once upon a time' -n 400 "
+                     "--temperature 0 --context 512 --cache-type f32 %s", model, settings[i]);
+        cr_assert_eq(status, 0, "%s", messages);
+        size_t len = strlen(ours);
+        cr_assert_geq(len, 900, "quill stopped short: %s", ours);
+        if (i < 3) {
+            const char *text = theirs + (theirs[0] == ' '); /* the prompt's space shown */
+            cr_expect_eq(strncmp(ours, text, len), 0, "%s:\nquill:     %s\nllama.cpp: %s",
+                         settings[i], ours, text);
+            compared++;
+        } else {
+            cr_expect_neq(strcmp(ours, first), 0, "DRY changed nothing");
+        }
+        if (i == 0)
+            first = strdup(ours);
+        free(theirs);
+        free(ours);
+        free(messages);
+    }
+    cr_expect_eq(compared, 3);
+    free(first);
+}
+
+/* The DRY settings are checked where they are read: each bad value is one message naming
+ * the flag, and --verbose shows DRY in the chain with the breakers found. */
+Test(generate_cli, dry_flags_are_checked_and_shown, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *run = "generate %s --prompt 'Once' -n 2 --temperature 0 %s";
+    expect_clean_error("--dry-base", run, model, "--dry-base 0.5");
+    expect_clean_error("--dry-penalty-last-n", run, model, "--dry-penalty-last-n -2");
+    expect_clean_error("--dry-sequence-breaker: an empty breaker", run, model,
+                       "--dry-multiplier 1 --dry-sequence-breaker ''");
+    expect_clean_error("1 to 40 bytes", run, model,
+                       "--dry-multiplier 1 --dry-sequence-breaker "
+                       "0123456789012345678901234567890123456789x");
+    expect_clean_error("--min-keep", run, model, "--min-keep -1");
+    const char *shown[][2] = {
+        {"--dry-multiplier 0.8", "dry (multiplier 0.8, base 1.75, allowed length 2, last -1 "
+                                 "tokens, "},
+        {"--dry-multiplier 0.8 --dry-sequence-breaker none", "last -1 tokens, 0 breakers)"},
+        {"--dry-multiplier 0.8 --dry-sequence-breaker x --dry-sequence-breaker none", "0 breakers)"},
+        {"", "dry off"},
+    };
+    for (int i = 0; i < 4; i++) {
+        char *out, *messages, args[256];
+        int status;
+        snprintf(args, sizeof args, "--verbose %s", shown[i][0]);
+        quill_stdout(&out, &messages, &status, run, model, args);
+        cr_assert_eq(status, 0, "%s", messages);
+        cr_expect(strstr(messages, shown[i][1]), "%s: no \"%s\" in %s", shown[i][0], shown[i][1],
+                  messages);
+        free(out);
+        free(messages);
+    }
+}

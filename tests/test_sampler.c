@@ -13,22 +13,9 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "test_util.h"
 
 enum { DRAWS = 20000, MAX_V = 16 };
-
-/* Every processor off and temperature 1: the model's own distribution. Tests turn on
- * what they check. */
-static SamplerParams params_plain(void)
-{
-    SamplerParams p;
-    sampler_params_default(&p);
-    p.temperature = 1.0f;
-    p.top_k = 0;
-    p.top_p = 1.0f;
-    p.min_p = 0.0f;
-    p.typical_p = 1.0f;
-    return p;
-}
 
 static void init_or_fail(Sampler *s, const SamplerParams *p, int n_vocab)
 {
@@ -133,7 +120,7 @@ static void expect_frequencies(const double *freq, const double *want, int n)
 Test(sampler, top_k_keeps_the_k_largest)
 {
     const float logits[4] = {1, 3, 2, 0};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_k = 2;
     p.seed = 7;
     double freq[4], e = exp(1.0);
@@ -147,7 +134,7 @@ Test(sampler, top_k_keeps_the_k_largest)
 Test(sampler, top_p_keeps_the_smallest_set_reaching_p)
 {
     const float logits[4] = {logf(0.1f), logf(0.2f), logf(0.3f), logf(0.4f)};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_p = 0.7f;
     p.seed = 11;
     double freq[4], want[4] = {0, 0, 3.0 / 7, 4.0 / 7};
@@ -163,7 +150,7 @@ Test(sampler, top_p_keeps_the_smallest_set_reaching_p)
 Test(sampler, temperature_scales_the_logits)
 {
     const float logits[2] = {0.0f, logf(2.0f)};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.5f;
     p.seed = 3;
     double freq[2], want[2] = {0.2, 0.8};
@@ -178,7 +165,7 @@ Test(sampler, temperature_scales_the_logits)
 Test(sampler, temperature_zero_is_argmax_with_ties_to_the_lowest_id)
 {
     const float logits[5] = {1, 4, 2, 4, -1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.0f;
     p.top_k = 40;
     p.top_p = 0.9f;
@@ -193,7 +180,7 @@ Test(sampler, temperature_zero_is_argmax_with_ties_to_the_lowest_id)
 Test(sampler, temperature_zero_leaves_untempered_probabilities)
 {
     const float logits[2] = {0.0f, logf(2.0f)};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.0f;
     Kept k = apply(&p, logits, 2);
     expect_ids(&k, (int[]){1, 0}, 2);
@@ -212,7 +199,7 @@ Test(sampler, temperature_zero_leaves_untempered_probabilities)
 Test(sampler_filters, top_k_breaks_ties_by_the_lower_id)
 {
     const float logits[6] = {1, 3, 2, 3, 2, 0};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_k = 3;
     Kept k = apply(&p, logits, 6);
     expect_ids(&k, (int[]){1, 3, 2}, 3);
@@ -232,7 +219,7 @@ Test(sampler_filters, top_k_breaks_ties_by_the_lower_id)
 Test(sampler_filters, min_p_keeps_tokens_within_a_factor_of_the_best)
 {
     const float logits[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.min_p = 0.25f;
     Kept k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){0, 1, 2}, 3);
@@ -258,7 +245,7 @@ Test(sampler_filters, min_p_keeps_a_token_exactly_at_the_bar)
     const double want[4] = {0.0, 2.0 / 3, 0.0, 1.0 / 3};
     int compared = 0;
     for (int top_k = 0; top_k <= 4; top_k += 4) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         p.min_p = 0.5f;
         p.top_k = top_k;
         p.seed = 3;
@@ -285,7 +272,7 @@ Test(sampler_filters, min_p_keeps_a_token_exactly_at_the_bar)
 Test(sampler_filters, typical_p_keeps_the_tokens_closest_to_the_entropy)
 {
     const float logits[4] = {logf(0.5f), logf(0.25f), logf(0.125f), logf(0.125f)};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.typical_p = 0.2f;
     Kept k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){1}, 1);
@@ -308,21 +295,21 @@ Test(sampler_filters, typical_p_keeps_the_tokens_closest_to_the_entropy)
 Test(sampler_filters, extreme_settings_keep_one_candidate)
 {
     const float logits[4] = {1, 2, 3, 0};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_p = 0.0f;
     Kept k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){2}, 1);
-    p = params_plain();
+    p = test_sampler_params_off();
     p.min_p = 1.0f;
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){2}, 1);
-    p = params_plain();
+    p = test_sampler_params_off();
     p.top_k = 1;
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){2}, 1);
     /* p = (0.0871, 0.2369, 0.6439, 0.0321), H = 0.9475 nats; -ln p = (2.44, 1.44, 0.44,
      * 3.44), distances (1.49, 0.49, 0.51, 2.49): token 1 is the most typical. */
-    p = params_plain();
+    p = test_sampler_params_off();
     p.typical_p = 0.0f;
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){1}, 1);
@@ -351,21 +338,21 @@ Test(sampler_filters, all_banned_but_one_keeps_that_one)
 Test(sampler_filters, equal_logits_split_ties_by_id)
 {
     const float logits[4] = {1, 1, 1, 1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_p = 0.5f;
     Kept k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){0, 1}, 2);
     expect_p(&k, 0, 0.5);
-    p = params_plain();
+    p = test_sampler_params_off();
     p.min_p = 1.0f;
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){0, 1, 2, 3}, 4);
     expect_p(&k, 3, 0.25);
-    p = params_plain();
+    p = test_sampler_params_off();
     p.typical_p = 0.6f; /* every token is exactly as typical: the first 3 reach 0.75 */
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){0, 1, 2}, 3);
-    p = params_plain();
+    p = test_sampler_params_off();
     p.top_k = 2;
     k = apply(&p, logits, 4);
     expect_ids(&k, (int[]){0, 1}, 2);
@@ -376,7 +363,7 @@ Test(sampler_filters, equal_logits_split_ties_by_id)
 Test(sampler_filters, non_finite_logits_and_extreme_temperatures_stay_finite)
 {
     const float logits[3] = {NAN, INFINITY, 0.0f};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     Kept k = apply(&p, logits, 3);
     expect_ids(&k, (int[]){1, 2}, 2);
     expect_p(&k, 1, 1.0);
@@ -440,7 +427,7 @@ Test(sampler_filters, large_vocabulary_matches_a_full_sort)
         double mass = 0.0;
         while (mass < target - 1e-6)
             mass += prob[order[n_want++].id];
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         p.chain[0] = typical ? SAMPLER_STAGE_TYPICAL_P : SAMPLER_STAGE_TOP_P;
         p.n_chain = 1;
         p.top_p = target;
@@ -478,7 +465,7 @@ Test(sampler_filters, large_vocabulary_matches_a_full_sort)
 Test(sampler_chain, temperature_last_and_first_keep_different_sets)
 {
     const float logits[3] = {3, 2, 1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_p = 0.8f;
     p.temperature = 0.5f;
     Kept k = apply(&p, logits, 3);
@@ -494,7 +481,7 @@ Test(sampler_chain, temperature_last_and_first_keep_different_sets)
 
 Test(sampler_chain, parse_reads_names_and_names_the_bad_item)
 {
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     Error err;
     cr_assert_eq(sampler_chain_parse(" penalties, top-k ,top-p,min-p,temperature", &p, &err), 0,
                  "%s", err.msg);
@@ -523,7 +510,7 @@ Test(sampler_chain, describe_writes_every_stage_and_the_selector)
     p.seed = 42;
     char buf[512];
     sampler_chain_describe(&p, buf, sizeof buf);
-    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> "
+    cr_expect_str_eq(buf, "logit-bias off -> bad-words off -> penalties off -> dry off -> "
                           "top-n-sigma off -> top-k 40 -> "
                           "typical-p off -> top-p 0.95 -> min-p 0.05 -> xtc off -> "
                           "temperature 0.8 -> random draw (seed 42)");
@@ -547,7 +534,9 @@ Test(sampler_chain, default_order_is_llama_cpps)
     sampler_params_default(&p);
     q = p;
     Error err;
-    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,top-n-sigma,top-k,"
+    /* llama.cpp's common_params_sampling: logit bias, then its `samplers` list
+     * penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature */
+    cr_assert_eq(sampler_chain_parse("logit-bias,bad-words,penalties,dry,top-n-sigma,top-k,"
                                      "typical-p,top-p,min-p,xtc,temperature",
                                      &q, &err),
                  0, "%s", err.msg);
@@ -606,7 +595,7 @@ Test(sampler_penalties, repetition_divides_positive_and_multiplies_negative_once
 {
     const float logits[5] = {2, -2, 1, 0.5f, -1};
     const int history[4] = {0, 1, 1, 1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 2.0f;
     p.repeat_last_n = -1;
     Kept k = apply_after(&p, logits, 5, history, 4, 0);
@@ -623,7 +612,7 @@ Test(sampler_penalties, window_covers_the_last_n_tokens)
 {
     const float logits[4] = {2, 2, 2, 2};
     const int history[3] = {0, 1, 2};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 2.0f;
     const struct {
         int last_n;
@@ -645,7 +634,7 @@ Test(sampler_penalties, penalize_prompt_decides_whether_the_prompt_counts)
 {
     const float logits[3] = {2, 2, 2};
     const int history[2] = {0, 1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 2.0f;
     p.penalize_prompt = true;
     Kept k = apply_after(&p, logits, 3, history, 2, 1);
@@ -666,7 +655,7 @@ Test(sampler_penalties, frequency_and_presence_follow_openais_formula)
 {
     const float logits[3] = {1, 1, 1};
     const int history[4] = {0, 0, 0, 1};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.frequency_penalty = 0.5f;
     p.presence_penalty = 0.25f;
     Kept k = apply_after(&p, logits, 3, history, 4, 0);
@@ -684,7 +673,7 @@ Test(sampler_penalties, frequency_and_presence_follow_openais_formula)
 Test(sampler_penalties, long_histories_keep_the_window)
 {
     const float logits[5] = {2, 2, 2, 2, 2};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 2.0f;
     p.repeat_last_n = 3;
     Sampler s;
@@ -711,7 +700,7 @@ Test(sampler_penalties, penalties_after_a_filter_find_their_tokens)
 {
     const float logits[4] = {3, 2, 1, 0};
     const int history[2] = {1, 3};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_k = 2;
     p.repeat_penalty = 2.0f;
     Error err;
@@ -732,7 +721,7 @@ Test(sampler_bans, bad_words_ban_single_tokens_and_phrase_endings)
     const float logits[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const int phrase[3] = {4, 5, 6}, word[1] = {3}, spaced[1] = {7};
     const TokenSequence bad[3] = {{phrase, 3}, {word, 1}, {spaced, 1}};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.bad_words = bad;
     p.n_bad_words = 3;
     const struct {
@@ -760,7 +749,7 @@ Test(sampler_bans, logit_bias_adds_and_minus_infinity_bans)
 {
     const float logits[4] = {0, 0, 0, 0};
     const LogitBias bias[2] = {{0, logf(3.0f)}, {2, -INFINITY}};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.logit_bias = bias;
     p.n_logit_bias = 2;
     Kept k = apply(&p, logits, 4);
@@ -776,7 +765,7 @@ Test(sampler_bans, banning_everything_leaves_a_uniform_choice)
 {
     const float logits[3] = {1, 2, 3};
     const LogitBias bias[3] = {{0, -INFINITY}, {1, -INFINITY}, {2, -INFINITY}};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.logit_bias = bias;
     p.n_logit_bias = 3;
     Kept k = apply(&p, logits, 3);
@@ -814,7 +803,7 @@ Test(sampler_select, greedy_equals_top_k_1)
     float logits[V];
     Rng rng;
     rng_seed(&rng, 123);
-    SamplerParams greedy = params_plain(), top1 = params_plain();
+    SamplerParams greedy = test_sampler_params_off(), top1 = test_sampler_params_off();
     greedy.temperature = 0.0f;
     top1.top_k = 1;
     for (int trial = 0; trial < 200; trial++) {
@@ -850,7 +839,7 @@ Test(sampler_select, same_seed_same_tokens_and_seed_zero_is_valid)
 {
     const float logits[10] = {0};
     int a[100], b[100], c[100];
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.seed = 42;
     draw_sequence(&p, logits, 10, a, 100);
     draw_sequence(&p, logits, 10, b, 100);
@@ -877,7 +866,7 @@ Test(sampler_select, clone_continues_identically)
     float logits[V];
     for (int i = 0; i < V; i++)
         logits[i] = (float)(i % 7) * 0.3f;
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 1.3f;
     p.presence_penalty = 0.2f;
     p.top_p = 0.9f;
@@ -910,9 +899,9 @@ Test(sampler_select, sample_equals_apply_then_select)
     for (int i = 0; i < V; i++)
         logits[i] = 2.0f * rng_normal(&rng);
     SamplerParams settings[3];
-    settings[0] = params_plain();
+    settings[0] = test_sampler_params_off();
     sampler_params_default(&settings[1]);
-    settings[2] = params_plain();
+    settings[2] = test_sampler_params_off();
     settings[2].typical_p = 0.9f;
     settings[2].temperature = 1.5f;
     Error err;
@@ -939,7 +928,7 @@ Test(sampler_select, sample_equals_apply_then_select)
 Test(sampler_select, reset_forgets_the_history)
 {
     const float logits[2] = {2, 2};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.repeat_penalty = 2.0f;
     p.temperature = 0.0f;
     Sampler s;
@@ -975,10 +964,14 @@ Test(sampler_params, init_and_accept_reject_bad_values)
         {"xtc_probability", "xtc-probability 1.5"}, {"xtc_threshold", "xtc-threshold -1"},
         {"top_n_sigma", "top-n-sigma"}, {"dynatemp_range", "dynatemp-range -1"},
         {"dynatemp_exponent", "dynatemp-exp"}, {"mirostat", "mirostat 3"},
-        {"mirostat_tau", "mirostat-ent"},
+        {"mirostat_tau", "mirostat-ent"}, {"dry_multiplier", "dry-multiplier -1"},
+        {"dry_base", "dry-base 0.5"},   {"dry_allowed_length", "dry-allowed-length -1"},
+        {"dry_penalty_last_n", "dry-penalty-last-n -2"},
+        {"dry_breaker_token", "DRY sequence breaker 0 has token 12"},
+        {"min_keep", "min-keep -1"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         const char *f = cases[c].field;
         if (!strcmp(f, "top_p"))
             p.top_p = 1.5f;
@@ -1014,6 +1007,18 @@ Test(sampler_params, init_and_accept_reject_bad_values)
             p.mirostat = 3;
         else if (!strcmp(f, "mirostat_tau"))
             p.mirostat_tau = -1.0f;
+        else if (!strcmp(f, "dry_multiplier"))
+            p.dry_multiplier = -1.0f;
+        else if (!strcmp(f, "dry_base"))
+            p.dry_base = 0.5f;
+        else if (!strcmp(f, "dry_allowed_length"))
+            p.dry_allowed_length = -1;
+        else if (!strcmp(f, "dry_penalty_last_n"))
+            p.dry_penalty_last_n = -2;
+        else if (!strcmp(f, "dry_breaker_token"))
+            p.dry_breakers = outside_word, p.n_dry_breakers = 1;
+        else if (!strcmp(f, "min_keep"))
+            p.min_keep = -1;
         else
             p.chain[1] = p.chain[0];
         cr_expect_eq(sampler_init(&s, &p, 10, &err), -1, "%s accepted", f);
@@ -1021,7 +1026,7 @@ Test(sampler_params, init_and_accept_reject_bad_values)
                   cases[c].want);
         sampler_free(&s);
     }
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     init_or_fail(&s, &p, 10);
     cr_expect_eq(sampler_accept(&s, 10, false, &err), -1);
     cr_expect(strstr(err.msg, "token 10"), "%s", err.msg);
@@ -1087,7 +1092,7 @@ Test(sampler_candidates, draw_sorted_equals_a_walk_over_the_sorted_list)
 Test(sampler_chain, trace_records_the_list_after_each_stage)
 {
     const float logits[4] = {1, 3, 2, 0};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     Error err;
     cr_assert_eq(sampler_chain_parse("penalties,top-k,temperature", &p, &err), 0, "%s", err.msg);
     p.top_k = 2;
@@ -1160,7 +1165,7 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
 {
     int compared = 0;
     for (int i = 0; i < SAMPLER_STAGE_COUNT; i++, compared++) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         Error err;
         const char *name = sampler_stage_name((SamplerStage)i);
         cr_assert_eq(sampler_chain_parse(name, &p, &err), 0, "%s: %s", name, err.msg);
@@ -1168,7 +1173,7 @@ Test(sampler_chain, every_stage_name_parses_back_to_its_stage)
         cr_expect_eq(p.chain[0], (SamplerStage)i, "%s", name);
     }
     cr_expect_eq(compared, SAMPLER_STAGE_COUNT);
-    cr_expect_eq(compared, 10);
+    cr_expect_eq(compared, 11);
 }
 
 /* ---- the samplers llama.cpp has beyond the classic filters ----
@@ -1219,7 +1224,7 @@ Test(sampler_new, xtc_matches_llama_cpps_vectors)
     };
     int compared = 0;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         p.xtc_probability = 0.99f;
         p.xtc_threshold = cases[c].threshold;
         Kept k = apply(&p, logits, 4);
@@ -1235,7 +1240,7 @@ Test(sampler_new, xtc_off_values_keep_everything)
     float logits[4];
     llama_logits(logits);
     const int all[4] = {0, 1, 2, 3};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.xtc_probability = 0.0f;
     p.xtc_threshold = 0.1f;
     Kept k = apply(&p, logits, 4);
@@ -1253,7 +1258,7 @@ Test(sampler_new, xtc_probability_is_the_chance_of_removing)
 {
     float logits[4];
     llama_logits(logits);
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.xtc_probability = 0.5f;
     p.xtc_threshold = 0.19f;
     p.seed = 3;
@@ -1285,7 +1290,7 @@ Test(sampler_new, top_n_sigma_matches_llama_cpps_vectors)
     };
     int compared = 0;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         p.top_n_sigma = cases[c].n_sigma;
         Kept k = apply(&p, logits, 4);
         compared += expect_kept(&k, cases[c].ids, cases[c].p, cases[c].n);
@@ -1301,7 +1306,7 @@ Test(sampler_new, top_n_sigma_ignores_banned_tokens_and_the_temperature)
 {
     const float logits[4] = {2.0f, 0.0f, -INFINITY, -INFINITY};
     const int best[1] = {0};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_n_sigma = 1.0f;
     Kept k = apply(&p, logits, 4);
     expect_ids(&k, best, 1);
@@ -1341,7 +1346,7 @@ Test(sampler_new, dynamic_temperature_follows_the_entropy)
     };
     int compared = 0;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        SamplerParams p = params_plain();
+        SamplerParams p = test_sampler_params_off();
         p.temperature = cases[c].temperature;
         p.dynatemp_range = cases[c].range;
         p.dynatemp_exponent = cases[c].exponent;
@@ -1350,7 +1355,7 @@ Test(sampler_new, dynamic_temperature_follows_the_entropy)
     }
     cr_expect_eq(compared, 16);
     /* temperature 0 stays greedy whatever the range: the argmax, token 0 */
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.0f;
     p.dynatemp_range = 0.5f;
     Sampler s;
@@ -1405,7 +1410,7 @@ Test(sampler_new, mirostat_v2_mu_follows_the_surprise)
     logits_of(probs, logits);
     const double want[10] = {1.16,     1.52,     1.88,     2.24,     2.073534,
                              1.907067, 2.267067, 2.100601, 1.934135, 2.294135};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.0f;
     p.mirostat = 2;
     p.mirostat_tau = 0.4f;
@@ -1431,7 +1436,7 @@ Test(sampler_new, mirostat_v2_cuts_by_surprise_instead_of_the_filters)
     const float probs[4] = {0.5f, 0.25f, 0.125f, 0.125f};
     float logits[4];
     logits_of(probs, logits);
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.top_k = 1;
     p.mirostat = 2;
     p.mirostat_tau = 1.25f;
@@ -1465,7 +1470,7 @@ Test(sampler_new, mirostat_v1_mu_follows_the_surprise)
     logits_of(probs, logits);
     const double want[10] = {2.678072, 3.356144, 3.911359, 4.401804, 4.892249,
                              5.382694, 5.873139, 6.363583, 6.854028, 7.344473};
-    SamplerParams p = params_plain();
+    SamplerParams p = test_sampler_params_off();
     p.temperature = 0.0f;
     p.mirostat = 1;
     p.mirostat_tau = 1.0f;

@@ -654,6 +654,49 @@ Test(serve, choices_stop_and_seed_follow_the_cli, .timeout = 60)
     server_stop(&s);
 }
 
+/* llama-server's DRY fields and min_keep: a greedy completion with them is quill generate's
+ * text with the same flags (and differs from the one without DRY); bad values are a 400
+ * naming the field. */
+Test(serve, dry_fields_follow_the_cli, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    const char *flags = "--prompt 'Once upon a time' --temperature 0 -n 100 --min-keep 2 "
+                        "--dry-multiplier 2 --dry-base 1.5 --dry-allowed-length 1 "
+                        "--dry-penalty-last-n 60 --dry-sequence-breaker Lily";
+    char *dry = cli_text(model, flags);
+    char *plain = cli_text(model, "--prompt 'Once upon a time' --temperature 0 -n 100");
+    cr_assert_str_neq(dry, plain, "DRY changed nothing: the test would mean nothing");
+    Server s;
+    server_start(&s, model, "");
+    cJSON *r = request_json(&s, "POST", "/v1/completions",
+                            "{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+                            "\"max_tokens\": 100, \"min_keep\": 2, \"dry_multiplier\": 2, "
+                            "\"dry_base\": 1.5, \"dry_allowed_length\": 1, "
+                            "\"dry_penalty_last_n\": 60, \"dry_sequence_breakers\": [\"Lily\"]}",
+                            NULL, 200);
+    cr_expect_str_eq(choice_string(r, 0, "text"), dry);
+    const struct {
+        const char *body, *param, *message;
+    } bad[] = {
+        {"{\"prompt\": \"a\", \"dry_base\": 0.5}", "dry_base", "dry_base"},
+        {"{\"prompt\": \"a\", \"dry_multiplier\": -1}", "dry_multiplier", "dry_multiplier"},
+        {"{\"prompt\": \"a\", \"dry_penalty_last_n\": -2}", "dry_penalty_last_n",
+         "dry_penalty_last_n"},
+        {"{\"prompt\": \"a\", \"dry_sequence_breakers\": []}", "dry_sequence_breakers",
+         "dry_sequence_breakers"},
+        {"{\"prompt\": \"a\", \"min_keep\": -1}", "min_keep", "min_keep"},
+        {"{\"prompt\": \"a\", \"dry_multiplier\": 1, \"dry_sequence_breakers\": [\"\"]}",
+         NULL, "DRY sequence breaker 0 is empty"},
+    };
+    for (int i = 0; i < 6; i++)
+        expect_error(&s, "POST", "/v1/completions", bad[i].body, 400, bad[i].param,
+                     bad[i].message, i);
+    cJSON_Delete(r);
+    free(dry);
+    free(plain);
+    server_stop(&s);
+}
+
 /* Bad requests each get their status and an OpenAI error body naming the field; the
  * server answers a good request afterwards. */
 Test(serve, malformed_requests_get_error_bodies, .timeout = 120)

@@ -442,3 +442,15 @@ int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, i
     model_free(&m);
     return count;
 }
+
+SamplerParams test_sampler_params_off(void)
+{
+    SamplerParams p;
+    sampler_params_default(&p);
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.typical_p = 1.0f;
+    return p;
+}

@@ -10,6 +10,11 @@
 
 #include "gguf.h"
 #include "quill.h"
+#include "sampler.h"
+
+/* The sampler's defaults with every processor off and temperature 1: the model's own
+ * distribution. Sampler tests turn on what they check. */
+SamplerParams test_sampler_params_off(void);
 
 /* Path of a file under ../shared (or $QUILL_SHARED), in one of 8 static buffers used in
  * turn, or NULL when the file is missing. */

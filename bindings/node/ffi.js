@@ -61,7 +61,9 @@ koffi.struct("quill_sampler_params", {
   /* added later at the end of the C struct, which keeps the fields above */
   xtc_probability: "float", xtc_threshold: "float", top_n_sigma: "float",
   dynatemp_range: "float", dynatemp_exponent: "float", mirostat: "int", mirostat_tau: "float",
-  mirostat_eta: "float", grammar: "const char *",
+  mirostat_eta: "float", grammar: "const char *", dry_multiplier: "float", dry_base: "float",
+  dry_allowed_length: "int", dry_penalty_last_n: "int", dry_sequence_breakers: "const char **",
+  n_dry_sequence_breakers: "int", min_keep: "int",
 });
 
 /* The event's piece and text are not NUL-terminated (a piece may end inside a UTF-8

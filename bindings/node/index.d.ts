@@ -82,6 +82,17 @@ export interface SamplerOptions {
   frequencyPenalty?: number;
   presencePenalty?: number;
   penalizePrompt?: boolean;
+  /** The fewest tokens top-p, min-p, typical-p and XTC leave; 0 (default) keeps one. */
+  minKeep?: number;
+  /** DRY: a token that would extend a repeat of n tokens loses
+   * dryMultiplier * dryBase^(n - dryAllowedLength); 0 (default): off. */
+  dryMultiplier?: number;
+  dryBase?: number;
+  dryAllowedLength?: number;
+  /** DRY's window: -1 (default) the whole history, 0 off. */
+  dryPenaltyLastN?: number;
+  /** Repeats never reach back past these texts; default "\n", ":", "\"", "*"; [] none. */
+  drySequenceBreakers?: string | string[];
   /** "deterministic", "balanced" or "creative", applied before the other settings. */
   preset?: string;
   /** The random draw's seed; default a random one. */

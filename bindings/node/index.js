@@ -136,7 +136,8 @@ const SAMPLER_RANGES = {
   repeatPenalty: [0, 100], repeatLastN: [-1, 2 ** 24], frequencyPenalty: [-100, 100],
   presencePenalty: [-100, 100], xtcProbability: [0, 1], xtcThreshold: [0, 1],
   topNSigma: [-1, 100], dynatempRange: [0, 100], dynatempExponent: [0, 100], mirostat: [0, 2],
-  mirostatTau: [0, 100], mirostatEta: [0, 100],
+  mirostatTau: [0, 100], mirostatEta: [0, 100], minKeep: [0, 2 ** 24], dryMultiplier: [0, 100],
+  dryBase: [1, 100], dryAllowedLength: [0, 2 ** 24], dryPenaltyLastN: [-1, 2 ** 24],
 };
 
 function inRange(value, option) {
@@ -153,13 +154,16 @@ const SAMPLER_NUMBERS = {
   presencePenalty: "presence_penalty", xtcProbability: "xtc_probability",
   xtcThreshold: "xtc_threshold", topNSigma: "top_n_sigma", dynatempRange: "dynatemp_range",
   dynatempExponent: "dynatemp_exponent", mirostatTau: "mirostat_tau",
-  mirostatEta: "mirostat_eta",
+  mirostatEta: "mirostat_eta", dryMultiplier: "dry_multiplier", dryBase: "dry_base",
 };
 /* ... and those that are C ints. */
-const SAMPLER_INTEGERS = { topK: "top_k", repeatLastN: "repeat_last_n", mirostat: "mirostat" };
+const SAMPLER_INTEGERS = {
+  topK: "top_k", repeatLastN: "repeat_last_n", mirostat: "mirostat", minKeep: "min_keep",
+  dryAllowedLength: "dry_allowed_length", dryPenaltyLastN: "dry_penalty_last_n",
+};
 const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), ...Object.keys(SAMPLER_INTEGERS),
                          "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords",
-                         "grammar"];
+                         "grammar", "drySequenceBreakers"];
 
 function number(value, name) {
   if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
@@ -231,6 +235,11 @@ function samplerParams(options) {
   [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
   const bad = strings(options.badWords, "badWords");
   [p.bad_words, p.n_bad_words] = [bad.length ? bad : null, bad.length];
+  if (options.drySequenceBreakers !== undefined) { /* otherwise the library's defaults */
+    const breakers = strings(options.drySequenceBreakers, "drySequenceBreakers");
+    [p.dry_sequence_breakers, p.n_dry_sequence_breakers] =
+      [breakers.length ? breakers : null, breakers.length];
+  }
   return p;
 }
 

@@ -29,6 +29,14 @@ const SETTINGS = [
   { key: "presence_penalty", label: "presence penalty", def: 0, off: 0, slider: [-2, 2, 0.05], min: -Infinity, max: Infinity },
   { key: "frequency_penalty", label: "frequency penalty", def: 0, off: 0, slider: [-2, 2, 0.05], min: -Infinity, max: Infinity },
   /* the newer samplers, folded away under "more samplers" (`more: true`) */
+  { key: "dry_multiplier", label: "DRY multiplier", def: 0, off: 0, slider: [0, 3, 0.05], min: 0, max: 100, more: true },
+  { key: "dry_base", label: "DRY base", def: 1.75, off: null, slider: [1, 4, 0.05], min: 1, max: 100, more: true },
+  { key: "dry_allowed_length", label: "DRY allowed length", def: 2, off: null, slider: [0, 10, 1], min: 0, max: Infinity,
+    integer: true, more: true },
+  { key: "dry_penalty_last_n", label: "DRY window (-1: all)", def: -1, off: 0, slider: [-1, 512, 1], min: -1, max: Infinity,
+    integer: true, more: true },
+  { key: "min_keep", label: "min keep", def: 0, off: 0, slider: [0, 20, 1], min: 0, max: Infinity, integer: true, more: true,
+    note: "the fewest candidates top-p, min-p, typical-p and XTC leave (0 and 1 keep one)" },
   { key: "top_n_sigma", label: "top-n-sigma", def: -1, off: -1, slider: [-1, 5, 0.1], min: -1, max: 100, more: true },
   { key: "xtc_probability", label: "XTC probability", def: 0, off: 0, slider: [0, 1, 0.01], min: 0, max: 1, more: true },
   { key: "xtc_threshold", label: "XTC threshold", def: 0.1, off: null, slider: [0, 0.5, 0.01], min: 0, max: 1, more: true,
@@ -43,9 +51,10 @@ const SETTINGS = [
 
 /* The stage names the server's `samplers` field accepts, in the default order
  * (llama.cpp's). A stage left out of the chain does not run. */
-const STAGES = ["logit-bias", "bad-words", "penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p",
-                "xtc", "temperature"];
-const DEFAULT_CHAIN = ["penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p", "xtc", "temperature"];
+const STAGES = ["logit-bias", "bad-words", "penalties", "dry", "top-n-sigma", "top-k", "typical-p", "top-p",
+                "min-p", "xtc", "temperature"];
+const DEFAULT_CHAIN = ["penalties", "dry", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p", "xtc",
+                       "temperature"];
 
 /* What each stage does, in short (the long version, with formulas and papers, is
  * docs/sampling.md). "chain" is the list the final draw picks from. */
@@ -57,6 +66,7 @@ const STAGE_HELP = {
   "typical-p": "Keeps the tokens whose surprise is closest to the average surprise (the entropy) until their mass reaches typical-p; it can drop the most likely token (Meister et al. 2022).",
   "top-p": "Keeps the smallest set of most likely tokens whose probability reaches top-p: the nucleus (Holtzman et al. 2019).",
   "min-p": "Keeps the tokens at least min-p times as likely as the most likely one, so the cut follows the model's confidence (Nguyen et al. 2024).",
+  "dry": "Lowers the logit of each token that would continue a stretch of text already written, the more the longer that stretch, and lets a repeat start over after a newline, a colon, a quote or an asterisk (p-e-w 2024).",
   "top-n-sigma": "Keeps the tokens whose logit is within n standard deviations of the largest logit, a cut that ignores how the tail is spread (Tang et al. 2024).",
   "xtc": "With the chance XTC probability, removes every candidate above the threshold except the least likely of them, steering away from the obvious choice (Weidmann 2024).",
   "mirostat": "Cuts the candidates by a bound mu on their surprise (2.0: those above mu), draws, then moves mu towards the target surprise tau, so the text keeps a steady perplexity (Basu et al. 2021).",
@@ -188,7 +198,7 @@ function buildChainEditor(container) {
 function buildSettings(column) {
   const container = $(".settings", column);
   const more = el("details", "more-samplers");
-  more.append(el("summary", "", "more samplers: top-n-sigma, XTC, dynamic temperature, Mirostat"));
+  more.append(el("summary", "", "more samplers: DRY, min keep, top-n-sigma, XTC, dynamic temperature, Mirostat"));
   const readers = SETTINGS.map((s) => [s, buildSettingRow(s.more ? more : container, s)]);
   container.append(more);
   const readChain = buildChainEditor(container);

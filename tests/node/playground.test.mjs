@@ -22,7 +22,7 @@ const MAX_TOKENS = 24;
  * seed), named as the command line's flags. */
 const PAGE_DEFAULTS = { "seed": 42, "temperature": 0.8, "top-k": 40, "typical-p": 1, "top-p": 0.95,
                         "min-p": 0.05, "repeat-penalty": 1, "presence-penalty": 0, "frequency-penalty": 0,
-                        "samplers": "penalties,top-n-sigma,top-k,typical-p,top-p,min-p,xtc,temperature" };
+                        "samplers": "penalties,dry,top-n-sigma,top-k,typical-p,top-p,min-p,xtc,temperature" };
 
 /* `quill generate --no-echo` with the page's prompt, length and these settings. */
 const cliText = (settings) => cliBytes(STORIES.path, [
@@ -104,8 +104,8 @@ describe("the playground in headless Chromium", { skip: STORIES.skip }, () => {
     assertSameText(text, cliText(PAGE_DEFAULTS));
 
     const stages = await clickToken(page, 3);
-    assert.deepEqual(stages.map((s) => s.stage), ["penalties", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p", "xtc",
-                                                  "temperature", "chain"]);
+    assert.deepEqual(stages.map((s) => s.stage), ["penalties", "dry", "top-n-sigma", "top-k", "typical-p", "top-p", "min-p",
+                                                  "xtc", "temperature", "chain"]);
     for (const s of stages) {
       /* where the stage kept more than the 8 listed, the grey bar is what the listed ones
        * leave: the sum is 1 by construction, and the listed ones must leave something */

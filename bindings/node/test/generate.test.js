@@ -52,6 +52,20 @@ const SAMPLED = [
     options: { seed: 6, grammar: 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."' },
     flags: ["--seed", "6", "--grammar", 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."'],
   },
+  {
+    name: "DRY with the default breakers, and min-keep",
+    options: { seed: 5, dryMultiplier: 2, dryBase: 1.5, dryAllowedLength: 1, minKeep: 3 },
+    flags: ["--seed", "5", "--dry-multiplier", "2", "--dry-base", "1.5",
+            "--dry-allowed-length", "1", "--min-keep", "3"],
+  },
+  {
+    name: "DRY with breakers of its own",
+    options: { seed: 5, dryMultiplier: 2, dryAllowedLength: 1, dryPenaltyLastN: 50,
+               drySequenceBreakers: ["Lily", "."] },
+    flags: ["--seed", "5", "--dry-multiplier", "2", "--dry-allowed-length", "1",
+            "--dry-penalty-last-n", "50", "--dry-sequence-breaker", "Lily",
+            "--dry-sequence-breaker", "."],
+  },
 ];
 
 describe("generate and stream against quill generate", { skip: STORIES.skip }, () => {

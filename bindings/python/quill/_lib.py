@@ -108,7 +108,11 @@ class SamplerParamsC(Structure):
                 ("top_n_sigma", c_float), ("dynatemp_range", c_float),
                 ("dynatemp_exponent", c_float), ("mirostat", c_int),
                 ("mirostat_tau", c_float), ("mirostat_eta", c_float),
-                ("grammar", c_char_p)]
+                ("grammar", c_char_p),
+                ("dry_multiplier", c_float), ("dry_base", c_float),
+                ("dry_allowed_length", c_int), ("dry_penalty_last_n", c_int),
+                ("dry_sequence_breakers", POINTER(c_char_p)),
+                ("n_dry_sequence_breakers", c_int), ("min_keep", c_int)]
 
 
 class Candidate(Structure):

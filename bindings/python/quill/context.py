@@ -44,6 +44,12 @@ class Sampling(TypedDict, total=False):
     presence_penalty: float
     repeat_last_n: int
     penalize_prompt: bool
+    min_keep: int
+    dry_multiplier: float
+    dry_base: float
+    dry_allowed_length: int
+    dry_penalty_last_n: int
+    dry_sequence_breakers: Sequence[str]
     seed: int
     logit_bias: dict[int, float]
     bad_words: Sequence[str]

@@ -21,7 +21,9 @@ PRESETS = ("deterministic", "balanced", "creative")
 
 # The fields that are plain numbers in quill_sampler_params too, and that a preset sets.
 _NUMBERS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
-            "frequency_penalty", "presence_penalty", "repeat_last_n", "penalize_prompt")
+            "frequency_penalty", "presence_penalty", "repeat_last_n", "penalize_prompt",
+            "min_keep", "dry_multiplier", "dry_base", "dry_allowed_length",
+            "dry_penalty_last_n")
 
 # The samplers added later (docs/sampling.md): plain numbers too, which no preset sets.
 _NEWER = ("xtc_probability", "xtc_threshold", "top_n_sigma", "dynatemp_range",
@@ -36,6 +38,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "xtc_probability": (0, 1), "xtc_threshold": (0, 1), "top_n_sigma": (-1, 100),
     "dynatemp_range": (0, 100), "dynatemp_exponent": (0, 100), "mirostat": (0, 2),
     "mirostat_tau": (0, 100), "mirostat_eta": (0, 100),
+    "min_keep": (0, 1 << 24), "dry_multiplier": (0, 100), "dry_base": (1, 100),
+    "dry_allowed_length": (0, 1 << 24), "dry_penalty_last_n": (-1, 1 << 24),
 }
 
 
@@ -56,8 +60,9 @@ def _shortest(x: float | int | bool) -> float | int | bool:
 class SamplerParams:
     """Every knob of the sampler chain (docs/sampling.md has the formulas). The defaults
     are quill_sampler_params_default()'s, llama.cpp's: temperature 0.8, top-k 40, top-p
-    0.95, min-p 0.05, penalties off. ``seed`` None draws one from the operating system
-    (the Completion says which).
+    0.95, min-p 0.05, penalties and DRY off. ``seed`` None draws one from the operating
+    system (the Completion says which); ``dry_sequence_breakers`` None keeps the library's
+    ("\\n", ":", "\"", "*").
 
     >>> SamplerParams(temperature=0).temperature
     0
@@ -72,6 +77,12 @@ class SamplerParams:
     presence_penalty: float = 0.0
     repeat_last_n: int = 64
     penalize_prompt: bool = True
+    min_keep: int = 0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breakers: Sequence[str] | None = None
     seed: int | None = None
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     bad_words: Sequence[str] = ()
@@ -164,6 +175,11 @@ class Sampler(_lib.Owned):
         words = [w.encode() for w in params.bad_words]
         word_array = _lib.string_array(words)
         c.bad_words, c.n_bad_words = word_array, len(words)
+        breakers = [b.encode() for b in params.dry_sequence_breakers or ()]
+        breaker_array = _lib.string_array(breakers)
+        if params.dry_sequence_breakers is not None:
+            c.dry_sequence_breakers = breaker_array
+            c.n_dry_sequence_breakers = len(breakers)
         self.handle = lib.quill_sampler_new(model_handle, ctypes.byref(c))
         if not self.handle:
             raise _lib.last_error()

@@ -35,11 +35,11 @@ def test_sampler_params_defaults_are_the_librarys():
     mine = quill.SamplerParams()
     compared = 0
     for f in fields(mine):
-        if f.name in ("seed", "logit_bias", "bad_words", "samplers"):
+        if f.name in ("seed", "logit_bias", "bad_words", "samplers", "dry_sequence_breakers"):
             continue
         assert getattr(mine, f.name) == pytest.approx(getattr(c, f.name)), f.name
         compared += 1
-    assert compared == 19
+    assert compared == 24
 
 
 def test_presets_are_the_librarys_numbers():
@@ -156,6 +156,10 @@ def test_sampler_params_layout_is_the_headers():
     assert (c.top_n_sigma, c.dynatemp_range, c.dynatemp_exponent) == (-1.0, 0.0, 1.0)
     assert (c.mirostat, c.mirostat_tau, c.mirostat_eta) == (0, 5.0, pytest.approx(0.1))
     assert c.grammar is None
+    assert (c.dry_multiplier, c.dry_base, c.dry_allowed_length, c.dry_penalty_last_n) == (
+        0.0, 1.75, 2, -1)
+    breakers = [c.dry_sequence_breakers[i] for i in range(c.n_dry_sequence_breakers)]
+    assert (breakers, c.min_keep) == ([b"\n", b":", b'"', b"*"], 0)
 
 
 def test_guidance_at_scale_1_and_0_is_each_side_and_its_fields_are_the_headers(model):

@@ -48,6 +48,11 @@ SEEDED = [
       "2", "--dynatemp-range", "0.5", "--dynatemp-exp", "2"]),
     (dict(seed=6, grammar='root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."'),
      ["--seed", "6", "--grammar", 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."']),
+    (dict(seed=5, dry_multiplier=2.0, dry_base=1.5, dry_allowed_length=1,
+          dry_penalty_last_n=50, dry_sequence_breakers=["\n", "Lily"], min_keep=3),
+     ["--seed", "5", "--dry-multiplier", "2", "--dry-base", "1.5", "--dry-allowed-length", "1",
+      "--dry-penalty-last-n", "50", "--dry-sequence-breaker", "\\n",
+      "--dry-sequence-breaker", "Lily", "--min-keep", "3"]),
 ]
 
 
