@@ -827,40 +827,62 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Writes the rest of a key, after `depth` bytes that all of names[0..n) share (sorted), such
- * that the key is none of them: the closing quote (unless the key so far is one of them),
- * or a character one of them continues with and then the same again for those, or any other
- * character and then anything. */
-static void add_key_not_in(Text *t, const char **names, size_t n, size_t depth)
+/* A node of the trie of property names that an extra key must differ from: the names
+ * names[first..first+n) (sorted), which share their first `depth` bytes, and the rule
+ * (started, not finished) for the rest of a key that has read those bytes. */
+typedef struct {
+    size_t first, n, depth;
+    long rule;
+} KeyNode;
+
+typedef struct {
+    KeyNode *items;
+    size_t n, cap;
+} KeyNodeList;
+
+/* Writes a node's rule: the rest of the key, such that the key is none of its names: the
+ * closing quote (unless the key so far is one of them), or a character one of them goes on
+ * with and then that child's rule, or any other character and then anything. Each child
+ * becomes a node of its own, pushed on `todo`, so that a long name makes a chain of rules
+ * rather than groups nested as deep as it is long. */
+static int key_node_write(Converter *c, const char **names, KeyNode node, KeyNodeList *todo,
+                          const char *base)
 {
+    Text t = {0}, others = {0};
     const char *sep = "";
-    size_t i = 0;
-    text_add(t, "( ");
-    if (strlen(names[0]) == depth)
-        i = 1; /* the key so far is this name: it must go on */
+    size_t i = node.first, end = node.first + node.n;
+    if (strlen(names[i]) == node.depth)
+        i++; /* the key so far is this name: it must go on */
     else {
-        text_add(t, "\"\\\"\"");
+        text_add(&t, "\"\\\"\"");
         sep = " | ";
     }
-    Text others = {0};
-    while (i < n) {
-        const unsigned char *at = (const unsigned char *)names[i] + depth;
+    while (i < end) {
+        const unsigned char *at = (const unsigned char *)names[i] + node.depth;
         uint32_t cp;
         int len = utf8_decode(at, strlen((const char *)at), &cp); /* UTF-8: checked */
         size_t j = i;
-        while (j < n && strncmp(names[j] + depth, (const char *)at, (size_t)len) == 0)
+        while (j < end && strncmp(names[j] + node.depth, (const char *)at, (size_t)len) == 0)
             j++;
-        text_add(t, "%s", sep);
-        add_literal(t, (const char *)at, (size_t)len);
-        text_add(t, " ");
-        add_key_not_in(t, names + i, j - i, depth + (size_t)len);
+        long child = rule_start(c, base);
+        if (child < 0 || buffer_reserve_items(&todo->items, &todo->cap, todo->n + 1,
+                                              sizeof *todo->items, 16, "key rules", c->err)) {
+            free(t.data);
+            free(others.data);
+            return -1;
+        }
+        todo->items[todo->n++] = (KeyNode){i, j - i, node.depth + (size_t)len, child};
+        text_add(&t, "%s", sep);
+        add_literal(&t, (const char *)at, (size_t)len);
+        text_add(&t, " %s", c->rules[child].name);
         add_class_char(&others, cp);
         sep = " | ";
         i = j;
     }
-    text_add(t, "%s[^\"\\\\\\x00-\\x1F%s] plain-char* \"\\\"\" )", sep, others.data ? others.data : "");
-    t->failed |= others.failed;
+    text_add(&t, "%s[^\"\\\\\\x00-\\x1F%s] plain-char* \"\\\"\"", sep, others.data ? others.data : "");
+    t.failed |= others.failed;
     free(others.data);
+    return rule_finish(c, node.rule, &t) ? 0 : -1;
 }
 
 /* The key of an extra property: any string but the object's own property names (which
@@ -868,25 +890,44 @@ static void add_key_not_in(Text *t, const char **names, size_t n, size_t depth)
 static const char *visit_extra_key(Converter *c, const PropertyList *props, const char *name)
 {
     const char **names = calloc(props->n + 1, sizeof *names);
-    if (!names) {
-        error_set(c->err, "out of memory");
-        return NULL;
+    KeyNodeList todo = {0};
+    char rest_name[160];
+    child_name(rest_name, sizeof rest_name, name, "rest");
+    if (!names || !primitive(c, "plain-char") || !primitive(c, "space")) {
+        free(names);
+        return names ? NULL : fail(c, "out of memory");
     }
     size_t n = 0;
     for (size_t i = 0; i < props->n; i++)
         if (is_plain_name(props->items[i].name))
             names[n++] = props->items[i].name;
+    qsort(names, n, sizeof *names, compare_names);
     Text t = {0};
+    int status = 0;
     if (n == 0) {
         text_add(&t, "\"\\\"\" plain-char* \"\\\"\" space");
     } else {
-        qsort(names, n, sizeof *names, compare_names);
-        text_add(&t, "\"\\\"\" ");
-        add_key_not_in(&t, names, n, 0);
-        text_add(&t, " space");
+        long first = rule_start(c, rest_name);
+        text_add(&t, "\"\\\"\" %s space", first >= 0 ? c->rules[first].name : "");
+        status = first >= 0 && buffer_reserve_items(&todo.items, &todo.cap, 1,
+                                                    sizeof *todo.items, 16, "key rules",
+                                                    c->err) == 0
+                     ? 0
+                     : -1;
+        if (status == 0)
+            todo.items[todo.n++] = (KeyNode){0, n, 0, first};
+        while (status == 0 && todo.n > 0) {
+            KeyNode node = todo.items[--todo.n];
+            status = key_node_write(c, names, node, &todo, rest_name);
+        }
     }
+    free(todo.items);
     free(names);
-    return primitive(c, "plain-char") && primitive(c, "space") ? rule_add(c, name, &t) : NULL;
+    if (status != 0) {
+        free(t.data);
+        return NULL;
+    }
+    return rule_add(c, name, &t);
 }
 
 /* The rule of one extra property: its key, then a value of additionalProperties' schema.

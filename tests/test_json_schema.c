@@ -417,6 +417,36 @@ Test(json_schema, one_sided_ranges)
     cr_assert_eq(compared, 20);
 }
 
+/* An extra key must differ from each listed name; a long name makes a chain of rules, not
+ * groups nested as deep as it is long (which the grammar's parser refuses past 200). */
+Test(json_schema, extra_keys_differ_from_a_long_listed_name)
+{
+    char a[302], schema[600], text[400];
+    memset(a, 'a', 301);
+    a[301] = '\0';
+    snprintf(schema, sizeof schema, "{\"properties\": {\"%.300s\": {\"type\": \"string\"}}, "
+                                    "\"additionalProperties\": {\"type\": \"integer\"}}", a);
+    Grammar g;
+    Error err;
+    cr_assert_eq(json_schema_grammar(schema, strlen(schema), &g, &err), 0, "%s", err.msg);
+    const struct {
+        int length;
+        const char *value;
+        bool accepted;
+    } CASES[] = {{300, "\"x\"", true}, {300, "1", false}, {299, "1", true}, {301, "1", true},
+                 {299, "\"x\"", false}, {1, "2", true}};
+    int compared = 0;
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof text, "{\"%.*s\": %s}", CASES[i].length, a, CASES[i].value);
+        bool got;
+        cr_assert_eq(grammar_accepts(&g, text, strlen(text), &got, &err), 0);
+        cr_expect_eq(got, CASES[i].accepted, "case %d: %s", i, text);
+        compared++;
+    }
+    cr_assert_eq(compared, 6);
+    grammar_free(&g);
+}
+
 /* ---------------------------------------------------------------- what is refused */
 
 typedef struct {
