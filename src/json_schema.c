@@ -69,8 +69,12 @@ static const Primitive PRIMITIVES[] = {
     {"array", "\"[\" space ( value ( \",\" space value )* )? \"]\" space", {"space", "value"}},
     {"string", "\"\\\"\" char* \"\\\"\" space", {"char", "space"}},
     /* one character of a JSON string: any but a quote, a backslash or a control character,
-     * or an escape */
-    {"char", "[^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} )", {0}},
+     * or an escape; \u escapes of UTF-16 surrogates (D800 to DFFF) are left out, so that
+     * each char is one character of the string JSON reads, as minLength and maxLength count
+     * (a character beyond U+FFFF is written as itself) */
+    {"char", "[^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( [0-9a-cA-CefEF] [0-9a-fA-F]{3} | "
+             "[dD] [0-7] [0-9a-fA-F]{2} ) )",
+     {0}},
     /* numbers of at most 16 digits each side, as llama.cpp writes them */
     {"number", "\"-\"? integral-part ( \".\" decimal-part )? ( [eE] [-+]? integral-part )? space",
      {"integral-part", "decimal-part", "space"}},
