@@ -33,9 +33,9 @@ typedef struct {
 } GrammarSource;
 /* The flag that gives the grammar ("--json", ...), or NULL when there is none. */
 const char *grammar_source_flag(const GrammarSource *s);
-/* The grammar's GBNF text (*gbnf, malloc'd): a schema converted, a file read. Two sources
- * at once are an error. */
-int grammar_source_gbnf(const GrammarSource *s, char **gbnf, Error *err);
+/* The grammar's GBNF text (*gbnf, malloc'd, *len bytes): a schema converted, a file read.
+ * Two sources at once are an error. */
+int grammar_source_gbnf(const GrammarSource *s, char **gbnf, size_t *len, Error *err);
 /* Builds the grammar; its errors start with where it came from ("--grammar: line 1, column
  * 20: ...", "schema.json: #/properties/age: keyword 'not' is not supported"). */
 int grammar_source_load(const GrammarSource *s, Grammar *g, Error *err);

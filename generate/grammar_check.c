@@ -64,7 +64,7 @@ static int read_schema(const char *value, const char **schema, const char **from
     return 0;
 }
 
-int grammar_source_gbnf(const GrammarSource *s, char **gbnf, Error *err)
+int grammar_source_gbnf(const GrammarSource *s, char **gbnf, size_t *len, Error *err)
 {
     if (grammar_source_check(s, err) != 0)
         return -1;
@@ -72,27 +72,31 @@ int grammar_source_gbnf(const GrammarSource *s, char **gbnf, Error *err)
         if (json_schema_to_gbnf(JSON_SCHEMA_ANY_VALUE, strlen(JSON_SCHEMA_ANY_VALUE), gbnf,
                                 err) != 0)
             return error_prefix(err, "--json");
+        *len = strlen(*gbnf);
         return 0;
     }
     if (s->json_schema) {
         const char *schema = NULL, *from = NULL;
         char *owned;
-        size_t len;
-        if (read_schema(s->json_schema, &schema, &from, &owned, &len, err) != 0)
+        size_t schema_len;
+        if (read_schema(s->json_schema, &schema, &from, &owned, &schema_len, err) != 0)
             return -1;
-        int status = json_schema_to_gbnf(schema, len, gbnf, err);
+        int status = json_schema_to_gbnf(schema, schema_len, gbnf, err);
         free(owned);
-        return status == 0 ? 0 : error_prefix(err, "%s", from);
+        if (status != 0)
+            return error_prefix(err, "%s", from);
+        *len = strlen(*gbnf);
+        return 0;
     }
     if (s->text) {
         *gbnf = strdup(s->text);
+        *len = strlen(s->text);
         return *gbnf ? 0 : error_set(err, "out of memory");
     }
     if (!s->file)
         return error_set(err, "give the grammar one way: a FILE, --grammar 'root ::= ...', "
                               "--json or --json-schema SCHEMA");
-    size_t len;
-    return file_read_all(s->file, gbnf, &len, err);
+    return file_read_all(s->file, gbnf, len, err);
 }
 
 /* Builds the grammar; its errors start with where the grammar came from ("--grammar: line 1,
@@ -100,15 +104,12 @@ int grammar_source_gbnf(const GrammarSource *s, char **gbnf, Error *err)
 int grammar_source_load(const GrammarSource *s, Grammar *g, Error *err)
 {
     char *gbnf;
-    if (grammar_source_gbnf(s, &gbnf, err) != 0)
+    size_t len;
+    if (grammar_source_gbnf(s, &gbnf, &len, err) != 0)
         return -1;
-    int status = grammar_parse(gbnf, strlen(gbnf), g, err);
+    int status = grammar_parse(gbnf, len, g, err);
     free(gbnf);
-    if (status == 0)
-        return 0;
-    if (s->file && !s->json && !s->json_schema)
-        return error_prefix(err, "%s", s->file);
-    return error_prefix(err, "%s", grammar_source_flag(s));
+    return status == 0 ? 0 : error_prefix(err, "%s", s->file ? s->file : grammar_source_flag(s));
 }
 
 static int print_verdicts(const Grammar *g, char **texts, int n, Error *err)
@@ -126,9 +127,10 @@ static int print_verdicts(const Grammar *g, char **texts, int n, Error *err)
 static int print_gbnf(const GrammarSource *source, Error *err)
 {
     char *gbnf;
-    if (grammar_source_gbnf(source, &gbnf, err) != 0)
+    size_t len;
+    if (grammar_source_gbnf(source, &gbnf, &len, err) != 0)
         return -1;
-    fputs(gbnf, stdout);
+    fwrite(gbnf, 1, len, stdout);
     free(gbnf);
     return 0;
 }

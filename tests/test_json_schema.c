@@ -640,6 +640,21 @@ Test(json_schema_cli, errors_name_the_schema_and_the_keyword)
                  "grammar --grammar %s --print", "'root ::= \"a\"'");
 }
 
+/* A GBNF file is read whole, NUL bytes included: one is an error at its place, not the end
+ * of the grammar. */
+Test(json_schema_cli, a_grammar_file_is_read_whole)
+{
+    char path[512], message[700];
+    snprintf(path, sizeof path, "%s/nul.gbnf", test_make_tmpdir());
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fwrite("root ::= \"a\"\0 junk", 1, 18, f);
+    fclose(f);
+    snprintf(message, sizeof message, "%s: line 1, column 13: expecting the end of the line",
+             path);
+    expect_error(message, "grammar %s --check a", path);
+}
+
 Test(json_schema_cli, generate_refuses_two_grammars_and_bad_schemas, .timeout = 60)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
