@@ -140,9 +140,11 @@ QUILL      := $(BUILD)/quill
 TESTS      := $(BUILD)/quill-tests
 NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 
+# python3-jsonschema: the independent validator that tests/test_json_schema.c runs on what
+# quill generate --json-schema writes.
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
-                libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium
+                libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium python3-jsonschema
 
 .PHONY: all deps test test-unit test-abi test-node test-node-binding test-python test-install \
         test-load install uninstall \
@@ -416,7 +418,7 @@ test-install: $(LIB) $(SO)
 # Each input is limited to 5 s and 2 GB, so a hang or a memory blow-up fails like a crash,
 # and a failure prints the command that reproduces it.
 FUZZ_SECONDS ?= 20
-FUZZERS      := gguf_model config train_state token_cache grammar
+FUZZERS      := gguf_model config train_state token_cache grammar json_schema
 FUZZ_BUILD   := build/fuzz
 # -Wno-pass-failed: UBSan's checks on every load (alignment, null, pointer overflow) keep
 # clang from vectorising the loops marked `#pragma omp simd`, and it warns about each one;

@@ -25,7 +25,7 @@ static const Command COMMANDS[] = {
     {"chat", cmd_chat, "talk to a model: a prompt loop (generate --interactive)"},
     {"serve", cmd_serve, "serve a model over HTTP: OpenAI's and llama-server's endpoints"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
-    {"grammar", cmd_grammar, "check texts against a GBNF grammar (accept or reject), no model"},
+    {"grammar", cmd_grammar, "check texts against a GBNF grammar or a JSON Schema, no model"},
     {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},
     {"quantize", cmd_quantize, "rewrite a GGUF model's weights in another type (Q8_0, Q4_K_M, ...)"},

@@ -370,12 +370,20 @@ static int must_include_beams(GenerateOptions *o, Error *err)
 }
 
 /* A grammar's state is one text's: several samples, beams or chat turns would need one per
- * sequence, or a fresh one per turn (not there yet). */
+ * sequence, or a fresh one per turn (not there yet). A grammar that cannot be built, or two
+ * given at once, is refused here too, before the model loads. */
 static int grammar_use_check(const GenerateOptions *o, bool interactive, Error *err)
 {
-    if ((o->grammar || o->grammar_file) && (interactive || o->num_samples > 1 || o->beam_size > 1))
-        return error_set(err, "--grammar works with one sample for now, not with "
-                              "--interactive (quill chat), --num-samples or --beam-size");
+    GrammarSource source = generate_grammar_source(o);
+    const char *flag = grammar_source_flag(&source);
+    if (flag && (interactive || o->num_samples > 1 || o->beam_size > 1))
+        return error_set(err, "%s works with one sample for now, not with "
+                              "--interactive (quill chat), --num-samples or --beam-size", flag);
+    Grammar g;
+    if (flag && grammar_source_load(&source, &g, err) != 0)
+        return -1;
+    if (flag)
+        grammar_free(&g);
     return 0;
 }
 

@@ -36,9 +36,22 @@ int generate_guided_length(const quill_model *m, const char *guide, const char *
                            Error *err);
 
 /* quill grammar: builds a GBNF grammar and prints accept or reject for texts (--check). */
-/* Builds a grammar from the file or the inline text of --grammar (exactly one); its errors
- * start with where the grammar came from ("--grammar: line 1, column 20: ..."). */
-int grammar_load(const char *file, const char *inline_text, Grammar *g, Error *err);
+/* Where a grammar comes from: one of these at most (quill generate has none when it samples
+ * freely). */
+typedef struct {
+    const char *file;        /* a GBNF file: quill grammar's FILE, --grammar-file */
+    const char *text;        /* --grammar: GBNF text */
+    const char *json_schema; /* --json-schema: a schema's JSON text, or a FILE or @FILE */
+    bool json;               /* --json: any JSON value */
+} GrammarSource;
+/* The flag that gives the grammar ("--json", ...), or NULL when there is none. */
+const char *grammar_source_flag(const GrammarSource *s);
+/* The grammar's GBNF text (*gbnf, malloc'd, *len bytes): a schema converted, a file read.
+ * Two sources at once are an error. */
+int grammar_source_gbnf(const GrammarSource *s, char **gbnf, size_t *len, Error *err);
+/* Builds the grammar; its errors start with where it came from ("--grammar: line 1, column
+ * 20: ...", "schema.json: #/properties/age: keyword 'not' is not supported"). */
+int grammar_source_load(const GrammarSource *s, Grammar *g, Error *err);
 int cmd_grammar(int argc, char **argv, Error *err);
 
 /* quill bench MODEL.gguf: prompt and generation speed of a model. */

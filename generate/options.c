@@ -120,6 +120,9 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
         {"grammar", FLAG_STRING, &o->grammar, 0, 0,
          "GBNF grammar the output must match (docs/grammars.md)"},
         {"grammar-file", FLAG_STRING, &o->grammar_file, 0, 0, "--grammar, read from this file"},
+        {"json", FLAG_SWITCH, &o->json, 0, 0, "the output is one JSON value (docs/grammars.md)"},
+        {"json-schema", FLAG_STRING, &o->json_schema, 0, 0,
+         "the output is JSON that this JSON Schema accepts (its text, or @FILE)"},
         {"samplers", FLAG_STRING, &o->samplers, 0, 0,
          "the chain, e.g. penalties,top-k,top-p,min-p,temperature"},
         {"guide", FLAG_STRING, &o->guide, 0, 0,
@@ -357,6 +360,12 @@ void generate_sampler_params_free(SamplerParams *p)
 
 /* The public API's sampler for o (quill.h): the same numbers, chain, biases and words as
  * generate_sampler_params gives a session. */
+GrammarSource generate_grammar_source(const GenerateOptions *o)
+{
+    return (GrammarSource){.file = o->grammar_file, .text = o->grammar,
+                           .json_schema = o->json_schema, .json = o->json};
+}
+
 quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions *o,
                                     uint64_t seed, Error *err)
 {
@@ -406,9 +415,10 @@ quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions 
     quill_sampler *s = status == 0 ? quill_sampler_new(m, &p) : NULL;
     if (status == 0 && !s)
         error_set(err, "%s", quill_last_error());
-    if (s && (o->grammar || o->grammar_file)) {
+    GrammarSource source = generate_grammar_source(o);
+    if (s && grammar_source_flag(&source)) {
         Grammar g;
-        if (grammar_load(o->grammar_file, o->grammar, &g, err) != 0 ||
+        if (grammar_source_load(&source, &g, err) != 0 ||
             api_sampler_use_grammar(s, &g, err) != 0) {
             quill_sampler_free(s);
             s = NULL;

@@ -12,6 +12,7 @@
 #include "chat.h"
 #include "cli.h"
 #include "error.h"
+#include "generate.h"
 #include "quill.h"
 #include "sampler.h"
 #include "session.h"
@@ -34,6 +35,8 @@ typedef struct {
     StringList dry_sequence_breakers; /* as typed (escapes, "none"); empty: the defaults */
     const char *grammar;      /* --grammar: a GBNF grammar's text, or NULL */
     const char *grammar_file; /* --grammar-file: a file holding one, or NULL */
+    const char *json_schema;  /* --json-schema: a JSON Schema (text, or @FILE), or NULL */
+    bool json;                /* --json: the output is one JSON value */
     const char *samplers;  /* the chain, e.g. "penalties,top-k,top-p,min-p,temperature" */
     /* classifier-free guidance (quill.h's quill_generate_params: guide ...) */
     const char *guide;           /* --guide: text before the prompt on the conditional side */
@@ -108,6 +111,10 @@ void generate_sampler_params_free(SamplerParams *p);
  * set on error. */
 quill_sampler *generate_sampler_new(const quill_model *m, const GenerateOptions *o,
                                     uint64_t seed, Error *err);
+
+/* Where the grammar the output must match comes from: --grammar, --grammar-file, --json or
+ * --json-schema (none given: grammar_source_flag is NULL). */
+GrammarSource generate_grammar_source(const GenerateOptions *o);
 
 /* Parses a generate (or chat) command line into o; MODEL into *model. With --preset, the
  * preset is applied first and the other flags after it, whatever their order. Returns

@@ -119,13 +119,31 @@ static int write_bpe_vocab(const char *path, Error *err)
     return status;
 }
 
+/* A seed of the harnesses that read two parts: the grammar or schema, and a text. */
+typedef struct {
+    const char *head, *text;
+} SeedPair;
+
+/* Writes each pair as dir/seedN: the head, a NUL byte, the text. */
+static int write_seed_pairs(const char *dir, const SeedPair *seeds, size_t n, Error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[512], input[1024];
+        int len = snprintf(input, sizeof input, "%s%c%s", seeds[i].head, 0, seeds[i].text);
+        if (len >= (int)sizeof input)
+            return error_set(err, "seed %zu is too long", i);
+        snprintf(path, sizeof path, "%s/seed%zu", dir, i);
+        if (file_write_atomic(path, input, (size_t)len, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Grammars that use every construct of the format, each with a text, written as
  * fuzz_grammar reads its input: the grammar, a NUL, the text. */
 static int write_grammar_seeds(const char *dir, Error *err)
 {
-    static const struct {
-        const char *grammar, *text;
-    } SEEDS[] = {
+    static const SeedPair SEEDS[] = {
         {"root ::= \"{\" ws (pair (\",\" ws pair)*)? \"}\"\n"
          "pair ::= [a-z]+ \":\" ws ([0-9]{1,3} | \"\\\"\" [^\"\\\\]* \"\\\"\")\n"
          "ws ::= [ \\t\\n]*  # spaces\n",
@@ -134,14 +152,32 @@ static int write_grammar_seeds(const char *dir, Error *err)
         {"root ::= item{2,} end?\nitem ::= \"(\" (item | [^()]) \")\"\nend ::= \"\\n\"",
          "((a))(b)\n"},
     };
-    for (size_t i = 0; i < sizeof SEEDS / sizeof *SEEDS; i++) {
-        char path[512], input[512];
-        int n = snprintf(input, sizeof input, "%s%c%s", SEEDS[i].grammar, 0, SEEDS[i].text);
-        snprintf(path, sizeof path, "%s/seed%zu", dir, i);
-        if (file_write_atomic(path, input, (size_t)n, err) != 0)
-            return -1;
-    }
-    return 0;
+    return write_seed_pairs(dir, SEEDS, sizeof SEEDS / sizeof *SEEDS, err);
+}
+
+/* Schemas that use every keyword the converter handles, each with a text it accepts,
+ * written as fuzz_json_schema reads its input: the schema, a NUL, the text. */
+static int write_json_schema_seeds(const char *dir, Error *err)
+{
+    static const SeedPair SEEDS[] = {
+        {"{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", "
+         "\"minLength\": 1, \"maxLength\": 8}, \"age\": {\"type\": \"integer\", \"minimum\": -5, "
+         "\"exclusiveMaximum\": 130}, \"tags\": {\"type\": \"array\", \"items\": {\"enum\": "
+         "[\"a\", 1, null]}, \"minItems\": 1, \"maxItems\": 3}}, \"required\": [\"age\"], "
+         "\"additionalProperties\": {\"type\": [\"boolean\", \"null\"]}}",
+         "{\"name\": \"Tom\", \"age\": 7, \"tags\": [\"a\", 1], \"x\": true}"},
+        {"{\"$defs\": {\"node\": {\"type\": \"object\", \"properties\": {\"v\": {\"const\": 1}, "
+         "\"kids\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/node\"}}}}}, "
+         "\"anyOf\": [{\"$ref\": \"#/$defs/node\"}, {\"oneOf\": [{\"format\": \"date\"}, "
+         "{\"format\": \"uuid\"}, {\"format\": \"date-time\"}, {\"format\": \"time\"}]}]}",
+         "{\"v\": 1, \"kids\": [{\"kids\": []}]}"},
+        {"{\"type\": \"array\", \"items\": {\"allOf\": [{\"properties\": {\"a\": {\"type\": "
+         "\"number\"}}}, {\"properties\": {\"b\": {\"type\": \"string\", \"pattern\": "
+         "\"^(?:[a-c]|\\\\d{2,3}|x+)\\\\s?[^\\\"]*.$\"}}, \"required\": [\"b\"]}]}}",
+         "[{\"a\": 1.5, \"b\": \"12 yz\"}]"},
+        {"{}", "{\"a\": [1, 2.5e-3, \"x\\u0041\", true, null]}"},
+    };
+    return write_seed_pairs(dir, SEEDS, sizeof SEEDS / sizeof *SEEDS, err);
 }
 
 int main(int argc, char **argv)
@@ -178,6 +214,9 @@ int main(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s/grammar", argv[1]);
     if (status == 0)
         status = write_grammar_seeds(dir, &err);
+    snprintf(dir, sizeof dir, "%s/json_schema", argv[1]);
+    if (status == 0)
+        status = write_json_schema_seeds(dir, &err);
     tokenizer_free(&tok);
     if (status != 0) {
         fprintf(stderr, "fuzz-seeds: %s\n", err.msg);
