@@ -29,9 +29,12 @@
 
 /* The request field a sampler that quill_sampler_new refuses comes from: its ranges are
  * checked as it is read, so what is left is a grammar that does not parse or a chain. */
-static const char *sampler_field(const quill_sampler_params *p)
+static const char *sampler_field(const CompletionRequest *c)
 {
-    return p->grammar ? "grammar" : p->chain ? "samplers" : NULL;
+    return c->sampler.grammar       ? "grammar"
+           : c->sampler.json_schema ? c->json_field
+           : c->sampler.chain       ? "samplers"
+                                    : NULL;
 }
 
 /* Choice i's job: prompt i / n, with the seed moved by i % n so that the n choices of one
@@ -53,7 +56,7 @@ static EngineJob *job_new(const Server *s, const CompletionRequest *c, EngineFee
     sp.seed += (uint64_t)(i % c->n);
     job->sampler = quill_sampler_new(s->model, &sp);
     if (!job->sampler) {
-        serve_error(e, 400, sampler_field(&c->sampler), "%s", quill_last_error());
+        serve_error(e, 400, sampler_field(c), "%s", quill_last_error());
         engine_job_free(job);
         return NULL;
     }

@@ -124,6 +124,63 @@ static int read_dry(const cJSON *req, CompletionRequest *c, const Server *s, Api
     return 0;
 }
 
+/* OpenAI's "response_format" as a schema: {"type": "text"} none, {"type": "json_object"}
+ * any JSON value (*any; with llama-server's "schema" beside it, that schema), {"type":
+ * "json_schema", "json_schema": {"schema": {...}}} the schema given. */
+static int response_format_schema(const cJSON *f, const cJSON **schema, bool *any, ApiError *e)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(f, "type");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    *schema = NULL;
+    *any = false;
+    if (strcmp(t, "text") == 0)
+        return 0;
+    if (strcmp(t, "json_object") == 0) {
+        *schema = cJSON_GetObjectItemCaseSensitive(f, "schema");
+        *any = !*schema;
+        return 0;
+    }
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(f, "json_schema");
+    *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    if (strcmp(t, "json_schema") == 0 && cJSON_IsObject(*schema))
+        return 0;
+    return serve_error(e, 400, "response_format", "response_format must be {\"type\": "
+                       "\"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+                       "\"json_schema\": {\"schema\": {...}}}");
+}
+
+/* JSON output, the grammar of a JSON Schema (docs/grammars.md): llama-server's "json_schema"
+ * (a schema object) or OpenAI's "response_format", kept as text for the sampler. */
+static int read_json_output(const cJSON *req, CompletionRequest *c, ApiError *e)
+{
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(req, "json_schema");
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(req, "response_format");
+    bool any = false;
+    schema = cJSON_IsNull(schema) ? NULL : schema;
+    format = cJSON_IsNull(format) ? NULL : format;
+    c->json_field = format ? "response_format" : "json_schema";
+    if (schema && format)
+        return serve_error(e, 400, "response_format", "json_schema and response_format both "
+                           "given: one of them");
+    if (format && !cJSON_IsObject(format))
+        return serve_error(e, 400, "response_format", "response_format must be an object");
+    if (format && response_format_schema(format, &schema, &any, e) != 0)
+        return -1;
+    if (schema && !cJSON_IsObject(schema) && !cJSON_IsBool(schema))
+        return serve_error(e, 400, c->json_field, "%s: the schema must be a JSON Schema object",
+                           c->json_field);
+    if (!schema && !any)
+        return 0;
+    if (c->sampler.grammar)
+        return serve_error(e, 400, c->json_field, "grammar and %s both given: one of them",
+                           c->json_field);
+    c->json_schema = any ? strdup("{}") : cJSON_PrintUnformatted(schema);
+    if (!c->json_schema)
+        return serve_error(e, 500, NULL, "out of memory");
+    c->sampler.json_schema = c->json_schema;
+    return 0;
+}
+
 /* The sampling fields, under OpenAI's names and llama-server's for quill's extensions. */
 static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s, ApiError *e)
 {
@@ -141,7 +198,7 @@ static int read_sampling(const cJSON *req, CompletionRequest *c, const Server *s
         field_float(req, "frequency_penalty", -2, 2, &p->frequency_penalty, e) < 0 ||
         read_seed(req, c, e) < 0 || read_logit_bias(req, c, n_vocab, e) < 0 ||
         read_newer_samplers(req, p, e) < 0 || field_string(req, "grammar", &p->grammar, e) < 0 ||
-        read_dry(req, c, s, e) < 0)
+        read_dry(req, c, s, e) < 0 || read_json_output(req, c, e) < 0)
         return -1;
     p->n_bad_words = field_strings(req, "bad_words", MAX_BAD_WORDS, c->bad_words, e);
     if (p->n_bad_words < 0)
@@ -284,7 +341,7 @@ static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, 
         field_bool(req, "cache_prompt", &c->cache_prompt, e) < 0 || read_logprobs(req, c, e) < 0 ||
         read_beam(req, c, e) < 0 || read_sampling(req, c, s, e) < 0)
         return -1;
-    if (c->beam_size > 1 && c->sampler.grammar)
+    if (c->beam_size > 1 && (c->sampler.grammar || c->sampler.json_schema))
         return serve_error(e, 400, "beam_size", "a grammar works with sampling, not with "
                            "beam_size");
     return 0;
@@ -348,6 +405,7 @@ void request_free(CompletionRequest *c)
         free(c->ids[i]);
     cJSON_Delete(c->json);
     free(c->chat_prompt);
+    free(c->json_schema);
     free(c->bias);
     free(c);
 }

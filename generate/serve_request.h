@@ -27,6 +27,8 @@ typedef struct {
     int n_ids[MAX_PROMPTS];
     int n_prompt_tokens;           /* their sum: the usage's prompt_tokens */
     char *chat_prompt; /* chat: the messages in the model's template (malloc'd) */
+    char *json_schema; /* "json_schema" or "response_format"'s schema as text (malloc'd) */
+    const char *json_field; /* which of the two gave it, for an error */
     int max_tokens;
     int n;
     bool stream;

@@ -327,6 +327,9 @@ typedef struct {
     int n_dry_sequence_breakers;
     int min_keep;            /* the fewest candidates top-p, min-p, typical-p and XTC leave;
                                 0 (default) and 1 keep one */
+    const char *json_schema; /* a JSON Schema (docs/grammars.md) the text must be JSON valid
+                                under: quill_sampler_new turns it into a grammar; "{}" is any
+                                JSON value (--json). Not with grammar. NULL: none (default) */
 } quill_sampler_params;
 
 QUILL_API quill_sampler_params quill_sampler_params_default(void);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_schema.h"
 #include "quill_internal.h"
 
 /* The numbers of s (not the chain, seed, bias or words) into out. */
@@ -162,13 +163,21 @@ static int sampler_params_from(const quill_model *m, const quill_sampler_params 
     return 0;
 }
 
-/* quill_sampler_params.grammar: parsed here, so that a grammar with a mistake fails
- * quill_sampler_new with its line and column. */
-static int sampler_grammar_from_text(quill_sampler *s, const char *text, Error *err)
+/* quill_sampler_params.grammar or .json_schema: built here, so that a grammar with a mistake
+ * fails quill_sampler_new with its line and column, and a schema with what it cannot
+ * convert and where. */
+static int sampler_grammar_from(quill_sampler *s, const quill_sampler_params *p, Error *err)
 {
+    if (!p->grammar && !p->json_schema)
+        return 0;
+    if (p->grammar && p->json_schema)
+        return error_set(err, "grammar and json_schema both given: one of them");
     Grammar g;
-    if (grammar_parse(text, strlen(text), &g, err) != 0)
+    if (p->grammar && grammar_parse(p->grammar, strlen(p->grammar), &g, err) != 0)
         return error_prefix(err, "grammar");
+    if (p->json_schema &&
+        json_schema_grammar(p->json_schema, strlen(p->json_schema), &g, err) != 0)
+        return error_prefix(err, "json_schema");
     return api_sampler_use_grammar(s, &g, err);
 }
 
@@ -188,7 +197,7 @@ quill_sampler *quill_sampler_new(const quill_model *m, const quill_sampler_param
     lists_free(&lists);
     if (status == 0) {
         s->model = m;
-        status = params.grammar ? sampler_grammar_from_text(s, params.grammar, &err) : 0;
+        status = sampler_grammar_from(s, &params, &err);
     }
     if (status != 0) {
         api_error(&err); /* the setting's own message, as the command line shows it */

@@ -234,45 +234,6 @@ static const SchemaCase FAMILIES[] = {
 };
 #define N_FAMILIES (sizeof FAMILIES / sizeof *FAMILIES)
 
-/* Path of Debian's python3, where make deps installs python3-jsonschema. */
-#define PYTHON "/usr/bin/python3"
-
-/* Whether python3-jsonschema can be imported; when it cannot: a failure in CI, a skip
- * elsewhere (make deps installs it). */
-static void validator_or_skip(void)
-{
-    char *out;
-    int status = test_run_capture(PYTHON " -c 'import jsonschema' 2>&1", &out);
-    free(out);
-    if (status == 0)
-        return;
-    if (test_in_ci())
-        cr_assert_fail("python3-jsonschema is missing (make deps installs it)");
-    cr_skip_test("python3-jsonschema is missing (make deps installs it): test skipped");
-}
-
-/* Runs python3 with a script that reads pairs [schema, text] from path, one per line of a
- * JSON array, and prints one line per pair: "valid", or "invalid: why". Returns its output. */
-static char *validate_pairs(const char *path)
-{
-    char command[1024];
-    snprintf(command, sizeof command,
-             PYTHON " -c '\n"
-             "import json, sys, jsonschema\n"
-             "for schema, text in json.load(open(sys.argv[1])):\n"
-             "    try:\n"
-             "        jsonschema.validate(json.loads(text), json.loads(schema))\n"
-             "        print(\"valid\")\n"
-             "    except Exception as e:\n"
-             "        print(\"invalid:\", repr(text), str(e).splitlines()[0])\n"
-             "' %s 2>&1",
-             path);
-    char *out;
-    int status = test_run_capture(command, &out);
-    cr_assert_eq(status, 0, "the validator failed: %s", out);
-    return out;
-}
-
 static int count_lines(const char *text, const char *prefix)
 {
     int n = 0;
@@ -326,10 +287,10 @@ Test(json_schema, every_family_of_keywords_gives_its_verdicts, .timeout = 120)
     cr_assert_eq(compared, 370);
 
     /* every accepted text is valid JSON that the schema accepts, says python3-jsonschema */
-    validator_or_skip();
+    test_json_validator_or_skip();
     char *json = cJSON_PrintUnformatted(accepted);
     const char *path = test_write_file(test_make_tmpdir(), "accepted.json", json);
-    char *out = validate_pairs(path);
+    char *out = test_json_validate_pairs(path);
     int n_accepted = cJSON_GetArraySize(accepted);
     cr_expect_eq(count_lines(out, "valid"), n_accepted, "%s", out);
     cr_expect_eq(count_lines(out, "invalid"), 0, "%s", out);
@@ -693,7 +654,7 @@ Test(json_schema_cli, generate_refuses_two_grammars_and_bad_schemas, .timeout = 
 Test(json_schema_generate, every_seed_gives_json_the_schema_accepts, .timeout = 300)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
-    validator_or_skip();
+    test_json_validator_or_skip();
     const char *dir = test_make_tmpdir();
     const char *schema_path = test_write_file(dir, "character.json", CHARACTER_SCHEMA);
     char jsonl[512];
@@ -729,7 +690,7 @@ Test(json_schema_generate, every_seed_gives_json_the_schema_accepts, .timeout = 
 
     /* (a) json.loads parses each, (b) jsonschema.validate accepts it */
     char *json = cJSON_PrintUnformatted(pairs);
-    char *out = validate_pairs(test_write_file(dir, "outputs.json", json));
+    char *out = test_json_validate_pairs(test_write_file(dir, "outputs.json", json));
     cr_expect_eq(count_lines(out, "valid"), 50, "%s", out);
     cr_expect_eq(count_lines(out, "invalid"), 0, "%s", out);
     free(out);

@@ -1469,6 +1469,87 @@ Test(serve, guidance_follows_the_cli, .timeout = 60)
     server_stop(&s);
 }
 
+/* JSON output: OpenAI's response_format json_schema gives, for each of 5 choices, JSON that
+ * python3-jsonschema finds valid under the schema, choice 0 the CLI's --json-schema text
+ * for its seed; json_object gives JSON; llama-server's json_schema field is read too; a
+ * schema quill cannot convert, or one beside a grammar, is a 400 naming the field. */
+#define SERVE_SCHEMA "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", " \
+                     "\"maxLength\": 12}, \"age\": {\"type\": \"integer\", \"minimum\": 1, "    \
+                     "\"maximum\": 99}}, \"required\": [\"name\", \"age\"]}"
+
+/* The answer's choices as a JSON array of [schema, text] pairs for the validator. */
+static char *schema_pairs(const cJSON *answer, const char *schema, int *n)
+{
+    cJSON *pairs = cJSON_CreateArray();
+    const cJSON *choice;
+    *n = 0;
+    cJSON_ArrayForEach(choice, cJSON_GetObjectItem(answer, "choices")) {
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateString(schema));
+        cJSON_AddItemToArray(pair, cJSON_CreateString(
+                                       cJSON_GetObjectItem(choice, "text")->valuestring));
+        cJSON_AddItemToArray(pairs, pair);
+        (*n)++;
+    }
+    char *json = cJSON_PrintUnformatted(pairs);
+    cJSON_Delete(pairs);
+    return json;
+}
+
+Test(serve, json_schema_output_is_valid_json, .timeout = 180)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    test_json_validator_or_skip();
+    char args[512];
+    snprintf(args, sizeof args, "--prompt 'Once upon a time' --seed 11 --context 1024 -n 400 "
+             "--json-schema '%s'", SERVE_SCHEMA);
+    char *cli = cli_text(model, args);
+    Server s;
+    server_start(&s, model, "--context 1024");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\": \"Once upon a time\", \"seed\": 11, \"n\": 5, "
+             "\"max_tokens\": 400, \"response_format\": {\"type\": \"json_schema\", "
+             "\"json_schema\": {\"name\": \"person\", \"schema\": %s}}}", SERVE_SCHEMA);
+    cJSON *a = request_json(&s, "POST", "/v1/completions", body, NULL, 200);
+    cr_expect_str_eq(choice_string(a, 0, "text"), cli);
+    int n;
+    char *pairs = schema_pairs(a, SERVE_SCHEMA, &n);
+    cr_assert_eq(n, 5);
+    for (int i = 0; i < n; i++)
+        cr_expect_str_eq(choice_string(a, i, "finish_reason"), "stop", "choice %d", i);
+    char *verdicts = test_json_validate_pairs(test_write_file(s.dir, "pairs.json", pairs));
+    cr_expect_str_eq(verdicts, "valid\nvalid\nvalid\nvalid\nvalid\n");
+
+    snprintf(body, sizeof body, "{\"prompt\": \"Once upon a time\", \"seed\": 11, \"n\": 2, "
+             "\"max_tokens\": 400, \"json_schema\": %s}", SERVE_SCHEMA);
+    cJSON *b = request_json(&s, "POST", "/v1/completions", body, NULL, 200);
+    cr_expect_str_eq(choice_string(b, 0, "text"), cli, "llama-server's json_schema field");
+    cJSON *any = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", "
+                              "\"seed\": 3, \"max_tokens\": 400, \"response_format\": "
+                              "{\"type\": \"json_object\"}}", NULL, 200);
+    char *any_pairs = schema_pairs(any, "{}", &n);
+    char *any_verdict = test_json_validate_pairs(test_write_file(s.dir, "any.json", any_pairs));
+    cr_expect_str_eq(any_verdict, "valid\n", "%s", choice_string(any, 0, "text"));
+
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"response_format\": "
+                 "{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {\"not\": {}}}}}",
+                 400, "response_format", "keyword 'not' is not supported", 0);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"response_format\": "
+                 "{\"type\": \"xml\"}}", 400, "response_format", "response_format must be", 1);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"grammar\": "
+                 "\"root ::= [a-z]+\", \"json_schema\": {}}", 400, "json_schema",
+                 "grammar and json_schema both given", 2);
+    free(any_verdict);
+    free(any_pairs);
+    free(verdicts);
+    free(pairs);
+    free(cli);
+    cJSON_Delete(any);
+    cJSON_Delete(b);
+    cJSON_Delete(a);
+    server_stop(&s);
+}
+
 /* choices[i].missed_words, joined by commas ("" for an empty array; NULL when absent). */
 static char *missed_words(const cJSON *root, int i)
 {

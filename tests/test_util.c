@@ -454,3 +454,38 @@ SamplerParams test_sampler_params_off(void)
     p.typical_p = 1.0f;
     return p;
 }
+
+/* Path of Debian's python3, where make deps installs python3-jsonschema. */
+#define PYTHON "/usr/bin/python3"
+
+void test_json_validator_or_skip(void)
+{
+    char *out;
+    int status = test_run_capture(PYTHON " -c 'import jsonschema' 2>&1", &out);
+    free(out);
+    if (status == 0)
+        return;
+    if (test_in_ci())
+        cr_assert_fail("python3-jsonschema is missing (make deps installs it)");
+    cr_skip_test("python3-jsonschema is missing (make deps installs it): test skipped");
+}
+
+char *test_json_validate_pairs(const char *path)
+{
+    char command[1024];
+    snprintf(command, sizeof command,
+             PYTHON " -c '\n"
+             "import json, sys, jsonschema\n"
+             "for schema, text in json.load(open(sys.argv[1])):\n"
+             "    try:\n"
+             "        jsonschema.validate(json.loads(text), json.loads(schema))\n"
+             "        print(\"valid\")\n"
+             "    except Exception as e:\n"
+             "        print(\"invalid:\", repr(text), str(e).splitlines()[0])\n"
+             "' %s 2>&1",
+             path);
+    char *out;
+    int status = test_run_capture(command, &out);
+    cr_assert_eq(status, 0, "the validator failed: %s", out);
+    return out;
+}

@@ -142,4 +142,12 @@ int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const
 int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, int n,
                       float margin, int *out);
 
+/* JSON Schema validation by an independent validator, Debian's python3-jsonschema (make
+ * deps installs it). test_json_validator_or_skip: when it cannot be imported, a failure in
+ * CI and a skip elsewhere. test_json_validate_pairs: reads pairs [schema, text] from path,
+ * one per entry of a JSON array, and returns the validator's output, one line per pair:
+ * "valid", or "invalid: why". */
+void test_json_validator_or_skip(void);
+char *test_json_validate_pairs(const char *path);
+
 #endif

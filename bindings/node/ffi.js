@@ -63,7 +63,7 @@ koffi.struct("quill_sampler_params", {
   dynatemp_range: "float", dynatemp_exponent: "float", mirostat: "int", mirostat_tau: "float",
   mirostat_eta: "float", grammar: "const char *", dry_multiplier: "float", dry_base: "float",
   dry_allowed_length: "int", dry_penalty_last_n: "int", dry_sequence_breakers: "const char **",
-  n_dry_sequence_breakers: "int", min_keep: "int",
+  n_dry_sequence_breakers: "int", min_keep: "int", json_schema: "const char *",
 });
 
 /* The event's piece and text are not NUL-terminated (a piece may end inside a UTF-8

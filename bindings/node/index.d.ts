@@ -117,6 +117,9 @@ export interface SamplerOptions {
   mirostatEta?: number;
   /** A GBNF grammar the generated text must follow (docs/grammars.md). */
   grammar?: string;
+  /** A JSON Schema the text must be valid JSON under (an object, or its JSON text); {} is
+   * any JSON value. Not with grammar. */
+  jsonSchema?: object | boolean | string;
 }
 
 export interface TextOptions {

@@ -163,7 +163,7 @@ const SAMPLER_INTEGERS = {
 };
 const SAMPLER_OPTIONS = [...Object.keys(SAMPLER_NUMBERS), ...Object.keys(SAMPLER_INTEGERS),
                          "penalizePrompt", "preset", "seed", "samplers", "logitBias", "badWords",
-                         "grammar", "drySequenceBreakers"];
+                         "grammar", "drySequenceBreakers", "jsonSchema"];
 
 function number(value, name) {
   if (typeof value !== "number") throw new QuillError(`${name} must be a number`, "parameter");
@@ -204,6 +204,15 @@ function string(value, name) {
   return value;
 }
 
+/* jsonSchema: a JSON Schema as an object (or true/false), or its JSON text. */
+function jsonSchemaText(schema) {
+  if (typeof schema === "string") return schema;
+  if (typeof schema === "boolean" || (schema !== null && typeof schema === "object"))
+    return JSON.stringify(schema);
+  throw new QuillError("jsonSchema must be a JSON Schema (an object or its JSON text)",
+                       "parameter");
+}
+
 /* The seed: a non-negative integer (a Number or a BigInt) below 2^64. */
 function seed(value) {
   if ((typeof value === "number" && Number.isSafeInteger(value) && value >= 0) ||
@@ -231,6 +240,7 @@ function samplerParams(options) {
   p.seed = options.seed === undefined ? randomInt(2 ** 32) : seed(options.seed);
   if (options.samplers !== undefined) p.chain = strings(options.samplers, "samplers").join(",");
   if (options.grammar !== undefined) p.grammar = string(options.grammar, "grammar");
+  if (options.jsonSchema !== undefined) p.json_schema = jsonSchemaText(options.jsonSchema);
   const bias = options.logitBias === undefined ? [] : logitBiasRows(options.logitBias);
   [p.logit_bias, p.n_logit_bias] = [bias.length ? bias : null, bias.length];
   const bad = strings(options.badWords, "badWords");

@@ -74,6 +74,7 @@ describe("errors", { skip: STORIES.skip }, () => {
       [{ logitBias: { 99999: 1 } }, /token 99999, outside the vocabulary/],
       [{ grammar: 'root ::= ("a"' }, /^grammar: line 1, column 14: expecting '\)'$/],
       [{ mirostat: 3 }, /^mirostat 3 is out of range \[0, 2\]$/],
+      [{ jsonSchema: { not: {} } }, /keyword 'not' is not supported/],
     ];
     for (const [options, message] of cases)
       await rejectsWith(context.generate(PROMPT, options), "parameter", message);

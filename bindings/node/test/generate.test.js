@@ -48,6 +48,13 @@ const SAMPLED = [
             "--top-n-sigma", "2", "--dynatemp-range", "0.5", "--dynatemp-exp", "2"],
   },
   {
+    name: "a JSON Schema, as an object",
+    options: { seed: 2, jsonSchema: { type: "object", required: ["name"],
+                                      properties: { name: { type: "string", maxLength: 10 } } } },
+    flags: ["--seed", "2", "--json-schema",
+            '{"type":"object","required":["name"],"properties":{"name":{"type":"string","maxLength":10}}}'],
+  },
+  {
     name: "a grammar",
     options: { seed: 6, grammar: 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."' },
     flags: ["--seed", "6", "--grammar", 'root ::= ("cat" | "dog") (" " [a-z]+){1,3} "."'],

@@ -112,7 +112,8 @@ class SamplerParamsC(Structure):
                 ("dry_multiplier", c_float), ("dry_base", c_float),
                 ("dry_allowed_length", c_int), ("dry_penalty_last_n", c_int),
                 ("dry_sequence_breakers", POINTER(c_char_p)),
-                ("n_dry_sequence_breakers", c_int), ("min_keep", c_int)]
+                ("n_dry_sequence_breakers", c_int), ("min_keep", c_int),
+                ("json_schema", c_char_p)]
 
 
 class Candidate(Structure):

@@ -7,6 +7,7 @@ from them.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import struct
@@ -96,6 +97,7 @@ class SamplerParams:
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
     grammar: str | None = None
+    json_schema: str | Mapping[str, Any] | bool | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "SamplerParams":
@@ -145,6 +147,10 @@ class SamplerParams:
             raise ParameterError(f"mirostat must be 0, 1 or 2, got {self.mirostat!r}")
         if self.grammar is not None and not isinstance(self.grammar, str):
             raise ParameterError(f"grammar must be a GBNF text, got {self.grammar!r}")
+        if self.json_schema is not None and not isinstance(self.json_schema,
+                                                             (str, Mapping, bool)):
+            raise ParameterError("json_schema must be a JSON Schema (a dict or its JSON "
+                                 f"text), got {self.json_schema!r}")
         if self.seed is not None and not 0 <= self.seed < 1 << 64:
             raise ParameterError(f"seed must be between 0 and 2^64 - 1, got {self.seed}")
 
@@ -166,6 +172,9 @@ class Sampler(_lib.Owned):
         c.seed = seed
         if params.grammar is not None:
             c.grammar = params.grammar.encode()
+        schema = params.json_schema
+        if schema is not None:
+            c.json_schema = (schema if isinstance(schema, str) else json.dumps(schema)).encode()
         chain = params.samplers
         if chain is not None:
             c.chain = (chain if isinstance(chain, str) else ",".join(chain)).encode()

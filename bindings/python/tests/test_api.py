@@ -35,7 +35,8 @@ def test_sampler_params_defaults_are_the_librarys():
     mine = quill.SamplerParams()
     compared = 0
     for f in fields(mine):
-        if f.name in ("seed", "logit_bias", "bad_words", "samplers", "dry_sequence_breakers"):
+        if f.name in ("seed", "logit_bias", "bad_words", "samplers", "dry_sequence_breakers",
+                      "json_schema"):
             continue
         assert getattr(mine, f.name) == pytest.approx(getattr(c, f.name)), f.name
         compared += 1
@@ -155,7 +156,7 @@ def test_sampler_params_layout_is_the_headers():
     assert (c.xtc_probability, c.xtc_threshold) == (0.0, pytest.approx(0.1))
     assert (c.top_n_sigma, c.dynatemp_range, c.dynatemp_exponent) == (-1.0, 0.0, 1.0)
     assert (c.mirostat, c.mirostat_tau, c.mirostat_eta) == (0, 5.0, pytest.approx(0.1))
-    assert c.grammar is None
+    assert c.grammar is None and c.json_schema is None
     assert (c.dry_multiplier, c.dry_base, c.dry_allowed_length, c.dry_penalty_last_n) == (
         0.0, 1.75, 2, -1)
     breakers = [c.dry_sequence_breakers[i] for i in range(c.n_dry_sequence_breakers)]

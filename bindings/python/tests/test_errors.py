@@ -33,6 +33,8 @@ def test_a_text_file_as_a_model_is_a_file_error():
     (dict(seed=-1), "seed"), (dict(temprature=0.5), "temprature"),
     (dict(mirostat=3), "mirostat"), (dict(xtc_threshold=2), "xtc_threshold"),
     (dict(grammar='root ::= ("a"'), "line 1, column"),
+    (dict(json_schema={"type": "object", "not": {}}), "keyword 'not' is not supported"),
+    (dict(json_schema={}, grammar="root ::= [a-z]"), "grammar and json_schema both given"),
 ])
 def test_a_sampling_setting_out_of_range_is_a_parameter_error(ctx, kwargs, name):
     with pytest.raises(quill.ParameterError, match=name):
