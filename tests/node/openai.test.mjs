@@ -231,6 +231,22 @@ describe("a chat model through the openai client", { skip: STORIES.skip }, () =>
     assertSameText(chunks.map((c) => c.choices[0]?.delta?.content ?? "").join(""), expected);
   });
 
+  test("response_format json_schema: the command line's --json-schema text, JSON the schema accepts", async () => {
+    const schema = { type: "object", properties: { mood: { enum: ["happy", "sad"] } }, required: ["mood"] };
+    const r = await client.chat.completions.create({
+      messages, temperature: 0, max_tokens: 40,
+      response_format: { type: "json_schema", json_schema: { name: "mood", schema, strict: true } },
+    });
+    const content = r.choices[0].message.content;
+    assertSameText(content, cliBytes(STORIES.path, ["--prompt", chatml, "--temperature", "0", "--max-tokens", "40",
+                                                    "--json-schema", JSON.stringify(schema)]));
+    assert.equal(r.choices[0].finish_reason, "stop");
+    assert.ok(["happy", "sad"].includes(JSON.parse(content).mood), content);
+    await assert.rejects(
+      client.chat.completions.create({ messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: { not: {} } } } }),
+      (e) => e.status === 400 && /keyword 'not' is not supported/.test(e.message));
+  });
+
   test("chat logprobs: content[i] with token, logprob and its top_logprobs", async () => {
     const r = await client.chat.completions.create({ messages, temperature: 0, max_tokens: 12, logprobs: true, top_logprobs: 2 });
     const choice = r.choices[0];
