@@ -41,7 +41,8 @@ enum { REPL_DEFAULT_CONTEXT = 4096, REPL_MAX_MESSAGES = 4096 };
 static const char *const NOT_IN_CHAT[] = {"prompt",      "echo",           "interactive",
                                           "beam-size",   "length-penalty", "num-samples",
                                           "output-file", NULL};
-static const char *const FIXED_IN_CHAT[] = {"context", "cache-type", "threads", "chat-template",
+static const char *const FIXED_IN_CHAT[] = {"context",       "cache-type", "threads",
+                                            "chat-template", "lora",       "lora-scale",
                                             NULL};
 
 static bool name_in(const char *const *names, const char *name)

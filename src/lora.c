@@ -23,9 +23,9 @@ static int check_metadata(const GgufFile *f, float *alpha, Error *err)
     gguf_get_str(f, "adapter.type", &adapter_type, &unused);
     gguf_get_str(f, "general.architecture", &arch, &unused);
     if (strcmp(type, "adapter") != 0)
-        return error_set(err, "not an adapter: general.type is '%s', expected 'adapter' (a "
-                              "model is given with -m, an adapter with --lora)",
-                         type);
+        return error_set(err, "not an adapter: general.type is '%s', expected 'adapter' (the "
+                              "model comes first, an adapter after --lora)",
+                         *type ? type : "missing");
     if (strcmp(adapter_type, "lora") != 0)
         return error_set(err, "adapter.type is '%s', expected 'lora'", adapter_type);
     if (strcmp(arch, "llama") != 0)
