@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gguf.h"
 #include "infer.h"
@@ -347,4 +348,102 @@ Test(lora, generate_with_lora_writes_llama_clis_text, .timeout = 120)
     expect_clean_error("1 --lora-scale value for 0 --lora adapters",
                        "generate %s %s --lora-scale 2", model, common);
     expect_clean_error("not an adapter", "generate %s %s --lora %s", model, common, model);
+}
+
+/* The largest |a - b| over n floats. */
+static float max_abs_diff(const float *a, const float *b, int n)
+{
+    float worst = 0.0f;
+    for (int i = 0; i < n; i++)
+        worst = fabsf(a[i] - b[i]) > worst ? fabsf(a[i] - b[i]) : worst;
+    return worst;
+}
+
+/* Merges the adapter into model (quill merge, with `flags`), and compares the merged file
+ * with the model plus the adapter at scale 1: every logit of the prompt within max_error,
+ * and the first n_tokens greedy tokens equal up to a near tie (two best logits within
+ * twice max_error, where the two may part; at least half of them before one). Returns the
+ * largest logit difference seen. */
+static float merged_against_adapter(const char *model, const char *adapter, const char *flags,
+                                    float max_error, int n_tokens)
+{
+    char merged[512];
+    snprintf(merged, sizeof merged, "%s/merged.gguf", test_make_tmpdir());
+    quill_ok("merge %s %s %s %s", model, adapter, merged, flags);
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(model, &m, &tok, &err), 0, "%s", err.msg);
+    int V = m.config.vocab_size;
+    tokenizer_free(&tok);
+    model_free(&m);
+    float *adapted = logits_of(model, adapter, PROMPT, N_PROMPT);
+    float *written = logits_of(merged, NULL, PROMPT, N_PROMPT);
+    float worst = max_abs_diff(adapted, written, N_PROMPT * V);
+    cr_assert_leq(worst, max_error, "%s%s: merged logits differ by up to %g", model, flags,
+                  worst);
+    int ours[64], theirs[64];
+    int n = n_tokens > 0 ? test_quill_greedy_lora(model, adapter, 1.0f, PROMPT, N_PROMPT,
+                                                  n_tokens, 2 * max_error, ours)
+                         : 0;
+    cr_assert_geq(n, n_tokens / 2, "%s: only %d greedy tokens before a near tie", model, n);
+    cr_assert_eq(test_quill_greedy(merged, PROMPT, N_PROMPT, n, 0.0f, theirs), n);
+    for (int t = 0; t < n; t++)
+        cr_assert_eq(theirs[t], ours[t], "%s%s: greedy token %d is %d merged, %d with --lora",
+                     model, flags, t, theirs[t], ours[t]);
+    cr_log_info("%s %s: logits within %g; %d greedy tokens equal", model, flags, worst, n);
+    free(adapted);
+    free(written);
+    return worst;
+}
+
+/* quill merge writes W + scale * B A into the weights. In F32 the merged model's logits are
+ * the adapted model's up to float rounding (W x + B (A x) and (W + B A) x sum in other
+ * orders): within 5e-4 on logits up to 19 in size (1.8e-4 seen), and 32 greedy tokens
+ * equal. Stored as Q8_0, the merged weights take Q8_0's rounding once more, and the
+ * activations are rounded to 8 bits as for any Q8_0 file: the error allowed is what Q8_0
+ * itself costs this model, measured between llama.cpp's qtest-Q8_0 and qtest-f32 files
+ * (0.17), times 1.5. Two ways there: a Q8_0 base merged in its own type (the default), and
+ * the F32 base merged with --type Q8_0. qtest's best logits lie close together (it is a
+ * small random model), so there the logits, not greedy tokens, are compared. */
+Test(lora, merge_gives_the_adapted_models_logits, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(stories, "models/stories260K.gguf");
+    SHARED_FILE_OR_SKIP(q8, "models/qtest-Q8_0.gguf");
+    SHARED_FILE_OR_SKIP(qf32, "models/qtest-f32.gguf");
+    const char *dir = test_make_tmpdir();
+    const char *for_stories = adapter_path(dir, "stories.gguf");
+    const char *for_qtest = adapter_path(dir, "qtest.gguf");
+    AdapterSpec gentle = STRONG;
+    gentle.a_range = gentle.b_range = 0.1f;
+    write_adapter(for_stories, stories, &STRONG);
+    write_adapter(for_qtest, qf32, &gentle);
+    float *exact = logits_of(qf32, NULL, PROMPT, N_PROMPT);
+    float *rounded = logits_of(q8, NULL, PROMPT, N_PROMPT);
+    float q8_cost = max_abs_diff(exact, rounded, N_PROMPT * V_STORIES);
+    float f32 = merged_against_adapter(stories, for_stories, "", 5e-4f, 32);
+    float q8_0 = merged_against_adapter(q8, for_qtest, "", 1.5f * q8_cost, 0);
+    float to_q8 = merged_against_adapter(qf32, for_qtest, "--type Q8_0", 1.5f * q8_cost, 0);
+    cr_log_info("largest logit differences: F32 %g; Q8_0 %g and F32 -> Q8_0 %g, where Q8_0 "
+                "itself costs %g",
+                f32, q8_0, to_q8, q8_cost);
+    free(exact);
+    free(rounded);
+}
+
+/* quill merge refuses, before writing anything, to write over the model or the adapter it
+ * reads, and an adapter for another model; no OUT is left behind. */
+Test(lora, merge_refuses_what_it_cannot_do_and_writes_nothing)
+{
+    SHARED_FILE_OR_SKIP(stories, "models/stories260K.gguf");
+    SHARED_FILE_OR_SKIP(qtest, "models/qtest-f32.gguf");
+    const char *dir = test_make_tmpdir();
+    const char *adapter = adapter_path(dir, "adapter.gguf");
+    const char *out = adapter_path(dir, "out.gguf");
+    write_adapter(adapter, stories, &STRONG);
+    expect_clean_error("the same file", "merge %s %s %s", stories, adapter, adapter);
+    expect_clean_error("do not fit 'output.weight' [256, 512]", "merge %s %s %s", qtest, adapter,
+                       out);
+    expect_clean_error("unknown type 'Q9'", "merge %s %s %s --type Q9", stories, adapter, out);
+    cr_assert_neq(access(out, F_OK), 0, "%s was written", out);
 }
