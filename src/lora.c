@@ -38,16 +38,12 @@ static int check_metadata(const GgufFile *f, float *alpha, Error *err)
     return 0;
 }
 
-/* The model's weight named `name` that an adapter may change: a block's projection or
- * output.weight (token_embd's adapters are laid out otherwise, and quill does not take
- * them); NULL otherwise. */
-static const ParamTensor *adaptable_tensor(const Model *m, const char *name)
+/* The model's weight named `name` (NULL: none). */
+static const ParamTensor *model_tensor(const Model *m, const char *name)
 {
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ParamTensor *t = &m->tensors[i];
-        if (strcmp(t->name, name) == 0)
-            return t->kind == PARAM_NORM || t->kind == PARAM_EMBEDDING ? NULL : t;
-    }
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
     return NULL;
 }
 
@@ -78,11 +74,15 @@ static int pair_bind(LoraPair *p, const GgufFile *f, const Model *m, const char 
     if (!a || !b)
         return error_set(err, "tensor '%s' has no '%s' to pair with", a ? name_a : name_b,
                          a ? name_b : name_a);
-    const ParamTensor *t = adaptable_tensor(m, base);
+    const ParamTensor *t = model_tensor(m, base);
     if (!t)
-        return error_set(err, "tensor '%s': the model has no weight '%s' that quill adapts "
-                              "(a block's projection or output.weight; maybe another base "
-                              "model?)",
+        return error_set(err, "tensor '%s': the model has no weight '%s' (maybe another "
+                              "base model?)",
+                         name_a, base);
+    /* token_embd's factors are laid out the other way round (A indexed by token) */
+    if (t->kind == PARAM_NORM || t->kind == PARAM_EMBEDDING)
+        return error_set(err, "tensor '%s': quill applies adapters to the blocks' projections "
+                              "and output.weight, not to '%s'",
                          name_a, base);
     if (factor_view(a, &p->a, err) != 0 || factor_view(b, &p->b, err) != 0)
         return -1;

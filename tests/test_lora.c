@@ -27,9 +27,10 @@ typedef struct {
     float a_range, b_range;   /* A and B drawn uniformly from +-range (B: 0 for zeros) */
     const char *skip_b;       /* a tensor whose lora_b is left out (NULL: none) */
     int a_cols_delta;         /* added to every A's row length: a shape that does not fit */
+    bool with_token_embd;     /* a pair for token_embd.weight too */
 } AdapterSpec;
 
-static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, 0};
+static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, 0, false};
 
 /* Writes an adapter for every matrix of the model in `model_path` that quill adapts (the
  * seven projections of each block and output.weight), A (RANK, in) and B (out, RANK) in
@@ -51,7 +52,8 @@ static int write_adapter(const char *path, const char *model_path, const Adapter
     int n = 0;
     for (uint64_t i = 0; i < model->n_tensors; i++) {
         const GgufTensor *t = &model->tensors[i];
-        if (t->n_dims != 2 || strcmp(t->name, "token_embd.weight") == 0)
+        if (t->n_dims != 2 ||
+            (strcmp(t->name, "token_embd.weight") == 0 && !spec->with_token_embd))
             continue;
         cr_assert_lt(n, MAX_PAIRS);
         uint64_t in = t->ne[0] + (uint64_t)spec->a_cols_delta, out = t->ne[1];
@@ -188,12 +190,15 @@ static void expect_load_error(const char *model_path, const char *adapter, const
 
 /* Each kind of wrong file is one message naming what is wrong (and the tensor, where one
  * tensor is): another architecture, a model given as an adapter, a lora_a without its
- * lora_b, factors of another model's shapes. */
+ * lora_b, factors of another model's shapes, an adapter of the embedding (laid out
+ * otherwise; quill does not take it). */
 Test(lora, a_wrong_adapter_is_one_clear_error)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
-    AdapterSpec qwen = STRONG, unpaired = STRONG, misshapen = STRONG, model_file = STRONG;
+    AdapterSpec qwen = STRONG, unpaired = STRONG, misshapen = STRONG, model_file = STRONG,
+                embedding = STRONG;
+    embedding.with_token_embd = true;
     qwen.architecture = "qwen2";
     unpaired.skip_b = "blk.2.ffn_up.weight";
     misshapen.a_cols_delta = 32;
@@ -208,6 +213,8 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
         {&misshapen, "tensors 'output.weight.lora_a' [96, 4] and 'output.weight.lora_b' "
                      "[4, 512] do not fit 'output.weight' [64, 512]"},
         {&model_file, "not an adapter: general.type is 'model'"},
+        {&embedding, "tensor 'token_embd.weight.lora_a': quill applies adapters to the "
+                     "blocks' projections and output.weight, not to 'token_embd.weight'"},
     };
     int n = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++, n++) {
@@ -215,7 +222,7 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
         write_adapter(path, model, cases[i].spec);
         expect_load_error(model, path, cases[i].needle);
     }
-    cr_assert_eq(n, 4);
+    cr_assert_eq(n, 5);
 }
 
 /* The last position's logits through the public API, with adapters[i] at scales[i]. */
