@@ -13,6 +13,7 @@
 #include "infer.h"
 #include "loader.h"
 #include "lora.h"
+#include "quant.h"
 #include "quill.h"
 #include "rng.h"
 #include "test_util.h"
@@ -28,19 +29,33 @@ typedef struct {
     const char *skip_b;       /* a tensor whose lora_b is left out (NULL: none) */
     int a_cols_delta;         /* added to every A's row length: a shape that does not fit */
     bool with_token_embd;     /* a pair for token_embd.weight too */
+    GgmlType factor_type;     /* the factors' type: F32 or F16 */
 } AdapterSpec;
 
-static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, 0, false};
+static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, 0, false,
+                                   GGML_TYPE_F32};
+
+/* n values drawn from +-range, stored as `type` (a new buffer). */
+static void *draw_factor(Rng *rng, uint64_t n, float range, GgmlType type)
+{
+    float *f = malloc(n * sizeof *f);
+    for (uint64_t k = 0; k < n; k++)
+        f[k] = range * (2.0f * rng_uniform(rng) - 1.0f);
+    void *stored = malloc(quant_row_bytes(type, (int64_t)n));
+    quant_quantize_row(type, f, stored, (int64_t)n);
+    free(f);
+    return stored;
+}
 
 /* Writes an adapter for every matrix of the model in `model_path` that quill adapts (the
  * seven projections of each block and output.weight), A (RANK, in) and B (out, RANK) in
- * F32, drawn from a fixed seed. Returns the number of pairs. */
+ * the spec's type, drawn from a fixed seed. Returns the number of pairs. */
 static int write_adapter(const char *path, const char *model_path, const AdapterSpec *spec)
 {
     GgufFile *model;
     Error err;
     cr_assert_eq(gguf_open(&model, model_path, &err), 0, "%s", err.msg);
-    static float *data[2 * MAX_PAIRS];
+    static void *data[2 * MAX_PAIRS];
     static char names[2 * MAX_PAIRS][96];
     GgufWriter *w = gguf_writer_new();
     gguf_writer_add_str(w, "general.architecture", spec->architecture);
@@ -58,17 +73,14 @@ static int write_adapter(const char *path, const char *model_path, const Adapter
         cr_assert_lt(n, MAX_PAIRS);
         uint64_t in = t->ne[0] + (uint64_t)spec->a_cols_delta, out = t->ne[1];
         const uint64_t ne_a[2] = {in, RANK}, ne_b[2] = {RANK, out};
-        float *a = data[2 * n] = malloc(in * RANK * sizeof(float));
-        float *b = data[2 * n + 1] = malloc(out * RANK * sizeof(float));
-        for (uint64_t k = 0; k < in * RANK; k++)
-            a[k] = spec->a_range * (2.0f * rng_uniform(&rng) - 1.0f);
-        for (uint64_t k = 0; k < out * RANK; k++)
-            b[k] = spec->b_range * (2.0f * rng_uniform(&rng) - 1.0f);
+        data[2 * n] = draw_factor(&rng, in * RANK, spec->a_range, spec->factor_type);
+        data[2 * n + 1] = draw_factor(&rng, out * RANK, spec->b_range, spec->factor_type);
         snprintf(names[2 * n], sizeof names[0], "%s.lora_a", t->name);
         snprintf(names[2 * n + 1], sizeof names[0], "%s.lora_b", t->name);
-        gguf_writer_add_tensor(w, names[2 * n], GGML_TYPE_F32, 2, ne_a, a);
+        gguf_writer_add_tensor(w, names[2 * n], spec->factor_type, 2, ne_a, data[2 * n]);
         if (!spec->skip_b || strcmp(spec->skip_b, t->name) != 0)
-            gguf_writer_add_tensor(w, names[2 * n + 1], GGML_TYPE_F32, 2, ne_b, b);
+            gguf_writer_add_tensor(w, names[2 * n + 1], spec->factor_type, 2, ne_b,
+                                   data[2 * n + 1]);
         n++;
     }
     cr_assert_eq(gguf_writer_write(w, path, &err), 0, "%s", err.msg);
@@ -172,6 +184,30 @@ Test(llama_cpp, lora_greedy_tokens_equal_llama_clis, .timeout = 120)
                   "scale %g: the adapter's %d greedy tokens are the base model's", scales[s], n);
     }
     cr_assert_eq(cases, 2);
+}
+
+/* The same on a quantized base (qtest-Q8_0, a small random model) with F16 factors, as
+ * llama.cpp's converter writes them: both multiply the Q8_0 weights with activations
+ * rounded to Q8_0 and the F16 factors with activations rounded to F16, in sums of their
+ * own orders, so tokens are compared up to a near tie of 2e-3, where the two may part. */
+Test(llama_cpp, lora_on_a_quantized_base_gives_llama_clis_greedy_tokens, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, "models/qtest-Q8_0.gguf");
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    const char *dir = test_make_tmpdir();
+    const char *adapter = adapter_path(dir, "adapter.gguf");
+    AdapterSpec f16 = STRONG;
+    f16.factor_type = GGML_TYPE_F16;
+    f16.a_range = f16.b_range = 0.2f;
+    write_adapter(adapter, model, &f16);
+    int ours[32], base[32];
+    int n = test_greedy_lora_equals_llama_cpp(llama_cli, model, adapter, 1.0f, "Once upon a time",
+                                              32, 2e-3f, ours);
+    cr_expect_geq(n, 8, "only %d tokens compared", n);
+    int prompt[5] = {1, 403, 407, 261, 378};
+    cr_assert_eq(test_quill_greedy(model, prompt, 5, n, 0.0f, base), n);
+    cr_expect(memcmp(ours, base, (size_t)n * sizeof(int)) != 0,
+              "the adapter's %d greedy tokens are the base model's", n);
 }
 
 static void expect_load_error(const char *model_path, const char *adapter, const char *needle)
