@@ -99,8 +99,8 @@ static int pair_bind(LoraPair *p, const GgufFile *f, const Model *m, const char 
     return 0;
 }
 
-/* Every tensor of the file, each lora_a with its lora_b: pairs are counted at their A (a
- * B without its A is reported when its A is looked for, so the loop below sees it too). */
+/* Every tensor of the file: a pair is bound at its lora_a (pair_bind looks for the
+ * lora_b); a lora_b only needs its lora_a to be there. */
 static int pairs_bind(LoraAdapter *ad, const Model *m, Error *err)
 {
     const GgufFile *f = ad->file;
@@ -115,16 +115,16 @@ static int pairs_bind(LoraAdapter *ad, const Model *m, Error *err)
                 continue;
             return error_set(err, "tensor '%s' is not a .lora_a or .lora_b factor", name);
         }
-        char base[160];
+        /* the base weight's name: the factor's without its suffix */
+        char base[160], name_a[176];
         size_t len = strlen(name) - strlen(".lora_a");
         if (len >= sizeof base)
             return error_set(err, "tensor '%s': the name is too long", name);
         memcpy(base, name, len);
         base[len] = '\0';
-        char other[176];
-        snprintf(other, sizeof other, "%s%s", base, is_a ? ".lora_b" : ".lora_a");
-        if (is_b && !gguf_find_tensor(f, other))
-            return error_set(err, "tensor '%s' has no '%s' to pair with", name, other);
+        snprintf(name_a, sizeof name_a, "%s.lora_a", base);
+        if (is_b && !gguf_find_tensor(f, name_a))
+            return error_set(err, "tensor '%s' has no '%s' to pair with", name, name_a);
         if (is_a && pair_bind(&ad->pairs[ad->n_pairs++], f, m, base, err) != 0)
             return -1;
     }

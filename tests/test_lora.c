@@ -26,13 +26,14 @@ typedef struct {
     const char *type;         /* general.type */
     float alpha;
     float a_range, b_range;   /* A and B drawn uniformly from +-range (B: 0 for zeros) */
+    const char *skip_a;       /* a tensor whose lora_a is left out (NULL: none) */
     const char *skip_b;       /* a tensor whose lora_b is left out (NULL: none) */
     int a_cols_delta;         /* added to every A's row length: a shape that does not fit */
     bool with_token_embd;     /* a pair for token_embd.weight too */
     GgmlType factor_type;     /* the factors' type: F32 or F16 */
 } AdapterSpec;
 
-static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, 0, false,
+static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, NULL, 0, false,
                                    GGML_TYPE_F32};
 
 /* n values drawn from +-range, stored as `type` (a new buffer). */
@@ -77,7 +78,8 @@ static int write_adapter(const char *path, const char *model_path, const Adapter
         data[2 * n + 1] = draw_factor(&rng, out * RANK, spec->b_range, spec->factor_type);
         snprintf(names[2 * n], sizeof names[0], "%s.lora_a", t->name);
         snprintf(names[2 * n + 1], sizeof names[0], "%s.lora_b", t->name);
-        gguf_writer_add_tensor(w, names[2 * n], spec->factor_type, 2, ne_a, data[2 * n]);
+        if (!spec->skip_a || strcmp(spec->skip_a, t->name) != 0)
+            gguf_writer_add_tensor(w, names[2 * n], spec->factor_type, 2, ne_a, data[2 * n]);
         if (!spec->skip_b || strcmp(spec->skip_b, t->name) != 0)
             gguf_writer_add_tensor(w, names[2 * n + 1], spec->factor_type, 2, ne_b,
                                    data[2 * n + 1]);
@@ -226,15 +228,16 @@ static void expect_load_error(const char *model_path, const char *adapter, const
 
 /* Each kind of wrong file is one message naming what is wrong (and the tensor, where one
  * tensor is): another architecture, a model given as an adapter, a lora_a without its
- * lora_b, factors of another model's shapes, an adapter of the embedding (laid out
- * otherwise; quill does not take it). */
+ * lora_b and a lora_b without its lora_a, factors of another model's shapes, an adapter of
+ * the embedding (laid out otherwise; quill does not take it). */
 Test(lora, a_wrong_adapter_is_one_clear_error)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
     AdapterSpec qwen = STRONG, unpaired = STRONG, misshapen = STRONG, model_file = STRONG,
-                embedding = STRONG;
+                embedding = STRONG, lone_b = STRONG;
     embedding.with_token_embd = true;
+    lone_b.skip_a = "blk.4.attn_v.weight";
     qwen.architecture = "qwen2";
     unpaired.skip_b = "blk.2.ffn_up.weight";
     misshapen.a_cols_delta = 32;
@@ -251,6 +254,8 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
         {&model_file, "not an adapter: general.type is 'model'"},
         {&embedding, "tensor 'token_embd.weight.lora_a': quill applies adapters to the "
                      "blocks' projections and output.weight, not to 'token_embd.weight'"},
+        {&lone_b, "tensor 'blk.4.attn_v.weight.lora_b' has no 'blk.4.attn_v.weight.lora_a' "
+                  "to pair with"},
     };
     int n = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++, n++) {
@@ -258,7 +263,7 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
         write_adapter(path, model, cases[i].spec);
         expect_load_error(model, path, cases[i].needle);
     }
-    cr_assert_eq(n, 5);
+    cr_assert_eq(n, 6);
 }
 
 /* The last position's logits through the public API, with adapters[i] at scales[i]. */
