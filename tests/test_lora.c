@@ -33,8 +33,11 @@ typedef struct {
     GgmlType factor_type;     /* the factors' type: F32 or F16 */
 } AdapterSpec;
 
-static const AdapterSpec STRONG = {"llama", "adapter", 8.0f, 0.5f, 0.5f, NULL, NULL, 0, false,
-                                   GGML_TYPE_F32};
+/* Factors of +-0.2 at alpha / rank = 2: enough to change stories260K's greedy text, not so
+ * much that the model turns chaotic (+-0.5 does: its logits then swing by 30, and two
+ * summation orders of the same sums part by 1e-3 after a few layers). */
+static const AdapterSpec ADAPTER = {"llama", "adapter", 8.0f, 0.2f, 0.2f, NULL, NULL, 0, false,
+                                    GGML_TYPE_F32};
 
 /* n values drawn from +-range, stored as `type` (a new buffer). */
 static void *draw_factor(Rng *rng, uint64_t n, float range, GgmlType type)
@@ -141,11 +144,11 @@ Test(lora, zero_b_leaves_every_logit_exactly_the_base_models)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
-    AdapterSpec zero = STRONG;
+    AdapterSpec zero = ADAPTER;
     zero.b_range = 0.0f;
     const char *zero_path = adapter_path(dir, "zero.gguf"), *strong = adapter_path(dir, "s.gguf");
     cr_assert_eq(write_adapter(zero_path, model, &zero), 5 * 7 + 1);
-    write_adapter(strong, model, &STRONG);
+    write_adapter(strong, model, &ADAPTER);
     float *base = logits_of(model, NULL, PROMPT, N_PROMPT);
     float *with_zero = logits_of(model, zero_path, PROMPT, N_PROMPT);
     float *with_strong = logits_of(model, strong, PROMPT, N_PROMPT);
@@ -172,7 +175,7 @@ Test(llama_cpp, lora_greedy_tokens_equal_llama_clis, .timeout = 120)
     LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
-    write_adapter(adapter, model, &STRONG);
+    write_adapter(adapter, model, &ADAPTER);
     const float scales[] = {1.0f, 0.5f};
     int cases = 0;
     for (int s = 0; s < 2; s++, cases++) {
@@ -198,9 +201,8 @@ Test(llama_cpp, lora_on_a_quantized_base_gives_llama_clis_greedy_tokens, .timeou
     LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
-    AdapterSpec f16 = STRONG;
+    AdapterSpec f16 = ADAPTER;
     f16.factor_type = GGML_TYPE_F16;
-    f16.a_range = f16.b_range = 0.2f;
     write_adapter(adapter, model, &f16);
     int ours[32], base[32];
     int n = test_greedy_lora_equals_llama_cpp(llama_cli, model, adapter, 1.0f, "Once upon a time",
@@ -234,8 +236,8 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
-    AdapterSpec qwen = STRONG, unpaired = STRONG, misshapen = STRONG, model_file = STRONG,
-                embedding = STRONG, lone_b = STRONG;
+    AdapterSpec qwen = ADAPTER, unpaired = ADAPTER, misshapen = ADAPTER, model_file = ADAPTER,
+                embedding = ADAPTER, lone_b = ADAPTER;
     embedding.with_token_embd = true;
     lone_b.skip_a = "blk.4.attn_v.weight";
     qwen.architecture = "qwen2";
@@ -266,6 +268,8 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
     cr_assert_eq(n, 6);
 }
 
+static float max_abs_diff(const float *a, const float *b, int n);
+
 /* The last position's logits through the public API, with adapters[i] at scales[i]. */
 static void api_logits(quill_model *m, quill_lora *const *adapters, const float *scales, int n,
                        float *out)
@@ -295,7 +299,7 @@ Test(lora, the_public_api_loads_and_applies_adapters)
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
     const char *path = adapter_path(dir, "adapter.gguf");
-    write_adapter(path, model, &STRONG);
+    write_adapter(path, model, &ADAPTER);
     quill_model *m = quill_model_load(model, NULL);
     cr_assert_not_null(m, "%s", quill_last_error());
     quill_lora *a = quill_lora_load(m, path);
@@ -314,12 +318,12 @@ Test(lora, the_public_api_loads_and_applies_adapters)
     for (int v = 0; v < V_STORIES; v++, compared++) {
         cr_assert(once[v] == engine_last[v], "logit %d: %g, the engine's %g", v, once[v],
                   engine_last[v]);
-        cr_assert_float_eq(twice[v], once[v], 1e-4f * (1.0f + fabsf(once[v])), "logit %d", v);
         cr_assert(none[v] == base_last[v], "logit %d without adapters: %g, base %g", v, none[v],
                   base_last[v]);
     }
     cr_assert_eq(compared, V_STORIES);
     cr_assert_neq(memcmp(once, none, sizeof once), 0);
+    cr_assert_leq(max_abs_diff(twice, once, V_STORIES), 1e-4f);
 
     SHARED_FILE_OR_SKIP(other_model, "models/qtest-f32.gguf");
     quill_model *other = quill_model_load(other_model, NULL);
@@ -346,7 +350,7 @@ Test(lora, generate_with_lora_writes_llama_clis_text, .timeout = 120)
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
     const char *path = adapter_path(dir, "adapter.gguf");
-    write_adapter(path, model, &STRONG);
+    write_adapter(path, model, &ADAPTER);
     const char *common = "--prompt 'Once upon a time' -n 16 --temperature 0 --no-echo "
                          "--cache-type f32";
     char *once, *twice, *base, *messages;
@@ -447,8 +451,7 @@ static float merged_against_adapter(const char *model, const char *adapter, cons
 
 /* quill merge writes W + scale * B A into the weights. In F32 the merged model's logits are
  * the adapted model's up to float rounding (W x + B (A x) and (W + B A) x sum in other
- * orders): within 5e-4 on logits up to 19 in size (1.8e-4 seen), and 32 greedy tokens
- * equal. Stored as Q8_0, the merged weights take Q8_0's rounding once more, and the
+ * orders): within 1e-4 (1.4e-5 seen), and 32 greedy tokens equal. Stored as Q8_0, the merged weights take Q8_0's rounding once more, and the
  * activations are rounded to 8 bits as for any Q8_0 file: the error allowed is what Q8_0
  * itself costs this model, measured between llama.cpp's qtest-Q8_0 and qtest-f32 files
  * (0.17), times 1.5. Two ways there: a Q8_0 base merged in its own type (the default), and
@@ -462,14 +465,12 @@ Test(lora, merge_gives_the_adapted_models_logits, .timeout = 120)
     const char *dir = test_make_tmpdir();
     const char *for_stories = adapter_path(dir, "stories.gguf");
     const char *for_qtest = adapter_path(dir, "qtest.gguf");
-    AdapterSpec gentle = STRONG;
-    gentle.a_range = gentle.b_range = 0.1f;
-    write_adapter(for_stories, stories, &STRONG);
-    write_adapter(for_qtest, qf32, &gentle);
+    write_adapter(for_stories, stories, &ADAPTER);
+    write_adapter(for_qtest, qf32, &ADAPTER);
     float *exact = logits_of(qf32, NULL, PROMPT, N_PROMPT);
     float *rounded = logits_of(q8, NULL, PROMPT, N_PROMPT);
     float q8_cost = max_abs_diff(exact, rounded, N_PROMPT * V_STORIES);
-    float f32 = merged_against_adapter(stories, for_stories, "", 5e-4f, 32);
+    float f32 = merged_against_adapter(stories, for_stories, "", 1e-4f, 32);
     float q8_0 = merged_against_adapter(q8, for_qtest, "", 1.5f * q8_cost, 0);
     float to_q8 = merged_against_adapter(qf32, for_qtest, "--type Q8_0", 1.5f * q8_cost, 0);
     cr_log_info("largest logit differences: F32 %g; Q8_0 %g and F32 -> Q8_0 %g, where Q8_0 "
@@ -488,7 +489,7 @@ Test(lora, merge_refuses_what_it_cannot_do_and_writes_nothing)
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
     const char *out = adapter_path(dir, "out.gguf");
-    write_adapter(adapter, stories, &STRONG);
+    write_adapter(adapter, stories, &ADAPTER);
     expect_clean_error("the same file", "merge %s %s %s", stories, adapter, adapter);
     expect_clean_error("do not fit 'output.weight' [256, 512]", "merge %s %s %s", qtest, adapter,
                        out);
