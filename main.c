@@ -29,6 +29,7 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
     {"info", cmd_info, "a GGUF file's config, parameter count and tensors"},
     {"quantize", cmd_quantize, "rewrite a GGUF model's weights in another type (Q8_0, Q4_K_M, ...)"},
+    {"merge", cmd_merge, "write a LoRA adapter into a GGUF model's weights"},
     {"plot", cmd_plot, "draw the training curves of run directories as an SVG"},
     {"bench", cmd_bench, "training throughput, or a model's speed (quill bench MODEL.gguf)"},
     {"bench-data", cmd_bench_data, "the data pipeline (words, BPE, token cache) on a generated corpus"},

@@ -60,5 +60,7 @@ int cmd_bench_model(int argc, char **argv, Error *err);
 int cmd_info(int argc, char **argv, Error *err);
 /* quill quantize: a GGUF model rewritten with its weights in another type. */
 int cmd_quantize(int argc, char **argv, Error *err);
+/* quill merge: a GGUF model with a LoRA adapter written into its weights. */
+int cmd_merge(int argc, char **argv, Error *err);
 
 #endif

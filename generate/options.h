@@ -59,17 +59,23 @@ typedef struct {
     const char *cache_type; /* f32 | f16 | q8_0; NULL until a session sets the model's
                                default (kv_cache_type_default) */
     int threads;
+    StringList lora;       /* --lora: LoRA adapter files, all applied */
+    StringList lora_scale; /* --lora-scale: the i-th scales the i-th --lora (default 1) */
     /* interaction */
     bool interactive;      /* the REPL (quill chat) */
     const char *chat_template; /* a family name, overriding tokenizer.chat_template */
     const char *system;    /* the system prompt of a chat */
+    /* the adapters of --lora, loaded for the run's model by the first context made */
+    quill_lora **adapters;
+    float *adapter_scales;
+    int n_adapters;
 } GenerateOptions;
 
 enum { GENERATE_MAX_FLAGS = 64 };
 
 /* The documented defaults (the sampler's are llama.cpp's, see sampler_params_default). */
 void generate_options_default(GenerateOptions *o);
-void generate_options_free(GenerateOptions *o); /* the lists */
+void generate_options_free(GenerateOptions *o); /* the lists and the adapters */
 
 /* The flags of every field, with o's fields as destinations. Returns their number. */
 int generate_options_flags(GenerateOptions *o, Flag *flags);
@@ -140,8 +146,9 @@ int generate_stops_unescape(GenerateOptions *o, Error *err);
 /* ---- a continuation through quill.h (generate's one stream, the REPL) ---- */
 
 /* A context of n_seq sequences (two for guidance: its unconditional side is sequence 1) of
- * n_ctx positions, in o->cache_type (set to the model's
- * default when NULL, so that /status names it), on o->threads. Warns on stderr, before the
+ * n_ctx positions, in o->cache_type (set to the model's default when NULL, so that /status
+ * names it), on o->threads, with o's LoRA adapters (loaded for m the first time). Warns on
+ * stderr, before the
  * cache is allocated, about a context longer than the model's or one over a gigabyte. */
 quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_seq, int n_ctx,
                                     Error *err);
@@ -176,7 +183,7 @@ void generate_report(const quill_context *c, const quill_sampler *s, uint64_t se
 
 /* A session for a run of o, with its sampler, stop strings and limits: n_seq cache slots of
  * n_ctx positions in o->cache_type (set to the model's default when NULL, so that /status
- * and --verbose name it), sampling seeded with seed. Warns on stderr, before the cache is
+ * and --verbose name it), sampling seeded with seed, with o's LoRA adapters. Warns on stderr, before the cache is
  * allocated, about a context longer than the model's or one over a gigabyte. */
 int generate_session_start(Session *s, GenerateOptions *o, const quill_model *m, uint64_t seed,
                            int n_seq, int n_ctx, Error *err);

@@ -25,6 +25,7 @@
 #include "loader.h"
 #include "matmul.h"
 #include "quant.h"
+#include "quantize.h"
 
 /* A TYPE of the command line. */
 typedef struct {
@@ -175,10 +176,11 @@ static uint32_t choose_type(const QuantTarget *target, const GgufTensor *t, cons
     return fallback;
 }
 
-/* Converts every row of t into `type`, into a new buffer (*out, *bytes). Rows are
- * independent, so threads take rows; each has its own float row. */
-static int tensor_convert(const GgufTensor *t, uint32_t type, void **out, size_t *bytes,
-                          Error *err)
+/* Converts every row of t into `type`, into a new buffer (*out, *bytes), each row changed
+ * by the edit on its way when `state` is not NULL. Rows are independent, so threads take
+ * rows; each has its own float row. */
+static int tensor_convert(const GgufTensor *t, uint32_t type, const TensorEdit *edit,
+                          const void *state, void **out, size_t *bytes, Error *err)
 {
     int64_t row_len = (int64_t)t->ne[0];
     int64_t n_rows = (int64_t)(gguf_tensor_nelements(t) / t->ne[0]);
@@ -196,6 +198,8 @@ static int tensor_convert(const GgufTensor *t, uint32_t type, void **out, size_t
     for (int64_t r = 0; r < n_rows; r++) {
         float *x = rows + (size_t)omp_get_thread_num() * (size_t)row_len;
         quant_dequantize_row(t->type, (const uint8_t *)t->data + r * in_row, x, row_len);
+        if (state)
+            edit->row(state, r, x, row_len);
         quant_quantize_row(type, x, dst + r * out_row, row_len);
     }
     free(rows);
@@ -213,23 +217,26 @@ static void progress(bool tty, uint64_t i, uint64_t n, const GgufTensor *t, uint
     fflush(stderr);
 }
 
-/* The input's metadata with general.file_type and general.quantization_version set (in
- * place when the input has them, as llama.cpp does). */
+/* The input's metadata, with general.file_type and general.quantization_version set (in
+ * place when the input has them, as llama.cpp does) when the types change (target not
+ * NULL). */
 static void copy_metadata(GgufWriter *w, const GgufFile *in, const QuantTarget *target)
 {
     bool has_file_type = false, has_version = false;
     for (uint64_t i = 0; i < in->n_kv; i++) {
         const GgufKV *kv = &in->kv[i];
-        if (strcmp(kv->key, "general.file_type") == 0) {
+        if (target && strcmp(kv->key, "general.file_type") == 0) {
             gguf_writer_add_u32(w, kv->key, target->file_type);
             has_file_type = true;
-        } else if (strcmp(kv->key, "general.quantization_version") == 0) {
+        } else if (target && strcmp(kv->key, "general.quantization_version") == 0) {
             gguf_writer_add_u32(w, kv->key, 2);
             has_version = true;
         } else {
             gguf_writer_add_kv(w, kv);
         }
     }
+    if (!target)
+        return;
     /* ggml's quantization format version: 2 since the K-quants' current layouts */
     if (!has_version)
         gguf_writer_add_u32(w, "general.quantization_version", 2);
@@ -237,9 +244,11 @@ static void copy_metadata(GgufWriter *w, const GgufFile *in, const QuantTarget *
         gguf_writer_add_u32(w, "general.file_type", target->file_type);
 }
 
-/* Every tensor, converted or borrowed from the input; new buffers go to owned[]. */
+/* Every tensor, converted (to the target's type for it, or its own type when target is
+ * NULL, when the edit changes it) or borrowed from the input; new buffers go to owned[]. */
 static int convert_tensors(GgufWriter *w, const GgufFile *in, const QuantTarget *target,
-                           void **owned, uint64_t *bytes_out, Error *err)
+                           const TensorEdit *edit, void **owned, uint64_t *bytes_out,
+                           Error *err)
 {
     ModelShape shape = model_shape(in);
     bool tty = isatty(STDERR_FILENO);
@@ -248,12 +257,14 @@ static int convert_tensors(GgufWriter *w, const GgufFile *in, const QuantTarget 
         if (!quant_type_is_supported(t->type))
             return error_set(err, "tensor '%s' has type %s, which quill cannot read", t->name,
                              gguf_tensor_type_name(t->type) ? gguf_tensor_type_name(t->type) : "?");
-        uint32_t type = tensor_is_converted(t) ? choose_type(target, t, &shape) : t->type;
+        bool converted = target && tensor_is_converted(t);
+        uint32_t type = converted ? choose_type(target, t, &shape) : t->type;
+        const void *state = edit ? edit->find(edit->ctx, t) : NULL;
         progress(tty, i, in->n_tensors, t, type);
         const void *data = t->data;
         size_t bytes = t->nbytes;
-        if (type != t->type) {
-            if (tensor_convert(t, type, &owned[i], &bytes, err) != 0)
+        if (type != t->type || state) {
+            if (tensor_convert(t, type, edit, state, &owned[i], &bytes, err) != 0)
                 return -1;
             data = owned[i];
         }
@@ -265,16 +276,15 @@ static int convert_tensors(GgufWriter *w, const GgufFile *in, const QuantTarget 
     return 0;
 }
 
-/* OUT must be a file other than IN: the new file replaces OUT whole (an atomic rename), so
- * writing it over IN, under any name or link, would lose the model it came from. */
-static int check_out_path(const char *in_path, const char *out_path, Error *err)
+int quantize_check_out_path(const char *command, const char *in_path, const char *out_path,
+                            Error *err)
 {
     if (path_is_directory(out_path))
         return error_set(err, "%s is a directory: name the file to write", out_path);
     if (file_same(in_path, out_path))
-        return error_set(err, "%s and %s are the same file: quantize would replace the model it "
+        return error_set(err, "%s and %s are the same file: %s would replace the file it "
                               "reads; name another OUT",
-                         in_path, out_path);
+                         in_path, out_path, command);
     return 0;
 }
 
@@ -285,6 +295,40 @@ static void list_targets(char *buf, size_t size)
         strncat(buf, TARGETS[i].name, size - strlen(buf) - 1);
         strncat(buf, i + 1 < N_TARGETS ? ", " : "", size - strlen(buf) - 1);
     }
+}
+
+int quantize_write(const GgufFile *in, const char *out_path, const char *type_name,
+                   const TensorEdit *edit, Error *err)
+{
+    char types[256];
+    list_targets(types, sizeof types);
+    const QuantTarget *target = type_name ? target_find(type_name) : NULL;
+    if (type_name && !target)
+        return error_set(err, "unknown type '%s' (one of %s)", type_name, types);
+    void **owned = calloc(in->n_tensors ? in->n_tensors : 1, sizeof *owned);
+    GgufWriter *w = gguf_writer_new();
+    uint64_t bytes_out = 0, bytes_in = 0;
+    int status = -1;
+    if (!owned || !w) {
+        error_set(err, "out of memory");
+    } else {
+        copy_metadata(w, in, target);
+        if (convert_tensors(w, in, target, edit, owned, &bytes_out, err) == 0 &&
+            gguf_writer_write(w, out_path, err) == 0)
+            status = 0;
+    }
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        bytes_in += in->tensors[i].nbytes;
+        if (owned)
+            free(owned[i]);
+    }
+    if (status == 0)
+        printf("%s: %" PRIu64 " tensor%s, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
+               plural_s((long long)in->n_tensors), (double)bytes_in / 1e6,
+               (double)bytes_out / 1e6, target ? target->name : "the input's types");
+    free(owned);
+    gguf_writer_free(w);
+    return status;
 }
 
 int cmd_quantize(int argc, char **argv, Error *err)
@@ -321,35 +365,13 @@ int cmd_quantize(int argc, char **argv, Error *err)
     const QuantTarget *target = target_find(positional[2]);
     if (!target)
         return error_set(err, "unknown type '%s' (one of %s)", positional[2], types);
-    if (check_out_path(in_path, out_path, err) != 0)
+    if (quantize_check_out_path("quantize", in_path, out_path, err) != 0)
         return -1;
 
     GgufFile *in;
     if (gguf_open(&in, in_path, err) != 0)
         return -1;
-    void **owned = calloc(in->n_tensors ? in->n_tensors : 1, sizeof *owned);
-    GgufWriter *w = gguf_writer_new();
-    uint64_t bytes_out = 0, bytes_in = 0;
-    int status = -1;
-    if (!owned || !w) {
-        error_set(err, "out of memory");
-    } else {
-        copy_metadata(w, in, target);
-        if (convert_tensors(w, in, target, owned, &bytes_out, err) == 0 &&
-            gguf_writer_write(w, out_path, err) == 0)
-            status = 0;
-    }
-    for (uint64_t i = 0; i < in->n_tensors; i++) {
-        bytes_in += in->tensors[i].nbytes;
-        if (owned)
-            free(owned[i]);
-    }
-    if (status == 0)
-        printf("%s: %" PRIu64 " tensor%s, %.2f MB -> %.2f MB (%s)\n", out_path, in->n_tensors,
-               plural_s((long long)in->n_tensors), (double)bytes_in / 1e6,
-               (double)bytes_out / 1e6, target->name);
-    free(owned);
-    gguf_writer_free(w);
+    int status = quantize_write(in, out_path, target->name, NULL, err);
     gguf_close(in);
     return status;
 }

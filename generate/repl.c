@@ -46,7 +46,8 @@ static const char *const NOT_IN_CHAT[] = {"prompt",      "echo",           "inte
                                           "beam-size",   "length-penalty", "num-samples",
                                           "output-file", "guide",          "guide-attribute",
                                           "negative-prompt", "guide-strength", NULL};
-static const char *const FIXED_IN_CHAT[] = {"context", "cache-type", "threads", "chat-template",
+static const char *const FIXED_IN_CHAT[] = {"context",       "cache-type", "threads",
+                                            "chat-template", "lora",       "lora-scale",
                                             NULL};
 
 static bool name_in(const char *const *names, const char *name)

@@ -67,6 +67,7 @@ typedef int32_t quill_token;
 typedef struct quill_model quill_model;
 typedef struct quill_context quill_context;
 typedef struct quill_sampler quill_sampler;
+typedef struct quill_lora quill_lora;
 
 /* ---- the library -------------------------------------------------------------------- */
 
@@ -509,6 +510,29 @@ QUILL_API quill_beam_params quill_beam_params_default(void);
 QUILL_API int quill_beam_search(quill_context *c, quill_sampler *s, const char *prompt,
                                 const quill_beam_params *p, quill_beam_result *out, int cap);
 QUILL_API void quill_beam_results_free(quill_beam_result *r, int n);
+
+/* ---- LoRA adapters -------------------------------------------------------------------- */
+
+/* A LoRA adapter (Hu et al. 2021): a low-rank change to some of a model's weights, applied
+ * beside them. For each weight W it changes, a context that applies it computes
+ * W x + scale * alpha / rank * B (A x), the adapter's A (rank, in) and B (out, rank) in the
+ * file's types, W as the model stores it (docs/architecture.md, "LoRA adapters").
+ *
+ * quill_lora_load reads llama.cpp's adapter GGUF (docs/formats.md) for model m and checks
+ * it against m (llama.cpp's llama_adapter_lora_init): NULL on error, with a message that
+ * names the tensor, e.g. a file for another architecture, a lora_a without its lora_b, or
+ * factors of another model's shapes. The adapter only reads m: keep m alive while it is in
+ * use, and free the adapter after the contexts that apply it (NULL-safe). */
+QUILL_API quill_lora *quill_lora_load(const quill_model *m, const char *path);
+QUILL_API void quill_lora_free(quill_lora *a);
+
+/* The adapters every later decode of c applies: adapters[i] with scales[i] (scales NULL:
+ * 1 each), in place of those set before; n = 0 takes them all away (llama.cpp's
+ * llama_set_adapter_lora and llama_clear_adapter_lora). Each must have been loaded for c's
+ * model. Keys and values already in the cache stay as they were computed: clear the
+ * sequences for a text that is the adapted model's from its first token. */
+QUILL_API int quill_context_set_lora(quill_context *c, quill_lora *const *adapters,
+                                     const float *scales, int n);
 
 /* ---- session state ------------------------------------------------------------------ */
 

@@ -105,6 +105,7 @@ void infer_free(InferContext *c)
     if (!c)
         return;
     activations_free(&c->acts);
+    lora_set_free(&c->lora);
     free(c->seq_len);
     free(c->seq_tokens);
     free(c->logits);
@@ -115,6 +116,17 @@ void infer_free(InferContext *c)
     free(c->row_seq);
     free(c->row_logits);
     memset(c, 0, sizeof *c);
+}
+
+int infer_set_lora(InferContext *c, const LoraUse *uses, int n, Error *err)
+{
+    LoraSet set;
+    if (lora_set_init(&set, uses, n, c->acts.T, err) != 0)
+        return -1;
+    lora_set_free(&c->lora);
+    c->lora = set;
+    c->acts.lora = n > 0 ? &c->lora : NULL;
+    return 0;
 }
 
 /* The row rules (infer.h), checked before anything changes: each row's sequence and token

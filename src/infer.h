@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "governor.h"
+#include "lora.h"
 #include "model.h"
 
 typedef struct {
@@ -57,6 +58,7 @@ typedef struct {
     int *next_pos, *out_rows, *row_pos, *row_seq;
     bool *row_logits;
     ThreadGovernor governor; /* how many threads decoding steps run on (governor.h) */
+    LoraSet lora;            /* the adapters every pass applies (infer_set_lora) */
 } InferContext;
 
 /* A context that would take more memory than the machine has available is refused, with
@@ -85,6 +87,12 @@ int infer_decode_batch(InferContext *c, const InferBatch *b, Error *err);
 /* Logits of row i of the last batch (one that asked for them), V floats, valid until the
  * next decode; NULL for a row that did not. */
 const float *infer_batch_logits(const InferContext *c, int i);
+
+/* The LoRA adapters every later pass applies, each with its scale (lora.h), in place of
+ * those set before; n = 0 takes them all away. The adapters must have been loaded for this
+ * context's model and outlive their use. The cache is left as it is: keys and values
+ * computed before the change stay (clear the sequences for a fresh start). */
+int infer_set_lora(InferContext *c, const LoraUse *uses, int n, Error *err);
 
 /* Appends n tokens to sequence seq and runs them through the model, in passes of at most
  * n_batch tokens. Afterwards infer_logits(c, 0) is what follows the last token (with

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lora.h"
 #include "model_internal.h"
 #include "ops.h"
 #include "quant.h"
@@ -134,11 +135,22 @@ static bool weights_adjacent(const WeightMatrix *a, const WeightMatrix *b)
                (const char *)b->data;
 }
 
+/* out (N, ldo) = inp . w^T (plus out when beta = 1), and the terms of the run's LoRA
+ * adapters for w when it has some (lora.h): nothing more to do, nor to pay, without. */
+static void linear(const Activations *a, float *out, int ldo, const float *inp, int N,
+                   const WeightMatrix *w, float beta)
+{
+    linear_forward(out, ldo, inp, N, w, beta, a->linear_scratch);
+    if (a->lora)
+        lora_forward(a->lora, w, out, ldo, inp, N);
+}
+
 /* out (N, ldo) = inp . [w0; w1; w2]^T, the matrices' outputs side by side in each row (the
  * q|k|v or gate|up row): one product when they are adjacent in memory (n_parts of them),
- * one product each otherwise (a file lays tensors out as it likes). */
-static void linear_forward_parts(float *out, int ldo, const float *inp, int N,
-                                 const WeightMatrix *const *parts, int n_parts, void *scratch)
+ * one product each otherwise (a file lays tensors out as it likes). Adapters change each
+ * part's own columns. */
+static void linear_forward_parts(const Activations *a, float *out, int ldo, const float *inp,
+                                 int N, const WeightMatrix *const *parts, int n_parts)
 {
     WeightMatrix fused = *parts[0];
     bool adjacent = true;
@@ -146,12 +158,14 @@ static void linear_forward_parts(float *out, int ldo, const float *inp, int N,
         adjacent = adjacent && weights_adjacent(parts[i - 1], parts[i]);
         fused.rows += parts[i]->rows;
     }
-    if (adjacent) {
-        linear_forward(out, ldo, inp, N, &fused, 0.0f, scratch);
-        return;
+    if (adjacent)
+        linear_forward(out, ldo, inp, N, &fused, 0.0f, a->linear_scratch);
+    for (int i = 0, col = 0; i < n_parts; col += parts[i]->rows, i++) {
+        if (!adjacent)
+            linear_forward(out + col, ldo, inp, N, parts[i], 0.0f, a->linear_scratch);
+        if (a->lora)
+            lora_forward(a->lora, parts[i], out + col, ldo, inp, N);
     }
-    for (int i = 0, col = 0; i < n_parts; col += parts[i]->rows, i++)
-        linear_forward(out + col, ldo, inp, N, parts[i], 0.0f, scratch);
 }
 
 /* One block over BT rows: training's B x T (r NULL), or inference's rows r. */
@@ -162,27 +176,26 @@ static void block_forward(const Model *m, Activations *a, int l, int B, int T,
     const LayerWeights *w = &m->wt.layers[l];
     LayerActs *x = &a->layers[l];
     int BT = r ? r->n : B * T, C = c->dim, F = c->ffn_dim, QKV = C + 2 * model_kv_dim(c);
-    void *scratch = a->linear_scratch;
 
     /* attention branch: resid_mid = resid_in + attn_output(attention(rmsnorm(resid_in))) */
     rmsnorm_forward(x->attn_norm, x->attn_rstd, x->resid_in, w->attn_norm.data, BT, C,
                     c->norm_eps);
     const WeightMatrix *qkv[3] = {&w->attn_q, &w->attn_k, &w->attn_v};
-    linear_forward_parts(x->qkv, QKV, x->attn_norm, BT, qkv, 3, scratch);
+    linear_forward_parts(a, x->qkv, QKV, x->attn_norm, BT, qkv, 3);
     if (r)
         attention_cached(c, a, l, x, r);
     else
         attention_training(c, a, x, B, T);
     residual_copy(x->resid_mid, x->resid_in, (size_t)BT * C);
-    linear_forward(x->resid_mid, C, x->att_out, BT, &w->attn_output, 1.0f, scratch);
+    linear(a, x->resid_mid, C, x->att_out, BT, &w->attn_output, 1.0f);
 
     /* MLP branch: resid_out = resid_mid + ffn_down(swiglu(ffn_gate|up(rmsnorm(resid_mid)))) */
     rmsnorm_forward(x->ffn_norm, x->ffn_rstd, x->resid_mid, w->ffn_norm.data, BT, C, c->norm_eps);
     const WeightMatrix *gate_up[2] = {&w->ffn_gate, &w->ffn_up};
-    linear_forward_parts(x->gate_up, 2 * F, x->ffn_norm, BT, gate_up, 2, scratch);
+    linear_forward_parts(a, x->gate_up, 2 * F, x->ffn_norm, BT, gate_up, 2);
     swiglu_forward(x->swiglu, x->gate_up, BT, F);
     residual_copy(resid_out, x->resid_mid, (size_t)BT * C);
-    linear_forward(resid_out, C, x->swiglu, BT, &w->ffn_down, 1.0f, scratch);
+    linear(a, resid_out, C, x->swiglu, BT, &w->ffn_down, 1.0f);
 }
 
 /* The embedding and every block, over BT rows (training's B x T, or inference's r). */
@@ -213,8 +226,7 @@ static void output_forward(const Model *m, Activations *a, const int *rows, int 
     else
         rmsnorm_forward(a->final_norm, a->final_rstd, a->resid_final, m->wt.output_norm.data,
                         n_out, C, c->norm_eps);
-    linear_forward(logits, c->vocab_size, a->final_norm, n_out, &m->wt.output, 0.0f,
-                   a->linear_scratch);
+    linear(a, logits, c->vocab_size, a->final_norm, n_out, &m->wt.output, 0.0f);
 }
 
 void model_forward_rows(const Model *m, Activations *a, const ForwardRows *r)

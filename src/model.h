@@ -242,6 +242,8 @@ typedef struct {
     /* attention's scratch, attention_scratch_stride floats per thread (ops.h) */
     float *attention_scratch;
     size_t attention_scratch_stride;
+    /* inference: the LoRA adapters the products add (lora.h), borrowed; NULL: none */
+    const struct LoraSet *lora;
 } Activations;
 
 /* Training (and evaluation): B sequences of T tokens, T <= the model's context. */

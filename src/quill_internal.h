@@ -11,6 +11,7 @@
 #include "chat.h"
 #include "error.h"
 #include "infer.h"
+#include "lora.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -36,6 +37,10 @@ struct quill_context {
     size_t row_logits_cap;
 };
 
+struct quill_lora {
+    const quill_model *model;
+    LoraAdapter adapter;
+};
 struct quill_sampler {
     const quill_model *model;
     Sampler sampler;

@@ -362,15 +362,15 @@ static int eval_line_ids(const char *line, const char *end, int *ids, int cap)
 /* Greedy decoding by llama-cli: the ids llama.cpp tokenized the prompt into (BOS included,
  * at most 256) into prompt_ids, and up to n generated ids into out; returns how many it
  * generated. */
-static int llama_cpp_greedy(const char *llama_cli, const char *model, const char *prompt, int n,
-                            int *prompt_ids, int *n_prompt, int *out)
+static int llama_cpp_greedy(const char *llama_cli, const char *model, const char *extra,
+                            const char *prompt, int n, int *prompt_ids, int *n_prompt, int *out)
 {
     /* -n n+1: the last token generated is never fed back, so it is never logged */
     char command[8192];
     snprintf(command, sizeof command,
-             "{ %s -m %s -p '%s' -n %d --temp 0 -no-cnv -t 2 -c 512 -ctk f32 -ctv f32 "
+             "{ %s -m %s %s -p '%s' -n %d --temp 0 -no-cnv -t 2 -c 512 -ctk f32 -ctv f32 "
              "--no-warmup -lv 1 --seed 1 < /dev/null 2>&1 > /dev/null; }",
-             llama_cli, model, prompt, n + 1);
+             llama_cli, model, extra, prompt, n + 1);
     char *log;
     int status = test_run_capture(command, &log);
     cr_assert_eq(status, 0, "llama-cli failed (%d): %s", status, log);
@@ -391,10 +391,23 @@ static int llama_cpp_greedy(const char *llama_cli, const char *model, const char
 int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const char *prompt,
                                  int n, float margin, int *ours)
 {
+    return test_greedy_lora_equals_llama_cpp(llama_cli, model, NULL, 1.0f, prompt, n, margin,
+                                             ours);
+}
+
+int test_greedy_lora_equals_llama_cpp(const char *llama_cli, const char *model,
+                                      const char *adapter, float scale, const char *prompt,
+                                      int n, float margin, int *ours)
+{
     int prompt_ids[256], n_prompt = 0;
     int *theirs = malloc((size_t)n * sizeof *theirs);
-    int n_theirs = llama_cpp_greedy(llama_cli, model, prompt, n, prompt_ids, &n_prompt, theirs);
-    int n_ours = test_quill_greedy(model, prompt_ids, n_prompt, n, margin, ours);
+    char extra[4200] = "";
+    if (adapter)
+        snprintf(extra, sizeof extra, "--lora-scaled %s %g", adapter, scale);
+    int n_theirs = llama_cpp_greedy(llama_cli, model, extra, prompt, n, prompt_ids, &n_prompt,
+                                    theirs);
+    int n_ours = test_quill_greedy_lora(model, adapter, scale, prompt_ids, n_prompt, n, margin,
+                                        ours);
     int compared = n_ours < n_theirs ? n_ours : n_theirs;
     for (int t = 0; t < compared; t++)
         cr_assert_eq(ours[t], theirs[t], "%s: greedy token %d is %d in quill, %d in llama.cpp",
@@ -408,6 +421,12 @@ int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const
 int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, int n,
                       float margin, int *out)
 {
+    return test_quill_greedy_lora(model_path, NULL, 1.0f, prompt, n_prompt, n, margin, out);
+}
+
+int test_quill_greedy_lora(const char *model_path, const char *adapter_path, float scale,
+                           const int *prompt, int n_prompt, int n, float margin, int *out)
+{
     Model m;
     Tokenizer tok;
     Error err;
@@ -415,6 +434,12 @@ int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, i
     InferContext ctx;
     InferParams params = {.n_seq = 1, .n_ctx = n_prompt + n, .cache_type = GGML_TYPE_F32};
     cr_assert_eq(infer_init(&ctx, &m, &params, &err), 0, "%s", err.msg);
+    LoraAdapter adapter = {0};
+    if (adapter_path) {
+        cr_assert_eq(lora_adapter_load(&adapter, adapter_path, &m, &err), 0, "%s", err.msg);
+        LoraUse use = {&adapter, scale};
+        cr_assert_eq(infer_set_lora(&ctx, &use, 1, &err), 0, "%s", err.msg);
+    }
     cr_assert_eq(infer_decode(&ctx, 0, prompt, n_prompt, &err), 0, "%s", err.msg);
     int count = 0;
     while (count < n) {
@@ -438,6 +463,7 @@ int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, i
         cr_assert_eq(infer_decode(&ctx, 0, &best, 1, &err), 0, "%s", err.msg);
     }
     infer_free(&ctx);
+    lora_adapter_free(&adapter);
     tokenizer_free(&tok);
     model_free(&m);
     return count;

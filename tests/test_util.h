@@ -136,11 +136,20 @@ const char *test_llama_cpp_tool(const char *tool);
 int test_greedy_equals_llama_cpp(const char *llama_cli, const char *model, const char *prompt,
                                  int n, float margin, int *ours);
 
+/* The same with a LoRA adapter at a scale: llama-cli's --lora-scaled ADAPTER SCALE, and
+ * quill's infer_set_lora. adapter NULL: none. */
+int test_greedy_lora_equals_llama_cpp(const char *llama_cli, const char *model,
+                                      const char *adapter, float scale, const char *prompt,
+                                      int n, float margin, int *ours);
+
 /* quill's greedy continuation of the prompt (F32 KV cache), token by token: up to n tokens
  * into out, stopping after the end-of-text token, or before a step whose two best logits
  * are within `margin` of each other. Returns the count. */
 int test_quill_greedy(const char *model_path, const int *prompt, int n_prompt, int n,
                       float margin, int *out);
+/* The same with the adapter adapter_path applied at `scale` (NULL: none). */
+int test_quill_greedy_lora(const char *model_path, const char *adapter_path, float scale,
+                           const int *prompt, int n_prompt, int n, float margin, int *out);
 
 /* JSON Schema validation by an independent validator, Debian's python3-jsonschema (make
  * deps installs it). test_json_validator_or_skip: when it cannot be imported, a failure in

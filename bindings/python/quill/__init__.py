@@ -11,11 +11,12 @@ from .context import (Beam, Candidate, Completion, Context, Perf, Sampling, Stag
                       Stream)
 from .errors import (ContextError, FileError, OutOfMemoryError, ParameterError,
                      QuillError)
+from .lora import Lora
 from .model import Message, Model
 from .sampling import PRESETS, SamplerParams
 
 __all__ = ["Beam", "Candidate", "Completion", "Context", "ContextError", "FileError",
-           "Message", "Model", "OutOfMemoryError", "ParameterError", "Perf", "PRESETS",
+           "Lora", "Message", "Model", "OutOfMemoryError", "ParameterError", "Perf", "PRESETS",
            "QuillError", "SamplerParams", "Sampling", "Stage", "Step", "Stream",
            "cpu_features", "library_version"]
 

@@ -68,6 +68,7 @@ quill_token = c_int32
 quill_model_p = c_void_p
 quill_context_p = c_void_p
 quill_sampler_p = c_void_p
+quill_lora_p = c_void_p
 
 
 class ModelParams(Structure):
@@ -207,6 +208,9 @@ for _name, _res, _args in [
     ("quill_context_n_seq", c_int, (_C,)),
     ("quill_context_describe", c_int, (_C, c_char_p, c_size_t)),
     ("quill_context_perf", Perf, (_C,)),
+    ("quill_lora_load", quill_lora_p, (_M, c_char_p)),
+    ("quill_lora_free", None, (quill_lora_p,)),
+    ("quill_context_set_lora", c_int, (_C, POINTER(quill_lora_p), POINTER(c_float), c_int)),
     ("quill_batch_new", Batch, (c_int,)),
     ("quill_batch_free", None, (POINTER(Batch),)),
     ("quill_batch_clear", None, (POINTER(Batch),)),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypedDict
 from . import _lib
 from ._lib import lib
 from .errors import ContextError, ParameterError, QuillError
+from .lora import Lora
 from .model import Message, Model
 from .sampling import Sampler, SamplerParams
 
@@ -312,6 +313,7 @@ class Context(_lib.Owned):
         self._handle = None
         self._stream: weakref.ref | None = None
         self._lock = threading.Lock()
+        self.loras: tuple[Lora, ...] = ()  # the adapters it applies (set_lora)
         p = lib.quill_context_params_default()
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 1):
             raise ParameterError(f"n_ctx must be >= 1 (None: the model's {model.context_length}),"
@@ -398,6 +400,30 @@ class Context(_lib.Owned):
         p = lib.quill_context_perf(self.handle)
         return Perf(p.n_prompt_tokens, p.prompt_seconds, p.n_generated, p.generate_seconds,
                     p.first_token_seconds)
+
+    # ---- adapters ----
+
+    def set_lora(self, adapters: Sequence[Lora | tuple[Lora, float]]) -> None:
+        """The LoRA adapters every later decode applies, each a Lora (scale 1) or a
+        (Lora, scale) pair, in place of those set before; [] takes them all away
+        (quill_context_set_lora). The cache keeps what was computed before: the text
+        calls (generate, stream, ...) start from an empty sequence anyway.
+
+        >>> ctx.set_lora([(quill.Lora.load(model, "adapter.gguf"), 0.5)])
+        """
+        pairs = [a if isinstance(a, tuple) else (a, 1.0) for a in adapters]
+        for lora, scale in pairs:
+            if not isinstance(lora, Lora) or not isinstance(scale, (int, float)):
+                raise ParameterError(f"an adapter is a quill.Lora or a (quill.Lora, scale) "
+                                     f"pair, got {(lora, scale)!r}")
+        n = len(pairs)
+        handles = (_lib.quill_lora_p * max(n, 1))(*[lora.handle for lora, _ in pairs])
+        scales = (ctypes.c_float * max(n, 1))(*[scale for _, scale in pairs])
+        with self._using() as handle:
+            _lib.check(lib.quill_context_set_lora(handle, handles, scales, n))
+        self.loras = tuple(lora for lora, _ in pairs)
+        for lora in self.loras:
+            lora._users.add(self)
 
     # ---- generating ----
 

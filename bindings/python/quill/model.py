@@ -26,6 +26,7 @@ class Model(_lib.Owned):
         self._handle = handle
         self.path = path
         self._contexts: weakref.WeakSet = weakref.WeakSet()
+        self._loras: weakref.WeakSet = weakref.WeakSet()
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
@@ -57,10 +58,13 @@ class Model(_lib.Owned):
         return self._handle
 
     def close(self) -> None:
-        """Frees the model, and first every context still open on it (they cannot outlive
-        it). Called by `with` and at garbage collection; closing twice is harmless."""
+        """Frees the model, and first every context still open on it and then every LoRA
+        adapter loaded for it (they cannot outlive it). Called by `with` and at garbage
+        collection; closing twice is harmless."""
         for ctx in list(self._contexts):
             ctx.close()
+        for lora in list(self._loras):
+            lora.close()
         if self._handle:
             lib.quill_model_free(self._handle)
             self._handle = None
