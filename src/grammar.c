@@ -794,11 +794,8 @@ static bool partial_fits(const Grammar *g, const GrammarStackSet *s, const unsig
     return false;
 }
 
-/* Reads bytes into a copy of m's state: *out (its stacks and pending bytes) is what m
- * becomes; *allowed false as soon as no way through the grammar is left, or the bytes are
- * not UTF-8. */
-static int run_bytes(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
-                     GrammarMatcher *out, bool *allowed, Error *err)
+int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
+                            GrammarMatcher *out, bool *allowed, Error *err)
 {
     *out = (GrammarMatcher){.grammar = m->grammar, .n_pending = m->n_pending};
     memcpy(out->pending, m->pending, sizeof out->pending);
@@ -852,7 +849,7 @@ int grammar_matcher_allows(const GrammarMatcher *m, const unsigned char *bytes, 
                            bool *allowed, Error *err)
 {
     GrammarMatcher trial;
-    int status = run_bytes(m, bytes, n, &trial, allowed, err);
+    int status = grammar_matcher_advance(m, bytes, n, &trial, allowed, err);
     grammar_matcher_free(&trial);
     return status;
 }
@@ -861,7 +858,7 @@ int grammar_matcher_feed(GrammarMatcher *m, const unsigned char *bytes, size_t n
                          bool *allowed, Error *err)
 {
     GrammarMatcher next;
-    int status = run_bytes(m, bytes, n, &next, allowed, err);
+    int status = grammar_matcher_advance(m, bytes, n, &next, allowed, err);
     if (status != 0 || !*allowed) {
         grammar_matcher_free(&next);
         return status;
