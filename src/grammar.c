@@ -794,22 +794,39 @@ static bool partial_fits(const Grammar *g, const GrammarStackSet *s, const unsig
     return false;
 }
 
+/* Copies `from` into `to` (empty): a set has no duplicates, so nothing is compared. */
+static int stack_set_copy(const GrammarStackSet *from, GrammarStackSet *to, Error *err)
+{
+    if (buffer_reserve_items(&to->items, &to->cap, from->n, sizeof *to->items, 8,
+                             "grammar parse stacks", err) != 0)
+        return -1;
+    for (size_t i = 0; i < from->n; i++) {
+        const GrammarStack *st = &from->items[i];
+        int *copy = malloc((size_t)(st->depth > 0 ? st->depth : 1) * sizeof *copy);
+        if (!copy)
+            return error_set(err, "out of memory for a grammar parse stack");
+        memcpy(copy, st->positions, (size_t)st->depth * sizeof *copy);
+        to->items[to->n++] = (GrammarStack){copy, st->depth};
+    }
+    return 0;
+}
+
+/* Each completed character is read from the stacks so far (m's own until the first one:
+ * they are never copied only to be replaced) into new ones; bytes of a character begun wait
+ * in out->pending. m's stacks are copied only when no character completes. */
 int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
                             GrammarMatcher *out, bool *allowed, Error *err)
 {
     *out = (GrammarMatcher){.grammar = m->grammar, .n_pending = m->n_pending};
     memcpy(out->pending, m->pending, sizeof out->pending);
-    for (size_t i = 0; i < m->stacks.n; i++)
-        if (stack_set_add(&out->stacks, m->stacks.items[i].positions, m->stacks.items[i].depth,
-                          err) != 0)
-            return -1;
+    const GrammarStackSet *current = &m->stacks;
     *allowed = false;
     for (size_t i = 0; i < n; i++) {
         out->pending[out->n_pending++] = bytes[i];
         uint32_t cp;
         int got = utf8_decode(out->pending, (size_t)out->n_pending, &cp);
         if (got < 0 && -got == out->n_pending && out->n_pending < (int)utf8_len(out->pending[0])) {
-            if (!partial_fits(m->grammar, &out->stacks, out->pending, out->n_pending))
+            if (!partial_fits(m->grammar, current, out->pending, out->n_pending))
                 return 0;
             continue; /* a character begun: wait for the rest of it */
         }
@@ -817,14 +834,17 @@ int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes,
             return 0; /* not UTF-8 */
         out->n_pending = 0;
         GrammarStackSet next = {0};
-        int status = advance(m->grammar, &out->stacks, cp, &next, err);
+        int status = advance(m->grammar, current, cp, &next, err);
         stack_set_free(&out->stacks);
         out->stacks = next;
+        current = &out->stacks;
         if (status != 0)
             return -1;
         if (out->stacks.n == 0)
             return 0;
     }
+    if (current == &m->stacks && stack_set_copy(&m->stacks, &out->stacks, err) != 0)
+        return -1;
     *allowed = true;
     return 0;
 }

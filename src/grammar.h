@@ -95,9 +95,9 @@ int grammar_matcher_allows(const GrammarMatcher *m, const unsigned char *bytes, 
                            bool *allowed, Error *err);
 
 /* Reads bytes[0..n) into a copy of m: *out is what m becomes (its stacks and pending bytes),
- * *allowed false as soon as no way through the grammar is left or the bytes are not UTF-8
- * (*out then holds where reading stopped). m is unchanged; free *out with
- * grammar_matcher_free, whatever the result. A walk over a token trie advances one byte
+ * or *allowed is false as soon as no way through the grammar is left or the bytes are not
+ * UTF-8 (*out is then of no use). m is unchanged; free *out with grammar_matcher_free,
+ * whatever the result. A walk over a token trie advances one byte
  * per node from its parent's state this way. Returns 0, or -1 on out of memory. */
 int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
                             GrammarMatcher *out, bool *allowed, Error *err);
