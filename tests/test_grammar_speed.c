@@ -32,6 +32,11 @@ static const char JSON_GRAMMAR[] =
  * GPT-2 vocabulary's byte tokens) meet classes that can and cannot finish them. */
 static const char UTF8_GRAMMAR[] = "root ::= ( [α-ω] | [一-鿿] | \"😀\" | [a-z ] )+ \".\"\n";
 
+/* A JSON object with one string, where most steps are inside the string: most tokens
+ * allowed, the shortcut's case. */
+static const char STORY_GRAMMAR[] =
+    "root ::= \"{\\\"story\\\": \\\"\" [^\"\\\\\\x00-\\x1f]* \"\\\"}\"\n";
+
 /* A small fixed set of texts, so that most tokens are refused at their first bytes. */
 static const char WORDS_GRAMMAR[] =
     "root ::= word (\" \" word){0,3} \".\"\n"
@@ -242,6 +247,76 @@ Test(grammar_speed, fast_paths_choose_the_plain_paths_tokens, .timeout = 300)
     cr_assert_eq(plain_survivor, 0, "the reference took the shortcut");
     cr_assert_gt(survivor, compared / 10, "the survivors decided only %ld steps", survivor);
     cr_assert_gt(masked, compared / 10, "only %ld steps masked the vocabulary", masked);
+    grammar_free(&g);
+    tokenizer_free(&tok);
+    model_free(&m);
+}
+
+/* --show-probs traces the sample, which always masks the whole vocabulary: each stage's
+ * list is the masked chain's. Over 20 seeds on stories260K the traced sampler chooses the
+ * same tokens as the untraced one (which takes the shortcut), every candidate a trace shows
+ * is one the grammar allows, and each stage's count is at most the number allowed. */
+Test(grammar_speed, traced_samples_show_the_masked_chain, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(path, "models/stories260K.gguf");
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
+    Grammar g;
+    parse(&g, STORY_GRAMMAR);
+    enum { N = 32 };
+    bool *allowed = malloc((size_t)tok.n_vocab * sizeof *allowed);
+    cr_assert_not_null(allowed);
+    int shown = 0;
+    long survivor = 0;
+    for (int seed = 1; seed <= 20; seed++) {
+        SamplerParams p;
+        sampler_params_default(&p);
+        p.seed = (uint64_t)seed;
+        Sampler traced, fast;
+        cr_assert_eq(sampler_init(&traced, &p, tok.n_vocab, &err), 0, "%s", err.msg);
+        cr_assert_eq(sampler_init(&fast, &p, tok.n_vocab, &err), 0, "%s", err.msg);
+        cr_assert_eq(sampler_set_grammar(&traced, &g, &tok, &err), 0, "%s", err.msg);
+        cr_assert_eq(sampler_set_grammar(&fast, &g, &tok, &err), 0, "%s", err.msg);
+        InferContext ctx;
+        InferParams ip = {.n_seq = 1, .n_ctx = N + 2, .cache_type = GGML_TYPE_F32};
+        cr_assert_eq(infer_init(&ctx, &m, &ip, &err), 0, "%s", err.msg);
+        int token = tok.bos_id;
+        for (int i = 0; i < N && token != tok.eos_id; i++) {
+            cr_assert_eq(infer_decode(&ctx, 0, &token, 1, &err), 0, "%s", err.msg);
+            grammar_vocab_mask_plain(&traced.grammar->vocab, &traced.grammar->matcher, allowed);
+            int n_allowed = 0;
+            for (int t = 0; t < tok.n_vocab; t++)
+                n_allowed += allowed[t];
+            SamplerTrace trace;
+            token = sampler_sample_traced(&traced, infer_logits(&ctx, 0), &trace);
+            int untraced = sampler_sample(&fast, infer_logits(&ctx, 0));
+            cr_assert_eq(token, untraced, "seed %d step %d: traced %d, untraced %d", seed, i,
+                         token, untraced);
+            for (int st = 0; st < trace.n_steps; st++) {
+                cr_assert_leq(trace.steps[st].n, n_allowed, "seed %d step %d: %s shows %d of %d",
+                              seed, i, trace.steps[st].stage, trace.steps[st].n, n_allowed);
+                for (int k = 0; k < trace.steps[st].n_top; k++, shown++)
+                    cr_assert(allowed[trace.steps[st].top[k].id], "seed %d step %d: %s shows %d",
+                              seed, i, trace.steps[st].stage, trace.steps[st].top[k].id);
+            }
+            if (token != tok.eos_id) {
+                cr_assert_eq(sampler_accept(&traced, token, false, &err), 0, "%s", err.msg);
+                cr_assert_eq(sampler_accept(&fast, token, false, &err), 0, "%s", err.msg);
+            }
+        }
+        survivor += fast.grammar->survivor_steps;
+        cr_assert_eq(traced.grammar->survivor_steps, 0, "a traced sample took the shortcut");
+        infer_free(&ctx);
+        sampler_free(&traced);
+        sampler_free(&fast);
+    }
+    cr_log_info("%d traced candidates shown; %ld untraced steps by the survivors", shown,
+                survivor);
+    cr_assert_gt(shown, 20 * 8, "only %d candidates shown", shown);
+    cr_assert_gt(survivor, 20, "the untraced sampler took the shortcut %ld times", survivor);
+    free(allowed);
     grammar_free(&g);
     tokenizer_free(&tok);
     model_free(&m);
