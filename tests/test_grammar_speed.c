@@ -135,24 +135,60 @@ Test(grammar_speed, trie_mask_equals_plain_mask_over_sampled_states, .timeout = 
     cr_assert_gt(mixed, compared / 2, "only %d of %d masks mixed", mixed, compared);
 }
 
+/* stories260K's model and tokenizer, and a grammar parsed from text. */
+typedef struct {
+    Model m;
+    Tokenizer tok;
+    Grammar g;
+} Stories;
+
+static void stories_open(Stories *st, const char *path, const char *grammar_text)
+{
+    Error err;
+    cr_assert_eq(model_file_load(path, &st->m, &st->tok, &err), 0, "%s", err.msg);
+    parse(&st->g, grammar_text);
+}
+
+static void stories_close(Stories *st)
+{
+    grammar_free(&st->g);
+    tokenizer_free(&st->tok);
+    model_free(&st->m);
+}
+
+/* A sampler with params and st's grammar. */
+static void sampler_with_grammar(const Stories *st, const SamplerParams *params, Sampler *s)
+{
+    Error err;
+    cr_assert_eq(sampler_init(s, params, st->tok.n_vocab, &err), 0, "%s", err.msg);
+    cr_assert_eq(sampler_set_grammar(s, &st->g, &st->tok, &err), 0, "%s", err.msg);
+}
+
+/* A context of n + 2 positions to decode st's model in. */
+static void context_open(const Stories *st, int n, InferContext *ctx)
+{
+    Error err;
+    InferParams ip = {.n_seq = 1, .n_ctx = n + 2, .cache_type = GGML_TYPE_F32};
+    cr_assert_eq(infer_init(ctx, &st->m, &ip, &err), 0, "%s", err.msg);
+}
+
 /* One generation of at most n tokens with the grammar and the speedups given; returns the
  * tokens chosen (into out) and adds the sampler's path counts to *survivor and *masked.
  * With `whole_list` each token comes from sampler_apply's list (what quill generate uses, for
  * log-probabilities) and p[i] is its probability there; otherwise from sampler_sample. */
-static int generate(const Model *m, const Tokenizer *tok, const Grammar *g,
-                    const SamplerParams *params, SamplerGrammarSpeedups speedups, bool whole_list,
-                    int n, int *out, float *p, long *survivor, long *masked)
+static int generate(const Stories *st, const SamplerParams *params,
+                    SamplerGrammarSpeedups speedups, bool whole_list, int n, int *out, float *p,
+                    long *survivor, long *masked)
 {
     CandidateList list;
     Error err;
     Sampler s;
-    cr_assert_eq(sampler_init(&s, params, m->config.vocab_size, &err), 0, "%s", err.msg);
-    cr_assert_eq(candidates_init(&list, m->config.vocab_size, &err), 0, "%s", err.msg);
-    cr_assert_eq(sampler_set_grammar(&s, g, tok, &err), 0, "%s", err.msg);
-    sampler_grammar_speedups(&s, speedups);
     InferContext ctx;
-    InferParams ip = {.n_seq = 1, .n_ctx = n + 2, .cache_type = GGML_TYPE_F32};
-    cr_assert_eq(infer_init(&ctx, m, &ip, &err), 0, "%s", err.msg);
+    sampler_with_grammar(st, params, &s);
+    context_open(st, n, &ctx);
+    sampler_grammar_speedups(&s, speedups);
+    cr_assert_eq(candidates_init(&list, st->tok.n_vocab, &err), 0, "%s", err.msg);
+    const Tokenizer *tok = &st->tok;
     int token = tok->bos_id, count = 0;
     while (count < n) {
         cr_assert_eq(infer_decode(&ctx, 0, &token, 1, &err), 0, "%s", err.msg);
@@ -211,12 +247,8 @@ static void chain_for_seed(int seed, SamplerParams *p)
 Test(grammar_speed, fast_paths_choose_the_plain_paths_tokens, .timeout = 300)
 {
     SHARED_FILE_OR_SKIP(path, "models/stories260K.gguf");
-    Model m;
-    Tokenizer tok;
-    Error err;
-    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
-    Grammar g;
-    parse(&g, JSON_GRAMMAR);
+    Stories st;
+    stories_open(&st, path, JSON_GRAMMAR);
     const SamplerGrammarSpeedups fast[] = {{true, false}, {false, true}, {true, true}};
     enum { N = 48 };
     int plain[N], other[N], compared = 0;
@@ -226,11 +258,11 @@ Test(grammar_speed, fast_paths_choose_the_plain_paths_tokens, .timeout = 300)
         SamplerParams p;
         chain_for_seed(seed, &p);
         bool whole_list = seed / 4 % 2 == 1;
-        int n = generate(&m, &tok, &g, &p, (SamplerGrammarSpeedups){false, false}, whole_list,
-                         N, plain, plain_p, &plain_survivor, &plain_masked);
+        int n = generate(&st, &p, (SamplerGrammarSpeedups){false, false}, whole_list, N, plain,
+                         plain_p, &plain_survivor, &plain_masked);
         for (int f = 0; f < 3; f++) {
-            int n_other = generate(&m, &tok, &g, &p, fast[f], whole_list, N, other, other_p,
-                                   &survivor, &masked);
+            int n_other = generate(&st, &p, fast[f], whole_list, N, other, other_p, &survivor,
+                                   &masked);
             cr_assert_eq(n_other, n, "seed %d, speedups %d%d: %d tokens, plain %d", seed,
                          fast[f].survivors_first, fast[f].trie, n_other, n);
             for (int i = 0; i < n; i++)
@@ -247,9 +279,7 @@ Test(grammar_speed, fast_paths_choose_the_plain_paths_tokens, .timeout = 300)
     cr_assert_eq(plain_survivor, 0, "the reference took the shortcut");
     cr_assert_gt(survivor, compared / 10, "the survivors decided only %ld steps", survivor);
     cr_assert_gt(masked, compared / 10, "only %ld steps masked the vocabulary", masked);
-    grammar_free(&g);
-    tokenizer_free(&tok);
-    model_free(&m);
+    stories_close(&st);
 }
 
 /* --show-probs traces the sample, which always masks the whole vocabulary: each stage's
@@ -259,14 +289,12 @@ Test(grammar_speed, fast_paths_choose_the_plain_paths_tokens, .timeout = 300)
 Test(grammar_speed, traced_samples_show_the_masked_chain, .timeout = 120)
 {
     SHARED_FILE_OR_SKIP(path, "models/stories260K.gguf");
-    Model m;
-    Tokenizer tok;
+    Stories st;
+    stories_open(&st, path, STORY_GRAMMAR);
+    const Tokenizer *tok = &st.tok;
     Error err;
-    cr_assert_eq(model_file_load(path, &m, &tok, &err), 0, "%s", err.msg);
-    Grammar g;
-    parse(&g, STORY_GRAMMAR);
     enum { N = 32 };
-    bool *allowed = malloc((size_t)tok.n_vocab * sizeof *allowed);
+    bool *allowed = malloc((size_t)tok->n_vocab * sizeof *allowed);
     cr_assert_not_null(allowed);
     int shown = 0;
     long survivor = 0;
@@ -275,33 +303,31 @@ Test(grammar_speed, traced_samples_show_the_masked_chain, .timeout = 120)
         sampler_params_default(&p);
         p.seed = (uint64_t)seed;
         Sampler traced, fast;
-        cr_assert_eq(sampler_init(&traced, &p, tok.n_vocab, &err), 0, "%s", err.msg);
-        cr_assert_eq(sampler_init(&fast, &p, tok.n_vocab, &err), 0, "%s", err.msg);
-        cr_assert_eq(sampler_set_grammar(&traced, &g, &tok, &err), 0, "%s", err.msg);
-        cr_assert_eq(sampler_set_grammar(&fast, &g, &tok, &err), 0, "%s", err.msg);
         InferContext ctx;
-        InferParams ip = {.n_seq = 1, .n_ctx = N + 2, .cache_type = GGML_TYPE_F32};
-        cr_assert_eq(infer_init(&ctx, &m, &ip, &err), 0, "%s", err.msg);
-        int token = tok.bos_id;
-        for (int i = 0; i < N && token != tok.eos_id; i++) {
+        sampler_with_grammar(&st, &p, &traced);
+        sampler_with_grammar(&st, &p, &fast);
+        context_open(&st, N, &ctx);
+        int token = tok->bos_id;
+        for (int i = 0; i < N && token != tok->eos_id; i++) {
             cr_assert_eq(infer_decode(&ctx, 0, &token, 1, &err), 0, "%s", err.msg);
             grammar_vocab_mask_plain(&traced.grammar->vocab, &traced.grammar->matcher, allowed);
             int n_allowed = 0;
-            for (int t = 0; t < tok.n_vocab; t++)
+            for (int t = 0; t < tok->n_vocab; t++)
                 n_allowed += allowed[t];
             SamplerTrace trace;
             token = sampler_sample_traced(&traced, infer_logits(&ctx, 0), &trace);
             int untraced = sampler_sample(&fast, infer_logits(&ctx, 0));
             cr_assert_eq(token, untraced, "seed %d step %d: traced %d, untraced %d", seed, i,
                          token, untraced);
-            for (int st = 0; st < trace.n_steps; st++) {
-                cr_assert_leq(trace.steps[st].n, n_allowed, "seed %d step %d: %s shows %d of %d",
-                              seed, i, trace.steps[st].stage, trace.steps[st].n, n_allowed);
-                for (int k = 0; k < trace.steps[st].n_top; k++, shown++)
-                    cr_assert(allowed[trace.steps[st].top[k].id], "seed %d step %d: %s shows %d",
-                              seed, i, trace.steps[st].stage, trace.steps[st].top[k].id);
+            for (int j = 0; j < trace.n_steps; j++) {
+                const SamplerTraceStep *step = &trace.steps[j];
+                cr_assert_leq(step->n, n_allowed, "seed %d step %d: %s shows %d of %d", seed, i,
+                              step->stage, step->n, n_allowed);
+                for (int k = 0; k < step->n_top; k++, shown++)
+                    cr_assert(allowed[step->top[k].id], "seed %d step %d: %s shows %d", seed, i,
+                              step->stage, step->top[k].id);
             }
-            if (token != tok.eos_id) {
+            if (token != tok->eos_id) {
                 cr_assert_eq(sampler_accept(&traced, token, false, &err), 0, "%s", err.msg);
                 cr_assert_eq(sampler_accept(&fast, token, false, &err), 0, "%s", err.msg);
             }
@@ -317,7 +343,5 @@ Test(grammar_speed, traced_samples_show_the_masked_chain, .timeout = 120)
     cr_assert_gt(shown, 20 * 8, "only %d candidates shown", shown);
     cr_assert_gt(survivor, 20, "the untraced sampler took the shortcut %ld times", survivor);
     free(allowed);
-    grammar_free(&g);
-    tokenizer_free(&tok);
-    model_free(&m);
+    stories_close(&st);
 }
