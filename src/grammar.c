@@ -666,6 +666,29 @@ static int stack_set_add(GrammarStackSet *s, const int *positions, int depth, Er
     return 0;
 }
 
+/* Scratch room for a stack of n positions while it is built: `local` (STACK_LOCAL entries
+ * on the caller's stack) when it is large enough, as it is for all but deeply nested
+ * grammars, otherwise malloc'd; NULL with err set when memory runs out. The recognizer
+ * builds stacks at every character of every token it tries, so a malloc each time would
+ * cost more than the work. */
+enum { STACK_LOCAL = 32 };
+
+static int *stack_room(int *local, int n, Error *err)
+{
+    if (n <= STACK_LOCAL)
+        return local;
+    int *room = malloc((size_t)n * sizeof *room);
+    if (!room)
+        error_set(err, "out of memory for a grammar parse stack");
+    return room;
+}
+
+static void stack_room_release(int *room, const int *local)
+{
+    if (room != local)
+        free(room);
+}
+
 static int expand(const Grammar *g, const int *positions, int depth, GrammarStackSet *out,
                   Error *err);
 
@@ -700,14 +723,15 @@ static int expand(const Grammar *g, const int *positions, int depth, GrammarStac
         return stack_set_add(out, positions, depth, err);
     int ref = positions[depth - 1];
     int base = depth - 1;
-    int *next = malloc((size_t)(depth + 1) * sizeof *next);
+    int local[STACK_LOCAL];
+    int *next = stack_room(local, depth + 1, err);
     if (!next)
-        return error_set(err, "out of memory for a grammar parse stack");
+        return -1;
     memcpy(next, positions, (size_t)base * sizeof *next);
     if (!ends_alternative(g->elements[ref + 1].type))
         next[base++] = ref + 1;
     int status = expand_rule(g, next, base, g->elements[ref].value, out, err);
-    free(next);
+    stack_room_release(next, local);
     return status;
 }
 
@@ -745,16 +769,17 @@ static int advance(const Grammar *g, const GrammarStackSet *from, uint32_t cp,
         int top = st->positions[st->depth - 1];
         if (!class_matches(g->elements, (size_t)top, cp, cp))
             continue;
-        int *next = malloc((size_t)st->depth * sizeof *next);
+        int local[STACK_LOCAL];
+        int *next = stack_room(local, st->depth, err);
         if (!next)
-            return error_set(err, "out of memory for a grammar parse stack");
+            return -1;
         memcpy(next, st->positions, (size_t)st->depth * sizeof *next);
         int depth = st->depth - 1;
         int after = (int)class_end(g->elements, (size_t)top);
         if (!ends_alternative(g->elements[after].type))
             next[depth++] = after;
         int status = expand(g, next, depth, to, err);
-        free(next);
+        stack_room_release(next, local);
         if (status != 0)
             return -1;
     }
