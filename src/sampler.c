@@ -1025,11 +1025,12 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
 
 /* Whether a stage's effect on a candidate depends on the other candidates: a cut that is
  * on, or a temperature set from the list's entropy. The others (logit-bias, bad-words,
- * penalties, a fixed temperature, and any cut set to off) change each logit on its own. */
-static bool stage_looks_at_others(const SamplerParams *p, SamplerStage stage)
+ * penalties, a fixed temperature, and any cut set to off, top-k of the whole vocabulary
+ * included) change each logit on its own. */
+static bool stage_looks_at_others(const SamplerParams *p, SamplerStage stage, int n_vocab)
 {
     switch (stage) {
-    case SAMPLER_STAGE_TOP_K: return p->top_k > 0;
+    case SAMPLER_STAGE_TOP_K: return p->top_k > 0 && p->top_k < n_vocab;
     case SAMPLER_STAGE_TOP_P: return p->top_p < 1.0f;
     case SAMPLER_STAGE_MIN_P: return p->min_p > 0.0f;
     case SAMPLER_STAGE_TYPICAL_P: return p->typical_p < 1.0f;
@@ -1043,12 +1044,12 @@ static bool stage_looks_at_others(const SamplerParams *p, SamplerStage stage)
 /* How many of the highest allowed candidates decide the token, with *cut the chain index of
  * the cut they replace (the stages before it change each logit on its own); 0 when the
  * shortcut would not be exact: Mirostat, or a first cut other than top-k. */
-static int survivors_needed(const SamplerParams *p, int *cut)
+static int survivors_needed(const SamplerParams *p, int n_vocab, int *cut)
 {
     if (p->mirostat != 0)
         return 0;
     for (int i = 0; i < p->n_chain; i++)
-        if (stage_looks_at_others(p, p->chain[i])) {
+        if (stage_looks_at_others(p, p->chain[i], n_vocab)) {
             *cut = i;
             return p->chain[i] == SAMPLER_STAGE_TOP_K ? p->top_k : 0;
         }
@@ -1087,7 +1088,7 @@ static bool keep_allowed_top(SamplerGrammar *g, CandidateList *c, int need)
 static bool run_chain_survivors_first(Sampler *s, const float *logits, CandidateList *c,
                                       bool argmax_only)
 {
-    int cut = 0, need = survivors_needed(&s->params, &cut);
+    int cut = 0, need = survivors_needed(&s->params, s->n_vocab, &cut);
     if (!s->grammar->speedups.survivors_first || need <= 0 ||
         (cut == s->params.n_chain && !argmax_only))
         return false;
