@@ -1059,11 +1059,12 @@ static int survivors_needed(const SamplerParams *p, int n_vocab, int *cut)
 
 /* The most candidates checked one by one before the whole vocabulary is masked instead: a
  * grammar that refuses most of the top (outside a JSON string, most words) is masked faster
- * by the trie than token by token. */
-enum { SURVIVORS_CHECKED_PER_KEPT = 4, SURVIVORS_CHECKED_MIN = 64 };
+ * by the trie than token by token, so the checks give up early there. */
+enum { SURVIVORS_CHECKED_PER_KEPT = 2, SURVIVORS_CHECKED_MIN = 32 };
 
 /* Leaves in c the first `need` allowed candidates of its sorted order (finite logits only),
- * sorted; false when they are not among the highest few it checks. */
+ * sorted; false when they are not among the highest few it checks, which it knows as soon
+ * as too few candidates are left to check. */
 static bool keep_allowed_top(SamplerGrammar *g, CandidateList *c, int need)
 {
     int budget = need * SURVIVORS_CHECKED_PER_KEPT;
@@ -1072,7 +1073,9 @@ static bool keep_allowed_top(SamplerGrammar *g, CandidateList *c, int need)
     candidates_sort(c);
     bool complete = grammar_matcher_is_complete(&g->matcher);
     int kept = 0;
-    for (int i = 0; i < c->n && kept < need && c->data[i].logit != -INFINITY; i++)
+    for (int i = 0; i < c->n && kept < need && need - kept <= c->n - i &&
+                    c->data[i].logit != -INFINITY;
+         i++)
         if (grammar_vocab_allows(&g->vocab, &g->matcher, c->data[i].id, complete))
             c->data[kept++] = c->data[i];
     if (kept < need)
