@@ -12,7 +12,9 @@
 # them; each figure is the median over the rounds. quill's tokens/s is its --verbose
 # "generated" line (the model and the sampler); llama.cpp's is its tokens over its eval
 # time plus its sampling time (llama_perf's lines), the same work. LLAMA_CLI missing or not
-# given: quill alone. N (128), ROUNDS (5) and THREADS (2) come from the environment.
+# given: quill alone. N (128), ROUNDS (5) and THREADS (2) come from the environment. Each
+# round's figures follow the table, and the load average ends it: on a shared machine a
+# round with a busy neighbour shows.
 set -eu
 model=$1
 quill=$2
@@ -75,4 +77,5 @@ for prog in quill llama; do
         "$none" "$json" "$(echo "$json $none" | awk '{ print 100 * $1 / $2 }')" \
         "$story" "$(echo "$story $none" | awk '{ print 100 * $1 / $2 }')"
 done
+for f in "$out"/*; do echo "$(basename "$f"), each round: $(tr '\n' ' ' <"$f")"; done
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load: $(cut -d' ' -f1-3 /proc/loadavg)"
