@@ -13,7 +13,8 @@
 #   make demo       train a small model on a local corpus for about a minute, then generate
 #   make bench      machine peaks (sgemm GFLOP/s, memory GB/s), training throughput,
 #                   inference speed (make bench-inference: pp128/tg64 of F32, Q8_0, Q4_0, Q4_K_M)
-#                   and quill serve beside llama-server (make bench-serve)
+#                   quill serve beside llama-server (make bench-serve) and decoding with a
+#                   JSON grammar beside without, in quill and llama-cli (make bench-grammar)
 #   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
 #                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
@@ -148,7 +149,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
 
 .PHONY: all deps test test-unit test-abi test-node test-node-binding test-python test-install \
         test-load install uninstall \
-        check demo bench bench-data bench-inference bench-serve clean help probe fuzz notebooks
+        check demo bench bench-data bench-inference bench-serve bench-grammar clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
@@ -499,6 +500,7 @@ bench: deps bin/quill
 	  --out runs/shakespeare-char --force --threads 2
 	$(MAKE) --no-print-directory bench-inference
 	$(MAKE) --no-print-directory bench-serve
+	$(MAKE) --no-print-directory bench-grammar
 
 # Inference in llama-bench's terms (pp128, tg64, 2 threads, median of 5) on the 134M-parameter
 # benchmark model, written in F32 into a temporary directory (removed at the end) and
@@ -527,6 +529,16 @@ bench-serve: bin/quill
 	$(call bench_model,Q8_0) && \
 	$(BENCH_ENV) node tests/node/serve_bench.mjs --model $$dir/Q8_0.gguf --quill bin/quill \
 	  --llama-server $(LLAMA_SERVER) --threads 2 --parallel 8
+
+# Decoding with a grammar against without (tests/grammar_bench.sh: no grammar, any JSON value,
+# {"story": "..."}; 128 tokens, medians of 5 interleaved rounds), in quill and in llama.cpp's
+# llama-cli (LLAMA_CLI, built beside the checkout; quill alone when it is not there), on the
+# bench model in Q8_0 with 2 threads; docs/grammars.md#speed has the figures.
+LLAMA_CLI ?= ../peers/llama.cpp/build/bin/llama-cli
+bench-grammar: bin/quill
+	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	$(call bench_model,Q8_0) && \
+	$(BENCH_ENV) sh tests/grammar_bench.sh $$dir/Q8_0.gguf bin/quill $(LLAMA_CLI)
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).

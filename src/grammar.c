@@ -666,6 +666,29 @@ static int stack_set_add(GrammarStackSet *s, const int *positions, int depth, Er
     return 0;
 }
 
+/* Scratch room for a stack of n positions while it is built: `local` (STACK_LOCAL entries
+ * on the caller's stack) when it is large enough, as it is for all but deeply nested
+ * grammars, otherwise malloc'd; NULL with err set when memory runs out. The recognizer
+ * builds stacks at every character of every token it tries, so a malloc each time would
+ * cost more than the work. */
+enum { STACK_LOCAL = 32 };
+
+static int *stack_room(int *local, int n, Error *err)
+{
+    if (n <= STACK_LOCAL)
+        return local;
+    int *room = malloc((size_t)n * sizeof *room);
+    if (!room)
+        error_set(err, "out of memory for a grammar parse stack");
+    return room;
+}
+
+static void stack_room_release(int *room, const int *local)
+{
+    if (room != local)
+        free(room);
+}
+
 static int expand(const Grammar *g, const int *positions, int depth, GrammarStackSet *out,
                   Error *err);
 
@@ -700,14 +723,15 @@ static int expand(const Grammar *g, const int *positions, int depth, GrammarStac
         return stack_set_add(out, positions, depth, err);
     int ref = positions[depth - 1];
     int base = depth - 1;
-    int *next = malloc((size_t)(depth + 1) * sizeof *next);
+    int local[STACK_LOCAL];
+    int *next = stack_room(local, depth + 1, err);
     if (!next)
-        return error_set(err, "out of memory for a grammar parse stack");
+        return -1;
     memcpy(next, positions, (size_t)base * sizeof *next);
     if (!ends_alternative(g->elements[ref + 1].type))
         next[base++] = ref + 1;
     int status = expand_rule(g, next, base, g->elements[ref].value, out, err);
-    free(next);
+    stack_room_release(next, local);
     return status;
 }
 
@@ -745,16 +769,17 @@ static int advance(const Grammar *g, const GrammarStackSet *from, uint32_t cp,
         int top = st->positions[st->depth - 1];
         if (!class_matches(g->elements, (size_t)top, cp, cp))
             continue;
-        int *next = malloc((size_t)st->depth * sizeof *next);
+        int local[STACK_LOCAL];
+        int *next = stack_room(local, st->depth, err);
         if (!next)
-            return error_set(err, "out of memory for a grammar parse stack");
+            return -1;
         memcpy(next, st->positions, (size_t)st->depth * sizeof *next);
         int depth = st->depth - 1;
         int after = (int)class_end(g->elements, (size_t)top);
         if (!ends_alternative(g->elements[after].type))
             next[depth++] = after;
         int status = expand(g, next, depth, to, err);
-        free(next);
+        stack_room_release(next, local);
         if (status != 0)
             return -1;
     }
@@ -794,25 +819,39 @@ static bool partial_fits(const Grammar *g, const GrammarStackSet *s, const unsig
     return false;
 }
 
-/* Reads bytes into a copy of m's state: *out (its stacks and pending bytes) is what m
- * becomes; *allowed false as soon as no way through the grammar is left, or the bytes are
- * not UTF-8. */
-static int run_bytes(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
-                     GrammarMatcher *out, bool *allowed, Error *err)
+/* Copies `from` into `to` (empty): a set has no duplicates, so nothing is compared. */
+static int stack_set_copy(const GrammarStackSet *from, GrammarStackSet *to, Error *err)
+{
+    if (buffer_reserve_items(&to->items, &to->cap, from->n, sizeof *to->items, 8,
+                             "grammar parse stacks", err) != 0)
+        return -1;
+    for (size_t i = 0; i < from->n; i++) {
+        const GrammarStack *st = &from->items[i];
+        int *copy = malloc((size_t)(st->depth > 0 ? st->depth : 1) * sizeof *copy);
+        if (!copy)
+            return error_set(err, "out of memory for a grammar parse stack");
+        memcpy(copy, st->positions, (size_t)st->depth * sizeof *copy);
+        to->items[to->n++] = (GrammarStack){copy, st->depth};
+    }
+    return 0;
+}
+
+/* Each completed character is read from the stacks so far (m's own until the first one:
+ * they are never copied only to be replaced) into new ones; bytes of a character begun wait
+ * in out->pending. m's stacks are copied only when no character completes. */
+int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
+                            GrammarMatcher *out, bool *allowed, Error *err)
 {
     *out = (GrammarMatcher){.grammar = m->grammar, .n_pending = m->n_pending};
     memcpy(out->pending, m->pending, sizeof out->pending);
-    for (size_t i = 0; i < m->stacks.n; i++)
-        if (stack_set_add(&out->stacks, m->stacks.items[i].positions, m->stacks.items[i].depth,
-                          err) != 0)
-            return -1;
+    const GrammarStackSet *current = &m->stacks;
     *allowed = false;
     for (size_t i = 0; i < n; i++) {
         out->pending[out->n_pending++] = bytes[i];
         uint32_t cp;
         int got = utf8_decode(out->pending, (size_t)out->n_pending, &cp);
         if (got < 0 && -got == out->n_pending && out->n_pending < (int)utf8_len(out->pending[0])) {
-            if (!partial_fits(m->grammar, &out->stacks, out->pending, out->n_pending))
+            if (!partial_fits(m->grammar, current, out->pending, out->n_pending))
                 return 0;
             continue; /* a character begun: wait for the rest of it */
         }
@@ -820,14 +859,17 @@ static int run_bytes(const GrammarMatcher *m, const unsigned char *bytes, size_t
             return 0; /* not UTF-8 */
         out->n_pending = 0;
         GrammarStackSet next = {0};
-        int status = advance(m->grammar, &out->stacks, cp, &next, err);
+        int status = advance(m->grammar, current, cp, &next, err);
         stack_set_free(&out->stacks);
         out->stacks = next;
+        current = &out->stacks;
         if (status != 0)
             return -1;
         if (out->stacks.n == 0)
             return 0;
     }
+    if (current == &m->stacks && stack_set_copy(&m->stacks, &out->stacks, err) != 0)
+        return -1;
     *allowed = true;
     return 0;
 }
@@ -852,7 +894,7 @@ int grammar_matcher_allows(const GrammarMatcher *m, const unsigned char *bytes, 
                            bool *allowed, Error *err)
 {
     GrammarMatcher trial;
-    int status = run_bytes(m, bytes, n, &trial, allowed, err);
+    int status = grammar_matcher_advance(m, bytes, n, &trial, allowed, err);
     grammar_matcher_free(&trial);
     return status;
 }
@@ -861,7 +903,7 @@ int grammar_matcher_feed(GrammarMatcher *m, const unsigned char *bytes, size_t n
                          bool *allowed, Error *err)
 {
     GrammarMatcher next;
-    int status = run_bytes(m, bytes, n, &next, allowed, err);
+    int status = grammar_matcher_advance(m, bytes, n, &next, allowed, err);
     if (status != 0 || !*allowed) {
         grammar_matcher_free(&next);
         return status;

@@ -94,6 +94,14 @@ void grammar_matcher_free(GrammarMatcher *m);
 int grammar_matcher_allows(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
                            bool *allowed, Error *err);
 
+/* Reads bytes[0..n) into a copy of m: *out is what m becomes (its stacks and pending bytes),
+ * or *allowed is false as soon as no way through the grammar is left or the bytes are not
+ * UTF-8 (*out is then of no use). m is unchanged; free *out with grammar_matcher_free,
+ * whatever the result. A walk over a token trie advances one byte
+ * per node from its parent's state this way. Returns 0, or -1 on out of memory. */
+int grammar_matcher_advance(const GrammarMatcher *m, const unsigned char *bytes, size_t n,
+                            GrammarMatcher *out, bool *allowed, Error *err);
+
 /* Reads bytes[0..n) into the matcher when they keep the text inside the grammar (*allowed
  * true); otherwise leaves it unchanged (*allowed false). Returns 0, or -1 on out of memory. */
 int grammar_matcher_feed(GrammarMatcher *m, const unsigned char *bytes, size_t n,

@@ -795,38 +795,28 @@ static int temperature_validate(const SamplerParams *p, int n_vocab, Error *err)
 
 /* ---- the grammar stage (sampler_set_grammar) ---- */
 
-/* Whether token id can come next: its bytes keep the text inside the grammar. */
-static bool grammar_allows_token(const SamplerGrammar *g, int id, bool complete)
-{
-    if (id == g->eos_id)
-        return complete;
-    size_t n = g->start[id + 1] - g->start[id];
-    if (g->never[id] || n == 0) /* an empty token adds nothing: it could repeat forever */
-        return false;
-    bool allowed = false;
-    Error err;
-    if (grammar_matcher_allows(&g->matcher, g->bytes + g->start[id], n, &allowed, &err) != 0)
-        return false; /* out of memory: a token that cannot be checked is refused */
-    return allowed;
-}
-
 /* Bans every candidate the grammar refuses and removes it, so that a later stage that
  * bans the rest and lifts the total ban (candidates_lift_total_ban) cannot bring it back.
- * When nothing survives, the end-of-text token is left alone: generation ends. */
+ * When nothing survives, the end-of-text token is left alone: generation ends. The mask
+ * covers the whole vocabulary: by the trie walk, or token by token (the reference). */
 static void sampler_apply_grammar(Sampler *s, CandidateList *c)
 {
-    const SamplerGrammar *g = s->grammar;
-    bool complete = grammar_matcher_is_complete(&g->matcher);
+    SamplerGrammar *g = s->grammar;
+    g->masked_steps++;
+    if (g->speedups.trie)
+        grammar_vocab_mask_trie(&g->vocab, &g->matcher, g->allowed);
+    else
+        grammar_vocab_mask_plain(&g->vocab, &g->matcher, g->allowed);
     bool any = false;
     for (int i = 0; i < c->n; i++) {
-        if (c->data[i].logit != -INFINITY && grammar_allows_token(g, c->data[i].id, complete))
+        if (c->data[i].logit != -INFINITY && g->allowed[c->data[i].id])
             any = true;
         else
             c->data[i].logit = -INFINITY;
     }
     if (!any) {
         sampler_index(s, c);
-        Candidate *eos = sampler_find(s, c, g->eos_id);
+        Candidate *eos = sampler_find(s, c, g->vocab.eos_id);
         if (eos)
             eos->logit = 0.0f;
     }
@@ -838,31 +828,9 @@ static void sampler_grammar_free(SamplerGrammar *g)
     if (!g)
         return;
     grammar_matcher_free(&g->matcher);
-    free(g->bytes);
-    free(g->start);
-    free(g->never);
+    grammar_vocab_free(&g->vocab);
+    free(g->allowed);
     free(g);
-}
-
-/* Every token's bytes in one buffer: a first pass for the offsets, a second for the bytes. */
-static int grammar_read_tokens(SamplerGrammar *g, const Tokenizer *tok, Error *err)
-{
-    int n = tok->n_vocab;
-    g->start = malloc(((size_t)n + 1) * sizeof *g->start);
-    g->never = calloc((size_t)n + 1, sizeof *g->never);
-    if (!g->start || !g->never)
-        return error_set(err, "out of memory for the grammar stage's %d tokens", n);
-    g->start[0] = 0;
-    for (int t = 0; t < n; t++) {
-        g->never[t] = tok->types && tok->types[t] == TOKEN_TYPE_CONTROL && t != g->eos_id;
-        g->start[t + 1] = g->start[t] + tokenizer_token_bytes(tok, t, NULL, 0);
-    }
-    g->bytes = malloc(g->start[n] + 1);
-    if (!g->bytes)
-        return error_set(err, "out of memory for the grammar stage's %d tokens", n);
-    for (int t = 0; t < n; t++)
-        tokenizer_token_bytes(tok, t, (char *)g->bytes + g->start[t], g->start[t + 1] - g->start[t]);
-    return 0;
 }
 
 int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok, Error *err)
@@ -870,14 +838,17 @@ int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok
     if (tok->n_vocab != s->n_vocab)
         return error_set(err, "sampler: a grammar over %d tokens for a sampler over %d",
                          tok->n_vocab, s->n_vocab);
-    if (tok->eos_id < 0)
-        return error_set(err, "a grammar needs a vocabulary with an end-of-text token");
     SamplerGrammar *g = calloc(1, sizeof *g);
     if (!g)
         return error_set(err, "out of memory for the grammar stage");
-    g->eos_id = tok->eos_id;
-    if (grammar_read_tokens(g, tok, err) != 0 ||
-        grammar_matcher_init(&g->matcher, grammar, err) != 0) {
+    g->speedups = (SamplerGrammarSpeedups){.survivors_first = true, .trie = true};
+    g->allowed = malloc((size_t)s->n_vocab * sizeof *g->allowed);
+    int status = g->allowed ? 0 : error_set(err, "out of memory for the grammar stage");
+    if (status == 0)
+        status = grammar_vocab_init(&g->vocab, tok, err);
+    if (status == 0)
+        status = grammar_matcher_init(&g->matcher, grammar, err);
+    if (status != 0) {
         sampler_grammar_free(g);
         return -1;
     }
@@ -886,16 +857,21 @@ int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok
     return 0;
 }
 
+void sampler_grammar_speedups(Sampler *s, SamplerGrammarSpeedups speedups)
+{
+    if (s->grammar)
+        s->grammar->speedups = speedups;
+}
+
 /* A generated token's bytes move the recognizer on. */
 static int sampler_grammar_feed(Sampler *s, int token, Error *err)
 {
-    SamplerGrammar *g = s->grammar;
-    if (token == g->eos_id)
+    const GrammarVocab *v = &s->grammar->vocab;
+    if (token == v->eos_id)
         return 0;
     bool allowed = false;
-    const unsigned char *bytes = g->bytes + g->start[token];
-    if (grammar_matcher_feed(&g->matcher, bytes, g->start[token + 1] - g->start[token], &allowed,
-                             err) != 0)
+    if (grammar_matcher_feed(&s->grammar->matcher, v->bytes + v->start[token],
+                             v->start[token + 1] - v->start[token], &allowed, err) != 0)
         return -1;
     if (!allowed)
         return error_set(err, "sampler: token %d does not fit the grammar", token);
@@ -1296,25 +1272,24 @@ static void mirostat_cut(Sampler *s, CandidateList *c)
     candidates_mirostat_v1(c, s->mirostat_mu, s->n_vocab, MIROSTAT_M);
 }
 
-/* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
- * with its logit, each stage of the chain rewrites them in order (sampler_params_default
- * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
- * that sum to 1. With a trace, the list is recorded after each stage. */
-static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
-                              SamplerTrace *trace)
+/* Runs the chain's stages from..to-1 on c, recording each into trace when there is one. */
+static void run_stages(Sampler *s, CandidateList *c, int from, int to, SamplerTrace *trace)
 {
     const SamplerParams *p = &s->params;
-    candidates_fill(c, logits, s->n_vocab);
-    if (s->grammar) /* first, as in llama.cpp: the chain only sees what the grammar allows */
-        sampler_apply_grammar(s, c);
-    for (int i = 0; i < p->n_chain; i++) {
+    for (int i = from; i < to; i++) {
         if (!stage_runs(p, p->chain[i]))
             continue;
         STAGES[p->chain[i]].apply(s, c);
         if (trace)
             trace_record(trace, STAGES[p->chain[i]].name, c);
     }
-    if (p->mirostat != 0) {
+}
+
+/* What the chain does after its stages: Mirostat's cut when on, the bans leave, and the
+ * softmax gives probabilities that sum to 1. */
+static void finish_chain(Sampler *s, CandidateList *c, SamplerTrace *trace)
+{
+    if (s->params.mirostat != 0) {
         mirostat_cut(s, c);
         if (trace)
             trace_record(trace, "mirostat", c);
@@ -1323,9 +1298,118 @@ static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
     candidates_softmax(c);
 }
 
+/* The whole flow, as llama2.c's sample() shows it: the candidates start as every token
+ * with its logit, each stage of the chain rewrites them in order (sampler_params_default
+ * gives llama.cpp's order), banned tokens leave, and the softmax gives probabilities
+ * that sum to 1. With a trace, the list is recorded after each stage. */
+static void sampler_run_chain(Sampler *s, const float *logits, CandidateList *c,
+                              SamplerTrace *trace)
+{
+    candidates_fill(c, logits, s->n_vocab);
+    if (s->grammar) /* first, as in llama.cpp: the chain only sees what the grammar allows */
+        sampler_apply_grammar(s, c);
+    run_stages(s, c, 0, s->params.n_chain, trace);
+    finish_chain(s, c, trace);
+}
+
+/* ---- the grammar's shortcut: the survivors of the first cut, checked first ----
+ *
+ * Masking the whole vocabulary reads every token through the recognizer. But the chain
+ * usually cuts early: top-k 40 keeps 40 candidates, whatever the other 31,960 are. Under a
+ * grammar it keeps the 40 highest ALLOWED ones. When every stage before the cut changes
+ * each logit on its own (bias, bans, penalties, a fixed temperature), a candidate's logit
+ * is the same with or without the grammar, so those 40 are the first 40 allowed ones in
+ * the sorted order of the unmasked list: check the highest candidates one by one until 40
+ * pass. From then on the list is exactly the one the masked chain would have, so the rest
+ * of the chain and the draw give the same token for the same RNG state. Greedy decoding
+ * with no cut at all needs only the first allowed candidate: the masked argmax. */
+
+/* Whether a stage's effect on a candidate depends on the other candidates: a cut that is
+ * on, or a temperature set from the list's entropy. The others (logit-bias, bad-words,
+ * penalties, a fixed temperature, and any cut set to off, top-k of the whole vocabulary
+ * included) change each logit on its own. */
+static bool stage_looks_at_others(const SamplerParams *p, SamplerStage stage, int n_vocab)
+{
+    switch (stage) {
+    case SAMPLER_STAGE_TOP_K: return p->top_k > 0 && p->top_k < n_vocab;
+    case SAMPLER_STAGE_TOP_P: return p->top_p < 1.0f;
+    case SAMPLER_STAGE_MIN_P: return p->min_p > 0.0f;
+    case SAMPLER_STAGE_TYPICAL_P: return p->typical_p < 1.0f;
+    case SAMPLER_STAGE_TOP_N_SIGMA: return p->top_n_sigma >= 0.0f;
+    case SAMPLER_STAGE_XTC: return xtc_on(p);
+    case SAMPLER_STAGE_TEMPERATURE: return dynatemp_on(p);
+    default: return false;
+    }
+}
+
+/* How many of the highest allowed candidates decide the token, with *cut the chain index of
+ * the cut they replace (the stages before it change each logit on its own); 0 when the
+ * shortcut would not be exact: Mirostat, or a first cut other than top-k. */
+static int survivors_needed(const SamplerParams *p, int n_vocab, int *cut)
+{
+    if (p->mirostat != 0)
+        return 0;
+    for (int i = 0; i < p->n_chain; i++)
+        if (stage_looks_at_others(p, p->chain[i], n_vocab)) {
+            *cut = i;
+            return p->chain[i] == SAMPLER_STAGE_TOP_K ? p->top_k : 0;
+        }
+    *cut = p->n_chain;
+    return p->temperature <= 0.0f ? 1 : 0;
+}
+
+/* The most candidates checked one by one before the whole vocabulary is masked instead: a
+ * grammar that refuses most of the top (outside a JSON string, most words) is masked faster
+ * by the trie than token by token, so the checks give up early there. */
+enum { SURVIVORS_CHECKED_PER_KEPT = 2, SURVIVORS_CHECKED_MIN = 32 };
+
+/* Leaves in c the first `need` allowed candidates of its sorted order (finite logits only),
+ * sorted; false when they are not among the highest few it checks, which it knows as soon
+ * as too few candidates are left to check. */
+static bool keep_allowed_top(SamplerGrammar *g, CandidateList *c, int need)
+{
+    int budget = need * SURVIVORS_CHECKED_PER_KEPT;
+    budget = budget > SURVIVORS_CHECKED_MIN ? budget : SURVIVORS_CHECKED_MIN;
+    candidates_top_k(c, budget);
+    candidates_sort(c);
+    bool complete = grammar_matcher_is_complete(&g->matcher);
+    int kept = 0;
+    for (int i = 0; i < c->n && kept < need && need - kept <= c->n - i &&
+                    c->data[i].logit != -INFINITY;
+         i++)
+        if (grammar_vocab_allows(&g->vocab, &g->matcher, c->data[i].id, complete))
+            c->data[kept++] = c->data[i];
+    if (kept < need)
+        return false;
+    c->n = kept;
+    c->indexed = false;
+    return true;
+}
+
+/* The chain with the shortcut, into c: true when it could be taken; c is then the list
+ * sampler_run_chain would leave, or, when `argmax_only` allows it (greedy decoding with no
+ * cut), that list's argmax alone. */
+static bool run_chain_survivors_first(Sampler *s, const float *logits, CandidateList *c,
+                                      bool argmax_only)
+{
+    int cut = 0, need = survivors_needed(&s->params, s->n_vocab, &cut);
+    if (!s->grammar->speedups.survivors_first || need <= 0 ||
+        (cut == s->params.n_chain && !argmax_only))
+        return false;
+    candidates_fill(c, logits, s->n_vocab);
+    run_stages(s, c, 0, cut, NULL);
+    if (!keep_allowed_top(s->grammar, c, need))
+        return false;
+    run_stages(s, c, cut + 1, s->params.n_chain, NULL);
+    finish_chain(s, c, NULL);
+    s->grammar->survivor_steps++;
+    return true;
+}
+
 void sampler_apply(Sampler *s, const float *logits, CandidateList *out)
 {
-    sampler_run_chain(s, logits, out, NULL);
+    if (!s->grammar || !run_chain_survivors_first(s, logits, out, false))
+        sampler_run_chain(s, logits, out, NULL);
     candidates_sort(out);
 }
 
@@ -1353,7 +1437,8 @@ int sampler_select(Sampler *s, const CandidateList *c)
 
 int sampler_sample(Sampler *s, const float *logits)
 {
-    sampler_run_chain(s, logits, &s->scratch, NULL);
+    if (!s->grammar || !run_chain_survivors_first(s, logits, &s->scratch, true))
+        sampler_run_chain(s, logits, &s->scratch, NULL);
     if (s->params.temperature <= 0.0f)
         return mirostat_learn(s, &s->scratch, candidates_argmax(&s->scratch));
     return mirostat_learn(s, &s->scratch,

@@ -32,6 +32,7 @@
 #include "candidates.h"
 #include "error.h"
 #include "grammar.h"
+#include "grammar_vocab.h"
 #include "rng.h"
 #include "tokenizer.h"
 
@@ -175,14 +176,31 @@ typedef struct {
     bool is_prompt;
 } SamplerToken;
 
+/* How the grammar stage finds the tokens it allows (docs/grammars.md, "Speed"). Both on by
+ * default; both off is the plain reference, every candidate's bytes read through the
+ * recognizer at every step. Each gives the same token as the reference for the same RNG
+ * state (tests/test_sampler.c compares them over many steps and seeds).
+ *   survivors_first  runs the stages before the chain's first cut (top-k) without the
+ *                    grammar and checks only the highest candidates, in order, until it
+ *                    has the k the cut keeps: exactly the cut's list under the grammar,
+ *                    found without masking the vocabulary. When that cannot be done
+ *                    exactly (see sampler_set_grammar), the whole vocabulary is masked.
+ *   trie             masks the whole vocabulary by a walk over its token trie
+ *                    (grammar_vocab.h) instead of token by token. */
+typedef struct {
+    bool survivors_first;
+    bool trie;
+} SamplerGrammarSpeedups;
+
 /* The grammar stage's state (sampler_set_grammar): the recognizer, where the generated text
- * stands in the grammar, and every token's bytes, read once from the tokenizer. */
+ * stands in the grammar, and the vocabulary's bytes and trie, built once. */
 typedef struct {
     GrammarMatcher matcher;
-    unsigned char *bytes; /* every token's bytes, one after another */
-    size_t *start;        /* n_vocab + 1: token t's bytes are bytes[start[t]..start[t + 1]) */
-    bool *never;          /* n_vocab: control tokens other than eos, banned under a grammar */
-    int eos_id;           /* the end-of-text token, or -1 */
+    GrammarVocab vocab;
+    bool *allowed; /* n_vocab: the mask of the last whole-vocabulary check */
+    SamplerGrammarSpeedups speedups;
+    long survivor_steps; /* sampler_sample calls the survivors decided */
+    long masked_steps;   /* calls (any path) that masked the whole vocabulary */
 } SamplerGrammar;
 
 /* A sampler: its parameters, state and scratch. Fields after `mirostat_mu` are private. */
@@ -315,9 +333,20 @@ void sampler_reset(Sampler *s);
  * the text is complete and the grammar can take nothing more, or when no token survives,
  * the end-of-text token is the only candidate left: generation ends as "eos" (in the
  * second case with a text the grammar does not accept whole). sampler_accept of a generated
- * token feeds its bytes to the recognizer. g and tok must outlive s. Every candidate is
- * checked at every step (simple, not fast). Samplers with a grammar cannot be cloned. */
+ * token feeds its bytes to the recognizer. g and tok must outlive s. Samplers with a
+ * grammar cannot be cloned.
+ *
+ * sampler_sample is fast where it can be exact (SamplerGrammarSpeedups): checking the
+ * survivors of top-k first needs top-k to be the chain's first stage that looks at more
+ * than one token (only logit-bias, bad-words, penalties and a fixed temperature before it)
+ * and Mirostat off; greedy decoding with no such stage at all checks candidates in order
+ * until the first allowed one. Otherwise, and in sampler_apply and the traced sample, the
+ * whole vocabulary is masked (by the trie). */
 int sampler_set_grammar(Sampler *s, const Grammar *g, const Tokenizer *tok, Error *err);
+
+/* Chooses how the grammar stage finds its tokens (all on after sampler_set_grammar); for
+ * tests and measurements. A sampler without a grammar is unchanged. */
+void sampler_grammar_speedups(Sampler *s, SamplerGrammarSpeedups speedups);
 
 /* Appends a token to the history: every prompt token (is_prompt = true) and every
  * generated token. Fails on an id outside the vocabulary or out of memory. */

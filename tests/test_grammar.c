@@ -409,6 +409,30 @@ Test(grammar, nesting_depth_is_bounded)
     }
 }
 
+/* A parse stack grows with each unfinished rule under the one being read: brackets nested 1
+ * to 100 deep (the recognizer builds stacks of up to 32 positions in room of its own, longer
+ * ones in allocated memory) are accepted when balanced and refused with one missing. */
+Test(grammar, deep_stacks_read_as_shallow_ones)
+{
+    Grammar g;
+    parse_or_fail("root ::= \"[\" root \"]\" | \"1\"", &g);
+    char text[256];
+    int compared = 0;
+    for (int depth = 1; depth <= 100; depth++, compared++) {
+        memset(text, '[', (size_t)depth);
+        text[depth] = '1';
+        memset(text + depth + 1, ']', (size_t)depth);
+        Error err;
+        bool balanced, short_one;
+        cr_assert_eq(grammar_accepts(&g, text, (size_t)(2 * depth + 1), &balanced, &err), 0);
+        cr_assert_eq(grammar_accepts(&g, text, (size_t)(2 * depth), &short_one, &err), 0);
+        cr_expect(balanced, "%d deep: refused", depth);
+        cr_expect_not(short_one, "%d deep with one ']' missing: accepted", depth);
+    }
+    cr_assert_eq(compared, 100);
+    grammar_free(&g);
+}
+
 Test(grammar, valid_layouts_parse)
 {
     /* comments, blank lines, \r\n line ends, a rule's alternatives after "|" on new lines,
