@@ -271,7 +271,13 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     Session s;
     if (generate_session_start(&s, o, m, generate_seed(o), n_seq, n_ctx, err) != 0)
         return -1;
-    int status = session_feed(&s, prompt, n_prompt, err);
+    Grammar grammar = {0}; /* each sample's and beam's grammar stage reads it */
+    GrammarSource source = generate_grammar_source(o);
+    int status = 0;
+    if (grammar_source_flag(&source) && (status = grammar_source_load(&source, &grammar, err)) == 0)
+        status = sampler_set_grammar(s.sampler, &grammar, s.tok, err);
+    if (status == 0)
+        status = session_feed(&s, prompt, n_prompt, err);
     *n = o->num_samples;
     if (status == 0 && o->beam_size > 1)
         status = generate_beams(&s, o, c, n, missed, err);
@@ -285,6 +291,7 @@ static int generate_search(quill_model *m, GenerateOptions *o, const quill_token
     if (o->verbose)
         generate_session_report(&s, o);
     session_free(&s);
+    grammar_free(&grammar);
     return status;
 }
 
@@ -369,16 +376,17 @@ static int must_include_beams(GenerateOptions *o, Error *err)
     return 0;
 }
 
-/* A grammar's state is one text's: several samples, beams or chat turns would need one per
- * sequence, or a fresh one per turn (not there yet). A grammar that cannot be built, or two
- * given at once, is refused here too, before the model loads. */
-static int grammar_use_check(const GenerateOptions *o, bool interactive, Error *err)
+/* A grammar works with every way of generating (each sample and beam has its own state,
+ * each chat turn starts it again), but not with --must-include, whose beams take words'
+ * tokens the grammar may refuse. A grammar that cannot be built, or two given at once, is
+ * refused here too, before the model loads. */
+static int grammar_use_check(const GenerateOptions *o, Error *err)
 {
     GrammarSource source = generate_grammar_source(o);
     const char *flag = grammar_source_flag(&source);
-    if (flag && (interactive || o->num_samples > 1 || o->beam_size > 1))
-        return error_set(err, "%s works with one sample for now, not with "
-                              "--interactive (quill chat), --num-samples or --beam-size", flag);
+    if (flag && o->must_include)
+        return error_set(err, "%s and --must-include: one or the other (the words' tokens "
+                              "may be ones the grammar refuses)", flag);
     Grammar g;
     if (flag && grammar_source_load(&source, &g, err) != 0)
         return -1;
@@ -396,7 +404,7 @@ int cmd_generate(int argc, char **argv, Error *err)
     if (status == 0 && !o.interactive)
         status = must_include_beams(&o, err);
     if (status == 0)
-        status = grammar_use_check(&o, o.interactive, err);
+        status = grammar_use_check(&o, err);
     if (status == 0)
         status = generate_guidance_check(&o, o.interactive, err);
     if (status == 0 && o.interactive)
@@ -420,7 +428,7 @@ int cmd_chat(int argc, char **argv, Error *err)
     const char *model = NULL;
     int status = generate_parse_options(argc, argv, &o, &model, err);
     if (status == 0)
-        status = grammar_use_check(&o, true, err);
+        status = grammar_use_check(&o, err);
     if (status == 0)
         status = generate_guidance_check(&o, true, err);
     if (status == 0)

@@ -341,9 +341,9 @@ static int read_common(const cJSON *req, CompletionRequest *c, const Server *s, 
         field_bool(req, "cache_prompt", &c->cache_prompt, e) < 0 || read_logprobs(req, c, e) < 0 ||
         read_beam(req, c, e) < 0 || read_sampling(req, c, s, e) < 0)
         return -1;
-    if (c->beam_size > 1 && (c->sampler.grammar || c->sampler.json_schema))
-        return serve_error(e, 400, "beam_size", "a grammar works with sampling, not with "
-                           "beam_size");
+    if (c->n_must_include > 0 && (c->sampler.grammar || c->sampler.json_schema))
+        return serve_error(e, 400, "must_include", "must_include and a grammar: one or the "
+                           "other (the words' tokens may be ones the grammar refuses)");
     return 0;
 }
 

@@ -804,9 +804,9 @@ static void sampler_apply_grammar(Sampler *s, CandidateList *c)
     SamplerGrammar *g = s->grammar;
     g->masked_steps++;
     if (g->speedups.trie)
-        grammar_vocab_mask_trie(&g->vocab, &g->matcher, g->allowed);
+        grammar_vocab_mask_trie(&g->shared->vocab, &g->matcher, g->allowed);
     else
-        grammar_vocab_mask_plain(&g->vocab, &g->matcher, g->allowed);
+        grammar_vocab_mask_plain(&g->shared->vocab, &g->matcher, g->allowed);
     bool any = false;
     for (int i = 0; i < c->n; i++) {
         if (c->data[i].logit != -INFINITY && g->allowed[c->data[i].id])
@@ -816,7 +816,7 @@ static void sampler_apply_grammar(Sampler *s, CandidateList *c)
     }
     if (!any) {
         sampler_index(s, c);
-        Candidate *eos = sampler_find(s, c, g->vocab.eos_id);
+        Candidate *eos = sampler_find(s, c, g->shared->vocab.eos_id);
         if (eos)
             eos->logit = 0.0f;
     }
@@ -828,9 +828,37 @@ static void sampler_grammar_free(SamplerGrammar *g)
     if (!g)
         return;
     grammar_matcher_free(&g->matcher);
-    grammar_vocab_free(&g->vocab);
+    if (g->shared && --g->shared->refs == 0) {
+        grammar_vocab_free(&g->shared->vocab);
+        free(g->shared);
+    }
     free(g->allowed);
     free(g);
+}
+
+/* A grammar stage over shared's vocabulary (one more reference to it), its matcher at
+ * matcher's state, or at the grammar's start when matcher is NULL. */
+static SamplerGrammar *sampler_grammar_new(int n_vocab, SamplerGrammarVocab *shared,
+                                           const Grammar *grammar, const GrammarMatcher *matcher,
+                                           Error *err)
+{
+    SamplerGrammar *g = calloc(1, sizeof *g);
+    if (!g || !(g->allowed = malloc((size_t)n_vocab * sizeof *g->allowed))) {
+        free(g);
+        error_set(err, "out of memory for the grammar stage");
+        return NULL;
+    }
+    g->speedups = (SamplerGrammarSpeedups){.survivors_first = true, .trie = true};
+    g->shared = shared;
+    shared->refs++;
+    bool copied = true;
+    int status = matcher ? grammar_matcher_advance(matcher, NULL, 0, &g->matcher, &copied, err)
+                         : grammar_matcher_init(&g->matcher, grammar, err);
+    if (status != 0) {
+        sampler_grammar_free(g);
+        return NULL;
+    }
+    return g;
 }
 
 int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok, Error *err)
@@ -838,22 +866,35 @@ int sampler_set_grammar(Sampler *s, const Grammar *grammar, const Tokenizer *tok
     if (tok->n_vocab != s->n_vocab)
         return error_set(err, "sampler: a grammar over %d tokens for a sampler over %d",
                          tok->n_vocab, s->n_vocab);
-    SamplerGrammar *g = calloc(1, sizeof *g);
-    if (!g)
+    SamplerGrammarVocab *shared = calloc(1, sizeof *shared);
+    if (!shared)
         return error_set(err, "out of memory for the grammar stage");
-    g->speedups = (SamplerGrammarSpeedups){.survivors_first = true, .trie = true};
-    g->allowed = malloc((size_t)s->n_vocab * sizeof *g->allowed);
-    int status = g->allowed ? 0 : error_set(err, "out of memory for the grammar stage");
-    if (status == 0)
-        status = grammar_vocab_init(&g->vocab, tok, err);
-    if (status == 0)
-        status = grammar_matcher_init(&g->matcher, grammar, err);
-    if (status != 0) {
-        sampler_grammar_free(g);
+    if (grammar_vocab_init(&shared->vocab, tok, err) != 0) {
+        free(shared);
+        return -1;
+    }
+    SamplerGrammar *g = sampler_grammar_new(s->n_vocab, shared, grammar, NULL, err);
+    if (!g) {
+        grammar_vocab_free(&shared->vocab);
+        free(shared);
         return -1;
     }
     sampler_grammar_free(s->grammar);
     s->grammar = g;
+    return 0;
+}
+
+int sampler_grammar_share(Sampler *dst, const Sampler *src, Error *err)
+{
+    if (!src->grammar)
+        return 0;
+    SamplerGrammar *g = sampler_grammar_new(dst->n_vocab, src->grammar->shared,
+                                            src->grammar->matcher.grammar, NULL, err);
+    if (!g)
+        return -1;
+    g->speedups = src->grammar->speedups;
+    sampler_grammar_free(dst->grammar);
+    dst->grammar = g;
     return 0;
 }
 
@@ -863,10 +904,12 @@ void sampler_grammar_speedups(Sampler *s, SamplerGrammarSpeedups speedups)
         s->grammar->speedups = speedups;
 }
 
-/* A generated token's bytes move the recognizer on. */
+/* A generated token's bytes move the recognizer on. A token the grammar refuses (a reply
+ * replayed into a sampler whose grammar came later, a caller's own choice) leaves it with no
+ * way on: only the end of text is allowed until the next prompt starts the grammar again. */
 static int sampler_grammar_feed(Sampler *s, int token, Error *err)
 {
-    const GrammarVocab *v = &s->grammar->vocab;
+    const GrammarVocab *v = &s->grammar->shared->vocab;
     if (token == v->eos_id)
         return 0;
     bool allowed = false;
@@ -874,8 +917,21 @@ static int sampler_grammar_feed(Sampler *s, int token, Error *err)
                              v->start[token + 1] - v->start[token], &allowed, err) != 0)
         return -1;
     if (!allowed)
-        return error_set(err, "sampler: token %d does not fit the grammar", token);
+        grammar_matcher_free(&s->grammar->matcher);
+    s->grammar->fed = true;
     return 0;
+}
+
+/* Takes the grammar back to its start; out of memory leaves it with no way on, so that
+ * generation ends (eos). */
+static void sampler_grammar_restart(SamplerGrammar *g)
+{
+    const Grammar *grammar = g->matcher.grammar;
+    Error err;
+    grammar_matcher_free(&g->matcher);
+    if (grammar_matcher_init(&g->matcher, grammar, &err) != 0)
+        g->matcher.grammar = grammar;
+    g->fed = false;
 }
 
 /* A processor of the chain: its name in chain strings, what it does to the candidates,
@@ -1159,10 +1215,18 @@ void sampler_free(Sampler *s)
 
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err)
 {
-    if (src->grammar)
-        return error_set(err, "sampler: a sampler with a grammar cannot be cloned");
     if (sampler_setup(dst, &src->params, src->n_vocab, src->cap_history, err) != 0)
         return -1;
+    const SamplerGrammar *g = src->grammar;
+    if (g && !(dst->grammar = sampler_grammar_new(src->n_vocab, g->shared, NULL, &g->matcher,
+                                                  err))) {
+        sampler_free(dst);
+        return -1;
+    }
+    if (g) {
+        dst->grammar->fed = g->fed;
+        dst->grammar->speedups = g->speedups;
+    }
     dst->rng = src->rng;
     dst->mirostat_mu = src->mirostat_mu;
     dst->xtc_rng = src->xtc_rng;
@@ -1179,13 +1243,8 @@ void sampler_reset(Sampler *s)
 {
     s->n_history = 0;
     s->mirostat_mu = 2.0f * s->params.mirostat_tau;
-    if (s->grammar) { /* back to the grammar's start; out of memory leaves it empty: eos */
-        const Grammar *g = s->grammar->matcher.grammar;
-        Error err;
-        grammar_matcher_free(&s->grammar->matcher);
-        if (grammar_matcher_init(&s->grammar->matcher, g, &err) != 0)
-            s->grammar->matcher.grammar = g;
-    }
+    if (s->grammar)
+        sampler_grammar_restart(s->grammar);
 }
 
 int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
@@ -1193,6 +1252,8 @@ int sampler_accept(Sampler *s, int token, bool is_prompt, Error *err)
     if (token < 0 || token >= s->n_vocab)
         return error_set(err, "sampler: token %d is outside the vocabulary (0..%d)", token,
                          s->n_vocab - 1);
+    if (s->grammar && is_prompt && s->grammar->fed)
+        sampler_grammar_restart(s->grammar); /* a new prompt: a new text follows it */
     if (s->grammar && !is_prompt && sampler_grammar_feed(s, token, err) != 0)
         return -1;
     if ((size_t)s->n_history == s->cap_history) {
@@ -1377,7 +1438,7 @@ static bool keep_allowed_top(SamplerGrammar *g, CandidateList *c, int need)
     for (int i = 0; i < c->n && kept < need && need - kept <= c->n - i &&
                     c->data[i].logit != -INFINITY;
          i++)
-        if (grammar_vocab_allows(&g->vocab, &g->matcher, c->data[i].id, complete))
+        if (grammar_vocab_allows(&g->shared->vocab, &g->matcher, c->data[i].id, complete))
             c->data[kept++] = c->data[i];
     if (kept < need)
         return false;

@@ -192,11 +192,19 @@ typedef struct {
     bool trie;
 } SamplerGrammarSpeedups;
 
+/* The vocabulary's bytes and trie, built once by sampler_set_grammar and shared by the
+ * sampler's clones (beams), which count themselves in refs. */
+typedef struct {
+    GrammarVocab vocab;
+    int refs;
+} SamplerGrammarVocab;
+
 /* The grammar stage's state (sampler_set_grammar): the recognizer, where the generated text
- * stands in the grammar, and the vocabulary's bytes and trie, built once. */
+ * stands in the grammar, and the vocabulary as the grammar sees it. */
 typedef struct {
     GrammarMatcher matcher;
-    GrammarVocab vocab;
+    SamplerGrammarVocab *shared;
+    bool fed;      /* a generated token has moved the matcher since its start */
     bool *allowed; /* n_vocab: the mask of the last whole-vocabulary check */
     SamplerGrammarSpeedups speedups;
     long survivor_steps; /* sampler_sample calls the survivors decided */
@@ -319,7 +327,9 @@ int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab, Error *err);
 void sampler_free(Sampler *s); /* NULL-safe */
 
 /* dst becomes an independent copy of src: parameters, history and RNG state (for beam
- * search, where each beam goes on from the same point). dst must not be initialised. */
+ * search, where each beam goes on from the same point), and a grammar's state (its
+ * vocabulary's trie shared, read-only, by src and its clones, which must live in one
+ * thread). dst must not be initialised. */
 int sampler_clone(Sampler *dst, const Sampler *src, Error *err);
 
 /* Forgets the history (a new conversation), takes a grammar back to its start and sets
@@ -333,8 +343,10 @@ void sampler_reset(Sampler *s);
  * the text is complete and the grammar can take nothing more, or when no token survives,
  * the end-of-text token is the only candidate left: generation ends as "eos" (in the
  * second case with a text the grammar does not accept whole). sampler_accept of a generated
- * token feeds its bytes to the recognizer. g and tok must outlive s. Samplers with a
- * grammar cannot be cloned.
+ * token feeds its bytes to the recognizer (one the grammar refuses leaves only the end of
+ * text allowed, until the next prompt); a prompt token after generated ones starts the
+ * grammar again: each prompt (a chat turn, a REPL line) is followed by a text of its own
+ * that the grammar must accept. g and tok must outlive s.
  *
  * sampler_sample is fast where it can be exact (SamplerGrammarSpeedups): checking the
  * survivors of top-k first needs top-k to be the chain's first stage that looks at more
@@ -347,6 +359,11 @@ int sampler_set_grammar(Sampler *s, const Grammar *g, const Tokenizer *tok, Erro
 /* Chooses how the grammar stage finds its tokens (all on after sampler_set_grammar); for
  * tests and measurements. A sampler without a grammar is unchanged. */
 void sampler_grammar_speedups(Sampler *s, SamplerGrammarSpeedups speedups);
+
+/* dst (from sampler_init, with no grammar) gets src's grammar stage at the grammar's start,
+ * its vocabulary shared as sampler_clone shares it: a sample of its own under the same
+ * grammar. Nothing happens when src has no grammar. */
+int sampler_grammar_share(Sampler *dst, const Sampler *src, Error *err);
 
 /* Appends a token to the history: every prompt token (is_prompt = true) and every
  * generated token. Fails on an id outside the vocabulary or out of memory. */

@@ -66,6 +66,10 @@ int session_sampler_init(const Session *s, const SamplerParams *params, Sampler 
 {
     if (sampler_init(out, params, s->model->config.vocab_size, err) != 0)
         return -1;
+    if (s->sampler && sampler_grammar_share(out, s->sampler, err) != 0) {
+        sampler_free(out);
+        return -1;
+    }
     for (int i = 0; i < s->n_history; i++)
         if (sampler_accept(out, s->history[i].token, s->history[i].is_prompt, err) != 0) {
             sampler_free(out);

@@ -127,8 +127,8 @@ void session_free(Session *s);
  * (n_seq, n_ctx, cache_type), which stays. The sampler is rebuilt and the history replayed
  * into it. On error the session is unchanged. */
 int session_update(Session *s, const SessionParams *p, Error *err);
-/* A sampler from params with the session's history replayed into it (a sample's own seed,
- * a beam's chain). */
+/* A sampler from params, with the session's sampler's grammar (sampler_grammar_share), and
+ * the session's history replayed into it (a sample's own seed, a beam's chain). */
 int session_sampler_init(const Session *s, const SamplerParams *params, Sampler *out,
                          Error *err);
 

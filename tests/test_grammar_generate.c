@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "test_util.h"
 
 /* A few words of a children's story, one to four of them, then a full stop: small enough
@@ -126,20 +128,80 @@ Test(grammar_generate, a_grammar_that_does_not_parse_is_a_clean_error, .timeout 
     free(messages);
 }
 
-/* Several samples or beams clone the sampler, which a grammar cannot be yet, and chat turns
- * would share one text's grammar state: refused, before the model loads. */
-Test(grammar_generate, a_grammar_with_several_samples_is_refused, .timeout = 60)
+/* The texts of an --output-file, one JSON line per sample or beam: each accepted by `quill
+ * grammar --check` and finished as eos; returns how many, and the first's text in first. */
+static int check_jsonl_texts(const char *path, char *first, size_t cap)
+{
+    char *records = read_text(path), *save = NULL;
+    int n = 0;
+    for (char *line = strtok_r(records, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *r = cJSON_Parse(line);
+        const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(r, "text"));
+        cr_assert_not_null(text, "%s", line);
+        char *verdict;
+        cr_assert_eq(quill(&verdict, "grammar --grammar '%s' --check '%s'", WORDS_GRAMMAR, text), 0);
+        cr_expect_str_eq(verdict, "accept\n", "'%s'", text);
+        cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(r, "finish_reason")), "eos");
+        if (n++ == 0)
+            snprintf(first, cap, "%s", text);
+        free(verdict);
+        cJSON_Delete(r);
+    }
+    free(records);
+    return n;
+}
+
+/* Each sample and each beam has its grammar state (a clone's, sharing the vocabulary's
+ * trie): every text of --num-samples and --beam-size is accepted, sample 1 is the one-sample
+ * run's text for its seed; each line of an interactive session is followed by a text the
+ * grammar accepts on its own (a prompt starts the grammar again). --must-include, whose
+ * beams take words' tokens, is refused beside a grammar. */
+Test(grammar_generate, samples_beams_and_turns_each_follow_the_grammar, .timeout = 120)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char jsonl[512], first[256], *alone, *messages;
+    int status;
+    snprintf(jsonl, sizeof jsonl, "%s/out.jsonl", dir);
+    quill_stdout(&alone, &messages, &status, "generate %s --prompt 'Once upon a time' --no-echo "
+                 "--seed 4 -n 64 --grammar '%s'", model, WORDS_GRAMMAR);
+    cr_assert_eq(status, 0, "%s", messages);
+    free(messages);
     char *out;
-    int status = quill(&out, "generate %s --prompt 'Once' --num-samples 2 --grammar "
-                             "'root ::= \"no.\"'",
-                       model);
-    cr_expect_eq(status, 1, "%s", out);
-    cr_expect_not_null(strstr(out, "--grammar works with one sample"), "%s", out);
+    cr_assert_eq(quill(&out, "generate %s --prompt 'Once upon a time' --no-echo --seed 4 -n 64 "
+                       "--num-samples 4 --grammar '%s' --output-file %s", model, WORDS_GRAMMAR,
+                       jsonl), 0, "%s", out);
     free(out);
-    status = quill(&out, "chat %s --grammar 'root ::= \"no.\"' < /dev/null", model);
+    cr_expect_eq(check_jsonl_texts(jsonl, first, sizeof first), 4);
+    cr_expect_str_eq(first, alone, "sample 1 (seed 4) is the one-sample run's text");
+    cr_assert_eq(quill(&out, "generate %s --prompt 'Once upon a time' --no-echo -n 64 "
+                       "--beam-size 4 --num-samples 3 --grammar '%s' --output-file %s", model,
+                       WORDS_GRAMMAR, jsonl), 0, "%s", out);
+    free(out);
+    cr_expect_eq(check_jsonl_texts(jsonl, first, sizeof first), 3);
+
+    char *turns;
+    quill_stdout(&turns, &messages, &status, "generate %s --interactive --seed 2 -n 40 "
+                 "--grammar '%s' < %s", model, WORDS_GRAMMAR,
+                 test_write_file(dir, "lines.txt", "Once upon a time\nThe end. Then\n"));
+    cr_assert_eq(status, 0, "%s", messages);
+    int compared = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(turns, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *verdict;
+        cr_assert_eq(quill(&verdict, "grammar --grammar '%s' --check '%s'", WORDS_GRAMMAR, line), 0);
+        cr_expect_str_eq(verdict, "accept\n", "turn %d: '%s'", compared + 1, line);
+        compared++;
+        free(verdict);
+    }
+    cr_expect_eq(compared, 2, "two turns, two texts: %d", compared);
+    free(turns);
+    free(messages);
+    free(alone);
+
+    status = quill(&out, "generate %s --prompt 'Once' --must-include cat --grammar "
+                         "'root ::= \"no.\"'", model);
     cr_expect_eq(status, 1, "%s", out);
-    cr_expect_not_null(strstr(out, "--grammar works with one sample"), "%s", out);
+    cr_expect_not_null(strstr(out, "--grammar and --must-include: one or the other"), "%s", out);
     free(out);
 }

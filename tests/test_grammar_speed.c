@@ -310,7 +310,7 @@ Test(grammar_speed, traced_samples_show_the_masked_chain, .timeout = 120)
         int token = tok->bos_id;
         for (int i = 0; i < N && token != tok->eos_id; i++) {
             cr_assert_eq(infer_decode(&ctx, 0, &token, 1, &err), 0, "%s", err.msg);
-            grammar_vocab_mask_plain(&traced.grammar->vocab, &traced.grammar->matcher, allowed);
+            grammar_vocab_mask_plain(&traced.grammar->shared->vocab, &traced.grammar->matcher, allowed);
             int n_allowed = 0;
             for (int t = 0; t < tok->n_vocab; t++)
                 n_allowed += allowed[t];

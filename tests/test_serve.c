@@ -1392,8 +1392,26 @@ Test(serve, grammar_and_newer_samplers_follow_the_cli, .timeout = 120)
                  "grammar", "grammar must be a string", 1);
     expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"mirostat\": 3}", 400,
                  "mirostat", "mirostat", 2);
-    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"beam_size\": 2, "
-                 "\"grammar\": \"root ::= [a-z]+\"}", 400, "beam_size", "not with beam_size", 3);
+    expect_error(&s, "POST", "/v1/completions", "{\"prompt\": \"Once\", \"must_include\": "
+                 "[\"cat\"], \"grammar\": \"root ::= [a-z]+\"}", 400, "must_include",
+                 "must_include and a grammar", 3);
+    /* beams under a grammar: quill generate --beam-size --grammar's best text */
+    char args[512];
+    snprintf(args, sizeof args, "--prompt 'Once upon a time' --beam-size 3 -n 40 --grammar '%s'",
+             SERVE_GRAMMAR);
+    char *beamed = cli_text(model, args);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "prompt", "Once upon a time");
+    cJSON_AddNumberToObject(r, "beam_size", 3);
+    cJSON_AddNumberToObject(r, "max_tokens", 40);
+    cJSON_AddStringToObject(r, "grammar", SERVE_GRAMMAR);
+    char *beam_json = cJSON_PrintUnformatted(r);
+    cJSON *beam = request_json(&s, "POST", "/v1/completions", beam_json, NULL, 200);
+    cr_expect_str_eq(choice_string(beam, 0, "text"), beamed);
+    cJSON_Delete(beam);
+    cJSON_Delete(r);
+    free(beam_json);
+    free(beamed);
     cJSON_Delete(x);
     cJSON_Delete(m);
     cJSON_Delete(g);
