@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "error.h"
+#include "adapters.h"
 #include "quill.h"
 
 /* quill serve MODEL: serve the model until SIGINT or SIGTERM. */
@@ -36,6 +37,7 @@ typedef struct Engine Engine; /* serve_engine.h: continuous batching */
 
 typedef struct {
     quill_model *model;
+    AdapterList loras;    /* --lora's adapters: every context the server makes applies them */
     const char *model_id; /* what /v1/models and every answer call it: the file's name */
     quill_context *ctx;   /* one sequence per slot (--parallel), decoded together */
     Engine *engine;       /* the thread that steps them */
@@ -83,6 +85,10 @@ int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, Ap
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+
+/* A context of s's model with s's adapters (every endpoint answers as the adapted model):
+ * NULL on error, with the message in quill_last_error. */
+quill_context *serve_context_new(Server *s, const quill_context_params *cp);
 
 /* Creates /v1/embeddings' context (n_ctx positions, 0: the model's) and its lock. */
 int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err);

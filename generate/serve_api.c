@@ -149,7 +149,7 @@ int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err)
     cp.n_ctx = n_ctx;
     cp.n_seq = 1;
     cp.n_threads = n_threads;
-    s->embed_ctx = quill_context_new(s->model, &cp);
+    s->embed_ctx = serve_context_new(s, &cp);
     if (!s->embed_ctx)
         return error_set(err, "%s", quill_last_error());
     pthread_mutex_init(&s->embed_lock, NULL);
