@@ -27,6 +27,7 @@ int adapter_list_load(AdapterList *list, const StringList *files, const StringLi
         if (!(list->adapters[i] = quill_lora_load(m, files->items[i])))
             return error_set(err, "%s", quill_last_error());
         list->n = i + 1;
+        list->paths = files->items;
     }
     return 0;
 }

@@ -15,6 +15,7 @@
 typedef struct {
     quill_lora **adapters; /* n, loaded for one model */
     float *scales;         /* adapters[i] adds scales[i] * B A to its weights */
+    char **paths;          /* the files, borrowed from the list they were loaded from */
     int n;
 } AdapterList;
 

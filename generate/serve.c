@@ -71,6 +71,8 @@ static const Route ROUTES[] = {
     {"POST", "/v1/chat/completions", serve_chat_completions, true},
     {"POST", "/v1/embeddings", serve_embeddings, true},
     {"GET", "/metrics", serve_metrics, true},
+    {"GET", "/lora-adapters", serve_lora_list, true},
+    {"POST", "/lora-adapters", serve_lora_set, true},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof *ROUTES };
 
@@ -322,16 +324,6 @@ static quill_cache_type cache_type_of(const char *name)
                                       : QUILL_CACHE_Q8_0;
 }
 
-quill_context *serve_context_new(Server *s, const quill_context_params *cp)
-{
-    quill_context *c = quill_context_new(s->model, cp);
-    if (c && adapter_list_apply(&s->loras, c) != QUILL_OK) {
-        quill_context_free(c);
-        return NULL;
-    }
-    return c;
-}
-
 /* The model with its adapters, one context with a sequence per slot, and the engine that
  * decodes them. */
 static int server_open(Server *s, const char *path, const ServeOptions *o, Error *err)
@@ -362,7 +354,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     s->stats.slots_total = o->parallel;
     if (serve_embeddings_open(s, o->context, o->threads, err) != 0)
         return -1;
-    s->engine = engine_start(s->model, s->ctx, o->queue, o->batch, &s->lock, &s->stats, err);
+    s->engine = engine_start(s->model, s->ctx, &s->loras, o->queue, o->batch, &s->lock,
+                             &s->stats, err);
     return s->engine ? 0 : -1;
 }
 
@@ -461,7 +454,8 @@ int cmd_serve(int argc, char **argv, Error *err)
                  "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/embeddings,\n"
                  "/v1/models, /health, /tokenize, /detokenize and /metrics, with OpenAI's,\n"
                  "llama-server's and Prometheus' shapes, and the playground page at /.\n"
-                 "With --lora, every endpoint answers as the model with the adapters.\n",
+                 "With --lora, every endpoint answers as the model with the adapters,\n"
+                 "which /lora-adapters lists and rescales, as llama-server's does.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 1,

@@ -235,6 +235,8 @@ static int embed_all(Server *s, const EmbedInput *ins, int n, float *out, ApiErr
 {
     int C = quill_model_embedding_size(s->model), status = 0;
     pthread_mutex_lock(&s->embed_lock);
+    if (serve_lora_apply(s, s->embed_ctx) != QUILL_OK) /* the scales may have changed */
+        status = serve_error(e, 500, NULL, "%s", quill_last_error());
     for (int i = 0; i < n && status == 0; i++)
         if (quill_embed(s->embed_ctx, 0, ins[i].ids, ins[i].n, QUILL_POOL_MEAN, true,
                         out + (size_t)i * C) != QUILL_OK)

@@ -1102,6 +1102,79 @@ Test(serve, lora_adapters_apply_to_every_endpoint, .timeout = 120)
     expect_clean_error("no-such-adapter.gguf", "serve %s --lora no-such-adapter.gguf", model);
 }
 
+/* llama-server's /lora-adapters: GET lists each adapter's id, path and scale; POST sets
+ * the scales ([{"id", "scale"}], an adapter not named: 0), and from then on a greedy
+ * completion (on slots whose cached prompt was computed at the old scale) and a beam search
+ * give `quill generate --lora-scale`'s text at the new scale, scale 0 the base model's. A
+ * body that is not such a list is a 400 naming the field. */
+Test(serve, lora_adapters_endpoint_lists_and_sets_scales, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char adapter[512], args[1024];
+    snprintf(adapter, sizeof adapter, "%s/adapter.gguf", test_make_tmpdir());
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
+    const char *greedy_args = "--prompt 'Once upon a time' --temperature 0 -n 30";
+    const char *beam_args = "--prompt 'Once upon a time' --beam-size 4 -n 30";
+    snprintf(args, sizeof args, "%s --lora %s --lora-scale 0.5", greedy_args, adapter);
+    char *at_half = cli_text(model, args);
+    snprintf(args, sizeof args, "%s --lora %s", greedy_args, adapter);
+    char *at_one = cli_text(model, args);
+    snprintf(args, sizeof args, "%s --lora %s", beam_args, adapter);
+    char *beam_at_one = cli_text(model, args);
+    char *base = cli_text(model, greedy_args);
+    cr_assert_str_neq(at_one, at_half);
+    cr_assert_str_neq(at_one, base);
+
+    Server s;
+    snprintf(args, sizeof args, "--parallel 2 --lora %s --lora-scale 0.5", adapter);
+    server_start(&s, model, args);
+    const char *greedy = "{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+                         "\"max_tokens\": 30}";
+    cJSON *r = request_json(&s, "POST", "/v1/completions", greedy, NULL, 200);
+    cr_expect_str_eq(choice_string(r, 0, "text"), at_half);
+    cJSON_Delete(r);
+    cJSON *list = request_json(&s, "GET", "/lora-adapters", NULL, NULL, 200);
+    cr_assert_eq(cJSON_GetArraySize(list), 1);
+    const cJSON *first = cJSON_GetArrayItem(list, 0);
+    cr_expect_eq(cJSON_GetObjectItem(first, "id")->valueint, 0);
+    cr_expect_str_eq(string_at(first, "path", NULL), adapter);
+    cr_expect_float_eq(cJSON_GetObjectItem(first, "scale")->valuedouble, 0.5, 1e-9);
+    cJSON_Delete(list);
+
+    const char *scales[] = {"[{\"id\": 0, \"scale\": 1}]", "[]"};
+    const char *expected[] = {at_one, base};
+    for (int i = 0; i < 2; i++) {
+        cJSON *ok = request_json(&s, "POST", "/lora-adapters", scales[i], NULL, 200);
+        cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(ok, "success")), "%s", scales[i]);
+        cJSON_Delete(ok);
+        r = request_json(&s, "POST", "/v1/completions", greedy, NULL, 200);
+        cr_expect_str_eq(choice_string(r, 0, "text"), expected[i], "after %s", scales[i]);
+        cJSON_Delete(r);
+        if (i == 0) {
+            r = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a "
+                             "time\", \"beam_size\": 4, \"max_tokens\": 30}", NULL, 200);
+            cr_expect_str_eq(choice_string(r, 0, "text"), beam_at_one);
+            cJSON_Delete(r);
+        }
+    }
+    list = request_json(&s, "GET", "/lora-adapters", NULL, NULL, 200);
+    cr_expect_float_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "scale")->valuedouble,
+                       0.0, 1e-9, "an adapter not named gets 0");
+    cJSON_Delete(list);
+    expect_error(&s, "POST", "/lora-adapters", "{\"id\": 0, \"scale\": 1}", 400, NULL,
+                 "JSON array", 0);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"id\": 1, \"scale\": 1}]", 400, "id",
+                 "id", 1);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"id\": 0, \"scale\": \"big\"}]", 400,
+                 "scale", "scale", 2);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"scale\": 1}]", 400, "id", "id", 3);
+    server_stop(&s);
+    free(base);
+    free(beam_at_one);
+    free(at_one);
+    free(at_half);
+}
+
 /* CORS is off unless --cors names an origin: then every answer allows that origin, and a
  * browser's preflight (OPTIONS) is a 204 that allows POST with an Authorization header. */
 Test(serve, cors_only_for_the_origin_named, .timeout = 60)
