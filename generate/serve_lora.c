@@ -5,7 +5,7 @@
  * where it is safe: the engine's between passes, once its running jobs are done
  * (engine_lora_changed); /v1/embeddings' before its next request; a beam search's or
  * guided request's when its context is made. */
-#include <math.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +61,7 @@ static int scales_read(const cJSON *req, int n, float *scales, ApiError *e)
         if (!cJSON_IsObject(entry))
             return serve_error(e, 400, NULL, "each entry must be {\"id\", \"scale\"}");
         int found = field_int(entry, "id", 0, n - 1, &id, e);
-        if (found < 0 || field_float(entry, "scale", -1e6, 1e6, &scale, e) < 0)
+        if (found < 0 || field_float(entry, "scale", -FLT_MAX, FLT_MAX, &scale, e) < 0)
             return -1;
         if (found == 0)
             return serve_error(e, 400, "id", "each entry needs the adapter's id");
