@@ -52,13 +52,7 @@ void generate_options_free(GenerateOptions *o)
     string_list_clear(&o->dry_sequence_breakers);
     string_list_clear(&o->lora);
     string_list_clear(&o->lora_scale);
-    for (int i = 0; i < o->n_adapters; i++)
-        quill_lora_free(o->adapters[i]);
-    free(o->adapters);
-    free(o->adapter_scales);
-    o->adapters = NULL;
-    o->adapter_scales = NULL;
-    o->n_adapters = 0;
+    adapter_list_free(&o->loras);
 }
 
 int generate_options_flags(GenerateOptions *o, Flag *flags)
@@ -165,9 +159,8 @@ int generate_options_flags(GenerateOptions *o, Flag *flags)
          KV_CACHE_TYPE_NAMES},
         {"threads", FLAG_INT, &o->threads, 0, 1024, "compute threads (0: all cores)",
          .short_name = 't'},
-        {"lora", FLAG_LIST, &o->lora, 0, 0, "apply this LoRA adapter GGUF (repeatable)"},
-        {"lora-scale", FLAG_LIST, &o->lora_scale, 0, 0,
-         "the i-th scales the i-th --lora (default 1; llama.cpp's --lora-scaled)"},
+        {"lora", FLAG_LIST, &o->lora, 0, 0, LORA_FLAG_HELP},
+        {"lora-scale", FLAG_LIST, &o->lora_scale, 0, 0, LORA_SCALE_FLAG_HELP},
         {"interactive", FLAG_SWITCH, &o->interactive, 0, 0,
          "a prompt loop that keeps the model loaded (quill chat)", .short_name = 'i'},
         {"chat-template", FLAG_STRING, &o->chat_template, 0, 0,
@@ -573,43 +566,22 @@ static const char *cache_type_name(GenerateOptions *o, const quill_model *m)
     return o->cache_type;
 }
 
-/* Loads o->lora for m, once, with their scales: --lora-scale's i-th value goes with the
- * i-th --lora, 1 where there are fewer; more scales than adapters is an error. */
+/* o->lora for m, loaded once, with --lora-scale's scales. */
 static int loras_load(GenerateOptions *o, const quill_model *m, Error *err)
 {
-    int n = o->lora.n;
-    if (o->lora_scale.n > n)
-        return error_set(err, "%d --lora-scale value%s for %d --lora adapter%s: the i-th "
-                              "scale goes with the i-th adapter",
-                         o->lora_scale.n, plural_s(o->lora_scale.n), n, plural_s(n));
-    if (o->n_adapters == n)
-        return 0;
-    o->adapters = calloc((size_t)n, sizeof *o->adapters);
-    o->adapter_scales = malloc((size_t)n * sizeof *o->adapter_scales);
-    if (!o->adapters || !o->adapter_scales)
-        return error_set(err, "out of memory");
-    for (int i = 0; i < n; i++) {
-        const char *text = i < o->lora_scale.n ? o->lora_scale.items[i] : "1";
-        char *end;
-        o->adapter_scales[i] = strtof(text, &end);
-        if (end == text || *end || !isfinite(o->adapter_scales[i]))
-            return error_set(err, "--lora-scale: '%s' is not a number", text);
-        if (!(o->adapters[i] = quill_lora_load(m, o->lora.items[i])))
-            return error_set(err, "%s", quill_last_error());
-        o->n_adapters = i + 1;
-    }
-    return 0;
+    return adapter_list_load(&o->loras, &o->lora, &o->lora_scale, m, err);
 }
 
 /* o's adapters on a session's cache (the session is the CLI's, behind the public API). */
 static int session_set_lora(Session *s, const GenerateOptions *o, Error *err)
 {
-    LoraUse *uses = malloc((size_t)(o->n_adapters > 0 ? o->n_adapters : 1) * sizeof *uses);
+    const AdapterList *loras = &o->loras;
+    LoraUse *uses = malloc((size_t)(loras->n > 0 ? loras->n : 1) * sizeof *uses);
     if (!uses)
         return error_set(err, "out of memory");
-    for (int i = 0; i < o->n_adapters; i++)
-        uses[i] = (LoraUse){&o->adapters[i]->adapter, o->adapter_scales[i]};
-    int status = infer_set_lora(s->ctx, uses, o->n_adapters, err);
+    for (int i = 0; i < loras->n; i++)
+        uses[i] = (LoraUse){&loras->adapters[i]->adapter, loras->scales[i]};
+    int status = infer_set_lora(s->ctx, uses, loras->n, err);
     free(uses);
     return status;
 }
@@ -629,7 +601,7 @@ quill_context *generate_context_new(quill_model *m, GenerateOptions *o, int n_se
                                             : QUILL_CACHE_F32;
     context_report(&m->model, n_seq, n_ctx, type);
     quill_context *c = quill_context_new(m, &p);
-    if (!c || quill_context_set_lora(c, o->adapters, o->adapter_scales, o->n_adapters) != 0) {
+    if (!c || adapter_list_apply(&o->loras, c) != 0) {
         error_set(err, "%s", quill_last_error());
         quill_context_free(c);
         return NULL;

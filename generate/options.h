@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "error.h"
 #include "generate.h"
+#include "adapters.h"
 #include "quill.h"
 #include "sampler.h"
 #include "session.h"
@@ -66,9 +67,7 @@ typedef struct {
     const char *chat_template; /* a family name, overriding tokenizer.chat_template */
     const char *system;    /* the system prompt of a chat */
     /* the adapters of --lora, loaded for the run's model by the first context made */
-    quill_lora **adapters;
-    float *adapter_scales;
-    int n_adapters;
+    AdapterList loras;
 } GenerateOptions;
 
 enum { GENERATE_MAX_FLAGS = 64 };

@@ -34,6 +34,8 @@ typedef struct {
     int queue;
     int batch;
     const char *cache_type; /* NULL: the model's default, as quill generate */
+    StringList lora;        /* LoRA adapter files, all applied */
+    StringList lora_scale;  /* the i-th scales the i-th of lora (default 1) */
 } ServeOptions;
 
 typedef struct {
@@ -69,6 +71,8 @@ static const Route ROUTES[] = {
     {"POST", "/v1/chat/completions", serve_chat_completions, true},
     {"POST", "/v1/embeddings", serve_embeddings, true},
     {"GET", "/metrics", serve_metrics, true},
+    {"GET", "/lora-adapters", serve_lora_list, true},
+    {"POST", "/lora-adapters", serve_lora_set, true},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof *ROUTES };
 
@@ -320,7 +324,8 @@ static quill_cache_type cache_type_of(const char *name)
                                       : QUILL_CACHE_Q8_0;
 }
 
-/* The model, one context with a sequence per slot, and the engine that decodes them. */
+/* The model with its adapters, one context with a sequence per slot, and the engine that
+ * decodes them. */
 static int server_open(Server *s, const char *path, const ServeOptions *o, Error *err)
 {
     pthread_mutex_init(&s->lock, NULL);
@@ -330,6 +335,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     s->model = quill_model_load(path, &mp);
     if (!s->model)
         return error_set(err, "%s", quill_last_error());
+    if (adapter_list_load(&s->loras, &o->lora, &o->lora_scale, s->model, err) != 0)
+        return -1;
     const char *slash = strrchr(path, '/');
     s->model_id = slash && slash[1] ? slash + 1 : path;
     quill_context_params cp = quill_context_params_default();
@@ -338,7 +345,7 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     cp.n_batch = o->batch;
     cp.n_threads = o->threads;
     cp.cache_type = cache_type_of(o->cache_type);
-    s->ctx = quill_context_new(s->model, &cp);
+    s->ctx = serve_context_new(s, &cp);
     if (!s->ctx)
         return error_set(err, "%s", quill_last_error());
     s->n_slots = o->parallel;
@@ -347,7 +354,8 @@ static int server_open(Server *s, const char *path, const ServeOptions *o, Error
     s->stats.slots_total = o->parallel;
     if (serve_embeddings_open(s, o->context, o->threads, err) != 0)
         return -1;
-    s->engine = engine_start(s->model, s->ctx, o->queue, o->batch, &s->lock, &s->stats, err);
+    s->engine = engine_start(s->model, s->ctx, &s->loras, o->queue, o->batch, &s->lock,
+                             &s->stats, err);
     return s->engine ? 0 : -1;
 }
 
@@ -358,6 +366,7 @@ static void server_close(Server *s)
     engine_free(s->engine);
     quill_context_free(s->ctx);
     quill_context_free(s->embed_ctx);
+    adapter_list_free(&s->loras);
     quill_model_free(s->model);
 }
 
@@ -436,13 +445,17 @@ int cmd_serve(int argc, char **argv, Error *err)
          "the origin whose pages may call the server from a browser (off by default)"},
         {"timeout", FLAG_INT, &o.timeout, 1, 86400,
          "seconds a connection may stay silent (slow headers) before it is closed"},
+        {"lora", FLAG_LIST, &o.lora, 0, 0, LORA_FLAG_HELP},
+        {"lora-scale", FLAG_LIST, &o.lora_scale, 0, 0, LORA_SCALE_FLAG_HELP},
     };
     const CommandSpec spec = {
         .usage = "usage: quill serve MODEL [options]\n\n"
                  "Serves MODEL (a .gguf file or a quill train directory) over HTTP until\n"
                  "SIGINT or SIGTERM: /v1/completions, /v1/chat/completions, /v1/embeddings,\n"
                  "/v1/models, /health, /tokenize, /detokenize and /metrics, with OpenAI's,\n"
-                 "llama-server's and Prometheus' shapes, and the playground page at /.\n",
+                 "llama-server's and Prometheus' shapes, and the playground page at /.\n"
+                 "With --lora, every endpoint answers as the model with the adapters,\n"
+                 "which /lora-adapters lists and rescales, as llama-server's does.\n",
         .flags = flags,
         .n_flags = sizeof flags / sizeof *flags,
         .min_positional = 1,
@@ -451,8 +464,11 @@ int cmd_serve(int argc, char **argv, Error *err)
     const char *positional[1];
     int n_positional;
     int parsed = cli_parse_command(&spec, argc, argv, positional, &n_positional, stdout, err);
-    if (parsed != 0)
+    if (parsed != 0) {
+        string_list_clear(&o.lora);
+        string_list_clear(&o.lora_scale);
         return parsed < 0 ? -1 : 0;
+    }
     sigset_t set;
     signals_block(&set);
     ServeDaemon d = {.api_key = o.api_key, .max_body = (size_t)o.max_body, .cors = o.cors};
@@ -470,5 +486,7 @@ int cmd_serve(int argc, char **argv, Error *err)
         MHD_stop_daemon(daemon);
     }
     server_close(&d.server);
+    string_list_clear(&o.lora);
+    string_list_clear(&o.lora_scale);
     return daemon ? 0 : -1;
 }

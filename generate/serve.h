@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "error.h"
+#include "adapters.h"
 #include "quill.h"
 
 /* quill serve MODEL: serve the model until SIGINT or SIGTERM. */
@@ -36,13 +37,14 @@ typedef struct Engine Engine; /* serve_engine.h: continuous batching */
 
 typedef struct {
     quill_model *model;
+    AdapterList loras;    /* --lora's adapters: every context the server makes applies them */
     const char *model_id; /* what /v1/models and every answer call it: the file's name */
     quill_context *ctx;   /* one sequence per slot (--parallel), decoded together */
     Engine *engine;       /* the thread that steps them */
     int n_slots;
     int queue_cap;        /* choices that may wait for a slot (--queue) */
     int n_ctx;            /* positions per sequence */
-    pthread_mutex_t lock; /* guards n_streams, stats and the engine's queue */
+    pthread_mutex_t lock; /* guards n_streams, stats, the engine's queue, loras.scales */
     pthread_cond_t changed;
     int n_streams;        /* streams whose threads still write */
     volatile int stopping; /* set on SIGINT/SIGTERM */
@@ -83,6 +85,17 @@ int serve_completions(Server *s, const char *body, size_t len, ServeReply *r, Ap
 int serve_chat_completions(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_embeddings(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
 int serve_metrics(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+
+/* llama-server's GET /lora-adapters ([{"id", "path", "scale"}]) and POST /lora-adapters
+ * ([{"id", "scale"}]: the scales from the next job on; an adapter not named gets 0). */
+int serve_lora_list(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+int serve_lora_set(Server *s, const char *body, size_t len, ServeReply *r, ApiError *e);
+
+/* A context of s's model with s's adapters at their scales now (every endpoint answers as
+ * the adapted model): NULL on error, with the message in quill_last_error. */
+quill_context *serve_context_new(Server *s, const quill_context_params *cp);
+/* s's adapters at their scales now on c (QUILL_OK, or the error in quill_last_error). */
+int serve_lora_apply(Server *s, quill_context *c);
 
 /* Creates /v1/embeddings' context (n_ctx positions, 0: the model's) and its lock. */
 int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err);

@@ -149,7 +149,7 @@ int serve_embeddings_open(Server *s, int n_ctx, int n_threads, Error *err)
     cp.n_ctx = n_ctx;
     cp.n_seq = 1;
     cp.n_threads = n_threads;
-    s->embed_ctx = quill_context_new(s->model, &cp);
+    s->embed_ctx = serve_context_new(s, &cp);
     if (!s->embed_ctx)
         return error_set(err, "%s", quill_last_error());
     pthread_mutex_init(&s->embed_lock, NULL);
@@ -235,6 +235,8 @@ static int embed_all(Server *s, const EmbedInput *ins, int n, float *out, ApiErr
 {
     int C = quill_model_embedding_size(s->model), status = 0;
     pthread_mutex_lock(&s->embed_lock);
+    if (serve_lora_apply(s, s->embed_ctx) != QUILL_OK) /* the scales may have changed */
+        status = serve_error(e, 500, NULL, "%s", quill_last_error());
     for (int i = 0; i < n && status == 0; i++)
         if (quill_embed(s->embed_ctx, 0, ins[i].ids, ins[i].n, QUILL_POOL_MEAN, true,
                         out + (size_t)i * C) != QUILL_OK)

@@ -22,7 +22,7 @@ static quill_context *beam_context(Server *s, const BeamRequest *b, int n_prompt
     cp.n_seq = b->beam_size;
     int wanted = n_prompt + b->max_tokens + 1;
     cp.n_ctx = wanted < s->n_ctx ? wanted : s->n_ctx;
-    return quill_context_new(s->model, &cp);
+    return serve_context_new(s, &cp);
 }
 
 /* Each best beam as one event of choice first + i, with its end and the words it lacks;

@@ -21,7 +21,9 @@ struct Engine {
     int ring_cap;          /* q_cap + n_seq: a request may queue jobs that free slots take */
     float *scratch;        /* n_vocab floats: the log-softmax of a row */
     quill_token *seq_tokens; /* n_ctx tokens: what a sequence holds */
-    pthread_mutex_t *lock; /* guards the queue, stopping and *stats */
+    const AdapterList *loras; /* the server's adapters; their scales are read under lock */
+    bool lora_changed;     /* the scales changed: apply them once no job runs */
+    pthread_mutex_t *lock; /* guards the queue, stopping, lora_changed and *stats */
     pthread_cond_t work;
     ServeStats *stats;
     bool stopping;
@@ -411,11 +413,11 @@ static void job_start(Engine *e, EngineJob *job, int seq, int cached)
     e->stats->prompt_tokens_cached += (unsigned long)cached;
 }
 
-/* Moves waiting jobs into free sequences, dropping those whose client is gone. Under the
- * lock; returns the number of running jobs. */
+/* Moves waiting jobs into free sequences, dropping those whose client is gone; none while
+ * new adapter scales wait. Under the lock; returns the number of running jobs. */
 static int queue_admit(Engine *e)
 {
-    while (e->q_len > 0) {
+    while (e->q_len > 0 && !e->lora_changed) { /* new scales wait for the running jobs */
         EngineJob *job = e->queue[e->q_head];
         int cached;
         int seq = best_free_seq(e, job, &cached);
@@ -452,6 +454,25 @@ static void end_all(Engine *e)
     }
 }
 
+/* The adapters' new scales on the context, between passes with no job running, so that a
+ * change applies to whole jobs: those that ran before it, those admitted after. The
+ * sequences' caches are forgotten, since their keys and values were computed at the old
+ * scales and a later prompt must not reuse them. Under the lock. */
+static void lora_apply(Engine *e)
+{
+    if (adapter_list_apply(e->loras, e->ctx) != QUILL_OK)
+        fprintf(stderr, "quill serve: the new LoRA scales: %s\n", quill_last_error());
+    for (int s = 0; s < e->n_seq; s++)
+        quill_seq_clear(e->ctx, s);
+    e->lora_changed = false;
+}
+
+void engine_lora_changed(Engine *e)
+{
+    e->lora_changed = true;
+    pthread_cond_signal(&e->work);
+}
+
 static void *engine_run(void *arg)
 {
     Engine *e = arg;
@@ -460,6 +481,10 @@ static void *engine_run(void *arg)
         int running = queue_admit(e);
         if (e->stopping)
             break;
+        if (running == 0 && e->lora_changed) {
+            lora_apply(e);
+            continue;
+        }
         if (running == 0) {
             pthread_cond_wait(&e->work, e->lock);
             continue;
@@ -513,8 +538,9 @@ void engine_free(Engine *e)
     free(e);
 }
 
-Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap, int n_batch, pthread_mutex_t *lock,
-                     ServeStats *stats, Error *err)
+Engine *engine_start(const quill_model *model, quill_context *ctx, const AdapterList *loras,
+                     int queue_cap, int n_batch, pthread_mutex_t *lock, ServeStats *stats,
+                     Error *err)
 {
     Engine *e = calloc(1, sizeof *e);
     if (!e) {
@@ -523,6 +549,7 @@ Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap
     }
     e->ctx = ctx;
     e->model = model;
+    e->loras = loras;
     e->n_seq = quill_context_n_seq(ctx);
     e->n_ctx = quill_context_n_ctx(ctx);
     e->n_vocab = quill_model_vocab_size(e->model);

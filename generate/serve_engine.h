@@ -132,10 +132,16 @@ typedef struct {
 
 typedef struct Engine Engine;
 
-/* Starts the engine thread on ctx (whose sequences are the slots); the queue holds at most
- * queue_cap waiting jobs. Counters go to stats under *lock. */
-Engine *engine_start(const quill_model *model, quill_context *ctx, int queue_cap, int n_batch, pthread_mutex_t *lock,
-                     ServeStats *stats, Error *err);
+/* Starts the engine thread on ctx (whose sequences are the slots), which applies loras
+ * (the server's, already applied to ctx); the queue holds at most queue_cap waiting jobs.
+ * Counters go to stats under *lock. */
+Engine *engine_start(const quill_model *model, quill_context *ctx, const AdapterList *loras,
+                     int queue_cap, int n_batch, pthread_mutex_t *lock, ServeStats *stats,
+                     Error *err);
+/* The adapters' scales changed (the caller changed them under *lock, and holds it): the
+ * engine lets the running jobs finish, admitting none meanwhile, then applies the new
+ * scales and forgets the cached prompts, so that every job runs at one set of scales. */
+void engine_lora_changed(Engine *e);
 enum { ENGINE_FULL = -1, ENGINE_STOPPING = -2, ENGINE_TOO_MANY = -3 };
 
 /* Queues jobs[0..n) as one request (all or none). 0, or: ENGINE_FULL when more jobs would

@@ -54,7 +54,7 @@ static quill_context *guided_context(Server *s, const GuidedRequest *g, const ch
     cp.n_seq = 2;
     int wanted = longest + g->max_tokens + 1;
     cp.n_ctx = wanted < s->n_ctx ? wanted : s->n_ctx;
-    quill_context *c = quill_context_new(s->model, &cp);
+    quill_context *c = serve_context_new(s, &cp);
     if (!c)
         error_set(err, "%s", quill_last_error());
     return c;

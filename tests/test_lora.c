@@ -13,88 +13,9 @@
 #include "infer.h"
 #include "loader.h"
 #include "lora.h"
-#include "quant.h"
 #include "quill.h"
-#include "rng.h"
+#include "test_adapter.h"
 #include "test_util.h"
-
-enum { RANK = 4, MAX_PAIRS = 64 };
-
-/* What an adapter file holds, before it is written: which weights, and how. */
-typedef struct {
-    const char *architecture; /* general.architecture */
-    const char *type;         /* general.type */
-    float alpha;
-    float a_range, b_range;   /* A and B drawn uniformly from +-range (B: 0 for zeros) */
-    const char *skip_a;       /* a tensor whose lora_a is left out (NULL: none) */
-    const char *skip_b;       /* a tensor whose lora_b is left out (NULL: none) */
-    int a_cols_delta;         /* added to every A's row length: a shape that does not fit */
-    bool with_token_embd;     /* a pair for token_embd.weight too */
-    GgmlType factor_type;     /* the factors' type: F32 or F16 */
-} AdapterSpec;
-
-/* Factors of +-0.2 at alpha / rank = 2: enough to change stories260K's greedy text, not so
- * much that the model turns chaotic (+-0.5 does: its logits then swing by 30, and two
- * summation orders of the same sums part by 1e-3 after a few layers). */
-static const AdapterSpec ADAPTER = {"llama", "adapter", 8.0f, 0.2f, 0.2f, NULL, NULL, 0, false,
-                                    GGML_TYPE_F32};
-
-/* n values drawn from +-range, stored as `type` (a new buffer). */
-static void *draw_factor(Rng *rng, uint64_t n, float range, GgmlType type)
-{
-    float *f = malloc(n * sizeof *f);
-    for (uint64_t k = 0; k < n; k++)
-        f[k] = range * (2.0f * rng_uniform(rng) - 1.0f);
-    void *stored = malloc(quant_row_bytes(type, (int64_t)n));
-    quant_quantize_row(type, f, stored, (int64_t)n);
-    free(f);
-    return stored;
-}
-
-/* Writes an adapter for every matrix of the model in `model_path` that quill adapts (the
- * seven projections of each block and output.weight), A (RANK, in) and B (out, RANK) in
- * the spec's type, drawn from a fixed seed. Returns the number of pairs. */
-static int write_adapter(const char *path, const char *model_path, const AdapterSpec *spec)
-{
-    GgufFile *model;
-    Error err;
-    cr_assert_eq(gguf_open(&model, model_path, &err), 0, "%s", err.msg);
-    static void *data[2 * MAX_PAIRS];
-    static char names[2 * MAX_PAIRS][96];
-    GgufWriter *w = gguf_writer_new();
-    gguf_writer_add_str(w, "general.architecture", spec->architecture);
-    gguf_writer_add_str(w, "general.type", spec->type);
-    gguf_writer_add_str(w, "adapter.type", "lora");
-    gguf_writer_add_f32(w, "adapter.lora.alpha", spec->alpha);
-    Rng rng;
-    rng_seed(&rng, 42);
-    int n = 0;
-    for (uint64_t i = 0; i < model->n_tensors; i++) {
-        const GgufTensor *t = &model->tensors[i];
-        if (t->n_dims != 2 ||
-            (strcmp(t->name, "token_embd.weight") == 0 && !spec->with_token_embd))
-            continue;
-        cr_assert_lt(n, MAX_PAIRS);
-        uint64_t in = t->ne[0] + (uint64_t)spec->a_cols_delta, out = t->ne[1];
-        const uint64_t ne_a[2] = {in, RANK}, ne_b[2] = {RANK, out};
-        data[2 * n] = draw_factor(&rng, in * RANK, spec->a_range, spec->factor_type);
-        data[2 * n + 1] = draw_factor(&rng, out * RANK, spec->b_range, spec->factor_type);
-        snprintf(names[2 * n], sizeof names[0], "%s.lora_a", t->name);
-        snprintf(names[2 * n + 1], sizeof names[0], "%s.lora_b", t->name);
-        if (!spec->skip_a || strcmp(spec->skip_a, t->name) != 0)
-            gguf_writer_add_tensor(w, names[2 * n], spec->factor_type, 2, ne_a, data[2 * n]);
-        if (!spec->skip_b || strcmp(spec->skip_b, t->name) != 0)
-            gguf_writer_add_tensor(w, names[2 * n + 1], spec->factor_type, 2, ne_b,
-                                   data[2 * n + 1]);
-        n++;
-    }
-    cr_assert_eq(gguf_writer_write(w, path, &err), 0, "%s", err.msg);
-    gguf_writer_free(w);
-    for (int k = 0; k < 2 * n; k++)
-        free(data[k]);
-    gguf_close(model);
-    return n;
-}
 
 static const char *adapter_path(const char *dir, const char *name)
 {
@@ -144,11 +65,11 @@ Test(lora, zero_b_leaves_every_logit_exactly_the_base_models)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
-    AdapterSpec zero = ADAPTER;
+    AdapterSpec zero = TEST_ADAPTER;
     zero.b_range = 0.0f;
     const char *zero_path = adapter_path(dir, "zero.gguf"), *strong = adapter_path(dir, "s.gguf");
-    cr_assert_eq(write_adapter(zero_path, model, &zero), 5 * 7 + 1);
-    write_adapter(strong, model, &ADAPTER);
+    cr_assert_eq(test_write_adapter(zero_path, model, &zero), 5 * 7 + 1);
+    test_write_adapter(strong, model, &TEST_ADAPTER);
     float *base = logits_of(model, NULL, PROMPT, N_PROMPT);
     float *with_zero = logits_of(model, zero_path, PROMPT, N_PROMPT);
     float *with_strong = logits_of(model, strong, PROMPT, N_PROMPT);
@@ -175,7 +96,7 @@ Test(llama_cpp, lora_greedy_tokens_equal_llama_clis, .timeout = 120)
     LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
-    write_adapter(adapter, model, &ADAPTER);
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
     const float scales[] = {1.0f, 0.5f};
     int cases = 0;
     for (int s = 0; s < 2; s++, cases++) {
@@ -201,9 +122,9 @@ Test(llama_cpp, lora_on_a_quantized_base_gives_llama_clis_greedy_tokens, .timeou
     LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
-    AdapterSpec f16 = ADAPTER;
+    AdapterSpec f16 = TEST_ADAPTER;
     f16.factor_type = GGML_TYPE_F16;
-    write_adapter(adapter, model, &f16);
+    test_write_adapter(adapter, model, &f16);
     int ours[32], base[32];
     int n = test_greedy_lora_equals_llama_cpp(llama_cli, model, adapter, 1.0f, "Once upon a time",
                                               32, 2e-3f, ours);
@@ -236,8 +157,8 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
-    AdapterSpec qwen = ADAPTER, unpaired = ADAPTER, misshapen = ADAPTER, model_file = ADAPTER,
-                embedding = ADAPTER, lone_b = ADAPTER;
+    AdapterSpec qwen = TEST_ADAPTER, unpaired = TEST_ADAPTER, misshapen = TEST_ADAPTER, model_file = TEST_ADAPTER,
+                embedding = TEST_ADAPTER, lone_b = TEST_ADAPTER;
     embedding.with_token_embd = true;
     lone_b.skip_a = "blk.4.attn_v.weight";
     qwen.architecture = "qwen2";
@@ -262,7 +183,7 @@ Test(lora, a_wrong_adapter_is_one_clear_error)
     int n = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++, n++) {
         const char *path = adapter_path(dir, "bad.gguf");
-        write_adapter(path, model, cases[i].spec);
+        test_write_adapter(path, model, cases[i].spec);
         expect_load_error(model, path, cases[i].needle);
     }
     cr_assert_eq(n, 6);
@@ -299,7 +220,7 @@ Test(lora, the_public_api_loads_and_applies_adapters)
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
     const char *path = adapter_path(dir, "adapter.gguf");
-    write_adapter(path, model, &ADAPTER);
+    test_write_adapter(path, model, &TEST_ADAPTER);
     quill_model *m = quill_model_load(model, NULL);
     cr_assert_not_null(m, "%s", quill_last_error());
     quill_lora *a = quill_lora_load(m, path);
@@ -350,7 +271,7 @@ Test(lora, generate_with_lora_writes_llama_clis_text, .timeout = 120)
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
     const char *path = adapter_path(dir, "adapter.gguf");
-    write_adapter(path, model, &ADAPTER);
+    test_write_adapter(path, model, &TEST_ADAPTER);
     const char *common = "--prompt 'Once upon a time' -n 16 --temperature 0 --no-echo "
                          "--cache-type f32";
     char *once, *twice, *base, *messages;
@@ -465,8 +386,8 @@ Test(lora, merge_gives_the_adapted_models_logits, .timeout = 120)
     const char *dir = test_make_tmpdir();
     const char *for_stories = adapter_path(dir, "stories.gguf");
     const char *for_qtest = adapter_path(dir, "qtest.gguf");
-    write_adapter(for_stories, stories, &ADAPTER);
-    write_adapter(for_qtest, qf32, &ADAPTER);
+    test_write_adapter(for_stories, stories, &TEST_ADAPTER);
+    test_write_adapter(for_qtest, qf32, &TEST_ADAPTER);
     float *exact = logits_of(qf32, NULL, PROMPT, N_PROMPT);
     float *rounded = logits_of(q8, NULL, PROMPT, N_PROMPT);
     float q8_cost = max_abs_diff(exact, rounded, N_PROMPT * V_STORIES);
@@ -489,7 +410,7 @@ Test(lora, merge_refuses_what_it_cannot_do_and_writes_nothing)
     const char *dir = test_make_tmpdir();
     const char *adapter = adapter_path(dir, "adapter.gguf");
     const char *out = adapter_path(dir, "out.gguf");
-    write_adapter(adapter, stories, &ADAPTER);
+    test_write_adapter(adapter, stories, &TEST_ADAPTER);
     expect_clean_error("the same file", "merge %s %s %s", stories, adapter, adapter);
     expect_clean_error("do not fit 'output.weight' [256, 512]", "merge %s %s %s", qtest, adapter,
                        out);

@@ -14,6 +14,7 @@
 
 #include "fileio.h"
 #include "quill.h"
+#include "test_adapter.h"
 #include "test_util.h"
 
 #define STORIES "models/stories260K.gguf"
@@ -212,8 +213,10 @@ static void embedding_at(const cJSON *r, int i, int C, float *out)
 }
 
 /* The embedding of each text by quill_embed through the library, as the server is asked to
- * make them (mean pooling, scaled to length 1, on a context of the same threads). */
-static void library_embeddings(const char *path, const char **texts, int n_texts, float *out)
+ * make them (mean pooling, scaled to length 1, on a context of the same threads), with the
+ * LoRA adapter in `adapter` at `scale` (NULL: none). */
+static void library_embeddings(const char *path, const char *adapter, float scale,
+                               const char **texts, int n_texts, float *out)
 {
     quill_model_params mp = quill_model_params_default();
     mp.n_threads = 1;
@@ -223,6 +226,10 @@ static void library_embeddings(const char *path, const char **texts, int n_texts
     cp.n_threads = 1;
     quill_context *c = quill_context_new(m, &cp);
     cr_assert_not_null(c, "%s", quill_last_error());
+    quill_lora *lora = adapter ? quill_lora_load(m, adapter) : NULL;
+    cr_assert(!adapter || lora, "%s", quill_last_error());
+    cr_assert_eq(quill_context_set_lora(c, &lora, &scale, lora ? 1 : 0), QUILL_OK, "%s",
+                 quill_last_error());
     int C = quill_model_embedding_size(m);
     for (int i = 0; i < n_texts; i++) {
         quill_token ids[256];
@@ -232,6 +239,7 @@ static void library_embeddings(const char *path, const char **texts, int n_texts
                      QUILL_OK, "%s", quill_last_error());
     }
     quill_context_free(c);
+    quill_lora_free(lora);
     quill_model_free(m);
 }
 
@@ -252,7 +260,7 @@ Test(serve, embeddings_equal_the_library, .timeout = 60)
     int C = cJSON_GetObjectItem(meta, "n_embd")->valueint;
     cJSON_Delete(models);
     float *want = malloc(sizeof *want * 2 * (size_t)C), *got = malloc(sizeof *got * (size_t)C);
-    library_embeddings(model, texts, 2, want);
+    library_embeddings(model, NULL, 0, texts, 2, want);
 
     char body[1024];
     snprintf(body, sizeof body, "{\"model\": \"stories\", \"input\": [\"%s\", \"%s\"], "
@@ -1015,6 +1023,204 @@ Test(serve, bad_flags_are_clean_errors, .timeout = 60)
     expect_clean_error("--host 'localhost' is not an IPv4 address", "serve %s --host localhost",
                        model);
     expect_clean_error("no-such.gguf", "serve no-such.gguf");
+}
+
+/* --lora and --lora-scale: every endpoint answers as the adapted model. A greedy
+ * completion (the engine's context), a beam search and a guided completion (contexts made
+ * per request) give `quill generate --lora --lora-scale`'s text,
+ * which is not the base model's; an embedding is quill_embed's with the adapter applied
+ * through the library. A bad adapter is one error line and exit 1 before the server
+ * listens. */
+Test(serve, lora_adapters_apply_to_every_endpoint, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char adapter[512], lora[640], args[1024];
+    snprintf(adapter, sizeof adapter, "%s/adapter.gguf", test_make_tmpdir());
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
+    snprintf(lora, sizeof lora, "--lora %s --lora-scale 0.5", adapter);
+    const char *greedy_args = "--prompt 'Once upon a time' --temperature 0 -n 30";
+    snprintf(args, sizeof args, "%s %s", greedy_args, lora);
+    char *greedy = cli_text(model, args);
+    char *base = cli_text(model, greedy_args);
+    cr_assert_gt(strlen(greedy), 20);
+    cr_assert_str_neq(greedy, base, "the adapter changes the text");
+    snprintf(args, sizeof args, "--prompt 'Once upon a time' --beam-size 4 -n 30 %s", lora);
+    char *beam = cli_text(model, args);
+    snprintf(args, sizeof args, "%s --guide 'Lily was very happy. ' --guide-strength 3 %s",
+             greedy_args, lora);
+    char *guided = cli_text(model, args);
+
+    Server s;
+    snprintf(args, sizeof args, "--threads 1 %s", lora);
+    server_start(&s, model, args);
+    const char *asked[][2] = {
+        {"/v1/completions", "{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+                            "\"max_tokens\": 30}"},
+        {"/v1/completions", "{\"prompt\": \"Once upon a time\", \"beam_size\": 4, "
+                            "\"max_tokens\": 30}"},
+        {"/v1/completions", "{\"prompt\": \"Once upon a time\", \"guide\": \"Lily was very "
+                            "happy. \", \"guidance_scale\": 3, \"temperature\": 0, "
+                            "\"max_tokens\": 30}"},
+    };
+    const char *expected[] = {greedy, beam, guided};
+    for (int i = 0; i < 3; i++) {
+        cJSON *r = request_json(&s, "POST", asked[i][0], asked[i][1], NULL, 200);
+        cr_expect_str_eq(choice_string(r, 0, "text"), expected[i], "request %d: %s", i,
+                         asked[i][1]);
+        cJSON_Delete(r);
+    }
+    const char *text = "Once upon a time";
+    cJSON *r = request_json(&s, "POST", "/v1/embeddings", "{\"input\": \"Once upon a time\", "
+                            "\"encoding_format\": \"float\"}", NULL, 200);
+    int C = cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r,
+                               "data"), 0), "embedding"));
+    cr_assert_gt(C, 0);
+    float *got = malloc(sizeof *got * (size_t)C), *want = malloc(sizeof *want * (size_t)C),
+          *plain = malloc(sizeof *plain * (size_t)C);
+    embedding_at(r, 0, C, got);
+    library_embeddings(model, adapter, 0.5f, &text, 1, want);
+    library_embeddings(model, NULL, 0, &text, 1, plain);
+    float far_from_base = 0;
+    for (int j = 0; j < C; j++) {
+        cr_expect_float_eq(got[j], want[j], 1e-5, "embedding[%d]", j);
+        far_from_base = fmaxf(far_from_base, fabsf(got[j] - plain[j]));
+    }
+    cr_expect_gt(far_from_base, 1e-3, "the adapter changes the embedding");
+    free(plain);
+    free(want);
+    free(got);
+    cJSON_Delete(r);
+    server_stop(&s);
+    free(guided);
+    free(beam);
+    free(base);
+    free(greedy);
+
+    expect_clean_error("not an adapter", "serve %s --lora %s", model, model);
+    expect_clean_error("1 --lora-scale value for 0 --lora adapters", "serve %s --lora-scale 2",
+                       model);
+    expect_clean_error("no-such-adapter.gguf", "serve %s --lora no-such-adapter.gguf", model);
+}
+
+/* llama-server's /lora-adapters: GET lists each adapter's id, path and scale; POST sets
+ * the scales ([{"id", "scale"}], an adapter not named: 0), and from then on a greedy
+ * completion (on slots whose cached prompt was computed at the old scale) and a beam search
+ * give `quill generate --lora-scale`'s text at the new scale, scale 0 the base model's. A
+ * body that is not such a list is a 400 naming the field. */
+Test(serve, lora_adapters_endpoint_lists_and_sets_scales, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char adapter[512], args[1024];
+    snprintf(adapter, sizeof adapter, "%s/adapter.gguf", test_make_tmpdir());
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
+    const char *greedy_args = "--prompt 'Once upon a time' --temperature 0 -n 30";
+    const char *beam_args = "--prompt 'Once upon a time' --beam-size 4 -n 30";
+    snprintf(args, sizeof args, "%s --lora %s --lora-scale 0.5", greedy_args, adapter);
+    char *at_half = cli_text(model, args);
+    snprintf(args, sizeof args, "%s --lora %s", greedy_args, adapter);
+    char *at_one = cli_text(model, args);
+    snprintf(args, sizeof args, "%s --lora %s", beam_args, adapter);
+    char *beam_at_one = cli_text(model, args);
+    char *base = cli_text(model, greedy_args);
+    cr_assert_str_neq(at_one, at_half);
+    cr_assert_str_neq(at_one, base);
+
+    Server s;
+    snprintf(args, sizeof args, "--parallel 2 --lora %s --lora-scale 0.5", adapter);
+    server_start(&s, model, args);
+    const char *greedy = "{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+                         "\"max_tokens\": 30}";
+    cJSON *r = request_json(&s, "POST", "/v1/completions", greedy, NULL, 200);
+    cr_expect_str_eq(choice_string(r, 0, "text"), at_half);
+    cJSON_Delete(r);
+    cJSON *list = request_json(&s, "GET", "/lora-adapters", NULL, NULL, 200);
+    cr_assert_eq(cJSON_GetArraySize(list), 1);
+    const cJSON *first = cJSON_GetArrayItem(list, 0);
+    cr_expect_eq(cJSON_GetObjectItem(first, "id")->valueint, 0);
+    cr_expect_str_eq(string_at(first, "path", NULL), adapter);
+    cr_expect_float_eq(cJSON_GetObjectItem(first, "scale")->valuedouble, 0.5, 1e-9);
+    cJSON_Delete(list);
+
+    const char *scales[] = {"[{\"id\": 0, \"scale\": 1}]", "[]"};
+    const char *expected[] = {at_one, base};
+    for (int i = 0; i < 2; i++) {
+        cJSON *ok = request_json(&s, "POST", "/lora-adapters", scales[i], NULL, 200);
+        cr_expect(cJSON_IsTrue(cJSON_GetObjectItem(ok, "success")), "%s", scales[i]);
+        cJSON_Delete(ok);
+        r = request_json(&s, "POST", "/v1/completions", greedy, NULL, 200);
+        cr_expect_str_eq(choice_string(r, 0, "text"), expected[i], "after %s", scales[i]);
+        cJSON_Delete(r);
+        if (i == 0) {
+            r = request_json(&s, "POST", "/v1/completions", "{\"prompt\": \"Once upon a "
+                             "time\", \"beam_size\": 4, \"max_tokens\": 30}", NULL, 200);
+            cr_expect_str_eq(choice_string(r, 0, "text"), beam_at_one);
+            cJSON_Delete(r);
+        }
+    }
+    list = request_json(&s, "GET", "/lora-adapters", NULL, NULL, 200);
+    cr_expect_float_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "scale")->valuedouble,
+                       0.0, 1e-9, "an adapter not named gets 0");
+    cJSON_Delete(list);
+    expect_error(&s, "POST", "/lora-adapters", "{\"id\": 0, \"scale\": 1}", 400, NULL,
+                 "JSON array", 0);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"id\": 1, \"scale\": 1}]", 400, "id",
+                 "id", 1);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"id\": 0, \"scale\": \"big\"}]", 400,
+                 "scale", "scale", 2);
+    expect_error(&s, "POST", "/lora-adapters", "[{\"scale\": 1}]", 400, "id", "id", 3);
+    server_stop(&s);
+    free(base);
+    free(beam_at_one);
+    free(at_one);
+    free(at_half);
+}
+
+/* A POST /lora-adapters that comes while a completion runs applies after it: the running
+ * completion, streamed, whose first chunk had arrived when the scale changed, ends with
+ * `quill generate --lora-scale 0.5`'s text, the old scale's. Should the completion finish
+ * before the POST arrives, it ran at 0.5 all the same: the check never fails wrongly, but it
+ * catches an engine that applies a scale mid-completion only when the POST lands in time
+ * (seen: one run in three, for 100 tokens of stories260K). */
+Test(serve, lora_scale_change_waits_for_the_running_completion, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(model, STORIES);
+    char adapter[512], args[1024];
+    snprintf(adapter, sizeof adapter, "%s/adapter.gguf", test_make_tmpdir());
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
+    snprintf(args, sizeof args, "--prompt 'Once upon a time' --temperature 0 -n 100 "
+                                "--ignore-eos --lora %s --lora-scale 0.5", adapter);
+    char *at_half = cli_text(model, args);
+    Server s;
+    snprintf(args, sizeof args, "--lora %s --lora-scale 0.5", adapter);
+    server_start(&s, model, args);
+    char command[2048], *out;
+    snprintf(command, sizeof command,
+             "cd %s && printf '%%s' '{\"prompt\": \"Once upon a time\", \"temperature\": 0, "
+             "\"max_tokens\": 100, \"ignore_eos\": true, \"stream\": true}' > long.json && "
+             "printf '%%s' '[{\"id\": 0, \"scale\": 1}]' > scale.json && "
+             "curl -sS -N -H 'Content-Type: application/json' --data-binary @long.json "
+             "%s/v1/completions > stream.txt & long=$!; "
+             "until grep -q '^data: ' %s/stream.txt 2>/dev/null || ! kill -0 $long 2>/dev/null; do "
+             "sleep 0.01; done; "
+             "curl -sS -H 'Content-Type: application/json' --data-binary @%s/scale.json "
+             "%s/lora-adapters && wait && cat %s/stream.txt",
+             s.dir, s.url, s.dir, s.dir, s.url, s.dir);
+    cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
+    cr_assert(strstr(out, "{\"success\":true}"), "the POST: %s", out);
+    cJSON *events[128];
+    bool done;
+    int n = sse_events(strstr(out, "}") + 1, events, 128, &done);
+    cr_assert(done, "no [DONE]");
+    const char *finish;
+    char *text = stream_text(events, n, false, &finish);
+    cr_expect_str_eq(text, at_half);
+    cr_expect_str_eq(finish, "length");
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(events[i]);
+    free(text);
+    free(out);
+    server_stop(&s);
+    free(at_half);
 }
 
 /* CORS is off unless --cors names an origin: then every answer allows that origin, and a

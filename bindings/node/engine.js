@@ -43,6 +43,20 @@ function loadModel({ path, threads }) {
   return C.quill_model_load(path, params) ?? fail();
 }
 
+/* A LoRA adapter file read for the model (the library checks it against the model). */
+function loadLora({ model, path }) {
+  return C.quill_lora_load(model, path) ?? fail();
+}
+
+/* The adapters the context applies from now on, each with its scale (none: the base
+ * model). On this thread, so that it lands between the context's generations. */
+function setLora({ context, adapters, scales }) {
+  const n = adapters.length;
+  if (C.quill_context_set_lora(context, n ? adapters : null,
+                               n ? Float32Array.from(scales) : null, n) !== 0) fail();
+  return null;
+}
+
 /* A sampler for one call, freed after it. */
 function withSampler(model, params, use) {
   const sampler = C.quill_sampler_new(model, params) ?? fail();
@@ -124,7 +138,7 @@ function embed({ context, model, text, seq, pooling, normalize, width }) {
   return out;
 }
 
-const OPS = { loadModel, generate, beamSearch, embed, noop: () => null };
+const OPS = { loadModel, loadLora, setLora, generate, beamSearch, embed, noop: () => null };
 
 /* The thread's end (Engine.end): the callback's slot released, then nothing more to wait
  * for, so the thread's event loop ends. */

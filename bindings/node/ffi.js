@@ -36,6 +36,7 @@ const lib = koffi.load(LIBRARY);
 koffi.opaque("quill_model");
 koffi.opaque("quill_context");
 koffi.opaque("quill_sampler");
+koffi.opaque("quill_lora");
 
 koffi.struct("quill_model_params", { n_threads: "int", use_mmap: "bool", vocab_only: "bool" });
 
@@ -137,6 +138,11 @@ const declarations = [
   "int quill_seq_clear(quill_context *c, int seq)",
   "int quill_embed(quill_context *c, int seq, const int32_t *tokens, int n, int pooling, " +
     "bool normalize, _Out_ float *out)",
+
+  "quill_lora *quill_lora_load(const quill_model *m, const char *path)",
+  "void quill_lora_free(quill_lora *a)",
+  "int quill_context_set_lora(quill_context *c, quill_lora **adapters, const float *scales, " +
+    "int n)",
 
   "quill_sampler_params quill_sampler_params_default(void)",
   "int quill_sampler_params_preset(_Inout_ quill_sampler_params *p, const char *name)",

@@ -56,6 +56,24 @@ export class Model {
   free(): void;
 }
 
+/** A LoRA adapter: llama.cpp's adapter GGUF, loaded for one model, which a context applies
+ * as it runs (Context.setLora), the model itself unchanged. */
+export class Lora {
+  /** The adapter file, read off the event loop and checked against model: a QuillError of
+   * kind "file", naming the tensor, for another architecture or another model's shapes, a
+   * lora_a without its lora_b, or a file that is not an adapter. */
+  static load(model: Model, path: string): Promise<Lora>;
+  private constructor(handle: unknown, model: Model, path: string);
+  readonly model: Model;
+  readonly path: string;
+  /** Frees the adapter (its memory stays while a context still applies it). */
+  close(): void;
+  free(): void;
+}
+
+/** An adapter and its scale (a bare Lora: scale 1). */
+export type LoraUse = Lora | [Lora, number];
+
 export type CacheType = "default" | "f32" | "f16" | "q8_0";
 
 export interface ContextOptions {
@@ -201,6 +219,9 @@ export class Context {
   chat(messages: ChatMessage[], options?: GenerateOptions & { template?: string | null }): Promise<Generation>;
   beamSearch(prompt: string, options?: BeamOptions): Promise<Beam[]>;
   embed(text: string, options?: EmbedOptions): Promise<Float32Array>;
+  /** The adapters applied from the next generation on, replacing those before ([]: the
+   * base model); `quill generate --lora F --lora-scale S` is setLora([[lora, S]]). */
+  setLora(adapters: LoraUse[]): Promise<void>;
   /** Frees the context, cancelling generations in flight; resolves once it is freed. */
   close(): Promise<void>;
   free(): Promise<void>;

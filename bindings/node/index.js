@@ -14,7 +14,8 @@
  *
  * Memory: close() frees a model or a context at once; what is not closed is freed when
  * the garbage collector finds it unreachable (a FinalizationRegistry). A model's memory
- * outlives close() until the last of its contexts is freed, since they read its weights.
+ * outlives close() until the last of its contexts and adapters is freed, since they read
+ * its weights; an adapter's, until no context applies it.
  */
 import { randomInt } from "node:crypto";
 import { Worker } from "node:worker_threads";
@@ -320,11 +321,13 @@ function chatFormat(model, messages, template, addGenerationPrompt) {
   return bytes.toString("utf8");
 }
 
-/* A model's C handle, shared by the model and its contexts: freed when the model is closed
- * (or collected) and no context still uses it. */
-class ModelHandle {
-  constructor(pointer) {
+/* A C handle shared by its object and those that use it (a model's by its contexts and
+ * adapters, an adapter's by the contexts that apply it): free(pointer) runs when the
+ * object is closed (or collected) and no user is left. */
+class SharedHandle {
+  constructor(pointer, free) {
     this.pointer = pointer;
+    this.free = free;
     this.users = 1;
   }
 
@@ -334,30 +337,43 @@ class ModelHandle {
 
   release() {
     if (--this.users === 0) {
-      C.quill_model_free(this.pointer);
+      this.free(this.pointer);
       this.pointer = null;
     }
   }
 }
 
-const modelRegistry = new FinalizationRegistry((handle) => handle.release());
+/* A model's or an adapter's own use of its handle, let go when the garbage collector finds
+ * the object unreachable, or at close(). */
+const handleRegistry = new FinalizationRegistry((handle) => handle.release());
+
+function releaseOwnUse(object, handles) {
+  const handle = handles.get(object);
+  if (!handle) return;
+  handles.delete(object);
+  handleRegistry.unregister(object);
+  handle.release();
+}
 
 /* Each model's handle, kept out of the public object: Context reads it here. */
 const modelHandles = new WeakMap();
 
-/* A model's C handle, or a QuillError once it is closed. */
-function modelPointer(model) {
-  const pointer = modelHandles.get(model)?.pointer;
-  if (!pointer) throw new QuillError("the model is closed", "context");
-  return pointer;
+/* A model's handle, or a QuillError once it is closed. */
+function liveModelHandle(model) {
+  const handle = modelHandles.get(model);
+  if (!handle) throw new QuillError("the model is closed", "context");
+  return handle;
 }
+
+/* A model's C handle, or a QuillError once it is closed. */
+const modelPointer = (model) => liveModelHandle(model).pointer;
 
 export class Model {
   /* Use Model.load. */
   constructor(pointer) {
-    const handle = new ModelHandle(pointer);
+    const handle = new SharedHandle(pointer, C.quill_model_free);
     modelHandles.set(this, handle);
-    modelRegistry.register(this, handle, this);
+    handleRegistry.register(this, handle, this);
   }
 
   /* A GGUF file or a `quill train` run directory, loaded on an engine thread. threads: the
@@ -417,11 +433,7 @@ export class Model {
 
   /* Frees the model now (its memory stays until its last context is freed). */
   close() {
-    const handle = modelHandles.get(this);
-    if (!handle) return;
-    modelHandles.delete(this);
-    modelRegistry.unregister(this);
-    handle.release();
+    releaseOwnUse(this, modelHandles);
   }
 
   free() {
@@ -429,13 +441,96 @@ export class Model {
   }
 }
 
+/* ---- LoRA adapters ------------------------------------------------------------------- */
+
+/* Each adapter's handle, kept out of the public object: Context.setLora reads it here. */
+const loraHandles = new WeakMap();
+
+/* A LoRA adapter (quill_lora): llama.cpp's adapter GGUF, loaded for one model, which a
+ * context applies as it runs (Context.setLora): W x + scale * alpha / rank * B (A x), the
+ * model itself unchanged, so contexts with and without it share the model. */
+export class Lora {
+  #model;
+  #path;
+
+  /* Use Lora.load. */
+  constructor(handle, model, path) {
+    this.#model = model;
+    this.#path = path;
+    loraHandles.set(this, handle);
+    handleRegistry.register(this, handle, this);
+  }
+
+  /* The adapter file at path, read for model on an engine thread and checked against it:
+   * a QuillError of kind "file", naming the tensor, for an adapter of another architecture
+   * or another model's shapes, a lora_a without its lora_b, or a file that is no adapter. */
+  static async load(model, path) {
+    if (!(model instanceof Model)) throw new QuillError("Lora.load: model must be a Model", "parameter");
+    string(path, "Lora.load: path");
+    const modelUse = liveModelHandle(model);
+    modelUse.acquire(); /* the adapter keeps the model it was checked against */
+    const engine = takeEngine();
+    let pointer;
+    try {
+      pointer = await engine.run("loadLora", { model: modelUse.pointer, path });
+    } catch (e) {
+      modelUse.release();
+      throw e;
+    } finally {
+      giveBackEngine(engine);
+    }
+    const free = (p) => {
+      C.quill_lora_free(p);
+      modelUse.release();
+    };
+    return new Lora(new SharedHandle(pointer, free), model, path);
+  }
+
+  get model() { return this.#model; }
+  get path() { return this.#path; }
+
+  /* Frees the adapter now (its memory stays while a context still applies it). */
+  close() {
+    releaseOwnUse(this, loraHandles);
+  }
+
+  free() {
+    this.close();
+  }
+}
+
+/* setLora's list: each entry a Lora (scale 1) or [lora, scale], the adapter open and
+ * loaded for the context's model, the scale a finite number. Returns { handles, scales }. */
+function loraList(entries, model) {
+  if (!Array.isArray(entries))
+    throw new QuillError("setLora: adapters must be an array of Lora or [lora, scale]",
+                         "parameter");
+  const handles = [], scales = [];
+  for (const entry of entries) {
+    const [lora, scale = 1] = Array.isArray(entry) ? entry : [entry];
+    if (!(lora instanceof Lora))
+      throw new QuillError("setLora: each adapter must be a Lora or [lora, scale]", "parameter");
+    if (lora.model !== model)
+      throw new QuillError(`setLora: ${lora.path} was loaded for another model`, "parameter");
+    if (typeof scale !== "number" || !Number.isFinite(scale))
+      throw new QuillError(`setLora: the scale of ${lora.path} must be a finite number, not ` +
+                           shown(scale), "parameter");
+    const handle = loraHandles.get(lora);
+    if (!handle) throw new QuillError(`setLora: the adapter ${lora.path} is closed`, "context");
+    handles.push(handle);
+    scales.push(scale);
+  }
+  return { handles, scales };
+}
+
 /* ---- contexts ------------------------------------------------------------------------ */
 
-/* What a context's finalizer frees: its C context, its use of the model; and it gives
- * its engine thread back. */
-function freeContext({ pointer, engine, modelHandle }) {
+/* What a context's finalizer frees: its C context, its use of the model and of the
+ * adapters it applies; and it gives its engine thread back. */
+function freeContext({ pointer, engine, modelHandle, loras }) {
   C.quill_context_free(pointer);
   giveBackEngine(engine);
+  for (const lora of loras) lora.release();
   modelHandle.release();
 }
 
@@ -443,7 +538,8 @@ const contextRegistry = new FinalizationRegistry(freeContext);
 
 export class Context {
   #model;
-  #resources; /* { pointer, engine, modelHandle }, null once closed */
+  #resources; /* { pointer, engine, modelHandle, loras (the adapters' handles) }, null once
+                 closed */
   #cancels = new Set(); /* the cancel flags of generations in flight */
 
   /* A KV cache on model: nCtx positions per sequence (default: the model's context
@@ -468,7 +564,7 @@ export class Context {
     const modelHandle = modelHandles.get(model);
     modelHandle.acquire();
     this.#model = model;
-    this.#resources = { pointer, engine: takeEngine(), modelHandle };
+    this.#resources = { pointer, engine: takeEngine(), modelHandle, loras: [] };
     contextRegistry.register(this, this.#resources, this);
   }
 
@@ -589,6 +685,25 @@ export class Context {
       normalize: Boolean(normalize),
       width: C.quill_model_embedding_size(this.#live().modelHandle.pointer),
     });
+  }
+
+  /* The LoRA adapters the context applies from its next generation on, replacing those it
+   * applied: [[lora, scale], ...] (a bare Lora: scale 1; [] the base model), as
+   * quill_context_set_lora. It waits for the generations in flight. */
+  async setLora(adapters) {
+    const { handles, scales } = loraList(adapters, this.#model);
+    const resources = this.#live();
+    const previous = resources.loras;
+    for (const handle of handles) handle.acquire();
+    resources.loras = handles;
+    try {
+      await this.#run("setLora", { adapters: handles.map((h) => h.pointer), scales });
+    } catch (e) {
+      resources.loras = previous;
+      for (const handle of handles) handle.release();
+      throw e;
+    }
+    for (const handle of previous) handle.release();
   }
 
   /* Frees the context: at once when idle, otherwise after the generations in flight,

@@ -1,7 +1,8 @@
 /*
  * Every ```js block of README.md runs as written, so that the documentation cannot rot:
  * each is saved as a module in a scratch folder where `import ... from "quill"` finds this
- * package (node_modules/quill, a link to it) and stories260K.gguf is at hand, and run by
+ * package (node_modules/quill, a link to it) and stories260K.gguf (with adapter.gguf, a
+ * LoRA adapter for it) is at hand, and run by
  * node; it must exit 0 and print something.
  */
 import assert from "node:assert/strict";
@@ -11,18 +12,20 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 
-import { STORIES, tempDir } from "./helpers.js";
+import { STORIES, tempDir, writeAdapter } from "./helpers.js";
 
 const PACKAGE = fileURLToPath(new URL("..", import.meta.url));
 const README = readFileSync(join(PACKAGE, "README.md"), "utf8");
 const EXAMPLES = [...README.matchAll(/^```js\n([\s\S]*?)^```$/gm)].map((m) => m[1]);
 
-/* A folder as a user's project: the package installed, the model beside the script. */
+/* A folder as a user's project: the package installed, the model and an adapter beside the
+ * script. */
 function projectFolder() {
   const dir = tempDir();
   mkdirSync(join(dir, "node_modules"));
   symlinkSync(PACKAGE, join(dir, "node_modules", "quill"));
   symlinkSync(STORIES.path, join(dir, "stories260K.gguf"));
+  writeAdapter(join(dir, "adapter.gguf"));
   return dir;
 }
 
