@@ -214,3 +214,43 @@ Test(train_init, a_flag_against_the_base_is_one_error, .timeout = 60)
     snprintf(run, sizeof run, "%s/run", dir);
     cr_expect(access(run, F_OK) != 0, "a run that did not start left %s behind", run);
 }
+
+/* A chat model's template (tokenizer.chat_template, what quill chat and llama.cpp format
+ * conversations with) stays with the fine-tuned model, and through a resume. */
+static const char CHAT_TEMPLATE[] =
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}</s>"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+static void add_chat_template(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.chat_template", CHAT_TEMPLATE);
+}
+
+static void expect_chat_template(const char *path)
+{
+    GgufFile *f;
+    Error err;
+    const char *text;
+    cr_assert_eq(gguf_open(&f, path, &err), 0, "%s", err.msg);
+    cr_expect_eq(gguf_get_str(f, "tokenizer.chat_template", &text, &err), 0, "%s: %s", path,
+                 err.msg);
+    if (gguf_find_kv(f, "tokenizer.chat_template"))
+        cr_expect_str_eq(text, CHAT_TEMPLATE, "%s", path);
+    gguf_close(f);
+}
+
+Test(train_init, the_chat_template_stays_with_the_model, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(original, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char base[512], run[512], path[600];
+    snprintf(base, sizeof base, "%s/chat-base.gguf", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    test_gguf_copy(original, base, "tokenizer.chat_template", add_chat_template);
+    const char *data = test_write_corpus(dir);
+    quill_ok("train --init %s --data %s --out %s --steps 1 " RUN_FLAGS, base, data, run);
+    snprintf(path, sizeof path, "%s/model.gguf", run);
+    expect_chat_template(path);
+    quill_ok("train --resume %s --steps 2", run);
+    expect_chat_template(path);
+}
