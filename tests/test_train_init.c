@@ -78,13 +78,8 @@ static void trainer_from_base(Trainer *t, const char *path, const char *data)
 
 /* The training model's loss on TEXT (tokenized by the run's tokenizer) equals the
  * inference model's on the same tokens, within `tolerance`. */
-static void step0_loss_matches_inference(const char *relative, double tolerance)
+static void step0_loss_matches_inference(const char *path, double tolerance)
 {
-    const char *path = test_shared_path(relative);
-    if (!path) {
-        cr_expect(!test_in_ci(), "../shared/%s is missing (CI needs it)", relative);
-        cr_skip_test("../shared/%s is missing", relative);
-    }
     const char *dir = test_make_tmpdir();
     Trainer t;
     trainer_from_base(&t, path, test_write_file(dir, "data.txt", TEXT));
@@ -93,7 +88,7 @@ static void step0_loss_matches_inference(const char *relative, double tolerance)
     Error err;
     cr_assert_eq(tokenizer_encode(&t.tok, TEXT, strlen(TEXT), true, &tokens, &n, &err), 0, "%s",
                  err.msg);
-    cr_assert_gt(n, 20, "%s: %zu tokens", relative, n);
+    cr_assert_gt(n, 20, "%s: %zu tokens", path, n);
     int T = (int)n - 1;
     Activations a;
     cr_assert_eq(activations_init(&a, &t.model, 1, T, &err), 0, "%s", err.msg);
@@ -102,8 +97,8 @@ static void step0_loss_matches_inference(const char *relative, double tolerance)
     double inference = inference_loss(path, tokens, (int)n);
     cr_expect(fabs(training - inference) <= tolerance,
               "%s: the trainable model's loss %.7f, the inference model's %.7f (|diff| %.2g > "
-              "%.1g)", relative, training, inference, fabs(training - inference), tolerance);
-    cr_log_info("%s: loss %.7f (training) and %.7f (inference), |diff| %.2g", relative,
+              "%.1g)", path, training, inference, fabs(training - inference), tolerance);
+    cr_log_info("%s: loss %.7f (training) and %.7f (inference), |diff| %.2g", path,
                 training, inference, fabs(training - inference));
     activations_free(&a);
     free(tokens);
@@ -114,7 +109,19 @@ static void step0_loss_matches_inference(const char *relative, double tolerance)
  * apart on a loss of 0.37 when this was written). */
 Test(train_init, step0_loss_equals_inference_f32, .timeout = 60)
 {
-    step0_loss_matches_inference("models/stories260K.gguf", 1e-6);
+    SHARED_FILE_OR_SKIP(path, "models/stories260K.gguf");
+    step0_loss_matches_inference(path, 1e-6);
+}
+
+/* Tied embeddings (no output.weight: the output projection is token_embd), from the tied
+ * Q8_0 model widened to F32 by quill quantize (5.1e-8 apart when this was written). */
+Test(train_init, step0_loss_equals_inference_tied, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(tied, "models/qtied-Q8_0.gguf");
+    char path[512];
+    snprintf(path, sizeof path, "%s/tied-f32.gguf", test_make_tmpdir());
+    quill_ok("quantize %s %s F32", tied, path);
+    step0_loss_matches_inference(path, 1e-6);
 }
 
 /* F16 and BF16 widen exactly to F32, but the inference kernels multiply them with the
@@ -123,12 +130,14 @@ Test(train_init, step0_loss_equals_inference_f32, .timeout = 60)
  * bounds are ten times those. */
 Test(train_init, step0_loss_equals_inference_f16, .timeout = 60)
 {
-    step0_loss_matches_inference("models/qtest-F16.gguf", 5e-4);
+    SHARED_FILE_OR_SKIP(path, "models/qtest-F16.gguf");
+    step0_loss_matches_inference(path, 5e-4);
 }
 
 Test(train_init, step0_loss_equals_inference_bf16, .timeout = 60)
 {
-    step0_loss_matches_inference("models/qtest-BF16.gguf", 1e-2);
+    SHARED_FILE_OR_SKIP(path, "models/qtest-BF16.gguf");
+    step0_loss_matches_inference(path, 1e-2);
 }
 
 /* ---- the command ------------------------------------------------------------------------ */
