@@ -171,6 +171,31 @@ static double eval_loss(const char *model, const char *data)
 
 #define RUN_FLAGS "--seq-len 64 --batch-size 4 --warmup 0 --lr 1e-3 --eval-every 0 --threads 1"
 
+/* A copy of stories260K in a fresh directory (*dir), with its keys that start with
+ * drop_prefix replaced by those add_keys writes. Returns its path (static). */
+static const char *stories260K_variant(const char **dir, const char *drop_prefix,
+                                       void (*add_keys)(GgufWriter *w))
+{
+    SHARED_FILE_OR_SKIP(original, "models/stories260K.gguf");
+    static char path[600];
+    *dir = test_make_tmpdir();
+    snprintf(path, sizeof path, "%s/base.gguf", *dir);
+    test_gguf_copy(original, path, drop_prefix, add_keys);
+    return path;
+}
+
+/* quill train --init base for `steps` steps on text written into dir, as a run in dir/run.
+ * Returns the run's model.gguf (static). */
+static const char *init_run(const char *base, const char *dir, int steps)
+{
+    static char run[600], model[700];
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(model, sizeof model, "%s/model.gguf", run);
+    quill_ok("train --init %s --data %s --out %s --steps %d " RUN_FLAGS, base,
+             test_write_corpus(dir), run, steps);
+    return model;
+}
+
 Test(train_init, stories260K_on_shakespeare_learns_and_runs_in_llama_cpp, .timeout = 240)
 {
     SHARED_FILE_OR_SKIP(base, "models/stories260K.gguf");
@@ -250,18 +275,12 @@ static void expect_chat_template(const char *path)
 
 Test(train_init, the_chat_template_stays_with_the_model, .timeout = 120)
 {
-    SHARED_FILE_OR_SKIP(original, "models/stories260K.gguf");
-    const char *dir = test_make_tmpdir();
-    char base[512], run[512], path[600];
-    snprintf(base, sizeof base, "%s/chat-base.gguf", dir);
-    snprintf(run, sizeof run, "%s/run", dir);
-    test_gguf_copy(original, base, "tokenizer.chat_template", add_chat_template);
-    const char *data = test_write_corpus(dir);
-    quill_ok("train --init %s --data %s --out %s --steps 1 " RUN_FLAGS, base, data, run);
-    snprintf(path, sizeof path, "%s/model.gguf", run);
-    expect_chat_template(path);
-    quill_ok("train --resume %s --steps 2", run);
-    expect_chat_template(path);
+    const char *dir;
+    const char *base = stories260K_variant(&dir, "tokenizer.chat_template", add_chat_template);
+    const char *model = init_run(base, dir, 1);
+    expect_chat_template(model);
+    quill_ok("train --resume %s/run --steps 2", dir);
+    expect_chat_template(model);
 }
 
 /* What the trainer cannot represent is an error naming it, not a model trained wrong: here
@@ -274,11 +293,8 @@ static void add_yarn_scaling(GgufWriter *w)
 
 Test(train_init, an_architecture_detail_the_trainer_lacks_is_named, .timeout = 60)
 {
-    SHARED_FILE_OR_SKIP(original, "models/stories260K.gguf");
-    const char *dir = test_make_tmpdir();
-    char base[512];
-    snprintf(base, sizeof base, "%s/yarn.gguf", dir);
-    test_gguf_copy(original, base, "llama.rope.scaling", add_yarn_scaling);
+    const char *dir;
+    const char *base = stories260K_variant(&dir, "llama.rope.scaling", add_yarn_scaling);
     expect_clean_error("llama.rope.scaling.type 'yarn' is not supported",
                        "train --init %s --data %s --out %s/run", base,
                        test_write_file(dir, "data.txt", TEXT), dir);
@@ -286,8 +302,7 @@ Test(train_init, an_architecture_detail_the_trainer_lacks_is_named, .timeout = 6
 
 /* Linear RoPE scaling is one the trainer has: it trains with the base's factor (the step-0
  * losses agree: 1.7e-8 apart when this was written, on a loss of 0.79 where the unscaled
- * model has 0.37) and the
- * model it writes keeps it. */
+ * model has 0.37) and the model it writes keeps it. */
 static void add_linear_scaling(GgufWriter *w)
 {
     gguf_writer_add_str(w, "llama.rope.scaling.type", "linear");
@@ -296,16 +311,10 @@ static void add_linear_scaling(GgufWriter *w)
 
 Test(train_init, linear_rope_scaling_is_trained_and_kept, .timeout = 120)
 {
-    SHARED_FILE_OR_SKIP(original, "models/stories260K.gguf");
-    const char *dir = test_make_tmpdir();
-    char base[512], run[512], model[600];
-    snprintf(base, sizeof base, "%s/scaled.gguf", dir);
-    snprintf(run, sizeof run, "%s/run", dir);
-    snprintf(model, sizeof model, "%s/model.gguf", run);
-    test_gguf_copy(original, base, "llama.rope.scaling", add_linear_scaling);
+    const char *dir;
+    const char *base = stories260K_variant(&dir, "llama.rope.scaling", add_linear_scaling);
     step0_loss_matches_inference(base, 1e-6);
-    quill_ok("train --init %s --data %s --out %s --steps 1 " RUN_FLAGS, base,
-             test_write_corpus(dir), run);
+    const char *model = init_run(base, dir, 1);
     GgufFile *f;
     Error err;
     float factor = 0.0f;
