@@ -40,7 +40,7 @@ static int check_fits_in_memory(const GgufFile *f, const char *path, Error *err)
     double have = pages > 0 && page_size > 0 ? (double)pages * (double)page_size : 0.0;
     if (have > 0.0 && need > have)
         return error_set(err, "%s: %.0fM parameters need %.1f GB to train in full (weights, "
-                              "gradients and AdamW's moments, %d bytes each), more than this "
+                              "gradients and AdamW's moments: %d bytes a parameter), more than this "
                               "machine's %.1f GB: train LoRA adapters instead (quill finetune)",
                          path, params / 1e6, need / 1e9, (int)TRAINING_BYTES_PER_PARAM,
                          have / 1e9);
@@ -102,9 +102,9 @@ int base_config_check(const TrainConfig *c, const ModelConfig *mc, const char *p
         if (keys[i].given != keys[i].base)
             return error_set(err, "--%s %g contradicts the base model %s, whose %s is %g: "
                                   "with --init the model's architecture is the base's (leave "
-                                  "--%s out, from the flags and the config file)",
+                                  "out the flag, and the key '%s' of a config file)",
                              config_flag_spelling(flag, keys[i].key), keys[i].given, path,
-                             keys[i].key, keys[i].base, flag);
+                             keys[i].key, keys[i].base, keys[i].key);
     if (strcmp(c->tokenizer, "base") != 0)
         return error_set(err, "--tokenizer %s contradicts --init: the run keeps the base "
                               "model's own tokenizer (leave --tokenizer out)",
