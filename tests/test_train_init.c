@@ -323,3 +323,17 @@ Test(train_init, linear_rope_scaling_is_trained_and_kept, .timeout = 120)
     cr_expect_eq(factor, 2.0f, "the written model's factor is %g", factor);
     gguf_close(f);
 }
+
+/* A quill run directory is a base as its model.gguf is, as for every MODEL argument. */
+Test(train_init, a_run_directory_is_a_base, .timeout = 120)
+{
+    SHARED_FILE_OR_SKIP(base, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    init_run(base, dir, 1);
+    char *out;
+    int status = quill(&out, "train --init %s/run --data %s --out %s/again --steps 1 " RUN_FLAGS,
+                       dir, test_write_corpus(dir), dir);
+    cr_expect_eq(status, 0, "%s", out);
+    cr_expect(strstr(out, "/run/model.gguf: every weight"), "%s", out);
+    free(out);
+}

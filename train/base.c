@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "loader.h"
+
 /* Full fine-tuning holds four floats per parameter: the weight, its gradient and AdamW's
  * two moments (activations come on top, and are what --batch-size and --seq-len size). */
 enum { TRAINING_BYTES_PER_PARAM = 4 * sizeof(float) };
@@ -32,17 +34,16 @@ static int check_not_quantized(const GgufFile *f, const char *path, Error *err)
 
 static int check_fits_in_memory(const GgufFile *f, const char *path, Error *err)
 {
-    double params = 0.0;
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        params += (double)gguf_tensor_nelements(&f->tensors[i]);
-    double need = params * TRAINING_BYTES_PER_PARAM;
+    uint64_t params, bytes;
+    model_file_size(f, &params, &bytes);
+    double need = (double)params * TRAINING_BYTES_PER_PARAM;
     long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
     double have = pages > 0 && page_size > 0 ? (double)pages * (double)page_size : 0.0;
     if (have > 0.0 && need > have)
         return error_set(err, "%s: %.0fM parameters need %.1f GB to train in full (weights, "
                               "gradients and AdamW's moments: %d bytes a parameter), more than this "
                               "machine's %.1f GB: train LoRA adapters instead (quill finetune)",
-                         path, params / 1e6, need / 1e9, (int)TRAINING_BYTES_PER_PARAM,
+                         path, (double)params / 1e6, need / 1e9, (int)TRAINING_BYTES_PER_PARAM,
                          have / 1e9);
     return 0;
 }

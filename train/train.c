@@ -22,6 +22,7 @@
 #include "distributed.h"
 #include "evaluate.h"
 #include "fileio.h"
+#include "loader.h"
 #include "matmul.h"
 #include "plot.h"
 #include "progress.h"
@@ -513,6 +514,11 @@ int cmd_train(int argc, char **argv, Error *err)
     config_free(&scratch);
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
+    char init_file[4096]; /* a run directory means its model.gguf, as for every MODEL */
+    if (args.init_path) {
+        model_path_resolve(args.init_path, init_file, sizeof init_file);
+        args.init_path = init_file;
+    }
     Dist dist;
     if (dist_init(&dist, &argc, &argv, err) != 0) {
         report_before_finalize(&dist, -1, err);
