@@ -294,6 +294,7 @@ void tokenizer_free(Tokenizer *t)
     free(t->types);
     index_free(t->index);
     bpe_model_free(t->bpe);
+    free(t->chat_template);
     memset(t, 0, sizeof *t);
 }
 
@@ -759,6 +760,17 @@ static int gguf_read_specials(Tokenizer *t, const GgufFile *f, Error *err)
     return 0;
 }
 
+/* The chat template, when the file has one as a string (the chat code reads it from the file
+ * itself and ignores other types; so does this). */
+static int gguf_read_chat_template(Tokenizer *t, const GgufFile *f, Error *err)
+{
+    const GgufKV *kv = gguf_find_kv(f, "tokenizer.chat_template");
+    if (!kv || kv->type != GGUF_TYPE_STRING)
+        return 0;
+    t->chat_template = strdup(kv->value.s);
+    return t->chat_template ? 0 : error_set(err, "out of memory for the chat template");
+}
+
 int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err)
 {
     memset(t, 0, sizeof *t);
@@ -786,7 +798,7 @@ int tokenizer_from_gguf(Tokenizer *t, const GgufFile *f, Error *err)
     }
     if (rc < 0)
         return -1;
-    if (gguf_read_specials(t, f, err) < 0) {
+    if (gguf_read_specials(t, f, err) < 0 || gguf_read_chat_template(t, f, err) < 0) {
         tokenizer_free(t);
         return -1;
     }
@@ -827,4 +839,6 @@ void tokenizer_to_gguf(const Tokenizer *t, GgufWriter *w)
     gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos && t->eos_id >= 0);
     if (t->kind == TOKENIZER_SPM)
         gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+    if (t->chat_template)
+        gguf_writer_add_str(w, "tokenizer.chat_template", t->chat_template);
 }

@@ -81,6 +81,9 @@ typedef struct {
                               token that stands for the byte; -1 where there is none */
     PieceIndex *index;
     BpeModel *bpe;         /* byte-level BPE only, else NULL */
+    char *chat_template;   /* tokenizer.chat_template (Jinja source) of the file read, or
+                              NULL: written back, so that a model fine-tuned from a chat
+                              model keeps its conversation format */
 } Tokenizer;
 
 /* Builds a SentencePiece tokenizer from parallel arrays (copied). scores may be NULL (all

@@ -17,74 +17,16 @@
 #include "loader.h"
 #include "test_util.h"
 
-static size_t file_bytes(const char *path, char **data)
-{
-    size_t len;
-    Error err;
-    cr_assert_eq(file_read_all(path, data, &len, &err), 0, "%s", err.msg);
-    return len;
-}
-
-static void expect_same_file(const char *a, const char *b)
-{
-    char *x, *y;
-    size_t nx = file_bytes(a, &x), ny = file_bytes(b, &y);
-    cr_expect(nx == ny && memcmp(x, y, nx) == 0, "%s and %s differ", a, b);
-    free(x);
-    free(y);
-}
-
-/* The "loss" values of log.jsonl, in order, as text (exact digits). */
-static char *logged_losses(const char *dir)
-{
-    char path[512], *text;
-    snprintf(path, sizeof path, "%s/log.jsonl", dir);
-    file_bytes(path, &text);
-    char *out = calloc(strlen(text) + 1, 1);
-    for (char *p = strstr(text, "\"loss\":"); p; p = strstr(p + 1, "\"loss\":")) {
-        strncat(out, p, strcspn(p, ","));
-        strcat(out, "\n");
-    }
-    free(text);
-    return out;
-}
-
 #define TINY "--config configs/tiny.json --eval-every 5 --eval-batches 2 --log-every 1"
-
-/* Trains `steps` steps at once, and steps/2 then a resume to `steps` with the same schedule
- * (decay over `steps`): model.gguf, train_state and the logged losses must be identical. */
-static void check_resume_is_exact(const char *flags, int steps)
-{
-    const char *dir = test_make_tmpdir();
-    const char *corpus = test_write_corpus(dir);
-    char whole[256], split[256], a[512], b[512];
-    snprintf(whole, sizeof whole, "%s/whole", dir);
-    snprintf(split, sizeof split, "%s/split", dir);
-    quill_ok("train " TINY " %s --data %s --out %s --steps %d", flags, corpus, whole, steps);
-    quill_ok("train " TINY " %s --data %s --out %s --steps %d --decay-steps %d", flags, corpus,
-             split, steps / 2, steps);
-    quill_ok("train --resume %s --steps %d", split, steps);
-    const char *files[] = {"model.gguf", "train_state"};
-    for (int f = 0; f < 2; f++) {
-        snprintf(a, sizeof a, "%s/%s", whole, files[f]);
-        snprintf(b, sizeof b, "%s/%s", split, files[f]);
-        expect_same_file(a, b);
-    }
-    char *la = logged_losses(whole), *lb = logged_losses(split);
-    cr_expect_str_eq(la, lb, "logged losses differ");
-    cr_expect_gt(strlen(la), (size_t)steps * 8, "%d steps logged", steps);
-    free(la);
-    free(lb);
-}
 
 Test(cli, resume_continues_exactly, .timeout = 120)
 {
-    check_resume_is_exact("--warmup 4", 16);
+    test_resume_is_exact(TINY " --warmup 4", 16);
 }
 
 Test(cli, resume_with_consecutive_windows_continues_exactly, .timeout = 120)
 {
-    check_resume_is_exact("--no-shuffle --grad-accum 2", 6);
+    test_resume_is_exact(TINY " --no-shuffle --grad-accum 2", 6);
 }
 
 Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
@@ -95,7 +37,7 @@ Test(cli, first_loss_is_near_ln_vocab_and_training_learns, .timeout = 120)
     snprintf(run, sizeof run, "%s/run", dir);
     quill_ok("train " TINY " --data %s --out %s --steps 60", corpus, run);
     snprintf(path, sizeof path, "%s/log.jsonl", run);
-    file_bytes(path, &text);
+    test_file_bytes(path, &text);
     float first, last = 0.0f, vocab_log;
     cr_assert_eq(sscanf(text, "{\"step\":1,\"loss\":%f", &first), 1, "%s", text);
     const char *step60 = strstr(text, "{\"step\":60,\"loss\":");
@@ -131,7 +73,7 @@ Test(cli, steps_zero_writes_the_initial_model)
     tokenizer_free(&tok);
     snprintf(path, sizeof path, "%s/config.json", run);
     char *json;
-    file_bytes(path, &json);
+    test_file_bytes(path, &json);
     cr_expect_not_null(strstr(json, "\"vocab_size\":"), "resolved config saved");
     free(json);
 }
@@ -192,14 +134,14 @@ Test(cli, divergence_stops_and_keeps_the_last_checkpoint, .timeout = 120)
     quill_ok("train --config configs/tiny.json --data %s --out %s --steps 2 --optimizer sgd",
              corpus, run);
     snprintf(path, sizeof path, "%s/model.gguf", run);
-    size_t n_before = file_bytes(path, &before);
+    size_t n_before = test_file_bytes(path, &before);
     /* plain SGD at lr 10 without clipping blows up within a few steps */
     expect_clean_error("diverged", "train --resume %s --steps 200 --lr 10 --min-lr 10 "
                                    "--grad-clip 0",
                        run);
     expect_clean_error("key 'optimizer' cannot change when resuming",
                        "train --resume %s --steps 200 --optimizer adamw", run);
-    size_t n_after = file_bytes(path, &after);
+    size_t n_after = test_file_bytes(path, &after);
     cr_expect(n_before == n_after && memcmp(before, after, n_before) == 0,
               "the checkpoint changed");
     free(before);
@@ -232,7 +174,7 @@ Test(cli, bad_input_gets_one_clear_error_line, .timeout = 120)
     char model[512], truncated[512], *bytes;
     snprintf(model, sizeof model, "%s/model.gguf", run);
     snprintf(truncated, sizeof truncated, "%s/truncated.gguf", dir);
-    size_t n = file_bytes(model, &bytes);
+    size_t n = test_file_bytes(model, &bytes);
     Error err;
     cr_assert_eq(file_write_atomic(truncated, bytes, n / 2, &err), 0);
     free(bytes);
@@ -432,16 +374,16 @@ Test(cli, resume_to_fewer_steps_than_done_changes_nothing, .timeout = 60)
     snprintf(saved_log, sizeof saved_log, "%s/log.before", dir);
     char *bytes;
     Error err;
-    size_t n = file_bytes(state, &bytes);
+    size_t n = test_file_bytes(state, &bytes);
     cr_assert_eq(file_write_atomic(saved, bytes, n, &err), 0);
     free(bytes);
-    n = file_bytes(log, &bytes);
+    n = test_file_bytes(log, &bytes);
     cr_assert_eq(file_write_atomic(saved_log, bytes, n, &err), 0);
     free(bytes);
     expect_clean_error("already at step 3, past --steps 2", "train --resume %s --steps 2", run);
     quill_ok("train --resume %s --steps 3", run);
-    expect_same_file(state, saved);
-    expect_same_file(log, saved_log);
+    test_expect_same_file(state, saved);
+    test_expect_same_file(log, saved_log);
 }
 
 /* A run killed during its final evaluation leaves its last checkpoint and a log whose last
@@ -460,7 +402,7 @@ Test(cli, resume_finishes_a_run_killed_during_its_final_evaluation, .timeout = 6
     snprintf(svg, sizeof svg, "%s/loss.svg", run);
     snprintf(state, sizeof state, "%s/train_state", run);
     quill_ok("train " TINY " --data %s --out %s --steps 3", corpus, run);
-    size_t len = file_bytes(log, &text);
+    size_t len = test_file_bytes(log, &text);
     char *eval_line = strrchr(text, '{'); /* the last line: the final evaluation */
     cr_assert(eval_line && strstr(eval_line, "\"val_loss\"") &&
                   strncmp(eval_line, "{\"step\":3,", 10) == 0,
@@ -469,17 +411,17 @@ Test(cli, resume_finishes_a_run_killed_during_its_final_evaluation, .timeout = 6
     Error err;
     cr_assert_eq(file_write_atomic(log, text, (size_t)(eval_line - text), &err), 0);
     cr_assert_eq(remove(svg), 0);
-    size_t n_state = file_bytes(state, &state_before);
+    size_t n_state = test_file_bytes(state, &state_before);
 
     cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
     cr_expect_not_null(strstr(out, "val (whole split"), "%s", out);
     cr_expect_null(strstr(out, "nothing to do"), "%s", out);
     free(out);
     free(text);
-    cr_expect_eq(file_bytes(log, &text), len, "the log is whole again:\n%s", text);
+    cr_expect_eq(test_file_bytes(log, &text), len, "the log is whole again:\n%s", text);
     cr_expect_str_eq(strrchr(text, '{'), final_eval);
     cr_expect_eq(access(svg, F_OK), 0, "no %s", svg);
-    cr_expect_eq(file_bytes(state, &state_after), n_state);
+    cr_expect_eq(test_file_bytes(state, &state_after), n_state);
     cr_expect_eq(memcmp(state_before, state_after, n_state), 0, "train_state was rewritten");
 
     cr_assert_eq(quill(&out, "train --resume %s", run), 0, "%s", out);
@@ -509,7 +451,7 @@ Test(cli, a_damaged_train_state_is_refused_naming_the_tensor, .timeout = 60)
     long byte = (long)(f->data_offset + t->offset + 40); /* the low byte of element 10 */
     gguf_close(f);
     char *bytes;
-    size_t n = file_bytes(state, &bytes);
+    size_t n = test_file_bytes(state, &bytes);
     bytes[byte] ^= 0x01;
     cr_assert_eq(file_write_atomic(state, bytes, n, &err), 0);
     free(bytes);
@@ -611,7 +553,7 @@ Test(cli, no_echo_greedy_output_is_llama_cpp_text_byte_for_byte, .timeout = 60)
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     SHARED_FILE_OR_SKIP(ref_path, "models/stories260K.ref.json");
     char *ref_text;
-    file_bytes(ref_path, &ref_text);
+    test_file_bytes(ref_path, &ref_text);
     const char *hex = strstr(ref_text, "\"greedy_text_hex\"");
     cr_assert_not_null(hex);
     hex = strchr(hex + 17, '"') + 1;
@@ -695,7 +637,7 @@ Test(cli, samples_and_beams_go_to_json_lines, .timeout = 60)
                  "--seed 4 --output-file %s", model, file);
     cr_assert_eq(status, 0, "%s", messages);
     cr_expect_not_null(strstr(out, "--- sample 3 of 3 (seed 6,"), "%s", out);
-    file_bytes(file, &json);
+    test_file_bytes(file, &json);
     int lines = 0;
     for (char *p = json; (p = strstr(p, "{\"text\":")); p++)
         lines++;
@@ -912,7 +854,7 @@ Test(cli, resume_works_from_another_directory, .timeout = 60)
     cr_assert_eq(test_run_capture(command, &out), 0, "%s", out);
     free(out);
     snprintf(config, sizeof config, "%s/run/config.json", dir);
-    file_bytes(config, &json);
+    test_file_bytes(config, &json);
     char expected[600];
     snprintf(expected, sizeof expected, "\"data\":\t[\"%s/corpus.txt\"]", dir);
     cr_expect_not_null(strstr(json, expected), "no %s in:\n%s", expected, json);
@@ -981,7 +923,7 @@ Test(mpi, two_ranks_zero_and_resume_give_the_single_process_model, .timeout = 24
     const char *runs[] = {two, zero, resumed};
     for (int i = 0; i < 3; i++) {
         snprintf(b, sizeof b, "%s/model.gguf", runs[i]);
-        expect_same_file(a, b);
+        test_expect_same_file(a, b);
     }
 }
 
@@ -1016,7 +958,7 @@ Test(mpi, a_failing_job_reports_once_and_keeps_the_checkpoint, .timeout = 120)
     snprintf(run, sizeof run, "%s/run", dir);
     quill_mpi_ok("train " MPI_TINY " --data %s --out %s --steps 2 --optimizer sgd", corpus, run);
     snprintf(model, sizeof model, "%s/model.gguf", run);
-    size_t n_before = file_bytes(model, &before);
+    size_t n_before = test_file_bytes(model, &before);
     snprintf(command, sizeof command, "%s %s train --resume %s --steps 200 --lr 10 --min-lr 10 "
                                       "--grad-clip 0", prefix, test_quill_bin(), run);
     int status = test_run_capture(command, &out);
@@ -1026,7 +968,7 @@ Test(mpi, a_failing_job_reports_once_and_keeps_the_checkpoint, .timeout = 120)
         reports++;
     cr_expect_eq(reports, 1, "%d error reports (exit status %d):\n%s", reports, status, out);
     cr_expect_not_null(strstr(out, "diverged"), "%s", out);
-    size_t n_after = file_bytes(model, &after);
+    size_t n_after = test_file_bytes(model, &after);
     cr_expect(n_before == n_after && memcmp(before, after, n_before) == 0,
               "the checkpoint changed");
     free(before);

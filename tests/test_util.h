@@ -159,4 +159,15 @@ int test_quill_greedy_lora(const char *model_path, const char *adapter_path, flo
 void test_json_validator_or_skip(void);
 char *test_json_validate_pairs(const char *path);
 
+/* The bytes of a file (malloc'd, NUL-terminated) in *data; returns their count. The test
+ * fails when it cannot be read. */
+size_t test_file_bytes(const char *path, char **data);
+/* Expects two files to hold the same bytes. */
+void test_expect_same_file(const char *a, const char *b);
+
+/* `quill train FLAGS` on test_write_corpus's text for `steps` steps at once, and for steps/2
+ * then a --resume to `steps` with the same schedule (decay over `steps`): model.gguf,
+ * train_state and the losses logged must be identical. */
+void test_resume_is_exact(const char *flags, int steps);
+
 #endif

@@ -43,7 +43,7 @@ enum { N_KEYS = sizeof KEYS / sizeof *KEYS };
 _Static_assert((int)N_KEYS <= (int)CONFIG_N_KEYS, "CONFIG_N_KEYS must cover every key");
 
 /* The allowed values of the Choice keys (NULL-terminated). */
-static const char *const TOKENIZER_CHOICES[] = {"char", "bpe", NULL};
+static const char *const TOKENIZER_CHOICES[] = {"char", "bpe", "base", NULL};
 static const char *const OPTIMIZER_CHOICES[] = {"adamw", "sgd", NULL};
 
 static const char *const *key_choices(const ConfigKey *k)
@@ -113,6 +113,15 @@ static int error_unknown_key(Error *err, const char *origin, const char *name)
                      error_quote(quoted, sizeof quoted, name, strlen(name)));
 }
 
+const char *config_flag_spelling(char flag_name[32], const char *key)
+{
+    snprintf(flag_name, 32, "%s", key);
+    for (char *p = flag_name; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    return flag_name;
+}
+
 /* The command-line flag of a key: its name with dashes, its type and c's field as the
  * destination. flag_name has room for the longest name. */
 static Flag key_flag(TrainConfig *c, const ConfigKey *k, char flag_name[32])
@@ -122,10 +131,7 @@ static Flag key_flag(TrainConfig *c, const ConfigKey *k, char flag_name[32])
         [CONFIG_TYPE_Bool] = FLAG_SWITCH,   [CONFIG_TYPE_Choice] = FLAG_CHOICE,
         [CONFIG_TYPE_Paths] = FLAG_LIST,
     };
-    snprintf(flag_name, 32, "%s", k->name);
-    for (char *p = flag_name; *p; p++)
-        if (*p == '_')
-            *p = '-';
+    config_flag_spelling(flag_name, k->name);
     return (Flag){.name = flag_name, .type = types[k->type], .dest = field(c, k), .min = k->min,
                   .max = k->max, .help = k->help, .choices = key_choices(k)};
 }

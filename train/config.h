@@ -32,7 +32,7 @@
     X(Bool,   tie_embeddings, "false",  0,     1,       "output projection reuses token_embd") \
     X(Float,  rope_base,      "10000",  1,     1e9,     "RoPE frequency base")                \
     X(Float,  norm_eps,       "1e-5",   1e-12, 1,       "RMSNorm epsilon")                    \
-    X(Choice, tokenizer,      "char",   0,     0,       "tokenizer trainer: char | bpe")      \
+    X(Choice, tokenizer,      "char",   0,     0,       "tokenizer: char | bpe (trained on the data) | base (--init: the base model's own)") \
     X(Int,    vocab_size,     "0",      0,     1048576, "bpe: vocabulary size (0: 512); char: the corpus decides") \
     X(Choice, optimizer,      "adamw",  0,     0,       "adamw | sgd")
 
@@ -102,6 +102,8 @@ int config_set_key(TrainConfig *c, const char *name, const char *text, Error *er
  * CONFIG_N_KEYS). */
 enum { CONFIG_N_KEYS = 40 };
 int config_flags(TrainConfig *c, Flag *flags);
+/* The flag of a key without its leading dashes: kv_heads is kv-heads. Returns flag_name. */
+const char *config_flag_spelling(char flag_name[32], const char *key);
 
 /* Fills in the derived values (see the top of this file) and checks the keys against each
  * other (kv_heads divides heads, seq_len <= context, ...). */

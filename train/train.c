@@ -1,7 +1,8 @@
 /* quill train: the command around the training loop.
  *
  *   setup    a new run trains a tokenizer on the data and initialises a model from the
- *            seed; a resumed run reads everything from DIR/train_state
+ *            seed, or (--init) takes both from a downloaded model (base.h); a resumed run
+ *            reads everything from DIR/train_state
  *   steps    trainer_step (trainer.h)
  *   along the way
  *            progress and DIR/log.jsonl every step, validation every eval_every steps,
@@ -15,11 +16,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "distributed.h"
 #include "evaluate.h"
 #include "fileio.h"
+#include "loader.h"
 #include "matmul.h"
 #include "plot.h"
 #include "progress.h"
@@ -29,6 +32,7 @@
 
 typedef struct {
     const char *config_path;
+    const char *init_path;
     const char *out_dir;
     const char *resume_dir;
     bool force;
@@ -46,15 +50,18 @@ static void on_interrupt(int signo)
 
 static const char TRAIN_USAGE[] =
     "usage: quill train --config FILE --data FILE... --out DIR [options]\n"
+    "       quill train --init BASE.gguf --data FILE... --out DIR [options]\n"
     "       quill train --resume DIR [--steps N] [options]\n\n"
     "Trains a llama-style model on plain-text files and writes DIR/model.gguf (runs in\n"
     "llama.cpp as is), DIR/train_state (for --resume), DIR/config.json, DIR/log.jsonl.\n"
+    "With --init it fine-tunes every weight of a downloaded F32/F16/BF16 model, with its\n"
+    "architecture and tokenizer (for a quantized one: quill finetune).\n"
     "Every config key is also a flag, spelled with dashes (key batch_size is --batch-size;\n"
     "a boolean key x is set by --x and cleared by --no-x). Flags override the config file.\n";
 
 /* quill train's command line: its own flags, then one flag per config key, all parsed by
  * the one parser every command uses. */
-enum { TRAIN_OWN_FLAGS = 4 };
+enum { TRAIN_OWN_FLAGS = 5 };
 typedef struct {
     Flag flags[TRAIN_OWN_FLAGS + CONFIG_N_KEYS];
     CommandSpec spec;
@@ -65,6 +72,8 @@ static void train_command_line(TrainCommandLine *cl, TrainArgs *args, TrainConfi
     const Flag own[TRAIN_OWN_FLAGS] = {
         {"config", FLAG_STRING, &args->config_path, 0, 0,
          "JSON config (configs/*.json); flags override its keys"},
+        {"init", FLAG_STRING, &args->init_path, 0, 0,
+         "start from this GGUF model (F32/F16/BF16): its weights, architecture, tokenizer"},
         {"out", FLAG_STRING, &args->out_dir, 0, 0, "run directory (created if needed)"},
         {"resume", FLAG_STRING, &args->resume_dir, 0, 0, "continue the run in DIR up to --steps"},
         {"force", FLAG_SWITCH, &args->force, 0, 0,
@@ -114,14 +123,46 @@ static int dir_check(const char *dir, bool resume, bool force, Error *err)
     return 0;
 }
 
+/* The config of a new run: t->cfg as it stands (the defaults, or over them a base model's
+ * architecture) with the config file and the flags applied, the data paths made absolute
+ * and the derived values filled in. */
+static int config_build_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
+                            Error *err)
+{
+    if (config_build(&t->cfg, args, argc, argv, err) != 0 ||
+        config_absolute_data_paths(&t->cfg, err) != 0)
+        return -1;
+    return config_resolve(&t->cfg, err);
+}
+
 static int train_setup_new(Trainer *t, const TrainArgs *args, int argc, char **argv,
                            Error *err)
 {
-    if (config_build(&t->cfg, args, argc, argv, err) != 0 ||
-        config_absolute_data_paths(&t->cfg, err) != 0 || config_resolve(&t->cfg, err) != 0)
+    if (config_build_new(t, args, argc, argv, err) != 0)
         return -1;
     compute_set_threads(t->cfg.threads); /* the tokenizer is trained on them */
     return trainer_setup_new(t, err);
+}
+
+/* A new run from a downloaded model: the config starts from the base's architecture, and
+ * the config file and flags may then change only the run's keys (and crop the context). */
+static int train_setup_init(Trainer *t, const TrainArgs *args, int argc, char **argv,
+                            Error *err)
+{
+    GgufFile *base;
+    ModelConfig mc;
+    if (base_open(args->init_path, &base, &mc, err) != 0)
+        return -1;
+    base_config_apply(&t->cfg, &mc);
+    int status = config_build_new(t, args, argc, argv, err);
+    if (status == 0)
+        status = base_config_check(&t->cfg, &mc, args->init_path, err);
+    if (status == 0) {
+        compute_set_threads(t->cfg.threads);
+        status = trainer_setup_from_base(t, base, args->init_path, err);
+    }
+    gguf_close(base);
+    return status;
 }
 
 static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char **argv,
@@ -301,12 +342,15 @@ typedef struct {
     double data_s;  /* tokenizing into the cache, or checking the cache */
 } SetupTimes;
 
-static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times)
+static void train_print_summary(const Trainer *t, bool resumed, const char *base_path,
+                                SetupTimes times)
 {
     const TrainConfig *c = &t->cfg;
     const ModelConfig *m = &t->model.config;
     if (resumed)
         printf("resuming from step %d of %d\n", t->step, c->steps);
+    if (base_path)
+        printf("fine-tuning %s: every weight, in F32\n", base_path);
     printf("model: %d layer%s, dim %d, %d head%s (%d kv), ffn %d, context %d%s: %.2fM "
            "parameters\n",
            m->n_layers, plural_s(m->n_layers), m->dim, m->n_heads, plural_s(m->n_heads),
@@ -316,7 +360,7 @@ static void train_print_summary(const Trainer *t, bool resumed, SetupTimes times
     if (t->tok.n_vocab < t->vocab_asked) /* bpe merges only pairs seen at least twice */
         snprintf(learned, sizeof learned, " (not the %d asked for: no pair of pieces occurs "
                                           "twice any more in this text)", t->vocab_asked);
-    if (!resumed)
+    if (!resumed && !base_path)
         snprintf(learned + strlen(learned), sizeof learned - strlen(learned),
                  ", learned in %.1f s", times.setup_s);
     printf("tokenizer: %s, %d tokens%s; data: %zu training and %zu validation tokens (%s %s/"
@@ -372,8 +416,14 @@ static int train_setup(Trainer *t, const TrainArgs *args, int argc, char **argv,
         return error_set(err, "no run directory: pass --out DIR (or --resume DIR)");
     if (dir_check(t->dir, resume, args->force, err) != 0)
         return -1;
-    return resume ? train_setup_resume(t, args, argc, argv, err)
-                  : train_setup_new(t, args, argc, argv, err);
+    if (resume && args->init_path)
+        return error_set(err, "--init starts a new run from a base model; --resume %s "
+                              "continues one, whose train_state holds the model already",
+                         args->resume_dir);
+    if (resume)
+        return train_setup_resume(t, args, argc, argv, err);
+    return args->init_path ? train_setup_init(t, args, argc, argv, err)
+                           : train_setup_new(t, args, argc, argv, err);
 }
 
 /* Whether a resumed run has nothing left to do: it is at its last step, and its log holds
@@ -429,7 +479,7 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     }
     Progress progress = {0};
     if (is_root(t)) {
-        train_print_summary(t, args->resume_dir != NULL, times);
+        train_print_summary(t, args->resume_dir != NULL, args->init_path, times);
         status = progress_open(&progress, t->dir, t->step, t->cfg.steps, t->cfg.log_every,
                                !t->dist->mpi, err);
     }
@@ -464,6 +514,11 @@ int cmd_train(int argc, char **argv, Error *err)
     config_free(&scratch);
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
+    char init_file[4096]; /* a run directory means its model.gguf, as for every MODEL */
+    if (args.init_path) {
+        model_path_resolve(args.init_path, init_file, sizeof init_file);
+        args.init_path = init_file;
+    }
     Dist dist;
     if (dist_init(&dist, &argc, &argv, err) != 0) {
         report_before_finalize(&dist, -1, err);

@@ -29,24 +29,51 @@ static int tokenizer_build(Trainer *t, Error *err)
     return status;
 }
 
-int trainer_setup_new(Trainer *t, Error *err)
+/* The data files a new run names: at least one, each a text file. */
+static int training_data_check(const Trainer *t, Error *err)
 {
     if (t->cfg.data.n == 0)
         return error_set(err, "no training data: pass --data FILE... or set \"data\" in the "
                               "config");
-    if (corpus_check_text((const char *const *)t->cfg.data.items, t->cfg.data.n, err) != 0 ||
-        tokenizer_build(t, err) != 0)
-        return -1;
-    ModelConfig mc = config_model(&t->cfg);
-    if (model_init(&t->model, &mc, err) != 0)
-        return -1;
-    model_init_params(&t->model, (uint64_t)t->cfg.seed);
+    return corpus_check_text((const char *const *)t->cfg.data.items, t->cfg.data.n, err);
+}
+
+/* The optimizer and the batch sampler of a new run, once its model is there. */
+static int trainer_start(Trainer *t, Error *err)
+{
     OptimizerKind kind = strcmp(t->cfg.optimizer, "sgd") == 0 ? OPTIMIZER_SGD : OPTIMIZER_ADAMW;
     if (optimizer_init(&t->opt, kind, t->model.n_params, err) != 0)
         return -1;
     rng_seed(&t->rng, (uint64_t)t->cfg.seed);
     t->step = 0;
     return 0;
+}
+
+int trainer_setup_new(Trainer *t, Error *err)
+{
+    if (strcmp(t->cfg.tokenizer, "base") == 0)
+        return error_set(err, "tokenizer 'base' is the tokenizer of a base model: pass --init "
+                              "BASE.gguf to fine-tune one");
+    if (training_data_check(t, err) != 0 || tokenizer_build(t, err) != 0)
+        return -1;
+    ModelConfig mc = config_model(&t->cfg);
+    if (model_init(&t->model, &mc, err) != 0)
+        return -1;
+    model_init_params(&t->model, (uint64_t)t->cfg.seed);
+    return trainer_start(t, err);
+}
+
+int trainer_setup_from_base(Trainer *t, const GgufFile *base, const char *path, Error *err)
+{
+    if (training_data_check(t, err) != 0)
+        return -1;
+    if (model_from_gguf(&t->model, base, err) != 0 || tokenizer_from_gguf(&t->tok, base, err) != 0)
+        return error_prefix(err, "%s", path);
+    if (t->tok.n_vocab > t->model.config.vocab_size)
+        return error_set(err, "%s: the tokenizer has %d tokens, more than the model's %d "
+                              "embeddings", path, t->tok.n_vocab, t->model.config.vocab_size);
+    t->model.config.context = t->cfg.context; /* the base's, or cropped by --context */
+    return trainer_start(t, err);
 }
 
 /* A job of one rank, for runs outside mpirun (and for bench and the tests). */

@@ -62,6 +62,10 @@ typedef struct {
 /* A new run from t->cfg (resolved) and t->dir: trains the tokenizer on the data files,
  * initialises the model from the seed and creates the optimizer. */
 int trainer_setup_new(Trainer *t, Error *err);
+/* A new run that fine-tunes the base model in the open GGUF file `base` (base.h; `path`
+ * names it in messages): its weights, widened to F32, and its own tokenizer; t->cfg was
+ * built over the base's architecture (base_config_apply, base_config_check). */
+int trainer_setup_from_base(Trainer *t, const GgufFile *base, const char *path, Error *err);
 /* Gets the token stream (from the cache in t->dir when it is valid, else by tokenizing
  * into it: t->dir must exist) and allocates the step's buffers; after trainer_setup_new or
  * after loading a checkpoint into t. A damaged cache is rebuilt and reported in `warning`.
