@@ -628,9 +628,9 @@ Test(json_schema_cli, generate_refuses_two_grammars_and_bad_schemas, .timeout = 
                                 "\"maximum\": 1.5}'", model);
     expect_error("--json-schema: #: maximum is supported for type integer only, not number",
                  "generate %s", args);
-    snprintf(args, sizeof args, "%s --prompt Once --json --num-samples 2", model);
-    expect_error("--json works with one sample for now, not with --interactive (quill chat), "
-                 "--num-samples or --beam-size",
+    snprintf(args, sizeof args, "%s --prompt Once --json --must-include cat", model);
+    expect_error("--json and --must-include: one or the other (the words' tokens may be ones "
+                 "the grammar refuses)",
                  "generate %s", args);
 }
 
