@@ -4,9 +4,10 @@
 #
 #   tests/grammar_bench.sh MODEL QUILL [LLAMA_CLI]
 #
-# Three cases on the same model and threads: no grammar, tests/grammars/json.gbnf (any JSON
-# value) and tests/grammars/json-story.gbnf ({"story": "..."}, almost every token inside a
-# string). Each run generates N tokens (--ignore-eos, so that every run decodes as many)
+# Three cases on the same model and threads: no grammar, any JSON value (quill's --json,
+# llama.cpp's --json-schema '{}': each program's own JSON grammar, as a user asks for it)
+# and tests/grammars/json-story.gbnf ({"story": "..."}, almost every token inside a string,
+# the same file in both). Each run generates N tokens (--ignore-eos, so that every run decodes as many)
 # from the prompt "x" with seed 1 and the default chain. The runs take turns, every case of
 # both programs in each round, so that a slower minute on a shared machine falls on all of
 # them; each figure is the median over the rounds. quill's tokens/s is its --verbose
@@ -30,11 +31,11 @@ if [ -n "$llama" ] && [ ! -x "$llama" ]; then
     llama=
 fi
 
-# The grammar option of a case, for either program (both read the same GBNF file).
+# The grammar option of a case for a program (quill or llama).
 grammar_args() {
-    case $1 in
+    case $2 in
     none) ;;
-    json) echo "--grammar-file $here/grammars/json.gbnf" ;;
+    json) if [ "$1" = quill ]; then echo "--json"; else echo "--json-schema {}"; fi ;;
     story) echo "--grammar-file $here/grammars/json-story.gbnf" ;;
     esac
 }
@@ -42,7 +43,7 @@ grammar_args() {
 quill_rate() {
     # shellcheck disable=SC2046
     "$quill" generate "$model" --prompt x -n "$n" --ignore-eos -t "$threads" --seed 1 \
-        --verbose $(grammar_args "$1") 2>&1 >/dev/null |
+        --verbose $(grammar_args quill "$1") 2>&1 >/dev/null |
         sed -n 's/^\[generated: \([0-9]*\) tokens in \([0-9.]*\) s.*/\1 \2/p' |
         awk '{ printf "%.2f\n", $1 / $2 }'
 }
@@ -50,7 +51,7 @@ quill_rate() {
 llama_rate() {
     # shellcheck disable=SC2046
     "$llama" -m "$model" -p x -n "$n" --ignore-eos -t "$threads" -s 1 -no-cnv \
-        $(grammar_args "$1") </dev/null 2>&1 >/dev/null |
+        $(grammar_args llama "$1") </dev/null 2>&1 >/dev/null |
         sed -n 's/.* \(sampling\|[^t] eval\) time = *\([0-9.]*\) ms \/ *\([0-9]*\) runs.*/\1 \2 \3/p' |
         awk '$1 == "sampling" { sampling = $2 } $1 == "eval" { eval = $2; runs = $3 }
              END { printf "%.2f\n", runs / ((eval + sampling) / 1000) }'
