@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "grad_check.h"
 #include "infer.h"
 #include "loader.h"
@@ -306,3 +307,153 @@ static void check_first_forward(const char *model_relative)
 
 Test(finetune, first_forward_is_the_base_f32) { check_first_forward("models/stories260K.gguf"); }
 Test(finetune, first_forward_is_the_base_q4_k) { check_first_forward("models/qtest-Q4_K_M.gguf"); }
+
+/* ---- the command ------------------------------------------------------------------------- */
+
+/* The first `bytes` of tinyshakespeare, in a file of the test's own directory. */
+static const char *shakespeare_sample(const char *dir, size_t bytes)
+{
+    const char *path = test_shared_path("data/tinyshakespeare.txt");
+    if (!path) {
+        if (test_in_ci())
+            cr_assert_fail("../shared/data/tinyshakespeare.txt is missing");
+        cr_skip_test("../shared/data/tinyshakespeare.txt is missing: test skipped");
+    }
+    char *text;
+    size_t len;
+    Error err;
+    cr_assert_eq(file_read_all(path, &text, &len, &err), 0, "%s", err.msg);
+    text[len < bytes ? len : bytes] = '\0';
+    const char *sample = test_write_file(dir, "shakespeare.txt", text);
+    free(text);
+    return sample;
+}
+
+/* The val_loss of step `step` in DIR/log.jsonl (NAN when absent), the first one logged. */
+static double logged_val_loss(const char *dir, int step)
+{
+    char path[4096], *log, key[48];
+    size_t len;
+    Error err;
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    cr_assert_eq(file_read_all(path, &log, &len, &err), 0, "%s", err.msg);
+    snprintf(key, sizeof key, "{\"step\":%d,\"val_loss\":", step);
+    const char *at = strstr(log, key);
+    double loss = at ? strtod(at + strlen(key), NULL) : NAN;
+    free(log);
+    return loss;
+}
+
+/* llama-cli --lora's greedy tokens are quill's, and differ from the base model's. */
+static void expect_llama_cpp_tokens(const char *llama_cli, const char *model,
+                                    const char *adapter, float margin)
+{
+    int ours[32], base[32];
+    int n = test_greedy_lora_equals_llama_cpp(llama_cli, model, adapter, 1.0f, "ROMEO:", 32,
+                                              margin, ours);
+    cr_expect_geq(n, 8, "only %d tokens compared", n);
+    int n_base = test_greedy_lora_equals_llama_cpp(llama_cli, model, NULL, 1.0f, "ROMEO:", n,
+                                                   margin, base);
+    int same = n_base < n ? n_base : n;
+    cr_expect(memcmp(ours, base, (size_t)same * sizeof(int)) != 0,
+              "the adapter's %d greedy tokens are the base model's", same);
+}
+
+static const char FINETUNE_FLAGS[] = "--seq-len 32 --batch-size 4 --lr 3e-3 --warmup 2 "
+                                     "--eval-batches 4 --threads 2 --lora-rank 4";
+
+/* Fine-tunes model on 8 KB of Shakespeare with FINETUNE_FLAGS and `flags`, into a new
+ * directory: its path into run (4096 bytes), its adapter's into adapter (4200). */
+static void finetune_sample(const char *model, const char *flags, char *run, char *adapter)
+{
+    const char *dir = test_make_tmpdir();
+    const char *text = shakespeare_sample(dir, 8192);
+    snprintf(run, 4096, "%s/run", dir);
+    snprintf(adapter, 4200, "%s/adapter.gguf", run);
+    quill_ok("finetune %s --data %s --out %s %s %s", model, text, run, flags, FINETUNE_FLAGS);
+}
+
+/* stories260K (children's stories) on 8 KB of Shakespeare: the validation loss on the same
+ * windows falls from the base model's at step 0; the adapter loads in quill generate and
+ * gives llama.cpp's greedy tokens through llama-cli --lora. */
+Test(finetune, learns_and_writes_an_adapter_llama_cpp_loads, .timeout = 300)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char run[4096], adapter[4200];
+    finetune_sample(model, "--steps 30 --eval-every 15", run, adapter);
+    double before = logged_val_loss(run, 0), after = logged_val_loss(run, 15);
+    cr_assert(isfinite(before) && isfinite(after), "val losses %g and %g", before, after);
+    cr_expect_lt(after, before - 0.2, "val loss %g at step 0, %g at step 15", before, after);
+
+    char *out;
+    cr_assert_eq(quill(&out, "generate %s --lora %s --prompt 'ROMEO:' --max-tokens 8 "
+                             "--temperature 0",
+                       model, adapter),
+                 0, "%s", out);
+    free(out);
+    const char *llama_cli = test_llama_cpp_tool("llama-cli");
+    if (!llama_cli)
+        cr_skip_test("llama.cpp's llama-cli is absent: the adapter was loaded by quill only");
+    expect_llama_cpp_tokens(llama_cli, model, adapter, 2e-4f);
+}
+
+/* The same on a quantized base, qtest-Q8_0 (a small random model): both programs multiply
+ * the Q8_0 weights with activations rounded to Q8_0, in sums of their own orders, so tokens
+ * are compared up to a near tie of 2e-3, as tests/test_lora.c does. */
+Test(finetune, an_adapter_on_a_q8_0_base_gives_llama_clis_tokens, .timeout = 300)
+{
+    SHARED_FILE_OR_SKIP(model, "models/qtest-Q8_0.gguf");
+    char run[4096], adapter[4200];
+    finetune_sample(model, "--steps 6 --eval-every 0", run, adapter);
+    LLAMA_CPP_TOOL_OR_SKIP(llama_cli, "llama-cli");
+    expect_llama_cpp_tokens(llama_cli, model, adapter, 2e-3f);
+}
+
+/* N steps straight, and K steps then --resume to N: the same adapter, bit for bit (the
+ * schedule's --decay-steps N given to both, as a run stopped at K would have had it). */
+Test(finetune, resume_is_bit_exact, .timeout = 300)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    const char *text = shakespeare_sample(dir, 8192);
+    char straight[4096], resumed[4096];
+    snprintf(straight, sizeof straight, "%s/straight", dir);
+    snprintf(resumed, sizeof resumed, "%s/resumed", dir);
+    quill_ok("finetune %s --data %s --out %s --steps 8 --decay-steps 8 --eval-every 0 "
+             "--grad-accum 2 %s", model,
+             text, straight, FINETUNE_FLAGS);
+    quill_ok("finetune %s --data %s --out %s --steps 3 --decay-steps 8 --eval-every 0 "
+             "--grad-accum 2 %s", model,
+             text, resumed, FINETUNE_FLAGS);
+    quill_ok("finetune --resume %s --steps 8", resumed);
+    char *a, *b;
+    size_t len_a, len_b;
+    Error err;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/adapter.gguf", straight);
+    cr_assert_eq(file_read_all(path, &a, &len_a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/adapter.gguf", resumed);
+    cr_assert_eq(file_read_all(path, &b, &len_b, &err), 0, "%s", err.msg);
+    cr_assert_eq(len_a, len_b);
+    cr_assert_eq(memcmp(a, b, len_a), 0, "the resumed run's adapter differs");
+    free(a);
+    free(b);
+}
+
+/* Bad input: one clear message each, nothing written. */
+Test(finetune, bad_input_is_one_clear_error)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    const char *text = test_write_file(dir, "text.txt", "Some text to learn from.\n");
+    expect_clean_error("unknown flag --lora-rnk", "finetune %s --data %s --out %s/a --lora-rnk 4",
+                       model, text, dir);
+    expect_clean_error("--data /nonexistent/text.txt: no such file",
+                       "finetune %s --data /nonexistent/text.txt --out %s/b", model, dir);
+    expect_clean_error("no projection 'query'",
+                       "finetune %s --data %s --out %s/c --lora-targets q,query", model, text, dir);
+    expect_clean_error("no finetune_state to resume from", "finetune --resume %s", dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/c", dir);
+    cr_expect(!path_is_directory(path), "a failed start left %s behind", path);
+}
