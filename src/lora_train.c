@@ -173,12 +173,15 @@ void linear_backward_input(float *dinp, const float *dout, int ldo, int N,
         gemm(false, false, N, in, w->rows, 1.0f, dout, ldo, w->data, in, beta, dinp, in);
         return;
     }
-    /* dinp = sum over tiles of rows o of dout[:, o] . W[o, :]: each tile decoded once */
+    /* dinp = sum over tiles of rows o of dout[:, o] . W[o, :]: each tile decoded once, its
+     * rows on every thread */
     size_t row_bytes = quant_row_bytes(w->type, in);
     for (int o = 0; o < w->rows; o += LORA_TILE_ROWS) {
         int n = w->rows - o < LORA_TILE_ROWS ? w->rows - o : LORA_TILE_ROWS;
-        quant_dequantize_rows_fast(w->type, (const char *)w->data + (size_t)o * row_bytes,
-                                   row_bytes, tile, n, in);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++)
+            quant_dequantize_rows_fast(w->type, (const char *)w->data + (size_t)(o + i) * row_bytes,
+                                       row_bytes, tile + (size_t)i * in, 1, in);
         gemm(false, false, N, in, n, 1.0f, dout + o, ldo, tile, in, o == 0 ? beta : 1.0f, dinp,
              in);
     }

@@ -112,7 +112,8 @@ static void finetune_command_line(FinetuneCommandLine *cl, FinetuneArgs *args, T
         {"resume", FLAG_STRING, &args->resume_dir, 0, 0, "continue the run in DIR up to --steps"},
         {"force", FLAG_SWITCH, &args->force, 0, 0,
          "start a new run in a DIR that already holds one"},
-        {"lora-rank", FLAG_INT, &args->rank, 1, 4096, "rank r of the factors A (r, in), B (out, r)"},
+        {"lora-rank", FLAG_INT, &args->rank, 1, 4096,
+         "rank r of the factors A (r, in), B (out, r)"},
         {"lora-alpha", FLAG_FLOAT, &args->alpha, 0, 1e6,
          "the adapter's term B A x is scaled by alpha / rank", .above_min = true},
         {"lora-targets", FLAG_STRING, &args->targets, 0, 0,
@@ -529,7 +530,8 @@ static int finetune_main(Finetune *f, const FinetuneArgs *args, const char *base
     if (!f->dir)
         return error_set(err, "no run directory: pass --out DIR (or --resume DIR)");
     if ((resume ? setup_resume(f, argc, argv, err) : setup_new(f, args, base, err)) != 0 ||
-        data_prepare(f, err) != 0 || finetune_buffers(f, err) != 0 || config_write_run_file(&f->cfg, f->dir, err) != 0)
+        data_prepare(f, err) != 0 || finetune_buffers(f, err) != 0 ||
+        config_write_run_file(&f->cfg, f->dir, err) != 0)
         return -1;
     Progress progress = {0};
     print_summary(f, resume);
