@@ -426,6 +426,10 @@ Test(finetune, resume_is_bit_exact, .timeout = 300)
              "--grad-accum 2 %s", model,
              text, resumed, FINETUNE_FLAGS);
     quill_ok("finetune --resume %s --steps 8", resumed);
+    char *out;
+    cr_assert_eq(quill(&out, "finetune --resume %s --steps 8", resumed), 0, "%s", out);
+    cr_expect(strstr(out, "already at step 8: nothing to do"), "%s", out);
+    free(out);
     char *a, *b;
     size_t len_a, len_b;
     Error err;

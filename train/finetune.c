@@ -533,6 +533,10 @@ static int finetune_main(Finetune *f, const FinetuneArgs *args, const char *base
         data_prepare(f, err) != 0 || finetune_buffers(f, err) != 0 ||
         config_write_run_file(&f->cfg, f->dir, err) != 0)
         return -1;
+    if (resume && f->step == f->cfg.steps) {
+        printf("the run in %s is already at step %d: nothing to do\n", f->dir, f->step);
+        return 0;
+    }
     Progress progress = {0};
     print_summary(f, resume);
     if (progress_open(&progress, f->dir, f->step, f->cfg.steps, f->cfg.log_every, true, err) != 0)
