@@ -21,6 +21,7 @@ typedef struct {
 
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model on text files (or --resume a run)"},
+    {"finetune", cmd_finetune, "train a LoRA adapter on a frozen GGUF model (any type)"},
     {"generate", cmd_generate, "generate text from a GGUF model"},
     {"chat", cmd_chat, "talk to a model: a prompt loop (generate --interactive)"},
     {"serve", cmd_serve, "serve a model over HTTP: OpenAI's and llama-server's endpoints"},

@@ -28,12 +28,8 @@ static GgufWriter *writer_with_model(const Model *m, const Tokenizer *tok, int s
     return w;
 }
 
-static int write_train_state(const char *path, const Model *m, const Tokenizer *tok,
-                             const Optimizer *o, const TrainProgressState *state, Error *err)
+void checkpoint_add_progress(GgufWriter *w, const Optimizer *o, const TrainProgressState *state)
 {
-    GgufWriter *w = writer_with_model(m, tok, state->step);
-    if (!w)
-        return error_set(err, "%s: out of memory", path);
     gguf_writer_add_u64(w, "quill.rng_state", state->rng_state);
     gguf_writer_add_str(w, "quill.config", state->config_json);
     if (o->kind == OPTIMIZER_ADAMW) {
@@ -41,8 +37,22 @@ static int write_train_state(const char *path, const Model *m, const Tokenizer *
         gguf_writer_add_tensor(w, "quill.adamw.m", GGML_TYPE_F32, 1, ne, o->m);
         gguf_writer_add_tensor(w, "quill.adamw.v", GGML_TYPE_F32, 1, ne, o->v);
     }
+}
+
+int checkpoint_write_sealed(GgufWriter *w, const char *path, Error *err)
+{
     gguf_writer_add_checksums(w, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS);
-    int status = gguf_writer_write(w, path, err);
+    return gguf_writer_write(w, path, err);
+}
+
+static int write_train_state(const char *path, const Model *m, const Tokenizer *tok,
+                             const Optimizer *o, const TrainProgressState *state, Error *err)
+{
+    GgufWriter *w = writer_with_model(m, tok, state->step);
+    if (!w)
+        return error_set(err, "%s: out of memory", path);
+    checkpoint_add_progress(w, o, state);
+    int status = checkpoint_write_sealed(w, path, err);
     gguf_writer_free(w);
     return status;
 }
@@ -75,7 +85,7 @@ static int load_moments(const GgufFile *f, const char *name, float *dst, size_t 
     return 0;
 }
 
-static int load_progress(const GgufFile *f, TrainProgressState *state, Error *err)
+int checkpoint_read_progress(const GgufFile *f, TrainProgressState *state, Error *err)
 {
     uint32_t step;
     const char *json;
@@ -91,7 +101,7 @@ static int load_progress(const GgufFile *f, TrainProgressState *state, Error *er
     return state->config_json ? 0 : error_set(err, "out of memory");
 }
 
-static int load_optimizer(const GgufFile *f, Optimizer *o, size_t n, Error *err)
+int checkpoint_read_optimizer(const GgufFile *f, Optimizer *o, size_t n, Error *err)
 {
     bool adamw = gguf_find_tensor(f, "quill.adamw.m") != NULL;
     if (optimizer_init(o, adamw ? OPTIMIZER_ADAMW : OPTIMIZER_SGD, n, err) != 0)
@@ -112,7 +122,8 @@ int checkpoint_read(const GgufFile *f, Model *m, Tokenizer *tok, Optimizer *o,
     memset(o, 0, sizeof *o);
     memset(state, 0, sizeof *state);
     if (model_from_gguf(m, f, err) == 0 && tokenizer_from_gguf(tok, f, err) == 0 &&
-        load_progress(f, state, err) == 0 && load_optimizer(f, o, m->n_params, err) == 0)
+        checkpoint_read_progress(f, state, err) == 0 &&
+        checkpoint_read_optimizer(f, o, m->n_params, err) == 0)
         return 0;
     model_free(m);
     tokenizer_free(tok);
@@ -122,6 +133,17 @@ int checkpoint_read(const GgufFile *f, Model *m, Tokenizer *tok, Optimizer *o,
     return -1;
 }
 
+int checkpoint_open_verified(const char *path, GgufFile **f, Error *err)
+{
+    if (gguf_open(f, path, err) != 0)
+        return -1;
+    if (gguf_verify_checksums(*f, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS, err) == 0)
+        return 0;
+    gguf_close(*f);
+    *f = NULL;
+    return error_prefix(err, "%s", path);
+}
+
 int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
                     TrainProgressState *state, Error *err)
 {
@@ -129,11 +151,9 @@ int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
     path_join(path, sizeof path, dir, "train_state");
     GgufFile *f;
     memset(state, 0, sizeof *state);
-    if (gguf_open(&f, path, err) != 0)
+    if (checkpoint_open_verified(path, &f, err) != 0)
         return -1;
-    int status = gguf_verify_checksums(f, KEY_METADATA_CHECKSUM, KEY_TENSOR_CHECKSUMS, err);
-    if (status == 0)
-        status = checkpoint_read(f, m, tok, o, state, err);
+    int status = checkpoint_read(f, m, tok, o, state, err);
     gguf_close(f);
     return status == 0 ? 0 : error_prefix(err, "%s", path);
 }

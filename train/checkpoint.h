@@ -40,4 +40,14 @@ int checkpoint_load(const char *dir, Model *m, Tokenizer *tok, Optimizer *o,
 int checkpoint_read(const GgufFile *f, Model *m, Tokenizer *tok, Optimizer *o,
                     TrainProgressState *state, Error *err);
 
+/* The pieces, for another kind of run that keeps its own tensors (quill finetune's
+ * adapter): the progress keys and the AdamW moments added to a writer; the checksums added
+ * and the file written (atomically); a file opened and its checksums checked (the error
+ * names the path); the progress and the moments (of n parameters) read back. */
+void checkpoint_add_progress(GgufWriter *w, const Optimizer *o, const TrainProgressState *state);
+int checkpoint_write_sealed(GgufWriter *w, const char *path, Error *err);
+int checkpoint_open_verified(const char *path, GgufFile **f, Error *err);
+int checkpoint_read_progress(const GgufFile *f, TrainProgressState *state, Error *err);
+int checkpoint_read_optimizer(const GgufFile *f, Optimizer *o, size_t n, Error *err);
+
 #endif

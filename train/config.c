@@ -421,6 +421,18 @@ int config_resolve(TrainConfig *c, Error *err)
     return 0;
 }
 
+int config_write_run_file(const TrainConfig *c, const char *dir, Error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *json = config_to_json(c);
+    if (!json)
+        return error_set(err, "out of memory");
+    int status = file_write_atomic(path, json, strlen(json), err);
+    free(json);
+    return status;
+}
+
 int config_absolute_data_paths(TrainConfig *c, Error *err)
 {
     char cwd[4096];

@@ -123,5 +123,7 @@ ModelConfig config_model(const TrainConfig *c);
 
 /* All keys as pretty-printed JSON (malloc'd), or NULL when out of memory. */
 char *config_to_json(const TrainConfig *c);
+/* The same, written atomically as DIR/config.json: a run's resolved config. */
+int config_write_run_file(const TrainConfig *c, const char *dir, Error *err);
 
 #endif

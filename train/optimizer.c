@@ -98,10 +98,10 @@ static void sgd_update(float *p, const float *grads, size_t n, float lr, float d
     }
 }
 
-void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
-                    int step)
+/* The hyperparameters of one step; `decay` is set per range. */
+static AdamwStep adamw_step_of(const Optimizer *o, float grad_scale, float lr, int step)
 {
-    AdamwStep a = {
+    return (AdamwStep){
         .beta1 = o->beta1,
         .beta2 = o->beta2,
         .eps = o->eps,
@@ -110,6 +110,23 @@ void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale
         .bias1 = 1.0f - powf(o->beta1, (float)(step + 1)),
         .bias2 = 1.0f - powf(o->beta2, (float)(step + 1)),
     };
+}
+
+/* Updates params [begin, end), which lie inside the optimizer's [lo, hi). */
+static void update_range(const Optimizer *o, AdamwStep a, float *params, const float *grads,
+                         size_t begin, size_t end)
+{
+    if (o->kind == OPTIMIZER_ADAMW)
+        adamw_update(a, params + begin, grads + begin, o->m + (begin - o->lo),
+                     o->v + (begin - o->lo), end - begin);
+    else
+        sgd_update(params + begin, grads + begin, end - begin, a.lr, a.decay, a.grad_scale);
+}
+
+void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
+                    int step)
+{
+    AdamwStep a = adamw_step_of(o, grad_scale, lr, step);
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
         /* the tensor's part of [lo, hi) */
@@ -119,12 +136,16 @@ void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale
         if (begin >= end)
             continue;
         a.decay = t->kind == PARAM_NORM ? 0.0f : o->weight_decay;
-        if (o->kind == OPTIMIZER_ADAMW)
-            adamw_update(a, m->params + begin, grads + begin, o->m + (begin - o->lo),
-                         o->v + (begin - o->lo), end - begin);
-        else
-            sgd_update(m->params + begin, grads + begin, end - begin, lr, a.decay, grad_scale);
+        update_range(o, a, m->params, grads, begin, end);
     }
+}
+
+void optimizer_step_flat(Optimizer *o, float *params, const float *grads, float grad_scale,
+                         float lr, int step)
+{
+    AdamwStep a = adamw_step_of(o, grad_scale, lr, step);
+    a.decay = o->weight_decay;
+    update_range(o, a, params, grads, o->lo, o->hi);
 }
 
 /* Sums of squares are taken over fixed chunks (in parallel), then the chunk sums are

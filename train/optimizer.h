@@ -42,6 +42,11 @@ int optimizer_shard(Optimizer *o, size_t lo, size_t hi, Error *err);
 void optimizer_step(Optimizer *o, Model *m, const float *grads, float grad_scale, float lr,
                     int step);
 
+/* The same update for a buffer of parameters that are all decayed alike (a LoRA adapter's
+ * factors, lora_train.h): params [lo, hi) from grad_scale * grads. */
+void optimizer_step_flat(Optimizer *o, float *params, const float *grads, float grad_scale,
+                         float lr, int step);
+
 /* The global L2 norm of all gradients, summed in double in a fixed order (the same value
  * for any thread count). */
 double grad_global_norm(const float *grads, size_t n);

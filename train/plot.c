@@ -455,3 +455,12 @@ int cmd_plot(int argc, char **argv, Error *err)
     printf("wrote %s\n", output);
     return 0;
 }
+
+void plot_write_run_svg(const char *dir, int step)
+{
+    char path[4096];
+    Error err;
+    snprintf(path, sizeof path, "%s/loss.svg", dir);
+    if (step > 0 && plot_runs(&dir, 1, path, &err) != 0)
+        fprintf(stderr, "quill: warning: %s\n", err.msg);
+}

@@ -73,5 +73,9 @@ void plot_write_svg(FILE *out, const RunLog *runs, int n_runs);
 
 /* Reads each directory's log and writes the SVG to out_path atomically (fileio.h). */
 int plot_runs(const char *const *dirs, int n_dirs, const char *out_path, Error *err);
+/* DIR/loss.svg, a run's curves so far (`quill plot DIR` draws the same), once it has taken
+ * a step. Training has succeeded by then, so a picture that cannot be written is only a
+ * warning on stderr. */
+void plot_write_run_svg(const char *dir, int step);
 
 #endif

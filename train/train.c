@@ -200,18 +200,6 @@ static int train_setup_resume(Trainer *t, const TrainArgs *args, int argc, char 
     return 0;
 }
 
-static int config_save(const Trainer *t, Error *err)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", t->dir);
-    char *json = config_to_json(&t->cfg);
-    if (!json)
-        return error_set(err, "out of memory");
-    int status = file_write_atomic(path, json, strlen(json), err);
-    free(json);
-    return status;
-}
-
 /* ---- ranks ----------------------------------------------------------------------------- */
 
 /* Under mpirun every rank runs this file's code; rank 0 alone writes (the run directory,
@@ -275,17 +263,6 @@ static int train_evaluate(Trainer *t, Progress *progress, bool whole_split, Erro
     return 0;
 }
 
-/* DIR/loss.svg, the run's curves so far (`quill plot DIR` draws the same). Training has
- * succeeded by then, so a picture that cannot be written is only a warning. */
-static void train_write_plot(const Trainer *t)
-{
-    char path[4096];
-    Error err;
-    snprintf(path, sizeof path, "%s/loss.svg", t->dir);
-    if (t->step > 0 && plot_runs(&t->dir, 1, path, &err) != 0)
-        fprintf(stderr, "quill: warning: %s\n", err.msg);
-}
-
 /* Trains up to the config's steps, then evaluates on the whole validation split and draws
  * the curves. checkpoint_step: the step of the checkpoint already on disk (a resumed run's),
  * -1 for a new run; a run with no step to take does not write it again. Returns 0,
@@ -318,7 +295,7 @@ static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error
         return -1;
     if (stopped) {
         if (is_root(t)) {
-            train_write_plot(t);
+            plot_write_run_svg(t->dir, t->step);
             progress_message(progress, "interrupted after step %d: checkpoint saved; "
                                        "continue with: quill train --resume %s",
                              t->step, t->dir);
@@ -328,7 +305,7 @@ static int train_loop(Trainer *t, Progress *progress, int checkpoint_step, Error
     if (c->steps > 0 && ranks_agree(t, train_evaluate(t, progress, true, err), err) != 0)
         return -1;
     if (is_root(t)) {
-        train_write_plot(t);
+        plot_write_run_svg(t->dir, t->step);
         progress_message(progress, "saved %s/model.gguf after %d step%s", t->dir, t->step,
                          plural_s(t->step));
     }
@@ -470,7 +447,7 @@ static int train_main(Trainer *t, const TrainArgs *args, int argc, char **argv, 
     if (status == 0 && is_root(t)) {
         if (warning.msg[0])
             fprintf(stderr, "quill: warning: %s\n", warning.msg);
-        status = config_save(t, err);
+        status = config_write_run_file(&t->cfg, t->dir, err);
     }
     if (ranks_agree(t, status, err) != 0) {
         if (is_root(t))

@@ -12,6 +12,8 @@
  * one. */
 enum { TRAIN_INTERRUPTED = 130 };
 int cmd_train(int argc, char **argv, Error *err);
+/* quill finetune: a LoRA adapter on a frozen base model (train/finetune.c). */
+int cmd_finetune(int argc, char **argv, Error *err);
 /* quill eval: mean loss and perplexity of a model on a text file. */
 int cmd_eval(int argc, char **argv, Error *err);
 /* quill bench: machine peaks and training throughput. */
