@@ -265,7 +265,8 @@ void lora_train_backward(LoraTrain *t, const Model *m, Activations *a, GradScrat
 {
     const ModelConfig *c = &m->config;
     int BT = B * T, C = c->dim, V = c->vocab_size;
-    crossentropy_backward(a->logits, targets, BT, V, loss_scale / (float)BT);
+    int counted = crossentropy_counted(targets, BT);
+    crossentropy_backward(a->logits, targets, BT, V, loss_scale / (float)(counted > 0 ? counted : 1));
     linear_backward_input(g->d_norm, a->logits, V, BT, &m->wt.output, 0.0f, t->tile);
     memset(g->d_resid, 0, (size_t)BT * C * sizeof(float));
     rmsnorm_backward(g->d_resid, t->d_gain, g->d_norm, a->resid_final, m->wt.output_norm.data,

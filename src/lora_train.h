@@ -80,7 +80,8 @@ void linear_backward_input(float *dinp, const float *dout, int ldo, int N,
 
 /* The backward pass of one training forward (model_forward with a->lora set to this
  * adapter) and model_loss: ADDS to grads (the adapter's layout) the gradient of
- * loss_scale * mean(token losses) with respect to every A and B, so that micro-batches
+ * loss_scale * mean(token losses) (over the targets that count: ops.h's LOSS_IGNORED)
+ * with respect to every A and B, so that micro-batches
  * accumulate (clear grads before a step). B * T <= t->max_rows. */
 void lora_train_backward(LoraTrain *t, const Model *m, Activations *a, GradScratch *g,
                          float *grads, const int *targets, int B, int T, float loss_scale);

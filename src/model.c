@@ -272,7 +272,8 @@ float model_loss(const Model *m, Activations *a, const int *targets, int B, int 
     double sum = 0.0; /* in token order, in double: the same mean for any thread count */
     for (int n = 0; n < BT; n++)
         sum += a->losses[n];
-    return (float)(sum / BT);
+    int counted = crossentropy_counted(targets, BT);
+    return counted > 0 ? (float)(sum / counted) : 0.0f;
 }
 
 /* ---- backward ----------------------------------------------------------------------- */

@@ -315,7 +315,8 @@ int activations_cache_forget(Activations *a, const Model *m, int slot, int p0, i
                              Error *err);
 
 /* Cross-entropy of the logits of the last forward against targets (B, T): returns the mean
- * loss and leaves per-token losses in a->losses (logits become probabilities). */
+ * loss over the targets that count (not LOSS_IGNORED; 0 when none does) and leaves
+ * per-token losses in a->losses (logits become probabilities). */
 float model_loss(const Model *m, Activations *a, const int *targets, int B, int T);
 
 /* Gradient scratch for the activations of one block at a time (backward walks the blocks

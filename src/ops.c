@@ -222,7 +222,8 @@ void crossentropy_forward(float *losses, float *logits_to_probs, const int *targ
         float *z = logits_to_probs + (size_t)n * V;
         float max = row_max(z, V);
         /* subtracting the max keeps every exponent <= 0: no overflow */
-        float target_logit = z[targets[n]] - max;
+        bool ignored = targets[n] == LOSS_IGNORED;
+        float target_logit = ignored ? 0.0f : z[targets[n]] - max;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int i = 0; i < V; i++) {
@@ -230,7 +231,7 @@ void crossentropy_forward(float *losses, float *logits_to_probs, const int *targ
             sum += z[i];
         }
         /* -log softmax(z)[target] = log(sum) - (z_target - max) */
-        losses[n] = logf(sum) - target_logit;
+        losses[n] = ignored ? 0.0f : logf(sum) - target_logit;
         float inv = 1.0f / sum;
         for (int i = 0; i < V; i++)
             z[i] *= inv;
@@ -244,8 +245,20 @@ void crossentropy_backward(float *probs_to_dlogits, const int *targets, int N, i
 #pragma omp parallel for schedule(static) if ((size_t)N * V >= PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         float *d = probs_to_dlogits + (size_t)n * V;
+        if (targets[n] == LOSS_IGNORED) {
+            memset(d, 0, (size_t)V * sizeof *d);
+            continue;
+        }
         d[targets[n]] -= 1.0f;
         for (int i = 0; i < V; i++)
             d[i] *= dloss;
     }
+}
+
+int crossentropy_counted(const int *targets, int N)
+{
+    int counted = 0;
+    for (int n = 0; n < N; n++)
+        counted += targets[n] != LOSS_IGNORED;
+    return counted;
 }

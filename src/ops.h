@@ -154,12 +154,17 @@ void swiglu_forward(float *out, const float *gate_up, int N, int F);
 void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, int N, int F);
 
 /* Softmax + cross-entropy. Forward: logits (N, V) are replaced, in place, by the softmax
- * probabilities and losses[n] = -log p[n][targets[n]]. */
+ * probabilities and losses[n] = -log p[n][targets[n]]. A target LOSS_IGNORED (a position
+ * that chat fine-tuning does not train: not an assistant's token) has loss 0, and the
+ * backward pass gives its logits no gradient. */
+enum { LOSS_IGNORED = -1 };
 void crossentropy_forward(float *losses, float *logits_to_probs, const int *targets, int N,
                           int V);
 /* Backward of dloss * sum(losses): probabilities become, in place, the logits' gradient
- * dloss * (p - onehot(target)). */
+ * dloss * (p - onehot(target)), or 0 for an ignored target. */
 void crossentropy_backward(float *probs_to_dlogits, const int *targets, int N, int V,
                            float dloss);
+/* How many of targets[0..N) are not LOSS_IGNORED: what a mean loss divides by. */
+int crossentropy_counted(const int *targets, int N);
 
 #endif

@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
+#include "../train/chat_data.h"
 #include "fileio.h"
 #include "grad_check.h"
 #include "infer.h"
 #include "loader.h"
 #include "lora_train.h"
 #include "matmul.h"
+#include "ops.h"
 #include "quant.h"
 #include "rng.h"
 #include "test_util.h"
@@ -192,12 +195,16 @@ static double lora_run_loss(void *ctx)
 /* Every B away from zero (a trained adapter), so that A's gradient, which is proportional
  * to B, is exercised; then dA and dB against finite differences, every stride-th entry of
  * each factor of the first and the last block. */
-static void check_factor_gradients(const char *model_relative, GradTolerance tol, size_t stride)
+static void check_factor_gradients(const char *model_relative, GradTolerance tol, size_t stride,
+                                   int ignore_every)
 {
     SHARED_FILE_OR_SKIP(path, model_relative);
     compute_set_threads(1);
     LoraRun r;
     lora_run_init(&r, path, 4.0f);
+    /* chat data's mask: every ignore_every-th target gets no loss (0: all count) */
+    for (int i = 0; ignore_every > 0 && i < RUN_B * RUN_T; i += ignore_every)
+        r.targets[i] = LOSS_IGNORED;
     for (int k = 0; k < r.lora.adapter.n_pairs; k++) {
         LoraPair *p = &r.lora.adapter.pairs[k];
         fill_uniform((float *)p->b.data, (size_t)p->b.rows * p->b.cols, -0.1f, 0.1f,
@@ -231,19 +238,27 @@ static void check_factor_gradients(const char *model_relative, GradTolerance tol
 Test(finetune, factor_gradients_f32_base, .timeout = 300)
 {
     check_factor_gradients("models/stories260K.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 0);
+}
+
+/* The masked loss of chat data (two targets in three ignored): its gradient is that of the
+ * mean over the counted targets only. */
+Test(finetune, factor_gradients_with_ignored_targets, .timeout = 300)
+{
+    check_factor_gradients("models/stories260K.gguf",
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 3);
 }
 
 Test(finetune, factor_gradients_q8_0_base, .timeout = 300)
 {
     check_factor_gradients("models/qtest-Q8_0.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0);
 }
 
 Test(finetune, factor_gradients_q4_k_base, .timeout = 300)
 {
     check_factor_gradients("models/qtest-Q4_K_M.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0);
 }
 
 /* Mean cross-entropy of (n, V) logits against targets, in double. */
@@ -462,4 +477,220 @@ Test(finetune, bad_input_is_one_clear_error)
     char path[4096];
     snprintf(path, sizeof path, "%s/c", dir);
     cr_expect(!path_is_directory(path), "a failed start left %s behind", path);
+}
+
+/* ---- chat data ---------------------------------------------------------------------------- */
+
+static void add_chatml_template(GgufWriter *w)
+{
+    gguf_writer_add_str(w, "tokenizer.chat_template",
+                        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                        "<|im_end|>\n{% endfor %}");
+}
+
+/* stories260K with a chatml template, in dir. */
+static const char *chatml_stories(const char *dir)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/chatml.gguf", dir);
+    test_gguf_copy(model, path, "tokenizer.chat_template", add_chatml_template);
+    return path;
+}
+
+static const ChatMessage CONVERSATION[] = {
+    {CHAT_ROLE_USER, "A cat?"},
+    {CHAT_ROLE_ASSISTANT, "Tom was a cat."},
+    {CHAT_ROLE_USER, "Then?"},
+    {CHAT_ROLE_ASSISTANT, "He sat in the sun."},
+};
+enum { N_CONVERSATION = sizeof CONVERSATION / sizeof *CONVERSATION };
+
+/* The text of the tokens that are (or are not) counted, in order. */
+static void tokens_text(const Tokenizer *tok, const ChatTokens *t, bool counted, char *out,
+                        size_t cap)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->counted[i] == counted)
+            len += tokenizer_token_bytes(tok, t->ids[i], out + len, cap - len);
+    cr_assert_lt(len, cap);
+    out[len] = '\0';
+}
+
+/* The mask counts exactly the assistant's replies with the end of their turns, as chatml
+ * writes them (by hand here); everything else is the prompt the model reads. */
+Test(finetune, chat_mask_counts_the_assistants_replies)
+{
+    const char *model = chatml_stories(test_make_tmpdir());
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(model, &m, &tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(chat_family_from_gguf(m.file), CHAT_CHATML);
+    ChatTokens t = {0};
+    cr_assert_eq(chat_tokens_append(&t, CHAT_CHATML, &tok, CONVERSATION, N_CONVERSATION, false,
+                                    &err), 0, "%s", err.msg);
+    char text[4096];
+    tokens_text(&tok, &t, true, text, sizeof text);
+    cr_expect_str_eq(text, "Tom was a cat.<|im_end|>\n"
+                           "He sat in the sun.<|im_end|>\n");
+    tokens_text(&tok, &t, false, text, sizeof text);
+    cr_expect_str_eq(text, " <|im_start|>user\nA cat?<|im_end|>\n"
+                           "<|im_start|>assistant\n"
+                           "<|im_start|>user\nThen?<|im_end|>\n"
+                           "<|im_start|>assistant\n");
+    chat_tokens_free(&t);
+    cr_assert_eq(chat_tokens_append(&t, CHAT_CHATML, &tok, CONVERSATION, N_CONVERSATION, true,
+                                    &err), 0, "%s", err.msg);
+    size_t all = 0;
+    for (size_t i = 0; i < t.n; i++)
+        all += t.counted[i];
+    cr_expect_eq(all, t.n, "--loss-on-all counts %zu of %zu tokens", all, t.n);
+    chat_tokens_free(&t);
+    tokenizer_free(&tok);
+    model_free(&m);
+}
+
+/* The masked loss of a conversation is the mean of -log p over exactly the assistant's
+ * tokens, p from the inference model's logits (its KV-cache pass); with every token
+ * counted, the conversation's tokens are those of its formatted text as plain text. */
+Test(finetune, chat_loss_is_the_mean_over_the_assistants_tokens, .timeout = 60)
+{
+    const char *model = chatml_stories(test_make_tmpdir());
+    compute_set_threads(1);
+    Model m;
+    Tokenizer tok;
+    Error err;
+    cr_assert_eq(model_file_load(model, &m, &tok, &err), 0, "%s", err.msg);
+    ChatTokens t = {0};
+    cr_assert_eq(chat_tokens_append(&t, CHAT_CHATML, &tok, CONVERSATION, N_CONVERSATION, false,
+                                    &err), 0, "%s", err.msg);
+    int T = (int)t.n - 1, V = m.config.vocab_size;
+    int *targets = malloc(sizeof(int) * T);
+    for (int i = 0; i < T; i++)
+        targets[i] = t.counted[i + 1] ? t.ids[i + 1] : LOSS_IGNORED;
+    Activations acts;
+    cr_assert_eq(activations_init(&acts, &m, 1, T, &err), 0, "%s", err.msg);
+    model_forward(&m, &acts, t.ids, 1, T, 0);
+    float loss = model_loss(&m, &acts, targets, 1, T);
+
+    InferContext ctx;
+    InferParams p = {.n_seq = 1, .n_ctx = T, .cache_type = GGML_TYPE_F32, .all_logits = true};
+    cr_assert_eq(infer_init(&ctx, &m, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(infer_decode(&ctx, 0, t.ids, T, &err), 0, "%s", err.msg);
+    double sum = 0.0;
+    int counted = 0;
+    for (int i = 0; i < T; i++)
+        if (t.counted[i + 1]) {
+            sum += mean_crossentropy(infer_logits(&ctx, 0) + (size_t)i * V, &t.ids[i + 1], 1, V);
+            counted++;
+        }
+    cr_assert_gt(counted, 10);
+    cr_assert_lt(counted, T / 2, "the prompts' tokens are counted too");
+    double expected = sum / counted;
+    cr_expect(fabs(loss - expected) <= 1e-5 * expected, "masked loss %.9g, by hand %.9g", loss,
+              expected);
+
+    /* the formatted text, tokenized whole as plain text, gives the same tokens */
+    char *formatted;
+    cr_assert_eq(chat_format(CHAT_CHATML, CONVERSATION, N_CONVERSATION, false, &formatted, &err),
+                 0, "%s", err.msg);
+    int *plain;
+    size_t n_plain;
+    EncodeOptions opt = {.add_bos = tok.add_bos, .parse_special = true};
+    cr_assert_eq(tokenizer_encode_with(&tok, formatted, strlen(formatted), opt, &plain, &n_plain,
+                                       &err), 0, "%s", err.msg);
+    cr_assert_eq(n_plain, t.n);
+    cr_expect_eq(memcmp(plain, t.ids, t.n * sizeof(int)), 0);
+    free(plain);
+    free(formatted);
+    infer_free(&ctx);
+    activations_free(&acts);
+    free(targets);
+    chat_tokens_free(&t);
+    tokenizer_free(&tok);
+    model_free(&m);
+}
+
+/* Writes n copies of the conversation as JSONL into dir/name, and its formatted text into
+ * dir/text<i>.txt, one file each (a text file starts with bos, as a conversation does). */
+static const char *chat_files(const char *dir, int n, char *text_args, size_t cap)
+{
+    static const char line[] =
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"A cat?\"}, "
+        "{\"role\": \"assistant\", \"content\": \"Tom was a cat.\"}, "
+        "{\"role\": \"user\", \"content\": \"Then?\"}, "
+        "{\"role\": \"assistant\", \"content\": \"He sat in the sun.\"}]}\n";
+    char *jsonl = malloc(sizeof line * (size_t)n + 1), *formatted, name[32];
+    jsonl[0] = '\0';
+    Error err;
+    cr_assert_eq(chat_format(CHAT_CHATML, CONVERSATION, N_CONVERSATION, false, &formatted, &err),
+                 0, "%s", err.msg);
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        strcat(jsonl, line);
+        snprintf(name, sizeof name, "text%d.txt", i);
+        used += (size_t)snprintf(text_args + used, cap - used, " %s",
+                                 test_write_file(dir, name, formatted));
+    }
+    const char *path = test_write_file(dir, "chat.jsonl", jsonl);
+    free(jsonl);
+    free(formatted);
+    return path;
+}
+
+/* End to end: quill finetune on chat JSONL with --loss-on-all evaluates the base to the
+ * loss of the same conversations given as plain text; without it (the assistant's tokens
+ * only) to another loss. */
+Test(finetune, chat_data_with_loss_on_all_is_the_formatted_texts_loss, .timeout = 120)
+{
+    const char *dir = test_make_tmpdir(), *model = chatml_stories(dir);
+    char texts[4096];
+    const char *jsonl = chat_files(dir, 12, texts, sizeof texts);
+    const char *flags = "--steps 1 --seq-len 16 --batch-size 2 --eval-every 1 --eval-batches 4 "
+                        "--threads 1";
+    quill_ok("finetune %s --data %s --out %s/all --loss-on-all %s", model, jsonl, dir, flags);
+    quill_ok("finetune %s --data%s --out %s/text %s", model, texts, dir, flags);
+    quill_ok("finetune %s --data %s --out %s/masked %s", model, jsonl, dir, flags);
+    char run[4096];
+    snprintf(run, sizeof run, "%s/all", dir);
+    double all = logged_val_loss(run, 0);
+    snprintf(run, sizeof run, "%s/text", dir);
+    double text = logged_val_loss(run, 0);
+    snprintf(run, sizeof run, "%s/masked", dir);
+    double masked = logged_val_loss(run, 0);
+    cr_assert(isfinite(all) && isfinite(masked), "val losses %g, %g", all, masked);
+    cr_expect_eq(all, text, "--loss-on-all %.9g, the formatted text %.9g", all, text);
+    cr_expect_neq(masked, all, "the mask changed nothing: %.9g", masked);
+}
+
+/* A line that is not a conversation: one error naming the file's line; a base without a
+ * chat template, and chat data beside text, are refused. */
+Test(finetune, a_bad_chat_line_is_an_error_naming_it, .timeout = 60)
+{
+    const char *dir = test_make_tmpdir(), *model = chatml_stories(dir);
+    SHARED_FILE_OR_SKIP(plain_model, "models/stories260K.gguf");
+    const char *good = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                       "{\"role\": \"assistant\", \"content\": \"Hello\"}]}\n";
+    char text[1024];
+    snprintf(text, sizeof text, "%s\n%s{\"messages\": [{\"role\": \"user\"}]}\n", good, good);
+    const char *no_content = test_write_file(dir, "no_content.jsonl", text);
+    expect_clean_error("no_content.jsonl: line 4: messages[0].content must be a string",
+                       "finetune %s --data %s --out %s/a", model, no_content, dir);
+    snprintf(text, sizeof text, "%s{\"messages\": [\n", good);
+    const char *not_json = test_write_file(dir, "not_json.jsonl", text);
+    expect_clean_error("not_json.jsonl: line 2: not valid JSON",
+                       "finetune %s --data %s --out %s/b", model, not_json, dir);
+    snprintf(text, sizeof text, "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n");
+    const char *robot = test_write_file(dir, "robot.jsonl", text);
+    expect_clean_error("robot.jsonl: line 1: messages[0].role must be",
+                       "finetune %s --data %s --out %s/c", model, robot, dir);
+    char chat[4096];
+    snprintf(chat, sizeof chat, "%s", test_write_file(dir, "chat.jsonl", good));
+    expect_clean_error("has no chat template that quill knows",
+                       "finetune %s --data %s --out %s/d", plain_model, chat, dir);
+    const char *plain = test_write_file(dir, "plain.txt", "Some text.\n");
+    expect_clean_error("plain.txt: not .jsonl, beside chat data (.jsonl)",
+                       "finetune %s --data %s %s --out %s/e", model, plain, chat, dir);
 }

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ops.h"
+
 #include "buffer.h"
 #include "corpus.h"
 #include "fileio.h"
@@ -471,7 +473,20 @@ void data_free(TokenData *d)
         return;
     if (d->map)
         munmap(d->map, d->map_size);
+    free(d->owned_ids);
+    free(d->owned_counted);
     memset(d, 0, sizeof *d);
+}
+
+void data_from_memory(TokenData *d, int *ids, uint8_t *counted, size_t n, uint32_t vocab_size)
+{
+    memset(d, 0, sizeof *d);
+    d->ids = d->owned_ids = ids;
+    d->counted = d->owned_counted = counted;
+    d->token_bytes = 4;
+    d->n_tokens = n;
+    d->n_train = n - n / 10;
+    d->vocab_size = vocab_size;
 }
 
 /* Keeps a large cache from growing this process's resident memory towards the whole file
@@ -537,7 +552,9 @@ void data_batch_at(TokenData *d, DataSplit split, int B, int T, const size_t *st
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             inputs[(size_t)b * T + t] = data_token(d, first + starts[b] + t);
-            targets[(size_t)b * T + t] = data_token(d, first + starts[b] + t + 1);
+            size_t next = first + starts[b] + t + 1;
+            bool counted = !d->counted || d->counted[next];
+            targets[(size_t)b * T + t] = counted ? data_token(d, next) : LOSS_IGNORED;
         }
     }
     data_release_when_large(d, B, T);

@@ -18,7 +18,8 @@
  *        then one u64 checksum per chunk of chunk_tokens ids (the last chunk may be shorter)
  *
  * A batch is B windows of T+1 consecutive tokens: inputs are a window's first T tokens,
- * targets its last T (each target is the token after its input). */
+ * targets its last T (each target is the token after its input); a target that the
+ * stream's mask does not count is LOSS_IGNORED (ops.h). */
 #ifndef QUILL_TRAIN_DATA_H
 #define QUILL_TRAIN_DATA_H
 
@@ -41,6 +42,11 @@ typedef struct {
     void *map;           /* private: the mapped cache file */
     size_t map_size;
     size_t mapped_bytes; /* private: what batches may have mapped since the last release */
+    const uint8_t *counted; /* (n_tokens) chat data's loss mask: a target token i with
+                               counted[i] == 0 becomes LOSS_IGNORED in a batch; NULL: every
+                               token counts (text) */
+    void *owned_ids;     /* private: ids and counted held in memory (data_from_memory) */
+    uint8_t *owned_counted;
 } TokenData;
 
 /* Gets the token stream of `paths`: from cache_path when the cache there is valid and
@@ -52,6 +58,9 @@ typedef struct {
 int data_load(TokenData *d, const char *const *paths, int n_paths, const Tokenizer *tok,
               const char *cache_path, Error *warning, Error *err);
 void data_free(TokenData *d); /* NULL-safe */
+/* A stream already tokenized in memory (chat data, train/chat_data.h): d takes ids (4 bytes
+ * each) and counted (n each, malloc'd), split as data_load splits a cache. */
+void data_from_memory(TokenData *d, int *ids, uint8_t *counted, size_t n, uint32_t vocab_size);
 
 /* The parts of data_load. The cache key: a hash of the files' bytes and the tokenizer. */
 int data_source_key(const char *const *paths, int n_paths, const Tokenizer *tok, uint64_t *key,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ops.h"
 #include "loader.h"
 #include "matmul.h"
 #include "train.h"
@@ -35,16 +36,19 @@ int eval_mean_loss(const Model *m, Activations *a, TokenData *d, DataSplit split
         return error_set(err, "out of memory for evaluation batches");
     }
     double sum = 0.0;
+    size_t counted = 0; /* the targets the loss is taken on: all of them, but for chat data */
     for (size_t first = 0; first < total; first += (size_t)B) {
         int batch = total - first < (size_t)B ? (int)(total - first) : B;
         data_batch(d, split, batch, T, NULL, first, inputs, targets);
         model_forward(m, a, inputs, batch, T, 0);
-        sum += (double)model_loss(m, a, targets, batch, T) * batch * T;
+        int n = crossentropy_counted(targets, batch * T);
+        sum += (double)model_loss(m, a, targets, batch, T) * n;
+        counted += (size_t)n;
     }
     free(inputs);
     free(targets);
-    *n_tokens = total * (size_t)T;
-    *loss = sum / (double)*n_tokens;
+    *n_tokens = counted;
+    *loss = counted > 0 ? sum / (double)counted : 0.0;
     return 0;
 }
 

@@ -2,7 +2,9 @@
  *
  *   setup    the base GGUF is mapped as for inference (its weights stay in their stored
  *            type, read where they lie), the text is tokenized with the base's own
- *            tokenizer into DIR/tokens.bin (train/data.h), and the adapter starts with A
+ *            tokenizer into DIR/tokens.bin (train/data.h), or chat data (.jsonl) in the
+ *            base's chat template into memory, with the mask of the assistant's tokens
+ *            that the loss is taken on (train/chat_data.h), and the adapter starts with A
  *            random and B zero; a resumed run reads the adapter, the AdamW moments, the
  *            step and the sampler's RNG from DIR/finetune_state
  *   steps    grad_accum micro-batches of forward (the stored-type kernels plus the
@@ -31,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat_data.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
@@ -52,12 +55,14 @@ typedef struct {
     int rank;            /* 0 (only while parsing a resumed run's flags): not given */
     float alpha;         /* 0: not given */
     const char *targets; /* NULL: not given */
+    bool loss_on_all;    /* chat data: the loss on every token, not only the assistant's */
 } FinetuneArgs;
 
 typedef struct {
     TrainConfig cfg;
     const char *dir;
     char base_path[4096];
+    bool loss_on_all;
     Model model;
     Tokenizer tok;
     LoraTrain lora;
@@ -90,7 +95,9 @@ static const char FINETUNE_USAGE[] =
     "Q4_K ...) and writes DIR/adapter.gguf, llama.cpp's LoRA format: use it with\n"
     "quill generate BASE.gguf --lora DIR/adapter.gguf, or llama-cli --lora. Also\n"
     "DIR/finetune_state (for --resume), DIR/config.json, DIR/log.jsonl and DIR/loss.svg.\n"
-    "The text is tokenized with the base model's tokenizer.\n";
+    "The text is tokenized with the base model's tokenizer. A FILE.jsonl is chat data, one\n"
+    "conversation a line, {\"messages\": [{\"role\": ..., \"content\": ...}]}, in the base\n"
+    "model's chat template, the loss taken on the assistant's tokens only.\n";
 
 /* The keys of quill train that apply to a fine-tune (the others describe a model to build). */
 static const char *const RUN_KEYS[] = {
@@ -98,7 +105,7 @@ static const char *const RUN_KEYS[] = {
     "warmup", "decay-steps", "weight-decay", "beta1", "beta2", "grad-clip", "seed",
     "eval-every", "eval-batches", "save-every", "log-every", "threads",
 };
-enum { N_RUN_KEYS = sizeof RUN_KEYS / sizeof *RUN_KEYS, OWN_FLAGS = 6 };
+enum { N_RUN_KEYS = sizeof RUN_KEYS / sizeof *RUN_KEYS, OWN_FLAGS = 7 };
 
 typedef struct {
     Flag flags[OWN_FLAGS + N_RUN_KEYS];
@@ -118,6 +125,8 @@ static void finetune_command_line(FinetuneCommandLine *cl, FinetuneArgs *args, T
          "the adapter's term B A x is scaled by alpha / rank", .above_min = true},
         {"lora-targets", FLAG_STRING, &args->targets, 0, 0,
          "projections to adapt: any of q,k,v,o,gate,up,down"},
+        {"loss-on-all", FLAG_SWITCH, &args->loss_on_all, 0, 0,
+         "chat data (.jsonl): take the loss on every token, not only the assistant's"},
     };
     memcpy(cl->flags, own, sizeof own);
     Flag all[CONFIG_N_KEYS];
@@ -196,7 +205,31 @@ static int finetune_buffers(Finetune *f, Error *err)
     return 0;
 }
 
-static int data_prepare(Finetune *f, Error *err)
+/* Chat data: every --data file a .jsonl of conversations, in the base's chat template,
+ * into a stream held in memory (train/chat_data.h). */
+static int chat_data_prepare(Finetune *f, Error *err)
+{
+    ChatFamily family = chat_family_from_gguf(f->model.file);
+    if (family == CHAT_UNKNOWN)
+        return error_set(err, "%s has no chat template that quill knows (tokenizer.chat_template):"
+                              " chat data (.jsonl) needs one; give plain text instead",
+                         f->base_path);
+    ChatTokens tokens = {0};
+    for (int i = 0; i < f->cfg.data.n; i++) {
+        const char *path = f->cfg.data.items[i];
+        if (!chat_data_path(path) ||
+            chat_tokens_load(&tokens, path, family, &f->tok, f->loss_on_all, err) != 0) {
+            chat_tokens_free(&tokens);
+            return chat_data_path(path) ? -1 : error_set(err, "--data %s: not .jsonl, beside "
+                                                              "chat data (.jsonl): give one kind",
+                                                         path);
+        }
+    }
+    data_from_memory(&f->data, tokens.ids, tokens.counted, tokens.n, (uint32_t)f->tok.n_vocab);
+    return 0;
+}
+
+static int text_data_prepare(Finetune *f, Error *err)
 {
     char cache[4096];
     Error warning = {{0}};
@@ -206,6 +239,16 @@ static int data_prepare(Finetune *f, Error *err)
         return -1;
     if (warning.msg[0])
         fprintf(stderr, "quill: warning: %s\n", warning.msg);
+    return 0;
+}
+
+static int data_prepare(Finetune *f, Error *err)
+{
+    bool chat = false;
+    for (int i = 0; i < f->cfg.data.n; i++)
+        chat = chat || chat_data_path(f->cfg.data.items[i]);
+    if ((chat ? chat_data_prepare(f, err) : text_data_prepare(f, err)) != 0)
+        return -1;
     int T = f->cfg.seq_len;
     if (data_window_count(&f->data, SPLIT_TRAIN, T) == 0 ||
         data_window_count(&f->data, SPLIT_VAL, T) == 0)
@@ -246,6 +289,7 @@ static int setup_new(Finetune *f, const FinetuneArgs *args, const char *base, Er
         optimizer_init(&f->opt, OPTIMIZER_ADAMW, f->lora.n_params, err) != 0)
         return -1;
     rng_seed(&f->rng, (uint64_t)f->cfg.seed + 1);
+    f->loss_on_all = args->loss_on_all;
     if (dir_create_all(f->dir, err) != 0)
         return -1;
     return 0;
@@ -254,7 +298,7 @@ static int setup_new(Finetune *f, const FinetuneArgs *args, const char *base, Er
 /* The adapter's own keys, where the command line gives them, must be those of the run
  * being resumed: its tensors have their shapes. `given`: the flags parsed onto zeros. */
 static int check_same_adapter(const FinetuneArgs *given, const char *dir, int rank, float alpha,
-                              const char *targets, Error *err)
+                              const char *targets, bool loss_on_all, Error *err)
 {
     unsigned asked, saved;
     if (given->rank && given->rank != rank)
@@ -269,6 +313,9 @@ static int check_same_adapter(const FinetuneArgs *given, const char *dir, int ra
     if (given->targets && asked != saved)
         return error_set(err, "--lora-targets %s: the run in %s adapts %s, which a resumed "
                               "run keeps", given->targets, dir, targets);
+    if (given->loss_on_all && !loss_on_all)
+        return error_set(err, "--loss-on-all: the run in %s takes the loss on the assistant's "
+                              "tokens only, which a resumed run keeps", dir);
     return 0;
 }
 
@@ -284,6 +331,8 @@ static int resume_read(Finetune *f, int argc, char **argv, const GgufFile *g, Er
         gguf_get_str(g, "quill.finetune.targets", &targets, err) != 0 ||
         gguf_get_i32(g, "quill.finetune.rank", &rank, err) != 0 ||
         gguf_get_f32(g, "adapter.lora.alpha", &alpha, err) != 0 ||
+        (gguf_find_kv(g, "quill.finetune.loss_on_all") && /* absent: a text run */
+         gguf_get_bool(g, "quill.finetune.loss_on_all", &f->loss_on_all, err) != 0) ||
         checkpoint_read_progress(g, &state, err) != 0)
         return -1;
     int status = config_apply_json(&f->cfg, state.config_json, strlen(state.config_json),
@@ -293,7 +342,7 @@ static int resume_read(Finetune *f, int argc, char **argv, const GgufFile *g, Er
     const char *no_base;
     unsigned mask;
     if (status != 0 || finetune_parse(argc, argv, &given, &f->cfg, &no_base, err) != 0 ||
-        check_same_adapter(&given, f->dir, rank, alpha, targets, err) != 0 ||
+        check_same_adapter(&given, f->dir, rank, alpha, targets, f->loss_on_all, err) != 0 ||
         lora_targets_parse(targets, &mask, err) != 0)
         return -1;
     snprintf(f->base_path, sizeof f->base_path, "%s", base);
@@ -346,6 +395,7 @@ static int write_state(const Finetune *f, const char *path, Error *err)
     gguf_writer_add_str(w, "quill.finetune.base", f->base_path);
     gguf_writer_add_str(w, "quill.finetune.targets", targets);
     gguf_writer_add_i32(w, "quill.finetune.rank", f->lora.rank);
+    gguf_writer_add_bool(w, "quill.finetune.loss_on_all", f->loss_on_all);
     gguf_writer_add_u32(w, "quill.step", (uint32_t)f->step);
     TrainProgressState state = {.step = f->step, .rng_state = f->rng.state, .config_json = json};
     checkpoint_add_progress(w, &f->opt, &state);
@@ -486,9 +536,13 @@ static void print_summary(const Finetune *f, bool resumed)
            "base's)\n",
            f->lora.rank, f->lora.alpha, targets, f->model.config.n_layers, f->lora.n_params,
            100.0 * (double)f->lora.n_params / (double)base_params);
-    printf("data: %zu training and %zu validation tokens (%s %s/tokens.bin)\n", f->data.n_train,
-           f->data.n_tokens - f->data.n_train, f->data.from_cache ? "checked" : "tokenized into",
-           f->dir);
+    size_t n_val = f->data.n_tokens - f->data.n_train;
+    if (f->data.counted)
+        printf("data: %zu training and %zu validation tokens of conversations, the loss on %s\n",
+               f->data.n_train, n_val, f->loss_on_all ? "every token" : "the assistant's");
+    else
+        printf("data: %zu training and %zu validation tokens (%s %s/tokens.bin)\n",
+               f->data.n_train, n_val, f->data.from_cache ? "checked" : "tokenized into", f->dir);
     printf("training: steps %d..%d, batch %d x %d tokens x %d accumulation, adamw, lr %g -> "
            "%g, seed %d, %d thread%s\n",
            f->step, c->steps, c->batch_size, c->seq_len, c->grad_accum, c->lr, c->min_lr,
