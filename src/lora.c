@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "ops.h"
+#include "ops_internal.h"
 #include "quant.h"
+#include "rng.h"
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -196,15 +198,52 @@ void lora_set_free(LoraSet *s)
     free(s->uses);
     free(s->ax);
     free(s->scratch);
+    free(s->dropped);
     memset(s, 0, sizeof *s);
 }
 
+int lora_set_dropout(LoraSet *s, float p, Error *err)
+{
+    int in = 0;
+    for (int i = 0; i < s->n; i++)
+        for (int k = 0; k < s->uses[i].adapter->n_pairs; k++)
+            if (s->uses[i].adapter->pairs[k].a.cols > in)
+                in = s->uses[i].adapter->pairs[k].a.cols;
+    free(s->dropped);
+    s->dropped_floats = (size_t)s->max_rows * in;
+    s->dropped = malloc(s->dropped_floats * sizeof *s->dropped);
+    if (!s->dropped)
+        return error_set(err, "out of memory for the adapter's dropout");
+    s->dropout = p;
+    return 0;
+}
+
+void lora_dropout_apply(const LoraSet *s, int k, float *out, const float *x, int N, int in)
+{
+    /* keep when a uniform 24-bit draw is >= p: probability 1 - p */
+    uint32_t drop_below = (uint32_t)(s->dropout * 16777216.0f);
+    float keep_scale = 1.0f / (1.0f - s->dropout);
+    uint64_t pair_seed = rng_mix(s->dropout_seed ^ rng_mix((uint64_t)k));
+#pragma omp parallel for schedule(static) if ((size_t)N * in >= PARALLEL_MIN_WORK)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < in; i++) {
+            size_t at = (size_t)n * in + i;
+            bool keep = (uint32_t)(rng_mix(pair_seed + at) >> 40) >= drop_below;
+            out[at] = keep ? x[at] * keep_scale : 0.0f;
+        }
+}
+
 /* out += scale * (inp . A^T) . B^T: first the small product ax = inp . A^T (N, rank), scaled,
- * then B adds it back up to out's width (linear_forward's beta = 1 accumulates). */
-static void pair_forward(const LoraSet *s, const LoraPair *p, float scale, float *out, int ldo,
-                         const float *inp, int N)
+ * then B adds it back up to out's width (linear_forward's beta = 1 accumulates). With
+ * dropout (pair k of the set's only adapter, in training), inp is masked first. */
+static void pair_forward(const LoraSet *s, int k, const LoraPair *p, float scale, float *out,
+                         int ldo, const float *inp, int N)
 {
     int rank = p->a.rows;
+    if (s->dropout > 0.0f) {
+        lora_dropout_apply(s, k, s->dropped, inp, N, p->a.cols);
+        inp = s->dropped;
+    }
     linear_forward(s->ax, rank, inp, N, &p->a, 0.0f, s->scratch);
     for (size_t i = 0; i < (size_t)N * rank; i++)
         s->ax[i] *= scale;
@@ -218,7 +257,8 @@ void lora_forward(const LoraSet *s, const WeightMatrix *w, float *out, int ldo, 
         const LoraAdapter *ad = s->uses[i].adapter;
         for (int k = 0; k < ad->n_pairs; k++)
             if (ad->pairs[k].target == w)
-                pair_forward(s, &ad->pairs[k], lora_pair_scale(ad, &ad->pairs[k], s->uses[i].scale),
-                             out, ldo, inp, N);
+                pair_forward(s, k, &ad->pairs[k],
+                             lora_pair_scale(ad, &ad->pairs[k], s->uses[i].scale), out, ldo, inp,
+                             N);
     }
 }

@@ -67,6 +67,13 @@ typedef struct LoraSet {
     int max_rows;
     float *ax;          /* (max_rows, largest rank) */
     void *scratch;      /* linear_forward's scratch for the largest factor */
+    /* Training only (quill finetune --lora-dropout): each pair's input x is multiplied by a
+     * mask of zeros (probability dropout) and 1 / (1 - dropout) before A, the mask a
+     * function of (dropout_seed, the pair, the row, the column): lora_dropout_apply. 0: off */
+    float dropout;
+    uint64_t dropout_seed;
+    float *dropped;     /* (max_rows, widest in) x with the mask applied; NULL when off */
+    size_t dropped_floats;
 } LoraSet;
 
 /* A set of n adapters (n may be 0: the set is empty and applies nothing). */
@@ -78,5 +85,15 @@ void lora_set_free(LoraSet *s); /* NULL-safe; leaves *s zeroed */
  * target is w. N <= s->max_rows. */
 void lora_forward(const LoraSet *s, const WeightMatrix *w, float *out, int ldo, const float *inp,
                   int N);
+
+/* Dropout on the input of pair k (Hu et al., peft's lora_dropout): out (N, in) = x (N, in)
+ * with each element zeroed with probability s->dropout and the others scaled by
+ * 1 / (1 - dropout) (inverted dropout: the expected input is x). The mask is the same for
+ * the same (dropout_seed, k, row, column), so the backward pass recomputes it rather than
+ * storing it; x may be out (applied in place). */
+void lora_dropout_apply(const LoraSet *s, int k, float *out, const float *x, int N, int in);
+/* Allocates s->dropped for the widest input of the set's pairs and turns dropout on at p
+ * (0 <= p < 1). */
+int lora_set_dropout(LoraSet *s, float p, Error *err);
 
 #endif

@@ -211,11 +211,25 @@ static void projection_backward(LoraTrain *t, float *grads, const WeightMatrix *
     float s = lora_pair_scale(&t->adapter, p, 1.0f);
     const float *A = p->a.data, *Bf = p->b.data;
     float *dA = grads + t->offset[k], *dB = dA + (size_t)r * in;
+    const LoraSet *set = t->dropout;
+    bool dropout = set && set->dropout > 0.0f;
+    if (dropout) { /* x below is the masked input the forward pass multiplied by A */
+        lora_dropout_apply(set, k, set->dropped, x, N, in);
+        x = set->dropped;
+    }
     gemm(false, true, N, r, in, 1.0f, x, in, A, in, 0.0f, t->u, r);     /* u = x A^T     */
     gemm(true, false, out, r, N, s, dy, ldy, t->u, r, 1.0f, dB, r);     /* dB += s dy^T u */
     gemm(false, false, N, r, out, 1.0f, dy, ldy, Bf, r, 0.0f, t->g, r); /* g = dy B      */
     gemm(true, false, r, in, N, s, t->g, r, x, in, 1.0f, dA, in);       /* dA += s g^T x  */
-    gemm(false, false, N, in, r, s, t->g, r, A, in, 1.0f, dx, in);      /* dx += s g A    */
+    if (!dropout) {
+        gemm(false, false, N, in, r, s, t->g, r, A, in, 1.0f, dx, in);  /* dx += s g A    */
+        return;
+    }
+    /* through the mask: dx += mask / (1 - p) * (s g A), the same mask as the forward's */
+    gemm(false, false, N, in, r, s, t->g, r, A, in, 0.0f, set->dropped, in);
+    lora_dropout_apply(set, k, set->dropped, set->dropped, N, in);
+    for (size_t i = 0; i < (size_t)N * in; i++)
+        dx[i] += set->dropped[i];
 }
 
 /* Walks block_forward backwards as model_backward's block_backward does, through the

@@ -60,6 +60,8 @@ typedef struct {
     float *u, *g;        /* (max_rows, rank): x A^T and dy B */
     float *tile;         /* rows of a dequantized weight (LORA_TILE_ROWS, widest in) */
     float *d_gain;       /* (C) the gradient of a norm gain, formed and thrown away */
+    const LoraSet *dropout; /* the forward's set when it applies dropout (its masks are
+                               recomputed here), else NULL */
 } LoraTrain;
 
 /* An adapter of the given rank on every `targets` projection of every block of m, A drawn

@@ -2,13 +2,18 @@
 
 #include <math.h>
 
-void rng_seed(Rng *r, uint64_t seed)
+uint64_t rng_mix(uint64_t x)
 {
-    /* splitmix64: consecutive seeds give unrelated states */
-    uint64_t z = seed + 0x9e3779b97f4a7c15ULL;
+    /* splitmix64: consecutive inputs give unrelated outputs */
+    uint64_t z = x + 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
+    return z ^ (z >> 31);
+}
+
+void rng_seed(Rng *r, uint64_t seed)
+{
+    uint64_t z = rng_mix(seed);
     r->state = z ? z : 0x9e3779b97f4a7c15ULL;
 }
 

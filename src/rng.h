@@ -13,6 +13,10 @@ typedef struct {
 
 /* Any seed is valid, 0 included: the seed is scrambled (splitmix64) into a nonzero state. */
 void rng_seed(Rng *r, uint64_t seed);
+/* splitmix64's mix of one integer: a hash whose outputs for consecutive inputs look
+ * independent, so that the i-th random number of a stream can be computed without the
+ * i - 1 before it (LoRA dropout's masks, lora.h). */
+uint64_t rng_mix(uint64_t x);
 uint64_t rng_next_u64(Rng *r);
 /* Uniform in [0, 1), 24 random bits. */
 float rng_uniform(Rng *r);

@@ -196,12 +196,18 @@ static double lora_run_loss(void *ctx)
  * to B, is exercised; then dA and dB against finite differences, every stride-th entry of
  * each factor of the first and the last block. */
 static void check_factor_gradients(const char *model_relative, GradTolerance tol, size_t stride,
-                                   int ignore_every)
+                                   int ignore_every, float dropout)
 {
     SHARED_FILE_OR_SKIP(path, model_relative);
     compute_set_threads(1);
     LoraRun r;
     lora_run_init(&r, path, 4.0f);
+    if (dropout > 0.0f) { /* masks fixed by the seed: the loss is a smooth function again */
+        Error err;
+        cr_assert_eq(lora_set_dropout(&r.set, dropout, &err), 0, "%s", err.msg);
+        r.set.dropout_seed = 77;
+        r.lora.dropout = &r.set;
+    }
     /* chat data's mask: every ignore_every-th target gets no loss (0: all count) */
     for (int i = 0; ignore_every > 0 && i < RUN_B * RUN_T; i += ignore_every)
         r.targets[i] = LOSS_IGNORED;
@@ -238,7 +244,14 @@ static void check_factor_gradients(const char *model_relative, GradTolerance tol
 Test(finetune, factor_gradients_f32_base, .timeout = 300)
 {
     check_factor_gradients("models/stories260K.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 0);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 0, 0.0f);
+}
+
+/* Dropout on the adapter's input (--lora-dropout), its masks held fixed. */
+Test(finetune, factor_gradients_with_dropout, .timeout = 300)
+{
+    check_factor_gradients("models/stories260K.gguf",
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 0, 0.3f);
 }
 
 /* The masked loss of chat data (two targets in three ignored): its gradient is that of the
@@ -246,19 +259,19 @@ Test(finetune, factor_gradients_f32_base, .timeout = 300)
 Test(finetune, factor_gradients_with_ignored_targets, .timeout = 300)
 {
     check_factor_gradients("models/stories260K.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 3);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 7, 3, 0.0f);
 }
 
 Test(finetune, factor_gradients_q8_0_base, .timeout = 300)
 {
     check_factor_gradients("models/qtest-Q8_0.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0, 0.0f);
 }
 
 Test(finetune, factor_gradients_q4_k_base, .timeout = 300)
 {
     check_factor_gradients("models/qtest-Q4_K_M.gguf",
-                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0);
+                           (GradTolerance){.eps = 1e-2, .atol = 3e-4, .rtol = 2e-2}, 61, 0, 0.0f);
 }
 
 /* Mean cross-entropy of (n, V) logits against targets, in double. */
@@ -426,9 +439,25 @@ Test(finetune, an_adapter_on_a_q8_0_base_gives_llama_clis_tokens, .timeout = 300
     expect_llama_cpp_tokens(llama_cli, model, adapter, "Once upon a time", 2e-3f, 8);
 }
 
+/* Whether the adapters of two run directories are the same bytes. */
+static bool same_adapters(const char *run_a, const char *run_b)
+{
+    char *a, *b, path[4200];
+    size_t len_a, len_b;
+    Error err;
+    snprintf(path, sizeof path, "%s/adapter.gguf", run_a);
+    cr_assert_eq(file_read_all(path, &a, &len_a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/adapter.gguf", run_b);
+    cr_assert_eq(file_read_all(path, &b, &len_b, &err), 0, "%s", err.msg);
+    bool same = len_a == len_b && memcmp(a, b, len_a) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
 /* N steps straight, and K steps then --resume to N: the same adapter, bit for bit (the
  * schedule's --decay-steps N given to both, as a run stopped at K would have had it). */
-Test(finetune, resume_is_bit_exact, .timeout = 300)
+static void check_resume_is_bit_exact(const char *flags)
 {
     SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
     const char *dir = test_make_tmpdir();
@@ -437,28 +466,75 @@ Test(finetune, resume_is_bit_exact, .timeout = 300)
     snprintf(straight, sizeof straight, "%s/straight", dir);
     snprintf(resumed, sizeof resumed, "%s/resumed", dir);
     quill_ok("finetune %s --data %s --out %s --steps 8 --decay-steps 8 --eval-every 0 "
-             "--grad-accum 2 %s", model,
-             text, straight, FINETUNE_FLAGS);
+             "--grad-accum 2 %s %s", model,
+             text, straight, FINETUNE_FLAGS, flags);
     quill_ok("finetune %s --data %s --out %s --steps 3 --decay-steps 8 --eval-every 0 "
-             "--grad-accum 2 %s", model,
-             text, resumed, FINETUNE_FLAGS);
+             "--grad-accum 2 %s %s", model,
+             text, resumed, FINETUNE_FLAGS, flags);
     quill_ok("finetune --resume %s --steps 8", resumed);
     char *out;
     cr_assert_eq(quill(&out, "finetune --resume %s --steps 8", resumed), 0, "%s", out);
     cr_expect(strstr(out, "already at step 8: nothing to do"), "%s", out);
     free(out);
-    char *a, *b;
-    size_t len_a, len_b;
+    cr_assert(same_adapters(straight, resumed), "the resumed run's adapter differs");
+}
+
+Test(finetune, resume_is_bit_exact, .timeout = 300) { check_resume_is_bit_exact(""); }
+
+/* With dropout, whose masks the resumed run draws again from the seed and the step. */
+Test(finetune, resume_with_dropout_is_bit_exact, .timeout = 300)
+{
+    check_resume_is_bit_exact("--lora-dropout 0.1");
+}
+
+/* --lora-dropout 0 is no dropout, bit for bit; 0.1 trains another adapter. */
+Test(finetune, dropout_zero_is_no_dropout, .timeout = 300)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    char none[4096], none_adapter[4200], zero[4096], zero_adapter[4200], some[4096],
+        some_adapter[4200];
+    const char *flags = "--steps 4 --eval-every 0";
+    finetune_sample(model, flags, none, none_adapter);
+    char with[256];
+    snprintf(with, sizeof with, "%s --lora-dropout 0", flags);
+    finetune_sample(model, with, zero, zero_adapter);
+    snprintf(with, sizeof with, "%s --lora-dropout 0.1", flags);
+    finetune_sample(model, with, some, some_adapter);
+    cr_expect(same_adapters(none, zero), "--lora-dropout 0 changed the adapter");
+    cr_expect(!same_adapters(none, some), "--lora-dropout 0.1 changed nothing");
+}
+
+/* The mask: about a fraction p of zeros, the rest x / (1 - p), the same for the same seed,
+ * pair, row and column, another for another seed. */
+Test(finetune, dropout_mask_drops_p_and_scales_the_rest)
+{
+    enum { N = 64, IN = 1024 };
+    LoraPair pair = {.a = {GGML_TYPE_F32, NULL, 4, IN}};
+    LoraAdapter adapter = {.pairs = &pair, .n_pairs = 1};
+    LoraUse use = {&adapter, 1.0f};
+    LoraSet set = {.max_rows = N, .n = 1, .uses = &use};
     Error err;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/adapter.gguf", straight);
-    cr_assert_eq(file_read_all(path, &a, &len_a, &err), 0, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/adapter.gguf", resumed);
-    cr_assert_eq(file_read_all(path, &b, &len_b, &err), 0, "%s", err.msg);
-    cr_assert_eq(len_a, len_b);
-    cr_assert_eq(memcmp(a, b, len_a), 0, "the resumed run's adapter differs");
-    free(a);
-    free(b);
+    cr_assert_eq(lora_set_dropout(&set, 0.25f, &err), 0, "%s", err.msg);
+    set.dropout_seed = 42;
+    float *x = malloc(sizeof(float) * N * IN), *again = malloc(sizeof(float) * N * IN);
+    for (int i = 0; i < N * IN; i++)
+        x[i] = 3.0f;
+    lora_dropout_apply(&set, 5, set.dropped, x, N, IN);
+    lora_dropout_apply(&set, 5, again, x, N, IN);
+    int zeros = 0, kept = 0;
+    for (int i = 0; i < N * IN; i++) {
+        zeros += set.dropped[i] == 0.0f;
+        kept += set.dropped[i] == 4.0f; /* 3 / (1 - 0.25) */
+    }
+    cr_expect_eq(zeros + kept, N * IN);
+    cr_expect(fabs((double)zeros / (N * IN) - 0.25) < 0.01, "%d zeros of %d", zeros, N * IN);
+    cr_expect_eq(memcmp(again, set.dropped, sizeof(float) * N * IN), 0);
+    set.dropout_seed = 43;
+    lora_dropout_apply(&set, 5, again, x, N, IN);
+    cr_expect_neq(memcmp(again, set.dropped, sizeof(float) * N * IN), 0);
+    free(x);
+    free(again);
+    free(set.dropped); /* the set borrows uses: not lora_set_free */
 }
 
 /* Bad input: one clear message each, nothing written. */

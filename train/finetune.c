@@ -56,6 +56,8 @@ typedef struct {
     float alpha;         /* 0: not given */
     const char *targets; /* NULL: not given */
     bool loss_on_all;    /* chat data: the loss on every token, not only the assistant's */
+    float dropout;       /* --lora-dropout; -1 (only while parsing a resumed run's flags):
+                            not given */
 } FinetuneArgs;
 
 typedef struct {
@@ -63,6 +65,7 @@ typedef struct {
     const char *dir;
     char base_path[4096];
     bool loss_on_all;
+    float dropout;
     Model model;
     Tokenizer tok;
     LoraTrain lora;
@@ -105,7 +108,7 @@ static const char *const RUN_KEYS[] = {
     "warmup", "decay-steps", "weight-decay", "beta1", "beta2", "grad-clip", "seed",
     "eval-every", "eval-batches", "save-every", "log-every", "threads",
 };
-enum { N_RUN_KEYS = sizeof RUN_KEYS / sizeof *RUN_KEYS, OWN_FLAGS = 7 };
+enum { N_RUN_KEYS = sizeof RUN_KEYS / sizeof *RUN_KEYS, OWN_FLAGS = 8 };
 
 typedef struct {
     Flag flags[OWN_FLAGS + N_RUN_KEYS];
@@ -127,6 +130,8 @@ static void finetune_command_line(FinetuneCommandLine *cl, FinetuneArgs *args, T
          "projections to adapt: any of q,k,v,o,gate,up,down"},
         {"loss-on-all", FLAG_SWITCH, &args->loss_on_all, 0, 0,
          "chat data (.jsonl): take the loss on every token, not only the assistant's"},
+        {"lora-dropout", FLAG_FLOAT, &args->dropout, 0, 0.99,
+         "dropout probability on each adapter's input, in training"},
     };
     memcpy(cl->flags, own, sizeof own);
     Flag all[CONFIG_N_KEYS];
@@ -193,6 +198,11 @@ static int finetune_buffers(Finetune *f, Error *err)
         lora_set_init(&f->set, &use, 1, B * T, err) != 0)
         return -1;
     f->acts.lora = &f->set;
+    if (f->dropout > 0.0f) {
+        if (lora_set_dropout(&f->set, f->dropout, err) != 0)
+            return -1;
+        f->lora.dropout = &f->set;
+    }
     f->grads = calloc(f->lora.n_params, sizeof *f->grads);
     f->inputs = malloc((size_t)B * T * sizeof *f->inputs);
     f->targets = malloc((size_t)B * T * sizeof *f->targets);
@@ -290,6 +300,7 @@ static int setup_new(Finetune *f, const FinetuneArgs *args, const char *base, Er
         return -1;
     rng_seed(&f->rng, (uint64_t)f->cfg.seed + 1);
     f->loss_on_all = args->loss_on_all;
+    f->dropout = args->dropout;
     if (dir_create_all(f->dir, err) != 0)
         return -1;
     return 0;
@@ -298,7 +309,8 @@ static int setup_new(Finetune *f, const FinetuneArgs *args, const char *base, Er
 /* The adapter's own keys, where the command line gives them, must be those of the run
  * being resumed: its tensors have their shapes. `given`: the flags parsed onto zeros. */
 static int check_same_adapter(const FinetuneArgs *given, const char *dir, int rank, float alpha,
-                              const char *targets, bool loss_on_all, Error *err)
+                              const char *targets, bool loss_on_all, float dropout,
+                              Error *err)
 {
     unsigned asked, saved;
     if (given->rank && given->rank != rank)
@@ -313,6 +325,9 @@ static int check_same_adapter(const FinetuneArgs *given, const char *dir, int ra
     if (given->targets && asked != saved)
         return error_set(err, "--lora-targets %s: the run in %s adapts %s, which a resumed "
                               "run keeps", given->targets, dir, targets);
+    if (given->dropout >= 0.0f && given->dropout != dropout)
+        return error_set(err, "--lora-dropout %g: the run in %s has dropout %g, which a "
+                              "resumed run keeps", given->dropout, dir, dropout);
     if (given->loss_on_all && !loss_on_all)
         return error_set(err, "--loss-on-all: the run in %s takes the loss on the assistant's "
                               "tokens only, which a resumed run keeps", dir);
@@ -333,16 +348,19 @@ static int resume_read(Finetune *f, int argc, char **argv, const GgufFile *g, Er
         gguf_get_f32(g, "adapter.lora.alpha", &alpha, err) != 0 ||
         (gguf_find_kv(g, "quill.finetune.loss_on_all") && /* absent: a text run */
          gguf_get_bool(g, "quill.finetune.loss_on_all", &f->loss_on_all, err) != 0) ||
+        (gguf_find_kv(g, "quill.finetune.lora_dropout") && /* absent: no dropout */
+         gguf_get_f32(g, "quill.finetune.lora_dropout", &f->dropout, err) != 0) ||
         checkpoint_read_progress(g, &state, err) != 0)
         return -1;
     int status = config_apply_json(&f->cfg, state.config_json, strlen(state.config_json),
                                    "finetune_state config", err);
     free(state.config_json);
-    FinetuneArgs given = {0};
+    FinetuneArgs given = {.dropout = -1.0f};
     const char *no_base;
     unsigned mask;
     if (status != 0 || finetune_parse(argc, argv, &given, &f->cfg, &no_base, err) != 0 ||
-        check_same_adapter(&given, f->dir, rank, alpha, targets, f->loss_on_all, err) != 0 ||
+        check_same_adapter(&given, f->dir, rank, alpha, targets, f->loss_on_all, f->dropout,
+                           err) != 0 ||
         lora_targets_parse(targets, &mask, err) != 0)
         return -1;
     snprintf(f->base_path, sizeof f->base_path, "%s", base);
@@ -396,6 +414,7 @@ static int write_state(const Finetune *f, const char *path, Error *err)
     gguf_writer_add_str(w, "quill.finetune.targets", targets);
     gguf_writer_add_i32(w, "quill.finetune.rank", f->lora.rank);
     gguf_writer_add_bool(w, "quill.finetune.loss_on_all", f->loss_on_all);
+    gguf_writer_add_f32(w, "quill.finetune.lora_dropout", f->dropout);
     gguf_writer_add_u32(w, "quill.step", (uint32_t)f->step);
     TrainProgressState state = {.step = f->step, .rng_state = f->rng.state, .config_json = json};
     checkpoint_add_progress(w, &f->opt, &state);
@@ -432,11 +451,16 @@ static float finetune_gradients(Finetune *f)
         data_window_starts(&f->data, SPLIT_TRAIN, B, T, c->shuffle ? &f->rng : NULL, window,
                            f->starts);
         data_batch_at(&f->data, SPLIT_TRAIN, B, T, f->starts, f->inputs, f->targets);
+        /* dropout's masks: new for each micro-batch, a function of the seed and the step,
+         * so that a resumed run draws the same ones */
+        f->set.dropout = f->dropout;
+        f->set.dropout_seed = rng_mix((uint64_t)c->seed ^ rng_mix(window));
         model_forward(&f->model, &f->acts, f->inputs, B, T, 0);
         sum += model_loss(&f->model, &f->acts, f->targets, B, T);
         lora_train_backward(&f->lora, &f->model, &f->acts, &f->scratch, f->grads, f->targets, B,
                             T, 1.0f / (float)c->grad_accum);
     }
+    f->set.dropout = 0.0f; /* evaluation sees the whole adapter */
     return (float)(sum / c->grad_accum);
 }
 
@@ -514,10 +538,11 @@ static int finetune_loop(Finetune *f, Progress *progress, bool resumed, Error *e
 }
 
 /* Bytes the run holds besides the mapped base: the adapter, its gradient, the two moments,
- * the activations and the backward's scratch. */
+ * the activations, the backward's scratch and dropout's masked inputs. */
 static size_t finetune_memory_bytes(const Finetune *f)
 {
-    size_t floats = 4 * f->lora.n_params + f->acts.n_floats + f->scratch.n_floats;
+    size_t floats = 4 * f->lora.n_params + f->acts.n_floats + f->scratch.n_floats +
+                    f->set.dropped_floats;
     return floats * sizeof(float);
 }
 
@@ -532,9 +557,9 @@ static void print_summary(const Finetune *f, bool resumed)
            (double)f->model.file->map_size / 1e6);
     uint64_t base_params, base_bytes;
     model_file_size(f->model.file, &base_params, &base_bytes);
-    printf("adapter: rank %d, alpha %g, on %s of %d blocks: %zu parameters (%.2f%% of the "
-           "base's)\n",
-           f->lora.rank, f->lora.alpha, targets, f->model.config.n_layers, f->lora.n_params,
+    printf("adapter: rank %d, alpha %g, dropout %g, on %s of %d blocks: %zu parameters (%.2f%% "
+           "of the base's)\n",
+           f->lora.rank, f->lora.alpha, f->dropout, targets, f->model.config.n_layers, f->lora.n_params,
            100.0 * (double)f->lora.n_params / (double)base_params);
     size_t n_val = f->data.n_tokens - f->data.n_train;
     if (f->data.counted)
