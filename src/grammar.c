@@ -649,12 +649,18 @@ static bool stack_equal(const GrammarStack *a, const int *positions, int depth)
 
 /* Adds a copy of positions[0..depth) to the set unless the set holds it already: two ways
  * through the grammar that reach the same stack continue the same way, and keeping one
- * keeps the set from doubling at each ambiguous step. */
+ * keeps the set from doubling at each ambiguous step. Some grammars still multiply their
+ * ways with every character (an ambiguous recursion inside a repetition, such as
+ * (. root "x" | .)+): past GRAMMAR_MAX_STACKS the text is refused with an error, rather than
+ * a recognizer whose every step costs more than the last. */
 static int stack_set_add(GrammarStackSet *s, const int *positions, int depth, Error *err)
 {
     for (size_t i = 0; i < s->n; i++)
         if (stack_equal(&s->items[i], positions, depth))
             return 0;
+    if (s->n == GRAMMAR_MAX_STACKS)
+        return error_set(err, "the grammar is too ambiguous here: more than %d ways to read "
+                              "the text so far", GRAMMAR_MAX_STACKS);
     if (buffer_reserve_items(&s->items, &s->cap, s->n + 1, sizeof *s->items, 8,
                              "grammar parse stacks", err) != 0)
         return -1;

@@ -76,6 +76,10 @@ typedef struct {
     size_t n, cap;
 } GrammarStackSet;
 
+/* The most stacks a set holds: a grammar that needs more at some point of a text is too
+ * ambiguous there, and reading on is an error (stack_set_add in grammar.c). */
+enum { GRAMMAR_MAX_STACKS = 1024 };
+
 typedef struct {
     const Grammar *grammar;
     GrammarStackSet stacks;

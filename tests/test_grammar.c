@@ -580,3 +580,27 @@ Test(grammar_cli, bad_grammars_exit_with_their_position)
     snprintf(needle, sizeof needle, "%s: line 2, column 1: expecting ')'", path);
     expect_clean_error(needle, "grammar %s --check a", path);
 }
+
+/* A grammar whose ways through multiply with every character (a recursion that may or may
+ * not start at each character, inside a repetition) used to make each step cost more than
+ * the last: 80 characters ran for minutes. Past GRAMMAR_MAX_STACKS ways the text is an error
+ * that says so, at once; a text that stays within the limit is still judged. */
+Test(grammar, a_grammar_too_ambiguous_for_a_text_is_a_quick_error, .timeout = 10)
+{
+    Grammar g;
+    Error err;
+    const char *text = "root ::= (\"x\" | . root \"x\" | .)+";
+    cr_assert_eq(grammar_parse(text, strlen(text), &g, &err), 0, "%s", err.msg);
+    char long_text[81];
+    for (int i = 0; i < 80; i++)
+        long_text[i] = i % 2 ? 'b' : 'a';
+    long_text[80] = '\0';
+    bool accepted = false;
+    cr_expect_eq(grammar_accepts(&g, long_text, 80, &accepted, &err), -1);
+    cr_expect_str_eq(err.msg, "the grammar is too ambiguous here: more than 1024 ways to read "
+                              "the text so far");
+    cr_expect_eq(grammar_accepts(&g, "axx", 3, &accepted, &err), 0, "%s", err.msg);
+    cr_expect(accepted, "\"axx\": a, then x, then x");
+    grammar_free(&g);
+}
+
