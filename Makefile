@@ -15,6 +15,7 @@
 #                   inference speed (make bench-inference: pp128/tg64 of F32, Q8_0, Q4_0, Q4_K_M)
 #                   quill serve beside llama-server (make bench-serve) and decoding with a
 #                   JSON grammar beside without, in quill and llama-cli (make bench-grammar)
+#                   and LoRA fine-tuning beside PyTorch (make bench-finetune)
 #   make bench-data the data pipeline (word counts, BPE 8192, token cache) on a generated
 #                   1 GB corpus: time, MB/s and peak memory (BENCH_DATA_MB to change the size)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 20; make test does too)
@@ -149,12 +150,12 @@ DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion
 
 .PHONY: all deps test test-unit test-abi test-node test-node-binding test-python test-install \
         test-load install uninstall \
-        check demo bench bench-data bench-inference bench-serve bench-grammar clean help probe fuzz notebooks
+        check demo bench bench-data bench-inference bench-serve bench-grammar bench-finetune clean help probe fuzz notebooks
 
 all: deps probe bin/quill $(SO) $(PC) $(NOTEBOOKS)
 
 help:
-	@sed -n '3,23p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,24p' Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages quill needs when they are missing: with apt-get as root,
 # otherwise it prints the exact command and stops. Every object waits for it (an
@@ -501,6 +502,7 @@ bench: deps bin/quill
 	$(MAKE) --no-print-directory bench-inference
 	$(MAKE) --no-print-directory bench-serve
 	$(MAKE) --no-print-directory bench-grammar
+	$(MAKE) --no-print-directory bench-finetune
 
 # Inference in llama-bench's terms (pp128, tg64, 2 threads, median of 5) on the 134M-parameter
 # benchmark model, written in F32 into a temporary directory (removed at the end) and
@@ -539,6 +541,17 @@ bench-grammar: bin/quill
 	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
 	$(call bench_model,Q8_0) && \
 	$(BENCH_ENV) sh tests/grammar_bench.sh $$dir/Q8_0.gguf bin/quill $(LLAMA_CLI)
+
+# LoRA fine-tuning (tests/finetune_bench.sh: rank 8 on all seven projections, batch 4 x 256,
+# 2 threads) on the bench model in F32 and Q8_0, beside the same step in PyTorch on the F32
+# file when Debian's python3-torch is installed (quill alone when it is not; it is large, so
+# `make deps` leaves it out: apt-get install -y python3-torch); tokens/s, GFLOP/s and peak
+# resident memory against the file's size; docs/training.md#speed-and-memory has the figures.
+bench-finetune: bin/quill
+	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
+	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	$(call bench_model,Q8_0) && \
+	$(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf $$dir/Q8_0.gguf
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).
