@@ -146,7 +146,7 @@ NOTEBOOKS  := $(patsubst notebooks-c/%.c,$(BUILD)/notebooks/%,$(NOTEBOOK_C))
 # quill generate --json-schema writes.
 DEB_PACKAGES := libopenblas-dev libopenblas-openmp-dev libcjson-dev libcriterion-dev libxxhash-dev \
                 libpcre2-dev libedit-dev libopenmpi-dev openmpi-bin fortunes clang \
-                libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium python3-jsonschema
+                libclang-rt-dev libomp-dev libmicrohttpd-dev nodejs npm chromium python3-jsonschema time
 
 .PHONY: all deps test test-unit test-abi test-node test-node-binding test-python test-install \
         test-load install uninstall \
@@ -546,12 +546,17 @@ bench-grammar: bin/quill
 # 2 threads) on the bench model in F32 and Q8_0, beside the same step in PyTorch on the F32
 # file when Debian's python3-torch is installed (quill alone when it is not; it is large, so
 # `make deps` leaves it out: apt-get install -y python3-torch); tokens/s, GFLOP/s and peak
-# resident memory against the file's size; docs/training.md#speed-and-memory has the figures.
+# resident memory against the file's size (/usr/bin/time, Debian's time), and the ceiling
+# that the machine's sgemm peak puts on both; then the same beside a busy neighbour.
+# docs/training.md#speed-and-memory has the figures.
 bench-finetune: bin/quill
 	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
 	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
 	$(call bench_model,Q8_0) && \
-	$(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf $$dir/Q8_0.gguf
+	$(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf $$dir/Q8_0.gguf && \
+	echo "== the same beside a busy neighbour, 8 steps a run (the thread governor needs a few)" && \
+	BUSY=1 STEPS=8 $(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf \
+	  $$dir/Q8_0.gguf
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in
 # /tmp/quill-bench-data between runs).

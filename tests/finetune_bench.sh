@@ -21,6 +21,15 @@
 # forward (A x, B u) and backward (dB, dy B, dA, (dy B) A) products (6 Pl, Pl = r (in + out)
 # summed over the adapted projections) and causal attention's QK^T and PV with their four
 # backward products (6 L dim (T + 1) on average): the same count for both programs.
+#
+# Both programs spend most of a step in sgemm (PyTorch through the same OpenBLAS), so the
+# machine's sgemm peak on THREADS threads, measured before the rounds and after them (quill
+# bench --machine), bounds what either can reach: peak / FLOP per token is the "ceiling"
+# line. PyTorch's thread count is ATen's (torch.set_num_threads); OpenBLAS keeps its own
+# threads, one per core, whatever it is.
+#
+# BUSY=1 runs every round beside a busy neighbour: a process that keeps one core busy
+# (yes > /dev/null), as a compile or a browser would.
 set -eu
 quill=$1
 data=$2
@@ -31,7 +40,12 @@ steps=${STEPS:-3}
 here=$(dirname "$0")
 python=/usr/bin/python3
 out=$(mktemp -d /tmp/quill-finetune-bench-XXXXXX)
-trap 'rm -rf "$out"' EXIT
+busy=
+trap 'rm -rf "$out"; [ -z "$busy" ] || kill "$busy"' EXIT
+if [ "${BUSY:-0}" = 1 ]; then
+    yes >/dev/null &
+    busy=$!
+fi
 head -c 65536 "$data" >"$out/data.txt"
 f32=$1
 torch_threads=
@@ -71,14 +85,22 @@ torch_run() {
     cut -d' ' -f2 "$out/torch-fields" >>"$out/torch-$1-peak"
 }
 
+machine_peak() {
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_LOADED -u OPENBLAS_L2_SIZE "$quill" bench --machine \
+        --threads "$threads" | sed -n 's/^ *sgemm peak *\([0-9.]*\).*/\1/p' >>"$out/peak"
+}
+
+machine_peak
 for round in $(seq "$rounds"); do
     for model in "$@"; do quill_run "$model"; done
     for t in $torch_threads; do torch_run "$t"; done
     echo "round $round of $rounds done" >&2
 done
+machine_peak
 
 fpt=$(flops_per_token "$f32")
-echo "LoRA rank 8 on all 7 projections, batch 4 x 256, $steps steps, median of $rounds rounds;" \
+echo "LoRA rank 8 on all 7 projections, batch 4 x 256, $steps steps, median of $rounds rounds" \
+    "${busy:+beside a busy neighbour (yes > /dev/null) }with" \
     "$(echo "$fpt" | awk '{ printf "%.1f", $1 / 1e6 }') MFLOP per token"
 printf '%-22s %10s %10s %12s %12s\n' run "tokens/s" "GFLOP/s" "peak MB" "file MB"
 for model in "$@"; do
@@ -90,9 +112,19 @@ for model in "$@"; do
 done
 for t in $torch_threads; do
     rate=$(median "$out/torch-$t-rate")
-    printf '%-22s %10.1f %10.1f %12.1f %12.1f\n' "torch F32, $t thr" "$rate" \
+    printf '%-22s %10.1f %10.1f %12.1f %12.1f\n' "torch F32, $t ATen thr" "$rate" \
         "$(echo "$rate $fpt" | awk '{ print $1 * $2 / 1e9 }')" "$(median "$out/torch-$t-peak")" \
         "$(stat -c %s "$f32" | awk '{ print $1 / 1e6 }')"
+done
+peak=$(median "$out/peak")
+best_torch=$(for t in $torch_threads; do median "$out/torch-$t-rate"; done | sort -n | tail -1)
+printf '%-22s %10.1f %10.1f   (the sgemm peak on %s threads, before and after: %s GFLOP/s)\n' \
+    ceiling "$(echo "$peak $fpt" | awk '{ print $1 * 1e9 / $2 }')" "$peak" "$threads" \
+    "$(tr '\n' ' ' <"$out/peak" | sed 's/ $//; s/ / and /')"
+[ -z "$best_torch" ] || for model in "$@"; do
+    name=$(basename "$model" .gguf)
+    echo "quill $name / best torch: $(echo "$(median "$out/quill-$name-rate") $best_torch" |
+        awk '{ printf "%.2fx", $1 / $2 }')"
 done
 for f in "$out"/*-rate "$out"/*-peak; do echo "$(basename "$f"), each round: $(tr '\n' ' ' <"$f")"; done
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -317,6 +317,25 @@ Test(cli, bench_takes_a_run_directory_and_refuses_bad_arguments_first, .timeout 
     expect_bench_refused("Is a directory", "bench %s", empty);
     expect_bench_refused("nothing.txt: No such file", "bench configs/tiny.json --data %s/nothing.txt",
                          dir);
+    expect_bench_refused("--machine measures the machine alone", "bench --machine configs/tiny.json");
+}
+
+/* quill bench --machine prints the machine's two figures and trains nothing, whatever the
+ * --data default: no data file is needed (a script such as tests/finetune_bench.sh reads
+ * the sgemm peak from it). */
+Test(cli, bench_machine_prints_the_machine_alone, .timeout = 120)
+{
+    char *out;
+    cr_assert_eq(quill(&out, "bench --machine --threads 1 --data /nonexistent.txt"), 0, "%s", out);
+    double peak = 0, triad = 0;
+    const char *p = strstr(out, "sgemm peak"), *m = strstr(out, "memory triad");
+    cr_assert(p && m, "%s", out);
+    cr_expect_eq(sscanf(p, "sgemm peak %lf GFLOP/s", &peak), 1, "%s", out);
+    cr_expect_eq(sscanf(m, "memory triad %lf GB/s", &triad), 1, "%s", out);
+    cr_expect_gt(peak, 0.0, "%s", out);
+    cr_expect_gt(triad, 0.0, "%s", out);
+    cr_expect_null(strstr(out, "training:"), "--machine trained:\n%s", out);
+    free(out);
 }
 
 /* The longest stretch of text between two carriage returns or newlines that starts with

@@ -27,6 +27,7 @@ typedef struct {
     int warmup;     /* untimed steps first */
     int grad_accum; /* 0: the config's */
     bool busy_neighbour; /* each config again beside a busy process */
+    bool machine_only;   /* the machine's limits alone, no training */
     const Dist *dist;
 } BenchOptions;
 
@@ -157,7 +158,8 @@ static int bench_config_busy(const char *config_path, const BenchOptions *o, Err
     return 0;
 }
 
-/* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile). */
+/* The machine's limits, on rank 0 (the other ranks of an MPI job wait meanwhile): the
+ * sgemm peak that every matmul-bound figure is set against, and the memory bandwidth. */
 static double bench_machine(const BenchOptions *o)
 {
     printf("machine: %d thread%s, matmul %s\n", o->threads, plural_s(o->threads),
@@ -167,13 +169,19 @@ static double bench_machine(const BenchOptions *o)
     printf("  sgemm peak       %7.1f GFLOP/s  (best of 1024^3 and 2048^3 products)\n", peak);
     printf("  memory triad     %7.1f GB/s     (a = b + s*c over 3 x 64 MB)\n",
            machine_triad_gbs());
+    fflush(stdout);
+    return peak;
+}
+
+/* The header of the training table that bench_config_line fills. */
+static void bench_training_header(const BenchOptions *o)
+{
     printf("training: median of %d step%s after %d warm-up step%s, %d thread%s x %d rank%s, "
            "data %s\n",
            o->steps, plural_s(o->steps), o->warmup, plural_s(o->warmup), o->threads,
            plural_s(o->threads), o->dist->size, plural_s(o->dist->size), o->data);
     printf("  %-24s %9s %8s %11s %9s %9s\n", "config", "params", "tok/step", "tokens/s",
            "GFLOP/s", "of peak");
-    return peak;
 }
 
 int cmd_bench(int argc, char **argv, Error *err)
@@ -189,6 +197,8 @@ int cmd_bench(int argc, char **argv, Error *err)
          "micro-batches per step (0: the config's; a multiple of the MPI ranks)"},
         {"busy-neighbour", FLAG_SWITCH, &o.busy_neighbour, 0, 0,
          "each config again beside a process that keeps one core busy, on --threads and on 1"},
+        {"machine", FLAG_SWITCH, &o.machine_only, 0, 0,
+         "the machine's sgemm peak and memory bandwidth alone, then stop"},
     };
     const CommandSpec spec = {
         .usage = "usage: quill bench [CONFIG...] [options]\n"
@@ -209,17 +219,21 @@ int cmd_bench(int argc, char **argv, Error *err)
     int parsed = cli_parse_command(&spec, argc, argv, positional, &n_configs, stdout, err);
     if (parsed != 0)
         return parsed < 0 ? -1 : 0;
+    if (n_configs > 0 && o.machine_only)
+        return error_set(err, "--machine measures the machine alone: give it no config");
     if (n_configs > 0)
         memcpy(configs, positional, (size_t)n_configs * sizeof *configs);
     else
-        n_configs = 3;
+        n_configs = o.machine_only ? 0 : 3;
     Dist dist;
     int status = dist_init(&dist, &argc, &argv, err);
     o.dist = &dist;
-    if (status == 0)
+    if (status == 0 && n_configs > 0)
         status = bench_check_arguments(configs, n_configs, &o, err);
     compute_set_threads(o.threads);
     double peak = status == 0 && dist_is_root(&dist) ? bench_machine(&o) : 1.0;
+    if (status == 0 && n_configs > 0 && dist_is_root(&dist))
+        bench_training_header(&o);
     if (status == 0 && o.busy_neighbour && dist.size > 1)
         status = error_set(err, "--busy-neighbour measures one process: run it without mpirun");
     for (int i = 0; status == 0 && i < n_configs; i++)
