@@ -1,5 +1,7 @@
 #include "jsonl.h"
 
+#include <string.h>
+
 #include "utf8.h"
 
 bool json_write_string(FILE *out, const char *s, size_t n)
@@ -41,6 +43,19 @@ static void json_write_hex(FILE *out, const char *s, size_t n)
     fputc('"', out);
 }
 
+/* The adapters of the run, for "settings": [{"path":...,"scale":...}, ...], the paths as
+ * --lora gave them. */
+static void json_write_adapters(FILE *out, const AdapterList *list)
+{
+    fputc('[', out);
+    for (int i = 0; i < list->n; i++) {
+        fputs(i ? ",{\"path\":" : "{\"path\":", out);
+        json_write_string(out, list->paths[i], strlen(list->paths[i]));
+        fprintf(out, ",\"scale\":%g}", list->scales[i]);
+    }
+    fputc(']', out);
+}
+
 void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completion *c, int n)
 {
     const SamplerParams *sp = &o->sampler;
@@ -61,9 +76,11 @@ void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completi
         fprintf(out, ",\"settings\":{\"temperature\":%g,\"top_k\":%d,\"top_p\":%g,\"min_p\":%g,"
                      "\"typical_p\":%g,\"repeat_penalty\":%g,\"repeat_last_n\":%d,"
                      "\"frequency_penalty\":%g,\"presence_penalty\":%g,\"beam_size\":%d,"
-                     "\"length_penalty\":%g,\"max_tokens\":%d}}\n",
+                     "\"length_penalty\":%g,\"max_tokens\":%d,\"lora\":",
                 sp->temperature, sp->top_k, sp->top_p, sp->min_p, sp->typical_p,
                 sp->repeat_penalty, sp->repeat_last_n, sp->frequency_penalty,
                 sp->presence_penalty, o->beam_size, o->length_penalty, o->max_tokens);
+        json_write_adapters(out, &o->loras);
+        fputs("}}\n", out);
     }
 }

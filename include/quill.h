@@ -537,10 +537,13 @@ QUILL_API int quill_context_set_lora(quill_context *c, quill_lora *const *adapte
 /* ---- session state ------------------------------------------------------------------ */
 
 /* Writes sequence seq's tokens and KV cache to path (atomically: a crash leaves the old
- * file), with a checksum; quill_state_load puts them into sequence seq of a context of the
- * same model and cache type, so that decoding continues as if never interrupted. A file
- * from another model, a damaged file or one too long for the context is an error that
- * changes nothing. */
+ * file), with a checksum and a hash of the LoRA adapters the context applies (each file's
+ * contents and its scale, in order); quill_state_load puts them into sequence seq of a
+ * context of the same model and cache type that applies the same adapters at the same
+ * scales (or none, as the saving context did), so that decoding continues as if never
+ * interrupted. A file from another model, one saved with other adapters or scales
+ * (QUILL_ERROR_CONTEXT), a damaged file, one too long for the context or one written
+ * before the adapters were recorded (format version 1) is an error that changes nothing. */
 QUILL_API int quill_state_save(const quill_context *c, int seq, const char *path);
 QUILL_API int quill_state_load(quill_context *c, int seq, const char *path);
 

@@ -875,6 +875,18 @@ uint64_t gguf_tensor_nelements(const GgufTensor *t)
     return n;
 }
 
+void gguf_hash_tensors(const GgufFile *f, bool with_data, Hash64Stream *h)
+{
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const GgufTensor *t = &f->tensors[i];
+        hash64_stream_add(h, t->name, strlen(t->name) + 1);
+        hash64_stream_add(h, &t->type, sizeof t->type);
+        hash64_stream_add(h, t->ne, sizeof t->ne);
+        if (with_data)
+            hash64_stream_add(h, t->data, (size_t)t->nbytes);
+    }
+}
+
 /* ---- Writer ---- */
 
 struct GgufWriter {

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "hash.h"
 
 /* Metadata value types, numbered as in the file. */
 typedef enum {
@@ -125,6 +126,10 @@ int gguf_get_str(const GgufFile *f, const char *key, const char **out, Error *er
 /* An array whose elements have type elem_type; *data as in GgufKV.array. */
 int gguf_get_array(const GgufFile *f, const char *key, GgufType elem_type, uint64_t *n,
                    const void **data, Error *err);
+
+/* Adds every tensor's name, type and shape to h, in the file's order, and with_data also
+ * its bytes: what a file's tensors are (a saved state's model) or hold (a LoRA adapter). */
+void gguf_hash_tensors(const GgufFile *f, bool with_data, Hash64Stream *h);
 
 /* Element count of a tensor: the product of ne. */
 uint64_t gguf_tensor_nelements(const GgufTensor *t);

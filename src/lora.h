@@ -40,12 +40,16 @@ typedef struct {
     float alpha;    /* adapter.lora.alpha; 0 when the file has none */
     int n_pairs;
     LoraPair *pairs;
+    uint64_t identity; /* hash of alpha and every tensor's name, type, shape and bytes: what
+                          decides the adapter's effect, recorded in a saved state (0 for an
+                          adapter lora_adapter_load did not make) */
 } LoraAdapter;
 
 /* Opens an adapter file and checks it against the model it will change: general.type
  * "adapter", adapter.type "lora", the model's architecture, every lora_a with its lora_b,
- * each naming a weight the model has, in the shapes above. The first problem is the error,
- * naming the tensor; on failure nothing stays allocated and err starts with the path. */
+ * each naming a weight the model has, in the shapes above; then hashes it (identity). The
+ * first problem is the error, naming the tensor; on failure nothing stays allocated and err
+ * starts with the path. */
 int lora_adapter_load(LoraAdapter *a, const char *path, const Model *m, Error *err);
 void lora_adapter_free(LoraAdapter *a); /* NULL-safe; leaves *a zeroed */
 

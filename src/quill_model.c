@@ -118,12 +118,7 @@ static uint64_t model_identity(const GgufFile *f, int vocab_size)
     if (!h)
         return 0;
     hash64_stream_add(h, &vocab_size, sizeof vocab_size);
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        const GgufTensor *t = &f->tensors[i];
-        hash64_stream_add(h, t->name, strlen(t->name) + 1);
-        hash64_stream_add(h, &t->type, sizeof t->type);
-        hash64_stream_add(h, t->ne, sizeof t->ne);
-    }
+    gguf_hash_tensors(f, false, h);
     uint64_t value = hash64_stream_value(h);
     hash64_stream_free(h);
     return value;

@@ -2,9 +2,12 @@
  * save-load-state example does. The file, little-endian:
  *
  *   "QUILLKV\0"                      magic (8 bytes)
- *   u32 version (1), u32 cache type   the cache's GgmlType: rows are stored as they lie
+ *   u32 version (2), u32 cache type   the cache's GgmlType: rows are stored as they lie
  *   u32 vocab, layers, dim, kv dim    the model's shape, for a readable message ...
  *   u64 model identity                ... and the hash of its tensors' names, types, shapes
+ *   u64 adapters                      the LoRA adapters that computed the cache: a hash of
+ *                                     each one's identity (lora.h) and user scale, in the
+ *                                     order the context applies them; 0 for none
  *   u64 row bytes                     one position's keys (or values) of one layer
  *   u64 n                             positions
  *   i32 tokens[n]
@@ -13,8 +16,9 @@
  *   u64 checksum                      XXH3 of every byte before it
  *
  * A file is checked whole (checksum, then every field against the context) before anything
- * of the context changes, so a damaged file, one from another model or cache type, or one
- * longer than the context is an error that leaves the sequence as it was. */
+ * of the context changes, so a damaged file, one from another model, cache type or set of
+ * adapters, or one longer than the context is an error that leaves the sequence as it was.
+ * (Version 1, without the adapters, is refused by its version.) */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,17 +27,32 @@
 #include "quill_internal.h"
 
 static const char STATE_MAGIC[8] = "QUILLKV";
-enum { STATE_VERSION = 1 };
+enum { STATE_VERSION = 2 };
 _Static_assert(sizeof(quill_token) == sizeof(int32_t), "tokens are stored as i32");
 
 typedef struct {
     char magic[8];
     uint32_t version, cache_type;
     uint32_t vocab, layers, dim, kv_dim;
-    uint64_t identity, row_bytes;
+    uint64_t identity, adapters, row_bytes;
     uint64_t n_tokens; /* 64 bits: the header has no padding, so it is written as it is */
 } StateHeader;
-_Static_assert(sizeof(StateHeader) == 56, "the header as the format above lists it");
+_Static_assert(sizeof(StateHeader) == 64, "the header as the format above lists it");
+
+/* The adapters a context applies, as the header records them: each adapter's identity and
+ * the bits of its scale chained through the hash in order (the same adapters in another
+ * order give the same sums only up to rounding, so the order counts); 0 when none. */
+static uint64_t adapters_identity(const LoraSet *s)
+{
+    uint64_t value = 0;
+    for (int i = 0; i < s->n; i++) {
+        uint32_t scale_bits;
+        memcpy(&scale_bits, &s->uses[i].scale, sizeof scale_bits);
+        uint64_t link[3] = {value, s->uses[i].adapter->identity, scale_bits};
+        value = hash64(link, sizeof link);
+    }
+    return value;
+}
 
 /* The header a state of n positions of c has. */
 static StateHeader state_header(const quill_context *c, int n)
@@ -42,7 +61,9 @@ static StateHeader state_header(const quill_context *c, int n)
     StateHeader h = {.version = STATE_VERSION, .cache_type = c->infer.acts.kv_type,
                      .vocab = (uint32_t)m->vocab_size, .layers = (uint32_t)m->n_layers,
                      .dim = (uint32_t)m->dim, .kv_dim = (uint32_t)model_kv_dim(m),
-                     .identity = c->model->identity, .row_bytes = c->infer.acts.kv_row_bytes,
+                     .identity = c->model->identity,
+                     .adapters = adapters_identity(&c->infer.lora),
+                     .row_bytes = c->infer.acts.kv_row_bytes,
                      .n_tokens = (uint64_t)n};
     memcpy(h.magic, STATE_MAGIC, sizeof h.magic);
     return h;
@@ -128,6 +149,13 @@ static int state_check(const quill_context *c, const char *path, const uint8_t *
         return api_fail_as(QUILL_ERROR_CONTEXT, "%s: %s holds a %s cache; this context's is %s", fn,
                            path, gguf_tensor_type_name(h->cache_type),
                            gguf_tensor_type_name(want.cache_type));
+    if (h->adapters != want.adapters)
+        return api_fail_as(QUILL_ERROR_CONTEXT,
+                           "%s: %s was saved with other LoRA adapters (or scales) than this "
+                           "context applies (it applies %d): its keys and values were "
+                           "computed with other weights; apply the same with "
+                           "quill_context_set_lora first",
+                           fn, path, c->infer.lora.n);
     if (h->n_tokens > (uint64_t)c->infer.params.n_ctx)
         return api_fail_as(QUILL_ERROR_CONTEXT, "%s: %s holds %llu positions; the context holds %d",
                            fn, path, (unsigned long long)h->n_tokens, c->infer.params.n_ctx);

@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "loader.h"
 #include "quill.h"
+#include "test_adapter.h"
 #include "test_util.h"
 
 #define STORIES "models/stories260K.gguf"
@@ -496,25 +497,33 @@ Test(api, a_context_computes_on_its_own_thread_count, .timeout = 60)
 
 /* ---- session state ------------------------------------------------------------------------- */
 
-/* Saved after 12 tokens, loaded into a fresh context and continued: the 24 tokens of a run
- * that was never interrupted. */
-Test(api, a_saved_state_loaded_into_a_fresh_context_continues_the_same_text, .timeout = 60)
+/* A context of n_seq sequences of 128 positions that applies adapter (NULL: none) at scale. */
+static quill_context *context_with_lora(quill_model *m, int n_seq, quill_lora *adapter,
+                                        float scale)
 {
-    SHARED_FILE_OR_SKIP(path, STORIES);
-    const char *file = test_make_tmpdir();
-    char state[4200];
-    snprintf(state, sizeof state, "%s/state.bin", file);
-    quill_model *m = test_model_load(path);
+    quill_context *c = test_context_new(m, n_seq, 128);
+    if (adapter)
+        cr_assert_eq(quill_context_set_lora(c, &adapter, &scale, 1), QUILL_OK, "%s",
+                     quill_last_error());
+    return c;
+}
+
+/* Generates 24 greedy tokens after PROMPT in one go (into *whole), then 12, saved to `state`,
+ * loaded into sequence 1 of a fresh context and continued for 12: expects the 24 tokens of
+ * the run that was never interrupted. Every context applies adapter (NULL: none) at scale. */
+static void expect_a_loaded_state_continues_the_text(quill_model *m, quill_lora *adapter,
+                                                     float scale, const char *state, Seen *whole)
+{
     quill_sampler *s = greedy_sampler(m);
-    Seen whole = {0}, first = {0}, rest = {0};
-    quill_context *c = test_context_new(m, 1, 128);
-    generate(c, s, PROMPT, 24, &whole);
+    Seen first = {0}, rest = {0};
+    quill_context *c = context_with_lora(m, 1, adapter, scale);
+    generate(c, s, PROMPT, 24, whole);
     quill_context_free(c);
 
-    c = test_context_new(m, 1, 128);
+    c = context_with_lora(m, 1, adapter, scale);
     generate(c, s, PROMPT, 12, &first);
     cr_assert_eq(quill_state_save(c, 0, state), QUILL_OK, "%s", quill_last_error());
-    quill_context *fresh = test_context_new(m, 2, 128);
+    quill_context *fresh = context_with_lora(m, 2, adapter, scale);
     cr_assert_eq(quill_state_load(fresh, 1, state), QUILL_OK, "%s", quill_last_error());
     quill_token a[64], b[64];
     int n = quill_seq_tokens(c, 0, a, 64);
@@ -526,13 +535,26 @@ Test(api, a_saved_state_loaded_into_a_fresh_context_continues_the_same_text, .ti
     gp.on_token = collect;
     gp.user = &rest;
     cr_assert_eq(quill_generate(fresh, s, "", &gp, NULL), QUILL_OK, "%s", quill_last_error());
+    cr_assert_eq(whole->n_tokens, 24);
     cr_assert_eq(first.n_tokens + rest.n_tokens, 24);
-    cr_expect_arr_eq(first.tokens, whole.tokens, 12 * sizeof(quill_token));
-    cr_expect_arr_eq(rest.tokens, whole.tokens + 12, 12 * sizeof(quill_token),
+    cr_expect_arr_eq(first.tokens, whole->tokens, 12 * sizeof(quill_token));
+    cr_expect_arr_eq(rest.tokens, whole->tokens + 12, 12 * sizeof(quill_token),
                      "the continuation after loading differs");
     quill_context_free(fresh);
     quill_context_free(c);
     quill_sampler_free(s);
+}
+
+/* Saved after 12 tokens, loaded into a fresh context and continued: the 24 tokens of a run
+ * that was never interrupted. */
+Test(api, a_saved_state_loaded_into_a_fresh_context_continues_the_same_text, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    char state[4200];
+    snprintf(state, sizeof state, "%s/state.bin", test_make_tmpdir());
+    quill_model *m = test_model_load(path);
+    Seen whole = {0};
+    expect_a_loaded_state_continues_the_text(m, NULL, 1.0f, state, &whole);
     quill_model_free(m);
 }
 
@@ -599,6 +621,49 @@ Test(api, a_damaged_or_foreign_state_file_is_a_clear_error_that_changes_nothing,
     quill_context_free(c);
     quill_sampler_free(s);
     quill_model_free(other);
+    quill_model_free(m);
+}
+
+/* A cache computed with a LoRA adapter belongs to that adapter at that scale: its state
+ * continues the text in a context that applies the same (and the adapter changes the text,
+ * so the comparison sees it), and is refused, the sequence left as it was, by a context
+ * without the adapter or with it at another scale; a state saved without adapters is
+ * refused where one applies. */
+Test(api, a_state_loads_only_where_the_same_lora_adapters_apply, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(path, STORIES);
+    const char *dir = test_make_tmpdir();
+    char adapter_file[4200], plain[4200], adapted[4200];
+    snprintf(adapter_file, sizeof adapter_file, "%s/adapter.gguf", dir);
+    snprintf(plain, sizeof plain, "%s/plain.bin", dir);
+    snprintf(adapted, sizeof adapted, "%s/adapted.bin", dir);
+    test_write_adapter(adapter_file, path, &TEST_ADAPTER);
+    quill_model *m = test_model_load(path);
+    quill_lora *adapter = quill_lora_load(m, adapter_file);
+    cr_assert_not_null(adapter, "%s", quill_last_error());
+    Seen without = {0}, with = {0};
+    expect_a_loaded_state_continues_the_text(m, NULL, 1.0f, plain, &without);
+    expect_a_loaded_state_continues_the_text(m, adapter, 0.5f, adapted, &with);
+    cr_assert_neq(memcmp(with.tokens, without.tokens, 24 * sizeof(quill_token)), 0,
+                  "the adapter did not change the greedy text");
+
+    const char *message = "was saved with other LoRA adapters (or scales) than this context";
+    quill_sampler *s = greedy_sampler(m);
+    quill_context *contexts[3] = {context_with_lora(m, 1, NULL, 1.0f),
+                                  context_with_lora(m, 1, adapter, 1.0f),
+                                  context_with_lora(m, 1, adapter, 0.5f)};
+    const char *states[3] = {adapted, adapted, plain};
+    int refused = 0;
+    for (int i = 0; i < 3; i++, refused++) {
+        Seen seen = {0};
+        generate(contexts[i], s, " The end", 4, &seen);
+        expect_refused(contexts[i], states[i], message);
+        cr_expect_eq(quill_last_error_kind(), QUILL_ERROR_CONTEXT, "case %d", i);
+        quill_context_free(contexts[i]);
+    }
+    cr_assert_eq(refused, 3);
+    quill_sampler_free(s);
+    quill_lora_free(adapter);
     quill_model_free(m);
 }
 

@@ -1,6 +1,8 @@
 /* quill generate and quill chat end to end, on what a user sees: seeds, the JSON lines of
- * --output-file read by Python's json module, the context's limits, beam search's output,
+ * --output-file read by Python's json module (and its record of the LoRA adapters read by
+ * cJSON), the context's limits, beam search's output,
  * the flags chat cannot honour, and the REPL on a real terminal (a pseudo-terminal). */
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,6 +10,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "test_adapter.h"
 #include "test_util.h"
 
 /* Each "[seed N;" line of --verbose in text, in order, into seeds; returns how many. */
@@ -117,6 +120,57 @@ Test(generate_cli, output_file_lines_are_json_that_python_reads, .timeout = 60)
         compared++;
     }
     cr_assert_eq(compared, 3);
+}
+
+/* The "lora" array of an --output-file record's "settings", parsed by cJSON (the caller
+ * deletes *record). */
+static const cJSON *recorded_lora(const char *file, cJSON **record)
+{
+    char *json;
+    test_file_bytes(file, &json);
+    *record = cJSON_Parse(json);
+    cr_assert_not_null(*record, "not JSON: %s", json);
+    free(json);
+    const cJSON *lora = cJSON_GetObjectItem(cJSON_GetObjectItem(*record, "settings"), "lora");
+    cr_assert(cJSON_IsArray(lora), "settings has no \"lora\" array");
+    return lora;
+}
+
+/* A record names the LoRA adapters the text came from, so that the run can be repeated:
+ * settings.lora holds {"path", "scale"} for each --lora, the path as it was given; without
+ * --lora it is an empty array. */
+Test(generate_cli, output_file_records_the_lora_adapters, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char adapter[256], file[256], *out, *messages;
+    int status;
+    snprintf(adapter, sizeof adapter, "%s/adapter.gguf", dir);
+    snprintf(file, sizeof file, "%s/run.jsonl", dir);
+    test_write_adapter(adapter, model, &TEST_ADAPTER);
+    const char *run = "generate %s --prompt 'Once upon a time' -n 3 --seed 1 --output-file %s %s";
+    char lora_flags[512];
+    snprintf(lora_flags, sizeof lora_flags, "--lora %s --lora-scale 0.5", adapter);
+    quill_stdout(&out, &messages, &status, run, model, file, lora_flags);
+    cr_assert_eq(status, 0, "%s", messages);
+    free(out);
+    free(messages);
+    cJSON *record;
+    const cJSON *lora = recorded_lora(file, &record);
+    cr_assert_eq(cJSON_GetArraySize(lora), 1);
+    const cJSON *use = cJSON_GetArrayItem(lora, 0);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(use, "path")), adapter);
+    cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(use, "scale")));
+    cr_expect_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(use, "scale")), 0.5);
+    cJSON_Delete(record);
+
+    quill_stdout(&out, &messages, &status, run, model, file, "");
+    cr_assert_eq(status, 0, "%s", messages);
+    free(out);
+    free(messages);
+    lora = recorded_lora(file, &record);
+    cr_expect_eq(cJSON_GetArraySize(lora), 0);
+    cJSON_Delete(record);
 }
 
 /* An --output-file in a directory that does not exist is one error line before anything is
