@@ -547,15 +547,16 @@ bench-grammar: bin/quill
 # file when Debian's python3-torch is installed (quill alone when it is not; it is large, so
 # `make deps` leaves it out: apt-get install -y python3-torch); tokens/s, GFLOP/s and peak
 # resident memory against the file's size (/usr/bin/time, Debian's time), and the ceiling
-# that the machine's sgemm peak puts on both; then the same beside a busy neighbour.
+# that the machine's sgemm peak puts on both; then the same beside a busy neighbour (PyTorch
+# at its best ATen thread count alone, 1: a round of both counts took 9 minutes there).
 # docs/training.md#speed-and-memory has the figures.
 bench-finetune: bin/quill
 	@test -s $(SHAKESPEARE) || sh data/get.sh tinyshakespeare
 	@dir=$$(mktemp -d /tmp/quill-bench-XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
 	$(call bench_model,Q8_0) && \
 	$(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf $$dir/Q8_0.gguf && \
-	echo "== the same beside a busy neighbour, 8 steps a run (the thread governor needs a few)" && \
-	BUSY=1 STEPS=8 $(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf \
+	echo "== the same beside a busy neighbour, 6 steps a run (the thread governor needs a few)" && \
+	BUSY=1 STEPS=6 TORCH_THREADS=1 $(BENCH_ENV) sh tests/finetune_bench.sh bin/quill $(SHAKESPEARE) $$dir/F32.gguf \
 	  $$dir/Q8_0.gguf
 
 # What a new run does with a corpus larger than memory, on a generated corpus (kept in

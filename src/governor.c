@@ -64,8 +64,10 @@ void governor_unit_end(ThreadGovernor *g, double work)
     g->n_units++;
     g->work += work > 0.0 ? work : 1.0;
     g->seconds += now - g->unit_start;
-    bool long_enough = g->n_units >= GOVERNOR_WINDOW_MIN_UNITS &&
-                       now - g->window_start >= GOVERNOR_WINDOW_SECONDS;
+    double window = now - g->window_start;
+    bool long_enough = window >= GOVERNOR_WINDOW_SECONDS &&
+                       (g->n_units >= GOVERNOR_WINDOW_MIN_UNITS ||
+                        window >= GOVERNOR_WINDOW_LONG_SECONDS);
     if (!long_enough)
         return;
     double wait_end = governor_threads_wait_seconds(g->threads);
@@ -96,9 +98,9 @@ static void settled_window_end(ThreadGovernor *g, double cost, double wait_share
 }
 
 /* A window at a tried count: fewer threads win unless slower by the margin, more threads
- * must be faster by it (governor.h says why). A loss while the tried threads were kept from
- * their cores gets another window; otherwise the settled count goes on, and the direction
- * waits before it is tried again, twice as long after each loss. */
+ * must be faster by it (governor.h says why). A loss of fewer threads while they were kept
+ * from their cores gets another window; otherwise the settled count goes on, and the
+ * direction waits before it is tried again, twice as long after each loss. */
 static void tried_window_end(ThreadGovernor *g, double cost, double wait_share, double now)
 {
     bool fewer = g->threads < g->settled;
@@ -113,7 +115,8 @@ static void tried_window_end(ThreadGovernor *g, double cost, double wait_share, 
         *back_at = now + (fewer ? GOVERNOR_FIRST_RETRY_MORE : GOVERNOR_FIRST_RETRY_FEWER);
         return;
     }
-    if (wait_share >= GOVERNOR_WAIT_SHARE && ++g->tried_windows < GOVERNOR_UNFAIR_WINDOWS)
+    if (fewer && wait_share >= GOVERNOR_WAIT_SHARE &&
+        ++g->tried_windows < GOVERNOR_UNFAIR_WINDOWS)
         return;
     double *at = fewer ? &g->retry_fewer_at : &g->retry_more_at;
     double *after = fewer ? &g->retry_fewer_after : &g->retry_more_after;

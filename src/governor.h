@@ -19,12 +19,14 @@
  *    all the threads lose little, but one barrier that waits for a core costs tens of
  *    milliseconds, so a short window says little about them; one thread fewer is steadier,
  *    and under contention a tie goes to it. One thread more, tried below the user's count,
- *    must be faster by GOVERNOR_MARGIN to stay. A tried count that loses while its own
- *    threads waited for a core too was not measured fairly: the scheduler had not yet moved
- *    the busy program off the core that the remaining thread shares with it (that takes
- *    it some milliseconds). It gets another window, up to GOVERNOR_UNFAIR_WINDOWS in all. A
- *    count that loses fairly waits before it is tried again, twice as long after each loss,
- *    up to GOVERNOR_LAST_RETRY.
+ *    must be faster by GOVERNOR_MARGIN to stay. A count of fewer threads that loses while
+ *    its own threads waited for a core too was not measured fairly: the scheduler had not
+ *    yet moved the busy program off the core that the remaining thread shares with it (that
+ *    takes it some milliseconds). It gets another window, up to GOVERNOR_UNFAIR_WINDOWS in
+ *    all. More threads that wait for a core have measured just what they were tried for,
+ *    and a window of them beside a busy program is the slow one: they get no second window
+ *    (a fine-tuning step lasts seconds). A count that loses waits before it is tried
+ *    again, twice as long after each loss, up to GOVERNOR_LAST_RETRY.
  *  - Fewer threads are tried again after GOVERNOR_FIRST_RETRY_FEWER, which is short: a
  *    generation of 64 tokens lasts half a second, and a try costs one window at a slower
  *    count. More threads are tried after GOVERNOR_FIRST_RETRY_MORE, longer: beside a busy
@@ -44,7 +46,9 @@
 #define GOVERNOR_MARGIN 0.05          /* fewer threads win below (1 + this) x the settled
                                          cost, more threads below (1 - this) x */
 #define GOVERNOR_WINDOW_SECONDS 0.03  /* a window lasts at least this long ... */
-#define GOVERNOR_WINDOW_MIN_UNITS 3   /* ... and holds at least this many units */
+#define GOVERNOR_WINDOW_MIN_UNITS 3   /* ... and holds at least this many units ... */
+#define GOVERNOR_WINDOW_LONG_SECONDS 1.0 /* ... or lasts this long: one LoRA step of the bench
+                                            model (2.5 s) is a measurement of its own */
 #define GOVERNOR_FIRST_RETRY_FEWER 0.25 /* seconds before fewer threads are tried again */
 #define GOVERNOR_FIRST_RETRY_MORE 1.0   /* seconds before more threads are tried again */
 #define GOVERNOR_LAST_RETRY 32.0        /* the longest wait before a retry */

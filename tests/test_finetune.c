@@ -487,6 +487,42 @@ Test(finetune, resume_with_dropout_is_bit_exact, .timeout = 300)
     check_resume_is_bit_exact("--lora-dropout 0.1");
 }
 
+/* A fine-tune's adapter is the same bits on 1 thread and on 2: the thread governor may
+ * change the count between steps of a run on a busy machine (src/governor.h), so no kernel
+ * of the step may sum in an order that depends on it. Batches of 8 x 64 tokens, so that the
+ * products are large enough to be shared between threads. */
+static void check_threads_agree(const char *model_relative)
+{
+    SHARED_FILE_OR_SKIP(model, model_relative);
+    const char *dir = test_make_tmpdir();
+    const char *text = shakespeare_sample(dir, 8192);
+    char runs[2][4096];
+    for (int threads = 1; threads <= 2; threads++) {
+        snprintf(runs[threads - 1], sizeof runs[0], "%s/threads%d", dir, threads);
+        quill_ok("finetune %s --data %s --out %s --steps 3 --eval-every 0 --seq-len 64 "
+                 "--batch-size 8 --lr 3e-3 --warmup 1 --lora-rank 4 --lora-dropout 0.1 "
+                 "--threads %d",
+                 model, text, runs[threads - 1], threads);
+    }
+    cr_expect(same_adapters(runs[0], runs[1]), "%s: 1 and 2 threads trained other adapters",
+              model_relative);
+}
+
+Test(finetune, threads_agree_f32_base, .timeout = 300)
+{
+    check_threads_agree("models/stories260K.gguf");
+}
+
+Test(finetune, threads_agree_q8_0_base, .timeout = 300)
+{
+    check_threads_agree("models/qtest-Q8_0.gguf");
+}
+
+Test(finetune, threads_agree_q4_k_base, .timeout = 300)
+{
+    check_threads_agree("models/qtest-Q4_K_M.gguf");
+}
+
 /* --lora-dropout 0 is no dropout, bit for bit; 0.1 trains another adapter. */
 Test(finetune, dropout_zero_is_no_dropout, .timeout = 300)
 {

@@ -118,6 +118,21 @@ Test(governor, a_tried_count_kept_from_its_core_gets_more_windows)
     cr_assert_eq(g.threads, 1);
 }
 
+/* Settled on 1 thread beside a busy program: a try of 2 threads waits for a core (the busy
+ * program holds one) and loses; that is the measurement it was for, so the next window is
+ * back on 1 thread, not another slow one (a fine-tuning step lasts seconds). */
+Test(governor, more_threads_kept_from_a_core_lose_in_one_window)
+{
+    ThreadGovernor g = two_threads();
+    governor_window_end(&g, 0.020, 0.5, 0.0);
+    governor_window_end(&g, 0.008, 0.0, 0.0); /* settled on 1 thread */
+    governor_window_end(&g, 0.008, 0.0, 1.0);
+    cr_assert_eq(g.threads, 2, "2 threads are tried after 1 s");
+    governor_window_end(&g, 0.012, 0.3, 3.5); /* slower, waiting for a core */
+    cr_assert_eq(g.threads, 1, "the losing try ends at once");
+    cr_assert_eq(g.settled, 1);
+}
+
 /* Settled on 1 thread beside a busy neighbour that never leaves: every retry of 2 threads
  * loses, and the waits between retries double from 1 s to at most 32 s. */
 Test(governor, losing_retries_wait_twice_as_long_up_to_32_seconds)

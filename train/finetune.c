@@ -40,6 +40,7 @@
 #include "evaluate.h"
 #include "fileio.h"
 #include "gguf.h"
+#include "governor.h"
 #include "loader.h"
 #include "lora_train.h"
 #include "matmul.h"
@@ -77,7 +78,8 @@ typedef struct {
     TokenData data;
     Rng rng;
     int step;
-    int *inputs, *targets; /* (B, T) */
+    ThreadGovernor governor; /* how many threads a step runs on (governor.h) */
+    int *inputs, *targets;   /* (B, T) */
     size_t *starts;        /* (B) */
 } Finetune;
 
@@ -468,6 +470,7 @@ static int finetune_step(Finetune *f, Progress *progress, Error *err)
 {
     const TrainConfig *c = &f->cfg;
     double start = timer_seconds();
+    governor_unit_begin(&f->governor);
     float loss = finetune_gradients(f);
     double norm = grad_global_norm(f->grads, f->lora.n_params);
     if (!isfinite(loss) || !isfinite(norm))
@@ -481,6 +484,7 @@ static int finetune_step(Finetune *f, Progress *progress, Error *err)
     f->step++;
     double seconds = timer_seconds() - start;
     double tokens = (double)c->batch_size * c->seq_len * c->grad_accum;
+    governor_unit_end(&f->governor, tokens);
     progress_step(progress, f->step, loss, lr, (float)norm, tokens / seconds, seconds);
     return 0;
 }
@@ -504,6 +508,7 @@ static int finetune_loop(Finetune *f, Progress *progress, bool resumed, Error *e
 {
     const TrainConfig *c = &f->cfg;
     int first = f->step;
+    governor_init(&f->governor);
     /* the base model's own loss, the point the curve starts from */
     if (!resumed && c->eval_every > 0 && finetune_evaluate(f, progress, false, err) != 0)
         return -1;
