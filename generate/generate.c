@@ -70,7 +70,7 @@ int generate_tokenize(const quill_model *m, const char *text, size_t len, bool a
     if (len > INT_MAX - 2)
         return error_set(err, "the text has %zu bytes; at most %d are tokenized at once", len,
                          INT_MAX - 2);
-    int cap = (int)len + 2, n;
+    int cap = (int)len + 2, n = -1;
     while ((*ids = malloc((size_t)cap * sizeof **ids)) &&
            (n = quill_tokenize(m, text, len, add_special, parse_special, *ids, cap)) > cap) {
         free(*ids);

@@ -181,7 +181,7 @@ float lora_pair_scale(const LoraAdapter *a, const LoraPair *p, float user_scale)
 int lora_set_init(LoraSet *s, const LoraUse *uses, int n, int max_rows, Error *err)
 {
     memset(s, 0, sizeof *s);
-    if (n == 0)
+    if (n <= 0)
         return 0;
     size_t rank = 1, scratch = 0;
     for (int i = 0; i < n; i++) {

@@ -178,7 +178,7 @@ typedef struct {
     int status;
     double seconds[3];
     uint64_t counts[2];
-    char message[256];
+    char message[sizeof ((Error *)0)->msg]; /* the child's error, whole */
 } ChildReport;
 
 typedef int (*ChildWork)(const BenchDataOptions *o, const void *arg, ChildReport *r);
