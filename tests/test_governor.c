@@ -4,6 +4,7 @@
  * threads, from 0.25 s for fewer) before it is tried again, unless its own threads were
  * kept from their cores, and a quiet machine never changes anything. */
 #include <criterion/criterion.h>
+#include <time.h>
 
 #include "governor.h"
 #include "matmul.h"
@@ -196,6 +197,25 @@ Test(governor, a_new_thread_setting_starts_it_again)
     governor_apply(&g);
     cr_assert_eq(g.threads, 3);
     cr_assert_eq(compute_threads(), 3);
+    compute_set_threads(0);
+}
+
+/* A window holds 3 units, or fewer once it has lasted GOVERNOR_WINDOW_LONG_SECONDS: one
+ * unit that long (a fine-tuning step) ends it, a short one does not. */
+Test(governor, one_unit_of_a_second_is_a_window, .timeout = 30)
+{
+    ThreadGovernor g = two_threads();
+    governor_unit_begin(&g);
+    governor_unit_end(&g, 1024);
+    cr_assert_eq(g.n_units, 1, "a short unit alone is no window");
+    g = two_threads();
+    governor_unit_begin(&g);
+    struct timespec pause = {.tv_sec = (time_t)GOVERNOR_WINDOW_LONG_SECONDS,
+                             .tv_nsec = 50 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    governor_unit_end(&g, 1024);
+    cr_assert_eq(g.n_units, 0, "a unit of %g s is a window of its own",
+                 GOVERNOR_WINDOW_LONG_SECONDS);
     compute_set_threads(0);
 }
 
