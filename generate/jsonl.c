@@ -56,6 +56,33 @@ static void json_write_adapters(FILE *out, const AdapterList *list)
     fputc(']', out);
 }
 
+/* ,"key":"value" for a flag's text, or ,"key":null when the flag was not given. */
+static void json_write_flag_text(FILE *out, const char *key, const char *value)
+{
+    fprintf(out, ",\"%s\":", key);
+    if (value)
+        json_write_string(out, value, strlen(value));
+    else
+        fputs("null", out);
+}
+
+/* The constraints and the guidance of the run, as their flags gave them: the grammar's
+ * sources (--grammar text, --grammar-file path, --json-schema as typed, --json), the
+ * guidance (--guide, --guide-attribute, --negative-prompt, --guide-strength) and
+ * --must-include. */
+static void json_write_constraints(FILE *out, const GenerateOptions *o)
+{
+    json_write_flag_text(out, "grammar", o->grammar);
+    json_write_flag_text(out, "grammar_file", o->grammar_file);
+    json_write_flag_text(out, "json_schema", o->json_schema);
+    fprintf(out, ",\"json\":%s", o->json ? "true" : "false");
+    json_write_flag_text(out, "guide", o->guide);
+    json_write_flag_text(out, "guide_attribute", o->guide_attribute);
+    json_write_flag_text(out, "negative_prompt", o->negative_prompt);
+    fprintf(out, ",\"guide_strength\":%g", o->guide_strength);
+    json_write_flag_text(out, "must_include", o->must_include);
+}
+
 void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completion *c, int n)
 {
     const SamplerParams *sp = &o->sampler;
@@ -81,6 +108,7 @@ void jsonl_write_completions(FILE *out, const GenerateOptions *o, const Completi
                 sp->repeat_penalty, sp->repeat_last_n, sp->frequency_penalty,
                 sp->presence_penalty, o->beam_size, o->length_penalty, o->max_tokens);
         json_write_adapters(out, &o->loras);
+        json_write_constraints(out, o);
         fputs("}}\n", out);
     }
 }

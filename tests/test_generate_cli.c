@@ -122,16 +122,24 @@ Test(generate_cli, output_file_lines_are_json_that_python_reads, .timeout = 60)
     cr_assert_eq(compared, 3);
 }
 
-/* The "lora" array of an --output-file record's "settings", parsed by cJSON (the caller
- * deletes *record). */
-static const cJSON *recorded_lora(const char *file, cJSON **record)
+/* The settings of a record as a cJSON object, from the one line of file (the caller deletes
+ * *record). */
+static const cJSON *recorded_settings(const char *file, cJSON **record)
 {
     char *json;
     test_file_bytes(file, &json);
     *record = cJSON_Parse(json);
     cr_assert_not_null(*record, "not JSON: %s", json);
     free(json);
-    const cJSON *lora = cJSON_GetObjectItem(cJSON_GetObjectItem(*record, "settings"), "lora");
+    const cJSON *settings = cJSON_GetObjectItem(*record, "settings");
+    cr_assert(cJSON_IsObject(settings), "the record has no settings");
+    return settings;
+}
+
+/* The "lora" array of an --output-file record's "settings" (the caller deletes *record). */
+static const cJSON *recorded_lora(const char *file, cJSON **record)
+{
+    const cJSON *lora = cJSON_GetObjectItem(recorded_settings(file, record), "lora");
     cr_assert(cJSON_IsArray(lora), "settings has no \"lora\" array");
     return lora;
 }
@@ -170,6 +178,41 @@ Test(generate_cli, output_file_records_the_lora_adapters, .timeout = 60)
     free(messages);
     lora = recorded_lora(file, &record);
     cr_expect_eq(cJSON_GetArraySize(lora), 0);
+    cJSON_Delete(record);
+}
+
+/* A record also names the grammar and the guidance the text came from, as the flags gave
+ * them: each a string, or null when its flag was not given. */
+Test(generate_cli, output_file_records_the_grammar_and_the_guidance, .timeout = 60)
+{
+    SHARED_FILE_OR_SKIP(model, "models/stories260K.gguf");
+    const char *dir = test_make_tmpdir();
+    char file[256], *out, *messages;
+    int status;
+    snprintf(file, sizeof file, "%s/run.jsonl", dir);
+    quill_stdout(&out, &messages, &status,
+                 "generate %s --prompt 'Once upon a time' -n 3 --seed 1 --output-file %s "
+                 "--grammar 'root ::= [a-z ]+' --negative-prompt 'a sad story' "
+                 "--guide-strength 1.5",
+                 model, file);
+    cr_assert_eq(status, 0, "%s", messages);
+    free(out);
+    free(messages);
+    cJSON *record;
+    const cJSON *settings = recorded_settings(file, &record);
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(settings, "grammar")),
+                     "root ::= [a-z ]+");
+    cr_expect_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(settings, "negative_prompt")),
+                     "a sad story");
+    cr_expect_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(settings, "guide_strength")), 1.5);
+    const char *absent[] = {"grammar_file", "json_schema", "guide", "guide_attribute",
+                            "must_include"};
+    int checked = 0;
+    for (size_t k = 0; k < sizeof absent / sizeof *absent; k++, checked++)
+        cr_expect(cJSON_IsNull(cJSON_GetObjectItem(settings, absent[k])), "%s is not null",
+                  absent[k]);
+    cr_assert_eq(checked, 5);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItem(settings, "json")));
     cJSON_Delete(record);
 }
 
